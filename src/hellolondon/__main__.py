@@ -1,0 +1,3 @@
+from hellolondon.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""Configuration: a few dataclasses, named presets, TOML files and `key=value` overrides.
+
+Every field has a one-line doc. Checks live in `__post_init__`, so a bad value fails where it is
+made. The resolved config is saved as `config.json` with every run and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hellolondon.errors import UserError
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 256  # residual stream width
+    block_size: int = 256  # context length in tokens (learned positions)
+    vocab_size: int = 30000  # tokenizer vocabulary (checked against the token files)
+    dropout: float = 0.0  # 0 for pre-training, as nanoGPT and GPT-3 do
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+            _check(getattr(self, name) > 0, f"model.{name} must be positive")
+        _check(
+            self.n_embd % self.n_head == 0,
+            f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})",
+        )
+        _check(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
+        _check(self.vocab_size <= 65536, "model.vocab_size must fit uint16 token files (<= 65536)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16  # sequences per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step (per process)
+    max_iters: int = 300  # optimizer steps in the whole run
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-4  # floor of the cosine decay (lr/10, as Chinchilla and nanoGPT)
+    warmup_iters: int = 30  # linear warm-up steps from 0 to lr
+    lr_decay_iters: int = 0  # steps of cosine decay; 0 means max_iters
+    weight_decay: float = 0.1  # AdamW decay on matrices only (GPT-3)
+    beta1: float = 0.9  # AdamW beta1 (GPT-3)
+    beta2: float = 0.95  # AdamW beta2 (GPT-3)
+    grad_clip: float = 1.0  # clip the global grad norm; 0 disables
+    eval_interval: int = 50  # steps between evaluations
+    eval_iters: int = 10  # fixed held-out batches per evaluation
+    log_interval: int = 10  # steps between console/tracker rows
+    ckpt_interval: int = 100  # steps between checkpoints (one is also written at the end)
+    keep_last: int = 2  # step checkpoints kept besides `best`
+    sample_interval: int = 0  # steps between text samples in samples.txt; 0: only at the end
+    dtype: str = "auto"  # auto|float32|bfloat16|float16 (auto: bf16 on CUDA if supported, fp16 otherwise, fp32 on CPU)
+    compile: str = "auto"  # auto|true|false: torch.compile (auto: on for CUDA)
+    device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
+    seed: int = 1337  # base seed; rank r uses seed + r
+    nonfinite: str = "skip"  # skip|stop: on a NaN/inf loss skip the step untouched, or checkpoint and stop
+    fsdp: bool = False  # shard parameters with FSDP2 instead of DDP (multi-GPU only)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
+            _check(getattr(self, name) > 0, f"train.{name} must be positive")
+        _check(self.lr > 0 and 0 <= self.min_lr <= self.lr, "train.min_lr must be in [0, train.lr]")
+        _check(self.warmup_iters >= 0, "train.warmup_iters must be >= 0")
+        _check(self.eval_interval >= 0 and self.ckpt_interval >= 0, "intervals must be >= 0")
+        _check(self.keep_last >= 1, "train.keep_last must be >= 1")
+        _check(
+            self.dtype in ("auto", "float32", "bfloat16", "float16"),
+            f"train.dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}",
+        )
+        _check(
+            str(self.compile).lower() in ("auto", "true", "false"),
+            "train.compile must be auto, true or false",
+        )
+        self.compile = str(self.compile).lower()
+        _check(self.nonfinite in ("skip", "stop"), "train.nonfinite must be skip or stop")
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = "work/data"  # folder with train.bin, val.bin and meta.json from `prepare`
+    corpus: str = "sample"  # a name for the corpus, logged with the run
+    period: str = "1500-1850"  # the period the corpus covers, logged with the run
+
+
+@dataclass
+class TrackingConfig:
+    wandb_mode: str = ""  # online|offline|disabled; empty: WANDB_MODE, else online with a key, offline without
+    project: str = ""  # W&B project; empty: WANDB_PROJECT, else helloLondon
+    entity: str = ""  # W&B entity (user or team); empty: WANDB_ENTITY
+    run_name: str = ""  # empty: london-<kind>-YYYYMMDD-HHMMSS as the seed names runs
+    tags: list[str] = field(default_factory=list)  # extra tags besides the defaults
+    notes: str = ""  # free text shown on the W&B run
+    group: str = ""  # W&B group, to gather related runs
+    log_artifacts: bool = False  # upload checkpoints as W&B Artifacts (aliases latest, best)
+    init_timeout: float = 15.0  # seconds W&B may take to start before falling back to offline
+
+    def __post_init__(self) -> None:
+        _check(
+            self.wandb_mode in ("", "online", "offline", "disabled"),
+            f"tracking.wandb_mode must be online, offline or disabled, not {self.wandb_mode!r}",
+        )
+
+
+@dataclass
+class MonitorConfig:
+    enabled: bool = True  # run the health monitor inside training
+    plateau_window: int = 20  # logged rows compared for a plateau
+    plateau_min_drop: float = 0.01  # relative drop of the smoothed loss below which it is a plateau
+    rise_window: int = 10  # logged rows over which a steady loss rise is a finding
+    rise_ratio: float = 1.10  # smoothed loss this much above its best: rising
+    spike_zscore: float = 6.0  # one row this many robust deviations above its neighbours: a spike
+    mfu_drop_ratio: float = 0.6  # MFU below this share of its running level: dropping
+    dt_rise_ratio: float = 1.5  # step time above this multiple of its running level: rising
+    mem_growth_rows: int = 20  # GPU memory rising over this many rows in a row: a leak
+    mem_limit_ratio: float = 0.95  # GPU memory above this share of the card: near the limit
+    overfit_evals: int = 3  # evaluations of val rising while train falls: overfitting
+    alert_wait_s: int = 300  # W&B waits this long between alerts of the same title
+
+
+@dataclass
+class RunConfig:
+    preset: str = "tiny"  # the preset this run started from
+    out_dir: str = "runs"  # runs/<run-name>/ is created below this folder
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model size with the training settings that suit it, and the seed's run name."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    run_prefix: str
+    about: str
+
+
+# Sources: GPT-2 paper (sizes 124M/350M), GPT-3 paper table 2.1 (lr 6e-4 for 125M and 3e-4 for
+# 350M, betas 0.9/0.95, weight decay 0.1, clip 1.0), nanoGPT (2000 warm-up steps, min_lr = lr/10,
+# no dropout). Iteration counts follow the seed: an SLM run ~60,000 steps, a full run 100,000+.
+TINY = Preset(
+    "tiny",
+    ModelConfig(n_layer=4, n_head=4, n_embd=256, block_size=256),
+    TrainConfig(),
+    "london-tiny-demo",
+    "4 layers, 4 heads, 256 wide, context 256: trains on a laptop CPU in minutes",
+)
+SLM = Preset(
+    "slm",
+    ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024),
+    TrainConfig(
+        batch_size=32, grad_accum=1, max_iters=60000, lr=6e-4, min_lr=6e-5, warmup_iters=2000,
+        eval_interval=1000, eval_iters=100, log_interval=10, ckpt_interval=1000, sample_interval=5000,
+    ),
+    "london-slm-simple",
+    "GPT-2 small shape (12 layers, 12 heads, 768 wide, context 1024), ~109M parameters",
+)
+REGULAR = Preset(
+    "regular",
+    ModelConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
+    TrainConfig(
+        batch_size=16, grad_accum=2, max_iters=100000, lr=3e-4, min_lr=3e-5, warmup_iters=2000,
+        eval_interval=1000, eval_iters=100, log_interval=10, ckpt_interval=1000, sample_interval=5000,
+    ),
+    "london-historical-llm",
+    "GPT-2 medium shape (24 layers, 16 heads, 1024 wide, context 1024), ~333M parameters",
+)
+PRESETS: dict[str, Preset] = {p.name: p for p in (TINY, SLM, REGULAR)}
+
+SECTIONS = ("model", "train", "data", "tracking", "monitor")
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _field_types(section_obj: Any) -> dict[str, Any]:
+    return {f.name: f.type for f in dataclasses.fields(section_obj)}
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+    """Turn the text of a `key=value` override into the type of the field it replaces."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(float(text)) if "e" in text.lower() else int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, list):
+            return [t.strip() for t in text.split(",") if t.strip()]
+    except ValueError:
+        kind = type(current).__name__
+        raise UserError(f"{key}: expected a {kind} value, got {text!r}") from None
+    return text
+
+
+def _resolve_key(key: str) -> tuple[str, str]:
+    """`train.lr` or plain `lr` (when only one section has that field) -> (section, field)."""
+    defaults = RunConfig()
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise UserError(f"unknown config section {section!r} in {key!r}; sections: {', '.join(SECTIONS)}")
+        if name not in _field_types(getattr(defaults, section)):
+            known = list(_field_types(getattr(defaults, section)))
+            hint = difflib.get_close_matches(name, known, n=1)
+            more = f"; did you mean {section}.{hint[0]}?" if hint else f"; known: {', '.join(known)}"
+            raise UserError(f"unknown config key {key!r}{more}")
+        return section, name
+    owners = [s for s in SECTIONS if key in _field_types(getattr(defaults, s))]
+    if len(owners) == 1:
+        return owners[0], key
+    if owners:
+        raise UserError(f"config key {key!r} is ambiguous; write one of: {', '.join(f'{s}.{key}' for s in owners)}")
+    every = [f"{s}.{n}" for s in SECTIONS for n in _field_types(getattr(defaults, s))]
+    hint = difflib.get_close_matches(key, [e.split('.')[1] for e in every], n=1)
+    raise UserError(f"unknown config key {key!r}" + (f"; did you mean {hint[0]}?" if hint else ""))
+
+
+def _apply(values: dict[str, dict[str, Any]], key: str, raw: Any) -> None:
+    section, name = _resolve_key(key)
+    current = getattr(getattr(RunConfig(), section), name)
+    value = _parse_value(raw, current, key) if isinstance(raw, str) and not isinstance(current, str) else raw
+    values.setdefault(section, {})[name] = value
+
+
+def build_config(
+    preset: str = "tiny",
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """Preset, then TOML file, then `key=value` overrides, each replacing the one before."""
+    base = get_preset(preset)
+    values: dict[str, dict[str, Any]] = {
+        "model": dataclasses.asdict(base.model),
+        "train": dataclasses.asdict(base.train),
+    }
+    top: dict[str, Any] = {}
+    if config_file is not None:
+        for key, raw in _read_toml(Path(config_file)).items():
+            if isinstance(raw, dict):
+                for name, value in raw.items():
+                    _apply(values, f"{key}.{name}", value)
+            elif key in ("out_dir",):
+                top[key] = raw
+            else:
+                _apply(values, key, raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise UserError(f"override {item!r} must look like key=value (for example train.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        if key.strip() == "out_dir":
+            top["out_dir"] = raw
+            continue
+        _apply(values, key.strip(), raw.strip())
+    return from_dict({"preset": preset, **top, **values})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from `to_dict()` output (config.json, a checkpoint)."""
+    kinds = {
+        "model": ModelConfig, "train": TrainConfig, "data": DataConfig,
+        "tracking": TrackingConfig, "monitor": MonitorConfig,
+    }
+    parts: dict[str, Any] = {}
+    for section, cls in kinds.items():
+        given = dict(data.get(section) or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise UserError(f"unknown config key {section}.{unknown[0]}")
+        parts[section] = cls(**given)
+    return RunConfig(
+        preset=data.get("preset", "tiny"), out_dir=data.get("out_dir", "runs"), **parts
+    )

@@ -1,0 +1,1 @@
+"""The corpus: where documents come from (bundled sample, collection, cleaning) and their format."""

@@ -1,0 +1,99 @@
+"""`documents.jsonl`: one JSON object per line, one document per object.
+
+This is the hand-over between the corpus stages (sample, collect, clean) and `prepare`.
+Required keys: `id` (unique, stable) and `text`. Optional metadata: `title`, `author`, `year`
+(int), `period` (tudor|stuart|georgian|early_victorian), `category`, `source`, `licence`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hellolondon.errors import UserError
+
+PERIODS = (
+    ("tudor", 1485, 1603),
+    ("stuart", 1603, 1714),
+    ("georgian", 1714, 1837),
+    ("early_victorian", 1837, 1851),
+)
+
+
+def period_of(year: int | None) -> str:
+    """The period label of a year (Tudor 1500-1603, Stuart 1603-1714, Georgian 1714-1837,
+    early Victorian 1837-1850); an empty string when the year is unknown or out of range."""
+    if year is None:
+        return ""
+    for name, start, end in PERIODS:
+        if start <= year < end:
+            return name
+    return ""
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    title: str = ""
+    author: str = ""
+    year: int | None = None
+    period: str = ""
+    category: str = ""
+    source: str = ""
+    licence: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.period:
+            self.period = period_of(self.year)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def is_validation(doc_id: str, val_fraction: float = 0.05) -> bool:
+    """Deterministic split by document: a document goes to validation when the hash of its id
+    falls in the first `val_fraction` of the hash space. Never the tail of one text."""
+    digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def read_documents(path: str | Path) -> Iterator[Document]:
+    """Stream documents from a JSONL file; a bad line is a clear error naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"corpus file {path} not found; run `hellolondon corpus sample` or `corpus clean` first")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{path}:{lineno} is not UTF-8 text; is this a binary file?") from None
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno} is not a JSON object ({exc.msg}); expected documents.jsonl") from None
+            if not isinstance(data, dict) or "text" not in data or "id" not in data:
+                raise UserError(f"{path}:{lineno} needs the keys 'id' and 'text'")
+            known = {k: data[k] for k in Document.__dataclass_fields__ if k in data}
+            yield Document(**known)
+
+
+def write_documents(path: str | Path, docs: Iterable[Document]) -> int:
+    """Write atomically (a temporary file, then rename); returns how many were written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for doc in docs:
+            f.write(doc.to_json() + "\n")
+            count += 1
+    os.replace(tmp, path)
+    return count
