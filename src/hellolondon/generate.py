@@ -1,0 +1,94 @@
+"""Text generation with a KV cache: temperature, top-k, top-p, repetition penalty, a seed,
+and a stop at `<|endoftext|>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hellolondon.errors import UserError
+from hellolondon.model import GPT, KVCache
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 200  # tokens to add at most
+    temperature: float = 0.8  # < 1 sharper, > 1 more varied; 0 picks the most likely token
+    top_k: int = 200  # keep the k most likely tokens; 0 keeps all
+    top_p: float = 0.95  # keep the smallest set with this much probability; 1 keeps all
+    repetition_penalty: float = 1.1  # > 1 makes tokens already present less likely
+    seed: int = 1337  # same seed, same text
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise UserError("--max-new-tokens must be at least 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
+            raise UserError("need temperature >= 0, 0 < top-p <= 1, top-k >= 0 and repetition-penalty > 0")
+
+
+def _filter(logits: torch.Tensor, s: Sampling, seen: torch.Tensor) -> torch.Tensor:
+    """logits (B, V) -> filtered logits; seen (B, V) bool marks tokens already in the text."""
+    if s.repetition_penalty != 1.0:
+        # CTRL's penalty: divide positive logits, multiply negative ones
+        penal = torch.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
+        logits = torch.where(seen, penal, logits)
+    logits = logits / max(s.temperature, 1e-8)
+    if s.top_k:
+        kth = torch.topk(logits, min(s.top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -float("inf"))
+    if s.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) > s.top_p  # keep the token that crosses p
+        sorted_logits = sorted_logits.masked_fill(drop, -float("inf"))
+        logits = torch.full_like(logits, -float("inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+@torch.no_grad()
+def generate_ids(model: GPT, prompt: list[int], s: Sampling, eot_id: int | None = None, on_token=None) -> list[int]:
+    """New token ids after `prompt`, decoded one at a time from the KV cache."""
+    device = next(model.parameters()).device
+    ctx = model.config.block_size
+    if len(prompt) >= ctx:
+        raise UserError(f"the prompt has {len(prompt)} tokens but the model's context is {ctx}; shorten it")
+    if not prompt:
+        prompt = [eot_id if eot_id is not None else 0]  # start of a new document
+    steps = min(s.max_new_tokens, ctx - len(prompt))
+    gen = torch.Generator(device=device).manual_seed(s.seed)
+    cache = KVCache(model.config, 1, len(prompt) + steps, device, next(model.parameters()).dtype)
+    was_training = model.training
+    model.eval()
+    idx = torch.tensor([prompt], device=device)
+    seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=device)
+    seen[0, idx[0]] = True
+    out: list[int] = []
+    logits, _ = model(idx, cache=cache)
+    for _ in range(steps):
+        last = logits[:, -1, :].float()
+        if s.temperature == 0:
+            nxt = torch.argmax(_filter(last, Sampling(1, 1.0, 0, 1.0, s.repetition_penalty), seen), dim=-1, keepdim=True)
+        else:
+            probs = torch.softmax(_filter(last, s, seen), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=gen)
+        token = int(nxt)
+        if token == eot_id:
+            break
+        out.append(token)
+        if on_token is not None:
+            on_token(token)
+        seen[0, token] = True
+        if len(out) < steps:
+            logits, _ = model(nxt, cache=cache)
+    model.train(was_training)
+    return out
+
+
+def sample_text(model: GPT, tokenizer_dir: str | Path, prompt: str, max_new_tokens: int = 64, seed: int = 1337) -> str:
+    from hellolondon.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    ids = generate_ids(model, tok.encode(prompt), Sampling(max_new_tokens=max_new_tokens, seed=seed), tok.eot_id)
+    return prompt + tok.decode(ids)
