@@ -1,0 +1,296 @@
+"""documents.jsonl -> train.bin / val.bin (uint16 token ids) + meta.json.
+
+Each document is written as `<|endoftext|>` followed by its tokens, so the separator also marks
+where a text begins. The split is by whole document (never the tail of a text): within each
+source, documents are ordered by sha256 of their id (the hash `corpus.documents.is_validation`
+uses) and the first ones go to validation until they hold about `val_fraction` of that source's
+characters. On a large corpus this matches `is_validation`; on a small one it still gives every
+source a sensible, non-empty share.
+
+Memory stays bounded: documents stream in chunks, workers encode them, and the parent appends
+tokens to the files in order with only a few chunks in flight. Outputs are written under
+temporary names and renamed at the end, so a failed run leaves the folder as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hellolondon.corpus.documents import Document, read_documents
+from hellolondon.errors import UserError
+from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer
+
+DTYPE = np.uint16
+CHUNK_CHARS = 2_000_000  # text per task: big enough to amortise pickling, small enough to stream
+OUTPUTS = ("train.bin", "val.bin", "meta.json")
+
+
+def _hash_key(doc_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(doc_id.encode("utf-8")).digest()[:8], "big")
+
+
+def choose_validation(docs: list[tuple[str, str, int]], val_fraction: float = 0.05) -> set[str]:
+    """Pick validation ids from (id, source, characters) triples; see the module docstring.
+    A document joins while at least half of it fits in the source's share."""
+    by_source: dict[str, list[tuple[str, int]]] = {}
+    for doc_id, source, size in docs:
+        by_source.setdefault(source, []).append((doc_id, size))
+    val: set[str] = set()
+    for group in by_source.values():
+        group.sort(key=lambda d: (_hash_key(d[0]), d[0]))
+        target = val_fraction * sum(size for _, size in group)
+        taken = 0
+        for doc_id, size in group[:-1]:  # the last one always stays for training
+            if taken + size / 2 > target:
+                break
+            val.add(doc_id)
+            taken += size
+    if not val and len(docs) >= 2:  # tiny corpora: one document still makes a validation set
+        val.add(min((d[0] for d in docs), key=lambda i: (_hash_key(i), i)))
+    return val
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_inputs(corpus: Path, tokenizer_dir: Path) -> Tokenizer:
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if tokenizer.vocab_size > MAX_VOCAB:
+        raise UserError(
+            f"tokenizer vocab {tokenizer.vocab_size} does not fit uint16 token files (max {MAX_VOCAB}); train one with --vocab-size <= {MAX_VOCAB}"
+        )
+    if not corpus.is_file():
+        raise UserError(
+            f"corpus file {corpus} not found; run `hellolondon corpus sample --out {corpus}` first"
+        )
+    if corpus.stat().st_size == 0:
+        raise UserError(
+            f"corpus file {corpus} is empty; expected documents.jsonl with one JSON document per line"
+        )
+    return tokenizer
+
+
+def _chunks(corpus: Path, val_ids: set[str]) -> Iterator[list[tuple[Document, bool]]]:
+    chunk: list[tuple[Document, bool]] = []
+    size = 0
+    for doc in read_documents(corpus):
+        if not doc.text:
+            continue
+        chunk.append((doc, doc.id in val_ids))
+        size += len(doc.text)
+        if size >= CHUNK_CHARS:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+# Each worker process loads the tokenizer once; the parent only reads and writes.
+_WORKER: Tokenizer | None = None
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    global _WORKER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
+    _WORKER = load_tokenizer(tokenizer_dir)
+
+
+def _encode(texts: list[str], tokenizer: Tokenizer | None = None) -> list[np.ndarray]:
+    tok = tokenizer or _WORKER
+    eot = [tok.eot_id]
+    return [np.array(eot + ids, dtype=DTYPE) for ids in tok.encode_batch(texts)]
+
+
+class _Writer:
+    """Appends each document's tokens to train.bin or val.bin and records the val spans."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.tmp = {name: out_dir / f".{name}.tmp" for name in OUTPUTS}
+        # Closed by close() or discard(): the files live across many write() calls.
+        self.files = {s: open(self.tmp[f"{s}.bin"], "wb") for s in ("train", "val")}  # noqa: SIM115
+        self.tokens = {"train": 0, "val": 0}
+        self.docs = {"train": 0, "val": 0}
+        self.spans: list[dict] = []
+
+    def write(self, chunk: list[tuple[Document, bool]], arrays: list[np.ndarray]) -> None:
+        for (doc, is_val), arr in zip(chunk, arrays, strict=True):
+            split = "val" if is_val else "train"
+            if is_val:
+                start = self.tokens["val"]
+                span = {
+                    "id": doc.id,
+                    "title": doc.title,
+                    "period": doc.period,
+                    "category": doc.category,
+                }
+                self.spans.append(
+                    span | {"source": doc.source, "start": start, "end": start + len(arr)}
+                )
+            self.files[split].write(arr.tobytes())
+            self.tokens[split] += len(arr)
+            self.docs[split] += 1
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def discard(self) -> None:
+        self.close()
+        for path in self.tmp.values():
+            path.unlink(missing_ok=True)
+
+
+def _default_workers(corpus: Path) -> int:
+    # Below ~64 MB, starting worker processes costs more than it saves: the tokenizer's own
+    # threads already use every core. Above, workers also overlap encoding with reading.
+    if corpus.stat().st_size < 64 * 2**20:
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def prepare(
+    corpus: str | Path,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    workers: int | None = None,
+    val_fraction: float = 0.05,
+    show_progress: bool = False,
+) -> dict:
+    """Tokenize `corpus` into `out_dir`; returns the metadata written to meta.json (plus timing).
+    `workers`: encoding processes; 1 encodes in this process (with the tokenizer's own threads);
+    None picks 1 for small corpora, else up to 8. Worker processes are spawned, so a script that
+    calls this with workers > 1 needs the usual `if __name__ == "__main__":` guard."""
+    corpus, tokenizer_dir, out_dir = Path(corpus), Path(tokenizer_dir), Path(out_dir)
+    tokenizer = _check_inputs(corpus, tokenizer_dir)
+    t0 = time.perf_counter()
+    # First pass: ids, sources and sizes only, to choose the split before writing anything.
+    sizes = [(d.id, d.source, len(d.text)) for d in read_documents(corpus) if d.text]
+    if not sizes:
+        raise UserError(f"corpus file {corpus} has no documents with text")
+    if len(sizes) < 2:
+        raise UserError(
+            f"corpus file {corpus} has one document; validation needs a separate one, so add at least one more"
+        )
+    val_ids = choose_validation(sizes, val_fraction)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = _Writer(out_dir)
+    try:
+        _run(
+            corpus,
+            val_ids,
+            tokenizer,
+            tokenizer_dir,
+            writer,
+            workers or _default_workers(corpus),
+            show_progress,
+            len(sizes),
+        )
+        writer.close()
+        meta = _meta(corpus, tokenizer, writer, val_fraction)
+        writer.tmp["meta.json"].write_text(
+            json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    except BaseException:
+        writer.discard()
+        raise
+    for name in OUTPUTS:  # meta.json last: a folder with meta.json is complete
+        os.replace(writer.tmp[name], out_dir / name)
+    seconds = time.perf_counter() - t0
+    return meta | {"seconds": seconds, "corpus_bytes": corpus.stat().st_size}
+
+
+def _run(corpus, val_ids, tokenizer, tokenizer_dir, writer, workers, show_progress, n_docs) -> None:
+    bar = tqdm(total=n_docs, unit="doc", desc="prepare", disable=not show_progress)
+    if workers <= 1:
+        for chunk in _chunks(corpus, val_ids):
+            writer.write(chunk, _encode([d.text for d, _ in chunk], tokenizer))
+            bar.update(len(chunk))
+        bar.close()
+        return
+    ctx = get_context("spawn")  # fork would copy the tokenizer's thread pool state
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(tokenizer_dir),)
+    ) as pool:
+        pending: deque[tuple[list, Future]] = deque()
+        for chunk in _chunks(corpus, val_ids):
+            pending.append((chunk, pool.submit(_encode, [d.text for d, _ in chunk])))
+            while len(pending) > 2 * workers:  # bounded: only a few chunks in memory
+                done, future = pending.popleft()
+                writer.write(done, future.result())
+                bar.update(len(done))
+        while pending:
+            done, future = pending.popleft()
+            writer.write(done, future.result())
+            bar.update(len(done))
+    bar.close()
+
+
+def _meta(corpus: Path, tokenizer: Tokenizer, writer: _Writer, val_fraction: float) -> dict:
+    return {
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id,
+        "dtype": "uint16",
+        "layout": "each document is <|endoftext|> followed by its tokens",
+        "train_tokens": writer.tokens["train"],
+        "val_tokens": writer.tokens["val"],
+        "train_documents": writer.docs["train"],
+        "val_documents": writer.docs["val"],
+        "val_fraction": val_fraction,
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+        "tokenizer_path": str(Path(tokenizer.path).resolve()) if tokenizer.path else "",
+        "corpus_path": str(corpus.resolve()),
+        "corpus_sha256": _file_sha256(corpus),
+        "val_spans": writer.spans,
+    }
+
+
+def load_meta(data_dir: str | Path) -> dict:
+    """Read meta.json of a prepared folder and check the token files match it."""
+    data_dir = Path(data_dir)
+    path = data_dir / "meta.json"
+    if not path.is_file():
+        raise UserError(
+            f"{data_dir} has no meta.json; run `hellolondon prepare --out {data_dir}` first"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is not valid JSON; run `hellolondon prepare` again") from None
+    for split in ("train", "val"):
+        bin_path = data_dir / f"{split}.bin"
+        expected = meta.get(f"{split}_tokens", -1) * np.dtype(DTYPE).itemsize
+        if not bin_path.is_file() or bin_path.stat().st_size != expected:
+            raise UserError(
+                f"{bin_path} is missing or does not match meta.json; run `hellolondon prepare` again"
+            )
+    return meta
+
+
+def check_tokenizer_matches(meta: dict, tokenizer: Tokenizer) -> None:
+    """The token files must come from this very tokenizer; raise a UserError when they do not."""
+    if meta.get("vocab_size") != tokenizer.vocab_size:
+        raise UserError(
+            f"token files have vocab size {meta.get('vocab_size')} but tokenizer {tokenizer.path} has "
+            f"{tokenizer.vocab_size}; run `hellolondon prepare` with this tokenizer"
+        )
+    if meta.get("tokenizer_fingerprint") != tokenizer.fingerprint:
+        raise UserError(
+            f"token files were made with another tokenizer (fingerprint {str(meta.get('tokenizer_fingerprint'))[:12]}, "
+            f"not {tokenizer.fingerprint[:12]}); run `hellolondon prepare` with tokenizer {tokenizer.path}"
+        )

@@ -1,0 +1,255 @@
+"""Byte-level BPE tokenizer: train, save in Hugging Face format, load, fingerprint.
+
+Byte-level BPE (GPT-2's scheme) is lossless: every string maps to bytes and back, so
+`decode(encode(s)) == s` for any text, with no unknown token and no normalizer.
+Historical terms from `data/historical_tokens.txt` are forced into the vocabulary as ordinary
+merges (" Cheapside" -> one token), so they are reachable from running text and trained like any
+other token. Control tokens (`<|endoftext|>` = id 0, ...) are special and never come from text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from hellolondon.errors import UserError
+
+EOT = "<|endoftext|>"
+MAX_VOCAB = 65536  # token files store uint16 ids
+TOKENS_FILE = "historical_tokens.txt"
+
+
+def read_token_file(text: str | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """Parse the token file: (control tokens, {category: terms}). Defaults to the packaged file."""
+    if text is None:
+        text = resources.files("hellolondon").joinpath("data", TOKENS_FILE).read_text("utf-8")
+    control: list[str] = []
+    terms: dict[str, list[str]] = {}
+    category = "other"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("<|"):
+            control.append(line)
+        elif line.startswith("[") and line.endswith("]"):
+            category = line[1:-1]
+        elif line.isalpha():
+            terms.setdefault(category, []).append(line)
+        else:
+            raise ValueError(f"historical term {line!r} must be one word of letters")
+    if not control or control[0] != EOT:
+        raise ValueError(f"the first control token must be {EOT}")
+    return control, terms
+
+
+def historical_terms() -> list[str]:
+    """All packaged historical terms, in file order."""
+    _, terms = read_token_file()
+    return [t for group in terms.values() for t in group]
+
+
+def canonical_json(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint_of(data: dict) -> str:
+    """sha256 of the canonical tokenizer.json: equal fingerprints mean identical tokenizers."""
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+
+
+class Tokenizer:
+    """A trained tokenizer loaded from a folder (tokenizer.json + Hugging Face configs)."""
+
+    def __init__(self, hf: HFTokenizer, path: Path | None = None) -> None:
+        self.hf = hf
+        # Text that happens to contain "<|endoftext|>" stays text: only we insert control tokens.
+        self.hf.encode_special_tokens = True
+        self.path = path
+        data = json.loads(hf.to_str())
+        self.fingerprint = fingerprint_of(data)
+        self.eot_id = hf.token_to_id(EOT)
+        if self.eot_id is None:
+            raise UserError(
+                f"tokenizer {path} has no {EOT} token; train one with `hellolondon tokenizer train`"
+            )
+        self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Encode many texts in parallel (the tokenizer's own threads); no offsets are computed."""
+        fast = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)  # tokenizers >= 0.20
+        return [e.ids for e in fast(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=False)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.hf.token_to_id(token)
+
+    def id_to_token(self, idx: int) -> str | None:
+        return self.hf.id_to_token(idx)
+
+
+def _new_tokenizer() -> HFTokenizer:
+    tok = HFTokenizer(models.BPE())
+    # No normalizer and no prefix space: the text is kept exactly as written.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _merges(model: dict) -> list[tuple[str, str]]:
+    # tokenizers >= 0.20 stores merges as pairs, older versions as "a b" strings.
+    return [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model["merges"]]
+
+
+def _with_merges(data: dict, vocab: dict[str, int], merges: list[tuple[str, str]]) -> HFTokenizer:
+    data = dict(data, model=dict(data["model"], vocab=vocab, merges=[list(m) for m in merges]))
+    return HFTokenizer.from_str(json.dumps(data))
+
+
+def _chain(tok: HFTokenizer, word: str) -> list[tuple[str, str]]:
+    """Merges that join the current pieces of `word` left to right into one token."""
+    pieces = [tok.id_to_token(i) for i in tok.encode(word).ids]
+    chain, acc = [], pieces[0]
+    for piece in pieces[1:]:
+        chain.append((acc, piece))
+        acc += piece
+    return chain
+
+
+def _force_words(data: dict, words: list[str], vocab_size: int) -> dict:
+    """Append merges so each word is one token, dropping the last learned merges to stay within
+    `vocab_size`. Appended merges have the lowest rank, so they only join what BPE left split."""
+    model = data["model"]
+    vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
+    merges = _merges(model)
+    n_base = len(vocab) - len(merges)  # control tokens + the 256 byte symbols
+    for _ in range(50):
+        tok = _with_merges(data, vocab, merges)
+        extra: list[tuple[str, str]] = []
+        for _round in range(5):
+            missing = [w for w in words if len(tok.encode(w).ids) != 1]
+            if not missing:
+                break
+            for word in missing:
+                extra += [m for m in _chain(tok, word) if m not in extra]
+            tok = _with_merges(data, _extend(vocab, extra), merges + extra)
+        new_vocab = _extend(vocab, extra)
+        excess = len(new_vocab) - vocab_size
+        if excess <= 0:
+            return dict(
+                data, model=dict(model, vocab=new_vocab, merges=[list(m) for m in merges + extra])
+            )
+        if len(merges) == 0:
+            break
+        drop = min(excess, len(merges))
+        merges = merges[:-drop]
+        vocab = dict(list(vocab.items())[: n_base + len(merges)])
+    raise UserError(
+        f"vocab size {vocab_size} is too small for the {len(words)} historical terms; "
+        "use a larger --vocab-size or --no-historical"
+    )
+
+
+def _extend(vocab: dict[str, int], merges: list[tuple[str, str]]) -> dict[str, int]:
+    out = dict(vocab)
+    for a, b in merges:
+        out.setdefault(a + b, len(out))
+    return out
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    out_dir: str | Path,
+    vocab_size: int = 30000,
+    historical: bool = True,
+    show_progress: bool = False,
+) -> Tokenizer:
+    """Train byte-level BPE on `texts` (one document each) and save it to `out_dir`."""
+    control, terms = read_token_file()
+    words = [" " + t for group in terms.values() for t in group] if historical else []
+    floor = len(control) + 256
+    if not floor < vocab_size <= MAX_VOCAB:
+        raise UserError(
+            f"vocab size must be in ({floor}, {MAX_VOCAB}] (uint16 token files), not {vocab_size}"
+        )
+    tok = _new_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=control,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    data = json.loads(tok.to_str())
+    if words:
+        data = _force_words(data, words, vocab_size)
+    save_tokenizer(data, out_dir)
+    return load_tokenizer(out_dir)
+
+
+def save_tokenizer(data: dict, out_dir: str | Path) -> None:
+    """Write tokenizer.json plus the two small configs `transformers.AutoTokenizer` reads."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    specials = [t["content"] for t in data.get("added_tokens", []) if t.get("special")]
+    pad = "<|pad|>" if "<|pad|>" in specials else EOT
+    special_map = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": pad}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special_map,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,  # it would change text on decode
+        "model_input_names": ["input_ids", "attention_mask"],
+    }
+    files = {
+        "tokenizer.json": json.dumps(data, ensure_ascii=False, indent=1),
+        "tokenizer_config.json": json.dumps(config, indent=2),
+        "special_tokens_map.json": json.dumps(special_map, indent=2),
+    }
+    for name, text in files.items():
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out / name)
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a tokenizer folder (or its tokenizer.json); a missing or broken one is a UserError."""
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"no tokenizer at {path}; train one with `hellolondon tokenizer train`")
+    try:
+        hf = HFTokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+        raise UserError(
+            f"{file} is not a valid tokenizer.json ({str(exc)[:80]}); train it again"
+        ) from None
+    return Tokenizer(hf, path=file.parent)
+
+
+def term_counts(tokenizer: Tokenizer, texts: Iterable[str]) -> dict[str, int]:
+    """How often each historical term's token occurs when `texts` are encoded."""
+    ids = {}
+    for term in historical_terms():
+        enc = tokenizer.encode(" " + term)
+        if len(enc) == 1:
+            ids[enc[0]] = term
+    counts = dict.fromkeys(ids.values(), 0)
+    for text in texts:
+        for i in tokenizer.encode(text):
+            if i in ids:
+                counts[ids[i]] += 1
+    return counts
