@@ -1,0 +1,73 @@
+"""`hellolondon generate`: write text with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLES = """examples:
+  hellolondon generate runs/london-tiny-demo-20261126-101500 --prompt "In the year of our Lord"
+  hellolondon generate runs/RUN/checkpoints/best --temperature 0.7 --top-p 0.9 --seed 7
+  hellolondon generate runs/RUN --interactive"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate text from a run or checkpoint", description=__doc__,
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=200, help="0 keeps every token")
+    p.add_argument("--top-p", type=float, default=0.95, help="1 keeps every token")
+    p.add_argument("--repetition-penalty", type=float, default=1.1, help="1 turns it off")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--interactive", action="store_true", help="ask for prompts until an empty line or Ctrl-D")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hellolondon.generate import Sampling, generate_ids
+    from hellolondon.tokenizer import load_tokenizer
+    from hellolondon.tracking.hardware import resolve_device
+    from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
+
+    s = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty, args.seed)
+    model, _, state, ckpt = load_model(args.checkpoint, resolve_device(args.device))
+    tok = load_tokenizer(tokenizer_dir_of(ckpt))
+    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
+        from hellolondon.errors import UserError
+
+        raise UserError(f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)")
+
+    def write(prompt: str) -> None:
+        sys.stdout.write(prompt)
+        ids: list[int] = []
+        shown = 0
+
+        def show(token: int) -> None:
+            # decode the whole tail: one token may hold only part of a multi-byte character
+            nonlocal shown
+            ids.append(token)
+            text = tok.decode(ids)
+            if not text.endswith("\ufffd"):
+                sys.stdout.write(text[shown:])
+                sys.stdout.flush()
+                shown = len(text)
+
+        generate_ids(model, tok.encode(prompt), s, tok.eot_id, on_token=show)
+        sys.stdout.write(tok.decode(ids)[shown:] + "\n")
+
+    if not args.interactive:
+        write(args.prompt)
+        return 0
+    print(f"model from {ckpt}; an empty line or Ctrl-D ends", file=sys.stderr)
+    while True:
+        try:
+            prompt = input("prompt> ")
+        except EOFError:
+            return 0
+        if not prompt:
+            return 0
+        write(prompt)
