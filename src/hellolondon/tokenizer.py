@@ -192,7 +192,16 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    seen = [0]
+
+    def counted() -> Iterable[str]:
+        for text in texts:
+            seen[0] += 1
+            yield text
+
+    tok.train_from_iterator(counted(), trainer=trainer)
+    if not seen[0]:
+        raise UserError("no text to train the tokenizer on; the corpus has no documents")
     data = json.loads(tok.to_str())
     if words:
         data = _force_words(data, words, vocab_size)

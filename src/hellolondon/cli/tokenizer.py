@@ -1,0 +1,104 @@
+"""`hellolondon tokenizer train|encode|terms`: build and inspect the byte-level BPE tokenizer."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from hellolondon.corpus.documents import read_documents
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("tokenizer", help="train or inspect the tokenizer")
+    tsub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+
+    train = tsub.add_parser(
+        "train",
+        help="train byte-level BPE on documents.jsonl",
+        formatter_class=RAW,
+        epilog="example:\n  hellolondon tokenizer train --corpus work/documents.jsonl --out work/tokenizer --vocab-size 8192",
+    )
+    train.add_argument("--corpus", required=True, help="documents.jsonl to learn from")
+    train.add_argument("--out", required=True, help="folder for tokenizer.json and its configs")
+    train.add_argument(
+        "--vocab-size",
+        type=int,
+        default=30000,
+        help="vocabulary size (default 30000, at most 65536)",
+    )
+    train.add_argument(
+        "--no-historical",
+        action="store_true",
+        help="do not force the historical terms into the vocabulary",
+    )
+    train.set_defaults(func=train_command)
+
+    encode = tsub.add_parser(
+        "encode",
+        help="show how a text is split into tokens",
+        formatter_class=RAW,
+        epilog='example:\n  hellolondon tokenizer encode --tokenizer work/tokenizer "The watermen of Southwark"',
+    )
+    encode.add_argument("text", help="text to encode")
+    encode.add_argument("--tokenizer", required=True, help="tokenizer folder")
+    encode.set_defaults(func=encode_command)
+
+    terms = tsub.add_parser(
+        "terms",
+        help="count the historical terms' tokens in a corpus",
+        formatter_class=RAW,
+        epilog="example:\n  hellolondon tokenizer terms --tokenizer work/tokenizer --corpus work/documents.jsonl",
+    )
+    terms.add_argument("--tokenizer", required=True, help="tokenizer folder")
+    terms.add_argument("--corpus", required=True, help="documents.jsonl to count in")
+    terms.add_argument(
+        "--top", type=int, default=20, help="how many of the most frequent terms to list"
+    )
+    terms.set_defaults(func=terms_command)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from hellolondon.tokenizer import train_tokenizer
+
+    next(read_documents(args.corpus), None)  # fail fast with a clear line on a bad corpus
+    t0 = time.perf_counter()
+    texts = (doc.text for doc in read_documents(args.corpus))
+    tok = train_tokenizer(
+        texts, args.out, args.vocab_size, historical=not args.no_historical, show_progress=True
+    )
+    print(f"tokenizer: {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f}s -> {args.out}")
+    print(f"fingerprint: {tok.fingerprint}")
+    return 0
+
+
+def encode_command(args: argparse.Namespace) -> int:
+    from hellolondon.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer)
+    ids = tok.encode(args.text)
+    print(f"{len(ids)} tokens: {ids}")
+    # A piece of a multi-byte character does not decode alone: show its byte-level symbol.
+    pieces = [tok.decode([i]) for i in ids]
+    print(
+        " | ".join(
+            repr(p) if "\ufffd" not in p else tok.id_to_token(i)
+            for p, i in zip(pieces, ids, strict=True)
+        )
+    )
+    return 0
+
+
+def terms_command(args: argparse.Namespace) -> int:
+    from hellolondon.tokenizer import historical_terms, load_tokenizer, term_counts
+
+    tok = load_tokenizer(args.tokenizer)
+    counts = term_counts(tok, (doc.text for doc in read_documents(args.corpus)))
+    found = {t: n for t, n in counts.items() if n}
+    print(
+        f"{len(counts)} of {len(historical_terms())} historical terms are single tokens; {len(found)} occur, {sum(found.values())} times in all"
+    )
+    for term, n in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[: args.top]:
+        print(f"{n:8d}  {term}")
+    return 0
