@@ -1,0 +1,193 @@
+"""prepare: documents.jsonl -> train.bin / val.bin / meta.json, losslessly and atomically."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hellolondon import prepare as prep
+from hellolondon.cli import main
+from hellolondon.corpus.documents import Document, write_documents
+from hellolondon.errors import UserError
+from hellolondon.prepare import check_tokenizer_matches, choose_validation, load_meta, prepare
+from hellolondon.tokenizer import load_tokenizer, train_tokenizer
+
+WORDS = [
+    "the",
+    "watermen",
+    "of",
+    "Southwark",
+    "rowed",
+    "to",
+    "Whitehall",
+    "while",
+    "apprentices",
+    "cried",
+    "their",
+    "wares",
+]
+
+
+def make_docs(n: int = 40) -> list[Document]:
+    rng = np.random.default_rng(0)
+    docs = []
+    for i in range(n):
+        words = rng.choice(WORDS, size=int(rng.integers(20, 200)))
+        text = f"Document {i}.\n" + " ".join(words) + ("\n  ſo ends it ✠" if i % 3 == 0 else "")
+        source = "ballads" if i % 2 else "sermons"
+        docs.append(
+            Document(id=f"{source}/{i}", text=text, title=f"T{i}", year=1600 + 5 * i, source=source)
+        )
+    return docs
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    docs = make_docs()
+    write_documents(root / "docs.jsonl", docs)
+    train_tokenizer((d.text for d in docs), root / "tok", vocab_size=400, historical=False)
+    return root, docs
+
+
+def read_bin(path) -> np.ndarray:
+    return np.fromfile(path, dtype=np.uint16)
+
+
+def split_docs(tokens: np.ndarray, eot: int) -> list[np.ndarray]:
+    cuts = np.flatnonzero(tokens == eot)
+    assert cuts.size and cuts[0] == 0  # every document starts with <|endoftext|>
+    return [tokens[a + 1 : b] for a, b in zip(cuts, list(cuts[1:]) + [len(tokens)], strict=True)]
+
+
+def test_prepare_is_lossless_and_described(setup, tmp_path):
+    root, docs = setup
+    meta = prepare(root / "docs.jsonl", root / "tok", tmp_path)
+    tok = load_tokenizer(root / "tok")
+    train, val = read_bin(tmp_path / "train.bin"), read_bin(tmp_path / "val.bin")
+    assert (len(train), len(val)) == (meta["train_tokens"], meta["val_tokens"])
+    val_ids = {s["id"] for s in meta["val_spans"]}
+    expected_train = [d.text for d in docs if d.id not in val_ids]
+    assert [tok.decode(t) for t in split_docs(train, tok.eot_id)] == expected_train
+    by_id = {d.id: d for d in docs}
+    for span in meta["val_spans"]:
+        doc = by_id[span["id"]]
+        assert val[span["start"]] == tok.eot_id
+        assert tok.decode(val[span["start"] + 1 : span["end"]]) == doc.text
+        assert (span["period"], span["source"], span["title"]) == (
+            doc.period,
+            doc.source,
+            doc.title,
+        )
+    assert meta["val_documents"] == len(val_ids) >= 2
+    assert meta["train_documents"] + meta["val_documents"] == len(docs)
+    assert meta["vocab_size"] == tok.vocab_size and meta["tokenizer_fingerprint"] == tok.fingerprint
+    assert meta["dtype"] == "uint16" and len(meta["corpus_sha256"]) == 64
+    assert json.loads((tmp_path / "meta.json").read_text()) == {
+        k: meta[k] for k in load_meta(tmp_path)
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+
+
+def test_worker_pool_gives_the_same_bytes(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 2000)  # many chunks, so ordering is exercised
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "one", workers=1)
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "two", workers=2)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_choose_validation():
+    docs = [(f"d{i}", "a" if i < 50 else "b", 100) for i in range(100)]
+    val = choose_validation(docs, 0.05)
+    assert val == choose_validation(list(reversed(docs)), 0.05)  # order does not matter
+    assert len([v for v in val if int(v[1:]) < 50]) in (2, 3)  # about 5% of each source
+    assert len([v for v in val if int(v[1:]) >= 50]) in (2, 3)
+    assert len(choose_validation([("x", "s", 10), ("y", "s", 10)], 0.05)) == 1  # never empty
+    assert choose_validation([("only", "s", 10)], 0.05) == set()  # never the whole corpus
+
+
+def test_errors_are_one_line_and_leave_old_outputs(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    out = tmp_path / "out"
+    prepare(root / "docs.jsonl", root / "tok", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    (tmp_path / "binary.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    write_documents(tmp_path / "one.jsonl", [Document(id="a", text="alone")])
+    cases = {
+        "missing.jsonl": "not found",
+        "empty.jsonl": "is empty",
+        "blank.jsonl": "no documents",
+        "binary.jsonl": "not UTF-8",
+        "one.jsonl": "one document",
+    }
+    for name, message in cases.items():
+        with pytest.raises(UserError, match=message) as info:
+            prepare(tmp_path / name, root / "tok", out)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="no tokenizer"):
+        prepare(root / "docs.jsonl", tmp_path / "no-tok", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_failure_midway_leaves_no_half_files(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 500)
+    calls = []
+
+    def broken(texts, tokenizer=None):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("disk full")
+        return real(texts, tokenizer)
+
+    real = prep._encode
+    monkeypatch.setattr(prep, "_encode", broken)
+    with pytest.raises(RuntimeError):
+        prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_vocab_too_big_for_uint16(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    tok = load_tokenizer(root / "tok")
+    tok.vocab_size = 70000
+    monkeypatch.setattr(prep, "load_tokenizer", lambda _path: tok)
+    with pytest.raises(UserError, match="uint16"):
+        prepare(root / "docs.jsonl", root / "tok", tmp_path)
+
+
+def test_load_meta_and_tokenizer_check(setup, tmp_path):
+    root, docs = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path)
+    meta = load_meta(tmp_path)
+    check_tokenizer_matches(meta, load_tokenizer(root / "tok"))
+    other = train_tokenizer(
+        (d.text for d in docs[:10]), tmp_path / "other", vocab_size=350, historical=False
+    )
+    with pytest.raises(UserError, match="vocab size"):
+        check_tokenizer_matches(meta, other)
+    with pytest.raises(UserError, match="another tokenizer"):
+        check_tokenizer_matches(dict(meta, vocab_size=other.vocab_size), other)
+    (tmp_path / "val.bin").write_bytes(b"\x00\x00")
+    with pytest.raises(UserError, match="does not match"):
+        load_meta(tmp_path)
+    with pytest.raises(UserError, match="no meta.json"):
+        load_meta(tmp_path / "nothing")
+
+
+def test_cli_prepare(setup, tmp_path, capsys):
+    root, _ = setup
+    args = ["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok")]
+    assert main(args + ["--out", str(tmp_path)]) == 0
+    assert "MB/s" in capsys.readouterr().out
+    assert main(args + ["--out", str(tmp_path), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    bad = ["prepare", "--corpus", str(tmp_path / "x.jsonl"), "--tokenizer", str(root / "tok")]
+    assert main(bad + ["--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,179 @@
+"""Tokenizer: lossless round trips, historical terms as single tokens, Hugging Face format."""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hellolondon.cli import main
+from hellolondon.corpus.documents import write_documents
+from hellolondon.corpus.sample import sample_documents
+from hellolondon.errors import UserError
+from hellolondon.tokenizer import (
+    EOT,
+    historical_terms,
+    load_tokenizer,
+    read_token_file,
+    term_counts,
+    train_tokenizer,
+)
+
+VOCAB = 2000
+
+
+def small_texts() -> list[str]:
+    # The start of every play and book: varied enough for merges, small enough to train in ~1 s.
+    return [doc.text[:4000] for doc in sample_documents()]
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok")
+    train_tokenizer(small_texts(), out, vocab_size=VOCAB)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok(tok_dir):
+    return load_tokenizer(tok_dir)
+
+
+TRICKY = [
+    "",
+    "Enter Barnardo and Francisco two Centinels.\n\n  Barnardo. Who's there?",
+    "    indented\n\ttabbed\r\nwindows\rold mac",
+    "the long s: ſhall, ſo; æ œ ꝑ é ü ñ",
+    "emoji 🎉👑🏰 and CJK 倫敦 and Arabic لندن",
+    "\x00\x01\x07 control \x1b[0m \u200b zero width \ufeff bom",
+    "literal <|endoftext|> and <|pad|> in the text",
+    "  leading and trailing spaces  ",
+    "Hello  world ,  don't .  ' s",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_round_trip_tricky(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=200))
+def test_round_trip_any_text(tok, text):
+    # Cs (lone surrogates) are not Unicode scalar values and cannot be written as UTF-8 at all.
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_control_tokens_never_come_from_text(tok):
+    assert tok.eot_id == 0
+    assert tok.eot_id not in tok.encode(f"a {EOT} b")
+    assert tok.decode([tok.eot_id]) == EOT
+
+
+def test_historical_terms_are_single_reachable_tokens(tok):
+    terms = historical_terms()
+    assert len(terms) >= 150
+    for term in terms:
+        assert len(tok.encode(" " + term)) == 1, term
+    ids = tok.encode("He walked from Cheapside to Billingsgate with a costermonger.")
+    assert tok.encode(" Cheapside")[0] in ids
+    assert tok.encode(" costermonger")[0] in ids
+
+
+def test_vocab_size_is_at_most_requested(tok):
+    assert tok.vocab_size <= VOCAB
+    assert tok.vocab_size > 1000  # the small corpus has enough pairs to fill most of it
+
+
+def test_token_file_parses_control_first():
+    control, terms = read_token_file()
+    assert control[0] == EOT
+    assert {"people", "places", "trades", "period"} <= set(terms)
+    with pytest.raises(ValueError):
+        read_token_file("<|endoftext|>\nLombard Street\n")
+    with pytest.raises(ValueError):
+        read_token_file("Cheapside\n")
+
+
+def test_training_is_deterministic(tmp_path, tok):
+    again = train_tokenizer(small_texts(), tmp_path / "again", vocab_size=VOCAB)
+    assert again.fingerprint == tok.fingerprint
+    other = train_tokenizer(small_texts(), tmp_path / "other", vocab_size=VOCAB - 100)
+    assert other.fingerprint != tok.fingerprint
+
+
+def test_fingerprint_ignores_json_layout(tmp_path, tok_dir, tok):
+    data = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    (tmp_path / "tokenizer.json").write_text(
+        json.dumps(data, indent=4, sort_keys=True), encoding="utf-8"
+    )
+    assert load_tokenizer(tmp_path).fingerprint == tok.fingerprint
+
+
+def test_without_historical_terms(tmp_path):
+    plain = train_tokenizer(small_texts(), tmp_path, vocab_size=600, historical=False)
+    assert plain.vocab_size <= 600
+    assert len(plain.encode(" Houndsditch")) > 1
+
+
+def test_bad_vocab_sizes(tmp_path):
+    with pytest.raises(UserError, match="65536"):
+        train_tokenizer(["text"], tmp_path / "a", vocab_size=70000)
+    with pytest.raises(UserError, match="too small"):
+        train_tokenizer(small_texts(), tmp_path / "b", vocab_size=400)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(UserError, match="no tokenizer"):
+        load_tokenizer(tmp_path / "missing")
+    (tmp_path / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(UserError, match="not a valid"):
+        load_tokenizer(tmp_path)
+
+
+def test_transformers_loads_it_unchanged(tok_dir, tok):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
+    assert hf.eos_token_id == tok.eot_id
+    for text in TRICKY[1:6] + ["The Mercers of Cheapside"]:
+        ids = tok.encode(text)
+        assert hf.encode(text, add_special_tokens=False) == ids
+        assert hf.decode(ids) == tok.decode(ids) == text
+
+
+def test_term_counts(tok):
+    counts = term_counts(tok, ["and thou art in Cheapside; thou art", "Cheapside!"])
+    assert counts["thou"] == 2
+    assert counts["Cheapside"] == 1  # "Cheapside" at the start of a text has no leading space
+    assert counts["Pepys"] == 0
+
+
+def test_cli_train_encode_terms(tmp_path, capsys):
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, islice(sample_documents(), 0, 101, 10))
+    out = tmp_path / "tok"
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(out),
+                "--vocab-size",
+                "1500",
+            ]
+        )
+        == 0
+    )
+    assert load_tokenizer(out).vocab_size <= 1500
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "over London Bridge"]) == 0
+    assert "' London'" in capsys.readouterr().out
+    assert main(["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]) == 0
+    assert "historical terms are single tokens" in capsys.readouterr().out
+    assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "nope"), "x"]) == 2
+    assert "no tokenizer" in capsys.readouterr().err
