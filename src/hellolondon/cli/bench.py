@@ -1,0 +1,54 @@
+"""`hellolondon bench`: time training steps of a preset on random tokens."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hellolondon.config import PRESETS, build_config
+
+EXAMPLES = """examples:
+  hellolondon bench --preset slm --batch-size 32            # nanoGPT's GPT-2 small setting
+  hellolondon bench --preset regular --batch-size 16 --steps 30
+  hellolondon bench --preset tiny --device cpu --compile false
+  hellolondon bench --preset slm --json                     # one JSON line, for scripts
+
+MFU uses the detected GPU's bf16 peak (HELLOLONDON_PEAK_TFLOPS overrides it); none on CPU."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="time training steps on random tokens (ms/iter, tokens/s, MFU)",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="slm", choices=list(PRESETS))
+    p.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's)")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--block-size", type=int, help="sequence length (default: the preset's)")
+    p.add_argument("--vocab-size", type=int, default=30000)
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation)")
+    p.add_argument("--compile", choices=["auto", "true", "false"], default="auto")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hellolondon.bench import bench
+
+    over = [f"model.vocab_size={args.vocab_size}", f"train.grad_accum={args.grad_accum}",
+            f"train.compile={args.compile}", f"train.dtype={args.dtype}", f"train.device={args.device}"]
+    if args.batch_size:
+        over.append(f"train.batch_size={args.batch_size}")
+    if args.block_size:
+        over.append(f"model.block_size={args.block_size}")
+    cfg = build_config(args.preset, overrides=over)
+    r = bench(cfg, steps=args.steps, warmup=args.warmup, log=(lambda *_: None) if args.json else print)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    mfu = f"{r['mfu_percent']:.1f}%" if r["mfu_percent"] is not None else "n/a (no peak FLOPS known for this device)"
+    mem = f"{r['peak_memory_gb']:.2f} GB" if r["peak_memory_gb"] is not None else "n/a"
+    print(f"{args.preset} on {r['device']} ({r['dtype']}, compile {r['compile']}), batch {r['batch_size']}x{r['block_size']}")
+    print(f"  {r['ms_per_iter']:.1f} ms/iter  {r['tokens_per_sec']:,.0f} tokens/s  MFU {mfu}  peak memory {mem}")
+    return 0

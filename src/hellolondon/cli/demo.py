@@ -1,0 +1,34 @@
+"""`hellolondon demo`: the whole path offline on the bundled corpus, in minutes on a CPU."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hellolondon.cli.train import add_tracking_flags, tracking_overrides
+
+EXAMPLES = """examples:
+  hellolondon demo                          # work/demo for data, runs/ for the run
+  hellolondon demo --work /tmp/demo train.max_iters=100
+  hellolondon demo --wandb-mode offline     # also keep a W&B offline run to sync later"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="offline demo: sample corpus -> tokenizer -> tiny GPT -> text -> report",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default="work/demo", help="folder for the corpus, tokenizer and token files")
+    p.add_argument("--out-dir", default="runs", help="folder that holds run folders")
+    p.add_argument("--vocab-size", type=int, default=8192, help="demo tokenizer size (the full default is 30,000)")
+    add_tracking_flags(p)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config settings for the training run")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hellolondon.demo import run_demo
+
+    tracking = tracking_overrides(args)
+    if args.wandb_mode is None:
+        tracking.append("tracking.wandb_mode=disabled")  # the demo is offline unless asked otherwise
+    run_demo(Path(args.work), [f"out_dir={args.out_dir}", *args.overrides], tracking, args.vocab_size)
+    return 0
