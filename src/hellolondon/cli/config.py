@@ -1,0 +1,44 @@
+"""`hellolondon config`: show the resolved settings of a preset, file and overrides."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from hellolondon.config import PRESETS, SECTIONS, build_config
+
+EXAMPLES = """examples:
+  hellolondon config --preset slm
+  hellolondon config --preset regular train.lr=2e-4 > my.toml   # a starting point to edit
+  hellolondon train --config my.toml --data work/data"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("config", help="print every setting of a preset (with a file and overrides) as TOML",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    p.add_argument("--config", help="a TOML file applied on top of the preset")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=run)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = build_config(args.preset, args.config, args.overrides)
+    print(f"# preset {cfg.preset}: {PRESETS[cfg.preset].about}")
+    print(f'out_dir = "{cfg.out_dir}"')
+    for section in SECTIONS:
+        print(f"\n[{section}]")
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            print(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+    return 0
