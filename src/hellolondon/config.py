@@ -118,18 +118,35 @@ class TrackingConfig:
 
 @dataclass
 class MonitorConfig:
-    enabled: bool = True  # run the health monitor inside training
-    plateau_window: int = 20  # logged rows compared for a plateau
-    plateau_min_drop: float = 0.01  # relative drop of the smoothed loss below which it is a plateau
-    rise_window: int = 10  # logged rows over which a steady loss rise is a finding
-    rise_ratio: float = 1.10  # smoothed loss this much above its best: rising
-    spike_zscore: float = 6.0  # one row this many robust deviations above its neighbours: a spike
+    enabled: bool = True  # run the health monitor inside training (docs/monitoring.md)
+    smooth_rows: int = 5  # logged rows in the running medians that the rules compare
+    skip_rows: int = 3  # first logged rows left out of the MFU, step-time and memory rules (compilation)
+    rearm_rows: int = 10  # a rule that fired speaks again only after this many clear rows
+    trend_rows: int = 20  # logged rows in the slower running median of the rising rule and phase checks
+    plateau_rows: int = 20  # logged rows needed in the compared span before a plateau is called
+    plateau_min_drop: float = 0.01  # smoothed loss fell less than this share over the latest half of the run: plateau
+    rise_ratio: float = 1.10  # smoothed loss this much above its best: rising (WARN)
+    diverge_ratio: float = 1.5  # smoothed loss this much above its best: diverging (ERROR)
+    spike_zscore: float = 8.0  # one row this many robust deviations above the recent median: a spike
+    spike_min_rel: float = 0.15  # ... and at least this share above that median
     mfu_drop_ratio: float = 0.6  # MFU below this share of its running level: dropping
-    dt_rise_ratio: float = 1.5  # step time above this multiple of its running level: rising
-    mem_growth_rows: int = 20  # GPU memory rising over this many rows in a row: a leak
-    mem_limit_ratio: float = 0.95  # GPU memory above this share of the card: near the limit
-    overfit_evals: int = 3  # evaluations of val rising while train falls: overfitting
+    dt_rise_ratio: float = 1.5  # step time above this multiple of its settled level: rising
+    mem_growth_rows: int = 20  # GPU memory rising on this many rows in a row: a leak
+    mem_limit_ratio: float = 0.95  # peak GPU memory above this share of the card: near the limit
+    overfit_evals: int = 3  # evaluations with val loss above its best while train loss falls: overfitting
+    overfit_min_rise: float = 0.03  # ... each at least this share above the best val loss
+    phase_min_iters: int = 20000  # shorter runs get phase lines but no loss-range warnings
+    phase_range_slack: float = 0.25  # loss this share above the seed's range for a phase: a warning
     alert_wait_s: int = 300  # W&B waits this long between alerts of the same title
+
+    def __post_init__(self) -> None:
+        for name in ("smooth_rows", "trend_rows", "rearm_rows", "plateau_rows", "mem_growth_rows"):
+            _check(getattr(self, name) >= 1, f"monitor.{name} must be >= 1")
+        _check(self.skip_rows >= 0 and self.overfit_evals >= 1, "monitor.skip_rows must be >= 0 and overfit_evals >= 1")
+        _check(1.0 < self.rise_ratio < self.diverge_ratio, "monitor needs 1 < rise_ratio < diverge_ratio")
+        _check(0.0 < self.mfu_drop_ratio < 1.0, "monitor.mfu_drop_ratio must be in (0, 1)")
+        _check(self.dt_rise_ratio > 1.0, "monitor.dt_rise_ratio must be > 1")
+        _check(0.0 < self.mem_limit_ratio <= 1.0, "monitor.mem_limit_ratio must be in (0, 1]")
 
 
 @dataclass
