@@ -1,0 +1,255 @@
+"""`corpus collect`: download the catalog's sources into a folder that can be trusted and re-run.
+
+    <out>/raw/<id>.txt         complete, checked downloads: the only files `corpus clean` reads
+    <out>/partial/<id>.part    interrupted downloads, resumed with Range on the next attempt
+    <out>/rejected/<id>.txt    complete downloads that failed a check (HTML page, wrong book)
+    <out>/manifest.json        one record per source: status, bytes, sha256, attempts, error
+
+A file reaches raw/ only by an atomic rename after it was downloaded in full, is not an HTML
+page, and (for Project Gutenberg) its own header names the catalog's title and author; an
+archive.org item's metadata is checked the same way before its text is fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from tqdm import tqdm
+
+from hellolondon.corpus.catalog import Source, check_header
+from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError
+from hellolondon.corpus.formats import decode, gutenberg_header, looks_like_html
+from hellolondon.errors import UserError
+
+GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt"
+ARCHIVE_BASE = "https://archive.org"
+_HEAD = 1 << 16  # bytes read to find a book's header
+
+
+@dataclass
+class CollectOptions:
+    out_dir: Path
+    offline: bool = False  # use only what is already in out_dir; no network
+    retry_failed: bool = False  # try again the sources that failed or were rejected before
+    workers: int = 4  # sources downloaded at once (the per-host limit still applies)
+    gutenberg: str = GUTENBERG_URL  # a URL template with {id} (and {path}), or a mirror's base URL
+    archive_base: str = ARCHIVE_BASE
+    progress: bool = True
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+
+
+def gutenberg_urls(template: str, ebook: str) -> list[str]:
+    """Candidate URLs of a book's plain text. A template may use {id} and {path} (the mirror
+    folder: 1342 -> 1/3/4); a bare base URL is taken as a mirror of the Project Gutenberg
+    tree, where the UTF-8 file is <id>-0.txt and older books have only <id>.txt."""
+    path = "/".join(ebook[:-1]) if len(ebook) > 1 else "0"
+    if "{id}" in template:
+        return [template.format(id=ebook, path=path)]
+    base = template.rstrip("/")
+    return [f"{base}/{path}/{ebook}/{ebook}-0.txt", f"{base}/{path}/{ebook}/{ebook}.txt"]
+
+
+def read_manifest(path: str | Path) -> dict[str, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return dict(data["sources"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{path} is not a collection manifest; move it away and collect again"
+        ) from None
+
+
+class Manifest:
+    """The manifest file, rewritten atomically after every source so a crash loses nothing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records = read_manifest(path)
+        self._lock = threading.Lock()
+
+    def put(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.records[record["id"]] = record
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            body = {"version": 1, "sources": self.records}
+            tmp.write_text(json.dumps(body, indent=1, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cached(out: Path, source: Source, rec: dict[str, Any] | None) -> bool:
+    """The source's complete file is in raw/, unchanged, for the entry as it is now."""
+    if not rec or rec.get("status") != "ok" or rec.get("fingerprint") != source.fingerprint():
+        return False
+    path = out / rec["path"]
+    return path.is_file() and sha256_file(path) == rec.get("sha256")
+
+
+def collect(
+    sources: list[Source], options: CollectOptions, fetcher: Fetcher | None = None
+) -> dict[str, Any]:
+    """Fetch what is not complete yet; returns counts and the ids in each outcome."""
+    out = Path(options.out_dir)
+    for sub in ("raw", "partial", "rejected"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out / "manifest.json")
+    summary: dict[str, list[str]] = {
+        "cached": [],
+        "ok": [],
+        "failed": [],
+        "rejected": [],
+        "skipped": [],
+    }
+    todo = []
+    for source in sources:
+        rec = manifest.records.get(source.id)
+        if _cached(out, source, rec):
+            summary["cached"].append(source.id)
+        elif options.offline:
+            summary["skipped"].append(source.id)  # not in the cache; nothing is fetched offline
+        elif rec and rec.get("status") in ("failed", "rejected") and not options.retry_failed \
+                and rec.get("fingerprint") == source.fingerprint():  # fmt: skip
+            summary["skipped"].append(source.id)
+        else:
+            todo.append(source)
+    if todo:
+        fetcher = fetcher or Fetcher(options.fetch)
+        bar = tqdm(total=len(todo), unit="source", desc="collect", disable=not options.progress)
+        got = 0
+        with ThreadPoolExecutor(max(1, options.workers)) as pool:
+            futures = [pool.submit(_collect_one, s, options, fetcher) for s in todo]
+            for future in as_completed(futures):
+                record = future.result()
+                manifest.put(record)
+                summary[record["status"]].append(record["id"])
+                got += record.get("bytes") or 0
+                bar.set_postfix_str(f"{got / 1e6:.1f} MB")
+                bar.update(1)
+        bar.close()
+    return {"counts": {k: len(v) for k, v in summary.items()}, **summary}
+
+
+def _record(source: Source) -> dict[str, Any]:
+    return {
+        "id": source.id, "kind": source.kind, "ref": source.ref, "format": source.format,
+        "fingerprint": source.fingerprint(), "source": source.metadata(), "status": "failed",
+        "url": "", "path": "", "bytes": 0, "sha256": "", "attempts": 0, "http_status": None,
+        "error": "", "header": {},
+    }  # fmt: skip
+
+
+def _collect_one(source: Source, options: CollectOptions, fetcher: Fetcher) -> dict[str, Any]:
+    out = Path(options.out_dir)
+    rec = _record(source)
+    part = out / "partial" / f"{source.id}.part"
+    try:
+        urls = _urls(source, options, fetcher, rec)
+        if urls:
+            fetched = _download(urls, part, fetcher, rec)
+            _accept_or_reject(source, out, part, fetched.content_type, rec)
+    except FetchError as exc:
+        rec.update(status="failed", error=str(exc), http_status=exc.status)
+        rec["attempts"] += exc.attempts
+    if rec["status"] != "ok":
+        (out / "raw" / f"{source.id}.txt").unlink(missing_ok=True)  # never leave a stale copy
+    rec["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return rec
+
+
+def _urls(
+    source: Source, options: CollectOptions, fetcher: Fetcher, rec: dict[str, Any]
+) -> list[str]:
+    if source.kind == "gutenberg":
+        return gutenberg_urls(options.gutenberg, source.ref)
+    if source.kind == "url":
+        return [source.ref]
+    base = options.archive_base.rstrip("/")
+    body, attempts = fetcher.get(f"{base}/metadata/{quote(source.ref)}")
+    rec["attempts"] += attempts
+    try:
+        info = json.loads(body)
+    except ValueError:
+        return _reject(rec, "archive.org metadata is not JSON")
+    meta = info.get("metadata") if isinstance(info, dict) else None
+    if not meta:
+        return _reject(rec, f"archive.org has no item {source.ref!r}")
+    found = {k: "; ".join(v) if isinstance(v, list) else str(v) for k, v in meta.items()}
+    rec["header"] = {"title": found.get("title", ""), "author": found.get("creator", ""),
+                     "language": found.get("language", "")}  # fmt: skip
+    reason = check_header(source, rec["header"])
+    if reason:
+        return _reject(rec, f"archive.org metadata: {reason}")
+    names = [
+        f.get("name", "") for f in info.get("files", []) if f.get("name", "").endswith("_djvu.txt")
+    ]
+    if not names:
+        return _reject(rec, "the archive.org item has no OCR text (_djvu.txt) file")
+    name = f"{source.ref}_djvu.txt" if f"{source.ref}_djvu.txt" in names else names[0]
+    return [f"{base}/download/{quote(source.ref)}/{quote(name)}"]
+
+
+def _reject(rec: dict[str, Any], reason: str) -> list[str]:
+    rec.update(status="rejected", error=reason)
+    return []
+
+
+def _download(urls: list[str], part: Path, fetcher: Fetcher, rec: dict[str, Any]) -> Any:
+    for i, url in enumerate(urls):
+        rec["url"] = url
+        try:
+            fetched = fetcher.download(url, part)
+        except FetchError as exc:
+            if exc.status == 404 and i + 1 < len(urls):  # the next file name may exist
+                rec["attempts"] += exc.attempts
+                continue
+            raise
+        rec["attempts"] += fetched.attempts
+        rec["url"] = fetched.url
+        return fetched
+    raise AssertionError("unreachable")
+
+
+def _accept_or_reject(
+    source: Source, out: Path, part: Path, content_type: str, rec: dict[str, Any]
+) -> None:
+    """Move a complete download to raw/ if it passes the checks, else to rejected/."""
+    with open(part, "rb") as f:
+        head = f.read(_HEAD)
+    reason = None
+    if looks_like_html(head) or "html" in content_type.lower():
+        reason = (
+            f"got an HTML page (Content-Type {content_type or 'not given'}), not the plain text"
+        )
+    elif source.format == "gutenberg":
+        rec["header"] = gutenberg_header(decode(head)[0])
+        reason = check_header(source, rec["header"])
+    elif not head.strip():
+        reason = "the download is empty"
+    digest = sha256_file(part)
+    rec.update(bytes=part.stat().st_size, sha256=digest)
+    target = out / ("rejected" if reason else "raw") / f"{source.id}.txt"
+    os.replace(part, target)
+    part.with_name(part.name + ".json").unlink(missing_ok=True)
+    if reason:
+        rec.update(status="rejected", error=reason, path=str(target.relative_to(out)))
+    else:
+        rec.update(status="ok", error="", path=str(target.relative_to(out)))

@@ -1,0 +1,312 @@
+"""HTTP downloads that can be trusted and re-run, on the standard library's http.client.
+
+Separate connect and read timeouts; retries with exponential backoff and jitter; Retry-After
+honoured on 429 and 503; partial files resumed with Range (and If-Range, so a changed file
+starts over); a size limit; redirects followed; a per-host limit on concurrent requests and a
+least delay between them. Bytes go to a `.part` file that the caller moves into place only
+once it is complete and checked.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+from hellolondon import __version__
+
+USER_AGENT = f"hellolondon/{__version__} (historical-English corpus collector; python http.client)"
+RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+_CHUNK = 1 << 16
+
+
+@dataclass
+class FetchConfig:
+    connect_timeout: float = 10.0  # seconds to open the connection (and TLS)
+    read_timeout: float = 60.0  # seconds any one read may wait for bytes
+    retries: int = 4  # further attempts after the first, for errors that may pass
+    backoff: float = 2.0  # wait before the first retry; doubles each time, with jitter
+    backoff_max: float = 120.0  # longest wait between retries
+    retry_after_max: float = 600.0  # a longer Retry-After fails the source instead of waiting
+    max_bytes: int = 256 * 2**20  # larger downloads are abandoned
+    per_host: int = 2  # concurrent requests to one host
+    host_delay: float = 1.0  # least seconds between the starts of two requests to one host
+    max_redirects: int = 5
+    user_agent: str = USER_AGENT
+
+
+class FetchError(Exception):
+    """A failed request. `retryable` errors may pass (timeouts, resets, 5xx, 429)."""
+
+    def __init__(
+        self,
+        message: str,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts = 1
+
+
+@dataclass
+class Fetched:
+    url: str  # after redirects
+    bytes: int
+    attempts: int
+    content_type: str
+    resumed: bool = False  # the last attempt continued a partial file
+
+
+class _HostGate:
+    """Per host: at most `limit` requests at once, and starts at least `delay` seconds apart."""
+
+    def __init__(self, limit: int, delay: float, sleep: Callable[[float], None]):
+        self.limit, self.delay, self.sleep = max(1, limit), delay, sleep
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.Semaphore] = {}
+        self._next: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, host: str) -> Iterator[None]:
+        with self._lock:
+            slot = self._slots.setdefault(host, threading.Semaphore(self.limit))
+        with slot:
+            with self._lock:
+                now = time.monotonic()
+                start = max(now, self._next.get(host, now))
+                self._next[host] = start + self.delay
+            if start > now:
+                self.sleep(start - now)
+            yield
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class Fetcher:
+    """Downloads with retries. `sleep` and `rng` are injectable so tests need not wait."""
+
+    def __init__(
+        self,
+        config: FetchConfig | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.config = config or FetchConfig()
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.gate = _HostGate(self.config.per_host, self.config.host_delay, sleep)
+
+    def delay(self, failures: int, error: FetchError) -> float:
+        """Retry-After when the server gave one; else backoff * 2^(n-1), capped, times a
+        random factor in [0.5, 1) so that many clients do not retry in step."""
+        if error.retry_after is not None:
+            return error.retry_after
+        base = min(self.config.backoff_max, self.config.backoff * 2 ** (failures - 1))
+        return base * (0.5 + 0.5 * self.rng.random())
+
+    def _retrying(
+        self, url: str, attempt: Callable[[], Fetched | bytes]
+    ) -> tuple[Fetched | bytes, int]:
+        failures = 0
+        while True:
+            try:
+                return attempt(), failures + 1
+            except FetchError as exc:
+                error = exc
+            except TimeoutError:
+                error = FetchError("timed out waiting for the server", True)
+            except ssl.SSLCertVerificationError as exc:
+                error = FetchError(f"TLS certificate not trusted: {exc.verify_message}", False)
+            except (OSError, http.client.HTTPException) as exc:
+                error = FetchError(
+                    f"connection failed: {type(exc).__name__}: {exc}".rstrip(": "), True
+                )
+            failures += 1
+            if error.retry_after is not None and error.retry_after > self.config.retry_after_max:
+                error = FetchError(f"{error}; the server asks to wait {error.retry_after:.0f}s "
+                                   f"(more than retry_after_max {self.config.retry_after_max:.0f}s)", False, error.status)  # fmt: skip
+            if not error.retryable or failures > self.config.retries:
+                error.attempts = failures
+                raise error
+            self.sleep(self.delay(failures, error))
+
+    def get(self, url: str, limit: int = 16 * 2**20) -> tuple[bytes, int]:
+        """A small whole body (metadata JSON) into memory, with the same retries."""
+
+        def attempt() -> bytes:
+            with self.gate(urlsplit(url).netloc):
+                conn, resp, _ = self._open(url, self._headers())
+                try:
+                    self._check_status(resp)
+                    body = resp.read(limit + 1)
+                finally:
+                    conn.close()
+            if len(body) > limit:
+                raise FetchError(f"response larger than {limit} bytes", False)
+            return body
+
+        body, attempts = self._retrying(url, attempt)
+        return body, attempts  # type: ignore[return-value]
+
+    def download(self, url: str, part: Path) -> Fetched:
+        """Download `url` into `part`, continuing a partial file left by an earlier attempt."""
+        part.parent.mkdir(parents=True, exist_ok=True)
+        fetched, attempts = self._retrying(url, lambda: self._download_once(url, part))
+        fetched.attempts = attempts  # type: ignore[union-attr]
+        return fetched  # type: ignore[return-value]
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "User-Agent": self.config.user_agent,
+            "Accept-Encoding": "identity",
+            "Accept": "*/*",
+        }
+
+    def _open(
+        self, url: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+        for _ in range(self.config.max_redirects + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise FetchError(f"not an http(s) URL: {url}", False)
+            cls = (
+                http.client.HTTPSConnection
+                if parts.scheme == "https"
+                else http.client.HTTPConnection
+            )
+            conn = cls(parts.hostname, parts.port, timeout=self.config.connect_timeout)
+            try:
+                try:
+                    conn.connect()
+                except TimeoutError:
+                    raise FetchError(
+                        f"no connection to {parts.hostname} within {self.config.connect_timeout}s",
+                        True,
+                    ) from None
+                conn.sock.settimeout(self.config.read_timeout)
+                conn.request(
+                    "GET",
+                    (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                    headers=headers,
+                )
+                resp = conn.getresponse()
+            except BaseException:
+                conn.close()
+                raise
+            location = resp.getheader("Location")
+            if resp.status in (301, 302, 303, 307, 308) and location:
+                conn.close()
+                url = urljoin(url, location)
+                continue
+            return conn, resp, url
+        raise FetchError(f"more than {self.config.max_redirects} redirects", False)
+
+    def _check_status(self, resp: http.client.HTTPResponse) -> None:
+        if resp.status in RETRY_STATUSES:
+            wait = (
+                parse_retry_after(resp.getheader("Retry-After"))
+                if resp.status in (429, 503)
+                else None
+            )
+            raise FetchError(f"HTTP {resp.status} {resp.reason}", True, resp.status, wait)
+        if resp.status not in (200, 206):
+            raise FetchError(f"HTTP {resp.status} {resp.reason}", False, resp.status)
+
+    def _download_once(self, url: str, part: Path) -> Fetched:
+        meta_path = part.with_name(part.name + ".json")
+        meta = _read_json(meta_path)
+        offset = part.stat().st_size if part.exists() else 0
+        if offset and meta.get("url") != url:
+            offset = 0  # a partial file of another URL: start again
+        headers = self._headers()
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if meta.get("validator"):
+                headers["If-Range"] = meta["validator"]  # if the file changed, send it whole
+        with self.gate(urlsplit(url).netloc):
+            conn, resp, final = self._open(url, headers)
+            try:
+                if resp.status == 416 and offset:
+                    part.unlink(missing_ok=True)
+                    raise FetchError("server refused the resume range; starting again", True, 416)
+                self._check_status(resp)
+                resumed = resp.status == 206
+                if resumed and _range_start(resp.getheader("Content-Range")) != offset:
+                    part.unlink(missing_ok=True)
+                    raise FetchError("server resumed at the wrong byte; starting again", True, 206)
+                start = offset if resumed else 0
+                length = resp.getheader("Content-Length")
+                expected = start + int(length) if length and length.isdigit() else None
+                if expected is not None and expected > self.config.max_bytes:
+                    part.unlink(missing_ok=True)
+                    raise FetchError(
+                        f"{expected} bytes is more than max_bytes {self.config.max_bytes}", False
+                    )
+                validator = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
+                _write_json(meta_path, {"url": url, "validator": validator})
+                received = self._stream(resp, part, start)
+            finally:
+                conn.close()
+        if expected is not None and received < expected:
+            raise FetchError(f"connection closed after {received} of {expected} bytes", True)
+        return Fetched(final, received, 1, resp.getheader("Content-Type") or "", resumed)
+
+    def _stream(self, resp: http.client.HTTPResponse, part: Path, start: int) -> int:
+        received = start
+        with open(part, "ab" if start else "wb") as f:
+            while chunk := resp.read(_CHUNK):
+                received += len(chunk)
+                if received > self.config.max_bytes:
+                    f.close()
+                    part.unlink(missing_ok=True)
+                    raise FetchError(
+                        f"more than max_bytes {self.config.max_bytes} bytes; abandoned", False
+                    )
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        return received
+
+
+def _range_start(value: str | None) -> int | None:
+    found = re.match(r"bytes (\d+)-", value or "")
+    return int(found.group(1)) if found else None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,364 @@
+"""Source formats: Project Gutenberg plain text, archive.org DjVu OCR text, Old Bailey TEI XML.
+
+Each reader returns text plus a list of what it removed and why, so every document's log can
+say exactly what left it. Removals are plain dicts: step, why, chars, count, examples.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+Removal = dict[str, Any]
+
+
+def removal(step: str, why: str, removed: list[str]) -> Removal:
+    """One log entry: how many pieces and characters a step took out, with a few examples."""
+    examples = [r.strip()[:80] for r in removed if r.strip()][:3]
+    return {
+        "step": step,
+        "why": why,
+        "count": len(removed),
+        "chars": sum(map(len, removed)),
+        "examples": examples,
+    }
+
+
+def decode(data: bytes) -> tuple[str, str]:
+    """Bytes to text: UTF-8 (a BOM dropped), else Windows-1252, else Latin-1 (never fails)."""
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1"), "latin-1"
+
+
+def looks_like_html(head: bytes) -> bool:
+    """A landing page or error page served where plain text was expected."""
+    start = head[:4096].lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html")) or (
+        start.startswith(b"<") and b"<html" in start
+    )
+
+
+def detect_format(path: Path, head: str) -> str:
+    """gutenberg | djvu | tei | text, from the file name and its first characters."""
+    name = path.name.lower()
+    if name.endswith(".xml") or head.lstrip().startswith("<"):
+        return "tei"
+    if name.endswith("_djvu.txt"):
+        return "djvu"
+    if _START.search(head) or "project gutenberg" in head[:3000].lower():
+        return "gutenberg"
+    return "text"
+
+
+# ---- Project Gutenberg -----------------------------------------------------------------------
+
+_START = re.compile(
+    r"^[ \t]*\*{3}[ \t]*START OF (?:THE |THIS )?PROJECT GUTENBERG[^\n]*$"
+    r"|^[ \t]*\*END\*THE SMALL PRINT[^\n]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_END = re.compile(
+    r"^[ \t]*(?:\*{3}[ \t]*)?END OF (?:THE |THIS )?PROJECT GUTENBERG[^\n]*$"
+    r"|^[ \t]*End of (?:the |this )?Project Gutenberg[^\n]*$"
+    r"|^[ \t]*\*{3}[ \t]*START: FULL LICEN[SC]E[^\n]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FIELD = re.compile(r"^(Title|Author|Language|Translator|Editor)[ \t]*:[ \t]*(.*)$", re.IGNORECASE)
+_EBOOK_OF = re.compile(
+    r"Project Gutenberg(?:'s)? E-?(?:Book|text)(?: of)? (.+?)(?:,? by (.+?))?(?:\s*$)",
+    re.IGNORECASE,
+)
+_PRODUCED = re.compile(
+    r"^(?:Produced by|E-?text prepared by|This e-?(?:text|book) was (?:prepared|produced)|"
+    r"Transcribed (?:from|by)|Prepared by|Updated editions)",
+    re.IGNORECASE,
+)
+_LICENCE_WORDS = re.compile(
+    r"gutenberg-tm|gutenberg licen[sc]e|small print|gutenberg literary archive", re.IGNORECASE
+)
+_PG_MENTION = re.compile(r"project gutenberg|gutenberg\.(?:org|net)|pglaf", re.IGNORECASE)
+_ILLUSTRATION = re.compile(
+    r"^[ \t]*\[Illustrations?\b[^\]]{0,500}\][ \t]*$", re.MULTILINE | re.IGNORECASE
+)
+_TRANSCRIBER = re.compile(
+    r"^[ \t]*\[?Transcriber[’']?s? [Nn]otes?\b(?:[^\]]{0,3000}\]|.*?(?=\n[ \t]*\n|\Z))",
+    re.MULTILINE | re.DOTALL | re.IGNORECASE,
+)
+_ITALIC = re.compile(r"(?<![\w_])_(?=\S)((?:[^_\n]|\n(?![ \t]*\n)){1,400}?)(?<=\S)_(?![\w_])")
+
+
+def gutenberg_header(text: str) -> dict[str, str]:
+    """Title, author and language from the header before the START marker (the `Title:` lines,
+    or else the 'Project Gutenberg EBook of X, by Y' line that older books open with)."""
+    match = _START.search(text)
+    head = text[: match.start()] if match else text[:6000]
+    fields: dict[str, str] = {}
+    current = None
+    for line in head.splitlines():
+        found = _FIELD.match(line)
+        if found:
+            current = found.group(1).lower()
+            fields.setdefault(current, found.group(2).strip())
+        elif current and line[:1] in (" ", "\t") and line.strip():
+            fields[current] = (
+                f"{fields[current]} {line.strip()}"  # a title wrapped onto the next line
+            )
+        else:
+            current = None
+    if "title" not in fields:
+        first = re.split(
+            r"\n[ \t]*\n|This e-?(?:book|text)", head.lstrip(), maxsplit=1, flags=re.I
+        )[0]
+        found = _EBOOK_OF.search(" ".join(first.split()))
+        if found:
+            fields["title"] = found.group(1).strip(" ,.")
+            if found.group(2):
+                fields["author"] = found.group(2).strip(" ,.")
+    return fields
+
+
+def strip_gutenberg(text: str, italics: bool = True) -> tuple[str, list[Removal]]:
+    """The body between the START and END markers, without the licence, producer credits,
+    transcriber's notes and [Illustration] tags (and `_italic_` marks when `italics`)."""
+    log: list[Removal] = []
+    start = _START.search(text)
+    if start:
+        log.append(
+            removal("gutenberg_header", "header up to the START marker", [text[: start.end()]])
+        )
+        text = text[start.end() :]
+    end = _END.search(text)
+    if end:
+        why = "END marker and the Project Gutenberg licence after it"
+        log.append(removal("gutenberg_licence", why, [text[end.start() :]]))
+        text = text[: end.start()]
+    if not start and not end:
+        why = "no START/END markers found: only licence paragraphs caught below are removed"
+        log.append(removal("gutenberg_markers_missing", why, []))
+    parts = re.split(r"(\n[ \t]*\n)", text)  # paragraphs at even indices, blank lines between
+    credits, mentions = [], []
+    for i in range(0, len(parts), 2):
+        para = parts[i].strip()
+        near_edge = i < 30 or i > len(parts) - 31  # the first or last 15 paragraphs
+        if i < 30 and _PRODUCED.match(para):
+            credits.append(parts[i])
+            parts[i] = ""
+        elif _LICENCE_WORDS.search(para) or (near_edge and _PG_MENTION.search(para)):
+            mentions.append(parts[i])
+            parts[i] = ""
+    text = "".join(parts)
+    if credits:
+        log.append(
+            removal("producer_credits", "modern 'Produced by' / transcription credits", credits)
+        )
+    if mentions:
+        why = "licence paragraphs, or paragraphs naming Project Gutenberg near the start or end"
+        log.append(removal("gutenberg_mentions", why, mentions))
+    text = _sub_logged(_TRANSCRIBER, text, log, "transcriber_notes", "modern transcriber's notes")
+    text = _sub_logged(_ILLUSTRATION, text, log, "illustration_tags", "[Illustration] placeholders")
+    if italics:
+        found = _ITALIC.findall(text)
+        if found:
+            text = _ITALIC.sub(r"\1", text)
+            why = "underscores marking italics (the words are kept)"
+            log.append({"step": "italic_marks", "why": why, "count": len(found), "chars": 2 * len(found),
+                        "examples": found[:3]})  # fmt: skip
+    return text, log
+
+
+def _sub_logged(pattern: re.Pattern, text: str, log: list[Removal], step: str, why: str) -> str:
+    found = [m.group(0) for m in pattern.finditer(text)]
+    if found:
+        log.append(removal(step, why, found))
+        text = pattern.sub("", text)
+    return text
+
+
+# ---- archive.org DjVu OCR text ---------------------------------------------------------------
+
+_PAGE_NO = re.compile(r"^[ \t]*[\[(\-–—]?[ \t]*(\d{1,4})[ \t]*[\])\-–—.]?[ \t]*$")
+_ROMAN = re.compile(r"^[ \t]*[\[(]?[ \t]*[ivxlcdm]{1,7}[ \t]*[\]).]?[ \t]*$", re.IGNORECASE)
+_NUMBERED_HEAD = re.compile(r"^[ \t]*(?:\d{1,4}[ \t]+(\S.*?)|(\S.*?)[ \t.,]+\d{1,4})[ \t]*$")
+_HEADING_WORDS = re.compile(
+    r"^\W*(chapter|chap|book|part|section|sect|canto|act|scene|letter|vol|volume|no|number|psalm|art)\b",
+    re.I,
+)
+_PAGE_BREAK = "\x00"  # stands where furniture was removed, so a split paragraph can be re-joined
+
+
+def _key(line: str) -> str:
+    return "".join(c for c in line.lower() if c.isalpha())
+
+
+def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
+    """Remove page numbers and running heads from OCR text.
+
+    With form feeds (page breaks) only the first and last lines of each page are candidates:
+    a bare number (arabic or roman) is a page number; a short line whose letters repeat at the
+    edge of three or more pages is a running head. Without form feeds, a bare arabic number with
+    a blank line beside it is a page number, and a short line that carries a page number
+    ('12 A SURVEY OF LONDON') is a running head when its words recur three or more times.
+    Chapter, act and scene headings are never taken for running heads.
+    """
+    paged = "\f" in text
+    lines = text.replace("\f", "\n\f\n").split("\n")
+    candidates = _edge_lines(lines) if paged else range(len(lines))
+    numbers, heads = set(), set()
+    keyed: dict[str, list[int]] = {}
+    for i in candidates:
+        line = lines[i]
+        if _PAGE_NO.match(line) or (paged and _ROMAN.match(line)):
+            if paged or _blank(lines, i - 1) or _blank(lines, i + 1):
+                numbers.add(i)
+            continue
+        if len(line.strip()) > 70 or len(line.split()) > 10 or _HEADING_WORDS.match(line):
+            continue
+        numbered = _NUMBERED_HEAD.match(line)
+        if not paged and numbered and not (_blank(lines, i - 1) or _blank(lines, i + 1)):
+            continue  # a running head stands apart from the text
+        if paged or numbered:
+            key = _key((numbered.group(1) or numbered.group(2)) if numbered else line)
+            if len(key) >= 4:
+                keyed.setdefault(key, []).append(i)
+    for where in keyed.values():
+        if len(where) >= 3:
+            heads.update(where)
+    if not paged:  # the same head printed without its number, standing alone
+        repeated = {_key(lines[i]) for i in heads}
+        for i, line in enumerate(lines):
+            if (
+                i not in heads
+                and line.strip()
+                and _key(line) in repeated
+                and _blank(lines, i - 1)
+                and _blank(lines, i + 1)
+            ):
+                heads.add(i)
+    log = []
+    if numbers:
+        log.append(removal("page_numbers", "OCR page numbers", [lines[i] for i in sorted(numbers)]))
+    if heads:
+        log.append(
+            removal(
+                "running_heads",
+                "OCR running heads repeated at page edges",
+                [lines[i] for i in sorted(heads)],
+            )
+        )
+    return _rejoin(lines, numbers | heads), log
+
+
+def _blank(lines: list[str], i: int) -> bool:
+    return i < 0 or i >= len(lines) or not lines[i].strip() or lines[i] == "\f"
+
+
+def _edge_lines(lines: list[str]) -> list[int]:
+    """Indices of the first and last lines of each page (two when the outer one is a number)."""
+    edges: list[int] = []
+    page: list[int] = []
+    for i, line in enumerate([*lines, "\f"]):
+        if line != "\f":
+            page.append(i)
+            continue
+        filled = [j for j in page if lines[j].strip()]
+        for side in (filled[:2], filled[::-1][:2]):
+            if side:
+                edges.append(side[0])
+                if len(side) > 1 and (
+                    _PAGE_NO.match(lines[side[0]]) or _ROMAN.match(lines[side[0]])
+                ):
+                    edges.append(side[1])
+        page = []
+    return sorted(set(edges))
+
+
+def _rejoin(lines: list[str], removed: set[int]) -> str:
+    """Drop the removed lines and page breaks. Where they stood between two halves of one
+    paragraph (no sentence end before, a lower-case word after) close the gap; elsewhere
+    leave one paragraph break."""
+    out: list[str] = []
+    i, n = 0, len(lines)
+    while i < n:
+        if i not in removed and lines[i] != "\f":
+            out.append(lines[i])
+            i += 1
+            continue
+        j = i
+        while j < n and (j in removed or lines[j] == "\f" or not lines[j].strip()):
+            j += 1
+        while out and not out[-1].strip():
+            out.pop()
+        before, after = (out[-1] if out else ""), (lines[j] if j < n else "")
+        same_paragraph = bool(
+            before and _OPEN_END.search(before) and re.match(r"[ \t]*[a-z]", after)
+        )
+        if out and j < n and not same_paragraph:
+            out.append("")
+        i = j
+    return "\n".join(out)
+
+
+_OPEN_END = re.compile(r"[^.!?:;\"”’)\]\s][ \t]*$")
+
+
+# ---- Old Bailey Proceedings TEI XML ----------------------------------------------------------
+
+
+def _local(tag: Any) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _paragraphs(elem: ET.Element) -> list[str]:
+    paras = [p for p in elem.iter() if _local(p.tag) == "p"]
+    blocks = paras or [elem]
+    return [t for t in (" ".join("".join(b.itertext()).split()) for b in blocks) if t]
+
+
+_OTHER_SECTIONS = {
+    "step": "tei_other_sections", "why": "front matter, punishment summaries, advertisements",
+    "count": 0, "chars": 0, "examples": [],
+}  # fmt: skip
+
+
+def read_old_bailey(path: Path) -> Iterator[dict[str, Any]]:
+    """Old Bailey Proceedings TEI XML: one document per sessions paper, made of its trial
+    accounts (div1 type="trialAccount"), one paragraph per <p>. Front matter, punishment
+    summaries and advertisements are left out. Streamed with iterparse."""
+    sessions: dict[str, list[str]] = {}
+    order: list[str] = []
+    skipped = 0
+    try:
+        for _event, elem in ET.iterparse(path, events=("end",)):
+            if _local(elem.tag) != "div1":
+                continue
+            if elem.get("type") == "trialAccount":
+                trial_id = (
+                    elem.get("id") or elem.get("{http://www.w3.org/XML/1998/namespace}id") or ""
+                )
+                session = re.sub(r"^[a-z]", "", trial_id).split("-")[0] or path.stem
+                if session not in sessions:
+                    sessions[session] = []
+                    order.append(session)
+                sessions[session].append("\n\n".join(_paragraphs(elem)))
+            else:
+                skipped += 1
+            elem.clear()
+    except ET.ParseError as exc:
+        raise ValueError(f"not well-formed XML ({exc})") from None
+    for session in order:
+        year = int(session[:4]) if session[:4].isdigit() else None
+        date = f"{session[:4]}-{session[4:6]}-{session[6:8]}" if len(session) >= 8 else session
+        yield {
+            "id": f"oldbailey-{session}",
+            "title": f"Old Bailey Proceedings, sessions of {date}",
+            "year": year,
+            "text": "\n\n".join(sessions[session]),
+            "removed": [_OTHER_SECTIONS | {"count": skipped}] if skipped else [],
+        }

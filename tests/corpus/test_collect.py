@@ -1,0 +1,329 @@
+"""The collector against a local server with injected faults: retries, resume, checks, manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from corpus_server import FIXTURES, gutenberg_book
+
+from hellolondon.corpus.catalog import Source
+from hellolondon.corpus.collect import CollectOptions, collect, gutenberg_urls, read_manifest
+from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError, parse_retry_after
+
+PLAGUE = gutenberg_book("A Journal of the Plague Year", "Daniel Defoe")
+
+
+def book(
+    n: int, title: str = "A Journal of the Plague Year", author: str = "Daniel Defoe"
+) -> Source:
+    return Source(id=f"pg-{n}", kind="gutenberg", ref=str(n), title=title, author=author, year=1722,
+                  period="georgian", category="history", licence="PD")  # fmt: skip
+
+
+class Sleeps(list):
+    """Records the waits instead of sleeping, so backoff costs the tests nothing."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def run(server, tmp_path: Path, sources: list[Source], sleeps: Sleeps | None = None, **kw) -> dict:
+    fetch = FetchConfig(connect_timeout=2, read_timeout=kw.pop("read_timeout", 2), retries=kw.pop("retries", 3),
+                        backoff=0.5, host_delay=0, max_bytes=kw.pop("max_bytes", 1 << 20), per_host=kw.pop("per_host", 4))  # fmt: skip
+    options = CollectOptions(tmp_path / "c", workers=kw.pop("workers", 2), progress=False, fetch=fetch,
+                             gutenberg=f"{server.base}/pg/{{id}}.txt", archive_base=server.base, **kw)  # fmt: skip
+    fetcher = Fetcher(fetch, sleep=sleeps if sleeps is not None else Sleeps(), rng=random.Random(0))
+    return collect(sources, options, fetcher)
+
+
+def manifest(tmp_path: Path) -> dict:
+    return read_manifest(tmp_path / "c" / "manifest.json")
+
+
+def raw_files(tmp_path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (tmp_path / "c" / "raw").iterdir()}
+
+
+def test_500_then_success_retries_and_records(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("status", 500, {}), ("ok", PLAGUE)]
+    sleeps = Sleeps()
+    result = run(server, tmp_path, [book(376)], sleeps)
+    rec = manifest(tmp_path)["pg-376"]
+    assert result["ok"] == ["pg-376"]
+    assert rec["status"] == "ok" and rec["attempts"] == 2 and rec["error"] == ""
+    assert rec["bytes"] == len(PLAGUE) and rec["sha256"] == hashlib.sha256(PLAGUE).hexdigest()
+    assert rec["header"]["title"] == "A Journal of the Plague Year"
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+    assert len(sleeps) == 1 and 0.25 <= sleeps[0] < 0.5  # backoff 0.5 s times a jitter in [0.5, 1)
+
+
+@pytest.mark.parametrize("code", [429, 503])
+def test_retry_after_is_honoured(server, tmp_path, code):
+    server.routes["/pg/376.txt"] = [("status", code, {"Retry-After": "7"}), ("ok", PLAGUE)]
+    sleeps = Sleeps()
+    run(server, tmp_path, [book(376)], sleeps)
+    assert sleeps == [7.0]
+    assert manifest(tmp_path)["pg-376"]["attempts"] == 2
+
+
+def test_retry_after_longer_than_the_limit_fails_at_once(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("status", 429, {"Retry-After": "99999"})]
+    run(server, tmp_path, [book(376)])
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed" and rec["attempts"] == 1 and "retry_after_max" in rec["error"]
+
+
+@pytest.mark.parametrize("fault", ["reset", "short"])
+def test_broken_body_is_resumed_with_range(server, tmp_path, fault):
+    cut = len(PLAGUE) // 3
+    server.routes["/pg/376.txt"] = [(fault, PLAGUE, cut), ("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "ok" and rec["attempts"] == 2
+    assert server.hits("/pg/376.txt")[1]["Range"] == f"bytes={cut}-"
+    assert server.hits("/pg/376.txt")[1]["If-Range"] == '"v1"'
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+    assert not list((tmp_path / "c" / "partial").iterdir())
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("short", PLAGUE, 100), ("ok-ignore-range", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+
+
+def test_slow_server_times_out_and_nothing_reaches_the_corpus(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("slow", PLAGUE, 0.6)]
+    sleeps = Sleeps()
+    run(server, tmp_path, [book(376)], sleeps, read_timeout=0.15, retries=2)
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed" and rec["attempts"] == 3 and "timed out" in rec["error"]
+    assert (
+        len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.9
+    )  # exponential: 0.5*[.5,1) then 1.0*[.5,1)
+    assert raw_files(tmp_path) == {}
+
+
+def test_html_landing_page_is_rejected_not_retried(server, tmp_path):
+    page = b"<!DOCTYPE html><html><head><title>Project Gutenberg</title></head><body>Read online</body></html>"
+    server.routes["/pg/376.txt"] = [("html", page)]
+    run(server, tmp_path, [book(376)])
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "rejected" and rec["attempts"] == 1 and "HTML" in rec["error"]
+    assert raw_files(tmp_path) == {}
+    assert (tmp_path / "c" / "rejected" / "pg-376.txt").read_bytes() == page
+
+
+def test_wrong_book_is_rejected_with_both_titles(server, tmp_path):
+    server.routes["/pg/203.txt"] = [
+        ("ok", gutenberg_book("Uncle Tom's Cabin", "Harriet Beecher Stowe"))
+    ]
+    run(server, tmp_path, [book(203, "Roxburghe Ballads", "Various")])
+    rec = manifest(tmp_path)["pg-203"]
+    assert rec["status"] == "rejected"
+    assert "Roxburghe Ballads" in rec["error"] and "Uncle Tom's Cabin" in rec["error"]
+    assert raw_files(tmp_path) == {}
+
+
+def test_wrong_author_is_rejected(server, tmp_path):
+    server.routes["/pg/418.txt"] = [("ok", gutenberg_book("Essays", "Michel de Montaigne"))]
+    run(server, tmp_path, [book(418, "Essays", "Francis Bacon")])
+    rec = manifest(tmp_path)["pg-418"]
+    assert rec["status"] == "rejected" and "author mismatch" in rec["error"]
+
+
+def test_not_found_fails_without_retrying(server, tmp_path):
+    sleeps = Sleeps()
+    run(server, tmp_path, [book(99999)], sleeps)
+    rec = manifest(tmp_path)["pg-99999"]
+    assert rec["status"] == "failed" and rec["attempts"] == 1 and rec["http_status"] == 404
+    assert sleeps == []
+
+
+def test_too_large_is_abandoned_and_not_retried(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)], max_bytes=1000)
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed" and rec["attempts"] == 1 and "max_bytes" in rec["error"]
+    assert raw_files(tmp_path) == {} and not list((tmp_path / "c" / "partial").glob("*.part"))
+
+
+def test_rerun_skips_complete_and_retries_failed_only_when_asked(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    server.routes["/pg/370.txt"] = [("status", 404, {})]
+    moll = book(370, "Moll Flanders")
+    first = run(server, tmp_path, [book(376), moll])
+    assert first["counts"]["ok"] == 1 and first["counts"]["failed"] == 1
+    n = len(server.requests)
+    again = run(server, tmp_path, [book(376), moll])
+    assert again["cached"] == ["pg-376"] and again["skipped"] == ["pg-370"]
+    assert len(server.requests) == n  # nothing fetched
+    server.routes["/pg/370.txt"] = [("ok", gutenberg_book("Moll Flanders", "Daniel Defoe"))]
+    retried = run(server, tmp_path, [book(376), moll], retry_failed=True)
+    assert retried["ok"] == ["pg-370"] and retried["cached"] == ["pg-376"]
+    assert manifest(tmp_path)["pg-370"]["status"] == "ok"
+
+
+def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
+    cut = 500
+    server.routes["/pg/376.txt"] = [("reset", PLAGUE, cut)]
+    run(server, tmp_path, [book(376)], retries=0)
+    assert manifest(tmp_path)["pg-376"]["status"] == "failed"
+    assert (tmp_path / "c" / "partial" / "pg-376.part").stat().st_size == cut
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)], retry_failed=True)
+    assert server.hits("/pg/376.txt")[-1]["Range"] == f"bytes={cut}-"
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+
+
+def test_offline_uses_only_the_cache(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    n = len(server.requests)
+    result = run(server, tmp_path, [book(376), book(370, "Moll Flanders")], offline=True)
+    assert result["cached"] == ["pg-376"] and result["skipped"] == ["pg-370"]
+    assert len(server.requests) == n
+
+
+def test_changed_cached_file_is_fetched_again(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    (tmp_path / "c" / "raw" / "pg-376.txt").write_bytes(b"tampered")
+    result = run(server, tmp_path, [book(376)])
+    assert result["ok"] == ["pg-376"] and raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+
+
+def test_fixed_catalog_entry_is_fetched_again(server, tmp_path):
+    server.routes["/pg/203.txt"] = [
+        ("ok", gutenberg_book("Uncle Tom's Cabin", "Harriet Beecher Stowe"))
+    ]
+    run(server, tmp_path, [book(203, "Roxburghe Ballads", "Various")])
+    fixed = book(203, "Uncle Tom's Cabin", "Harriet Beecher Stowe")
+    result = run(server, tmp_path, [fixed])
+    assert result["ok"] == ["pg-203"]
+
+
+def test_redirect_is_followed(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("redirect", "/files/376-0.txt")]
+    server.routes["/files/376-0.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "ok" and rec["url"].endswith("/files/376-0.txt")
+
+
+def test_mirror_layout_and_fallback_name(server, tmp_path):
+    assert gutenberg_urls("https://m.example/pg", "1342") == [
+        "https://m.example/pg/1/3/4/1342/1342-0.txt", "https://m.example/pg/1/3/4/1342/1342.txt"]  # fmt: skip
+    assert gutenberg_urls("https://m.example", "5")[0] == "https://m.example/0/5/5-0.txt"
+    server.routes["/3/7/376/376.txt"] = [("ok", PLAGUE)]  # no -0.txt on this mirror
+    fetch = FetchConfig(backoff=0, host_delay=0)
+    options = CollectOptions(tmp_path / "c", progress=False, gutenberg=server.base, fetch=fetch)
+    collect([book(376)], options, Fetcher(fetch, sleep=Sleeps()))
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "ok" and rec["attempts"] == 2 and rec["url"].endswith("/376.txt")
+
+
+def test_per_host_limit_is_kept(server, tmp_path):
+    for n in range(1, 7):
+        server.routes[f"/pg/{n}.txt"] = [("slow", gutenberg_book(f"Book {n}", "Defoe"), 0.15)]
+    sources = [book(n, f"Book {n}", "Defoe") for n in range(1, 7)]
+    result = run(server, tmp_path, sources, workers=6, per_host=2)
+    assert result["counts"]["ok"] == 6
+    assert server.max_active == 2
+
+
+def test_host_delay_spaces_request_starts():
+    sleeps = Sleeps()
+    fetcher = Fetcher(FetchConfig(host_delay=5.0), sleep=sleeps)
+    for _ in range(3):
+        with fetcher.gate("example.org"):
+            pass
+    assert len(sleeps) == 2 and all(4.0 < s <= 10.0 for s in sleeps)
+
+
+def test_archive_item_checked_against_metadata_before_download(server, tmp_path):
+    item = Source(id="ia-surveyoflondon", kind="archive", ref="surveyoflondon", title="A Survey of London",
+                  author="John Stow", year=1598, period="tudor", category="topography", licence="PD", format="djvu")  # fmt: skip
+    meta = {"metadata": {"title": "A survey of London", "creator": ["Stow, John, 1525?-1605"], "language": "eng"},
+            "files": [{"name": "surveyoflondon.pdf"}, {"name": "surveyoflondon_djvu.txt"}]}  # fmt: skip
+    text = (FIXTURES / "survey_djvu.txt").read_bytes()
+    server.routes["/metadata/surveyoflondon"] = [("ok", json.dumps(meta).encode())]
+    server.routes["/download/surveyoflondon/surveyoflondon_djvu.txt"] = [("ok", text)]
+    run(server, tmp_path, [item])
+    rec = manifest(tmp_path)["ia-surveyoflondon"]
+    assert rec["status"] == "ok" and rec["format"] == "djvu" and rec["attempts"] == 2
+    assert raw_files(tmp_path) == {"ia-surveyoflondon.txt": text}
+
+
+def test_archive_item_with_other_metadata_is_rejected_unfetched(server, tmp_path):
+    item = Source(id="ia-cookery", kind="archive", ref="cookery", title="A Survey of London",
+                  author="John Stow", year=1598, period="tudor", category="topography", licence="PD", format="djvu")  # fmt: skip
+    wrong = {"metadata": {"title": "Cookery for the million", "creator": "Anon"},
+             "files": [{"name": "cookery_djvu.txt"}]}  # fmt: skip
+    server.routes["/metadata/cookery"] = [("ok", json.dumps(wrong).encode())]
+    server.routes["/download/cookery/cookery_djvu.txt"] = [("ok", b"text")]
+    run(server, tmp_path, [item])
+    rec = manifest(tmp_path)["ia-cookery"]
+    assert rec["status"] == "rejected" and "title mismatch" in rec["error"]
+    assert server.hits("/download/cookery/cookery_djvu.txt") == []  # the text is never fetched
+    assert raw_files(tmp_path) == {}
+    server.routes["/metadata/cookery"] = [("ok", b"{}")]  # archive.org's answer for no such item
+    run(server, tmp_path, [item], retry_failed=True)
+    assert "no item" in manifest(tmp_path)["ia-cookery"]["error"]
+
+
+def test_concurrent_sources_all_recorded(server, tmp_path):
+    for n in range(10, 20):
+        server.routes[f"/pg/{n}.txt"] = [
+            ("status", 502, {}),
+            ("ok", gutenberg_book(f"Book {n}", "Defoe")),
+        ]
+    result = run(
+        server, tmp_path, [book(n, f"Book {n}", "Defoe") for n in range(10, 20)], workers=4
+    )
+    records = manifest(tmp_path)
+    assert result["counts"]["ok"] == 10 and all(
+        records[f"pg-{n}"]["attempts"] == 2 for n in range(10, 20)
+    )
+
+
+def test_retry_after_parsing_and_backoff_bounds():
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    fetcher = Fetcher(FetchConfig(backoff=1.0, backoff_max=8.0), rng=random.Random(1))
+    err = FetchError("HTTP 500", True)
+    for n, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, 8.0)]:
+        assert cap / 2 <= fetcher.delay(n, err) < cap
+
+
+def test_connection_refused_is_retried_then_failed(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again at once: nothing listens there
+    sleeps = Sleeps()
+    fetcher = Fetcher(FetchConfig(retries=2, backoff=0.1, host_delay=0), sleep=sleeps)
+    with pytest.raises(FetchError) as info:
+        fetcher.download(f"http://127.0.0.1:{port}/x.txt", tmp_path / "x.part")
+    assert info.value.attempts == 3 and "connection failed" in str(info.value) and len(sleeps) == 2
+
+
+def test_manifest_survives_threads(tmp_path):
+    from hellolondon.corpus.collect import Manifest
+
+    m = Manifest(tmp_path / "manifest.json")
+    threads = [
+        threading.Thread(target=m.put, args=({"id": f"s{i}", "status": "ok"},)) for i in range(20)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(read_manifest(tmp_path / "manifest.json")) == 20
