@@ -1,0 +1,291 @@
+"""`corpus clean` end to end: clean every input in a pool of processes, drop duplicates, and
+write `documents.jsonl`, `clean_log.jsonl` (what left each document and why) and the report.
+
+Streamed: workers read and clean one file at a time and send back the cleaned document as a
+JSON line, which the parent appends to a spool file at once; only small per-document facts
+(scores, MinHash signatures) stay in memory. The final file is written from the spool, less
+the duplicates, through `write_documents` (atomic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from hellolondon.corpus.clean import CleanConfig, clean_text, judge, measure
+from hellolondon.corpus.dedup import Deduplicator, Fingerprinter
+from hellolondon.corpus.documents import Document, write_documents
+from hellolondon.corpus.formats import decode, detect_format, read_old_bailey
+from hellolondon.errors import UserError
+
+DOC_FIELDS = ("title", "author", "year", "period", "category", "source", "licence")
+
+
+@dataclass
+class Item:
+    """One input file and what is known of it before reading."""
+
+    path: str
+    format: str = "auto"  # gutenberg | djvu | tei | text | auto (from name and content)
+    meta: dict[str, Any] = field(default_factory=dict)  # id and Document fields
+    sha256: str = ""  # expected digest (from the collection manifest); checked when given
+
+
+@dataclass
+class Outcome:
+    """One document after cleaning: its log entry and, when kept, its JSON line and fingerprint."""
+
+    entry: dict[str, Any]
+    line: str = ""
+    key: str = ""
+    sig: np.ndarray | None = None
+
+
+def items_from_collection(folder: str | Path) -> list[Item]:
+    """The sources a `corpus collect` run fetched and accepted (status ok in its manifest)."""
+    from hellolondon.corpus.collect import read_manifest
+
+    folder = Path(folder)
+    manifest = read_manifest(folder / "manifest.json")
+    items = []
+    for sid, rec in manifest.items():
+        if rec.get("status") != "ok":
+            continue
+        meta = {"id": sid, **{k: rec["source"].get(k) for k in DOC_FIELDS if k in rec["source"]}}
+        meta["source"] = rec.get("url", "")
+        items.append(
+            Item(str(folder / rec["path"]), rec.get("format", "auto"), meta, rec.get("sha256", ""))
+        )
+    return items
+
+
+def items_from_paths(paths: Iterable[str | Path]) -> list[Item]:
+    """Local files, or folders searched for *.txt and *.xml; the format is detected per file."""
+    items = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in (".txt", ".xml"))
+        elif p.is_file():
+            files = [p]
+        else:
+            raise UserError(f"{p} not found; give files or folders of .txt / .xml sources")
+        for f in files:
+            sid = "file-" + re.sub(r"[^A-Za-z0-9._-]+", "-", f.stem).strip("-")
+            items.append(Item(str(f), "auto", {"id": sid, "title": f.stem, "source": str(f)}))
+    return items
+
+
+_fingerprinter: Fingerprinter | None = None
+
+
+def _fingerprints(config: CleanConfig) -> Fingerprinter:
+    global _fingerprinter  # one per worker process: the random hash functions are built once
+    fp = _fingerprinter
+    if fp is None or len(fp.a) != config.num_perm or fp.shingle != config.shingle:
+        fp = _fingerprinter = Fingerprinter(config.num_perm, config.shingle)
+    return fp
+
+
+def process_item(item: Item, config: CleanConfig) -> list[Outcome]:
+    """Read, clean, measure and fingerprint the document(s) in one file. Never raises for a bad
+    file: it becomes a rejected entry with the reason."""
+    path = Path(item.path)
+    base = {
+        "id": item.meta.get("id", path.stem),
+        "file": str(path),
+        "title": item.meta.get("title", ""),
+    }
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return [_rejected(base, "unreadable", f"unreadable: {exc.strerror or exc}")]
+    if item.sha256 and hashlib.sha256(data).hexdigest() != item.sha256:
+        why = "file changed since it was collected (sha256 differs); collect it again"
+        return [_rejected(base, "changed", why)]
+    text, encoding = decode(data)
+    fmt = item.format if item.format != "auto" else detect_format(path, text[:4096])
+    if fmt != "tei":
+        return [_one(item.meta, text, fmt, encoding, config, base, len(data))]
+    try:
+        parts = list(read_old_bailey(path))
+    except ValueError as exc:
+        return [_rejected({**base, "format": "tei"}, "unreadable", f"unreadable TEI: {exc}")]
+    if not parts:
+        return [
+            _rejected(
+                {**base, "format": "tei"},
+                "empty",
+                "no trial accounts (div1 type=trialAccount) found",
+            )
+        ]
+    outcomes = []
+    for part in parts:
+        meta = {"category": "trial_proceedings", "licence": "Old Bailey Proceedings Online: see its terms of use",
+                **item.meta, "id": part["id"], "title": part["title"], "year": part["year"], "source": str(path)}  # fmt: skip
+        entry = {**base, "id": part["id"], "title": part["title"]}
+        outcome = _one(meta, part["text"], "tei", encoding, config, entry, len(part["text"]))
+        outcome.entry["removed"] = part["removed"] + outcome.entry["removed"]
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _rejected(entry: dict[str, Any], rule: str, reason: str) -> Outcome:
+    return Outcome(
+        {**entry, "status": "rejected", "rule": rule, "reason": reason, "removed": [], "stats": {}}
+    )
+
+
+def _one(
+    meta: dict, text: str, fmt: str, encoding: str, config: CleanConfig, entry: dict, size: int
+) -> Outcome:
+    cleaned, removed = clean_text(text, fmt, config)
+    stats = measure(cleaned)
+    stats["chars_in"] = len(text)
+    entry = {
+        **entry,
+        "format": fmt,
+        "encoding": encoding,
+        "bytes": size,
+        "removed": removed,
+        "stats": stats,
+    }
+    verdict = judge(meta.get("year"), stats, config)
+    if verdict:
+        return Outcome({**entry, "status": "rejected", "rule": verdict[0], "reason": verdict[1]})
+    doc = Document(
+        id=str(meta["id"]),
+        text=cleaned,
+        **{k: meta[k] for k in DOC_FIELDS if meta.get(k) is not None},
+    )
+    key, sig = _fingerprints(config).fingerprint(cleaned) if config.dedup else ("", None)
+    entry.update(status="kept", reason="", period=doc.period, category=doc.category)
+    return Outcome(entry, doc.to_json(), key, sig)
+
+
+def _pool(workers: int) -> Any:
+    return multiprocessing.get_context().Pool(workers) if workers > 1 else None
+
+
+def clean_corpus(
+    items: list[Item],
+    out_dir: str | Path,
+    config: CleanConfig,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Clean `items` into `out_dir`: documents.jsonl, clean_log.jsonl, report.json, report.md."""
+    if not items:
+        raise UserError(
+            "nothing to clean: no collected sources (status ok) and no local files given"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spool_path = out / ".documents.spool.jsonl"
+    entries: list[dict[str, Any]] = []
+    kept: list[tuple[int, Outcome]] = []
+    kept_ids: set[str] = set()
+    pool = _pool(workers)
+    imap = partial(pool.imap, chunksize=1) if pool else map
+    bar = tqdm(
+        total=sum(_size(i.path) for i in items),
+        unit="B",
+        unit_scale=True,
+        desc="clean",
+        disable=not progress,
+    )
+    try:
+        with open(spool_path, "w", encoding="utf-8") as spool:
+            for item, outcomes in zip(
+                items, imap(partial(process_item, config=config), items), strict=True
+            ):
+                for o in outcomes:
+                    _add(o, entries, kept, kept_ids, spool)
+                bar.update(_size(item.path))
+        if pool:
+            pool.close()
+        dropped = _deduplicate(kept, config) if config.dedup else {}
+        for index, o in kept:
+            if o.entry["id"] in dropped:
+                entries[index].update(dropped[o.entry["id"]])
+        n = write_documents(out / "documents.jsonl", _read_spool(spool_path, set(dropped)))
+        _write_jsonl(out / "clean_log.jsonl", entries)
+    finally:
+        if pool:
+            pool.terminate()
+        bar.close()
+        spool_path.unlink(missing_ok=True)
+    from hellolondon.corpus.report import build_report, write_report
+
+    report = build_report(out)
+    write_report(report, out)
+    return {"documents": n, "entries": len(entries), "report": report}
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _add(o: Outcome, entries: list, kept: list, kept_ids: set[str], spool: Any) -> None:
+    if o.entry["status"] == "kept" and o.entry["id"] in kept_ids:
+        o.entry.update(
+            status="rejected",
+            rule="duplicate_id",
+            reason="the same id was already read from another file",
+        )
+    if o.entry["status"] == "kept":
+        spool.write(o.line + "\n")
+        o.line = ""  # the text now lives in the spool only
+        kept.append((len(entries), o))
+        kept_ids.add(o.entry["id"])
+    entries.append(o.entry)
+
+
+def _deduplicate(kept: list[tuple[int, Outcome]], config: CleanConfig) -> dict[str, dict[str, Any]]:
+    """Best copy first (quality, then length, then input order), so each group keeps its best."""
+    dedup = Deduplicator(config.near_dup, config.bands)
+    order = sorted(
+        kept, key=lambda t: (-t[1].entry["stats"]["quality"], -t[1].entry["stats"]["chars"], t[0])
+    )
+    dropped = {}
+    for _, o in order:
+        found = dedup.check(o.entry["id"], o.key, o.sig)
+        if found:
+            kind, other, score = found
+            what = (
+                "exact duplicate"
+                if kind == "exact"
+                else f"near duplicate (estimated Jaccard {score:.2f})"
+            )
+            dropped[o.entry["id"]] = {"status": "duplicate", "rule": f"{kind}_duplicate",
+                                      "reason": f"{what} of {other}", "duplicate_of": other}  # fmt: skip
+    return dropped
+
+
+def _read_spool(path: Path, skip: set[str]) -> Iterator[Document]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            data = json.loads(line)
+            if data["id"] not in skip:
+                yield Document(**data)
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
