@@ -1,0 +1,139 @@
+"""The local runs below an output folder: what each is, how far it got, and whether its W&B
+record still waits for `wandb sync`. Reads only the run folders; no W&B import, no network."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hellolondon.tracking.history import read_jsonl
+from hellolondon.tracking.wandb_tracker import STATE_FILE, segment_dirs, show_path, sync_command
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: str
+    preset: str
+    iterations: int | None
+    best_val_loss: float | None
+    wandb_mode: str  # online | offline | disabled | failed | - (no W&B record)
+    wandb_status: str  # running | finished | upload_incomplete | failed | -
+    needs_sync: bool
+    sync_command: str | None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _progress(run_dir: Path) -> tuple[int | None, float | None]:
+    """(iterations, best val loss): the summary of a finished run, else the metrics so far."""
+    summary = _read_json(run_dir / "summary.json")
+    iters, best = summary.get("iterations"), summary.get("best_val_loss")
+    if iters is None or best is None:
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+        steps = [int(r["step"]) for r in rows if isinstance(r.get("step"), (int, float))]
+        vals = [
+            v
+            for r in rows
+            if isinstance(v := r.get("eval/val_loss"), (int, float)) and math.isfinite(v)
+        ]
+        iters = iters if iters is not None else (max(steps) if steps else None)
+        best = best if best is not None else (min(vals) if vals else None)
+    return iters, best
+
+
+def _sync_state(run_dir: Path, state: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether W&B data of this run sits on disk only, and the command that uploads it."""
+    run_id = state.get("run_id") or ""
+    segments = segment_dirs(run_dir, run_id)
+    offline = [s for s in segments if s.name.startswith("offline-")]
+    if any(not any(s.glob("*.wandb.synced")) for s in offline):
+        return True, sync_command(run_dir, run_id)
+    if state.get("mode") == "online" and state.get("status") in ("upload_incomplete", "failed"):
+        online = shlex.quote(show_path(run_dir / "wandb"))
+        return True, f"wandb sync --include-online {online}/run-*-{run_id}"
+    return False, None
+
+
+def run_info(run_dir: Path) -> RunInfo:
+    config = _read_json(run_dir / "config.json")
+    state = _read_json(run_dir / STATE_FILE)
+    iters, best = _progress(run_dir)
+    needs, command = _sync_state(run_dir, state)
+    return RunInfo(
+        name=run_dir.name,
+        path=str(run_dir),
+        preset=str(config.get("preset") or (config.get("model_info") or {}).get("preset") or "-"),
+        iterations=iters,
+        best_val_loss=best,
+        wandb_mode=state.get("mode") or "-",
+        wandb_status=state.get("status") or "-",
+        needs_sync=needs,
+        sync_command=command,
+    )
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / f).exists() for f in ("config.json", "metrics.jsonl", STATE_FILE)
+    )
+
+
+def list_runs(out_dir: str | Path) -> list[RunInfo]:
+    """Every run folder directly below `out_dir`, oldest first."""
+    root = Path(out_dir)
+    dirs = [d for d in root.iterdir() if is_run_dir(d)] if root.is_dir() else []
+    dirs.sort(
+        key=lambda d: (
+            (d / "config.json").stat().st_mtime
+            if (d / "config.json").exists()
+            else d.stat().st_mtime,
+            d.name,
+        )
+    )
+    return [run_info(d) for d in dirs]
+
+
+def format_runs(runs: list[RunInfo]) -> str:
+    header = ("NAME", "PRESET", "ITERS", "BEST VAL", "W&B", "SYNC")
+    rows = [
+        (
+            r.name,
+            r.preset,
+            "-" if r.iterations is None else f"{r.iterations:,}",
+            "-" if r.best_val_loss is None else f"{r.best_val_loss:.4f}",
+            r.wandb_mode
+            if r.wandb_status in ("-", "finished", "running")
+            else f"{r.wandb_mode} ({r.wandb_status})",
+            "needed" if r.needs_sync else ("-" if r.wandb_mode in ("-", "disabled") else "done"),
+        )
+        for r in runs
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    right = {2, 3}  # numbers line up on the right
+    lines = [
+        "  ".join(
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in (header, *rows)
+    ]
+    todo = [r for r in runs if r.needs_sync]
+    if todo:
+        lines += ["", "to upload the runs that W&B has not received yet:"]
+        lines += [f"  {r.sync_command}" for r in todo]
+    return "\n".join(lines)
+
+
+def runs_json(runs: list[RunInfo]) -> str:
+    return json.dumps([asdict(r) for r in runs], indent=2)
