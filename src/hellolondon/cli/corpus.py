@@ -1,0 +1,278 @@
+"""`hellolondon corpus catalog|collect|clean|report|sample`: build the historical corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+RAW = argparse.RawDescriptionHelpFormatter
+DEFAULT_DIR = "work/corpus"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "corpus", help="collect, clean and report the 1500-1850 corpus", formatter_class=RAW,
+        description="Build documents.jsonl from Project Gutenberg, archive.org and local files.",
+        epilog="steps:\n  hellolondon corpus collect   # download the catalog's sources into work/corpus\n"
+        "  hellolondon corpus clean     # -> work/corpus/documents.jsonl, clean_log.jsonl, report.md\n"
+        "  hellolondon corpus report    # documents, characters, tokens per period and category\n"
+        "  hellolondon corpus sample --out work/documents.jsonl   # the bundled corpus, offline",
+    )  # fmt: skip
+    steps = parser.add_subparsers(dest="corpus_command", metavar="STEP", required=True)
+    _catalog_parser(steps)
+    _collect_parser(steps)
+    _clean_parser(steps)
+    _report_parser(steps)
+    sample = steps.add_parser(
+        "sample", help="write the bundled sample corpus (no network)", formatter_class=RAW,
+        epilog="example:\n  hellolondon corpus sample --out work/documents.jsonl",
+    )  # fmt: skip
+    sample.add_argument("--out", default="work/documents.jsonl", help="documents.jsonl to write")
+    sample.set_defaults(func=sample_command)
+
+
+def _catalog_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                   help="your own catalog (TOML or JSON, same shape as the built-in one); repeatable")  # fmt: skip
+    p.add_argument("--no-builtin", action="store_true", help="use only the --catalog files")
+    p.add_argument("--status", default="believed,unverified",
+                   help="ID statuses to take: believed,unverified,doubtful,wrong (default believed,unverified)")  # fmt: skip
+    p.add_argument("--period", default="", help="only these periods, e.g. tudor,stuart")
+    p.add_argument(
+        "--category", default="", help="only these categories, e.g. fiction,diary_letters"
+    )
+    p.add_argument(
+        "--id", action="append", default=[], help="only this source id (e.g. pg-376); repeatable"
+    )
+
+
+def _catalog_parser(steps: argparse._SubParsersAction) -> None:
+    p = steps.add_parser(
+        "catalog", help="list (and check) the catalog's sources", formatter_class=RAW,
+        epilog="examples:\n  hellolondon corpus catalog\n  hellolondon corpus catalog --status doubtful,wrong\n"
+        "  hellolondon corpus catalog --catalog my_sources.toml --no-builtin   # check your file",
+    )  # fmt: skip
+    _catalog_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=catalog_command)
+
+
+def _collect_parser(steps: argparse._SubParsersAction) -> None:
+    p = steps.add_parser(
+        "collect", help="download the catalog's sources (resumable, checked)", formatter_class=RAW,
+        epilog="examples:\n  hellolondon corpus collect                      # all believed and unverified sources\n"
+        "  hellolondon corpus collect --id pg-376 --id pg-1342\n"
+        "  hellolondon corpus collect --retry-failed       # try again what failed last time\n"
+        "  hellolondon corpus collect --offline            # check the cache, fetch nothing\n"
+        "  hellolondon corpus collect --gutenberg-mirror https://aleph.pglaf.org   # a PG mirror\n\n"
+        "Writes <out>/raw/<id>.txt (checked files only) and <out>/manifest.json (every source:\n"
+        "status, bytes, sha256, attempts, error). Re-running skips what is complete.",
+    )  # fmt: skip
+    _catalog_options(p)
+    p.add_argument("--out", default=DEFAULT_DIR, help=f"collection folder (default {DEFAULT_DIR})")
+    p.add_argument("--limit", type=int, default=0, help="take only the first N selected sources")
+    p.add_argument("--offline", action="store_true", help="use only the local cache; no network")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="retry sources that failed or were rejected"
+    )
+    p.add_argument("--workers", type=int, default=4, help="sources downloaded at once (default 4)")
+    p.add_argument(
+        "--per-host", type=int, default=2, help="concurrent requests per host (default 2)"
+    )
+    p.add_argument(
+        "--delay",
+        type=float,
+        default=1.0,
+        help="least seconds between requests to one host (default 1)",
+    )
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
+    p.add_argument(
+        "--read-timeout", type=float, default=60.0, help="seconds without bytes (default 60)"
+    )
+    p.add_argument(
+        "--retries", type=int, default=4, help="retries after the first attempt (default 4)"
+    )
+    p.add_argument(
+        "--backoff",
+        type=float,
+        default=2.0,
+        help="first retry wait in seconds, doubling (default 2)",
+    )
+    p.add_argument(
+        "--max-mb", type=float, default=256.0, help="largest download in MB (default 256)"
+    )
+    p.add_argument("--gutenberg-mirror", default="",
+                   help="a Project Gutenberg mirror's base URL, or a URL template with {id} and {path}")  # fmt: skip
+    p.add_argument("--archive-base", default="https://archive.org", help="archive.org base URL")
+    p.add_argument("--user-agent", default="", help="User-Agent header (default names hellolondon)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=collect_command)
+
+
+def _clean_parser(steps: argparse._SubParsersAction) -> None:
+    p = steps.add_parser(
+        "clean", help="clean, filter and de-duplicate into documents.jsonl", formatter_class=RAW,
+        epilog="examples:\n  hellolondon corpus clean                         # work/corpus -> work/corpus/documents.jsonl\n"
+        "  hellolondon corpus clean --extra my_texts/ --extra sessions.xml   # add local files\n"
+        "  hellolondon corpus clean --set min_quality=0.6 --set long_s=false\n"
+        "  hellolondon corpus clean --config clean.toml --workers 8\n\n"
+        "Local files: Project Gutenberg .txt, archive.org *_djvu.txt, Old Bailey TEI .xml.\n"
+        "Writes documents.jsonl, clean_log.jsonl (what was removed from each document and\n"
+        "why, and why documents were rejected) and report.md / report.json.",
+    )  # fmt: skip
+    p.add_argument(
+        "--in", dest="input", default=DEFAULT_DIR, help=f"collection folder (default {DEFAULT_DIR})"
+    )
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="local file or folder; repeatable",
+    )
+    p.add_argument("--out", default="", help="output folder (default: the collection folder)")
+    p.add_argument("--config", default=None, help="TOML file with clean settings ([clean] table)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override one clean setting"
+    )
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=clean_command)
+
+
+def _report_parser(steps: argparse._SubParsersAction) -> None:
+    p = steps.add_parser(
+        "report", help="documents, characters, tokens per period and category; rejections", formatter_class=RAW,
+        epilog="examples:\n  hellolondon corpus report\n"
+        "  hellolondon corpus report --tokenizer work/tokenizer   # count real tokens\n"
+        "  hellolondon corpus report --documents work/documents.jsonl --json",
+    )  # fmt: skip
+    p.add_argument(
+        "--in", dest="input", default=DEFAULT_DIR, help=f"corpus folder (default {DEFAULT_DIR})"
+    )
+    p.add_argument(
+        "--documents", default=None, help="documents.jsonl (default: <in>/documents.jsonl)"
+    )
+    p.add_argument(
+        "--tokenizer", default=None, metavar="DIR", help="count tokens with this tokenizer"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    p.add_argument(
+        "--save", action="store_true", help="also write report.md and report.json into --in"
+    )
+    p.set_defaults(func=report_command)
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _sources(args: argparse.Namespace) -> list:
+    from hellolondon.corpus.catalog import STATUSES, load_catalog, select
+    from hellolondon.errors import UserError
+
+    statuses = tuple(_split(args.status))
+    bad = [s for s in statuses if s not in STATUSES]
+    if bad:
+        raise UserError(f"--status {bad[0]!r} is not one of {', '.join(STATUSES)}")
+    sources = load_catalog(args.catalog, builtin=not args.no_builtin)
+    return select(sources, statuses, args.id, _split(args.period), _split(args.category))
+
+
+def catalog_command(args: argparse.Namespace) -> int:
+    sources = _sources(args)
+    if args.json:
+        print(json.dumps([s.metadata() for s in sources], indent=1, ensure_ascii=False))
+        return 0
+    for s in sources:
+        print(
+            f"{s.id:<26} {s.status:<10} {s.year} {s.period:<15} {s.category:<16} {s.title} - {s.author}"
+        )
+    print(f"{len(sources)} sources")
+    return 0
+
+
+def collect_command(args: argparse.Namespace) -> int:
+    from hellolondon.corpus.collect import GUTENBERG_URL, CollectOptions, collect
+    from hellolondon.corpus.fetch import USER_AGENT, FetchConfig
+    from hellolondon.errors import UserError
+
+    if args.workers < 1 or args.per_host < 1 or args.retries < 0 or args.max_mb <= 0:
+        raise UserError("--workers and --per-host must be >= 1, --retries >= 0, --max-mb > 0")
+    sources = _sources(args)
+    if args.limit:
+        sources = sources[: args.limit]
+    if not sources:
+        raise UserError(
+            "no sources selected; see `hellolondon corpus catalog` for ids and statuses"
+        )
+    fetch = FetchConfig(
+        connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, retries=args.retries,
+        backoff=args.backoff, max_bytes=int(args.max_mb * 2**20), per_host=args.per_host,
+        host_delay=args.delay, user_agent=args.user_agent or USER_AGENT,
+    )  # fmt: skip
+    options = CollectOptions(
+        Path(args.out), offline=args.offline, retry_failed=args.retry_failed, workers=args.workers,
+        gutenberg=args.gutenberg_mirror or GUTENBERG_URL, archive_base=args.archive_base,
+        progress=not args.quiet, fetch=fetch,
+    )  # fmt: skip
+    result = collect(sources, options)
+    counts = result["counts"]
+    print(
+        ", ".join(f"{k} {v}" for k, v in counts.items())
+        + f"  (manifest: {Path(args.out) / 'manifest.json'})"
+    )
+    if counts["failed"]:
+        print(f"{counts['failed']} failed; run again with --retry-failed to retry them")
+    if args.offline and counts["skipped"]:
+        print(f"offline: {counts['skipped']} selected sources are not in the cache")
+    return 1 if counts["failed"] else 0
+
+
+def clean_command(args: argparse.Namespace) -> int:
+    from hellolondon.corpus.clean import load_clean_config
+    from hellolondon.corpus.pipeline import clean_corpus, items_from_collection, items_from_paths
+    from hellolondon.errors import UserError
+
+    config = load_clean_config(args.config, args.set)
+    folder = Path(args.input)
+    items = items_from_collection(folder) if (folder / "manifest.json").is_file() else []
+    if not items and not args.extra:
+        raise UserError(f"no collected sources in {folder} (no manifest.json with status ok); "
+                        "run `hellolondon corpus collect` first, or give local files with --extra")  # fmt: skip
+    items += items_from_paths(args.extra)
+    out = Path(args.out or folder)
+    result = clean_corpus(items, out, config, workers=max(1, args.workers), progress=not args.quiet)
+    t = result["report"]["totals"]
+    status = result["report"].get("cleaning", {}).get("status", {})
+    print(f"kept {t['documents']} documents ({t['characters'] / 1e6:.1f} M characters, {t['tokens']:,} words); "
+          f"rejected {status.get('rejected', 0)}, duplicates {status.get('duplicate', 0)}")  # fmt: skip
+    print(f"wrote {out / 'documents.jsonl'}, {out / 'clean_log.jsonl'}, {out / 'report.md'}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from hellolondon.corpus.report import build_report, format_report, write_report
+
+    report = build_report(args.input, args.documents, args.tokenizer)
+    print(
+        json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report),
+        end="",
+    )
+    if args.json:
+        print()
+    if args.save:
+        write_report(report, args.input)
+    return 0
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    from hellolondon.corpus.sample import write_sample
+
+    n = write_sample(args.out)
+    print(f"wrote {n} documents to {args.out}")
+    return 0

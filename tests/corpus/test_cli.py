@@ -1,0 +1,138 @@
+"""`hellolondon corpus ...` commands: help, the happy path, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from corpus_server import FIXTURES, gutenberg_book
+
+from hellolondon.cli import main
+from hellolondon.corpus.documents import read_documents
+
+USER_CATALOG = """
+[[source]]
+gutenberg = 376
+title = "A Journal of the Plague Year"
+author = "Daniel Defoe"
+year = 1722
+category = "history"
+status = "believed"
+
+[[source]]
+gutenberg = 370
+title = "Moll Flanders"
+author = "Daniel Defoe"
+year = 1722
+category = "fiction"
+"""
+
+
+@pytest.mark.parametrize("step", ["catalog", "collect", "clean", "report", "sample"])
+def test_every_step_has_help_with_an_example(step, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["corpus", step, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out and f"hellolondon corpus {step}" in out
+
+
+def test_collect_clean_report_from_the_command_line(server, tmp_path, capsys):
+    server.routes["/pg/376.txt"] = [
+        ("status", 503, {"Retry-After": "0"}),
+        ("ok", gutenberg_book("A Journal of the Plague Year", "Daniel Defoe")),
+    ]
+    server.routes["/pg/370.txt"] = [("ok", gutenberg_book("Roderick Random", "Tobias Smollett"))]
+    catalog = tmp_path / "mine.toml"
+    catalog.write_text(USER_CATALOG)
+    folder = tmp_path / "corpus"
+    common = ["--no-builtin", "--catalog", str(catalog), "--out", str(folder), "--quiet"]
+    net = ["--gutenberg-mirror", f"{server.base}/pg/{{id}}.txt", "--backoff", "0", "--delay", "0"]
+    assert main(["corpus", "collect", *common, *net]) == 0
+    out = capsys.readouterr().out
+    assert "ok 1" in out and "rejected 1" in out
+    records = json.loads((folder / "manifest.json").read_text())["sources"]
+    assert records["pg-376"]["attempts"] == 2 and "Roderick Random" in records["pg-370"]["error"]
+
+    n = len(server.requests)
+    assert main(["corpus", "collect", *common, "--offline"]) == 0
+    assert len(server.requests) == n and "cached 1" in capsys.readouterr().out
+
+    assert (
+        main(
+            [
+                "corpus",
+                "clean",
+                "--in",
+                str(folder),
+                "--set",
+                "min_chars=300",
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "kept 1 documents" in capsys.readouterr().out
+    assert [d.id for d in read_documents(folder / "documents.jsonl")] == ["pg-376"]
+
+    assert main(["corpus", "report", "--in", str(folder)]) == 0
+    report = capsys.readouterr().out
+    assert "| georgian | 1 |" in report and "pg-370 (rejected): title mismatch" in report
+    assert main(["corpus", "report", "--in", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["documents"] == 1
+
+
+def test_failed_downloads_exit_1_and_say_how_to_retry(server, tmp_path, capsys):
+    catalog = tmp_path / "mine.toml"
+    catalog.write_text(USER_CATALOG)
+    args = ["corpus", "collect", "--no-builtin", "--catalog", str(catalog), "--out", str(tmp_path / "c"), "--quiet",
+            "--gutenberg-mirror", f"{server.base}/none/{{id}}.txt", "--delay", "0", "--id", "pg-376"]  # fmt: skip
+    assert main(args) == 1
+    assert "--retry-failed" in capsys.readouterr().out
+
+
+def test_clean_local_files_only(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["corpus", "clean", "--in", str(tmp_path / "nothing"), "--extra", str(FIXTURES),
+                 "--out", str(out), "--set", "min_chars=300", "--workers", "2", "--quiet"])  # fmt: skip
+    assert code == 0
+    ids = {d.id for d in read_documents(out / "documents.jsonl")}
+    assert {"file-pg376", "oldbailey-17800112"} <= ids
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["corpus", "clean", "--in", "/nonexistent/corpus"], "no collected sources"),
+        (["corpus", "clean", "--extra", "/nonexistent/file.txt"], "not found"),
+        (
+            ["corpus", "clean", "--extra", str(FIXTURES), "--set", "min_qualty=1"],
+            "expected key=value",
+        ),
+        (["corpus", "collect", "--status", "sure"], "--status 'sure'"),
+        (["corpus", "collect", "--id", "pg-0"], "no source with id 'pg-0'"),
+        (["corpus", "catalog", "--catalog", "/nonexistent.toml"], "not found"),
+        (["corpus", "report", "--in", "/nonexistent/corpus"], "not found"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2(argv, message, capsys, tmp_path):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_catalog_lists_sources(capsys):
+    assert main(["corpus", "catalog", "--status", "wrong"]) == 0
+    out = capsys.readouterr().out
+    assert "pg-203" in out and "3 sources" in out
+    assert main(["corpus", "catalog", "--id", "pg-376", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["title"] == "A Journal of the Plague Year"
+
+
+def test_sample_writes_documents(tmp_path, capsys):
+    path = tmp_path / "documents.jsonl"
+    assert main(["corpus", "sample", "--out", str(path)]) == 0
+    n = sum(1 for _ in read_documents(path))
+    assert n > 0 and f"wrote {n} documents" in capsys.readouterr().out
