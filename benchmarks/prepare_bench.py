@@ -9,8 +9,10 @@ and that memory stays flat as the corpus grows. Prints one line per measurement.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,26 +21,35 @@ from pathlib import Path
 
 from hellolondon.corpus.documents import write_documents
 from hellolondon.corpus.sample import sample_documents, write_sample
-from hellolondon.prepare import prepare
 from hellolondon.tokenizer import historical_terms, term_counts, train_tokenizer
 
+RUN = (
+    "import json, sys; from hellolondon.prepare import prepare\n"
+    "if __name__ == '__main__':\n"
+    "    m = prepare(sys.argv[1], sys.argv[2], sys.argv[3], workers=int(sys.argv[4]))\n"
+    "    print(json.dumps({k: v for k, v in m.items() if k != 'val_spans'}))\n"
+)
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+def run_prepare(corpus: Path, tok: Path, out: Path, workers: int) -> dict:
+    """One prepare in a fresh process, so its peak memory is measured on its own."""
+    cmd = [sys.executable, "-c", RUN, str(corpus), str(tok), str(out), str(workers)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
 def bench_prepare(corpus: Path, tok: Path, out: Path, workers: int, repeat: int) -> None:
     # Best of `repeat`: the fastest run is the one least disturbed by other work on the machine.
     meta = min(
-        (prepare(corpus, tok, out, workers=workers) for _ in range(repeat)),
-        key=lambda m: m["seconds"],
+        (run_prepare(corpus, tok, out, workers) for _ in range(repeat)), key=lambda m: m["seconds"]
     )
+    # Largest resident set of any finished child so far (runs go from small corpus to large).
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     mb = meta["corpus_bytes"] / 1e6
     tokens = meta["train_tokens"] + meta["val_tokens"]
     print(
         f"prepare {corpus.name} ({mb:.1f} MB) workers={workers}: {meta['seconds']:.2f}s, "
         f"{mb / meta['seconds']:.1f} MB/s, {tokens / meta['seconds'] / 1e6:.2f} M tokens/s, "
-        f"val {meta['val_tokens'] / tokens:.1%} ({meta['val_documents']} docs), peak RSS {peak_rss_mb():.0f} MB"
+        f"val {meta['val_tokens'] / tokens:.1%} ({meta['val_documents']} docs), peak RSS so far {peak:.0f} MB"
     )
 
 
