@@ -1,0 +1,42 @@
+"""`write_report`: a training report from run folders alone (no W&B needed) — the seed's five
+panels, the eval curves and GPU memory as a PNG and as a self-contained interactive HTML page,
+several runs overlaid, with the health findings and a summary table."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from hellolondon.errors import UserError
+from hellolondon.report.html import render_html
+from hellolondon.report.png import write_png
+from hellolondon.report.runs import RunData, load_run, load_runs, summarize
+
+__all__ = ["RunData", "load_run", "load_runs", "summarize", "write_report"]
+
+
+def write_report(run_dirs: list[Path], out_dir: Path, quiet: bool = False) -> dict[str, Path]:
+    """Write `report.png` and `report.html` into `out_dir`; returns their paths by kind.
+    Notes on odd input (a cut-short last line, a run without rows) go to stderr and the page."""
+    runs, notes = load_runs(list(run_dirs))
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the report folder {out_dir} ({exc.strerror})") from None
+    if not quiet:
+        for note in notes:
+            print(f"report: {note}", file=sys.stderr)
+    # write next to the target, then rename: an earlier report is never left half-replaced
+    png, page = out_dir / "report.png", out_dir / "report.html"
+    tmp_png, tmp_page = out_dir / ".report.png.tmp", out_dir / ".report.html.tmp"
+    try:
+        write_png(runs, tmp_png)
+        tmp_page.write_text(render_html(runs, notes), encoding="utf-8")
+        os.replace(tmp_png, png)
+        os.replace(tmp_page, page)
+    finally:
+        for tmp in (tmp_png, tmp_page):
+            tmp.unlink(missing_ok=True)
+    return {"png": png, "html": page}

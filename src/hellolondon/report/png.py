@@ -1,0 +1,144 @@
+"""The report as one PNG: the seed's five panels and the extra curves, runs overlaid, findings
+marked on the loss panel, and the summary table underneath."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+from matplotlib.lines import Line2D
+
+from hellolondon.report.runs import PANELS, Panel, RunData, summarize, summary_cells
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+STYLES = ("-", "--", ":")
+LEVEL_COLORS = {"WARN": "#ff9900", "ERROR": "#d62728"}
+OFF_SCALE = 5.0  # a step time this many times the typical one (compilation) is drawn off scale
+
+
+def color(i: int) -> str:
+    return COLORS[i % len(COLORS)]
+
+
+def _short(key: str) -> str:
+    return key.split("/", 1)[-1]
+
+
+def _draw_panel(ax, panel: Panel, runs: list[RunData]) -> None:
+    ax.set_title(panel.title, fontsize=11, loc="left")
+    drawn, labelled = False, set()
+    for i, run in enumerate(runs):
+        for j, key in enumerate(panel.keys):
+            steps, values = run.series(key)
+            if not steps:
+                continue
+            label = _short(key) if len(panel.keys) > 1 and key not in labelled else None
+            labelled.add(key)
+            style = STYLES[j % len(STYLES)]
+            marker = "o" if len(steps) < 3 else None
+            ax.plot(steps, values, style, color=color(i), lw=1.3, label=label, marker=marker, ms=3)
+            drawn = True
+    if not drawn:
+        ax.text(
+            0.5,
+            0.5,
+            panel.empty,
+            ha="center",
+            va="center",
+            color="#888",
+            transform=ax.transAxes,
+            wrap=True,
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=8)
+    if panel.unit:
+        ax.set_ylabel(panel.unit, fontsize=8)
+    if len(panel.keys) > 1:
+        ax.legend(fontsize=7, loc="best")
+    if panel.title == "train/dt_ms":
+        _clip_compile_spike(ax, runs)
+    if panel.title == "train/loss":
+        _mark_findings(ax, runs)
+
+
+def _clip_compile_spike(ax, runs: list[RunData]) -> None:
+    """The first step can take 15 s (compilation) against ~600 ms after it: keep the steady
+    part readable and say what went off the top."""
+    values = sorted(v for r in runs for v in r.series("train/dt_ms")[1])
+    typical, top = values[int(0.9 * (len(values) - 1))], values[-1]
+    if top > OFF_SCALE * typical:
+        ax.set_ylim(0, 2 * typical)
+        ax.text(
+            0.98,
+            0.95,
+            f"max {top:,.0f} ms (compilation) off scale",
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="#555",
+            transform=ax.transAxes,
+        )
+
+
+def _mark_findings(ax, runs: list[RunData]) -> None:
+    for run in runs:
+        for e in run.events:
+            level, step = e.get("level"), e.get("step")
+            if level in LEVEL_COLORS and isinstance(step, int | float):
+                ax.axvline(step, color=LEVEL_COLORS[level], lw=0.8, ls=":", alpha=0.8)
+
+
+def write_png(runs: list[RunData], path: Path) -> Path:
+    rows = [summary_cells(summarize(r)) for r in runs]
+    fig = Figure(figsize=(16, 11 + 0.3 * len(runs)), dpi=100)
+    grid = fig.add_gridspec(
+        4,
+        3,
+        height_ratios=[1, 1, 1, 0.25 + 0.12 * len(runs)],
+        hspace=0.45,
+        top=0.93,
+        bottom=0.02,
+        left=0.05,
+        right=0.98,
+    )
+    for n, panel in enumerate(PANELS):
+        _draw_panel(fig.add_subplot(grid[n // 3, n % 3]), panel, runs)
+    table_ax = fig.add_subplot(grid[3, :])
+    table_ax.axis("off")
+    if rows:
+        table = table_ax.table(
+            cellText=[list(r.values()) for r in rows],
+            colLabels=list(rows[0]),
+            loc="center",
+            cellLoc="left",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.auto_set_column_width(list(range(len(rows[0]))))
+        table.scale(1, 1.3)
+        for i in range(len(rows)):
+            table[i + 1, 0].get_text().set_color(color(i))
+    fig.suptitle("helloLondon training report", fontsize=14, x=0.01, y=0.99, ha="left")
+    handles = [Line2D([], [], color=color(i), lw=2.5, label=r.name) for i, r in enumerate(runs)]
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(0.01, 0.975),
+        frameon=False,
+        ncol=min(4, len(runs)),
+        fontsize=10,
+    )
+    fig.text(
+        0.99,
+        0.975,
+        "dotted lines on train/loss: health warnings (orange) and errors (red)",
+        ha="right",
+        fontsize=8,
+        color="#555",
+    )
+    fig.savefig(path, format="png")
+    return path

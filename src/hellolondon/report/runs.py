@@ -1,0 +1,266 @@
+"""Read run folders back for the report and the terminal view: rows, findings, summary.
+
+Everything comes from the files training writes (`metrics.jsonl`, `events.jsonl`,
+`summary.json`, `config.json`), so no W&B is needed and a run killed mid-write still reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from hellolondon.errors import UserError
+from hellolondon.tracking.history import read_jsonl
+
+
+class Panel(NamedTuple):
+    title: str
+    keys: tuple[str, ...]
+    unit: str = ""
+    empty: str = "not logged by this run"  # shown when no run has the keys
+
+
+# The seed's five panels in its order (top left to bottom right), then the eval curves, GPU
+# memory, throughput and gradient norm.
+PANELS = (
+    Panel("train/loss", ("train/loss",), "loss"),
+    Panel("train/mfu", ("train/mfu",), "%", "no MFU: not measured on CPU or for an unknown GPU"),
+    Panel("train/lr", ("train/lr",)),
+    Panel("train/iter", ("train/iter",)),
+    Panel("train/dt_ms", ("train/dt_ms",), "ms"),
+    Panel("eval loss", ("eval/train_loss", "eval/val_loss"), "loss", "no evaluation yet"),
+    Panel(
+        "GPU memory",
+        ("gpu/mem_allocated_gb", "gpu/max_mem_allocated_gb", "gpu/mem_reserved_gb"),
+        "GB",
+        "no GPU metrics: a CPU run",
+    ),
+    Panel("train/tokens_per_sec", ("train/tokens_per_sec",), "tokens/s"),
+    Panel("train/grad_norm", ("train/grad_norm",)),
+)
+
+
+def to_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        x = float(value)  # JSON cannot hold NaN: the tracker writes it as text, "nan"
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cut_short(path: Path) -> bool:
+    """True when the file's last line has no newline: the writer was killed mid-line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, 2)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+@dataclass
+class RunData:
+    path: Path
+    name: str
+    rows: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    summary: dict[str, Any]  # summary.json: written when training ends
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    _series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict, repr=False)
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one metric, finite values only, one per step (the last logged)."""
+        if key not in self._series:
+            by_step: dict[int, float] = {}
+            for row in self.rows:
+                x, step = to_float(row.get(key)), to_float(row.get("step"))
+                if x is not None and step is not None:
+                    by_step[int(step)] = x
+            steps = sorted(by_step)
+            self._series[key] = (steps, [by_step[s] for s in steps])
+        return self._series[key]
+
+    def has(self, key: str) -> bool:
+        return bool(self.series(key)[0])
+
+    def last(self, key: str) -> float | None:
+        values = self.series(key)[1]
+        return values[-1] if values else None
+
+    @property
+    def max_iters(self) -> int | None:
+        value = to_float((self.config.get("train") or {}).get("max_iters"))
+        return int(value) if value else None
+
+
+def run_folders_in(path: Path) -> list[Path]:
+    """Run folders directly inside `path` (a `runs/` folder), newest first."""
+    found = [p for p in path.iterdir() if p.is_dir() and (p / "metrics.jsonl").is_file()]
+    return sorted(found, key=lambda p: (p / "metrics.jsonl").stat().st_mtime, reverse=True)
+
+
+def check_run_folder(path: Path) -> Path:
+    """The folder itself when it is a run folder; otherwise a UserError that says what it is."""
+    if not path.exists():
+        raise UserError(f"{path} does not exist; give a run folder such as runs/<run-name>")
+    if not path.is_dir():
+        raise UserError(f"{path} is a file, not a run folder; give the folder with metrics.jsonl")
+    if (path / "metrics.jsonl").is_file() or (path / "config.json").is_file():
+        return path
+    inside = run_folders_in(path)
+    if inside:
+        names = ", ".join(str(p) for p in inside[:3]) + (" ..." if len(inside) > 3 else "")
+        raise UserError(f"{path} holds run folders, it is not one; give one or more of: {names}")
+    raise UserError(f"{path} is not a run folder: it has no metrics.jsonl (training writes one)")
+
+
+def load_run(path: str | Path) -> RunData:
+    path = check_run_folder(Path(path))
+    config = read_json(path / "config.json")
+    name = str((config.get("tracking") or {}).get("run_name") or path.resolve().name)
+    metrics = path / "metrics.jsonl"
+    run = RunData(
+        path,
+        name,
+        read_jsonl(metrics),
+        read_jsonl(path / "events.jsonl"),
+        read_json(path / "summary.json"),
+        config,
+    )
+    if not metrics.is_file():
+        run.notes.append(f"{name}: no metrics.jsonl yet (training has not logged a row)")
+    elif not run.rows:
+        run.notes.append(f"{name}: metrics.jsonl has no rows yet")
+    if _cut_short(metrics):
+        run.notes.append(
+            f"{name}: the last line of metrics.jsonl was cut short (the run was "
+            "killed mid-write?); it is left out"
+        )
+    return run
+
+
+def load_runs(paths: list[str | Path]) -> tuple[list[RunData], list[str]]:
+    """Runs with at least one row, and notes on what was odd or left out. Two runs of the same
+    name are told apart by their folders."""
+    if not paths:
+        raise UserError("give at least one run folder, such as runs/<run-name>")
+    runs, notes = [], []
+    for p in paths:
+        run = load_run(p)
+        notes += run.notes
+        if run.rows:
+            runs.append(run)
+        else:
+            notes.append(f"{run.name}: left out of the report (no metric rows)")
+    if not runs:
+        raise UserError(
+            "no metric rows in "
+            + ", ".join(map(str, paths))
+            + ": training writes metrics.jsonl from its first log interval on"
+        )
+    names = [r.name for r in runs]
+    for r in runs:
+        if names.count(r.name) > 1:
+            r.name = f"{r.name} ({r.path})"
+    return runs, notes
+
+
+def _first(summary: dict[str, Any], *keys: str) -> float | None:
+    for k in keys:
+        value = to_float(summary.get(k))
+        if value is not None:
+            return value
+    return None
+
+
+def summarize(run: RunData) -> dict[str, Any]:
+    """The summary table's row: summary.json where training wrote one, else from the rows."""
+    s = run.summary
+    steps, losses = run.series("train/loss")
+    v_steps, vals = run.series("eval/val_loss")
+    iters = _first(s, "iterations") or run.last("train/iter") or (steps[-1] if steps else 0)
+    best_val = min(vals) if vals else None
+    best_step = v_steps[vals.index(best_val)] if vals else None
+    best_val = _first(s, "best_val_loss") or best_val
+    tokens = _first(s, "tokens_seen") or run.last("train/tokens_seen")
+    per_step = to_float((run.config.get("hardware") or {}).get("tokens_per_step"))
+    if tokens is None and per_step:
+        tokens = per_step * iters
+    times = [t for t in (to_float(r.get("time")) for r in run.rows) if t is not None]
+    wall = _first(s, "wall_time_s") or (max(times) - min(times) if len(times) > 1 else None)
+    tps_rows = run.series("train/tokens_per_sec")[1][1:] or run.series("train/tokens_per_sec")[1]
+    tps = _first(s, "mean_tokens_per_sec") or (sum(tps_rows) / len(tps_rows) if tps_rows else None)
+    levels = [str(e.get("level", "")) for e in run.events]
+    if s:
+        status = "stopped early" if s.get("stopped_early") else "finished"
+    else:
+        age = time.time() - max(times) if times else math.inf
+        status = "running" if age < 600 else "not finished (killed?)"
+    return {
+        "run": run.name,
+        "status": status,
+        "iterations": int(iters),
+        "max_iters": run.max_iters,
+        "final_train_loss": losses[-1] if losses else None,
+        "best_val_loss": best_val,
+        "best_val_step": best_step,
+        "tokens": tokens,
+        "wall_time_s": wall,
+        "tokens_per_sec": tps,
+        "warnings": levels.count("WARN"),
+        "errors": levels.count("ERROR"),
+    }
+
+
+def fmt_count(x: float | None) -> str:
+    if x is None:
+        return "-"
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def summary_cells(row: dict[str, Any]) -> dict[str, str]:
+    """The summary row as text, in the table's column order."""
+    best = row["best_val_loss"]
+    at = f" @ {row['best_val_step']}" if row["best_val_step"] is not None else ""
+    of = f"/{row['max_iters']}" if row["max_iters"] else ""
+    final = row["final_train_loss"]
+    return {
+        "run": row["run"],
+        "status": row["status"],
+        "iterations": f"{row['iterations']}{of}",
+        "best val loss": f"{best:.4f}{at}" if best is not None else "-",
+        "final train loss": f"{final:.4f}" if final is not None else "-",
+        "tokens": fmt_count(row["tokens"]),
+        "wall time": fmt_duration(row["wall_time_s"]),
+        "tokens/s": fmt_count(row["tokens_per_sec"]),
+        "findings": f"{row['warnings']} warn, {row['errors']} error",
+    }

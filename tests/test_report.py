@@ -1,0 +1,224 @@
+"""The offline report from synthetic run folders: PNG and self-contained HTML, several runs with
+different metric sets, findings and summary, and bad input handled with clear messages."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from hellolondon.cli import main
+from hellolondon.errors import UserError
+from hellolondon.report import load_runs, summarize, write_report
+from hellolondon.report.html import thin
+
+
+def make_run(
+    root: Path,
+    name: str,
+    iters: int = 300,
+    gpu: bool = False,
+    log_every: int = 10,
+    eval_every: int = 50,
+    finished: bool = True,
+    seed: int = 0,
+    events: list[dict] | None = None,
+) -> Path:
+    """A run folder as training writes one: config.json, metrics.jsonl (train and eval rows;
+    MFU and gpu/* only on a GPU), events.jsonl and, when finished, summary.json."""
+    rng = random.Random(seed)
+    run = root / name
+    run.mkdir(parents=True)
+    per_step = 4096
+    config = {
+        "preset": "tiny",
+        "train": {"max_iters": iters},
+        "tracking": {"run_name": name},
+        "hardware": {"tokens_per_step": per_step},
+    }
+    (run / "config.json").write_text(json.dumps(config))
+    rows, t = [], 1_700_000_000.0
+    for step in range(0, iters + 1, log_every):
+        loss = 3.0 + 7.5 * math.exp(-step / (iters / 4)) + 0.05 * rng.gauss(0, 1)
+        if step:
+            dt = 15000.0 if step == log_every else 600 + 20 * rng.random()
+            t += dt / 1000 * log_every
+            row = {
+                "step": step,
+                "time": t,
+                "train/loss": loss,
+                "train/iter": step,
+                "train/lr": 6e-4 * min(1.0, step / 30),
+                "train/dt_ms": dt,
+                "train/tokens_per_sec": per_step / (dt / 1000),
+                "train/grad_norm": 1.0,
+                "train/tokens_seen": step * per_step,
+            }
+            if gpu:
+                row |= {
+                    "train/mfu": 40.0 + rng.random(),
+                    "gpu/mem_allocated_gb": 5.0,
+                    "gpu/max_mem_allocated_gb": 7.5,
+                    "gpu/mem_total_gb": 80.0,
+                }
+            rows.append(row)
+        if step % eval_every == 0:
+            rows.append(
+                {
+                    "step": step,
+                    "time": t,
+                    "eval/train_loss": loss,
+                    "eval/iter": step,
+                    "eval/val_loss": loss + 0.1,
+                    "eval/val_ppl": math.exp(loss + 0.1),
+                }
+            )
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    events = (
+        events
+        if events is not None
+        else [
+            {
+                "time": t,
+                "level": "INFO",
+                "title": "mid training",
+                "text": "steps 10-100",
+                "rule": "phase",
+                "step": 10,
+            },
+            {
+                "time": t,
+                "level": "WARN",
+                "title": "loss spike",
+                "text": "loss 9 <b>",
+                "rule": "spike",
+                "step": 120,
+            },
+        ]
+    )
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    if finished:
+        summary = {
+            "best_val_loss": min(r["eval/val_loss"] for r in rows if "eval/val_loss" in r),
+            "iterations": iters,
+            "tokens_seen": iters * per_step,
+            "wall_time_s": 123.4,
+            "mean_tokens_per_sec": 6800.0,
+            "stopped_early": False,
+        }
+        (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_report_of_one_run_writes_png_and_self_contained_html(tmp_path):
+    run = make_run(tmp_path, "london-tiny-demo-1")
+    out = write_report([run], run / "report")
+    assert out == {"png": run / "report" / "report.png", "html": run / "report" / "report.html"}
+    assert (
+        out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out["png"].stat().st_size > 50_000
+    )
+    page = out["html"].read_text()
+    # nothing to fetch when the page opens: no src/href to anywhere, no imports, no fetches
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<link" not in page and "import(" not in page and "fetch(" not in page
+    data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1))
+    assert [p["title"] for p in data["panels"]][:5] == [
+        "train/loss",
+        "train/mfu",
+        "train/lr",
+        "train/iter",
+        "train/dt_ms",
+    ]  # the seed's five
+    series = data["runs"][0]["series"]
+    assert {"train/loss", "eval/val_loss", "eval/train_loss", "train/dt_ms"} <= set(series)
+    assert "train/mfu" not in series  # a CPU run
+    assert data["panels"][4]["clip"] < 15000  # the compile spike is drawn off scale
+    assert data["panels"][4]["note"] == "max 15,000 ms (compilation) off scale"
+    assert "loss 9 &lt;b&gt;" in page  # finding text escaped
+    assert "123.4" not in page and "2m03s" in page  # wall time from summary.json, formatted
+    assert "1.23M" in page  # tokens from summary.json: 300 * 4096
+
+
+def test_several_runs_with_different_metric_sets_overlay(tmp_path):
+    cpu = make_run(tmp_path, "cpu-run", seed=1)
+    gpu = make_run(tmp_path, "gpu-run", gpu=True, iters=400, seed=2, finished=False)
+    out = write_report([cpu, gpu], tmp_path / "cmp")
+    page = out["html"].read_text()
+    data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1))
+    assert [r["name"] for r in data["runs"]] == ["cpu-run", "gpu-run"]
+    assert (
+        "train/mfu" in data["runs"][1]["series"]
+        and "gpu/mem_allocated_gb" in data["runs"][1]["series"]
+    )
+    runs, _ = load_runs([cpu, gpu])
+    rows = [summarize(r) for r in runs]
+    assert rows[0]["status"] == "finished" and rows[1]["status"] == "not finished (killed?)"
+    assert rows[1]["tokens"] == 400 * 4096  # from the last train/tokens_seen row
+    assert rows[1]["tokens_per_sec"] == pytest.approx(
+        4096 / 0.61, rel=0.02
+    )  # mean, compile row left out
+    assert rows[1]["best_val_loss"] == min(data["runs"][1]["series"]["eval/val_loss"][1])
+
+
+def test_a_killed_run_with_a_truncated_last_line_still_renders(tmp_path, capsys):
+    run = make_run(tmp_path, "killed", finished=False)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 310, "train/lo')
+    out = write_report([run], tmp_path / "r")
+    assert out["png"].is_file()
+    assert "cut short" in capsys.readouterr().err
+    assert "cut short" in out["html"].read_text()
+
+
+def test_non_finite_values_are_left_out_of_the_curves(tmp_path):
+    run = make_run(tmp_path, "nan")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 310, "train/loss": "nan", "train/lr": "inf"}) + "\n")
+        f.write(json.dumps({"step": 320, "train/loss": 3.0, "train/lr": None}) + "\n")
+    (runs, _) = load_runs([run])
+    steps, losses = runs[0].series("train/loss")
+    assert 310 not in steps and steps[-1] == 320 and all(math.isfinite(x) for x in losses)
+    assert runs[0].series("train/lr")[0][-1] == 300
+
+
+def test_bad_input_gives_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        write_report([tmp_path / "nope"], tmp_path / "out")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a run folder"):
+        write_report([tmp_path / "file.txt"], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no metrics.jsonl"):
+        write_report([tmp_path / "empty"], tmp_path / "out")
+    make_run(tmp_path / "runs", "a")
+    with pytest.raises(UserError, match="holds run folders.*runs/a"):
+        write_report([tmp_path / "runs"], tmp_path / "out")
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.json").write_text("{}")
+    (started / "metrics.jsonl").write_text("")
+    with pytest.raises(UserError, match="no metric rows"):
+        write_report([started], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written on error
+
+
+def test_cli_report_defaults_to_the_first_runs_folder_and_fails_in_one_line(tmp_path, capsys):
+    a, b = make_run(tmp_path, "a"), make_run(tmp_path, "b", gpu=True)
+    assert main(["report", str(a), str(b)]) == 0
+    assert (a / "report" / "report.html").is_file()
+    assert "report.png" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "does not exist" in err and "\n" not in err
+
+
+def test_thinning_keeps_spikes():
+    xs = list(range(10_000))
+    ys = [1.0] * 10_000
+    ys[5_000] = 50.0
+    tx, ty = thin(xs, ys, limit=500)
+    assert len(tx) <= 1000 and 50.0 in ty and tx[0] == 0 and tx[-1] == 9_999
