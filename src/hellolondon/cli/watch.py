@@ -1,0 +1,42 @@
+"""`hellolondon watch`: follow a training run in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLES = """examples:
+  hellolondon watch runs/london-slm-simple-20261126-101500
+  hellolondon watch runs                 (the newest run in runs/)
+  hellolondon watch runs/RUN --once      (one frame, then exit: for pipes and scripts)
+  hellolondon watch runs/RUN --interval 2
+
+Shows the latest train/loss, train/mfu, train/lr, train/dt_ms, eval losses, throughput and GPU
+memory with sparklines, the progress and ETA, and the health findings. It stops when the run
+finishes (summary.json appears) or on Ctrl-C."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "watch",
+        help="follow a training run in the terminal (values, sparklines, findings)",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", type=Path, metavar="RUN", help="a run folder, or a folder of runs")
+    p.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between refreshes (default 5)"
+    )
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--width", type=int, help="characters per line (default: the terminal's)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hellolondon.errors import UserError
+    from hellolondon.watch import watch
+
+    if args.interval <= 0:
+        raise UserError("--interval must be a positive number of seconds")
+    return watch(args.run, interval=args.interval, once=args.once, width=args.width)

@@ -1,0 +1,230 @@
+"""A live terminal view of a training run, for people without a browser: latest values, small
+sparklines, progress and the health findings, redrawn every few seconds from the run folder.
+
+It only reads the files training writes, incrementally: each refresh parses the lines added
+since the last one, and a line still being written waits for the next refresh.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, TextIO
+
+from hellolondon.report.runs import (
+    check_run_folder,
+    fmt_duration,
+    read_json,
+    run_folders_in,
+    to_float,
+)
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+ASCII = " .:-=+*#"
+KEEP = 4000  # values kept per metric for the sparklines
+STALE_S = 120  # no new row for this long: say so
+# (metric, label, format): the rows of the view, in the seed's panel order first
+METRICS = (
+    ("train/loss", "train/loss", "{:.4f}"),
+    ("train/mfu", "train/mfu", "{:.1f}%"),
+    ("train/lr", "train/lr", "{:.2e}"),
+    ("train/dt_ms", "train/dt_ms", "{:,.0f} ms"),
+    ("eval/val_loss", "eval/val_loss", "{:.4f}"),
+    ("eval/train_loss", "eval/train_loss", "{:.4f}"),
+    ("train/tokens_per_sec", "tokens/s", "{:,.0f}"),
+    ("train/grad_norm", "grad norm", "{:.3f}"),
+    ("gpu/mem_allocated_gb", "GPU memory", "{:.2f} GB"),
+)
+
+
+def sparkline(values: list[float], width: int, chars: str = BLOCKS) -> str:
+    """The last values squeezed into `width` characters (each the mean of its share)."""
+    if not values or width <= 0:
+        return ""
+    n = len(values)
+    k = min(width, n)
+    cols = [values[i * n // k : (i + 1) * n // k] for i in range(k)]
+    means = [sum(c) / len(c) for c in cols]
+    lo, hi = min(means), max(means)
+    if hi - lo < 1e-12:
+        return chars[len(chars) // 2] * len(means)
+    top = len(chars) - 1
+    return "".join(chars[round((m - lo) / (hi - lo) * top)] for m in means)
+
+
+class Tail:
+    """The complete lines appended to a JSONL file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """(new rows, restarted): restarted when the file shrank (a resume rewrote it)."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return [], False
+        restarted = size < self.offset
+        if restarted:
+            self.offset = 0
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written waits for next time
+        self.offset += len(complete)
+        rows = []
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows, restarted
+
+
+class RunView:
+    """What the view shows of one run folder, updated by `refresh()`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = check_run_folder(path)
+        self.metrics, self.events_tail = Tail(path / "metrics.jsonl"), Tail(path / "events.jsonl")
+        self.values: dict[str, deque[float]] = {}
+        self.latest: dict[str, tuple[int, float]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.last_time: float | None = None
+        self.config: dict[str, Any] = {}
+        self.summary: dict[str, Any] = {}
+
+    def refresh(self) -> None:
+        self.config = self.config or read_json(self.path / "config.json")
+        self.summary = read_json(self.path / "summary.json")
+        rows, restarted = self.metrics.read()
+        if restarted:
+            self.values.clear()
+            self.latest.clear()
+        for row in rows:
+            step = to_float(row.get("step"))
+            self.last_time = to_float(row.get("time")) or self.last_time
+            for key, _, _ in METRICS:
+                x = to_float(row.get(key))
+                if x is not None:
+                    self.values.setdefault(key, deque(maxlen=KEEP)).append(x)
+                    self.latest[key] = (int(step or 0), x)
+        events, restarted = self.events_tail.read()
+        self.events = events if restarted else self.events + events
+
+    @property
+    def name(self) -> str:
+        return str((self.config.get("tracking") or {}).get("run_name") or self.path.resolve().name)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.summary)
+
+
+def _status(view: RunView, now: float) -> str:
+    it = view.latest.get("train/loss", (0, 0.0))[0]
+    max_iters = to_float((view.config.get("train") or {}).get("max_iters"))
+    parts = [
+        f"iter {it:,}" + (f"/{int(max_iters):,} ({100 * it / max_iters:.0f}%)" if max_iters else "")
+    ]
+    dts = list(view.values.get("train/dt_ms", []))[-5:]
+    if view.finished:
+        parts.append("stopped early" if view.summary.get("stopped_early") else "finished")
+    elif max_iters and dts:
+        parts.append(f"eta {fmt_duration((max_iters - it) * statistics.median(dts) / 1000)}")
+    if view.last_time is not None and not view.finished:
+        age = now - view.last_time
+        parts.append(f"last row {fmt_duration(age)} ago" + (" (stopped?)" if age > STALE_S else ""))
+    return "  |  ".join(parts)
+
+
+def render_frame(
+    view: RunView, width: int = 100, now: float | None = None, chars: str = BLOCKS
+) -> str:
+    now = time.time() if now is None else now
+    lines = [f"helloLondon watch: {view.name}"[:width], _status(view, now)[:width], ""]
+    if not view.latest:
+        lines.append("waiting for the first metrics row (training logs one every log interval)")
+    spark_w = max(10, width - 58)
+    for key, label, fmt in METRICS:
+        if key not in view.values:
+            continue
+        vals = list(view.values[key])
+        step, x = view.latest[key]
+        lo, hi = min(vals), max(vals)
+        span = f"{fmt.format(lo)} .. {fmt.format(hi)}" if len(vals) > 1 else ""
+        line = f"{label:<15}{fmt.format(x):>12}  {sparkline(vals[-spark_w * 4 :], spark_w, chars):<{spark_w}}  {span}"
+        lines.append(line[:width])
+    if "train/mfu" not in view.values and view.latest:
+        lines.append("train/mfu      not measured (CPU run, or a GPU without a known peak)"[:width])
+    lines += [
+        "",
+        "health findings" + (f" (last 8 of {len(view.events)})" if len(view.events) > 8 else ""),
+    ]
+    for e in view.events[-8:] or [{"level": "", "title": "none so far"}]:
+        step = e.get("step")
+        where = f" at iter {step}" if step is not None else ""
+        level = f"[{e.get('level')}] " if e.get("level") else ""
+        text = f": {e['text']}" if e.get("text") else ""
+        lines.append(f"  {level}{e.get('title', '')}{where}{text}"[:width])
+    return "\n".join(lines)
+
+
+def _pick(path: Path, out: TextIO) -> Path:
+    """A folder of runs (such as runs/) means its newest run."""
+    if (
+        path.is_dir()
+        and not (path / "metrics.jsonl").exists()
+        and not (path / "config.json").exists()
+    ):
+        inside = run_folders_in(path)
+        if inside:
+            print(f"watching the newest run in {path}: {inside[0].name}", file=out)
+            return inside[0]
+    return path
+
+
+def watch(
+    path: str | Path,
+    interval: float = 5.0,
+    once: bool = False,
+    out: TextIO | None = None,
+    width: int | None = None,
+) -> int:
+    """Draw the view every `interval` seconds until the run finishes or Ctrl-C; `once` draws one
+    frame without screen control codes (for pipes and tests)."""
+    out = out or sys.stdout
+    view = RunView(_pick(Path(path), out))
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    chars = BLOCKS if _can_encode(BLOCKS, encoding) else ASCII
+    live = not once and out.isatty()
+    try:
+        while True:
+            view.refresh()
+            frame = render_frame(view, width, chars=chars)
+            out.write(("\x1b[H\x1b[2J" if live else "") + frame + "\n")
+            out.flush()
+            if once or view.finished:
+                return 0
+            if not live:
+                out.write("-" * min(width, 40) + "\n")
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        out.write("\n")
+        return 0
+
+
+def _can_encode(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True

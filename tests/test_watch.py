@@ -1,0 +1,147 @@
+"""The terminal view: sparklines, incremental reading of a growing log, one frame for pipes,
+clean exit on Ctrl-C and when the run finishes, clear errors on bad paths."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from hellolondon.cli import main
+from hellolondon.watch import ASCII, BLOCKS, RunView, Tail, render_frame, sparkline, watch
+
+
+def write_rows(run: Path, rows: list[dict], name: str = "metrics.jsonl") -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / name, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def live_run(root: Path, name: str = "live", gpu: bool = False, n: int = 20) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    cfg = {"train": {"max_iters": 100}, "tracking": {"run_name": name}}
+    (run / "config.json").write_text(json.dumps(cfg))
+    rows = []
+    for i in range(1, n + 1):
+        row = {
+            "step": i * 2,
+            "time": 1000.0 + i,
+            "train/loss": 10.0 - 0.3 * i,
+            "train/lr": 1e-3,
+            "train/dt_ms": 250.0,
+            "train/tokens_per_sec": 16000.0,
+        }
+        if gpu:
+            row |= {"train/mfu": 38.5, "gpu/mem_allocated_gb": 3.25}
+        rows.append(row)
+    rows.append({"step": 40, "time": 1021.0, "eval/val_loss": 4.5, "eval/train_loss": 4.2})
+    write_rows(run, rows)
+    write_rows(
+        run,
+        [{"level": "WARN", "title": "loss spike", "text": "loss 9.1", "step": 12}],
+        "events.jsonl",
+    )
+    return run
+
+
+def test_sparkline_scales_into_the_block_characters():
+    assert sparkline([1, 2, 3, 4, 5, 6, 7, 8], 8) == BLOCKS
+    assert sparkline([8, 7, 6, 5, 4, 3, 2, 1], 4) == "█▆▃▁"  # each column is the mean of two
+    assert sparkline([2.0] * 50, 10) == "▅" * 10
+    assert sparkline([1.0, 3.0], 20) == "▁█"  # fewer values than columns: one column each
+    assert sparkline([0, 1], 2, ASCII) == " #"
+    assert sparkline([], 10) == ""
+
+
+def test_tail_reads_only_complete_new_lines_and_restarts_on_rewrite(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2')
+    tail = Tail(path)
+    assert tail.read() == ([{"a": 1}], False)
+    with open(path, "a") as f:
+        f.write('}\n{"a": 3}\n')
+    assert tail.read() == ([{"a": 2}, {"a": 3}], False)
+    assert tail.read() == ([], False)
+    path.write_text('{"a": 9}\n')  # a resume rewrote the file shorter
+    assert tail.read() == ([{"a": 9}], True)
+    assert Tail(tmp_path / "missing.jsonl").read() == ([], False)
+
+
+def test_a_frame_shows_progress_values_sparklines_and_findings(tmp_path):
+    view = RunView(live_run(tmp_path, gpu=True))
+    view.refresh()
+    frame = render_frame(view, width=100, now=1025.0)
+    lines = frame.splitlines()
+    assert lines[0] == "helloLondon watch: live"
+    assert (
+        "iter 40/100 (40%)" in lines[1]
+        and "eta 0m15s" in lines[1]
+        and "last row 0m04s ago" in lines[1]
+    )
+    loss = next(line for line in lines if line.startswith("train/loss"))
+    assert "4.0000" in loss and "█" in loss and "▁" in loss
+    assert any(line.startswith("train/mfu") and "38.5%" in line for line in lines)
+    assert any(line.startswith("GPU memory") and "3.25 GB" in line for line in lines)
+    assert "  [WARN] loss spike at iter 12: loss 9.1" in lines
+    assert all(len(line) <= 100 for line in lines)
+    write_rows(view.path, [{"step": 42, "time": 1300.0, "train/loss": 3.9}])
+    view.refresh()
+    frame = render_frame(view, width=100, now=1500.0)
+    assert "3.9000" in frame and "(stopped?)" in frame
+
+
+def test_cpu_run_and_a_run_that_has_not_logged_yet(tmp_path):
+    view = RunView(live_run(tmp_path))
+    view.refresh()
+    assert "train/mfu      not measured" in render_frame(view, now=1025.0)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.json").write_text("{}")
+    out = io.StringIO()
+    assert watch(fresh, once=True, out=out, width=80) == 0
+    assert "waiting for the first metrics row" in out.getvalue()
+
+
+def test_ctrl_c_exits_cleanly_and_a_finished_run_ends_the_watch(tmp_path, monkeypatch):
+    run = live_run(tmp_path)
+    sleeps = []
+
+    def interrupted(seconds):
+        sleeps.append(seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("hellolondon.watch.time.sleep", interrupted)
+    out = io.StringIO()
+    assert watch(run, interval=3, out=out, width=80) == 0
+    assert sleeps == [3] and "train/loss" in out.getvalue()
+    (run / "summary.json").write_text(json.dumps({"iterations": 100}))
+    out = io.StringIO()
+    assert watch(run, interval=3, out=out, width=80) == 0  # no sleep: it ends by itself
+    assert sleeps == [3] and "finished" in out.getvalue()
+
+
+def test_cli_watch_once_picks_the_newest_run_and_rejects_bad_paths(tmp_path, capsys):
+    live_run(tmp_path / "runs", "older")
+    newer = live_run(tmp_path / "runs", "newer")
+    (newer / "metrics.jsonl").touch()
+    assert main(["watch", str(tmp_path / "runs"), "--once", "--width", "90"]) == 0
+    out = capsys.readouterr().out
+    assert "watching the newest run" in out and "helloLondon watch: newer" in out
+    assert main(["watch", str(tmp_path / "nowhere"), "--once"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "plain").mkdir()
+    assert main(["watch", str(tmp_path / "plain"), "--once"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["watch", str(newer), "--interval", "0"]) == 2
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "utf-8"])
+def test_sparklines_fall_back_to_ascii_where_unicode_cannot_print(tmp_path, encoding):
+    out = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    assert watch(live_run(tmp_path), once=True, out=out, width=80) == 0
+    out.seek(0)
+    text = out.read()
+    assert ("█" in text) == (encoding == "utf-8") and "train/loss" in text
