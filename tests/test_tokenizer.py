@@ -33,7 +33,7 @@ def small_texts() -> list[str]:
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok")
-    train_tokenizer(small_texts(), out, vocab_size=VOCAB)
+    train_tokenizer(small_texts(), out, vocab_size=VOCAB, historical=True)
     return out
 
 
@@ -99,9 +99,11 @@ def test_token_file_parses_control_first():
 
 
 def test_training_is_deterministic(tmp_path, tok):
-    again = train_tokenizer(small_texts(), tmp_path / "again", vocab_size=VOCAB)
+    again = train_tokenizer(small_texts(), tmp_path / "again", vocab_size=VOCAB, historical=True)
     assert again.fingerprint == tok.fingerprint
-    other = train_tokenizer(small_texts(), tmp_path / "other", vocab_size=VOCAB - 100)
+    other = train_tokenizer(
+        small_texts(), tmp_path / "other", vocab_size=VOCAB - 100, historical=True
+    )
     assert other.fingerprint != tok.fingerprint
 
 
@@ -114,16 +116,18 @@ def test_fingerprint_ignores_json_layout(tmp_path, tok_dir, tok):
 
 
 def test_without_historical_terms(tmp_path):
-    plain = train_tokenizer(small_texts(), tmp_path, vocab_size=600, historical=False)
+    plain = train_tokenizer(small_texts(), tmp_path / "a", vocab_size=600, historical=False)
     assert plain.vocab_size <= 600
     assert len(plain.encode(" Houndsditch")) > 1
+    small = train_tokenizer(small_texts(), tmp_path / "b", vocab_size=600)  # too small: left out
+    assert small.fingerprint == plain.fingerprint
 
 
 def test_bad_vocab_sizes(tmp_path):
     with pytest.raises(UserError, match="65536"):
         train_tokenizer(["text"], tmp_path / "a", vocab_size=70000)
     with pytest.raises(UserError, match="too small"):
-        train_tokenizer(small_texts(), tmp_path / "b", vocab_size=400)
+        train_tokenizer(small_texts(), tmp_path / "b", vocab_size=400, historical=True)
 
 
 def test_load_errors(tmp_path):
@@ -171,8 +175,8 @@ def test_cli_train_encode_terms(tmp_path, capsys):
         == 0
     )
     assert load_tokenizer(out).vocab_size <= 1500
-    assert main(["tokenizer", "encode", "--tokenizer", str(out), "over London Bridge"]) == 0
-    assert "' London'" in capsys.readouterr().out
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "and the King"]) == 0
+    assert "' the'" in capsys.readouterr().out
     assert main(["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]) == 0
     assert "historical terms are single tokens" in capsys.readouterr().out
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "nope"), "x"]) == 2

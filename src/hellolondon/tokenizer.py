@@ -24,6 +24,7 @@ from hellolondon.errors import UserError
 EOT = "<|endoftext|>"
 MAX_VOCAB = 65536  # token files store uint16 ids
 TOKENS_FILE = "historical_tokens.txt"
+HISTORICAL_MIN_VOCAB = 4096  # below this (tiny test tokenizers) the terms would crowd out BPE
 
 
 def read_token_file(text: str | None = None) -> tuple[list[str], dict[str, list[str]]]:
@@ -173,11 +174,15 @@ def train_tokenizer(
     texts: Iterable[str],
     out_dir: str | Path,
     vocab_size: int = 30000,
-    historical: bool = True,
+    historical: bool | None = None,
     show_progress: bool = False,
 ) -> Tokenizer:
-    """Train byte-level BPE on `texts` (one document each) and save it to `out_dir`."""
+    """Train byte-level BPE on `texts` (one document each) and save it to `out_dir`.
+    `historical`: force the historical terms in as single tokens; None means yes when
+    `vocab_size` >= 4096 (True with a smaller vocabulary may not fit and is then an error)."""
     control, terms = read_token_file()
+    if historical is None:
+        historical = vocab_size >= HISTORICAL_MIN_VOCAB
     words = [" " + t for group in terms.values() for t in group] if historical else []
     floor = len(control) + 256
     if not floor < vocab_size <= MAX_VOCAB:

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--no-historical",
         action="store_true",
-        help="do not force the historical terms into the vocabulary",
+        help="do not force the historical terms into the vocabulary (they are left out anyway below 4096)",
     )
     train.set_defaults(func=train_command)
 
@@ -66,7 +66,11 @@ def train_command(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     texts = (doc.text for doc in read_documents(args.corpus))
     tok = train_tokenizer(
-        texts, args.out, args.vocab_size, historical=not args.no_historical, show_progress=True
+        texts,
+        args.out,
+        args.vocab_size,
+        historical=False if args.no_historical else None,
+        show_progress=True,
     )
     print(f"tokenizer: {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f}s -> {args.out}")
     print(f"fingerprint: {tok.fingerprint}")
