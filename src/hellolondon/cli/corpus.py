@@ -84,8 +84,8 @@ def _collect_parser(steps: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--delay",
         type=float,
-        default=1.0,
-        help="least seconds between requests to one host (default 1)",
+        default=2.0,
+        help="least seconds between requests to one host (default 2)",
     )
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
     p.add_argument(

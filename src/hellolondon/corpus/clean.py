@@ -127,7 +127,7 @@ def normalise_unicode(text: str, long_s: bool, log: list[Removal]) -> str:
     return cleaned
 
 
-_HYPHEN_BREAK = re.compile(r"([^\W\d_]+)-[ \t]*\n[ \t]*([a-z][^\W\d_]*)(\S*)([ \t]+|(?=\n)|$)")
+_HYPHEN_BREAK = re.compile(r"\b([^\W\d_]+)-[ \t]*\n[ \t]*([a-z][^\W\d_]*)(\S*)([ \t]+|(?=\n)|$)")
 _WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
 
 
@@ -139,7 +139,9 @@ def dehyphenate(text: str, log: list[Removal]) -> str:
     joined (most line-end hyphens in print are syllable breaks). The rest of the second line
     stays on its own line, so line structure and paragraph breaks do not move.
     """
-    seen = Counter(w.lower() for w in _WORD.findall(text))
+    if not _HYPHEN_BREAK.search(text):
+        return text
+    seen = set(_WORD.findall(text.lower()))
     joined: list[str] = []
     kept: list[str] = []
 
@@ -167,9 +169,8 @@ def normalise_whitespace(text: str, log: list[Removal]) -> str:
     """Spaces and tabs collapsed, lines trimmed, at most one blank line between paragraphs.
     Line breaks inside paragraphs (verse, letters) are kept."""
     before = len(text)
-    text = text.replace("\f", "\n")
-    text = re.sub(r"[ \t]+", " ", text)
-    text = re.sub(r" ?\n ?", "\n", text)
+    text = re.sub(r"[ \t]{2,}|\t", " ", text.replace("\f", "\n"))
+    text = "\n".join(line.strip(" ") for line in text.split("\n"))
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     if before != len(text):
         log.append(
@@ -201,187 +202,51 @@ def clean_text(text: str, fmt: str, config: CleanConfig) -> tuple[str, list[Remo
 # Common English function words, with the early modern forms (thou, hath, doth, unto) that a
 # 1500-1850 text uses. Other languages of the period (Latin, French) score far below 0.25.
 STOPWORDS = frozenset(
-    [
-        "the",
-        "of",
-        "and",
-        "to",
-        "a",
-        "in",
-        "that",
-        "is",
-        "was",
-        "he",
-        "for",
-        "it",
-        "with",
-        "as",
-        "his",
-        "on",
-        "be",
-        "at",
-        "by",
-        "i",
-        "this",
-        "had",
-        "not",
-        "are",
-        "but",
-        "from",
-        "or",
-        "have",
-        "an",
-        "they",
-        "which",
-        "one",
-        "you",
-        "were",
-        "her",
-        "all",
-        "she",
-        "there",
-        "would",
-        "their",
-        "we",
-        "him",
-        "been",
-        "has",
-        "when",
-        "who",
-        "will",
-        "more",
-        "no",
-        "if",
-        "out",
-        "so",
-        "said",
-        "what",
-        "up",
-        "its",
-        "about",
-        "into",
-        "than",
-        "them",
-        "can",
-        "only",
-        "other",
-        "some",
-        "could",
-        "these",
-        "may",
-        "then",
-        "do",
-        "first",
-        "any",
-        "my",
-        "now",
-        "such",
-        "like",
-        "our",
-        "over",
-        "me",
-        "most",
-        "made",
-        "after",
-        "also",
-        "did",
-        "many",
-        "before",
-        "must",
-        "through",
-        "where",
-        "much",
-        "your",
-        "well",
-        "should",
-        "because",
-        "each",
-        "those",
-        "how",
-        "too",
-        "very",
-        "make",
-        "still",
-        "own",
-        "see",
-        "men",
-        "here",
-        "never",
-        "same",
-        "another",
-        "know",
-        "while",
-        "might",
-        "us",
-        "upon",
-        "unto",
-        "thou",
-        "thee",
-        "thy",
-        "thine",
-        "hath",
-        "doth",
-        "ye",
-        "shall",
-        "whom",
-        "art",
-        "hast",
-        "dost",
-        "nor",
-        "yet",
-        "o",
-        "thus",
-        "whilst",
-        "amongst",
-        "hither",
-        "thither",
-        "wherefore",
-        "therefore",
-        "whereof",
-        "thereof",
-        "herein",
-        "being",
-        "both",
-        "every",
-        "again",
-        "against",
-        "should",
-        "never",
-        "itself",
-    ]
+    """the of and to a in that is was he for it with as his on be at by i this had not are but
+    from or have an they which one you were her all she there would their we him been has when
+    who will more no if out so said what up its about into than them can only other some could
+    these may then do first any my now such like our over me most made after also did many
+    before must through where much your well should because each those how too very make still
+    own see men here never same another know while might us upon unto thou thee thy thine hath
+    doth ye shall whom art hast dost nor yet o thus whilst amongst hither thither wherefore
+    therefore whereof thereof herein being both every again against itself""".split()  # noqa: SIM905
 )
+TOKEN = re.compile(r"\w+")  # the words that the language filter and the fingerprints count
 _LETTER_RUNS = re.compile(r"[^\W\d_]+")
 _SPACE_RUNS = re.compile(r"\s+")
-_WORDLIKE = re.compile(
-    r"(?<!\S)[\"'‘“(\[]*[^\W\d_]+(?:['’\-][^\W\d_]+)*['’]?[\"'’”)\].,;:!?]*(?!\S)"
-)
+_ODD = re.compile(r"[^\s\w'’\-.,;:!?\"“”‘()\[\]]|\d+|_")  # symbols and numbers: rare in prose
+_LINE_SAMPLE = 4000
 
 
 def _clamp(x: float) -> float:
     return max(0.0, min(1.0, x))
 
 
-def measure(text: str) -> dict[str, float]:
+def measure(text: str, counts: Counter | None = None) -> dict[str, float]:
     """The numbers behind the language filter and the quality score.
 
-    english:  share of words that are common English function words (STOPWORDS)
+    english:  share of words (TOKEN, lower-cased) that are common English function words
     letters:  share of non-space characters that are letters
-    wordlike: share of space-separated tokens that are words (with quotes and punctuation)
-    lines:    share of non-empty lines that are at least half letters
+    wordlike: 1 - (symbols and numbers per space-separated token), at least 0
+    lines:    share of non-empty lines that are at least half letters (on up to 4000 lines
+              spread evenly through the text)
     quality:  the score made of these (see quality())
+    `counts` are the word counts when the caller has them already.
     """
+    counts = counts if counts is not None else Counter(TOKEN.findall(text.lower()))
+    total = sum(counts.values())
+    english = sum(counts[w] for w in STOPWORDS if w in counts) / (total or 1)
     nonspace = len(_SPACE_RUNS.sub("", text)) or 1
     letters = _letters(text) / nonspace
-    tokens = text.split()
-    wordlike = len(_WORDLIKE.findall(text)) / (len(tokens) or 1)
-    words = _LETTER_RUNS.findall(text.lower())
-    english = sum(1 for w in words if w in STOPWORDS) / (len(words) or 1)
+    tokens = len(text.split())
+    wordlike = max(0.0, 1.0 - len(_ODD.findall(text)) / (tokens or 1))
     lines = [ln for ln in text.split("\n") if ln.strip()]
-    good = sum(1 for ln in lines if 2 * _letters(ln) >= len(ln) - ln.count(" "))
+    sample = lines[:: max(1, len(lines) // _LINE_SAMPLE)]
+    good = sum(1 for ln in sample if 2 * _letters(ln) >= len(ln) - ln.count(" "))
     m = {
-        "chars": len(text), "words": len(tokens), "english": round(english, 4),
+        "chars": len(text), "words": tokens, "english": round(english, 4),
         "letters": round(letters, 4), "wordlike": round(wordlike, 4),
-        "lines": round(good / (len(lines) or 1), 4),
+        "lines": round(good / (len(sample) or 1), 4),
     }  # fmt: skip
     m["quality"] = quality(m)
     return m

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -39,13 +40,18 @@ class Fingerprinter:
 
     def fingerprint(self, text: str) -> tuple[str, np.ndarray]:
         """The exact key and the MinHash signature of a document."""
-        words = _WORDS.findall(text.lower())
-        return exact_key(words), self.signature(self.shingles(words))
+        return self.fingerprint_words(_WORDS.findall(text.lower()))
 
-    def shingles(self, words: list[str]) -> np.ndarray:
+    def fingerprint_words(
+        self, words: list[str], vocab: Iterable[str] | None = None
+    ) -> tuple[str, np.ndarray]:
+        """The same from the document's lower-cased words (and their distinct set, if known)."""
+        return exact_key(words), self.signature(self.shingles(words, vocab))
+
+    def shingles(self, words: list[str], vocab: Iterable[str] | None = None) -> np.ndarray:
         """64-bit hashes of the runs of `shingle` consecutive words (repeats do not matter to
         a minimum, so they are not removed)."""
-        table = {w: _word_hash(w) for w in set(words)}
+        table = {w: _word_hash(w) for w in (set(words) if vocab is None else vocab)}
         ids = np.fromiter((table[w] for w in words), dtype=np.uint64, count=len(words))
         k = min(self.shingle, len(ids)) or 1
         n = len(ids) - k + 1

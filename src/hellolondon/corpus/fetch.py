@@ -41,7 +41,7 @@ class FetchConfig:
     retry_after_max: float = 600.0  # a longer Retry-After fails the source instead of waiting
     max_bytes: int = 256 * 2**20  # larger downloads are abandoned
     per_host: int = 2  # concurrent requests to one host
-    host_delay: float = 1.0  # least seconds between the starts of two requests to one host
+    host_delay: float = 2.0  # least seconds between the starts of two requests to one host
     max_redirects: int = 5
     user_agent: str = USER_AGENT
 

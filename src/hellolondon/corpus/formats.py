@@ -10,7 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 Removal = dict[str, Any]
 
@@ -144,7 +144,10 @@ def strip_gutenberg(text: str, italics: bool = True) -> tuple[str, list[Removal]
         log.append(removal("gutenberg_markers_missing", why, []))
     parts = re.split(r"(\n[ \t]*\n)", text)  # paragraphs at even indices, blank lines between
     credits, mentions = [], []
+    licence_words = bool(_LICENCE_WORDS.search(text))  # else only the edges need looking at
     for i in range(0, len(parts), 2):
+        if not licence_words and 30 <= i <= len(parts) - 31:
+            continue
         para = parts[i].strip()
         near_edge = i < 30 or i > len(parts) - 31  # the first or last 15 paragraphs
         if i < 30 and _PRODUCED.match(para):
@@ -327,22 +330,23 @@ _OTHER_SECTIONS = {
 }  # fmt: skip
 
 
-def read_old_bailey(path: Path) -> Iterator[dict[str, Any]]:
-    """Old Bailey Proceedings TEI XML: one document per sessions paper, made of its trial
-    accounts (div1 type="trialAccount"), one paragraph per <p>. Front matter, punishment
-    summaries and advertisements are left out. Streamed with iterparse."""
+def read_old_bailey(source: Path | IO[bytes], name: str = "") -> Iterator[dict[str, Any]]:
+    """Old Bailey Proceedings TEI XML (a path or a binary file): one document per sessions
+    paper, made of its trial accounts (div1 type="trialAccount"), one paragraph per <p>. Front
+    matter, punishment summaries and advertisements are left out. Streamed with iterparse.
+    `name` stands in for a session id that the trial ids do not give."""
     sessions: dict[str, list[str]] = {}
     order: list[str] = []
     skipped = 0
     try:
-        for _event, elem in ET.iterparse(path, events=("end",)):
+        for _event, elem in ET.iterparse(source, events=("end",)):
             if _local(elem.tag) != "div1":
                 continue
             if elem.get("type") == "trialAccount":
                 trial_id = (
                     elem.get("id") or elem.get("{http://www.w3.org/XML/1998/namespace}id") or ""
                 )
-                session = re.sub(r"^[a-z]", "", trial_id).split("-")[0] or path.stem
+                session = re.sub(r"^[a-z]", "", trial_id).split("-")[0] or name or "tei"
                 if session not in sessions:
                     sessions[session] = []
                     order.append(session)

@@ -10,10 +10,12 @@ the duplicates, through `write_documents` (atomic).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from hellolondon.corpus.clean import CleanConfig, clean_text, judge, measure
+from hellolondon.corpus.clean import TOKEN, CleanConfig, clean_text, judge, measure
 from hellolondon.corpus.dedup import Deduplicator, Fingerprinter
 from hellolondon.corpus.documents import Document, write_documents
 from hellolondon.corpus.formats import decode, detect_format, read_old_bailey
@@ -113,12 +115,12 @@ def process_item(item: Item, config: CleanConfig) -> list[Outcome]:
     if item.sha256 and hashlib.sha256(data).hexdigest() != item.sha256:
         why = "file changed since it was collected (sha256 differs); collect it again"
         return [_rejected(base, "changed", why)]
-    text, encoding = decode(data)
-    fmt = item.format if item.format != "auto" else detect_format(path, text[:4096])
+    fmt = item.format if item.format != "auto" else detect_format(path, decode(data[:4096])[0])
     if fmt != "tei":
+        text, encoding = decode(data)
         return [_one(item.meta, text, fmt, encoding, config, base, len(data))]
     try:
-        parts = list(read_old_bailey(path))
+        parts = list(read_old_bailey(io.BytesIO(data), path.stem))
     except ValueError as exc:
         return [_rejected({**base, "format": "tei"}, "unreadable", f"unreadable TEI: {exc}")]
     if not parts:
@@ -134,7 +136,7 @@ def process_item(item: Item, config: CleanConfig) -> list[Outcome]:
         meta = {"category": "trial_proceedings", "licence": "Old Bailey Proceedings Online: see its terms of use",
                 **item.meta, "id": part["id"], "title": part["title"], "year": part["year"], "source": str(path)}  # fmt: skip
         entry = {**base, "id": part["id"], "title": part["title"]}
-        outcome = _one(meta, part["text"], "tei", encoding, config, entry, len(part["text"]))
+        outcome = _one(meta, part["text"], "tei", "xml", config, entry, len(part["text"]))
         outcome.entry["removed"] = part["removed"] + outcome.entry["removed"]
         outcomes.append(outcome)
     return outcomes
@@ -150,7 +152,9 @@ def _one(
     meta: dict, text: str, fmt: str, encoding: str, config: CleanConfig, entry: dict, size: int
 ) -> Outcome:
     cleaned, removed = clean_text(text, fmt, config)
-    stats = measure(cleaned)
+    words = TOKEN.findall(cleaned.lower())  # counted once, for the filters and the fingerprint
+    counts = Counter(words)
+    stats = measure(cleaned, counts)
     stats["chars_in"] = len(text)
     entry = {
         **entry,
@@ -168,7 +172,8 @@ def _one(
         text=cleaned,
         **{k: meta[k] for k in DOC_FIELDS if meta.get(k) is not None},
     )
-    key, sig = _fingerprints(config).fingerprint(cleaned) if config.dedup else ("", None)
+    fp = _fingerprints(config)
+    key, sig = fp.fingerprint_words(words, counts.keys()) if config.dedup else ("", None)
     entry.update(status="kept", reason="", period=doc.period, category=doc.category)
     return Outcome(entry, doc.to_json(), key, sig)
 
