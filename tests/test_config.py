@@ -5,8 +5,16 @@ from hellolondon.errors import UserError
 
 
 def test_presets_have_the_seed_shapes():
-    assert (PRESETS["slm"].model.n_layer, PRESETS["slm"].model.n_head, PRESETS["slm"].model.n_embd) == (12, 12, 768)
-    assert (PRESETS["regular"].model.n_layer, PRESETS["regular"].model.n_head, PRESETS["regular"].model.n_embd) == (24, 16, 1024)
+    assert (
+        PRESETS["slm"].model.n_layer,
+        PRESETS["slm"].model.n_head,
+        PRESETS["slm"].model.n_embd,
+    ) == (12, 12, 768)
+    assert (
+        PRESETS["regular"].model.n_layer,
+        PRESETS["regular"].model.n_head,
+        PRESETS["regular"].model.n_embd,
+    ) == (24, 16, 1024)
     assert PRESETS["slm"].run_prefix == "london-slm-simple"
     assert PRESETS["regular"].run_prefix == "london-historical-llm"
 

@@ -274,14 +274,17 @@ def build_config(
     preset: str = "tiny",
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
+    base: RunConfig | None = None,
 ) -> RunConfig:
-    """Preset, then TOML file, then `key=value` overrides, each replacing the one before."""
-    base = get_preset(preset)
-    values: dict[str, dict[str, Any]] = {
-        "model": dataclasses.asdict(base.model),
-        "train": dataclasses.asdict(base.train),
-    }
-    top: dict[str, Any] = {}
+    """Preset (or `base`, a saved config), then TOML file, then `key=value` overrides, each
+    replacing the one before."""
+    if base is not None:
+        values: dict[str, dict[str, Any]] = {k: v for k, v in base.to_dict().items() if k in SECTIONS}
+        preset, top = base.preset, {"out_dir": base.out_dir}
+    else:
+        p = get_preset(preset)
+        values = {"model": dataclasses.asdict(p.model), "train": dataclasses.asdict(p.train)}
+        top = {}
     if config_file is not None:
         for key, raw in _read_toml(Path(config_file)).items():
             if isinstance(raw, dict):

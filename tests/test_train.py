@@ -1,0 +1,166 @@
+"""The trainer end to end on a tiny model: falling loss, run folder, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
+from hellolondon.tracking.history import read_jsonl
+from hellolondon.train import checkpoint
+from hellolondon.train.loop import train
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {
+        r["step"]: r["train/loss"]
+        for r in read_jsonl(run_dir / "metrics.jsonl")
+        if "train/loss" in r
+    }
+
+
+def test_a_short_run_learns_and_leaves_a_complete_run_folder(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=r", "train.max_iters=30", "lr=3e-3")
+    summary = train(cfg, log=lambda *_: None)
+    run = tmp_path / "r"
+    assert summary["best_val_loss"] < summary["first_val_loss"] - 0.5
+    assert {"config.json", "metrics.jsonl", "checkpoints", "tokenizer", "samples.txt"} <= {
+        p.name for p in run.iterdir()
+    }
+    rows = read_jsonl(run / "metrics.jsonl")
+    train_rows = [r for r in rows if "train/loss" in r]
+    assert [r["train/iter"] for r in train_rows] == list(range(1, 31))
+    assert all(r["step"] == r["train/iter"] for r in train_rows)
+    evals = [r for r in rows if "eval/val_loss" in r]
+    assert [r["eval/iter"] for r in evals] == [0, 6, 12, 18, 24, 30]
+    assert not any(r.get("train/loss") == 0 for r in rows)  # no placeholder rows
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["n_embd"] == 32 and saved["model_info"]["parameters"] > 0
+    assert (run / "checkpoints" / "best" / "state.json").is_file()
+    assert len(checkpoint.step_dirs(run / "checkpoints")) == 2  # keep_last
+    assert "=== iteration 30" in (run / "samples.txt").read_text()
+
+
+def _cli(*args: str, env=None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hellolondon", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_logs_exactly_the_same_losses(tiny_data, tmp_path):
+    common = [
+        *TINY_MODEL,
+        *TINY_TRAIN,
+        "train.max_iters=60",
+        "train.ckpt_interval=20",
+        "train.eval_interval=20",
+        "model.n_embd=64",
+        "model.block_size=64",
+        "train.batch_size=8",
+        "model.dropout=0.1",
+    ]  # dropout: the torch RNG must be restored too
+    whole = _cli(
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "whole",
+        *common,
+    )
+    assert whole.wait(timeout=300) == 0, whole.stdout.read()
+
+    victim = _cli(
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "killed",
+        *common,
+    )
+    marker = tmp_path / "killed" / "checkpoints" / "step-000040" / "state.json"
+    deadline = time.time() + 300
+    while not marker.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+
+    resumed = _cli("train", "--resume", str(tmp_path / "killed"))
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert "resumed from" in out and "step-000040" in out
+    assert _losses(tmp_path / "killed") == _losses(
+        tmp_path / "whole"
+    )  # bitwise: floats compared exactly
+    steps = [
+        r["step"] for r in read_jsonl(tmp_path / "killed" / "metrics.jsonl") if "train/loss" in r
+    ]
+    assert steps == sorted(set(steps))  # nothing logged twice
+
+
+def test_resume_falls_back_past_a_corrupt_checkpoint(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=c", "train.keep_last=3")
+    train(cfg, log=lambda *_: None)
+    root = tmp_path / "c" / "checkpoints"
+    newest = checkpoint.step_dirs(root)[0]
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+    notes: list[str] = []
+    ckpt, state = checkpoint.find_resumable(tmp_path / "c", log=notes.append)
+    assert ckpt == checkpoint.step_dirs(root)[1] and state["step"] == 6
+    assert "model.safetensors" in notes[0] and "truncated or corrupt" in notes[0]
+
+
+def test_extending_a_finished_run(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=e")
+    train(cfg, log=lambda *_: None)
+    from hellolondon.train.run import config_for_resume
+
+    more = config_for_resume(str(tmp_path / "e"), None, ["train.max_iters=18"])
+    summary = train(more, resume=str(tmp_path / "e"), log=lambda *_: None)
+    assert summary["iterations"] == 18
+    assert sorted(_losses(tmp_path / "e")) == list(range(1, 19))
+
+
+def test_nan_loss_is_skipped_and_leaves_weights_untouched(tiny_data, tmp_path, monkeypatch):
+    import torch
+
+    from hellolondon.model import GPT
+
+    real = GPT.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None, cache=None):
+        logits, loss = real(self, idx, targets, cache)
+        if self.training and targets is not None:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=n", "train.max_iters=4", "eval_interval=0"
+    )
+    summary = train(cfg, log=lambda *_: None)
+    assert summary["iterations"] == 4
+    events = read_jsonl(tmp_path / "n" / "events.jsonl")
+    assert any("non-finite" in e["title"].lower() or "nan" in e["text"].lower() for e in events)
+    rows = [r for r in read_jsonl(tmp_path / "n" / "metrics.jsonl") if "train/loss" in r]
+    assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in rows if r["step"] != 3)
