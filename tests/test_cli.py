@@ -1,0 +1,156 @@
+"""Bad input: one clear line, a non-zero exit, no traceback, nothing overwritten."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from hellolondon.cli import main
+from hellolondon.train.loop import train
+from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli-runs")
+    train(
+        tiny_config(tiny_data, out, "tracking.run_name=base", "train.max_iters=6"),
+        log=lambda *_: None,
+    )
+    return out / "base"
+
+
+def _err(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0, err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_every_command_has_help(capsys):
+    for cmd in (
+        ["train"],
+        ["generate"],
+        ["bench"],
+        ["demo"],
+        ["config"],
+        ["tokenizer", "train"],
+        ["prepare"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*cmd, "--help"])
+        assert exc.value.code == 0
+        assert "example" in capsys.readouterr().out.lower()
+
+
+def test_missing_data_folder(capsys, tmp_path):
+    err = _err(capsys, ["train", "--data", str(tmp_path / "nope"), "--out-dir", str(tmp_path)])
+    assert "meta.json" in err and "prepare" in err
+
+
+def test_unknown_config_key(capsys, tiny_data, tmp_path):
+    err = _err(capsys, ["train", "--data", str(tiny_data), "lrr=3"])
+    assert "did you mean lr" in err
+
+
+def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    err = _err(
+        capsys,
+        ["train", "--data", str(tiny_data), "--out-dir", str(blocker), *TINY_MODEL, *TINY_TRAIN],
+    )
+    assert "cannot write the run folder" in err
+
+
+def test_existing_run_folder_is_not_overwritten(capsys, trained, tiny_data):
+    before = (trained / "metrics.jsonl").read_bytes()
+    err = _err(
+        capsys,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out-dir",
+            str(trained.parent),
+            "--run-name",
+            trained.name,
+            *TINY_MODEL,
+            *TINY_TRAIN,
+        ],
+    )
+    assert "already exists" in err and "--resume" in err
+    assert (trained / "metrics.jsonl").read_bytes() == before
+
+
+def test_resume_with_another_architecture(capsys, trained, tiny_data):
+    err = _err(capsys, ["train", "--resume", str(trained), "model.n_embd=64"])
+    assert "another architecture" in err
+
+
+def test_resume_with_token_files_of_another_tokenizer(capsys, trained, tiny_data, tmp_path):
+    other = tmp_path / "data"
+    shutil.copytree(tiny_data, other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["tokenizer_fingerprint"] = "0" * 64
+    (other / "meta.json").write_text(json.dumps(meta))
+    err = _err(capsys, ["train", "--resume", str(trained), f"data.data_dir={other}"])
+    assert "another tokenizer" in err
+
+
+def test_generate_from_something_that_is_not_a_checkpoint(capsys, tmp_path):
+    err = _err(capsys, ["generate", str(tmp_path)])
+    assert "no checkpoint found" in err
+
+
+def test_generate_with_a_prompt_longer_than_the_context(capsys, trained):
+    err = _err(capsys, ["generate", str(trained), "--prompt", "word " * 200, "--device", "cpu"])
+    assert "context" in err
+
+
+def test_generate_without_the_tokenizer(capsys, trained, tmp_path):
+    ckpt = tmp_path / "lonely"
+    shutil.copytree(trained / "checkpoints" / "best", ckpt)
+    err = _err(capsys, ["generate", str(ckpt)])
+    assert "no tokenizer" in err
+
+
+def test_checkpoint_of_another_architecture(capsys, trained, tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000006"
+    shutil.copytree(trained / "checkpoints" / "step-000006", ckpt)
+    shutil.copytree(trained / "tokenizer", tmp_path / "run" / "tokenizer")
+    state = json.loads((ckpt / "state.json").read_text())
+    state["config"]["model"]["n_embd"] = 64
+    (ckpt / "state.json").write_text(json.dumps(state))
+    err = _err(capsys, ["generate", str(ckpt)])
+    assert "does not fit its recorded architecture" in err
+
+
+def test_generate_writes_text(capsys, trained):
+    assert (
+        main(
+            [
+                "generate",
+                str(trained),
+                "--prompt",
+                "KING.",
+                "--max-new-tokens",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("KING.")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from hellolondon.errors import UserError
+
+    with pytest.raises(UserError):
+        main(["generate", str(tmp_path), "--debug"])
