@@ -6,10 +6,10 @@ import json
 import shutil
 
 import pytest
+from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
 
 from hellolondon.cli import main
 from hellolondon.train.loop import train
-from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
+
 from hellolondon.tracking.history import read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
