@@ -146,5 +146,6 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x), None  # (B, T, vocab)
         logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        # autocast runs cross_entropy in float32; an explicit upcast would keep a second copy of the logits
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
