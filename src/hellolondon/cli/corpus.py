@@ -66,7 +66,7 @@ def _collect_parser(steps: argparse._SubParsersAction) -> None:
         "  hellolondon corpus collect --id pg-376 --id pg-1342\n"
         "  hellolondon corpus collect --retry-failed       # try again what failed last time\n"
         "  hellolondon corpus collect --offline            # check the cache, fetch nothing\n"
-        "  hellolondon corpus collect --gutenberg-mirror https://aleph.pglaf.org   # a PG mirror\n\n"
+        "  hellolondon corpus collect --gutenberg-mirror https://mirror.example/gutenberg   # a PG mirror\n\n"
         "Writes <out>/raw/<id>.txt (checked files only) and <out>/manifest.json (every source:\n"
         "status, bytes, sha256, attempts, error). Re-running skips what is complete.",
     )  # fmt: skip

@@ -213,7 +213,6 @@ STOPWORDS = frozenset(
 )
 TOKEN = re.compile(r"\w+")  # the words that the language filter and the fingerprints count
 _LETTER_RUNS = re.compile(r"[^\W\d_]+")
-_SPACE_RUNS = re.compile(r"\s+")
 _ODD = re.compile(r"[^\s\w'’\-.,;:!?\"“”‘()\[\]]|\d+|_")  # symbols and numbers: rare in prose
 _LINE_SAMPLE = 4000
 
@@ -236,8 +235,11 @@ def measure(text: str, counts: Counter | None = None) -> dict[str, float]:
     counts = counts if counts is not None else Counter(TOKEN.findall(text.lower()))
     total = sum(counts.values())
     english = sum(counts[w] for w in STOPWORDS if w in counts) / (total or 1)
-    nonspace = len(_SPACE_RUNS.sub("", text)) or 1
-    letters = _letters(text) / nonspace
+    nonspace = (len(text) - sum(text.count(c) for c in " \n\t\r\f\v")) or 1
+    # letters from the word counts: a pass over the distinct words, not the whole text
+    letters = (
+        sum(n * (len(w) if w.isalpha() else _letters(w)) for w, n in counts.items()) / nonspace
+    )
     tokens = len(text.split())
     wordlike = max(0.0, 1.0 - len(_ODD.findall(text)) / (tokens or 1))
     lines = [ln for ln in text.split("\n") if ln.strip()]
