@@ -33,10 +33,13 @@ class NullTracker:
     def log(self, row: dict[str, Any], step: int) -> None:
         pass
 
-    def alert(self, title: str, text: str, level: str = "WARN") -> None:
+    def alert(self, title: str, text: str, level: str = "WARN", **extra: Any) -> None:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def log_checkpoint(self, path: Any, aliases: Any = ("latest",)) -> None:
         pass
 
     def finish(self) -> None:
@@ -124,7 +127,7 @@ class FanoutTracker:
         self._each("log", row, step)
 
     def alert(self, title: str, text: str, level: str = "WARN", **extra: Any) -> None:
-        getattr(self.primary, "alert")(title, text, level, **extra)
+        self.primary.alert(title, text, level, **extra)
         for t in list(self.others):
             try:
                 t.alert(title, text, level)

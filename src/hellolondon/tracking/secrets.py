@@ -23,6 +23,12 @@ SECRET_SHAPE = re.compile(
     r"\b(hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}"
     r"|github_pat_[A-Za-z0-9_]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}|wandb_v\d+_[A-Za-z0-9_]{20,})"
 )
+# `name=value` / `"name": "value"` inside free text (a command line, a JSON string, a note)
+SECRET_ASSIGNMENT = re.compile(
+    r"""((?:[\w.-]*(?:_KEY|_TOKEN|API[_-]?KEY)|[\w.-]*(?:SECRET|PASSWORD|PASSWD)[\w.-]*)"""
+    r"""["']?\s*[=:]\s*["']?)([^\s"',;}]+)""",
+    re.IGNORECASE,
+)
 REDACTED = "***"
 MIN_SECRET_LEN = 8  # shorter env values ("1", "true") would redact half the output
 _extra: set[str] = set()
@@ -50,6 +56,7 @@ def scrub_text(text: str, values: list[str] | None = None) -> str:
     for secret in secret_values() if values is None else values:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    text = SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED, text)
     return SECRET_SHAPE.sub(REDACTED, text)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.config import RunConfig
+from hellolondon.tracking.history import read_jsonl
 from hellolondon.tracking.secrets import remember_secret, scrub, scrub_row, scrub_text
 
 DEFAULT_PROJECT = "helloLondon"
@@ -246,6 +247,17 @@ def _import_wandb() -> Any:
     return wandb
 
 
+def _quiet_terminal(wandb: Any, debug: bool) -> None:
+    """W&B's console lines (credentials loaded, artifact staging, ...) only with WANDB_DEBUG;
+    the run's own lines say what matters."""
+    if not debug:
+        with contextlib.suppress(Exception):
+            from wandb.sdk import wandb_setup
+
+            wandb_setup.singleton().settings  # noqa: B018 -- loads them, which resets the terminal
+            wandb.termsetup(wandb.Settings(silent=True), None)
+
+
 def _wandb_base_url(wandb: Any) -> str:
     """The server W&B itself would use (a `wandb login --host` is stored in its settings)."""
     with contextlib.suppress(Exception):
@@ -341,7 +353,11 @@ def start_wandb(
             {"mode": "disabled", "reason": f"{opts.mode_source}=disabled", "name": opts.name},
         )
         return None
+    # W&B's own error reports go to the same server from exit handlers; when that server hangs
+    # they hold the finished process for ~20 s. An explicit WANDB_ERROR_REPORTING still wins.
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     wandb = _import_wandb()
+    _quiet_terminal(wandb, opts.debug)
     opts.base_url = opts.base_url or _wandb_base_url(wandb)
     mode, why, creds = choose_mode(opts)
     run_id = resume_run_id or new_run_id()
@@ -376,8 +392,6 @@ def start_wandb(
                 _quiet_teardown(wandb)
         if run is None:
             mode, why = "offline", f"could not go online: {cause}"
-            # W&B's own error reports would keep calling the server that just failed us
-            os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     if run is None:
         try:
             run = _init(
@@ -419,6 +433,7 @@ class WandbTracker:
         self.run_dir, self.console = Path(run_dir), console
         self.run_id: str | None = run.id
         self.skip_through = -1  # steps W&B already holds from before a restart
+        self.replayed_through: int | None = None
         self.status = "running"
 
     # ---- start
@@ -429,6 +444,7 @@ class WandbTracker:
             return
         if resumed:
             self.skip_through = self._last_step_held()
+            self._replay_local_rows()
         self._save_state()
         self.console(self._start_line(resumed, started_s))
 
@@ -454,6 +470,20 @@ class WandbTracker:
             if d != self.sync_dir
         ]
         return max((s for s in steps if s is not None), default=-1)
+
+    def _replay_local_rows(self) -> None:
+        """Send the rows that metrics.jsonl has and W&B lost (a hard kill drops W&B's unwritten
+        tail, which can reach back before the checkpoint the loop restarts from)."""
+        replayed = -1
+        for row in read_jsonl(self.run_dir / "metrics.jsonl"):
+            step = row.get("step")
+            if isinstance(step, int) and step > self.skip_through and self.run is not None:
+                values = {k: _number(v) for k, v in row.items() if k not in ("step", "time")}
+                self._call(lambda v=values, s=step: self.run.log(v, step=s))
+                replayed = max(replayed, step)
+        if replayed >= 0:
+            self.replayed_through = replayed
+            self.skip_through = replayed
 
     @property
     def sync_dir(self) -> Path | None:
@@ -484,7 +514,10 @@ class WandbTracker:
         else:
             line += f": {self.why}); upload later with: {self.sync_command}"
         if resumed and self.skip_through >= 0:
-            line += f" [W&B already holds steps up to {self.skip_through}]"
+            held = f"W&B already holds steps up to {self.skip_through}"
+            if self.replayed_through is not None:
+                held += " (the last of them re-sent from metrics.jsonl)"
+            line += f" [{held}]"
         if self.opts.debug:
             line += (
                 f" [started in {started_s:.1f} s; W&B logs in {show_path(self.run_dir / 'wandb')}]"
@@ -649,6 +682,13 @@ def last_step(segment: Path) -> int | None:
     except (OSError, ValueError, subprocess.SubprocessError, AttributeError):
         return None
     return int(step) if isinstance(step, (int, float)) else None
+
+
+def _number(value: Any) -> Any:
+    """The JSONL log writes NaN and infinities as text; W&B takes them as floats."""
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return value
 
 
 def _artifact_name(name: str) -> str:

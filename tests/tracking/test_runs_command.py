@@ -1,0 +1,138 @@
+"""`hellolondon runs`: name, preset, iterations, best val loss, W&B mode and whether the W&B copy
+still waits for `wandb sync`, from the run folders alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hellolondon.cli import main
+
+
+def make_run(
+    root: Path,
+    name: str,
+    preset: str,
+    mode: str,
+    *,
+    status: str = "finished",
+    summary: dict | None = None,
+    rows: list[dict] = (),
+    synced: bool | None = None,
+) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"preset": preset}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if summary is not None:
+        (run / "summary.json").write_text(json.dumps(summary))
+    (run / "tracking.json").write_text(
+        json.dumps({"run_id": f"id{name[-1]}", "mode": mode, "status": status})
+    )
+    if synced is not None:
+        part = run / "wandb" / f"offline-run-20261126_101500-id{name[-1]}"
+        part.mkdir(parents=True)
+        (part / f"run-id{name[-1]}.wandb").write_bytes(b":W&B")
+        if synced:
+            (part / f"run-id{name[-1]}.wandb.synced").write_text("")
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs"
+    make_run(
+        root,
+        "london-tiny-demo-a",
+        "tiny",
+        "offline",
+        summary={"iterations": 300, "best_val_loss": 4.25},
+        synced=False,
+    )
+    make_run(
+        root,
+        "london-slm-simple-b",
+        "slm",
+        "offline",
+        summary={"iterations": 60000, "best_val_loss": 3.1},
+        synced=True,
+    )
+    make_run(
+        root,
+        "london-tiny-demo-c",
+        "tiny",
+        "disabled",
+        summary={"iterations": 12, "best_val_loss": None},
+    )
+    make_run(
+        root,
+        "london-historical-llm-d",
+        "regular",
+        "online",
+        status="upload_incomplete",
+        rows=[
+            {"step": 0, "eval/val_loss": 9.5},
+            {"step": 10, "train/loss": 8.0},
+            {"step": 20, "eval/val_loss": 7.25},
+        ],
+    )
+    (root / "not-a-run").mkdir()
+    return root
+
+
+def test_the_table_shows_each_run_and_the_commands_that_upload_what_waits(runs, capsys):
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "PRESET", "ITERS", "BEST", "VAL", "W&B", "SYNC"]
+    table = {line.split()[0]: line.split() for line in lines[1:5]}
+    assert table["london-tiny-demo-a"] == [
+        "london-tiny-demo-a",
+        "tiny",
+        "300",
+        "4.2500",
+        "offline",
+        "needed",
+    ]
+    assert table["london-slm-simple-b"] == [
+        "london-slm-simple-b",
+        "slm",
+        "60,000",
+        "3.1000",
+        "offline",
+        "done",
+    ]
+    assert table["london-tiny-demo-c"] == ["london-tiny-demo-c", "tiny", "12", "-", "disabled", "-"]
+    assert table["london-historical-llm-d"][1:4] == [
+        "regular",
+        "20",
+        "7.2500",
+    ]  # from metrics.jsonl
+    assert table["london-historical-llm-d"][4:] == ["online", "(upload_incomplete)", "needed"]
+    assert "  wandb sync runs/london-tiny-demo-a/wandb/offline-run-*-ida" in lines
+    assert "  wandb sync --include-online runs/london-historical-llm-d/wandb/run-*-idd" in lines
+    assert "not-a-run" not in out
+
+
+def test_json_output_for_scripts(runs, capsys):
+    assert main(["runs", "--json"]) == 0
+    data = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (
+        data["london-tiny-demo-a"]["needs_sync"] is True
+        and data["london-slm-simple-b"]["needs_sync"] is False
+    )
+    assert (
+        data["london-tiny-demo-a"]["best_val_loss"] == 4.25
+        and data["london-tiny-demo-c"]["wandb_mode"] == "disabled"
+    )
+
+
+def test_an_empty_or_missing_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["runs", "--out-dir", str(tmp_path / "empty")]) == 0
+    assert "no runs in" in capsys.readouterr().out
+    assert main(["runs", "--out-dir", str(tmp_path / "missing")]) == 2
+    assert "no run folder" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""The tracking flags, the config and the environment resolve as the seed describes: project
+helloLondon, the five default tags plus the preset, config over environment, flags over both."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from hellolondon.config import build_config
+from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
+from hellolondon.tracking.wandb_tracker import DEFAULT_TAGS, WandbOptions
+
+
+@pytest.fixture(autouse=True)
+def no_wandb_env(monkeypatch):
+    for key in (
+        "WANDB_MODE",
+        "WANDB_PROJECT",
+        "WANDB_ENTITY",
+        "WANDB_TAGS",
+        "WANDB_DEBUG",
+        "WANDB_BASE_URL",
+    ):
+        monkeypatch.delenv(key, raising=False)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_tracking_flags(parser)
+    return parser.parse_args(list(argv))
+
+
+def options(preset: str = "slm", overrides: list[str] | None = None) -> WandbOptions:
+    cfg = build_config(preset, overrides=overrides or [])
+    return WandbOptions.from_config(cfg, Path("runs/london-slm-simple-20261126-101500"))
+
+
+def test_every_flag_lands_in_the_tracking_config_and_wins_over_earlier_overrides():
+    args = parse(
+        "--wandb-mode",
+        "offline",
+        "--wandb-project",
+        "p",
+        "--wandb-entity",
+        "team",
+        "--run-name",
+        "n1",
+        "--tags",
+        "a,b",
+        "--notes",
+        "x=1, y",
+        "--group",
+        "g",
+        "--log-artifacts",
+    )
+    overrides = apply_tracking_flags(args, ["tracking.project=early"])
+    t = build_config("tiny", overrides=overrides).tracking
+    assert (t.wandb_mode, t.project, t.entity, t.run_name, t.group) == (
+        "offline",
+        "p",
+        "team",
+        "n1",
+        "g",
+    )
+    assert t.tags == ["a", "b"] and t.notes == "x=1, y" and t.log_artifacts is True
+
+
+def test_no_flags_add_nothing():
+    assert apply_tracking_flags(parse(), []) == []
+
+
+def test_defaults_are_the_seeds():
+    o = options()
+    assert o.project == "helloLondon" and o.entity is None and o.mode == ""
+    assert o.tags == ["london", "historical", "llm", "gpt2", "1500-1850", "slm"]
+    assert tuple(o.tags[:5]) == DEFAULT_TAGS and o.name == "london-slm-simple-20261126-101500"
+
+
+def test_environment_fills_what_the_config_leaves_empty(monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "envproj")
+    monkeypatch.setenv("WANDB_ENTITY", "envteam")
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    monkeypatch.setenv("WANDB_TAGS", "night,slm")
+    monkeypatch.setenv("WANDB_DEBUG", "true")
+    o = options()
+    assert (o.project, o.entity, o.mode, o.mode_source, o.debug) == (
+        "envproj",
+        "envteam",
+        "offline",
+        "WANDB_MODE",
+        True,
+    )
+    assert o.tags[-2:] == ["slm", "night"]  # no tag twice
+    o = options(
+        overrides=[
+            "tracking.project=cfg",
+            "tracking.entity=cfgteam",
+            "tracking.wandb_mode=disabled",
+        ]
+    )
+    assert (o.project, o.entity, o.mode, o.mode_source) == (
+        "cfg",
+        "cfgteam",
+        "disabled",
+        "tracking.wandb_mode",
+    )
+
+
+def test_a_bad_mode_is_refused_with_the_choices():
+    with pytest.raises(SystemExit):
+        parse("--wandb-mode", "sometimes")
+    from hellolondon.errors import UserError
+
+    with pytest.raises(UserError, match="online, offline or disabled"):
+        build_config("tiny", overrides=["tracking.wandb_mode=sometimes"])

@@ -1,0 +1,58 @@
+"""The start-up check names the cause in the seed's troubleshooting words, from a real HTTP
+exchange with a local stand-in, and W&B's own error messages are sorted the same way."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from wandb_testkit import FAKE_KEY, refused_url
+
+from hellolondon.tracking.wandb_tracker import classify, probe
+
+
+@pytest.mark.parametrize(
+    "mode, words",
+    [
+        ("401", "API key rejected (401 Unauthorized)"),
+        ("403", "permission denied (403 Forbidden)"),
+        ("404", "project not found (404 Not Found"),
+        ("viewer-then-404", None),
+    ],
+)
+def test_probe_names_the_cause_from_the_status(mode, words, fake_wandb):
+    server = fake_wandb(mode)
+    cause = probe(server.url, FAKE_KEY, 2.0)
+    assert cause == words if words is None else cause.startswith(words)
+    assert server.requests and b"viewer" in server.requests[0]
+
+
+def test_probe_gives_up_on_a_silent_server_within_its_timeout(fake_wandb):
+    t0 = time.monotonic()
+    cause = probe(fake_wandb("hang").url, FAKE_KEY, 1.0)
+    assert time.monotonic() - t0 < 3.0
+    assert cause.startswith("network: no answer from")
+
+
+def test_probe_reports_a_refused_connection():
+    assert "connection refused" in probe(refused_url(), FAKE_KEY, 2.0)
+
+
+@pytest.mark.parametrize(
+    "message, start",
+    [
+        ("returned error 404: project not found", "project not found"),
+        ("Permission denied for entity team", "permission denied"),
+        ("returned error 401: user is not logged in", "API key rejected"),
+        ("Timed out while retrying: context deadline exceeded", "network"),
+        ("dial tcp: connection refused", "network"),
+        ("something new", "W&B could not start (something new)"),
+    ],
+)
+def test_wandb_errors_are_sorted_into_the_seeds_causes(message, start):
+    assert classify(RuntimeError(message)).startswith(start)
+
+
+def test_causes_never_carry_a_secret(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    assert FAKE_KEY not in classify(RuntimeError(f"bad key {FAKE_KEY}"))

@@ -1,0 +1,122 @@
+"""Disabled mode and ranks other than 0 never touch W&B; a resumed run keeps its W&B run with no
+step twice and none missing, even after a hard kill; W&B dying mid-run stops nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from wandb_testkit import drive, history, offline_dirs, sealed_env
+
+from hellolondon.tracking.history import read_jsonl, truncate_after
+
+STEPS = list(range(0, 51, 10))
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_disabled_imports_nothing_of_wandb_and_writes_no_wandb_folder(how, tmp_path):
+    env = sealed_env(tmp_path, **({"WANDB_MODE": "disabled"} if how == "env" else {}))
+    run_dir = tmp_path / "runs" / "d"
+    run_dir.parent.mkdir()
+    overrides = ["tracking.wandb_mode=disabled"] if how == "flag" else []
+    out = drive(run_dir, env, 60, overrides=overrides)
+    assert out.returncode == 0, out.stderr
+    assert out.result["wandb_imported"] is False  # so no wandb-core process either
+    assert not (run_dir / "wandb").exists() and not (tmp_path / "wandb-default").exists()
+    source = "tracking.wandb_mode" if how == "flag" else "WANDB_MODE"
+    assert out.lines() == [
+        f"wandb: disabled ({source}=disabled); metrics go to runs/d/metrics.jsonl only"
+    ]
+    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r] == STEPS
+    assert out.result["run_id"] is None
+
+
+def test_other_ranks_get_the_no_op_twin_and_never_touch_wandb_or_the_run_folder(tmp_path):
+    env = sealed_env(tmp_path, WANDB_MODE="offline")
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.parent.mkdir()
+    out = drive(run_dir, env, 60, rank=1)
+    assert out.returncode == 0, out.stderr
+    assert out.result["tracker"] == "NullTracker" and out.result["wandb_imported"] is False
+    assert out.stdout.splitlines() == [
+        line for line in out.stdout.splitlines() if line.startswith("RESULT")
+    ]
+    assert not run_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Part 1 logs steps 0..50 and stops; the loop restarts from its checkpoint at step 20
+    (metrics.jsonl cut back there) and logs 30..80 in part 2 with the same W&B run id."""
+    root = tmp_path_factory.mktemp("resume")
+    env = sealed_env(root)
+    run_dir = root / "runs" / "r"
+    run_dir.parent.mkdir()
+    first = drive(run_dir, env, 60, stop=50)
+    truncate_after(run_dir / "metrics.jsonl", 20)
+    second = drive(run_dir, env, 60, start=30, stop=80, resume=first.result["run_id"])
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    return run_dir, env, first, second
+
+
+def test_resume_keeps_the_run_id_and_says_what_wandb_already_holds(resumed):
+    run_dir, _, first, second = resumed
+    assert second.result["run_id"] == first.result["run_id"]
+    assert [d.name.rsplit("-", 1)[1] for d in offline_dirs(run_dir)] == [first.result["run_id"]] * 2
+    line = [line for line in second.lines() if "run r" in line][0]
+    assert (
+        line.startswith("wandb: Resuming run r (mode: offline")
+        and "W&B already holds steps up to 50" in line
+    )
+    assert json.loads((run_dir / "tracking.json").read_text())["run_id"] == first.result["run_id"]
+
+
+def test_resume_leaves_no_step_twice_and_none_missing_in_wandb_or_jsonl(resumed):
+    run_dir, env, _, _ = resumed
+    parts = [[r["_step"] for r in history(d, env)] for d in offline_dirs(run_dir)]
+    assert parts == [STEPS, [60, 70, 80]]  # 30..50 are already in part 1: not sent again
+    rows = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
+    assert rows == list(range(0, 81, 10))
+
+
+@pytest.mark.slow
+def test_resume_after_a_hard_kill_refills_what_wandb_lost(tmp_path):
+    """SIGKILL loses the tail W&B had not written yet, here even rows before the checkpoint the
+    loop restarts from: the resumed part re-sends those from metrics.jsonl, then goes on."""
+    env = sealed_env(tmp_path)
+    run_dir = tmp_path / "runs" / "k"
+    run_dir.parent.mkdir()
+    killed = drive(
+        run_dir, env, 120, stop=600, every=1, eval_every=10**9, sigkill_at=600, sigkill_wait=0.2
+    )
+    assert killed.returncode == -9
+    run_id = [line for line in killed.stdout.splitlines() if "wandb sync" in line][0].rsplit(
+        "-", 1
+    )[1]
+    kept = [r["_step"] for r in history(offline_dirs(run_dir)[0], env)]
+    assert kept == list(range(len(kept))) and 0 < len(kept) < 600  # a prefix survived, the tail not
+    checkpoint = (len(kept) + 600) // 2  # rows past W&B's prefix up to here: only in metrics.jsonl
+    truncate_after(run_dir / "metrics.jsonl", checkpoint)
+    again = drive(
+        run_dir, env, 120, start=checkpoint + 1, stop=600, every=1, eval_every=10**9, resume=run_id
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"W&B already holds steps up to {checkpoint} (the last of them re-sent" in again.stdout
+    resent = [r["_step"] for r in history(offline_dirs(run_dir)[1], env)]
+    assert resent == list(range(len(kept), 601))  # together: every step exactly once
+    jsonl = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
+    assert jsonl == list(range(601))
+
+
+def test_wandb_dying_mid_run_prints_one_line_and_loses_no_row(tmp_path):
+    env = sealed_env(tmp_path)
+    run_dir = tmp_path / "runs" / "m"
+    run_dir.parent.mkdir()
+    out = drive(run_dir, env, 60, kill_core_at=30)
+    assert out.returncode == 0 and out.result["killed"], out.stderr
+    stopped = [line for line in out.lines() if "W&B stopped working" in line]
+    assert len(stopped) == 1 and "every row is in runs/m/metrics.jsonl" in stopped[0]
+    assert "Traceback" not in out.stderr
+    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r] == STEPS
+    assert read_jsonl(run_dir / "events.jsonl")[0]["title"] == "loss plateau"
+    assert json.loads((run_dir / "tracking.json").read_text())["status"] == "failed"

@@ -1,0 +1,247 @@
+"""The online paths, with a stand-in for the `wandb` module (no server here): what `wandb.init`
+is asked for, the start line, resume skipping what the server holds, the fallback after a
+failed online start, artifacts, and a failure mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from wandb_testkit import FAKE_KEY
+
+from hellolondon.config import build_config
+from hellolondon.tracking import wandb_tracker as wt
+from hellolondon.tracking.history import read_jsonl
+from hellolondon.tracking.setup import open_tracker
+
+
+class FakeRun:
+    def __init__(self, kw: dict, run_dir: Path, starting_step: int) -> None:
+        self.kw, self.id = kw, kw["id"]
+        self.starting_step = starting_step
+        self.url = f"https://wandb.example/{kw['project']}/runs/{self.id}"
+        kind = "run" if kw["mode"] == "online" else "offline-run"
+        self.settings = SimpleNamespace(
+            sync_dir=str(run_dir / "wandb" / f"{kind}-20261126_101500-{self.id}")
+        )
+        self.logged: list[tuple[int, dict]] = []
+        self.axes: dict[str, str | None] = {}
+        self.alerts: list[dict] = []
+        self.artifacts: list[tuple[object, list[str]]] = []
+        self.summary: dict = {}
+        self.finished = False
+        self.fail_log = False
+
+    def define_metric(self, name: str, step_metric: str | None = None) -> None:
+        self.axes[name] = step_metric
+
+    def log(self, row: dict, step: int) -> None:
+        if self.fail_log:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        self.logged.append((step, row))
+
+    def alert(self, **kw) -> None:
+        self.alerts.append(kw)
+
+    def log_artifact(self, artifact, aliases) -> None:
+        self.artifacts.append((artifact, aliases))
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.finished = True
+
+
+class FakeArtifact:
+    def __init__(self, name: str, type: str, metadata: dict) -> None:
+        self.name, self.type, self.metadata, self.added = name, type, metadata, []
+
+    def add_dir(self, path: str) -> None:
+        self.added.append(path)
+
+    add_file = add_dir
+
+
+class FakeWandbModule:
+    AlertLevel = SimpleNamespace(INFO="INFO", WARN="WARN", ERROR="ERROR")
+    Artifact = FakeArtifact
+
+    def __init__(
+        self, run_dir: Path, online_error: Exception | None = None, starting_step: int = 0
+    ) -> None:
+        self.run_dir, self.online_error, self.starting_step = run_dir, online_error, starting_step
+        self.inits: list[dict] = []
+        self.runs: list[FakeRun] = []
+        self.teardowns = 0
+
+    @staticmethod
+    def Settings(**kw) -> dict:  # noqa: N802 -- mirrors wandb.Settings
+        return kw
+
+    def init(self, **kw) -> FakeRun:
+        self.inits.append(kw)
+        if kw["mode"] == "online" and self.online_error is not None:
+            raise self.online_error
+        self.runs.append(FakeRun(kw, self.run_dir, self.starting_step))
+        return self.runs[-1]
+
+    def teardown(self) -> None:
+        self.teardowns += 1
+
+    def termsetup(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def online(tmp_path, monkeypatch):
+    """An environment with a W&B key and a stand-in module; returns a starter."""
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    for name, value in {
+        "HOME": tmp_path,
+        "NETRC": tmp_path / ".netrc",
+        "WANDB_CONFIG_DIR": tmp_path / "cfg",
+        "WANDB_API_KEY": FAKE_KEY,
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_ENTITY": "team",
+        "WANDB_ERROR_REPORTING": "false",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(wt, "probe", lambda *a: None)
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "london-slm-simple-20261126-101500"
+    lines: list[str] = []
+
+    def start(preset: str = "slm", resume: str | None = None, overrides=(), **fake):
+        module = FakeWandbModule(run_dir, **fake)
+        monkeypatch.setattr(wt, "_import_wandb", lambda: module)
+        cfg = build_config(preset, overrides=list(overrides))
+        cfg.tracking.run_name = run_dir.name
+        tracker = open_tracker(
+            cfg, run_dir, run_config=cfg.to_dict(), resume_run_id=resume, console=lines.append
+        )
+        return tracker, module, lines
+
+    return start
+
+
+def test_online_start_asks_wandb_for_the_seed_settings_and_prints_the_run_line(online):
+    tracker, wandb, lines = online()
+    (init,) = wandb.inits
+    assert init["mode"] == "online" and init["resume"] == "allow" and init["id"] == tracker.run_id
+    assert (
+        init["project"] == "helloLondon"
+        and init["entity"] == "team"
+        and init["name"] == "london-slm-simple-20261126-101500"
+    )
+    assert init["tags"] == ["london", "historical", "llm", "gpt2", "1500-1850", "slm"]
+    assert init["dir"].endswith("london-slm-simple-20261126-101500") and init["job_type"] == "train"
+    assert init["settings"]["silent"] is True and init["settings"]["finish_timeout_raises"] is True
+    assert 1.0 <= init["settings"]["init_timeout"] <= 15.0 - wt.FALLBACK_RESERVE_S
+    assert lines == [
+        f"wandb: Syncing run london-slm-simple-20261126-101500 (mode: online, project team/helloLondon) https://wandb.example/helloLondon/runs/{tracker.run_id}"
+    ]
+    run = wandb.runs[0]
+    assert run.axes == {
+        "train/iter": None,
+        "train/*": "train/iter",
+        "gpu/*": "train/iter",
+        "eval/iter": None,
+        "eval/*": "eval/iter",
+    }
+    tracker.log({"train/loss": 4.0, "train/iter": 10, "gpu/utilization": None}, 10)
+    tracker.finish()
+    assert run.logged == [(10, {"train/loss": 4.0, "train/iter": 10})] and run.finished
+    state = json.loads((Path(init["dir"]) / "tracking.json").read_text())
+    assert state["mode"] == "online" and state["status"] == "finished" and state["url"] == run.url
+
+
+def test_online_resume_sends_only_steps_the_server_does_not_hold(online):
+    tracker, wandb, lines = online(resume="abc12345", starting_step=51)
+    assert wandb.inits[0]["id"] == "abc12345" and tracker.run_id == "abc12345"
+    assert (
+        lines[0].startswith("wandb: Resuming run")
+        and "W&B already holds steps up to 50" in lines[0]
+    )
+    for step in (30, 40, 50, 60, 70):
+        tracker.log({"train/loss": 1.0, "train/iter": step}, step)
+    assert [s for s, _ in wandb.runs[0].logged] == [60, 70]
+    assert [r["step"] for r in read_jsonl(Path(wandb.inits[0]["dir"]) / "metrics.jsonl")] == [
+        30,
+        40,
+        50,
+        60,
+        70,
+    ]
+
+
+def test_a_failed_online_start_falls_back_to_offline_with_the_same_run_id(online):
+    tracker, wandb, lines = online(online_error=RuntimeError("permission denied on entity team"))
+    assert [i["mode"] for i in wandb.inits] == ["online", "offline"] and wandb.teardowns == 1
+    assert wandb.inits[0]["id"] == wandb.inits[1]["id"] == tracker.run_id
+    assert "(mode: offline: could not go online: permission denied" in lines[0]
+    assert lines[0].endswith(
+        f"upload later with: wandb sync runs/london-slm-simple-20261126-101500/wandb/offline-run-*-{tracker.run_id}"
+    )
+
+
+def test_unsynced_offline_parts_keep_a_resumed_run_offline(online, tmp_path):
+    part = (
+        tmp_path
+        / "runs"
+        / "london-slm-simple-20261126-101500"
+        / "wandb"
+        / "offline-run-20261126_090000-abc12345"
+    )
+    part.mkdir(parents=True)
+    (part / "run-abc12345.wandb").write_bytes(b"")
+    tracker, wandb, lines = online(resume="abc12345")
+    assert [i["mode"] for i in wandb.inits] == ["offline"]
+    assert "earlier parts of this run are not synced yet" in lines[0]
+
+
+def test_checkpoints_become_model_artifacts_only_when_asked(online, tmp_path):
+    ckpt = tmp_path / "step-000100"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text(json.dumps({"step": 100, "best_val_loss": 3.5}))
+    tracker, wandb, _ = online()
+    tracker.log_checkpoint(ckpt, ["latest"])
+    assert wandb.runs[0].artifacts == []
+    tracker, wandb, _ = online(overrides=["tracking.log_artifacts=true"])
+    tracker.log_checkpoint(ckpt, ["latest", "best"])
+    ((artifact, aliases),) = wandb.runs[0].artifacts
+    assert aliases == ["latest", "best"] and artifact.type == "model"
+    assert artifact.name == "london-slm-simple-20261126-101500-model" and artifact.added == [
+        str(ckpt)
+    ]
+    assert artifact.metadata["step"] == 100 and artifact.metadata["best_val_loss"] == 3.5
+
+
+def test_alerts_carry_level_wait_and_iteration(online):
+    tracker, wandb, _ = online()
+    tracker.alert("loss rising", "val loss up 12%", "ERROR", rule="rise", step=700)
+    (alert,) = wandb.runs[0].alerts
+    assert alert == {
+        "title": "loss rising",
+        "text": "val loss up 12% (iteration 700)",
+        "level": "ERROR",
+        "wait_duration": 300,
+    }
+
+
+def test_a_wandb_failure_mid_run_turns_wandb_off_after_one_line(online):
+    tracker, wandb, lines = online()
+    run = wandb.runs[0]
+    tracker.log({"train/loss": 3.0}, 10)
+    run.fail_log = True
+    for step in (20, 30):
+        tracker.log({"train/loss": 2.0}, step)
+    tracker.summary({"best_val_loss": 2.0})
+    tracker.finish()
+    assert [s for s, _ in run.logged] == [10] and not run.finished and wandb.teardowns == 1
+    assert len([line for line in lines if "W&B stopped working (ConnectionResetError" in line]) == 1
+    run_dir = Path(wandb.inits[0]["dir"])
+    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [10, 20, 30]
+    assert json.loads((run_dir / "summary.json").read_text())["best_val_loss"] == 2.0
+    assert json.loads((run_dir / "tracking.json").read_text())["status"] == "failed"
