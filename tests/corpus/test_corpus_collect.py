@@ -198,6 +198,16 @@ def test_changed_cached_file_is_fetched_again(server, tmp_path):
     assert result["ok"] == ["pg-376"] and raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
 
 
+def test_changed_metadata_updates_the_manifest_without_fetching(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    n = len(server.requests)
+    fixed = Source(**{**book(376).metadata(), "year": 1665, "period": "stuart"})
+    result = run(server, tmp_path, [fixed])
+    assert result["cached"] == ["pg-376"] and len(server.requests) == n
+    assert manifest(tmp_path)["pg-376"]["source"]["year"] == 1665
+
+
 def test_fixed_catalog_entry_is_fetched_again(server, tmp_path):
     server.routes["/pg/203.txt"] = [
         ("ok", gutenberg_book("Uncle Tom's Cabin", "Harriet Beecher Stowe"))

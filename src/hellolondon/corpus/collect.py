@@ -124,6 +124,8 @@ def collect(
         rec = manifest.records.get(source.id)
         if _cached(out, source, rec):
             summary["cached"].append(source.id)
+            if rec["source"] != source.metadata():  # a fixed year or category needs no download
+                manifest.put({**rec, "source": source.metadata()})
         elif options.offline:
             summary["skipped"].append(source.id)  # not in the cache; nothing is fetched offline
         elif rec and rec.get("status") in ("failed", "rejected") and not options.retry_failed \
