@@ -130,9 +130,7 @@ class Fetcher:
         base = min(self.config.backoff_max, self.config.backoff * 2 ** (failures - 1))
         return base * (0.5 + 0.5 * self.rng.random())
 
-    def _retrying(
-        self, url: str, attempt: Callable[[], Fetched | bytes]
-    ) -> tuple[Fetched | bytes, int]:
+    def _retrying(self, attempt: Callable[[], Fetched | bytes]) -> tuple[Fetched | bytes, int]:
         failures = 0
         while True:
             try:
@@ -171,13 +169,13 @@ class Fetcher:
                 raise FetchError(f"response larger than {limit} bytes", False)
             return body
 
-        body, attempts = self._retrying(url, attempt)
+        body, attempts = self._retrying(attempt)
         return body, attempts  # type: ignore[return-value]
 
     def download(self, url: str, part: Path) -> Fetched:
         """Download `url` into `part`, continuing a partial file left by an earlier attempt."""
         part.parent.mkdir(parents=True, exist_ok=True)
-        fetched, attempts = self._retrying(url, lambda: self._download_once(url, part))
+        fetched, attempts = self._retrying(lambda: self._download_once(url, part))
         fetched.attempts = attempts  # type: ignore[union-attr]
         return fetched  # type: ignore[return-value]
 
