@@ -196,8 +196,11 @@ _HEADING_WORDS = re.compile(
 _PAGE_BREAK = "\x00"  # stands where furniture was removed, so a split paragraph can be re-joined
 
 
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
 def _key(line: str) -> str:
-    return "".join(c for c in line.lower() if c.isalpha())
+    return "".join(_LETTERS.findall(line.lower()))
 
 
 def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
@@ -236,13 +239,8 @@ def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
     if not paged:  # the same head printed without its number, standing alone
         repeated = {_key(lines[i]) for i in heads}
         for i, line in enumerate(lines):
-            if (
-                i not in heads
-                and line.strip()
-                and _key(line) in repeated
-                and _blank(lines, i - 1)
-                and _blank(lines, i + 1)
-            ):
+            alone = line.strip() and _blank(lines, i - 1) and _blank(lines, i + 1)
+            if alone and i not in heads and len(line) <= 80 and _key(line) in repeated:
                 heads.add(i)
     log = []
     if numbers:
