@@ -79,7 +79,8 @@ def _cleaning(path: Path) -> dict[str, Any]:
             entry = json.loads(line)
             status[entry["status"]] += 1
             for r in entry.get("removed", []):
-                removed[r["step"]] += r.get("chars", 0)
+                if r.get("chars"):  # steps that change text without removing any are not listed
+                    removed[r["step"]] += r["chars"]
             if entry["status"] != "kept":
                 rules[entry.get("rule", "other")] += 1
                 rejected.append(
