@@ -137,7 +137,8 @@ def collect(
         fetcher = fetcher or Fetcher(options.fetch)
         bar = tqdm(total=len(todo), unit="source", desc="collect", disable=not options.progress)
         got = 0
-        with ThreadPoolExecutor(max(1, options.workers)) as pool:
+        pool = ThreadPoolExecutor(max(1, options.workers))
+        try:
             futures = [pool.submit(_collect_one, s, options, fetcher) for s in todo]
             for future in as_completed(futures):
                 record = future.result()
@@ -146,7 +147,9 @@ def collect(
                 got += record.get("bytes") or 0
                 bar.set_postfix_str(f"{got / 1e6:.1f} MB")
                 bar.update(1)
-        bar.close()
+        finally:
+            pool.shutdown(cancel_futures=True)  # on Ctrl-C, start no new downloads
+            bar.close()
     return {"counts": {k: len(v) for k, v in summary.items()}, **summary}
 
 
