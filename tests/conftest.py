@@ -33,3 +33,25 @@ def tiny_data(tmp_path_factory) -> Path:
     train_tokenizer((d.text for d in docs), root / "tokenizer", vocab_size=512, historical=False)
     prepare(root / "documents.jsonl", root / "tokenizer", root / "data", workers=1)
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data, tmp_path_factory) -> Path:
+    """A finished tiny training run folder (checkpoints, tokenizer, config.json) on `tiny_data`,
+    for evaluation, generation and export tests. Treat it as read-only: copy it to change it."""
+    from tinyrun import tiny_config
+
+    from hellolondon.train.loop import train
+
+    out = tmp_path_factory.mktemp("trained")
+    cfg = tiny_config(
+        tiny_data,
+        out,
+        "tracking.run_name=trained",
+        "train.max_iters=40",
+        "train.lr=3e-3",
+        "train.eval_interval=20",
+        "train.ckpt_interval=20",
+    )
+    train(cfg, log=lambda *_: None)
+    return out / "trained"

@@ -1,0 +1,102 @@
+"""`hellolondon eval`: measure a trained model: held-out bits-per-byte and perplexity over the
+whole validation split, historical knowledge probes, and the quality of generated text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+EXAMPLES = """examples:
+  hellolondon eval runs/london-tiny-demo-20261126-101500
+  hellolondon eval runs/RUN/checkpoints/best --data work/data --stride 128
+  hellolondon eval runs/RUN --no-heldout --probes my_probes.jsonl
+  hellolondon eval runs/RUN --max-tokens 200000 --json
+
+The report is written as eval/step-NNNNNN.json and .md in the run folder (or --out DIR), and
+its numbers are logged to the run's tracker under eval/ keys (leave out with --no-track)."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run or checkpoint (bits-per-byte, probes, samples)",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--data", help="prepared token folder (default: the run's data.data_dir)")
+    p.add_argument(
+        "--probes",
+        metavar="FILE",
+        help="probe items as JSONL (default: the packaged 1500-1850 set)",
+    )
+    p.add_argument("--out", metavar="DIR", help="report folder (default: RUN/eval)")
+    p.add_argument(
+        "--stride", type=int, help="tokens scored per sliding window (default: half the context)"
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=0,
+        help="score only this many held-out tokens (default: all)",
+    )
+    p.add_argument(
+        "--gen-tokens", type=int, default=64, help="tokens generated per prompt (default: 64)"
+    )
+    p.add_argument("--no-heldout", action="store_true", help="skip the held-out split")
+    p.add_argument("--no-probes", action="store_true", help="skip the knowledge probes")
+    p.add_argument("--no-generation", action="store_true", help="skip generation quality")
+    p.add_argument(
+        "--no-track", action="store_true", help="do not log the results to the run's tracker"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--json", action="store_true", help="print the JSON report instead of the summary"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hellolondon.errors import UserError
+    from hellolondon.evaluation.report import (
+        default_out,
+        evaluate,
+        log_to_run,
+        report_name,
+        run_dir_of,
+        summary_text,
+        write_report,
+    )
+    from hellolondon.tracking.hardware import resolve_device
+
+    skip = {"heldout": args.no_heldout, "probes": args.no_probes, "generation": args.no_generation}
+    parts = tuple(k for k, off in skip.items() if not off)
+    if not parts:
+        raise UserError(
+            "nothing to evaluate: --no-heldout, --no-probes and --no-generation leave no part"
+        )
+    if args.max_tokens < 0 or args.gen_tokens < 1:
+        raise UserError("--max-tokens must be >= 0 and --gen-tokens >= 1")
+    report, cfg, state, ckpt = evaluate(
+        args.checkpoint,
+        args.data,
+        args.probes,
+        parts,
+        resolve_device(args.device),
+        args.stride,
+        args.max_tokens,
+        args.gen_tokens,
+        show_progress=True,
+    )
+    json_path, md_path = write_report(report, args.out or default_out(ckpt), report_name(state))
+    run_dir = run_dir_of(ckpt)
+    if run_dir is not None and not args.no_track:
+        log_to_run(report, cfg, state, run_dir)
+    print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))
+    if not args.json:
+        print(
+            f"report: {json_path} and {md_path.name}"
+            + ("" if run_dir is None or args.no_track else "; logged to the run's tracker")
+        )
+    return 0

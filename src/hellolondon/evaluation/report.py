@@ -1,0 +1,246 @@
+"""Run the evaluation of one checkpoint, write its report and log it to the run's tracker.
+
+Reports go to `runs/<run>/eval/step-NNNNNN.json` (the numbers) and `.md` (a short readable
+summary), so `hellolondon export` can put the measured metrics of that very checkpoint in the
+model card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hellolondon.errors import UserError
+
+PARTS = ("heldout", "probes", "generation")
+
+
+def run_dir_of(ckpt: Path) -> Path | None:
+    """The run folder holding a checkpoint, or None for a checkpoint kept elsewhere."""
+    run = ckpt.parent.parent
+    if ckpt.parent.name == "checkpoints" and (run / "config.json").is_file():
+        return run
+    return None
+
+
+def default_out(ckpt: Path) -> Path:
+    run = run_dir_of(ckpt)
+    return run / "eval" if run is not None else ckpt / "eval"
+
+
+def report_name(state: dict) -> str:
+    return f"step-{int(state.get('step', 0)):06d}"
+
+
+def find_report(ckpt: Path, state: dict, explicit: str | Path | None = None) -> dict | None:
+    """The eval report of this checkpoint if one was written (or the one given)."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UserError(
+                f"eval report {path} not found; run `hellolondon eval` first or leave out --report"
+            )
+    else:
+        path = default_out(ckpt) / f"{report_name(state)}.json"
+        if not path.is_file():
+            return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(
+            f"eval report {path} is not valid JSON; run `hellolondon eval` again"
+        ) from None
+
+
+def _data_dir(cfg, data_dir: str | Path | None) -> Path:
+    path = Path(data_dir or cfg.data.data_dir)
+    if not (path / "meta.json").is_file():
+        hint = "" if data_dir else " (the run's data.data_dir)"
+        raise UserError(
+            f"no prepared token files at {path}{hint}; pass --data DIR, or --no-heldout to skip"
+        )
+    return path
+
+
+def evaluate(
+    path: str | Path,
+    data_dir: str | Path | None = None,
+    probes_path: str | Path | None = None,
+    parts: tuple[str, ...] = PARTS,
+    device: str = "cpu",
+    stride: int | None = None,
+    max_tokens: int = 0,
+    gen_tokens: int = 64,
+    show_progress: bool = False,
+) -> tuple[dict[str, Any], Any, dict, Path]:
+    """Evaluate a run (its newest checkpoint) or a checkpoint. Returns (report, config,
+    checkpoint state, checkpoint folder). Inputs are all checked before the slow work starts."""
+    from hellolondon.evaluation.generation import generation_quality
+    from hellolondon.evaluation.heldout import score_heldout
+    from hellolondon.evaluation.probes import load_probes, score_probes
+    from hellolondon.prepare import check_tokenizer_matches, load_meta
+    from hellolondon.tokenizer import load_tokenizer
+    from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
+
+    t0 = time.perf_counter()
+    model, cfg, state, ckpt = load_model(path, device)
+    tok = load_tokenizer(tokenizer_dir_of(ckpt))
+    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
+        raise UserError(
+            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
+        )
+    probes = load_probes(probes_path) if "probes" in parts else None
+    meta = data = None
+    if "heldout" in parts:
+        data = _data_dir(cfg, data_dir)
+        meta = load_meta(data)
+        check_tokenizer_matches(meta, tok)
+    run = run_dir_of(ckpt)
+    report: dict[str, Any] = {
+        "checkpoint": str(ckpt),
+        "run": run.name if run else None,
+        "step": int(state.get("step", 0)),
+        "model": {**cfg.model.__dict__, "parameters": model.num_params(False)},
+        "tokenizer_fingerprint": tok.fingerprint,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if data is not None:
+        report["heldout"] = score_heldout(
+            model, tok, data, meta, stride, max_tokens, device, show_progress
+        )
+        report["heldout"]["data_dir"] = str(data)
+    if probes is not None:
+        report["probes"] = score_probes(model, tok, probes, device, show_progress)
+        report["probes"]["file"] = str(probes_path or "packaged")
+    if "generation" in parts:
+        report["generation"] = generation_quality(
+            model, tok, max_new_tokens=gen_tokens, show_progress=show_progress
+        )
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report, cfg, state, ckpt
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def summary_text(r: dict[str, Any]) -> str:
+    """A short Markdown summary of a report."""
+    where = f"run {r['run']}" if r.get("run") else r["checkpoint"]
+    lines = [f"# Evaluation: {where}, step {r['step']}", ""]
+    h = r.get("heldout")
+    if h:
+        scope = (
+            "every token"
+            if h["complete"]
+            else f"the first {h['tokens']:,} of {h['split_tokens']:,} tokens"
+        )
+        lines += [
+            f"**Held-out: {h['bpb']:.4f} bits per byte** (loss {h['loss']:.4f} nats/token, perplexity "
+            f"{h['ppl']:.2f}) over {scope} of the validation split, context {h['context']}, stride {h['stride']}.",
+            "",
+        ]
+        for key in ("by_period", "by_source", "by_category"):
+            if key in h:
+                parts = [f"{k} {v['bpb']:.3f}" for k, v in h[key].items()]
+                lines.append(f"- bits/byte {key.replace('_', ' ')}: " + ", ".join(parts))
+        lines.append("")
+    p = r.get("probes")
+    if p:
+        lines += [
+            f"**Knowledge probes: {_pct(p['accuracy'])} correct** against {_pct(p['chance'])} by chance "
+            f"({p['items']} items, z = {p['z']:+.2f}; per-byte scoring {_pct(p['accuracy_norm'])}).",
+            "",
+            "- by category: "
+            + ", ".join(
+                f"{k} {_pct(v['accuracy'])} (chance {_pct(v['chance'])})"
+                for k, v in p["by_category"].items()
+            ),
+            "",
+        ]
+    g = r.get("generation")
+    if g:
+        lines += [
+            f"**Generation** ({g['prompts']} prompts, up to {g['sampling']['max_new_tokens']} tokens, "
+            f"temperature {g['sampling']['temperature']}): distinct-1 {g['distinct_1']:.3f}, distinct-2 "
+            f"{g['distinct_2']:.3f}, distinct-3 {g['distinct_3']:.3f}, repetition rate {g['repetition_rate']:.3f}.",
+            "",
+        ]
+        for s in g["samples"]:
+            lines += [f"> **{s['prompt']}**{s['text']}".replace("\n", " "), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """`<name>.json` and `<name>.md` in `out_dir`, each written whole or not at all."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create the report folder {out} ({exc.strerror}); choose another --out"
+        ) from None
+    paths = (out / f"{name}.json", out / f"{name}.md")
+    texts = (json.dumps(report, indent=1, ensure_ascii=False) + "\n", summary_text(report))
+    for path, text in zip(paths, texts, strict=True):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return paths
+
+
+def _key(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "unknown"
+
+
+def tracker_row(r: dict[str, Any]) -> dict[str, float]:
+    """The report's numbers under `eval/` keys."""
+    row: dict[str, float] = {"eval/iter": r["step"]}
+    h = r.get("heldout")
+    if h:
+        row |= {
+            "eval/val_bpb": h["bpb"],
+            "eval/heldout_loss": h["loss"],
+            "eval/heldout_ppl": h["ppl"],
+            "eval/heldout_tokens": h["tokens"],
+        }
+        for group in ("period", "source", "category"):
+            for label, v in h.get(f"by_{group}", {}).items():
+                row[f"eval/val_bpb/{group}/{_key(label)}"] = v["bpb"]
+    p = r.get("probes")
+    if p:
+        row |= {
+            "eval/probe_accuracy": p["accuracy"],
+            "eval/probe_chance": p["chance"],
+            "eval/probe_accuracy_norm": p["accuracy_norm"],
+        }
+        for cat, v in p["by_category"].items():
+            row[f"eval/probe_accuracy/{_key(cat)}"] = v["accuracy"]
+    g = r.get("generation")
+    if g:
+        row |= {f"eval/gen_distinct_{n}": g[f"distinct_{n}"] for n in (1, 2, 3)}
+        row["eval/gen_repetition"] = g["repetition_rate"]
+    return row
+
+
+def log_to_run(report: dict[str, Any], cfg, state: dict, run_dir: Path) -> None:
+    """Append the eval row to the run's tracker (metrics.jsonl, and W&B when configured),
+    resuming the run's own tracker run so the numbers land beside its training curves."""
+    from hellolondon.tracking.setup import open_tracker
+
+    config_path = run_dir / "config.json"
+    run_config = (
+        json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
+    )
+    tracker = open_tracker(
+        cfg, run_dir, rank=0, run_config=run_config, resume_run_id=state.get("tracker_run_id")
+    )
+    try:
+        tracker.log(tracker_row(report), report["step"])
+    finally:
+        tracker.finish()

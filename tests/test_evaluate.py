@@ -1,0 +1,278 @@
+"""Evaluation: whole-split bits-per-byte, knowledge probes, generation quality, the report and
+the `hellolondon eval` command."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hellolondon.cli import main
+from hellolondon.errors import UserError
+from hellolondon.evaluation import probes as P
+from hellolondon.evaluation.generation import distinct_n, repetition_rate
+from hellolondon.evaluation.heldout import Tally, _by_group, score_heldout, token_bytes, windows
+from hellolondon.evaluation.report import evaluate, summary_text, tracker_row
+from hellolondon.prepare import load_meta
+from hellolondon.tokenizer import load_tokenizer
+from hellolondon.train.checkpoint import load_model
+
+
+@given(st.integers(2, 300), st.integers(1, 40), st.data())
+def test_windows_score_every_target_once_with_enough_context(n, context, data):
+    stride = data.draw(st.integers(1, context))
+    seen = []
+    for start, first in windows(n, context, stride):
+        span = min(context, n - 1)
+        assert start >= 0 and start + span <= n - 1  # full length, inside the stream
+        assert start + 1 <= first <= start + span + 1
+        for j in range(first, start + span + 1):
+            seen.append(j)
+            assert j - start >= min(j, context - stride + 1)  # tokens of context before target j
+    assert seen == list(range(1, n))
+
+
+def test_token_bytes_add_up_to_the_utf8_length_of_the_text(tiny_data):
+    tok = load_tokenizer(tiny_data.parent / "tokenizer")
+    text = "Sir, the Æsop of Cheapſide paid £3 10s. for “wine” — café et façade 🍷."
+    ids = tok.encode(text)
+    assert token_bytes(tok)[ids].sum() == len(text.encode("utf-8"))
+    assert token_bytes(tok)[tok.eot_id] == 0
+
+
+def _reference_nll(model, tokens: np.ndarray, context: int) -> list[float]:
+    """Each target scored with exactly the `context` tokens before it (what stride 1 gives)."""
+    out = []
+    with torch.no_grad():
+        for j in range(1, len(tokens)):
+            x = torch.tensor(tokens[max(0, j - context) : j], dtype=torch.long)[None]
+            logp = torch.log_softmax(model(x)[0][0, -1].float(), -1)
+            out.append(-float(logp[int(tokens[j])]))
+    return out
+
+
+def test_heldout_scores_every_token_and_matches_a_token_by_token_reference(trained_run, tiny_data):
+    model, cfg, _, _ = load_model(trained_run)
+    tok = load_tokenizer(trained_run / "tokenizer")
+    meta = load_meta(tiny_data)
+    val = np.fromfile(tiny_data / "val.bin", dtype=np.uint16)
+    n = 150
+    got = score_heldout(model, tok, tiny_data, meta, stride=1, max_tokens=n)
+    ref = _reference_nll(model, val[: n + 1], cfg.model.block_size)
+    nbytes = token_bytes(tok)[val[1 : n + 1]]
+    assert got["tokens"] == n and not got["complete"]
+    assert got["loss"] == pytest.approx(sum(ref) / n, rel=1e-5)
+    text_nats = sum(r for r, b in zip(ref, nbytes, strict=True) if b > 0)
+    assert got["bpb"] == pytest.approx(text_nats / (math.log(2) * nbytes.sum()), rel=1e-5)
+
+    whole = score_heldout(model, tok, tiny_data, meta)  # default stride: half the context
+    assert whole["complete"] and whole["tokens"] == meta["val_tokens"] - 1
+    assert whole["by_period"] and whole["by_source"]
+    assert sum(v["tokens"] for v in whole["by_source"].values()) <= whole["tokens"]
+
+
+def test_groups_sum_documents_by_period_and_source():
+    spans = [
+        {"start": 0, "end": 4, "period": "tudor", "source": "a"},
+        {"start": 4, "end": 7, "period": "stuart", "source": "a"},
+        {"start": 7, "end": 10, "period": "tudor", "source": "b"},
+    ]
+    tbytes = np.array([0, 1, 2, 3])
+    t = Tally(np.array([0, 4, 7]), np.array([4, 7, 10]), tbytes)
+    pos = np.arange(1, 12)  # 10 and 11 lie outside every span
+    targets = np.array([1, 2, 3, 0, 1, 1, 1, 2, 2, 3, 3])
+    t.add(pos, targets, np.ones(11))
+    groups = _by_group(t, spans)
+    assert (
+        groups["by_period"]["tudor"]["tokens"] == 3 + 3
+        and groups["by_period"]["tudor"]["documents"] == 2
+    )
+    stuart = groups["by_period"]["stuart"]  # targets 0, 1, 1: the control token has no bytes
+    assert stuart["tokens"] == 3 and stuart["bytes"] == 2 and stuart["loss"] == 1.0
+    assert stuart["bpb"] == pytest.approx(2 / (math.log(2) * 2))  # ... and no place in bits/byte
+    assert groups["by_source"]["b"]["bpb"] == pytest.approx(3 / (math.log(2) * 5))
+    assert "by_category" not in groups  # no category metadata: no breakdown
+
+
+def test_the_packaged_probes_are_valid_and_cover_every_category():
+    probes = P.load_probes()
+    assert len(probes) >= 100
+    cats = {p.category for p in probes}
+    assert cats == {"dates", "places", "people", "trades", "vocabulary"}
+    assert all(sum(p.category == c for p in probes) >= 20 for c in cats)
+    assert all(p.source.strip() and len(p.distractors) >= 2 for p in probes)
+
+
+GOOD = {
+    "id": "x-1",
+    "category": "dates",
+    "prompt": "The Fire of London began in",
+    "answer": " 1666",
+    "distractors": [" 1665", " 1701"],
+    "source": "Pepys",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"answer": "1666"}, "starts with one space"),
+        ({"distractors": [" 1666", " 1665"]}, "must all be different"),
+        ({"distractors": []}, "non-empty list"),
+        ({"source": " "}, "source must be a non-empty string"),
+        ({"prompt": "began in "}, "must not end with whitespace"),
+        ({"colour": "red"}, "unknown key"),
+    ],
+)
+def test_a_malformed_probe_is_one_clear_line_naming_the_item(tmp_path, change, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(GOOD | {"id": "ok"}) + "\n" + json.dumps(GOOD | change) + "\n")
+    with pytest.raises(UserError) as err:
+        P.load_probes(path)
+    text = str(err.value)
+    assert "\n" not in text and f"{path}:2" in text and "'x-1'" in text and message in text
+
+
+def test_probe_files_with_duplicate_ids_or_bad_json_are_refused(tmp_path):
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n")
+    with pytest.raises(UserError, match=r"dup.jsonl:2: probe 'x-1': this id is used twice"):
+        P.load_probes(dup)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a",\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:1: not valid JSON"):
+        P.load_probes(bad)
+
+
+def test_probe_scoring_counts_strict_wins_against_chance(monkeypatch):
+    probes = [
+        P.parse_probe(GOOD | {"id": str(i), "category": c}, "t") for i, c in enumerate("aabb")
+    ]
+    scores = {
+        "0": [-1.0, -2.0, -3.0],
+        "1": [-2.0, -1.0, -3.0],
+        "2": [-1.0, -1.0, -5.0],
+        "3": [-0.5, -4.0, -4.0],
+    }
+    monkeypatch.setattr(P, "option_logprobs", lambda model, tok, probe, device: scores[probe.id])
+    model = torch.nn.Linear(1, 1)
+    r = P.score_probes(model, None, probes)
+    assert [d["correct"] for d in r["items_detail"]] == [True, False, False, True]  # a tie is wrong
+    assert r["accuracy"] == 0.5 and r["chance"] == pytest.approx(1 / 3)
+    assert r["by_category"] == {
+        "a": {"items": 2, "accuracy": 0.5, "chance": pytest.approx(1 / 3)},
+        "b": {"items": 2, "accuracy": 0.5, "chance": pytest.approx(1 / 3)},
+    }
+    assert r["z"] == pytest.approx((2 - 4 / 3) / math.sqrt(4 * (1 / 3) * (2 / 3)))
+
+
+def test_option_logprobs_are_the_summed_log_probabilities_of_the_completion(trained_run):
+    model = load_model(trained_run)[0]
+    tok = load_tokenizer(trained_run / "tokenizer")
+    probe = P.parse_probe(GOOD | {"distractors": [" sixteen sixty-five", " 1701"]}, "t")
+    got = P.option_logprobs(model, tok, probe, "cpu")
+    ctx = tok.encode(probe.prompt)
+    for option, score in zip(probe.options, got, strict=True):
+        seq = (ctx + tok.encode(option))[-(model.config.block_size + 1) :]
+        cont = len(tok.encode(option))
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([seq[:-1]]))[0][0].float(), -1)
+        want = sum(float(logp[i, seq[i + 1]]) for i in range(len(seq) - 1 - cont, len(seq) - 1))
+        assert score == pytest.approx(want, rel=1e-5)
+
+
+def test_distinct_n_and_repetition_rate():
+    assert distinct_n(["a b c d"], 1) == 1.0
+    assert distinct_n(["a a a a"], 1) == 0.25
+    assert distinct_n(["a b", "a b"], 2) == 0.5
+    assert repetition_rate(["x y z w x y z w"], 4) == pytest.approx(1 - 4 / 5)
+    assert repetition_rate(["one two three four five"], 4) == 0.0
+    assert repetition_rate(["too short"], 4) == 0.0
+
+
+def test_a_full_report_has_every_part_and_a_readable_summary(trained_run, tiny_data):
+    report, _, state, _ = evaluate(trained_run, tiny_data, gen_tokens=12)
+    assert report["step"] == state["step"] == 40
+    assert report["heldout"]["complete"] and report["heldout"]["bpb"] > 0
+    assert report["probes"]["items"] >= 100 and 0 <= report["probes"]["accuracy"] <= 1
+    g = report["generation"]
+    assert g["prompts"] == 8 and len(g["samples"]) == 3 and 0 < g["distinct_1"] <= 1
+    again, *_ = evaluate(trained_run, tiny_data, parts=("generation",), gen_tokens=12)
+    assert again["generation"]["samples"] == g["samples"]  # fixed seeds: the same text
+    text = summary_text(report)
+    assert (
+        "bits per byte" in text and "Knowledge probes" in text and g["samples"][0]["prompt"] in text
+    )
+    row = tracker_row(report)
+    assert row["eval/val_bpb"] == report["heldout"]["bpb"] and "eval/probe_accuracy/dates" in row
+
+
+def _run_copy(trained_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "trained"
+    shutil.copytree(trained_run, run)
+    return run
+
+
+def test_eval_command_writes_the_report_and_logs_it_to_the_run(
+    trained_run, tiny_data, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run = _run_copy(trained_run, tmp_path)
+    code = main(["eval", str(run), "--data", str(tiny_data), "--gen-tokens", "8"])
+    out = capsys.readouterr().out
+    assert code == 0 and "bits per byte" in out
+    report = json.loads((run / "eval" / "step-000040.json").read_text())
+    assert (
+        (run / "eval" / "step-000040.md")
+        .read_text()
+        .startswith("# Evaluation: run trained, step 40")
+    )
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "eval/val_bpb" in r]
+    assert (
+        logged
+        and logged[-1]["step"] == 40
+        and logged[-1]["eval/val_bpb"] == report["heldout"]["bpb"]
+    )
+    assert logged[-1]["eval/probe_accuracy"] == report["probes"]["accuracy"]
+
+
+def test_eval_without_a_tokenizer_is_a_one_line_error(trained_run, tmp_path, capsys):
+    run = _run_copy(trained_run, tmp_path)
+    shutil.rmtree(run / "tokenizer")
+    assert main(["eval", str(run), "--no-heldout"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "no tokenizer" in err and "\n" not in err
+
+
+def test_eval_with_a_malformed_probe_file_exits_2_before_scoring(trained_run, tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({**GOOD, "distractors": " 1665"}) + "\n")
+    assert (
+        main(
+            [
+                "eval",
+                str(trained_run),
+                "--probes",
+                str(path),
+                "--no-heldout",
+                "--no-generation",
+                "--no-track",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "probe 'x-1'" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_eval_without_token_files_says_to_pass_data(trained_run, tmp_path, capsys):
+    assert main(["eval", str(trained_run), "--data", str(tmp_path / "nowhere"), "--no-track"]) == 2
+    assert "pass --data DIR" in capsys.readouterr().err
