@@ -1,0 +1,98 @@
+"""Generation: KV-cache decoding equals the full forward pass, and sampling is reproducible."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hellolondon.config import ModelConfig
+from hellolondon.generate import Sampling, generate_ids
+from hellolondon.model import GPT, KVCache
+
+CFG = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=48, vocab_size=97)
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(CFG).eval()
+
+
+def _tokens(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, CFG.vocab_size, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def test_incremental_decoding_gives_the_logits_of_the_full_forward_pass(model):
+    idx = _tokens(40)
+    full, _ = model(idx)
+    cache = KVCache(CFG, 1, 40, "cpu", torch.float32)
+    parts = []
+    for a, b in [
+        (0, 13),
+        (13, 14),
+        (14, 15),
+        (15, 22),
+        (22, 23),
+        (23, 40),
+    ]:  # a prefill, single tokens, chunks
+        parts.append(model(idx[:, a:b], cache=cache)[0])
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=0, atol=1e-5)
+    assert cache.pos == 40
+
+
+@torch.no_grad()
+def _greedy_without_cache(model: GPT, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(int(model(torch.tensor([ids]))[0][0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+def test_greedy_generation_matches_decoding_without_a_cache(model):
+    prompt = _tokens(7, seed=3)[0].tolist()
+    s = Sampling(max_new_tokens=30, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    assert generate_ids(model, prompt, s) == _greedy_without_cache(model, prompt, 30)
+
+
+def test_top_k_of_one_samples_the_greedy_tokens(model):
+    prompt = [5, 6, 7]
+    greedy = generate_ids(
+        model, prompt, Sampling(20, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    )
+    top1 = generate_ids(
+        model,
+        prompt,
+        Sampling(20, temperature=1.3, top_k=1, top_p=1.0, repetition_penalty=1.0, seed=9),
+    )
+    assert top1 == greedy
+
+
+def test_the_same_seed_gives_the_same_text_and_another_seed_other_text(model):
+    s = Sampling(max_new_tokens=25, temperature=1.0, top_k=0, top_p=1.0, seed=11)
+    a, b = generate_ids(model, [1, 2], s), generate_ids(model, [1, 2], s)
+    other = generate_ids(
+        model, [1, 2], Sampling(max_new_tokens=25, temperature=1.0, top_k=0, top_p=1.0, seed=12)
+    )
+    assert a == b and a != other
+
+
+def test_generation_stops_at_end_of_text_and_at_the_context(model):
+    s = Sampling(max_new_tokens=30, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    ids = generate_ids(model, [1, 2, 3], s)
+    assert generate_ids(model, [1, 2, 3], s, eot_id=ids[4]) == ids[: ids.index(ids[4])]
+    long = generate_ids(model, list(range(40)), Sampling(max_new_tokens=100, temperature=0.0))
+    assert len(long) == CFG.block_size - 40
+
+
+def test_the_model_is_left_as_it_was_even_when_a_callback_fails(model):
+    def boom(token: int) -> None:
+        raise RuntimeError("stop")
+
+    head = model.lm_head
+    model.train()
+    with pytest.raises(RuntimeError):
+        generate_ids(model, [1, 2], Sampling(max_new_tokens=5), on_token=boom)
+    assert model.lm_head is head and head.weight is model.transformer.wte.weight
+    assert model.training
+    model.eval()
