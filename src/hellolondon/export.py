@@ -1,0 +1,421 @@
+"""Export a checkpoint as a Hugging Face `GPT2LMHeadModel` folder.
+
+    out/
+        config.json              GPT-2 config: sizes, `gelu_new`, eps 1e-5, bos/eos/pad ids
+        generation_config.json   the sampling defaults of `hellolondon generate`
+        model.safetensors        weights in GPT-2's layout (Conv1D matrices are (in, out))
+        tokenizer.json, tokenizer_config.json, special_tokens_map.json
+        README.md                the model card
+
+Our model has no biases and LayerNorms without bias; GPT-2 has both, so they are written as
+zeros, which changes nothing. The folder is written under a temporary name and renamed at the
+end: a failed export leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from hellolondon.config import RunConfig
+from hellolondon.errors import UserError
+from hellolondon.generate import Sampling
+from hellolondon.model import GPT
+from hellolondon.tokenizer import Tokenizer, load_tokenizer
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which the model uses
+# nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """Our weights renamed and transposed into GPT-2's layout, with zero biases added.
+    The tied output matrix is left out: `tie_word_embeddings` rebuilds it on load."""
+    out: dict[str, torch.Tensor] = {}
+    for name, w in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        w = w.detach().to("cpu", torch.float32)
+        if name.endswith(CONV1D):
+            w = w.t()
+        out[name] = w.contiguous()
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            out[name.replace(".weight", ".bias")] = torch.zeros_like(w)
+        elif name.endswith(CONV1D):
+            out[name.replace(".weight", ".bias")] = torch.zeros(w.size(1))
+    return out
+
+
+def special_ids(tok: Tokenizer) -> dict[str, int]:
+    """bos/eos/pad ids as the tokenizer's own config names them, so model and tokenizer agree."""
+    config = json.loads((Path(tok.path) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    ids = {}
+    for key in ("bos", "eos", "pad"):
+        token = config.get(f"{key}_token") or "<|endoftext|>"
+        token = token["content"] if isinstance(token, dict) else token
+        idx = tok.token_to_id(token)
+        if idx is None:
+            raise UserError(
+                f"tokenizer {tok.path}: its {key} token {token!r} is not in the vocabulary"
+            )
+        ids[f"{key}_token_id"] = idx
+    return ids
+
+
+def hf_config(cfg: RunConfig, ids: dict[str, int]) -> dict[str, Any]:
+    m = cfg.model
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": m.vocab_size,
+        "n_positions": m.block_size,
+        "n_embd": m.n_embd,
+        "n_layer": m.n_layer,
+        "n_head": m.n_head,
+        "n_inner": 4 * m.n_embd,
+        "activation_function": "gelu_new",  # tanh-approximate GELU, as trained
+        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "resid_pdrop": m.dropout,
+        "embd_pdrop": m.dropout,
+        "attn_pdrop": m.dropout,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "dtype": "float32",
+        **ids,
+    }
+
+
+def generation_config(ids: dict[str, int], s: Sampling | None = None) -> dict[str, Any]:
+    s = s or Sampling()
+    return {
+        **ids,
+        "do_sample": s.temperature > 0,
+        "temperature": s.temperature or 1.0,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "repetition_penalty": s.repetition_penalty,
+        "max_new_tokens": s.max_new_tokens,
+    }
+
+
+def write_model(model: GPT, cfg: RunConfig, ids: dict[str, int], out: Path) -> None:
+    """config.json, generation_config.json and model.safetensors (no tokenizer, no card)."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(hf_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(out / "model.safetensors", 0o644)  # readable like the other files of the folder
+    _write_json(out / "config.json", hf_config(cfg, ids))
+    _write_json(out / "generation_config.json", generation_config(ids))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _copy_tokenizer(tok: Tokenizer, block_size: int, out: Path) -> None:
+    src = Path(tok.path)
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config["model_max_length"] = block_size  # evaluation harnesses truncate to this
+    _write_json(config_path, config)
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(
+            f"export folder {out} exists and is not empty; choose another --out or add --force to replace it"
+        )
+
+
+def export_checkpoint(
+    path: str | Path,
+    out: str | Path,
+    force: bool = False,
+    report: str | Path | None = None,
+    license: str | None = None,
+) -> dict[str, Any]:
+    """Write the export folder for a run or checkpoint; returns what the card and CLI show."""
+    from hellolondon.evaluation.report import find_report
+    from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
+
+    out = Path(out)
+    check_out_dir(out, force)
+    model, cfg, state, ckpt = load_model(path, "cpu")
+    tok = load_tokenizer(tokenizer_dir_of(ckpt))
+    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
+        raise UserError(
+            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
+        )
+    if tok.vocab_size != cfg.model.vocab_size:
+        raise UserError(
+            f"tokenizer has {tok.vocab_size} tokens but the model {cfg.model.vocab_size}; export needs the training tokenizer"
+        )
+    ids = special_ids(tok)
+    report_data = find_report(ckpt, state, report)
+    if report_data and (
+        report_data.get("step") != state.get("step")
+        or report_data.get("tokenizer_fingerprint") != tok.fingerprint
+    ):
+        raise UserError(
+            f"eval report is for step {report_data.get('step')} of another or this run, not for checkpoint {ckpt} (step {state.get('step')}); evaluate this checkpoint first"
+        )
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write_model(model, cfg, ids, tmp)
+        _copy_tokenizer(tok, cfg.model.block_size, tmp)
+        info = {
+            "checkpoint": str(ckpt),
+            "step": state.get("step"),
+            "ids": ids,
+            "parameters": model.num_params(False),
+        }
+        card = model_card(cfg, state, ckpt, report_data, info, license)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info | {"out": str(out), "report": bool(report_data)}
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Swap the finished folder in; the old one is removed only once the new one is in place."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_with_transformers(model: GPT, out: str | Path, n_tokens: int = 16) -> float:
+    """Load the export with `transformers` and return the largest logit difference to `model`
+    on a fixed token sequence (float32). Raises UserError when transformers is missing."""
+    try:
+        from transformers import GPT2LMHeadModel
+    except ImportError:
+        raise UserError(
+            "the check needs transformers: pip install 'hellolondon[hf]', or pass --no-check"
+        ) from None
+    hf = GPT2LMHeadModel.from_pretrained(
+        str(out), local_files_only=True, dtype=torch.float32
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    n = min(n_tokens, model.config.block_size)
+    idx = torch.randint(0, model.config.vocab_size, (1, n), generator=g)
+    with torch.inference_mode():
+        ours = model.float().cpu()(idx)[0]
+        theirs = hf(idx).logits
+    return float((ours - theirs).abs().max())
+
+
+def _run_info(ckpt: Path) -> dict[str, Any]:
+    """The run's config.json (data and hardware facts written at the start of training)."""
+    path = ckpt.parent.parent / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def _data_info(cfg: RunConfig, run: dict[str, Any]) -> dict[str, Any]:
+    """Corpus size from the run's config.json, completed from the token files' meta.json."""
+    data = dict(run.get("data_info", {}))
+    meta_path = Path(cfg.data.data_dir) / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+        if meta.get("tokenizer_fingerprint") == data.get(
+            "tokenizer_fingerprint", meta.get("tokenizer_fingerprint")
+        ):
+            data.setdefault("train_tokens", meta.get("train_tokens"))
+            data.setdefault("val_tokens", meta.get("val_tokens"))
+            if not data.get("documents"):
+                data["documents"] = meta.get("train_documents", 0) + meta.get("val_documents", 0)
+    return data
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def _card_metrics(r: dict[str, Any] | None) -> list[str]:
+    if not r:
+        return ["Not measured yet: run `hellolondon eval` on the checkpoint, then export again."]
+    out = [f"Measured by `hellolondon eval` on {r.get('created', '?')} (step {r['step']}).", ""]
+    h, p, g = r.get("heldout"), r.get("probes"), r.get("generation")
+    if h:
+        scope = "all" if h["complete"] else f"the first {h['tokens']:,}"
+        out += [
+            f"- **Held-out bits per byte: {h['bpb']:.4f}** (loss {h['loss']:.4f} nats/token, perplexity "
+            f"{h['ppl']:.2f}) over {scope} of {h['split_tokens']:,} validation tokens, context {h['context']}, "
+            f"stride {h['stride']}"
+        ]
+        for label, v in h.get("by_period", {}).items():
+            out.append(f"  - period {label}: {v['bpb']:.4f} bits per byte ({v['tokens']:,} tokens)")
+    if p:
+        out += [
+            f"- **Knowledge probes: {100 * p['accuracy']:.1f}% correct** against {100 * p['chance']:.1f}% by chance "
+            f"({p['items']} cloze items on London and England 1500-1850, log-likelihood ranking)"
+        ]
+        for cat, v in p["by_category"].items():
+            out.append(f"  - {cat}: {100 * v['accuracy']:.1f}% (chance {100 * v['chance']:.1f}%)")
+    if g:
+        out.append(
+            f"- Generation ({g['prompts']} fixed prompts, temperature {g['sampling']['temperature']}): "
+            f"distinct-2 {g['distinct_2']:.3f}, 4-gram repetition rate {g['repetition_rate']:.3f}"
+        )
+    return out
+
+
+def model_card(
+    cfg: RunConfig, state: dict, ckpt: Path, report: dict | None, info: dict, license: str | None
+) -> str:
+    """README.md of the export: what it is, the data, the settings, the measured metrics, how to
+    use it, what it is for and what it is not."""
+    m, t, run = cfg.model, cfg.train, _run_info(ckpt)
+    data = _data_info(cfg, run)
+    name = cfg.tracking.run_name or ckpt.name
+    tokens_per_step = (
+        t.batch_size
+        * t.grad_accum
+        * m.block_size
+        * int(run.get("hardware", {}).get("world_size", 1))
+    )
+    best = state.get("best_val_loss")
+    front = [
+        "---",
+        "language: en",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags: [gpt2, historical-english, london, early-modern-english, hellolondon]",
+    ]
+    front += [f"license: {license}"] if license else []
+    ids = info["ids"]
+    lines = [
+        *front,
+        "---",
+        "",
+        f"# {name}: a historical-English GPT-2 (London, {cfg.data.period})",
+        "",
+        "A GPT-2-style language model trained from scratch with helloLondon on historical English text "
+        f"({cfg.data.corpus}). It continues text in the language of its sources; it knows only what "
+        "those sources say.",
+        "",
+        "## Model",
+        "",
+        *_table(
+            [
+                (
+                    "architecture",
+                    "GPT-2 (`GPT2LMHeadModel`): pre-LayerNorm, learned positions, tied embeddings, `gelu_new`",
+                ),
+                ("layers / heads / width", f"{m.n_layer} / {m.n_head} / {m.n_embd}"),
+                ("context", f"{m.block_size} tokens"),
+                (
+                    "vocabulary",
+                    f"{m.vocab_size:,} byte-level BPE tokens; bos = eos = {ids['bos_token_id']} "
+                    f"(`<|endoftext|>`), pad = {ids['pad_token_id']}",
+                ),
+                ("parameters", f"{info['parameters']:,}"),
+                ("checkpoint", f"step {state.get('step')} of run `{name}`"),
+            ]
+        ),
+        "",
+        "## Training data",
+        "",
+        *_table(
+            [
+                ("corpus", cfg.data.corpus),
+                ("period", cfg.data.period),
+                ("documents", f"{data['documents']:,}" if data.get("documents") else "unknown"),
+                (
+                    "training tokens",
+                    f"{data['train_tokens']:,}" if data.get("train_tokens") else "unknown",
+                ),
+                (
+                    "validation tokens",
+                    f"{data['val_tokens']:,}" if data.get("val_tokens") else "unknown",
+                ),
+                ("split", "by whole document: no validation text is the tail of a training text"),
+            ]
+        ),
+        "",
+        "## Training hyper-parameters",
+        "",
+        *_table(
+            [
+                (
+                    "optimizer",
+                    f"AdamW, betas ({t.beta1}, {t.beta2}), weight decay {t.weight_decay} on matrices",
+                ),
+                (
+                    "learning rate",
+                    f"{t.lr:g} peak, {t.warmup_iters} warm-up steps, cosine decay to {t.min_lr:g}",
+                ),
+                (
+                    "batch",
+                    f"{t.batch_size} sequences x {t.grad_accum} accumulation = {tokens_per_step:,} tokens per step",
+                ),
+                ("steps trained", f"{state.get('step')} of {t.max_iters}"),
+                ("gradient clip / dropout", f"{t.grad_clip} / {m.dropout}"),
+                ("precision", run.get("hardware", {}).get("dtype", t.dtype)),
+                (
+                    "best validation loss (training's fixed batches)",
+                    f"{best:.4f}" if best else "not recorded",
+                ),
+            ]
+        ),
+        "",
+        "## Evaluation",
+        "",
+        *_card_metrics(report),
+        "",
+        "Bits per byte compares models with different tokenizers; perplexity only models with this one.",
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'tok = AutoTokenizer.from_pretrained("PATH_OR_REPO")',
+        'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")',
+        'inputs = tok("In the year of our Lord", return_tensors="pt")',
+        "out = model.generate(**inputs, max_new_tokens=80)  # sampling defaults: generation_config.json",
+        "print(tok.decode(out[0]))",
+        "```",
+        "",
+        "With lm-evaluation-harness: `lm_eval --model hf --model_args pretrained=PATH_OR_REPO --tasks lambada_openai`.",
+        "",
+        "## Intended use",
+        "",
+        "Research and teaching on historical English: studying how a small language model learns the "
+        "spelling, vocabulary and style of 1500-1850 texts; generating period-style text for study or "
+        "creative work that is labelled as machine-written; a baseline for comparing corpora and tokenizers.",
+        "",
+        "## Limitations",
+        "",
+        "- It invents: dates, names and events in its output are plausible-sounding, not facts. Do not use it as a historical source.",
+        "- It reproduces the language and the prejudices of its sources (religious, national, racial, social and gender attitudes of the period); it has no safety tuning.",
+        f"- It is small ({info['parameters']:,} parameters) with a context of {m.block_size} tokens; long or modern prompts work poorly.",
+        "- English only; its tokenizer was trained on this corpus, so modern text is split into many tokens.",
+        "- The evaluation uses this project's held-out split and probes; only bits per byte is comparable across models.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,96 @@
+"""Upload an export folder to the Hugging Face Hub.
+
+The token comes from the HF_TOKEN environment variable only and goes straight to `HfApi`: it is
+never printed, logged or written, and it is scrubbed from any error message that might echo it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from hellolondon.errors import UserError
+
+REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "README.md")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+TOKEN_URL = "https://huggingface.co/settings/tokens"
+
+
+def upload_list(folder: str | Path) -> list[tuple[str, int]]:
+    """(relative path, bytes) of every file that would be uploaded; hidden files are left out
+    (temporary files of an interrupted export, editor files)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder; give a folder written by `hellolondon export`")
+    missing = [n for n in REQUIRED if not (root / n).is_file()]
+    if missing:
+        raise UserError(
+            f"{root} is not an export folder (missing {', '.join(missing)}); run `hellolondon export` first"
+        )
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            files.append((rel.as_posix(), path.stat().st_size))
+    return files
+
+
+def _scrub(text: str, token: str) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def publish(
+    folder: str | Path,
+    repo: str,
+    dry_run: bool = False,
+    private: bool = False,
+    message: str = "Upload model exported with hellolondon",
+    log=print,
+) -> str:
+    """Create `repo` if needed and upload the folder in one commit; returns the repository URL."""
+    if not REPO_ID.match(repo):
+        raise UserError(
+            f"--repo must look like user/name (letters, digits, '.', '_' or '-'), not {repo!r}"
+        )
+    files = upload_list(folder)
+    url = f"https://huggingface.co/{repo}"
+    total = sum(size for _, size in files)
+    if dry_run:
+        log(
+            f"dry run: would upload {len(files)} files ({total / 1e6:.1f} MB) to {url}"
+            + (" (private)" if private else "")
+        )
+        for name, size in files:
+            log(f"  {name:32} {size:>14,} bytes")
+        has_token = bool(os.environ.get("HF_TOKEN"))
+        log(
+            "HF_TOKEN is set"
+            if has_token
+            else f"note: HF_TOKEN is not set; a real upload needs a write token from {TOKEN_URL}"
+        )
+        return url
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if not token:
+        raise UserError(
+            f"HF_TOKEN is not set; create a write token at {TOKEN_URL} and export HF_TOKEN=... (or use --dry-run)"
+        )
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise UserError("publishing needs huggingface_hub: pip install 'hellolondon[hf]'") from None
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo,
+            repo_type="model",
+            commit_message=message,
+            allow_patterns=[name for name, _ in files],
+        )
+    except Exception as exc:  # the hub raises many types; all become one clear line
+        detail = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, token)
+        raise UserError(f"upload to {url} failed: {detail}") from None
+    log(f"uploaded {len(files)} files ({total / 1e6:.1f} MB) to {url}")
+    return url

@@ -1,0 +1,181 @@
+"""Export to a Hugging Face GPT-2 folder: transformers loads it offline and computes our logits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hellolondon.cli import main
+from hellolondon.errors import UserError
+from hellolondon.export import export_checkpoint
+from hellolondon.generate import Sampling, generate_ids
+from hellolondon.tokenizer import load_tokenizer
+from hellolondon.train.checkpoint import load_model
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "london"
+    export_checkpoint(trained_run, out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def test_the_folder_has_every_file_and_the_right_special_ids(exported, trained_run):
+    names = {p.name for p in exported.iterdir()}
+    assert {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "README.md",
+    } <= names
+    config = json.loads((exported / "config.json").read_text())
+    tok = load_tokenizer(trained_run / "tokenizer")
+    assert config["activation_function"] == "gelu_new" and config["layer_norm_epsilon"] == 1e-5
+    assert config["bos_token_id"] == config["eos_token_id"] == tok.eot_id == 0
+    assert config["pad_token_id"] == tok.token_to_id("<|pad|>")
+    generation = json.loads((exported / "generation_config.json").read_text())
+    assert (
+        generation["eos_token_id"] == tok.eot_id
+        and generation["pad_token_id"] == config["pad_token_id"]
+    )
+
+
+def test_transformers_loads_it_offline_with_our_logits_and_tokens(exported, trained_run):
+    hf = transformers.GPT2LMHeadModel.from_pretrained(
+        exported, local_files_only=True, dtype=torch.float32
+    ).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(exported, local_files_only=True)
+    ours, cfg, _, _ = load_model(trained_run)
+    tok = load_tokenizer(trained_run / "tokenizer")
+    text = "In the yeare of our Lord 1666, the Citie of London burned; the Thames ran red."
+    ids = tok.encode(text)
+    assert hf_tok(text)["input_ids"] == ids and hf_tok.decode(ids) == text
+    assert (hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id) == (
+        0,
+        0,
+        hf.config.pad_token_id,
+    )
+    x = torch.tensor([ids[: cfg.model.block_size]])
+    with torch.no_grad():
+        diff = (ours(x)[0] - hf(x).logits).abs().max().item()
+    assert diff < 1e-4
+
+
+def test_transformers_generate_continues_as_we_do(exported, trained_run):
+    hf = transformers.GPT2LMHeadModel.from_pretrained(exported, local_files_only=True).eval()
+    ours = load_model(trained_run)[0]
+    prompt = load_tokenizer(trained_run / "tokenizer").encode("My Lord, I pray you")
+    x = torch.tensor([prompt])
+    out = hf.generate(
+        x,
+        attention_mask=torch.ones_like(x),
+        do_sample=False,
+        max_new_tokens=10,
+        min_new_tokens=10,
+        repetition_penalty=1.0,
+    )
+    greedy = Sampling(
+        max_new_tokens=10, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0
+    )
+    assert out.shape == (1, len(prompt) + 10)
+    assert out[0, len(prompt) :].tolist() == generate_ids(ours, prompt, greedy)
+    sampled = hf.generate(
+        x, attention_mask=torch.ones_like(x), max_new_tokens=5
+    )  # generation_config.json
+    assert sampled.shape[1] <= len(prompt) + 5
+
+
+def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tmp_path):
+    run = tmp_path / "trained"
+    shutil.copytree(trained_run, run)
+    report = {
+        "step": 40,
+        "created": "2026-11-26",
+        "tokenizer_fingerprint": load_tokenizer(run / "tokenizer").fingerprint,
+        "heldout": {
+            "bpb": 3.21,
+            "loss": 5.1,
+            "ppl": 164.0,
+            "tokens": 99,
+            "split_tokens": 100,
+            "complete": True,
+            "context": 32,
+            "stride": 16,
+            "by_period": {"stuart": {"bpb": 3.3, "tokens": 99}},
+        },
+        "probes": {
+            "accuracy": 0.31,
+            "chance": 0.25,
+            "items": 121,
+            "by_category": {"dates": {"accuracy": 0.4, "chance": 0.25}},
+        },
+    }
+    (run / "eval").mkdir()
+    (run / "eval" / "step-000040.json").write_text(json.dumps(report))
+    info = export_checkpoint(run, tmp_path / "out", license="mit")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert info["report"] and card.startswith("---\nlanguage: en\n") and "license: mit" in card
+    for section in (
+        "## Training data",
+        "## Training hyper-parameters",
+        "## Evaluation",
+        "## Intended use",
+        "## Limitations",
+    ):
+        assert section in card
+    assert (
+        "Held-out bits per byte: 3.2100" in card
+        and "31.0% correct" in card
+        and "period stuart: 3.3000" in card
+    )
+    assert "AdamW" in card and "training tokens" in card
+
+
+def test_a_report_of_another_step_is_refused(trained_run, tmp_path):
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps({"step": 20, "tokenizer_fingerprint": "x"}))
+    with pytest.raises(UserError, match="eval report is for step 20"):
+        export_checkpoint(trained_run, tmp_path / "out", report=bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_a_non_empty_folder_unless_forced(trained_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not empty" in err and "--force" in err and "\n" not in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]  # untouched
+    assert main(["export", str(trained_run), "--out", str(out), "--force"]) == 0
+    assert "largest logit difference" in capsys.readouterr().out
+    assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".")
+    ]  # no temporary folders left
+
+
+def test_export_of_a_checkpoint_without_its_tokenizer_is_a_one_line_error(
+    trained_run, tmp_path, capsys
+):
+    ckpt = tmp_path / "lonely"
+    shutil.copytree(trained_run / "checkpoints" / "step-000040", ckpt)
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "no tokenizer" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

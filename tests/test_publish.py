@@ -1,0 +1,111 @@
+"""Publishing an export folder: dry run, token handling, the upload through a mocked HfApi."""
+
+from __future__ import annotations
+
+import pytest
+
+from hellolondon.cli import main
+
+SECRET = "hf_TESTtokenDoNotLeak1234567890"
+
+
+@pytest.fixture
+def folder(tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "README.md",
+        "generation_config.json",
+    ):
+        (out / name).write_text("{}")
+    (out / ".model.safetensors.tmp").write_text("partial")
+    return out
+
+
+class FakeApi:
+    calls: list = []
+
+    def __init__(self, token=None, **kwargs):
+        FakeApi.calls.append(("init", token))
+
+    def create_repo(self, **kwargs):
+        FakeApi.calls.append(("create_repo", kwargs))
+
+    def upload_folder(self, **kwargs):
+        FakeApi.calls.append(("upload_folder", kwargs))
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    import huggingface_hub
+
+    FakeApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    return FakeApi
+
+
+def test_dry_run_lists_the_files_and_contacts_nothing(folder, hub, capsys, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert main(["publish", str(folder), "--repo", "me/london", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would upload 5 files" in out and "https://huggingface.co/me/london" in out
+    assert "model.safetensors" in out and ".tmp" not in out
+    assert "HF_TOKEN is not set" in out
+    assert hub.calls == []
+
+
+def test_a_missing_token_is_a_clear_error(folder, hub, capsys, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert main(["publish", str(folder), "--repo", "me/london"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "HF_TOKEN is not set" in err and "\n" not in err
+    assert hub.calls == []
+
+
+def test_upload_uses_the_token_and_never_shows_or_writes_it(folder, hub, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert main(["publish", str(folder), "--repo", "me/london", "--private"]) == 0
+    init, create, upload = hub.calls
+    assert init == ("init", SECRET)
+    assert create[1] == {
+        "repo_id": "me/london",
+        "repo_type": "model",
+        "private": True,
+        "exist_ok": True,
+    }
+    assert upload[1]["folder_path"] == str(folder) and upload[1]["repo_id"] == "me/london"
+    assert (
+        ".model.safetensors.tmp" not in upload[1]["allow_patterns"]
+        and "README.md" in upload[1]["allow_patterns"]
+    )
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err and "uploaded 5 files" in out.out
+    assert not any(SECRET in p.read_text() for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_hub_error_is_one_line_without_the_token(folder, monkeypatch, capsys):
+    import huggingface_hub
+
+    class Failing(FakeApi):
+        def upload_folder(self, **kwargs):
+            raise RuntimeError(f"401 Unauthorized for token {SECRET}\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Failing)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert main(["publish", str(folder), "--repo", "me/london"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "401 Unauthorized" in err and SECRET not in err and "\n" not in err
+
+
+@pytest.mark.parametrize("repo", ["london", "me/", "me/lon don", "a/b/c"])
+def test_a_bad_repo_name_is_refused(folder, repo, capsys):
+    assert main(["publish", str(folder), "--repo", repo, "--dry-run"]) == 2
+    assert "user/name" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_an_export_is_refused(tmp_path, capsys):
+    assert main(["publish", str(tmp_path), "--repo", "me/london", "--dry-run"]) == 2
+    assert "not an export folder" in capsys.readouterr().err
