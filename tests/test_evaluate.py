@@ -276,3 +276,11 @@ def test_eval_with_a_malformed_probe_file_exits_2_before_scoring(trained_run, tm
 def test_eval_without_token_files_says_to_pass_data(trained_run, tmp_path, capsys):
     assert main(["eval", str(trained_run), "--data", str(tmp_path / "nowhere"), "--no-track"]) == 2
     assert "pass --data DIR" in capsys.readouterr().err
+
+
+def test_eval_json_prints_only_the_report_on_stdout(trained_run, tmp_path, capsys):
+    args = ["eval", str(trained_run), "--no-heldout", "--no-generation", "--no-track", "--json"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["probes"]["items"] >= 100
+    assert "report:" in captured.err and (tmp_path / "step-000040.json").is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 EXAMPLES = """examples:
   hellolondon eval runs/london-tiny-demo-20261126-101500
@@ -94,9 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if run_dir is not None and not args.no_track:
         log_to_run(report, cfg, state, run_dir)
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))
-    if not args.json:
-        print(
-            f"report: {json_path} and {md_path.name}"
-            + ("" if run_dir is None or args.no_track else "; logged to the run's tracker")
-        )
+    tracked = "" if run_dir is None or args.no_track else "; logged to the run's tracker"
+    # with --json, stdout is the report alone so that it can be piped
+    print(
+        f"report: {json_path} and {md_path.name}{tracked}",
+        file=sys.stderr if args.json else sys.stdout,
+    )
     return 0

@@ -1,0 +1,207 @@
+"""The model card (README.md) of an export: what the model is, its training data and settings,
+the measured metrics of its eval report, how to use it, what it is for and what it is not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hellolondon.config import RunConfig
+
+
+def _run_info(ckpt: Path) -> dict[str, Any]:
+    """The run's config.json (data and hardware facts written at the start of training)."""
+    path = ckpt.parent.parent / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def _data_info(cfg: RunConfig, run: dict[str, Any]) -> dict[str, Any]:
+    """Corpus size from the run's config.json, completed from the token files' meta.json."""
+    data = dict(run.get("data_info", {}))
+    meta_path = Path(cfg.data.data_dir) / "meta.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+        if meta.get("tokenizer_fingerprint") == data.get(
+            "tokenizer_fingerprint", meta.get("tokenizer_fingerprint")
+        ):
+            data.setdefault("train_tokens", meta.get("train_tokens"))
+            data.setdefault("val_tokens", meta.get("val_tokens"))
+            if not data.get("documents"):
+                data["documents"] = meta.get("train_documents", 0) + meta.get("val_documents", 0)
+    return data
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def _card_metrics(r: dict[str, Any] | None) -> list[str]:
+    if not r:
+        return ["Not measured yet: run `hellolondon eval` on the checkpoint, then export again."]
+    out = [f"Measured by `hellolondon eval` on {r.get('created', '?')} (step {r['step']}).", ""]
+    h, p, g = r.get("heldout"), r.get("probes"), r.get("generation")
+    if h:
+        scope = "all" if h["complete"] else f"the first {h['tokens']:,}"
+        out += [
+            f"- **Held-out bits per byte: {h['bpb']:.4f}** (loss {h['loss']:.4f} nats/token, perplexity "
+            f"{h['ppl']:.2f}) over {scope} of {h['split_tokens']:,} validation tokens, context {h['context']}, "
+            f"stride {h['stride']}"
+        ]
+        for label, v in h.get("by_period", {}).items():
+            out.append(f"  - period {label}: {v['bpb']:.4f} bits per byte ({v['tokens']:,} tokens)")
+    if p:
+        out += [
+            f"- **Knowledge probes: {100 * p['accuracy']:.1f}% correct** against {100 * p['chance']:.1f}% by chance "
+            f"({p['items']} cloze items on London and England 1500-1850, log-likelihood ranking)"
+        ]
+        for cat, v in p["by_category"].items():
+            out.append(f"  - {cat}: {100 * v['accuracy']:.1f}% (chance {100 * v['chance']:.1f}%)")
+    if g:
+        out.append(
+            f"- Generation ({g['prompts']} fixed prompts, temperature {g['sampling']['temperature']}): "
+            f"distinct-2 {g['distinct_2']:.3f}, 4-gram repetition rate {g['repetition_rate']:.3f}"
+        )
+    return out
+
+
+def model_card(
+    cfg: RunConfig, state: dict, ckpt: Path, report: dict | None, info: dict, license: str | None
+) -> str:
+    """README.md of the export: what it is, the data, the settings, the measured metrics, how to
+    use it, what it is for and what it is not."""
+    m, t, run = cfg.model, cfg.train, _run_info(ckpt)
+    data = _data_info(cfg, run)
+    name = cfg.tracking.run_name or ckpt.name
+    tokens_per_step = (
+        t.batch_size
+        * t.grad_accum
+        * m.block_size
+        * int(run.get("hardware", {}).get("world_size", 1))
+    )
+    best = state.get("best_val_loss")
+    front = [
+        "---",
+        "language: en",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags: [gpt2, historical-english, london, early-modern-english, hellolondon]",
+    ]
+    front += [f"license: {license}"] if license else []
+    ids = info["ids"]
+    lines = [
+        *front,
+        "---",
+        "",
+        f"# {name}: a historical-English GPT-2 (London, {cfg.data.period})",
+        "",
+        "A GPT-2-style language model trained from scratch with helloLondon on historical English text "
+        f"({cfg.data.corpus}). It continues text in the language of its sources; it knows only what "
+        "those sources say.",
+        "",
+        "## Model",
+        "",
+        *_table(
+            [
+                (
+                    "architecture",
+                    "GPT-2 (`GPT2LMHeadModel`): pre-LayerNorm, learned positions, tied embeddings, `gelu_new`",
+                ),
+                ("layers / heads / width", f"{m.n_layer} / {m.n_head} / {m.n_embd}"),
+                ("context", f"{m.block_size} tokens"),
+                (
+                    "vocabulary",
+                    f"{m.vocab_size:,} byte-level BPE tokens; bos = eos = {ids['bos_token_id']} "
+                    f"(`<|endoftext|>`), pad = {ids['pad_token_id']}",
+                ),
+                ("parameters", f"{info['parameters']:,}"),
+                ("checkpoint", f"step {state.get('step')} of run `{name}`"),
+            ]
+        ),
+        "",
+        "## Training data",
+        "",
+        *_table(
+            [
+                ("corpus", cfg.data.corpus),
+                ("period", cfg.data.period),
+                ("documents", f"{data['documents']:,}" if data.get("documents") else "unknown"),
+                (
+                    "training tokens",
+                    f"{data['train_tokens']:,}" if data.get("train_tokens") else "unknown",
+                ),
+                (
+                    "validation tokens",
+                    f"{data['val_tokens']:,}" if data.get("val_tokens") else "unknown",
+                ),
+                ("split", "by whole document: no validation text is the tail of a training text"),
+            ]
+        ),
+        "",
+        "## Training hyper-parameters",
+        "",
+        *_table(
+            [
+                (
+                    "optimizer",
+                    f"AdamW, betas ({t.beta1}, {t.beta2}), weight decay {t.weight_decay} on matrices",
+                ),
+                (
+                    "learning rate",
+                    f"{t.lr:g} peak, {t.warmup_iters} warm-up steps, cosine decay to {t.min_lr:g}",
+                ),
+                (
+                    "batch",
+                    f"{t.batch_size} sequences x {t.grad_accum} accumulation = {tokens_per_step:,} tokens per step",
+                ),
+                ("steps trained", f"{state.get('step')} of {t.max_iters}"),
+                ("gradient clip / dropout", f"{t.grad_clip} / {m.dropout}"),
+                ("precision", run.get("hardware", {}).get("dtype", t.dtype)),
+                (
+                    "best validation loss (training's fixed batches)",
+                    f"{best:.4f}" if best else "not recorded",
+                ),
+            ]
+        ),
+        "",
+        "## Evaluation",
+        "",
+        *_card_metrics(report),
+        "",
+        "Bits per byte compares models with different tokenizers; perplexity only models with this one.",
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'tok = AutoTokenizer.from_pretrained("PATH_OR_REPO")',
+        'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")',
+        'inputs = tok("In the year of our Lord", return_tensors="pt")',
+        "out = model.generate(**inputs, max_new_tokens=80)  # sampling defaults: generation_config.json",
+        "print(tok.decode(out[0]))",
+        "```",
+        "",
+        "With lm-evaluation-harness: `lm_eval --model hf --model_args pretrained=PATH_OR_REPO --tasks lambada_openai`.",
+        "",
+        "## Intended use",
+        "",
+        "Research and teaching on historical English: studying how a small language model learns the "
+        "spelling, vocabulary and style of 1500-1850 texts; generating period-style text for study or "
+        "creative work that is labelled as machine-written; a baseline for comparing corpora and tokenizers.",
+        "",
+        "## Limitations",
+        "",
+        "- It invents: dates, names and events in its output are plausible-sounding, not facts. Do not use it as a historical source.",
+        "- It reproduces the language and the prejudices of its sources (religious, national, racial, social and gender attitudes of the period); it has no safety tuning.",
+        f"- It is small ({info['parameters']:,} parameters) with a context of {m.block_size} tokens; long or modern prompts work poorly.",
+        "- English only; its tokenizer was trained on this corpus, so modern text is split into many tokens.",
+        "- The evaluation uses this project's held-out split and probes; only bits per byte is comparable across models.",
+    ]
+    return "\n".join(lines) + "\n"
