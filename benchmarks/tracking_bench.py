@@ -68,7 +68,11 @@ class Stand_in:  # noqa: N801 -- a tiny HTTP stand-in for the W&B API
             while b"\r\n\r\n" not in data:
                 data += conn.recv(65536)
             head, _, body = data.partition(b"\r\n\r\n")
-            length = [int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")]
+            length = [
+                int(h.split(b":")[1])
+                for h in head.split(b"\r\n")
+                if h.lower().startswith(b"content-length:")
+            ]
             while length and len(body) < length[0]:
                 body += conn.recv(65536)
             data = head + body
@@ -78,9 +82,15 @@ class Stand_in:  # noqa: N801 -- a tiny HTTP stand-in for the W&B API
         if self.mode == "hang" or (self.mode == "viewer-then-hang" and not viewer):
             self.held.append(conn)
             return
-        status, body = ("401 Unauthorized", b"{}") if self.mode == "401" else (
-            "200 OK", b'{"data":{"viewer":{"id":"1","username":"u","entity":"u"}}}')
-        conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        status, body = (
+            ("401 Unauthorized", b"{}")
+            if self.mode == "401"
+            else ("200 OK", b'{"data":{"viewer":{"id":"1","username":"u","entity":"u"}}}')
+        )
+        conn.sendall(
+            f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
         conn.close()
 
     def close(self) -> None:
@@ -102,11 +112,22 @@ def run_case(name: str, rows: int, env_extra: dict[str, str], overrides: list[st
         home = Path(tmp) / "home"
         home.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-        env.update(HOME=str(home), NETRC=str(home / ".netrc"), WANDB_CONFIG_DIR=str(home / "cfg"),
-                   WANDB_DATA_DIR=str(home / "data"), WANDB_CACHE_DIR=str(home / "cache"), **env_extra)
+        env.update(
+            HOME=str(home),
+            NETRC=str(home / ".netrc"),
+            WANDB_CONFIG_DIR=str(home / "cfg"),
+            WANDB_DATA_DIR=str(home / "data"),
+            WANDB_CACHE_DIR=str(home / "cache"),
+            **env_extra,
+        )
         t0 = time.monotonic()
-        out = subprocess.run([sys.executable, "-c", CASE, str(Path(tmp) / "runs" / "bench"), str(rows), *overrides],
-                             env=env, capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", CASE, str(Path(tmp) / "runs" / "bench"), str(rows), *overrides],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         wall = time.monotonic() - t0
     if out.returncode != 0:
         raise SystemExit(f"{name}: {out.stderr}")
@@ -116,8 +137,12 @@ def run_case(name: str, rows: int, env_extra: dict[str, str], overrides: list[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2000, help="rows logged per case (default 2000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=2000, help="rows logged per case (default 2000)"
+    )
     args = parser.parse_args()
     key = "0123456789abcdef" * 2 + "fedcba98"
     cases: list[tuple[str, dict[str, str], list[str], str | None]] = [
@@ -139,7 +164,10 @@ def main() -> None:
         finally:
             if server:
                 server.close()
-        print(f"{name:32} {r['open_s']:7.2f} {r['per_row_us']:11.0f} {r['finish_s']:9.2f} {r['process_s']:10.2f}", flush=True)
+        print(
+            f"{name:32} {r['open_s']:7.2f} {r['per_row_us']:11.0f} {r['finish_s']:9.2f} {r['process_s']:10.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
