@@ -132,7 +132,7 @@ def test_report_of_one_run_writes_png_and_self_contained_html(tmp_path):
         "train/lr",
         "train/iter",
         "train/dt_ms",
-    ]  # the seed's five
+    ]  # the W&B guide's five
     series = data["runs"][0]["series"]
     assert {"train/loss", "eval/val_loss", "eval/train_loss", "train/dt_ms"} <= set(series)
     assert "train/mfu" not in series  # a CPU run

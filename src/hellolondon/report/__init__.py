@@ -1,4 +1,4 @@
-"""`write_report`: a training report from run folders alone (no W&B needed) — the seed's five
+"""`write_report`: a training report from run folders alone (no W&B needed) — the W&B guide's five
 panels, the eval curves and GPU memory as a PNG and as a self-contained interactive HTML page,
 several runs overlaid, with the health findings and a summary table."""
 

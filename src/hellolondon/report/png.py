@@ -1,4 +1,4 @@
-"""The report as one PNG: the seed's five panels and the extra curves, runs overlaid, findings
+"""The report as one PNG: the W&B guide's five panels and the extra curves, runs overlaid, findings
 marked on the loss panel, and the summary table underneath."""
 
 from __future__ import annotations

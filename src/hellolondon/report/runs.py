@@ -235,7 +235,7 @@ def fmt_count(x: float | None) -> str:
         return "-"
     for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
-            return f"{x / div:.2f}{unit}"
+            return f"{x / div:.3g}{unit}"
     return f"{x:.0f}"
 
 

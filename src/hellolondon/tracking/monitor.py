@@ -1,4 +1,4 @@
-"""The health monitor: watches the metric stream inside training for the seed's red flags.
+"""The health monitor: watches the metric stream inside training for the W&B guide's red flags.
 
 The loop hands every logged row to `observe(row, step)`. Each rule compares a running median of
 the last few rows against a level it keeps (the best loss so far, the running MFU, the settled
@@ -25,13 +25,13 @@ from hellolondon.config import MonitorConfig
 
 class Phase(NamedTuple):
     name: str
-    start: int  # first step in the seed's 60,000-step run
+    start: int  # first step in the W&B guide's 60,000-step run
     end: int
-    low: float  # the loss range the seed expects by the end of the phase
+    low: float  # the loss range the W&B guide expects by the end of the phase
     high: float
 
 
-# The seed's training phases, scaled to each run's max_iters, and what it expects in each.
+# The W&B guide's training phases, scaled to each run's max_iters, and what it expects in each.
 SEED_ITERS = 60000
 PHASES = (
     Phase("early", 0, 2000, 6.0, 7.0),
@@ -311,7 +311,7 @@ class HealthMonitor:
             self._fire("memory_limit", "WARN", step, "GPU memory near the limit", text)
 
     def _phase_rules(self, step: int) -> None:
-        """The seed's early/mid/late guidance scaled to this run: a line as each phase starts,
+        """The W&B guide's early/mid/late guidance scaled to this run: a line as each phase starts,
         and for runs long enough to compare, a warning when loss is far above its range."""
         if self.max_iters <= 0:
             return
@@ -321,7 +321,7 @@ class HealthMonitor:
             end = p.end * scale * (LATE_CHECK if p.name == "late" else 1)
             if long_run and step >= end and p.name not in self._checked_ends:
                 self._checked_ends.add(p.name)
-                # the seed's ranges assume the LR warm-up is over by the end of the early phase
+                # the W&B guide's ranges assume the LR warm-up is over by the end of the early phase
                 if self._lr_peak_step != step and len(self._losses) >= self.cfg.trend_rows:
                     self._range_check(p, step)
         p = next(p for p in reversed(PHASES) if step >= p.start * scale)
@@ -329,7 +329,7 @@ class HealthMonitor:
             self._phase = p.name
             lo, hi = round(p.start * scale), round(p.end * scale)
             text = (
-                f"steps {lo}-{hi} of {self.max_iters} (the seed's {p.start}-{p.end} of "
+                f"steps {lo}-{hi} of {self.max_iters} (the W&B guide's {p.start}-{p.end} of "
                 f"{SEED_ITERS}): {EXPECT[p.name]}"
             )
             self._fire("phase", "INFO", step, f"{p.name} training", text)
@@ -338,8 +338,8 @@ class HealthMonitor:
         now = statistics.median(self._losses[-self.cfg.trend_rows :])
         if now > p.high * (1 + self.cfg.phase_range_slack):
             text = (
-                f"smoothed loss {now:.2f}; the seed expects {p.low:g}-{p.high:g} by the end of "
-                f"{p.name} training: learning is slow (learning rate, data, model size)"
+                f"smoothed loss {now:.2f}; the W&B guide expects {p.low:g}-{p.high:g} by the end "
+                f"of {p.name} training: learning is slow (learning rate, data, model size)"
             )
             self._fire("phase_range", "WARN", step, f"loss high for {p.name} training", text)
 
