@@ -108,6 +108,7 @@ class HealthMonitor:
         self._mem_prev: float | None = None
         self._mem_streak = 0
         self._evals: list[tuple[int, float, float]] = []  # (step, eval train loss, val loss)
+        self._best_eval = 0  # index of the lowest val loss
         self._phase: str | None = None
         self._checked_ends: set[str] = set()
         self._nonfinite = 0
@@ -166,8 +167,9 @@ class HealthMonitor:
         """Overfitting: val loss stays well above its best while the train loss keeps falling."""
         val, train = _num(row, "eval/val_loss"), _num(row, "eval/train_loss")
         self._evals.append((step, math.nan if train is None else train, val))
-        c, n = self.cfg, self.cfg.overfit_evals
-        b = min(range(len(self._evals)), key=lambda i: self._evals[i][2])
+        if val < self._evals[self._best_eval][2]:
+            self._best_eval = len(self._evals) - 1
+        c, n, b = self.cfg, self.cfg.overfit_evals, self._best_eval
         b_step, b_train, b_val = self._evals[b]
         now_train = self._evals[-1][1]
         cond = (
