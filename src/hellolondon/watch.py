@@ -28,7 +28,7 @@ BLOCKS = "▁▂▃▄▅▆▇█"
 ASCII = " .:-=+*#"
 KEEP = 4000  # values kept per metric for the sparklines
 STALE_S = 120  # no new row for this long: say so
-# (metric, label, format): the rows of the view, in the seed's panel order first
+# (metric, label, format): the rows of the view, in the W&B guide's panel order first
 METRICS = (
     ("train/loss", "train/loss", "{:.4f}"),
     ("train/mfu", "train/mfu", "{:.1f}%"),
