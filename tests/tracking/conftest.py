@@ -1,4 +1,4 @@
-"""Fixtures for the W&B tests; the helpers themselves live in wandb_testkit.py."""
+"""Fixtures for the W&B tests; the shared code lives in wandb_testkit.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The tracking flags, the config and the environment resolve as the seed describes: project
+"""The tracking flags, the config and the environment resolve as the W&B guide describes: project
 helloLondon, the five default tags plus the preset, config over environment, flags over both."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from hellolondon.config import build_config
 from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
-from hellolondon.tracking.wandb_tracker import DEFAULT_TAGS, WandbOptions
+from hellolondon.tracking.wandb_start import DEFAULT_TAGS, WandbOptions
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,7 @@ def test_no_flags_add_nothing():
     assert apply_tracking_flags(parse(), []) == []
 
 
-def test_defaults_are_the_seeds():
+def test_defaults_are_the_guides():
     o = options()
     assert o.project == "helloLondon" and o.entity is None and o.mode == ""
     assert o.tags == ["london", "historical", "llm", "gpt2", "1500-1850", "slm"]

@@ -1,4 +1,4 @@
-"""The start-up check names the cause in the seed's troubleshooting words, from a real HTTP
+"""The start-up check names the cause in the W&B guide's troubleshooting words, from a real HTTP
 exchange with a local stand-in, and W&B's own error messages are sorted the same way."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import pytest
 from wandb_testkit import FAKE_KEY, refused_url
 
-from hellolondon.tracking.wandb_tracker import classify, probe
+from hellolondon.tracking.wandb_start import classify, probe
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_probe_reports_a_refused_connection():
         ("something new", "W&B could not start (something new)"),
     ],
 )
-def test_wandb_errors_are_sorted_into_the_seeds_causes(message, start):
+def test_wandb_errors_are_sorted_into_the_guides_causes(message, start):
     assert classify(RuntimeError(message)).startswith(start)
 
 

@@ -1,4 +1,4 @@
-"""With a key but a W&B that refuses, hangs or says no (the seed's troubleshooting list), start-up
+"""With a key but a W&B that refuses, hangs or says no (the W&B guide's troubleshooting list), start-up
 gives up within 15 s, falls back to offline with one line naming the cause, and the run completes
 with every row; never a login prompt, even on a terminal."""
 
@@ -11,7 +11,7 @@ import pytest
 from wandb_testkit import DRIVER, FAKE_KEY, drive, history, offline_dirs, refused_url, sealed_env
 
 from hellolondon.tracking.history import read_jsonl
-from hellolondon.tracking.wandb_tracker import WandbOptions, choose_mode
+from hellolondon.tracking.wandb_start import WandbOptions, choose_mode
 
 BUDGET_S = 15.0
 

@@ -1,4 +1,4 @@
-"""An offline run, read back with W&B's own reader: the seed's metric names at the right steps,
+"""An offline run, read back with W&B's own reader: the W&B guide's metric names at the right steps,
 the panels' x-axes, the full run config, tags, alerts and summary, and no secret anywhere."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from wandb_testkit import SEED_EVAL, SEED_METRICS, drive, leet, offline_dirs, sealed_env
+from wandb_testkit import GUIDE_EVAL, GUIDE_METRICS, drive, leet, offline_dirs, sealed_env
 
 from hellolondon.tracking.history import read_jsonl
 
@@ -61,15 +61,15 @@ def test_one_start_line_names_the_run_mode_cause_and_exact_sync_command(run):
     assert out.result["run_id"] and command.endswith(out.result["run_id"])
 
 
-def test_history_holds_the_seed_metrics_at_the_loop_steps(records):
+def test_history_holds_the_guide_metrics_at_the_loop_steps(records):
     rows = [r["history"]["item"] for r in records[0] if r["type"] == "history"]
     assert [r["_step"] for r in rows] == list(range(0, 51, 10))  # no placeholder row before step 0
     for r in rows:
-        assert set(r) >= SEED_METRICS and r["train/iter"] == r["_step"]
+        assert set(r) >= GUIDE_METRICS and r["train/iter"] == r["_step"]
         assert r["train/loss"] == pytest.approx(9.0 - r["_step"] / 100)
     evals = [r for r in rows if "eval/val_loss" in r]
     assert [r["eval/iter"] for r in evals] == [0, 20, 40]  # an eval and a train row share a step
-    assert all(set(r) >= SEED_EVAL for r in evals)
+    assert all(set(r) >= GUIDE_EVAL for r in evals)
 
 
 def test_panels_plot_train_against_train_iter_and_eval_against_eval_iter(records):

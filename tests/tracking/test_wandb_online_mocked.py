@@ -13,7 +13,7 @@ import pytest
 from wandb_testkit import FAKE_KEY
 
 from hellolondon.config import build_config
-from hellolondon.tracking import wandb_tracker as wt
+from hellolondon.tracking import wandb_start as wt
 from hellolondon.tracking.history import read_jsonl
 from hellolondon.tracking.setup import open_tracker
 
@@ -126,7 +126,7 @@ def online(tmp_path, monkeypatch):
     return start
 
 
-def test_online_start_asks_wandb_for_the_seed_settings_and_prints_the_run_line(online):
+def test_online_start_asks_wandb_for_the_guide_settings_and_prints_the_run_line(online):
     tracker, wandb, lines = online()
     (init,) = wandb.inits
     assert init["mode"] == "online" and init["resume"] == "allow" and init["id"] == tracker.run_id

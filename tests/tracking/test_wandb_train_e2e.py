@@ -1,5 +1,5 @@
-"""`hellolondon train --wandb-mode offline` end to end: the seed's start-up lines, W&B history
-with the seed's metrics at the loop's steps, the run id kept in checkpoints, `hellolondon runs`,
+"""`hellolondon train --wandb-mode offline` end to end: the W&B guide's start-up lines, W&B history
+with the guide's metrics at the loop's steps, the run id kept in checkpoints, `hellolondon runs`,
 and a resume that continues the same W&B run with no step twice."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from wandb_testkit import SEED_EVAL, SEED_METRICS, history, offline_dirs, sealed_env
+from wandb_testkit import GUIDE_EVAL, GUIDE_METRICS, history, offline_dirs, sealed_env
 
 TINY = [
     "model.n_layer=2",
@@ -41,7 +41,7 @@ def train(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_offline_training_run_is_tracked_as_the_seed_describes(tiny_data, tmp_path):
+def test_offline_training_run_is_tracked_as_the_guide_describes(tiny_data, tmp_path):
     env = sealed_env(tmp_path)
     first = train(
         env,
@@ -70,10 +70,10 @@ def test_offline_training_run_is_tracked_as_the_seed_describes(tiny_data, tmp_pa
     rows = history(offline_dirs(run_dir)[0], env)
     train_rows = [r for r in rows if "train/loss" in r]
     assert [r["train/iter"] for r in train_rows] == [5, 10, 15, 20] and all(
-        set(r) >= SEED_METRICS - {"train/mfu"} for r in train_rows
+        set(r) >= GUIDE_METRICS - {"train/mfu"} for r in train_rows
     )
     assert [r["eval/iter"] for r in rows if "eval/val_loss" in r] == [0, 10, 20]
-    assert all(set(r) >= SEED_EVAL for r in rows if "eval/val_loss" in r)
+    assert all(set(r) >= GUIDE_EVAL for r in rows if "eval/val_loss" in r)
     state = json.loads((run_dir / "checkpoints" / "step-000020" / "state.json").read_text())
     assert state["tracker_run_id"] == run_id
 

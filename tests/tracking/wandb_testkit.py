@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DRIVER = Path(__file__).with_name("tracker_driver.py")
-SEED_METRICS = {"train/loss", "train/lr", "train/mfu", "train/iter", "train/dt_ms"}
-SEED_EVAL = {"eval/train_loss", "eval/val_loss", "eval/val_ppl", "eval/iter"}
+GUIDE_METRICS = {"train/loss", "train/lr", "train/mfu", "train/iter", "train/dt_ms"}
+GUIDE_EVAL = {"eval/train_loss", "eval/val_loss", "eval/val_ppl", "eval/iter"}
 FAKE_KEY = "0123456789abcdef" * 2 + "fedcba98"  # 40 characters: the shape of a W&B key
 
 

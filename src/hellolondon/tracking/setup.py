@@ -55,7 +55,7 @@ def open_tracker(
     environment and the network allow); every other rank a no-op twin that never imports W&B."""
     if rank != 0:
         return NullTracker()
-    from hellolondon.tracking.wandb_tracker import start_wandb
+    from hellolondon.tracking.wandb_start import start_wandb
 
     run_dir = Path(run_dir)
     local = JsonlTracker(run_dir)  # first, so that the folder exists before W&B looks at it

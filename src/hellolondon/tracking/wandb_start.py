@@ -1,0 +1,407 @@
+"""Starting W&B for a run: offline-first, never a prompt, never a hang.
+
+The mode is decided before W&B is touched: `disabled` imports nothing; no credentials means
+offline; with credentials one small request checks the key, the network and the permissions
+before `wandb.init` gets the rest of a fixed budget (`tracking.init_timeout`, 15 s). Any failure
+on the way falls back to offline, under the same run id, with one line naming the cause in the
+words of the W&B guide's troubleshooting list.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets as _random
+import string
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hellolondon.config import RunConfig
+from hellolondon.tracking.secrets import remember_secret, scrub, scrub_text
+from hellolondon.tracking.wandb_tracker import (
+    FINISH_TIMEOUT_S,
+    Console,
+    WandbTracker,
+    is_synced,
+    quiet_teardown,
+    segment_dirs,
+    show_path,
+    write_state,
+)
+
+DEFAULT_PROJECT = "helloLondon"
+DEFAULT_TAGS = ("london", "historical", "llm", "gpt2", "1500-1850")
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+PROBE_MAX_S = 4.0  # the key/network check gets at most this much of the start-up budget
+# Kept back from wandb.init for the fallback: tearing down a failed online start takes ~2 s when
+# the server hangs, starting offline ~1 s.
+FALLBACK_RESERVE_S = 5.0
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class WandbOptions:
+    """Everything W&B start-up needs, resolved from the config first and the environment second."""
+
+    mode: str  # online|offline|disabled as asked; "" when nobody asked
+    mode_source: str  # where the mode came from, for the console line
+    project: str
+    entity: str | None
+    name: str
+    tags: list[str]
+    notes: str | None = None
+    group: str | None = None
+    log_artifacts: bool = False
+    init_timeout: float = 15.0
+    alert_wait_s: int = 300
+    debug: bool = False
+    base_url: str = ""  # WANDB_BASE_URL, else what `wandb login --host` stored, else W&B's cloud
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, run_dir: Path) -> WandbOptions:
+        t = cfg.tracking
+        env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+        env_mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode)
+        if t.wandb_mode:
+            mode, source = t.wandb_mode, "tracking.wandb_mode"
+        elif env_mode in ("online", "offline", "disabled"):
+            mode, source = env_mode, "WANDB_MODE"
+        else:
+            mode, source = "", ""
+        env_tags = [s.strip() for s in os.environ.get("WANDB_TAGS", "").split(",") if s.strip()]
+        tags = list(dict.fromkeys([*DEFAULT_TAGS, cfg.preset, *t.tags, *env_tags]))
+        return cls(
+            mode=mode,
+            mode_source=source,
+            project=t.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            entity=t.entity or os.environ.get("WANDB_ENTITY") or None,
+            name=t.run_name or run_dir.name,
+            tags=tags,
+            notes=t.notes or None,
+            group=t.group or None,
+            log_artifacts=t.log_artifacts,
+            init_timeout=float(t.init_timeout),
+            alert_wait_s=int(cfg.monitor.alert_wait_s),
+            debug=_env_flag("WANDB_DEBUG"),
+            base_url=os.environ.get("WANDB_BASE_URL", "").rstrip("/"),
+        )
+
+
+# ---------------------------------------------------------------------------- credentials
+
+
+@dataclass
+class Credentials:
+    api_key: str | None  # None for an identity-token login, which the probe cannot check
+    source: str
+
+
+def find_credentials(base_url: str) -> tuple[Credentials | None, str | None]:
+    """(credentials, problem) from the environment or a stored `wandb login`, with no network.
+    A key that is there but malformed is a problem: W&B would refuse it anyway."""
+    key = os.environ.get("WANDB_API_KEY", "").strip()
+    source = "WANDB_API_KEY"
+    if not key and os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return Credentials(None, "WANDB_IDENTITY_TOKEN_FILE"), None
+    if not key:
+        key, source = _stored_key(base_url), "wandb login"
+    if not key:
+        return None, None
+    remember_secret(key)
+    problem = _key_format_problem(key)
+    if problem:
+        return None, f"API key from {source} rejected: {problem}"
+    return Credentials(key, source), None
+
+
+def _stored_key(base_url: str) -> str | None:
+    """The key `wandb login` saved for this host (in ~/.netrc), if any."""
+    try:
+        from wandb.sdk.lib import wbauth
+
+        return wbauth.read_netrc_auth(host=base_url)
+    except ImportError:
+        import netrc
+        from urllib.parse import urlparse
+
+        try:
+            found = netrc.netrc(os.environ.get("NETRC")).authenticators(
+                urlparse(base_url).hostname or ""
+            )
+        except (OSError, netrc.NetrcParseError):
+            return None
+        return found[2] if found else None
+    except Exception:  # a malformed entry: W&B itself would stop on it
+        return None
+
+
+def _key_format_problem(key: str) -> str | None:
+    try:
+        from wandb.sdk.lib.wbauth import check_api_key
+    except ImportError:
+        return None
+    return check_api_key(key)
+
+
+# ---------------------------------------------------------------------------- causes
+
+
+def probe(base_url: str, api_key: str, timeout: float) -> str | None:
+    """One small authenticated request to the W&B API. Returns the cause of failure in the
+    words of the W&B guide's troubleshooting list, or None when the key and network are fine."""
+    query = json.dumps({"query": "query Viewer { viewer { id username entity } }"}).encode()
+    auth = base64.b64encode(f"api:{api_key}".encode()).decode()
+    request = urllib.request.Request(
+        f"{base_url}/graphql",
+        data=query,
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            data = json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return http_cause(exc.code, exc.reason, base_url)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            return f"network: no answer from {base_url} within {timeout:.0f} s"
+        return f"network: cannot reach {base_url} ({_reason_text(reason)})"
+    except ValueError:
+        return None  # not JSON: let wandb.init judge
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("data"), dict)
+        and not data["data"].get("viewer")
+    ):
+        return f"API key rejected by {base_url} (no user has this key): check WANDB_API_KEY"
+    return None
+
+
+def _reason_text(reason: Any) -> str:
+    text = getattr(reason, "strerror", None) or str(reason)
+    return text.lower() if isinstance(text, str) else str(reason)
+
+
+def http_cause(code: int, reason: str, base_url: str) -> str:
+    if code == 401:
+        return f"API key rejected ({code} {reason}): check WANDB_API_KEY or run `wandb login --relogin`"
+    if code == 403:
+        return (
+            f"permission denied ({code} {reason}): check the API key's permissions and the entity"
+        )
+    if code == 404:
+        return f"project not found ({code} {reason} at {base_url}): create it in the W&B dashboard, or check the entity and WANDB_BASE_URL"
+    return f"server error: {base_url} answered {code} {reason}"
+
+
+def classify(exc: BaseException) -> str:
+    """The cause of a failed `wandb.init`, from its message (W&B gives no status code)."""
+    message = scrub_text(
+        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    )
+    text = message.lower()
+    detail = f" ({message[:200]})"
+    if "not found" in text or "404" in text:
+        return "project not found: create it in the W&B dashboard or check the entity" + detail
+    if any(w in text for w in ("permission", "forbidden", "403", "not authorized")):
+        return "permission denied: check the API key's permissions and the entity" + detail
+    if any(w in text for w in ("401", "unauthorized", "not logged in", "api key")):
+        return "API key rejected: check WANDB_API_KEY or run `wandb login --relogin`" + detail
+    network = (
+        "timed out",
+        "timeout",
+        "deadline",
+        "refused",
+        "dial tcp",
+        "no such host",
+        "eof",
+        "reset",
+    )
+    if any(w in text for w in network):
+        return "network: W&B did not answer in time" + detail
+    return "W&B could not start" + detail
+
+
+# ---------------------------------------------------------------------------- start-up
+
+
+def new_run_id() -> str:
+    """Made here rather than by W&B so that a failed online start and its offline fallback
+    (and a later `wandb sync`) share one id."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(_random.choice(alphabet) for _ in range(8))
+
+
+def _import_wandb() -> Any:
+    import wandb
+
+    return wandb
+
+
+def _quiet_terminal(wandb: Any, debug: bool) -> None:
+    """W&B's console lines (credentials loaded, artifact staging, ...) only with WANDB_DEBUG;
+    the run's own lines say what matters."""
+    if not debug:
+        with contextlib.suppress(Exception):
+            from wandb.sdk import wandb_setup
+
+            wandb_setup.singleton().settings  # noqa: B018 -- loads them, which resets the terminal
+            wandb.termsetup(wandb.Settings(silent=True), None)
+
+
+def _wandb_base_url(wandb: Any) -> str:
+    """The server W&B itself would use (a `wandb login --host` is stored in its settings)."""
+    with contextlib.suppress(Exception):
+        from wandb.sdk import wandb_setup  # singleton(): settings only, no service process
+
+        return str(wandb_setup.singleton().settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+    return DEFAULT_BASE_URL
+
+
+def choose_mode(opts: WandbOptions) -> tuple[str, str, Credentials | None]:
+    """(mode, why, credentials) without any network: what was asked, else what is possible."""
+    if opts.mode == "disabled":
+        return "disabled", f"{opts.mode_source}=disabled", None
+    if opts.mode == "offline":
+        return "offline", f"{opts.mode_source}=offline", None
+    creds, problem = find_credentials(opts.base_url)
+    if problem:
+        return "offline", problem, None
+    if creds is None:
+        return "offline", "API key not found: set WANDB_API_KEY or run `wandb login`", None
+    return "online", "", creds
+
+
+@contextlib.contextmanager
+def _argv_scrubbed() -> Iterator[None]:
+    """W&B records the command line with the run: keep any secret on it out."""
+    saved = sys.argv
+    sys.argv = [scrub_text(a) for a in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _settings(wandb: Any, opts: WandbOptions, timeout: float) -> Any:
+    wanted = {
+        "init_timeout": max(1.0, timeout),
+        "silent": not opts.debug,  # our own lines instead; silence also skips a slow lookup
+        "finish_timeout": FINISH_TIMEOUT_S,
+        "finish_timeout_raises": True,
+    }
+    known = getattr(wandb.Settings, "model_fields", wanted)  # older W&B: pass what we can
+    return wandb.Settings(**{k: v for k, v in wanted.items() if k in known})
+
+
+def _init(
+    wandb: Any, opts: WandbOptions, mode: str, run_id: str, run_dir: Path, timeout: float
+) -> Any:
+    with _argv_scrubbed():
+        return wandb.init(
+            project=opts.project,
+            entity=opts.entity,
+            name=opts.name,
+            id=run_id,
+            resume="allow",
+            dir=str(run_dir),
+            mode=mode,
+            config=opts.config,
+            tags=opts.tags,
+            notes=opts.notes,
+            group=opts.group,
+            job_type="train",
+            reinit="create_new",
+            settings=_settings(wandb, opts, timeout),
+        )
+
+
+UNSYNCED = "earlier parts of this run are not synced yet; staying offline so `wandb sync` uploads them in order"
+
+
+def start_wandb(
+    cfg: RunConfig,
+    run_dir: Path,
+    run_config: dict[str, Any] | None = None,
+    resume_run_id: str | None = None,
+    console: Console = print,
+) -> WandbTracker | None:
+    """Open the W&B side of a run, or None when it is disabled or cannot start even offline."""
+    t0 = time.monotonic()
+    run_dir = Path(run_dir)
+    opts = WandbOptions.from_config(cfg, run_dir)
+    opts.config = scrub(run_config if run_config is not None else cfg.to_dict())
+    local = show_path(run_dir / "metrics.jsonl")
+    if opts.mode == "disabled":  # nothing of W&B is imported, no process started
+        console(f"wandb: disabled ({opts.mode_source}=disabled); metrics go to {local} only")
+        write_state(run_dir, {"mode": "disabled", "reason": f"{opts.mode_source}=disabled"})
+        return None
+    # W&B's own error reports go to the same server from exit handlers; when that server hangs
+    # they hold the finished process for ~20 s. An explicit WANDB_ERROR_REPORTING still wins.
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+    wandb = _import_wandb()
+    _quiet_terminal(wandb, opts.debug)
+    opts.base_url = opts.base_url or _wandb_base_url(wandb)
+    mode, why, creds = choose_mode(opts)
+    run_id = resume_run_id or new_run_id()
+    if mode == "online" and any(
+        s.name.startswith("offline-") and not is_synced(s) for s in segment_dirs(run_dir, run_id)
+    ):
+        mode, why = "offline", UNSYNCED
+    deadline = t0 + opts.init_timeout
+    run = None
+    if mode == "online":
+        run, cause = _start_online(wandb, opts, creds, run_id, run_dir, deadline)
+        if run is None:
+            mode, why = "offline", f"could not go online: {cause}"
+    if run is None:
+        try:
+            # offline needs no network: never starve it, even when the online try used the budget
+            run = _init(
+                wandb, opts, "offline", run_id, run_dir, max(5.0, deadline - time.monotonic())
+            )
+        except Exception as exc:
+            quiet_teardown(wandb)
+            console(
+                f"wandb: could not start even offline ({classify(exc)}); metrics go to {local} only"
+            )
+            write_state(run_dir, {"mode": "failed", "reason": scrub_text(str(exc))[:300]})
+            return None
+    tracker = WandbTracker(wandb, run, opts, mode, why, run_dir, console)
+    tracker.begin(resumed=resume_run_id is not None, started_s=time.monotonic() - t0)
+    return tracker
+
+
+def _start_online(
+    wandb: Any,
+    opts: WandbOptions,
+    creds: Credentials | None,
+    run_id: str,
+    run_dir: Path,
+    deadline: float,
+) -> tuple[Any, str | None]:
+    """(run, None) or (None, the cause), within the budget up to `deadline` less the fallback."""
+    if creds is not None and creds.api_key:
+        cause = probe(
+            opts.base_url, creds.api_key, min(PROBE_MAX_S, max(1.0, opts.init_timeout / 3))
+        )
+        if cause is not None:
+            return None, cause
+    try:
+        timeout = deadline - time.monotonic() - FALLBACK_RESERVE_S
+        return _init(wandb, opts, "online", run_id, run_dir, timeout), None
+    except Exception as exc:
+        quiet_teardown(wandb)  # else the half-started run keeps its id busy for the offline one
+        return None, classify(exc)
