@@ -79,6 +79,20 @@ def test_a_malformed_key_goes_offline_without_any_network(monkeypatch):
     assert why.startswith("API key from WANDB_API_KEY rejected: API key must have 40+ characters")
 
 
+def test_a_stored_login_counts_as_a_key_and_is_tried_online(tmp_path, monkeypatch):
+    url = refused_url()
+    netrc = tmp_path / ".netrc"
+    netrc.write_text(f"machine {url.split('//')[1]}\n  login user\n  password {FAKE_KEY}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    opts = WandbOptions(
+        mode="", mode_source="", project="p", entity=None, name="r", tags=[], base_url=url
+    )
+    mode, why, creds = choose_mode(opts)
+    assert (mode, why, creds.api_key, creds.source) == ("online", "", FAKE_KEY, "wandb login")
+
+
 def test_online_asked_on_a_terminal_with_no_key_never_prompts(tmp_path):
     pexpect = pytest.importorskip("pexpect")
     env = sealed_env(tmp_path, WANDB_MODE="online")

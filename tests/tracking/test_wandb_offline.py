@@ -30,8 +30,9 @@ def run(tmp_path_factory):
         env,
         60,
         f"--notes={PLAIN_SECRET}",
-        overrides=["tracking.tags=mine", "tracking.notes=first try"],
+        overrides=["tracking.tags=mine", "tracking.notes=first try", "tracking.log_artifacts=true"],
         extra_config=extra,
+        checkpoint=True,
     )
     assert out.returncode == 0, out.stderr
     return run_dir, env, out
@@ -133,3 +134,16 @@ def test_the_printed_sync_command_is_one_wandb_accepts(run):
     )
     assert dry.returncode == 0, dry.stderr
     assert out.result["run_id"] in dry.stdout + dry.stderr
+
+
+def test_checkpoints_are_model_artifacts_with_latest_and_best(records):
+    log, _ = records
+    (artifact,) = [r["artifact"] for r in log if r["type"] == "artifact"]
+    assert sorted(artifact["aliases"]) == ["best", "latest"] and artifact["type"] == "model"
+    assert artifact["name"] == "london-tiny-demo-20261126-101500-model"
+    assert {c["path"] for c in artifact["manifest"]["contents"]} == {
+        "model.safetensors",
+        "state.json",
+    }
+    meta = json.loads(artifact["metadata"])
+    assert meta == {"path": "checkpoints/step-000050", "step": 50, "best_val_loss": 8.5}

@@ -82,6 +82,12 @@ def main() -> None:
         if step % eval_every == 0:
             tracker.log(eval_row(step), step)
         tracker.log(train_row(step), step)
+    if opts.get("checkpoint"):  # a checkpoint folder as the trainer writes it, then logged
+        ckpt = run_dir / "checkpoints" / "step-000050"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.safetensors").write_bytes(b"\0" * 1024)
+        (ckpt / "state.json").write_text(json.dumps({"step": 50, "best_val_loss": 8.5}))
+        tracker.log_checkpoint(ckpt, ["latest", "best"])
     tracker.alert(
         "loss plateau",
         "the loss stopped falling",

@@ -137,9 +137,7 @@ def _stored_key(base_url: str) -> str | None:
         from urllib.parse import urlparse
 
         try:
-            found = netrc.netrc(os.environ.get("NETRC")).authenticators(
-                urlparse(base_url).hostname or ""
-            )
+            found = netrc.netrc(os.environ.get("NETRC")).authenticators(urlparse(base_url).netloc)
         except (OSError, netrc.NetrcParseError):
             return None
         return found[2] if found else None

@@ -186,7 +186,7 @@ class WandbTracker:
             artifact = self.wandb.Artifact(
                 f"{_artifact_name(self.opts.name)}-model",
                 type="model",
-                metadata=_checkpoint_meta(path),
+                metadata=_checkpoint_meta(path, self.run_dir),
             )
             if path.is_dir():
                 artifact.add_dir(str(path))
@@ -317,9 +317,12 @@ def _artifact_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
-def _checkpoint_meta(path: Path) -> dict[str, Any]:
+def _checkpoint_meta(path: Path, run_dir: Path) -> dict[str, Any]:
     state = path / "state.json" if path.is_dir() else path.with_name("state.json")
-    meta: dict[str, Any] = {"path": str(path)}
+    where = str(path)
+    with contextlib.suppress(ValueError):  # the place in the run folder, not this machine's path
+        where = str(path.resolve().relative_to(run_dir.resolve()))
+    meta: dict[str, Any] = {"path": where}
     with contextlib.suppress(OSError, ValueError):
         saved = json.loads(state.read_text(encoding="utf-8"))
         meta.update({k: saved[k] for k in ("step", "best_val_loss", "samples_seen") if k in saved})
