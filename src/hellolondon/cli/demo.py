@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hellolondon.cli.train import add_tracking_flags, tracking_overrides
+from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
 
 EXAMPLES = """examples:
   hellolondon demo                          # work/demo for data, runs/ for the run
@@ -27,7 +27,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.demo import run_demo
 
-    tracking = tracking_overrides(args)
+    tracking = apply_tracking_flags(args, [])
     if args.wandb_mode is None:
         tracking.append("tracking.wandb_mode=disabled")  # the demo is offline unless asked otherwise
     run_demo(Path(args.work), [f"out_dir={args.out_dir}", *args.overrides], tracking, args.vocab_size)
