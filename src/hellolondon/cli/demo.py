@@ -10,7 +10,7 @@ from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
 EXAMPLES = """examples:
   hellolondon demo                          # work/demo for data, runs/ for the run
   hellolondon demo --work /tmp/demo train.max_iters=100
-  hellolondon demo --wandb-mode offline     # also keep a W&B offline run to sync later"""
+  hellolondon demo --wandb-mode disabled    # no W&B run at all (metrics.jsonl is still written)"""
 
 
 def register(sub) -> None:
@@ -27,8 +27,6 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.demo import run_demo
 
-    tracking = apply_tracking_flags(args, [])
-    if args.wandb_mode is None:
-        tracking.append("tracking.wandb_mode=disabled")  # the demo is offline unless asked otherwise
+    tracking = apply_tracking_flags(args, [])  # without an API key W&B records offline
     run_demo(Path(args.work), [f"out_dir={args.out_dir}", *args.overrides], tracking, args.vocab_size)
     return 0
