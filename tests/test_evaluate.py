@@ -242,6 +242,8 @@ def test_eval_command_writes_the_report_and_logs_it_to_the_run(
         and logged[-1]["eval/val_bpb"] == report["heldout"]["bpb"]
     )
     assert logged[-1]["eval/probe_accuracy"] == report["probes"]["accuracy"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval/val_bpb"] == report["heldout"]["bpb"] and summary["eval/iter"] == 40
 
 
 def test_eval_without_a_tokenizer_is_a_one_line_error(trained_run, tmp_path, capsys):

@@ -229,8 +229,9 @@ def tracker_row(r: dict[str, Any]) -> dict[str, float]:
 
 
 def log_to_run(report: dict[str, Any], cfg, state: dict, run_dir: Path) -> None:
-    """Append the eval row to the run's tracker (metrics.jsonl, and W&B when configured),
-    resuming the run's own tracker run so the numbers land beside its training curves."""
+    """Append the eval row to the run's tracker (metrics.jsonl, and W&B when configured) at the
+    checkpoint's step, resuming the run's own tracker run, and put it in the run summary too:
+    a resumed W&B run keeps only steps it does not hold yet, and the summary has no steps."""
     from hellolondon.tracking.setup import open_tracker
 
     config_path = run_dir / "config.json"
@@ -240,7 +241,9 @@ def log_to_run(report: dict[str, Any], cfg, state: dict, run_dir: Path) -> None:
     tracker = open_tracker(
         cfg, run_dir, rank=0, run_config=run_config, resume_run_id=state.get("tracker_run_id")
     )
+    row = tracker_row(report)
     try:
-        tracker.log(tracker_row(report), report["step"])
+        tracker.log(row, report["step"])
+        tracker.summary(row)
     finally:
         tracker.finish()
