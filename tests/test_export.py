@@ -179,3 +179,13 @@ def test_export_of_a_checkpoint_without_its_tokenizer_is_a_one_line_error(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "no tokenizer" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_without_its_config_is_a_one_line_error(trained_run, tmp_path, capsys):
+    run = tmp_path / "trained"
+    shutil.copytree(trained_run, run)
+    (run / "tokenizer" / "tokenizer_config.json").unlink()
+    assert main(["export", str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tokenizer_config.json is missing" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

@@ -55,7 +55,14 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
 
 def special_ids(tok: Tokenizer) -> dict[str, int]:
     """bos/eos/pad ids as the tokenizer's own config names them, so model and tokenizer agree."""
-    config = json.loads((Path(tok.path) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    path = Path(tok.path) / "tokenizer_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(
+            f"{path} is missing or unreadable; the export needs the tokenizer's special tokens "
+            "(train it again with `hellolondon tokenizer train`)"
+        ) from None
     ids = {}
     for key in ("bos", "eos", "pad"):
         token = config.get(f"{key}_token") or "<|endoftext|>"
@@ -213,13 +220,11 @@ def check_with_transformers(model: GPT, out: str | Path, n_tokens: int = 16) -> 
         raise UserError(
             "the check needs transformers: pip install 'hellolondon[hf]', or pass --no-check"
         ) from None
-    hf = GPT2LMHeadModel.from_pretrained(
-        str(out), local_files_only=True, dtype=torch.float32
-    ).eval()
+    hf = GPT2LMHeadModel.from_pretrained(str(out), local_files_only=True).eval()
     g = torch.Generator().manual_seed(0)
     n = min(n_tokens, model.config.block_size)
     idx = torch.randint(0, model.config.vocab_size, (1, n), generator=g)
     with torch.inference_mode():
         ours = model.float().cpu()(idx)[0]
-        theirs = hf(idx).logits
+        theirs = hf(idx).logits.float()
     return float((ours - theirs).abs().max())
