@@ -54,8 +54,11 @@ def _card_metrics(r: dict[str, Any] | None) -> list[str]:
             f"{h['ppl']:.2f}) over {scope} of {h['split_tokens']:,} validation tokens, context {h['context']}, "
             f"stride {h['stride']}"
         ]
-        for label, v in h.get("by_period", {}).items():
-            out.append(f"  - period {label}: {v['bpb']:.4f} bits per byte ({v['tokens']:,} tokens)")
+        for key in ("period", "source"):
+            for label, v in h.get(f"by_{key}", {}).items():
+                out.append(
+                    f"  - {key} {label}: {v['bpb']:.4f} bits per byte ({v['tokens']:,} tokens)"
+                )
     if p:
         out += [
             f"- **Knowledge probes: {100 * p['accuracy']:.1f}% correct** against {100 * p['chance']:.1f}% by chance "
