@@ -30,7 +30,7 @@ from hellolondon.model import GPT
 from hellolondon.tokenizer import Tokenizer
 
 GROUPS = ("period", "source", "category")
-LOGITS_BUDGET = 1 << 26  # floats of logits per batch: 256 MB, whatever the model size
+LOGITS_BUDGET = 1 << 24  # floats of logits per batch (64 MB), whatever the model size
 
 
 def token_bytes(tok: Tokenizer) -> np.ndarray:
