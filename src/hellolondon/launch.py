@@ -1,0 +1,214 @@
+"""`hellolondon launch`: a menu that asks what to train (run, preset, data, GPUs, W&B mode),
+shows the exact `hellolondon train` command and runs it. Every question has a flag, so `--yes`
+runs it without asking."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hellolondon.errors import UserError
+from hellolondon.train.launcher import gpu_names
+
+SAMPLE = "sample"
+
+
+@dataclass
+class Choices:
+    resume: str | None  # a run folder to continue, or None for a new run
+    preset: str | None  # None when resuming: the checkpoint has its settings
+    data: str  # SAMPLE or a prepared folder
+    gpus: int  # 0: the CPU
+    wandb_mode: str
+
+
+class Menu:
+    """Numbered questions with a default on Enter. With `interactive=False` (the --yes mode)
+    every question takes its default without asking."""
+
+    def __init__(
+        self,
+        interactive: bool = True,
+        ask: Callable[[str], str] = input,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.interactive, self.ask, self.say = interactive, ask, say
+
+    def pick(self, title: str, options: list[tuple[str, str]], default: str) -> str:
+        if not self.interactive:
+            return default
+        self.say(f"\n{title}")
+        values = [value for value, _ in options]
+        for i, (_, label) in enumerate(options, 1):
+            self.say(f"  {i}) {label}")
+        while True:
+            answer = self._ask(f"choose 1-{len(options)} [{values.index(default) + 1}]: ")
+            if not answer:
+                return default
+            if answer.isdigit() and 1 <= int(answer) <= len(options):
+                return values[int(answer) - 1]
+            self.say(f"  please answer with a number from 1 to {len(options)}")
+
+    def number(self, title: str, low: int, high: int, default: int) -> int:
+        if not self.interactive:
+            return default
+        while True:
+            answer = self._ask(f"\n{title} ({low}-{high}) [{default}]: ")
+            if not answer:
+                return default
+            if answer.isdigit() and low <= int(answer) <= high:
+                return int(answer)
+            self.say(f"  please answer with a number from {low} to {high}")
+
+    def text(self, title: str) -> str:
+        return self._ask(f"{title}: ")
+
+    def confirm(self, title: str) -> bool:
+        return not self.interactive or self._ask(f"\n{title} [Y/n]: ").lower() in ("", "y", "yes")
+
+    def _ask(self, prompt: str) -> str:
+        try:
+            return self.ask(prompt).strip()
+        except EOFError:
+            raise UserError(
+                "no answer on standard input; give the choices as flags and add --yes"
+            ) from None
+
+
+def resumable_runs(out_dir: Path, limit: int = 5) -> list[tuple[Path, str]]:
+    """(run folder, newest checkpoint) of the runs under `out_dir`, newest first."""
+    from hellolondon.train.checkpoint import step_dirs
+
+    found = [(run, step_dirs(run / "checkpoints")) for run in out_dir.glob("*/") if run.is_dir()]
+    found = [(run, steps[0]) for run, steps in found if steps]
+    found.sort(key=lambda rs: rs[1].stat().st_mtime, reverse=True)
+    return [(run, ckpt.name) for run, ckpt in found[:limit]]
+
+
+def _prepared(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ("train.bin", "val.bin", "meta.json"))
+
+
+def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
+    """Every choice from its flag when given, else from the menu (or its default)."""
+    from hellolondon.config import PRESETS
+
+    out_dir = Path(args.out_dir)
+    resume = args.resume
+    if resume is None and not args.fresh:
+        runs = resumable_runs(out_dir)
+        options = [("", "a new run")] + [(str(r), f"resume {r} (from {step})") for r, step in runs]
+        resume = (menu.pick("Run", options, "") or None) if runs else None
+    preset = None
+    if resume is None:
+        default = "tiny" if not gpus else "slm"
+        options = [(name, f"{name:8s} {p.about}") for name, p in PRESETS.items()]
+        preset = args.preset or menu.pick("Model preset", options, default)
+    data = args.data or _choose_data(menu, Path(args.sample_dir))
+    if data != SAMPLE and not _prepared(Path(data)):
+        raise UserError(
+            f"{data} is not a prepared folder (train.bin, val.bin, meta.json); run `hellolondon prepare` or use --data sample"
+        )
+    if args.gpus is not None:
+        if args.gpus > len(gpus):
+            raise UserError(
+                f"--gpus {args.gpus} asks for more GPUs than the {len(gpus)} this machine shows"
+            )
+        n = args.gpus
+    elif len(gpus) > 1:
+        n = menu.number("GPUs to use", 1, len(gpus), len(gpus))
+    else:
+        n = len(gpus)
+    key = bool(os.environ.get("WANDB_API_KEY"))
+    menu.say(f"\nWeights & Biases: WANDB_API_KEY is {'set' if key else 'not set'}")
+    options = [
+        (
+            "online",
+            "online: live charts at wandb.ai"
+            + ("" if key else " (needs a key: falls back to offline)"),
+        ),
+        ("offline", "offline: logged here, upload later with `wandb sync`"),
+        ("disabled", "disabled: only the local metrics.jsonl"),
+    ]
+    mode = args.wandb_mode or menu.pick("W&B mode", options, "online" if key else "offline")
+    return Choices(resume=resume, preset=preset, data=data, gpus=n, wandb_mode=mode)
+
+
+def _choose_data(menu: Menu, sample_dir: Path) -> str:
+    ready = (
+        " (prepared)"
+        if _prepared(sample_dir / "data")
+        else f" (prepared into {sample_dir} first: some seconds)"
+    )
+    options = [
+        (SAMPLE, "the bundled sample: Shakespeare's First Folio and the King James Bible" + ready)
+    ]
+    if _prepared(Path("work/data")):
+        options.append(("work/data", "work/data (prepared)"))
+    options.append(("other", "another prepared folder (train.bin, val.bin, meta.json)"))
+    choice = menu.pick("Data", options, options[-2][0] if len(options) > 2 else SAMPLE)
+    while choice == "other":
+        folder = menu.text("prepared folder")
+        if _prepared(Path(folder)):
+            return folder
+        menu.say(f"  {folder} has no train.bin, val.bin and meta.json; try again")
+    return choice
+
+
+def train_command(ch: Choices, args: argparse.Namespace) -> list[str]:
+    """The `hellolondon` arguments that do what was chosen."""
+    data = str(Path(args.sample_dir) / "data") if ch.data == SAMPLE else ch.data
+    cmd = ["train", *(["--resume", ch.resume] if ch.resume else ["--preset", ch.preset])]
+    cmd += ["--data", data, "--out-dir", args.out_dir, "--wandb-mode", ch.wandb_mode]
+    if ch.gpus > 1:
+        cmd += ["--gpus", str(ch.gpus)]
+    return cmd + list(args.overrides)
+
+
+def prepare_sample(work: Path, vocab_size: int = 8192) -> Path:
+    """The bundled corpus as token files in `work/data` (once): documents, tokenizer, prepare."""
+    from hellolondon.corpus.documents import read_documents
+    from hellolondon.corpus.sample import write_sample
+    from hellolondon.prepare import prepare
+    from hellolondon.tokenizer import train_tokenizer
+
+    if _prepared(work / "data"):
+        return work / "data"
+    corpus = work / "documents.jsonl"
+    write_sample(corpus)
+    train_tokenizer(
+        (d.text for d in read_documents(corpus)), work / "tokenizer", vocab_size=vocab_size
+    )
+    prepare(corpus, work / "tokenizer", work / "data", show_progress=True)
+    return work / "data"
+
+
+def launch(args: argparse.Namespace, menu: Menu | None = None) -> int:
+    menu = menu or Menu(interactive=not args.yes)
+    gpus = gpu_names()
+    if gpus:
+        menu.say(f"GPUs: {len(gpus)} ({', '.join(sorted(set(gpus)))})")
+    else:
+        menu.say("GPUs: none found (no CUDA); training runs on the CPU")
+    ch = choose(args, gpus, menu)
+    cmd = train_command(ch, args)
+    menu.say("")
+    if ch.data == SAMPLE and not _prepared(Path(args.sample_dir) / "data"):
+        menu.say(
+            f"first: prepare the bundled sample into {args.sample_dir} (tokenizer and token files)"
+        )
+    menu.say("$ " + shlex.join(["hellolondon", *cmd]))
+    if args.dry_run:
+        return 0
+    if not menu.confirm("Run it?"):
+        menu.say("not started")
+        return 0
+    if ch.data == SAMPLE:
+        prepare_sample(Path(args.sample_dir))
+    from hellolondon.cli import main
+
+    return main([*(["--debug"] if getattr(args, "debug", False) else []), *cmd])

@@ -1,0 +1,369 @@
+"""Several processes on the CPU (gloo), started with torchrun through `train --gpus 2 device=cpu`:
+the same losses as one process, exact resume after SIGTERM or a dead rank, at the same or
+another world size, and FSDP checkpoints that one process can load.
+
+Tolerance: float32 with rtol 1e-5. Two ranks each average their half of the batch and the
+all-reduce averages the halves, where one process averages the whole batch at once: the same
+sums in another order, so results may differ in the last bits (float32 epsilon is 1.2e-7) and
+those differences grow a little through 40 Adam steps. A wrong data order or a missed gradient
+changes the loss in the third or fourth digit, far above 1e-5."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hellolondon.config import build_config
+from hellolondon.errors import UserError
+from hellolondon.tracking.history import read_jsonl
+from hellolondon.train import checkpoint
+from hellolondon.train.distributed import Dist, resume_batch, split_batch
+from hellolondon.train.loop import train
+from hellolondon.train.run import config_for_resume
+
+STEPS = 40
+RTOL = 1e-5
+# 2 layers, 64 wide, context 32, vocabulary 256; a schedule that ends at STEPS whatever
+# max_iters is, so a run stopped early and resumed follows the reference's learning rates
+SETTINGS = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=32",
+    "train.lr=1e-2",
+    "train.min_lr=1e-3",
+    "train.warmup_iters=2",
+    f"train.lr_decay_iters={STEPS}",
+    "train.log_interval=1",
+    "train.eval_interval=8",
+    "train.eval_iters=3",
+    "train.ckpt_interval=4",
+    "train.keep_last=20",
+    "train.sample_interval=0",
+    "train.device=cpu",
+    "train.dtype=float32",
+    "tracking.wandb_mode=disabled",
+    "monitor.enabled=false",
+]
+PER_RANK_BATCH = 8
+
+
+def make_tokens(folder: Path, vocab: int = 256) -> Path:
+    """train.bin/val.bin of a learnable sequence (a cycle with 20% noise) and its meta.json."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {"train": 60_000, "val": 6_000}
+    for split, n in sizes.items():
+        cycle = (np.arange(n) * 7) % vocab
+        noise = rng.integers(0, vocab, n)
+        np.where(rng.random(n) < 0.2, noise, cycle).astype(np.uint16).tofile(
+            folder / f"{split}.bin"
+        )
+    meta = {
+        "vocab_size": vocab,
+        "tokenizer_fingerprint": "test-tokens",
+        "train_tokens": sizes["train"],
+        "val_tokens": sizes["val"],
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def cli(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hellolondon", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def two_ranks(data: Path, out: Path, name: str, *extra: str) -> subprocess.Popen:
+    return cli(
+        "train",
+        "--gpus",
+        "2",
+        "--data",
+        str(data),
+        "--out-dir",
+        str(out),
+        "--run-name",
+        name,
+        *SETTINGS,
+        f"train.batch_size={PER_RANK_BATCH}",
+        *extra,
+        cwd=out,
+    )
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {
+        r["step"]: r["train/loss"]
+        for r in read_jsonl(run_dir / "metrics.jsonl")
+        if "train/loss" in r
+    }
+
+
+def assert_same_losses(got: dict[int, float], want: dict[int, float]) -> None:
+    assert sorted(got) == sorted(want)
+    np.testing.assert_allclose(
+        [got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=RTOL
+    )
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before the test could act:\n{proc.stdout.read()}")
+        if time.monotonic() > end:
+            proc.kill()
+            pytest.fail("timed out waiting for the run")
+        time.sleep(0.02)
+
+
+def rank_pid(out: Path, rank: int) -> int:
+    """The process of one rank of the run under `out` (torchrun starts them as python -u -m)."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"python[0-9.]* -u -m hellolondon train .*{out}"],
+        capture_output=True,
+        text=True,
+    )
+    for pid in map(int, found.stdout.split()):
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in env:
+            return pid
+    raise AssertionError(f"no rank {rank} among {found.stdout.split()}")
+
+
+def has_fully_shard() -> bool:
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory) -> Path:
+    return make_tokens(tmp_path_factory.mktemp("tokens"))
+
+
+@pytest.fixture(scope="module")
+def reference(tokens, tmp_path_factory) -> Path:
+    """An uninterrupted two-process run of STEPS steps: the losses every other run must give."""
+    out = tmp_path_factory.mktemp("runs")
+    proc = two_ranks(tokens, out, "ref", f"train.max_iters={STEPS}")
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    assert (
+        "global batch: 8 x 1 accumulation x 2 processes = 16 sequences = 512 tokens per step (DDP on cpu)"
+        in log
+    )
+    assert "$ torchrun --nnodes=1 --nproc-per-node=2" in log
+    assert log.count("done: 40 iterations") == 1  # rank 0 alone reports
+    return out / "ref"
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_losses_of_one_with_twice_the_batch_or_accumulation(
+    reference, tokens, tmp_path
+):
+    rows = read_jsonl(reference / "metrics.jsonl")
+    assert [r["step"] for r in rows if "train/loss" in r] == list(range(1, STEPS + 1))
+    last = [r for r in rows if "train/loss" in r][-1]
+    assert last["train/tokens_per_sec_per_gpu"] == pytest.approx(last["train/tokens_per_sec"] / 2)
+    assert last["train/tflops_per_gpu"] == pytest.approx(last["train/tflops"] / 2)
+    want = losses(reference)
+    assert want[STEPS] < want[1] - 1.0  # it learns, so the comparison means something
+    for name, split in (
+        ("double", ["train.batch_size=16"]),
+        ("accum", ["train.batch_size=8", "train.grad_accum=2"]),
+    ):
+        cfg = build_config(
+            "tiny",
+            overrides=[
+                *SETTINGS,
+                *split,
+                f"train.max_iters={STEPS}",
+                f"data.data_dir={tokens}",
+                f"out_dir={tmp_path}",
+                f"tracking.run_name={name}",
+            ],
+        )
+        train(cfg, log=lambda *_: None)
+        assert_same_losses(losses(tmp_path / name), want)
+    evals = [
+        r["eval/val_loss"]
+        for r in read_jsonl(tmp_path / "accum" / "metrics.jsonl")
+        if "eval/val_loss" in r
+    ]
+    ref_evals = [r["eval/val_loss"] for r in rows if "eval/val_loss" in r]
+    np.testing.assert_allclose(
+        evals, ref_evals, rtol=RTOL
+    )  # same held-out batches, split over ranks
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_flushes_and_resumes_to_the_same_losses(reference, tokens, tmp_path):
+    proc = two_ranks(tokens, tmp_path, "term", "train.max_iters=100000")
+    run = tmp_path / "term"
+    wait_for(lambda: len(losses(run)) >= 3 if (run / "metrics.jsonl").exists() else False, proc)
+    proc.send_signal(signal.SIGTERM)  # to the launcher, as a scheduler does; torchrun passes it on
+    log = proc.communicate(timeout=60)[0]
+    stopped = max(losses(run))
+    assert stopped < STEPS, "the run went past the reference before the signal landed"
+    assert "error: distributed training stopped by SIGTERM" in log
+    assert f"continue with: hellolondon train --gpus 2 --resume {run}" in log
+    assert checkpoint.resolve(run).name == f"step-{stopped:06d}"  # saved after the last logged step
+    checkpoint.read_state(checkpoint.resolve(run))  # every file matches its sha256
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["iterations"] == stopped
+
+    again = cli(
+        "train",
+        "--gpus",
+        "2",
+        "--resume",
+        str(run),
+        "--data",
+        str(tokens),
+        f"train.max_iters={STEPS}",
+        cwd=tmp_path,
+    )
+    log = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, log
+    assert f"resumed from {run / 'checkpoints' / f'step-{stopped:06d}'}" in log
+    assert_same_losses(losses(run), losses(reference))
+
+
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_job_and_one_process_resumes_its_checkpoint(
+    reference, tokens, tmp_path
+):
+    proc = two_ranks(tokens, tmp_path, "dead", "train.max_iters=100000")
+    run = tmp_path / "dead"
+    wait_for(lambda: (run / "checkpoints" / "step-000004").is_dir(), proc)
+    t0 = time.monotonic()
+    os.kill(rank_pid(tmp_path, rank=1), signal.SIGKILL)
+    log = proc.communicate(timeout=90)[0]
+    assert time.monotonic() - t0 < 60  # the survivor does not wait out the collective timeout
+    assert proc.returncode != 0
+    assert "error: distributed training failed" in log and "the last complete checkpoint is" in log
+    ckpt, state = checkpoint.find_resumable(run)
+    assert checkpoint.resolve(run) == ckpt  # `latest` names a complete, verified folder
+    assert state["world_size"] == 2 and state["step"] < STEPS
+
+    # one process takes over: the global batch of 16 becomes 8 x 2 accumulation steps
+    said: list[str] = []
+    cfg = config_for_resume(str(run), None, [f"train.max_iters={STEPS}"])
+    train(cfg, resume=str(run), log=said.append)
+    assert any(
+        "global batch 16 kept as batch_size 8 x grad_accum 2 x 1 processes" in s for s in said
+    )
+    assert_same_losses(losses(run), losses(reference))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_fully_shard(), reason="FSDP2 (fully_shard) needs torch >= 2.6")
+def test_fsdp_resumes_a_ddp_checkpoint_and_saves_one_that_one_process_loads(
+    reference, tokens, tmp_path
+):
+    run = tmp_path / "sharded"
+    shutil.copytree(reference, run)
+    for old in checkpoint.step_dirs(run / "checkpoints"):
+        if old.name != "step-000024":
+            shutil.rmtree(old)
+    (run / "checkpoints" / "latest").write_text("step-000024")
+    proc = cli(
+        "train",
+        "--gpus",
+        "2",
+        "--resume",
+        str(run),
+        "--data",
+        str(tokens),
+        "train.fsdp=true",
+        cwd=tmp_path,
+    )
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    assert "(FSDP on cpu)" in log
+    assert_same_losses(losses(run), losses(reference))
+    sharded, _, state, _ = checkpoint.load_model(run)  # one process, no process group
+    plain, *_ = checkpoint.load_model(reference)
+    assert state["step"] == STEPS and state["config"]["train"]["fsdp"] is True
+    for (name, a), b in zip(sharded.state_dict().items(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_split_batch_keeps_the_global_batch_or_refuses():
+    assert split_batch(16, 2, max_batch=8) == (8, 1)
+    assert split_batch(16, 1, max_batch=8) == (8, 2)
+    assert split_batch(12, 4, max_batch=2) == (1, 3)  # 3 per process: 2 does not divide it
+    with pytest.raises(UserError, match="cannot be split evenly over 3 processes"):
+        split_batch(16, 3, max_batch=8)
+
+
+def _state(batch: int, accum: int, world: int) -> dict:
+    return {
+        "config": {"train": {"batch_size": batch, "grad_accum": accum}},
+        "world_size": world,
+        "samples_seen": 640,
+    }
+
+
+def test_resume_keeps_the_global_batch_on_another_world_size():
+    said: list[str] = []
+    t = build_config("tiny", overrides=["train.batch_size=8", "train.grad_accum=1"]).train
+    resume_batch(t, _state(8, 1, 2), world=1, log=said.append)
+    assert (t.batch_size, t.grad_accum) == (8, 2) and "global batch 16 kept" in said[0]
+    t = build_config("tiny", overrides=["train.batch_size=8", "train.grad_accum=1"]).train
+    resume_batch(t, _state(8, 1, 1), world=4, log=said.append)
+    assert (t.batch_size, t.grad_accum) == (2, 1)
+    t = build_config("tiny", overrides=["train.batch_size=8"]).train
+    with pytest.raises(UserError, match="cannot be split evenly over 3"):
+        resume_batch(t, _state(8, 1, 2), world=3, log=said.append)
+
+
+def test_an_explicit_new_batch_on_resume_is_obeyed_and_announced():
+    said: list[str] = []
+    t = build_config("tiny", overrides=["train.batch_size=4", "train.grad_accum=1"]).train
+    resume_batch(t, _state(8, 1, 2), world=2, log=said.append)
+    assert (t.batch_size, t.grad_accum) == (4, 1)
+    assert said == [
+        "warning: the global batch changes from 16 to 8 sequences at sample 640; "
+        "the data continues from there, none repeated or skipped"
+    ]
+
+
+def test_rank_generators_are_saved_per_rank_and_restored_per_rank():
+    per_rank = [{"torch": torch.manual_seed(r).get_state()} for r in (1, 2)]
+    saved = checkpoint.rng_tensors(per_rank)
+    as_json = checkpoint.rng_state()
+    checkpoint.set_rng_state(as_json, saved, rank=1, world=2)
+    assert torch.equal(torch.get_rng_state(), per_rank[1]["torch"])
+    checkpoint.set_rng_state(as_json, saved, rank=0, world=2)
+    first = torch.rand(3)
+    checkpoint.set_rng_state(as_json, saved, rank=1, world=3)  # another world: a derived stream
+    assert not torch.equal(torch.rand(3), first)
+
+
+def test_one_process_needs_no_process_group():
+    from hellolondon.train.distributed import init_distributed
+
+    d = init_distributed("cpu", fsdp=True)
+    assert d == Dist(device=torch.device("cpu")) and not d.fsdp  # nothing to shard on one process

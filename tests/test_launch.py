@@ -1,0 +1,275 @@
+"""`train --gpus N` checks and the interactive launcher: every bad request is one line before
+anything starts; the menu asks, shows the exact command and runs it; flags make it silent."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+import torch
+from test_distributed import make_tokens
+
+from hellolondon.cli import build_parser, main
+from hellolondon.errors import UserError
+from hellolondon.launch import Menu, launch
+from hellolondon.train.launcher import check_gpus, check_port, train_argv
+
+TINY = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=32",
+    "train.batch_size=4",
+    "train.eval_interval=0",
+    "train.log_interval=1",
+    "train.sample_interval=0",
+    "monitor.enabled=false",
+]
+cpu_only = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks what a machine without CUDA says"
+)
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory) -> Path:
+    return make_tokens(tmp_path_factory.mktemp("tokens"))
+
+
+def test_gpu_requests_are_checked_against_the_machine():
+    check_gpus(2, "cpu", 0)  # CPU processes need no GPU
+    check_gpus(2, "auto", 2)
+    with pytest.raises(UserError, match="more GPUs than the 2 this machine shows"):
+        check_gpus(4, "auto", 2)
+    with pytest.raises(
+        UserError, match="asks for CUDA GPUs but this machine has none; add device=cpu"
+    ):
+        check_gpus(2, "cuda", 0)
+    with pytest.raises(UserError, match="names one device"):
+        check_gpus(2, "cuda:1", 4)
+    with pytest.raises(UserError, match="at least 1"):
+        check_gpus(0, "auto", 2)
+
+
+def test_a_busy_port_is_refused_and_a_free_one_picked():
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match=f"port {port} is in use"):
+            check_port(port)
+    assert 1024 <= check_port(None) <= 65535
+
+
+def _one_line_error(capsys, argv: list[str], out: Path) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert not any(out.iterdir()), "nothing may start before the error"
+    return err
+
+
+@cpu_only
+def test_bad_requests_are_one_line_before_any_work(tokens, tmp_path, capsys):
+    out = tmp_path / "runs"
+    out.mkdir()
+    base = ["train", "--data", str(tokens), "--out-dir", str(out)]
+    assert "asks for CUDA GPUs but this machine has none" in _one_line_error(
+        capsys, [*base, "--gpus", "2", *TINY], out
+    )
+    assert "CUDA was asked for but this machine has no CUDA GPU" in _one_line_error(
+        capsys, [*base, *TINY, "device=cuda"], out
+    )
+    err = _one_line_error(
+        capsys, [*base, "--gpus", "3", "--global-batch", "16", *TINY, "device=cpu"], out
+    )
+    assert "global batch of 16 sequences cannot be split evenly over 3 processes" in err
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        err = _one_line_error(
+            capsys, [*base, "--gpus", "2", "--master-port", port, *TINY, "device=cpu"], out
+        )
+    assert f"port {port} is in use" in err
+
+
+def test_global_batch_sets_the_split_for_the_world_size(tokens, tmp_path):
+    from hellolondon.cli.train import config_from_args
+    from hellolondon.train.launcher import apply_global_batch
+
+    args = build_parser().parse_args(
+        ["train", "--data", str(tokens), "--global-batch", "64", "batch_size=16"]
+    )
+    cfg = config_from_args(args)
+    apply_global_batch(cfg.train, args.global_batch, world=2)
+    assert (cfg.train.batch_size, cfg.train.grad_accum) == (16, 2)
+
+
+def test_each_rank_gets_the_same_train_arguments_without_the_launch_ones():
+    argv = [
+        "train",
+        "--preset",
+        "slm",
+        "--data",
+        "d",
+        "--gpus",
+        "4",
+        "--master-port",
+        "29500",
+        "--global-batch",
+        "64",
+        "--wandb-mode",
+        "offline",
+        "--tags",
+        "a,b",
+        "train.lr=3e-4",
+    ]
+    args = build_parser().parse_args(argv)
+    again = train_argv(args, args.train_parser)
+    assert "--gpus" not in again and "--master-port" not in again
+    assert again[:4] == ["--preset", "slm", "--data", "d"] and again[-1] == "train.lr=3e-4"
+    reparsed = build_parser().parse_args(["train", *again])
+    assert {
+        k: v for k, v in vars(reparsed).items() if k not in ("gpus", "master_port", "train_parser")
+    } == {k: v for k, v in vars(args).items() if k not in ("gpus", "master_port", "train_parser")}
+
+
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the menu also offers ./work/data when it exists
+
+
+def _launch_args(tmp_path: Path, *flags: str):
+    return build_parser().parse_args(
+        [
+            "launch",
+            "--out-dir",
+            str(tmp_path / "runs"),
+            "--sample-dir",
+            str(tmp_path / "sample"),
+            *flags,
+        ]
+    )
+
+
+def _scripted(answers: list[str], said: list[str]) -> Menu:
+    feed = iter(answers)
+
+    def ask(prompt: str) -> str:
+        said.append(prompt)
+        return next(feed)
+
+    return Menu(interactive=True, ask=ask, say=said.append)
+
+
+def test_the_menu_offers_the_gpus_it_finds_and_builds_a_torchrun_command(
+    tokens, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: ["NVIDIA H100 80GB HBM3"] * 2)
+    monkeypatch.setenv("WANDB_API_KEY", "secret-value-123")
+    said: list[str] = []
+    # preset: slm; data: another folder, first a wrong one; GPUs: Enter (all); W&B: Enter (online)
+    menu = _scripted(["2", "2", str(tmp_path), str(tokens), "", ""], said)
+    assert launch(_launch_args(tmp_path, "--dry-run"), menu) == 0
+    text = "\n".join(said)
+    assert "GPUs: 2 (NVIDIA H100 80GB HBM3)" in text and "\nGPUs to use (1-2) [2]: " in said
+    assert "has no train.bin, val.bin and meta.json; try again" in text
+    assert "WANDB_API_KEY is set" in text and "secret-value-123" not in text
+    assert said[-1] == (
+        f"$ hellolondon train --preset slm --data {tokens} --out-dir {tmp_path / 'runs'} "
+        "--wandb-mode online --gpus 2"
+    )
+
+
+def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: [])
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    ckpt = tmp_path / "runs" / "old-run" / "checkpoints" / "step-000010"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text("{}")
+    said: list[str] = []
+    menu = _scripted(["2", "2", str(tokens), "3"], said)  # resume it; data: a folder; W&B disabled
+    assert launch(_launch_args(tmp_path, "--dry-run"), menu) == 0
+    assert any("resume " in s and "old-run (from step-000010)" in s for s in said)
+    assert not any("Model preset" in s for s in said)  # the checkpoint has its own settings
+    assert said[-1].startswith(
+        f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'} --data {tokens}"
+    )
+    assert "--wandb-mode disabled" in said[-1]
+
+
+def test_flags_answer_every_question(tokens, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: ["A100"] * 2)
+    monkeypatch.setenv("WANDB_API_KEY", "secret-value-123")
+    args = _launch_args(
+        tmp_path,
+        "--yes",
+        "--dry-run",
+        "--preset",
+        "tiny",
+        "--data",
+        "sample",
+        "--gpus",
+        "2",
+        "--fresh",
+    )
+    assert launch(args) == 0
+    out = capsys.readouterr().out
+    assert "WANDB_API_KEY is set" in out and "secret-value-123" not in out
+    assert f"first: prepare the bundled sample into {tmp_path / 'sample'}" in out
+    assert out.rstrip().endswith(
+        f"$ hellolondon train --preset tiny --data {tmp_path / 'sample' / 'data'} "
+        f"--out-dir {tmp_path / 'runs'} --wandb-mode online --gpus 2"
+    )
+    with pytest.raises(UserError, match="--gpus 3 asks for more GPUs than the 2"):
+        launch(_launch_args(tmp_path, "--yes", "--gpus", "3"))
+    with pytest.raises(UserError, match="is not a prepared folder"):
+        launch(_launch_args(tmp_path, "--yes", "--data", str(tmp_path)))
+
+
+@pytest.mark.slow
+def test_the_interactive_launcher_in_a_terminal_runs_what_it_shows(tokens, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [
+        sys.executable,
+        "-m",
+        "hellolondon",
+        "launch",
+        "--out-dir",
+        "runs",
+        "--sample-dir",
+        "sample",
+        *TINY,
+        "train.max_iters=2",
+        "train.device=cpu",
+    ]
+    child = pexpect.spawn(cmd[0], cmd[1:], cwd=str(tmp_path), env=env, encoding="utf-8", timeout=90)
+    child.expect("GPUs: none found")
+    child.expect_exact("Model preset")
+    child.expect_exact("choose 1-3 [1]: ")
+    child.sendline("7")
+    child.expect("please answer with a number from 1 to 3")
+    child.sendline("1")
+    child.expect_exact("1) the bundled sample")
+    child.expect_exact("2) another prepared folder")
+    child.expect_exact("choose 1-2 [1]: ")
+    child.sendline("2")
+    child.expect("prepared folder: ")
+    child.sendline(str(tokens))
+    child.expect("WANDB_API_KEY is not set")
+    child.expect_exact("choose 1-3 [2]: ")  # offline without a key
+    child.sendline("3")
+    shown = f"$ hellolondon train --preset tiny --data {tokens} --out-dir runs --wandb-mode disabled {' '.join(TINY)}"
+    child.expect_exact(shown)
+    child.expect_exact("Run it? [Y/n]: ")
+    child.sendline("")
+    child.expect_exact("done: 2 iterations")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert len(list((tmp_path / "runs").glob("london-tiny-demo-*/checkpoints/step-000002"))) == 1
