@@ -27,7 +27,9 @@ class RandomBatches:
         self.gen = torch.Generator(device=device).manual_seed(seed)
 
     def train_batch(self, first: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xy = torch.randint(0, self.vocab, (batch, self.T + 1), device=self.device, generator=self.gen)
+        xy = torch.randint(
+            0, self.vocab, (batch, self.T + 1), device=self.device, generator=self.gen
+        )
         return xy[:, :-1], xy[:, 1:]
 
     def epoch_of(self, sample: int) -> float:
@@ -46,11 +48,25 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
     log(f"Model parameters: {model.num_params():,}")
     opt = build_optimizer(model, cfg.train, device.type, log=log)
     dtype = precision(cfg, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else _null
-    run = Run(cfg=cfg, dist=d, run_dir=Path("."), model=model, step_model=_wrap(model, cfg, d),
-              optimizer=opt, scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-              autocast=autocast, batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
-              tracker=NullTracker(), monitor=None, meta={}, peak_flops=None, log=log)
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else _null
+    )
+    run = Run(
+        cfg=cfg,
+        dist=d,
+        run_dir=Path("."),
+        model=model,
+        step_model=_wrap(model, cfg, d),
+        optimizer=opt,
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        autocast=autocast,
+        batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
+        tracker=NullTracker(),
+        monitor=None,
+        meta={},
+        peak_flops=None,
+        log=log,
+    )
     for _ in range(warmup):  # compilation and allocator warm-up stay out of the timing
         train_step(run)
     _sync(device)
@@ -60,13 +76,24 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
     _sync(device)
     ms = 1000.0 * (time.perf_counter() - t0) / steps
     tps = run.tokens_per_step / (ms / 1000.0)
-    peak = hardware.peak_flops(hardware.device_name(device)) if device.type == "cuda" else hardware.peak_flops("")
+    peak = (
+        hardware.peak_flops(hardware.device_name(device))
+        if device.type == "cuda"
+        else hardware.peak_flops("")
+    )
     result = {
-        "device": hardware.device_name(device), "dtype": str(dtype).replace("torch.", ""),
-        "compile": cfg.train.compile, "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
-        "block_size": cfg.model.block_size, "ms_per_iter": ms, "tokens_per_sec": tps,
+        "device": hardware.device_name(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "compile": cfg.train.compile,
+        "batch_size": cfg.train.batch_size,
+        "grad_accum": cfg.train.grad_accum,
+        "block_size": cfg.model.block_size,
+        "ms_per_iter": ms,
+        "tokens_per_sec": tps,
         "mfu_percent": 100.0 * model.flops_per_token() * tps / peak if peak else None,
-        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30
+        if device.type == "cuda"
+        else None,
         "final_loss": loss if math.isfinite(loss) else None,
     }
     return result

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from hellolondon.errors import UserError
 
@@ -68,7 +69,9 @@ class TrainConfig:
     compile: str = "auto"  # auto|true|false: torch.compile (auto: on for CUDA)
     device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
     seed: int = 1337  # base seed; rank r uses seed + r
-    nonfinite: str = "skip"  # skip|stop: on a NaN/inf loss skip the step untouched, or checkpoint and stop
+    nonfinite: str = (
+        "skip"  # skip|stop: on a NaN/inf loss skip the step untouched, or checkpoint and stop
+    )
     fsdp: bool = False  # shard parameters with FSDP2 instead of DDP (multi-GPU only)
 
     def __post_init__(self) -> None:
@@ -99,7 +102,9 @@ class DataConfig:
 
 @dataclass
 class TrackingConfig:
-    wandb_mode: str = ""  # online|offline|disabled; empty: WANDB_MODE, else online with a key, offline without
+    wandb_mode: str = (
+        ""  # online|offline|disabled; empty: WANDB_MODE, else online with a key, offline without
+    )
     project: str = ""  # W&B project; empty: WANDB_PROJECT, else helloLondon
     entity: str = ""  # W&B entity (user or team); empty: WANDB_ENTITY
     run_name: str = ""  # empty: london-<kind>-YYYYMMDD-HHMMSS as the seed names runs
@@ -120,20 +125,30 @@ class TrackingConfig:
 class MonitorConfig:
     enabled: bool = True  # run the health monitor inside training (docs/monitoring.md)
     smooth_rows: int = 5  # logged rows in the running medians that the rules compare
-    skip_rows: int = 3  # first logged rows left out of the MFU, step-time and memory rules (compilation)
+    skip_rows: int = (
+        3  # first logged rows left out of the MFU, step-time and memory rules (compilation)
+    )
     rearm_rows: int = 10  # a rule that fired speaks again only after this many clear rows
-    trend_rows: int = 20  # logged rows in the slower running median of the rising rule and phase checks
+    trend_rows: int = (
+        20  # logged rows in the slower running median of the rising rule and phase checks
+    )
     plateau_rows: int = 20  # logged rows needed in the compared span before a plateau is called
-    plateau_min_drop: float = 0.01  # smoothed loss fell less than this share over the latest half of the run: plateau
+    plateau_min_drop: float = (
+        0.01  # smoothed loss fell less than this share over the latest half of the run: plateau
+    )
     rise_ratio: float = 1.10  # smoothed loss this much above its best: rising (WARN)
     diverge_ratio: float = 1.5  # smoothed loss this much above its best: diverging (ERROR)
-    spike_zscore: float = 8.0  # one row this many robust deviations above the recent median: a spike
+    spike_zscore: float = (
+        8.0  # one row this many robust deviations above the recent median: a spike
+    )
     spike_min_rel: float = 0.15  # ... and at least this share above that median
     mfu_drop_ratio: float = 0.6  # MFU below this share of its running level: dropping
     dt_rise_ratio: float = 1.5  # step time above this multiple of its settled level: rising
     mem_growth_rows: int = 20  # GPU memory rising on this many rows in a row: a leak
     mem_limit_ratio: float = 0.95  # peak GPU memory above this share of the card: near the limit
-    overfit_evals: int = 3  # evaluations with val loss above its best while train loss falls: overfitting
+    overfit_evals: int = (
+        3  # evaluations with val loss above its best while train loss falls: overfitting
+    )
     overfit_min_rise: float = 0.03  # ... each at least this share above the best val loss
     phase_min_iters: int = 20000  # shorter runs get phase lines but no loss-range warnings
     phase_range_slack: float = 0.25  # loss this share above the seed's range for a phase: a warning
@@ -142,8 +157,14 @@ class MonitorConfig:
     def __post_init__(self) -> None:
         for name in ("smooth_rows", "trend_rows", "rearm_rows", "plateau_rows", "mem_growth_rows"):
             _check(getattr(self, name) >= 1, f"monitor.{name} must be >= 1")
-        _check(self.skip_rows >= 0 and self.overfit_evals >= 1, "monitor.skip_rows must be >= 0 and overfit_evals >= 1")
-        _check(1.0 < self.rise_ratio < self.diverge_ratio, "monitor needs 1 < rise_ratio < diverge_ratio")
+        _check(
+            self.skip_rows >= 0 and self.overfit_evals >= 1,
+            "monitor.skip_rows must be >= 0 and overfit_evals >= 1",
+        )
+        _check(
+            1.0 < self.rise_ratio < self.diverge_ratio,
+            "monitor needs 1 < rise_ratio < diverge_ratio",
+        )
         _check(0.0 < self.mfu_drop_ratio < 1.0, "monitor.mfu_drop_ratio must be in (0, 1)")
         _check(self.dt_rise_ratio > 1.0, "monitor.dt_rise_ratio must be > 1")
         _check(0.0 < self.mem_limit_ratio <= 1.0, "monitor.mem_limit_ratio must be in (0, 1]")
@@ -188,8 +209,17 @@ SLM = Preset(
     "slm",
     ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024),
     TrainConfig(
-        batch_size=32, grad_accum=1, max_iters=60000, lr=6e-4, min_lr=6e-5, warmup_iters=2000,
-        eval_interval=1000, eval_iters=100, log_interval=10, ckpt_interval=1000, sample_interval=5000,
+        batch_size=32,
+        grad_accum=1,
+        max_iters=60000,
+        lr=6e-4,
+        min_lr=6e-5,
+        warmup_iters=2000,
+        eval_interval=1000,
+        eval_iters=100,
+        log_interval=10,
+        ckpt_interval=1000,
+        sample_interval=5000,
     ),
     "london-slm-simple",
     "GPT-2 small shape (12 layers, 12 heads, 768 wide, context 1024), ~109M parameters",
@@ -198,8 +228,17 @@ REGULAR = Preset(
     "regular",
     ModelConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
     TrainConfig(
-        batch_size=16, grad_accum=2, max_iters=100000, lr=3e-4, min_lr=3e-5, warmup_iters=2000,
-        eval_interval=1000, eval_iters=100, log_interval=10, ckpt_interval=1000, sample_interval=5000,
+        batch_size=16,
+        grad_accum=2,
+        max_iters=100000,
+        lr=3e-4,
+        min_lr=3e-5,
+        warmup_iters=2000,
+        eval_interval=1000,
+        eval_iters=100,
+        log_interval=10,
+        ckpt_interval=1000,
+        sample_interval=5000,
     ),
     "london-historical-llm",
     "GPT-2 medium shape (24 layers, 16 heads, 1024 wide, context 1024), ~333M parameters",
@@ -246,27 +285,37 @@ def _resolve_key(key: str) -> tuple[str, str]:
     if "." in key:
         section, name = key.split(".", 1)
         if section not in SECTIONS:
-            raise UserError(f"unknown config section {section!r} in {key!r}; sections: {', '.join(SECTIONS)}")
+            raise UserError(
+                f"unknown config section {section!r} in {key!r}; sections: {', '.join(SECTIONS)}"
+            )
         if name not in _field_types(getattr(defaults, section)):
             known = list(_field_types(getattr(defaults, section)))
             hint = difflib.get_close_matches(name, known, n=1)
-            more = f"; did you mean {section}.{hint[0]}?" if hint else f"; known: {', '.join(known)}"
+            more = (
+                f"; did you mean {section}.{hint[0]}?" if hint else f"; known: {', '.join(known)}"
+            )
             raise UserError(f"unknown config key {key!r}{more}")
         return section, name
     owners = [s for s in SECTIONS if key in _field_types(getattr(defaults, s))]
     if len(owners) == 1:
         return owners[0], key
     if owners:
-        raise UserError(f"config key {key!r} is ambiguous; write one of: {', '.join(f'{s}.{key}' for s in owners)}")
+        raise UserError(
+            f"config key {key!r} is ambiguous; write one of: {', '.join(f'{s}.{key}' for s in owners)}"
+        )
     every = [f"{s}.{n}" for s in SECTIONS for n in _field_types(getattr(defaults, s))]
-    hint = difflib.get_close_matches(key, [e.split('.')[1] for e in every], n=1)
+    hint = difflib.get_close_matches(key, [e.split(".")[1] for e in every], n=1)
     raise UserError(f"unknown config key {key!r}" + (f"; did you mean {hint[0]}?" if hint else ""))
 
 
 def _apply(values: dict[str, dict[str, Any]], key: str, raw: Any) -> None:
     section, name = _resolve_key(key)
     current = getattr(getattr(RunConfig(), section), name)
-    value = _parse_value(raw, current, key) if isinstance(raw, str) and not isinstance(current, str) else raw
+    value = (
+        _parse_value(raw, current, key)
+        if isinstance(raw, str) and not isinstance(current, str)
+        else raw
+    )
     values.setdefault(section, {})[name] = value
 
 
@@ -279,7 +328,9 @@ def build_config(
     """Preset (or `base`, a saved config), then TOML file, then `key=value` overrides, each
     replacing the one before."""
     if base is not None:
-        values: dict[str, dict[str, Any]] = {k: v for k, v in base.to_dict().items() if k in SECTIONS}
+        values: dict[str, dict[str, Any]] = {
+            k: v for k, v in base.to_dict().items() if k in SECTIONS
+        }
         preset, top = base.preset, {"out_dir": base.out_dir}
     else:
         p = get_preset(preset)
@@ -296,7 +347,9 @@ def build_config(
                 _apply(values, key, raw)
     for item in overrides or []:
         if "=" not in item:
-            raise UserError(f"override {item!r} must look like key=value (for example train.lr=3e-4)")
+            raise UserError(
+                f"override {item!r} must look like key=value (for example train.lr=3e-4)"
+            )
         key, raw = item.split("=", 1)
         if key.strip() == "out_dir":
             top["out_dir"] = raw
@@ -317,8 +370,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `to_dict()` output (config.json, a checkpoint)."""
     kinds = {
-        "model": ModelConfig, "train": TrainConfig, "data": DataConfig,
-        "tracking": TrackingConfig, "monitor": MonitorConfig,
+        "model": ModelConfig,
+        "train": TrainConfig,
+        "data": DataConfig,
+        "tracking": TrackingConfig,
+        "monitor": MonitorConfig,
     }
     parts: dict[str, Any] = {}
     for section, cls in kinds.items():

@@ -14,10 +14,20 @@ from hellolondon.config import build_config
 # model keep each step short while the loss still falls clearly from ~9 to ~5.
 DEMO_VOCAB = 8192
 DEMO_SETTINGS = [
-    "model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=128",
-    "train.batch_size=16", "train.max_iters=250", "train.lr=2e-3", "train.min_lr=2e-4",
-    "train.warmup_iters=20", "train.eval_interval=50", "train.eval_iters=8",
-    "train.log_interval=10", "train.ckpt_interval=125", "train.sample_interval=0",
+    "model.n_layer=4",
+    "model.n_head=4",
+    "model.n_embd=128",
+    "model.block_size=128",
+    "train.batch_size=16",
+    "train.max_iters=250",
+    "train.lr=2e-3",
+    "train.min_lr=2e-4",
+    "train.warmup_iters=20",
+    "train.eval_interval=50",
+    "train.eval_iters=8",
+    "train.log_interval=10",
+    "train.ckpt_interval=125",
+    "train.sample_interval=0",
 ]
 PROMPT = "Now is the winter of"
 
@@ -27,9 +37,11 @@ def _stage(title: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(work: Path, overrides: list[str], tracking: list[str], vocab_size: int = DEMO_VOCAB) -> dict:
-    from hellolondon.corpus.sample import write_sample
+def run_demo(
+    work: Path, overrides: list[str], tracking: list[str], vocab_size: int = DEMO_VOCAB
+) -> dict:
     from hellolondon.corpus.documents import read_documents
+    from hellolondon.corpus.sample import write_sample
     from hellolondon.generate import Sampling, generate_ids
     from hellolondon.prepare import prepare
     from hellolondon.tokenizer import load_tokenizer, train_tokenizer
@@ -38,7 +50,9 @@ def run_demo(work: Path, overrides: list[str], tracking: list[str], vocab_size: 
 
     t_start = time.perf_counter()
     corpus, tok_dir, data_dir = work / "documents.jsonl", work / "tokenizer", work / "data"
-    t = _stage("1/5 corpus: the bundled sample (Shakespeare's First Folio 1623, King James Bible 1611)")
+    t = _stage(
+        "1/5 corpus: the bundled sample (Shakespeare's First Folio 1623, King James Bible 1611)"
+    )
     n = write_sample(corpus)
     print(f"{n} documents -> {corpus} ({time.perf_counter() - t:.1f} s)")
     t = _stage(f"2/5 tokenizer: byte-level BPE, vocabulary {vocab_size:,}")
@@ -46,21 +60,33 @@ def run_demo(work: Path, overrides: list[str], tracking: list[str], vocab_size: 
     print(f"tokenizer {tok.fingerprint[:12]} -> {tok_dir} ({time.perf_counter() - t:.1f} s)")
     t = _stage("3/5 prepare: documents -> train.bin / val.bin")
     meta = prepare(corpus, tok_dir, data_dir)
-    print(f"{meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "
-          f"({meta['val_documents']} val documents) -> {data_dir} ({time.perf_counter() - t:.1f} s)")
+    print(
+        f"{meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "
+        f"({meta['val_documents']} val documents) -> {data_dir} ({time.perf_counter() - t:.1f} s)"
+    )
     t = _stage("4/5 train: a tiny GPT on the CPU")
-    cfg = build_config("tiny", overrides=DEMO_SETTINGS + [f"data.data_dir={data_dir}", "data.corpus=sample"] + tracking + overrides)
+    cfg = build_config(
+        "tiny",
+        overrides=DEMO_SETTINGS
+        + [f"data.data_dir={data_dir}", "data.corpus=sample"]
+        + tracking
+        + overrides,
+    )
     summary = train(cfg)
     run_dir = Path(cfg.out_dir) / cfg.tracking.run_name
     print(f"trained in {time.perf_counter() - t:.0f} s")
     _stage("5/5 generate and report")
     model, _, _, _ = load_model(run_dir)
     tok = load_tokenizer(run_dir / "tokenizer")
-    ids = generate_ids(model, tok.encode(PROMPT), Sampling(max_new_tokens=60, temperature=0.8, seed=7), tok.eot_id)
+    ids = generate_ids(
+        model, tok.encode(PROMPT), Sampling(max_new_tokens=60, temperature=0.8, seed=7), tok.eot_id
+    )
     text = PROMPT + tok.decode(ids)
     print(text)
     report = _report(run_dir)
-    summary.update(run_dir=str(run_dir), sample=text, report=report, demo_seconds=time.perf_counter() - t_start)
+    summary.update(
+        run_dir=str(run_dir), sample=text, report=report, demo_seconds=time.perf_counter() - t_start
+    )
     _next_steps(summary, run_dir, report)
     return summary
 
@@ -83,7 +109,7 @@ def _next_steps(s: dict, run_dir: Path, report: str | None) -> None:
     if report:
         print(f"report:      {report}")
     print("next:")
-    print(f"  hellolondon generate {run_dir} --prompt \"To be, or not to be\"")
+    print(f'  hellolondon generate {run_dir} --prompt "To be, or not to be"')
     print(f"  hellolondon generate {run_dir} --interactive")
     print(f"  hellolondon report {run_dir}")
     print("  hellolondon train --preset slm --data DIR   # on a GPU")

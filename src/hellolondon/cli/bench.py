@@ -17,8 +17,13 @@ MFU uses the detected GPU's bf16 peak (HELLOLONDON_PEAK_TFLOPS overrides it); no
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="time training steps on random tokens (ms/iter, tokens/s, MFU)",
-                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "bench",
+        help="time training steps on random tokens (ms/iter, tokens/s, MFU)",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--preset", default="slm", choices=list(PRESETS))
     p.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's)")
     p.add_argument("--grad-accum", type=int, default=1)
@@ -36,19 +41,34 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.bench import bench
 
-    over = [f"model.vocab_size={args.vocab_size}", f"train.grad_accum={args.grad_accum}",
-            f"train.compile={args.compile}", f"train.dtype={args.dtype}", f"train.device={args.device}"]
+    over = [
+        f"model.vocab_size={args.vocab_size}",
+        f"train.grad_accum={args.grad_accum}",
+        f"train.compile={args.compile}",
+        f"train.dtype={args.dtype}",
+        f"train.device={args.device}",
+    ]
     if args.batch_size:
         over.append(f"train.batch_size={args.batch_size}")
     if args.block_size:
         over.append(f"model.block_size={args.block_size}")
     cfg = build_config(args.preset, overrides=over)
-    r = bench(cfg, steps=args.steps, warmup=args.warmup, log=(lambda *_: None) if args.json else print)
+    r = bench(
+        cfg, steps=args.steps, warmup=args.warmup, log=(lambda *_: None) if args.json else print
+    )
     if args.json:
         print(json.dumps(r))
         return 0
-    mfu = f"{r['mfu_percent']:.1f}%" if r["mfu_percent"] is not None else "n/a (no peak FLOPS known for this device)"
+    mfu = (
+        f"{r['mfu_percent']:.1f}%"
+        if r["mfu_percent"] is not None
+        else "n/a (no peak FLOPS known for this device)"
+    )
     mem = f"{r['peak_memory_gb']:.2f} GB" if r["peak_memory_gb"] is not None else "n/a"
-    print(f"{args.preset} on {r['device']} ({r['dtype']}, compile {r['compile']}), batch {r['batch_size']}x{r['block_size']}")
-    print(f"  {r['ms_per_iter']:.1f} ms/iter  {r['tokens_per_sec']:,.0f} tokens/s  MFU {mfu}  peak memory {mem}")
+    print(
+        f"{args.preset} on {r['device']} ({r['dtype']}, compile {r['compile']}), batch {r['batch_size']}x{r['block_size']}"
+    )
+    print(
+        f"  {r['ms_per_iter']:.1f} ms/iter  {r['tokens_per_sec']:,.0f} tokens/s  MFU {mfu}  peak memory {mem}"
+    )
     return 0

@@ -14,8 +14,13 @@ EXAMPLES = """examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("config", help="print every setting of a preset (with a file and overrides) as TOML",
-                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "config",
+        help="print every setting of a preset (with a file and overrides) as TOML",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--preset", default="tiny", choices=list(PRESETS))
     p.add_argument("--config", help="a TOML file applied on top of the preset")
     p.add_argument("overrides", nargs="*", metavar="key=value")

@@ -14,13 +14,27 @@ EXAMPLES = """examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="offline demo: sample corpus -> tokenizer -> tiny GPT -> text -> report",
-                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default="work/demo", help="folder for the corpus, tokenizer and token files")
+    p = sub.add_parser(
+        "demo",
+        help="offline demo: sample corpus -> tokenizer -> tiny GPT -> text -> report",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--work", default="work/demo", help="folder for the corpus, tokenizer and token files"
+    )
     p.add_argument("--out-dir", default="runs", help="folder that holds run folders")
-    p.add_argument("--vocab-size", type=int, default=8192, help="demo tokenizer size (the full default is 30,000)")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=8192,
+        help="demo tokenizer size (the full default is 30,000)",
+    )
     add_tracking_flags(p)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config settings for the training run")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config settings for the training run"
+    )
     p.set_defaults(func=run)
 
 
@@ -28,5 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.demo import run_demo
 
     tracking = apply_tracking_flags(args, [])  # without an API key W&B records offline
-    run_demo(Path(args.work), [f"out_dir={args.out_dir}", *args.overrides], tracking, args.vocab_size)
+    run_demo(
+        Path(args.work), [f"out_dir={args.out_dir}", *args.overrides], tracking, args.vocab_size
+    )
     return 0

@@ -12,8 +12,13 @@ EXAMPLES = """examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="generate text from a run or checkpoint", description=__doc__,
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "generate",
+        help="generate text from a run or checkpoint",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("checkpoint", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
     p.add_argument("--max-new-tokens", type=int, default=200)
@@ -23,7 +28,9 @@ def register(sub) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.1, help="1 turns it off")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--interactive", action="store_true", help="ask for prompts until an empty line or Ctrl-D")
+    p.add_argument(
+        "--interactive", action="store_true", help="ask for prompts until an empty line or Ctrl-D"
+    )
     p.set_defaults(func=run)
 
 
@@ -33,13 +40,22 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.tracking.hardware import resolve_device
     from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
 
-    s = Sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty, args.seed)
+    s = Sampling(
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.repetition_penalty,
+        args.seed,
+    )
     model, _, state, ckpt = load_model(args.checkpoint, resolve_device(args.device))
     tok = load_tokenizer(tokenizer_dir_of(ckpt))
     if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
         from hellolondon.errors import UserError
 
-        raise UserError(f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)")
+        raise UserError(
+            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
+        )
 
     def write(prompt: str) -> None:
         sys.stdout.write(prompt)

@@ -66,7 +66,9 @@ def read_documents(path: str | Path) -> Iterator[Document]:
     """Stream documents from a JSONL file; a bad line is a clear error naming file and line."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"corpus file {path} not found; run `hellolondon corpus sample` or `corpus clean` first")
+        raise UserError(
+            f"corpus file {path} not found; run `hellolondon corpus sample` or `corpus clean` first"
+        )
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
@@ -74,11 +76,15 @@ def read_documents(path: str | Path) -> Iterator[Document]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise UserError(f"{path}:{lineno} is not UTF-8 text; is this a binary file?") from None
+                raise UserError(
+                    f"{path}:{lineno} is not UTF-8 text; is this a binary file?"
+                ) from None
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno} is not a JSON object ({exc.msg}); expected documents.jsonl") from None
+                raise UserError(
+                    f"{path}:{lineno} is not a JSON object ({exc.msg}); expected documents.jsonl"
+                ) from None
             if not isinstance(data, dict) or "text" not in data or "id" not in data:
                 raise UserError(f"{path}:{lineno} needs the keys 'id' and 'text'")
             known = {k: data[k] for k in Document.__dataclass_fields__ if k in data}

@@ -1,13 +1,13 @@
 """Checkpoints: one folder per save, written atomically, verified on load, never unpickled.
 
-    checkpoints/step-000500/
-        model.safetensors   weights (the tied output matrix stored once)
-        optimizer.pt        optimizer state, read back with torch.load(weights_only=True)
-        rng.pt              torch and CUDA generator states (weights_only as well)
-        state.json          iteration, samples consumed, best val loss, config, tokenizer
-                            fingerprint, tracker run id, Python/NumPy RNG, sha256 of each file
-    checkpoints/latest      the name of the newest complete folder
-    checkpoints/best/       hard links to the files of the best folder by val loss
+checkpoints/step-000500/
+    model.safetensors   weights (the tied output matrix stored once)
+    optimizer.pt        optimizer state, read back with torch.load(weights_only=True)
+    rng.pt              torch and CUDA generator states (weights_only as well)
+    state.json          iteration, samples consumed, best val loss, config, tokenizer
+                        fingerprint, tracker run id, Python/NumPy RNG, sha256 of each file
+checkpoints/latest      the name of the newest complete folder
+checkpoints/best/       hard links to the files of the best folder by val loss
 """
 
 from __future__ import annotations
@@ -39,35 +39,68 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Python and NumPy states as JSON, torch and CUDA states as tensors."""
+def rng_state() -> dict[str, Any]:
+    """Python and NumPy states as JSON (torch's are per process: see `local_rng`)."""
     py = random.getstate()
     np_state = np.random.get_state()
-    as_json = {
+    return {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], np_state[1].tolist(), *map(float, np_state[2:])],
     }
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda{i}"] = s
-    return as_json, tensors
 
 
-def set_rng_state(as_json: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+def local_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's torch generators: the CPU one and that of its own GPU only (asking every
+    GPU would open a CUDA context on each from every rank)."""
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def rng_tensors(per_rank: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """rng.pt: rank 0's states under plain names, rank r's as `rank<r>.<name>`, and the world."""
+    out = {"world": torch.tensor(len(per_rank))}
+    for r, states in enumerate(per_rank):
+        out.update({(f"rank{r}." if r else "") + k: v for k, v in states.items()})
+    return out
+
+
+def set_rng_state(
+    as_json: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    rank: int = 0,
+    world: int = 1,
+    device: torch.device | None = None,
+) -> None:
+    """Restore this rank's generators. At another world size than the checkpoint's, rank r > 0
+    derives a distinct stream from rank 0's restored one (dropout is then not bit-exact)."""
     py = as_json["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     name, keys, pos, has_gauss, cached = as_json["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), cached))
-    torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    same_world = int(tensors.get("world", torch.tensor(1))) == world
+    prefix = f"rank{rank}." if rank and same_world else ""
+    torch.set_rng_state(tensors[prefix + "torch"])
+    if device is not None and device.type == "cuda" and prefix + "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors[prefix + "cuda"], device)
+    if rank and not same_world:
+        torch.manual_seed(int(torch.randint(0, 2**62, ())) + rank)
 
 
-def save(ckpt_root: Path, step: int, model_state: dict[str, torch.Tensor], optim_state: dict, state: dict[str, Any], keep_last: int, is_best: bool) -> Path:
+def save(
+    ckpt_root: Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    optim_state: dict,
+    state: dict[str, Any],
+    keep_last: int,
+    is_best: bool,
+    rng: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write `step-NNNNNN/` beside a temporary name, then rename: a reader never sees half a
-    checkpoint. Then move `latest`, refresh `best` and prune old folders."""
+    checkpoint. Then move `latest`, refresh `best` and prune old folders. `rng`: every rank's
+    generator states from `rng_tensors` (default: this process's CPU generator)."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{step:06d}"
     tmp = ckpt_root / f".{final.name}.tmp-{os.getpid()}"
@@ -76,10 +109,11 @@ def save(ckpt_root: Path, step: int, model_state: dict[str, torch.Tensor], optim
     weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items() if k != TIED}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     torch.save(optim_state, tmp / "optimizer.pt")
-    rng_json, rng_tensors = rng_state()
-    torch.save(rng_tensors, tmp / "rng.pt")
+    torch.save(
+        rng if rng is not None else rng_tensors([local_rng(torch.device("cpu"))]), tmp / "rng.pt"
+    )
     files = {n: _sha256(tmp / n) for n in ("model.safetensors", "optimizer.pt", "rng.pt")}
-    meta = {"format": FORMAT, "step": step, **state, "rng": rng_json, "files": files}
+    meta = {"format": FORMAT, "step": step, **state, "rng": rng_state(), "files": files}
     _write_json(tmp / "state.json", meta)
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
@@ -128,7 +162,9 @@ def step_dirs(ckpt_root: Path) -> list[Path]:
     """Complete step folders, newest first."""
     if not ckpt_root.is_dir():
         return []
-    return sorted((p for p in ckpt_root.glob("step-*") if (p / "state.json").exists()), reverse=True)
+    return sorted(
+        (p for p in ckpt_root.glob("step-*") if (p / "state.json").exists()), reverse=True
+    )
 
 
 def _prune(ckpt_root: Path, keep_last: int) -> None:
@@ -160,7 +196,9 @@ def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     try:
         weights = load_file(str(ckpt / "model.safetensors"))
     except (SafetensorError, OSError) as exc:
-        raise UserError(f"checkpoint file {ckpt / 'model.safetensors'} cannot be read ({exc})") from None
+        raise UserError(
+            f"checkpoint file {ckpt / 'model.safetensors'} cannot be read ({exc})"
+        ) from None
     weights[TIED] = weights["transformer.wte.weight"]
     return weights
 
@@ -209,7 +247,9 @@ def tokenizer_dir_of(ckpt: Path) -> Path:
     for candidate in (ckpt / "tokenizer", ckpt.parent.parent / "tokenizer"):
         if (candidate / "tokenizer.json").is_file():
             return candidate
-    raise UserError(f"checkpoint {ckpt} has no tokenizer beside it (looked for {ckpt.parent.parent / 'tokenizer'}); copy the tokenizer folder there")
+    raise UserError(
+        f"checkpoint {ckpt} has no tokenizer beside it (looked for {ckpt.parent.parent / 'tokenizer'}); copy the tokenizer folder there"
+    )
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -225,5 +265,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         model.load_state_dict(load_weights(ckpt))
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise UserError(f"checkpoint {ckpt} does not fit its recorded architecture ({first})") from None
+        raise UserError(
+            f"checkpoint {ckpt} does not fit its recorded architecture ({first})"
+        ) from None
     return model.to(device).eval(), cfg, state, ckpt

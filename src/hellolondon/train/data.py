@@ -26,7 +26,9 @@ def open_tokens(path: Path) -> np.memmap:
 
 
 class Batches:
-    def __init__(self, data_dir: str | Path, block_size: int, seed: int, device: torch.device) -> None:
+    def __init__(
+        self, data_dir: str | Path, block_size: int, seed: int, device: torch.device
+    ) -> None:
         data_dir = Path(data_dir)
         self.train = open_tokens(data_dir / "train.bin")
         self.val = open_tokens(data_dir / "val.bin")
@@ -69,7 +71,9 @@ class Batches:
     def train_batch(self, first_sample: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._load(self.train, self._starts(first_sample, batch))
 
-    def fixed_batches(self, split: str, n_batches: int, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def fixed_batches(
+        self, split: str, n_batches: int, batch: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The same held-out batches at every evaluation: windows evenly spread over the file."""
         tokens = self.val if split == "val" else self.train
         count = n_batches * batch

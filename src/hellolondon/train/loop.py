@@ -24,11 +24,11 @@ def train(cfg: RunConfig, resume: str | None = None, log=print) -> dict:
     """Train until `max_iters` or a stop signal; returns the run summary."""
     run = setup_run(cfg, resume, log)
     c = run.cfg.train
-    stop, clock = StopSignal(), Clock()
+    stop, clock = StopSignal(run.dist.enabled, verbose=run.dist.is_main), Clock()
     if run.step == 0 and c.eval_interval:
         evaluate(run)  # the untrained loss: where the curves start
     while run.step < c.max_iters and not stop.requested:
-        loss, grad_norm, lr = train_step(run)
+        loss, grad_norm, lr = train_step(run, stop)  # also agrees on a stop over ranks
         if not math.isfinite(loss) and handle_nonfinite(run, loss) == "stop":
             break  # checkpointed before the bad step; a finite step was applied otherwise
         run.step += 1
@@ -37,7 +37,9 @@ def train(cfg: RunConfig, resume: str | None = None, log=print) -> dict:
         if run.step % c.log_interval == 0 or run.step == c.max_iters:
             log_train(run, loss, grad_norm, lr, clock)
         with clock.paused():  # eval, checkpoint and sample time stay out of dt_ms
-            improved = evaluate(run) if c.eval_interval and run.step % c.eval_interval == 0 else False
+            improved = (
+                evaluate(run) if c.eval_interval and run.step % c.eval_interval == 0 else False
+            )
             if improved or (c.ckpt_interval and run.step % c.ckpt_interval == 0):
                 save(run, is_best=improved)
             maybe_sample(run)

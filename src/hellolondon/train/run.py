@@ -7,10 +7,11 @@ import contextlib
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -18,12 +19,19 @@ import torch.nn as nn
 from hellolondon.config import RunConfig, from_dict, get_preset
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
+from hellolondon.prepare import load_meta
 from hellolondon.tracking import hardware
 from hellolondon.tracking.history import truncate_after
 from hellolondon.tracking.setup import open_tracker
-from hellolondon.train import checkpoint
+from hellolondon.train import checkpoint, fsdp
 from hellolondon.train.data import Batches
-from hellolondon.train.distributed import Dist, init_distributed
+from hellolondon.train.distributed import (
+    Dist,
+    batch_line,
+    broadcast_object,
+    init_distributed,
+    resume_batch,
+)
 from hellolondon.train.optim import build_optimizer
 
 
@@ -75,25 +83,24 @@ def precision(cfg: RunConfig, device: torch.device) -> torch.dtype:
     return getattr(torch, want)
 
 
-def load_meta(data_dir: Path) -> dict[str, Any]:
-    path = data_dir / "meta.json"
-    if not path.is_file():
-        raise UserError(f"{path} not found; prepare token files with `hellolondon prepare` (data.data_dir={data_dir})")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def _run_dir(cfg: RunConfig, resume_from: Path | None) -> Path:
     if resume_from is not None:
-        return resume_from.parent.parent if resume_from.parent.name == "checkpoints" else resume_from
+        return (
+            resume_from.parent.parent if resume_from.parent.name == "checkpoints" else resume_from
+        )
     out = Path(cfg.out_dir) / cfg.tracking.run_name
     if out.exists() and any(out.iterdir()):
-        raise UserError(f"run folder {out} already exists; choose another --run-name or resume it with --resume {out}")
+        raise UserError(
+            f"run folder {out} already exists; choose another --run-name or resume it with --resume {out}"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / ".write-test").touch()
         (out / ".write-test").unlink()
     except OSError as exc:
-        raise UserError(f"cannot write the run folder {out} ({exc.strerror}); choose a writable out_dir") from None
+        raise UserError(
+            f"cannot write the run folder {out} ({exc.strerror}); choose a writable out_dir"
+        ) from None
     return out
 
 
@@ -103,75 +110,137 @@ def _restore(cfg: RunConfig, resume: str | None, log) -> tuple[Path | None, dict
     ckpt, state = checkpoint.find_resumable(resume, log=log)
     saved = from_dict(state["config"])
     if saved.model != cfg.model:
-        raise UserError(f"checkpoint {ckpt} is of another architecture ({saved.model}); resume with its own settings")
+        raise UserError(
+            f"checkpoint {ckpt} is of another architecture ({saved.model}); resume with its own settings"
+        )
     return ckpt, state
 
 
 def setup_run(cfg: RunConfig, resume: str | None = None, log: Callable[[str], None] = print) -> Run:
-    d = init_distributed(cfg.train.device)
+    d = init_distributed(cfg.train.device, fsdp=cfg.train.fsdp)
     log = log if d.is_main else (lambda *_: None)
     data_dir = Path(cfg.data.data_dir)
     meta = load_meta(data_dir)
     cfg.model.vocab_size = int(meta["vocab_size"])
     ckpt, state = _restore(cfg, resume, log)
     if state is not None:
-        cfg = _config_for_resume(cfg, state)
+        resume_batch(
+            cfg.train, state, d.world_size, log
+        )  # keeps the global batch on a new world size
         if state.get("tokenizer_fingerprint") != meta.get("tokenizer_fingerprint"):
-            raise UserError(f"the token files in {data_dir} were made with another tokenizer than checkpoint {ckpt}")
-    cfg.tracking.run_name = cfg.tracking.run_name or default_run_name(cfg.preset)
-    run_dir = _run_dir(cfg, ckpt.parent.parent if ckpt else None) if d.is_main else Path(cfg.out_dir) / cfg.tracking.run_name
-    torch.manual_seed(cfg.train.seed + d.rank)
+            raise UserError(
+                f"the token files in {data_dir} were made with another tokenizer than checkpoint {ckpt}"
+            )
+    # every rank must agree on the run folder: rank 0's clock names it
+    cfg.tracking.run_name = broadcast_object(
+        cfg.tracking.run_name or default_run_name(cfg.preset), d
+    )
+    run_dir = (
+        _run_dir(cfg, ckpt.parent.parent if ckpt else None)
+        if d.is_main
+        else Path(cfg.out_dir) / cfg.tracking.run_name
+    )
     if d.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls left under autocast
+        torch.backends.cuda.matmul.allow_tf32 = (
+            True  # TF32 for the fp32 matmuls left under autocast
+        )
         torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (FSDP needs it)
     model = GPT(cfg.model).to(d.device)
+    torch.manual_seed(cfg.train.seed + d.rank)  # then per-rank streams (dropout)
     log(f"Model parameters: {model.num_params():,}")
-    optimizer = build_optimizer(model, cfg.train, d.device.type, log=log)
     dtype = precision(cfg, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
     if state is not None:
         model.load_state_dict(checkpoint.load_weights(ckpt))
-        optimizer.load_state_dict(checkpoint.load_tensors(ckpt / "optimizer.pt"))
         scaler.load_state_dict(state.get("scaler") or {})
     step_model = _wrap(model, cfg, d)
-    peak = hardware.peak_flops(hardware.device_name(d.device)) if d.device.type == "cuda" else _cpu_peak()
-    autocast = (lambda: torch.autocast(d.device.type, dtype=dtype)) if dtype != torch.float32 else contextlib.nullcontext
-    run = Run(cfg=cfg, dist=d, run_dir=run_dir, model=model, step_model=step_model, optimizer=optimizer,
-              scaler=scaler, autocast=autocast, batches=Batches(data_dir, cfg.model.block_size, cfg.train.seed, d.device),
-              tracker=None, monitor=None, meta=meta, peak_flops=peak, log=log)
+    # after wrapping: FSDP replaces the parameters with shards, which the optimizer must hold
+    optimizer = build_optimizer(model, cfg.train, d.device.type, log=log)
+    if state is not None:
+        fsdp.load_optimizer(
+            model, optimizer, checkpoint.load_tensors(ckpt / "optimizer.pt"), d.fsdp
+        )
+    peak = (
+        hardware.peak_flops(hardware.device_name(d.device))
+        if d.device.type == "cuda"
+        else _cpu_peak()
+    )
+    autocast = (
+        (lambda: torch.autocast(d.device.type, dtype=dtype))
+        if dtype != torch.float32
+        else contextlib.nullcontext
+    )
+    run = Run(
+        cfg=cfg,
+        dist=d,
+        run_dir=run_dir,
+        model=model,
+        step_model=step_model,
+        optimizer=optimizer,
+        scaler=scaler,
+        autocast=autocast,
+        batches=Batches(data_dir, cfg.model.block_size, cfg.train.seed, d.device),
+        tracker=None,
+        monitor=None,
+        meta=meta,
+        peak_flops=peak,
+        log=log,
+    )
     if state is not None:
         run.step, run.samples_seen = state["step"], state["samples_seen"]
         run.best_val = state.get("best_val_loss") or math.inf
-        checkpoint.set_rng_state(state["rng"], checkpoint.load_tensors(ckpt / "rng.pt"))
+        checkpoint.set_rng_state(
+            state["rng"], checkpoint.load_tensors(ckpt / "rng.pt"), d.rank, d.world_size, d.device
+        )
         if d.is_main:
             truncate_after(run_dir / "metrics.jsonl", run.step)
         log(f"resumed from {ckpt} at iteration {run.step}")
+    log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
     if d.is_main:
         _write_run_files(run, dtype)
-    run.tracker = open_tracker(cfg, run_dir, rank=d.rank, run_config=run_config(run, dtype),
-                               resume_run_id=(state or {}).get("tracker_run_id"))
+    run.tracker = open_tracker(
+        cfg,
+        run_dir,
+        rank=d.rank,
+        run_config=run_config(run, dtype),
+        resume_run_id=(state or {}).get("tracker_run_id"),
+    )
     if d.is_main and cfg.monitor.enabled:
         from hellolondon.tracking.monitor import HealthMonitor
 
-        run.monitor = HealthMonitor(cfg.monitor, run.tracker, max_iters=cfg.train.max_iters, console=log)
+        run.monitor = HealthMonitor(
+            cfg.monitor, run.tracker, max_iters=cfg.train.max_iters, console=log
+        )
     return run
 
 
 def _cpu_peak() -> float | None:
-    return hardware.peak_flops("cpu-without-table-entry")  # only an explicit override applies on CPU
+    return hardware.peak_flops(
+        "cpu-without-table-entry"
+    )  # only an explicit override applies on CPU
 
 
-def _config_for_resume(cfg: RunConfig, state: dict) -> RunConfig:
-    saved = from_dict(state["config"])
-    saved.train.max_iters = cfg.train.max_iters  # a resumed run may be extended
-    saved.tracking = cfg.tracking if cfg.tracking.run_name else saved.tracking
-    saved.data.data_dir = cfg.data.data_dir
-    return saved
+def config_for_resume(resume: str, config_file: str | None, overrides: list[str]) -> RunConfig:
+    """The saved config of the checkpoint to resume, with the given file and overrides on top
+    (to extend max_iters, say). Architecture changes are refused later, by `_restore`."""
+    from hellolondon.config import build_config
+
+    state = checkpoint.read_state(checkpoint.resolve(resume), verify=False)
+    return build_config(
+        config_file=config_file, overrides=overrides, base=from_dict(state["config"])
+    )
 
 
 def _wrap(model: GPT, cfg: RunConfig, d: Dist) -> nn.Module:
     compiled: nn.Module = model
-    use_compile = cfg.train.compile == "true" or (cfg.train.compile == "auto" and d.device.type == "cuda")
+    use_compile = cfg.train.compile == "true" or (
+        cfg.train.compile == "auto" and d.device.type == "cuda"
+    )
+    if d.fsdp:
+        # sharded in place: `model` itself gathers its shards on every call, eval included
+        fsdp.shard(model, precision(cfg, d.device))
+        return torch.compile(model) if use_compile else model
     if use_compile:
         compiled = torch.compile(model)
     if d.enabled:
@@ -188,21 +257,31 @@ def run_config(run: Run, dtype: torch.dtype) -> dict[str, Any]:
     return {
         **cfg.to_dict(),
         "model_info": {
-            "preset": cfg.preset, "n_layer": m.n_layer, "n_head": m.n_head, "n_embd": m.n_embd,
-            "parameters": run.model.num_params(), "parameters_total": run.model.num_params(False),
-            "vocab_size": m.vocab_size, "context_length": m.block_size,
+            "preset": cfg.preset,
+            "n_layer": m.n_layer,
+            "n_head": m.n_head,
+            "n_embd": m.n_embd,
+            "parameters": run.model.num_params(),
+            "parameters_total": run.model.num_params(False),
+            "vocab_size": m.vocab_size,
+            "context_length": m.block_size,
             "special_tokens": meta.get("special_tokens", meta.get("special_token_count")),
         },
         "data_info": {
-            "corpus": cfg.data.corpus, "period": cfg.data.period,
-            "documents": meta.get("train_docs", 0) + meta.get("val_docs", 0),
-            "train_tokens": meta.get("train_tokens"), "val_tokens": meta.get("val_tokens"),
+            "corpus": cfg.data.corpus,
+            "period": cfg.data.period,
+            "documents": meta.get("train_documents", 0) + meta.get("val_documents", 0),
+            "train_tokens": meta.get("train_tokens"),
+            "val_tokens": meta.get("val_tokens"),
             "tokenizer_fingerprint": meta.get("tokenizer_fingerprint"),
         },
         "hardware": {
-            **hardware.hardware_facts(run.dist.device), "dtype": str(dtype).replace("torch.", ""),
-            "world_size": run.dist.world_size, "distributed": run.dist.enabled,
-            "peak_flops": run.peak_flops, "tokens_per_step": run.tokens_per_step,
+            **hardware.hardware_facts(run.dist.device),
+            "dtype": str(dtype).replace("torch.", ""),
+            "world_size": run.dist.world_size,
+            "distributed": run.dist.enabled,
+            "peak_flops": run.peak_flops,
+            "tokens_per_step": run.tokens_per_step,
         },
     }
 

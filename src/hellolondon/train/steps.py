@@ -14,26 +14,44 @@ import torch
 from hellolondon.tracking.hardware import gpu_metrics
 from hellolondon.tracking.secrets import scrub
 from hellolondon.train import checkpoint
-from hellolondon.train.distributed import all_reduce_mean, barrier
+from hellolondon.train.distributed import (
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    gather_object,
+    grad_sync,
+    shutdown,
+)
 from hellolondon.train.optim import lr_at
 from hellolondon.train.run import Run
 
 
 class StopSignal:
     """SIGTERM (a scheduler's notice before pre-emption) or a first Ctrl-C asks the loop to
-    stop after the current step, write a checkpoint and flush tracking; a second Ctrl-C aborts."""
+    stop after the current step, write a checkpoint and flush tracking; a second Ctrl-C aborts.
 
-    def __init__(self) -> None:
-        self.requested = False
+    With several processes the signal reaches them at slightly different moments, so a rank
+    only marks it `pending`; `train_step` turns that into `requested` on every rank at once (a
+    flag in the all-reduce it already makes), and all ranks leave after the same step."""
+
+    def __init__(self, distributed: bool = False, verbose: bool = True) -> None:
+        self.requested = False  # what the loop acts on
+        self.pending = False  # this process got the signal
+        self.distributed, self.verbose = distributed, verbose
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._handle)
             signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.pending and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint", flush=True)
+        self.pending = True
+        self.requested = self.requested or not self.distributed
+        if self.verbose:
+            print(
+                f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint",
+                flush=True,
+            )
 
 
 class Clock:
@@ -68,9 +86,9 @@ class Clock:
         return ms
 
 
-def train_step(run: Run) -> tuple[float, float, float]:
+def train_step(run: Run, stop: StopSignal | None = None) -> tuple[float, float, float]:
     """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr); a
-    non-finite loss leaves weights and optimizer untouched."""
+    non-finite loss leaves weights and optimizer untouched. Agrees `stop.requested` over ranks."""
     c, d, opt = run.cfg.train, run.dist, run.optimizer
     lr = lr_at(run.step, c)
     for group in opt.param_groups:
@@ -79,17 +97,22 @@ def train_step(run: Run) -> tuple[float, float, float]:
     for micro in range(c.grad_accum):
         first = run.samples_seen + (micro * d.world_size + d.rank) * c.batch_size
         x, y = run.batches.train_batch(first, c.batch_size)
-        last = micro == c.grad_accum - 1
-        # DDP all-reduces gradients only on the last micro-batch of a step
-        sync = contextlib.nullcontext() if last or not d.enabled else run.step_model.no_sync()
-        with sync, run.autocast():
+        # gradients are all-reduced only on the last micro-batch of a step
+        with grad_sync(run.step_model, d, sync=micro == c.grad_accum - 1), run.autocast():
             _, loss = run.step_model(x, y)
             loss = loss / c.grad_accum
         run.scaler.scale(loss).backward()
         total += loss.detach()
     run.scaler.unscale_(opt)
     norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip or math.inf)
-    loss_val, norm_val = all_reduce_mean(torch.stack([total, norm.to(total)]), d).tolist()
+    if hasattr(norm, "full_tensor"):  # FSDP: a DTensor, already the norm over all shards
+        norm = norm.full_tensor()
+    flag = torch.tensor(float(stop is not None and stop.pending), device=total.device)
+    loss_val, norm_val, stopping = all_reduce_mean(
+        torch.stack([total, norm.to(total), flag]), d
+    ).tolist()
+    if stop is not None and stopping > 0:
+        stop.requested = True
     if math.isfinite(loss_val):
         run.scaler.step(opt)  # with fp16 the scaler itself skips steps whose gradients overflowed
         run.scaler.update()
@@ -107,23 +130,37 @@ def evaluate(run: Run) -> bool:
         if split not in run.eval_cache:
             fixed = run.batches.fixed_batches(split, c.eval_iters, c.batch_size)
             run.eval_cache[split] = fixed[d.rank :: d.world_size]  # each rank its share
+            run.eval_cache[split + "/pad"] = fixed[:1]
         losses = torch.zeros(2, device=d.device)
-        for x, y in run.eval_cache[split]:
+        share, pad = run.eval_cache[split], run.eval_cache[split + "/pad"][0]
+        # FSDP gathers weights inside every forward, so all ranks must make as many calls:
+        # a rank with one batch fewer repeats its first one and leaves it out of the mean
+        calls = -(-c.eval_iters // d.world_size) if d.fsdp else len(share)
+        for i in range(calls):
+            x, y = share[i] if i < len(share) else pad
             with run.autocast():
-                losses[0] += run.model(x, y)[1].float()
-            losses[1] += 1
+                loss = run.model(x, y)[1].float()
+            if i < len(share):
+                losses += torch.stack([loss, torch.ones_like(loss)])
         losses = all_reduce_mean(losses, d)
         means[split] = (losses[0] / losses[1].clamp(min=1)).item()
     run.model.train()
     val = means["val"]
     row = {
-        "eval/train_loss": means["train"], "eval/val_loss": val,
-        "eval/val_ppl": math.exp(min(val, 50.0)), "eval/iter": run.step,
+        "eval/train_loss": means["train"],
+        "eval/val_loss": val,
+        "eval/val_ppl": math.exp(min(val, 50.0)),
+        "eval/iter": run.step,
     }
-    run.log(f"eval {run.step}: train loss {means['train']:.4f}, val loss {val:.4f}, val ppl {row['eval/val_ppl']:.1f}")
+    run.log(
+        f"eval {run.step}: train loss {means['train']:.4f}, val loss {val:.4f}, val ppl {row['eval/val_ppl']:.1f}"
+    )
     _record(run, row)
-    run.history.update(first_val_loss=run.history.get("first_val_loss", val), final_val_loss=val,
-                       final_eval_train_loss=means["train"])
+    run.history.update(
+        first_val_loss=run.history.get("first_val_loss", val),
+        final_val_loss=val,
+        final_eval_train_loss=means["train"],
+    )
     improved = val < run.best_val
     run.best_val = min(run.best_val, val)
     return improved and run.step > 0
@@ -140,22 +177,32 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
     dt = clock.lap_ms()
     tps = run.tokens_per_step / (dt / 1000.0)
     row = {
-        "train/loss": loss, "train/lr": lr, "train/iter": run.step, "train/dt_ms": dt,
-        "train/tokens_per_sec": tps, "train/tokens_per_sec_per_gpu": tps / d.world_size,
+        "train/loss": loss,
+        "train/lr": lr,
+        "train/iter": run.step,
+        "train/dt_ms": dt,
+        "train/tokens_per_sec": tps,
+        "train/tokens_per_sec_per_gpu": tps / d.world_size,
         "train/samples_per_sec": run.samples_per_step / (dt / 1000.0),
         "train/tokens_seen": run.samples_seen * run.cfg.model.block_size,
-        "train/epoch": run.batches.epoch_of(run.samples_seen), "train/grad_norm": grad_norm,
+        "train/epoch": run.batches.epoch_of(run.samples_seen),
+        "train/grad_norm": grad_norm,
     }
+    flops = run.model.flops_per_token() * tps  # achieved by all devices together
+    row["train/tflops"], row["train/tflops_per_gpu"] = flops / 1e12, flops / 1e12 / d.world_size
     if run.peak_flops:
-        # MFU per device: the FLOPs one device does per second over its peak, in percent
-        row["train/mfu"] = 100.0 * run.model.flops_per_token() * tps / d.world_size / run.peak_flops
+        # MFU: achieved over peak, per device; over all devices it is the same ratio
+        row["train/mfu"] = 100.0 * flops / d.world_size / run.peak_flops
     row.update(gpu_metrics(d.device))
     _record(run, row)
     run.history.update(final_train_loss=loss)
     eta = (c.max_iters - run.step) * dt / 1000.0
     mfu = f", mfu {row['train/mfu']:.1f}%" if "train/mfu" in row else ""
-    run.log(f"iter {run.step}/{c.max_iters}: loss {loss:.4f}, lr {lr:.2e}, {dt:.0f} ms, "
-            f"{tps:,.0f} tok/s{mfu}, eta {_duration(eta)}")
+    per_gpu = f" ({tps / d.world_size:,.0f} per process)" if d.enabled else ""
+    run.log(
+        f"iter {run.step}/{c.max_iters}: loss {loss:.4f}, lr {lr:.2e}, {dt:.0f} ms, "
+        f"{tps:,.0f} tok/s{per_gpu}{mfu}, eta {_duration(eta)}"
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -175,9 +222,24 @@ def save(run: Run, is_best: bool = False) -> None:
         "world_size": run.dist.world_size,
         "saved_at": time.time(),
     }
+    rng = gather_object(checkpoint.local_rng(run.dist.device), run.dist)  # every rank's generators
+    if run.dist.fsdp:  # every rank sends its shards; rank 0 receives the whole state
+        from hellolondon.train.fsdp import full_state
+
+        weights, optim = full_state(run.model, run.optimizer)
+    elif run.dist.is_main:
+        weights, optim = run.model.state_dict(), run.optimizer.state_dict()
     if run.dist.is_main:
-        path = checkpoint.save(run.run_dir / "checkpoints", run.step, run.model.state_dict(),
-                               run.optimizer.state_dict(), state, run.cfg.train.keep_last, is_best)
+        path = checkpoint.save(
+            run.run_dir / "checkpoints",
+            run.step,
+            weights,
+            optim,
+            state,
+            run.cfg.train.keep_last,
+            is_best,
+            rng=checkpoint.rng_tensors(rng),
+        )
         run.log(f"saved checkpoint {path}" + (" (best so far)" if is_best else ""))
         if run.cfg.tracking.log_artifacts and hasattr(run.tracker, "log_checkpoint"):
             run.tracker.log_checkpoint(path, ["latest", "best"] if is_best else ["latest"])
@@ -189,7 +251,9 @@ def handle_nonfinite(run: Run, loss: float) -> str:
     if run.monitor is not None:
         run.monitor.nonfinite(run.step, policy)
     else:
-        run.tracker.alert("non-finite loss", f"loss {loss} at iteration {run.step}; policy {policy}", "ERROR")
+        run.tracker.alert(
+            "non-finite loss", f"loss {loss} at iteration {run.step}; policy {policy}", "ERROR"
+        )
     if policy == "stop":
         save(run)  # weights and optimizer are still those from before the bad step
     return policy
@@ -197,25 +261,28 @@ def handle_nonfinite(run: Run, loss: float) -> str:
 
 def maybe_sample(run: Run, force: bool = False) -> None:
     every = run.cfg.train.sample_interval
-    if not run.dist.is_main or not (force or (every and run.step % every == 0)):
+    # with FSDP no rank holds the whole model; sample from a checkpoint with `generate`
+    if not run.dist.is_main or run.dist.fsdp or not (force or (every and run.step % every == 0)):
         return
     from hellolondon.generate import sample_text
 
     tok_dir = run.run_dir / "tokenizer"
     if not tok_dir.is_dir():
         return
-    text = sample_text(run.model, tok_dir, prompt="It was in London, in the year", max_new_tokens=64)
+    text = sample_text(
+        run.model, tok_dir, prompt="It was in London, in the year", max_new_tokens=64
+    )
     with open(run.run_dir / "samples.txt", "a", encoding="utf-8") as f:
         f.write(f"=== iteration {run.step}\n{text}\n\n")
 
 
 def finish(run: Run, clock: Clock, stopped: bool) -> dict:
     c = run.cfg.train
+    if c.eval_interval and run.step % c.eval_interval != 0 and not stopped and evaluate(run):
+        save(run, is_best=True)
     last = checkpoint.step_dirs(run.run_dir / "checkpoints")
-    if c.eval_interval and run.step % c.eval_interval != 0 and not stopped:
-        if evaluate(run):
-            save(run, is_best=True)
-    if not last or last[0].name != f"step-{run.step:06d}":
+    # rank 0's disk decides: other nodes may not see the run folder, and all ranks must save
+    if broadcast_object(not last or last[0].name != f"step-{run.step:06d}", run.dist):
         save(run)
     maybe_sample(run, force=True)
     summary = {
@@ -224,9 +291,13 @@ def finish(run: Run, clock: Clock, stopped: bool) -> dict:
         "iterations": run.step,
         "tokens_seen": run.samples_seen * run.cfg.model.block_size,
         "wall_time_s": round(time.perf_counter() - clock.start, 2),
-        "mean_tokens_per_sec": clock.train_steps * run.tokens_per_step / clock.train_s if clock.train_s else None,
+        "mean_tokens_per_sec": clock.train_steps * run.tokens_per_step / clock.train_s
+        if clock.train_s
+        else None,
         "stopped_early": stopped,
     }
     run.tracker.summary(summary)
     run.tracker.finish()
+    run.step_model = run.model  # let the DDP wrapper go before its process group (see shutdown)
+    shutdown(run.dist)
     return summary
