@@ -19,14 +19,14 @@ DEMO_SETTINGS = [
     "model.n_embd=128",
     "model.block_size=128",
     "train.batch_size=16",
-    "train.max_iters=250",
+    "train.max_iters=500",
     "train.lr=2e-3",
     "train.min_lr=2e-4",
     "train.warmup_iters=20",
-    "train.eval_interval=50",
+    "train.eval_interval=100",
     "train.eval_iters=8",
     "train.log_interval=10",
-    "train.ckpt_interval=125",
+    "train.ckpt_interval=250",
     "train.sample_interval=0",
 ]
 PROMPT = "Now is the winter of"
