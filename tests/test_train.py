@@ -72,28 +72,11 @@ def test_sigkill_then_resume_logs_exactly_the_same_losses(tiny_data, tmp_path):
         "train.batch_size=8",
         "model.dropout=0.1",
     ]  # dropout: the torch RNG must be restored too
-    whole = _cli(
-        "train",
-        "--data",
-        str(tiny_data),
-        "--out-dir",
-        str(tmp_path),
-        "--run-name",
-        "whole",
-        *common,
-    )
+    where = ["--data", str(tiny_data), "--out-dir", str(tmp_path)]
+    whole = _cli("train", *where, "--run-name", "whole", *common)
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
 
-    victim = _cli(
-        "train",
-        "--data",
-        str(tiny_data),
-        "--out-dir",
-        str(tmp_path),
-        "--run-name",
-        "killed",
-        *common,
-    )
+    victim = _cli("train", *where, "--run-name", "killed", *common)
     marker = tmp_path / "killed" / "checkpoints" / "step-000040" / "state.json"
     deadline = time.time() + 300
     while not marker.exists() and victim.poll() is None and time.time() < deadline:

@@ -198,6 +198,14 @@ class Preset:
 # Sources: GPT-2 paper (sizes 124M/350M), GPT-3 paper table 2.1 (lr 6e-4 for 125M and 3e-4 for
 # 350M, betas 0.9/0.95, weight decay 0.1, clip 1.0), nanoGPT (2000 warm-up steps, min_lr = lr/10,
 # no dropout). Iteration counts follow the seed: an SLM run ~60,000 steps, a full run 100,000+.
+GPU_RHYTHM: dict[str, int] = dict(  # warm-up, evaluation, logging and saving of the GPU presets
+    warmup_iters=2000,
+    eval_interval=1000,
+    eval_iters=100,
+    log_interval=10,
+    ckpt_interval=1000,
+    sample_interval=5000,
+)
 TINY = Preset(
     "tiny",
     ModelConfig(n_layer=4, n_head=4, n_embd=256, block_size=256),
@@ -208,38 +216,14 @@ TINY = Preset(
 SLM = Preset(
     "slm",
     ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024),
-    TrainConfig(
-        batch_size=32,
-        grad_accum=1,
-        max_iters=60000,
-        lr=6e-4,
-        min_lr=6e-5,
-        warmup_iters=2000,
-        eval_interval=1000,
-        eval_iters=100,
-        log_interval=10,
-        ckpt_interval=1000,
-        sample_interval=5000,
-    ),
+    TrainConfig(batch_size=32, grad_accum=1, max_iters=60000, lr=6e-4, min_lr=6e-5, **GPU_RHYTHM),
     "london-slm-simple",
     "GPT-2 small shape (12 layers, 12 heads, 768 wide, context 1024), ~109M parameters",
 )
 REGULAR = Preset(
     "regular",
     ModelConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
-    TrainConfig(
-        batch_size=16,
-        grad_accum=2,
-        max_iters=100000,
-        lr=3e-4,
-        min_lr=3e-5,
-        warmup_iters=2000,
-        eval_interval=1000,
-        eval_iters=100,
-        log_interval=10,
-        ckpt_interval=1000,
-        sample_interval=5000,
-    ),
+    TrainConfig(batch_size=16, grad_accum=2, max_iters=100000, lr=3e-4, min_lr=3e-5, **GPU_RHYTHM),
     "london-historical-llm",
     "GPT-2 medium shape (24 layers, 16 heads, 1024 wide, context 1024), ~333M parameters",
 )
