@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from hellolondon.errors import UserError
 

@@ -10,13 +10,12 @@ import difflib
 import hashlib
 import json
 import re
+import tomllib
 import unicodedata
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from hellolondon.corpus.documents import PERIODS, period_of
 from hellolondon.errors import UserError

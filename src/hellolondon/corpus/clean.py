@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tomllib
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from hellolondon.corpus.formats import Removal, removal, strip_gutenberg, strip_page_furniture
 from hellolondon.errors import UserError

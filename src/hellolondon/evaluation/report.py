@@ -11,7 +11,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ def evaluate(
         "step": int(state.get("step", 0)),
         "model": {**cfg.model.__dict__, "parameters": model.num_params(False)},
         "tokenizer_fingerprint": tok.fingerprint,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if data is not None:
         report["heldout"] = score_heldout(
