@@ -90,7 +90,7 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
         "block_size": cfg.model.block_size,
         "ms_per_iter": ms,
         "tokens_per_sec": tps,
-        "mfu_percent": 100.0 * model.flops_per_token() * tps / peak if peak else None,
+        "mfu_percent": hardware.mfu_percent(model.flops_per_token(), tps, 1, peak),
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30
         if device.type == "cuda"
         else None,

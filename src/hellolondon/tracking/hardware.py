@@ -48,6 +48,15 @@ def peak_flops(device_name: str, override: float | None = None) -> float | None:
     return None
 
 
+def mfu_percent(
+    flops_per_token: int, tokens_per_sec: float, devices: int, peak: float | None
+) -> float | None:
+    """Model FLOPs utilisation in percent: the FLOPs each device achieves over its peak."""
+    if not peak:
+        return None
+    return 100.0 * flops_per_token * tokens_per_sec / devices / peak
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     from hellolondon.errors import UserError
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from hellolondon.tracking.hardware import gpu_metrics
+from hellolondon.tracking.hardware import gpu_metrics, mfu_percent
 from hellolondon.tracking.secrets import scrub
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import (
@@ -190,9 +190,9 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
     }
     flops = run.model.flops_per_token() * tps  # achieved by all devices together
     row["train/tflops"], row["train/tflops_per_gpu"] = flops / 1e12, flops / 1e12 / d.world_size
-    if run.peak_flops:
-        # MFU: achieved over peak, per device; over all devices it is the same ratio
-        row["train/mfu"] = 100.0 * flops / d.world_size / run.peak_flops
+    mfu = mfu_percent(run.model.flops_per_token(), tps, d.world_size, run.peak_flops)
+    if mfu is not None:  # per device; over all devices it is the same ratio
+        row["train/mfu"] = mfu
     row.update(gpu_metrics(d.device))
     _record(run, row)
     run.history.update(final_train_loss=loss)
