@@ -124,9 +124,7 @@ def setup_run(cfg: RunConfig, resume: str | None = None, log: Callable[[str], No
     cfg.model.vocab_size = int(meta["vocab_size"])
     ckpt, state = _restore(cfg, resume, log)
     if state is not None:
-        resume_batch(
-            cfg.train, state, d.world_size, log
-        )  # keeps the global batch on a new world size
+        resume_batch(cfg.train, state, d.world_size, log)  # the global batch on a new world size
         if state.get("tokenizer_fingerprint") != meta.get("tokenizer_fingerprint"):
             raise UserError(
                 f"the token files in {data_dir} were made with another tokenizer than checkpoint {ckpt}"
@@ -135,21 +133,34 @@ def setup_run(cfg: RunConfig, resume: str | None = None, log: Callable[[str], No
     cfg.tracking.run_name = broadcast_object(
         cfg.tracking.run_name or default_run_name(cfg.preset), d
     )
-    run_dir = (
-        _run_dir(cfg, ckpt.parent.parent if ckpt else None)
-        if d.is_main
-        else Path(cfg.out_dir) / cfg.tracking.run_name
-    )
+    if d.is_main:
+        run_dir = _run_dir(cfg, ckpt.parent.parent if ckpt else None)
+    else:
+        run_dir = Path(cfg.out_dir) / cfg.tracking.run_name
+    dtype = precision(cfg, d.device)
+    model, step_model, optimizer, scaler = _build(cfg, d, dtype, ckpt, state, log)
+    run = Run(
+        cfg=cfg, dist=d, run_dir=run_dir, model=model, step_model=step_model, optimizer=optimizer,
+        scaler=scaler, autocast=_autocast(d.device, dtype),
+        batches=Batches(data_dir, cfg.model.block_size, cfg.train.seed, d.device),
+        tracker=None, monitor=None, meta=meta, peak_flops=_peak(d.device), log=log,
+    )  # fmt: skip
+    if state is not None:
+        _continue_from(run, ckpt, state)
+    log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
+    _open_tracking(run, dtype, (state or {}).get("tracker_run_id"))
+    return run
+
+
+def _build(cfg: RunConfig, d: Dist, dtype: torch.dtype, ckpt: Path | None, state: dict | None, log):
+    """Model (restored if resuming), its compiled/wrapped twin, optimizer and grad scaler."""
     if d.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = (
-            True  # TF32 for the fp32 matmuls left under autocast
-        )
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for fp32 matmuls left by autocast
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (FSDP needs it)
     model = GPT(cfg.model).to(d.device)
     torch.manual_seed(cfg.train.seed + d.rank)  # then per-rank streams (dropout)
     log(f"Model parameters: {model.num_params():,}")
-    dtype = precision(cfg, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
     if state is not None:
         model.load_state_dict(checkpoint.load_weights(ckpt))
@@ -158,67 +169,53 @@ def setup_run(cfg: RunConfig, resume: str | None = None, log: Callable[[str], No
     # after wrapping: FSDP replaces the parameters with shards, which the optimizer must hold
     optimizer = build_optimizer(model, cfg.train, d.device.type, log=log)
     if state is not None:
-        fsdp.load_optimizer(
-            model, optimizer, checkpoint.load_tensors(ckpt / "optimizer.pt"), d.fsdp
-        )
-    peak = (
-        hardware.peak_flops(hardware.device_name(d.device))
-        if d.device.type == "cuda"
-        else _cpu_peak()
-    )
-    autocast = (
-        (lambda: torch.autocast(d.device.type, dtype=dtype))
-        if dtype != torch.float32
-        else contextlib.nullcontext
-    )
-    run = Run(
-        cfg=cfg,
-        dist=d,
-        run_dir=run_dir,
-        model=model,
-        step_model=step_model,
-        optimizer=optimizer,
-        scaler=scaler,
-        autocast=autocast,
-        batches=Batches(data_dir, cfg.model.block_size, cfg.train.seed, d.device),
-        tracker=None,
-        monitor=None,
-        meta=meta,
-        peak_flops=peak,
-        log=log,
-    )
-    if state is not None:
-        run.step, run.samples_seen = state["step"], state["samples_seen"]
-        run.best_val = state.get("best_val_loss") or math.inf
-        checkpoint.set_rng_state(
-            state["rng"], checkpoint.load_tensors(ckpt / "rng.pt"), d.rank, d.world_size, d.device
-        )
-        if d.is_main:
-            truncate_after(run_dir / "metrics.jsonl", run.step)
-        log(f"resumed from {ckpt} at iteration {run.step}")
-    log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
+        saved = checkpoint.load_tensors(ckpt / "optimizer.pt")
+        fsdp.load_optimizer(model, optimizer, saved, d.fsdp)
+    return model, step_model, optimizer, scaler
+
+
+def _autocast(
+    device: torch.device, dtype: torch.dtype
+) -> Callable[[], contextlib.AbstractContextManager]:
+    if dtype == torch.float32:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def _peak(device: torch.device) -> float | None:
+    """Peak FLOP/s for MFU; on a CPU only an explicit HELLOLONDON_PEAK_TFLOPS gives one."""
+    name = hardware.device_name(device) if device.type == "cuda" else ""
+    return hardware.peak_flops(name)
+
+
+def _continue_from(run: Run, ckpt: Path, state: dict) -> None:
+    d = run.dist
+    run.step, run.samples_seen = state["step"], state["samples_seen"]
+    run.best_val = state.get("best_val_loss") or math.inf
+    rng = checkpoint.load_tensors(ckpt / "rng.pt")
+    checkpoint.set_rng_state(state["rng"], rng, d.rank, d.world_size, d.device)
+    if d.is_main:
+        truncate_after(run.run_dir / "metrics.jsonl", run.step)  # recomputed exactly
+    run.log(f"resumed from {ckpt} at iteration {run.step}")
+
+
+def _open_tracking(run: Run, dtype: torch.dtype, resume_run_id: str | None) -> None:
+    d, cfg = run.dist, run.cfg
     if d.is_main:
         _write_run_files(run, dtype)
     run.tracker = open_tracker(
         cfg,
-        run_dir,
+        run.run_dir,
         rank=d.rank,
         run_config=run_config(run, dtype),
-        resume_run_id=(state or {}).get("tracker_run_id"),
+        resume_run_id=resume_run_id,
     )
     if d.is_main and cfg.monitor.enabled:
         from hellolondon.tracking.monitor import HealthMonitor
 
         run.monitor = HealthMonitor(
-            cfg.monitor, run.tracker, max_iters=cfg.train.max_iters, console=log
+            cfg.monitor, run.tracker, max_iters=cfg.train.max_iters, console=run.log
         )
-    return run
-
-
-def _cpu_peak() -> float | None:
-    return hardware.peak_flops(
-        "cpu-without-table-entry"
-    )  # only an explicit override applies on CPU
 
 
 def config_for_resume(resume: str, config_file: str | None, overrides: list[str]) -> RunConfig:
