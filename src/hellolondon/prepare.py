@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from hellolondon.corpus.documents import Document, read_documents
 from hellolondon.errors import UserError
+from hellolondon.files import sha256_file
 from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer
 
 DTYPE = np.uint16
@@ -59,14 +60,6 @@ def choose_validation(docs: list[tuple[str, str, int]], val_fraction: float = 0.
     if not val and len(docs) >= 2:  # tiny corpora: one document still makes a validation set
         val.add(min((d[0] for d in docs), key=lambda i: (_hash_key(i), i)))
     return val
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_inputs(corpus: Path, tokenizer_dir: Path) -> Tokenizer:
@@ -255,7 +248,7 @@ def _meta(corpus: Path, tokenizer: Tokenizer, writer: _Writer, val_fraction: flo
         "tokenizer_fingerprint": tokenizer.fingerprint,
         "tokenizer_path": str(Path(tokenizer.path).resolve()) if tokenizer.path else "",
         "corpus_path": str(corpus.resolve()),
-        "corpus_sha256": _file_sha256(corpus),
+        "corpus_sha256": sha256_file(corpus),
         "val_spans": writer.spans,
     }
 

@@ -12,7 +12,6 @@ archive.org item's metadata is checked the same way before its text is fetched.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -29,6 +28,7 @@ from hellolondon.corpus.catalog import Source, check_header
 from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError
 from hellolondon.corpus.formats import decode, gutenberg_header, looks_like_html
 from hellolondon.errors import UserError
+from hellolondon.files import sha256_file
 
 GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt"
 ARCHIVE_BASE = "https://archive.org"
@@ -86,14 +86,6 @@ class Manifest:
             body = {"version": 1, "sources": self.records}
             tmp.write_text(json.dumps(body, indent=1, ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, self.path)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _cached(out: Path, source: Source, rec: dict[str, Any] | None) -> bool:

@@ -12,7 +12,6 @@ checkpoints/best/       hard links to the files of the best folder by val loss
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -26,17 +25,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hellolondon.errors import UserError
+from hellolondon.files import sha256_file
 
 FORMAT = 1
 TIED = "lm_head.weight"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -112,7 +104,7 @@ def save(
     torch.save(
         rng if rng is not None else rng_tensors([local_rng(torch.device("cpu"))]), tmp / "rng.pt"
     )
-    files = {n: _sha256(tmp / n) for n in ("model.safetensors", "optimizer.pt", "rng.pt")}
+    files = {n: sha256_file(tmp / n) for n in ("model.safetensors", "optimizer.pt", "rng.pt")}
     meta = {"format": FORMAT, "step": step, **state, "rng": rng_state(), "files": files}
     _write_json(tmp / "state.json", meta)
     for f in tmp.iterdir():
@@ -187,7 +179,7 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
         f = ckpt / name
         if not f.is_file():
             raise UserError(f"checkpoint file {f} is missing")
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise UserError(f"checkpoint file {f} is truncated or corrupt (sha256 mismatch)")
     return state
 
