@@ -248,6 +248,18 @@ def _wrap(model: GPT, cfg: RunConfig, d: Dist) -> nn.Module:
     return compiled
 
 
+def _token_counts(meta: dict[str, Any]) -> dict[str, int | None]:
+    """Control tokens, and the historical terms that are one token each, of the run's tokenizer."""
+    from hellolondon.tokenizer import historical_terms, load_tokenizer
+
+    path = meta.get("tokenizer_path")
+    if not path or not (Path(path) / "tokenizer.json").is_file():
+        return {"special_tokens": None, "historical_tokens": None}
+    tok = load_tokenizer(path)
+    single = sum(len(tok.encode(" " + term)) == 1 for term in historical_terms())
+    return {"special_tokens": len(tok.hf.get_added_tokens_decoder()), "historical_tokens": single}
+
+
 def run_config(run: Run, dtype: torch.dtype) -> dict[str, Any]:
     """The full run config for the tracker: settings, model, data and hardware facts."""
     cfg, m, meta = run.cfg, run.cfg.model, run.meta
@@ -262,7 +274,7 @@ def run_config(run: Run, dtype: torch.dtype) -> dict[str, Any]:
             "parameters_total": run.model.num_params(False),
             "vocab_size": m.vocab_size,
             "context_length": m.block_size,
-            "special_tokens": meta.get("special_tokens", meta.get("special_token_count")),
+            **_token_counts(meta),
         },
         "data_info": {
             "corpus": cfg.data.corpus,

@@ -181,6 +181,7 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
         "train/lr": lr,
         "train/iter": run.step,
         "train/dt_ms": dt,
+        "train/steps_per_sec": 1000.0 / dt,
         "train/tokens_per_sec": tps,
         "train/tokens_per_sec_per_gpu": tps / d.world_size,
         "train/samples_per_sec": run.samples_per_step / (dt / 1000.0),
