@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_suite.sh            # prints JSON lines; paste the numbers in docs/benchmarks.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HL="${HL:-hellolondon}"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+HL="${HL:-python -m hellolondon}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 python -m pytest -q tests/test_gpu.py tests/test_model.py
