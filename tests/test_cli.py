@@ -154,3 +154,16 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(UserError):
         main(["generate", str(tmp_path), "--debug"])
+
+
+def test_generate_interactive_until_an_empty_line(capsys, trained, monkeypatch):
+    answers = iter(["KING.", "QUEEN.", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    assert (
+        main(
+            ["generate", str(trained), "--interactive", "--max-new-tokens", "4", "--device", "cpu"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "KING." in out and "QUEEN." in out
