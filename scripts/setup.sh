@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    echo "error: helloLondon needs Python 3.11 or newer; $PY is $("$PY" --version 2>&1 || echo missing). Set PYTHON=python3.11 (or newer) and run again." >&2
+    echo "error: helloLondon needs Python 3.11 or newer; $PY is $("$PY" --version 2>/dev/null || echo "not found"). Set PYTHON=python3.11 (or newer) and run again." >&2
     exit 2
 fi
 if [ ! -x .venv/bin/python ]; then
