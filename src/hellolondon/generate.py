@@ -60,19 +60,6 @@ def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
     return torch.where(seen, penal, logits)
 
 
-def _hidden(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """GPT.forward in eval mode without the output projection: (B, T) -> (B, T, C). Decoding
-    projects only the position it samples from, and on the CPU in a faster layout (`_project`);
-    the model itself is not touched (a compiled training graph stays valid)."""
-    t = model.transformer
-    pos = torch.arange(cache.pos, cache.pos + idx.size(1), device=idx.device)
-    x = t.wte(idx) + t.wpe(pos)
-    for i, block in enumerate(t.h):
-        x = block(x, cache, i)
-    cache.pos += idx.size(1)
-    return t.ln_f(x)
-
-
 def _project(model: GPT) -> Callable[[torch.Tensor], torch.Tensor]:
     """The output projection for one position. On the CPU it multiplies by a contiguous (C, V)
     copy of the tied matrix: for a single row that is a plain row-times-matrix product, 2-4x
@@ -120,7 +107,7 @@ def generate_ids(
     out: list[int] = []
     project = _project(model)
     try:
-        h = _hidden(model, idx, cache)  # (1, T, C)
+        h = model.hidden(idx, cache)  # (1, T, C)
         for _ in range(steps):
             nxt = _next_token(project(h[:, -1, :]).float(), s, seen, gen)
             token = int(nxt)
@@ -132,7 +119,7 @@ def generate_ids(
             if seen is not None:
                 seen[0, token] = True
             if len(out) < steps:
-                h = _hidden(model, nxt, cache)
+                h = model.hidden(nxt, cache)
     finally:
         model.train(was_training)
     return out

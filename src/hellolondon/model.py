@@ -132,12 +132,9 @@ class GPT(nn.Module):
         t = seq_len or c.block_size
         return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * t
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final hidden states (B, T, C): everything but the output projection, so decoding can
+        project only the position it samples from."""
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
@@ -145,17 +142,22 @@ class GPT(nn.Module):
                 f"sequence of {start + T} tokens is longer than the model's context of {self.config.block_size}"
             )
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(
-            self.transformer.wte(idx) + self.transformer.wpe(pos)
-        )  # (B, T, C)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache, i)
-        x = self.transformer.ln_f(x)
         if cache is not None:
             cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.lm_head(self.hidden(idx, cache))  # (B, T, vocab)
         if targets is None:
-            return self.lm_head(x), None  # (B, T, vocab)
-        logits = self.lm_head(x)
+            return logits, None
         # autocast runs cross_entropy in float32; an explicit upcast would keep a second copy of the logits
         loss = F.cross_entropy(
             logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
