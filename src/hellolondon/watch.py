@@ -19,10 +19,10 @@ from typing import Any, TextIO
 from hellolondon.report.runs import (
     check_run_folder,
     fmt_duration,
-    read_json,
     run_folders_in,
     to_float,
 )
+from hellolondon.tracking.history import read_json
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 ASCII = " .:-=+*#"

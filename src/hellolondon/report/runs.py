@@ -6,7 +6,6 @@ Everything comes from the files training writes (`metrics.jsonl`, `events.jsonl`
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hellolondon.errors import UserError
-from hellolondon.tracking.history import read_jsonl
+from hellolondon.tracking.history import read_json, read_jsonl
 
 
 class Panel(NamedTuple):
@@ -52,14 +51,6 @@ def to_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _cut_short(path: Path) -> bool:

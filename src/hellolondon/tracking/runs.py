@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hellolondon.tracking.history import read_jsonl
+from hellolondon.tracking.history import read_json, read_jsonl
 from hellolondon.tracking.wandb_tracker import STATE_FILE, segment_dirs, show_path, sync_command
 
 
@@ -27,17 +27,9 @@ class RunInfo:
     sync_command: str | None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _progress(run_dir: Path) -> tuple[int | None, float | None]:
     """(iterations, best val loss): the summary of a finished run, else the metrics so far."""
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / "summary.json")
     iters, best = summary.get("iterations"), summary.get("best_val_loss")
     if iters is None or best is None:
         rows = read_jsonl(run_dir / "metrics.jsonl")
@@ -66,8 +58,8 @@ def _sync_state(run_dir: Path, state: dict[str, Any]) -> tuple[bool, str | None]
 
 
 def run_info(run_dir: Path) -> RunInfo:
-    config = _read_json(run_dir / "config.json")
-    state = _read_json(run_dir / STATE_FILE)
+    config = read_json(run_dir / "config.json")
+    state = read_json(run_dir / STATE_FILE)
     iters, best = _progress(run_dir)
     needs, command = _sync_state(run_dir, state)
     return RunInfo(
