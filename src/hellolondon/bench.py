@@ -10,12 +10,10 @@ from pathlib import Path
 import torch
 
 from hellolondon.config import RunConfig
-from hellolondon.model import GPT
 from hellolondon.tracking import hardware
 from hellolondon.tracking.base import NullTracker
 from hellolondon.train.distributed import Dist
-from hellolondon.train.optim import build_optimizer
-from hellolondon.train.run import Run, _wrap, precision
+from hellolondon.train.run import Run, autocast_for, build_model, peak_flops_for, precision
 from hellolondon.train.steps import train_step
 
 
@@ -38,35 +36,17 @@ class RandomBatches:
 
 def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
     device = hardware.resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.train.seed)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
     d = Dist(device=device)
-    model = GPT(cfg.model).to(device)
-    log(f"Model parameters: {model.num_params():,}")
-    opt = build_optimizer(model, cfg.train, device.type, log=log)
     dtype = precision(cfg, device)
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else _null
-    )
+    model, step_model, opt, scaler = build_model(cfg, d, dtype, None, None, log)
     run = Run(
-        cfg=cfg,
-        dist=d,
-        run_dir=Path("."),
-        model=model,
-        step_model=_wrap(model, cfg, d),
-        optimizer=opt,
-        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-        autocast=autocast,
+        cfg=cfg, dist=d, run_dir=Path("."), model=model, step_model=step_model, optimizer=opt,
+        scaler=scaler, autocast=autocast_for(device, dtype),
         batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
-        tracker=NullTracker(),
-        monitor=None,
-        meta={},
-        peak_flops=None,
-        log=log,
-    )
+        tracker=NullTracker(), monitor=None, meta={}, peak_flops=peak_flops_for(device), log=log,
+    )  # fmt: skip
     for _ in range(warmup):  # compilation and allocator warm-up stay out of the timing
         train_step(run)
     _sync(device)
@@ -76,11 +56,6 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
     _sync(device)
     ms = 1000.0 * (time.perf_counter() - t0) / steps
     tps = run.tokens_per_step / (ms / 1000.0)
-    peak = (
-        hardware.peak_flops(hardware.device_name(device))
-        if device.type == "cuda"
-        else hardware.peak_flops("")
-    )
     result = {
         "device": hardware.device_name(device),
         "dtype": str(dtype).replace("torch.", ""),
@@ -90,19 +65,13 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
         "block_size": cfg.model.block_size,
         "ms_per_iter": ms,
         "tokens_per_sec": tps,
-        "mfu_percent": hardware.mfu_percent(model.flops_per_token(), tps, 1, peak),
+        "mfu_percent": hardware.mfu_percent(run.flops_per_token, tps, 1, run.peak_flops),
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30
         if device.type == "cuda"
         else None,
         "final_loss": loss if math.isfinite(loss) else None,
     }
     return result
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _sync(device: torch.device) -> None:

@@ -91,23 +91,19 @@ def run_demo(
     return summary
 
 
-def _report(run_dir: Path) -> str | None:
-    try:
-        from hellolondon.report import write_report
-    except ImportError:
-        return None
-    paths = write_report([run_dir], run_dir / "report")
-    return str(paths.get("html") or next(iter(paths.values())))
+def _report(run_dir: Path) -> str:
+    from hellolondon.report import write_report
+
+    return str(write_report([run_dir], run_dir / "report")["html"])
 
 
-def _next_steps(s: dict, run_dir: Path, report: str | None) -> None:
+def _next_steps(s: dict, run_dir: Path, report: str) -> None:
     first, best = s.get("first_val_loss"), s.get("best_val_loss")
     print("\n== done in {:.0f} s".format(s["demo_seconds"]))
     if first and best:
         print(f"val loss {first:.2f} -> {best:.2f}")
     print(f"run folder:  {run_dir}  (config.json, metrics.jsonl, checkpoints/, samples.txt)")
-    if report:
-        print(f"report:      {report}")
+    print(f"report:      {report}")
     print("next:")
     print(f'  hellolondon generate {run_dir} --prompt "To be, or not to be"')
     print(f"  hellolondon generate {run_dir} --interactive")

@@ -202,12 +202,17 @@ def load_tensors(path: Path) -> Any:
         raise UserError(f"checkpoint file {path} cannot be read ({type(exc).__name__})") from None
 
 
+def _root(p: Path) -> Path:
+    """The folder holding step-NNNNNN/: a run folder's checkpoints/, or the path itself."""
+    return p / "checkpoints" if (p / "checkpoints").is_dir() else p
+
+
 def resolve(path: str | Path) -> Path:
     """A run folder (its `latest`), a `checkpoints/` folder, or one checkpoint folder."""
     p = Path(path)
     if (p / "state.json").exists():
         return p
-    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    root = _root(p)
     latest = root / "latest"
     if latest.is_file() and (root / latest.read_text().strip() / "state.json").exists():
         return root / latest.read_text().strip()
@@ -222,7 +227,7 @@ def find_resumable(path: str | Path, log=print) -> tuple[Path, dict[str, Any]]:
     p = Path(path)
     if (p / "state.json").exists():
         return p, read_state(p)
-    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    root = _root(p)
     candidates = step_dirs(root)
     if not candidates:
         raise UserError(f"nothing to resume: no checkpoint under {root}")

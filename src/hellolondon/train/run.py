@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,11 @@ class Run:
     history: dict[str, float] = field(default_factory=dict)  # last losses, for the summary
     eval_cache: dict[str, list] = field(default_factory=dict)  # the fixed held-out batches
     log: Callable[[str], None] = print
+
+    @cached_property
+    def flops_per_token(self) -> int:
+        """Counted once: it walks every parameter."""
+        return self.model.flops_per_token()
 
     @property
     def tokens_per_step(self) -> int:
@@ -138,12 +144,12 @@ def setup_run(cfg: RunConfig, resume: str | None = None, log: Callable[[str], No
     else:
         run_dir = Path(cfg.out_dir) / cfg.tracking.run_name
     dtype = precision(cfg, d.device)
-    model, step_model, optimizer, scaler = _build(cfg, d, dtype, ckpt, state, log)
+    model, step_model, optimizer, scaler = build_model(cfg, d, dtype, ckpt, state, log)
     run = Run(
         cfg=cfg, dist=d, run_dir=run_dir, model=model, step_model=step_model, optimizer=optimizer,
-        scaler=scaler, autocast=_autocast(d.device, dtype),
+        scaler=scaler, autocast=autocast_for(d.device, dtype),
         batches=Batches(data_dir, cfg.model.block_size, cfg.train.seed, d.device),
-        tracker=None, monitor=None, meta=meta, peak_flops=_peak(d.device), log=log,
+        tracker=None, monitor=None, meta=meta, peak_flops=peak_flops_for(d.device), log=log,
     )  # fmt: skip
     if state is not None:
         _continue_from(run, ckpt, state)
@@ -152,7 +158,9 @@ def setup_run(cfg: RunConfig, resume: str | None = None, log: Callable[[str], No
     return run
 
 
-def _build(cfg: RunConfig, d: Dist, dtype: torch.dtype, ckpt: Path | None, state: dict | None, log):
+def build_model(
+    cfg: RunConfig, d: Dist, dtype: torch.dtype, ckpt: Path | None, state: dict | None, log
+):
     """Model (restored if resuming), its compiled/wrapped twin, optimizer and grad scaler."""
     if d.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for fp32 matmuls left by autocast
@@ -174,7 +182,7 @@ def _build(cfg: RunConfig, d: Dist, dtype: torch.dtype, ckpt: Path | None, state
     return model, step_model, optimizer, scaler
 
 
-def _autocast(
+def autocast_for(
     device: torch.device, dtype: torch.dtype
 ) -> Callable[[], contextlib.AbstractContextManager]:
     if dtype == torch.float32:
@@ -182,7 +190,7 @@ def _autocast(
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def _peak(device: torch.device) -> float | None:
+def peak_flops_for(device: torch.device) -> float | None:
     """Peak FLOP/s for MFU; on a CPU only an explicit HELLOLONDON_PEAK_TFLOPS gives one."""
     name = hardware.device_name(device) if device.type == "cuda" else ""
     return hardware.peak_flops(name)
@@ -201,14 +209,11 @@ def _continue_from(run: Run, ckpt: Path, state: dict) -> None:
 
 def _open_tracking(run: Run, dtype: torch.dtype, resume_run_id: str | None) -> None:
     d, cfg = run.dist, run.cfg
+    full = run_config(run, dtype)  # loads the tokenizer and asks the hardware: once
     if d.is_main:
-        _write_run_files(run, dtype)
+        _write_run_files(run, full)
     run.tracker = open_tracker(
-        cfg,
-        run.run_dir,
-        rank=d.rank,
-        run_config=run_config(run, dtype),
-        resume_run_id=resume_run_id,
+        cfg, run.run_dir, rank=d.rank, run_config=full, resume_run_id=resume_run_id
     )
     if d.is_main and cfg.monitor.enabled:
         from hellolondon.tracking.monitor import HealthMonitor
@@ -295,10 +300,10 @@ def run_config(run: Run, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def _write_run_files(run: Run, dtype: torch.dtype) -> None:
+def _write_run_files(run: Run, full_config: dict[str, Any]) -> None:
     from hellolondon.tracking.secrets import scrub
 
-    (run.run_dir / "config.json").write_text(json.dumps(scrub(run_config(run, dtype)), indent=2))
+    (run.run_dir / "config.json").write_text(json.dumps(scrub(full_config), indent=2))
     tok_src = run.meta.get("tokenizer_dir") or run.meta.get("tokenizer_path")
     tok_dst = run.run_dir / "tokenizer"
     if tok_src and (Path(tok_src) / "tokenizer.json").is_file() and not tok_dst.exists():

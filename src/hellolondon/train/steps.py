@@ -189,9 +189,9 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
         "train/epoch": run.batches.epoch_of(run.samples_seen),
         "train/grad_norm": grad_norm,
     }
-    flops = run.model.flops_per_token() * tps  # achieved by all devices together
+    flops = run.flops_per_token * tps  # achieved by all devices together
     row["train/tflops"], row["train/tflops_per_gpu"] = flops / 1e12, flops / 1e12 / d.world_size
-    mfu = mfu_percent(run.model.flops_per_token(), tps, d.world_size, run.peak_flops)
+    mfu = mfu_percent(run.flops_per_token, tps, d.world_size, run.peak_flops)
     if mfu is not None:  # per device; over all devices it is the same ratio
         row["train/mfu"] = mfu
     row.update(gpu_metrics(d.device))
