@@ -16,13 +16,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+from hellolondon.files import read_json
 from hellolondon.report.runs import (
     check_run_folder,
     fmt_duration,
     run_folders_in,
     to_float,
 )
-from hellolondon.tracking.history import read_json
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 ASCII = " .:-=+*#"

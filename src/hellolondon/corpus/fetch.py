@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from hellolondon import __version__
+from hellolondon.files import read_json
 
 USER_AGENT = f"hellolondon/{__version__} (historical-English corpus collector; python http.client)"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
@@ -238,7 +239,7 @@ class Fetcher:
 
     def _download_once(self, url: str, part: Path) -> Fetched:
         meta_path = part.with_name(part.name + ".json")
-        meta = _read_json(meta_path)
+        meta = read_json(meta_path)
         offset = part.stat().st_size if part.exists() else 0
         if offset and meta.get("url") != url:
             offset = 0  # a partial file of another URL: start again
@@ -295,13 +296,6 @@ class Fetcher:
 def _range_start(value: str | None) -> int | None:
     found = re.match(r"bytes (\d+)-", value or "")
     return int(found.group(1)) if found else None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.config import RunConfig
+from hellolondon.files import read_json
 
 
 def _run_info(ckpt: Path) -> dict[str, Any]:
     """The run's config.json (data and hardware facts written at the start of training)."""
-    path = ckpt.parent.parent / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
+    return read_json(ckpt.parent.parent / "config.json")
 
 
 def _data_info(cfg: RunConfig, run: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hellolondon.errors import UserError
-from hellolondon.tracking.history import read_json, read_jsonl
+from hellolondon.files import read_json
+from hellolondon.tracking.history import read_jsonl
 
 
 class Panel(NamedTuple):

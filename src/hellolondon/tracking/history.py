@@ -29,15 +29,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    """A JSON object file (config.json, summary.json, ...); {} when missing or unreadable."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def truncate_after(path: str | Path, step: int) -> int:
     """Drop rows logged after `step` (a resumed run recomputes them exactly); returns how many.
     Rewrites atomically so a crash here loses nothing."""

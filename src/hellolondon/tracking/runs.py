@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hellolondon.tracking.history import read_json, read_jsonl
+from hellolondon.files import read_json
+from hellolondon.tracking.history import read_jsonl
 from hellolondon.tracking.wandb_tracker import STATE_FILE, segment_dirs, show_path, sync_command
 
 
