@@ -46,6 +46,8 @@ def test_probe_reports_a_refused_connection():
         ("returned error 401: user is not logged in", "API key rejected"),
         ("Timed out while retrying: context deadline exceeded", "network"),
         ("dial tcp: connection refused", "network"),
+        # a port that contains 403 is not a status code
+        ("POST http://127.0.0.1:40353/graphql giving up: context deadline exceeded", "network"),
         ("something new", "W&B could not start (something new)"),
     ],
 )

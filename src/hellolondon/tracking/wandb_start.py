@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets as _random
 import string
 import sys
@@ -211,11 +212,13 @@ def classify(exc: BaseException) -> str:
     )
     text = message.lower()
     detail = f" ({message[:200]})"
-    if "not found" in text or "404" in text:
+    # status codes as whole numbers: a port such as :40353 in the message is not a 403
+    codes = set(re.findall(r"\b[1-5]\d\d\b", re.sub(r":\d+\b", "", text)))
+    if "not found" in text or "404" in codes:
         return "project not found: create it in the W&B dashboard or check the entity" + detail
-    if any(w in text for w in ("permission", "forbidden", "403", "not authorized")):
+    if "403" in codes or any(w in text for w in ("permission", "forbidden", "not authorized")):
         return "permission denied: check the API key's permissions and the entity" + detail
-    if any(w in text for w in ("401", "unauthorized", "not logged in", "api key")):
+    if "401" in codes or any(w in text for w in ("unauthorized", "not logged in", "api key")):
         return "API key rejected: check WANDB_API_KEY or run `wandb login --relogin`" + detail
     network = (
         "timed out",
