@@ -19,7 +19,7 @@ from hellolondon.errors import UserError
 from hellolondon.evaluation import probes as P
 from hellolondon.evaluation.generation import distinct_n, repetition_rate
 from hellolondon.evaluation.heldout import Tally, _by_group, score_heldout, token_bytes, windows
-from hellolondon.evaluation.report import evaluate, summary_text, tracker_row
+from hellolondon.evaluation.suite import evaluate, summary_text, tracker_row
 from hellolondon.prepare import load_meta
 from hellolondon.tokenizer import load_tokenizer
 from hellolondon.train.checkpoint import load_model

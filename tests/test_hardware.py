@@ -3,7 +3,7 @@ import torch
 
 from hellolondon.config import REGULAR, SLM
 from hellolondon.model import GPT
-from hellolondon.tracking.hardware import mfu_percent, peak_flops
+from hellolondon.hardware import mfu_percent, peak_flops
 
 
 def test_peak_table_picks_the_specific_card(monkeypatch):

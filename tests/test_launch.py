@@ -16,7 +16,7 @@ from test_distributed import make_tokens
 from hellolondon.cli import build_parser, main
 from hellolondon.errors import UserError
 from hellolondon.launch import Menu, launch
-from hellolondon.train.launcher import check_gpus, check_port, train_argv
+from hellolondon.train.torchrun import check_gpus, check_port, train_argv
 
 TINY = [
     "model.n_layer=2",
@@ -99,7 +99,7 @@ def test_bad_requests_are_one_line_before_any_work(tokens, tmp_path, capsys):
 
 def test_global_batch_sets_the_split_for_the_world_size(tokens, tmp_path):
     from hellolondon.cli.train import config_from_args
-    from hellolondon.train.launcher import apply_global_batch
+    from hellolondon.train.torchrun import apply_global_batch
 
     args = build_parser().parse_args(
         ["train", "--data", str(tokens), "--global-batch", "64", "batch_size=16"]

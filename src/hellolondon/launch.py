@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hellolondon.errors import UserError
-from hellolondon.train.launcher import gpu_names
+from hellolondon.train.torchrun import gpu_names
 
 SAMPLE = "sample"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hellolondon.files import read_json
-from hellolondon.report.runs import (
+from hellolondon.report.rundata import (
     check_run_folder,
     fmt_duration,
     run_folders_in,

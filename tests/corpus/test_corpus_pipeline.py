@@ -16,7 +16,7 @@ from hellolondon.corpus.collect import CollectOptions, collect
 from hellolondon.corpus.documents import read_documents
 from hellolondon.corpus.fetch import FetchConfig, Fetcher
 from hellolondon.corpus.pipeline import clean_corpus, items_from_collection, items_from_paths
-from hellolondon.corpus.report import build_report, format_report
+from hellolondon.corpus.stats import build_report, format_report
 from hellolondon.errors import UserError
 
 CONFIG = CleanConfig(min_chars=300)

@@ -256,7 +256,7 @@ def clean_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from hellolondon.corpus.report import build_report, format_report, write_report
+    from hellolondon.corpus.stats import build_report, format_report, write_report
 
     report = build_report(args.input, args.documents, args.tokenizer)
     print(

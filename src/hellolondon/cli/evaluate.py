@@ -60,7 +60,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
-    from hellolondon.evaluation.report import (
+    from hellolondon.evaluation.suite import (
         default_out,
         evaluate,
         log_to_run,
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         summary_text,
         write_report,
     )
-    from hellolondon.tracking.hardware import resolve_device
+    from hellolondon.hardware import resolve_device
 
     skip = {"heldout": args.no_heldout, "probes": args.no_probes, "generation": args.no_generation}
     parts = tuple(k for k, off in skip.items() if not off)

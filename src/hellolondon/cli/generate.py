@@ -37,7 +37,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.generate import Sampling, generate_ids
     from hellolondon.tokenizer import load_tokenizer
-    from hellolondon.tracking.hardware import resolve_device
+    from hellolondon.hardware import resolve_device
     from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
 
     s = Sampling(

@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from hellolondon.tracking.runs import format_runs, list_runs, runs_json
+    from hellolondon.tracking.run_list import format_runs, list_runs, runs_json
 
     root = Path(args.out_dir)
     if not root.is_dir():

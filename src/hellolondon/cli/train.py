@@ -6,7 +6,7 @@ import argparse
 
 from hellolondon.config import PRESETS, build_config
 from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
-from hellolondon.train.launcher import add_launch_flags
+from hellolondon.train.torchrun import add_launch_flags
 
 EXAMPLES = """examples:
   hellolondon train --preset tiny --data work/data
@@ -69,7 +69,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.train.distributed import launched_rank, launched_world_size
-    from hellolondon.train.launcher import apply_global_batch, check_gpus, gpu_names, launch_train
+    from hellolondon.train.torchrun import apply_global_batch, check_gpus, gpu_names, launch_train
     from hellolondon.train.loop import train
 
     cfg = config_from_args(args)

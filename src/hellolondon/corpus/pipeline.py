@@ -230,7 +230,7 @@ def clean_corpus(
             pool.terminate()
         bar.close()
         spool_path.unlink(missing_ok=True)
-    from hellolondon.corpus.report import build_report, write_report
+    from hellolondon.corpus.stats import build_report, write_report
 
     report = build_report(out)
     write_report(report, out)

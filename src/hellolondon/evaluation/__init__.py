@@ -2,6 +2,6 @@
 knowledge probes (`probes`), generation quality (`generation`), and the report that gathers
 them and is logged to the run's tracker (`report`)."""
 
-from hellolondon.evaluation.report import evaluate, summary_text, write_report
+from hellolondon.evaluation.suite import evaluate, summary_text, write_report
 
 __all__ = ["evaluate", "summary_text", "write_report"]

@@ -157,7 +157,7 @@ def export_checkpoint(
     license: str | None = None,
 ) -> dict[str, Any]:
     """Write the export folder for a run or checkpoint; returns what the card and CLI show."""
-    from hellolondon.evaluation.report import find_report
+    from hellolondon.evaluation.suite import find_report
     from hellolondon.export.card import model_card
     from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
 

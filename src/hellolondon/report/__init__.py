@@ -11,7 +11,7 @@ from pathlib import Path
 from hellolondon.errors import UserError
 from hellolondon.report.html import render_html
 from hellolondon.report.png import write_png
-from hellolondon.report.runs import RunData, load_run, load_runs, summarize
+from hellolondon.report.rundata import RunData, load_run, load_runs, summarize
 
 __all__ = ["RunData", "load_run", "load_runs", "summarize", "write_report"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from hellolondon.report.assets import CSS, JS
 from hellolondon.report.png import OFF_SCALE, color
-from hellolondon.report.runs import PANELS, RunData, summarize, summary_cells
+from hellolondon.report.rundata import PANELS, RunData, summarize, summary_cells
 
 MAX_POINTS = 2000  # per curve in the page; more are thinned keeping each bucket's min and max
 

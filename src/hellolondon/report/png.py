@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 from matplotlib.lines import Line2D
 
-from hellolondon.report.runs import PANELS, Panel, RunData, summarize, summary_cells
+from hellolondon.report.rundata import PANELS, Panel, RunData, summarize, summary_cells
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 STYLES = ("-", "--", ":")

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from hellolondon.errors import UserError
-from hellolondon.tracking.hardware import resolve_device
+from hellolondon.hardware import resolve_device
 
 # A collective that waits longer than this for a peer fails instead of hanging. torch's own
 # default is 10 minutes for NCCL and 30 for gloo; one knob for both keeps failures predictable.

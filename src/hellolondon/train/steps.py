@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from hellolondon.tracking.hardware import gpu_metrics, mfu_percent
+from hellolondon.hardware import gpu_metrics, mfu_percent
 from hellolondon.tracking.secrets import scrub
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import (
