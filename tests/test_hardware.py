@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from hellolondon.config import REGULAR, SLM
-from hellolondon.model import GPT
 from hellolondon.hardware import mfu_percent, peak_flops
+from hellolondon.model import GPT
 
 
 def test_peak_table_picks_the_specific_card(monkeypatch):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from hellolondon.config import RunConfig
 from hellolondon import hardware
+from hellolondon.config import RunConfig
 from hellolondon.tracking.base import NullTracker
 from hellolondon.train.distributed import Dist
 from hellolondon.train.run import Run, autocast_for, build_model, peak_flops_for, precision

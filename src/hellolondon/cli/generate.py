@@ -36,8 +36,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.generate import Sampling, generate_ids
-    from hellolondon.tokenizer import load_tokenizer
     from hellolondon.hardware import resolve_device
+    from hellolondon.tokenizer import load_tokenizer
     from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
 
     s = Sampling(

@@ -69,8 +69,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.train.distributed import launched_rank, launched_world_size
-    from hellolondon.train.torchrun import apply_global_batch, check_gpus, gpu_names, launch_train
     from hellolondon.train.loop import train
+    from hellolondon.train.torchrun import apply_global_batch, check_gpus, gpu_names, launch_train
 
     cfg = config_from_args(args)
     if args.gpus is not None:

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from hellolondon import hardware
 from hellolondon.config import RunConfig, from_dict, get_preset
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
 from hellolondon.prepare import load_meta
-from hellolondon import hardware
 from hellolondon.tracking.history import truncate_after
 from hellolondon.tracking.setup import open_tracker
 from hellolondon.train import checkpoint, fsdp
