@@ -309,7 +309,10 @@ def build_config(
     base: RunConfig | None = None,
 ) -> RunConfig:
     """Preset (or `base`, a saved config), then TOML file, then `key=value` overrides, each
-    replacing the one before."""
+    replacing the one before. A JSON file is a run's `config.json`: it replaces the preset as
+    the base, so `train --config runs/RUN/config.json` starts a new run with the same settings."""
+    if config_file is not None and Path(config_file).suffix == ".json":
+        base, config_file = _read_run_config(Path(config_file)), None
     if base is not None:
         values: dict[str, dict[str, Any]] = {
             k: v for k, v in base.to_dict().items() if k in SECTIONS
@@ -339,6 +342,24 @@ def build_config(
             continue
         _apply(values, key.strip(), raw.strip())
     return from_dict({"preset": preset, **top, **values})
+
+
+def _read_run_config(path: Path) -> RunConfig:
+    """The settings of a run's config.json (the facts recorded beside them are left out), under
+    a new run name: the recorded one belongs to the run that wrote the file."""
+    import json
+
+    if not path.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        raise UserError(f"{path} is not a run's config.json (no [train] settings)")
+    settings = {k: v for k, v in data.items() if k in (*SECTIONS, "preset", "out_dir")}
+    settings["tracking"] = {**(settings.get("tracking") or {}), "run_name": ""}
+    return from_dict(settings)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
