@@ -25,7 +25,7 @@ import torch
 
 from hellolondon.config import build_config
 from hellolondon.errors import UserError
-from hellolondon.tracking.history import read_jsonl
+from hellolondon.rundir import read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import Dist, resume_batch, split_batch
 from hellolondon.train.loop import train
@@ -303,8 +303,9 @@ def test_fsdp_resumes_a_ddp_checkpoint_and_saves_one_that_one_process_loads(
     assert proc.returncode == 0, log
     assert "(FSDP on cpu)" in log
     assert_same_losses(losses(run), losses(reference))
-    sharded, _, state, _ = checkpoint.load_model(run)  # one process, no process group
-    plain, *_ = checkpoint.load_model(reference)
+    loaded = checkpoint.load_for_inference(run)  # one process, no process group
+    sharded, state = loaded.model, loaded.state
+    plain = checkpoint.load_for_inference(reference).model
     assert state["step"] == STEPS and state["config"]["train"]["fsdp"] is True
     for (name, a), b in zip(sharded.state_dict().items(), plain.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

@@ -22,7 +22,7 @@ from hellolondon.evaluation.heldout import Tally, _by_group, score_heldout, toke
 from hellolondon.evaluation.suite import evaluate, summary_text, tracker_row
 from hellolondon.prepare import load_meta
 from hellolondon.tokenizer import load_tokenizer
-from hellolondon.train.checkpoint import load_model
+from hellolondon.train.checkpoint import load_for_inference
 
 
 @given(st.integers(2, 300), st.integers(1, 40), st.data())
@@ -59,7 +59,8 @@ def _reference_nll(model, tokens: np.ndarray, context: int) -> list[float]:
 
 
 def test_heldout_scores_every_token_and_matches_a_token_by_token_reference(trained_run, tiny_data):
-    model, cfg, _, _ = load_model(trained_run)
+    loaded = load_for_inference(trained_run)
+    model, cfg = loaded.model, loaded.cfg
     tok = load_tokenizer(trained_run / "tokenizer")
     meta = load_meta(tiny_data)
     val = np.fromfile(tiny_data / "val.bin", dtype=np.uint16)
@@ -174,7 +175,7 @@ def test_probe_scoring_counts_strict_wins_against_chance(monkeypatch):
 
 
 def test_option_logprobs_are_the_summed_log_probabilities_of_the_completion(trained_run):
-    model = load_model(trained_run)[0]
+    model = load_for_inference(trained_run).model
     tok = load_tokenizer(trained_run / "tokenizer")
     probe = P.parse_probe(GOOD | {"distractors": [" sixteen sixty-five", " 1701"]}, "t")
     got = P.option_logprobs(model, tok, probe, "cpu")

@@ -14,7 +14,7 @@ from hellolondon.errors import UserError
 from hellolondon.export import export_checkpoint
 from hellolondon.generate import Sampling, generate_ids
 from hellolondon.tokenizer import load_tokenizer
-from hellolondon.train.checkpoint import load_model
+from hellolondon.train.checkpoint import load_for_inference
 
 transformers = pytest.importorskip("transformers")
 
@@ -60,7 +60,8 @@ def test_transformers_loads_it_offline_with_our_logits_and_tokens(exported, trai
         exported, local_files_only=True, dtype=torch.float32
     ).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(exported, local_files_only=True)
-    ours, cfg, _, _ = load_model(trained_run)
+    loaded = load_for_inference(trained_run)
+    ours, cfg = loaded.model, loaded.cfg
     tok = load_tokenizer(trained_run / "tokenizer")
     text = "In the yeare of our Lord 1666, the Citie of London burned; the Thames ran red."
     ids = tok.encode(text)
@@ -78,7 +79,7 @@ def test_transformers_loads_it_offline_with_our_logits_and_tokens(exported, trai
 
 def test_transformers_generate_continues_as_we_do(exported, trained_run):
     hf = transformers.GPT2LMHeadModel.from_pretrained(exported, local_files_only=True).eval()
-    ours = load_model(trained_run)[0]
+    ours = load_for_inference(trained_run).model
     prompt = load_tokenizer(trained_run / "tokenizer").encode("My Lord, I pray you")
     x = torch.tensor([prompt])
     out = hf.generate(

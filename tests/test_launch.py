@@ -3,6 +3,7 @@ anything starts; the menu asks, shows the exact command and runs it; flags make 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -16,7 +17,7 @@ from test_distributed import make_tokens
 from hellolondon.cli import build_parser, main
 from hellolondon.errors import UserError
 from hellolondon.launch import Menu, launch
-from hellolondon.train.torchrun import check_gpus, check_port, train_argv
+from hellolondon.train.torchrun import check_gpus, check_port
 
 TINY = [
     "model.n_layer=2",
@@ -99,48 +100,41 @@ def test_bad_requests_are_one_line_before_any_work(tokens, tmp_path, capsys):
 
 def test_global_batch_sets_the_split_for_the_world_size(tokens, tmp_path):
     from hellolondon.cli.train import config_from_args
-    from hellolondon.train.torchrun import apply_global_batch
+    from hellolondon.prepare import load_meta
+    from hellolondon.train.resolve import resolve_config
 
     args = build_parser().parse_args(
         ["train", "--data", str(tokens), "--global-batch", "64", "batch_size=16"]
     )
-    cfg = config_from_args(args)
-    apply_global_batch(cfg.train, args.global_batch, world=2)
+    cfg = resolve_config(
+        config_from_args(args), world=2, meta=load_meta(tokens), global_batch=args.global_batch
+    )
     assert (cfg.train.batch_size, cfg.train.grad_accum) == (16, 2)
 
 
-def test_each_rank_gets_the_same_train_arguments_without_the_launch_ones():
-    argv = [
-        "train",
-        "--preset",
-        "slm",
-        "--data",
-        "d",
-        "--gpus",
-        "4",
-        "--master-port",
-        "29500",
-        "--global-batch",
-        "64",
-        "--wandb-mode",
-        "offline",
-        "--tags",
-        "a,b",
-        "train.lr=3e-4",
-    ]
-    args = build_parser().parse_args(argv)
-    again = train_argv(args, args.train_parser)
-    assert "--gpus" not in again and "--master-port" not in again
-    assert again[:4] == ["--preset", "slm", "--data", "d"] and again[-1] == "train.lr=3e-4"
-    reparsed = build_parser().parse_args(["train", *again])
-    assert {
-        k: v for k, v in vars(reparsed).items() if k not in ("gpus", "master_port", "train_parser")
-    } == {k: v for k, v in vars(args).items() if k not in ("gpus", "master_port", "train_parser")}
+def test_each_rank_gets_the_config_resolved_once_by_the_launcher(tokens, tmp_path, monkeypatch):
+    from hellolondon.train import torchrun
 
+    seen = {}
 
-@pytest.fixture(autouse=True)
-def _elsewhere(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the menu also offers ./work/data when it exists
+    def fake_torchrun(cmd, env):  # what each rank would be started with
+        seen["cmd"] = cmd
+        path = cmd[cmd.index("--resolved-config") + 1]
+        seen["config"] = json.loads(Path(path).read_text(encoding="utf-8"))
+        return 0, None
+
+    monkeypatch.setattr(torchrun, "_run_child", fake_torchrun)
+    argv = ["train", "--data", str(tokens), "--out-dir", str(tmp_path), "--gpus", "2"]
+    argv += ["--global-batch", "8", "--wandb-mode", "offline", *TINY, "device=cpu"]
+    assert main(argv) == 0
+    cfg = seen["config"]
+    assert "--gpus" not in seen["cmd"] and "--global-batch" not in seen["cmd"]
+    assert cfg["tracking"]["run_name"].startswith("london-tiny-demo-")
+    assert (cfg["train"]["batch_size"], cfg["train"]["grad_accum"]) == (4, 1)
+    assert (
+        cfg["tracking"]["project"] == "helloLondon" and cfg["tracking"]["wandb_mode"] == "offline"
+    )
+    assert cfg["train"]["eval_seqs"] > 0 and cfg["model"]["vocab_size"] > 0
 
 
 def _launch_args(tmp_path: Path, *flags: str):
@@ -190,7 +184,7 @@ def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     ckpt = tmp_path / "runs" / "old-run" / "checkpoints" / "step-000010"
     ckpt.mkdir(parents=True)
-    (ckpt / "state.json").write_text("{}")
+    (ckpt / "state.json").write_text('{"format": 2, "step": 10}')
     said: list[str] = []
     menu = _scripted(["2", "2", str(tokens), "3"], said)  # resume it; data: a folder; W&B disabled
     assert launch(_launch_args(tmp_path, "--dry-run"), menu) == 0

@@ -15,8 +15,8 @@ import torch
 from tinyrun import tiny_config
 
 from hellolondon.config import MonitorConfig
+from hellolondon.rundir import read_jsonl
 from hellolondon.tracking.base import FanoutTracker, JsonlTracker
-from hellolondon.tracking.history import read_jsonl
 from hellolondon.tracking.monitor import HealthMonitor
 
 
@@ -243,16 +243,24 @@ def test_findings_reach_console_tracker_and_events_jsonl(tmp_path):
     assert [e["text"] for e in events] == [f.text for f in m.findings]
 
 
-def test_trackers_without_extra_keywords_get_the_three_argument_alert():
-    calls = []
+def test_a_monitor_restored_from_its_state_judges_like_one_that_never_stopped():
+    import json
 
-    class Plain:
-        def alert(self, title: str, text: str, level: str = "WARN") -> None:
-            calls.append((title, level))
-
-    m = HealthMonitor(MonitorConfig(), Plain(), console=None)
-    m.nonfinite(3, "stop")
-    assert calls == [("non-finite loss", "ERROR")]
+    rows = _train(_decay(100) + [9.0] * 10)
+    whole = HealthMonitor(MonitorConfig(), None, max_iters=2000, console=None)
+    first = HealthMonitor(MonitorConfig(), None, max_iters=2000, console=None)
+    for row, step in rows:
+        whole.observe(row, step)
+    for row, step in rows[:95]:
+        first.observe(row, step)
+    saved = json.loads(json.dumps(first.state_dict()))  # as a checkpoint's state.json keeps it
+    again = HealthMonitor(MonitorConfig(), None, max_iters=2000, console=None)
+    again.load_state_dict(saved)
+    later = [f for row, step in rows[95:] for f in again.observe(row, step)]
+    assert [(f.rule, f.step) for f in later] == [
+        (f.rule, f.step) for f in whole.findings if f.step > rows[94][1]
+    ]
+    assert later  # the spike and the divergence after the restart are still seen
 
 
 def test_odd_rows_do_not_break_the_rules():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
 
-from hellolondon.tracking.history import read_jsonl
+from hellolondon.rundir import read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import torch
 
 from hellolondon import hardware
 from hellolondon.config import RunConfig
+from hellolondon.rundir import RunDir
 from hellolondon.tracking.base import NullTracker
 from hellolondon.train.distributed import Dist
 from hellolondon.train.run import Run, autocast_for, build_model, peak_flops_for, precision
@@ -40,9 +40,9 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     d = Dist(device=device)
     dtype = precision(cfg, device)
-    model, step_model, opt, scaler = build_model(cfg, d, dtype, None, None, log)
+    model, step_model, opt, scaler = build_model(cfg, d, dtype, log)
     run = Run(
-        cfg=cfg, dist=d, run_dir=Path("."), model=model, step_model=step_model, optimizer=opt,
+        cfg=cfg, dist=d, rundir=RunDir("."), model=model, step_model=step_model, optimizer=opt,
         scaler=scaler, autocast=autocast_for(device, dtype),
         batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
         tracker=NullTracker(), monitor=None, meta={}, peak_flops=peak_flops_for(device), log=log,

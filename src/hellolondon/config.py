@@ -60,6 +60,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the global grad norm; 0 disables
     eval_interval: int = 50  # steps between evaluations
     eval_iters: int = 10  # fixed held-out batches per evaluation
+    eval_seqs: int = 0  # held-out sequences per evaluation; 0: eval_iters x batch_size at start
     log_interval: int = 10  # steps between console/tracker rows
     ckpt_interval: int = 100  # steps between checkpoints (one is also written at the end)
     keep_last: int = 2  # step checkpoints kept besides `best`
@@ -79,6 +80,7 @@ class TrainConfig:
         _check(self.lr > 0 and 0 <= self.min_lr <= self.lr, "train.min_lr must be in [0, train.lr]")
         _check(self.warmup_iters >= 0, "train.warmup_iters must be >= 0")
         _check(self.eval_interval >= 0 and self.ckpt_interval >= 0, "intervals must be >= 0")
+        _check(self.eval_seqs >= 0, "train.eval_seqs must be >= 0")
         _check(self.keep_last >= 1, "train.keep_last must be >= 1")
         _check(
             self.dtype in ("auto", "float32", "bfloat16", "float16"),
@@ -101,13 +103,13 @@ class DataConfig:
 
 @dataclass
 class TrackingConfig:
-    wandb_mode: str = (
-        ""  # online|offline|disabled; empty: WANDB_MODE, else online with a key, offline without
-    )
+    # online|offline|disabled; empty: WANDB_MODE, else online with a key, offline without
+    wandb_mode: str = ""
+    mode_reason: str = ""  # why that mode (filled in when the run starts)
     project: str = ""  # W&B project; empty: WANDB_PROJECT, else helloLondon
     entity: str = ""  # W&B entity (user or team); empty: WANDB_ENTITY
     run_name: str = ""  # empty: london-<kind>-YYYYMMDD-HHMMSS as the seed names runs
-    tags: list[str] = field(default_factory=list)  # extra tags besides the defaults
+    tags: list[str] = field(default_factory=list)  # tags; the defaults are added at the start
     notes: str = ""  # free text shown on the W&B run
     group: str = ""  # W&B group, to gather related runs
     log_artifacts: bool = False  # upload checkpoints as W&B Artifacts (aliases latest, best)

@@ -44,8 +44,8 @@ def run_demo(
     from hellolondon.corpus.sample import write_sample
     from hellolondon.generate import Sampling, generate_ids
     from hellolondon.prepare import prepare
-    from hellolondon.tokenizer import load_tokenizer, train_tokenizer
-    from hellolondon.train.checkpoint import load_model
+    from hellolondon.tokenizer import train_tokenizer
+    from hellolondon.train.checkpoint import load_for_inference
     from hellolondon.train.loop import train
 
     t_start = time.perf_counter()
@@ -73,11 +73,11 @@ def run_demo(
         + overrides,
     )
     summary = train(cfg)
-    run_dir = Path(cfg.out_dir) / cfg.tracking.run_name
+    run_dir = Path(summary["run_dir"])
     print(f"trained in {time.perf_counter() - t:.0f} s")
     _stage("5/5 generate and report")
-    model, _, _, _ = load_model(run_dir)
-    tok = load_tokenizer(run_dir / "tokenizer")
+    loaded = load_for_inference(run_dir)
+    model, tok = loaded.model, loaded.tokenizer
     ids = generate_ids(
         model, tok.encode(PROMPT), Sampling(max_new_tokens=60, temperature=0.8, seed=7), tok.eot_id
     )
@@ -93,8 +93,9 @@ def run_demo(
 
 def _report(run_dir: Path) -> str:
     from hellolondon.report import write_report
+    from hellolondon.rundir import RunDir
 
-    return str(write_report([run_dir], run_dir / "report")["html"])
+    return str(write_report([run_dir], RunDir(run_dir).report_dir)["html"])
 
 
 def _next_steps(s: dict, run_dir: Path, report: str) -> None:
@@ -102,7 +103,7 @@ def _next_steps(s: dict, run_dir: Path, report: str) -> None:
     print("\n== done in {:.0f} s".format(s["demo_seconds"]))
     if first and best:
         print(f"val loss {first:.2f} -> {best:.2f}")
-    print(f"run folder:  {run_dir}  (config.json, metrics.jsonl, checkpoints/, samples.txt)")
+    print(f"run folder:  {run_dir}  (settings, metrics, checkpoints, samples)")
     print(f"report:      {report}")
     print("next:")
     print(f'  hellolondon generate {run_dir} --prompt "To be, or not to be"')

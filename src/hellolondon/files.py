@@ -1,9 +1,12 @@
-"""Small file helpers shared by the stages."""
+"""Small file helpers shared by the stages: hashing, JSON reading and the one atomic write."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +27,33 @@ def read_json(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; on success it replaces `path` in one rename,
+    so a reader sees the old file or the new one, never half of one. On failure the temporary
+    file is removed and `path` is left as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, data: str | bytes, fsync: bool = True) -> None:
+    """Write text (UTF-8) or bytes to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path, fsync) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+
+
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
+    atomic_write(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")

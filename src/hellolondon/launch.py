@@ -5,6 +5,7 @@ runs it without asking."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 from collections.abc import Callable
@@ -81,10 +82,13 @@ class Menu:
 
 def resumable_runs(out_dir: Path, limit: int = 5) -> list[tuple[Path, str]]:
     """(run folder, newest checkpoint) of the runs under `out_dir`, newest first."""
-    from hellolondon.train.checkpoint import step_dirs
+    from hellolondon.rundir import runs_in
+    from hellolondon.train.checkpoint import resolve
 
-    found = [(run, step_dirs(run / "checkpoints")) for run in out_dir.glob("*/") if run.is_dir()]
-    found = [(run, steps[0]) for run, steps in found if steps]
+    found = []
+    for run in runs_in(out_dir):
+        with contextlib.suppress(UserError):
+            found.append((run.path, resolve(run.path)))
     found.sort(key=lambda rs: rs[1].stat().st_mtime, reverse=True)
     return [(run, ckpt.name) for run, ckpt in found[:limit]]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -20,6 +19,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from hellolondon.errors import UserError
+from hellolondon.files import atomic_write
 
 EOT = "<|endoftext|>"
 MAX_VOCAB = 65536  # token files store uint16 ids
@@ -234,9 +234,7 @@ def save_tokenizer(data: dict, out_dir: str | Path) -> None:
         "special_tokens_map.json": json.dumps(special_map, indent=2),
     }
     for name, text in files.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, out / name)
+        atomic_write(out / name, text + "\n")
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

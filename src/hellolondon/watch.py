@@ -7,7 +7,6 @@ since the last one, and a line still being written waits for the next refresh.
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import sys
@@ -16,13 +15,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
-from hellolondon.files import read_json
-from hellolondon.report.rundata import (
-    check_run_folder,
-    fmt_duration,
-    run_folders_in,
-    to_float,
-)
+from hellolondon.report.rundata import fmt_duration, to_float
+from hellolondon.rundir import RunDir, Tail, runs_in
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 ASCII = " .:-=+*#"
@@ -57,43 +51,13 @@ def sparkline(values: list[float], width: int, chars: str = BLOCKS) -> str:
     return "".join(chars[round((m - lo) / (hi - lo) * top)] for m in means)
 
 
-class Tail:
-    """The complete lines appended to a JSONL file since the last call."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
-
-    def read(self) -> tuple[list[dict[str, Any]], bool]:
-        """(new rows, restarted): restarted when the file shrank (a resume rewrote it)."""
-        try:
-            size = self.path.stat().st_size
-        except OSError:
-            return [], False
-        restarted = size < self.offset
-        if restarted:
-            self.offset = 0
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        complete = data[: data.rfind(b"\n") + 1]  # a line being written waits for next time
-        self.offset += len(complete)
-        rows = []
-        for line in complete.decode("utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows, restarted
-
-
 class RunView:
     """What the view shows of one run folder, updated by `refresh()`."""
 
     def __init__(self, path: Path) -> None:
-        self.path = check_run_folder(path)
-        self.metrics, self.events_tail = Tail(path / "metrics.jsonl"), Tail(path / "events.jsonl")
+        self.run = RunDir.open(path)
+        self.path = self.run.path
+        self.metrics, self.events_tail = Tail(self.run.metrics_file), Tail(self.run.events_file)
         self.values: dict[str, deque[float]] = {}
         self.latest: dict[str, tuple[int, float]] = {}
         self.events: list[dict[str, Any]] = []
@@ -102,8 +66,8 @@ class RunView:
         self.summary: dict[str, Any] = {}
 
     def refresh(self) -> None:
-        self.config = self.config or read_json(self.path / "config.json")
-        self.summary = read_json(self.path / "summary.json")
+        self.config = self.config or self.run.read_config()
+        self.summary = self.run.read_summary()
         rows, restarted = self.metrics.read()
         if restarted:
             self.values.clear()
@@ -179,15 +143,11 @@ def render_frame(
 
 def _pick(path: Path, out: TextIO) -> Path:
     """A folder of runs (such as runs/) means its newest run."""
-    if (
-        path.is_dir()
-        and not (path / "metrics.jsonl").exists()
-        and not (path / "config.json").exists()
-    ):
-        inside = run_folders_in(path)
+    if path.is_dir() and not RunDir.is_run(path):
+        inside = runs_in(path)
         if inside:
-            print(f"watching the newest run in {path}: {inside[0].name}", file=out)
-            return inside[0]
+            print(f"watching the newest run in {path}: {inside[0].path.name}", file=out)
+            return inside[0].path
     return path
 
 

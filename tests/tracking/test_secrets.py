@@ -80,7 +80,7 @@ def test_the_run_tracker_scrubs_before_the_local_log(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", HF)
     tracker = RunTracker(JsonlTracker(tmp_path))
     tracker.log({"train/loss": 1.0, "note": f"token {HF}"}, 1)
-    tracker.alert(f"title {HF}", f"text {HF}", "WARN", detail=HF)
+    tracker.alert(f"title {HF}", f"text {HF}", "WARN", step=1, rule=HF)
     tracker.summary({"api_key": "abcdefgh12", "best_val_loss": 2.0})
     tracker.finish()
     for name in ("metrics.jsonl", "events.jsonl", "summary.json"):

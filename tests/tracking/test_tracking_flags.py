@@ -4,13 +4,12 @@ helloLondon, the five default tags plus the preset, config over environment, fla
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pytest
 
+from hellolondon.cli.flags import add_tracking_flags, apply_tracking_flags
 from hellolondon.config import build_config
-from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
-from hellolondon.tracking.wandb_start import DEFAULT_TAGS, WandbOptions
+from hellolondon.tracking.wandb_options import DEFAULT_TAGS, WandbOptions
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +32,9 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def options(preset: str = "slm", overrides: list[str] | None = None) -> WandbOptions:
-    cfg = build_config(preset, overrides=overrides or [])
-    return WandbOptions.from_config(cfg, Path("runs/london-slm-simple-20261126-101500"))
+    name = "tracking.run_name=london-slm-simple-20261126-101500"
+    cfg = build_config(preset, overrides=[name, *(overrides or [])])
+    return WandbOptions.from_config(cfg)
 
 
 def test_every_flag_lands_in_the_tracking_config_and_wins_over_earlier_overrides():
@@ -71,9 +71,13 @@ def test_no_flags_add_nothing():
     assert apply_tracking_flags(parse(), []) == []
 
 
-def test_defaults_are_the_guides():
+def test_defaults_are_the_guides(monkeypatch):
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT", "WANDB_ENTITY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", "/nonexistent/netrc")
     o = options()
-    assert o.project == "helloLondon" and o.entity is None and o.mode == ""
+    assert o.project == "helloLondon" and o.entity is None and o.mode == "offline"
+    assert o.mode_reason.startswith("API key not found")
     assert o.tags == ["london", "historical", "llm", "gpt2", "1500-1850", "slm"]
     assert tuple(o.tags[:5]) == DEFAULT_TAGS and o.name == "london-slm-simple-20261126-101500"
 
@@ -85,7 +89,7 @@ def test_environment_fills_what_the_config_leaves_empty(monkeypatch):
     monkeypatch.setenv("WANDB_TAGS", "night,slm")
     monkeypatch.setenv("WANDB_DEBUG", "true")
     o = options()
-    assert (o.project, o.entity, o.mode, o.mode_source, o.debug) == (
+    assert (o.project, o.entity, o.mode, o.mode_reason, o.debug) == (
         "envproj",
         "envteam",
         "offline",
@@ -100,7 +104,7 @@ def test_environment_fills_what_the_config_leaves_empty(monkeypatch):
             "tracking.wandb_mode=disabled",
         ]
     )
-    assert (o.project, o.entity, o.mode, o.mode_source) == (
+    assert (o.project, o.entity, o.mode, o.mode_reason) == (
         "cfg",
         "cfgteam",
         "disabled",

@@ -10,8 +10,9 @@ import sys
 import pytest
 from wandb_testkit import DRIVER, FAKE_KEY, drive, history, offline_dirs, refused_url, sealed_env
 
-from hellolondon.tracking.history import read_jsonl
-from hellolondon.tracking.wandb_start import WandbOptions, choose_mode
+from hellolondon.rundir import read_jsonl
+from hellolondon.tracking.wandb_options import WandbOptions
+from hellolondon.tracking.wandb_start import choose_mode
 
 BUDGET_S = 15.0
 
@@ -72,7 +73,13 @@ def test_a_server_that_hangs_after_the_key_check_still_falls_back_in_time(tmp_pa
 def test_a_malformed_key_goes_offline_without_any_network(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "not-a-key")
     opts = WandbOptions(
-        mode="", mode_source="", project="p", entity=None, name="r", tags=[], base_url=refused_url()
+        mode="online",
+        mode_reason="",
+        project="p",
+        entity=None,
+        name="r",
+        tags=[],
+        base_url=refused_url(),
     )
     mode, why, creds = choose_mode(opts)
     assert (mode, creds) == ("offline", None)
@@ -87,7 +94,7 @@ def test_a_stored_login_counts_as_a_key_and_is_tried_online(tmp_path, monkeypatc
     monkeypatch.setenv("NETRC", str(netrc))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     opts = WandbOptions(
-        mode="", mode_source="", project="p", entity=None, name="r", tags=[], base_url=url
+        mode="online", mode_reason="", project="p", entity=None, name="r", tags=[], base_url=url
     )
     mode, why, creds = choose_mode(opts)
     assert (mode, why, creds.api_key, creds.source) == ("online", "", FAKE_KEY, "wandb login")

@@ -8,7 +8,7 @@ import json
 import pytest
 from wandb_testkit import drive, history, offline_dirs, sealed_env
 
-from hellolondon.tracking.history import read_jsonl, truncate_after
+from hellolondon.rundir import keep_through, read_jsonl
 
 STEPS = list(range(0, 51, 10))
 
@@ -53,7 +53,7 @@ def resumed(tmp_path_factory):
     run_dir = root / "runs" / "r"
     run_dir.parent.mkdir()
     first = drive(run_dir, env, 60, stop=50)
-    truncate_after(run_dir / "metrics.jsonl", 20)
+    keep_through(run_dir / "metrics.jsonl", 20)
     second = drive(run_dir, env, 60, start=30, stop=80, resume=first.result["run_id"])
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     return run_dir, env, first, second
@@ -96,7 +96,7 @@ def test_resume_after_a_hard_kill_refills_what_wandb_lost(tmp_path):
     kept = [r["_step"] for r in history(offline_dirs(run_dir)[0], env)]
     assert kept == list(range(len(kept))) and 0 < len(kept) < 600  # a prefix survived, the tail not
     checkpoint = (len(kept) + 600) // 2  # rows past W&B's prefix up to here: only in metrics.jsonl
-    truncate_after(run_dir / "metrics.jsonl", checkpoint)
+    keep_through(run_dir / "metrics.jsonl", checkpoint)
     again = drive(
         run_dir, env, 120, start=checkpoint + 1, stop=600, every=1, eval_every=10**9, resume=run_id
     )

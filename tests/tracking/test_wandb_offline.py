@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from wandb_testkit import GUIDE_EVAL, GUIDE_METRICS, drive, leet, offline_dirs, sealed_env
 
-from hellolondon.tracking.history import read_jsonl
+from hellolondon.rundir import read_jsonl
 
 HF_SECRET = "hf_" + "Q" * 34
 PLAIN_SECRET = "plain-secret-value-1234"

@@ -13,8 +13,8 @@ import pytest
 from wandb_testkit import FAKE_KEY
 
 from hellolondon.config import build_config
+from hellolondon.rundir import read_jsonl
 from hellolondon.tracking import wandb_start as wt
-from hellolondon.tracking.history import read_jsonl
 from hellolondon.tracking.setup import open_tracker
 
 
@@ -204,7 +204,7 @@ def test_unsynced_offline_parts_keep_a_resumed_run_offline(online, tmp_path):
 def test_checkpoints_become_model_artifacts_only_when_asked(online, tmp_path):
     ckpt = tmp_path / "step-000100"
     ckpt.mkdir()
-    (ckpt / "state.json").write_text(json.dumps({"step": 100, "best_val_loss": 3.5}))
+    (ckpt / "state.json").write_text(json.dumps({"format": 2, "step": 100, "best_val_loss": 3.5}))
     tracker, wandb, _ = online()
     tracker.log_checkpoint(ckpt, ["latest"])
     assert wandb.runs[0].artifacts == []

@@ -86,7 +86,9 @@ def main() -> None:
         ckpt = run_dir / "checkpoints" / "step-000050"
         ckpt.mkdir(parents=True)
         (ckpt / "model.safetensors").write_bytes(b"\0" * 1024)
-        (ckpt / "state.json").write_text(json.dumps({"step": 50, "best_val_loss": 8.5}))
+        (ckpt / "state.json").write_text(
+            json.dumps({"format": 2, "step": 50, "best_val_loss": 8.5})
+        )
         tracker.log_checkpoint(ckpt, ["latest", "best"])
     tracker.alert(
         "loss plateau",

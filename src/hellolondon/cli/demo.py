@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
+from hellolondon.cli.flags import add_tracking_flags, apply_tracking_flags
 
 EXAMPLES = """examples:
   hellolondon demo                          # work/demo for data, runs/ for the run

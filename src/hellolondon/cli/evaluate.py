@@ -65,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
         evaluate,
         log_to_run,
         report_name,
-        run_dir_of,
         summary_text,
         write_report,
     )
     from hellolondon.hardware import resolve_device
+    from hellolondon.rundir import RunDir
 
     skip = {"heldout": args.no_heldout, "probes": args.no_probes, "generation": args.no_generation}
     parts = tuple(k for k, off in skip.items() if not off)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         show_progress=True,
     )
     json_path, md_path = write_report(report, args.out or default_out(ckpt), report_name(state))
-    run_dir = run_dir_of(ckpt)
+    run_dir = RunDir.of_checkpoint(ckpt)
     if run_dir is not None and not args.no_track:
         log_to_run(report, cfg, state, run_dir)
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))

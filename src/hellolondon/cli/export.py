@@ -91,9 +91,9 @@ def run_export(args: argparse.Namespace) -> int:
             "note: no eval report for this checkpoint, so the model card has no metrics; run `hellolondon eval` and export again"
         )
     if not args.no_check:
-        from hellolondon.train.checkpoint import load_model
+        from hellolondon.train.checkpoint import load_for_inference
 
-        model = load_model(info["checkpoint"], "cpu")[0]
+        model = load_for_inference(info["checkpoint"], "cpu").model
         diff = check_with_transformers(model, info["out"])
         if diff > TOLERANCE:
             print(

@@ -37,8 +37,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.generate import Sampling, generate_ids
     from hellolondon.hardware import resolve_device
-    from hellolondon.tokenizer import load_tokenizer
-    from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
+    from hellolondon.train.checkpoint import load_for_inference
 
     s = Sampling(
         args.max_new_tokens,
@@ -48,14 +47,8 @@ def run(args: argparse.Namespace) -> int:
         args.repetition_penalty,
         args.seed,
     )
-    model, _, state, ckpt = load_model(args.checkpoint, resolve_device(args.device))
-    tok = load_tokenizer(tokenizer_dir_of(ckpt))
-    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
-        from hellolondon.errors import UserError
-
-        raise UserError(
-            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
-        )
+    loaded = load_for_inference(args.checkpoint, resolve_device(args.device))
+    model, tok, ckpt = loaded.model, loaded.tokenizer, loaded.ckpt
 
     def write(prompt: str) -> None:
         sys.stdout.write(prompt)

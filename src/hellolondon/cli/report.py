@@ -30,8 +30,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.report import write_report
+    from hellolondon.rundir import RunDir
 
-    out = args.out or args.runs[0] / "report"
+    out = args.out or RunDir(args.runs[0]).report_dir
     paths = write_report(args.runs, out)
     print(f"wrote {paths['png']}")
     print(f"wrote {paths['html']}  (open it in a browser; it needs no network)")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
+from hellolondon.cli.flags import add_launch_flags, add_tracking_flags, apply_tracking_flags
 from hellolondon.config import PRESETS, build_config
-from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
-from hellolondon.train.torchrun import add_launch_flags
 
 EXAMPLES = """examples:
   hellolondon train --preset tiny --data work/data
@@ -35,7 +37,9 @@ def register(sub) -> None:
         help="model size and its training recipe (default: tiny)",
     )
     p.add_argument(
-        "--config", help="a TOML file with [model], [train], [data], [tracking], [monitor] tables"
+        "--config",
+        help="a TOML file with [model], [train], [data], [tracking], [monitor] tables, or a run's "
+        "config.json (a new run with its settings)",
     )
     p.add_argument(
         "--data", help="folder with train.bin, val.bin and meta.json (from `hellolondon prepare`)"
@@ -48,13 +52,18 @@ def register(sub) -> None:
     )
     add_tracking_flags(p)
     add_launch_flags(p)
+    p.add_argument("--resolved-config", help=argparse.SUPPRESS)  # what `--gpus` hands each rank
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config settings, applied last"
     )
-    p.set_defaults(func=run, train_parser=p)
+    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace):
+    if args.resolved_config:
+        from hellolondon.config import from_dict
+
+        return from_dict(json.loads(Path(args.resolved_config).read_text(encoding="utf-8")))
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.data_dir={args.data}")
@@ -68,9 +77,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.train.distributed import launched_rank, launched_world_size
+    from hellolondon.train.distributed import launched_rank
     from hellolondon.train.loop import train
-    from hellolondon.train.torchrun import apply_global_batch, check_gpus, gpu_names, launch_train
+    from hellolondon.train.torchrun import check_gpus, gpu_names, launch_train
 
     cfg = config_from_args(args)
     if args.gpus is not None:
@@ -78,14 +87,21 @@ def run(args: argparse.Namespace) -> int:
             args.gpus, cfg.train.device, 0 if cfg.train.device == "cpu" else len(gpu_names())
         )
     if args.gpus and args.gpus > 1:  # this process starts torchrun, which starts the ranks
-        apply_global_batch(cfg.train, args.global_batch, args.gpus)
-        return launch_train(args, cfg, args.train_parser)
-    apply_global_batch(cfg.train, args.global_batch, launched_world_size())
-    summary = train(cfg, resume=args.resume)
+        return launch_train(
+            cfg, args.gpus, args.resume, args.global_batch, args.master_port, args.debug
+        )
+    summary = train(cfg, resume=args.resume, global_batch=args.global_batch)
     best = summary.get("best_val_loss")
     if launched_rank() == 0:
         print(
             f"done: {summary['iterations']} iterations"
             + (f", best val loss {best:.4f}" if best else "")
         )
+    if summary.get("stop_reason") == "non-finite loss":
+        print(
+            "error: training stopped on a non-finite loss (train.nonfinite=stop); the last "
+            "checkpoint holds the weights from before it",
+            file=sys.stderr,
+        )
+        return 3
     return 0

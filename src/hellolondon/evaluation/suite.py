@@ -8,7 +8,6 @@ model card.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from datetime import UTC, datetime
@@ -16,21 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.errors import UserError
+from hellolondon.files import atomic_write
+from hellolondon.rundir import RunDir
 
 PARTS = ("heldout", "probes", "generation")
 
 
-def run_dir_of(ckpt: Path) -> Path | None:
-    """The run folder holding a checkpoint, or None for a checkpoint kept elsewhere."""
-    run = ckpt.parent.parent
-    if ckpt.parent.name == "checkpoints" and (run / "config.json").is_file():
-        return run
-    return None
-
-
 def default_out(ckpt: Path) -> Path:
-    run = run_dir_of(ckpt)
-    return run / "eval" if run is not None else ckpt / "eval"
+    run = RunDir.of_checkpoint(ckpt)
+    return run.eval_dir if run is not None else ckpt / "eval"
 
 
 def report_name(state: dict) -> str:
@@ -84,23 +77,20 @@ def evaluate(
     from hellolondon.evaluation.heldout import score_heldout
     from hellolondon.evaluation.probes import load_probes, score_probes
     from hellolondon.prepare import check_tokenizer_matches, load_meta
-    from hellolondon.tokenizer import load_tokenizer
-    from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
+    from hellolondon.train.checkpoint import load_for_inference
 
     t0 = time.perf_counter()
-    model, cfg, state, ckpt = load_model(path, device)
-    tok = load_tokenizer(tokenizer_dir_of(ckpt))
-    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
-        raise UserError(
-            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
-        )
+    loaded = load_for_inference(path, device)
+    model, cfg, state, ckpt, tok = (
+        loaded.model, loaded.cfg, loaded.state, loaded.ckpt, loaded.tokenizer
+    )  # fmt: skip
     probes = load_probes(probes_path) if "probes" in parts else None
     meta = data = None
     if "heldout" in parts:
         data = _data_dir(cfg, data_dir)
         meta = load_meta(data)
         check_tokenizer_matches(meta, tok)
-    run = run_dir_of(ckpt)
+    run = RunDir.of_checkpoint(ckpt)
     report: dict[str, Any] = {
         "checkpoint": str(ckpt),
         "run": run.name if run else None,
@@ -188,9 +178,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path, name: str) -> tupl
     paths = (out / f"{name}.json", out / f"{name}.md")
     texts = (json.dumps(report, indent=1, ensure_ascii=False) + "\n", summary_text(report))
     for path, text in zip(paths, texts, strict=True):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, text)
     return paths
 
 
@@ -228,18 +216,18 @@ def tracker_row(r: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-def log_to_run(report: dict[str, Any], cfg, state: dict, run_dir: Path) -> None:
-    """Append the eval row to the run's tracker (metrics.jsonl, and W&B when configured) at the
-    checkpoint's step, resuming the run's own tracker run, and put it in the run summary too:
-    a resumed W&B run keeps only steps it does not hold yet, and the summary has no steps."""
+def log_to_run(report: dict[str, Any], cfg, state: dict, run: RunDir) -> None:
+    """Append the eval row to the run's tracker (the metrics log, and W&B when configured) at
+    the checkpoint's step, resuming the run's own tracker run, and put it in the run summary
+    too: a resumed W&B run keeps only steps it does not hold yet, and the summary has no steps."""
     from hellolondon.tracking.setup import open_tracker
 
-    config_path = run_dir / "config.json"
-    run_config = (
-        json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
-    )
     tracker = open_tracker(
-        cfg, run_dir, rank=0, run_config=run_config, resume_run_id=state.get("tracker_run_id")
+        cfg,
+        run,
+        rank=0,
+        run_config=run.read_config() or None,
+        resume_run_id=state.get("tracker_run_id"),
     )
     row = tracker_row(report)
     try:

@@ -27,7 +27,7 @@ from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
 from hellolondon.generate import Sampling
 from hellolondon.model import GPT
-from hellolondon.tokenizer import Tokenizer, load_tokenizer
+from hellolondon.tokenizer import Tokenizer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which the model uses
@@ -159,16 +159,14 @@ def export_checkpoint(
     """Write the export folder for a run or checkpoint; returns what the card and CLI show."""
     from hellolondon.evaluation.suite import find_report
     from hellolondon.export.card import model_card
-    from hellolondon.train.checkpoint import load_model, tokenizer_dir_of
+    from hellolondon.train.checkpoint import load_for_inference
 
     out = Path(out)
     check_out_dir(out, force)
-    model, cfg, state, ckpt = load_model(path, "cpu")
-    tok = load_tokenizer(tokenizer_dir_of(ckpt))
-    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
-        raise UserError(
-            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
-        )
+    loaded = load_for_inference(path, "cpu")
+    model, cfg, state, ckpt, tok = (
+        loaded.model, loaded.cfg, loaded.state, loaded.ckpt, loaded.tokenizer
+    )  # fmt: skip
     if tok.vocab_size != cfg.model.vocab_size:
         raise UserError(
             f"tokenizer has {tok.vocab_size} tokens but the model {cfg.model.vocab_size}; export needs the training tokenizer"

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.config import RunConfig
-from hellolondon.files import read_json
+from hellolondon.rundir import RunDir
 
 
 def _run_info(ckpt: Path) -> dict[str, Any]:
-    """The run's config.json (data and hardware facts written at the start of training)."""
-    return read_json(ckpt.parent.parent / "config.json")
+    """The run's recorded config (data and hardware facts written at the start of training)."""
+    run = RunDir.of_checkpoint(ckpt)
+    return run.read_config() if run is not None else {}
 
 
 def _data_info(cfg: RunConfig, run: dict[str, Any]) -> dict[str, Any]:

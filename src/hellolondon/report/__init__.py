@@ -4,11 +4,11 @@ several runs overlaid, with the health findings and a summary table."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from hellolondon.errors import UserError
+from hellolondon.files import atomic_path, atomic_write
 from hellolondon.report.html import render_html
 from hellolondon.report.png import write_png
 from hellolondon.report.rundata import RunData, load_run, load_runs, summarize
@@ -28,15 +28,9 @@ def write_report(run_dirs: list[Path], out_dir: Path, quiet: bool = False) -> di
     if not quiet:
         for note in notes:
             print(f"report: {note}", file=sys.stderr)
-    # write next to the target, then rename: an earlier report is never left half-replaced
+    # an earlier report is never left half-replaced
     png, page = out_dir / "report.png", out_dir / "report.html"
-    tmp_png, tmp_page = out_dir / ".report.png.tmp", out_dir / ".report.html.tmp"
-    try:
-        write_png(runs, tmp_png)
-        tmp_page.write_text(render_html(runs, notes), encoding="utf-8")
-        os.replace(tmp_png, png)
-        os.replace(tmp_page, page)
-    finally:
-        for tmp in (tmp_png, tmp_page):
-            tmp.unlink(missing_ok=True)
+    with atomic_path(png, fsync=False) as tmp:
+        write_png(runs, tmp)
+    atomic_write(page, render_html(runs, notes), fsync=False)
     return {"png": png, "html": page}

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hellolondon.errors import UserError
-from hellolondon.files import read_json
-from hellolondon.tracking.history import read_jsonl
+from hellolondon.rundir import RunDir, cut_short
 
 
 class Panel(NamedTuple):
@@ -54,19 +53,6 @@ def to_float(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _cut_short(path: Path) -> bool:
-    """True when the file's last line has no newline: the writer was killed mid-line."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            if f.tell() == 0:
-                return False
-            f.seek(-1, 2)
-            return f.read(1) != b"\n"
-    except OSError:
-        return False
-
-
 @dataclass
 class RunData:
     path: Path
@@ -103,50 +89,21 @@ class RunData:
         return int(value) if value else None
 
 
-def run_folders_in(path: Path) -> list[Path]:
-    """Run folders directly inside `path` (a `runs/` folder), newest first."""
-    found = [p for p in path.iterdir() if p.is_dir() and (p / "metrics.jsonl").is_file()]
-    return sorted(found, key=lambda p: (p / "metrics.jsonl").stat().st_mtime, reverse=True)
-
-
-def check_run_folder(path: Path) -> Path:
-    """The folder itself when it is a run folder; otherwise a UserError that says what it is."""
-    if not path.exists():
-        raise UserError(f"{path} does not exist; give a run folder such as runs/<run-name>")
-    if not path.is_dir():
-        raise UserError(f"{path} is a file, not a run folder; give the folder with metrics.jsonl")
-    if (path / "metrics.jsonl").is_file() or (path / "config.json").is_file():
-        return path
-    inside = run_folders_in(path)
-    if inside:
-        names = ", ".join(str(p) for p in inside[:3]) + (" ..." if len(inside) > 3 else "")
-        raise UserError(f"{path} holds run folders, it is not one; give one or more of: {names}")
-    raise UserError(f"{path} is not a run folder: it has no metrics.jsonl (training writes one)")
-
-
 def load_run(path: str | Path) -> RunData:
-    path = check_run_folder(Path(path))
-    config = read_json(path / "config.json")
-    name = str((config.get("tracking") or {}).get("run_name") or path.resolve().name)
-    metrics = path / "metrics.jsonl"
-    run = RunData(
-        path,
-        name,
-        read_jsonl(metrics),
-        read_jsonl(path / "events.jsonl"),
-        read_json(path / "summary.json"),
-        config,
-    )
-    if not metrics.is_file():
-        run.notes.append(f"{name}: no metrics.jsonl yet (training has not logged a row)")
-    elif not run.rows:
-        run.notes.append(f"{name}: metrics.jsonl has no rows yet")
-    if _cut_short(metrics):
-        run.notes.append(
-            f"{name}: the last line of metrics.jsonl was cut short (the run was "
-            "killed mid-write?); it is left out"
+    run = RunDir.open(path)
+    config = run.read_config()
+    name = str((config.get("tracking") or {}).get("run_name") or run.name)
+    data = RunData(run.path, name, run.rows(), run.events(), run.read_summary(), config)
+    if not run.metrics_file.is_file():
+        data.notes.append(f"{name}: no metrics yet (training has not logged a row)")
+    elif not data.rows:
+        data.notes.append(f"{name}: no metric rows yet")
+    if cut_short(run.metrics_file):
+        data.notes.append(
+            f"{name}: the last metrics line was cut short (the run was killed mid-write?); "
+            "it is left out"
         )
-    return run
+    return data
 
 
 def load_runs(paths: list[str | Path]) -> tuple[list[RunData], list[str]]:

@@ -6,21 +6,27 @@ and never asks which trackers sit behind them or which rank it runs on.
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from hellolondon.rundir import RunDir, now
+
 
 class Tracker(Protocol):
+    """What the loop talks to. Every tracker implements every method: no probing."""
+
+    run_id: str | None  # the W&B run id, kept in checkpoints so a resume continues that run
+
     def log(self, row: dict[str, Any], step: int) -> None: ...
 
-    def alert(self, title: str, text: str, level: str = "WARN") -> None: ...
+    def alert(
+        self, title: str, text: str, level: str = "WARN", *, step: int, rule: str = ""
+    ) -> None: ...
 
     def summary(self, values: dict[str, Any]) -> None: ...
+
+    def log_checkpoint(self, path: Path, aliases: list[str]) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -33,66 +39,44 @@ class NullTracker:
     def log(self, row: dict[str, Any], step: int) -> None:
         pass
 
-    def alert(self, title: str, text: str, level: str = "WARN", **extra: Any) -> None:
+    def alert(
+        self, title: str, text: str, level: str = "WARN", *, step: int, rule: str = ""
+    ) -> None:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:
         pass
 
-    def log_checkpoint(self, path: Any, aliases: Any = ("latest",)) -> None:
+    def log_checkpoint(self, path: Path, aliases: list[str]) -> None:
         pass
 
     def finish(self) -> None:
         pass
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/inf; keep the fact as text
-    return value
+class JsonlTracker(NullTracker):
+    """Always on: `metrics.jsonl` holds every row with its step and is the source of truth;
+    `events.jsonl` every alert with its step and rule; `summary.json` the outcome."""
 
-
-class JsonlTracker:
-    """Always on: `metrics.jsonl` holds every row with its step and is the source of truth.
-
-    Each row is written and flushed as one line, so a run killed mid-write loses at most the
-    line being written and every reader can skip a truncated last line.
-    """
-
-    run_id: str | None = None
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self._events = open(self.run_dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    def __init__(self, run: RunDir | Path) -> None:
+        self.run = run = RunDir(run) if isinstance(run, Path) else run
+        self._metrics, self._events = run.metrics_log(), run.events_log()
 
     def log(self, row: dict[str, Any], step: int) -> None:
-        line = {"step": int(step), "time": round(time.time(), 3)}
-        line.update({k: _jsonable(v) for k, v in row.items()})
-        self._metrics.write(json.dumps(line) + "\n")
-        self._metrics.flush()
+        self._metrics.write({"step": int(step), "time": now(), **row})
 
-    def alert(self, title: str, text: str, level: str = "WARN", **extra: Any) -> None:
-        line = {"time": round(time.time(), 3), "level": level, "title": title, "text": text}
-        line.update({k: _jsonable(v) for k, v in extra.items()})
-        self._events.write(json.dumps(line) + "\n")
-        self._events.flush()
+    def alert(
+        self, title: str, text: str, level: str = "WARN", *, step: int, rule: str = ""
+    ) -> None:
+        line = {"step": int(step), "time": now(), "level": level, "title": title, "text": text}
+        self._events.write(line | ({"rule": rule} if rule else {}))
 
     def summary(self, values: dict[str, Any]) -> None:
-        path = self.run_dir / "summary.json"
-        old = json.loads(path.read_text()) if path.exists() else {}
-        old.update({k: _jsonable(v) for k, v in values.items()})
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(old, indent=2))
-        os.replace(tmp, path)
+        self.run.update_summary(values)
 
     def finish(self) -> None:
-        for f in (self._metrics, self._events):
-            if not f.closed:
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
+        self._metrics.close()
+        self._events.close()
 
 
 class FanoutTracker:
@@ -105,10 +89,7 @@ class FanoutTracker:
 
     @property
     def run_id(self) -> str | None:
-        for t in self.others:
-            if getattr(t, "run_id", None):
-                return t.run_id
-        return None
+        return next((t.run_id for t in self.others if t.run_id), None)
 
     def _each(self, method: str, *args: Any, **kwargs: Any) -> None:
         getattr(self.primary, method)(*args, **kwargs)
@@ -126,17 +107,16 @@ class FanoutTracker:
     def log(self, row: dict[str, Any], step: int) -> None:
         self._each("log", row, step)
 
-    def alert(self, title: str, text: str, level: str = "WARN", **extra: Any) -> None:
-        self.primary.alert(title, text, level, **extra)
-        for t in list(self.others):
-            try:
-                t.alert(title, text, level)
-            except Exception as exc:
-                self.others.remove(t)
-                print(f"tracking: {type(t).__name__} failed on alert ({exc})", file=sys.stderr)
+    def alert(
+        self, title: str, text: str, level: str = "WARN", *, step: int, rule: str = ""
+    ) -> None:
+        self._each("alert", title, text, level, step=step, rule=rule)
 
     def summary(self, values: dict[str, Any]) -> None:
         self._each("summary", values)
+
+    def log_checkpoint(self, path: Path, aliases: list[str]) -> None:
+        self._each("log_checkpoint", path, aliases)
 
     def finish(self) -> None:
         self._each("finish")

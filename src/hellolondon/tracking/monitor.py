@@ -11,7 +11,6 @@ clear for `rearm_rows` rows: a persisting problem is reported once, not on every
 from __future__ import annotations
 
 import bisect
-import inspect
 import math
 import statistics
 from collections import deque
@@ -72,14 +71,6 @@ def _num(row: dict[str, Any], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _accepts_extra(fn: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
 class HealthMonitor:
     """Red-flag rules over the train and eval rows of one run (rank 0 only)."""
 
@@ -93,7 +84,6 @@ class HealthMonitor:
         self.cfg, self.tracker, self.max_iters, self.console = cfg, tracker, max_iters, console
         self.findings: list[Finding] = []
         self._new: list[Finding] = []  # the findings of the row being observed
-        self._extra = tracker is not None and _accepts_extra(tracker.alert)
         self._active: dict[str, bool] = {}
         self._clear: dict[str, int] = {}
         self._loss_steps: list[int] = []  # every finite train loss with its step
@@ -367,9 +357,58 @@ class HealthMonitor:
         self._new.append(found)
         if self.console is not None:
             self.console(found.line())
-        if self.tracker is None:
-            return
-        if self._extra:  # the JSONL tracker records which rule and step
-            self.tracker.alert(title, text, level, rule=rule, step=step)
-        else:
-            self.tracker.alert(title, text, level)
+        if self.tracker is not None:
+            self.tracker.alert(title, text, level, step=step, rule=rule)
+
+    # -- restart -----------------------------------------------------------------------------
+
+    # What the rules remember between rows: saved in checkpoints, so a resumed run judges its
+    # rows against the levels of the whole run, not only of the part since the restart.
+    STATE = [
+        "_active",
+        "_clear",
+        "_loss_steps",
+        "_losses",
+        "_best_fast",
+        "_best",
+        "_lr_max",
+        "_lr_peak_step",
+        "_rows",
+        "_mfu_level",
+        "_mfu",
+        "_dt",
+        "_dt_level",
+        "_mem_prev",
+        "_mem_streak",
+        "_evals",
+        "_best_eval",
+        "_phase",
+        "_checked_ends",
+        "_nonfinite",
+    ]
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.STATE:
+            value = getattr(self, name)
+            if isinstance(value, (deque, set)):
+                value = sorted(value) if isinstance(value, set) else list(value)
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = str(value)
+            out[name] = value
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            if name not in self.STATE:
+                continue
+            current = getattr(self, name)
+            if isinstance(current, deque):
+                value = deque(value, maxlen=current.maxlen)
+            elif isinstance(current, set):
+                value = set(value)
+            elif isinstance(value, str) and value in ("inf", "-inf", "nan"):
+                value = float(value)
+            elif name == "_evals":
+                value = [tuple(e) for e in value]
+            setattr(self, name, value)

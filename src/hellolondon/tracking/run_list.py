@@ -10,9 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hellolondon.files import read_json
-from hellolondon.tracking.history import read_jsonl
-from hellolondon.tracking.wandb_tracker import STATE_FILE, segment_dirs, show_path, sync_command
+from hellolondon.rundir import RunDir, runs_in
+from hellolondon.tracking.wandb_tracker import segment_dirs, show_path, sync_command
 
 
 @dataclass
@@ -28,12 +27,12 @@ class RunInfo:
     sync_command: str | None
 
 
-def _progress(run_dir: Path) -> tuple[int | None, float | None]:
+def _progress(run: RunDir) -> tuple[int | None, float | None]:
     """(iterations, best val loss): the summary of a finished run, else the metrics so far."""
-    summary = read_json(run_dir / "summary.json")
+    summary = run.read_summary()
     iters, best = summary.get("iterations"), summary.get("best_val_loss")
     if iters is None or best is None:
-        rows = read_jsonl(run_dir / "metrics.jsonl")
+        rows = run.rows()
         steps = [int(r["step"]) for r in rows if isinstance(r.get("step"), (int, float))]
         vals = [
             v
@@ -45,27 +44,27 @@ def _progress(run_dir: Path) -> tuple[int | None, float | None]:
     return iters, best
 
 
-def _sync_state(run_dir: Path, state: dict[str, Any]) -> tuple[bool, str | None]:
+def _sync_state(run: RunDir, state: dict[str, Any]) -> tuple[bool, str | None]:
     """Whether W&B data of this run sits on disk only, and the command that uploads it."""
     run_id = state.get("run_id") or ""
-    segments = segment_dirs(run_dir, run_id)
+    segments = segment_dirs(run, run_id)
     offline = [s for s in segments if s.name.startswith("offline-")]
     if any(not any(s.glob("*.wandb.synced")) for s in offline):
-        return True, sync_command(run_dir, run_id)
+        return True, sync_command(run, run_id)
     if state.get("mode") == "online" and state.get("status") in ("upload_incomplete", "failed"):
-        online = shlex.quote(show_path(run_dir / "wandb"))
+        online = shlex.quote(show_path(run.wandb_dir))
         return True, f"wandb sync --include-online {online}/run-*-{run_id}"
     return False, None
 
 
-def run_info(run_dir: Path) -> RunInfo:
-    config = read_json(run_dir / "config.json")
-    state = read_json(run_dir / STATE_FILE)
-    iters, best = _progress(run_dir)
-    needs, command = _sync_state(run_dir, state)
+def run_info(run: RunDir) -> RunInfo:
+    config = run.read_config()
+    state = run.read_tracker_state()
+    iters, best = _progress(run)
+    needs, command = _sync_state(run, state)
     return RunInfo(
-        name=run_dir.name,
-        path=str(run_dir),
+        name=run.path.name,
+        path=str(run.path),
         preset=str(config.get("preset") or (config.get("model_info") or {}).get("preset") or "-"),
         iterations=iters,
         best_val_loss=best,
@@ -76,25 +75,9 @@ def run_info(run_dir: Path) -> RunInfo:
     )
 
 
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any(
-        (path / f).exists() for f in ("config.json", "metrics.jsonl", STATE_FILE)
-    )
-
-
 def list_runs(out_dir: str | Path) -> list[RunInfo]:
     """Every run folder directly below `out_dir`, oldest first."""
-    root = Path(out_dir)
-    dirs = [d for d in root.iterdir() if is_run_dir(d)] if root.is_dir() else []
-    dirs.sort(
-        key=lambda d: (
-            (d / "config.json").stat().st_mtime
-            if (d / "config.json").exists()
-            else d.stat().st_mtime,
-            d.name,
-        )
-    )
-    return [run_info(d) for d in dirs]
+    return [run_info(r) for r in reversed(runs_in(out_dir))]
 
 
 def format_runs(runs: list[RunInfo]) -> str:

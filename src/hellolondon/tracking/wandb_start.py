@@ -21,12 +21,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hellolondon.config import RunConfig
-from hellolondon.tracking.secrets import remember_secret, scrub, scrub_text
+from hellolondon.rundir import RunDir
+from hellolondon.tracking.secrets import scrub, scrub_text
+from hellolondon.tracking.wandb_options import (
+    DEFAULT_BASE_URL,
+    Credentials,
+    WandbOptions,
+    find_credentials,
+)
 from hellolondon.tracking.wandb_tracker import (
     FINISH_TIMEOUT_S,
     Console,
@@ -35,123 +40,12 @@ from hellolondon.tracking.wandb_tracker import (
     quiet_teardown,
     segment_dirs,
     show_path,
-    write_state,
 )
 
-DEFAULT_PROJECT = "helloLondon"
-DEFAULT_TAGS = ("london", "historical", "llm", "gpt2", "1500-1850")
-DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_MAX_S = 4.0  # the key/network check gets at most this much of the start-up budget
 # Kept back from wandb.init for the fallback: tearing down a failed online start takes ~2 s when
 # the server hangs, starting offline ~1 s.
 FALLBACK_RESERVE_S = 5.0
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-@dataclass
-class WandbOptions:
-    """Everything W&B start-up needs, resolved from the config first and the environment second."""
-
-    mode: str  # online|offline|disabled as asked; "" when nobody asked
-    mode_source: str  # where the mode came from, for the console line
-    project: str
-    entity: str | None
-    name: str
-    tags: list[str]
-    notes: str | None = None
-    group: str | None = None
-    log_artifacts: bool = False
-    init_timeout: float = 15.0
-    alert_wait_s: int = 300
-    debug: bool = False
-    base_url: str = ""  # WANDB_BASE_URL, else what `wandb login --host` stored, else W&B's cloud
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, cfg: RunConfig, run_dir: Path) -> WandbOptions:
-        t = cfg.tracking
-        env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
-        env_mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode)
-        if t.wandb_mode:
-            mode, source = t.wandb_mode, "tracking.wandb_mode"
-        elif env_mode in ("online", "offline", "disabled"):
-            mode, source = env_mode, "WANDB_MODE"
-        else:
-            mode, source = "", ""
-        env_tags = [s.strip() for s in os.environ.get("WANDB_TAGS", "").split(",") if s.strip()]
-        tags = list(dict.fromkeys([*DEFAULT_TAGS, cfg.preset, *t.tags, *env_tags]))
-        return cls(
-            mode=mode,
-            mode_source=source,
-            project=t.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
-            entity=t.entity or os.environ.get("WANDB_ENTITY") or None,
-            name=t.run_name or run_dir.name,
-            tags=tags,
-            notes=t.notes or None,
-            group=t.group or None,
-            log_artifacts=t.log_artifacts,
-            init_timeout=float(t.init_timeout),
-            alert_wait_s=int(cfg.monitor.alert_wait_s),
-            debug=_env_flag("WANDB_DEBUG"),
-            base_url=os.environ.get("WANDB_BASE_URL", "").rstrip("/"),
-        )
-
-
-# ---------------------------------------------------------------------------- credentials
-
-
-@dataclass
-class Credentials:
-    api_key: str | None  # None for an identity-token login, which the probe cannot check
-    source: str
-
-
-def find_credentials(base_url: str) -> tuple[Credentials | None, str | None]:
-    """(credentials, problem) from the environment or a stored `wandb login`, with no network.
-    A key that is there but malformed is a problem: W&B would refuse it anyway."""
-    key = os.environ.get("WANDB_API_KEY", "").strip()
-    source = "WANDB_API_KEY"
-    if not key and os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return Credentials(None, "WANDB_IDENTITY_TOKEN_FILE"), None
-    if not key:
-        key, source = _stored_key(base_url), "wandb login"
-    if not key:
-        return None, None
-    remember_secret(key)
-    problem = _key_format_problem(key)
-    if problem:
-        return None, f"API key from {source} rejected: {problem}"
-    return Credentials(key, source), None
-
-
-def _stored_key(base_url: str) -> str | None:
-    """The key `wandb login` saved for this host (in ~/.netrc), if any."""
-    try:
-        from wandb.sdk.lib import wbauth
-
-        return wbauth.read_netrc_auth(host=base_url)
-    except ImportError:
-        import netrc
-        from urllib.parse import urlparse
-
-        try:
-            found = netrc.netrc(os.environ.get("NETRC")).authenticators(urlparse(base_url).netloc)
-        except (OSError, netrc.NetrcParseError):
-            return None
-        return found[2] if found else None
-    except Exception:  # a malformed entry: W&B itself would stop on it
-        return None
-
-
-def _key_format_problem(key: str) -> str | None:
-    try:
-        from wandb.sdk.lib.wbauth import check_api_key
-    except ImportError:
-        return None
-    return check_api_key(key)
 
 
 # ---------------------------------------------------------------------------- causes
@@ -272,11 +166,11 @@ def _wandb_base_url(wandb: Any) -> str:
 
 
 def choose_mode(opts: WandbOptions) -> tuple[str, str, Credentials | None]:
-    """(mode, why, credentials) without any network: what was asked, else what is possible."""
-    if opts.mode == "disabled":
-        return "disabled", f"{opts.mode_source}=disabled", None
-    if opts.mode == "offline":
-        return "offline", f"{opts.mode_source}=offline", None
+    """(mode, why, credentials) without any network: the resolved mode, unless online lacks a
+    usable key here."""
+    if opts.mode != "online":
+        asked = opts.mode_reason in ("WANDB_MODE", "tracking.wandb_mode")
+        return opts.mode, f"{opts.mode_reason}={opts.mode}" if asked else opts.mode_reason, None
     creds, problem = find_credentials(opts.base_url)
     if problem:
         return "offline", problem, None
@@ -308,7 +202,7 @@ def _settings(wandb: Any, opts: WandbOptions, timeout: float) -> Any:
 
 
 def _init(
-    wandb: Any, opts: WandbOptions, mode: str, run_id: str, run_dir: Path, timeout: float
+    wandb: Any, opts: WandbOptions, mode: str, run_id: str, run: RunDir, timeout: float
 ) -> Any:
     with _argv_scrubbed():
         return wandb.init(
@@ -317,7 +211,7 @@ def _init(
             name=opts.name,
             id=run_id,
             resume="allow",
-            dir=str(run_dir),
+            dir=str(run.path),
             mode=mode,
             config=opts.config,
             tags=opts.tags,
@@ -334,53 +228,54 @@ UNSYNCED = "earlier parts of this run are not synced yet; staying offline so `wa
 
 def start_wandb(
     cfg: RunConfig,
-    run_dir: Path,
+    run: RunDir,
     run_config: dict[str, Any] | None = None,
     resume_run_id: str | None = None,
     console: Console = print,
 ) -> WandbTracker | None:
     """Open the W&B side of a run, or None when it is disabled or cannot start even offline."""
     t0 = time.monotonic()
-    run_dir = Path(run_dir)
-    opts = WandbOptions.from_config(cfg, run_dir)
+    opts = WandbOptions.from_config(cfg)
+    opts.name = opts.name or run.name
     opts.config = scrub(run_config if run_config is not None else cfg.to_dict())
-    local = show_path(run_dir / "metrics.jsonl")
+    local = show_path(run.metrics_file)
     if opts.mode == "disabled":  # nothing of W&B is imported, no process started
-        console(f"wandb: disabled ({opts.mode_source}=disabled); metrics go to {local} only")
-        write_state(run_dir, {"mode": "disabled", "reason": f"{opts.mode_source}=disabled"})
+        why = choose_mode(opts)[1]
+        console(f"wandb: disabled ({why}); metrics go to {local} only")
+        run.write_tracker_state({"mode": "disabled", "reason": why})
         return None
     # W&B's own error reports go to the same server from exit handlers; when that server hangs
     # they hold the finished process for ~20 s. An explicit WANDB_ERROR_REPORTING still wins.
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     wandb = _import_wandb()
     _quiet_terminal(wandb, opts.debug)
-    opts.base_url = opts.base_url or _wandb_base_url(wandb)
+    opts.base_url = opts.base_url or _wandb_base_url(wandb)  # `wandb login --host` is stored
     mode, why, creds = choose_mode(opts)
     run_id = resume_run_id or new_run_id()
     if mode == "online" and any(
-        s.name.startswith("offline-") and not is_synced(s) for s in segment_dirs(run_dir, run_id)
+        s.name.startswith("offline-") and not is_synced(s) for s in segment_dirs(run, run_id)
     ):
         mode, why = "offline", UNSYNCED
     deadline = t0 + opts.init_timeout
-    run = None
+    wb_run = None
     if mode == "online":
-        run, cause = _start_online(wandb, opts, creds, run_id, run_dir, deadline)
-        if run is None:
+        wb_run, cause = _start_online(wandb, opts, creds, run_id, run, deadline)
+        if wb_run is None:
             mode, why = "offline", f"could not go online: {cause}"
-    if run is None:
+    if wb_run is None:
         try:
             # offline needs no network: never starve it, even when the online try used the budget
-            run = _init(
-                wandb, opts, "offline", run_id, run_dir, max(5.0, deadline - time.monotonic())
+            wb_run = _init(
+                wandb, opts, "offline", run_id, run, max(5.0, deadline - time.monotonic())
             )
         except Exception as exc:
             quiet_teardown(wandb)
             console(
                 f"wandb: could not start even offline ({classify(exc)}); metrics go to {local} only"
             )
-            write_state(run_dir, {"mode": "failed", "reason": scrub_text(str(exc))[:300]})
+            run.write_tracker_state({"mode": "failed", "reason": scrub_text(str(exc))[:300]})
             return None
-    tracker = WandbTracker(wandb, run, opts, mode, why, run_dir, console)
+    tracker = WandbTracker(wandb, wb_run, opts, mode, why, run, console)
     tracker.begin(resumed=resume_run_id is not None, started_s=time.monotonic() - t0)
     return tracker
 
@@ -390,7 +285,7 @@ def _start_online(
     opts: WandbOptions,
     creds: Credentials | None,
     run_id: str,
-    run_dir: Path,
+    run: RunDir,
     deadline: float,
 ) -> tuple[Any, str | None]:
     """(run, None) or (None, the cause), within the budget up to `deadline` less the fallback."""
@@ -402,7 +297,7 @@ def _start_online(
             return None, cause
     try:
         timeout = deadline - time.monotonic() - FALLBACK_RESERVE_S
-        return _init(wandb, opts, "online", run_id, run_dir, timeout), None
+        return _init(wandb, opts, "online", run_id, run, timeout), None
     except Exception as exc:
         quiet_teardown(wandb)  # else the half-started run keeps its id busy for the offline one
         return None, classify(exc)

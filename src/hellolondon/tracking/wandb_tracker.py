@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hellolondon.tracking.history import read_jsonl
+from hellolondon.rundir import RunDir
 from hellolondon.tracking.secrets import scrub, scrub_row, scrub_text
-
-if TYPE_CHECKING:
-    from hellolondon.tracking.wandb_start import WandbOptions
+from hellolondon.tracking.wandb_options import WandbOptions
 
 FINISH_TIMEOUT_S = 120.0  # upload at the end waits this long; the rest stays for `wandb sync`
-STATE_FILE = "tracking.json"  # what `hellolondon runs` reads: run id, mode, sync command
 LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 Console = Callable[[str], Any]
 
@@ -47,12 +43,12 @@ class WandbTracker:
         opts: WandbOptions,
         mode: str,
         why: str,
-        run_dir: Path,
+        rundir: RunDir,
         console: Console,
     ) -> None:
         self.wandb, self.run, self.opts = wandb, run, opts
         self.mode, self.why = mode, why
-        self.run_dir, self.console = Path(run_dir), console
+        self.rundir, self.console = rundir, console
         self.run_id: str | None = run.id
         self.skip_through = -1  # steps W&B already holds from before a restart
         self.replayed_through: int | None = None
@@ -87,9 +83,7 @@ class WandbTracker:
             start = int(getattr(self.run, "starting_step", 0) or 0)
             return start - 1
         steps = [
-            last_step(d)
-            for d in segment_dirs(self.run_dir, self.run_id or "")
-            if d != self.sync_dir
+            last_step(d) for d in segment_dirs(self.rundir, self.run_id or "") if d != self.sync_dir
         ]
         return max((s for s in steps if s is not None), default=-1)
 
@@ -97,7 +91,7 @@ class WandbTracker:
         """Send the rows that metrics.jsonl has and W&B lost (a hard kill drops W&B's unwritten
         tail, which can reach back before the checkpoint the loop restarts from)."""
         replayed = -1
-        for row in read_jsonl(self.run_dir / "metrics.jsonl"):
+        for row in self.rundir.rows():
             step = row.get("step")
             if isinstance(step, int) and step > self.skip_through and self.run is not None:
                 values = {k: _number(v) for k, v in row.items() if k not in ("step", "time")}
@@ -115,7 +109,7 @@ class WandbTracker:
 
     @property
     def sync_command(self) -> str:
-        return sync_command(self.run_dir, self.run_id or "")
+        return sync_command(self.rundir, self.run_id or "")
 
     @property
     def url(self) -> str | None:
@@ -142,7 +136,7 @@ class WandbTracker:
             line += f" [{held}]"
         if self.opts.debug:
             line += (
-                f" [started in {started_s:.1f} s; W&B logs in {show_path(self.run_dir / 'wandb')}]"
+                f" [started in {started_s:.1f} s; W&B logs in {show_path(self.rundir.wandb_dir)}]"
             )
         return line
 
@@ -154,11 +148,12 @@ class WandbTracker:
         clean = {k: v for k, v in scrub_row(row).items() if v is not None}
         self._call(lambda: self.run.log(clean, step=int(step)))
 
-    def alert(self, title: str, text: str, level: str = "WARN", **extra: Any) -> None:
+    def alert(
+        self, title: str, text: str, level: str = "WARN", *, step: int, rule: str = ""
+    ) -> None:
         if self.run is None:
             return
-        step = extra.get("step")
-        body = scrub_text(text if step is None else f"{text} (iteration {step})")
+        body = scrub_text(f"{text} (iteration {step})")
         alert_level = getattr(self.wandb.AlertLevel, LEVELS.get(level.upper(), "WARN"))
         self._call(
             lambda: self.run.alert(
@@ -175,9 +170,7 @@ class WandbTracker:
         clean = {k: v for k, v in scrub(values).items() if v is not None}
         self._call(lambda: self.run.summary.update(clean))
 
-    def log_checkpoint(
-        self, path: str | Path, aliases: list[str] | tuple[str, ...] = ("latest",)
-    ) -> None:
+    def log_checkpoint(self, path: Path, aliases: list[str]) -> None:
         """A checkpoint folder (or file) as a versioned `model` Artifact, when asked for."""
         if self.run is None or not self.opts.log_artifacts:
             return
@@ -186,7 +179,7 @@ class WandbTracker:
             artifact = self.wandb.Artifact(
                 f"{_artifact_name(self.opts.name)}-model",
                 type="model",
-                metadata=_checkpoint_meta(path, self.run_dir),
+                metadata=_checkpoint_meta(path, self.rundir),
             )
             if path.is_dir():
                 artifact.add_dir(str(path))
@@ -241,12 +234,11 @@ class WandbTracker:
         saved = f"; what it had is on disk: {self.sync_command}" if self.mode == "offline" else ""
         self.console(
             f"wandb: W&B stopped working ({type(exc).__name__}: {scrub_text(str(exc))[:200]}); "
-            f"training goes on and every row is in {show_path(self.run_dir / 'metrics.jsonl')}{saved}"
+            f"training goes on and every row is in {show_path(self.rundir.metrics_file)}{saved}"
         )
 
     def _save_state(self) -> None:
-        write_state(
-            self.run_dir,
+        self.rundir.write_tracker_state(
             {
                 "run_id": self.run_id,
                 "name": self.opts.name,
@@ -256,7 +248,7 @@ class WandbTracker:
                 "entity": self.opts.entity,
                 "url": self.url
                 if self.status == "running"
-                else _read_state(self.run_dir).get("url"),
+                else self.rundir.read_tracker_state().get("url"),
                 "status": self.status,
                 "sync_command": self.sync_command
                 if self.mode == "offline" or self.status != "finished"
@@ -268,10 +260,10 @@ class WandbTracker:
 # ---------------------------------------------------------------------------- local run folders
 
 
-def segment_dirs(run_dir: Path, run_id: str) -> list[Path]:
+def segment_dirs(run: RunDir, run_id: str) -> list[Path]:
     """W&B's folders for this run id (one per start: the first, each resume, a failed online
     try), oldest first."""
-    root = Path(run_dir) / "wandb"
+    root = run.wandb_dir
     if not run_id or not root.is_dir():
         return []
     found = [
@@ -285,8 +277,8 @@ def is_synced(segment: Path) -> bool:
     return any(segment.glob("*.wandb.synced"))
 
 
-def sync_command(run_dir: Path, run_id: str) -> str:
-    return f"wandb sync {shlex.quote(show_path(Path(run_dir) / 'wandb'))}/offline-run-*-{run_id}"
+def sync_command(run: RunDir, run_id: str) -> str:
+    return f"wandb sync {shlex.quote(show_path(run.wandb_dir))}/offline-run-*-{run_id}"
 
 
 def last_step(segment: Path) -> int | None:
@@ -317,14 +309,15 @@ def _artifact_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
-def _checkpoint_meta(path: Path, run_dir: Path) -> dict[str, Any]:
-    state = path / "state.json" if path.is_dir() else path.with_name("state.json")
+def _checkpoint_meta(path: Path, run: RunDir) -> dict[str, Any]:
+    from hellolondon.train.checkpoint import read_state
+
     where = str(path)
     with contextlib.suppress(ValueError):  # the place in the run folder, not this machine's path
-        where = str(path.resolve().relative_to(run_dir.resolve()))
+        where = str(path.resolve().relative_to(run.path.resolve()))
     meta: dict[str, Any] = {"path": where}
-    with contextlib.suppress(OSError, ValueError):
-        saved = json.loads(state.read_text(encoding="utf-8"))
+    with contextlib.suppress(Exception):
+        saved = read_state(path, verify=False)
         meta.update({k: saved[k] for k in ("step", "best_val_loss", "samples_seen") if k in saved})
     return meta
 
@@ -334,18 +327,3 @@ def show_path(path: Path) -> str:
     with contextlib.suppress(ValueError):
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     return str(path)
-
-
-def _read_state(run_dir: Path) -> dict[str, Any]:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads((Path(run_dir) / STATE_FILE).read_text(encoding="utf-8"))
-    return {}
-
-
-def write_state(run_dir: Path, values: dict[str, Any]) -> None:
-    path = Path(run_dir) / STATE_FILE
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(values, indent=2), encoding="utf-8")
-        os.replace(tmp, path)

@@ -3,11 +3,15 @@
 checkpoints/step-000500/
     model.safetensors   weights (the tied output matrix stored once)
     optimizer.pt        optimizer state, read back with torch.load(weights_only=True)
-    rng.pt              torch and CUDA generator states (weights_only as well)
-    state.json          iteration, samples consumed, best val loss, config, tokenizer
-                        fingerprint, tracker run id, Python/NumPy RNG, sha256 of each file
-checkpoints/latest      the name of the newest complete folder
+    rng.pt              torch and CUDA generator states of every rank (weights_only as well)
+    state.json          iteration, the loop's state and the monitor's, config, tokenizer
+                        fingerprint, tracker run id, scaler, Python/NumPy RNG, sha256 of each file
+checkpoints/latest      the name of the folder the run continues from: the newest of its line
 checkpoints/best/       hard links to the files of the best folder by val loss
+checkpoints/abandoned/  folders a resume from an older checkpoint left behind (never deleted)
+
+`save_run` and `restore_run` write and read everything a training run needs, for one process,
+DDP and FSDP alike; `load_for_inference` gives generate, eval and export a model and tokenizer.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import json
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,10 +30,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hellolondon.errors import UserError
-from hellolondon.files import sha256_file
+from hellolondon.files import atomic_write, sha256_file
 
-FORMAT = 1
+FORMAT = 2  # 1: the loop's state as top-level keys, no monitor state (still read)
 TIED = "lm_head.weight"
+ABANDONED = "abandoned"
 
 
 def rng_state() -> dict[str, Any]:
@@ -106,31 +112,18 @@ def save(
     )
     files = {n: sha256_file(tmp / n) for n in ("model.safetensors", "optimizer.pt", "rng.pt")}
     meta = {"format": FORMAT, "step": step, **state, "rng": rng_state(), "files": files}
-    _write_json(tmp / "state.json", meta)
+    atomic_write(tmp / "state.json", json.dumps(meta, indent=1))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _write_text(ckpt_root / "latest", final.name)
+    atomic_write(ckpt_root / "latest", final.name)
     if is_best:
         _link_best(final, ckpt_root / "best")
-    _prune(ckpt_root, keep_last)
+    _prune(ckpt_root, keep_last, final)
     return final
-
-
-def _write_json(path: Path, data: dict) -> None:
-    _write_text(path, json.dumps(data, indent=1))
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _link_best(src: Path, best: Path) -> None:
@@ -150,17 +143,25 @@ def _link_best(src: Path, best: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _step_of(p: Path) -> int:
+    try:
+        return int(p.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
 def step_dirs(ckpt_root: Path) -> list[Path]:
-    """Complete step folders, newest first."""
+    """Step folders (with a state.json), newest first."""
     if not ckpt_root.is_dir():
         return []
-    return sorted(
-        (p for p in ckpt_root.glob("step-*") if (p / "state.json").exists()), reverse=True
-    )
+    found = [p for p in ckpt_root.glob("step-*") if (p / "state.json").exists()]
+    return sorted(found, key=_step_of, reverse=True)
 
 
-def _prune(ckpt_root: Path, keep_last: int) -> None:
-    for old in step_dirs(ckpt_root)[keep_last:]:
+def _prune(ckpt_root: Path, keep_last: int, written: Path) -> None:
+    """Keep the folder just written and the newest others up to `keep_last` in all."""
+    others = [p for p in step_dirs(ckpt_root) if p != written]
+    for old in others[keep_last - 1 :]:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -172,15 +173,23 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"checkpoint file {path} is corrupt (not valid JSON)") from None
-    if state.get("format") != FORMAT:
-        raise UserError(f"{path}: unknown checkpoint format {state.get('format')!r}")
+        raise UserError(
+            f"checkpoint file {path} is truncated or corrupt (not valid JSON)"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") not in (1, FORMAT):
+        raise UserError(f"{path}: not a checkpoint state this version can read")
     for name, digest in state.get("files", {}).items() if verify else ():
         f = ckpt / name
         if not f.is_file():
             raise UserError(f"checkpoint file {f} is missing")
         if sha256_file(f) != digest:
             raise UserError(f"checkpoint file {f} is truncated or corrupt (sha256 mismatch)")
+    if state.get("format") == 1:  # the loop's counters were top-level keys
+        state["trainer"] = {
+            "step": state["step"],
+            "samples_seen": state.get("samples_seen", 0),
+            "best_val_loss": state.get("best_val_loss"),
+        }
     return state
 
 
@@ -204,31 +213,40 @@ def load_tensors(path: Path) -> Any:
 
 def _root(p: Path) -> Path:
     """The folder holding step-NNNNNN/: a run folder's checkpoints/, or the path itself."""
-    return p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    from hellolondon.rundir import RunDir
+
+    return RunDir(p).checkpoints if RunDir(p).checkpoints.is_dir() else p
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Where a run continues from, in order: the folder `latest` names, then the step folders
+    newest first."""
+    latest = root / "latest"
+    named = root / latest.read_text().strip() if latest.is_file() else None
+    first = [named] if named is not None and (named / "state.json").exists() else []
+    return first + [p for p in step_dirs(root) if p not in first]
 
 
 def resolve(path: str | Path) -> Path:
-    """A run folder (its `latest`), a `checkpoints/` folder, or one checkpoint folder."""
+    """A run folder (the checkpoint it continues from), a `checkpoints/` folder, or one
+    checkpoint folder."""
     p = Path(path)
     if (p / "state.json").exists():
         return p
-    root = _root(p)
-    latest = root / "latest"
-    if latest.is_file() and (root / latest.read_text().strip() / "state.json").exists():
-        return root / latest.read_text().strip()
-    found = step_dirs(root)
+    found = _candidates(_root(p))
     if found:
         return found[0]
     raise UserError(f"no checkpoint found at {path}; give a run folder or a checkpoint folder")
 
 
 def find_resumable(path: str | Path, log=print) -> tuple[Path, dict[str, Any]]:
-    """The newest checkpoint that passes verification; a corrupt one is reported and skipped."""
+    """The checkpoint a run continues from (`latest`), or when that one fails verification
+    the newest one before it that passes; each one skipped is reported."""
     p = Path(path)
     if (p / "state.json").exists():
         return p, read_state(p)
     root = _root(p)
-    candidates = step_dirs(root)
+    candidates = _candidates(root)
     if not candidates:
         raise UserError(f"nothing to resume: no checkpoint under {root}")
     for ckpt in candidates:
@@ -239,20 +257,114 @@ def find_resumable(path: str | Path, log=print) -> tuple[Path, dict[str, Any]]:
     raise UserError(f"every checkpoint under {root} is corrupt; start a new run")
 
 
-def tokenizer_dir_of(ckpt: Path) -> Path:
-    """The tokenizer saved with a checkpoint: in the folder itself or in its run folder."""
-    for candidate in (ckpt / "tokenizer", ckpt.parent.parent / "tokenizer"):
-        if (candidate / "tokenizer.json").is_file():
-            return candidate
-    raise UserError(
-        f"checkpoint {ckpt} has no tokenizer beside it (looked for {ckpt.parent.parent / 'tokenizer'}); copy the tokenizer folder there"
+def continue_line(ckpt: Path, log=print) -> None:
+    """Make `ckpt` the end of its run's line before the run goes on from it: step folders after
+    it (an abandoned line, or ones that failed verification) move to `abandoned/`, where they
+    are kept but never resumed or pruned, and `latest` names it."""
+    root = ckpt.parent
+    if not (root / "latest").exists() and not step_dirs(root):
+        return  # a folder of its own, not a run's checkpoints/
+    step = read_state(ckpt, verify=False)["step"]
+    later = [p for p in root.glob("step-*") if p.is_dir() and _step_of(p) > step]
+    for p in later:
+        target = root / ABANDONED / p.name
+        n = 1
+        while target.exists():
+            target, n = root / ABANDONED / f"{p.name}.{n}", n + 1
+        target.parent.mkdir(exist_ok=True)
+        os.rename(p, target)
+        log(f"{p.name} is after the checkpoint this run continues from: kept in {target}")
+    if later or (root / "latest").read_text().strip() != ckpt.name:
+        atomic_write(root / "latest", ckpt.name)
+
+
+# ---------------------------------------------------------------------------- a training run
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class RunParts:
+    """What a training checkpoint holds besides the config: the model, its optimizer and grad
+    scaler, and the stateful objects of the loop (saved in state.json under their names)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    stateful: dict[str, Stateful]
+
+
+def save_run(
+    root: Path, parts: RunParts, dist: Any, info: dict[str, Any], keep_last: int, is_best: bool
+) -> Path | None:
+    """Checkpoint a training run at the step its "trainer" state holds. Every rank must call
+    this: with FSDP each sends its shards, and every rank's generators are saved. Rank 0 writes
+    the folder and returns it; `info` is JSON kept in state.json (config, fingerprints, ...)."""
+    from hellolondon.train import fsdp
+    from hellolondon.train.distributed import barrier, gather_object
+
+    rng = gather_object(local_rng(dist.device), dist)
+    if dist.fsdp:
+        weights, optim = fsdp.full_state(parts.model, parts.optimizer)
+    elif dist.is_main:
+        weights, optim = parts.model.state_dict(), parts.optimizer.state_dict()
+    path = None
+    if dist.is_main:
+        state = {name: obj.state_dict() for name, obj in parts.stateful.items()}
+        state |= info | {"scaler": parts.scaler.state_dict(), "world_size": dist.world_size}
+        step = parts.stateful["trainer"].state_dict()["step"]
+        path = save(root, step, weights, optim, state, keep_last, is_best, rng_tensors(rng))
+    barrier(dist)
+    return path
+
+
+def restore_run(ckpt: Path, state: dict[str, Any], parts: RunParts, dist: Any, log=print) -> None:
+    """Load a checkpoint read by `find_resumable` into a freshly built run, on every rank."""
+    from hellolondon.train import fsdp
+
+    fsdp.load_model(parts.model, load_weights(ckpt), dist.fsdp)
+    fsdp.load_optimizer(
+        parts.model, parts.optimizer, load_tensors(ckpt / "optimizer.pt"), dist.fsdp
     )
+    _load_scaler(parts.scaler, state.get("scaler") or {}, log)
+    for name, obj in parts.stateful.items():
+        if name in state:
+            obj.load_state_dict(state[name])
+    rng = load_tensors(ckpt / "rng.pt")
+    set_rng_state(state["rng"], rng, dist.rank, dist.world_size, dist.device)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, RunConfig, state, checkpoint folder) from a run or checkpoint path."""
+def _load_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any], log) -> None:
+    """fp16 needs a loss scale; a bf16 or fp32 checkpoint has none, so it starts afresh."""
+    if scaler.is_enabled() and not saved:
+        log("the checkpoint has no fp16 loss scale (it was saved in bf16 or fp32): starting one")
+        return
+    scaler.load_state_dict(saved)
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+@dataclass
+class Loaded:
+    model: Any  # GPT in eval mode
+    cfg: Any  # RunConfig
+    state: dict[str, Any]
+    ckpt: Path
+    tokenizer: Any  # Tokenizer
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
+    """The model (eval mode, on `device`), config, state and tokenizer of a run's checkpoint or
+    a checkpoint folder, checked to belong together."""
     from hellolondon.config import from_dict
     from hellolondon.model import GPT
+    from hellolondon.rundir import tokenizer_dir_of
+    from hellolondon.tokenizer import load_tokenizer
 
     ckpt = resolve(path)
     state = read_state(ckpt)
@@ -265,4 +377,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         raise UserError(
             f"checkpoint {ckpt} does not fit its recorded architecture ({first})"
         ) from None
-    return model.to(device).eval(), cfg, state, ckpt
+    tok = load_tokenizer(tokenizer_dir_of(ckpt))
+    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
+        raise UserError(
+            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
+        )
+    return Loaded(model.to(device).eval(), cfg, state, ckpt, tok)

@@ -75,6 +75,17 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict
     }
 
 
+def load_model(model: nn.Module, weights: dict, sharded: bool) -> None:
+    """Load a plain model `state_dict()`; with FSDP every rank passes the full weights and keeps
+    its own shard."""
+    if not sharded:
+        model.load_state_dict(weights)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+
+
 def load_optimizer(
     model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict, sharded: bool
 ) -> None:

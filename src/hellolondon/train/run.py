@@ -1,16 +1,13 @@
-"""Everything a training run needs before its first step: process group, device and precision,
-run folder, data, model, optimizer, restored checkpoint, tracker and health monitor."""
+"""Everything a training run needs before its first step: process group, resolved config, run
+folder, data, model, optimizer, restored checkpoint, tracker and health monitor."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +15,26 @@ import torch
 import torch.nn as nn
 
 from hellolondon import hardware
-from hellolondon.config import RunConfig, from_dict, get_preset
+from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
 from hellolondon.prepare import load_meta
-from hellolondon.tracking.history import truncate_after
+from hellolondon.rundir import RunDir
 from hellolondon.tracking.setup import open_tracker
 from hellolondon.train import checkpoint, fsdp
+from hellolondon.train.checkpoint import RunParts
 from hellolondon.train.data import Batches
-from hellolondon.train.distributed import (
-    Dist,
-    batch_line,
-    broadcast_object,
-    init_distributed,
-    resume_batch,
-)
+from hellolondon.train.distributed import Dist, batch_line, broadcast_object, init_distributed
 from hellolondon.train.optim import build_optimizer
+from hellolondon.train.resolve import resolve_config
+from hellolondon.train.state import TrainState
 
 
 @dataclass
 class Run:
-    cfg: RunConfig
+    cfg: RunConfig  # resolved: the settings as used
     dist: Dist
-    run_dir: Path
+    rundir: RunDir
     model: GPT  # the plain module: state_dict, generation
     step_model: nn.Module  # what the loop calls: compiled and/or DDP-wrapped
     optimizer: torch.optim.Optimizer
@@ -51,11 +45,9 @@ class Run:
     monitor: Any
     meta: dict[str, Any]
     peak_flops: float | None
-    step: int = 0
-    samples_seen: int = 0
-    best_val: float = math.inf
-    history: dict[str, float] = field(default_factory=dict)  # last losses, for the summary
+    state: TrainState = field(default_factory=TrainState)
     eval_cache: dict[str, list] = field(default_factory=dict)  # the fixed held-out batches
+    slow: bool = False  # steps take seconds (a GPU preset on a CPU): show more progress
     log: Callable[[str], None] = print
 
     @cached_property
@@ -65,17 +57,28 @@ class Run:
 
     @property
     def tokens_per_step(self) -> int:
-        c = self.cfg.train
-        return c.batch_size * c.grad_accum * self.dist.world_size * self.cfg.model.block_size
+        return self.samples_per_step * self.cfg.model.block_size
 
     @property
     def samples_per_step(self) -> int:
         c = self.cfg.train
         return c.batch_size * c.grad_accum * self.dist.world_size
 
+    def parts(self) -> RunParts:
+        stateful = {"trainer": self.state}
+        if self.monitor is not None:
+            stateful["monitor"] = self.monitor
+        return RunParts(self.model, self.optimizer, self.scaler, stateful)
 
-def default_run_name(preset: str) -> str:
-    return f"{get_preset(preset).run_prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    def checkpoint_info(self) -> dict[str, Any]:
+        from hellolondon.tracking.secrets import scrub
+
+        return {
+            "config": scrub(self.cfg.to_dict()),
+            "tokenizer_fingerprint": self.meta.get("tokenizer_fingerprint"),
+            "tracker_run_id": self.tracker.run_id if self.tracker is not None else None,
+            "saved_at": time.time(),
+        }
 
 
 def precision(cfg: RunConfig, device: torch.device) -> torch.dtype:
@@ -89,79 +92,76 @@ def precision(cfg: RunConfig, device: torch.device) -> torch.dtype:
     return getattr(torch, want)
 
 
-def _run_dir(cfg: RunConfig, resume_from: Path | None) -> Path:
-    if resume_from is not None:
-        return (
-            resume_from.parent.parent if resume_from.parent.name == "checkpoints" else resume_from
-        )
-    out = Path(cfg.out_dir) / cfg.tracking.run_name
-    if out.exists() and any(out.iterdir()):
-        raise UserError(
-            f"run folder {out} already exists; choose another --run-name or resume it with --resume {out}"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-test").touch()
-        (out / ".write-test").unlink()
-    except OSError as exc:
-        raise UserError(
-            f"cannot write the run folder {out} ({exc.strerror}); choose a writable out_dir"
-        ) from None
-    return out
-
-
-def _restore(cfg: RunConfig, resume: str | None, log) -> tuple[Path | None, dict | None]:
-    if not resume:
-        return None, None
-    ckpt, state = checkpoint.find_resumable(resume, log=log)
-    saved = from_dict(state["config"])
-    if saved.model != cfg.model:
-        raise UserError(
-            f"checkpoint {ckpt} is of another architecture ({saved.model}); resume with its own settings"
-        )
-    return ckpt, state
-
-
-def setup_run(cfg: RunConfig, resume: str | None = None, log: Callable[[str], None] = print) -> Run:
+def setup_run(
+    cfg: RunConfig,
+    resume: str | None = None,
+    log: Callable[[str], None] = print,
+    global_batch: int | None = None,
+) -> Run:
     d = init_distributed(cfg.train.device, fsdp=cfg.train.fsdp)
     log = log if d.is_main else (lambda *_: None)
-    data_dir = Path(cfg.data.data_dir)
-    meta = load_meta(data_dir)
-    cfg.model.vocab_size = int(meta["vocab_size"])
-    ckpt, state = _restore(cfg, resume, log)
-    if state is not None:
-        resume_batch(cfg.train, state, d.world_size, log)  # the global batch on a new world size
-        if state.get("tokenizer_fingerprint") != meta.get("tokenizer_fingerprint"):
-            raise UserError(
-                f"the token files in {data_dir} were made with another tokenizer than checkpoint {ckpt}"
-            )
-    # every rank must agree on the run folder: rank 0's clock names it
-    cfg.tracking.run_name = broadcast_object(
-        cfg.tracking.run_name or default_run_name(cfg.preset), d
-    )
-    if d.is_main:
-        run_dir = _run_dir(cfg, ckpt.parent.parent if ckpt else None)
-    else:
-        run_dir = Path(cfg.out_dir) / cfg.tracking.run_name
+    meta = load_meta(Path(cfg.data.data_dir))
+    ckpt, state = checkpoint.find_resumable(resume, log=log) if resume else (None, None)
+    made_with = meta.get("tokenizer_fingerprint")
+    if state is not None and state.get("tokenizer_fingerprint") != made_with:
+        raise UserError(
+            f"the token files in {cfg.data.data_dir} were made with another tokenizer than "
+            f"checkpoint {ckpt}"
+        )
+    tokenizer = _run_tokenizer(meta, cfg.data.data_dir)
+    cfg = resolve_config(
+        cfg, world=d.world_size, meta=meta, ckpt=ckpt, state=state, global_batch=global_batch,
+        agree=partial(broadcast_object, d=d), log=log,
+    )  # fmt: skip
+    rundir = RunDir(Path(cfg.out_dir) / cfg.tracking.run_name)
+    home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
+    if d.is_main and home != rundir:  # a new run, or one continued from a loose checkpoint
+        rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
     dtype = precision(cfg, d.device)
-    model, step_model, optimizer, scaler = build_model(cfg, d, dtype, ckpt, state, log)
+    model, step_model, optimizer, scaler = build_model(cfg, d, dtype, log)
     run = Run(
-        cfg=cfg, dist=d, run_dir=run_dir, model=model, step_model=step_model, optimizer=optimizer,
+        cfg=cfg, dist=d, rundir=rundir, model=model, step_model=step_model, optimizer=optimizer,
         scaler=scaler, autocast=autocast_for(d.device, dtype),
-        batches=Batches(data_dir, cfg.model.block_size, cfg.train.seed, d.device),
-        tracker=None, monitor=None, meta=meta, peak_flops=peak_flops_for(d.device), log=log,
+        batches=Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device),
+        tracker=None, monitor=_monitor(cfg, d, log), meta=meta,
+        peak_flops=peak_flops_for(d.device), log=log,
     )  # fmt: skip
     if state is not None:
         _continue_from(run, ckpt, state)
     log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
-    _open_tracking(run, dtype, (state or {}).get("tracker_run_id"))
+    _open_tracking(run, dtype, tokenizer, (state or {}).get("tracker_run_id"))
+    run.slow = _announce_pace(run)
+    run.state.begin()
     return run
 
 
-def build_model(
-    cfg: RunConfig, d: Dist, dtype: torch.dtype, ckpt: Path | None, state: dict | None, log
-):
-    """Model (restored if resuming), its compiled/wrapped twin, optimizer and grad scaler."""
+def _run_tokenizer(meta: dict[str, Any], data_dir: str):
+    """The tokenizer the token files were made with, checked to be unchanged since."""
+    from hellolondon.tokenizer import load_tokenizer
+
+    path = meta.get("tokenizer_path")
+    if not path or not (Path(path) / "tokenizer.json").is_file():
+        return None  # moved away: the run works without it, but keeps no copy
+    tok = load_tokenizer(path)
+    if tok.fingerprint != meta.get("tokenizer_fingerprint"):
+        raise UserError(
+            f"the tokenizer at {path} has changed since the token files in {data_dir} were made "
+            f"from it (fingerprint {tok.fingerprint[:12]}, not "
+            f"{str(meta.get('tokenizer_fingerprint'))[:12]}); run `hellolondon prepare` again"
+        )
+    return tok
+
+
+def _monitor(cfg: RunConfig, d: Dist, log):
+    if not (d.is_main and cfg.monitor.enabled):
+        return None
+    from hellolondon.tracking.monitor import HealthMonitor
+
+    return HealthMonitor(cfg.monitor, None, max_iters=cfg.train.max_iters, console=log)
+
+
+def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
+    """Model, its compiled/wrapped twin, optimizer and grad scaler, freshly initialised."""
     if d.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for fp32 matmuls left by autocast
         torch.backends.cudnn.allow_tf32 = True
@@ -170,15 +170,9 @@ def build_model(
     torch.manual_seed(cfg.train.seed + d.rank)  # then per-rank streams (dropout)
     log(f"Model parameters: {model.num_params():,}")
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
-    if state is not None:
-        model.load_state_dict(checkpoint.load_weights(ckpt))
-        scaler.load_state_dict(state.get("scaler") or {})
     step_model = _wrap(model, cfg, d)
     # after wrapping: FSDP replaces the parameters with shards, which the optimizer must hold
     optimizer = build_optimizer(model, cfg.train, d.device.type, log=log)
-    if state is not None:
-        saved = checkpoint.load_tensors(ckpt / "optimizer.pt")
-        fsdp.load_optimizer(model, optimizer, saved, d.fsdp)
     return model, step_model, optimizer, scaler
 
 
@@ -197,36 +191,36 @@ def peak_flops_for(device: torch.device) -> float | None:
 
 
 def _continue_from(run: Run, ckpt: Path, state: dict) -> None:
-    d = run.dist
-    run.step, run.samples_seen = state["step"], state["samples_seen"]
-    run.best_val = state.get("best_val_loss") or math.inf
-    rng = checkpoint.load_tensors(ckpt / "rng.pt")
-    checkpoint.set_rng_state(state["rng"], rng, d.rank, d.world_size, d.device)
-    if d.is_main:
-        truncate_after(run.run_dir / "metrics.jsonl", run.step)  # recomputed exactly
-    run.log(f"resumed from {ckpt} at iteration {run.step}")
+    checkpoint.restore_run(ckpt, state, run.parts(), run.dist, run.log)
+    if run.dist.is_main:
+        checkpoint.continue_line(ckpt, run.log)
+        run.rundir.cut_logs_after(run.state.step)  # the steps after it are logged again
+    run.log(f"resumed from {ckpt} at iteration {run.state.step}")
 
 
-def _open_tracking(run: Run, dtype: torch.dtype, resume_run_id: str | None) -> None:
+def _open_tracking(run: Run, dtype: torch.dtype, tokenizer, resume_run_id: str | None) -> None:
     d, cfg = run.dist, run.cfg
-    full = run_config(run, dtype)  # loads the tokenizer and asks the hardware: once
+    full = run_config(run, dtype, tokenizer)  # asks the hardware: once
     if d.is_main:
-        _write_run_files(run, full)
+        run.rundir.write_config(_scrubbed(full))
+        run.rundir.copy_tokenizer(tokenizer.path if tokenizer is not None else None)
     run.tracker = open_tracker(
-        cfg, run.run_dir, rank=d.rank, run_config=full, resume_run_id=resume_run_id
+        cfg, run.rundir, rank=d.rank, run_config=full, resume_run_id=resume_run_id
     )
-    if d.is_main and cfg.monitor.enabled:
-        from hellolondon.tracking.monitor import HealthMonitor
+    if run.monitor is not None:
+        run.monitor.tracker = run.tracker
 
-        run.monitor = HealthMonitor(
-            cfg.monitor, run.tracker, max_iters=cfg.train.max_iters, console=run.log
-        )
+
+def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
+    from hellolondon.tracking.secrets import scrub
+
+    return scrub(data)
 
 
 def config_for_resume(resume: str, config_file: str | None, overrides: list[str]) -> RunConfig:
     """The saved config of the checkpoint to resume, with the given file and overrides on top
-    (to extend max_iters, say). Architecture changes are refused later, by `_restore`."""
-    from hellolondon.config import build_config
+    (to extend max_iters, say). Architecture changes are refused later, by `resolve_config`."""
+    from hellolondon.config import build_config, from_dict
 
     state = checkpoint.read_state(checkpoint.resolve(resume), verify=False)
     return build_config(
@@ -253,19 +247,17 @@ def _wrap(model: GPT, cfg: RunConfig, d: Dist) -> nn.Module:
     return compiled
 
 
-def _token_counts(meta: dict[str, Any]) -> dict[str, int | None]:
+def _token_counts(tok) -> dict[str, int | None]:
     """Control tokens, and the historical terms that are one token each, of the run's tokenizer."""
-    from hellolondon.tokenizer import historical_terms, load_tokenizer
+    from hellolondon.tokenizer import historical_terms
 
-    path = meta.get("tokenizer_path")
-    if not path or not (Path(path) / "tokenizer.json").is_file():
+    if tok is None:
         return {"special_tokens": None, "historical_tokens": None}
-    tok = load_tokenizer(path)
     single = sum(len(tok.encode(" " + term)) == 1 for term in historical_terms())
     return {"special_tokens": len(tok.hf.get_added_tokens_decoder()), "historical_tokens": single}
 
 
-def run_config(run: Run, dtype: torch.dtype) -> dict[str, Any]:
+def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
     """The full run config for the tracker: settings, model, data and hardware facts."""
     cfg, m, meta = run.cfg, run.cfg.model, run.meta
     return {
@@ -279,7 +271,7 @@ def run_config(run: Run, dtype: torch.dtype) -> dict[str, Any]:
             "parameters_total": run.model.num_params(False),
             "vocab_size": m.vocab_size,
             "context_length": m.block_size,
-            **_token_counts(meta),
+            **_token_counts(tokenizer),
         },
         "data_info": {
             "corpus": cfg.data.corpus,
@@ -300,11 +292,30 @@ def run_config(run: Run, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def _write_run_files(run: Run, full_config: dict[str, Any]) -> None:
-    from hellolondon.tracking.secrets import scrub
+def _announce_pace(run: Run) -> bool:
+    """On a CPU, a GPU-sized model takes seconds per step: before the first one, say how long
+    a step and the whole run will take (from this CPU's measured matmul speed) and what to use
+    instead. Returns True when steps are that slow."""
+    if run.dist.device.type != "cpu":
+        return False
+    flops = hardware.cpu_matmul_flops(run.cfg.model.n_embd)
+    # training runs at roughly a third of a bare matmul's speed on a CPU (measured on the demo)
+    step_s = run.flops_per_token * run.tokens_per_step / (flops / 3)
+    if step_s < 2.0:
+        return False
+    total = step_s * (run.cfg.train.max_iters - run.state.step)
+    run.log(
+        f"estimated {step_s:,.0f} s per step on this CPU, {_duration(total)} for the "
+        f"{run.cfg.train.max_iters - run.state.step:,} steps to go; the {run.cfg.preset} preset "
+        "is meant for GPUs (for a CPU try --preset tiny, or `hellolondon demo`)"
+    )
+    return True
 
-    (run.run_dir / "config.json").write_text(json.dumps(scrub(full_config), indent=2))
-    tok_src = run.meta.get("tokenizer_dir") or run.meta.get("tokenizer_path")
-    tok_dst = run.run_dir / "tokenizer"
-    if tok_src and (Path(tok_src) / "tokenizer.json").is_file() and not tok_dst.exists():
-        shutil.copytree(tok_src, tok_dst)
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    d, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    if d:
+        return f"{d}d{h:02d}h"
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"

@@ -10,15 +10,13 @@ import time
 from collections.abc import Iterator
 
 import torch
+from tqdm import tqdm
 
 from hellolondon.hardware import gpu_metrics, mfu_percent
-from hellolondon.tracking.secrets import scrub
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import (
     all_reduce_mean,
-    barrier,
     broadcast_object,
-    gather_object,
     grad_sync,
     shutdown,
 )
@@ -55,14 +53,14 @@ class StopSignal:
 
 
 class Clock:
-    """Training time per step, with evaluation, checkpoint and sample time left out."""
+    """Training time per step, with evaluation, checkpoint and sample time left out; the timed
+    time and tokens add up in the run's state, for the mean tokens/s of the whole run."""
 
-    def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.last = time.perf_counter()
         self.paused_s = 0.0
         self.steps = 0
-        self.train_s = 0.0  # for the mean tokens/s of the summary
-        self.train_steps = 0
 
     def tick(self) -> None:
         self.steps += 1
@@ -80,8 +78,8 @@ class Clock:
         now = time.perf_counter()
         busy = now - self.last - self.paused_s
         ms = 1000.0 * busy / max(1, self.steps)
-        self.train_s += busy
-        self.train_steps += self.steps
+        self.run.state.train_seconds += busy
+        self.run.state.train_tokens += self.steps * self.run.tokens_per_step
         self.last, self.paused_s, self.steps = now, 0.0, 0
         return ms
 
@@ -90,12 +88,12 @@ def train_step(run: Run, stop: StopSignal | None = None) -> tuple[float, float, 
     """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr); a
     non-finite loss leaves weights and optimizer untouched. Agrees `stop.requested` over ranks."""
     c, d, opt = run.cfg.train, run.dist, run.optimizer
-    lr = lr_at(run.step, c)
+    lr = lr_at(run.state.step, c)
     for group in opt.param_groups:
         group["lr"] = lr
     total = torch.zeros((), device=d.device)
     for micro in range(c.grad_accum):
-        first = run.samples_seen + (micro * d.world_size + d.rank) * c.batch_size
+        first = run.state.samples_seen + (micro * d.world_size + d.rank) * c.batch_size
         x, y = run.batches.train_batch(first, c.batch_size)
         # gradients are all-reduced only on the last micro-batch of a step
         with grad_sync(run.step_model, d, sync=micro == c.grad_accum - 1), run.autocast():
@@ -122,71 +120,71 @@ def train_step(run: Run, stop: StopSignal | None = None) -> tuple[float, float, 
 
 @torch.no_grad()
 def evaluate(run: Run) -> bool:
-    """Mean loss on the fixed train and val batches; logs the eval row. True when val improved."""
-    c, d = run.cfg.train, run.dist
+    """Mean loss on the run's fixed train and val sequences; logs the eval row. True when val
+    improved. The sequences are fixed for the run (`train.eval_seqs`): a resume on another
+    world size or batch split evaluates the same ones."""
     run.model.eval()
-    means = {}
-    for split in ("train", "val"):
-        if split not in run.eval_cache:
-            fixed = run.batches.fixed_batches(split, c.eval_iters, c.batch_size)
-            run.eval_cache[split] = fixed[d.rank :: d.world_size]  # each rank its share
-            run.eval_cache[split + "/pad"] = fixed[:1]
-        losses = torch.zeros(2, device=d.device)
-        share, pad = run.eval_cache[split], run.eval_cache[split + "/pad"][0]
-        # FSDP gathers weights inside every forward, so all ranks must make as many calls:
-        # a rank with one batch fewer repeats its first one and leaves it out of the mean
-        calls = -(-c.eval_iters // d.world_size) if d.fsdp else len(share)
-        for i in range(calls):
-            x, y = share[i] if i < len(share) else pad
-            with run.autocast():
-                loss = run.model(x, y)[1].float()
-            if i < len(share):
-                losses += torch.stack([loss, torch.ones_like(loss)])
-        losses = all_reduce_mean(losses, d)
-        means[split] = (losses[0] / losses[1].clamp(min=1)).item()
+    means = {split: _eval_split(run, split) for split in ("train", "val")}
     run.model.train()
-    val = means["val"]
+    val, step = means["val"], run.state.step
     row = {
         "eval/train_loss": means["train"],
         "eval/val_loss": val,
         "eval/val_ppl": math.exp(min(val, 50.0)),
-        "eval/iter": run.step,
+        "eval/iter": step,
     }
     run.log(
-        f"eval {run.step}: train loss {means['train']:.4f}, val loss {val:.4f}, val ppl {row['eval/val_ppl']:.1f}"
+        f"eval {step}: train loss {means['train']:.4f}, val loss {val:.4f}, val ppl {row['eval/val_ppl']:.1f}"
     )
     _record(run, row)
-    run.history.update(
-        first_val_loss=run.history.get("first_val_loss", val),
-        final_val_loss=val,
-        final_eval_train_loss=means["train"],
-    )
-    improved = val < run.best_val
-    run.best_val = min(run.best_val, val)
-    return improved and run.step > 0
+    return run.state.record_eval(val, means["train"])
+
+
+def _eval_split(run: Run, split: str) -> float:
+    c, d = run.cfg.train, run.dist
+    if split not in run.eval_cache:  # this rank's share of the sequences, in micro-batches
+        seqs = run.batches.fixed_batches(split, c.eval_seqs, 1)[d.rank :: d.world_size]
+        run.eval_cache[split] = [
+            tuple(torch.cat(part) for part in zip(*seqs[i : i + c.batch_size], strict=True))
+            for i in range(0, len(seqs), c.batch_size)
+        ]
+    batches = run.eval_cache[split]
+    # FSDP gathers weights inside every forward, so all ranks must make as many calls: a rank
+    # with fewer batches repeats its first one and leaves it out of the sums
+    share = -(-c.eval_seqs // d.world_size)
+    calls = -(-share // c.batch_size) if d.fsdp else len(batches)
+    sums = torch.zeros(2, device=d.device)  # loss summed over sequences, sequences
+    for i in tqdm(range(calls), desc=f"eval {split}", leave=False, disable=not run.slow):
+        x, y = batches[i] if i < len(batches) else batches[0]
+        with run.autocast():
+            loss = run.model(x, y)[1].float()
+        if i < len(batches):
+            sums += torch.stack([loss * len(x), torch.tensor(float(len(x)), device=d.device)])
+    sums = all_reduce_mean(sums, d)  # the ratio of the means is the ratio of the sums
+    return (sums[0] / sums[1].clamp(min=1)).item()
 
 
 def _record(run: Run, row: dict) -> None:
-    run.tracker.log(row, run.step)
+    run.tracker.log(row, run.state.step)
     if run.monitor is not None:
-        run.monitor.observe(row, run.step)
+        run.monitor.observe(row, run.state.step)
 
 
 def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) -> None:
-    c, d = run.cfg.train, run.dist
+    c, d, st = run.cfg.train, run.dist, run.state
     dt = clock.lap_ms()
     tps = run.tokens_per_step / (dt / 1000.0)
     row = {
         "train/loss": loss,
         "train/lr": lr,
-        "train/iter": run.step,
+        "train/iter": st.step,
         "train/dt_ms": dt,
         "train/steps_per_sec": 1000.0 / dt,
         "train/tokens_per_sec": tps,
         "train/tokens_per_sec_per_gpu": tps / d.world_size,
         "train/samples_per_sec": run.samples_per_step / (dt / 1000.0),
-        "train/tokens_seen": run.samples_seen * run.cfg.model.block_size,
-        "train/epoch": run.batches.epoch_of(run.samples_seen),
+        "train/tokens_seen": st.samples_seen * run.cfg.model.block_size,
+        "train/epoch": run.batches.epoch_of(st.samples_seen),
         "train/grad_norm": grad_norm,
     }
     flops = run.flops_per_token * tps  # achieved by all devices together
@@ -196,12 +194,12 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
         row["train/mfu"] = mfu
     row.update(gpu_metrics(d.device))
     _record(run, row)
-    run.history.update(final_train_loss=loss)
-    eta = (c.max_iters - run.step) * dt / 1000.0
+    st.final_train_loss = loss
+    eta = (c.max_iters - st.step) * dt / 1000.0
     mfu = f", mfu {row['train/mfu']:.1f}%" if "train/mfu" in row else ""
     per_gpu = f" ({tps / d.world_size:,.0f} per process)" if d.enabled else ""
     run.log(
-        f"iter {run.step}/{c.max_iters}: loss {loss:.4f}, lr {lr:.2e}, {dt:.0f} ms, "
+        f"iter {st.step}/{c.max_iters}: loss {loss:.4f}, lr {lr:.2e}, {dt:.0f} ms, "
         f"{tps:,.0f} tok/s{per_gpu}{mfu}, eta {_duration(eta)}"
     )
 
@@ -213,92 +211,62 @@ def _duration(seconds: float) -> str:
 
 
 def save(run: Run, is_best: bool = False) -> None:
-    state = {
-        "samples_seen": run.samples_seen,
-        "best_val_loss": run.best_val if math.isfinite(run.best_val) else None,
-        "config": scrub(run.cfg.to_dict()),
-        "tokenizer_fingerprint": run.meta.get("tokenizer_fingerprint"),
-        "tracker_run_id": getattr(run.tracker, "run_id", None),
-        "scaler": run.scaler.state_dict(),
-        "world_size": run.dist.world_size,
-        "saved_at": time.time(),
-    }
-    rng = gather_object(checkpoint.local_rng(run.dist.device), run.dist)  # every rank's generators
-    if run.dist.fsdp:  # every rank sends its shards; rank 0 receives the whole state
-        from hellolondon.train.fsdp import full_state
-
-        weights, optim = full_state(run.model, run.optimizer)
-    elif run.dist.is_main:
-        weights, optim = run.model.state_dict(), run.optimizer.state_dict()
-    if run.dist.is_main:
-        path = checkpoint.save(
-            run.run_dir / "checkpoints",
-            run.step,
-            weights,
-            optim,
-            state,
-            run.cfg.train.keep_last,
-            is_best,
-            rng=checkpoint.rng_tensors(rng),
-        )
+    c = run.cfg.train
+    info = run.checkpoint_info()
+    path = checkpoint.save_run(
+        run.rundir.checkpoints, run.parts(), run.dist, info, c.keep_last, is_best
+    )
+    if path is not None:
         run.log(f"saved checkpoint {path}" + (" (best so far)" if is_best else ""))
-        if run.cfg.tracking.log_artifacts and hasattr(run.tracker, "log_checkpoint"):
+        if run.cfg.tracking.log_artifacts:
             run.tracker.log_checkpoint(path, ["latest", "best"] if is_best else ["latest"])
-    barrier(run.dist)
 
 
 def handle_nonfinite(run: Run, loss: float) -> str:
-    policy = run.cfg.train.nonfinite
+    policy, step = run.cfg.train.nonfinite, run.state.step
     if run.monitor is not None:
-        run.monitor.nonfinite(run.step, policy)
+        run.monitor.nonfinite(step, policy)
     else:
-        run.tracker.alert(
-            "non-finite loss", f"loss {loss} at iteration {run.step}; policy {policy}", "ERROR"
-        )
+        text = f"loss {loss} at iteration {step}; policy {policy}"
+        run.tracker.alert("non-finite loss", text, "ERROR", step=step, rule="nonfinite")
     if policy == "stop":
+        run.state.stop_reason = "non-finite loss"
         save(run)  # weights and optimizer are still those from before the bad step
     return policy
 
 
 def maybe_sample(run: Run, force: bool = False) -> None:
-    every = run.cfg.train.sample_interval
+    every, step = run.cfg.train.sample_interval, run.state.step
     # with FSDP no rank holds the whole model; sample from a checkpoint with `generate`
-    if not run.dist.is_main or run.dist.fsdp or not (force or (every and run.step % every == 0)):
+    if not run.dist.is_main or run.dist.fsdp or not (force or (every and step % every == 0)):
         return
     from hellolondon.generate import sample_text
 
-    tok_dir = run.run_dir / "tokenizer"
-    if not tok_dir.is_dir():
+    if not run.rundir.tokenizer_dir.is_dir():
         return
     text = sample_text(
-        run.model, tok_dir, prompt="It was in London, in the year", max_new_tokens=64
+        run.model,
+        run.rundir.tokenizer_dir,
+        prompt="It was in London, in the year",
+        max_new_tokens=64,
     )
-    with open(run.run_dir / "samples.txt", "a", encoding="utf-8") as f:
-        f.write(f"=== iteration {run.step}\n{text}\n\n")
+    run.rundir.append_sample(step, text)
 
 
-def finish(run: Run, clock: Clock, stopped: bool) -> dict:
-    c = run.cfg.train
-    if c.eval_interval and run.step % c.eval_interval != 0 and not stopped and evaluate(run):
+def finish(run: Run, stopped: bool) -> dict:
+    c, st = run.cfg.train, run.state
+    if stopped and not st.stop_reason:
+        st.stop_reason = "stopped by a signal"
+    if c.eval_interval and st.step % c.eval_interval != 0 and not stopped and evaluate(run):
         save(run, is_best=True)
-    last = checkpoint.step_dirs(run.run_dir / "checkpoints")
+    last = checkpoint.step_dirs(run.rundir.checkpoints)
     # rank 0's disk decides: other nodes may not see the run folder, and all ranks must save
-    if broadcast_object(not last or last[0].name != f"step-{run.step:06d}", run.dist):
+    if broadcast_object(not last or last[0].name != f"step-{st.step:06d}", run.dist):
         save(run)
     maybe_sample(run, force=True)
-    summary = {
-        "best_val_loss": run.best_val if math.isfinite(run.best_val) else None,
-        **run.history,
-        "iterations": run.step,
-        "tokens_seen": run.samples_seen * run.cfg.model.block_size,
-        "wall_time_s": round(time.perf_counter() - clock.start, 2),
-        "mean_tokens_per_sec": clock.train_steps * run.tokens_per_step / clock.train_s
-        if clock.train_s
-        else None,
-        "stopped_early": stopped,
-    }
+    summary = st.summary() | {"tokens_seen": st.samples_seen * run.cfg.model.block_size}
     run.tracker.summary(summary)
     run.tracker.finish()
     run.step_model = run.model  # let the DDP wrapper go before its process group (see shutdown)
     shutdown(run.dist)
-    return summary
+    return summary | {"run_dir": str(run.rundir.path)}

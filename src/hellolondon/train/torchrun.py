@@ -6,47 +6,20 @@ cannot be split is one clear line, not a stack of failing ranks."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
+import json
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from hellolondon.errors import UserError
-
-LAUNCH_FLAGS = ("gpus", "master_port")  # meant for this process only, never passed to ranks
-
-
-def add_launch_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group(
-        "several GPUs on this machine (see docs/distributed.md for more nodes)"
-    )
-    g.add_argument(
-        "--gpus",
-        type=int,
-        metavar="N",
-        help="start N processes with torchrun, one per GPU "
-        "(add device=cpu to try it on CPU processes with gloo)",
-    )
-    g.add_argument(
-        "--master-port",
-        type=int,
-        metavar="PORT",
-        help="rendezvous port for --gpus (default: a free one)",
-    )
-    g.add_argument(
-        "--global-batch",
-        type=int,
-        metavar="SEQS",
-        help="sequences per optimizer step over all "
-        "processes; sets batch_size and grad_accum for the world size (which must divide it)",
-    )
-
+from hellolondon.rundir import RunDir
 
 # ---------------------------------------------------------------- checks before anything starts
 
@@ -109,35 +82,7 @@ def check_port(port: int | None) -> int:
     return port
 
 
-def apply_global_batch(train, global_batch: int | None, world: int) -> None:
-    """--global-batch G: split G sequences over `world` processes, keeping the configured
-    batch_size as the most one process holds and accumulating the rest."""
-    if global_batch is None:
-        return
-    from hellolondon.train.distributed import split_batch
-
-    if global_batch < 1:
-        raise UserError("--global-batch must be at least 1")
-    train.batch_size, train.grad_accum = split_batch(
-        global_batch, world, max_batch=train.batch_size
-    )
-
-
 # ---------------------------------------------------------------- train --gpus N
-
-
-def train_argv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    """The `train` arguments back as a list (without the launch-only flags), for each rank."""
-    out: list[str] = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest in LAUNCH_FLAGS or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, None)
-        if value is None or value is False or value == action.default:
-            continue
-        flag = next(o for o in action.option_strings if o.startswith("--"))
-        out += [flag] if value is True else [flag, str(value)]
-    return out + list(getattr(args, "overrides", []))
 
 
 def torchrun_command(nproc: int, port: int, hellolondon_args: list[str]) -> list[str]:
@@ -155,26 +100,30 @@ def torchrun_command(nproc: int, port: int, hellolondon_args: list[str]) -> list
     ]
 
 
-def launch_train(args: argparse.Namespace, cfg, parser: argparse.ArgumentParser) -> int:
-    """`train --gpus N`: check everything, then run torchrun with the same arguments."""
-    n = args.gpus  # checked against the GPUs present by the caller
-    port = check_port(args.master_port)
-    run_dir = _check_run(args, cfg, n)
-    if not args.resume:  # named here, so that the message below can point at the run folder
-        args.run_name = cfg.tracking.run_name
-    argv = train_argv(args, parser)
-    cmd = torchrun_command(
-        n, port, (["--debug"] if getattr(args, "debug", False) else []) + ["train", *argv]
-    )
+def launch_train(
+    cfg, n: int, resume: str | None, global_batch: int | None, port: int | None, debug: bool
+) -> int:
+    """`train --gpus N`: check everything, resolve the config once for N processes, then run
+    torchrun with each rank reading that resolved config."""
+    port = check_port(port)
+    cfg, run_dir = _resolve_for(cfg, n, resume, global_batch)
+    fd, path = tempfile.mkstemp(prefix="hellolondon-config-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(cfg.to_dict(), f)
+    args = ["train", "--resolved-config", path] + (["--resume", resume] if resume else [])
+    cmd = torchrun_command(n, port, (["--debug"] if debug else []) + args)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     print("$ " + shlex.join(["torchrun", *cmd[3:]]), flush=True)
-    rc, signum = _run_child(cmd, env)
+    try:
+        rc, signum = _run_child(cmd, env)
+    finally:
+        os.unlink(path)
     if rc == 0:
         return 0
     from hellolondon.train.checkpoint import step_dirs
 
-    found = step_dirs(run_dir / "checkpoints")
+    found = step_dirs(RunDir(run_dir).checkpoints)
     where = f"the last complete checkpoint is {found[0]}" if found else "no checkpoint was written"
     how = (
         f"stopped by {signal.Signals(signum).name}"
@@ -186,25 +135,24 @@ def launch_train(args: argparse.Namespace, cfg, parser: argparse.ArgumentParser)
     return rc if rc > 0 else 1
 
 
-def _check_run(args: argparse.Namespace, cfg, world: int) -> Path:
-    """The run folder the ranks will use, after the checks rank 0 would otherwise make late."""
+def _resolve_for(cfg, world: int, resume: str | None, global_batch: int | None):
+    """The config resolved for `world` processes, and the run folder the ranks will use, after
+    the checks rank 0 would otherwise make late."""
     from hellolondon.prepare import load_meta
     from hellolondon.train import checkpoint
-    from hellolondon.train.distributed import resume_batch
-    from hellolondon.train.run import default_run_name
+    from hellolondon.train.resolve import resolve_config
 
-    load_meta(Path(cfg.data.data_dir))
-    if args.resume:
-        ckpt, state = checkpoint.find_resumable(args.resume)
-        resume_batch(cfg.train, state, world, log=lambda *_: None)  # the same check the ranks make
-        return ckpt.parent.parent
-    cfg.tracking.run_name = cfg.tracking.run_name or default_run_name(cfg.preset)
-    run_dir = Path(cfg.out_dir) / cfg.tracking.run_name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(
-            f"run folder {run_dir} already exists; choose another --run-name or resume it with --resume {run_dir}"
-        )
-    return run_dir
+    meta = load_meta(Path(cfg.data.data_dir))
+    ckpt, state = checkpoint.find_resumable(resume) if resume else (None, None)
+    cfg = resolve_config(
+        cfg, world=world, meta=meta, ckpt=ckpt, state=state, global_batch=global_batch,
+        log=lambda *_: None,
+    )  # fmt: skip
+    run = RunDir(Path(cfg.out_dir) / cfg.tracking.run_name)
+    home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
+    if home != run:  # a new run folder: it must not exist yet
+        run.check_new()
+    return cfg, run.path
 
 
 def _parent_death_signal() -> None:

@@ -1,0 +1,86 @@
+"""The flags that several commands share, declared once so they read and behave the same."""
+
+from __future__ import annotations
+
+import argparse
+
+TRACKING_FLAGS = {  # flag dest -> config key
+    "wandb_mode": "tracking.wandb_mode",
+    "wandb_project": "tracking.project",
+    "wandb_entity": "tracking.entity",
+    "run_name": "tracking.run_name",
+    "tags": "tracking.tags",
+    "notes": "tracking.notes",
+    "group": "tracking.group",
+}
+
+
+def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "tracking (Weights & Biases beside runs/<name>/metrics.jsonl, which is always written)"
+    )
+    g.add_argument(
+        "--wandb-mode",
+        choices=["online", "offline", "disabled"],
+        help="default: WANDB_MODE, else online when an API key is set and offline without",
+    )
+    g.add_argument(
+        "--wandb-project", metavar="NAME", help="default: WANDB_PROJECT, else helloLondon"
+    )
+    g.add_argument("--wandb-entity", metavar="NAME", help="user or team; default: WANDB_ENTITY")
+    g.add_argument(
+        "--run-name",
+        metavar="NAME",
+        help="default: london-<kind>-YYYYMMDD-HHMMSS (the preset's prefix)",
+    )
+    g.add_argument(
+        "--tags",
+        metavar="A,B",
+        help="extra tags besides london,historical,llm,gpt2,1500-1850 and the preset",
+    )
+    g.add_argument("--notes", metavar="TEXT", help="free text shown on the W&B run")
+    g.add_argument("--group", metavar="NAME", help="W&B group that gathers related runs")
+    g.add_argument(
+        "--log-artifacts",
+        action="store_true",
+        default=None,
+        help="upload each checkpoint as a W&B model Artifact (aliases latest and best)",
+    )
+
+
+def apply_tracking_flags(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """`overrides` with the tracking flags that were given appended as `key=value` (so they win
+    over earlier ones). The list is extended in place and also returned."""
+    for dest, key in TRACKING_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if getattr(args, "log_artifacts", None):
+        overrides.append("tracking.log_artifacts=true")
+    return overrides
+
+
+def add_launch_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "several GPUs on this machine (see docs/distributed.md for more nodes)"
+    )
+    g.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="start N processes with torchrun, one per GPU "
+        "(add device=cpu to try it on CPU processes with gloo)",
+    )
+    g.add_argument(
+        "--master-port",
+        type=int,
+        metavar="PORT",
+        help="rendezvous port for --gpus (default: a free one)",
+    )
+    g.add_argument(
+        "--global-batch",
+        type=int,
+        metavar="SEQS",
+        help="sequences per optimizer step over all "
+        "processes; sets batch_size and grad_accum for the world size (which must divide it)",
+    )

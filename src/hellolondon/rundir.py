@@ -1,0 +1,322 @@
+"""The run folder: the one module that knows its layout. Everyone else asks it.
+
+    runs/<run>/
+        config.json      the settings as used and the facts of the run (secrets removed)
+        metrics.jsonl    every logged row with its step: the source of truth for reports
+        events.jsonl     health findings and alerts, each with its step
+        summary.json     the run's outcome, written when training ends
+        samples.txt      text sampled during training
+        tokenizer/       a copy of the tokenizer the run was trained with
+        tracking.json    the W&B side: run id, mode, status, sync command
+        checkpoints/     step-NNNNNN/, latest, best/ (their layout: `train/checkpoint`)
+        eval/            evaluation reports, step-NNNNNN.json and .md
+        report/          report.png and report.html
+        wandb/           W&B's own folder
+
+The JSONL logs are appended one flushed line per row, so a run killed mid-write loses at most
+the line being written: readers skip a cut-short last line, and a writer that reopens a log
+first cuts such a line off so that the next row starts on a line of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from hellolondon.errors import UserError
+from hellolondon.files import atomic_write, read_json, write_json
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+EVENTS = "events.jsonl"
+SUMMARY = "summary.json"
+SAMPLES = "samples.txt"
+TOKENIZER = "tokenizer"
+TRACKER_STATE = "tracking.json"
+CHECKPOINTS = "checkpoints"
+EVAL = "eval"
+REPORT = "report"
+WANDB = "wandb"
+MARKERS = (CONFIG, METRICS, TRACKER_STATE)  # any of these makes a folder a run folder
+
+
+class RunDir:
+    """One run folder: its paths, and reading and writing the files in it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and self.path.resolve() == other.path.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.path.resolve())
+
+    name = property(lambda self: self.path.resolve().name)
+    config_file = property(lambda self: self.path / CONFIG)
+    metrics_file = property(lambda self: self.path / METRICS)
+    events_file = property(lambda self: self.path / EVENTS)
+    summary_file = property(lambda self: self.path / SUMMARY)
+    samples_file = property(lambda self: self.path / SAMPLES)
+    tokenizer_dir = property(lambda self: self.path / TOKENIZER)
+    tracker_state_file = property(lambda self: self.path / TRACKER_STATE)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    eval_dir = property(lambda self: self.path / EVAL)
+    report_dir = property(lambda self: self.path / REPORT)
+    wandb_dir = property(lambda self: self.path / WANDB)
+
+    # ---- finding run folders
+
+    @staticmethod
+    def is_run(path: str | Path) -> bool:
+        path = Path(path)
+        return path.is_dir() and any((path / f).exists() for f in MARKERS)
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: str | Path) -> RunDir | None:
+        """The run folder that holds a checkpoint folder, or None for one kept elsewhere."""
+        ckpt = Path(ckpt).resolve()
+        run = ckpt.parent.parent
+        return cls(run) if ckpt.parent.name == CHECKPOINTS and cls.is_run(run) else None
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """The run folder at `path`, or a UserError that says what `path` is instead."""
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give a run folder such as runs/<run-name>")
+        if not path.is_dir():
+            raise UserError(f"{path} is a file, not a run folder; give the folder with {METRICS}")
+        if cls.is_run(path):
+            return cls(path)
+        inside = runs_in(path)
+        if inside:
+            names = ", ".join(str(r.path) for r in inside[:3]) + (" ..." if len(inside) > 3 else "")
+            raise UserError(
+                f"{path} holds run folders, it is not one; give one or more of: {names}"
+            )
+        raise UserError(f"{path} is not a run folder: it has no {METRICS} (training writes one)")
+
+    @classmethod
+    def create(cls, out_dir: str | Path, name: str) -> RunDir:
+        """A new, empty, writable run folder `out_dir/name`."""
+        run = cls(Path(out_dir) / name)
+        run.check_new()
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            probe = run.path / ".write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(
+                f"cannot write the run folder {run.path} ({exc.strerror}); choose a writable out_dir"
+            ) from None
+        return run
+
+    def check_new(self) -> None:
+        """Refuse to start a run in a folder that already holds one."""
+        if self.path.exists() and any(self.path.iterdir()):
+            raise UserError(
+                f"run folder {self.path} already exists; choose another --run-name or resume it "
+                f"with --resume {self.path}"
+            )
+
+    # ---- the small JSON files
+
+    def read_config(self) -> dict[str, Any]:
+        return read_json(self.config_file)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_json(self.config_file, config)
+
+    def read_summary(self) -> dict[str, Any]:
+        return read_json(self.summary_file)
+
+    def update_summary(self, values: dict[str, Any]) -> None:
+        write_json(self.summary_file, {**self.read_summary(), **jsonable(values)})
+
+    def read_tracker_state(self) -> dict[str, Any]:
+        return read_json(self.tracker_state_file)
+
+    def write_tracker_state(self, values: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.tracker_state_file, values)
+
+    @property
+    def modified(self) -> float:
+        """When the run was started (its config written), for ordering runs."""
+        for f in (self.config_file, self.path):
+            if f.exists():
+                return f.stat().st_mtime
+        return 0.0
+
+    # ---- the JSONL logs
+
+    def rows(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics_file)
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.events_file)
+
+    def metrics_log(self) -> JsonlLog:
+        return JsonlLog(self.metrics_file)
+
+    def events_log(self) -> JsonlLog:
+        return JsonlLog(self.events_file)
+
+    def cut_logs_after(self, step: int) -> None:
+        """Drop the rows and events logged after `step` (a resumed run logs them again)."""
+        for path in (self.metrics_file, self.events_file):
+            keep_through(path, step)
+
+    # ---- the rest
+
+    def append_sample(self, step: int, text: str) -> None:
+        with open(self.samples_file, "a", encoding="utf-8") as f:
+            f.write(f"=== iteration {step}\n{text}\n\n")
+
+    def copy_tokenizer(self, src: str | Path | None) -> None:
+        """Keep a copy of the run's tokenizer beside it (once), so the run is self-contained."""
+        if src and (Path(src) / "tokenizer.json").is_file() and not self.tokenizer_dir.exists():
+            shutil.copytree(src, self.tokenizer_dir)
+
+
+def runs_in(path: str | Path) -> list[RunDir]:
+    """The run folders directly inside `path` (a `runs/` folder), newest first."""
+    path = Path(path)
+    found = [RunDir(p) for p in path.iterdir() if RunDir.is_run(p)] if path.is_dir() else []
+    return sorted(found, key=lambda r: (r.modified, r.path.name), reverse=True)
+
+
+def tokenizer_dir_of(ckpt: str | Path) -> Path:
+    """The tokenizer saved with a checkpoint: in the folder itself or in its run folder."""
+    ckpt = Path(ckpt)
+    run = RunDir.of_checkpoint(ckpt)
+    candidates = [ckpt / TOKENIZER] + ([run.tokenizer_dir] if run else [])
+    for candidate in candidates:
+        if (candidate / "tokenizer.json").is_file():
+            return candidate
+    where = run.tokenizer_dir if run else ckpt / TOKENIZER
+    raise UserError(
+        f"checkpoint {ckpt} has no tokenizer beside it (looked for {where}); copy the "
+        "tokenizer folder there"
+    )
+
+
+# ---------------------------------------------------------------------------- JSONL
+
+
+def jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or infinity: such floats are kept as text ("nan", "inf")."""
+    return {
+        k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
+    }
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All complete JSON-object lines of a file; an empty list when it does not exist.
+    A line that does not parse is skipped: only the last can be cut short by a kill."""
+    rows, _ = _parse(Path(path).read_bytes() if Path(path).is_file() else b"")
+    return rows
+
+
+def _parse(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """(rows of the complete lines in `data`, bytes those lines take)."""
+    complete = data[: data.rfind(b"\n") + 1]
+    rows = []
+    for line in complete.decode("utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows, len(complete)
+
+
+def cut_short(path: str | Path) -> bool:
+    """True when the file's last line has no newline: the writer was killed mid-line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, 2)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+def keep_through(path: Path, step: int) -> int:
+    """Rewrite a JSONL log without the rows after `step` and without a cut-short last line;
+    returns how many rows were dropped. Atomic: a crash here loses nothing."""
+    if not path.is_file():
+        return 0
+    rows = read_jsonl(path)
+    keep = [r for r in rows if _step(r) <= step]
+    if len(keep) < len(rows) or cut_short(path):
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
+    return len(rows) - len(keep)
+
+
+def _step(row: dict[str, Any]) -> int:
+    step = row.get("step")
+    return int(step) if isinstance(step, (int, float)) else 0
+
+
+class JsonlLog:
+    """Appends rows to a JSONL log, one flushed line each. Opening it first cuts off a last
+    line left half-written by a killed run, which would otherwise swallow the next row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if cut_short(path):
+            data = path.read_bytes()
+            atomic_write(path, data[: data.rfind(b"\n") + 1])
+        self._f: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(jsonable(row)) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+
+
+class Tail:
+    """The complete rows appended to a JSONL log since the last call (a line still being
+    written waits for the next call)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """(new rows, restarted): restarted when the file shrank (a resume rewrote it)."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return [], False
+        restarted = size < self.offset
+        if restarted:
+            self.offset = 0
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            rows, used = _parse(f.read())
+        self.offset += used
+        return rows, restarted
+
+
+def now() -> float:
+    return round(time.time(), 3)

@@ -1,0 +1,67 @@
+"""The config is resolved once, before training: every default that depends on the data, the
+world size, the checkpoint resumed, the clock or the environment is decided here and written
+into the config, which is then saved as used (`config.json`, every checkpoint)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hellolondon.config import RunConfig, from_dict, get_preset
+from hellolondon.errors import UserError
+from hellolondon.rundir import RunDir
+from hellolondon.tracking.wandb_options import automatic, resolve_tracking
+from hellolondon.train.distributed import resume_batch, split_batch
+
+
+def default_run_name(preset: str) -> str:
+    return f"{get_preset(preset).run_prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def resolve_config(
+    cfg: RunConfig,
+    *,
+    world: int,
+    meta: dict[str, Any],
+    ckpt: Path | None = None,
+    state: dict[str, Any] | None = None,
+    global_batch: int | None = None,
+    agree: Callable[[str], str] = lambda name: name,
+    log: Callable[[str], None] = print,
+) -> RunConfig:
+    """A resolved copy of `cfg` for a run on `world` processes over token files described by
+    `meta`, new or resuming `ckpt` (whose state.json is `state`). `agree` makes every rank take
+    rank 0's run name. Resolving a resolved config changes nothing."""
+    cfg = copy.deepcopy(cfg)
+    t = cfg.train
+    cfg.model.vocab_size = int(meta["vocab_size"])
+    if state is not None:
+        _check_architecture(cfg, ckpt, state)
+        resume_batch(t, state, world, log)  # the global batch on a new world size
+    elif global_batch is not None:
+        if global_batch < 1:
+            raise UserError("--global-batch must be at least 1")
+        t.batch_size, t.grad_accum = split_batch(global_batch, world, max_batch=t.batch_size)
+    t.eval_seqs = t.eval_seqs or t.eval_iters * t.batch_size  # fixed for the whole run
+    home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
+    name = cfg.tracking.run_name
+    if home is not None:  # the run goes on in its own folder
+        cfg.out_dir, name = str(home.path.parent), home.path.name
+    elif state is not None and name == state["config"]["tracking"].get("run_name"):
+        name = ""  # a checkpoint kept outside its run folder starts a run folder of its own
+    name = agree(name or default_run_name(cfg.preset))
+    tracking = automatic(cfg.tracking) if state is not None else cfg.tracking
+    cfg.tracking = resolve_tracking(tracking, cfg.preset, name)
+    return cfg
+
+
+def _check_architecture(cfg: RunConfig, ckpt: Path | None, state: dict[str, Any]) -> None:
+    saved = from_dict(state["config"])
+    if saved.model != cfg.model:
+        raise UserError(
+            f"checkpoint {ckpt} is of another architecture ({saved.model}); resume with its "
+            "own settings"
+        )
