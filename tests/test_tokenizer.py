@@ -142,10 +142,23 @@ def test_transformers_loads_it_unchanged(tok_dir, tok):
     transformers = pytest.importorskip("transformers")
     hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
     assert hf.eos_token_id == tok.eot_id
-    for text in TRICKY[1:6] + ["The Mercers of Cheapside"]:
+    for text in TRICKY[1:] + ["The Mercers of Cheapside"]:
         ids = tok.encode(text)
         assert hf.encode(text, add_special_tokens=False) == ids
+        assert hf(text)["input_ids"] == ids
         assert hf.decode(ids) == tok.decode(ids) == text
+
+
+def test_literal_control_token_in_text_is_text_for_transformers_too(tok_dir, tok):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
+    text = f"the players said {EOT} aloud"
+    ids = tok.encode(text)
+    assert tok.eot_id not in ids and hf.encode(text, add_special_tokens=False) == ids
+    # The real token still works both ways: as the end of a document and in decoding.
+    assert hf.convert_tokens_to_ids(EOT) == hf.eos_token_id == tok.eot_id
+    assert hf.decode(ids + [tok.eot_id]) == tok.decode(ids + [tok.eot_id]) == text + EOT
+    assert hf.decode(ids + [tok.eot_id], skip_special_tokens=True) == text
 
 
 def test_term_counts(tok):

@@ -4,7 +4,9 @@ Byte-level BPE (GPT-2's scheme) is lossless: every string maps to bytes and back
 `decode(encode(s)) == s` for any text, with no unknown token and no normalizer.
 Historical terms from `data/historical_tokens.txt` are forced into the vocabulary as ordinary
 merges (" Cheapside" -> one token), so they are reachable from running text and trained like any
-other token. Control tokens (`<|endoftext|>` = id 0, ...) are special and never come from text.
+other token. Control tokens (`<|endoftext|>` = id 0, ...) are special and never come from text:
+a literal "<|endoftext|>" in a document is encoded as ordinary text, here and (through
+`split_special_tokens` in tokenizer_config.json) by `transformers.AutoTokenizer` on the same folder.
 """
 
 from __future__ import annotations
@@ -226,6 +228,8 @@ def save_tokenizer(data: dict, out_dir: str | Path) -> None:
         **special_map,
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,  # it would change text on decode
+        # A literal "<|endoftext|>" in text stays text, as in `Tokenizer` (encode_special_tokens).
+        "split_special_tokens": True,
         "model_input_names": ["input_ids", "attention_mask"],
     }
     files = {
