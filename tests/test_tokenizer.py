@@ -194,3 +194,25 @@ def test_cli_train_encode_terms(tmp_path, capsys):
     assert "historical terms are single tokens" in capsys.readouterr().out
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "nope"), "x"]) == 2
     assert "no tokenizer" in capsys.readouterr().err
+
+
+def test_cli_train_does_not_replace_a_tokenizer_without_force(tmp_path, capsys):
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, islice(sample_documents(), 0, 101, 20))
+    out = tmp_path / "tok"
+    train = ["tokenizer", "train", "--corpus", str(corpus), "--out", str(out)]
+    assert main([*train, "--vocab-size", "600"]) == 0
+    first = load_tokenizer(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*train, "--vocab-size", "700"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"already holds a tokenizer (fingerprint {first.fingerprint[:12]})" in err
+    assert "token files prepared with it" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten
+    assert main([*train, "--vocab-size", "700", "--force"]) == 0
+    assert load_tokenizer(out).fingerprint != first.fingerprint
+    (tmp_path / "file").write_text("x")
+    assert main([*train[:-1], str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err

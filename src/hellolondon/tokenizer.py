@@ -216,6 +216,25 @@ def train_tokenizer(
     return load_tokenizer(out_dir)
 
 
+def check_replace(out_dir: str | Path, force: bool = False) -> None:
+    """Refuse to replace a tokenizer in `out_dir` unless `force`: token files and runs depend on it
+    (they record its fingerprint). The command line calls this before training; library callers
+    that own their folder (the demo, the launcher's sample) replace their own tokenizer freely."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; choose another --out")
+    if force or not (out / "tokenizer.json").exists():
+        return
+    try:
+        held = f"a tokenizer (fingerprint {load_tokenizer(out).fingerprint[:12]})"
+    except UserError:
+        held = "a tokenizer.json"
+    raise UserError(
+        f"{out} already holds {held}; token files prepared with it and runs trained on them "
+        "would no longer match it; choose another --out or add --force to replace it"
+    )
+
+
 def save_tokenizer(data: dict, out_dir: str | Path) -> None:
     """Write tokenizer.json plus the two small configs `transformers.AutoTokenizer` reads."""
     out = Path(out_dir)
