@@ -6,16 +6,68 @@ from hellolondon.hardware import mfu_percent, peak_flops
 from hellolondon.model import GPT
 
 
-def test_peak_table_picks_the_specific_card(monkeypatch):
+@pytest.mark.parametrize(
+    "name, tflops",
+    [  # names as torch.cuda.get_device_name() returns them
+        ("NVIDIA H200", 989.4),
+        ("NVIDIA H200 NVL", 835.5),
+        ("NVIDIA GH200 480GB", 989.4),
+        ("NVIDIA H100 80GB HBM3", 989.4),
+        ("NVIDIA H100 PCIe", 756.5),
+        ("NVIDIA H100 NVL", 835.5),
+        ("NVIDIA H800", 989.4),
+        ("NVIDIA H800 PCIe", 756.5),
+        ("NVIDIA B200", 2250),
+        ("NVIDIA GB200", 2500),
+        ("NVIDIA A100-SXM4-80GB", 312),
+        ("NVIDIA A100-SXM4-40GB", 312),
+        ("NVIDIA A100-PCIE-40GB", 312),
+        ("NVIDIA A100 80GB PCIe", 312),
+        ("NVIDIA A800-SXM4-80GB", 312),
+        ("NVIDIA A800 80GB PCIe", 312),
+        ("NVIDIA A30", 165),
+        ("NVIDIA A40", 149.7),
+        ("NVIDIA A10", 125),
+        ("NVIDIA L40S", 362.05),
+        ("NVIDIA L40", 181.05),
+        ("NVIDIA L4", 121),
+        ("NVIDIA RTX 6000 Ada Generation", 364.2),
+        ("NVIDIA RTX A6000", 154.8),
+        ("NVIDIA GeForce RTX 4090", 165.2),
+        ("NVIDIA GeForce RTX 3090", 71),
+        ("Tesla V100-SXM2-16GB", 125),
+        ("Tesla V100-PCIE-32GB", 112),
+        ("Tesla V100S-PCIE-32GB", 130),
+        ("Tesla T4", 65),
+    ],
+)
+def test_peak_table_knows_real_device_names(name, tflops, monkeypatch):
     monkeypatch.delenv("HELLOLONDON_PEAK_TFLOPS", raising=False)
-    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
-    assert peak_flops("NVIDIA H100 PCIe") == 756e12
-    assert peak_flops("NVIDIA H200") == 989e12
-    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
-    assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
-    assert peak_flops("x86_64") is None  # no made-up CPU peak
+    assert peak_flops(name) == pytest.approx(tflops * 1e12)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "NVIDIA A10G",  # no vendor figure: not the A10's
+        "NVIDIA RTX A1000",  # not an A10
+        "NVIDIA RTX A4000",  # not an A40
+        "NVIDIA H20",  # not an H200
+        "NVIDIA GeForce RTX 4090 D",
+        "NVIDIA GeForce RTX 3090 Ti",
+        "Quadro RTX 6000",  # Turing, not the Ada card
+        "x86_64",  # no made-up CPU peak
+    ],
+)
+def test_peak_table_does_not_guess(name, monkeypatch):
+    monkeypatch.delenv("HELLOLONDON_PEAK_TFLOPS", raising=False)
+    assert peak_flops(name) is None
+
+
+def test_peak_override(monkeypatch):
     monkeypatch.setenv("HELLOLONDON_PEAK_TFLOPS", "100")
-    assert peak_flops("x86_64") == 100e12
+    assert peak_flops("x86_64") == 100e12 and peak_flops("NVIDIA H100 PCIe") == 100e12
+    assert peak_flops("NVIDIA H100 PCIe", override=5e12) == 5e12
 
 
 @pytest.mark.parametrize(
