@@ -129,18 +129,70 @@ def hardware_facts(device: torch.device) -> dict[str, Any]:
     return facts
 
 
-_nvml_handle: Any = None
+# CUDA device index -> NVML handle, or None when there is none (no pynvml, no match). NVML
+# numbers the GPUs in PCI order over the whole machine, CUDA in its own order over the visible
+# ones (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER), so the two indices may name different cards:
+# the handle is looked up by the card's UUID, else by its PCI bus id, once per device.
+_nvml_handles: dict[int, Any] = {}
+_nvml_started = False
 
 
-def _nvml_utilization(index: int) -> float | None:
-    global _nvml_handle
+def _nvml_ids(index: int) -> list[tuple[str, str]]:
+    """(NVML lookup, key) pairs that name CUDA device `index`: its UUID, then its PCI bus id
+    where this torch version reports one."""
+    props = torch.cuda.get_device_properties(index)
+    ids: list[tuple[str, str]] = []
+    uuid = str(getattr(props, "uuid", "") or "")
+    if uuid:
+        ids.append(("uuid", uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"))
+    bus = getattr(props, "pci_bus_id", None)
+    if isinstance(bus, int):
+        domain = getattr(props, "pci_domain_id", 0) or 0
+        device = getattr(props, "pci_device_id", 0) or 0
+        ids.append(("pci", f"{domain:08X}:{bus:02X}:{device:02X}.0"))
+    return ids
+
+
+def _nvml_handle(index: int) -> Any:
+    global _nvml_started
+    if index in _nvml_handles:
+        return _nvml_handles[index]
+    handle = None
     try:
         import pynvml  # optional: nvidia-ml-py
 
-        if _nvml_handle is None:
+        if not _nvml_started:
             pynvml.nvmlInit()
-            _nvml_handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        return float(pynvml.nvmlDeviceGetUtilizationRates(_nvml_handle).gpu)
+            _nvml_started = True
+        lookup = {
+            "uuid": pynvml.nvmlDeviceGetHandleByUUID,
+            "pci": getattr(pynvml, "nvmlDeviceGetHandleByPciBusId_v2", None)
+            or pynvml.nvmlDeviceGetHandleByPciBusId,
+        }
+        for kind, key in _nvml_ids(index):
+            for arg in (key, key.encode()):  # old pynvml releases take bytes
+                try:
+                    handle = lookup[kind](arg)
+                    break
+                except Exception:
+                    continue
+            if handle is not None:
+                break
+    except Exception:
+        handle = None
+    _nvml_handles[index] = handle
+    return handle
+
+
+def _nvml_utilization(index: int) -> float | None:
+    """GPU utilisation in percent of CUDA device `index`, or None without pynvml or a match."""
+    handle = _nvml_handle(index)
+    if handle is None:
+        return None
+    try:
+        import pynvml
+
+        return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
     except Exception:
         return None
 
@@ -156,7 +208,8 @@ def gpu_metrics(device: torch.device) -> dict[str, float]:
         "gpu/max_mem_allocated_gb": torch.cuda.max_memory_allocated(device) / gb,
         "gpu/mem_total_gb": torch.cuda.get_device_properties(device).total_memory / gb,
     }
-    util = _nvml_utilization(device.index or 0)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    util = _nvml_utilization(index)
     if util is not None:
         row["gpu/utilization"] = util
     return row
