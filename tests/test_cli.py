@@ -167,3 +167,16 @@ def test_generate_interactive_until_an_empty_line(capsys, trained, monkeypatch):
     )
     out = capsys.readouterr().out
     assert "KING." in out and "QUEEN." in out
+
+
+def test_train_bin_shorter_than_two_contexts(capsys, tiny_data, tmp_path):
+    data = tmp_path / "short"
+    shutil.copytree(tiny_data, data)
+    tokens = (data / "train.bin").read_bytes()[: 50 * 2]  # 50 uint16 tokens; block_size 32
+    (data / "train.bin").write_bytes(tokens)
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps(dict(meta, train_tokens=50)))
+    argv = ["train", "--data", str(data), "--out-dir", str(tmp_path / "runs")]
+    err = _err(capsys, [*argv, *TINY_MODEL, *TINY_TRAIN])
+    assert "train.bin" in err and "has 50 tokens" in err and "needs at least 65" in err
+    assert "model.block_size=24 or less" in err
