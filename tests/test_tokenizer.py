@@ -161,6 +161,20 @@ def test_literal_control_token_in_text_is_text_for_transformers_too(tok_dir, tok
     assert hf.decode(ids + [tok.eot_id], skip_special_tokens=True) == text
 
 
+def test_the_transformers_floor_reads_split_special_tokens():
+    # transformers 4.42.0 is the first release whose PreTrainedTokenizerFast takes
+    # split_special_tokens from tokenizer_config.json (4.40.0 and 4.41.0 do not).
+    import re
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    (spec,) = [d for d in extras["hf"] if d.startswith("transformers")]
+    floor = tuple(int(p) for p in re.findall(r"\d+", spec.split(">=")[1]))
+    assert floor >= (4, 42)
+
+
 def test_term_counts(tok):
     counts = term_counts(tok, ["and thou art in Cheapside; thou art", "Cheapside!"])
     assert counts["thou"] == 2
