@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
 
+import hellolondon
 from hellolondon.cli import main
 from hellolondon.train.loop import train
 
@@ -167,3 +173,38 @@ def test_generate_interactive_until_an_empty_line(capsys, trained, monkeypatch):
     )
     out = capsys.readouterr().out
     assert "KING." in out and "QUEEN." in out
+
+
+def test_train_bin_shorter_than_two_contexts(capsys, tiny_data, tmp_path):
+    data = tmp_path / "short"
+    shutil.copytree(tiny_data, data)
+    tokens = (data / "train.bin").read_bytes()[: 50 * 2]  # 50 uint16 tokens; block_size 32
+    (data / "train.bin").write_bytes(tokens)
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps(dict(meta, train_tokens=50)))
+    argv = ["train", "--data", str(data), "--out-dir", str(tmp_path / "runs")]
+    err = _err(capsys, [*argv, *TINY_MODEL, *TINY_TRAIN])
+    assert "train.bin" in err and "has 50 tokens" in err and "needs at least 65" in err
+    assert "model.block_size=24 or less" in err
+
+
+def test_console_lines_reach_a_pipe_as_they_are_printed():
+    # Piped (`| tee log`) stdout is block-buffered by default: without line buffering the
+    # model summary printed before the timed steps would arrive with the results at the end.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    src = str(Path(hellolondon.__file__).resolve().parents[1])
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([src, env.get("PYTHONPATH", "")]))
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "60", "--warmup", "0",
+            "--batch-size", "2", "--block-size", "16", "--vocab-size", "256",
+            "model.n_layer=1", "train.compile=false"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hellolondon", *argv], stdout=subprocess.PIPE, text=True, env=env
+    )
+    arrivals = [(time.monotonic(), line) for line in proc.stdout]
+    assert proc.wait(timeout=300) == 0
+    assert arrivals[0][1].startswith("Model parameters:")
+    assert "ms/iter" in arrivals[-1][1]
+    # The first line came while the steps were still running, not with the last one.
+    steps_s = arrivals[-1][0] - arrivals[0][0]
+    ms_per_iter = float(arrivals[-1][1].split("ms/iter")[0].split()[-1])
+    assert steps_s > 0.5 * 60 * ms_per_iter / 1000

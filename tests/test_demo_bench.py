@@ -18,6 +18,31 @@ def test_bench_prints_the_step_time_as_json(capsys):
     assert result["dtype"] == "float32" and result["mfu_percent"] is None  # no CPU peak
 
 
+def test_bench_takes_key_value_settings_after_the_flags(capsys):
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+            "--block-size", "8", "--json", "model.block_size=16", "train.batch_size=3",
+            "model.vocab_size=256", "model.n_layer=1", "train.compile=false"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["block_size"] == 16 and result["batch_size"] == 3  # the setting beats the flag
+    assert result["compile"] == "false"
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("train.lrr=3", "did you mean train.lr"),
+        ("model.block_size", "must look like key=value"),
+        ("train.dtype=bfloat17", "train.dtype"),
+    ],
+)
+def test_bench_settings_are_checked_as_train_checks_them(setting, message, capsys):
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0"]
+    assert main([*argv, setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -11,7 +11,7 @@ import torch
 
 from hellolondon.cli import main
 from hellolondon.errors import UserError
-from hellolondon.export import export_checkpoint
+from hellolondon.export import _copy_tokenizer, export_checkpoint
 from hellolondon.generate import Sampling, generate_ids
 from hellolondon.tokenizer import load_tokenizer
 from hellolondon.train.checkpoint import load_for_inference
@@ -75,6 +75,23 @@ def test_transformers_loads_it_offline_with_our_logits_and_tokens(exported, trai
     with torch.no_grad():
         diff = (ours(x)[0] - hf(x).logits).abs().max().item()
     assert diff < 1e-4
+
+
+def test_literal_control_token_in_text_is_text_in_the_export(exported, trained_run, tmp_path):
+    tok = load_tokenizer(trained_run / "tokenizer")
+    text = "the bill was marked <|endoftext|> by the clerk"
+    hf_tok = transformers.AutoTokenizer.from_pretrained(exported, local_files_only=True)
+    assert hf_tok(text)["input_ids"] == tok.encode(text) and tok.eot_id not in tok.encode(text)
+    # A tokenizer saved before the setting existed is exported with it too.
+    old = tmp_path / "old"
+    shutil.copytree(trained_run / "tokenizer", old)
+    config = json.loads((old / "tokenizer_config.json").read_text())
+    del config["split_special_tokens"]
+    (old / "tokenizer_config.json").write_text(json.dumps(config))
+    (tmp_path / "out").mkdir()
+    _copy_tokenizer(load_tokenizer(old), 64, tmp_path / "out")
+    hf_old = transformers.AutoTokenizer.from_pretrained(tmp_path / "out", local_files_only=True)
+    assert hf_old(text)["input_ids"] == tok.encode(text)
 
 
 def test_transformers_generate_continues_as_we_do(exported, trained_run):

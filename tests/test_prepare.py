@@ -189,5 +189,31 @@ def test_cli_prepare(setup, tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
     bad = ["prepare", "--corpus", str(tmp_path / "x.jsonl"), "--tokenizer", str(root / "tok")]
-    assert main(bad + ["--out", str(tmp_path)]) == 2
+    assert main(bad + ["--out", str(tmp_path / "new")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_cli_prepare_does_not_replace_token_files_without_force(setup, tmp_path, capsys):
+    root, docs = setup
+    args = ["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok")]
+    out = tmp_path / "data"
+    assert main([*args, "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    fingerprint = load_tokenizer(root / "tok").fingerprint[:12]
+    write_documents(tmp_path / "fewer.jsonl", docs[:20])
+    other = ["prepare", "--corpus", str(tmp_path / "fewer.jsonl"), "--tokenizer", str(root / "tok")]
+    capsys.readouterr()
+    assert main([*other, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"already holds token files (from {(root / 'docs.jsonl').resolve()}" in err
+    assert f"with tokenizer {fingerprint})" in err and "train.bin, val.bin, meta.json" in err
+    assert "resume" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten
+    assert main([*other, "--out", str(out), "--force"]) == 0
+    assert load_meta(out)["train_documents"] + load_meta(out)["val_documents"] == 20
+    # A half-written folder (train.bin only) is protected too.
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train.bin").write_bytes(b"\x00\x00")
+    assert main([*args, "--out", str(tmp_path / "half")]) == 2
+    assert "already holds token files: train.bin;" in capsys.readouterr().err

@@ -142,10 +142,37 @@ def test_transformers_loads_it_unchanged(tok_dir, tok):
     transformers = pytest.importorskip("transformers")
     hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
     assert hf.eos_token_id == tok.eot_id
-    for text in TRICKY[1:6] + ["The Mercers of Cheapside"]:
+    for text in TRICKY[1:] + ["The Mercers of Cheapside"]:
         ids = tok.encode(text)
         assert hf.encode(text, add_special_tokens=False) == ids
+        assert hf(text)["input_ids"] == ids
         assert hf.decode(ids) == tok.decode(ids) == text
+
+
+def test_literal_control_token_in_text_is_text_for_transformers_too(tok_dir, tok):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
+    text = f"the players said {EOT} aloud"
+    ids = tok.encode(text)
+    assert tok.eot_id not in ids and hf.encode(text, add_special_tokens=False) == ids
+    # The real token still works both ways: as the end of a document and in decoding.
+    assert hf.convert_tokens_to_ids(EOT) == hf.eos_token_id == tok.eot_id
+    assert hf.decode(ids + [tok.eot_id]) == tok.decode(ids + [tok.eot_id]) == text + EOT
+    assert hf.decode(ids + [tok.eot_id], skip_special_tokens=True) == text
+
+
+def test_the_transformers_floor_reads_split_special_tokens():
+    # transformers 4.42.0 is the first release whose PreTrainedTokenizerFast takes
+    # split_special_tokens from tokenizer_config.json (4.40.0 and 4.41.0 do not).
+    import re
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    (spec,) = [d for d in extras["hf"] if d.startswith("transformers")]
+    floor = tuple(int(p) for p in re.findall(r"\d+", spec.split(">=")[1]))
+    assert floor >= (4, 42)
 
 
 def test_term_counts(tok):
@@ -181,3 +208,25 @@ def test_cli_train_encode_terms(tmp_path, capsys):
     assert "historical terms are single tokens" in capsys.readouterr().out
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "nope"), "x"]) == 2
     assert "no tokenizer" in capsys.readouterr().err
+
+
+def test_cli_train_does_not_replace_a_tokenizer_without_force(tmp_path, capsys):
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, islice(sample_documents(), 0, 101, 20))
+    out = tmp_path / "tok"
+    train = ["tokenizer", "train", "--corpus", str(corpus), "--out", str(out)]
+    assert main([*train, "--vocab-size", "600"]) == 0
+    first = load_tokenizer(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*train, "--vocab-size", "700"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"already holds a tokenizer (fingerprint {first.fingerprint[:12]})" in err
+    assert "token files prepared with it" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten
+    assert main([*train, "--vocab-size", "700", "--force"]) == 0
+    assert load_tokenizer(out).fingerprint != first.fingerprint
+    (tmp_path / "file").write_text("x")
+    assert main([*train[:-1], str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err

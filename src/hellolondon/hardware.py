@@ -4,33 +4,63 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from typing import Any
 
 import torch
 
-# Dense bf16 tensor-core peak (no sparsity), FLOP/s, from each vendor datasheet. The first key
-# found in the device name wins, so more specific names come first.
+# Dense tensor-core peak (no 2:4 sparsity), FLOP/s: bf16, or fp16 with fp32 accumulate before
+# Ampere (no bf16 on Volta and Turing). Vendor tables mostly print the sparse figure (marked *),
+# twice the dense one. Each entry is (pattern, FLOP/s): a regular expression matched against the
+# name torch.cuda.get_device_name() returns, upper-cased with "-" and "_" read as spaces
+# ("NVIDIA A100-SXM4-80GB" -> "NVIDIA A100 SXM4 80GB"). The first match wins, so specific names
+# (H100 PCIE) come before general ones (H100), and word boundaries keep "A10" from matching
+# "A100" or "RTX A1000". Cards with no vendor figure found (A10G, H20, ...) are left out: MFU is
+# then not reported unless HELLOLONDON_PEAK_TFLOPS gives the peak.
 PEAK_BF16_FLOPS: list[tuple[str, float]] = [
-    ("GH200", 989e12),
-    ("H200", 989e12),
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),  # SXM
-    ("H800", 989e12),
-    ("B200", 2250e12),
-    ("A100", 312e12),
-    ("A800", 312e12),
-    ("A30", 165e12),
-    ("A10G", 70e12),
-    ("A10", 125e12),
-    ("L40S", 362e12),
-    ("L40", 181e12),
-    ("L4", 121e12),
-    ("RTX 6000 Ada", 364e12),
-    ("RTX 4090", 165e12),  # with fp32 accumulate
-    ("RTX 3090", 71e12),
-    ("V100", 125e12),  # fp16: no bf16 on Volta
-    ("T4", 65e12),  # fp16
+    # Hopper. NVIDIA H100 Tensor Core GPU datasheet: BF16 1,979* (SXM), 1,513* (PCIe), 1,671*
+    # (NVL); NVIDIA H200 Tensor Core GPU datasheet: 1,979* (SXM), 1,671* (NVL); NVIDIA GH200
+    # Grace Hopper Superchip datasheet: 1,979*; NVIDIA H800 datasheet: 1,979* (SXM), 1,513* (PCIe).
+    (r"\bGH200\b", 989.4e12),
+    (r"\bH200 NVL\b", 835.5e12),
+    (r"\bH200\b", 989.4e12),  # SXM ("NVIDIA H200")
+    (r"\bH100 NVL\b", 835.5e12),
+    (r"\bH100 PCIE\b", 756.5e12),
+    (r"\bH100\b", 989.4e12),  # SXM ("NVIDIA H100 80GB HBM3")
+    (r"\bH800 PCIE\b", 756.5e12),
+    (r"\bH800\b", 989.4e12),  # SXM
+    # Blackwell. NVIDIA GB200 NVL72 / HGX B200 specifications: FP16/BF16 5 PF* per GB200 GPU,
+    # 4.5 PF* per B200; NVIDIA Blackwell architecture technical brief: 3.5 PF* per HGX B100 GPU.
+    (r"\bGB200\b", 2500e12),
+    (r"\bB200\b", 2250e12),
+    (r"\bB100\b", 1750e12),
+    # Ampere data centre. NVIDIA A100 datasheet: BF16 312 (624*), every A100 40/80 GB, PCIe or
+    # SXM; NVIDIA A800 datasheets: 312 (624*); A30 datasheet: 165 (330*); A40 datasheet: 149.7
+    # (299.4*); A10 datasheet: 125 (250*).
+    (r"\bA100\b", 312e12),
+    (r"\bA800\b", 312e12),
+    (r"\bA30\b", 165e12),
+    (r"\bA40\b", 149.7e12),
+    (r"\bA10\b", 125e12),
+    # Ada data centre. NVIDIA L40S datasheet: BF16 362.05 (733*); L40 datasheet: 181.05
+    # (362.1*); L4 datasheet: 242*.
+    (r"\bL40S\b", 362.05e12),
+    (r"\bL40\b", 181.05e12),
+    (r"\bL4\b", 121e12),
+    # Workstation and GeForce, bf16 with fp32 accumulate. NVIDIA Ada Lovelace GPU architecture
+    # whitepaper: RTX 6000 Ada 364.2 (728.4*), GeForce RTX 4090 165.2 (330.4*); NVIDIA Ampere
+    # GA102 GPU architecture whitepaper: RTX A6000 154.8 (309.7*), GeForce RTX 3090 71 (142*).
+    # The 4090 D and 3090 Ti are other chips' configurations and not covered.
+    (r"\bRTX 6000 ADA\b", 364.2e12),
+    (r"\bRTX 4090\b(?! D\b)", 165.2e12),
+    (r"\bRTX A6000\b", 154.8e12),
+    (r"\bRTX 3090\b(?! TI\b)", 71e12),
+    # Before Ampere, fp16 (mixed precision). NVIDIA V100 datasheet: tensor performance 125 (SXM2),
+    # 112 (PCIe), 130 (V100S PCIe); NVIDIA T4 datasheet: mixed precision (FP16/FP32) 65.
+    (r"\bV100S\b", 130e12),
+    (r"\bV100 PCIE\b", 112e12),
+    (r"\bV100\b", 125e12),
+    (r"\bT4\b", 65e12),
 ]
 
 
@@ -42,8 +72,9 @@ def peak_flops(device_name: str, override: float | None = None) -> float | None:
     env = os.environ.get("HELLOLONDON_PEAK_TFLOPS")
     if env:
         return float(env) * 1e12
-    for key, flops in PEAK_BF16_FLOPS:
-        if key.lower() in device_name.lower():
+    name = re.sub(r"[-_]", " ", device_name.upper())
+    for pattern, flops in PEAK_BF16_FLOPS:
+        if re.search(pattern, name):
             return flops
     return None
 
@@ -112,18 +143,70 @@ def hardware_facts(device: torch.device) -> dict[str, Any]:
     return facts
 
 
-_nvml_handle: Any = None
+# CUDA device index -> NVML handle, or None when there is none (no pynvml, no match). NVML
+# numbers the GPUs in PCI order over the whole machine, CUDA in its own order over the visible
+# ones (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER), so the two indices may name different cards:
+# the handle is looked up by the card's UUID, else by its PCI bus id, once per device.
+_nvml_handles: dict[int, Any] = {}
+_nvml_started = False
 
 
-def _nvml_utilization(index: int) -> float | None:
-    global _nvml_handle
+def _nvml_ids(index: int) -> list[tuple[str, str]]:
+    """(NVML lookup, key) pairs that name CUDA device `index`: its UUID, then its PCI bus id
+    where this torch version reports one."""
+    props = torch.cuda.get_device_properties(index)
+    ids: list[tuple[str, str]] = []
+    uuid = str(getattr(props, "uuid", "") or "")
+    if uuid:
+        ids.append(("uuid", uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"))
+    bus = getattr(props, "pci_bus_id", None)
+    if isinstance(bus, int):
+        domain = getattr(props, "pci_domain_id", 0) or 0
+        device = getattr(props, "pci_device_id", 0) or 0
+        ids.append(("pci", f"{domain:08X}:{bus:02X}:{device:02X}.0"))
+    return ids
+
+
+def _nvml_handle(index: int) -> Any:
+    global _nvml_started
+    if index in _nvml_handles:
+        return _nvml_handles[index]
+    handle = None
     try:
         import pynvml  # optional: nvidia-ml-py
 
-        if _nvml_handle is None:
+        if not _nvml_started:
             pynvml.nvmlInit()
-            _nvml_handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        return float(pynvml.nvmlDeviceGetUtilizationRates(_nvml_handle).gpu)
+            _nvml_started = True
+        lookup = {
+            "uuid": pynvml.nvmlDeviceGetHandleByUUID,
+            "pci": getattr(pynvml, "nvmlDeviceGetHandleByPciBusId_v2", None)
+            or pynvml.nvmlDeviceGetHandleByPciBusId,
+        }
+        for kind, key in _nvml_ids(index):
+            for arg in (key, key.encode()):  # old pynvml releases take bytes
+                try:
+                    handle = lookup[kind](arg)
+                    break
+                except Exception:
+                    continue
+            if handle is not None:
+                break
+    except Exception:
+        handle = None
+    _nvml_handles[index] = handle
+    return handle
+
+
+def _nvml_utilization(index: int) -> float | None:
+    """GPU utilisation in percent of CUDA device `index`, or None without pynvml or a match."""
+    handle = _nvml_handle(index)
+    if handle is None:
+        return None
+    try:
+        import pynvml
+
+        return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
     except Exception:
         return None
 
@@ -139,7 +222,8 @@ def gpu_metrics(device: torch.device) -> dict[str, float]:
         "gpu/max_mem_allocated_gb": torch.cuda.max_memory_allocated(device) / gb,
         "gpu/mem_total_gb": torch.cuda.get_device_properties(device).total_memory / gb,
     }
-    util = _nvml_utilization(device.index or 0)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    util = _nvml_utilization(index)
     if util is not None:
         row["gpu/utilization"] = util
     return row

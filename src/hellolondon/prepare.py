@@ -253,6 +253,31 @@ def _meta(corpus: Path, tokenizer: Tokenizer, writer: _Writer, val_fraction: flo
     }
 
 
+def check_replace(out_dir: str | Path, force: bool = False) -> None:
+    """Refuse to replace token files in `out_dir` unless `force`: runs trained on them read them
+    again to resume and to evaluate. The command line calls this before encoding; library callers
+    that own their folder (the demo, the launcher's sample) replace their own files freely."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; choose another --out")
+    found = [name for name in OUTPUTS if (out / name).exists()]
+    if force or not found:
+        return
+    try:
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    made = ""
+    if isinstance(meta, dict) and meta.get("corpus_path"):
+        fingerprint = str(meta.get("tokenizer_fingerprint", ""))[:12]
+        made = f" (from {meta['corpus_path']} with tokenizer {fingerprint})"
+    raise UserError(
+        f"{out} already holds token files{made}: {', '.join(found)}; runs trained on them read "
+        "these files to resume and to evaluate, and would no longer match them; choose another "
+        "--out or add --force to replace them"
+    )
+
+
 def load_meta(data_dir: str | Path) -> dict:
     """Read meta.json of a prepared folder and check the token files match it."""
     data_dir = Path(data_dir)

@@ -4,7 +4,9 @@ Byte-level BPE (GPT-2's scheme) is lossless: every string maps to bytes and back
 `decode(encode(s)) == s` for any text, with no unknown token and no normalizer.
 Historical terms from `data/historical_tokens.txt` are forced into the vocabulary as ordinary
 merges (" Cheapside" -> one token), so they are reachable from running text and trained like any
-other token. Control tokens (`<|endoftext|>` = id 0, ...) are special and never come from text.
+other token. Control tokens (`<|endoftext|>` = id 0, ...) are special and never come from text:
+a literal "<|endoftext|>" in a document is encoded as ordinary text, here and (through
+`split_special_tokens` in tokenizer_config.json) by `transformers.AutoTokenizer` on the same folder.
 """
 
 from __future__ import annotations
@@ -214,6 +216,25 @@ def train_tokenizer(
     return load_tokenizer(out_dir)
 
 
+def check_replace(out_dir: str | Path, force: bool = False) -> None:
+    """Refuse to replace a tokenizer in `out_dir` unless `force`: token files and runs depend on it
+    (they record its fingerprint). The command line calls this before training; library callers
+    that own their folder (the demo, the launcher's sample) replace their own tokenizer freely."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; choose another --out")
+    if force or not (out / "tokenizer.json").exists():
+        return
+    try:
+        held = f"a tokenizer (fingerprint {load_tokenizer(out).fingerprint[:12]})"
+    except UserError:
+        held = "a tokenizer.json"
+    raise UserError(
+        f"{out} already holds {held}; token files prepared with it and runs trained on them "
+        "would no longer match it; choose another --out or add --force to replace it"
+    )
+
+
 def save_tokenizer(data: dict, out_dir: str | Path) -> None:
     """Write tokenizer.json plus the two small configs `transformers.AutoTokenizer` reads."""
     out = Path(out_dir)
@@ -226,6 +247,8 @@ def save_tokenizer(data: dict, out_dir: str | Path) -> None:
         **special_map,
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,  # it would change text on decode
+        # A literal "<|endoftext|>" in text stays text, as in `Tokenizer` (encode_special_tokens).
+        "split_special_tokens": True,
         "model_input_names": ["input_ids", "attention_mask"],
     }
     files = {

@@ -35,6 +35,7 @@ class Server:
     ("reset", body, n)            headers for the whole body, n bytes, then a TCP reset
     ("short", body, n)            headers for the whole body, n bytes, then a clean close
     ("slow", body, seconds)       wait before answering at all
+    ("drip", body, n, seconds)    headers for the whole body, then n bytes every `seconds`
     ("redirect", location)        302 to location
     ("html", page)                200 text/html
     """
@@ -92,6 +93,19 @@ class Server:
         elif kind == "slow":
             time.sleep(action[2])
             self._send(h, 200, action[1])
+        elif kind == "drip":
+            body, n, every = action[1], action[2], action[3]
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            try:
+                for i in range(0, len(body), n):
+                    h.wfile.write(body[i : i + n])
+                    h.wfile.flush()
+                    time.sleep(every)
+            except OSError:  # the client gave up
+                pass
+            h.close_connection = True
         elif kind in ("reset", "short"):
             body, n = action[1], action[2]
             h.send_response(200)

@@ -93,6 +93,19 @@ def test_failed_downloads_exit_1_and_say_how_to_retry(server, tmp_path, capsys):
     assert "--retry-failed" in capsys.readouterr().out
 
 
+def test_deadline_flag_reaches_the_downloader(server, tmp_path, capsys):
+    server.routes["/pg/376.txt"] = [("drip", b"x" * 100_000, 100, 0.05)]
+    catalog = tmp_path / "mine.toml"
+    catalog.write_text(USER_CATALOG)
+    args = ["corpus", "collect", "--no-builtin", "--catalog", str(catalog), "--out", str(tmp_path / "c"), "--quiet",
+            "--gutenberg-mirror", f"{server.base}/pg/{{id}}.txt", "--delay", "0", "--id", "pg-376",
+            "--deadline", "0.5", "--read-timeout", "5"]  # fmt: skip
+    assert main(args) == 1
+    record = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    record = record["sources"]["pg-376"]
+    assert record["status"] == "failed" and "deadline of 0.5s" in record["error"]
+
+
 def test_clean_local_files_only(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["corpus", "clean", "--in", str(tmp_path / "nothing"), "--extra", str(FIXTURES),
@@ -113,6 +126,7 @@ def test_clean_local_files_only(tmp_path, capsys):
         ),
         (["corpus", "collect", "--status", "sure"], "--status 'sure'"),
         (["corpus", "collect", "--id", "pg-0"], "no source with id 'pg-0'"),
+        (["corpus", "collect", "--deadline", "-1"], "--deadline must be >= 0"),
         (["corpus", "catalog", "--catalog", "/nonexistent.toml"], "not found"),
         (["corpus", "report", "--in", "/nonexistent/corpus"], "not found"),
     ],

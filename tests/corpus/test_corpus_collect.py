@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ class Sleeps(list):
 
 def run(server, tmp_path: Path, sources: list[Source], sleeps: Sleeps | None = None, **kw) -> dict:
     fetch = FetchConfig(connect_timeout=2, read_timeout=kw.pop("read_timeout", 2), retries=kw.pop("retries", 3),
-                        backoff=0.5, host_delay=0, max_bytes=kw.pop("max_bytes", 1 << 20), per_host=kw.pop("per_host", 4))  # fmt: skip
+                        deadline=kw.pop("deadline", 30), backoff=0.5, host_delay=0, max_bytes=kw.pop("max_bytes", 1 << 20), per_host=kw.pop("per_host", 4))  # fmt: skip
     options = CollectOptions(tmp_path / "c", workers=kw.pop("workers", 2), progress=False, fetch=fetch,
                              gutenberg=f"{server.base}/pg/{{id}}.txt", archive_base=server.base, **kw)  # fmt: skip
     fetcher = Fetcher(fetch, sleep=sleeps if sleeps is not None else Sleeps(), rng=random.Random(0))
@@ -107,6 +108,46 @@ def test_slow_server_times_out_and_nothing_reaches_the_corpus(server, tmp_path):
         len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.9
     )  # exponential: 0.5*[.5,1) then 1.0*[.5,1)
     assert raw_files(tmp_path) == {}
+
+
+def test_server_dripping_bytes_fails_at_the_deadline(server, tmp_path):
+    # 40 bytes every 50 ms: each read is well within the read timeout, but the whole book would
+    # take many seconds. The deadline ends it after about one second, with a reason.
+    server.routes["/pg/376.txt"] = [("drip", PLAGUE, 40, 0.05)]
+    t0 = time.monotonic()
+    run(server, tmp_path, [book(376)], read_timeout=2, deadline=1.0)
+    elapsed = time.monotonic() - t0
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed" and rec["attempts"] == 1
+    assert "deadline of 1s" in rec["error"] and "bytes received" in rec["error"]
+    assert 0.9 < elapsed < 5  # the whole book would take about ten seconds
+    assert raw_files(tmp_path) == {}
+    # What arrived is kept, so a later run with retry_failed continues from there.
+    kept = (tmp_path / "c" / "partial" / "pg-376.part").stat().st_size
+    assert kept > 0
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)], retry_failed=True)
+    assert manifest(tmp_path)["pg-376"]["status"] == "ok"
+    assert server.hits("/pg/376.txt")[-1]["Range"] == f"bytes={kept}-"
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+
+
+def test_wait_past_the_deadline_fails_at_once(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("status", 503, {"Retry-After": "30"}), ("ok", PLAGUE)]
+    sleeps = Sleeps()
+    run(server, tmp_path, [book(376)], sleeps, deadline=5)
+    rec = manifest(tmp_path)["pg-376"]
+    assert sleeps == [] and len(server.hits("/pg/376.txt")) == 1
+    assert rec["status"] == "failed" and "deadline of 5s" in rec["error"]
+
+
+def test_slow_metadata_is_bounded_by_the_deadline(server):
+    server.routes["/meta"] = [("drip", b"{" + b" " * 4000 + b"}", 40, 0.05)]
+    fetcher = Fetcher(FetchConfig(read_timeout=2, deadline=0.5, host_delay=0), sleep=Sleeps())
+    t0 = time.monotonic()
+    with pytest.raises(FetchError, match="deadline of 0.5s"):
+        fetcher.get(f"{server.base}/meta")
+    assert time.monotonic() - t0 < 1.5
 
 
 def test_html_landing_page_is_rejected_not_retried(server, tmp_path):

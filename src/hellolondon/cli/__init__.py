@@ -29,7 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _line_buffered() -> None:
+    """Every console line reaches a pipe (`hellolondon train ... | tee log`) as it is printed:
+    Python holds back what it writes to a pipe or file until a block is full."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if not stream.isatty():
+                stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError, OSError):  # replaced or closed streams: leave them
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _line_buffered()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     argv = [a for a in argv if a != "--debug"]

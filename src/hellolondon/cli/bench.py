@@ -12,6 +12,10 @@ EXAMPLES = """examples:
   hellolondon bench --preset regular --batch-size 16 --steps 30
   hellolondon bench --preset tiny --device cpu --compile false
   hellolondon bench --preset slm --json                     # one JSON line, for scripts
+  hellolondon bench --preset slm train.dtype=bfloat16 model.block_size=512 train.compile=false
+
+key=value settings are those of `hellolondon train` (see `hellolondon config`), applied after
+the flags, so they win over them.
 
 MFU uses the detected GPU's bf16 peak (HELLOLONDON_PEAK_TFLOPS overrides it); none on CPU."""
 
@@ -35,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config settings, applied last"
+    )
     p.set_defaults(func=run)
 
 
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         over.append(f"train.batch_size={args.batch_size}")
     if args.block_size:
         over.append(f"model.block_size={args.block_size}")
-    cfg = build_config(args.preset, overrides=over)
+    cfg = build_config(args.preset, overrides=over + list(args.overrides))
     r = bench(
         cfg, steps=args.steps, warmup=args.warmup, log=(lambda *_: None) if args.json else print
     )

@@ -92,6 +92,13 @@ def _collect_parser(steps: argparse._SubParsersAction) -> None:
         "--read-timeout", type=float, default=60.0, help="seconds without bytes (default 60)"
     )
     p.add_argument(
+        "--deadline",
+        type=float,
+        default=900.0,
+        help="most seconds one download may take, all attempts and waits included; "
+        "0 for none (default 900)",
+    )
+    p.add_argument(
         "--retries", type=int, default=4, help="retries after the first attempt (default 4)"
     )
     p.add_argument(
@@ -203,6 +210,8 @@ def collect_command(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or args.per_host < 1 or args.retries < 0 or args.max_mb <= 0:
         raise UserError("--workers and --per-host must be >= 1, --retries >= 0, --max-mb > 0")
+    if not args.deadline >= 0:
+        raise UserError(f"--deadline must be >= 0 seconds (0 for none), not {args.deadline:g}")
     sources = _sources(args)
     if args.limit:
         sources = sources[: args.limit]
@@ -213,7 +222,7 @@ def collect_command(args: argparse.Namespace) -> int:
     fetch = FetchConfig(
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, retries=args.retries,
         backoff=args.backoff, max_bytes=int(args.max_mb * 2**20), per_host=args.per_host,
-        host_delay=args.delay, user_agent=args.user_agent or USER_AGENT,
+        host_delay=args.delay, user_agent=args.user_agent or USER_AGENT, deadline=args.deadline,
     )  # fmt: skip
     options = CollectOptions(
         Path(args.out), offline=args.offline, retry_failed=args.retry_failed, workers=args.workers,

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "example:\n"
             "  hellolondon prepare --corpus work/documents.jsonl --tokenizer work/tokenizer --out work/data\n\n"
             "Writes uint16 token files (each document starts with <|endoftext|>) and meta.json\n"
-            "(counts, tokenizer fingerprint, the validation documents' spans)."
+            "(counts, tokenizer fingerprint, the validation documents' spans). A folder that\n"
+            "already holds token files is replaced only with --force: runs trained on them read\n"
+            "them again to resume and to evaluate."
         ),
     )
     parser.add_argument("--corpus", required=True, help="documents.jsonl")
@@ -34,17 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.05,
         help="share of each source's text held out (default 0.05)",
     )
+    parser.add_argument("--force", action="store_true", help="replace token files already in --out")
     parser.set_defaults(func=prepare_command)
 
 
 def prepare_command(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
-    from hellolondon.prepare import prepare
+    from hellolondon.prepare import check_replace, prepare
 
     if not 0 < args.val_fraction < 0.5:
         raise UserError("--val-fraction must be between 0 and 0.5")
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
+    check_replace(args.out, args.force)
     meta = prepare(
         args.corpus, args.tokenizer, args.out, args.workers, args.val_fraction, show_progress=True
     )

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train byte-level BPE on documents.jsonl",
         formatter_class=RAW,
-        epilog="example:\n  hellolondon tokenizer train --corpus work/documents.jsonl --out work/tokenizer --vocab-size 8192",
+        epilog="example:\n  hellolondon tokenizer train --corpus work/documents.jsonl --out work/tokenizer --vocab-size 8192\n\n"
+        "A folder that already holds a tokenizer is replaced only with --force: token files\n"
+        "prepared with it, and runs trained on them, would no longer match it.",
     )
     train.add_argument("--corpus", required=True, help="documents.jsonl to learn from")
     train.add_argument("--out", required=True, help="folder for tokenizer.json and its configs")
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not force the historical terms into the vocabulary (they are left out anyway below 4096)",
     )
+    train.add_argument("--force", action="store_true", help="replace a tokenizer already in --out")
     train.set_defaults(func=train_command)
 
     encode = tsub.add_parser(
@@ -60,8 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from hellolondon.tokenizer import train_tokenizer
+    from hellolondon.tokenizer import check_replace, train_tokenizer
 
+    check_replace(args.out, args.force)
     next(read_documents(args.corpus), None)  # fail fast with a clear line on a bad corpus
     t0 = time.perf_counter()
     texts = (doc.text for doc in read_documents(args.corpus))

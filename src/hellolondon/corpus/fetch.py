@@ -3,7 +3,8 @@
 Separate connect and read timeouts; retries with exponential backoff and jitter; Retry-After
 honoured on 429 and 503; partial files resumed with Range (and If-Range, so a changed file
 starts over); a size limit; redirects followed; a per-host limit on concurrent requests and a
-least delay between them. Bytes go to a `.part` file that the caller moves into place only
+least delay between them; an overall deadline per request, so a server that sends a few bytes
+at a time (each read within the read timeout) cannot hold a worker for ever. Bytes go to a `.part` file that the caller moves into place only
 once it is complete and checked.
 """
 
@@ -14,6 +15,7 @@ import json
 import os
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -44,6 +46,10 @@ class FetchConfig:
     per_host: int = 2  # concurrent requests to one host
     host_delay: float = 2.0  # least seconds between the starts of two requests to one host
     max_redirects: int = 5
+    # Most seconds one download (or metadata request) may take in all: every attempt, and the
+    # waits between them, from the moment its first request goes out (after any wait for a free
+    # slot on the host). 0 means no deadline.
+    deadline: float = 900.0
     user_agent: str = USER_AGENT
 
 
@@ -62,6 +68,38 @@ class FetchError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.attempts = 1
+
+
+class _Clock:
+    """The deadline of one download across its attempts; it starts at the first request."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end: float | None = None
+
+    def start(self) -> None:
+        if self.end is None and self.seconds > 0:
+            self.end = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        """Seconds left (infinite with no deadline, or before the first request)."""
+        return float("inf") if self.end is None else self.end - time.monotonic()
+
+    def limit(self, timeout: float) -> float:
+        """A socket timeout that does not run past the deadline (at least a millisecond)."""
+        return max(0.001, min(timeout, self.left()))
+
+    def expired(self, wait: float = 0.0) -> bool:
+        return self.left() <= wait
+
+    def error(self, received: int | None = None) -> FetchError:
+        got = f" ({received} bytes received)" if received is not None else ""
+        return FetchError(
+            f"not finished within the deadline of {self.seconds:g}s for the whole download, "
+            f"all attempts together{got}; the server is too slow: try again later or raise "
+            "--deadline",
+            False,
+        )
 
 
 @dataclass
@@ -131,7 +169,9 @@ class Fetcher:
         base = min(self.config.backoff_max, self.config.backoff * 2 ** (failures - 1))
         return base * (0.5 + 0.5 * self.rng.random())
 
-    def _retrying(self, attempt: Callable[[], Fetched | bytes]) -> tuple[Fetched | bytes, int]:
+    def _retrying(
+        self, attempt: Callable[[], Fetched | bytes], clock: _Clock
+    ) -> tuple[Fetched | bytes, int]:
         failures = 0
         while True:
             try:
@@ -139,7 +179,8 @@ class Fetcher:
             except FetchError as exc:
                 error = exc
             except TimeoutError:
-                error = FetchError("timed out waiting for the server", True)
+                error = clock.error() if clock.expired() else None
+                error = error or FetchError("timed out waiting for the server", True)
             except ssl.SSLCertVerificationError as exc:
                 error = FetchError(f"TLS certificate not trusted: {exc.verify_message}", False)
             except (OSError, http.client.HTTPException) as exc:
@@ -153,30 +194,44 @@ class Fetcher:
             if not error.retryable or failures > self.config.retries:
                 error.attempts = failures
                 raise error
-            self.sleep(self.delay(failures, error))
+            wait = self.delay(failures, error)
+            if clock.expired(wait):  # the wait alone would run past the deadline
+                error = clock.error()
+                error.attempts = failures
+                raise error
+            self.sleep(wait)
 
     def get(self, url: str, limit: int = 16 * 2**20) -> tuple[bytes, int]:
         """A small whole body (metadata JSON) into memory, with the same retries."""
 
+        clock = _Clock(self.config.deadline)
+
         def attempt() -> bytes:
             with self.gate(urlsplit(url).netloc):
-                conn, resp, _ = self._open(url, self._headers())
+                clock.start()
+                conn, resp, _, sock = self._open(url, self._headers(), clock)
                 try:
                     self._check_status(resp)
-                    body = resp.read(limit + 1)
+                    chunks: list[bytes] = []
+                    size = 0
+                    while size <= limit and (chunk := self._read(sock, resp, clock, size)):
+                        chunks.append(chunk)
+                        size += len(chunk)
+                    body = b"".join(chunks)
                 finally:
                     conn.close()
             if len(body) > limit:
                 raise FetchError(f"response larger than {limit} bytes", False)
             return body
 
-        body, attempts = self._retrying(attempt)
+        body, attempts = self._retrying(attempt, clock)
         return body, attempts  # type: ignore[return-value]
 
     def download(self, url: str, part: Path) -> Fetched:
         """Download `url` into `part`, continuing a partial file left by an earlier attempt."""
         part.parent.mkdir(parents=True, exist_ok=True)
-        fetched, attempts = self._retrying(lambda: self._download_once(url, part))
+        clock = _Clock(self.config.deadline)
+        fetched, attempts = self._retrying(lambda: self._download_once(url, part, clock), clock)
         fetched.attempts = attempts  # type: ignore[union-attr]
         return fetched  # type: ignore[return-value]
 
@@ -188,8 +243,10 @@ class Fetcher:
         }
 
     def _open(
-        self, url: str, headers: dict[str, str]
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+        self, url: str, headers: dict[str, str], clock: _Clock
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str, socket.socket]:
+        """The response after redirects, with its socket (kept: for a response that closes the
+        connection, http.client drops `conn.sock` while the response still reads from it)."""
         for _ in range(self.config.max_redirects + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -199,16 +256,21 @@ class Fetcher:
                 if parts.scheme == "https"
                 else http.client.HTTPConnection
             )
-            conn = cls(parts.hostname, parts.port, timeout=self.config.connect_timeout)
+            if clock.expired():
+                raise clock.error()
+            conn = cls(parts.hostname, parts.port, timeout=clock.limit(self.config.connect_timeout))
             try:
                 try:
                     conn.connect()
                 except TimeoutError:
+                    if clock.expired():
+                        raise clock.error() from None
                     raise FetchError(
                         f"no connection to {parts.hostname} within {self.config.connect_timeout}s",
                         True,
                     ) from None
-                conn.sock.settimeout(self.config.read_timeout)
+                sock = conn.sock
+                sock.settimeout(clock.limit(self.config.read_timeout))
                 conn.request(
                     "GET",
                     (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
@@ -223,7 +285,7 @@ class Fetcher:
                 conn.close()
                 url = urljoin(url, location)
                 continue
-            return conn, resp, url
+            return conn, resp, url, sock
         raise FetchError(f"more than {self.config.max_redirects} redirects", False)
 
     def _check_status(self, resp: http.client.HTTPResponse) -> None:
@@ -237,7 +299,7 @@ class Fetcher:
         if resp.status not in (200, 206):
             raise FetchError(f"HTTP {resp.status} {resp.reason}", False, resp.status)
 
-    def _download_once(self, url: str, part: Path) -> Fetched:
+    def _download_once(self, url: str, part: Path, clock: _Clock) -> Fetched:
         meta_path = part.with_name(part.name + ".json")
         meta = read_json(meta_path)
         offset = part.stat().st_size if part.exists() else 0
@@ -249,7 +311,8 @@ class Fetcher:
             if meta.get("validator"):
                 headers["If-Range"] = meta["validator"]  # if the file changed, send it whole
         with self.gate(urlsplit(url).netloc):
-            conn, resp, final = self._open(url, headers)
+            clock.start()
+            conn, resp, final, sock = self._open(url, headers, clock)
             try:
                 if resp.status == 416 and offset:
                     part.unlink(missing_ok=True)
@@ -269,17 +332,40 @@ class Fetcher:
                     )
                 validator = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
                 _write_json(meta_path, {"url": url, "validator": validator})
-                received = self._stream(resp, part, start)
+                received = self._stream(sock, resp, part, start, clock)
             finally:
                 conn.close()
         if expected is not None and received < expected:
             raise FetchError(f"connection closed after {received} of {expected} bytes", True)
         return Fetched(final, received, 1, resp.getheader("Content-Type") or "", resumed)
 
-    def _stream(self, resp: http.client.HTTPResponse, part: Path, start: int) -> int:
+    def _read(
+        self, sock: socket.socket, resp: http.client.HTTPResponse, clock: _Clock, received: int
+    ) -> bytes:
+        """The next bytes that have arrived (b"" at the end), within the read timeout and the
+        deadline. read1 returns what has arrived, so the deadline is checked as bytes trickle
+        in; read(n) would wait for all n bytes however long they take."""
+        if clock.expired():
+            raise clock.error(received)
+        sock.settimeout(clock.limit(self.config.read_timeout))
+        try:
+            return resp.read1(_CHUNK)
+        except TimeoutError:
+            if clock.expired():
+                raise clock.error(received) from None
+            raise
+
+    def _stream(
+        self,
+        sock: socket.socket,
+        resp: http.client.HTTPResponse,
+        part: Path,
+        start: int,
+        clock: _Clock,
+    ) -> int:
         received = start
         with open(part, "ab" if start else "wb") as f:
-            while chunk := resp.read(_CHUNK):
+            while chunk := self._read(sock, resp, clock, received):
                 received += len(chunk)
                 if received > self.config.max_bytes:
                     f.close()

@@ -137,6 +137,7 @@ def _copy_tokenizer(tok: Tokenizer, block_size: int, out: Path) -> None:
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     config["model_max_length"] = block_size  # evaluation harnesses truncate to this
+    config["split_special_tokens"] = True  # literal control tokens in text are text, as in training
     _write_json(config_path, config)
 
 

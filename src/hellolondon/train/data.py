@@ -41,6 +41,14 @@ class Batches:
                     f"{name}.bin has {len(arr)} tokens, fewer than one context of {block_size}; "
                     "use a larger corpus or a smaller model.block_size"
                 )
+        need = 2 * block_size + 1  # each epoch shifts its windows by up to a context
+        if len(self.train) < need:
+            raise UserError(
+                f"train.bin in {data_dir} has {len(self.train):,} tokens; training with "
+                f"model.block_size={block_size} needs at least {need:,} (two contexts and one); "
+                "prepare a larger corpus or set model.block_size="
+                f"{(len(self.train) - 1) // 2} or less"
+            )
         self.n_windows = (len(self.train) - 1 - block_size) // block_size  # room for any offset
 
     def epoch_of(self, sample: int) -> float:
