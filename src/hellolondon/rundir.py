@@ -42,7 +42,7 @@ CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 REPORT = "report"
 WANDB = "wandb"
-MARKERS = (CONFIG, METRICS, TRACKER_STATE)  # any of these makes a folder a run folder
+MARKERS = (CONFIG, METRICS, TRACKER_STATE, CHECKPOINTS)  # any makes a folder a run folder
 
 
 class RunDir:
