@@ -16,6 +16,7 @@ DDP and FSDP alike; `load_for_inference` gives generate, eval and export a model
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -233,9 +234,10 @@ def resolve(path: str | Path) -> Path:
     p = Path(path)
     if (p / "state.json").exists():
         return p
-    found = _candidates(_root(p))
-    if found:
-        return found[0]
+    for ckpt in _candidates(_root(p)):
+        with contextlib.suppress(UserError):  # a cut-short state.json: the one before it
+            read_state(ckpt, verify=False)
+            return ckpt
     raise UserError(f"no checkpoint found at {path}; give a run folder or a checkpoint folder")
 
 
@@ -262,8 +264,6 @@ def continue_line(ckpt: Path, log=print) -> None:
     it (an abandoned line, or ones that failed verification) move to `abandoned/`, where they
     are kept but never resumed or pruned, and `latest` names it."""
     root = ckpt.parent
-    if not (root / "latest").exists() and not step_dirs(root):
-        return  # a folder of its own, not a run's checkpoints/
     step = read_state(ckpt, verify=False)["step"]
     later = [p for p in root.glob("step-*") if p.is_dir() and _step_of(p) > step]
     for p in later:
@@ -274,7 +274,8 @@ def continue_line(ckpt: Path, log=print) -> None:
         target.parent.mkdir(exist_ok=True)
         os.rename(p, target)
         log(f"{p.name} is after the checkpoint this run continues from: kept in {target}")
-    if later or (root / "latest").read_text().strip() != ckpt.name:
+    latest = root / "latest"
+    if later or not latest.is_file() or latest.read_text().strip() != ckpt.name:
         atomic_write(root / "latest", ckpt.name)
 
 

@@ -100,31 +100,19 @@ def setup_run(
 ) -> Run:
     d = init_distributed(cfg.train.device, fsdp=cfg.train.fsdp)
     log = log if d.is_main else (lambda *_: None)
-    meta = load_meta(Path(cfg.data.data_dir))
-    ckpt, state = checkpoint.find_resumable(resume, log=log) if resume else (None, None)
-    made_with = meta.get("tokenizer_fingerprint")
-    if state is not None and state.get("tokenizer_fingerprint") != made_with:
-        raise UserError(
-            f"the token files in {cfg.data.data_dir} were made with another tokenizer than "
-            f"checkpoint {ckpt}"
-        )
-    tokenizer = _run_tokenizer(meta, cfg.data.data_dir)
+    meta, tokenizer, ckpt, state = _inputs(cfg, resume, log)
     cfg = resolve_config(
         cfg, world=d.world_size, meta=meta, ckpt=ckpt, state=state, global_batch=global_batch,
         agree=partial(broadcast_object, d=d), log=log,
     )  # fmt: skip
-    rundir = RunDir(Path(cfg.out_dir) / cfg.tracking.run_name)
-    home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
-    if d.is_main and home != rundir:  # a new run, or one continued from a loose checkpoint
-        rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
+    batches = Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device)
+    rundir = _run_folder(cfg, ckpt, d)
     dtype = precision(cfg, d.device)
     model, step_model, optimizer, scaler = build_model(cfg, d, dtype, log)
     run = Run(
         cfg=cfg, dist=d, rundir=rundir, model=model, step_model=step_model, optimizer=optimizer,
-        scaler=scaler, autocast=autocast_for(d.device, dtype),
-        batches=Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device),
-        tracker=None, monitor=_monitor(cfg, d, log), meta=meta,
-        peak_flops=peak_flops_for(d.device), log=log,
+        scaler=scaler, autocast=autocast_for(d.device, dtype), batches=batches, tracker=None,
+        monitor=_monitor(cfg, d, log), meta=meta, peak_flops=peak_flops_for(d.device), log=log,
     )  # fmt: skip
     if state is not None:
         _continue_from(run, ckpt, state)
@@ -133,6 +121,29 @@ def setup_run(
     run.slow = _announce_pace(run)
     run.state.begin()
     return run
+
+
+def _inputs(cfg: RunConfig, resume: str | None, log):
+    """(token files' meta, their tokenizer, checkpoint, its state), checked to belong together."""
+    meta = load_meta(Path(cfg.data.data_dir))
+    ckpt, state = checkpoint.find_resumable(resume, log=log) if resume else (None, None)
+    made_with = meta.get("tokenizer_fingerprint")
+    if state is not None and state.get("tokenizer_fingerprint") != made_with:
+        raise UserError(
+            f"the token files in {cfg.data.data_dir} were made with another tokenizer than "
+            f"checkpoint {ckpt}"
+        )
+    return meta, _run_tokenizer(meta, cfg.data.data_dir), ckpt, state
+
+
+def _run_folder(cfg: RunConfig, ckpt: Path | None, d: Dist) -> RunDir:
+    """The run's folder: the checkpoint's own when resuming one in place, else a new one
+    (made by rank 0; the name is rank 0's, so every rank agrees on it)."""
+    rundir = RunDir(Path(cfg.out_dir) / cfg.tracking.run_name)
+    home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
+    if d.is_main and home != rundir:  # a new run, or one continued from a loose checkpoint
+        rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
+    return rundir
 
 
 def _run_tokenizer(meta: dict[str, Any], data_dir: str):
@@ -192,7 +203,7 @@ def peak_flops_for(device: torch.device) -> float | None:
 
 def _continue_from(run: Run, ckpt: Path, state: dict) -> None:
     checkpoint.restore_run(ckpt, state, run.parts(), run.dist, run.log)
-    if run.dist.is_main:
+    if run.dist.is_main and RunDir.of_checkpoint(ckpt) == run.rundir:
         checkpoint.continue_line(ckpt, run.log)
         run.rundir.cut_logs_after(run.state.step)  # the steps after it are logged again
     run.log(f"resumed from {ckpt} at iteration {run.state.step}")

@@ -1,0 +1,282 @@
+"""The run folder and the training state around resume: what a restart must keep, cut, choose
+and refuse. Each test names the wrong behaviour it guards against."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tinyrun import tiny_config
+
+from hellolondon.cli import main
+from hellolondon.rundir import RunDir
+from hellolondon.train import checkpoint
+from hellolondon.train.loop import train
+from hellolondon.train.run import config_for_resume
+
+
+def quiet(*_: object) -> None:
+    pass
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in RunDir(run).rows() if "train/loss" in r}
+
+
+def resume(run: Path, *overrides: str, log=quiet) -> dict:
+    return train(config_for_resume(str(run), None, list(overrides)), resume=str(run), log=log)
+
+
+def test_the_first_step_time_leaves_out_the_untrained_evaluation(tiny_data, tmp_path, monkeypatch):
+    from hellolondon.train import loop
+
+    real = loop.evaluate
+
+    def slow_evaluate(run):
+        time.sleep(1.0)
+        return real(run)
+
+    monkeypatch.setattr(loop, "evaluate", slow_evaluate)
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=t", "train.max_iters=3")
+    train(cfg, log=quiet)
+    first = next(r for r in RunDir(tmp_path / "t").rows() if "train/dt_ms" in r)
+    assert first["train/dt_ms"] < 500  # the 1 s evaluation before step 1 is not in it
+
+
+def test_a_half_written_last_line_does_not_swallow_the_next_row(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=h"), log=quiet)
+    run = RunDir(tmp_path / "h")
+    for path in (run.metrics_file, run.events_file):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write('{"step": 13, "train/lo')  # a kill in the middle of a write
+    resume(run.path, "train.max_iters=18")
+    steps = [r["step"] for r in run.rows() if "train/loss" in r]
+    assert steps == list(range(1, 19))  # step 13 is there once, nothing lost or doubled
+    assert all(line.endswith("}") for line in run.metrics_file.read_text().splitlines())
+
+
+def test_resume_cuts_events_back_to_the_checkpoint_so_findings_do_not_repeat(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=e", "monitor.enabled=true")
+    train(cfg, log=quiet)
+    run = RunDir(tmp_path / "e")
+    with open(run.events_file, "a", encoding="utf-8") as f:  # logged after the last checkpoint
+        f.write(json.dumps({"step": 99, "level": "WARN", "title": "late", "text": "x"}) + "\n")
+    ckpt = run.checkpoints / "step-000006"
+    resume(ckpt)
+    assert all(e["step"] <= 12 for e in run.events())
+    assert not any(e["title"] == "late" for e in run.events())
+
+
+def test_plain_resume_continues_from_latest_not_the_highest_step(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=l", "train.keep_last=3")
+    train(cfg, log=quiet)  # checkpoints at 6 and 12
+    run = RunDir(tmp_path / "l")
+    resume(run.checkpoints / "step-000006", "train.max_iters=9", "train.ckpt_interval=3")
+    assert (run.checkpoints / "latest").read_text() == "step-000009"
+    assert (run.checkpoints / "abandoned" / "step-000012").is_dir()  # kept, out of the way
+    assert checkpoint.resolve(run.path).name == "step-000009"
+    said: list[str] = []
+    resume(run.path, "train.max_iters=10", log=said.append)
+    assert any("resumed from" in s and "step-000009" in s for s in said)
+
+
+def test_pruning_keeps_the_checkpoint_just_written_over_a_newer_abandoned_one(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=p", "train.keep_last=1")
+    train(cfg, log=quiet)
+    run = RunDir(tmp_path / "p")
+    shutil.copytree(run.checkpoints / "step-000012", run.checkpoints / "step-000030")
+    (run.checkpoints / "step-000030" / "model.safetensors").write_bytes(b"corrupt")
+    (run.checkpoints / "latest").write_text("step-000030")
+    resume(run.path, "train.max_iters=18")  # falls back past the corrupt 30, continues from 12
+    kept = [p.name for p in checkpoint.step_dirs(run.checkpoints)]
+    assert kept == ["step-000018"]
+    checkpoint.read_state(run.checkpoints / "step-000018")  # the good one, verified
+
+
+def test_a_corrupt_state_json_falls_back_to_the_previous_checkpoint(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=s", "train.keep_last=3")
+    train(cfg, log=quiet)
+    run = RunDir(tmp_path / "s")
+    state = run.checkpoints / "step-000012" / "state.json"
+    state.write_text(state.read_text()[: len(state.read_text()) // 2])  # truncated
+    said: list[str] = []
+    resume(run.path, "train.max_iters=14", log=said.append)
+    assert any("falling back" in s and "not valid JSON" in s for s in said)
+    assert any("resumed from" in s and "step-000006" in s for s in said)
+
+
+def test_the_summary_and_the_monitor_cover_the_whole_run_after_resume(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=w", "monitor.enabled=true")
+    whole = train(cfg, log=quiet)
+    first = whole["first_val_loss"]
+    (tmp_path / "w" / "summary.json").unlink()
+    later = resume(tmp_path / "w", "train.max_iters=18")
+    assert later["first_val_loss"] == first  # the untrained loss, from the first part
+    assert later["wall_time_s"] > whole["wall_time_s"] and later["starts"] == 2
+    state = checkpoint.read_state(checkpoint.resolve(tmp_path / "w"))
+    assert state["monitor"]["_rows"] == 18  # every train row of the run, not the last 6
+
+
+def test_a_checkpoint_outside_its_run_folder_starts_a_run_folder_of_its_own(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, tmp_path / "runs", "tracking.run_name=a"), log=quiet)
+    loose = tmp_path / "kept" / "step-000012"
+    shutil.copytree(tmp_path / "runs" / "a" / "checkpoints" / "step-000012", loose)
+    cfg = config_for_resume(str(loose), None, [f"out_dir={tmp_path / 'runs'}", "max_iters=14"])
+    summary = train(cfg, resume=str(loose), log=quiet)
+    assert Path(summary["run_dir"]).parent == tmp_path / "runs"
+    assert Path(summary["run_dir"]).name != "a"
+    assert (
+        not (tmp_path / "kept" / "metrics.jsonl").exists()
+        and not (tmp_path / "config.json").exists()
+    )
+    assert sorted(losses(Path(summary["run_dir"]))) == [13, 14]
+
+
+def test_train_refuses_token_files_whose_tokenizer_has_changed(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    tok = tmp_path / "tok"
+    shutil.copytree(tiny_data.parent / "tokenizer", tok)
+    meta = json.loads((data / "meta.json").read_text())
+    meta["tokenizer_path"] = str(tok)
+    (data / "meta.json").write_text(json.dumps(meta))
+    spec = json.loads((tok / "tokenizer.json").read_text())
+    spec["model"]["vocab"]["zzzz"] = len(spec["model"]["vocab"])  # trained again since
+    (tok / "tokenizer.json").write_text(json.dumps(spec))
+    argv = ["train", "--data", str(data), "--out-dir", str(tmp_path / "runs"), "max_iters=1"]
+    assert main(argv) == 2
+    assert "has changed since the token files" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_fp16_resume_of_a_checkpoint_without_a_loss_scale_starts_one():
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    notes: list[str] = []
+    checkpoint._load_scaler(scaler, {}, notes.append)  # what a bf16 or fp32 run saved
+    assert notes and "starting one" in notes[0]
+    assert scaler.get_scale() == 2.0**16
+
+
+def test_the_held_out_set_is_fixed_for_the_run_whatever_the_batch_split(tiny_data, tmp_path):
+    from hellolondon.train.run import setup_run
+    from hellolondon.train.steps import _eval_split
+
+    values = []
+    for batch in (4, 3):
+        cfg = tiny_config(
+            tiny_data, tmp_path, f"tracking.run_name=b{batch}", "eval_seqs=8", f"batch_size={batch}"
+        )
+        run = setup_run(cfg, log=quiet)
+        values.append(_eval_split(run, "val"))
+        run.tracker.finish()
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+
+
+def test_the_stop_policy_on_a_nonfinite_loss_is_an_early_stop_and_an_error(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    from hellolondon.model import GPT
+
+    real = GPT.forward
+
+    def poisoned(self, idx, targets=None, cache=None):
+        logits, loss = real(self, idx, targets, cache)
+        return logits, (loss * float("nan") if self.training and targets is not None else loss)
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    argv = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "n"]
+    argv += ["train.nonfinite=stop", "max_iters=4", "n_layer=1", "n_embd=16", "block_size=16"]
+    assert main(argv) == 3
+    assert "non-finite loss" in capsys.readouterr().err
+    summary = RunDir(tmp_path / "n").read_summary()
+    assert summary["stopped_early"] is True and summary["stop_reason"] == "non-finite loss"
+
+
+def test_a_gpu_preset_on_a_cpu_says_how_long_it_will_take_before_the_first_step(
+    tiny_data, tmp_path, monkeypatch
+):
+    from hellolondon import hardware
+
+    monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda width=768: 1e6)  # a very slow CPU
+    said: list[str] = []
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=g", "train.max_iters=1")
+    train(cfg, log=said.append)
+    line = next(s for s in said if s.startswith("estimated"))
+    assert "per step" in line and "--preset tiny" in line
+    assert said.index(line) < next(i for i, s in enumerate(said) if s.startswith("iter 1"))
+
+
+def test_train_config_json_of_a_run_starts_a_run_with_the_same_losses(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=one"), log=quiet)
+    argv = ["train", "--config", str(tmp_path / "one" / "config.json"), "--run-name", "two"]
+    assert main(argv) == 0
+    assert losses(tmp_path / "two") == losses(tmp_path / "one")
+
+
+@pytest.mark.slow
+def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losses(
+    tiny_data, tmp_path, capsys
+):
+    """SIGKILL at random moments (some while a checkpoint is being written, some during an
+    evaluation), each followed by `train --resume RUN`: the same per-iteration losses as a run
+    never stopped, one row per logged iteration, and every reader works on the result."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    settings = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64"]
+    settings += ["train.batch_size=8", "train.max_iters=160", "train.warmup_iters=5"]
+    settings += ["train.eval_interval=20", "train.eval_iters=24", "train.log_interval=1"]
+    settings += ["train.ckpt_interval=10", "train.sample_interval=0", "model.dropout=0.1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    where = ["--data", str(tiny_data), "--out-dir", str(tmp_path)]
+
+    def start(*args: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "hellolondon", "train", *args]
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    whole = start(*where, "--run-name", "whole", *settings)
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+    run = tmp_path / "killed"
+    ckpts = run / "checkpoints"
+    rng = random.Random(20261129)
+    proc = start(*where, "--run-name", "killed", *settings)
+    kills = 0
+    while kills < 20:
+        t0 = time.monotonic()
+        if kills == 0 or kills % 4 == 1:  # wait for a checkpoint being written, then kill
+            while proc.poll() is None and time.monotonic() - t0 < 60:
+                if any(ckpts.glob(".step-*.tmp-*")) and (ckpts / "latest").exists():
+                    break
+                time.sleep(0.001)
+        else:
+            time.sleep(rng.uniform(1.5, 4.0))
+        if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        proc = start("--resume", str(run))
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    assert kills >= 10
+    assert losses(run) == losses(tmp_path / "whole")  # bitwise
+    rows = RunDir(run).rows()
+    train_steps = [r["step"] for r in rows if "train/loss" in r]
+    eval_steps = [r["step"] for r in rows if "eval/val_loss" in r]
+    assert train_steps == list(range(1, 161))
+    assert eval_steps == list(range(0, 161, 20))
+    for argv in (
+        ["runs", "--out-dir", str(tmp_path)],
+        ["report", str(run)],
+        ["watch", str(run), "--once"],
+        ["eval", str(run), "--no-generation", "--max-tokens", "2000", "--device", "cpu"],
+        ["export", str(run), "--out", str(tmp_path / "export")],
+    ):
+        assert main(argv) == 0, argv
+    assert "killed" in capsys.readouterr().out
