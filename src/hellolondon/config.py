@@ -1,7 +1,7 @@
 """Configuration: a few dataclasses, named presets, TOML files and `key=value` overrides.
 
 Every field has a one-line doc. Checks live in `__post_init__`, so a bad value fails where it is
-made. The resolved config is saved as `config.json` with every run and inside every checkpoint.
+made. The resolved config is saved with every run and inside every checkpoint.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class TrainConfig:
     log_interval: int = 10  # steps between console/tracker rows
     ckpt_interval: int = 100  # steps between checkpoints (one is also written at the end)
     keep_last: int = 2  # step checkpoints kept besides `best`
-    sample_interval: int = 0  # steps between text samples in samples.txt; 0: only at the end
+    sample_interval: int = 0  # steps between text samples in the run folder; 0: only at the end
     dtype: str = "auto"  # auto|float32|bfloat16|float16 (auto: bf16 on CUDA if supported, fp16 otherwise, fp32 on CPU)
     compile: str = "auto"  # auto|true|false: torch.compile (auto: on for CUDA)
     device: str = "auto"  # auto|cpu|cuda|cuda:N|mps
@@ -311,8 +311,8 @@ def build_config(
     base: RunConfig | None = None,
 ) -> RunConfig:
     """Preset (or `base`, a saved config), then TOML file, then `key=value` overrides, each
-    replacing the one before. A JSON file is a run's `config.json`: it replaces the preset as
-    the base, so `train --config runs/RUN/config.json` starts a new run with the same settings."""
+    replacing the one before. A JSON file is a run's saved config: it replaces the preset as
+    the base, so `train --config` with it starts a new run with the same settings."""
     if config_file is not None and Path(config_file).suffix == ".json":
         base, config_file = _read_run_config(Path(config_file)), None
     if base is not None:
@@ -347,7 +347,7 @@ def build_config(
 
 
 def _read_run_config(path: Path) -> RunConfig:
-    """The settings of a run's config.json (the facts recorded beside them are left out), under
+    """The settings of a run's saved config (the facts recorded beside them are left out), under
     a new run name: the recorded one belongs to the run that wrote the file."""
     import json
 
@@ -358,7 +358,7 @@ def _read_run_config(path: Path) -> RunConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
-        raise UserError(f"{path} is not a run's config.json (no [train] settings)")
+        raise UserError(f"{path} is not a run's saved config (no [train] settings)")
     settings = {k: v for k, v in data.items() if k in (*SECTIONS, "preset", "out_dir")}
     settings["tracking"] = {**(settings.get("tracking") or {}), "run_name": ""}
     return from_dict(settings)
@@ -374,7 +374,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig from `to_dict()` output (config.json, a checkpoint)."""
+    """Rebuild a RunConfig from `to_dict()` output (a run's saved config, a checkpoint)."""
     kinds = {
         "model": ModelConfig,
         "train": TrainConfig,

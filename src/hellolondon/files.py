@@ -21,7 +21,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    """A JSON object file (config.json, summary.json, ...); {} when missing or unreadable."""
+    """A JSON object file; {} when missing or unreadable."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):

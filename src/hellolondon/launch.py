@@ -136,7 +136,7 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
             + ("" if key else " (needs a key: falls back to offline)"),
         ),
         ("offline", "offline: logged here, upload later with `wandb sync`"),
-        ("disabled", "disabled: only the local metrics.jsonl"),
+        ("disabled", "disabled: only the local metrics log in the run folder"),
     ]
     mode = args.wandb_mode or menu.pick("W&B mode", options, "online" if key else "offline")
     return Choices(resume=resume, preset=preset, data=data, gpus=n, wandb_mode=mode)

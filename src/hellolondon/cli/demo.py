@@ -10,7 +10,7 @@ from hellolondon.cli.flags import add_tracking_flags, apply_tracking_flags
 EXAMPLES = """examples:
   hellolondon demo                          # work/demo for data, runs/ for the run
   hellolondon demo --work /tmp/demo train.max_iters=100
-  hellolondon demo --wandb-mode disabled    # no W&B run at all (metrics.jsonl is still written)"""
+  hellolondon demo --wandb-mode disabled    # no W&B run at all (the local metrics log is still written)"""
 
 
 def register(sub) -> None:

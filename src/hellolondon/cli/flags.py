@@ -17,7 +17,7 @@ TRACKING_FLAGS = {  # flag dest -> config key
 
 def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
-        "tracking (Weights & Biases beside runs/<name>/metrics.jsonl, which is always written)"
+        "tracking (Weights & Biases beside the run folder's own metrics log, which is always written)"
     )
     g.add_argument(
         "--wandb-mode",

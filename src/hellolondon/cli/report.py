@@ -9,7 +9,7 @@ EXAMPLES = """examples:
   hellolondon report runs/london-tiny-demo-20261126-101500
   hellolondon report runs/london-slm-simple-A runs/london-slm-simple-B --out compare/
 
-It reads metrics.jsonl, events.jsonl and summary.json of each run (no W&B needed) and writes
+It reads the metrics, events and summary in each run folder (no W&B needed) and writes
 report.png and report.html: the panels train/loss, train/mfu, train/lr, train/iter, train/dt_ms,
 the eval curves, GPU memory, throughput and gradient norm, runs overlaid, the health findings and
 a summary table. The HTML page works offline: hover for values, drag to zoom, click to hide runs."""

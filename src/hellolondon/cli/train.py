@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument(
         "--config",
         help="a TOML file with [model], [train], [data], [tracking], [monitor] tables, or a run's "
-        "config.json (a new run with its settings)",
+        "saved config (a new run with its settings)",
     )
     p.add_argument(
         "--data", help="folder with train.bin, val.bin and meta.json (from `hellolondon prepare`)"

@@ -13,7 +13,7 @@ EXAMPLES = """examples:
 
 Shows the latest train/loss, train/mfu, train/lr, train/dt_ms, eval losses, throughput and GPU
 memory with sparklines, the progress and ETA, and the health findings. It stops when the run
-finishes (summary.json appears) or on Ctrl-C."""
+finishes (its summary is written) or on Ctrl-C."""
 
 
 def register(sub) -> None:

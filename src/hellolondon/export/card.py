@@ -18,7 +18,7 @@ def _run_info(ckpt: Path) -> dict[str, Any]:
 
 
 def _data_info(cfg: RunConfig, run: dict[str, Any]) -> dict[str, Any]:
-    """Corpus size from the run's config.json, completed from the token files' meta.json."""
+    """Corpus size from the run's recorded config, completed from the token files' metadata."""
     data = dict(run.get("data_info", {}))
     meta_path = Path(cfg.data.data_dir) / "meta.json"
     if meta_path.is_file():

@@ -1,7 +1,7 @@
 """Read run folders back for the report and the terminal view: rows, findings, summary.
 
-Everything comes from the files training writes (`metrics.jsonl`, `events.jsonl`,
-`summary.json`, `config.json`), so no W&B is needed and a run killed mid-write still reads.
+Everything comes from the files training writes in the run folder (metrics, events, summary,
+config), so no W&B is needed and a run killed mid-write still reads.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class RunData:
     name: str
     rows: list[dict[str, Any]]
     events: list[dict[str, Any]]
-    summary: dict[str, Any]  # summary.json: written when training ends
+    summary: dict[str, Any]  # the run's summary: written when training ends
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     _series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict, repr=False)
@@ -123,7 +123,7 @@ def load_runs(paths: list[str | Path]) -> tuple[list[RunData], list[str]]:
         raise UserError(
             "no metric rows in "
             + ", ".join(map(str, paths))
-            + ": training writes metrics.jsonl from its first log interval on"
+            + ": training logs metric rows from its first log interval on"
         )
     names = [r.name for r in runs]
     for r in runs:
@@ -141,7 +141,7 @@ def _first(summary: dict[str, Any], *keys: str) -> float | None:
 
 
 def summarize(run: RunData) -> dict[str, Any]:
-    """The summary table's row: summary.json where training wrote one, else from the rows."""
+    """The summary table's row: the run's summary where training wrote one, else the rows."""
     s = run.summary
     steps, losses = run.series("train/loss")
     v_steps, vals = run.series("eval/val_loss")

@@ -55,8 +55,8 @@ class NullTracker:
 
 
 class JsonlTracker(NullTracker):
-    """Always on: `metrics.jsonl` holds every row with its step and is the source of truth;
-    `events.jsonl` every alert with its step and rule; `summary.json` the outcome."""
+    """Always on: the run's metrics log holds every row with its step and is the source of truth;
+    its events log every alert with its step and rule; its summary the outcome."""
 
     def __init__(self, run: RunDir | Path) -> None:
         self.run = run = RunDir(run) if isinstance(run, Path) else run

@@ -4,7 +4,7 @@ The loop hands every logged row to `observe(row, step)`. Each rule compares a ru
 the last few rows against a level it keeps (the best loss so far, the running MFU, the settled
 step time), so one noisy row never raises an alarm. A finding is printed as one console line,
 sent to the tracker as an alert (W&B applies its own wait between alerts of the same title) and
-so appended to `events.jsonl`. A rule that has fired stays quiet until its condition has been
+so appended to the run's events log. A rule that has fired stays quiet until its condition has been
 clear for `rearm_rows` rows: a persisting problem is reported once, not on every row.
 """
 

@@ -1,4 +1,4 @@
-"""Keep secrets out of everything a run writes: config.json, the console, the JSONL logs, W&B.
+"""Keep secrets out of everything a run writes: its config, the console, the JSONL logs, W&B.
 
 Two nets. By name: the value under any key named like `*_KEY`, `*_TOKEN`, `*SECRET*`,
 `*PASSWORD*` or `API_KEY` is replaced. By value: the text of every secret-named environment

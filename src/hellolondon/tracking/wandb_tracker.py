@@ -1,7 +1,7 @@
 """The W&B side of a run once started, and what is known about a run folder's W&B copies.
 
 The tracker never raises into the training loop: the first W&B failure prints one line and turns
-W&B off, and the local log (`metrics.jsonl`, which holds every row whatever W&B does) carries on.
+W&B off, and the local metrics log (which holds every row whatever W&B does) carries on.
 A resumed run sends W&B only the steps it does not hold yet.
 """
 
@@ -88,7 +88,7 @@ class WandbTracker:
         return max((s for s in steps if s is not None), default=-1)
 
     def _replay_local_rows(self) -> None:
-        """Send the rows that metrics.jsonl has and W&B lost (a hard kill drops W&B's unwritten
+        """Send the rows that the local log has and W&B lost (a hard kill drops W&B's unwritten
         tail, which can reach back before the checkpoint the loop restarts from)."""
         replayed = -1
         for row in self.rundir.rows():
@@ -132,7 +132,7 @@ class WandbTracker:
         if resumed and self.skip_through >= 0:
             held = f"W&B already holds steps up to {self.skip_through}"
             if self.replayed_through is not None:
-                held += " (the last of them re-sent from metrics.jsonl)"
+                held += " (the last of them re-sent from the local log)"
             line += f" [{held}]"
         if self.opts.debug:
             line += (

@@ -1,6 +1,6 @@
 """The config is resolved once, before training: every default that depends on the data, the
 world size, the checkpoint resumed, the clock or the environment is decided here and written
-into the config, which is then saved as used (`config.json`, every checkpoint)."""
+into the config, which is then saved as used (in the run folder and every checkpoint)."""
 
 from __future__ import annotations
 
