@@ -6,6 +6,7 @@ that was running continues from its checkpoint."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -140,7 +141,7 @@ def run_trial(
     with open(folder.log_path(trial), "a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_trial_env())
         stopped = False
         try:
             while proc.poll() is None:
@@ -167,6 +168,12 @@ def run_trial(
     else:
         trial.state = "failed"
         trial.note = _last_line(folder.log_path(trial))
+
+
+def _trial_env() -> dict[str, str]:
+    """Our environment less W&B's per-run variables: each trial is a run of its own."""
+    drop = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_RESUME")
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def _last_line(path: Path) -> str:
