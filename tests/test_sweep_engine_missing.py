@@ -11,7 +11,7 @@ def test_sweep_without_the_engine_says_how_to_install_it(capsys, tmp_path, monke
     spec = tmp_path / "s.yaml"
     spec.write_text(
         "method: random\nparameters:\n  train.lr: {values: [0.001]}\n"
-        "command: [${env}, ${interpreter}, -m, hellolondon, train, ${args_no_hyphens}]\n"
+        'command: ["${env}", "${interpreter}", -m, hellolondon, train, "${args_no_hyphens}"]\n'
     )
     monkeypatch.setitem(sys.modules, "sweeps", None)  # import sweeps -> ImportError
     code = main(["sweep", str(spec), "--trials", "1", "--out-dir", str(tmp_path / "out")])
