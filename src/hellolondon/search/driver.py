@@ -5,12 +5,14 @@ that was running continues from its checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -142,6 +144,8 @@ def run_trial(
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_trial_env())
+        trial.pid = proc.pid
+        folder.save(trials)
         stopped = False
         try:
             while proc.poll() is None:
@@ -154,11 +158,13 @@ def run_trial(
                     log(f"  {trial.name}: early_terminate (hyperband) stops it")
                     proc.send_signal(signal.SIGTERM)  # the trainer saves a checkpoint and ends
                     stopped = True
-        except KeyboardInterrupt:  # the trial got the same Ctrl-C: let it save, then leave
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: let the trial save a checkpoint, leave
+            proc.send_signal(signal.SIGTERM)  # graceful, even after the terminal's Ctrl-C
             try:
                 proc.wait(STOP_WAIT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            log(f"sweep interrupted during {trial.name}; the same command resumes it")
             raise
     trial.exit_code = proc.returncode
     run = _run_data(folder.trial_dir(trial))
@@ -168,6 +174,21 @@ def run_trial(
     else:
         trial.state = "failed"
         trial.note = _last_line(folder.log_path(trial))
+
+
+def _check_not_alive(trial: Trial) -> None:
+    """A sweep killed on its own leaves its trial running: never train one folder twice."""
+    if not trial.pid:
+        return
+    try:
+        cmdline = Path(f"/proc/{trial.pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        cmdline = ""
+    if trial.name in cmdline:
+        raise UserError(
+            f"trial {trial.name} is still running (process {trial.pid}); wait for it or stop it "
+            f"(kill {trial.pid}), then run the sweep again"
+        )
 
 
 def _trial_env() -> dict[str, str]:
@@ -202,7 +223,7 @@ def run_sweep(
         raise UserError(f"a {spec.method} sweep has no end of its own; give --trials N")
     folder = SweepFolder(out_dir or default_out_dir(spec))
     resumed = folder.check_or_create(spec.text)
-    with folder.locked():
+    with folder.locked(), _sigterm_as_interrupt():
         records = folder.load()
         log(
             f"sweep {spec.name}: {spec.method} over {', '.join(spec.params)}"
@@ -217,6 +238,7 @@ def run_sweep(
         failures = 0
         for trial in records:
             if trial.state == "running":  # the sweep was killed while it ran
+                _check_not_alive(trial)
                 log(f"trial {trial.name}: resuming ({_describe(trial.values)})")
                 run_trial(spec, folder, records, trial, log)
                 folder.save(records)
@@ -245,6 +267,23 @@ def run_sweep(
                     f"(logs in {folder.path / 'logs'})"
                 )
         return finish(spec, folder, records, log)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A sweep stopped with SIGTERM leaves as on Ctrl-C: its trial saves, the sweep resumes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _report(trial: Trial, spec: SweepSpec, folder: SweepFolder, log) -> None:

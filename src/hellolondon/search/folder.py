@@ -34,6 +34,7 @@ class Trial:
     search_info: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
     note: str = ""
+    pid: int | None = None  # the trial's process while it runs
 
 
 class SweepFolder:
