@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from tinyrun import TINY_MODEL, TINY_TRAIN
 
 from hellolondon import provenance
@@ -105,3 +106,11 @@ def test_differences_name_code_and_packages():
     assert "commit aaaaaaaaaaaa recorded, bbbbbbbbbbbb now" in found
     assert "torch 2.13.0 recorded, 2.14.0 now" in found
     assert "tokenizer fingerprint" in found
+
+
+def test_new_commands_have_help_with_examples(capsys):
+    for cmd in ("reproduce", "compare", "sweep"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        assert "examples:" in capsys.readouterr().out
