@@ -73,7 +73,13 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.train.torchrun import apply_global_batch, check_gpus, gpu_names, launch_train
 
     cfg = config_from_args(args)
-    if str(args.config or "").endswith(".json") and not args.resume and launched_rank() == 0:
+    launching = bool(args.gpus and args.gpus > 1)  # then rank 0 of the launched ones checks
+    if (
+        str(args.config or "").endswith(".json")
+        and not args.resume
+        and launched_rank() == 0
+        and not launching
+    ):
         from hellolondon.provenance import check_config_file  # a recorded run: what changed?
 
         check_config_file(args.config, cfg.data.data_dir)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from hellolondon.errors import UserError
 from hellolondon.search.folder import SweepFolder, Trial
 from hellolondon.search.space import SweepSpec, import_engine, load_spec, plain, settings_args
 
-POLL_S = 1.0  # how often a running trial's metrics are read for early termination
+POLL_S = 2.0  # how often a running trial's metrics are read for early termination
 STOP_WAIT_S = 120.0  # a stopped trial's time to save its checkpoint and exit
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -41,9 +40,18 @@ def _run_data(path: Path):
         return None
 
 
+_ENDED: dict[tuple[str, str, str], list[float]] = {}  # histories of ended trials, read once
+
+
 def _history(folder: SweepFolder, trial: Trial, metric: str | None) -> list[float]:
+    key = (str(folder.path), trial.name, metric or "")
+    if key in _ENDED:
+        return _ENDED[key]
     run = _run_data(folder.trial_dir(trial)) if metric else None
-    return run.series(metric)[1] if run is not None else []
+    values = run.series(metric)[1] if run is not None else []
+    if trial.state in ("finished", "stopped", "failed"):
+        _ENDED[key] = values
+    return values
 
 
 def engine_run(folder: SweepFolder, trial: Trial, spec: SweepSpec) -> Any:
@@ -148,8 +156,7 @@ def run_trial(
         folder.save(trials)
         stopped = False
         try:
-            while proc.poll() is None:
-                time.sleep(POLL_S)
+            while not _exited(proc, POLL_S):
                 if (
                     spec.early_terminate
                     and not stopped
@@ -174,6 +181,14 @@ def run_trial(
     else:
         trial.state = "failed"
         trial.note = _last_line(folder.log_path(trial))
+
+
+def _exited(proc: subprocess.Popen, wait_s: float) -> bool:
+    try:
+        proc.wait(wait_s)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _check_not_alive(trial: Trial) -> None:
