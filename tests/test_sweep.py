@@ -321,3 +321,32 @@ def test_bayes_sweep_of_6_trials(tmp_path, tiny_data, capsys):
         )
         == 0
     )
+
+
+@pytest.mark.slow
+def test_hyperband_stops_a_trailing_trial_while_it_runs(tmp_path, tiny_data, monkeypatch, capsys):
+    monkeypatch.setattr(driver, "POLL_S", 0.05)
+    longer = [
+        "train.max_iters=400",
+        "train.eval_interval=10",
+        "train.ckpt_interval=100",
+        "train.min_lr=0",
+    ]
+    path = sweep_file(
+        tmp_path,
+        tiny_data,
+        name="hb",
+        method="grid",
+        fixed=longer,
+        parameters={"train.lr": {"values": [3e-3, 4e-3, 1e-6]}},
+        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2},
+    )
+    out = tmp_path / "hb"
+    assert main(["sweep", str(path), "--out-dir", str(out)]) == 0
+    trials = SweepFolder(out).load()
+    assert [t.state for t in trials] == ["finished", "finished", "stopped"]
+    assert "early_terminate (hyperband) stops it" in capsys.readouterr().out
+    from hellolondon.report.rundata import load_run
+
+    stopped = load_run(out / "trials" / "hb-003")
+    assert stopped.summary["stopped_early"] and stopped.summary["iterations"] < 400
