@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install helloLondon into it (idempotent).
 #   bash scripts/setup.sh          # the package
-#   bash scripts/setup.sh --dev    # the package plus test and lint tools
+#   bash scripts/setup.sh --dev    # the package plus test and lint tools (and the sweep engine)
+#   bash scripts/setup.sh --sweep  # the package plus W&B's sweep engine for `hellolondon sweep`
 # HELLOLONDON_TORCH picks the PyTorch to install when none is there yet (default torch==2.13.0;
 # for a particular CUDA build use e.g. "torch --index-url https://download.pytorch.org/whl/cu126").
 set -euo pipefail
@@ -22,8 +23,16 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     "$VPY" -m pip install -q ${HELLOLONDON_TORCH:-torch==2.13.0}
 fi
 extra=""
-if [ "${1:-}" = "--dev" ]; then
-    extra="[dev]"
-fi
+sweep=0
+case "${1:-}" in
+    --dev) extra="[dev]"; sweep=1 ;;
+    --sweep) extra="[sweep]"; sweep=1 ;;
+esac
 echo "installing helloLondon${extra}"
 "$VPY" -m pip install -q -e ".${extra}"
+if [ "$sweep" = 1 ]; then
+    # W&B's sweep engine declares numpy<2 but runs on numpy 2: install it without its pins
+    # (the [sweep] extra above brought what it really needs), so numpy is left as it is.
+    echo "installing W&B's sweep engine (sweeps 0.3.0)"
+    "$VPY" -m pip install -q --no-deps "sweeps==0.3.0"
+fi

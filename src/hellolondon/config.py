@@ -357,8 +357,13 @@ def _read_run_config(path: Path) -> RunConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {path} is not valid JSON: {exc}") from None
+    return settings_of_run(data, str(path))
+
+
+def settings_of_run(data: Any, source: str) -> RunConfig:
+    """The settings in a run's recorded config (a dict), under a new, empty run name."""
     if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
-        raise UserError(f"{path} is not a run's saved config (no [train] settings)")
+        raise UserError(f"{source} is not a run's saved config (no [train] settings)")
     settings = {k: v for k, v in data.items() if k in (*SECTIONS, "preset", "out_dir")}
     settings["tracking"] = {**(settings.get("tracking") or {}), "run_name": ""}
     return from_dict(settings)

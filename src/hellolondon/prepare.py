@@ -118,6 +118,7 @@ class _Writer:
         # Closed by close() or discard(): the files live across many write() calls.
         self.files = {s: open(self.tmp[f"{s}.bin"], "wb") for s in ("train", "val")}  # noqa: SIM115
         self.tokens = {"train": 0, "val": 0}
+        self.hashes = {s: hashlib.sha256() for s in ("train", "val")}  # of the bytes as written
         self.docs = {"train": 0, "val": 0}
         self.spans: list[dict] = []
 
@@ -135,7 +136,9 @@ class _Writer:
                 self.spans.append(
                     span | {"source": doc.source, "start": start, "end": start + len(arr)}
                 )
-            self.files[split].write(arr.tobytes())
+            data = arr.tobytes()
+            self.files[split].write(data)
+            self.hashes[split].update(data)
             self.tokens[split] += len(arr)
             self.docs[split] += 1
 
@@ -246,6 +249,9 @@ def _meta(corpus: Path, tokenizer: Tokenizer, writer: _Writer, val_fraction: flo
         "val_documents": writer.docs["val"],
         "val_fraction": val_fraction,
         "tokenizer_fingerprint": tokenizer.fingerprint,
+        "tokens_fingerprint": tokens_fingerprint(
+            writer.hashes["train"].hexdigest(), writer.hashes["val"].hexdigest()
+        ),
         "tokenizer_path": str(Path(tokenizer.path).resolve()) if tokenizer.path else "",
         "corpus_path": str(corpus.resolve()),
         "corpus_sha256": sha256_file(corpus),
@@ -276,6 +282,18 @@ def check_replace(out_dir: str | Path, force: bool = False) -> None:
         "these files to resume and to evaluate, and would no longer match them; choose another "
         "--out or add --force to replace them"
     )
+
+
+def tokens_fingerprint(train_sha256: str, val_sha256: str) -> str:
+    """One hash for the pair of token files, from the sha256 of each."""
+    text = f"train.bin {train_sha256}\nval.bin {val_sha256}\n"
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def hash_token_files(data_dir: str | Path) -> str:
+    """`tokens_fingerprint` of the token files as they are now on disk (reads them whole)."""
+    data_dir = Path(data_dir)
+    return tokens_fingerprint(*(sha256_file(data_dir / f"{s}.bin") for s in ("train", "val")))
 
 
 def load_meta(data_dir: str | Path) -> dict:

@@ -82,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.train.torchrun import check_gpus, gpu_names, launch_train
 
     cfg = config_from_args(args)
+    # a recorded run's config: say what changed since (once: `--gpus` ranks get no --config)
+    if str(args.config or "").endswith(".json") and not args.resume and launched_rank() == 0:
+        from hellolondon.provenance import check_config_file
+
+        check_config_file(args.config, cfg.data.data_dir)
     if args.gpus is not None:
         check_gpus(
             args.gpus, cfg.train.device, 0 if cfg.train.device == "cpu" else len(gpu_names())

@@ -111,6 +111,18 @@ def _findings(runs: list[RunData]) -> str:
     return f'<p id="filters">{boxes}</p><div id="findings">{table}</div>'
 
 
+def _comparison(runs: list[RunData]) -> str:
+    """Several runs: the settings that differ and the outcomes, as `hellolondon compare` prints."""
+    if len(runs) < 2:
+        return ""
+    from hellolondon.comparison import compare
+
+    table = compare(runs)
+    return "<h2>Comparison</h2>\n" + _table(
+        table.columns, [list(c.values()) for c in table.cells()]
+    )
+
+
 def render_html(runs: list[RunData], notes: list[str]) -> str:
     data = json.dumps(page_data(runs), allow_nan=False, separators=(",", ":"))
     data = data.replace("<", "\\u003c")  # no "</script>" can end the data block early
@@ -132,6 +144,7 @@ mark health warnings (orange) and errors (red).</p>
 <div id="panels"></div>
 <h2>Summary</h2>
 {summary}
+{_comparison(runs)}
 <h2>Health findings</h2>
 {_findings(runs)}
 <script type="application/json" id="data">{data}</script>

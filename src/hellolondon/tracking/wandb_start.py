@@ -251,7 +251,8 @@ def start_wandb(
     _quiet_terminal(wandb, opts.debug)
     opts.base_url = opts.base_url or _wandb_base_url(wandb)  # `wandb login --host` is stored
     mode, why, creds = choose_mode(opts)
-    run_id = resume_run_id or new_run_id()
+    # under `wandb agent` the trial's run already exists: W&B names it in WANDB_RUN_ID
+    run_id = resume_run_id or os.environ.get("WANDB_RUN_ID", "").strip() or new_run_id()
     if mode == "online" and any(
         s.name.startswith("offline-") and not is_synced(s) for s in segment_dirs(run, run_id)
     ):

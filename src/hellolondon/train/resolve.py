@@ -53,8 +53,9 @@ def resolve_config(
     elif state is not None and name == state["config"]["tracking"].get("run_name"):
         name = ""  # a checkpoint kept outside its run folder starts a run folder of its own
     name = agree(name or default_run_name(cfg.preset))
-    tracking = automatic(cfg.tracking) if state is not None else cfg.tracking
-    cfg.tracking = resolve_tracking(tracking, cfg.preset, name)
+    # a mode chosen by circumstance (no key, say) is chosen again at each start: a resume or a
+    # rerun from a saved config decides it anew; a mode that was asked for stays
+    cfg.tracking = resolve_tracking(automatic(cfg.tracking), cfg.preset, name)
     return cfg
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from hellolondon import hardware
+from hellolondon import hardware, provenance
 from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
@@ -300,6 +300,7 @@ def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
             "peak_flops": run.peak_flops,
             "tokens_per_step": run.tokens_per_step,
         },
+        "reproduce": provenance.collect(meta, cfg.data.data_dir, cfg.train.seed),
     }
 
 

@@ -1,0 +1,71 @@
+"""`hellolondon reproduce`: run a recorded run again, after naming what changed since."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
+
+EXAMPLES = """examples:
+  hellolondon reproduce runs/london-tiny-demo-20261126-101500
+  hellolondon reproduce runs/london-slm-simple-A --data /data/london --check
+  hellolondon reproduce runs/london-slm-simple-A --strict train.max_iters=2000
+
+It starts a new run (a new name) with the recorded settings. Before the first step it compares
+the code (package version, git commit, uncommitted changes), the packages (Python, PyTorch,
+CUDA, cuDNN, NCCL, NumPy, tokenizers, wandb) and the data (the token files, hashed as they are
+now, and the tokenizer) with what the run recorded, and warns about each difference.
+`hellolondon train --config RUN/config.json` runs the same check."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="run a recorded run again, warning about changed code, packages or data",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", metavar="RUN", type=Path, help="the run folder to reproduce")
+    p.add_argument("--data", help="the prepared data folder, when it has moved since the run")
+    p.add_argument("--out-dir", help="folder for the new run folder (default: the recorded one)")
+    p.add_argument(
+        "--check", action="store_true", help="only compare with the recorded run; train nothing"
+    )
+    p.add_argument("--strict", action="store_true", help="refuse to start when anything differs")
+    add_tracking_flags(p)
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="settings to change, applied last"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hellolondon.config import build_config, settings_of_run
+    from hellolondon.errors import UserError
+    from hellolondon.provenance import check_before_training
+    from hellolondon.report.rundata import load_run
+
+    recorded = load_run(args.run).config
+    if not recorded:
+        raise UserError(f"{args.run} has no recorded config; it was not written by `train`")
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.data_dir={args.data}")
+    if args.out_dir:
+        overrides.append(f"out_dir={args.out_dir}")
+    base = settings_of_run(recorded, str(args.run))
+    cfg = build_config(base=base, overrides=apply_tracking_flags(args, overrides))
+    check_before_training(recorded, cfg.data.data_dir, strict=args.strict)
+    if args.check:
+        return 0
+    from hellolondon.train.loop import train
+
+    summary = train(cfg)
+    best = summary.get("best_val_loss")
+    print(
+        f"done: {summary['iterations']} iterations"
+        + (f", best val loss {best:.4f}" if best else "")
+    )
+    return 0

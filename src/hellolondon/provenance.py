@@ -1,0 +1,247 @@
+"""What it takes to run a training run again: code, packages, command line, data, seeds, machine.
+
+`collect` gathers the facts when a run starts (they go under `reproduce` in the run config and the
+W&B config); `differences` names what has changed since, so that `hellolondon reproduce RUN` and
+`hellolondon train --config <a run's config>` can warn before the first step. Nothing here fails
+a run: a fact that cannot be found is recorded as None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hellolondon import __version__
+from hellolondon.errors import UserError
+from hellolondon.tracking.secrets import scrub
+
+# Environment variables that change numerics or which devices a run sees.
+ENV_KEYS = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")
+PACKAGES = ("torch", "numpy", "tokenizers", "wandb", "safetensors")
+GIT_TIMEOUT_S = 5.0
+MAX_CHANGED = 20  # changed files listed for a dirty checkout
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_facts(package_dir: Path | None = None) -> dict[str, Any] | None:
+    """Commit, branch and dirtiness of the checkout this package runs from; None outside one
+    (an installed package, or a package folder that git does not track)."""
+    here = package_dir or Path(__file__).resolve().parent
+    if _git(["ls-files", "--error-unmatch", "__init__.py"], here) is None:
+        return None
+    commit = (_git(["rev-parse", "HEAD"], here) or "").strip() or None
+    branch = (_git(["rev-parse", "--abbrev-ref", "HEAD"], here) or "").strip() or None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], here)
+    changed = [line[3:] for line in (status or "").splitlines() if line.strip()]
+    diff = _git(["diff", "HEAD"], here) if changed else None
+    return {
+        "commit": commit,
+        "branch": branch,
+        "dirty": bool(changed) if status is not None else None,
+        "changed_files": changed[:MAX_CHANGED],
+        # equal hashes: the same uncommitted changes on the same commit, so the same code
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+    }
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions() -> dict[str, Any]:
+    """Python and the packages that decide what a run computes, with the CUDA stack."""
+    import torch
+
+    versions: dict[str, Any] = {"python": platform.python_version()}
+    versions |= {name: _version(name) for name in PACKAGES}
+    versions["torch"] = torch.__version__  # the build, with its +cu/+cpu tag
+    versions["cuda"] = torch.version.cuda
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    versions["cudnn"] = cudnn
+    nccl = None
+    if torch.cuda.is_available():
+        try:
+            found = torch.cuda.nccl.version()
+            nccl = ".".join(map(str, found)) if isinstance(found, tuple) else str(found)
+        except Exception:
+            nccl = None
+    versions["nccl"] = nccl
+    return versions
+
+
+def gpu_names() -> list[str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as typed, with `python -m hellolondon` for the module's own entry file."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    head = argv[0]
+    if Path(head).name == "__main__.py" and Path(head).parent.name == "hellolondon":
+        head = "python -m hellolondon"
+    elif Path(head).name == "hellolondon":
+        head = "hellolondon"
+    else:
+        head = shlex.quote(head)
+    return " ".join([head, *(shlex.quote(a) for a in argv[1:])])
+
+
+def collect(
+    meta: dict[str, Any],
+    data_dir: str | Path,
+    seed: int,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    """The facts recorded with a run: see the module docstring. Secrets are scrubbed."""
+    facts = {
+        "hellolondon_version": __version__,
+        "git": git_facts(),
+        "packages": package_versions(),
+        "command": command_line(argv),
+        "data": {
+            "data_dir": str(Path(data_dir).resolve()),
+            "tokens_fingerprint": meta.get("tokens_fingerprint"),
+            "tokenizer_fingerprint": meta.get("tokenizer_fingerprint"),
+            "corpus_sha256": meta.get("corpus_sha256"),
+        },
+        "seeds": {"seed": seed, "per_rank": "seed + rank (weights start from seed on every rank)"},
+        "host": socket.gethostname(),
+        "gpu_names": gpu_names(),
+        "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
+    }
+    return scrub(facts)
+
+
+def current(data_dir: str | Path) -> dict[str, Any]:
+    """The same facts for this checkout and machine now, with the token files hashed as they
+    are on disk (not as meta.json says they were written)."""
+    from hellolondon.prepare import hash_token_files, load_meta
+
+    meta = load_meta(data_dir)
+    facts = collect(meta, data_dir, seed=0)
+    facts["data"]["tokens_fingerprint"] = hash_token_files(data_dir)
+    facts["data"]["recorded_in_meta"] = meta.get("tokens_fingerprint")
+    return facts
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    text = str(value)
+    return text[:12] if len(text) == 64 or len(text) == 40 else text
+
+
+def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """One line per difference that can change what the run computes: code, packages, data."""
+    out: list[str] = []
+    if recorded.get("hellolondon_version") != now.get("hellolondon_version"):
+        out.append(
+            f"code: hellolondon {recorded.get('hellolondon_version')} recorded, "
+            f"{now.get('hellolondon_version')} now"
+        )
+    rg, ng = recorded.get("git"), now.get("git")
+    if rg and ng:
+        if rg.get("commit") != ng.get("commit"):
+            out.append(
+                f"code: commit {_short(rg.get('commit'))} recorded, {_short(ng.get('commit'))} now"
+            )
+        same_changes = rg.get("diff_sha256") == ng.get("diff_sha256")
+        if rg.get("commit") == ng.get("commit") and (rg.get("dirty") or ng.get("dirty")):
+            if not same_changes:
+                changed = ", ".join(ng.get("changed_files") or []) or "none now"
+                out.append(
+                    "code: the uncommitted changes differ from the recorded run's "
+                    f"(changed files now: {changed})"
+                )
+        elif rg.get("dirty"):
+            out.append("code: the recorded run had uncommitted changes, which no commit holds")
+    elif rg and not ng:
+        out.append(
+            f"code: recorded from a checkout at {_short(rg.get('commit'))}, now not run from one"
+        )
+    elif ng and not rg:
+        out.append(f"code: recorded outside a checkout, now at commit {_short(ng.get('commit'))}")
+    rp, np_ = recorded.get("packages") or {}, now.get("packages") or {}
+    for name in sorted(set(rp) | set(np_)):
+        if rp.get(name) != np_.get(name):
+            out.append(
+                f"packages: {name} {rp.get(name) or 'absent'} recorded, {np_.get(name) or 'absent'} now"
+            )
+    rd, nd = recorded.get("data") or {}, now.get("data") or {}
+    labels = {"tokens_fingerprint": "token files", "tokenizer_fingerprint": "tokenizer"}
+    for key, label in labels.items():
+        if rd.get(key) and rd.get(key) != nd.get(key):
+            out.append(
+                f"data: {label} fingerprint {_short(rd.get(key))} recorded, "
+                f"{_short(nd.get(key))} now (in {nd.get('data_dir')})"
+            )
+    if nd.get("recorded_in_meta") and nd["recorded_in_meta"] != nd.get("tokens_fingerprint"):
+        out.append("data: the token files were changed after `prepare` wrote them")
+    if sorted(recorded.get("gpu_names") or []) != sorted(now.get("gpu_names") or []):
+        out.append(
+            f"hardware: GPUs {recorded.get('gpu_names') or 'none'} recorded, "
+            f"{now.get('gpu_names') or 'none'} now"
+        )
+    return out
+
+
+def check_before_training(
+    run_config: dict[str, Any],
+    data_dir: str | Path,
+    log: Callable[[str], None] = print,
+    strict: bool = False,
+) -> list[str]:
+    """Warn, one line each, about what differs from the run that recorded `run_config`; with
+    `strict`, refuse to start instead. Returns the differences."""
+    recorded = run_config.get("reproduce")
+    if not isinstance(recorded, dict):
+        log(
+            "warning: the run recorded no reproduction facts; code, packages and data are not checked"
+        )
+        return []
+    now = current(data_dir)
+    found = differences(recorded, now)
+    if strict and found:
+        raise UserError(
+            f"{len(found)} difference(s) from the recorded run, and --strict was given: "
+            + "; ".join(found)
+        )
+    for line in found:
+        log(f"warning: differs from the recorded run: {line}")
+    if not found:
+        log("reproduce: code, packages and data match the recorded run")
+    return found
+
+
+def check_config_file(path: str | Path, data_dir: str | Path, log: Callable[[str], None] = print):
+    """`train --config <a run's recorded config>`: the same warnings as `reproduce`."""
+    from hellolondon.files import read_json
+
+    return check_before_training(read_json(path), data_dir, log)

@@ -1,0 +1,342 @@
+"""Run a sweep offline: W&B's engine proposes each trial's values (grid, random, bayes) and decides
+early stops (hyperband); every trial is an ordinary `hellolondon train` process, so it can be
+killed and resumed like any run. A sweep killed midway resumes: finished trials stay, the one
+that was running continues from its checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hellolondon.errors import UserError
+from hellolondon.search.folder import SweepFolder, Trial
+from hellolondon.search.space import SweepSpec, import_engine, load_spec, plain, settings_args
+
+POLL_S = 2.0  # how often a running trial's metrics are read for early termination
+STOP_WAIT_S = 120.0  # a stopped trial's time to save its checkpoint and exit
+MAX_FAILURES_IN_A_ROW = 3
+
+
+def default_out_dir(spec: SweepSpec) -> Path:
+    return Path(spec.base.out_dir) / f"sweep-{spec.name}"
+
+
+def _run_data(path: Path):
+    from hellolondon.report.rundata import load_run
+
+    try:
+        return load_run(path)
+    except UserError:
+        return None
+
+
+_ENDED: dict[tuple[str, str, str], list[float]] = {}  # histories of ended trials, read once
+
+
+def _history(folder: SweepFolder, trial: Trial, metric: str | None) -> list[float]:
+    key = (str(folder.path), trial.name, metric or "")
+    if key in _ENDED:
+        return _ENDED[key]
+    run = _run_data(folder.trial_dir(trial)) if metric else None
+    values = run.series(metric)[1] if run is not None else []
+    if trial.state in ("finished", "stopped", "failed"):
+        _ENDED[key] = values
+    return values
+
+
+def engine_run(folder: SweepFolder, trial: Trial, spec: SweepSpec) -> Any:
+    """The trial as the engine sees a W&B run: values, state and the metric's history."""
+    sweeps = import_engine()
+    state = {
+        "running": sweeps.RunState.running,
+        "finished": sweeps.RunState.finished,
+        "stopped": sweeps.RunState.finished,  # its values still tell the search something
+        "failed": sweeps.RunState.failed,
+    }[trial.state]
+    metric = spec.metric
+    history = [{metric: v} for v in _history(folder, trial, metric)] if metric else []
+    summary = {}
+    if metric and history:
+        values = [h[metric] for h in history]
+        summary = {metric: max(values) if spec.goal == "maximize" else min(values)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sweeps.SweepRun(
+            name=trial.name,
+            config={k: {"value": v} for k, v in trial.values.items()},
+            state=state,
+            history=history,
+            summary_metrics=summary,
+            search_info=trial.search_info or None,
+        )
+
+
+def propose(spec: SweepSpec, folder: SweepFolder, trials: list[Trial]) -> dict[str, Any] | None:
+    """The engine's next values, or None when a grid is done."""
+    sweeps = import_engine()
+    runs = [engine_run(folder, t, spec) for t in trials]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        suggestion = sweeps.next_run(spec.config, runs)
+    if suggestion is None:
+        return None
+    values = {k: plain(v["value"]) for k, v in suggestion.config.items()}
+    info = {k: _jsonable(v) for k, v in (suggestion.search_info or {}).items()}
+    return {"values": values, "search_info": info}
+
+
+def _jsonable(value: Any) -> Any:
+    value = plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, int | float | str | bool | type(None)) else str(value)
+
+
+def should_stop(spec: SweepSpec, folder: SweepFolder, trials: list[Trial], trial: Trial) -> bool:
+    """Hyperband, as the engine decides it from every trial's metric history."""
+    sweeps = import_engine()
+    runs = [engine_run(folder, t, spec) for t in trials]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stop = sweeps.stop_runs(spec.config, runs)
+    return any(r.name == trial.name for r in stop)
+
+
+def trial_command(spec: SweepSpec, folder: SweepFolder, trial: Trial) -> list[str]:
+    """`python -m hellolondon train <fixed> <values> --run-name ... --group ...`, or
+    `train --resume <trial folder>` when the trial has a checkpoint to continue from."""
+    from hellolondon.train.checkpoint import find_resumable
+
+    run_dir = folder.trial_dir(trial)
+    head = [sys.executable, "-m", "hellolondon", "train"]
+    if run_dir.exists():
+        try:
+            find_resumable(run_dir, log=lambda *_: None)
+            return [*head, "--resume", str(run_dir)]
+        except UserError:  # started, but killed before its first checkpoint: start it again
+            shutil.rmtree(run_dir)
+    return [
+        *head,
+        *spec.fixed,
+        *settings_args(trial.values),
+        "--run-name",
+        trial.name,
+        "--group",
+        spec.name,
+        "--out-dir",
+        str(folder.trials_dir),
+    ]
+
+
+def run_trial(
+    spec: SweepSpec,
+    folder: SweepFolder,
+    trials: list[Trial],
+    trial: Trial,
+    log: Callable[[str], None],
+) -> None:
+    cmd = trial_command(spec, folder, trial)
+    resumed = "--resume" in cmd
+    folder.log_path(trial).parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.log_path(trial), "a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_trial_env())
+        trial.pid = proc.pid
+        folder.save(trials)
+        stopped = False
+        try:
+            while not _exited(proc, POLL_S):
+                if (
+                    spec.early_terminate
+                    and not stopped
+                    and should_stop(spec, folder, trials, trial)
+                ):
+                    log(f"  {trial.name}: early_terminate (hyperband) stops it")
+                    proc.send_signal(signal.SIGTERM)  # the trainer saves a checkpoint and ends
+                    stopped = True
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: let the trial save a checkpoint, leave
+            proc.send_signal(signal.SIGTERM)  # graceful, even after the terminal's Ctrl-C
+            try:
+                proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log(f"sweep interrupted during {trial.name}; the same command resumes it")
+            raise
+    trial.exit_code = proc.returncode
+    run = _run_data(folder.trial_dir(trial))
+    if proc.returncode == 0 and run is not None and run.summary:
+        trial.state = "stopped" if stopped else "finished"
+        trial.note = "resumed from its checkpoint" if resumed else ""
+    else:
+        trial.state = "failed"
+        trial.note = _last_line(folder.log_path(trial))
+
+
+def _exited(proc: subprocess.Popen, wait_s: float) -> bool:
+    try:
+        proc.wait(wait_s)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _check_not_alive(trial: Trial) -> None:
+    """A sweep killed on its own leaves its trial running: never train one folder twice."""
+    if not trial.pid:
+        return
+    try:
+        cmdline = Path(f"/proc/{trial.pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        cmdline = ""
+    if trial.name in cmdline:
+        raise UserError(
+            f"trial {trial.name} is still running (process {trial.pid}); wait for it or stop it "
+            f"(kill {trial.pid}), then run the sweep again"
+        )
+
+
+def _trial_env() -> dict[str, str]:
+    """Our environment less W&B's per-run variables: each trial is a run of its own."""
+    drop = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_RESUME")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return " ".join(settings_args(values))
+
+
+def run_sweep(
+    spec_path: str | Path,
+    trials: int | None = None,
+    out_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+):
+    """Run (or resume) the sweep; returns the ranked comparison of its trials."""
+    spec = load_spec(spec_path)  # every check first: nothing starts on bad input
+    if trials is not None and trials < 1:
+        raise UserError("--trials must be at least 1")
+    if trials is None and spec.method != "grid":
+        raise UserError(f"a {spec.method} sweep has no end of its own; give --trials N")
+    folder = SweepFolder(out_dir or default_out_dir(spec))
+    resumed = folder.check_or_create(spec.text)
+    with folder.locked(), _sigterm_as_interrupt():
+        records = folder.load()
+        log(
+            f"sweep {spec.name}: {spec.method} over {', '.join(spec.params)}"
+            + (f", metric {spec.metric} ({spec.goal})" if spec.metric else "")
+            + f"; folder {folder.path}"
+            + (
+                f" (resumed: {sum(t.state != 'running' for t in records)} trials done)"
+                if resumed
+                else ""
+            )
+        )
+        failures = 0
+        for trial in records:
+            if trial.state == "running":  # the sweep was killed while it ran
+                _check_not_alive(trial)
+                log(f"trial {trial.name}: resuming ({_describe(trial.values)})")
+                run_trial(spec, folder, records, trial, log)
+                folder.save(records)
+                _report(trial, spec, folder, log)
+        while trials is None or len(records) < trials:
+            proposal = propose(spec, folder, records)
+            if proposal is None:
+                log("the grid is done")
+                break
+            trial = Trial(
+                name=f"{spec.name}-{len(records) + 1:03d}",
+                values=proposal["values"],
+                search_info=proposal["search_info"],
+            )
+            records.append(trial)
+            folder.save(records)  # before it starts: a killed sweep knows what was running
+            total = f"/{trials}" if trials else ""
+            log(f"trial {len(records)}{total} {trial.name}: {_describe(trial.values)}")
+            run_trial(spec, folder, records, trial, log)
+            folder.save(records)
+            _report(trial, spec, folder, log)
+            failures = failures + 1 if trial.state == "failed" else 0
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise UserError(
+                    f"{failures} trials in a row failed; the last said: {trial.note} "
+                    f"(logs in {folder.path / 'logs'})"
+                )
+        return finish(spec, folder, records, log)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A sweep stopped with SIGTERM leaves as on Ctrl-C: its trial saves, the sweep resumes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _report(trial: Trial, spec: SweepSpec, folder: SweepFolder, log) -> None:
+    if trial.state == "failed":
+        log(f"  {trial.name} failed (exit {trial.exit_code}): {trial.note}")
+        return
+    values = _history(folder, trial, spec.metric or "eval/val_loss")
+    best = (max(values) if spec.goal == "maximize" else min(values)) if values else None
+    metric = spec.metric or "eval/val_loss"
+    log(
+        f"  {trial.name} {trial.state}"
+        + (f": best {metric} {best:.4f}" if best is not None else "")
+    )
+
+
+def finish(spec: SweepSpec, folder: SweepFolder, records: list[Trial], log):
+    from hellolondon.comparison import compare
+
+    runs = [r for r in (_run_data(folder.trial_dir(t)) for t in records) if r is not None]
+    runs = [r for r in runs if r.rows]
+    if not runs:
+        raise UserError(
+            f"no trial of sweep {spec.name} logged anything (logs in {folder.path / 'logs'})"
+        )
+    table = compare(runs, metric=spec.metric or "eval/val_loss", goal=spec.goal)
+    text = table.text()
+    data = table.to_json() | {
+        "sweep": spec.name,
+        "method": spec.method,
+        "metric": spec.metric,
+        "goal": spec.goal,
+        "trials": [{"name": t.name, "state": t.state, "values": t.values} for t in records],
+    }
+    txt, _ = folder.write_ranking(text, data)
+    states = [t.state for t in records]
+    counts = ", ".join(
+        f"{states.count(s)} {s}" for s in ("finished", "stopped", "failed") if s in states
+    )
+    log(f"\n{len(records)} trials ({counts}), best first:\n{text}")
+    log(f"\nwrote {txt}; the trials overlaid: hellolondon report {folder.trials_dir}/*")
+    return table

@@ -1,0 +1,128 @@
+"""The sweep folder: the one module that knows its layout.
+
+<sweep folder>/
+    sweep.yaml      the sweep file as given (a resumed sweep must be the same sweep)
+    trials.json     every proposed trial: name, values, state, the engine's notes
+    trials/         the trials' run folders, ordinary ones (`report`, `compare` read them)
+    logs/           each trial's console output
+    ranking.txt     the ranked table at the end (ranking.json: the same as JSON)
+    .lock           the process id of the sweep running here
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hellolondon.errors import UserError
+
+# finished: trained to the end; stopped: ended early by the sweep's early_terminate;
+# failed: the trainer exited with an error; running: started, not known to have ended
+STATES = ("running", "finished", "stopped", "failed")
+
+
+@dataclass
+class Trial:
+    name: str
+    values: dict[str, Any]
+    state: str = "running"
+    search_info: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+    note: str = ""
+    pid: int | None = None  # the trial's process while it runs
+
+
+class SweepFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.path / "trials"
+
+    def trial_dir(self, trial: Trial) -> Path:
+        return self.trials_dir / trial.name
+
+    def log_path(self, trial: Trial) -> Path:
+        return self.path / "logs" / f"{trial.name}.log"
+
+    @property
+    def _spec(self) -> Path:
+        return self.path / "sweep.yaml"
+
+    @property
+    def _trials(self) -> Path:
+        return self.path / "trials.json"
+
+    def exists(self) -> bool:
+        return self._spec.is_file()
+
+    def check_or_create(self, spec_text: str) -> bool:
+        """True when the folder already holds this very sweep (a resume); creates it when new.
+        A folder with other content or another sweep is refused."""
+        if self._spec.is_file():
+            if self._spec.read_text(encoding="utf-8") != spec_text:
+                raise UserError(
+                    f"{self.path} holds another sweep (its sweep.yaml differs); "
+                    "choose another --out-dir, or give the same sweep file to resume it"
+                )
+            return True
+        if self.path.exists() and any(self.path.iterdir()):
+            raise UserError(
+                f"{self.path} exists and is not a sweep folder; choose another --out-dir"
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._spec.write_text(spec_text, encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write the sweep folder {self.path} ({exc.strerror})") from None
+        return False
+
+    def load(self) -> list[Trial]:
+        if not self._trials.is_file():
+            return []
+        try:
+            data = json.loads(self._trials.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UserError(f"{self._trials} cannot be read; the sweep cannot resume") from None
+        return [Trial(**t) for t in data.get("trials", [])]
+
+    def save(self, trials: list[Trial]) -> None:
+        """Atomically: a sweep killed mid-write keeps the previous list."""
+        tmp = self._trials.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"trials": [asdict(t) for t in trials]}, indent=1, default=str),
+            encoding="utf-8",
+        )
+        os.replace(tmp, self._trials)
+
+    def write_ranking(self, text: str, data: dict[str, Any]) -> tuple[Path, Path]:
+        txt, js = self.path / "ranking.txt", self.path / "ranking.json"
+        txt.write_text(text + "\n", encoding="utf-8")
+        js.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        return txt, js
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One sweep process per folder: a second one is refused while the first lives."""
+        lock = self.path / ".lock"
+        if lock.is_file():
+            try:
+                pid: int | None = int(lock.read_text().strip())
+                os.kill(pid, 0)
+            except PermissionError:
+                pass  # alive, under another user
+            except (ValueError, OSError):
+                pid = None  # gone: the lock is stale
+            if pid and pid != os.getpid():
+                raise UserError(f"sweep {self.path} is already running (process {pid})")
+        lock.write_text(str(os.getpid()))
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)

@@ -1,0 +1,116 @@
+"""A run records what it takes to run it again; `reproduce` runs it again and names what changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from tinyrun import TINY_MODEL, TINY_TRAIN
+
+from hellolondon import provenance
+from hellolondon.cli import main
+from hellolondon.prepare import hash_token_files, load_meta
+from hellolondon.report.rundata import load_run
+
+
+def _losses(run_dir) -> list[tuple[int, float]]:
+    steps, values = load_run(run_dir).series("train/loss")
+    return list(zip(steps, values, strict=True))
+
+
+def _train(data, out, name, *extra) -> None:
+    argv = ["train", "--data", str(data), "--out-dir", str(out), "--run-name", name]
+    assert main([*argv, *TINY_MODEL, *TINY_TRAIN, *extra]) == 0
+
+
+def test_prepare_records_the_token_files_fingerprint(tiny_data):
+    meta = load_meta(tiny_data)
+    assert meta["tokens_fingerprint"] == hash_token_files(tiny_data)
+
+
+def test_run_config_records_reproduction_facts(tiny_data, tmp_path, monkeypatch):
+    secret = "hf_" + "x" * 34
+    monkeypatch.setenv("HF_TOKEN", secret)
+    argv = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "a"]
+    argv += [*TINY_MODEL, *TINY_TRAIN, f"tracking.notes=token {secret}"]
+    monkeypatch.setattr("sys.argv", ["hellolondon", *argv])
+    assert main(argv) == 0
+    facts = load_run(tmp_path / "a").config["reproduce"]
+    assert facts["hellolondon_version"]
+    assert facts["packages"]["torch"] and facts["packages"]["python"]
+    assert {"cuda", "cudnn", "nccl", "wandb", "tokenizers"} <= set(facts["packages"])
+    assert facts["command"].startswith("hellolondon train --data")
+    assert "--run-name a" in facts["command"] and "***" in facts["command"]
+    assert facts["data"]["tokens_fingerprint"] == load_meta(tiny_data)["tokens_fingerprint"]
+    assert facts["data"]["tokenizer_fingerprint"] == load_meta(tiny_data)["tokenizer_fingerprint"]
+    assert facts["seeds"]["seed"] == 1337
+    assert facts["host"]
+    assert secret not in json.dumps(load_run(tmp_path / "a").config)
+
+
+def test_git_facts_outside_a_checkout(tmp_path):
+    assert provenance.git_facts(tmp_path) is None
+
+
+def test_reproduced_run_logs_identical_losses(tiny_data, tmp_path, capsys):
+    _train(tiny_data, tmp_path, "first")
+    capsys.readouterr()
+    assert main(["reproduce", str(tmp_path / "first"), "--run-name", "again"]) == 0
+    out = capsys.readouterr().out
+    assert "match the recorded run" in out
+    first, again = _losses(tmp_path / "first"), _losses(tmp_path / "again")
+    assert len(first) == 12 and first == again
+    # train --config <the recorded config> does the same
+    recorded = tmp_path / "first" / "config.json"
+    assert main(["train", "--config", str(recorded), "--run-name", "third"]) == 0
+    assert _losses(tmp_path / "third") == first
+
+
+def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
+    _train(tiny_data, tmp_path, "first", "train.max_iters=2", "train.eval_interval=0")
+    changed = tmp_path / "data"
+    shutil.copytree(tiny_data, changed)
+    with open(changed / "train.bin", "r+b") as f:  # same size, other tokens
+        f.seek(64)
+        f.write(b"\x07\x00")
+    capsys.readouterr()
+    args = ["reproduce", str(tmp_path / "first"), "--data", str(changed), "--run-name", "b"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    warn = next(i for i, line in enumerate(lines) if "token files fingerprint" in line)
+    first_step = next(i for i, line in enumerate(lines) if line.startswith("iter "))
+    assert warn < first_step
+    assert "changed after `prepare` wrote them" in out
+    # --strict refuses: one line, nothing started
+    code = main([*args[:-1], "strict-run", "--strict"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "token files" in err
+    assert not (tmp_path / "strict-run").exists()
+
+
+def test_differences_name_code_and_packages():
+    base = {
+        "hellolondon_version": "0.1.0",
+        "git": {"commit": "a" * 40, "dirty": False, "diff_sha256": None},
+        "packages": {"torch": "2.13.0", "python": "3.11.7"},
+        "data": {"tokens_fingerprint": "t" * 64, "tokenizer_fingerprint": "k" * 64},
+    }
+    now = json.loads(json.dumps(base))
+    assert provenance.differences(base, now) == []
+    now["git"] = {"commit": "b" * 40, "dirty": True, "diff_sha256": "d", "changed_files": ["x.py"]}
+    now["packages"]["torch"] = "2.14.0"
+    now["data"]["tokenizer_fingerprint"] = "z" * 64
+    found = "\n".join(provenance.differences(base, now))
+    assert "commit aaaaaaaaaaaa recorded, bbbbbbbbbbbb now" in found
+    assert "torch 2.13.0 recorded, 2.14.0 now" in found
+    assert "tokenizer fingerprint" in found
+
+
+def test_new_commands_have_help_with_examples(capsys):
+    for cmd in ("reproduce", "compare", "sweep"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        assert "examples:" in capsys.readouterr().out

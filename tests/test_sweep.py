@@ -1,0 +1,352 @@
+"""Sweeps in W&B's format: checked before anything starts, run offline on W&B's own engine
+(each trial a training run, resumable), and the agent's command line for the online path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from tinyrun import TINY_MODEL
+
+from hellolondon.cli import build_parser, main
+from hellolondon.cli.train import config_from_args
+from hellolondon.config import RunConfig
+
+pytest.importorskip("sweeps", reason="the sweep extra is not installed")
+
+from hellolondon.search import driver, space  # noqa: E402
+from hellolondon.search.folder import SweepFolder, Trial  # noqa: E402
+
+SHIPPED = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
+TRIAL = [
+    *TINY_MODEL,
+    "train.batch_size=4",
+    "train.max_iters=10",
+    "train.warmup_iters=2",
+    "train.eval_interval=5",
+    "train.eval_iters=2",
+    "train.log_interval=1",
+    "train.ckpt_interval=5",
+    "tracking.wandb_mode=disabled",
+    "monitor.enabled=false",
+]
+
+
+def sweep_file(tmp_path: Path, data: Path, name: str = "s", fixed=(), **spec) -> Path:
+    command = ["${env}", "${interpreter}", "-m", "hellolondon", "train", "--data", str(data)]
+    body = {
+        "name": name,
+        "method": "random",
+        "metric": {"name": "eval/val_loss", "goal": "minimize"},
+        "parameters": {
+            "train.lr": {"distribution": "log_uniform_values", "min": 3e-4, "max": 1e-2}
+        },
+        "command": [*command, *TRIAL, *fixed, "${args_no_hyphens}"],
+    } | spec
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+# ------------------------------------------------------------------ the files and the online path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_sweep_files_pass_the_engine_schema_and_our_checks(path):
+    data = yaml.safe_load(path.read_text())
+    names = {k.split(".", 1)[1] for k in data["parameters"]}
+    if "optimizer" in names and not hasattr(RunConfig().train, "optimizer"):
+        pytest.skip("train.optimizer is not a setting in this version")
+    spec = space.load_spec(path)
+    assert spec.metric == "eval/val_loss"
+    assert "${args_no_hyphens}" in data["command"]
+
+
+def test_agent_command_line_parses_into_our_settings():
+    """What `wandb agent` runs for a trial, from `command:` and ${args_no_hyphens}."""
+    path = next(p for p in SHIPPED if p.name == "slm_lr_warmup.yaml")
+    command = yaml.safe_load(path.read_text())["command"]
+    line = space.agent_command(command, {"train.lr": 0.000345, "train.warmup_iters": 500})
+    assert line[:4] == ["/usr/bin/env", "python", "-m", "hellolondon"]
+    assert "train.lr=0.000345" in line and "train.warmup_iters=500" in line
+    args = build_parser().parse_args(line[3 + 1 :])  # what `python -m hellolondon` parses
+    cfg = config_from_args(args)
+    assert cfg.train.lr == 0.000345 and cfg.train.warmup_iters == 500
+    assert cfg.preset == "slm" and cfg.train.max_iters == 6000 and cfg.data.data_dir == "work/data"
+
+
+def test_trainer_joins_the_agents_run(monkeypatch, tmp_path):
+    """Under `wandb agent`, W&B names the trial's run in WANDB_RUN_ID; the trainer uses it."""
+    from hellolondon.tracking import wandb_start
+
+    seen = {}
+
+    def fake_init(wandb, opts, mode, run_id, run_dir, timeout):
+        seen["id"] = run_id
+        raise RuntimeError("no W&B in tests")
+
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun1")
+    monkeypatch.setattr(wandb_start, "_init", fake_init)
+    monkeypatch.setattr(wandb_start, "_import_wandb", lambda: None)
+    monkeypatch.setattr(wandb_start, "_quiet_terminal", lambda *a: None)
+    monkeypatch.setattr(wandb_start, "quiet_teardown", lambda *a: None)
+    cfg = RunConfig()
+    cfg.tracking.wandb_mode = "offline"
+    wandb_start.start_wandb(cfg, tmp_path, console=lambda *_: None)
+    assert seen["id"] == "agentrun1"
+
+
+# ------------------------------------------------------------------ bad input: one line, nothing started
+
+
+@pytest.mark.parametrize(
+    "parameters, method, expected",
+    [
+        (
+            {"train.lrr": {"values": [0.1]}},
+            "random",
+            "'train.lrr' is not a config key; did you mean train.lr?",
+        ),
+        ({"trian.lr": {"values": [0.1]}}, "random", "did you mean train.lr?"),
+        (
+            {"train.lr": {"values": ["fast", "slow"]}},
+            "random",
+            "float setting, but categorical value 'fast' is a str",
+        ),
+        (
+            {"train.warmup_iters": {"min": 1.5, "max": 9.5}},
+            "random",
+            "int setting, but uniform gives floats",
+        ),
+        (
+            {"train.warmup_iters": {"distribution": "q_uniform", "min": 1, "max": 9, "q": 2}},
+            "random",
+            "int setting",
+        ),
+        ({"train.lr": {"values": []}}, "grid", "has no values (an empty grid)"),
+        (
+            {"train.lr": {"min": 0.001, "max": 0.01}},
+            "grid",
+            "engine rejects it: Parameter train.lr is a disallowed type with grid search",
+        ),
+        ({"train.lr": {"values": [0.1]}}, "sideways", "W&B's sweep schema rejects it"),
+        (
+            {"train.lr": {"min": 0.01, "max": 0.001}},
+            "random",
+            "min 0.01 is not less than max 0.001",
+        ),
+        ({"train.lr": {"values": [0.00001]}}, "random", "train.min_lr must be in [0, train.lr]"),
+        ({"train.dtype": {"values": ["float32", "float8"]}}, "random", "train.dtype must be"),
+    ],
+)
+def test_bad_sweep_files_are_refused_before_anything_starts(
+    capsys, tmp_path, tiny_data, parameters, method, expected
+):
+    path = sweep_file(tmp_path, tiny_data, parameters=parameters, method=method)
+    out = tmp_path / "sweep"
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2", "--out-dir", str(out)])
+    assert expected in err, err
+    assert not out.exists()
+
+
+def test_a_metric_training_never_logs(capsys, tmp_path, tiny_data):
+    path = sweep_file(tmp_path, tiny_data, metric={"name": "val_loss", "goal": "minimize"})
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2"])
+    assert "training never logs metric 'val_loss'; did you mean eval/val_loss?" in err
+    path = sweep_file(tmp_path, tiny_data, fixed=["train.eval_interval=0"])
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2"])
+    assert "train.eval_interval=0" in err
+
+
+def test_command_must_run_our_trainer_with_its_settings(capsys, tmp_path, tiny_data):
+    path = sweep_file(
+        tmp_path, tiny_data, command=["${env}", "${interpreter}", "train.py", "${args}"]
+    )
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2"])
+    assert "${args_no_hyphens}" in err
+    path = sweep_file(tmp_path, tiny_data, fixed=["--run-name", "x"])
+    assert "leave --run-name out" in _one_line_error(capsys, ["sweep", str(path), "--trials", "2"])
+    path = sweep_file(tmp_path, tiny_data, fixed=["--presett", "slm"])
+    assert "not a valid `hellolondon train` line" in _one_line_error(
+        capsys, ["sweep", str(path), "--trials", "2"]
+    )
+
+
+def test_random_sweep_needs_a_trial_count(capsys, tmp_path, tiny_data):
+    path = sweep_file(tmp_path, tiny_data)
+    assert "give --trials N" in _one_line_error(capsys, ["sweep", str(path)])
+
+
+# ------------------------------------------------------------------ the engine's decisions
+
+
+def test_hyperband_stops_the_trailing_trial(tmp_path, tiny_data):
+    """The engine decides from the trials' val loss histories (3 evaluations each)."""
+    from tinyrun import tiny_config
+
+    from hellolondon.train.loop import train
+
+    path = sweep_file(
+        tmp_path,
+        tiny_data,
+        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2},
+    )
+    spec = space.load_spec(path)
+    folder = SweepFolder(tmp_path / "sweep")
+    folder.check_or_create(spec.text)
+    trials = []
+    for i, lr in enumerate((3e-3, 4e-3, 1e-5)):
+        name = f"t{i}"
+        extra = [f"train.lr={lr}", "train.min_lr=0", "train.eval_interval=4"]
+        cfg = tiny_config(tiny_data, folder.trials_dir, f"tracking.run_name={name}", *extra)
+        train(cfg, log=lambda *_: None)
+        trials.append(Trial(name, {"train.lr": lr}, state="finished" if i < 2 else "running"))
+    assert driver.should_stop(spec, folder, trials, trials[2])
+    assert not driver.should_stop(
+        spec, folder, trials[:2] + [Trial("t0", {}, "running")], trials[0]
+    )
+
+
+def _wait(predicate, proc, timeout=240.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        assert proc.poll() is None, "the sweep ended before the test could kill it"
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
+    tmp_path, tiny_data, capsys
+):
+    from hellolondon.train.checkpoint import find_resumable
+
+    longer = [
+        "train.max_iters=300",
+        "train.eval_interval=100",
+        "train.ckpt_interval=20",
+        "train.log_interval=10",
+    ]
+    path = sweep_file(tmp_path, tiny_data, name="kr", fixed=longer)
+    out = tmp_path / "kr"
+    argv = [
+        sys.executable,
+        "-m",
+        "hellolondon",
+        "sweep",
+        str(path),
+        "--trials",
+        "4",
+        "--out-dir",
+        str(out),
+    ]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    proc = subprocess.Popen(
+        argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    third = out / "trials" / "kr-003"
+
+    def has_checkpoint() -> bool:
+        try:
+            find_resumable(third, log=lambda *_: None)
+            return True
+        except Exception:
+            return False
+
+    try:
+        _wait(has_checkpoint, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its trial, as a crash would
+        proc.wait()
+    folder = SweepFolder(out)
+    before = folder.load()
+    assert [t.state for t in before] == ["finished", "finished", "running"]
+
+    assert main(["sweep", str(path), "--trials", "4", "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    after = folder.load()
+    assert [t.state for t in after] == ["finished"] * 4
+    assert after[2].values == before[2].values and "resumed" in after[2].note
+    assert "--resume" in folder.log_path(after[2]).read_text()
+    assert [t.values for t in after[:2]] == [t.values for t in before[:2]]  # not run again
+    from hellolondon.report.rundata import load_run
+
+    steps = load_run(third).series("train/loss")[0]
+    assert steps == list(range(10, 301, 10))  # every logged step once, none lost or doubled
+    ranking = (out / "ranking.txt").read_text()
+    assert ranking.splitlines()[0].startswith("run") and len(ranking.splitlines()) == 5
+    assert "best first" in printed and "kr-00" in printed
+
+
+@pytest.mark.slow
+def test_bayes_sweep_of_6_trials(tmp_path, tiny_data, capsys):
+    path = sweep_file(
+        tmp_path,
+        tiny_data,
+        name="by",
+        method="bayes",
+        parameters={
+            "train.lr": {"distribution": "log_uniform_values", "min": 3e-4, "max": 1e-2},
+            "train.warmup_iters": {"min": 0, "max": 4},
+        },
+    )
+    out = tmp_path / "by"
+    assert main(["sweep", str(path), "--trials", "6", "--out-dir", str(out)]) == 0
+    trials = SweepFolder(out).load()
+    assert len(trials) == 6 and all(t.state == "finished" for t in trials)
+    assert all(isinstance(t.values["train.warmup_iters"], int) for t in trials)
+    assert any("expected_improvement" in t.search_info for t in trials[2:])
+    lines = (out / "ranking.txt").read_text().splitlines()
+    assert len(lines) == 7 and "train.lr" in lines[0]
+    # the trials overlaid in one report
+    assert (
+        main(
+            ["report", *map(str, sorted((out / "trials").iterdir())), "--out", str(tmp_path / "r")]
+        )
+        == 0
+    )
+
+
+@pytest.mark.slow
+def test_hyperband_stops_a_trailing_trial_while_it_runs(tmp_path, tiny_data, monkeypatch, capsys):
+    monkeypatch.setattr(driver, "POLL_S", 0.05)
+    longer = [
+        "train.max_iters=400",
+        "train.eval_interval=10",
+        "train.ckpt_interval=100",
+        "train.min_lr=0",
+    ]
+    path = sweep_file(
+        tmp_path,
+        tiny_data,
+        name="hb",
+        method="grid",
+        fixed=longer,
+        parameters={"train.lr": {"values": [3e-3, 4e-3, 1e-6]}},
+        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 2},
+    )
+    out = tmp_path / "hb"
+    assert main(["sweep", str(path), "--out-dir", str(out)]) == 0
+    trials = SweepFolder(out).load()
+    assert [t.state for t in trials] == ["finished", "finished", "stopped"]
+    assert "early_terminate (hyperband) stops it" in capsys.readouterr().out
+    from hellolondon.report.rundata import load_run
+
+    stopped = load_run(out / "trials" / "hb-003")
+    assert stopped.summary["stopped_early"] and stopped.summary["iterations"] < 400
