@@ -17,6 +17,7 @@ from tinyrun import TINY_MODEL
 from hellolondon.cli import build_parser, main
 from hellolondon.cli.train import config_from_args
 from hellolondon.config import RunConfig
+from hellolondon.rundir import RunDir
 
 pytest.importorskip("sweeps", reason="the sweep extra is not installed")
 
@@ -106,7 +107,7 @@ def test_trainer_joins_the_agents_run(monkeypatch, tmp_path):
     monkeypatch.setattr(wandb_start, "quiet_teardown", lambda *a: None)
     cfg = RunConfig()
     cfg.tracking.wandb_mode = "offline"
-    wandb_start.start_wandb(cfg, tmp_path, console=lambda *_: None)
+    wandb_start.start_wandb(cfg, RunDir(tmp_path), console=lambda *_: None)
     assert seen["id"] == "agentrun1"
 
 

@@ -302,6 +302,8 @@ def _apply(values: dict[str, dict[str, Any]], key: str, raw: Any) -> None:
         else raw
     )
     values.setdefault(section, {})[name] = value
+    if (section, name) == ("tracking", "wandb_mode"):  # asked for now, whatever chose it before
+        values[section]["mode_reason"] = ""
 
 
 def build_config(

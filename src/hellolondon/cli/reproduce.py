@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hellolondon.tracking.setup import add_tracking_flags, apply_tracking_flags
+from hellolondon.cli.flags import add_tracking_flags, apply_tracking_flags
 
 EXAMPLES = """examples:
   hellolondon reproduce runs/london-tiny-demo-20261126-101500
@@ -16,7 +16,7 @@ It starts a new run (a new name) with the recorded settings. Before the first st
 the code (package version, git commit, uncommitted changes), the packages (Python, PyTorch,
 CUDA, cuDNN, NCCL, NumPy, tokenizers, wandb) and the data (the token files, hashed as they are
 now, and the tokenizer) with what the run recorded, and warns about each difference.
-`hellolondon train --config RUN/config.json` runs the same check."""
+`hellolondon train --config` with a run's saved config runs the same check."""
 
 
 def register(sub) -> None:

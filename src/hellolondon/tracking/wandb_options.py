@@ -58,7 +58,7 @@ def resolve_tracking(t: TrackingConfig, preset: str, run_name: str) -> TrackingC
 def automatic(t: TrackingConfig) -> TrackingConfig:
     """The settings with the mode chosen by circumstance undone, so that a resumed run decides
     it again (a key set since, say); a mode that was asked for stays."""
-    if t.mode_reason == ASKED:
+    if t.mode_reason == ASKED or (t.wandb_mode and not t.mode_reason):
         return t
     return dataclasses.replace(t, wandb_mode="", mode_reason="")
 
