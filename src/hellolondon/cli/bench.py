@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   hellolondon bench --preset regular --batch-size 16 --steps 30
   hellolondon bench --preset tiny --device cpu --compile false
   hellolondon bench --preset slm --json                     # one JSON line, for scripts
+  hellolondon bench --preset regular train.activation_checkpointing=true train.micro_batch=auto
 
 MFU uses the detected GPU's bf16 peak (HELLOLONDON_PEAK_TFLOPS overrides it); none on CPU."""
 
@@ -35,6 +36,10 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value",
+        help="more settings, e.g. train.attention=flash train.compile_mode=max-autotune",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         over.append(f"train.batch_size={args.batch_size}")
     if args.block_size:
         over.append(f"model.block_size={args.block_size}")
-    cfg = build_config(args.preset, overrides=over)
+    cfg = build_config(args.preset, overrides=over + list(args.overrides))
     r = bench(
         cfg, steps=args.steps, warmup=args.warmup, log=(lambda *_: None) if args.json else print
     )
@@ -71,4 +76,5 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  {r['ms_per_iter']:.1f} ms/iter  {r['tokens_per_sec']:,.0f} tokens/s  MFU {mfu}  peak memory {mem}"
     )
+    print(f"  first step {r['first_step_s']:.1f} s (compilation included)")
     return 0

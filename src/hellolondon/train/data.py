@@ -10,6 +10,7 @@ and two accumulation steps consume the same samples in every step.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,15 +62,30 @@ class Batches:
             starts[sel] = offset + perm[g[sel] % self.n_windows] * self.T
         return starts
 
-    def _load(self, tokens: np.memmap, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rows(self, tokens: np.memmap, starts: np.ndarray) -> torch.Tensor:
+        """The windows as one (batch, T+1) host tensor, pinned when it goes to a GPU."""
         rows = np.stack([tokens[s : s + self.T + 1] for s in starts]).astype(np.int64)
         xy = torch.from_numpy(rows)
+        return xy.pin_memory() if self.device.type == "cuda" else xy
+
+    def _to_device(self, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.device.type == "cuda":
-            xy = xy.pin_memory().to(self.device, non_blocking=True)
+            xy = xy.to(self.device, non_blocking=True)  # from pinned memory: an async copy
         return xy[:, :-1], xy[:, 1:]
+
+    def _load(self, tokens: np.memmap, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._to_device(self._rows(tokens, starts))
 
     def train_batch(self, first_sample: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._load(self.train, self._starts(first_sample, batch))
+
+    def train_batch_ahead(
+        self, first_sample: int, batch: int, then: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`train_batch(first_sample, batch)`; meanwhile a background thread reads and pins the
+        batch that starts at sample `then`, so the next call only starts its copy."""
+        ahead = self.__dict__.setdefault("_ahead", Prefetcher(self))
+        return ahead.get(first_sample, batch, then)
 
     def fixed_batches(
         self, split: str, n_batches: int, batch: int
@@ -80,3 +96,44 @@ class Batches:
         last = len(tokens) - self.T - 1
         starts = np.linspace(0, last, num=count).astype(np.int64)
         return [self._load(tokens, starts[i * batch : (i + 1) * batch]) for i in range(n_batches)]
+
+
+class Prefetcher:
+    """Reads one batch ahead in a short-lived thread. It returns exactly what `train_batch`
+    returns for the asked samples: a guess that does not match is dropped and the batch is read
+    at once, so the order of batches never depends on the prefetching."""
+
+    def __init__(self, batches: Batches) -> None:
+        self.batches = batches
+        self.key: tuple[int, int] | None = None
+        self.thread: threading.Thread | None = None
+        self.box: dict[str, object] = {}
+
+    def _read(self, first: int, batch: int) -> torch.Tensor:
+        b = self.batches
+        return b._rows(b.train, b._starts(first, batch))
+
+    def _work(self, first: int, batch: int, box: dict[str, object]) -> None:
+        try:
+            box["rows"] = self._read(first, batch)
+        except BaseException as exc:  # raised again in the training thread
+            box["error"] = exc
+
+    def get(self, first: int, batch: int, then: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = None
+        if self.thread is not None:
+            self.thread.join()
+            if self.key == (first, batch):
+                if "error" in self.box:
+                    raise self.box["error"]  # type: ignore[misc]
+                rows = self.box["rows"]
+            self.thread = None
+        if rows is None:
+            rows = self._read(first, batch)
+        if then is not None:
+            self.key, self.box = (then, batch), {}
+            self.thread = threading.Thread(
+                target=self._work, args=(then, batch, self.box), daemon=True
+            )
+            self.thread.start()
+        return self.batches._to_device(rows)  # type: ignore[arg-type]

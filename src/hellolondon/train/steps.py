@@ -24,6 +24,7 @@ from hellolondon.train.distributed import (
 )
 from hellolondon.train.optim import lr_at
 from hellolondon.train.run import Run
+from hellolondon.train.speed import StepResult, skips_on_device, step_unless
 
 
 class StopSignal:
@@ -31,8 +32,9 @@ class StopSignal:
     stop after the current step, write a checkpoint and flush tracking; a second Ctrl-C aborts.
 
     With several processes the signal reaches them at slightly different moments, so a rank
-    only marks it `pending`; `train_step` turns that into `requested` on every rank at once (a
-    flag in the all-reduce it already makes), and all ranks leave after the same step."""
+    only marks it `pending`; `train_step` carries it in the all-reduce it already makes, and
+    the loop's next read of the step results turns it into `requested` on every rank at once,
+    so all ranks leave after the same step."""
 
     def __init__(self, distributed: bool = False, verbose: bool = True) -> None:
         self.requested = False  # what the loop acts on
@@ -86,38 +88,54 @@ class Clock:
         return ms
 
 
-def train_step(run: Run, stop: StopSignal | None = None) -> tuple[float, float, float]:
-    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr); a
-    non-finite loss leaves weights and optimizer untouched. Agrees `stop.requested` over ranks."""
+def train_step(run: Run, stop: StopSignal | None = None) -> StepResult:
+    """One optimizer step over the step's micro-batches. A non-finite loss or grad norm leaves
+    weights and optimizer untouched. Returns the loss, grad norm and stop flag averaged over
+    ranks as one device tensor, read later in one go (`speed.Readback`): with fused AdamW the
+    skip is decided on the device and no step waits for the GPU; otherwise the step reads one
+    flag (`skipped` is then known at once). Another rank's stop signal reaches this one at the
+    read."""
     c, d, opt = run.cfg.train, run.dist, run.optimizer
     lr = lr_at(run.step, c)
     for group in opt.param_groups:
         group["lr"] = lr
+    # micro-batches of `size` sequences, `count` per step: batch_size x grad_accum unless
+    # train.micro_batch regroups the same samples (speed.micro_plan)
+    size, count = getattr(run.model, "micro_batches", None) or (c.batch_size, c.grad_accum)
+    ahead = getattr(run.batches, "train_batch_ahead", None) if c.prefetch else None
     total = torch.zeros((), device=d.device)
-    for micro in range(c.grad_accum):
-        first = run.samples_seen + (micro * d.world_size + d.rank) * c.batch_size
-        x, y = run.batches.train_batch(first, c.batch_size)
+    for micro in range(count):
+        first = run.samples_seen + (micro * d.world_size + d.rank) * size
+        if ahead is not None:
+            # meanwhile read the next micro-batch; after the last, the next step's first one
+            x, y = ahead(first, size, first + d.world_size * size)
+        else:
+            x, y = run.batches.train_batch(first, size)
         # gradients are all-reduced only on the last micro-batch of a step
-        with grad_sync(run.step_model, d, sync=micro == c.grad_accum - 1), run.autocast():
+        with grad_sync(run.step_model, d, sync=micro == count - 1), run.autocast():
             _, loss = run.step_model(x, y)
-            loss = loss / c.grad_accum
+            loss = loss / count
         run.scaler.scale(loss).backward()
         total += loss.detach()
     run.scaler.unscale_(opt)
     norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip or math.inf)
     if hasattr(norm, "full_tensor"):  # FSDP: a DTensor, already the norm over all shards
         norm = norm.full_tensor()
-    flag = torch.tensor(float(stop is not None and stop.pending), device=total.device)
-    loss_val, norm_val, stopping = all_reduce_mean(
-        torch.stack([total, norm.to(total), flag]), d
-    ).tolist()
-    if stop is not None and stopping > 0:
-        stop.requested = True
-    if math.isfinite(loss_val):
-        run.scaler.step(opt)  # with fp16 the scaler itself skips steps whose gradients overflowed
-        run.scaler.update()
+    flag = total.new_full((), float(stop is not None and stop.pending))
+    values = all_reduce_mean(torch.stack([total, norm.to(total), flag]), d)
+    skipped: bool | None
+    if skips_on_device(opt, run.scaler) and not d.fsdp:
+        step_unless(opt, ~torch.isfinite(values[:2]).all())
+        skipped = None
+    else:
+        # fp16's scaler skips and rescales on overflowing gradients by itself: only the loss
+        finite = torch.isfinite(values[0] if run.scaler.is_enabled() else values[:2]).all()
+        skipped = not bool(finite)  # one host read
+        if not skipped:
+            run.scaler.step(opt)
+            run.scaler.update()
     opt.zero_grad(set_to_none=True)
-    return loss_val, norm_val, lr
+    return StepResult(values, lr, skipped)
 
 
 @torch.no_grad()
