@@ -142,7 +142,7 @@ def test_device_skip_leaves_weights_and_optimizer_untouched(tiny_data, tmp_path,
     summary = train(cfg, log=lambda *_: None)
     assert summary["iterations"] == 5 and steps["n"] == 5  # no host decision: all on the device
     assert steps["adam_step"] == 4.0  # the skipped step did not count in AdamW's bias correction
-    same = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(seen, seen[1:])]
+    same = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(seen, seen[1:], strict=False)]
     assert same == [False, False, True, False]  # only the poisoned step changed nothing
     events = read_jsonl(tmp_path / "n" / "events.jsonl")
     assert any("non-finite" in e["title"].lower() for e in events)  # reported at the next read
