@@ -10,7 +10,10 @@ and two accumulation steps consume the same samples in every step.
 
 from __future__ import annotations
 
+import functools
+import queue
 import threading
+import weakref
 from functools import lru_cache
 from pathlib import Path
 
@@ -99,41 +102,45 @@ class Batches:
 
 
 class Prefetcher:
-    """Reads one batch ahead in a short-lived thread. It returns exactly what `train_batch`
+    """Reads one batch ahead in a background thread. It returns exactly what `train_batch`
     returns for the asked samples: a guess that does not match is dropped and the batch is read
     at once, so the order of batches never depends on the prefetching."""
 
     def __init__(self, batches: Batches) -> None:
         self.batches = batches
         self.key: tuple[int, int] | None = None
-        self.thread: threading.Thread | None = None
-        self.box: dict[str, object] = {}
+        self.job: tuple[dict, threading.Event] | None = None
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=_serve, args=(self.jobs,), daemon=True).start()
+        weakref.finalize(self, self.jobs.put, None)  # the thread ends with its prefetcher
 
     def _read(self, first: int, batch: int) -> torch.Tensor:
         b = self.batches
         return b._rows(b.train, b._starts(first, batch))
 
-    def _work(self, first: int, batch: int, box: dict[str, object]) -> None:
-        try:
-            box["rows"] = self._read(first, batch)
-        except BaseException as exc:  # raised again in the training thread
-            box["error"] = exc
-
     def get(self, first: int, batch: int, then: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         rows = None
-        if self.thread is not None:
-            self.thread.join()
-            if self.key == (first, batch):
-                if "error" in self.box:
-                    raise self.box["error"]  # type: ignore[misc]
-                rows = self.box["rows"]
-            self.thread = None
+        if self.job is not None and self.key == (first, batch):
+            box, done = self.job
+            done.wait()
+            if "error" in box:
+                raise box["error"]
+            rows = box["rows"]
+        self.job = None
         if rows is None:
             rows = self._read(first, batch)
         if then is not None:
-            self.key, self.box = (then, batch), {}
-            self.thread = threading.Thread(
-                target=self._work, args=(then, batch, self.box), daemon=True
-            )
-            self.thread.start()
-        return self.batches._to_device(rows)  # type: ignore[arg-type]
+            self.key, self.job = (then, batch), ({}, threading.Event())
+            self.jobs.put((functools.partial(self._read, then, batch), *self.job))
+        return self.batches._to_device(rows)
+
+
+def _serve(jobs: queue.SimpleQueue) -> None:
+    while (job := jobs.get()) is not None:
+        read, box, done = job
+        try:
+            box["rows"] = read()
+        except BaseException as exc:  # raised again in the training thread
+            box["error"] = exc
+        done.set()
+        del read, box, done, job  # hold nothing (the prefetcher) while waiting
