@@ -20,8 +20,8 @@
 # wandb for the W&B offline check, transformers for export parity, pytest for the tests,
 # torchao for train.fp8. On a machine without a registry, put their wheels (and those of their
 # missing dependencies) in a `.whl/` folder at the repository root (benchmarks/fetch_wheels.sh
-# downloads them on a machine with one): they are installed with
-#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl
+# downloads them on a machine with one): those the machine lacks are installed with
+#   pip install --no-index --no-deps --target /tmp/site WHEELS
 # and /tmp/site goes first on PYTHONPATH. Whatever is already installed is used as it is.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,8 +53,16 @@ export PYTHONUNBUFFERED=1 WANDB_SILENT=true TOKENIZERS_PARALLELISM=false
 PY="${PYTHON:-python3}"
 
 if [ -d "$ROOT/.whl" ] && ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site "$ROOT"/.whl/*.whl >>"$LOG" 2>&1 && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  wheels=()  # only packages the machine lacks: one version of each
+  for w in "$ROOT"/.whl/*.whl; do
+    name="${w##*/}"
+    "$PY" -m pip show -q "${name%%-*}" >/dev/null 2>&1 || wheels+=("$w")
+  done
+  if [ ${#wheels[@]} -gt 0 ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site "${wheels[@]}" >>"$LOG" 2>&1 &&
+      export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
 fi
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 HL=("$PY" -m hellolondon)
