@@ -319,3 +319,51 @@ def test_ddp_options_overlap_and_save_a_copy():
     assert speed.ddp_options(c) == {
         "bucket_cap_mb": 50, "gradient_as_bucket_view": True, "static_graph": False
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["device-skip", "host-skip"])
+def test_the_device_path_reads_no_value_inside_a_step(tiny_data, tmp_path, monkeypatch, fused):
+    """With fused AdamW no step reads a tensor's value on the host (on a GPU each such read
+    waits for the GPU); the loop reads the results only at its log, eval and save steps.
+    Without it, each step reads one flag."""
+    import hellolondon.train.steps as steps
+
+    if fused:
+        _fused_adamw(monkeypatch)
+    inside, reads = {"on": False}, []
+    for name in ("item", "tolist", "__bool__", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _real=real, _name=name, **k):
+            if inside["on"]:
+                reads.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    real_step = steps.train_step
+
+    def watched(run, stop=None):
+        inside["on"] = True
+        try:
+            return real_step(run, stop)
+        finally:
+            inside["on"] = False
+
+    monkeypatch.setattr("hellolondon.train.loop.train_step", watched)
+    batches: list[int] = []
+    real_read = speed.Readback.read
+    monkeypatch.setattr(
+        speed.Readback,
+        "read",
+        lambda self, stop=None: batches.append(len(self.items)) or real_read(self, stop),
+    )
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=r", "train.max_iters=9", "train.log_interval=4",
+        "train.eval_interval=0", "train.ckpt_interval=0", "train.grad_accum=2",
+    )  # fmt: skip
+    train(cfg, log=lambda *_: None)
+    if fused:
+        assert reads == []
+    else:  # one flag per step (AdamW's own step counters are CPU tensors: no GPU wait)
+        assert reads.count("__bool__") == 9
+    assert batches == [1, 3, 4, 1, 0]  # after steps 1, 4, 8 and 9 (the last), then at the end
