@@ -27,7 +27,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
-OUT="" NANOGPT="${NANOGPT_DIR:-}" SECTIONS="" BUDGET="${SUITE_BUDGET_S:-470}" CPU=0
+OUT="${OUT:-}" NANOGPT="${NANOGPT_DIR:-}" SECTIONS="" BUDGET="${SUITE_BUDGET_S:-470}" CPU=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --nanogpt) NANOGPT="$2"; shift 2 ;;
@@ -114,6 +114,24 @@ COMMON=(--data "$WORK/data" --out-dir "$WORK/runs" --wandb-mode "$WB"
   "train.ckpt_interval=$CUT" "train.eval_iters=$EVALI" "train.log_interval=5"
   "train.warmup_iters=20" "train.sample_interval=0" "train.compile=$COMPILE" "${EXTRA[@]}")
 
+# bench beside nanoGPT's model.py at the same settings, one process each
+bench_pair() {
+  local preset="$1" batch="$2" ours theirs
+  ours=$("${HL[@]}" bench --preset "$preset" --batch-size "$batch" --steps "$BENCH_STEPS" \
+    --warmup 5 --device "$DEV" --compile "$COMPILE" --json "${BENCH_ARGS[@]}" "${@:3}" 2>>"$LOG" | tail -1)
+  emit "{\"section\": \"bench\", \"impl\": \"hellolondon\", \"preset\": \"$preset\", \"options\": \"${*:3}\", \"result\": ${ours:-null}}"
+  if [ -n "$NANOGPT" ] && [ -f "$NANOGPT/model.py" ] && [ $# -eq 2 ]; then
+    theirs=$("$PY" benchmarks/nanogpt_bench.py --nanogpt "$NANOGPT" --preset "$preset" \
+      --batch-size "$batch" --steps "$BENCH_STEPS" --device "$DEV" "${BENCH_ARGS[@]}" \
+      --compile "$([ "$COMPILE" = false ] && echo false || echo true)" 2>>"$LOG" | tail -1)
+    emit "{\"section\": \"bench\", \"impl\": \"nanoGPT\", \"preset\": \"$preset\", \"result\": ${theirs:-null}}"
+    if [ -n "$ours" ] && [ -n "$theirs" ]; then
+      "$PY" -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); print(json.dumps({'section':'bench-ratio','preset':sys.argv[3],'batch':int(sys.argv[4]),'tokens_per_sec_ratio':a['tokens_per_sec']/b['tokens_per_sec'],'peak_memory_ratio':(a['peak_memory_gb']/b['peak_memory_gb']) if a['peak_memory_gb'] and b['peak_memory_gb'] else None,'first_step_s':a['first_step_s']}))" "$ours" "$theirs" "$preset" "$batch" | tee -a "$RESULTS"
+    fi
+  elif [ $# -eq 2 ]; then
+    note bench "nanoGPT rows skipped: no --nanogpt DIR with model.py given"
+  fi
+}
 if want env 10; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$LOG" 2>&1
   emit "$("$PY" - "$WB" <<'EOF'
@@ -153,11 +171,11 @@ if want data 40; then
 fi
 
 # an uninterrupted run, then one stopped by SIGTERM after its first checkpoint and resumed
-if want run 100; then
+if want run 90; then
   run run-whole "${HL[@]}" train --preset "$PRESET" --run-name whole "${COMMON[@]}"
   emit "{\"section\": \"run\", \"first_step_s\": $(first_step "$WORK/logs/run-whole.log")}"
 fi
-if want resume 150; then
+if want resume 120; then
   cut_log="$WORK/cut.log"
   "${HL[@]}" train --preset "$PRESET" --run-name cut "${COMMON[@]}" >"$cut_log" 2>&1 &
   pid=$!
@@ -182,52 +200,40 @@ if want resume 150; then
     --tol "${RESUME_TOL:-0.05}" | tee -a "$RESULTS"
 fi
 
-if want torchrun 70; then
+# the headline row early: SLM at batch 32 beside nanoGPT's model.py
+if [ "$CPU" = 0 ]; then COSTS=(110 150 90 120); else COSTS=(20); fi
+# shellcheck disable=SC2086
+if want bench "${COSTS[0]}"; then bench_pair ${BENCHES[0]}; fi
+
+# the launch paths (torchrun + NCCL, FSDP2) uncompiled: they check the processes, not speed
+if want torchrun 40; then
   run torchrun "${HL[@]}" train --gpus 1 --preset "$PRESET" --run-name ddp "${COMMON[@]}" \
-    "train.max_iters=30" "device=$([ "$CPU" = 1 ] && echo cpu || echo auto)"
+    "train.max_iters=30" "train.compile=false" "device=$([ "$CPU" = 1 ] && echo cpu || echo auto)"
 fi
-if want fsdp 70; then
+if want fsdp 40; then
   run fsdp "${HL[@]}" train --gpus 1 --preset "$PRESET" --run-name fsdp "${COMMON[@]}" \
-    "train.max_iters=30" "train.fsdp=true" "device=$([ "$CPU" = 1 ] && echo cpu || echo auto)"
+    "train.max_iters=30" "train.compile=false" "train.fsdp=true" \
+    "device=$([ "$CPU" = 1 ] && echo cpu || echo auto)"
 fi
 
-if want eval 60; then
+if want eval 40; then
   run eval "${HL[@]}" eval "$WORK/runs/whole" --device "$DEV" --max-tokens 20000 --gen-tokens 32 --no-track
 fi
-if want export 40; then
+if want export 30; then
   run export "${HL[@]}" export "$WORK/runs/whole" --out "$WORK/export" --force
   if [ "$CPU" = 0 ]; then
     "$PY" benchmarks/gpu_checks.py parity "$WORK/runs/whole" "$WORK/export" | tee -a "$RESULTS"
   fi
 fi
-if want generate 30; then
+if want generate 20; then
   run generate "${HL[@]}" generate "$WORK/runs/whole" --device "$DEV" --prompt "It was in London, in the year" --max-new-tokens 64
 fi
 
-# bench beside nanoGPT's model.py at the same settings, one process each
-bench_pair() {
-  local preset="$1" batch="$2" ours theirs
-  ours=$("${HL[@]}" bench --preset "$preset" --batch-size "$batch" --steps "$BENCH_STEPS" \
-    --warmup 5 --device "$DEV" --compile "$COMPILE" --json "${BENCH_ARGS[@]}" "${@:3}" 2>>"$LOG" | tail -1)
-  emit "{\"section\": \"bench\", \"impl\": \"hellolondon\", \"preset\": \"$preset\", \"options\": \"${*:3}\", \"result\": ${ours:-null}}"
-  if [ -n "$NANOGPT" ] && [ -f "$NANOGPT/model.py" ] && [ $# -eq 2 ]; then
-    theirs=$("$PY" benchmarks/nanogpt_bench.py --nanogpt "$NANOGPT" --preset "$preset" \
-      --batch-size "$batch" --steps "$BENCH_STEPS" --device "$DEV" "${BENCH_ARGS[@]}" \
-      --compile "$([ "$COMPILE" = false ] && echo false || echo true)" 2>>"$LOG" | tail -1)
-    emit "{\"section\": \"bench\", \"impl\": \"nanoGPT\", \"preset\": \"$preset\", \"result\": ${theirs:-null}}"
-    if [ -n "$ours" ] && [ -n "$theirs" ]; then
-      "$PY" -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); print(json.dumps({'section':'bench-ratio','preset':sys.argv[3],'batch':int(sys.argv[4]),'tokens_per_sec_ratio':a['tokens_per_sec']/b['tokens_per_sec'],'peak_memory_ratio':(a['peak_memory_gb']/b['peak_memory_gb']) if a['peak_memory_gb'] and b['peak_memory_gb'] else None,'first_step_s':a['first_step_s']}))" "$ours" "$theirs" "$preset" "$batch" | tee -a "$RESULTS"
-    fi
-  elif [ $# -eq 2 ]; then
-    note bench "nanoGPT rows skipped: no --nanogpt DIR with model.py given"
-  fi
-}
-if [ "$CPU" = 0 ]; then COSTS=(110 150 80 110); else COSTS=(20); fi
-i=0
-for pair in "${BENCHES[@]}"; do
+# the other bench rows, each beside nanoGPT's when it is given
+for i in "${!BENCHES[@]}"; do
+  [ "$i" = 0 ] && continue
   # shellcheck disable=SC2086
-  if want bench "${COSTS[$i]}"; then bench_pair $pair; fi
-  i=$((i + 1))
+  if want bench "${COSTS[$i]}"; then bench_pair ${BENCHES[$i]}; fi
 done
 
 # -- speed options (section `speed`) ----------------------------------------------------------
