@@ -7,6 +7,7 @@ docs/benchmarks.md. Options that change the arithmetic (micro-batch size, FP8) a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -245,7 +246,7 @@ def compiled(module: nn.Module, cfg: RunConfig) -> nn.Module:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
-    with _quiet():
+    with contextlib.suppress(ImportError):  # a torch without inductor compiles as it can
         import torch._inductor.config as inductor
 
         if os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1" and hasattr(
@@ -254,14 +255,6 @@ def compiled(module: nn.Module, cfg: RunConfig) -> nn.Module:
             inductor.fx_graph_cache = True
     options = {} if c.compile_mode == "default" else {"mode": c.compile_mode}
     return torch.compile(module, **options)
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return exc[0] is ImportError  # an inductor-less torch still compiles with its default
 
 
 def ddp_options(c: TrainConfig) -> dict[str, Any]:
