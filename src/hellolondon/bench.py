@@ -1,5 +1,6 @@
 """Time training steps of a preset on random tokens: the same step the trainer runs (model,
-AdamW, autocast, compile), warm-up excluded, so the numbers compare with reference trainers."""
+AdamW, autocast, compile, the speed options), warm-up excluded, so the numbers compare with
+reference trainers. The first step's time (compilation) and the peak memory are reported too."""
 
 from __future__ import annotations
 
@@ -47,25 +48,43 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
         batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
         tracker=NullTracker(), monitor=None, meta={}, peak_flops=peak_flops_for(device), log=log,
     )  # fmt: skip
-    for _ in range(warmup):  # compilation and allocator warm-up stay out of the timing
+    t0 = time.perf_counter()
+    train_step(run)
+    _sync(device)
+    first_step_s = time.perf_counter() - t0  # compilation, autotuning, allocator warm-up
+    for _ in range(max(0, warmup - 1)):  # the rest of the warm-up stays out of the timing too
         train_step(run)
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss, _, _ = train_step(run)  # syncs: the loss comes back to the host every step
+        out = train_step(run)  # results stay on the device, as in training between log rows
     _sync(device)
     ms = 1000.0 * (time.perf_counter() - t0) / steps
+    loss = out.values[0].item()
     tps = run.tokens_per_step / (ms / 1000.0)
+    size, count = getattr(model, "micro_batches", None) or (
+        cfg.train.batch_size,
+        cfg.train.grad_accum,
+    )
+    c = cfg.train
     result = {
         "device": hardware.device_name(device),
+        "torch": torch.__version__,
         "dtype": str(dtype).replace("torch.", ""),
-        "compile": cfg.train.compile,
-        "batch_size": cfg.train.batch_size,
-        "grad_accum": cfg.train.grad_accum,
+        "compile": c.compile,
+        "compile_mode": c.compile_mode,
+        "attention": c.attention,
+        "fp8": c.fp8,
+        "activation_checkpointing": c.activation_checkpointing,
+        "batch_size": c.batch_size,
+        "grad_accum": c.grad_accum,
+        "micro_batch": size,
+        "micro_steps": count,
         "block_size": cfg.model.block_size,
         "ms_per_iter": ms,
         "tokens_per_sec": tps,
         "mfu_percent": hardware.mfu_percent(run.flops_per_token, tps, 1, run.peak_flops),
+        "first_step_s": first_step_s,
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30
         if device.type == "cuda"
         else None,

@@ -73,6 +73,17 @@ class TrainConfig:
         "skip"  # skip|stop: on a NaN/inf loss skip the step untouched, or checkpoint and stop
     )
     fsdp: bool = False  # shard parameters with FSDP2 instead of DDP (multi-GPU only)
+    prefetch: bool = True  # read and pin the next batch in a background thread during the step
+    attention: str = (
+        "auto"  # auto|flash|efficient|cudnn|math: the SDPA kernel (auto: PyTorch picks)
+    )
+    compile_mode: str = "default"  # default|reduce-overhead|max-autotune|max-autotune-no-cudagraphs
+    compile_cache: str = ""  # compiled-kernel cache folder; empty: <out_dir>/.compile-cache
+    micro_batch: str = "off"  # off|auto|N: sequences per forward, batch_size*grad_accum kept
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory
+    fp8: bool = False  # float8 linear layers via torchao (CUDA, compute capability >= 8.9)
+    ddp_bucket_mb: int = 25  # DDP gradient bucket size (MB); buckets all-reduce during backward
+    ddp_static_graph: bool = False  # DDP static_graph: same parameters used every step
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
@@ -92,6 +103,22 @@ class TrainConfig:
         )
         self.compile = str(self.compile).lower()
         _check(self.nonfinite in ("skip", "stop"), "train.nonfinite must be skip or stop")
+        _check(
+            self.attention in ("auto", "flash", "efficient", "cudnn", "math"),
+            f"train.attention must be auto, flash, efficient, cudnn or math, not {self.attention!r}",
+        )
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        _check(
+            self.compile_mode in modes,
+            f"train.compile_mode must be one of {', '.join(modes)}, not {self.compile_mode!r}",
+        )
+        self.micro_batch = str(self.micro_batch).lower()
+        _check(
+            self.micro_batch in ("off", "auto")
+            or (self.micro_batch.isdigit() and int(self.micro_batch) > 0),
+            f"train.micro_batch must be off, auto or a positive number, not {self.micro_batch!r}",
+        )
+        _check(self.ddp_bucket_mb > 0, "train.ddp_bucket_mb must be positive")
 
 
 @dataclass

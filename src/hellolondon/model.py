@@ -1,6 +1,10 @@
 """A GPT-2 language model: learned positions, pre-LayerNorm, no biases, tied embeddings, a 4x MLP
 with tanh-GELU (so Hugging Face GPT-2 loads it exactly) and causal attention through
-`scaled_dot_product_attention`. Only `nn.Module` code lives here: no optimizer and no I/O."""
+`scaled_dot_product_attention`. Only `nn.Module` code lives here: no optimizer and no I/O.
+
+Two speed switches live on the modules, set by `train/speed.py`: `CausalSelfAttention.backends`
+(the SDPA kernels allowed, None: PyTorch's choice) and `GPT.checkpointing` (recompute each block
+in the backward pass). Neither changes the parameters or the state dict."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from hellolondon.config import ModelConfig
 
@@ -40,6 +45,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
+        self.backends: list | None = None  # SDPA kernels allowed (torch.nn.attention.SDPBackend)
 
     def forward(
         self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
@@ -59,9 +65,15 @@ class CausalSelfAttention(nn.Module):
                 if T > 1:
                     mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None
-        )
+        if self.backends is not None and mask is None:  # a masked decode step keeps any kernel
+            from torch.nn.attention import sdpa_kernel
+
+            with sdpa_kernel(self.backends):
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.c_proj(y), p, self.training)
 
@@ -109,6 +121,7 @@ class GPT(nn.Module):
         )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix, counted once
+        self.checkpointing = False  # recompute each block's activations in the backward pass
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) keep the stream's variance flat
         for name, p in self.named_parameters():
@@ -144,7 +157,11 @@ class GPT(nn.Module):
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i)
+            if self.checkpointing and self.training and cache is None and torch.is_grad_enabled():
+                # keeps only each block's input; the RNG state is restored for the recompute
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, cache, i)
         if cache is not None:
             cache.pos += T
         return self.transformer.ln_f(x)

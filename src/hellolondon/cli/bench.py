@@ -40,8 +40,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     p.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config settings, applied last"
-    )
+        "overrides", nargs="*", metavar="key=value",
+        help="more settings, e.g. train.attention=flash train.compile_mode=max-autotune",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -78,4 +79,5 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  {r['ms_per_iter']:.1f} ms/iter  {r['tokens_per_sec']:,.0f} tokens/s  MFU {mfu}  peak memory {mem}"
     )
+    print(f"  first step {r['first_step_s']:.1f} s (compilation included)")
     return 0

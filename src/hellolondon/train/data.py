@@ -10,6 +10,10 @@ and two accumulation steps consume the same samples in every step.
 
 from __future__ import annotations
 
+import functools
+import queue
+import threading
+import weakref
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,15 +73,30 @@ class Batches:
             starts[sel] = offset + perm[g[sel] % self.n_windows] * self.T
         return starts
 
-    def _load(self, tokens: np.memmap, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rows(self, tokens: np.memmap, starts: np.ndarray) -> torch.Tensor:
+        """The windows as one (batch, T+1) host tensor, pinned when it goes to a GPU."""
         rows = np.stack([tokens[s : s + self.T + 1] for s in starts]).astype(np.int64)
         xy = torch.from_numpy(rows)
+        return xy.pin_memory() if self.device.type == "cuda" else xy
+
+    def _to_device(self, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.device.type == "cuda":
-            xy = xy.pin_memory().to(self.device, non_blocking=True)
+            xy = xy.to(self.device, non_blocking=True)  # from pinned memory: an async copy
         return xy[:, :-1], xy[:, 1:]
+
+    def _load(self, tokens: np.memmap, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._to_device(self._rows(tokens, starts))
 
     def train_batch(self, first_sample: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._load(self.train, self._starts(first_sample, batch))
+
+    def train_batch_ahead(
+        self, first_sample: int, batch: int, then: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`train_batch(first_sample, batch)`; meanwhile a background thread reads and pins the
+        batch that starts at sample `then`, so the next call only starts its copy."""
+        ahead = self.__dict__.setdefault("_ahead", Prefetcher(self))
+        return ahead.get(first_sample, batch, then)
 
     def fixed_batches(
         self, split: str, n_batches: int, batch: int
@@ -88,3 +107,48 @@ class Batches:
         last = len(tokens) - self.T - 1
         starts = np.linspace(0, last, num=count).astype(np.int64)
         return [self._load(tokens, starts[i * batch : (i + 1) * batch]) for i in range(n_batches)]
+
+
+class Prefetcher:
+    """Reads one batch ahead in a background thread. It returns exactly what `train_batch`
+    returns for the asked samples: a guess that does not match is dropped and the batch is read
+    at once, so the order of batches never depends on the prefetching."""
+
+    def __init__(self, batches: Batches) -> None:
+        self.batches = batches
+        self.key: tuple[int, int] | None = None
+        self.job: tuple[dict, threading.Event] | None = None
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=_serve, args=(self.jobs,), daemon=True).start()
+        weakref.finalize(self, self.jobs.put, None)  # the thread ends with its prefetcher
+
+    def _read(self, first: int, batch: int) -> torch.Tensor:
+        b = self.batches
+        return b._rows(b.train, b._starts(first, batch))
+
+    def get(self, first: int, batch: int, then: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = None
+        if self.job is not None and self.key == (first, batch):
+            box, done = self.job
+            done.wait()
+            if "error" in box:
+                raise box["error"]
+            rows = box["rows"]
+        self.job = None
+        if rows is None:
+            rows = self._read(first, batch)
+        if then is not None:
+            self.key, self.job = (then, batch), ({}, threading.Event())
+            self.jobs.put((functools.partial(self._read, then, batch), *self.job))
+        return self.batches._to_device(rows)
+
+
+def _serve(jobs: queue.SimpleQueue) -> None:
+    while (job := jobs.get()) is not None:
+        read, box, done = job
+        try:
+            box["rows"] = read()
+        except BaseException as exc:  # raised again in the training thread
+            box["error"] = exc
+        done.set()
+        del read, box, done, job  # hold nothing (the prefetcher) while waiting

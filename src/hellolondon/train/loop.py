@@ -3,10 +3,9 @@ calls live in `train/steps.py`."""
 
 from __future__ import annotations
 
-import math
-
 from hellolondon.config import RunConfig
 from hellolondon.train.run import setup_run
+from hellolondon.train.speed import Readback
 from hellolondon.train.steps import (
     Clock,
     StopSignal,
@@ -15,6 +14,8 @@ from hellolondon.train.steps import (
     handle_nonfinite,
     log_train,
     maybe_sample,
+    report_skipped,
+    sample_due,
     save,
     train_step,
 )
@@ -26,24 +27,36 @@ def train(
     """Train until `max_iters` or a stop signal; returns the run summary."""
     run = setup_run(cfg, resume, log, global_batch)
     c, st = run.cfg.train, run.state
-    stop, clock = StopSignal(run.dist.enabled, verbose=run.dist.is_main), Clock(run)
+    stop, clock, results = StopSignal(run.dist.enabled, run.dist.is_main), Clock(run), Readback()
     if st.step == 0 and c.eval_interval:
         with clock.paused():
             evaluate(run)  # the untrained loss: where the curves start
+    first = st.step + 1
     while st.step < c.max_iters and not stop.requested:
-        loss, grad_norm, lr = train_step(run, stop)  # also agrees on a stop over ranks
-        if not math.isfinite(loss) and handle_nonfinite(run, loss) == "stop":
+        out = train_step(run, stop)  # results stay on the device until `results.read`
+        if out.skipped and handle_nonfinite(run, out.values[0].item()) == "stop":
             break  # checkpointed before the bad step; a finite step was applied otherwise
+        results.add(st.step, out)
         st.step += 1
         st.samples_seen += run.samples_per_step
         clock.tick()
-        if st.step % c.log_interval == 0 or st.step == c.max_iters:
-            log_train(run, loss, grad_norm, lr, clock)
+        log_now = st.step % c.log_interval == 0 or st.step == c.max_iters
+        eval_now = bool(c.eval_interval) and st.step % c.eval_interval == 0
+        save_now = bool(c.ckpt_interval) and st.step % c.ckpt_interval == 0
+        if not (log_now or eval_now or save_now or sample_due(run) or st.step == first):
+            continue  # no host read this step: the GPU runs ahead
+        rows = results.read(stop)  # also agrees on a stop over ranks
+        if st.step == first:
+            clock.first_step()
+        if report_skipped(run, rows):
+            break  # the bad steps were skipped on the device; the checkpoint has this step
+        if log_now:
+            log_train(run, rows[-1].loss, rows[-1].grad_norm, rows[-1].lr, clock)
         with clock.paused():  # eval, checkpoint and sample time stay out of dt_ms
-            improved = (
-                evaluate(run) if c.eval_interval and st.step % c.eval_interval == 0 else False
-            )
-            if improved or (c.ckpt_interval and st.step % c.ckpt_interval == 0):
+            improved = evaluate(run) if eval_now else False
+            if improved or save_now:
                 save(run, is_best=improved)
             maybe_sample(run)
+    if not st.stop_reason:
+        report_skipped(run, results.read(stop))
     return finish(run, stopped=stop.requested)

@@ -181,7 +181,7 @@ def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
     torch.manual_seed(cfg.train.seed + d.rank)  # then per-rank streams (dropout)
     log(f"Model parameters: {model.num_params():,}")
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
-    step_model = _wrap(model, cfg, d)
+    step_model = _wrap(model, cfg, d, log)
     # after wrapping: FSDP replaces the parameters with shards, which the optimizer must hold
     optimizer = build_optimizer(model, cfg.train, d.device.type, log=log)
     return model, step_model, optimizer, scaler
@@ -239,7 +239,11 @@ def config_for_resume(resume: str, config_file: str | None, overrides: list[str]
     )
 
 
-def _wrap(model: GPT, cfg: RunConfig, d: Dist) -> nn.Module:
+def _wrap(model: GPT, cfg: RunConfig, d: Dist, log=print) -> nn.Module:
+    """Apply the speed options (train/speed.py), then shard, compile and wrap for DDP."""
+    from hellolondon.train import speed
+
+    speed.prepare(model, cfg, d.device, precision(cfg, d.device), d.world_size, log)
     compiled: nn.Module = model
     use_compile = cfg.train.compile == "true" or (
         cfg.train.compile == "auto" and d.device.type == "cuda"
@@ -247,14 +251,16 @@ def _wrap(model: GPT, cfg: RunConfig, d: Dist) -> nn.Module:
     if d.fsdp:
         # sharded in place: `model` itself gathers its shards on every call, eval included
         fsdp.shard(model, precision(cfg, d.device))
-        return torch.compile(model) if use_compile else model
+        return speed.compiled(model, cfg) if use_compile else model
     if use_compile:
-        compiled = torch.compile(model)
+        compiled = speed.compiled(model, cfg)
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [d.device.index] if d.device.type == "cuda" else None
-        compiled = DDP(compiled, device_ids=ids)
+        # compiled inside DDP: dynamo splits the graph at DDP's buckets, so each bucket's
+        # all-reduce starts while the backward pass is still running
+        compiled = DDP(compiled, device_ids=ids, **speed.ddp_options(cfg.train))
     return compiled
 
 

@@ -25,6 +25,7 @@ class TrainState:
     wall_seconds: float = 0.0  # wall time of the run up to the last start
     starts: int = 0  # how often the run was started: 1 plus each resume
     stop_reason: str = ""  # why the run stopped before max_iters, if it did
+    first_step_s: float | None = None  # the latest start's first step, compilation included
     started_at: float = field(default_factory=time.perf_counter, repr=False, compare=False)
 
     def begin(self) -> None:
@@ -61,6 +62,7 @@ class TrainState:
             if self.train_seconds
             else None,
             "starts": self.starts,
+            "first_step_s": self.first_step_s,
             "stopped_early": bool(self.stop_reason),
             "stop_reason": self.stop_reason or None,
         }

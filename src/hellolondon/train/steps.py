@@ -22,6 +22,7 @@ from hellolondon.train.distributed import (
 )
 from hellolondon.train.optim import lr_at
 from hellolondon.train.run import Run
+from hellolondon.train.speed import StepResult, skips_on_device, step_unless
 
 
 class StopSignal:
@@ -29,8 +30,9 @@ class StopSignal:
     stop after the current step, write a checkpoint and flush tracking; a second Ctrl-C aborts.
 
     With several processes the signal reaches them at slightly different moments, so a rank
-    only marks it `pending`; `train_step` turns that into `requested` on every rank at once (a
-    flag in the all-reduce it already makes), and all ranks leave after the same step."""
+    only marks it `pending`; `train_step` carries it in the all-reduce it already makes, and
+    the loop's next read of the step results turns it into `requested` on every rank at once,
+    so all ranks leave after the same step."""
 
     def __init__(self, distributed: bool = False, verbose: bool = True) -> None:
         self.requested = False  # what the loop acts on
@@ -65,6 +67,12 @@ class Clock:
     def tick(self) -> None:
         self.steps += 1
 
+    def first_step(self) -> None:
+        """Note and say how long the first step of this start took, compilation included."""
+        busy = time.perf_counter() - self.last - self.paused_s
+        self.run.state.first_step_s = round(busy, 2)
+        self.run.log(f"first step took {busy:.1f} s (compilation included)")
+
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         t0 = time.perf_counter()
@@ -84,38 +92,54 @@ class Clock:
         return ms
 
 
-def train_step(run: Run, stop: StopSignal | None = None) -> tuple[float, float, float]:
-    """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr); a
-    non-finite loss leaves weights and optimizer untouched. Agrees `stop.requested` over ranks."""
+def train_step(run: Run, stop: StopSignal | None = None) -> StepResult:
+    """One optimizer step over the step's micro-batches. A non-finite loss or grad norm leaves
+    weights and optimizer untouched. Returns the loss, grad norm and stop flag averaged over
+    ranks as one device tensor, read later in one go (`speed.Readback`): with fused AdamW the
+    skip is decided on the device and no step waits for the GPU; otherwise the step reads one
+    flag (`skipped` is then known at once). Another rank's stop signal reaches this one at the
+    read."""
     c, d, opt = run.cfg.train, run.dist, run.optimizer
     lr = lr_at(run.state.step, c)
     for group in opt.param_groups:
         group["lr"] = lr
+    # micro-batches of `size` sequences, `count` per step: batch_size x grad_accum unless
+    # train.micro_batch regroups the same samples (speed.micro_plan)
+    size, count = getattr(run.model, "micro_batches", None) or (c.batch_size, c.grad_accum)
+    ahead = getattr(run.batches, "train_batch_ahead", None) if c.prefetch else None
     total = torch.zeros((), device=d.device)
-    for micro in range(c.grad_accum):
-        first = run.state.samples_seen + (micro * d.world_size + d.rank) * c.batch_size
-        x, y = run.batches.train_batch(first, c.batch_size)
+    for micro in range(count):
+        first = run.state.samples_seen + (micro * d.world_size + d.rank) * size
+        if ahead is not None:
+            # meanwhile read the next micro-batch; after the last, the next step's first one
+            x, y = ahead(first, size, first + d.world_size * size)
+        else:
+            x, y = run.batches.train_batch(first, size)
         # gradients are all-reduced only on the last micro-batch of a step
-        with grad_sync(run.step_model, d, sync=micro == c.grad_accum - 1), run.autocast():
+        with grad_sync(run.step_model, d, sync=micro == count - 1), run.autocast():
             _, loss = run.step_model(x, y)
-            loss = loss / c.grad_accum
+            loss = loss / count
         run.scaler.scale(loss).backward()
         total += loss.detach()
     run.scaler.unscale_(opt)
     norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip or math.inf)
     if hasattr(norm, "full_tensor"):  # FSDP: a DTensor, already the norm over all shards
         norm = norm.full_tensor()
-    flag = torch.tensor(float(stop is not None and stop.pending), device=total.device)
-    loss_val, norm_val, stopping = all_reduce_mean(
-        torch.stack([total, norm.to(total), flag]), d
-    ).tolist()
-    if stop is not None and stopping > 0:
-        stop.requested = True
-    if math.isfinite(loss_val):
-        run.scaler.step(opt)  # with fp16 the scaler itself skips steps whose gradients overflowed
-        run.scaler.update()
+    flag = total.new_full((), float(stop is not None and stop.pending))
+    values = all_reduce_mean(torch.stack([total, norm.to(total), flag]), d)
+    skipped: bool | None
+    if skips_on_device(opt, run.scaler) and not d.fsdp:
+        step_unless(opt, ~torch.isfinite(values[:2]).all())
+        skipped = None
+    else:
+        # fp16's scaler skips and rescales on overflowing gradients by itself: only the loss
+        finite = torch.isfinite(values[0] if run.scaler.is_enabled() else values[:2]).all()
+        skipped = not bool(finite)  # one host read
+        if not skipped:
+            run.scaler.step(opt)
+            run.scaler.update()
     opt.zero_grad(set_to_none=True)
-    return loss_val, norm_val, lr
+    return StepResult(values, lr, skipped)
 
 
 @torch.no_grad()
@@ -235,11 +259,27 @@ def handle_nonfinite(run: Run, loss: float) -> str:
     return policy
 
 
+def report_skipped(run: Run, rows: list) -> bool:
+    """Report the steps the device skipped (fused AdamW) once their losses are read; True when
+    the policy stops the run. Steps read at once were reported when they ran."""
+    for row in rows:
+        if row.skipped and not row.known_at_once:
+            run.log(f"iteration {row.step + 1}: non-finite loss {row.loss}; the step was skipped")
+            if handle_nonfinite(run, row.loss) == "stop":
+                return True
+    return False
+
+
+def sample_due(run: Run) -> bool:
+    every = run.cfg.train.sample_interval
+    return bool(every) and run.state.step % every == 0
+
+
 def maybe_sample(run: Run, force: bool = False) -> None:
-    every, step = run.cfg.train.sample_interval, run.state.step
     # with FSDP no rank holds the whole model; sample from a checkpoint with `generate`
-    if not run.dist.is_main or run.dist.fsdp or not (force or (every and step % every == 0)):
+    if not run.dist.is_main or run.dist.fsdp or not (force or sample_due(run)):
         return
+    step = run.state.step
     from hellolondon.generate import sample_text
 
     if not run.rundir.tokenizer_dir.is_dir():

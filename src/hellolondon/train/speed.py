@@ -1,0 +1,268 @@
+"""The trainer's speed options (docs/training.md, "Speed"), applied once when the model is built,
+and the read-back of step results that keeps the host from waiting on the GPU every step.
+
+What each option does and when it pays is documented in docs/training.md; the GPU figures are in
+docs/benchmarks.md. Options that change the arithmetic (micro-batch size, FP8) are off by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hellolondon.config import RunConfig, TrainConfig
+from hellolondon.errors import UserError
+
+# train.attention -> the name of its torch.nn.attention.SDPBackend member
+SDPA_BACKENDS = {
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+    "math": "MATH",
+}
+
+
+# -- step results ------------------------------------------------------------------------------
+
+
+class StepResult(NamedTuple):
+    """What `train_step` returns. `values` holds the loss, the grad norm and the stop flag, each
+    averaged over ranks, still on the device: reading them waits for the GPU to finish the step,
+    so the loop reads them (through `Readback`) only when it logs, evaluates or saves."""
+
+    values: torch.Tensor  # [loss, grad norm, stop flag], float32 on the training device
+    lr: float
+    skipped: bool | None  # non-finite, weights untouched; None: only the device knows yet
+
+
+class StepRow(NamedTuple):
+    step: int  # the iteration number the loop gave the step (run.step before it)
+    loss: float
+    grad_norm: float
+    lr: float
+    skipped: bool
+    known_at_once: bool  # the loop already handled it (the synchronous path)
+
+
+class Readback:
+    """Step results kept on the device and read in one transfer for all steps since the last
+    read. The read also turns another rank's stop signal into `stop.requested` on every rank:
+    all ranks read at the same iterations, so all leave after the same step."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, StepResult]] = []
+
+    def add(self, step: int, result: StepResult) -> None:
+        self.items.append((step, result))
+
+    def read(self, stop: Any = None) -> list[StepRow]:
+        if not self.items:
+            return []
+        values = torch.stack([r.values for _, r in self.items]).tolist()  # the one host sync
+        rows = []
+        for (step, r), (loss, norm, flag) in zip(self.items, values, strict=True):
+            skipped = r.skipped
+            if skipped is None:  # the device skipped the update exactly when this is true
+                skipped = not (math.isfinite(loss) and math.isfinite(norm))
+            rows.append(StepRow(step, loss, norm, r.lr, skipped, r.skipped is not None))
+            if stop is not None and flag > 0:
+                stop.requested = True
+        self.items.clear()
+        return rows
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
+    """True when the optimizer can skip a step on the device (fused AdamW reads a `found_inf`
+    tensor, as GradScaler uses it), so no step needs a host read to decide. fp16's GradScaler
+    keeps its own skip-and-rescale logic, and other optimizers are told on the host."""
+    return (
+        not scaler.is_enabled()
+        and bool(optimizer.defaults.get("fused"))
+        and getattr(optimizer, "_step_supports_amp_scaling", False)
+    )
+
+
+def step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """`optimizer.step()` that changes nothing (weights, moments, step count) where the 0-dim
+    tensor `bad` is nonzero, decided on the device."""
+    optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
+    optimizer.grad_scale = None  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+
+
+# -- applied when the model is built -----------------------------------------------------------
+
+
+def prepare(model: nn.Module, cfg: RunConfig, device: torch.device, dtype: torch.dtype,
+            world: int = 1, log=print) -> None:  # fmt: skip
+    """Set the speed options on the plain model before it is sharded, compiled or wrapped."""
+    c = cfg.train
+    backends = attention_backends(c.attention, device, dtype, cfg.model.head_dim)
+    for block in model.transformer.h:
+        block.attn.backends = backends
+    model.checkpointing = c.activation_checkpointing
+    if c.fp8:
+        to_fp8(model, device, log)
+    model.micro_batches = micro_plan(cfg, device, world, log)
+
+
+def attention_backends(
+    name: str, device: torch.device, dtype: torch.dtype, head_dim: int
+) -> list | None:
+    """The SDPA kernel list for `train.attention`, after one small causal forward and backward
+    through it, so an unavailable kernel fails here with a clear line, not at the first step."""
+    if name == "auto":
+        return None
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = getattr(SDPBackend, SDPA_BACKENDS[name], None)
+    if backend is None:
+        raise UserError(
+            f"train.attention={name}: this torch ({torch.__version__}) has no such SDPA kernel; "
+            "use train.attention=auto"
+        )
+    probe_dtype = dtype if dtype != torch.float32 or device.type != "cuda" else torch.float32
+    q = torch.randn(1, 2, 16, head_dim, device=device, dtype=probe_dtype, requires_grad=True)
+    try:
+        with sdpa_kernel([backend]):
+            F.scaled_dot_product_attention(q, q, q, is_causal=True).sum().backward()
+    except RuntimeError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"train.attention={name}: the {name} attention kernel cannot run on {device} with "
+            f"{str(probe_dtype).replace('torch.', '')} and head size {head_dim} ({why}); "
+            "use train.attention=auto"
+        ) from None
+    return [backend]
+
+
+def to_fp8(model: nn.Module, device: torch.device, log=print) -> None:
+    """Swap the block's linear layers for torchao's float8 training layers (dynamic scaling).
+    The tied output head stays in bf16: it shares its matrix with the embedding."""
+    if device.type != "cuda":
+        raise UserError(
+            f"train.fp8=true needs a CUDA GPU with compute capability 8.9 or newer "
+            f"(Ada, Hopper or later); this run is on {device}"
+        )
+    cc = torch.cuda.get_device_capability(device)
+    if cc < (8, 9):
+        raise UserError(
+            f"train.fp8=true needs compute capability 8.9 or newer (Ada, Hopper or later); "
+            f"{torch.cuda.get_device_name(device)} has {cc[0]}.{cc[1]}"
+        )
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError:
+        raise UserError("train.fp8=true needs torchao: pip install torchao") from None
+
+    def wanted(module: nn.Module, fqn: str) -> bool:
+        return (
+            isinstance(module, nn.Linear)
+            and fqn != "lm_head"
+            and module.in_features % 16 == 0
+            and module.out_features % 16 == 0
+        )
+
+    convert_to_float8_training(model, module_filter_fn=wanted)
+    log("fp8: the blocks' linear layers compute in float8 (torchao, dynamic scaling)")
+
+
+def micro_plan(cfg: RunConfig, device: torch.device, world: int = 1, log=print) -> tuple[int, int]:
+    """(sequences per forward, forwards per step) for `train.micro_batch`; their product is
+    always batch_size * grad_accum, so the global batch, the samples of each step and the
+    learning-rate schedule do not change."""
+    c = cfg.train
+    per_step = c.batch_size * c.grad_accum
+    if c.micro_batch == "off":
+        return c.batch_size, c.grad_accum
+    if c.micro_batch != "auto":
+        size = int(c.micro_batch)
+        if per_step % size:
+            raise UserError(
+                f"train.micro_batch={size} must divide batch_size*grad_accum = {per_step} "
+                f"({c.batch_size}*{c.grad_accum}); try one of "
+                f"{', '.join(str(m) for m in _divisors(per_step))}"
+            )
+        return size, per_step // size
+    if device.type != "cuda":
+        log("train.micro_batch=auto sizes micro-batches from free GPU memory; on "
+            f"{device.type} it keeps batch_size={c.batch_size}, grad_accum={c.grad_accum}")  # fmt: skip
+        return c.batch_size, c.grad_accum
+    free = torch.cuda.mem_get_info(device)[0]
+    size = auto_micro_batch(cfg, free, world)
+    if (size, per_step // size) != (c.batch_size, c.grad_accum):
+        log(f"train.micro_batch=auto: {per_step // size} forward(s) of {size} sequences per "
+            f"step instead of {c.grad_accum} of {c.batch_size} ({free / 2**30:.0f} GiB free)")  # fmt: skip
+    return size, per_step // size
+
+
+def _divisors(n: int) -> list[int]:
+    return [m for m in range(1, n + 1) if n % m == 0]
+
+
+def activation_bytes_per_sequence(cfg: RunConfig) -> int:
+    """An upper estimate of the memory one sequence's activations take in training: 34·h bytes
+    per token and layer for 16-bit activations with attention scores never stored (Korthikanti
+    et al. 2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 1 without
+    its 5·a·s/h term, which fused attention kernels do not keep), or one block's worth plus 2·h
+    per layer with activation checkpointing; plus 10 bytes per logit (bf16 logits, their
+    float32 copy for the loss and its float32 gradient)."""
+    m, c = cfg.model, cfg.train
+    layers = (2 * m.n_layer + 34) if c.activation_checkpointing else 34 * m.n_layer
+    per_token = layers * m.n_embd + 10 * m.vocab_size
+    return per_token * m.block_size
+
+
+def auto_micro_batch(cfg: RunConfig, free_bytes: int, world: int = 1) -> int:
+    """The largest divisor of batch_size*grad_accum whose activations fit in 85% of the free
+    memory left after gradients and AdamW state (12 bytes per parameter, divided by the ranks
+    under FSDP); at least 1."""
+    m, c = cfg.model, cfg.train
+    per_step = c.batch_size * c.grad_accum
+    params = 12 * m.n_layer * m.n_embd**2 + m.vocab_size * m.n_embd + m.block_size * m.n_embd
+    state = 12 * params // (world if c.fsdp else 1)
+    budget = 0.85 * free_bytes - state
+    fits = [s for s in _divisors(per_step) if s * activation_bytes_per_sequence(cfg) <= budget]
+    return max(fits, default=1)
+
+
+def compiled(module: nn.Module, cfg: RunConfig) -> nn.Module:
+    """`torch.compile` with `train.compile_mode`, its kernels cached in a folder that outlives
+    the process (`train.compile_cache`, else `<out_dir>/.compile-cache`; a TORCHINDUCTOR_CACHE_DIR
+    already set wins), so a resumed run loads them instead of compiling from scratch."""
+    c = cfg.train
+    cache = Path(c.compile_cache or Path(cfg.out_dir) / ".compile-cache").expanduser().resolve()
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    with contextlib.suppress(ImportError):  # a torch without inductor compiles as it can
+        import torch._inductor.config as inductor
+
+        if os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1" and hasattr(
+            inductor, "fx_graph_cache"
+        ):
+            inductor.fx_graph_cache = True
+    options = {} if c.compile_mode == "default" else {"mode": c.compile_mode}
+    return torch.compile(module, **options)
+
+
+def ddp_options(c: TrainConfig) -> dict[str, Any]:
+    """DistributedDataParallel settings. Gradients are all-reduced bucket by bucket while the
+    backward pass is still running (with torch.compile, dynamo splits the graph at the same
+    bucket boundaries); gradients live in the buckets themselves, which saves one copy."""
+    return {
+        "bucket_cap_mb": c.ddp_bucket_mb,
+        "gradient_as_bucket_view": True,
+        "static_graph": c.ddp_static_graph,
+    }

@@ -1,0 +1,81 @@
+"""The GPU acceptance script's own logic, on the CPU: its shortened path (tiny model, a slice of
+the corpus) from data to a SIGTERM and resume, and the nanoGPT driver beside `bench`, through a
+stand-in model.py (nanoGPT's own file is not part of this repository)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STAND_IN = """
+from dataclasses import dataclass
+
+import torch
+
+from hellolondon.config import ModelConfig
+from hellolondon.model import GPT as _GPT
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False
+
+
+class GPT(_GPT):
+    def __init__(self, c):
+        super().__init__(ModelConfig(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                     block_size=c.block_size, vocab_size=c.vocab_size))
+
+    def get_num_params(self):
+        return self.num_params()
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        return torch.optim.AdamW(self.parameters(), lr=learning_rate, betas=betas)
+"""
+
+
+def test_the_suite_script_parses():
+    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_suite.sh")]).returncode == 0
+
+
+@pytest.mark.slow
+def test_the_suite_runs_its_cpu_path(tmp_path):
+    stand_in = tmp_path / "nano"
+    stand_in.mkdir()
+    (stand_in / "model.py").write_text(STAND_IN)
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT / "src"), "SUITE_WORK": str(tmp_path / "work")}  # fmt: skip
+    sections = "data run resume bench"
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", sections, "--nanogpt", str(stand_in), "--budget", "300"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [
+        json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    ]
+    steps = {r["step"]: r["rc"] for r in rows if "step" in r}
+    assert steps == {"corpus": 0, "tokenizer": 0, "prepare": 0, "run-whole": 0, "run-cut": 0,
+                     "run-resumed": 0}  # fmt: skip
+    losses = next(r for r in rows if r.get("check") == "losses")
+    assert losses["ok"] and losses["steps_compared"] > 0
+    assert losses["max_abs_diff"] == 0.0  # on the CPU the resumed run is bitwise the same
+    benches = [r for r in rows if r.get("section") == "bench"]
+    assert {b["impl"] for b in benches} == {"hellolondon", "nanoGPT"}
+    assert all(b["result"]["tokens_per_sec"] > 0 for b in benches)
+    assert any(r.get("section") == "bench-ratio" for r in rows)
+    assert rows[-1]["section"] == "done"

@@ -1,0 +1,369 @@
+"""The speed options on the CPU: step results read in batches give the losses of a step that
+reads every loss at once, bitwise; device-side skipping of non-finite steps; prefetched
+batches; activation checkpointing; attention kernels; micro-batches; the clear refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tinyrun import tiny_config
+
+from hellolondon.errors import UserError
+from hellolondon.rundir import read_jsonl
+from hellolondon.train import speed
+from hellolondon.train.loop import train
+
+
+def _rows(run_dir) -> dict[int, tuple[float, float, float]]:
+    return {
+        r["step"]: (r["train/loss"], r["train/grad_norm"], r["train/lr"])
+        for r in read_jsonl(run_dir / "metrics.jsonl")
+        if "train/loss" in r
+    }
+
+
+def _reference_step(run, stop=None):
+    """The step as it was before results stayed on the device: every step reads the loss,
+    grad norm and stop flag back at once and decides on the host. Same sample order."""
+    from hellolondon.train.distributed import all_reduce_mean, grad_sync
+    from hellolondon.train.optim import lr_at
+
+    c, d, opt = run.cfg.train, run.dist, run.optimizer
+    lr = lr_at(run.state.step, c)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    total = torch.zeros((), device=d.device)
+    for micro in range(c.grad_accum):
+        first = run.state.samples_seen + (micro * d.world_size + d.rank) * c.batch_size
+        x, y = run.batches.train_batch(first, c.batch_size)
+        with grad_sync(run.step_model, d, sync=micro == c.grad_accum - 1), run.autocast():
+            _, loss = run.step_model(x, y)
+            loss = loss / c.grad_accum
+        run.scaler.scale(loss).backward()
+        total += loss.detach()
+    run.scaler.unscale_(opt)
+    norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip or math.inf)
+    flag = torch.tensor(float(stop is not None and stop.pending), device=total.device)
+    values = all_reduce_mean(torch.stack([total, norm.to(total), flag]), d)
+    loss_val, norm_val, stopping = values.tolist()
+    if stop is not None and stopping > 0:
+        stop.requested = True
+    if math.isfinite(loss_val):
+        run.scaler.step(opt)
+        run.scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return speed.StepResult(values, lr, not math.isfinite(loss_val))
+
+
+def _fused_adamw(monkeypatch):
+    """Fused AdamW on the CPU too (torch >= 2.4 has the kernel): the device-side skip path."""
+    from hellolondon.train import run as run_module
+    from hellolondon.train.optim import build_optimizer
+
+    def fused(model, cfg, device_type, log=print):
+        opt = build_optimizer(model, cfg, device_type, log)
+        groups = [
+            {"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups
+        ]
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+
+    monkeypatch.setattr(run_module, "build_optimizer", fused)
+
+
+SETTINGS = {
+    "plain": [],
+    "accumulation and dropout": ["train.grad_accum=3", "model.dropout=0.1"],
+}
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["host-skip", "device-skip"])
+@pytest.mark.parametrize("extra", list(SETTINGS.values()), ids=list(SETTINGS))
+def test_losses_equal_a_step_that_reads_every_loss_at_once(
+    tiny_data, tmp_path, monkeypatch, extra, fused
+):
+    if fused:
+        _fused_adamw(monkeypatch)
+    common = ["train.max_iters=12", "train.log_interval=1", *extra]
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=new", *common), log=lambda *_: None)
+    monkeypatch.setattr("hellolondon.train.loop.train_step", _reference_step)
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=old", *common), log=lambda *_: None)
+    new, old = _rows(tmp_path / "new"), _rows(tmp_path / "old")
+    assert sorted(new) == list(range(1, 13))
+    assert new == old  # bitwise: floats compared exactly
+
+
+def test_sparse_log_rows_hold_the_same_losses(tiny_data, tmp_path):
+    """With log_interval 4 the loop reads the device every 4 steps; the rows it writes hold the
+    losses that a run logging every step has at those steps."""
+    every = tiny_config(tiny_data, tmp_path, "tracking.run_name=every", "train.max_iters=12")
+    sparse = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=sparse", "train.max_iters=12",
+        "train.log_interval=4", "train.eval_interval=0", "train.ckpt_interval=0",
+    )  # fmt: skip
+    train(every, log=lambda *_: None)
+    summary = train(sparse, log=lambda *_: None)
+    a, b = _rows(tmp_path / "every"), _rows(tmp_path / "sparse")
+    assert sorted(b) == [4, 8, 12]
+    assert all(a[s] == b[s] for s in b)
+    assert summary["first_step_s"] > 0
+
+
+def test_device_skip_leaves_weights_and_optimizer_untouched(tiny_data, tmp_path, monkeypatch):
+    from hellolondon.model import GPT
+
+    _fused_adamw(monkeypatch)
+    real = GPT.forward
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def poisoned(self, idx, targets=None, cache=None):
+        if self.training and targets is not None:
+            seen.append({k: v.detach().clone() for k, v in self.state_dict().items()})
+        logits, loss = real(self, idx, targets, cache)
+        if self.training and targets is not None and len(seen) == 3:
+            loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    steps = {"n": 0}
+    real_step = speed.step_unless
+
+    def counting(opt, bad):
+        steps["n"] += 1
+        real_step(opt, bad)
+        steps["adam_step"] = max(float(s["step"]) for s in opt.state.values())
+
+    monkeypatch.setattr("hellolondon.train.steps.step_unless", counting)
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=n", "train.max_iters=5", "eval_interval=0",
+        "train.log_interval=5", "train.ckpt_interval=0",
+    )  # fmt: skip
+    summary = train(cfg, log=lambda *_: None)
+    assert summary["iterations"] == 5 and steps["n"] == 5  # no host decision: all on the device
+    assert steps["adam_step"] == 4.0  # the skipped step did not count in AdamW's bias correction
+    same = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(seen, seen[1:], strict=False)]
+    assert same == [False, False, True, False]  # only the poisoned step changed nothing
+    events = read_jsonl(tmp_path / "n" / "events.jsonl")
+    assert any("non-finite" in e["title"].lower() for e in events)  # reported at the next read
+
+
+def test_readback_reads_once_and_carries_the_stop_flag():
+    class Stop:
+        requested = False
+
+    rb, stop = speed.Readback(), Stop()
+    rb.add(0, speed.StepResult(torch.tensor([2.0, 1.0, 0.0]), 1e-3, None))
+    rb.add(1, speed.StepResult(torch.tensor([math.nan, 1.0, 0.5]), 1e-3, None))
+    rb.add(2, speed.StepResult(torch.tensor([1.5, 0.9, 0.0]), 1e-3, False))
+    rows = rb.read(stop)
+    assert [(r.step, r.skipped, r.known_at_once) for r in rows] == [
+        (0, False, False), (1, True, False), (2, False, True)
+    ]  # fmt: skip
+    assert stop.requested and rb.read(stop) == []
+
+
+def test_prefetched_batches_equal_direct_reads_in_any_order(tiny_data):
+    from hellolondon.train.data import Batches
+
+    direct = Batches(tiny_data, 32, seed=7, device=torch.device("cpu"))
+    ahead = Batches(tiny_data, 32, seed=7, device=torch.device("cpu"))
+    # steps of 2 micro-batches of 3 on 2 ranks (rank 1), then a jump (a resume elsewhere),
+    # then a wrong guess: every batch must still be the one asked for
+    asks = [(s + (m * 2 + 1) * 3, s + ((m + 1) * 2 + 1) * 3) for s in (0, 12, 24) for m in (0, 1)]
+    asks += [(500, 506), (506, None), (9, 15), (40, 46)]
+    for first, then in asks:
+        x1, y1 = direct.train_batch(first, 3)
+        x2, y2 = ahead.train_batch_ahead(first, 3, then)
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    # past an epoch boundary, too
+    n = direct.n_windows
+    for first in (n - 2, n + 1):
+        assert torch.equal(
+            direct.train_batch(first, 3)[0], ahead.train_batch_ahead(first, 3, first + 3)[0]
+        )
+
+
+def test_prefetch_off_gives_the_same_losses(tiny_data, tmp_path):
+    on = tiny_config(tiny_data, tmp_path, "tracking.run_name=on", "train.grad_accum=2")
+    off = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=off", "train.grad_accum=2", "train.prefetch=false"
+    )
+    train(on, log=lambda *_: None)
+    train(off, log=lambda *_: None)
+    assert _rows(tmp_path / "on") == _rows(tmp_path / "off")
+
+
+def test_activation_checkpointing_gives_the_same_losses(tiny_data, tmp_path):
+    common = ["model.dropout=0.1", "train.max_iters=8"]  # dropout: the recompute replays its RNG
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=a", *common), log=lambda *_: None)
+    ckpt = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=b", "train.activation_checkpointing=true", *common
+    )
+    train(ckpt, log=lambda *_: None)
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for step in a:
+        assert a[step][0] == pytest.approx(b[step][0], rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("kernel", ["math", "flash"])
+def test_attention_kernels_that_run_on_cpu_give_the_same_loss(tiny_data, tmp_path, kernel):
+    common = ["train.max_iters=4"]
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=auto", *common), log=lambda *_: None)
+    picked = tiny_config(
+        tiny_data, tmp_path, f"tracking.run_name={kernel}", f"train.attention={kernel}", *common
+    )
+    train(picked, log=lambda *_: None)
+    a, b = _rows(tmp_path / "auto"), _rows(tmp_path / kernel)
+    for step in a:
+        assert a[step][0] == pytest.approx(b[step][0], rel=1e-4)
+
+
+def test_an_unavailable_attention_kernel_is_one_clear_error():
+    with pytest.raises(UserError, match=r"train.attention=efficient: .*cpu.*train.attention=auto"):
+        speed.attention_backends("efficient", torch.device("cpu"), torch.float32, 16)
+
+
+def test_the_attention_setting_reaches_every_block_and_the_generation_path():
+    from torch.nn.attention import SDPBackend
+
+    from hellolondon.config import build_config
+    from hellolondon.model import GPT, KVCache
+
+    cfg = build_config("tiny", overrides=["vocab_size=64", "block_size=16", "train.attention=math"])
+    model = GPT(cfg.model)
+    speed.prepare(model, cfg, torch.device("cpu"), torch.float32, log=lambda *_: None)
+    assert all(b.attn.backends == [SDPBackend.MATH] for b in model.transformer.h)
+    model.eval()
+    cache = KVCache(cfg.model, 1, 16, "cpu", torch.float32)
+    x = torch.randint(0, 64, (1, 6))
+    with torch.no_grad():
+        model(x[:, :4], cache=cache)
+        model(x[:, 4:], cache=cache)  # a masked step: any kernel may take it
+
+
+def test_fp8_on_a_cpu_is_one_clear_error():
+    with pytest.raises(UserError, match="train.fp8=true needs a CUDA GPU"):
+        speed.to_fp8(torch.nn.Linear(16, 16), torch.device("cpu"))
+
+
+def test_micro_batches_regroup_the_same_samples(tiny_data, tmp_path):
+    common = ["train.batch_size=2", "train.grad_accum=4", "train.max_iters=6"]
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=a", *common), log=lambda *_: None)
+    big = tiny_config(tiny_data, tmp_path, "tracking.run_name=b", "train.micro_batch=8", *common)
+    train(big, log=lambda *_: None)
+    a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    for step in a:  # one forward of 8 instead of 4 of 2: the same mean up to rounding
+        assert a[step][0] == pytest.approx(b[step][0], rel=1e-5)
+
+
+def test_micro_batch_choices():
+    from hellolondon.config import build_config
+
+    cpu = torch.device("cpu")
+    cfg = build_config("slm", overrides=["train.batch_size=16", "train.grad_accum=2"])
+    assert speed.micro_plan(cfg, cpu) == (16, 2)  # off
+    notes: list[str] = []
+    cfg.train.micro_batch = "auto"
+    assert speed.micro_plan(cfg, cpu, log=notes.append) == (16, 2)
+    assert "free GPU memory" in notes[0]
+    cfg.train.micro_batch = "32"
+    assert speed.micro_plan(cfg, cpu) == (32, 1)
+    cfg.train.micro_batch = "12"
+    with pytest.raises(UserError, match=r"must divide batch_size\*grad_accum = 32.*1, 2, 4, 8"):
+        speed.micro_plan(cfg, cpu)
+    reg = build_config("regular")  # 16 x 2
+    assert speed.auto_micro_batch(reg, 130 * 2**30) == 32  # an H200's free memory: one forward
+    assert speed.auto_micro_batch(reg, 22 * 2**30) < 32  # a 24 GB card: smaller than 32
+    reg.train.activation_checkpointing = True
+    assert speed.auto_micro_batch(reg, 22 * 2**30) == 32  # checkpointing lets it fit
+    assert speed.auto_micro_batch(reg, 1 * 2**30) == 1  # never below one sequence
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.attention=fast", "train.attention must be auto, flash"),
+        ("train.compile_mode=fastest", "train.compile_mode must be one of"),
+        ("train.micro_batch=0", "train.micro_batch must be off, auto or a positive number"),
+        ("train.ddp_bucket_mb=0", "train.ddp_bucket_mb must be positive"),
+    ],
+)
+def test_bad_speed_settings_are_refused(override, message):
+    from hellolondon.config import build_config
+
+    with pytest.raises(UserError, match=message):
+        build_config("tiny", overrides=[override])
+
+
+def test_compiled_keeps_its_kernel_cache_beside_the_runs(tmp_path, monkeypatch):
+    from hellolondon.config import build_config
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    cfg = build_config("tiny", overrides=[f"out_dir={tmp_path}", "train.compile_mode=max-autotune"])
+    module = speed.compiled(torch.nn.Linear(2, 2), cfg)  # compiles lazily, at the first call
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / ".compile-cache").resolve())
+    assert hasattr(module, "_orig_mod")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    speed.compiled(torch.nn.Linear(2, 2), cfg)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")  # the user's wins
+
+
+def test_ddp_options_overlap_and_save_a_copy():
+    from hellolondon.config import build_config
+
+    c = build_config("tiny", overrides=["train.ddp_bucket_mb=50"]).train
+    assert speed.ddp_options(c) == {
+        "bucket_cap_mb": 50, "gradient_as_bucket_view": True, "static_graph": False
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["device-skip", "host-skip"])
+def test_the_device_path_reads_no_value_inside_a_step(tiny_data, tmp_path, monkeypatch, fused):
+    """With fused AdamW no step reads a tensor's value on the host (on a GPU each such read
+    waits for the GPU); the loop reads the results only at its log, eval and save steps.
+    Without it, each step reads one flag."""
+    import hellolondon.train.steps as steps
+
+    if fused:
+        _fused_adamw(monkeypatch)
+    inside, reads = {"on": False}, []
+    for name in ("item", "tolist", "__bool__", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _real=real, _name=name, **k):
+            if inside["on"]:
+                reads.append(_name)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    real_step = steps.train_step
+
+    def watched(run, stop=None):
+        inside["on"] = True
+        try:
+            return real_step(run, stop)
+        finally:
+            inside["on"] = False
+
+    monkeypatch.setattr("hellolondon.train.loop.train_step", watched)
+    batches: list[int] = []
+    real_read = speed.Readback.read
+    monkeypatch.setattr(
+        speed.Readback,
+        "read",
+        lambda self, stop=None: batches.append(len(self.items)) or real_read(self, stop),
+    )
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=r", "train.max_iters=9", "train.log_interval=4",
+        "train.eval_interval=0", "train.ckpt_interval=0", "train.grad_accum=2",
+    )  # fmt: skip
+    train(cfg, log=lambda *_: None)
+    if fused:
+        assert reads == []
+    else:  # one flag per step (AdamW's own step counters are CPU tensors: no GPU wait)
+        assert reads.count("__bool__") == 9
+    assert batches == [1, 3, 4, 1, 0]  # after steps 1, 4, 8 and 9 (the last), then at the end
