@@ -28,6 +28,7 @@ def train(
     run = setup_run(cfg, resume, log, global_batch)
     c, st = run.cfg.train, run.state
     stop, clock, results = StopSignal(run.dist.enabled, run.dist.is_main), Clock(run), Readback()
+    run.stop = stop
     if st.step == 0 and c.eval_interval:
         with clock.paused():
             evaluate(run)  # the untrained loss: where the curves start

@@ -48,6 +48,7 @@ class Run:
     state: TrainState = field(default_factory=TrainState)
     eval_cache: dict[str, list] = field(default_factory=dict)  # the fixed held-out batches
     slow: bool = False  # steps take seconds (a GPU preset on a CPU): show more progress
+    stop: Any = None  # the loop's StopSignal, so a long evaluation can give way to it
     log: Callable[[str], None] = print
 
     @cached_property
@@ -317,8 +318,9 @@ def _announce_pace(run: Run) -> bool:
     if run.dist.device.type != "cpu":
         return False
     flops = hardware.cpu_matmul_flops(run.cfg.model.n_embd)
-    # training runs at roughly a third of a bare matmul's speed on a CPU (measured on the demo)
-    step_s = run.flops_per_token * run.tokens_per_step / (flops / 3)
+    # training runs at roughly half a bare matmul's speed on a CPU (the SLM at batch 2: 178
+    # tokens/s on a 2-core machine that multiplies at ~0.2 TFLOP/s)
+    step_s = run.flops_per_token * run.tokens_per_step / (flops / 2)
     if step_s < 2.0:
         return False
     total = step_s * (run.cfg.train.max_iters - run.state.step)

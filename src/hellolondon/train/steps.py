@@ -148,8 +148,13 @@ def evaluate(run: Run) -> bool:
     improved. The sequences are fixed for the run (`train.eval_seqs`): a resume on another
     world size or batch split evaluates the same ones."""
     run.model.eval()
-    means = {split: _eval_split(run, split) for split in ("train", "val")}
-    run.model.train()
+    try:
+        means = {split: _eval_split(run, split) for split in ("train", "val")}
+    except _Stopped:
+        run.log("evaluation left unfinished: a stop was asked for")
+        return False
+    finally:
+        run.model.train()
     val, step = means["val"], run.state.step
     row = {
         "eval/train_loss": means["train"],
@@ -179,6 +184,8 @@ def _eval_split(run: Run, split: str) -> float:
     calls = -(-share // c.batch_size) if d.fsdp else len(batches)
     sums = torch.zeros(2, device=d.device)  # loss summed over sequences, sequences
     for i in tqdm(range(calls), desc=f"eval {split}", leave=False, disable=not run.slow):
+        if run.stop is not None and run.stop.pending and not d.enabled:
+            raise _Stopped  # one process: nothing to agree on, so a long evaluation gives way
         x, y = batches[i] if i < len(batches) else batches[0]
         with run.autocast():
             loss = run.model(x, y)[1].float()
@@ -186,6 +193,10 @@ def _eval_split(run: Run, split: str) -> float:
             sums += torch.stack([loss * len(x), torch.tensor(float(len(x)), device=d.device)])
     sums = all_reduce_mean(sums, d)  # the ratio of the means is the ratio of the sums
     return (sums[0] / sums[1].clamp(min=1)).item()
+
+
+class _Stopped(Exception):
+    """A stop signal arrived during an evaluation."""
 
 
 def _record(run: Run, row: dict) -> None:
