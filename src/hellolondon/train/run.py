@@ -119,6 +119,11 @@ def _restore(cfg: RunConfig, resume: str | None, log) -> tuple[Path | None, dict
         raise UserError(
             f"checkpoint {ckpt} is of another architecture ({saved.model}); resume with its own settings"
         )
+    if saved.train.optimizer != cfg.train.optimizer:  # their states are not interchangeable
+        raise UserError(
+            f"checkpoint {ckpt} was trained with train.optimizer={saved.train.optimizer}; "
+            "resume it with the same optimizer"
+        )
     return ckpt, state
 
 

@@ -22,7 +22,7 @@ from hellolondon.train.distributed import (
     grad_sync,
     shutdown,
 )
-from hellolondon.train.optim import lr_at
+from hellolondon.train.optim import lr_scale
 from hellolondon.train.run import Run
 
 
@@ -90,9 +90,10 @@ def train_step(run: Run, stop: StopSignal | None = None) -> tuple[float, float, 
     """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr); a
     non-finite loss leaves weights and optimizer untouched. Agrees `stop.requested` over ranks."""
     c, d, opt = run.cfg.train, run.dist, run.optimizer
-    lr = lr_at(run.step, c)
+    scale = lr_scale(run.step, c)  # one schedule for every group, each from its own peak
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = group["peak_lr"] * scale
+    lr = c.lr * scale
     total = torch.zeros((), device=d.device)
     for micro in range(c.grad_accum):
         first = run.samples_seen + (micro * d.world_size + d.rank) * c.batch_size
