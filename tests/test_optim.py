@@ -172,3 +172,17 @@ def test_resuming_with_another_optimizer_is_refused(tiny_data, tmp_path):
     other = build_config(base=cfg, overrides=["train.optimizer=muon", "train.max_iters=12"])
     with pytest.raises(UserError, match="train.optimizer=adamw"):
         train(other, resume=str(tmp_path / "a"), log=lambda *_: None)
+
+
+def test_the_model_card_and_the_report_name_the_recipe():
+    from hellolondon.export.card import _optimizer_text, _schedule_text
+    from hellolondon.report.rundata import recipe
+
+    c = TrainConfig(optimizer="muon", schedule="wsd", lr=2e-3, min_lr=2e-4, muon_lr=0.04)
+    assert _optimizer_text(c).startswith("Muon for the blocks' matrices (momentum 0.95")
+    assert _schedule_text(c) == (
+        "0.002 peak (Muon 0.04), 30 warm-up steps, stable, then a linear cool-down over the "
+        "last 20% to 0.0002 (Muon 0.004)"
+    )
+    assert _schedule_text(TrainConfig()).endswith("cosine decay to 0.0001")
+    assert recipe({"optimizer": "muon", "schedule": "wsd"}) == "muon + wsd"
