@@ -186,3 +186,22 @@ def test_the_model_card_and_the_report_name_the_recipe():
     )
     assert _schedule_text(TrainConfig()).endswith("cosine decay to 0.0001")
     assert recipe({"optimizer": "muon", "schedule": "wsd"}) == "muon + wsd"
+
+
+@needs_muon
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_muon_learns_with_autocast_accumulation_and_clipping(tiny_data, tmp_path, dtype):
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path,
+        "tracking.run_name=m",
+        "train.optimizer=muon",
+        f"train.dtype={dtype}",
+        "train.grad_accum=2",
+        "train.grad_clip=0.5",
+        "train.max_iters=24",
+        "train.eval_interval=12",
+        "train.lr=3e-3",
+    )
+    summary = train(cfg, log=lambda *_: None)
+    assert summary["best_val_loss"] < summary["first_val_loss"] - 0.5
