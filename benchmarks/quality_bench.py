@@ -1,7 +1,7 @@
 """Time to quality: how many steps (and tokens) each optimizer/schedule recipe needs to reach the
 final validation loss of the tuned AdamW + cosine recipe, on the demo's model and data.
 
-    python benchmarks/quality_bench.py                      # the demo's model, 500 steps
+    python benchmarks/quality_bench.py                      # the demo's model, 200 steps
     python benchmarks/quality_bench.py --seeds 3 --jobs 2   # two runs at a time, one thread each
 
 First each recipe's peak learning rate is swept over a small grid on the first seed (so the
@@ -30,9 +30,9 @@ RECIPES = {
     "muon-wsd": ["train.optimizer=muon", "train.schedule=wsd"],
 }
 DEFAULT_GRID = {
-    "adamw-cosine": "1e-3,2e-3,4e-3",
-    "muon-cosine": "0.01,0.02,0.04",
-    "muon-wsd": "0.01,0.02,0.04",
+    "adamw-cosine": "1.5e-3,3e-3,6e-3",
+    "muon-cosine": "0.02,0.04",
+    "muon-wsd": "0.02,0.04",
 }
 
 
@@ -62,7 +62,7 @@ def prepare_data(work: Path) -> Path:
     return data
 
 
-def run_one(work: Path, recipe: str, lr: float, seed: int, steps: int, eval_every: int) -> dict:
+def run_one(work: Path, recipe: str, lr: float, seed: int, args) -> dict:
     """Train one recipe/rate/seed, then score the whole held-out split in bits per byte."""
     import torch
 
@@ -84,13 +84,13 @@ def run_one(work: Path, recipe: str, lr: float, seed: int, steps: int, eval_ever
         + lr_setting(recipe, lr)
         + [
             f"train.seed={seed}",
-            f"train.max_iters={steps}",
+            f"train.max_iters={args.steps}",
             "train.batch_size=16",
             "train.warmup_iters=20",
-            f"train.eval_interval={eval_every}",
-            "train.eval_iters=8",
+            f"train.eval_interval={args.eval_every}",
+            f"train.eval_iters={args.eval_iters}",
             "train.log_interval=25",
-            f"train.ckpt_interval={steps}",
+            f"train.ckpt_interval={args.steps}",
             "train.keep_last=1",
             "train.sample_interval=0",
             "train.device=cpu",
@@ -116,7 +116,7 @@ def run_one(work: Path, recipe: str, lr: float, seed: int, steps: int, eval_ever
         "recipe": recipe,
         "lr": lr,
         "seed": seed,
-        "steps": steps,
+        "steps": args.steps,
         "tokens_per_step": cfg.train.batch_size * cfg.model.block_size,
         "val_curve": curve,
         "final_val_loss": curve[max(curve)],
@@ -146,6 +146,7 @@ def run_all(work: Path, jobs: list[tuple[str, float, int]], args) -> dict[tuple,
             job = todo.pop(0)
             cmd = [sys.executable, __file__, "--one", *map(str, job), "--work", str(work)]
             cmd += ["--steps", str(args.steps), "--eval-every", str(args.eval_every)]
+            cmd += ["--eval-iters", str(args.eval_iters)]
             print(f"  run {run_name(*job)}", flush=True)
             running.append((job, subprocess.Popen(cmd, env=env)))
         time.sleep(1)
@@ -214,15 +215,16 @@ def main() -> None:
         ap.add_argument(f"--grid-{recipe}", default=grid, help=f"peak lrs swept for {recipe}")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per tuned recipe")
     ap.add_argument("--first-seed", type=int, default=1337)
-    ap.add_argument("--steps", type=int, default=500, help="optimizer steps per run")
-    ap.add_argument("--eval-every", type=int, default=25, help="steps between val evaluations")
+    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
+    ap.add_argument("--eval-every", type=int, default=20, help="steps between val evaluations")
+    ap.add_argument("--eval-iters", type=int, default=4, help="val batches per evaluation")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
     ap.add_argument("--one", nargs=3, metavar=("RECIPE", "LR", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work)
     if args.one:
         recipe, lr, seed = args.one[0], float(args.one[1]), int(args.one[2])
-        result = run_one(work, recipe, lr, seed, args.steps, args.eval_every)
+        result = run_one(work, recipe, lr, seed, args)
         (work / "results").mkdir(parents=True, exist_ok=True)
         (work / "results" / f"{run_name(recipe, lr, seed)}.json").write_text(json.dumps(result))
         return
