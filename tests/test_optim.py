@@ -167,7 +167,9 @@ def test_a_muon_run_resumed_mid_way_logs_exactly_the_same_losses(tiny_data, tmp_
 
 
 def test_resuming_with_another_optimizer_is_refused(tiny_data, tmp_path):
-    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=a", "train.max_iters=6")
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=a", "train.max_iters=6", "train.optimizer=adamw"
+    )
     train(cfg, log=lambda *_: None)
     other = build_config(base=cfg, overrides=["train.optimizer=muon", "train.max_iters=12"])
     with pytest.raises(UserError, match="train.optimizer=adamw"):
