@@ -207,3 +207,19 @@ def test_muon_learns_with_autocast_accumulation_and_clipping(tiny_data, tmp_path
     )
     summary = train(cfg, log=lambda *_: None)
     assert summary["best_val_loss"] < summary["first_val_loss"] - 0.5
+
+
+@needs_muon
+def test_the_fp16_grad_scaler_sees_muons_gradients_and_skips_an_overflowing_step():
+    model = _tiny_model()
+    opt = build_optimizer(model, _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    scaler.scale(model(*_batch())[1]).backward()
+    opt.muon.param_groups[0]["params"][0].grad[0, 0] = math.inf  # an fp16 overflow in a block
+    scaler.unscale_(opt)  # as train_step does before clipping
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() == 2.0**9  # the overflow was found ...
+    for a, b in zip(before, model.parameters(), strict=True):
+        assert torch.equal(a, b)  # ... and neither optimizer stepped
