@@ -52,7 +52,7 @@ class TrainConfig:
     max_iters: int = 300  # optimizer steps in the whole run
     optimizer: str = "adamw"  # adamw|muon: Muon for the blocks' matrices, AdamW for the rest
     lr: float = 1e-3  # peak AdamW learning rate
-    min_lr: float = 1e-4  # floor of the decay (lr/10, as Chinchilla and nanoGPT); Muon's is in step
+    min_lr: float = 1e-4  # floor of the decay (lr/10, as Chinchilla and nanoGPT); Muon decays alike
     schedule: str = "cosine"  # cosine|wsd: cosine decay, or warm-up-stable-decay (extendable)
     warmup_iters: int = 30  # linear warm-up steps from 0 to lr
     lr_decay_iters: int = 0  # step where the decay ends; 0 means max_iters
