@@ -162,6 +162,7 @@ def test_several_runs_with_different_metric_sets_overlay(tmp_path):
         4096 / 0.61, rel=0.02
     )  # mean, compile row left out
     assert rows[1]["best_val_loss"] == min(data["runs"][1]["series"]["eval/val_loss"][1])
+    assert rows[0]["recipe"] == "adamw + cosine"  # a config from before the choice
 
 
 def test_a_killed_run_with_a_truncated_last_line_still_renders(tmp_path, capsys):

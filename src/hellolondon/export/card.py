@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hellolondon.config import RunConfig
+from hellolondon.config import RunConfig, TrainConfig
 from hellolondon.rundir import RunDir
 
 
@@ -149,14 +149,8 @@ def model_card(
         "",
         *_table(
             [
-                (
-                    "optimizer",
-                    f"AdamW, betas ({t.beta1}, {t.beta2}), weight decay {t.weight_decay} on matrices",
-                ),
-                (
-                    "learning rate",
-                    f"{t.lr:g} peak, {t.warmup_iters} warm-up steps, cosine decay to {t.min_lr:g}",
-                ),
+                ("optimizer", _optimizer_text(t)),
+                ("learning rate", _schedule_text(t)),
                 (
                     "batch",
                     f"{t.batch_size} sequences x {t.grad_accum} accumulation = {tokens_per_step:,} tokens per step",
@@ -206,3 +200,24 @@ def model_card(
         "- The evaluation uses this project's held-out split and probes; only bits per byte is comparable across models.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _optimizer_text(t: TrainConfig) -> str:
+    adamw = f"AdamW, betas ({t.beta1}, {t.beta2}), weight decay {t.weight_decay} on matrices"
+    if t.optimizer != "muon":
+        return adamw
+    return (
+        f"Muon for the blocks' matrices (momentum {t.muon_momentum}, weight decay "
+        f"{t.muon_weight_decay}); {adamw.replace('on matrices', 'on the embedding')}"
+    )
+
+
+def _schedule_text(t: TrainConfig) -> str:
+    muon = t.optimizer == "muon"
+    peak = f"{t.lr:g} peak" + (f" (Muon {t.muon_lr:g})" if muon else "")
+    floor = f"{t.min_lr:g}" + (f" (Muon {t.muon_lr * t.min_lr / t.lr:g})" if muon else "")
+    if t.schedule == "wsd":
+        decay = f"stable, then a {t.cooldown_shape} cool-down over the last {t.cooldown_frac:.0%}"
+    else:
+        decay = "cosine decay"
+    return f"{peak}, {t.warmup_iters} warm-up steps, {decay} to {floor}"

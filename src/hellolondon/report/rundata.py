@@ -168,6 +168,7 @@ def summarize(run: RunData) -> dict[str, Any]:
         "status": status,
         "iterations": int(iters),
         "max_iters": run.max_iters,
+        "recipe": recipe(run.config.get("train") or {}),
         "final_train_loss": losses[-1] if losses else None,
         "best_val_loss": best_val,
         "best_val_step": best_step,
@@ -177,6 +178,11 @@ def summarize(run: RunData) -> dict[str, Any]:
         "warnings": levels.count("WARN"),
         "errors": levels.count("ERROR"),
     }
+
+
+def recipe(train: dict[str, Any]) -> str:
+    """Optimizer and schedule, as `adamw + cosine`; runs from before the choice used those."""
+    return f"{train.get('optimizer', 'adamw')} + {train.get('schedule', 'cosine')}"
 
 
 def fmt_count(x: float | None) -> str:
@@ -206,6 +212,7 @@ def summary_cells(row: dict[str, Any]) -> dict[str, str]:
         "run": row["run"],
         "status": row["status"],
         "iterations": f"{row['iterations']}{of}",
+        "recipe": row["recipe"],
         "best val loss": f"{best:.4f}{at}" if best is not None else "-",
         "final train loss": f"{final:.4f}" if final is not None else "-",
         "tokens": fmt_count(row["tokens"]),

@@ -1,51 +1,154 @@
-"""AdamW with decay and no-decay groups, and the learning-rate schedule."""
+"""Optimizers (AdamW, or Muon for the blocks' matrices beside AdamW for the rest) and the
+learning-rate schedules (warm-up then cosine, or warm-up-stable-decay).
+
+Every param group carries its own `peak_lr`; the schedule gives one multiplier per step, so a
+single schedule drives AdamW and Muon although their learning rates differ by ten times or more.
+"""
 
 from __future__ import annotations
 
 import inspect
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from hellolondon.config import TrainConfig
+from hellolondon.errors import UserError
 
 
-def build_optimizer(
-    model: nn.Module, cfg: TrainConfig, device_type: str, log=print
-) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str, log=print):
+    """AdamW for everything (`train.optimizer=adamw`), or Muon for the 2-D weight matrices
+    inside the transformer blocks and AdamW for embeddings, positions and LayerNorm gains."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.optimizer == "muon":
+        hidden = [p for n, p in named if _is_hidden_matrix(n, p)]
+        rest = [(n, p) for n, p in named if not _is_hidden_matrix(n, p)]
+        log(
+            f"num Muon parameter tensors: {len(hidden)}, with {_count(hidden):,} parameters"
+            f" (peak lr {cfg.muon_lr:g}; AdamW {cfg.lr:g})"
+        )
+        return MuonWithAdamW(_muon(hidden, cfg), _adamw(rest, cfg, device_type, log))
+    return _adamw(named, cfg, device_type, log)
+
+
+def _count(params: list[torch.Tensor]) -> int:
+    return sum(p.numel() for p in params)
+
+
+def _is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
+    # the embedding is also the output head (tied); Muon is for the matrices between them
+    return p.dim() == 2 and ".h." in f".{name}"
+
+
+def _adamw(named: list[tuple[str, torch.Tensor]], cfg: TrainConfig, device_type: str, log):
     """Matrices (weights of linear layers and embeddings) decay; LayerNorm gains do not."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    log(
-        f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters"
-    )
-    log(
-        f"num non-decayed parameter tensors: {len(no_decay)}, with {sum(p.numel() for p in no_decay):,} parameters"
-    )
+    decay = [p for _, p in named if p.dim() >= 2]
+    no_decay = [p for _, p in named if p.dim() < 2]
+    log(f"num decayed parameter tensors: {len(decay)}, with {_count(decay):,} parameters")
+    log(f"num non-decayed parameter tensors: {len(no_decay)}, with {_count(no_decay):,} parameters")
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     # the fused kernel does the whole update in one launch per group on CUDA
     fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    return torch.optim.AdamW(
+    optimizer = torch.optim.AdamW(
         groups,
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=1e-8,
         **({"fused": True} if fused else {}),
     )
+    _peaks_from_config(optimizer, cfg.lr)
+    return optimizer
+
+
+def _muon(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if not hasattr(torch.optim, "Muon"):
+        raise UserError(
+            f"train.optimizer=muon needs torch >= 2.9 (torch.optim.Muon); this is torch "
+            f"{torch.__version__}. Upgrade torch, or train with train.optimizer=adamw"
+        )
+    optimizer = torch.optim.Muon(
+        params,
+        lr=cfg.muon_lr,
+        momentum=cfg.muon_momentum,
+        weight_decay=cfg.muon_weight_decay,
+        nesterov=True,
+    )
+    _peaks_from_config(optimizer, cfg.muon_lr)
+    return optimizer
+
+
+def _peaks_from_config(optimizer: torch.optim.Optimizer, peak: float) -> None:
+    """Set each group's `peak_lr` now and again after every `load_state_dict`: a checkpoint
+    restores the optimizer's state, but `train.lr=...` given on resume must still win."""
+
+    def apply(opt) -> None:
+        for group in opt.param_groups:
+            group["peak_lr"] = peak
+
+    apply(optimizer)
+    optimizer.register_load_state_dict_post_hook(apply)
+
+
+class MuonWithAdamW:
+    """Muon and AdamW behind the one optimizer interface the trainer, the grad scaler and the
+    checkpoints use: `param_groups`, `step`, `zero_grad`, `state_dict`, `load_state_dict`.
+    The state dict nests the two plain state dicts, so `torch.load(weights_only=True)` reads it."""
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.muon.param_groups + self.adamw.param_groups
+
+    def step(self, closure=None) -> None:
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        if set(saved) != {"muon", "adamw"}:
+            raise UserError(
+                "the checkpoint holds AdamW state only; resume it with train.optimizer=adamw"
+            )
+        self.muon.load_state_dict(saved["muon"])
+        self.adamw.load_state_dict(saved["adamw"])
+
+
+def lr_scale(it: int, cfg: TrainConfig) -> float:
+    """The schedule as a multiplier of each group's peak lr: linear warm-up from 0, then cosine
+    decay or warm-up-stable-decay (`train.schedule`) down to min_lr/lr, then flat there."""
+    if it < cfg.warmup_iters:
+        return (it + 1) / (cfg.warmup_iters + 1)
+    end = cfg.lr_decay_iters or cfg.max_iters
+    floor = cfg.min_lr / cfg.lr
+    if it >= end:
+        return floor
+    if cfg.schedule == "wsd":
+        # stable at the peak until the cool-down, which always ends at `end`: extending or
+        # shortening max_iters on resume moves the cool-down, the stable phase just goes on
+        cooldown = max(1, round(cfg.cooldown_frac * end))
+        left = (end - it) / cooldown  # 1 where the cool-down starts, -> 0 at the end
+        if left >= 1:
+            return 1.0
+        done = 1.0 - left
+        shape = 1.0 - done if cfg.cooldown_shape == "linear" else 1.0 - math.sqrt(done)
+        return floor + shape * (1.0 - floor)
+    ratio = (it - cfg.warmup_iters) / max(1, end - cfg.warmup_iters)
+    return floor + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - floor)
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from 0 to lr, then cosine decay to min_lr, then flat at min_lr."""
-    if it < cfg.warmup_iters:
-        return cfg.lr * (it + 1) / (cfg.warmup_iters + 1)
-    decay_iters = cfg.lr_decay_iters or cfg.max_iters
-    if it >= decay_iters:
-        return cfg.min_lr
-    ratio = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
-    return cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)
+    """The AdamW learning rate at step `it` (what the console and tracker show as `lr`)."""
+    return cfg.lr * lr_scale(it, cfg)

@@ -66,3 +66,8 @@ def _check_architecture(cfg: RunConfig, ckpt: Path | None, state: dict[str, Any]
             f"checkpoint {ckpt} is of another architecture ({saved.model}); resume with its "
             "own settings"
         )
+    if saved.train.optimizer != cfg.train.optimizer:  # their states are not interchangeable
+        raise UserError(
+            f"checkpoint {ckpt} was trained with train.optimizer={saved.train.optimizer}; "
+            "resume it with the same optimizer"
+        )

@@ -20,7 +20,7 @@ from hellolondon.train.distributed import (
     grad_sync,
     shutdown,
 )
-from hellolondon.train.optim import lr_at
+from hellolondon.train.optim import lr_scale
 from hellolondon.train.run import Run
 from hellolondon.train.speed import StepResult, skips_on_device, step_unless
 
@@ -100,9 +100,10 @@ def train_step(run: Run, stop: StopSignal | None = None) -> StepResult:
     flag (`skipped` is then known at once). Another rank's stop signal reaches this one at the
     read."""
     c, d, opt = run.cfg.train, run.dist, run.optimizer
-    lr = lr_at(run.state.step, c)
+    scale = lr_scale(run.state.step, c)  # one schedule for every group, each from its own peak
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = group["peak_lr"] * scale
+    lr = c.lr * scale
     # micro-batches of `size` sequences, `count` per step: batch_size x grad_accum unless
     # train.micro_batch regroups the same samples (speed.micro_plan)
     size, count = getattr(run.model, "micro_batches", None) or (c.batch_size, c.grad_accum)

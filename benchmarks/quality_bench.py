@@ -1,0 +1,260 @@
+"""Time to quality: how many steps (and tokens) each optimizer/schedule recipe needs to reach the
+final validation loss of the tuned AdamW + cosine recipe, on the demo's model and data.
+
+    python benchmarks/quality_bench.py                      # the demo's model, 200 steps
+    python benchmarks/quality_bench.py --seeds 3 --jobs 2   # two runs at a time, one thread each
+
+First each recipe's peak learning rate is swept over a small grid on the first seed (so the
+baseline is tuned too); then the best rate of each recipe runs on the other seeds. All recipes
+see the same data in the same order for a given seed. Every finished run leaves a JSON file in
+`<work>/results/`, so a second call skips it: a crash costs only the run it interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# the demo's model and batch (src/hellolondon/demo.py); the bench varies only the recipe
+MODEL = ["model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=128"]
+VOCAB = 8192
+RECIPES = {
+    "adamw-cosine": ["train.optimizer=adamw", "train.schedule=cosine"],
+    "muon-cosine": ["train.optimizer=muon", "train.schedule=cosine"],
+    "muon-wsd": ["train.optimizer=muon", "train.schedule=wsd"],
+}
+DEFAULT_GRID = {
+    "adamw-cosine": "1.5e-3,3e-3,6e-3",
+    "muon-cosine": "0.01,0.02,0.04",
+    "muon-wsd": "0.01,0.02,0.04",
+}
+
+
+def lr_setting(recipe: str, lr: float) -> list[str]:
+    """The swept rate is AdamW's for the AdamW recipe and Muon's for the others (their AdamW
+    groups, embeddings and gains, keep the demo's 2e-3)."""
+    if recipe.startswith("muon"):
+        return [f"train.muon_lr={lr:g}", "train.lr=2e-3", "train.min_lr=2e-4"]
+    return [f"train.lr={lr:g}", f"train.min_lr={lr / 10:g}"]
+
+
+def prepare_data(work: Path) -> Path:
+    """The bundled corpus, tokenized as the demo does; reused when it is already there."""
+    from hellolondon.corpus.documents import read_documents
+    from hellolondon.corpus.sample import write_sample
+    from hellolondon.prepare import prepare
+    from hellolondon.tokenizer import train_tokenizer
+
+    data = work / "data"
+    if (data / "meta.json").is_file():
+        return data
+    work.mkdir(parents=True, exist_ok=True)
+    write_sample(work / "documents.jsonl")
+    docs = (d.text for d in read_documents(work / "documents.jsonl"))
+    train_tokenizer(docs, work / "tokenizer", vocab_size=VOCAB)
+    prepare(work / "documents.jsonl", work / "tokenizer", data)
+    return data
+
+
+def run_one(work: Path, recipe: str, lr: float, seed: int, args) -> dict:
+    """Train one recipe/rate/seed, then score the whole held-out split in bits per byte."""
+    import torch
+    from hellolondon.tracking.history import read_jsonl
+
+    from hellolondon.config import build_config
+    from hellolondon.evaluation.heldout import score_heldout
+    from hellolondon.prepare import load_meta
+    from hellolondon.tokenizer import load_tokenizer
+    from hellolondon.train.checkpoint import load_model
+    from hellolondon.train.loop import train
+
+    torch.set_num_threads(1)
+    data = work / "data"
+    name = run_name(recipe, lr, seed)
+    cfg = build_config(
+        "tiny",
+        overrides=MODEL
+        + RECIPES[recipe]
+        + lr_setting(recipe, lr)
+        + [
+            f"train.seed={seed}",
+            f"train.max_iters={args.steps}",
+            "train.batch_size=16",
+            "train.warmup_iters=20",
+            f"train.eval_interval={args.eval_every}",
+            f"train.eval_iters={args.eval_iters}",
+            "train.log_interval=25",
+            f"train.ckpt_interval={args.steps}",
+            "train.keep_last=1",
+            "train.sample_interval=0",
+            "train.device=cpu",
+            f"data.data_dir={data}",
+            f"out_dir={work / 'runs'}",
+            f"tracking.run_name={name}",
+            "tracking.wandb_mode=disabled",
+            "monitor.enabled=false",
+        ],
+    )
+    t0 = time.perf_counter()
+    summary = train(cfg, log=lambda *_: None)
+    train_s = time.perf_counter() - t0
+    run_dir = work / "runs" / name
+    model = load_model(run_dir)[0]
+    scored = score_heldout(model, load_tokenizer(run_dir / "tokenizer"), data, load_meta(data))
+    curve = {
+        int(r["step"]): r["eval/val_loss"]
+        for r in read_jsonl(run_dir / "metrics.jsonl")
+        if "eval/val_loss" in r
+    }
+    return {
+        "recipe": recipe,
+        "lr": lr,
+        "seed": seed,
+        "steps": args.steps,
+        "tokens_per_step": cfg.train.batch_size * cfg.model.block_size,
+        "val_curve": curve,
+        "final_val_loss": curve[max(curve)],
+        "val_bpb": scored["bpb"],
+        "train_s": round(train_s, 1),
+        "iterations": summary["iterations"],
+    }
+
+
+def run_name(recipe: str, lr: float, seed: int) -> str:
+    return f"{recipe}-lr{lr:g}-s{seed}"
+
+
+def run_all(work: Path, jobs: list[tuple[str, float, int]], args) -> dict[tuple, dict]:
+    """Each missing run in a child process (one thread each, `--jobs` at a time)."""
+    results, todo = {}, []
+    for job in jobs:
+        path = work / "results" / f"{run_name(*job)}.json"
+        if path.is_file():
+            results[job] = json.loads(path.read_text())
+        else:
+            todo.append(job)
+    running: list[tuple[tuple, subprocess.Popen]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            job = todo.pop(0)
+            cmd = [sys.executable, __file__, "--one", *map(str, job), "--work", str(work)]
+            cmd += ["--steps", str(args.steps), "--eval-every", str(args.eval_every)]
+            cmd += ["--eval-iters", str(args.eval_iters)]
+            print(f"  run {run_name(*job)}", flush=True)
+            running.append((job, subprocess.Popen(cmd, env=env)))
+        time.sleep(1)
+        for job, proc in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((job, proc))
+            path = work / "results" / f"{run_name(*job)}.json"
+            if proc.returncode != 0 or not path.is_file():
+                sys.exit(f"run {run_name(*job)} failed (exit {proc.returncode})")
+            results[job] = json.loads(path.read_text())
+            r = results[job]
+            print(
+                f"  done {run_name(*job)}: val loss {r['final_val_loss']:.4f}, "
+                f"bpb {r['val_bpb']:.4f}, {r['train_s']:.0f} s",
+                flush=True,
+            )
+    return results
+
+
+def step_reaching(curve: dict, target: float) -> float | None:
+    """The step where val loss first falls to `target`, interpolated linearly between the two
+    evaluations around the crossing (the loss is evaluated only every `--eval-every` steps)."""
+    points = sorted((int(s), v) for s, v in curve.items())
+    for (s0, v0), (s1, v1) in zip(points, points[1:], strict=False):
+        if v1 <= target:
+            return s0 + (s1 - s0) * (v0 - target) / (v0 - v1) if v0 > target else float(s0)
+    return None
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def report(tuned: dict[str, float], results: dict[tuple, dict], seeds: list[int]) -> None:
+    base = [results[("adamw-cosine", tuned["adamw-cosine"], s)] for s in seeds]
+    target = statistics.mean(r["final_val_loss"] for r in base)
+    print(f"\ntarget: the tuned AdamW + cosine final val loss, {target:.4f} (mean of {len(seeds)})")
+    print("| recipe | peak lr | steps to target | × AdamW steps | tokens to target | "
+          "final val loss | val bits/byte |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    base_steps = float(base[0]["steps"])  # the baseline reaches its final loss at its end
+    for recipe, lr in tuned.items():
+        runs = [results[(recipe, lr, s)] for s in seeds]
+        if recipe == "adamw-cosine":
+            hits = [base_steps] * len(runs)
+        else:
+            hits = [step_reaching(r["val_curve"], target) for r in runs]
+        reached = [h for h in hits if h is not None]
+        steps = statistics.mean(reached) if reached else None
+        text = spread(reached, 0) if reached else "-"
+        if len(reached) < len(hits):
+            text += f" ({len(hits) - len(reached)} of {len(hits)} not reached)"
+        ratio = f"{steps / base_steps:.2f}" if steps else "-"
+        tokens = f"{steps * runs[0]['tokens_per_step'] / 1e6:.2f} M" if steps else "-"
+        print(
+            f"| {recipe} | {lr:g} | {text} | {ratio} | {tokens} | "
+            f"{spread([r['final_val_loss'] for r in runs])} | "
+            f"{spread([r['val_bpb'] for r in runs])} |"
+        )
+    print(f"\nmean ± sample standard deviation over seeds {', '.join(map(str, seeds))}; steps to")
+    print("target interpolated between evaluations; the baseline's is its whole run by definition")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default="work/quality_bench", help="data, runs and results")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipes")
+    for recipe, grid in DEFAULT_GRID.items():
+        ap.add_argument(f"--grid-{recipe}", default=grid, help=f"peak lrs swept for {recipe}")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per tuned recipe")
+    ap.add_argument("--first-seed", type=int, default=1337)
+    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
+    ap.add_argument("--eval-every", type=int, default=20, help="steps between val evaluations")
+    ap.add_argument("--eval-iters", type=int, default=4, help="val batches per evaluation")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
+    ap.add_argument("--one", nargs=3, metavar=("RECIPE", "LR", "SEED"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    work = Path(args.work)
+    if args.one:
+        recipe, lr, seed = args.one[0], float(args.one[1]), int(args.one[2])
+        result = run_one(work, recipe, lr, seed, args)
+        (work / "results").mkdir(parents=True, exist_ok=True)
+        (work / "results" / f"{run_name(recipe, lr, seed)}.json").write_text(json.dumps(result))
+        return
+    prepare_data(work)
+    recipes = args.recipes.split(",")
+    seeds = [args.first_seed + i for i in range(args.seeds)]
+    grids = {r: [float(x) for x in getattr(args, f"grid_{r.replace('-', '_')}").split(",")]
+             for r in recipes}  # fmt: skip
+    print(f"sweep on seed {seeds[0]}:")
+    sweep = run_all(work, [(r, lr, seeds[0]) for r in recipes for lr in grids[r]], args)
+    tuned = {
+        r: min(grids[r], key=lambda lr, r=r: sweep[(r, lr, seeds[0])]["final_val_loss"])
+        for r in recipes
+    }
+    for r in recipes:
+        row = ", ".join(
+            f"{lr:g}: {sweep[(r, lr, seeds[0])]['final_val_loss']:.4f}" for lr in grids[r]
+        )
+        print(f"  {r}: final val loss by peak lr {row} -> {tuned[r]:g}")
+    print(f"seeds {', '.join(map(str, seeds))} at the tuned rates:")
+    results = run_all(work, [(r, tuned[r], s) for r in recipes for s in seeds], args)
+    if "adamw-cosine" in tuned:
+        report(tuned, results, seeds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Optimizers (AdamW; Muon beside AdamW) and the learning-rate schedules (cosine, WSD)."""
+
+from __future__ import annotations
+
+import io
+import math
+import shutil
+
+import pytest
+import torch
+from hellolondon.tracking.history import read_jsonl
+from tinyrun import tiny_config
+
+from hellolondon.config import ModelConfig, TrainConfig, build_config
+from hellolondon.errors import UserError
+from hellolondon.model import GPT
+from hellolondon.train import checkpoint
+from hellolondon.train.loop import train
+from hellolondon.train.optim import MuonWithAdamW, build_optimizer, lr_at, lr_scale
+
+needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch < 2.9")
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(max_iters=100, warmup_iters=10, lr=1e-3, min_lr=1e-4)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_cosine_warms_up_then_decays_to_the_floor():
+    c = _cfg()
+    assert lr_at(0, c) == pytest.approx(1e-3 / 11)
+    assert lr_at(9, c) == pytest.approx(1e-3 * 10 / 11)
+    assert lr_at(10, c) == pytest.approx(1e-3)  # the peak, right after warm-up
+    assert lr_at(55, c) == pytest.approx(1e-4 + 0.5 * 9e-4)  # half way down the cosine
+    assert lr_at(100, c) == lr_at(500, c) == pytest.approx(1e-4)
+    assert all(lr_at(i, c) >= lr_at(i + 1, c) for i in range(10, 120))
+
+
+def test_wsd_is_flat_until_the_cooldown_then_falls_in_the_chosen_shape():
+    linear = _cfg(schedule="wsd", cooldown_frac=0.2)
+    assert [lr_scale(i, linear) for i in (10, 50, 80)] == [1.0, 1.0, 1.0]
+    assert lr_scale(90, linear) == pytest.approx(0.1 + 0.5 * 0.9)  # half way down, linear
+    assert lr_scale(99, linear) == pytest.approx(0.1 + 0.05 * 0.9)
+    assert lr_scale(100, linear) == pytest.approx(0.1)
+    root = _cfg(schedule="wsd", cooldown_frac=0.2, cooldown_shape="1-sqrt")
+    assert lr_scale(90, root) == pytest.approx(0.1 + (1 - math.sqrt(0.5)) * 0.9)
+    assert lr_scale(90, root) < lr_scale(90, linear)  # 1-sqrt drops faster at first
+
+
+def test_extending_a_wsd_run_continues_the_stable_phase_and_moves_the_cooldown():
+    short, longer = _cfg(schedule="wsd"), _cfg(schedule="wsd", max_iters=200)
+    assert lr_scale(90, short) < 1.0  # the 100-step run is cooling down here
+    assert lr_scale(90, longer) == lr_scale(159, longer) == 1.0  # the 200-step one is not
+    assert lr_scale(200, longer) == pytest.approx(0.1)
+    # cooled down early, from a step of the stable phase: the cool-down ends at the new end
+    early = _cfg(schedule="wsd", max_iters=60)
+    assert lr_scale(47, early) == 1.0 and lr_scale(54, early) < 1.0
+
+
+def test_the_new_settings_are_checked():
+    for bad in (
+        dict(optimizer="sgd"),
+        dict(schedule="linear"),
+        dict(cooldown_frac=0.0),
+        dict(cooldown_shape="cubic"),
+        dict(muon_lr=0.0),
+        dict(muon_momentum=1.0),
+        dict(optimizer="muon", fsdp=True),  # Newton-Schulz needs whole matrices
+    ):
+        with pytest.raises(UserError):
+            TrainConfig(**bad)
+
+
+def _tiny_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64))
+
+
+@needs_muon
+def test_muon_gets_the_block_matrices_and_adamw_everything_else():
+    model = _tiny_model()
+    opt = build_optimizer(model, _cfg(optimizer="muon", muon_lr=0.05), "cpu", log=lambda *_: None)
+    assert isinstance(opt, MuonWithAdamW)
+    muon = {id(p) for g in opt.muon.param_groups for p in g["params"]}
+    adamw = {id(p) for g in opt.adamw.param_groups for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert not muon & adamw and muon | adamw == set(names)  # each parameter exactly once
+    assert all(".h." in f".{names[i]}" for i in muon)
+    assert {names[i] for i in adamw} >= {"transformer.wte.weight", "transformer.wpe.weight"}
+    assert [g["peak_lr"] for g in opt.param_groups] == [0.05, 1e-3, 1e-3]
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 64, (4, 16), generator=g)
+    return x, torch.roll(x, -1, dims=1)
+
+
+def _steps(model, opt, n):
+    for _ in range(n):
+        model(*_batch())[1].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+@needs_muon
+def test_the_combined_state_survives_weights_only_loading_and_continues_exactly():
+    cfg = _cfg(optimizer="muon")
+    model = _tiny_model()
+    opt = build_optimizer(model, cfg, "cpu", log=lambda *_: None)
+    _steps(model, opt, 3)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    twin = _tiny_model()
+    twin.load_state_dict(model.state_dict())
+    twin_opt = build_optimizer(twin, cfg, "cpu", log=lambda *_: None)
+    twin_opt.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    _steps(model, opt, 2)
+    _steps(twin, twin_opt, 2)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)  # Muon's momentum and AdamW's moments both came back
+
+
+@needs_muon
+def test_peak_rates_come_from_the_config_not_the_checkpoint():
+    model = _tiny_model()
+    opt = build_optimizer(model, _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
+    saved = opt.state_dict()
+    again = build_optimizer(model, _cfg(optimizer="muon", lr=5e-4, muon_lr=0.01), "cpu", print)
+    again.load_state_dict(saved)
+    assert [g["peak_lr"] for g in again.param_groups] == [0.01, 5e-4, 5e-4]
+    with pytest.raises(UserError, match="AdamW state only"):
+        again.load_state_dict(build_optimizer(model, _cfg(), "cpu", print).state_dict())
+
+
+def test_muon_on_an_older_torch_is_a_clear_error(monkeypatch):
+    monkeypatch.delattr(torch.optim, "Muon", raising=False)
+    with pytest.raises(UserError, match="torch >= 2.9"):
+        build_optimizer(_tiny_model(), _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
+
+
+def _losses(run_dir) -> dict[int, float]:
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+@needs_muon
+def test_a_muon_run_resumed_mid_way_logs_exactly_the_same_losses(tiny_data, tmp_path):
+    settings = ["train.optimizer=muon", "train.schedule=wsd", "train.grad_accum=2"]
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=whole", *settings)
+    train(cfg, log=lambda *_: None)
+    whole = tmp_path / "whole"
+    # the same run stopped at step 6: its folder as it was then, resumed to the end
+    stopped = tmp_path / "stopped"
+    shutil.copytree(whole, stopped)
+    shutil.rmtree(stopped / "checkpoints" / "step-000012")
+    (stopped / "checkpoints" / "latest").write_text("step-000006")
+    again = tiny_config(tiny_data, tmp_path, "tracking.run_name=stopped", *settings)
+    summary = train(again, resume=str(stopped), log=lambda *_: None)
+    assert summary["iterations"] == 12
+    assert _losses(stopped) == _losses(whole)  # bitwise: floats compared exactly
+    # each group followed the schedule from its own peak, up to the last step (index 11)
+    saved = checkpoint.load_tensors(stopped / "checkpoints" / "step-000012" / "optimizer.pt")
+    scale = lr_scale(11, cfg.train)
+    assert saved["muon"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.muon_lr * scale)
+    assert saved["adamw"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr * scale)
+
+
+def test_resuming_with_another_optimizer_is_refused(tiny_data, tmp_path):
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=a", "train.max_iters=6", "train.optimizer=adamw"
+    )
+    train(cfg, log=lambda *_: None)
+    other = build_config(base=cfg, overrides=["train.optimizer=muon", "train.max_iters=12"])
+    with pytest.raises(UserError, match="train.optimizer=adamw"):
+        train(other, resume=str(tmp_path / "a"), log=lambda *_: None)
+
+
+def test_the_model_card_and_the_report_name_the_recipe():
+    from hellolondon.export.card import _optimizer_text, _schedule_text
+    from hellolondon.report.rundata import recipe
+
+    c = TrainConfig(optimizer="muon", schedule="wsd", lr=2e-3, min_lr=2e-4, muon_lr=0.04)
+    assert _optimizer_text(c).startswith("Muon for the blocks' matrices (momentum 0.95")
+    assert _schedule_text(c) == (
+        "0.002 peak (Muon 0.04), 30 warm-up steps, stable, then a linear cool-down over the "
+        "last 20% to 0.0002 (Muon 0.004)"
+    )
+    assert _schedule_text(TrainConfig()).endswith("cosine decay to 0.0001")
+    assert recipe({"optimizer": "muon", "schedule": "wsd"}) == "muon + wsd"
+
+
+@needs_muon
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_muon_learns_with_autocast_accumulation_and_clipping(tiny_data, tmp_path, dtype):
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path,
+        "tracking.run_name=m",
+        "train.optimizer=muon",
+        f"train.dtype={dtype}",
+        "train.grad_accum=2",
+        "train.grad_clip=0.5",
+        "train.max_iters=24",
+        "train.eval_interval=12",
+        "train.lr=3e-3",
+    )
+    summary = train(cfg, log=lambda *_: None)
+    assert summary["best_val_loss"] < summary["first_val_loss"] - 0.5
+
+
+@needs_muon
+def test_the_fp16_grad_scaler_sees_muons_gradients_and_skips_an_overflowing_step():
+    model = _tiny_model()
+    opt = build_optimizer(model, _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    scaler.scale(model(*_batch())[1]).backward()
+    opt.muon.param_groups[0]["params"][0].grad[0, 0] = math.inf  # an fp16 overflow in a block
+    scaler.unscale_(opt)  # as train_step does before clipping
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() == 2.0**9  # the overflow was found ...
+    for a, b in zip(before, model.parameters(), strict=True):
+        assert torch.equal(a, b)  # ... and neither optimizer stepped
