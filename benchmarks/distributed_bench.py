@@ -56,8 +56,9 @@ def start(out: Path, name: str, *extra: str) -> subprocess.Popen:
 
 
 def rows(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    from hellolondon.rundir import RunDir
+
+    return RunDir(run).rows()
 
 
 def wait_rows(run: Path, n: int) -> None:

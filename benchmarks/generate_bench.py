@@ -29,9 +29,10 @@ def build(args):
     from hellolondon.model import GPT
 
     if args.checkpoint:
-        from hellolondon.train.checkpoint import load_model
+        from hellolondon.train.checkpoint import load_for_inference
 
-        model, cfg, _, _ = load_model(args.checkpoint, "cpu")
+        loaded = load_for_inference(args.checkpoint, "cpu")
+        model, cfg = loaded.model, loaded.cfg
         return model, cfg
     cfg = build_config(args.preset, overrides=[f"model.vocab_size={args.vocab}", *args.overrides])
     torch.manual_seed(0)

@@ -17,10 +17,16 @@ from pathlib import Path
 
 
 def _metrics(run: Path) -> list[dict]:
-    found = sorted(Path(run).rglob("metrics.jsonl"))
+    from hellolondon.rundir import RunDir
+
+    found = (
+        [RunDir(run)]
+        if RunDir.is_run(run)
+        else [r for r in map(RunDir, sorted(Path(run).rglob("*"))) if RunDir.is_run(r.path)]
+    )
     if not found:
-        sys.exit(f"no metrics.jsonl under {run}")
-    return [json.loads(line) for line in found[0].read_text().splitlines() if line.strip()]
+        sys.exit(f"no run folder under {run}")
+    return found[0].rows()
 
 
 def _series(run: Path, key: str) -> dict[int, float]:
@@ -57,10 +63,10 @@ def parity(args: argparse.Namespace) -> int:
     import torch
     from transformers import GPT2LMHeadModel
 
-    from hellolondon.train.checkpoint import load_model
+    from hellolondon.train.checkpoint import load_for_inference
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    ours = load_model(args.run, "cuda")[0].float().eval()
+    ours = load_for_inference(args.run, "cuda").model.float().eval()
     hf = GPT2LMHeadModel.from_pretrained(str(args.export), local_files_only=True).cuda().eval()
     g = torch.Generator(device="cuda").manual_seed(0)
     T = ours.config.block_size

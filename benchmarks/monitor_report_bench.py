@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hellolondon.config import MonitorConfig
 from hellolondon.report import write_report
+from hellolondon.rundir import RunDir
 from hellolondon.tracking.monitor import HealthMonitor
 from hellolondon.watch import RunView, render_frame
 
@@ -63,8 +64,8 @@ def write_run(root: Path, n: int) -> Path:
     run = root / f"run-{n}"
     run.mkdir()
     rows = rows_of(n)
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (run / "config.json").write_text(json.dumps({"train": {"max_iters": 10 * n}}))
+    RunDir(run).metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    RunDir(run).write_config({"train": {"max_iters": 10 * n}})
     return run
 
 
@@ -99,7 +100,7 @@ def main() -> None:
             view.refresh()
             render_frame(view, 100)
             first = time.perf_counter() - t
-            with open(run / "metrics.jsonl", "a") as f:
+            with open(RunDir(run).metrics_file, "a") as f:
                 f.write(json.dumps(rows_of(1)[0]) + "\n")
             t = time.perf_counter()
             view.refresh()

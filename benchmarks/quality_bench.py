@@ -65,13 +65,13 @@ def prepare_data(work: Path) -> Path:
 def run_one(work: Path, recipe: str, lr: float, seed: int, args) -> dict:
     """Train one recipe/rate/seed, then score the whole held-out split in bits per byte."""
     import torch
-    from hellolondon.tracking.history import read_jsonl
 
     from hellolondon.config import build_config
     from hellolondon.evaluation.heldout import score_heldout
     from hellolondon.prepare import load_meta
+    from hellolondon.rundir import read_jsonl
     from hellolondon.tokenizer import load_tokenizer
-    from hellolondon.train.checkpoint import load_model
+    from hellolondon.train.checkpoint import load_for_inference
     from hellolondon.train.loop import train
 
     torch.set_num_threads(1)
@@ -105,7 +105,7 @@ def run_one(work: Path, recipe: str, lr: float, seed: int, args) -> dict:
     summary = train(cfg, log=lambda *_: None)
     train_s = time.perf_counter() - t0
     run_dir = work / "runs" / name
-    model = load_model(run_dir)[0]
+    model = load_for_inference(run_dir).model
     scored = score_heldout(model, load_tokenizer(run_dir / "tokenizer"), data, load_meta(data))
     curve = {
         int(r["step"]): r["eval/val_loss"]

@@ -8,12 +8,12 @@ import shutil
 
 import pytest
 import torch
-from hellolondon.tracking.history import read_jsonl
 from tinyrun import tiny_config
 
 from hellolondon.config import ModelConfig, TrainConfig, build_config
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
+from hellolondon.rundir import read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
 from hellolondon.train.optim import MuonWithAdamW, build_optimizer, lr_at, lr_scale

@@ -67,11 +67,16 @@ def _fused_adamw(monkeypatch):
         groups = [
             {"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups
         ]
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+        fused = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+        for group in fused.param_groups:
+            group["peak_lr"] = cfg.lr
+        return fused
 
     monkeypatch.setattr(run_module, "build_optimizer", fused)
 
 
+# the step before device-side results was AdamW's with the cosine schedule
+ADAMW = ["train.optimizer=adamw", "train.schedule=cosine"]
 SETTINGS = {
     "plain": [],
     "accumulation and dropout": ["train.grad_accum=3", "model.dropout=0.1"],
@@ -85,7 +90,7 @@ def test_losses_equal_a_step_that_reads_every_loss_at_once(
 ):
     if fused:
         _fused_adamw(monkeypatch)
-    common = ["train.max_iters=12", "train.log_interval=1", *extra]
+    common = ["train.max_iters=12", "train.log_interval=1", *ADAMW, *extra]
     train(tiny_config(tiny_data, tmp_path, "tracking.run_name=new", *common), log=lambda *_: None)
     monkeypatch.setattr("hellolondon.train.loop.train_step", _reference_step)
     train(tiny_config(tiny_data, tmp_path, "tracking.run_name=old", *common), log=lambda *_: None)
@@ -137,7 +142,7 @@ def test_device_skip_leaves_weights_and_optimizer_untouched(tiny_data, tmp_path,
     monkeypatch.setattr("hellolondon.train.steps.step_unless", counting)
     cfg = tiny_config(
         tiny_data, tmp_path, "tracking.run_name=n", "train.max_iters=5", "eval_interval=0",
-        "train.log_interval=5", "train.ckpt_interval=0",
+        "train.log_interval=5", "train.ckpt_interval=0", *ADAMW,
     )  # fmt: skip
     summary = train(cfg, log=lambda *_: None)
     assert summary["iterations"] == 5 and steps["n"] == 5  # no host decision: all on the device
@@ -359,7 +364,7 @@ def test_the_device_path_reads_no_value_inside_a_step(tiny_data, tmp_path, monke
     )
     cfg = tiny_config(
         tiny_data, tmp_path, "tracking.run_name=r", "train.max_iters=9", "train.log_interval=4",
-        "train.eval_interval=0", "train.ckpt_interval=0", "train.grad_accum=2",
+        "train.eval_interval=0", "train.ckpt_interval=0", "train.grad_accum=2", *ADAMW,
     )  # fmt: skip
     train(cfg, log=lambda *_: None)
     if fused:

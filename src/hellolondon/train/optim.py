@@ -20,17 +20,23 @@ from hellolondon.errors import UserError
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str, log=print):
     """AdamW for everything (`train.optimizer=adamw`), or Muon for the 2-D weight matrices
-    inside the transformer blocks and AdamW for embeddings, positions and LayerNorm gains."""
+    inside the transformer blocks and AdamW for embeddings, positions and LayerNorm gains.
+    Matrices decay (with either optimizer), LayerNorm gains do not: the two console lines are
+    the W&B guide's whatever the optimizer."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for _, p in named if p.dim() >= 2]
+    no_decay = [p for _, p in named if p.dim() < 2]
+    log(f"num decayed parameter tensors: {len(decay)}, with {_count(decay):,} parameters")
+    log(f"num non-decayed parameter tensors: {len(no_decay)}, with {_count(no_decay):,} parameters")
     if cfg.optimizer == "muon":
         hidden = [p for n, p in named if _is_hidden_matrix(n, p)]
         rest = [(n, p) for n, p in named if not _is_hidden_matrix(n, p)]
         log(
-            f"num Muon parameter tensors: {len(hidden)}, with {_count(hidden):,} parameters"
-            f" (peak lr {cfg.muon_lr:g}; AdamW {cfg.lr:g})"
+            f"optimizer: Muon for {len(hidden)} block matrices ({_count(hidden):,} parameters, "
+            f"peak lr {cfg.muon_lr:g}), AdamW for the rest (peak lr {cfg.lr:g})"
         )
-        return MuonWithAdamW(_muon(hidden, cfg), _adamw(rest, cfg, device_type, log))
-    return _adamw(named, cfg, device_type, log)
+        return MuonWithAdamW(_muon(hidden, cfg), _adamw(rest, cfg, device_type))
+    return _adamw(named, cfg, device_type)
 
 
 def _count(params: list[torch.Tensor]) -> int:
@@ -42,12 +48,10 @@ def _is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
     return p.dim() == 2 and ".h." in f".{name}"
 
 
-def _adamw(named: list[tuple[str, torch.Tensor]], cfg: TrainConfig, device_type: str, log):
+def _adamw(named: list[tuple[str, torch.Tensor]], cfg: TrainConfig, device_type: str):
     """Matrices (weights of linear layers and embeddings) decay; LayerNorm gains do not."""
     decay = [p for _, p in named if p.dim() >= 2]
     no_decay = [p for _, p in named if p.dim() < 2]
-    log(f"num decayed parameter tensors: {len(decay)}, with {_count(decay):,} parameters")
-    log(f"num non-decayed parameter tensors: {len(no_decay)}, with {_count(no_decay):,} parameters")
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -84,6 +84,7 @@ def skips_on_device(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScal
     keeps its own skip-and-rescale logic, and other optimizers are told on the host."""
     return (
         not scaler.is_enabled()
+        and isinstance(optimizer, torch.optim.Optimizer)  # not Muon beside AdamW
         and bool(optimizer.defaults.get("fused"))
         and getattr(optimizer, "_step_supports_amp_scaling", False)
     )
