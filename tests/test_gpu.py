@@ -29,8 +29,11 @@ def test_fused_adamw_on_cuda():
     from hellolondon.train.optim import build_optimizer
 
     model = GPT(build_config("tiny", overrides=["vocab_size=256"]).model).cuda()
-    opt = build_optimizer(model, build_config("tiny").train, "cuda", log=lambda *_: None)
+    adamw = build_config("tiny", overrides=["train.optimizer=adamw"]).train
+    opt = build_optimizer(model, adamw, "cuda", log=lambda *_: None)
     assert opt.defaults.get("fused") is True
+    beside_muon = build_optimizer(model, build_config("tiny").train, "cuda", log=lambda *_: None)
+    assert beside_muon.adamw.defaults.get("fused") is True  # the presets' Muon + AdamW
 
 
 def test_kv_cache_matches_full_forward_in_bf16():

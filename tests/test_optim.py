@@ -223,3 +223,21 @@ def test_the_fp16_grad_scaler_sees_muons_gradients_and_skips_an_overflowing_step
     assert scaler.get_scale() == 2.0**9  # the overflow was found ...
     for a, b in zip(before, model.parameters(), strict=True):
         assert torch.equal(a, b)  # ... and neither optimizer stepped
+
+
+def test_resuming_a_wsd_run_with_more_steps_moves_its_cooldown(tiny_data, tmp_path):
+    wsd = ["tracking.run_name=w", "train.schedule=wsd", "train.keep_last=3"]
+    train(tiny_config(tiny_data, tmp_path, *wsd), log=lambda *_: None)
+    lrs = {r["step"]: r["train/lr"] for r in read_jsonl(tmp_path / "w" / "metrics.jsonl")
+           if "train/lr" in r}  # fmt: skip
+    assert lrs[12] < lrs[9] == 1e-3  # the 12-step run cooled down at its end
+    from hellolondon.train.run import config_for_resume
+
+    longer = config_for_resume(str(tmp_path / "w" / "checkpoints" / "step-000006"), None,
+                               ["train.max_iters=24"])  # fmt: skip
+    train(longer, resume=str(tmp_path / "w" / "checkpoints" / "step-000006"), log=lambda *_: None)
+    lrs = {r["step"]: r["train/lr"] for r in read_jsonl(tmp_path / "w" / "metrics.jsonl")
+           if "train/lr" in r}  # fmt: skip
+    assert sorted(lrs) == list(range(1, 25))
+    assert all(lrs[s] == 1e-3 for s in range(3, 21))  # stable on, past the old cool-down
+    assert lrs[24] < lrs[21] < 1e-3  # the cool-down: the last 20% of the 24 steps
