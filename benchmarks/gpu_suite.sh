@@ -99,7 +99,7 @@ first_step() {
 }
 
 if [ "$CPU" = 1 ]; then
-  PRESET=tiny DEV=cpu VOCAB=2048 STEPS=24 CUT=12 BATCH=4 EVALI=2 BENCH_STEPS=3
+  PRESET=tiny DEV=cpu VOCAB=2048 STEPS=60 CUT=12 BATCH=4 EVALI=2 BENCH_STEPS=3
   BENCHES=("tiny 8") COMPILE=false
   EXTRA=("model.n_layer=2" "model.n_embd=64" "model.n_head=2" "model.block_size=64")
   BENCH_ARGS=(--vocab-size 512 --block-size 64)
@@ -179,10 +179,10 @@ if want resume 120; then
   cut_log="$WORK/cut.log"
   "${HL[@]}" train --preset "$PRESET" --run-name cut "${COMMON[@]}" >"$cut_log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 1200); do  # until the step-$CUT checkpoint is written (at most 10 min)
+  for _ in $(seq 1 6000); do  # until the step-$CUT checkpoint is written (at most 10 min)
     grep -q "saved checkpoint.*$(printf 'step-%06d' "$CUT")" "$cut_log" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
+    sleep 0.1
   done
   kill -TERM "$pid" 2>/dev/null
   wait "$pid"
