@@ -212,7 +212,7 @@ if want torchrun 40; then
 fi
 if want fsdp 40; then
   run fsdp "${HL[@]}" train --gpus 1 --preset "$PRESET" --run-name fsdp "${COMMON[@]}" \
-    "train.max_iters=30" "train.compile=false" "train.fsdp=true" \
+    "train.max_iters=30" "train.compile=false" "train.fsdp=true" "train.optimizer=adamw" \
     "device=$([ "$CPU" = 1 ] && echo cpu || echo auto)"
 fi
 
