@@ -118,7 +118,9 @@ def setup_run(
     if state is not None:
         _continue_from(run, ckpt, state)
     log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
-    _open_tracking(run, dtype, tokenizer, (state or {}).get("tracker_run_id"))
+    in_place = ckpt is not None and RunDir.of_checkpoint(ckpt) == run.rundir
+    # the same W&B run only when the run goes on in its own folder (a loose checkpoint: a new one)
+    _open_tracking(run, dtype, tokenizer, state.get("tracker_run_id") if in_place else None)
     run.slow = _announce_pace(run)
     run.state.begin()
     return run
