@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -96,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
             cfg, args.gpus, args.resume, args.global_batch, args.master_port, args.debug
         )
     summary = train(cfg, resume=args.resume, global_batch=args.global_batch)
+    # finished and saved: a scheduler's SIGTERM while the interpreter exits (which restores the
+    # default, fatal action first) would turn a complete run into exit code 143
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     best = summary.get("best_val_loss")
     if launched_rank() == 0:
         print(
