@@ -280,3 +280,30 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
     ):
         assert main(argv) == 0, argv
     assert "killed" in capsys.readouterr().out
+
+
+def test_appending_to_a_log_cut_short_by_a_kill_starts_a_new_line(tmp_path):
+    """`eval` or a tracker opened on a killed run's folder appends to its logs: the next row
+    must not be glued to the half-written last line (it would be lost to every reader)."""
+    from hellolondon.rundir import JsonlLog, read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "train/loss": 5.0}\n{"step": 2, "train/lo')
+    log = JsonlLog(path)
+    log.write({"step": 2, "eval/val_loss": 4.5})
+    log.close()
+    assert read_jsonl(path) == [
+        {"step": 1, "train/loss": 5.0},
+        {"step": 2, "eval/val_loss": 4.5},
+    ]
+
+
+def test_pruning_never_deletes_the_checkpoint_it_has_just_written(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=k", "train.keep_last=3")
+    train(cfg, log=quiet)
+    root = RunDir(tmp_path / "k").checkpoints
+    shutil.copytree(root / "step-000012", root / "step-000030")  # a newer folder left there
+    weights = checkpoint.load_weights(root / "step-000012")
+    written = checkpoint.save(root, 18, weights, {}, {"config": {}}, keep_last=1, is_best=False)
+    assert written.name == "step-000018" and written.is_dir()
+    assert (root / "latest").read_text() == "step-000018"
