@@ -28,7 +28,7 @@ from hellolondon.corpus.catalog import Source, check_header
 from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError
 from hellolondon.corpus.formats import decode, gutenberg_header, looks_like_html
 from hellolondon.errors import UserError
-from hellolondon.files import sha256_file
+from hellolondon.files import atomic_write, sha256_file
 
 GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt"
 ARCHIVE_BASE = "https://archive.org"
@@ -82,10 +82,8 @@ class Manifest:
     def put(self, record: dict[str, Any]) -> None:
         with self._lock:
             self.records[record["id"]] = record
-            tmp = self.path.with_name(self.path.name + ".tmp")
             body = {"version": 1, "sources": self.records}
-            tmp.write_text(json.dumps(body, indent=1, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(body, indent=1, ensure_ascii=False))
 
 
 def _cached(out: Path, source: Source, rec: dict[str, Any] | None) -> bool:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hellolondon.errors import UserError
+from hellolondon.files import atomic_path
 
 PERIODS = (
     ("tudor", 1485, 1603),
@@ -95,11 +95,9 @@ def write_documents(path: str | Path, docs: Iterable[Document]) -> int:
     """Write atomically (a temporary file, then rename); returns how many were written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for doc in docs:
             f.write(doc.to_json() + "\n")
             count += 1
-    os.replace(tmp, path)
     return count

@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from hellolondon import __version__
-from hellolondon.files import read_json
+from hellolondon.files import atomic_write, read_json
 
 USER_AGENT = f"hellolondon/{__version__} (historical-English corpus collector; python http.client)"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
@@ -385,6 +385,4 @@ def _range_start(value: str | None) -> int | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data))

@@ -30,6 +30,7 @@ from hellolondon.corpus.dedup import Deduplicator, Fingerprinter
 from hellolondon.corpus.documents import Document, write_documents
 from hellolondon.corpus.formats import decode, detect_format, read_old_bailey
 from hellolondon.errors import UserError
+from hellolondon.files import atomic_path
 
 DOC_FIELDS = ("title", "author", "year", "period", "category", "source", "licence")
 
@@ -289,8 +290,6 @@ def _read_spool(path: Path, skip: set[str]) -> Iterator[Document]:
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)

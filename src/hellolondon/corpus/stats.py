@@ -8,12 +8,12 @@ are that tokenizer's tokens (what `prepare` will produce, without end-of-text ma
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from hellolondon.corpus.documents import read_documents
+from hellolondon.files import atomic_write
 
 _BATCH = 64  # documents per tokenizer call
 
@@ -150,6 +150,4 @@ def write_report(report: dict[str, Any], folder: str | Path) -> None:
         ("report.json", json.dumps(report, indent=2, ensure_ascii=False)),
         ("report.md", format_report(report)),
     ):
-        tmp = folder / f"{name}.tmp"
-        tmp.write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
-        os.replace(tmp, folder / name)
+        atomic_write(folder / name, text + ("\n" if not text.endswith("\n") else ""))

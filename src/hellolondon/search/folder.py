@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.errors import UserError
+from hellolondon.files import atomic_write
 
 # finished: trained to the end; stopped: ended early by the sweep's early_terminate;
 # failed: the trainer exited with an error; running: started, not known to have ended
@@ -94,12 +95,10 @@ class SweepFolder:
 
     def save(self, trials: list[Trial]) -> None:
         """Atomically: a sweep killed mid-write keeps the previous list."""
-        tmp = self._trials.with_suffix(".tmp")
-        tmp.write_text(
+        atomic_write(
+            self._trials,
             json.dumps({"trials": [asdict(t) for t in trials]}, indent=1, default=str),
-            encoding="utf-8",
         )
-        os.replace(tmp, self._trials)
 
     def write_ranking(self, text: str, data: dict[str, Any]) -> tuple[Path, Path]:
         txt, js = self.path / "ranking.txt", self.path / "ranking.json"

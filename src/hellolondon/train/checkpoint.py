@@ -113,8 +113,8 @@ def save(
     )
     files = {n: sha256_file(tmp / n) for n in ("model.safetensors", "optimizer.pt", "rng.pt")}
     meta = {"format": FORMAT, "step": step, **state, "rng": rng_state(), "files": files}
-    atomic_write(tmp / "state.json", json.dumps(meta, indent=1))
-    for f in tmp.iterdir():
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    for f in tmp.iterdir():  # the folder's rename below is the atomic step
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     if final.exists():
