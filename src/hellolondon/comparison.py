@@ -13,13 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hellolondon.errors import UserError
-from hellolondon.report.rundata import (
-    RunData,
-    fmt_count,
-    fmt_duration,
-    summarize,
-    to_float,
-)
+from hellolondon.report.rundata import RunData, summarize, to_float
+from hellolondon.units import fmt_count, fmt_duration
 
 SETTING_SECTIONS = ("model", "train", "data", "tracking", "monitor")
 # Settings that differ between any two runs without changing what they compute.

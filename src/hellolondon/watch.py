@@ -15,8 +15,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
-from hellolondon.report.rundata import fmt_duration, to_float
+from hellolondon.report.rundata import to_float
 from hellolondon.rundir import RunDir, Tail, runs_in
+from hellolondon.units import fmt_duration
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 ASCII = " .:-=+*#"

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from hellolondon.errors import UserError
 from hellolondon.rundir import RunDir, cut_short
+from hellolondon.units import fmt_count, fmt_duration
 
 
 class Panel(NamedTuple):
@@ -183,23 +184,6 @@ def summarize(run: RunData) -> dict[str, Any]:
 def recipe(train: dict[str, Any]) -> str:
     """Optimizer and schedule, as `adamw + cosine`; runs from before the choice used those."""
     return f"{train.get('optimizer', 'adamw')} + {train.get('schedule', 'cosine')}"
-
-
-def fmt_count(x: float | None) -> str:
-    if x is None:
-        return "-"
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{unit}"
-    return f"{x:.0f}"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(round(seconds))
-    h, rest = divmod(s, 3600)
-    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def summary_cells(row: dict[str, Any]) -> dict[str, str]:

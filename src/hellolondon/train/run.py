@@ -28,6 +28,7 @@ from hellolondon.train.distributed import Dist, batch_line, broadcast_object, in
 from hellolondon.train.optim import build_optimizer
 from hellolondon.train.resolve import resolve_config
 from hellolondon.train.state import TrainState
+from hellolondon.units import fmt_duration
 
 
 @dataclass
@@ -327,17 +328,8 @@ def _announce_pace(run: Run) -> bool:
         return False
     total = step_s * (run.cfg.train.max_iters - run.state.step)
     run.log(
-        f"estimated {step_s:,.0f} s per step on this CPU, {_duration(total)} for the "
+        f"estimated {step_s:,.0f} s per step on this CPU, {fmt_duration(total)} for the "
         f"{run.cfg.train.max_iters - run.state.step:,} steps to go; the {run.cfg.preset} preset "
         "is meant for GPUs (for a CPU try --preset tiny, or `hellolondon demo`)"
     )
     return True
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    d, rest = divmod(seconds, 86400)
-    h, rest = divmod(rest, 3600)
-    if d:
-        return f"{d}d{h:02d}h"
-    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"

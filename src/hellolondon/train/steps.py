@@ -23,6 +23,7 @@ from hellolondon.train.distributed import (
 from hellolondon.train.optim import lr_scale
 from hellolondon.train.run import Run
 from hellolondon.train.speed import StepResult, skips_on_device, step_unless
+from hellolondon.units import fmt_duration
 
 
 class StopSignal:
@@ -236,14 +237,8 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
     per_gpu = f" ({tps / d.world_size:,.0f} per process)" if d.enabled else ""
     run.log(
         f"iter {st.step}/{c.max_iters}: loss {loss:.4f}, lr {lr:.2e}, {dt:.0f} ms, "
-        f"{tps:,.0f} tok/s{per_gpu}{mfu}, eta {_duration(eta)}"
+        f"{tps:,.0f} tok/s{per_gpu}{mfu}, eta {fmt_duration(eta)}"
     )
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def save(run: Run, is_best: bool = False) -> None:
