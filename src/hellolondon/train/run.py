@@ -20,6 +20,7 @@ from hellolondon.errors import UserError
 from hellolondon.model import GPT
 from hellolondon.prepare import load_meta
 from hellolondon.rundir import RunDir
+from hellolondon.tracking.secrets import scrub
 from hellolondon.tracking.setup import open_tracker
 from hellolondon.train import checkpoint, fsdp
 from hellolondon.train.checkpoint import RunParts
@@ -73,8 +74,6 @@ class Run:
         return RunParts(self.model, self.optimizer, self.scaler, stateful)
 
     def checkpoint_info(self) -> dict[str, Any]:
-        from hellolondon.tracking.secrets import scrub
-
         return {
             "config": scrub(self.cfg.to_dict()),
             "tokenizer_fingerprint": self.meta.get("tokenizer_fingerprint"),
@@ -217,19 +216,13 @@ def _open_tracking(run: Run, dtype: torch.dtype, tokenizer, resume_run_id: str |
     d, cfg = run.dist, run.cfg
     full = run_config(run, dtype, tokenizer)  # asks the hardware: once
     if d.is_main:
-        run.rundir.write_config(_scrubbed(full))
+        run.rundir.write_config(scrub(full))
         run.rundir.copy_tokenizer(tokenizer.path if tokenizer is not None else None)
     run.tracker = open_tracker(
         cfg, run.rundir, rank=d.rank, run_config=full, resume_run_id=resume_run_id
     )
     if run.monitor is not None:
         run.monitor.tracker = run.tracker
-
-
-def _scrubbed(data: dict[str, Any]) -> dict[str, Any]:
-    from hellolondon.tracking.secrets import scrub
-
-    return scrub(data)
 
 
 def config_for_resume(resume: str, config_file: str | None, overrides: list[str]) -> RunConfig:
