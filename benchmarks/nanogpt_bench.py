@@ -73,7 +73,8 @@ def main() -> int:
     def step():
         xy = torch.randint(0, args.vocab_size, (B, T + 1), device=device, generator=gen)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            _, loss = step_model(xy[:, :-1], xy[:, 1:])
+            # nanoGPT's loss views its targets, so they must be contiguous (its loader's are)
+            _, loss = step_model(xy[:, :-1].contiguous(), xy[:, 1:].contiguous())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -71,6 +71,7 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
         "device": hardware.device_name(device),
         "torch": torch.__version__,
         "dtype": str(dtype).replace("torch.", ""),
+        "optimizer": c.optimizer,
         "compile": c.compile,
         "compile_mode": c.compile_mode,
         "attention": c.attention,
