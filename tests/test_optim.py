@@ -16,9 +16,10 @@ from hellolondon.model import GPT
 from hellolondon.rundir import read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
+from hellolondon.train.muon import Muon
 from hellolondon.train.optim import MuonWithAdamW, build_optimizer, lr_at, lr_scale
 
-needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch < 2.9")
+has_torch_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch < 2.9")
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -76,7 +77,6 @@ def _tiny_model() -> GPT:
     return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64))
 
 
-@needs_muon
 def test_muon_gets_the_block_matrices_and_adamw_everything_else():
     model = _tiny_model()
     opt = build_optimizer(model, _cfg(optimizer="muon", muon_lr=0.05), "cpu", log=lambda *_: None)
@@ -103,7 +103,6 @@ def _steps(model, opt, n):
         opt.zero_grad(set_to_none=True)
 
 
-@needs_muon
 def test_the_combined_state_survives_weights_only_loading_and_continues_exactly():
     cfg = _cfg(optimizer="muon")
     model = _tiny_model()
@@ -121,7 +120,6 @@ def test_the_combined_state_survives_weights_only_loading_and_continues_exactly(
         assert torch.equal(a, b)  # Muon's momentum and AdamW's moments both came back
 
 
-@needs_muon
 def test_peak_rates_come_from_the_config_not_the_checkpoint():
     model = _tiny_model()
     opt = build_optimizer(model, _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
@@ -133,10 +131,92 @@ def test_peak_rates_come_from_the_config_not_the_checkpoint():
         again.load_state_dict(build_optimizer(model, _cfg(), "cpu", print).state_dict())
 
 
-def test_muon_on_an_older_torch_is_a_clear_error(monkeypatch):
+def test_muon_needs_no_torch_muon(monkeypatch):
     monkeypatch.delattr(torch.optim, "Muon", raising=False)
-    with pytest.raises(UserError, match="torch >= 2.9"):
-        build_optimizer(_tiny_model(), _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
+    opt = build_optimizer(_tiny_model(), _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
+    assert isinstance(opt.muon, Muon)
+
+
+# square, wide and tall matrices, three of each shape: stacked by shape, iterated on the wide side
+SHAPES = [(16, 16), (16, 48), (48, 16)] * 3
+
+
+def _matrices(seed: int = 0) -> list[torch.nn.Parameter]:
+    torch.manual_seed(seed)
+    return [torch.nn.Parameter(0.02 * torch.randn(s)) for s in SHAPES]
+
+
+def _grads(step: int, bad: bool = False) -> list[torch.Tensor]:
+    torch.manual_seed(100 + step)
+    grads = [torch.randn(s) for s in SHAPES]
+    if bad:
+        grads[4][0, 0] = float("nan")
+    return grads
+
+
+def _apply(opt, params, grads_of_steps, skip_flags=None) -> None:
+    for i, grads in enumerate(grads_of_steps):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        if skip_flags is None:
+            opt.step()
+        else:
+            opt.step(found_inf=torch.tensor(float(skip_flags[i])))
+
+
+@has_torch_muon
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_by_shape_is_torchs_muon_bitwise(nesterov):
+    ours, theirs = _matrices(), _matrices()
+    kw = dict(lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=nesterov)
+    a, b = Muon(ours, **kw), torch.optim.Muon(theirs, **kw)
+    grads = [_grads(i) for i in range(4)]
+    _apply(a, ours, grads)
+    _apply(b, theirs, grads)
+    for p, q in zip(ours, theirs, strict=True):
+        assert torch.equal(p, q)
+        assert torch.equal(a.state[p]["momentum_buffer"], b.state[q]["momentum_buffer"])
+    # the same state: each loads the other's state dict and carries on identically
+    a.load_state_dict(b.state_dict())
+    _apply(a, ours, [_grads(9)])
+    _apply(b, theirs, [_grads(9)])
+    assert all(torch.equal(p, q) for p, q in zip(ours, theirs, strict=True))
+
+
+def test_a_flagged_muon_step_changes_nothing_and_is_as_if_never_taken():
+    flagged, clean = _matrices(), _matrices()
+    a, b = Muon(flagged, lr=0.02), Muon(clean, lr=0.02)
+    _apply(a, flagged, [_grads(0), _grads(1, bad=True), _grads(2)], skip_flags=[0, 1, 0])
+    _apply(b, clean, [_grads(0), _grads(2)])
+    for p, q in zip(flagged, clean, strict=True):
+        assert torch.equal(p, q)
+        assert torch.equal(a.state[p]["momentum_buffer"], b.state[q]["momentum_buffer"])
+    # and an unflagged step (flag 0) is the plain step
+    _apply(a, flagged, [_grads(3)], skip_flags=[0])
+    _apply(b, clean, [_grads(3)])
+    assert all(torch.equal(p, q) for p, q in zip(flagged, clean, strict=True))
+
+
+def test_muon_restacks_its_momentum_after_a_checkpoint_is_loaded(tmp_path):
+    params = _matrices()
+    opt = Muon(params, lr=0.02)
+    _apply(opt, params, [_grads(0), _grads(1)])
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    saved = [p.detach().clone() for p in params]
+    _apply(opt, params, [_grads(2)])
+    after = [p.detach().clone() for p in params]
+    restarted = [torch.nn.Parameter(t.clone()) for t in saved]
+    again = Muon(restarted, lr=0.02)
+    again.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    _apply(again, restarted, [_grads(2)])
+    assert all(torch.equal(p, q) for p, q in zip(restarted, after, strict=True))
+
+
+def test_muon_refuses_what_it_cannot_update():
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([torch.nn.Parameter(torch.zeros(4))])
+    with pytest.raises(ValueError, match="adjust_lr_fn"):
+        Muon(_matrices(), adjust_lr_fn="bogus")
 
 
 def _losses(run_dir) -> dict[int, float]:
@@ -144,7 +224,6 @@ def _losses(run_dir) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
-@needs_muon
 def test_a_muon_run_resumed_mid_way_logs_exactly_the_same_losses(tiny_data, tmp_path):
     settings = ["train.optimizer=muon", "train.schedule=wsd", "train.grad_accum=2"]
     cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=whole", *settings)
@@ -190,7 +269,6 @@ def test_the_model_card_and_the_report_name_the_recipe():
     assert recipe({"optimizer": "muon", "schedule": "wsd"}) == "muon + wsd"
 
 
-@needs_muon
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_muon_learns_with_autocast_accumulation_and_clipping(tiny_data, tmp_path, dtype):
     cfg = tiny_config(
@@ -209,7 +287,6 @@ def test_muon_learns_with_autocast_accumulation_and_clipping(tiny_data, tmp_path
     assert summary["best_val_loss"] < summary["first_val_loss"] - 0.5
 
 
-@needs_muon
 def test_the_fp16_grad_scaler_sees_muons_gradients_and_skips_an_overflowing_step():
     model = _tiny_model()
     opt = build_optimizer(model, _cfg(optimizer="muon"), "cpu", log=lambda *_: None)

@@ -28,12 +28,13 @@ def _reference_step(run, stop=None):
     """The step as it was before results stayed on the device: every step reads the loss,
     grad norm and stop flag back at once and decides on the host. Same sample order."""
     from hellolondon.train.distributed import all_reduce_mean, grad_sync
-    from hellolondon.train.optim import lr_at
+    from hellolondon.train.optim import lr_scale
 
     c, d, opt = run.cfg.train, run.dist, run.optimizer
-    lr = lr_at(run.state.step, c)
-    for group in opt.param_groups:
-        group["lr"] = lr
+    scale = lr_scale(run.state.step, c)
+    for group in opt.param_groups:  # each group from its own peak (Muon's differs from AdamW's)
+        group["lr"] = group["peak_lr"] * scale
+    lr = c.lr * scale
     total = torch.zeros((), device=d.device)
     for micro in range(c.grad_accum):
         first = run.state.samples_seen + (micro * d.world_size + d.rank) * c.batch_size
@@ -58,39 +59,47 @@ def _reference_step(run, stop=None):
 
 
 def _fused_adamw(monkeypatch):
-    """Fused AdamW on the CPU too (torch >= 2.4 has the kernel): the device-side skip path."""
+    """Fused AdamW on the CPU too (torch >= 2.4 has the kernel): the device-side skip path.
+    With Muon, its AdamW part is the fused one."""
     from hellolondon.train import run as run_module
-    from hellolondon.train.optim import build_optimizer
+    from hellolondon.train.optim import MuonWithAdamW, build_optimizer
 
-    def fused(model, cfg, device_type, log=print):
-        opt = build_optimizer(model, cfg, device_type, log)
+    def fuse(opt, lr):
         groups = [
             {"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups
         ]
-        fused = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+        fused = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True)
         for group in fused.param_groups:
-            group["peak_lr"] = cfg.lr
+            group["peak_lr"] = lr
         return fused
+
+    def fused(model, cfg, device_type, log=print):
+        opt = build_optimizer(model, cfg, device_type, log)
+        if isinstance(opt, MuonWithAdamW):
+            return MuonWithAdamW(opt.muon, fuse(opt.adamw, cfg.lr))
+        return fuse(opt, cfg.lr)
 
     monkeypatch.setattr(run_module, "build_optimizer", fused)
 
 
 # the step before device-side results was AdamW's with the cosine schedule
 ADAMW = ["train.optimizer=adamw", "train.schedule=cosine"]
+MUON = ["train.optimizer=muon", "train.schedule=wsd"]  # the presets' recipe
 SETTINGS = {
     "plain": [],
     "accumulation and dropout": ["train.grad_accum=3", "model.dropout=0.1"],
 }
 
 
+@pytest.mark.parametrize("recipe", [ADAMW, MUON], ids=["adamw", "muon"])
 @pytest.mark.parametrize("fused", [False, True], ids=["host-skip", "device-skip"])
 @pytest.mark.parametrize("extra", list(SETTINGS.values()), ids=list(SETTINGS))
 def test_losses_equal_a_step_that_reads_every_loss_at_once(
-    tiny_data, tmp_path, monkeypatch, extra, fused
+    tiny_data, tmp_path, monkeypatch, extra, fused, recipe
 ):
     if fused:
         _fused_adamw(monkeypatch)
-    common = ["train.max_iters=12", "train.log_interval=1", *ADAMW, *extra]
+    common = ["train.max_iters=12", "train.log_interval=1", *recipe, *extra]
     train(tiny_config(tiny_data, tmp_path, "tracking.run_name=new", *common), log=lambda *_: None)
     monkeypatch.setattr("hellolondon.train.loop.train_step", _reference_step)
     train(tiny_config(tiny_data, tmp_path, "tracking.run_name=old", *common), log=lambda *_: None)
@@ -115,8 +124,12 @@ def test_sparse_log_rows_hold_the_same_losses(tiny_data, tmp_path):
     assert summary["first_step_s"] > 0
 
 
-def test_device_skip_leaves_weights_and_optimizer_untouched(tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("recipe", [ADAMW, MUON], ids=["adamw", "muon"])
+def test_device_skip_leaves_weights_and_optimizer_untouched(
+    tiny_data, tmp_path, monkeypatch, recipe
+):
     from hellolondon.model import GPT
+    from hellolondon.train.optim import MuonWithAdamW
 
     _fused_adamw(monkeypatch)
     real = GPT.forward
@@ -137,12 +150,13 @@ def test_device_skip_leaves_weights_and_optimizer_untouched(tiny_data, tmp_path,
     def counting(opt, bad):
         steps["n"] += 1
         real_step(opt, bad)
-        steps["adam_step"] = max(float(s["step"]) for s in opt.state.values())
+        adam = opt.adamw if isinstance(opt, MuonWithAdamW) else opt
+        steps["adam_step"] = max(float(s["step"]) for s in adam.state.values())
 
     monkeypatch.setattr("hellolondon.train.steps.step_unless", counting)
     cfg = tiny_config(
         tiny_data, tmp_path, "tracking.run_name=n", "train.max_iters=5", "eval_interval=0",
-        "train.log_interval=5", "train.ckpt_interval=0", *ADAMW,
+        "train.log_interval=5", "train.ckpt_interval=0", *recipe,
     )  # fmt: skip
     summary = train(cfg, log=lambda *_: None)
     assert summary["iterations"] == 5 and steps["n"] == 5  # no host decision: all on the device
@@ -326,11 +340,14 @@ def test_ddp_options_overlap_and_save_a_copy():
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("recipe", [ADAMW, MUON], ids=["adamw", "muon"])
 @pytest.mark.parametrize("fused", [True, False], ids=["device-skip", "host-skip"])
-def test_the_device_path_reads_no_value_inside_a_step(tiny_data, tmp_path, monkeypatch, fused):
-    """With fused AdamW no step reads a tensor's value on the host (on a GPU each such read
-    waits for the GPU); the loop reads the results only at its log, eval and save steps.
-    Without it, each step reads one flag."""
+def test_the_device_path_reads_no_value_inside_a_step(
+    tiny_data, tmp_path, monkeypatch, fused, recipe
+):
+    """With fused AdamW (alone or beside Muon) no step reads a tensor's value on the host (on a
+    GPU each such read waits for the GPU); the loop reads the results only at its log, eval and
+    save steps. Without it, each step reads one flag."""
     import hellolondon.train.steps as steps
 
     if fused:
@@ -364,7 +381,7 @@ def test_the_device_path_reads_no_value_inside_a_step(tiny_data, tmp_path, monke
     )
     cfg = tiny_config(
         tiny_data, tmp_path, "tracking.run_name=r", "train.max_iters=9", "train.log_interval=4",
-        "train.eval_interval=0", "train.ckpt_interval=0", "train.grad_accum=2", *ADAMW,
+        "train.eval_interval=0", "train.ckpt_interval=0", "train.grad_accum=2", *recipe,
     )  # fmt: skip
     train(cfg, log=lambda *_: None)
     if fused:

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from hellolondon.config import TrainConfig
 from hellolondon.errors import UserError
+from hellolondon.train.muon import Muon
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str, log=print):
@@ -69,13 +70,8 @@ def _adamw(named: list[tuple[str, torch.Tensor]], cfg: TrainConfig, device_type:
     return optimizer
 
 
-def _muon(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
-    if not hasattr(torch.optim, "Muon"):
-        raise UserError(
-            f"train.optimizer=muon needs torch >= 2.9 (torch.optim.Muon); this is torch "
-            f"{torch.__version__}. Upgrade torch, or train with train.optimizer=adamw"
-        )
-    optimizer = torch.optim.Muon(
+def _muon(params: list[torch.Tensor], cfg: TrainConfig) -> Muon:
+    optimizer = Muon(
         params,
         lr=cfg.muon_lr,
         momentum=cfg.muon_momentum,
@@ -109,6 +105,10 @@ class MuonWithAdamW:
     @property
     def param_groups(self) -> list[dict[str, Any]]:
         return self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def parts(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        return self.muon, self.adamw
 
     def step(self, closure=None) -> None:
         self.muon.step()

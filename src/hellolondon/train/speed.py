@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from hellolondon.config import RunConfig, TrainConfig
 from hellolondon.errors import UserError
+from hellolondon.train.muon import Muon
+from hellolondon.train.optim import MuonWithAdamW
 
 # train.attention -> the name of its torch.nn.attention.SDPBackend member
 SDPA_BACKENDS = {
@@ -78,27 +80,37 @@ class Readback:
         return rows
 
 
-def skips_on_device(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
-    """True when the optimizer can skip a step on the device (fused AdamW reads a `found_inf`
-    tensor, as GradScaler uses it), so no step needs a host read to decide. fp16's GradScaler
-    keeps its own skip-and-rescale logic, and other optimizers are told on the host."""
-    return (
-        not scaler.is_enabled()
-        and isinstance(optimizer, torch.optim.Optimizer)  # not Muon beside AdamW
-        and bool(optimizer.defaults.get("fused"))
-        and getattr(optimizer, "_step_supports_amp_scaling", False)
-    )
+def skips_on_device(optimizer, scaler: torch.amp.GradScaler) -> bool:
+    """True when every part of the optimizer can skip a step on the device, so no step needs a
+    host read to decide: fused AdamW reads a `found_inf` tensor (as GradScaler uses it), Muon
+    takes one (`train/muon.py`). fp16's GradScaler keeps its own skip-and-rescale logic, and
+    other optimizers (AdamW on the CPU) are told on the host."""
+    return not scaler.is_enabled() and all(map(_decides_on_device, _parts(optimizer)))
 
 
-def step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+def step_unless(optimizer, bad: torch.Tensor) -> None:
     """`optimizer.step()` that changes nothing (weights, moments, step count) where the 0-dim
     tensor `bad` is nonzero, decided on the device."""
-    optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
-    optimizer.grad_scale = None  # type: ignore[attr-defined]
-    try:
-        optimizer.step()
-    finally:
-        del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+    for part in _parts(optimizer):
+        if isinstance(part, Muon):
+            part.step(found_inf=bad)
+            continue
+        part.found_inf = bad.float()  # type: ignore[attr-defined]
+        part.grad_scale = None  # type: ignore[attr-defined]
+        try:
+            part.step()
+        finally:
+            del part.found_inf, part.grad_scale  # type: ignore[attr-defined]
+
+
+def _parts(optimizer) -> tuple[torch.optim.Optimizer, ...]:
+    return optimizer.parts if isinstance(optimizer, MuonWithAdamW) else (optimizer,)
+
+
+def _decides_on_device(part: torch.optim.Optimizer) -> bool:
+    return isinstance(part, Muon) or (
+        bool(part.defaults.get("fused")) and getattr(part, "_step_supports_amp_scaling", False)
+    )
 
 
 # -- applied when the model is built -----------------------------------------------------------
