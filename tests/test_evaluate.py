@@ -102,6 +102,22 @@ def test_groups_sum_documents_by_period_and_source():
     assert "by_category" not in groups  # no category metadata: no breakdown
 
 
+def test_documents_past_the_scored_tokens_get_no_group_row():
+    """With --max-tokens only the first documents are scored: the others' groups are left
+    out, not shown as NaN (which is not JSON either)."""
+    spans = [
+        {"start": 0, "end": 4, "period": "tudor", "source": "a", "category": "drama"},
+        {"start": 4, "end": 8, "period": "stuart", "source": "b, a reprint", "category": "law"},
+    ]
+    t = Tally(np.array([0, 4]), np.array([4, 8]), np.array([0, 1, 2, 3]))
+    t.add(np.arange(1, 4), np.array([1, 2, 3]), np.ones(3))  # the first document only
+    groups = _by_group(t, spans)
+    assert {k: list(v) for k, v in groups.items()} == {
+        "by_period": ["tudor"], "by_source": ["a"], "by_category": ["drama"]
+    }  # fmt: skip
+    json.dumps(groups, allow_nan=False)
+
+
 def test_the_packaged_probes_are_valid_and_cover_every_category():
     probes = P.load_probes()
     assert len(probes) >= 100

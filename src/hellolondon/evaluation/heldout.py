@@ -104,7 +104,8 @@ def _by_group(t: Tally, spans: list[dict]) -> dict[str, dict[str, dict]]:
             continue  # no metadata of this kind: no breakdown
         groups: dict[str, list[int]] = {}
         for i, label in enumerate(labels):
-            groups.setdefault(label, []).append(i)
+            if t.tokens[i]:  # a document past --max-tokens was not scored: no row for it alone
+                groups.setdefault(label, []).append(i)
         out[f"by_{key}"] = {
             label: _stats(
                 t.nats[idx].sum(), t.text_nats[idx].sum(), t.tokens[idx].sum(), t.bytes[idx].sum()

@@ -137,8 +137,8 @@ def summary_text(r: dict[str, Any]) -> str:
         ]
         for key in ("by_period", "by_source", "by_category"):
             if key in h:
-                parts = [f"{k} {v['bpb']:.3f}" for k, v in h[key].items()]
-                lines.append(f"- bits/byte {key.replace('_', ' ')}: " + ", ".join(parts))
+                parts = [f"{k} {v['bpb']:.3f}" for k, v in h[key].items()]  # names hold commas
+                lines.append(f"- bits/byte {key.replace('_', ' ')}: " + "; ".join(parts))
         lines.append("")
     p = r.get("probes")
     if p:
