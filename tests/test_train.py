@@ -147,3 +147,29 @@ def test_nan_loss_is_skipped_and_leaves_weights_untouched(tiny_data, tmp_path, m
     assert any("non-finite" in e["title"].lower() or "nan" in e["text"].lower() for e in events)
     rows = [r for r in read_jsonl(tmp_path / "n" / "metrics.jsonl") if "train/loss" in r]
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in rows if r["step"] != 3)
+
+
+def test_the_eta_leaves_the_first_steps_compilation_out(monkeypatch):
+    from types import SimpleNamespace
+
+    import hellolondon.train.steps as steps
+    from hellolondon.train.state import TrainState
+
+    now = {"t": 0.0}
+    monkeypatch.setattr(steps.time, "perf_counter", lambda: now["t"])
+    lines: list[str] = []
+    run = SimpleNamespace(state=TrainState(), tokens_per_step=1000, log=lines.append)
+    clock = steps.Clock(run)
+    now["t"] += 30.0  # the first step compiles
+    clock.tick()
+    clock.first_step()
+    for _ in range(4):  # then four steps of 50 ms
+        now["t"] += 0.05
+        clock.tick()
+    assert clock.lap_ms() == pytest.approx(30200 / 5)  # dt_ms: the lap as it was
+    assert clock.steady_ms == pytest.approx(50.0)  # the rate the ETA uses
+    for _ in range(5):
+        now["t"] += 0.06
+        clock.tick()
+    assert clock.lap_ms() == clock.steady_ms == pytest.approx(60.0)
+    assert lines == ["first step took 30.0 s (compilation included)"]

@@ -64,6 +64,8 @@ class Clock:
         self.last = time.perf_counter()
         self.paused_s = 0.0
         self.steps = 0
+        self.first_s = 0.0  # the first step's time, until a lap has accounted for it
+        self.steady_ms = 0.0  # the last lap's ms per step, without the first step
 
     def tick(self) -> None:
         self.steps += 1
@@ -72,6 +74,7 @@ class Clock:
         """Note and say how long the first step of this start took, compilation included."""
         busy = time.perf_counter() - self.last - self.paused_s
         self.run.state.first_step_s = round(busy, 2)
+        self.first_s = busy  # left out of the next lap's steady rate (the ETA)
         self.run.log(f"first step took {busy:.1f} s (compilation included)")
 
     @contextlib.contextmanager
@@ -87,6 +90,11 @@ class Clock:
         now = time.perf_counter()
         busy = now - self.last - self.paused_s
         ms = 1000.0 * busy / max(1, self.steps)
+        # the rate without the first step (compilation), when this lap holds more than it
+        first, self.first_s = self.first_s, 0.0
+        self.steady_ms = (
+            1000.0 * (busy - first) / (self.steps - 1) if first and self.steps > 1 else ms
+        )
         self.run.state.train_seconds += busy
         self.run.state.train_tokens += self.steps * self.run.tokens_per_step
         self.last, self.paused_s, self.steps = now, 0.0, 0
@@ -232,7 +240,7 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
     row.update(gpu_metrics(d.device))
     _record(run, row)
     st.final_train_loss = loss
-    eta = (c.max_iters - st.step) * dt / 1000.0
+    eta = (c.max_iters - st.step) * clock.steady_ms / 1000.0
     mfu = f", mfu {row['train/mfu']:.1f}%" if "train/mfu" in row else ""
     per_gpu = f" ({tps / d.world_size:,.0f} per process)" if d.enabled else ""
     run.log(
