@@ -263,15 +263,29 @@ fi
 # the headline row early (by default SLM at batch 32 beside nanoGPT's model.py)
 if [ ${#ROWS[@]} -gt 0 ]; then bench_row "${ROWS[0]}"; fi
 
-# the launch paths (torchrun + NCCL, FSDP2) uncompiled: they check the processes, not speed
+# the launch paths uncompiled: they check the processes, not speed. Two processes where there
+# are two GPUs (torchrun, NCCL, DDP; FSDP2 shards over both) and on the CPU (gloo); with one
+# GPU, `--gpus 1` trains in this process: no torchrun, no process group, nothing sharded
+launch_procs() {
+  local n=2 dev=cpu
+  if [ "$CPU" = 0 ]; then
+    dev=auto
+    n=$("$PY" -c "import torch; print(min(2, torch.cuda.device_count()))" 2>/dev/null)
+    [ "${n:-0}" -ge 1 ] 2>/dev/null || n=1
+    [ "$n" = 1 ] && note "$1" "one GPU: --gpus 1 runs in one process (no torchrun, NCCL or sharding)"
+  fi
+  LAUNCH=(--gpus "$n") LAUNCH_DEV="device=$dev"
+}
 if want torchrun 40; then
-  run torchrun "${HL[@]}" train --gpus 1 --preset "$PRESET" --run-name ddp "${COMMON[@]}" \
-    "train.max_iters=30" "train.compile=false" "device=$([ "$CPU" = 1 ] && echo cpu || echo auto)"
+  launch_procs torchrun
+  run torchrun "${HL[@]}" train "${LAUNCH[@]}" --preset "$PRESET" --run-name ddp "${COMMON[@]}" \
+    "train.max_iters=30" "train.compile=false" "$LAUNCH_DEV"
 fi
 if want fsdp 40; then
-  run fsdp "${HL[@]}" train --gpus 1 --preset "$PRESET" --run-name fsdp "${COMMON[@]}" \
+  launch_procs fsdp
+  run fsdp "${HL[@]}" train "${LAUNCH[@]}" --preset "$PRESET" --run-name fsdp "${COMMON[@]}" \
     "train.max_iters=30" "train.compile=false" "train.fsdp=true" "train.optimizer=adamw" \
-    "device=$([ "$CPU" = 1 ] && echo cpu || echo auto)"
+    "$LAUNCH_DEV"
 fi
 
 if want eval 40; then
