@@ -1,7 +1,7 @@
 """Checks that `benchmarks/gpu_suite.sh` runs between its commands; each prints one JSON line
 and exits 1 when its check fails.
 
-    python benchmarks/gpu_checks.py losses RUN_A RUN_B --after 100 --tol 0.05
+    python benchmarks/gpu_checks.py losses RUN_A RUN_B --after 100 [--before N] --tol 0.05
     python benchmarks/gpu_checks.py parity RUN EXPORT_DIR
     python benchmarks/gpu_checks.py attention [--batch 8]
     python benchmarks/gpu_checks.py curves RUN_A RUN_B --out DIR
@@ -34,14 +34,17 @@ def _series(run: Path, key: str) -> dict[int, float]:
 
 
 def losses(args: argparse.Namespace) -> int:
-    """Train losses of two runs at the steps both logged after `--after`: the largest and the
-    mean absolute difference, which must stay within `--tol`."""
+    """Train losses of two runs at the steps both logged after `--after` (and up to `--before`,
+    when given): the largest and the mean absolute difference, which must stay within `--tol`.
+    `--check` names the JSON line (`losses` for the resume check, `noise` for two uninterrupted
+    runs)."""
     a, b = _series(args.a, "train/loss"), _series(args.b, "train/loss")
-    common = sorted(s for s in set(a) & set(b) if s > args.after)
+    last = math.inf if args.before is None else args.before
+    common = sorted(s for s in set(a) & set(b) if args.after < s <= last)
     diffs = [abs(a[s] - b[s]) for s in common]
     ok = bool(common) and all(math.isfinite(d) for d in diffs) and max(diffs) <= args.tol
     out = {
-        "check": "losses",
+        "check": args.check,
         "a": str(args.a),
         "b": str(args.b),
         "steps_compared": len(common),
@@ -177,7 +180,9 @@ def main() -> int:
     q.add_argument("a", type=Path)
     q.add_argument("b", type=Path)
     q.add_argument("--after", type=int, default=0)
+    q.add_argument("--before", type=int, default=None)
     q.add_argument("--tol", type=float, default=0.05)
+    q.add_argument("--check", default="losses")
     q.set_defaults(func=losses)
     q = sub.add_parser("parity")
     q.add_argument("run", type=Path)

@@ -96,7 +96,7 @@ def test_a_training_step_makes_no_host_sync_beyond_the_models_own():
     from hellolondon.train.speed import skips_on_device
     from hellolondon.train.steps import train_step
 
-    run = _cuda_run()
+    run = _cuda_run("train.optimizer=adamw")  # the presets train with Muon, told on the host
     assert skips_on_device(run.optimizer, run.scaler)  # fused AdamW, bf16: decided on the device
     train_step(run)  # first-call allocations out of the count
 
@@ -111,10 +111,11 @@ def test_a_training_step_makes_no_host_sync_beyond_the_models_own():
 
 
 def test_device_side_skip_on_cuda_leaves_weights_and_moments(monkeypatch):
-    from hellolondon.train.speed import Readback
+    from hellolondon.train.speed import Readback, skips_on_device
     from hellolondon.train.steps import train_step
 
-    run = _cuda_run()
+    run = _cuda_run("train.optimizer=adamw")  # the skip on the device is fused AdamW's
+    assert skips_on_device(run.optimizer, run.scaler)
     train_step(run)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     moments = [s["exp_avg"].clone() for s in run.optimizer.state.values()]

@@ -75,6 +75,8 @@ def test_the_suite_runs_its_cpu_path(tmp_path):
     losses = next(r for r in rows if r.get("check") == "losses")
     assert losses["ok"] and losses["steps_compared"] > 0
     assert losses["max_abs_diff"] == 0.0  # on the CPU the resumed run is bitwise the same
+    noise = next(r for r in rows if r.get("check") == "noise")  # two runs up to the cut
+    assert noise["ok"] and noise["steps_compared"] > 0 and noise["max_abs_diff"] == 0.0
     benches = [r for r in rows if r.get("section") == "bench"]
     assert {b["impl"] for b in benches} == {"hellolondon", "nanoGPT"}
     assert all(b["result"]["tokens_per_sec"] > 0 for b in benches)
