@@ -266,14 +266,14 @@ if [ ${#ROWS[@]} -gt 0 ]; then bench_row "${ROWS[0]}"; fi
 
 # the launch paths uncompiled: they check the processes, not speed. Two processes where there
 # are two GPUs (torchrun, NCCL, DDP; FSDP2 shards over both) and on the CPU (gloo); with one
-# GPU, `--gpus 1` trains in this process: no torchrun, no process group, nothing sharded
+# GPU, `--gpus 1`: torchrun with one rank, NCCL, DDP or FSDP over it
 launch_procs() {
   local n=2 dev=cpu
   if [ "$CPU" = 0 ]; then
     dev=auto
     n=$("$PY" -c "import torch; print(min(2, torch.cuda.device_count()))" 2>/dev/null)
     [ "${n:-0}" -ge 1 ] 2>/dev/null || n=1
-    [ "$n" = 1 ] && note "$1" "one GPU: --gpus 1 runs in one process (no torchrun, NCCL or sharding)"
+    [ "$n" = 1 ] && note "$1" "one GPU: --gpus 1 (torchrun, NCCL, one rank)"
   fi
   LAUNCH=(--gpus "$n") LAUNCH_DEV="device=$dev"
 }

@@ -267,3 +267,37 @@ def test_the_interactive_launcher_in_a_terminal_runs_what_it_shows(tokens, tmp_p
     child.close()
     assert child.exitstatus == 0
     assert len(list((tmp_path / "runs").glob("london-tiny-demo-*/checkpoints/step-000002"))) == 1
+
+
+def test_gpus_1_goes_through_torchrun_too(tokens, tmp_path, monkeypatch):
+    """`--gpus N` always means N torchrun processes, one included: the distributed path (NCCL
+    on a GPU, DDP or FSDP) checked on one device. A plain `train` stays one process."""
+    from hellolondon.train import torchrun
+
+    seen = {}
+
+    def fake_torchrun(cmd, env):
+        seen["cmd"] = cmd
+        return 0, None
+
+    monkeypatch.setattr(torchrun, "_run_child", fake_torchrun)
+    argv = ["train", "--data", str(tokens), "--out-dir", str(tmp_path), "--gpus", "1"]
+    assert main([*argv, "--wandb-mode", "disabled", *TINY, "device=cpu"]) == 0
+    assert "--nproc-per-node=1" in seen["cmd"]
+
+
+def test_a_torchrun_process_starts_a_group_even_alone(monkeypatch):
+    import torch.distributed as dist
+
+    from hellolondon.train.distributed import init_distributed, shutdown
+    from hellolondon.train.torchrun import check_port
+
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    for k, v in {**env, "MASTER_PORT": str(check_port(None))}.items():
+        monkeypatch.setenv(k, v)
+    d = init_distributed("cpu", fsdp=True)
+    try:
+        assert d.enabled and d.fsdp and d.world_size == 1 and dist.is_initialized()
+    finally:
+        shutdown(d)
+    assert not dist.is_initialized()

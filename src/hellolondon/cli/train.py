@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         check_gpus(
             args.gpus, cfg.train.device, 0 if cfg.train.device == "cpu" else len(gpu_names())
         )
-    if args.gpus and args.gpus > 1:  # this process starts torchrun, which starts the ranks
+    if args.gpus:  # this process starts torchrun, which starts the ranks (one included)
         return launch_train(
             cfg, args.gpus, args.resume, args.global_batch, args.master_port, args.debug
         )

@@ -33,6 +33,7 @@ class Dist:
     world_size: int = 1
     device: torch.device = torch.device("cpu")
     fsdp: bool = False  # parameters are sharded with FSDP2 (every rank joins state-dict calls)
+    group: bool = False  # a process group runs (under torchrun, also with one process)
 
     @property
     def is_main(self) -> bool:
@@ -40,7 +41,7 @@ class Dist:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.group
 
 
 def launched_world_size() -> int:
@@ -53,9 +54,11 @@ def launched_rank() -> int:
 
 
 def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
-    """Read RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun); start NCCL on CUDA, gloo on CPU."""
+    """Read RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun); start NCCL on CUDA, gloo on CPU.
+    Under torchrun a group starts even for one process (`train --gpus 1`: the distributed path,
+    DDP or FSDP, on one GPU); a plain `train` is one process without one."""
     world = launched_world_size()
-    if world == 1:
+    if world == 1 and "LOCAL_RANK" not in os.environ:
         return Dist(device=resolve_device(device))  # one process: nothing to shard
     missing = [
         k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
@@ -83,7 +86,9 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
         dist.init_process_group(
             backend=backend, timeout=timeout, device_id=dev if dev.type == "cuda" else None
         )
-    return Dist(rank=rank, local_rank=local_rank, world_size=world, device=dev, fsdp=fsdp)
+    return Dist(
+        rank=rank, local_rank=local_rank, world_size=world, device=dev, fsdp=fsdp, group=True
+    )
 
 
 def _die_with_parent() -> None:
@@ -196,7 +201,7 @@ def batch_line(d: Dist, batch_size: int, grad_accum: int, block_size: int) -> st
     how = "FSDP" if d.fsdp else "DDP" if d.enabled else "one process"
     return (
         f"global batch: {batch_size} x {grad_accum} accumulation x {d.world_size} "
-        f"process{'es' * d.enabled} = {seqs} sequences = {seqs * block_size:,} tokens per step "
+        f"process{'es' * (d.world_size > 1)} = {seqs} sequences = {seqs * block_size:,} tokens per step "
         f"({how} on {d.device.type})"
     )
 

@@ -242,7 +242,7 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
     st.final_train_loss = loss
     eta = (c.max_iters - st.step) * clock.steady_ms / 1000.0
     mfu = f", mfu {row['train/mfu']:.1f}%" if "train/mfu" in row else ""
-    per_gpu = f" ({tps / d.world_size:,.0f} per process)" if d.enabled else ""
+    per_gpu = f" ({tps / d.world_size:,.0f} per process)" if d.world_size > 1 else ""
     run.log(
         f"iter {st.step}/{c.max_iters}: loss {loss:.4f}, lr {lr:.2e}, {dt:.0f} ms, "
         f"{tps:,.0f} tok/s{per_gpu}{mfu}, eta {fmt_duration(eta)}"
