@@ -10,7 +10,7 @@
 #
 # Sections (default: the acceptance list; `speed` adds the speed-option measurements):
 #   env tests data run resume torchrun fsdp eval export generate bench
-#   speed = attention compile_modes memory fp8
+#   speed = attention muon compile_modes memory fp8
 #   noise (or --noise): a second uninterrupted run of `run`'s settings, whose losses after the
 #   cut are compared with the first run's: the run-to-run noise over the steps the resume
 #   check compares (`run` took 74 s on one H200 with a cold compile cache; this one finds it
@@ -62,7 +62,7 @@ RESULTS="$OUT/results.jsonl" LOG="$OUT/suite.log"
 : >"$LOG"
 ACCEPT="env tests data run resume torchrun fsdp eval export generate bench"
 SECTIONS="${SECTIONS:-$ACCEPT}"
-SECTIONS="${SECTIONS//speed/attention compile_modes memory fp8}"
+SECTIONS="${SECTIONS//speed/attention muon compile_modes memory fp8}"
 if [ "$NOISE" = 1 ]; then SECTIONS="$SECTIONS noise"; fi
 START=$(date +%s)
 export PYTHONUNBUFFERED=1 WANDB_SILENT=true TOKENIZERS_PARALLELISM=false
@@ -308,6 +308,13 @@ for row in "${ROWS[@]:1}"; do bench_row "$row"; done
 # -- speed options (section `speed`) ----------------------------------------------------------
 if want attention 30 && [ "$CPU" = 0 ]; then
   "$PY" benchmarks/gpu_checks.py attention | tee -a "$RESULTS"
+fi
+if want muon 60; then  # one optimizer step, torch.optim.Muon's against ours (needs torch >= 2.9)
+  if [ "$CPU" = 0 ]; then MP=(slm regular); else MP=(tiny); fi
+  for p in "${MP[@]}"; do
+    "$PY" benchmarks/muon_bench.py --preset "$p" --device "$DEV" 2>>"$LOG" |
+      sed 's/^/{"section": "muon", "result": /; s/$/}/' | tee -a "$RESULTS"
+  done
 fi
 if want compile_modes 240; then
   for mode in max-autotune-no-cudagraphs; do

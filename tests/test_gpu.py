@@ -92,12 +92,14 @@ def _syncs(fn) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def test_a_training_step_makes_no_host_sync_beyond_the_models_own():
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_a_training_step_makes_no_host_sync_beyond_the_models_own(optimizer):
     from hellolondon.train.speed import skips_on_device
     from hellolondon.train.steps import train_step
 
-    run = _cuda_run("train.optimizer=adamw")  # the presets train with Muon, told on the host
-    assert skips_on_device(run.optimizer, run.scaler)  # fused AdamW, bf16: decided on the device
+    run = _cuda_run(f"train.optimizer={optimizer}")
+    # fused AdamW (alone or beside Muon), bf16: decided on the device
+    assert skips_on_device(run.optimizer, run.scaler)
     train_step(run)  # first-call allocations out of the count
 
     def bare():
@@ -110,16 +112,22 @@ def test_a_training_step_makes_no_host_sync_beyond_the_models_own():
     assert _syncs(lambda: [train_step(run) for _ in range(3)]) <= 3 * model_only
 
 
-def test_device_side_skip_on_cuda_leaves_weights_and_moments(monkeypatch):
+def _optimizer_state(opt) -> list[torch.Tensor]:
+    """Every state tensor (moments, step counts, Muon's momentum) of AdamW or Muon + AdamW."""
+    parts = getattr(opt, "parts", (opt,))
+    return [t.clone() for part in parts for st in part.state.values() for t in st.values()]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_device_side_skip_on_cuda_leaves_weights_and_moments(monkeypatch, optimizer):
     from hellolondon.train.speed import Readback, skips_on_device
     from hellolondon.train.steps import train_step
 
-    run = _cuda_run("train.optimizer=adamw")  # the skip on the device is fused AdamW's
+    run = _cuda_run(f"train.optimizer={optimizer}")  # fused AdamW's found_inf; Muon's flag
     assert skips_on_device(run.optimizer, run.scaler)
     train_step(run)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    moments = [s["exp_avg"].clone() for s in run.optimizer.state.values()]
-    steps = [s["step"].clone() for s in run.optimizer.state.values()]
+    state = _optimizer_state(run.optimizer)
     real = run.step_model.forward
     monkeypatch.setattr(
         run.step_model, "forward", lambda x, y: (None, real(x, y)[1] * float("nan"))
@@ -131,12 +139,9 @@ def test_device_side_skip_on_cuda_leaves_weights_and_moments(monkeypatch):
     assert row.read()[0].skipped
     after = run.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert all(
-        torch.equal(a, s["exp_avg"])
-        for a, s in zip(moments, run.optimizer.state.values(), strict=True)
-    )
-    assert all(
-        torch.equal(a, s["step"]) for a, s in zip(steps, run.optimizer.state.values(), strict=True)
+    now = _optimizer_state(run.optimizer)
+    assert len(now) == len(state) and all(
+        torch.equal(a, b) for a, b in zip(state, now, strict=True)
     )
 
 
