@@ -56,6 +56,8 @@ def lr_ratio(adjust_lr_fn: str | None, shape: torch.Size) -> float:
 
 
 class Muon(torch.optim.Optimizer):
+    """`torch.optim.Muon`'s arguments, update and state dict; see the module doc."""
+
     def __init__(
         self,
         params,
