@@ -149,17 +149,19 @@ COMMON=(--data "$WORK/data" --out-dir "$WORK/runs" --wandb-mode "$WB"
 # bench PRESET BATCH [SETTING...]: ours with AdamW (nanoGPT's optimizer), then, with no extra
 # settings, nanoGPT's model.py at the same settings and the ratio of the two; one process each
 bench_pair() {
-  local preset="$1" batch="$2" ours theirs
+  local preset="$1" batch="$2" ours theirs opts=("${@:3}")
+  # flags (--grad-accum N) before settings; AdamW unless the row names an optimizer
+  [[ " ${opts[*]} " == *" train.optimizer="* ]] || opts+=(train.optimizer=adamw)
   ours=$("${HL[@]}" bench --preset "$preset" --batch-size "$batch" --steps "$BENCH_STEPS" \
     --warmup 5 --device "$DEV" --compile "$COMPILE" --json "${BENCH_ARGS[@]}" \
-    train.optimizer=adamw "${@:3}" 2>>"$LOG" | tail -1)
-  [[ "$ours" == "{"* ]] || ours=""
+    "${opts[@]}" 2>>"$LOG" | tail -1)
+  [[ "$ours" == "{"* ]] || { ours=""; note bench "bench $preset $batch ${opts[*]} failed: see suite.log"; }
   emit "{\"section\": \"bench\", \"impl\": \"hellolondon\", \"preset\": \"$preset\", \"options\": \"${*:3}\", \"result\": ${ours:-null}}"
   if [ -n "$NANOGPT" ] && [ -f "$NANOGPT/model.py" ] && [ $# -eq 2 ]; then
     theirs=$("$PY" benchmarks/nanogpt_bench.py --nanogpt "$NANOGPT" --preset "$preset" \
       --batch-size "$batch" --steps "$BENCH_STEPS" --device "$DEV" "${BENCH_ARGS[@]}" \
       --compile "$([ "$COMPILE" = false ] && echo false || echo true)" 2>>"$LOG" | tail -1)
-    [[ "$theirs" == "{"* ]] || theirs=""
+    [[ "$theirs" == "{"* ]] || { theirs=""; note bench "nanoGPT bench $preset $batch failed: see suite.log"; }
     emit "{\"section\": \"bench\", \"impl\": \"nanoGPT\", \"preset\": \"$preset\", \"result\": ${theirs:-null}}"
     if [ -n "$ours" ] && [ -n "$theirs" ]; then
       "$PY" -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); print(json.dumps({'section':'bench-ratio','preset':sys.argv[3],'batch':int(sys.argv[4]),'tokens_per_sec_ratio':a['tokens_per_sec']/b['tokens_per_sec'],'peak_memory_ratio':(a['peak_memory_gb']/b['peak_memory_gb']) if a['peak_memory_gb'] and b['peak_memory_gb'] else None,'first_step_s':a['first_step_s'],'nanogpt_first_step_s':b['first_step_s']}))" "$ours" "$theirs" "$preset" "$batch" | tee -a "$RESULTS"
