@@ -18,7 +18,8 @@
 # A section that would not finish inside --budget seconds (default 470) is skipped with a note.
 # --nanogpt DIR (or NANOGPT_DIR): a folder holding nanoGPT's model.py, timed beside `bench` at
 # the same settings (AdamW, as nanoGPT trains); without it those rows are skipped with a note.
-# --benches: the bench rows, PRESET:BATCH (default "slm:32 regular:16 slm:64 regular:32"); a
+# --benches: the bench rows, PRESET:BATCH (default "slm:32 regular:16 slm:32:muon slm:64
+# regular:32"); a
 # `:muon` suffix times the preset's own optimizer alone, e.g. slm:32:muon.
 # --step-timeout S (default 300): a command still running after S seconds is stopped, so one
 # hang cannot take the whole call.
@@ -137,7 +138,7 @@ if [ "$CPU" = 1 ]; then
   BENCH_ARGS=(--vocab-size 512 --block-size 64)
 else
   PRESET=slm DEV=cuda VOCAB=30000 STEPS=200 CUT=100 BATCH=16 EVALI=5 BENCH_STEPS=20
-  BENCH_ROWS="${BENCH_ROWS:-slm:32 regular:16 slm:64 regular:32}" COMPILE=auto
+  BENCH_ROWS="${BENCH_ROWS:-slm:32 regular:16 slm:32:muon slm:64 regular:32}" COMPILE=auto
   EXTRA=() BENCH_ARGS=()
 fi
 if "$PY" -c "import wandb" 2>/dev/null; then WB=offline; else WB=disabled; fi
