@@ -19,8 +19,7 @@
 # --nanogpt DIR (or NANOGPT_DIR): a folder holding nanoGPT's model.py, timed beside `bench` at
 # the same settings (AdamW, as nanoGPT trains); without it those rows are skipped with a note.
 # --benches: the bench rows, PRESET:BATCH (default "slm:32 regular:16 slm:32:muon slm:64
-# regular:32"); a
-# `:muon` suffix times the preset's own optimizer alone, e.g. slm:32:muon.
+# regular:32"); a `:muon` suffix times the presets' own optimizer alone.
 # --step-timeout S (default 300): a command still running after S seconds is stopped, so one
 # hang cannot take the whole call.
 # SUITE_WORK=DIR keeps the work folder (corpus, runs) where a later call can reuse it.
