@@ -64,20 +64,20 @@ def _fused_adamw(monkeypatch):
     from hellolondon.train import run as run_module
     from hellolondon.train.optim import MuonWithAdamW, build_optimizer
 
-    def fuse(opt, lr):
+    def fuse(opt, cfg):
         groups = [
             {"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups
         ]
-        fused = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True)
+        fused = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
         for group in fused.param_groups:
-            group["peak_lr"] = lr
+            group["peak_lr"] = cfg.lr
         return fused
 
     def fused(model, cfg, device_type, log=print):
         opt = build_optimizer(model, cfg, device_type, log)
         if isinstance(opt, MuonWithAdamW):
-            return MuonWithAdamW(opt.muon, fuse(opt.adamw, cfg.lr))
-        return fuse(opt, cfg.lr)
+            return MuonWithAdamW(opt.muon, fuse(opt.adamw, cfg))
+        return fuse(opt, cfg)
 
     monkeypatch.setattr(run_module, "build_optimizer", fused)
 
