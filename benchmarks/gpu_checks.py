@@ -5,6 +5,7 @@ and exits 1 when its check fails.
     python benchmarks/gpu_checks.py parity RUN EXPORT_DIR
     python benchmarks/gpu_checks.py attention [--batch 8]
     python benchmarks/gpu_checks.py curves RUN_A RUN_B --out DIR
+    python benchmarks/gpu_checks.py ratio OURS_JSON NANOGPT_JSON
 """
 
 from __future__ import annotations
@@ -173,6 +174,41 @@ def curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def ratio(args: argparse.Namespace) -> int:
+    """Ours against nanoGPT's, from two bench JSON results: tokens/s ratio of the medians, its
+    range over the timings (worst pairing to best), memory and first-step times, and, where
+    both were profiled, each kind of work's ms per step side by side."""
+    a, b = json.loads(args.ours), json.loads(args.theirs)
+    wa = a.get("ms_per_iter_windows") or [a["ms_per_iter"]]
+    wb = b.get("ms_per_iter_windows") or [b["ms_per_iter"]]
+    mem = (
+        a["peak_memory_gb"] / b["peak_memory_gb"]
+        if a["peak_memory_gb"] and b["peak_memory_gb"]
+        else None
+    )
+    out = {
+        "section": "bench-ratio",
+        "preset": b.get("preset"),
+        "batch": b.get("batch_size"),
+        "tokens_per_sec_ratio": a["tokens_per_sec"] / b["tokens_per_sec"],
+        "ratio_range": [min(wb) / max(wa), max(wb) / min(wa)],  # ms theirs / ms ours
+        "timings": [len(wa), len(wb)],
+        "peak_memory_ratio": mem,
+        "first_step_s": a["first_step_s"],
+        "nanogpt_first_step_s": b["first_step_s"],
+    }
+    if "profile" in a and "profile" in b:
+        kinds = dict.fromkeys([*a["profile"]["kinds"], *b["profile"]["kinds"]])
+        ms = lambda r, k: round(r["profile"]["kinds"].get(k, {}).get("ms_per_step", 0.0), 3)  # noqa: E731
+        out["ms_per_step_by_kind"] = {k: [ms(a, k), ms(b, k)] for k in kinds}
+        out["gpu_busy_share"] = [
+            a["profile"].get("gpu_busy_share"),
+            b["profile"].get("gpu_busy_share"),
+        ]
+    print(json.dumps(out))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(required=True)
@@ -200,6 +236,10 @@ def main() -> int:
     q.add_argument("--label-a", default="a")
     q.add_argument("--label-b", default="b")
     q.set_defaults(func=curves)
+    q = sub.add_parser("ratio")
+    q.add_argument("ours", help="hellolondon bench --json's line")
+    q.add_argument("theirs", help="nanogpt_bench.py's line")
+    q.set_defaults(func=ratio)
     args = p.parse_args()
     return args.func(args)
 

@@ -147,24 +147,54 @@ COMMON=(--data "$WORK/data" --out-dir "$WORK/runs" --wandb-mode "$WB"
   "train.warmup_iters=20" "train.sample_interval=0" "train.compile=$COMPILE" "${EXTRA[@]}")
 
 # bench PRESET BATCH [SETTING...]: ours with AdamW (nanoGPT's optimizer), then, with no extra
-# settings, nanoGPT's model.py at the same settings and the ratio of the two; one process each
+# settings, nanoGPT's model.py at the same settings and the ratio of the two; one process each.
+# Fair by construction: each process compiles into its own empty cache (inductor's and
+# Triton's), so neither finds the other's kernels and both first steps are cold; the order
+# alternates from one pair to the next; each times its steps $REPEAT times (the median, and
+# every timing for the spread). The first plain pair also profiles 3 steps of each (`profile`:
+# where the step's time goes, kind by kind; the traces stay in the work folder).
+PAIRS=0 REPEAT="${BENCH_REPEAT:-3}"
+cold() { local d; d=$(mktemp -d "$WORK/cache.XXXXXX"); echo "TORCHINDUCTOR_CACHE_DIR=$d/inductor TRITON_CACHE_DIR=$d/triton"; }
+bench_ours() {  # PRESET BATCH [--profile DIR] -- SETTINGS...
+  local preset="$1" batch="$2" prof=() ; shift 2
+  [ "$1" = --profile ] && { prof=(--profile "$2"); shift 2; }
+  shift  # --
+  # shellcheck disable=SC2046
+  env $(cold) "${HL[@]}" bench --preset "$preset" --batch-size "$batch" --steps "$BENCH_STEPS" \
+    --warmup 5 --repeat "$REPEAT" --device "$DEV" --compile "$COMPILE" --json "${BENCH_ARGS[@]}" \
+    "${prof[@]}" "$@" 2>>"$LOG" | tail -1
+}
+bench_theirs() {  # PRESET BATCH [--profile DIR]
+  # shellcheck disable=SC2046
+  env $(cold) "$PY" benchmarks/nanogpt_bench.py --nanogpt "$NANOGPT" --preset "$1" \
+    --batch-size "$2" --steps "$BENCH_STEPS" --repeat "$REPEAT" --device "$DEV" "${BENCH_ARGS[@]}" \
+    --compile "$([ "$COMPILE" = false ] && echo false || echo true)" "${@:3}" 2>>"$LOG" | tail -1
+}
 bench_pair() {
-  local preset="$1" batch="$2" ours theirs opts=("${@:3}")
+  local preset="$1" batch="$2" ours="" theirs="" opts=("${@:3}") po=() pt=()
   # flags (--grad-accum N) before settings; AdamW unless the row names an optimizer
   [[ " ${opts[*]} " == *" train.optimizer="* ]] || opts+=(train.optimizer=adamw)
-  ours=$("${HL[@]}" bench --preset "$preset" --batch-size "$batch" --steps "$BENCH_STEPS" \
-    --warmup 5 --device "$DEV" --compile "$COMPILE" --json "${BENCH_ARGS[@]}" \
-    "${opts[@]}" 2>>"$LOG" | tail -1)
+  local with_nano=0
+  if [ $# -eq 2 ] && [ -n "$NANOGPT" ] && [ -f "$NANOGPT/model.py" ]; then with_nano=1; fi
+  if [ "$with_nano" = 1 ] && [ "$PAIRS" = 0 ]; then
+    po=(--profile "$WORK/profile/hellolondon-$preset-$batch")
+    pt=(--profile "$WORK/profile/nanogpt-$preset-$batch")
+  fi
+  if [ "$with_nano" = 1 ] && [ $((PAIRS % 2)) = 1 ]; then  # nanoGPT first on every other pair
+    theirs=$(bench_theirs "$preset" "$batch" "${pt[@]}")
+  fi
+  ours=$(bench_ours "$preset" "$batch" "${po[@]}" -- "${opts[@]}")
+  if [ "$with_nano" = 1 ] && [ $((PAIRS % 2)) = 0 ]; then
+    theirs=$(bench_theirs "$preset" "$batch" "${pt[@]}")
+  fi
+  [ "$with_nano" = 1 ] && PAIRS=$((PAIRS + 1))
   [[ "$ours" == "{"* ]] || { ours=""; note bench "bench $preset $batch ${opts[*]} failed: see suite.log"; }
   emit "{\"section\": \"bench\", \"impl\": \"hellolondon\", \"preset\": \"$preset\", \"options\": \"${*:3}\", \"result\": ${ours:-null}}"
-  if [ -n "$NANOGPT" ] && [ -f "$NANOGPT/model.py" ] && [ $# -eq 2 ]; then
-    theirs=$("$PY" benchmarks/nanogpt_bench.py --nanogpt "$NANOGPT" --preset "$preset" \
-      --batch-size "$batch" --steps "$BENCH_STEPS" --device "$DEV" "${BENCH_ARGS[@]}" \
-      --compile "$([ "$COMPILE" = false ] && echo false || echo true)" 2>>"$LOG" | tail -1)
+  if [ "$with_nano" = 1 ]; then
     [[ "$theirs" == "{"* ]] || { theirs=""; note bench "nanoGPT bench $preset $batch failed: see suite.log"; }
     emit "{\"section\": \"bench\", \"impl\": \"nanoGPT\", \"preset\": \"$preset\", \"result\": ${theirs:-null}}"
     if [ -n "$ours" ] && [ -n "$theirs" ]; then
-      "$PY" -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); print(json.dumps({'section':'bench-ratio','preset':sys.argv[3],'batch':int(sys.argv[4]),'tokens_per_sec_ratio':a['tokens_per_sec']/b['tokens_per_sec'],'peak_memory_ratio':(a['peak_memory_gb']/b['peak_memory_gb']) if a['peak_memory_gb'] and b['peak_memory_gb'] else None,'first_step_s':a['first_step_s'],'nanogpt_first_step_s':b['first_step_s']}))" "$ours" "$theirs" "$preset" "$batch" | tee -a "$RESULTS"
+      "$PY" benchmarks/gpu_checks.py ratio "$ours" "$theirs" | tee -a "$RESULTS"
     fi
   elif [ $# -eq 2 ]; then
     note bench "nanoGPT rows skipped: no --nanogpt DIR with model.py given"

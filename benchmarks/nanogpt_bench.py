@@ -1,7 +1,8 @@
 """Time nanoGPT's `model.py` (https://github.com/karpathy/nanoGPT) at the settings of
 `hellolondon bench`, for a side-by-side row: the same shape, vocabulary, batch, bf16 autocast,
 torch.compile, fused AdamW (its `configure_optimizers`), grad clipping at 1.0, random tokens
-made on the GPU, first step (compilation) and peak memory reported the same way.
+made on the GPU, first step (compilation), peak memory, `--repeat` and `--profile` reported
+the same way (the profile needs hellolondon importable).
 
 nanoGPT's code is not part of this repository: pass the folder that holds its model.py.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,6 +47,8 @@ def main() -> int:
     p.add_argument("--block-size", type=int, help="sequence length (default: the preset's)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=1, help="timings of --steps steps; the median")
+    p.add_argument("--profile", type=Path, help="profile 3 steps too; trace in DIR/trace.json")
     p.add_argument("--compile", choices=["true", "false"], default="true")
     p.add_argument("--device", default="cuda")
     p.add_argument(
@@ -92,11 +96,14 @@ def main() -> int:
     for _ in range(max(0, args.warmup - 1)):
         step()
     sync()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    sync()
-    ms = 1000.0 * (time.perf_counter() - t0) / args.steps
+    windows = []
+    for _ in range(max(1, args.repeat)):  # as `hellolondon bench --repeat`
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+        sync()
+        windows.append(1000.0 * (time.perf_counter() - t0) / args.steps)
+    ms = statistics.median(windows)
     tps = B * T / (ms / 1000.0)
     n = model.get_num_params()  # without the position table, as hellolondon counts
     flops_per_token = 6 * n + 12 * shape["n_layer"] * shape["n_embd"] * T
@@ -119,6 +126,7 @@ def main() -> int:
         "block_size": T,
         "vocab_size": args.vocab_size,
         "ms_per_iter": ms,
+        "ms_per_iter_windows": windows,
         "tokens_per_sec": tps,
         "mfu_percent": 100.0 * flops_per_token * tps / peak if peak else None,
         "first_step_s": first,
@@ -127,6 +135,12 @@ def main() -> int:
         else None,
         "final_loss": loss.item(),
     }
+    if args.profile:  # the same summary as `hellolondon bench --profile`
+        from hellolondon.step_profile import profile_steps
+
+        trace = args.profile / "trace.json"
+        result["profile"] = profile_steps(step, device, 3, trace)
+        result["profile"]["trace"] = str(trace)
     print(json.dumps(result))
     return 0
 

@@ -80,5 +80,11 @@ def test_the_suite_runs_its_cpu_path(tmp_path):
     benches = [r for r in rows if r.get("section") == "bench"]
     assert {b["impl"] for b in benches} == {"hellolondon", "nanoGPT"}
     assert all(b["result"]["tokens_per_sec"] > 0 for b in benches)
-    assert any(r.get("section") == "bench-ratio" for r in rows)
+    assert all(len(b["result"]["ms_per_iter_windows"]) == 3 for b in benches)  # the spread
+    ratio = next(r for r in rows if r.get("section") == "bench-ratio")
+    low, high = ratio["ratio_range"]
+    assert low <= ratio["tokens_per_sec_ratio"] <= high
+    # the first pair is profiled on both sides, kind by kind
+    assert ratio["ms_per_step_by_kind"]["matmul"][0] > 0
+    assert ratio["ms_per_step_by_kind"]["matmul"][1] > 0
     assert rows[-1]["section"] == "done"

@@ -1,17 +1,22 @@
 """Time training steps of a preset on random tokens: the same step the trainer runs (model,
 AdamW, autocast, compile, the speed options), warm-up excluded, so the numbers compare with
-reference trainers. The first step's time (compilation) and the peak memory are reported too."""
+reference trainers. The first step's time (compilation) and the peak memory are reported too;
+`repeat` times the steps in several windows (the median is reported, and every window, for the
+spread); `profile` adds where the time of a step goes (`step_profile.py`)."""
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from hellolondon import hardware
 from hellolondon.config import RunConfig
 from hellolondon.rundir import RunDir
+from hellolondon.step_profile import profile_steps
 from hellolondon.tracking.base import NullTracker
 from hellolondon.train.distributed import Dist
 from hellolondon.train.run import Run, autocast_for, build_model, peak_flops_for, precision
@@ -35,7 +40,14 @@ class RandomBatches:
         return 0.0
 
 
-def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
+def bench(
+    cfg: RunConfig,
+    steps: int = 20,
+    warmup: int = 5,
+    repeat: int = 1,
+    profile: Path | None = None,
+    log=print,
+) -> dict:
     device = hardware.resolve_device(cfg.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -55,12 +67,9 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
     for _ in range(max(0, warmup - 1)):  # the rest of the warm-up stays out of the timing too
         train_step(run)
     _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        out = train_step(run)  # results stay on the device, as in training between log rows
-    _sync(device)
-    ms = 1000.0 * (time.perf_counter() - t0) / steps
-    loss = out.values[0].item()
+    windows = [_time_steps(run, steps, device) for _ in range(max(1, repeat))]
+    ms = statistics.median(windows)
+    loss = train_step(run).values[0].item()
     tps = run.tokens_per_step / (ms / 1000.0)
     size, count = getattr(model, "micro_batches", None) or (
         cfg.train.batch_size,
@@ -83,6 +92,7 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
         "micro_steps": count,
         "block_size": cfg.model.block_size,
         "ms_per_iter": ms,
+        "ms_per_iter_windows": windows,
         "tokens_per_sec": tps,
         "mfu_percent": hardware.mfu_percent(run.flops_per_token, tps, 1, run.peak_flops),
         "first_step_s": first_step_s,
@@ -91,7 +101,21 @@ def bench(cfg: RunConfig, steps: int = 20, warmup: int = 5, log=print) -> dict:
         else None,
         "final_loss": loss if math.isfinite(loss) else None,
     }
+    if profile is not None:
+        trace = Path(profile) / "trace.json"
+        result["profile"] = profile_steps(lambda: train_step(run), device, 3, trace)
+        result["profile"]["trace"] = str(trace)
     return result
+
+
+def _time_steps(run: Run, steps: int, device: torch.device) -> float:
+    """ms per step over `steps` steps queued back to back (results stay on the device, as in
+    training between two log rows) and synchronised once at the end."""
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(run)
+    _sync(device)
+    return 1000.0 * (time.perf_counter() - t0) / steps
 
 
 def _sync(device: torch.device) -> None:

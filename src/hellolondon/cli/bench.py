@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from hellolondon.config import PRESETS, build_config
+from hellolondon.errors import UserError
 
 EXAMPLES = """examples:
   hellolondon bench --preset slm --batch-size 32            # nanoGPT's GPT-2 small setting
   hellolondon bench --preset regular --batch-size 16 --steps 30
   hellolondon bench --preset tiny --device cpu --compile false
   hellolondon bench --preset slm --json                     # one JSON line, for scripts
+  hellolondon bench --preset slm --repeat 5                 # median of 5 timings, and the spread
+  hellolondon bench --preset slm --profile prof/            # where a step's time goes
   hellolondon bench --preset slm train.dtype=bfloat16 model.block_size=512 train.compile=false
 
 key=value settings are those of `hellolondon train` (see `hellolondon config`), applied after
@@ -35,6 +39,14 @@ def register(sub) -> None:
     p.add_argument("--vocab-size", type=int, default=30000)
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation)")
+    p.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="time the steps N times; the median is reported, and each window for the spread",
+    )  # fmt: skip
+    p.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="also profile 3 steps: print where the time goes, write DIR/trace.json",
+    )  # fmt: skip
     p.add_argument("--compile", choices=["auto", "true", "false"], default="auto")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
     p.add_argument("--device", default="auto")
@@ -48,6 +60,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.bench import bench
+    from hellolondon.step_profile import format_summary
 
     over = [
         f"model.vocab_size={args.vocab_size}",
@@ -61,9 +74,15 @@ def run(args: argparse.Namespace) -> int:
     if args.block_size:
         over.append(f"model.block_size={args.block_size}")
     cfg = build_config(args.preset, overrides=over + list(args.overrides))
+    if args.steps < 1 or args.repeat < 1 or args.warmup < 0:
+        raise UserError(
+            f"--steps ({args.steps}) and --repeat ({args.repeat}) must be at least 1, --warmup "
+            f"({args.warmup}) at least 0"
+        )
     r = bench(
-        cfg, steps=args.steps, warmup=args.warmup, log=(lambda *_: None) if args.json else print
-    )
+        cfg, steps=args.steps, warmup=args.warmup, repeat=args.repeat, profile=args.profile,
+        log=(lambda *_: None) if args.json else print,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(r))
         return 0
@@ -79,5 +98,14 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  {r['ms_per_iter']:.1f} ms/iter  {r['tokens_per_sec']:,.0f} tokens/s  MFU {mfu}  peak memory {mem}"
     )
+    if len(r["ms_per_iter_windows"]) > 1:
+        w = r["ms_per_iter_windows"]
+        print(
+            f"  median of {len(w)} timings of {args.steps} steps: {min(w):.1f}-{max(w):.1f} ms/iter"
+        )
     print(f"  first step {r['first_step_s']:.1f} s (compilation included)")
+    if "profile" in r:
+        for line in format_summary(r["profile"]):
+            print(line)
+        print(f"  trace: {r['profile']['trace']}")
     return 0

@@ -1,0 +1,148 @@
+"""Where a training step's time goes: a few steps under `torch.profiler`, summed by kind of
+work (matrix products, attention, fused element-wise kernels, optimizer, copies), with the
+share of the wall time the GPU was busy. `hellolondon bench --profile DIR` prints it and
+writes the trace (open it in https://ui.perfetto.dev or chrome://tracing).
+
+On a GPU the device kernels are timed; on a CPU the operators' own (self) CPU time is."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# (kind, substrings of a kernel or operator name, lower case); the first match wins. Kernel
+# names: cuBLAS/CUTLASS GEMMs ("sm90_xmma_gemm_...", "nvjet_...", "cutlass..."), cuDNN and
+# flash attention ("cudnn_generated_fort_native_sdpa...", "flash_fwd_kernel", "fmha..."),
+# inductor's Triton kernels ("triton_per_fused_...", "triton_poi_fused_..."), the fused
+# optimizers' multi-tensor kernels (the gradient clipping's norm among them); on a CPU, aten
+# operator names. Compiled kernels are matched before copies: their names list the fused ops
+# ("..._to_copy_add_...").
+# fmt: off
+KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attention", ("sdpa", "flash", "fmha", "attention", "attn")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "aten::mm", "aten::addmm",
+                "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")),
+    ("fused (compiled)", ("triton_", "cpp_fused", "compiledfxgraph", "torch-compiled region",
+                          "compiledfunction")),
+    ("optimizer", ("multi_tensor", "adam", "foreach", "lerp", "muon", "vector_norm")),
+    ("element-wise (eager)", ("elementwise", "reduce_kernel", "layer_norm", "softmax", "gelu",
+                              "aten::add", "aten::mul", "aten::div", "aten::sub", "aten::where",
+                              "aten::sum", "aten::mean", "aten::norm", "nll_loss")),
+    ("copy", ("memcpy", "memset", "copy_", "aten::to", "aten::contiguous")),
+)
+# fmt: on
+
+
+def kind_of(name: str) -> str:
+    low = name.lower()
+    for kind, needles in KINDS:
+        if any(n in low for n in needles):
+            return kind
+    return "other"
+
+
+def busy_us(spans: list[tuple[float, float]]) -> float:
+    """Time covered by at least one of the (start, end) spans: kernels on two streams that run
+    at once count once."""
+    total, end = 0.0, float("-inf")
+    for s, e in sorted(spans):
+        if e <= end:
+            continue
+        total += e - max(s, end)
+        end = e
+    return total
+
+
+def summarize(
+    events: list[tuple[str, float, float]], wall_us: float, steps: int, timed_on: str
+) -> dict[str, Any]:
+    """`events`: (name, start µs, duration µs) of the device kernels (or CPU operators' self
+    time, start unused). Times per step in ms, by kind and for the 10 costliest names."""
+    by_kind: dict[str, float] = defaultdict(float)
+    by_name: dict[str, float] = defaultdict(float)
+    for name, _, dur in events:
+        by_kind[kind_of(name)] += dur
+        by_name[name] += dur
+    summed = sum(by_kind.values())
+    per_step = lambda us: us / steps / 1000.0  # noqa: E731
+    result: dict[str, Any] = {
+        "timed_on": timed_on,
+        "steps": steps,
+        "wall_ms_per_step": per_step(wall_us),
+        "summed_ms_per_step": per_step(summed),
+        "kinds": {
+            k: {"ms_per_step": per_step(v), "share": v / summed if summed else 0.0}
+            for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])
+        },
+        "top": [
+            {"name": n[:120], "kind": kind_of(n), "ms_per_step": per_step(v)}
+            for n, v in sorted(by_name.items(), key=lambda kv: -kv[1])[:10]
+        ],
+    }
+    if timed_on == "gpu":
+        busy = busy_us([(s, s + d) for _, s, d in events])
+        result["gpu_busy_share"] = busy / wall_us if wall_us else None
+    return result
+
+
+def _events(prof: Any, device: torch.device) -> list[tuple[str, float, float]]:
+    from torch.autograd import DeviceType
+
+    out = []
+    for e in prof.events():
+        if device.type == "cuda":
+            if e.device_type == DeviceType.CUDA:
+                out.append((e.name, float(e.time_range.start), float(e.time_range.elapsed_us())))
+        elif e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0:
+            out.append((e.name, float(e.time_range.start), float(e.self_cpu_time_total)))
+    return out
+
+
+def profile_steps(
+    step: Callable[[], Any], device: torch.device, steps: int = 3, trace: Path | None = None
+) -> dict[str, Any]:
+    """Run `step` `steps` times (after warm-up, so no compilation) under the profiler; the
+    summary of where the time went, and the trace written to `trace` if given."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+        torch.cuda.synchronize(device)
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall_us = (time.perf_counter() - t0) * 1e6
+    if trace is not None:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(trace))
+    timed_on = "gpu" if device.type == "cuda" else "cpu"
+    return summarize(_events(prof, device), wall_us, steps, timed_on)
+
+
+def format_summary(s: dict[str, Any]) -> list[str]:
+    """The summary as console lines."""
+    what = "GPU kernel time" if s["timed_on"] == "gpu" else "CPU time of the operators"
+    lines = [
+        f"profile of {s['steps']} steps: {s['wall_ms_per_step']:.1f} ms wall per step, "
+        f"{what} {s['summed_ms_per_step']:.1f} ms per step"
+        + (
+            f", GPU busy {100 * s['gpu_busy_share']:.0f}% of the wall time"
+            if s.get("gpu_busy_share") is not None
+            else ""
+        )
+    ]
+    for kind, v in s["kinds"].items():
+        lines.append(f"  {kind:<21} {v['ms_per_step']:8.2f} ms  {100 * v['share']:5.1f}%")
+    lines.append("  costliest:")
+    for t in s["top"]:
+        lines.append(f"    {t['ms_per_step']:8.2f} ms  {t['kind']:<21} {t['name'][:90]}")
+    return lines

@@ -1,0 +1,81 @@
+"""Where a step's time goes (`bench --profile`): kinds of kernels, busy time, the summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hellolondon.cli import main
+from hellolondon.step_profile import busy_us, format_summary, kind_of, summarize
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "matmul"),
+        ("nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NTN", "matmul"),
+        ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3", "attention"),
+        ("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<...>", "attention"),
+        ("fmha_cutlassB_bf16_aligned_64x64_k64_sm80", "attention"),  # not a plain GEMM
+        ("triton_per_fused__to_copy_add_native_layer_norm_0", "fused (compiled)"),  # not a copy
+        ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor>", "optimizer"),
+        ("Memcpy HtoD (Pinned -> Device)", "copy"),
+        (
+            "void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>",
+            "element-wise (eager)",
+        ),
+        ("aten::mm", "matmul"),
+        ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", "attention"),
+        ("## Call CompiledFxGraph fyt74hacsibq ##", "fused (compiled)"),
+        ("ncclDevKernel_AllReduce_Sum_bf16_RING_LL", "other"),
+    ],
+)
+def test_kernels_are_told_apart_by_kind(name, kind):
+    assert kind_of(name) == kind
+
+
+def test_busy_time_counts_overlapping_kernels_once():
+    assert busy_us([(0, 10), (5, 15), (20, 25)]) == 20  # 0-15 and 20-25
+    assert busy_us([(0, 10), (2, 3)]) == 10  # inside another
+    assert busy_us([]) == 0
+
+
+def test_summary_gives_per_step_times_shares_and_the_costliest():
+    events = [("gemm_a", 0, 600), ("gemm_a", 1000, 600), ("triton_poi_x", 700, 200),
+              ("flash_fwd", 1700, 400), ("multi_tensor_apply", 2200, 200)]  # fmt: skip
+    s = summarize(events, wall_us=4000, steps=2, timed_on="gpu")
+    assert s["summed_ms_per_step"] == pytest.approx(1.0)  # 2000 µs over 2 steps
+    assert s["wall_ms_per_step"] == pytest.approx(2.0)
+    assert list(s["kinds"])[0] == "matmul"  # costliest first
+    assert s["kinds"]["matmul"]["ms_per_step"] == pytest.approx(0.6)
+    assert s["kinds"]["matmul"]["share"] == pytest.approx(0.6)
+    assert s["top"][0] == {"name": "gemm_a", "kind": "matmul", "ms_per_step": pytest.approx(0.6)}
+    assert s["gpu_busy_share"] == pytest.approx(0.5)
+    text = "\n".join(format_summary(s))
+    assert "GPU busy 50%" in text and "matmul" in text and "gemm_a" in text
+
+
+def test_bench_profiles_a_cpu_step_and_writes_a_trace(tmp_path, capsys):
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+            "--repeat", "3", "--batch-size", "2", "--block-size", "16", "--vocab-size", "256",
+            "--json", "--profile", str(tmp_path / "prof"), "model.n_layer=1",
+            "train.compile=false"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["ms_per_iter_windows"]) == 3
+    assert result["ms_per_iter"] == sorted(result["ms_per_iter_windows"])[1]  # the median
+    prof = result["profile"]
+    assert prof["timed_on"] == "cpu" and prof["steps"] == 3
+    assert (
+        prof["kinds"]["matmul"]["ms_per_step"] > 0 and prof["kinds"]["attention"]["ms_per_step"] > 0
+    )
+    trace = json.loads((tmp_path / "prof" / "trace.json").read_text())
+    assert any("aten::mm" in e.get("name", "") for e in trace["traceEvents"])
+
+
+def test_bench_refuses_a_repeat_of_zero(capsys):
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--repeat", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--repeat (0) must be at least 1" in err and err.count("\n") == 1
