@@ -132,12 +132,13 @@ first_step() {
 
 if [ "$CPU" = 1 ]; then
   PRESET=tiny DEV=cpu VOCAB=2048 STEPS=60 CUT=12 BATCH=4 EVALI=2 BENCH_STEPS=3
-  BENCH_ROWS="${BENCH_ROWS:-tiny:8}" COMPILE=false
+  BENCH_ROWS="${BENCH_ROWS:-tiny:8}" COMPILE=false ROW_BATCH=8
   EXTRA=("model.n_layer=2" "model.n_embd=64" "model.n_head=2" "model.block_size=64")
   BENCH_ARGS=(--vocab-size 512 --block-size 64)
 else
   PRESET=slm DEV=cuda VOCAB=30000 STEPS=200 CUT=100 BATCH=16 EVALI=5 BENCH_STEPS=20
   BENCH_ROWS="${BENCH_ROWS:-slm:32 regular:16 slm:32:muon slm:64 regular:32}" COMPILE=auto
+  ROW_BATCH=32  # the compile-mode and fp8 rows, beside the slm:32 row
   EXTRA=() BENCH_ARGS=()
 fi
 if "$PY" -c "import wandb" 2>/dev/null; then WB=offline; else WB=disabled; fi
@@ -348,11 +349,13 @@ if want muon 60; then  # one optimizer step, torch.optim.Muon's against ours (ne
       sed 's/^/{"section": "muon", "result": /; s/$/}/' | tee -a "$RESULTS"
   done
 fi
-if want compile_modes 240; then
-  for mode in max-autotune-no-cudagraphs; do
-    bench_pair "$PRESET" "$BATCH" "train.compile_mode=$mode"
-  done
-fi
+# compile modes: CUDA graphs (reduce-overhead: no launch gaps; SLM's step launches several
+# hundred kernels) and autotuned kernels (max-autotune-no-cudagraphs: minutes of compilation)
+for mode_cost in reduce-overhead:90 max-autotune-no-cudagraphs:240; do
+  if want compile_modes "${mode_cost#*:}"; then
+    bench_pair "$PRESET" "$ROW_BATCH" "train.compile_mode=${mode_cost%:*}"
+  fi
+done
 if want memory 200; then
   # Regular 16x2: one forward of 32 (micro_batch=auto) and with activation checkpointing
   if [ "$CPU" = 0 ]; then P=regular B=16; else P=tiny B=8; fi
@@ -369,7 +372,7 @@ if want fp8 300; then
   run fp8-on "${HL[@]}" train --preset "$PRESET" --run-name fp8 "${FP8[@]}" "train.fp8=true"
   "$PY" benchmarks/gpu_checks.py curves "$WORK/runs/bf16" "$WORK/runs/fp8" --out "$OUT" \
     --name fp8_vs_bf16 --label-a bf16 --label-b fp8 | tee -a "$RESULTS"
-  bench_pair "$PRESET" 32 "train.fp8=true"
+  bench_pair "$PRESET" "$ROW_BATCH" "train.fp8=true"
 fi
 
 emit "{\"section\": \"done\", \"seconds\": $(elapsed), \"budget\": $BUDGET, \"work\": \"$WORK\"}"
