@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
+from torch.autograd import DeviceType
 
 from hellolondon.cli import main
-from hellolondon.step_profile import busy_us, format_summary, kind_of, summarize
+from hellolondon.step_profile import busy_us, format_summary, kind_of, summarize, summary_of
 
 
 @pytest.mark.parametrize(
@@ -79,3 +82,21 @@ def test_bench_refuses_a_repeat_of_zero(capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--repeat (0) must be at least 1" in err and err.count("\n") == 1
+
+
+def test_a_gpu_profile_without_kernel_events_says_so_and_sums_cpu_time():
+    # CUPTI can be refused (a container without profiling rights): then no kernel is recorded,
+    # and a "GPU busy 0%" would be false
+    span = SimpleNamespace(start=0.0, elapsed_us=lambda: 500.0)
+    ops = [SimpleNamespace(name="aten::mm", device_type=DeviceType.CPU, time_range=span,
+                           self_cpu_time_total=400.0)]  # fmt: skip
+    prof = SimpleNamespace(events=lambda: ops)
+    s = summary_of(prof, torch.device("cuda", 0), wall_us=1000.0, steps=1)
+    assert s["timed_on"] == "cpu" and "gpu_busy_share" not in s
+    assert s["kinds"]["matmul"]["ms_per_step"] == pytest.approx(0.4)
+    assert "no GPU kernels were recorded" in "\n".join(format_summary(s))
+    kernel = SimpleNamespace(name="sm90_xmma_gemm", device_type=DeviceType.CUDA, time_range=span,
+                             self_cpu_time_total=0.0)  # fmt: skip
+    prof = SimpleNamespace(events=lambda: [*ops, kernel])
+    s = summary_of(prof, torch.device("cuda", 0), wall_us=1000.0, steps=1)
+    assert s["timed_on"] == "gpu" and s["gpu_busy_share"] == pytest.approx(0.5)

@@ -90,12 +90,13 @@ def summarize(
     return result
 
 
-def _events(prof: Any, device: torch.device) -> list[tuple[str, float, float]]:
+def _events(prof: Any, on_device: bool) -> list[tuple[str, float, float]]:
+    """Device kernels (name, start, duration), or CPU operators (name, start, self time)."""
     from torch.autograd import DeviceType
 
     out = []
     for e in prof.events():
-        if device.type == "cuda":
+        if on_device:
             if e.device_type == DeviceType.CUDA:
                 out.append((e.name, float(e.time_range.start), float(e.time_range.elapsed_us())))
         elif e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0:
@@ -124,8 +125,19 @@ def profile_steps(
     if trace is not None:
         trace.parent.mkdir(parents=True, exist_ok=True)
         prof.export_chrome_trace(str(trace))
-    timed_on = "gpu" if device.type == "cuda" else "cpu"
-    return summarize(_events(prof, device), wall_us, steps, timed_on)
+    return summary_of(prof, device, wall_us, steps)
+
+
+def summary_of(prof: Any, device: torch.device, wall_us: float, steps: int) -> dict[str, Any]:
+    """The GPU kernels' summary on a GPU, the CPU operators' elsewhere, or where no kernel was
+    recorded (CUPTI refused, as in a container without profiling rights)."""
+    kernels = _events(prof, on_device=True) if device.type == "cuda" else []
+    if kernels:
+        return summarize(kernels, wall_us, steps, "gpu")
+    result = summarize(_events(prof, on_device=False), wall_us, steps, "cpu")
+    if device.type == "cuda":
+        result["note"] = "no GPU kernels were recorded; CPU time of the operators instead"
+    return result
 
 
 def format_summary(s: dict[str, Any]) -> list[str]:
@@ -140,6 +152,8 @@ def format_summary(s: dict[str, Any]) -> list[str]:
             else ""
         )
     ]
+    if "note" in s:
+        lines.append(f"  note: {s['note']}")
     for kind, v in s["kinds"].items():
         lines.append(f"  {kind:<21} {v['ms_per_step']:8.2f} ms  {100 * v['share']:5.1f}%")
     lines.append("  costliest:")
