@@ -19,7 +19,9 @@
 # --nanogpt DIR (or NANOGPT_DIR): a folder holding nanoGPT's model.py, timed beside `bench` at
 # the same settings (AdamW, as nanoGPT trains); without it those rows are skipped with a note.
 # --benches: the bench rows, PRESET:BATCH (default "slm:32 regular:16 slm:32:muon slm:64
-# regular:32"); a `:muon` suffix times the presets' own optimizer alone.
+# regular:32"); a `:muon` suffix times the presets' own optimizer alone. Each side compiles
+# into an empty cache of its own, times its steps BENCH_REPEAT times (default 3), and the first
+# pair is profiled (where the step's time goes, kind by kind, in its `bench-ratio` line).
 # --step-timeout S (default 300): a command still running after S seconds is stopped, so one
 # hang cannot take the whole call.
 # SUITE_WORK=DIR keeps the work folder (corpus, runs) where a later call can reuse it.
