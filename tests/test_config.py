@@ -58,3 +58,40 @@ def test_bad_toml_names_the_file(tmp_path):
     bad.write_text("[train\nlr=")
     with pytest.raises(UserError, match="bad.toml"):
         build_config("tiny", bad)
+
+
+def test_a_config_file_names_the_preset_it_starts_from(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "slm"\n[train]\nlr = 5e-4\n')
+    cfg = build_config("tiny", toml)  # the file's preset replaces the command line's
+    assert cfg.preset == "slm" and cfg.model.n_embd == 768 and cfg.train.lr == 5e-4
+
+
+def test_a_dumped_config_trains_the_preset_it_was_dumped_from(tmp_path, capsys):
+    from hellolondon.cli import main
+
+    assert main(["config", "--preset", "regular", "train.lr=2e-4"]) == 0
+    toml = tmp_path / "my.toml"
+    toml.write_text(capsys.readouterr().out)
+    cfg = build_config("tiny", toml)
+    assert cfg.preset == "regular" and cfg.model.n_layer == 24 and cfg.train.lr == 2e-4
+
+
+@pytest.mark.parametrize(
+    "line, message", [('preset = "huge"', "is not a preset"), ("preset = 3", "is not a preset")]
+)
+def test_a_config_file_with_an_unknown_preset_is_refused(tmp_path, line, message):
+    toml = tmp_path / "c.toml"
+    toml.write_text(line + "\n")
+    with pytest.raises(UserError, match=message):
+        build_config("tiny", toml)
+
+
+def test_a_resumed_run_keeps_its_preset_whatever_the_file_says(tmp_path):
+    base = build_config("tiny")
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "slm"\n')
+    with pytest.raises(UserError, match="started from 'tiny' and keeps it"):
+        build_config(config_file=toml, base=base)
+    toml.write_text('preset = "tiny"\n[train]\nmax_iters = 99\n')
+    assert build_config(config_file=toml, base=base).train.max_iters == 99

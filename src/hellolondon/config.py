@@ -377,6 +377,9 @@ def build_config(
     the base, so `train --config` with it starts a new run with the same settings."""
     if config_file is not None and Path(config_file).suffix == ".json":
         base, config_file = _read_run_config(Path(config_file)), None
+    from_file = _read_toml(Path(config_file)) if config_file is not None else {}
+    if "preset" in from_file:  # the preset the file starts from (`config` writes it)
+        preset = _file_preset(from_file.pop("preset"), config_file, base)
     if base is not None:
         values: dict[str, dict[str, Any]] = {
             k: v for k, v in base.to_dict().items() if k in SECTIONS
@@ -386,8 +389,8 @@ def build_config(
         p = get_preset(preset)
         values = {"model": dataclasses.asdict(p.model), "train": dataclasses.asdict(p.train)}
         top = {}
-    if config_file is not None:
-        for key, raw in _read_toml(Path(config_file)).items():
+    if from_file:
+        for key, raw in from_file.items():
             if isinstance(raw, dict):
                 for name, value in raw.items():
                     _apply(values, f"{key}.{name}", value)
@@ -406,6 +409,22 @@ def build_config(
             continue
         _apply(values, key.strip(), raw.strip())
     return from_dict({"preset": preset, **top, **values})
+
+
+def _file_preset(name: Any, path: str | Path | None, base: RunConfig | None) -> str:
+    """A config file's `preset = "..."`: it replaces the preset given on the command line, as
+    the file's settings replace the preset's; a resumed run keeps the preset it started from."""
+    if not isinstance(name, str) or name not in PRESETS:
+        raise UserError(
+            f"config file {path}: preset = {name!r} is not a preset; choose one of: "
+            f"{', '.join(PRESETS)}"
+        )
+    if base is not None and name != base.preset:
+        raise UserError(
+            f"config file {path} names preset {name!r}, but this run started from "
+            f"{base.preset!r} and keeps it; remove the preset line"
+        )
+    return name
 
 
 def _read_run_config(path: Path) -> RunConfig:

@@ -40,6 +40,7 @@ def _toml_value(v) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args.preset, args.config, args.overrides)
     print(f"# preset {cfg.preset}: {PRESETS[cfg.preset].about}")
+    print(f'preset = "{cfg.preset}"')
     print(f'out_dir = "{cfg.out_dir}"')
     for section in SECTIONS:
         print(f"\n[{section}]")
