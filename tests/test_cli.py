@@ -63,6 +63,19 @@ def test_unknown_config_key(capsys, tiny_data, tmp_path):
     assert "did you mean lr" in err
 
 
+def test_settings_after_a_flag_are_settings(capsys, trained):
+    # the form `reproduce --help` shows: settings after a flag that follows RUN
+    assert main(["reproduce", str(trained), "--check", "train.max_iters=5"]) == 0
+    err = _err(capsys, ["reproduce", str(trained), "--check", "train.max_iters=abc"])
+    assert "max_iters" in err and "abc" in err
+    assert main(["config", "train.lr=0.004", "--preset", "tiny", "train.min_lr=0.0003"]) == 0
+    out = capsys.readouterr().out
+    assert "\nlr = 0.004\n" in out and "\nmin_lr = 0.0003\n" in out
+    with pytest.raises(SystemExit) as exc:  # an unknown flag still is one
+        main(["config", "--preset", "tiny", "--nope", "train.lr=0.004"])
+    assert exc.value.code == 2
+
+
 def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

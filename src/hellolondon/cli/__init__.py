@@ -40,13 +40,29 @@ def _line_buffered() -> None:
             pass
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse takes `key=value` settings only where they first appear: those after a later
+    flag (`reproduce RUN --check train.lr=1e-3`, `train lr=1e-3 --data d seed=2`) come back
+    unparsed. They are settings like the rest, so they join them, in command-line order."""
+    args, rest = parser.parse_known_args(argv)
+    if rest and hasattr(args, "overrides") and all(_is_setting(a) for a in rest):
+        args.overrides = [*args.overrides, *rest]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
+def _is_setting(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
 def main(argv: list[str] | None = None) -> int:
     _line_buffered()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     args.debug = debug
     if not getattr(args, "func", None):
         parser.print_help()
