@@ -106,6 +106,18 @@ def test_existing_run_folder_is_not_overwritten(capsys, trained, tiny_data):
     assert (trained / "metrics.jsonl").read_bytes() == before
 
 
+def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp_path):
+    run = tmp_path / "early"  # what a run killed before its first save leaves
+    run.mkdir()
+    shutil.copy(trained / "config.json", run / "config.json")
+    (run / "metrics.jsonl").write_text('{"train/iter": 1, "train/loss": 9.0}\n')
+    err = _err(capsys, ["train", "--resume", str(run)])
+    assert "before its first checkpoint" in err
+    assert f"hellolondon train --config {run / 'config.json'}" in err
+    err = _err(capsys, ["train", "--resume", str(tmp_path / "nope")])
+    assert "does not exist" in err
+
+
 def test_resume_with_another_architecture(capsys, trained, tiny_data):
     err = _err(capsys, ["train", "--resume", str(trained), "model.n_embd=64"])
     assert "another architecture" in err
