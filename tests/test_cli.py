@@ -118,6 +118,13 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp
     assert "does not exist" in err
 
 
+def test_resume_with_a_preset_is_refused_not_ignored(capsys, trained):
+    before = (trained / "metrics.jsonl").read_bytes()
+    err = _err(capsys, ["train", "--resume", str(trained), "--preset", "slm"])
+    assert "--preset slm does not apply with --resume" in err
+    assert (trained / "metrics.jsonl").read_bytes() == before
+
+
 def test_resume_with_another_architecture(capsys, trained, tiny_data):
     err = _err(capsys, ["train", "--resume", str(trained), "model.n_embd=64"])
     assert "another architecture" in err
