@@ -240,3 +240,21 @@ def test_console_lines_reach_a_pipe_as_they_are_printed():
     steps_s = timed[0] - arrivals[0][0]
     ms_per_iter = float(timed[1].split("ms/iter")[0].split()[-1])
     assert steps_s > 0.5 * 60 * ms_per_iter / 1000
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error():
+    # `hellolondon compare ... --json | head`: the reader leaves before the output is written
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    src = str(Path(hellolondon.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hellolondon", "config", "--preset", "tiny"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    proc.stdout.close()  # before the command has printed anything
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""

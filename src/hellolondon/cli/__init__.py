@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import select
 import sys
 
 from hellolondon import __version__
@@ -56,6 +58,22 @@ def _is_setting(arg: str) -> bool:
     return "=" in arg and not arg.startswith("-")
 
 
+def _stdout_closed() -> bool:
+    """Whether the pipe behind stdout has no reader left (a broken pipe elsewhere, a socket
+    say, is a real error); if so, stdout is pointed at devnull so that the interpreter's own
+    flush at exit does not complain about it once more."""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()  # a pipe without a reader polls as an error for its writer
+    except (AttributeError, OSError, ValueError):
+        return False
+    poll.register(fd, select.POLLOUT)
+    if not any(events & select.POLLERR for _, events in poll.poll(0)):
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     _line_buffered()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -77,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        return 141  # the reader left (`| head`): a shell's code for SIGPIPE, and no message
     except Exception as exc:
         if args.debug:
             raise
