@@ -63,6 +63,19 @@ def test_unknown_config_key(capsys, tiny_data, tmp_path):
     assert "did you mean lr" in err
 
 
+def test_settings_after_a_flag_are_settings(capsys, trained):
+    # the form `reproduce --help` shows: settings after a flag that follows RUN
+    assert main(["reproduce", str(trained), "--check", "train.max_iters=5"]) == 0
+    err = _err(capsys, ["reproduce", str(trained), "--check", "train.max_iters=abc"])
+    assert "max_iters" in err and "abc" in err
+    assert main(["config", "train.lr=0.004", "--preset", "tiny", "train.min_lr=0.0003"]) == 0
+    out = capsys.readouterr().out
+    assert "\nlr = 0.004\n" in out and "\nmin_lr = 0.0003\n" in out
+    with pytest.raises(SystemExit) as exc:  # an unknown flag still is one
+        main(["config", "--preset", "tiny", "--nope", "train.lr=0.004"])
+    assert exc.value.code == 2
+
+
 def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -90,6 +103,25 @@ def test_existing_run_folder_is_not_overwritten(capsys, trained, tiny_data):
         ],
     )
     assert "already exists" in err and "--resume" in err
+    assert (trained / "metrics.jsonl").read_bytes() == before
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp_path):
+    run = tmp_path / "early"  # what a run killed before its first save leaves
+    run.mkdir()
+    shutil.copy(trained / "config.json", run / "config.json")
+    (run / "metrics.jsonl").write_text('{"train/iter": 1, "train/loss": 9.0}\n')
+    err = _err(capsys, ["train", "--resume", str(run)])
+    assert "before its first checkpoint" in err
+    assert f"hellolondon train --config {run / 'config.json'}" in err
+    err = _err(capsys, ["train", "--resume", str(tmp_path / "nope")])
+    assert "does not exist" in err
+
+
+def test_resume_with_a_preset_is_refused_not_ignored(capsys, trained):
+    before = (trained / "metrics.jsonl").read_bytes()
+    err = _err(capsys, ["train", "--resume", str(trained), "--preset", "slm"])
+    assert "--preset slm does not apply with --resume" in err
     assert (trained / "metrics.jsonl").read_bytes() == before
 
 
@@ -208,3 +240,21 @@ def test_console_lines_reach_a_pipe_as_they_are_printed():
     steps_s = timed[0] - arrivals[0][0]
     ms_per_iter = float(timed[1].split("ms/iter")[0].split()[-1])
     assert steps_s > 0.5 * 60 * ms_per_iter / 1000
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error():
+    # `hellolondon compare ... --json | head`: the reader leaves before the output is written
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    src = str(Path(hellolondon.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hellolondon", "config", "--preset", "tiny"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    proc.stdout.close()  # before the command has printed anything
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""

@@ -17,6 +17,7 @@ from tinyrun import TINY_MODEL
 from hellolondon.cli import build_parser, main
 from hellolondon.cli.train import config_from_args
 from hellolondon.config import RunConfig
+from hellolondon.errors import UserError
 from hellolondon.rundir import RunDir
 
 pytest.importorskip("sweeps", reason="the sweep extra is not installed")
@@ -185,6 +186,16 @@ def test_command_must_run_our_trainer_with_its_settings(capsys, tmp_path, tiny_d
     assert "not a valid `hellolondon train` line" in _one_line_error(
         capsys, ["sweep", str(path), "--trials", "2"]
     )
+
+
+def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path):
+    (tmp_path / "file").write_text("kept")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("kept")
+    for taken in (tmp_path / "file", tmp_path / "full"):
+        with pytest.raises(UserError, match="is not a sweep folder; choose another --out-dir"):
+            SweepFolder(taken).check_or_create("name: s\n")
+    assert (tmp_path / "file").read_text() == "kept"
 
 
 def test_random_sweep_needs_a_trial_count(capsys, tmp_path, tiny_data):

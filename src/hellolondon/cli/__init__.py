@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import select
 import sys
 
 from hellolondon import __version__
@@ -40,13 +42,45 @@ def _line_buffered() -> None:
             pass
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse takes `key=value` settings only where they first appear: those after a later
+    flag (`reproduce RUN --check train.lr=1e-3`, `train lr=1e-3 --data d seed=2`) come back
+    unparsed. They are settings like the rest, so they join them, in command-line order."""
+    args, rest = parser.parse_known_args(argv)
+    if rest and hasattr(args, "overrides") and all(_is_setting(a) for a in rest):
+        args.overrides = [*args.overrides, *rest]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
+def _is_setting(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
+
+
+def _stdout_closed() -> bool:
+    """Whether the pipe behind stdout has no reader left (a broken pipe elsewhere, a socket
+    say, is a real error); if so, stdout is pointed at devnull so that the interpreter's own
+    flush at exit does not complain about it once more."""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()  # a pipe without a reader polls as an error for its writer
+    except (AttributeError, OSError, ValueError):
+        return False
+    poll.register(fd, select.POLLOUT)
+    if not any(events & select.POLLERR for _, events in poll.poll(0)):
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     _line_buffered()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     args.debug = debug
     if not getattr(args, "func", None):
         parser.print_help()
@@ -61,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        return 141  # the reader left (`| head`): a shell's code for SIGPIPE, and no message
     except Exception as exc:
         if args.debug:
             raise

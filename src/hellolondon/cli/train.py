@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hellolondon.cli.flags import add_launch_flags, add_tracking_flags, apply_tracking_flags
 from hellolondon.config import PRESETS, build_config
+from hellolondon.errors import UserError
 
 EXAMPLES = """examples:
   hellolondon train --preset tiny --data work/data
@@ -33,7 +34,6 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--preset",
-        default="tiny",
         choices=list(PRESETS),
         help="model size and its training recipe (default: tiny)",
     )
@@ -73,8 +73,13 @@ def config_from_args(args: argparse.Namespace):
     if args.resume:
         from hellolondon.train.run import config_for_resume
 
+        if args.preset:  # the run's own settings win; a silently ignored preset misleads
+            raise UserError(
+                f"--preset {args.preset} does not apply with --resume: a run continues with its "
+                "own settings; change one with key=value (train.max_iters=N)"
+            )
         return config_for_resume(args.resume, args.config, apply_tracking_flags(args, overrides))
-    return build_config(args.preset, args.config, apply_tracking_flags(args, overrides))
+    return build_config(args.preset or "tiny", args.config, apply_tracking_flags(args, overrides))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -73,7 +73,7 @@ class SweepFolder:
                     "choose another --out-dir, or give the same sweep file to resume it"
                 )
             return True
-        if self.path.exists() and any(self.path.iterdir()):
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise UserError(
                 f"{self.path} exists and is not a sweep folder; choose another --out-dir"
             )

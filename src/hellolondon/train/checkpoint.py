@@ -238,7 +238,22 @@ def resolve(path: str | Path) -> Path:
         with contextlib.suppress(UserError):  # a cut-short state.json: the one before it
             read_state(ckpt, verify=False)
             return ckpt
-    raise UserError(f"no checkpoint found at {path}; give a run folder or a checkpoint folder")
+    raise _no_checkpoint(p)
+
+
+def _no_checkpoint(p: Path) -> UserError:
+    """Why there is nothing at `p` to continue from, and what to do instead."""
+    from hellolondon.rundir import RunDir
+
+    if not p.exists():
+        return UserError(f"{p} does not exist; give a run folder or a checkpoint folder")
+    run = RunDir(p)
+    if run.config_file.is_file():  # a run stopped before its first save
+        return UserError(
+            f"no checkpoint found at {p}: the run stopped before its first checkpoint; start it "
+            f"again as a new run with `hellolondon train --config {run.config_file}`"
+        )
+    return UserError(f"no checkpoint found at {p}; give a run folder or a checkpoint folder")
 
 
 def find_resumable(path: str | Path, log=print) -> tuple[Path, dict[str, Any]]:
@@ -250,7 +265,7 @@ def find_resumable(path: str | Path, log=print) -> tuple[Path, dict[str, Any]]:
     root = _root(p)
     candidates = _candidates(root)
     if not candidates:
-        raise UserError(f"nothing to resume: no checkpoint under {root}")
+        raise _no_checkpoint(p)
     for ckpt in candidates:
         try:
             return ckpt, read_state(ckpt)
