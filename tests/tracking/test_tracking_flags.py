@@ -4,6 +4,7 @@ helloLondon, the five default tags plus the preset, config over environment, fla
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -119,3 +120,26 @@ def test_a_bad_mode_is_refused_with_the_choices():
 
     with pytest.raises(UserError, match="online, offline or disabled"):
         build_config("tiny", overrides=["tracking.wandb_mode=sometimes"])
+
+
+@pytest.mark.parametrize(
+    "overrides, env, words",
+    [
+        (["tracking.project=me/helloLondon"], {}, "tracking.project 'me/helloLondon'"),
+        ([], {"WANDB_PROJECT": "runs:2026"}, "tracking.project 'runs:2026'"),
+        (["tracking.tags=" + "t" * 65], {}, "is 65 characters"),
+        ([], {"WANDB_TAGS": "ok," + "t" * 65}, "is 65 characters"),
+    ],
+)
+def test_names_wandb_would_refuse_even_offline_are_refused_before_training(
+    overrides, env, words, monkeypatch
+):
+    # W&B checks them only in wandb.init, after the model is built, and then not even an
+    # offline run starts
+    from hellolondon.errors import UserError
+
+    assert options(overrides=["tracking.tags=" + "t" * 64]).tags[-1] == "t" * 64
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match=re.escape(words)):
+        options(overrides=overrides)
