@@ -122,6 +122,18 @@ def test_a_bad_mode_is_refused_with_the_choices():
         build_config("tiny", overrides=["tracking.wandb_mode=sometimes"])
 
 
+def test_a_mistyped_wandb_mode_is_refused_rather_than_ignored(monkeypatch):
+    from hellolondon.errors import UserError
+
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "fedcba98")  # would go online
+    monkeypatch.setenv("WANDB_MODE", "ofline")
+    with pytest.raises(UserError, match="WANDB_MODE=ofline is not a mode"):
+        options()
+    assert options(overrides=["tracking.wandb_mode=offline"]).mode == "offline"  # not consulted
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert options().mode == "offline"
+
+
 @pytest.mark.parametrize(
     "overrides, env, words",
     [
