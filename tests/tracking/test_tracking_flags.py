@@ -155,3 +155,13 @@ def test_names_wandb_would_refuse_even_offline_are_refused_before_training(
         monkeypatch.setenv(key, value)
     with pytest.raises(UserError, match=re.escape(words)):
         options(overrides=overrides)
+
+
+@pytest.mark.parametrize("name", ["lr/3e-4", "..", "/tmp/run", "a\\b"])
+def test_a_run_name_that_is_not_one_folder_inside_runs_is_refused(name):
+    # else the run lands outside runs/ or nested where `hellolondon runs` never lists it
+    from hellolondon.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(f"tracking.run_name {name!r} (--run-name)")):
+        build_config("tiny", overrides=[f"tracking.run_name={name}"])
+    assert build_config("tiny", overrides=["tracking.run_name=lr 3e-4"]).tracking.run_name
