@@ -30,9 +30,17 @@ TINY = [
     "train.sample_interval=0",
     "monitor.enabled=false",
 ]
+KEY = "0123456789abcdef" * 2 + "fedcba98"  # the shape of a W&B key (40 characters)
 cpu_only = pytest.mark.skipif(
     torch.cuda.is_available(), reason="checks what a machine without CUDA says"
 )
+
+
+@pytest.fixture(autouse=True)
+def no_stored_wandb_login(tmp_path, monkeypatch):
+    """Never the user's own `wandb login` or WANDB_MODE: the W&B default depends on them."""
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +172,7 @@ def test_the_menu_offers_the_gpus_it_finds_and_builds_a_torchrun_command(
     tokens, tmp_path, monkeypatch
 ):
     monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: ["NVIDIA H100 80GB HBM3"] * 2)
-    monkeypatch.setenv("WANDB_API_KEY", "secret-value-123")
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
     said: list[str] = []
     # preset: slm; data: another folder, first a wrong one; GPUs: Enter (all); W&B: Enter (online)
     menu = _scripted(["2", "2", str(tmp_path), str(tokens), "", ""], said)
@@ -172,7 +180,7 @@ def test_the_menu_offers_the_gpus_it_finds_and_builds_a_torchrun_command(
     text = "\n".join(said)
     assert "GPUs: 2 (NVIDIA H100 80GB HBM3)" in text and "\nGPUs to use (1-2) [2]: " in said
     assert "has no train.bin, val.bin and meta.json; try again" in text
-    assert "WANDB_API_KEY is set" in text and "secret-value-123" not in text
+    assert "WANDB_API_KEY is set" in text and KEY not in text
     assert said[-1] == (
         f"$ hellolondon train --preset slm --data {tokens} --out-dir {tmp_path / 'runs'} "
         "--wandb-mode online --gpus 2"
@@ -198,7 +206,7 @@ def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
 
 def test_flags_answer_every_question(tokens, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: ["A100"] * 2)
-    monkeypatch.setenv("WANDB_API_KEY", "secret-value-123")
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
     args = _launch_args(
         tmp_path,
         "--yes",
@@ -213,7 +221,7 @@ def test_flags_answer_every_question(tokens, tmp_path, monkeypatch, capsys):
     )
     assert launch(args) == 0
     out = capsys.readouterr().out
-    assert "WANDB_API_KEY is set" in out and "secret-value-123" not in out
+    assert "WANDB_API_KEY is set" in out and KEY not in out
     assert f"first: prepare the bundled sample into {tmp_path / 'sample'}" in out
     assert out.rstrip().endswith(
         f"$ hellolondon train --preset tiny --data {tmp_path / 'sample' / 'data'} "
@@ -223,6 +231,34 @@ def test_flags_answer_every_question(tokens, tmp_path, monkeypatch, capsys):
         launch(_launch_args(tmp_path, "--yes", "--gpus", "3"))
     with pytest.raises(UserError, match="is not a prepared folder"):
         launch(_launch_args(tmp_path, "--yes", "--data", str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    "stored, env, said, mode",
+    [
+        (True, {}, "a key from `wandb login` is stored", "online"),
+        (True, {"WANDB_MODE": "disabled"}, "; WANDB_MODE=disabled", "disabled"),
+        (False, {"WANDB_API_KEY": "too-short"}, "rejected: API key must have 40+", "offline"),
+    ],
+)
+def test_the_wandb_default_is_the_mode_train_would_choose(
+    stored, env, said, mode, tokens, tmp_path, monkeypatch, capsys
+):
+    # the W&B guide's second way to set the key is `wandb login`, with no WANDB_API_KEY
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: [])
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    if stored:
+        netrc = tmp_path / "netrc"
+        netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {KEY}\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = _launch_args(tmp_path, "--yes", "--dry-run", "--data", str(tokens), "--fresh")
+    assert launch(args) == 0
+    out = capsys.readouterr().out
+    assert said in out and KEY not in out
+    assert out.rstrip().endswith(f"--wandb-mode {mode}")
 
 
 @pytest.mark.slow

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from tinyrun import tiny_config
 
-from hellolondon.config import ModelConfig, TrainConfig, build_config
+from hellolondon.config import PRESETS, ModelConfig, TrainConfig, build_config
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
 from hellolondon.rundir import read_jsonl
@@ -88,6 +89,37 @@ def test_muon_gets_the_block_matrices_and_adamw_everything_else():
     assert all(".h." in f".{names[i]}" for i in muon)
     assert {names[i] for i in adamw} >= {"transformer.wte.weight", "transformer.wpe.weight"}
     assert [g["peak_lr"] for g in opt.param_groups] == [0.05, 1e-3, 1e-3]
+
+
+# The W&B guide's quick tip: the first console lines tell the Regular model from the SLM.
+SEED_LINES = {
+    "regular": ["num decayed parameter tensors: 98, with 333,758,464 parameters"],
+    "slm": ["num decayed parameter tensors: 50, with 108,761,088 parameters"],
+}
+TRACKING_DOC = Path(__file__).parents[1] / "docs" / "tracking.md"
+
+
+def _documented_first_lines(preset: str) -> list[str]:
+    """The rows of docs/tracking.md's "Which model is training?" table, as console lines."""
+    section = TRACKING_DOC.read_text().split("### Which model is training?")[1].split("\n\n`")[0]
+    column = {"regular": 2, "slm": 3}[preset]
+    rows = [r.split("|") for r in section.splitlines() if r.startswith("| `")]
+    return [f"{r[1].strip().strip('`')} {r[column].strip()}" for r in rows]
+
+
+@pytest.mark.parametrize("preset", ["regular", "slm"])
+def test_the_first_console_lines_tell_the_presets_apart_as_documented(preset):
+    p = PRESETS[preset]
+    with torch.device("meta"):  # the shapes without the memory
+        model = GPT(p.model)
+    lines = [f"Model parameters: {model.num_params():,}"]
+    build_optimizer(model, p.train, "cpu", log=lines.append)
+    assert set(SEED_LINES[preset]) <= set(lines)
+    for documented in _documented_first_lines(preset):
+        if documented.startswith("wandb: Syncing run"):
+            assert f"`{p.run_prefix}-…`" in documented
+        else:
+            assert documented in lines
 
 
 def _batch():

@@ -170,6 +170,23 @@ class TrackingConfig:
             self.wandb_mode in ("", "online", "offline", "disabled"),
             f"tracking.wandb_mode must be online, offline or disabled, not {self.wandb_mode!r}",
         )
+        _check(  # the run's folder is runs/<run_name>: one folder, inside runs/
+            self.run_name not in (".", "..") and not any(c in self.run_name for c in "/\\"),
+            f"tracking.run_name {self.run_name!r} (--run-name) names the run's folder: "
+            "no / or \\, and not . or ..",
+        )
+        # W&B refuses these even offline, after training has started: say so before
+        _check(
+            len(self.project) <= 128 and not any(c in self.project for c in "/\\#?%:"),
+            f"tracking.project {self.project!r} (--wandb-project, WANDB_PROJECT): W&B takes "
+            "up to 128 characters and none of / \\ # ? % :",
+        )
+        for tag in self.tags:
+            _check(
+                1 <= len(tag) <= 64,
+                f"tracking.tags: {tag[:70]!r} is {len(tag)} characters (--tags, WANDB_TAGS); "
+                "W&B takes tags of 1 to 64",
+            )
 
 
 @dataclass

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hellolondon.config import TrackingConfig
 from hellolondon.errors import UserError
+from hellolondon.tracking.wandb_options import (
+    Credentials,
+    base_url,
+    find_credentials,
+    resolve_tracking,
+)
 from hellolondon.train.torchrun import gpu_names
 
 SAMPLE = "sample"
@@ -127,19 +133,39 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
         n = menu.number("GPUs to use", 1, len(gpus), len(gpus))
     else:
         n = len(gpus)
-    key = bool(os.environ.get("WANDB_API_KEY"))
-    menu.say(f"\nWeights & Biases: WANDB_API_KEY is {'set' if key else 'not set'}")
+    mode = args.wandb_mode or _ask_wandb_mode(menu)
+    return Choices(resume=resume, preset=preset, data=data, gpus=n, wandb_mode=mode)
+
+
+def _ask_wandb_mode(menu: Menu) -> str:
+    """The default is the mode `hellolondon train` would choose by itself: WANDB_MODE, else
+    online with a usable key (WANDB_API_KEY or a stored `wandb login`), else offline."""
+    creds, problem = find_credentials(base_url())
+    line = _key_state(creds, problem)
+    default = resolve_tracking(TrackingConfig(), "tiny", "")  # the preset only names a tag
+    if default.mode_reason == "WANDB_MODE":
+        line += f"; WANDB_MODE={default.wandb_mode}"
+    menu.say(f"\nWeights & Biases: {line}")
     options = [
         (
             "online",
             "online: live charts at wandb.ai"
-            + ("" if key else " (needs a key: falls back to offline)"),
+            + ("" if creds else " (needs a key: falls back to offline)"),
         ),
         ("offline", "offline: logged here, upload later with `wandb sync`"),
         ("disabled", "disabled: only the local metrics log in the run folder"),
     ]
-    mode = args.wandb_mode or menu.pick("W&B mode", options, "online" if key else "offline")
-    return Choices(resume=resume, preset=preset, data=data, gpus=n, wandb_mode=mode)
+    return menu.pick("W&B mode", options, default.wandb_mode)
+
+
+def _key_state(creds: Credentials | None, problem: str | None) -> str:
+    if problem:
+        return problem
+    if creds is None:
+        return "WANDB_API_KEY is not set and no `wandb login` is stored"
+    if creds.source == "wandb login":
+        return "a key from `wandb login` is stored"
+    return f"{creds.source} is set"
 
 
 def _choose_data(menu: Menu, sample_dir: Path) -> str:

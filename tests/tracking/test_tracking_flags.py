@@ -4,6 +4,7 @@ helloLondon, the five default tags plus the preset, config over environment, fla
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -119,3 +120,48 @@ def test_a_bad_mode_is_refused_with_the_choices():
 
     with pytest.raises(UserError, match="online, offline or disabled"):
         build_config("tiny", overrides=["tracking.wandb_mode=sometimes"])
+
+
+def test_a_mistyped_wandb_mode_is_refused_rather_than_ignored(monkeypatch):
+    from hellolondon.errors import UserError
+
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "fedcba98")  # would go online
+    monkeypatch.setenv("WANDB_MODE", "ofline")
+    with pytest.raises(UserError, match="WANDB_MODE=ofline is not a mode"):
+        options()
+    assert options(overrides=["tracking.wandb_mode=offline"]).mode == "offline"  # not consulted
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert options().mode == "offline"
+
+
+@pytest.mark.parametrize(
+    "overrides, env, words",
+    [
+        (["tracking.project=me/helloLondon"], {}, "tracking.project 'me/helloLondon'"),
+        ([], {"WANDB_PROJECT": "runs:2026"}, "tracking.project 'runs:2026'"),
+        (["tracking.tags=" + "t" * 65], {}, "is 65 characters"),
+        ([], {"WANDB_TAGS": "ok," + "t" * 65}, "is 65 characters"),
+    ],
+)
+def test_names_wandb_would_refuse_even_offline_are_refused_before_training(
+    overrides, env, words, monkeypatch
+):
+    # W&B checks them only in wandb.init, after the model is built, and then not even an
+    # offline run starts
+    from hellolondon.errors import UserError
+
+    assert options(overrides=["tracking.tags=" + "t" * 64]).tags[-1] == "t" * 64
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match=re.escape(words)):
+        options(overrides=overrides)
+
+
+@pytest.mark.parametrize("name", ["lr/3e-4", "..", "/tmp/run", "a\\b"])
+def test_a_run_name_that_is_not_one_folder_inside_runs_is_refused(name):
+    # else the run lands outside runs/ or nested where `hellolondon runs` never lists it
+    from hellolondon.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(f"tracking.run_name {name!r} (--run-name)")):
+        build_config("tiny", overrides=[f"tracking.run_name={name}"])
+    assert build_config("tiny", overrides=["tracking.run_name=lr 3e-4"]).tracking.run_name

@@ -1,9 +1,11 @@
 """Disabled mode and ranks other than 0 never touch W&B; a resumed run keeps its W&B run with no
-step twice and none missing, even after a hard kill; W&B dying mid-run stops nothing."""
+step twice and none missing, even after a hard kill; W&B failing to import or dying mid-run
+stops nothing."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from wandb_testkit import drive, history, offline_dirs, sealed_env
@@ -29,6 +31,25 @@ def test_disabled_imports_nothing_of_wandb_and_writes_no_wandb_folder(how, tmp_p
     ]
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r] == STEPS
     assert out.result["run_id"] is None
+
+
+def test_a_wandb_that_fails_to_import_prints_one_line_and_loses_no_row(tmp_path):
+    broken = tmp_path / "broken" / "wandb"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('wandb is half installed')\n")
+    path = os.pathsep.join(p for p in (str(broken.parent), os.environ.get("PYTHONPATH")) if p)
+    env = sealed_env(tmp_path, PYTHONPATH=path)
+    run_dir = tmp_path / "runs" / "i"
+    run_dir.parent.mkdir()
+    out = drive(run_dir, env, 60)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.lines() == [
+        "wandb: could not import W&B (ImportError: wandb is half installed); "
+        "metrics go to runs/i/metrics.jsonl only"
+    ]
+    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r] == STEPS
+    assert json.loads((run_dir / "tracking.json").read_text())["mode"] == "failed"
 
 
 def test_other_ranks_get_the_no_op_twin_and_never_touch_wandb_or_the_run_folder(tmp_path):

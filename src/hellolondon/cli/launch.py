@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.add_argument(
         "--wandb-mode",
         choices=["online", "offline", "disabled"],
-        help="default: online when WANDB_API_KEY is set, else offline",
+        help="default: WANDB_MODE, else online with a key (WANDB_API_KEY or `wandb login`), else offline",
     )
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", metavar="RUN", help="continue this run folder")

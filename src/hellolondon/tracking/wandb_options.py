@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hellolondon.config import RunConfig, TrackingConfig
+from hellolondon.errors import UserError
 from hellolondon.tracking.secrets import remember_secret
 
 DEFAULT_PROJECT = "helloLondon"
@@ -34,7 +35,10 @@ def resolve_tracking(t: TrackingConfig, preset: str, run_name: str) -> TrackingC
     mode, reason = t.wandb_mode, t.mode_reason or (ASKED if t.wandb_mode else "")
     env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
     env_mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode)
-    if not mode and env_mode in ("online", "offline", "disabled"):
+    if not mode and env_mode:
+        if env_mode not in ("online", "offline", "disabled"):
+            # ignored, a typo such as `ofline` would send a run meant to stay local online
+            raise UserError(f"WANDB_MODE={env_mode} is not a mode: use online, offline or disabled")
         mode, reason = env_mode, "WANDB_MODE"
     if not mode:
         creds, problem = find_credentials(base_url())

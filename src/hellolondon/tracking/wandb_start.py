@@ -247,7 +247,13 @@ def start_wandb(
     # W&B's own error reports go to the same server from exit handlers; when that server hangs
     # they hold the finished process for ~20 s. An explicit WANDB_ERROR_REPORTING still wins.
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
-    wandb = _import_wandb()
+    try:
+        wandb = _import_wandb()
+    except Exception as exc:  # missing or broken: the run must not die of its bookkeeping
+        reason = f"{type(exc).__name__}: {scrub_text(str(exc))[:200]}"
+        console(f"wandb: could not import W&B ({reason}); metrics go to {local} only")
+        run.write_tracker_state({"mode": "failed", "reason": reason})
+        return None
     _quiet_terminal(wandb, opts.debug)
     opts.base_url = opts.base_url or _wandb_base_url(wandb)  # `wandb login --host` is stored
     mode, why, creds = choose_mode(opts)
