@@ -41,6 +41,10 @@ def test_a_short_run_learns_and_leaves_a_complete_run_folder(tiny_data, tmp_path
     evals = [r for r in rows if "eval/val_loss" in r]
     assert [r["eval/iter"] for r in evals] == [0, 6, 12, 18, 24, 30]
     assert not any(r.get("train/loss") == 0 for r in rows)  # no placeholder rows
+    # time per epoch: one pass over train.bin's windows at the row's samples per second
+    windows = (os.path.getsize(tiny_data / "train.bin") // 2 - 1 - 32) // 32  # block_size 32
+    last = train_rows[-1]
+    assert last["train/epoch_time_s"] == pytest.approx(windows / last["train/samples_per_sec"])
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["n_embd"] == 32 and saved["model_info"]["parameters"] > 0
     assert (run / "checkpoints" / "best" / "state.json").is_file()

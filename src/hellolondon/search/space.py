@@ -37,8 +37,9 @@ INSTALL_HINT = (
 LOGGED_METRICS = (
     "train/loss", "train/lr", "train/iter", "train/dt_ms", "train/steps_per_sec",
     "train/tokens_per_sec", "train/tokens_per_sec_per_gpu", "train/samples_per_sec",
-    "train/tokens_seen", "train/epoch", "train/grad_norm", "train/tflops", "train/tflops_per_gpu",
-    "train/mfu", "eval/train_loss", "eval/val_loss", "eval/val_ppl", "eval/iter",
+    "train/tokens_seen", "train/epoch", "train/epoch_time_s", "train/grad_norm", "train/tflops",
+    "train/tflops_per_gpu", "train/mfu", "eval/train_loss", "eval/val_loss", "eval/val_ppl",
+    "eval/iter",
 )  # fmt: skip
 SUMMARY_METRICS = (
     "best_val_loss", "final_val_loss", "final_train_loss", "final_eval_train_loss",

@@ -219,6 +219,7 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
     c, d, st = run.cfg.train, run.dist, run.state
     dt = clock.lap_ms()
     tps = run.tokens_per_step / (dt / 1000.0)
+    sps = run.samples_per_step / (dt / 1000.0)
     row = {
         "train/loss": loss,
         "train/lr": lr,
@@ -227,9 +228,10 @@ def log_train(run: Run, loss: float, grad_norm: float, lr: float, clock: Clock) 
         "train/steps_per_sec": 1000.0 / dt,
         "train/tokens_per_sec": tps,
         "train/tokens_per_sec_per_gpu": tps / d.world_size,
-        "train/samples_per_sec": run.samples_per_step / (dt / 1000.0),
+        "train/samples_per_sec": sps,
         "train/tokens_seen": st.samples_seen * run.cfg.model.block_size,
         "train/epoch": run.batches.epoch_of(st.samples_seen),
+        "train/epoch_time_s": run.batches.n_windows / sps,  # one pass over train.bin, at this rate
         "train/grad_norm": grad_norm,
     }
     flops = run.flops_per_token * tps  # achieved by all devices together
