@@ -188,6 +188,21 @@ def test_export_refuses_a_non_empty_folder_unless_forced(trained_run, tmp_path, 
     ]  # no temporary folders left
 
 
+@pytest.mark.parametrize("target", [".", "..", "../.."])
+def test_export_never_replaces_the_folder_that_holds_its_checkpoint(
+    trained_run, tmp_path, capsys, target
+):
+    run = tmp_path / "trained"
+    shutil.copytree(trained_run, run)
+    ckpt = run / "checkpoints" / "step-000040"
+    out = ckpt / target
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["export", str(ckpt), "--out", str(out), "--force", "--no-check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds the checkpoint being exported" in err and "\n" not in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_export_of_a_checkpoint_without_its_tokenizer_is_a_one_line_error(
     trained_run, tmp_path, capsys
 ):

@@ -150,6 +150,15 @@ def check_out_dir(out: Path, force: bool) -> None:
         )
 
 
+def check_not_holding(out: Path, ckpt: Path) -> None:
+    """Replacing --out removes everything in it: never the checkpoint being exported or its run."""
+    if out.exists() and ckpt.resolve().is_relative_to(out.resolve()):
+        raise UserError(
+            f"--out {out} holds the checkpoint being exported ({ckpt}); replacing it would "
+            "delete the checkpoint and its run; choose a folder outside the run"
+        )
+
+
 def export_checkpoint(
     path: str | Path,
     out: str | Path,
@@ -168,6 +177,7 @@ def export_checkpoint(
     model, cfg, state, ckpt, tok = (
         loaded.model, loaded.cfg, loaded.state, loaded.ckpt, loaded.tokenizer
     )  # fmt: skip
+    check_not_holding(out, ckpt)
     if tok.vocab_size != cfg.model.vocab_size:
         raise UserError(
             f"tokenizer has {tok.vocab_size} tokens but the model {cfg.model.vocab_size}; export needs the training tokenizer"
