@@ -14,7 +14,7 @@ from hellolondon.errors import UserError
 from hellolondon.export import _copy_tokenizer, export_checkpoint
 from hellolondon.generate import Sampling, generate_ids
 from hellolondon.tokenizer import load_tokenizer
-from hellolondon.train.checkpoint import load_for_inference
+from hellolondon.train.checkpoint import load_for_inference, read_state
 
 transformers = pytest.importorskip("transformers")
 
@@ -162,6 +162,8 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
         and "period stuart: 3.3000" in card
     )
     assert "AdamW" in card and "training tokens" in card
+    best = read_state(run / "checkpoints" / "step-000040")["trainer"]["best_val_loss"]
+    assert f"| best validation loss (training's fixed batches) | {best:.4f} |" in card
 
 
 def test_a_report_of_another_step_is_refused(trained_run, tmp_path):

@@ -86,7 +86,7 @@ def model_card(
         * m.block_size
         * int(run.get("hardware", {}).get("world_size", 1))
     )
-    best = state.get("best_val_loss")
+    best = state.get("trainer", {}).get("best_val_loss")  # the loop's state, as saved
     front = [
         "---",
         "language: en",
