@@ -118,6 +118,17 @@ def test_transformers_generate_continues_as_we_do(exported, trained_run):
     assert sampled.shape[1] <= len(prompt) + 5
 
 
+def test_the_pipeline_and_the_cards_example_run_with_their_defaults(exported, capsys):
+    # a tiny context (32 here): transformers' generate runs past the learned positions
+    transformers.set_seed(0)
+    pipe = transformers.pipeline("text-generation", model=str(exported))
+    assert pipe("My Lord, I pray you")[0]["generated_text"].startswith("My Lord, I pray you")
+    card = (exported / "README.md").read_text()
+    example = card.split("```python\n")[1].split("```")[0]
+    exec(example.replace("PATH_OR_REPO", str(exported)), {})
+    assert capsys.readouterr().out.startswith("In the year of our Lord")
+
+
 def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tmp_path):
     run = tmp_path / "trained"
     shutil.copytree(trained_run, run)

@@ -103,7 +103,15 @@ def hf_config(cfg: RunConfig, ids: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def generation_config(ids: dict[str, int], s: Sampling | None = None) -> dict[str, Any]:
+def new_tokens_default(context: int, wanted: int = Sampling.max_new_tokens) -> int:
+    """transformers generates past the learned positions (an IndexError) where we stop at the
+    context, so its default leaves room for a prompt of half the context."""
+    return max(1, min(wanted, context // 2))
+
+
+def generation_config(
+    ids: dict[str, int], context: int, s: Sampling | None = None
+) -> dict[str, Any]:
     s = s or Sampling()
     return {
         **ids,
@@ -112,7 +120,7 @@ def generation_config(ids: dict[str, int], s: Sampling | None = None) -> dict[st
         "top_k": s.top_k,
         "top_p": s.top_p,
         "repetition_penalty": s.repetition_penalty,
-        "max_new_tokens": s.max_new_tokens,
+        "max_new_tokens": new_tokens_default(context, s.max_new_tokens),
     }
 
 
@@ -122,7 +130,7 @@ def write_model(model: GPT, cfg: RunConfig, ids: dict[str, int], out: Path) -> N
     save_file(hf_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
     os.chmod(out / "model.safetensors", 0o644)  # readable like the other files of the folder
     _write_json(out / "config.json", hf_config(cfg, ids))
-    _write_json(out / "generation_config.json", generation_config(ids))
+    _write_json(out / "generation_config.json", generation_config(ids, cfg.model.block_size))
 
 
 def _write_json(path: Path, data: dict) -> None:
