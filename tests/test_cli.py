@@ -113,6 +113,17 @@ def test_generate_from_something_that_is_not_a_checkpoint(capsys, tmp_path):
     assert "no checkpoint found" in err
 
 
+@pytest.mark.parametrize("command", ["generate", "eval", "export"])
+def test_a_run_whose_checkpoints_are_all_corrupt(capsys, trained, tmp_path, command):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for state in (run / "checkpoints").glob("*/state.json"):
+        state.write_text('{"format"')  # cut short
+    argv = [command, str(run)] + (["--out", str(tmp_path / "out")] if command == "export" else [])
+    err = _err(capsys, argv)
+    assert "every checkpoint under" in err and "corrupt state.json" in err
+
+
 def test_generate_with_a_prompt_longer_than_the_context(capsys, trained):
     err = _err(capsys, ["generate", str(trained), "--prompt", "word " * 200, "--device", "cpu"])
     assert "context" in err

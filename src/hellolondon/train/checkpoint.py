@@ -234,10 +234,16 @@ def resolve(path: str | Path) -> Path:
     p = Path(path)
     if (p / "state.json").exists():
         return p
-    for ckpt in _candidates(_root(p)):
+    candidates = _candidates(_root(p))
+    for ckpt in candidates:
         with contextlib.suppress(UserError):  # a cut-short state.json: the one before it
             read_state(ckpt, verify=False)
             return ckpt
+    if candidates:
+        raise UserError(
+            f"every checkpoint under {_root(p)} has a corrupt state.json (the newest: "
+            f"{candidates[0] / 'state.json'}); train the run again or restore them"
+        )
     raise UserError(f"no checkpoint found at {path}; give a run folder or a checkpoint folder")
 
 
