@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -125,8 +126,18 @@ def test_a_run_whose_checkpoints_are_all_corrupt(capsys, trained, tmp_path, comm
 
 
 def test_generate_with_a_prompt_longer_than_the_context(capsys, trained):
-    err = _err(capsys, ["generate", str(trained), "--prompt", "word " * 200, "--device", "cpu"])
-    assert "context" in err
+    assert main(["generate", str(trained), "--prompt", "word " * 200, "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert "context" in err and len(err.splitlines()) == 1
+    assert out == ""  # the prompt is not echoed before the error
+
+
+def test_interactive_generate_asks_again_after_a_prompt_too_long(capsys, trained, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("word " * 200 + "\nKING.\n\n"))
+    argv = ["generate", str(trained), "--interactive", "--max-new-tokens", "4", "--device", "cpu"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "context" in err and "KING." in out and "word word" not in out
 
 
 def test_generate_without_the_tokenizer(capsys, trained, tmp_path):
