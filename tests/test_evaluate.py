@@ -297,6 +297,14 @@ def test_eval_without_token_files_says_to_pass_data(trained_run, tmp_path, capsy
     assert "pass --data DIR" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("stride", ["0", "-1", "100000"])
+def test_eval_refuses_a_stride_outside_the_context(trained_run, tmp_path, capsys, stride):
+    argv = ["eval", str(trained_run), "--stride", stride, "--no-probes", "--no-generation"]
+    assert main([*argv, "--out", str(tmp_path), "--no-track"]) == 2
+    assert "--stride must be between 1 and the model's context" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_eval_json_prints_only_the_report_on_stdout(trained_run, tmp_path, capsys):
     args = ["eval", str(trained_run), "--no-heldout", "--no-generation", "--no-track", "--json"]
     assert main([*args, "--out", str(tmp_path)]) == 0
