@@ -311,3 +311,13 @@ def test_eval_json_prints_only_the_report_on_stdout(trained_run, tmp_path, capsy
     captured = capsys.readouterr()
     assert json.loads(captured.out)["probes"]["items"] >= 100
     assert "report:" in captured.err and (tmp_path / "step-000040.json").is_file()
+
+
+def test_eval_json_keeps_stdout_for_the_report_while_it_logs_to_the_run(
+    trained_run, tmp_path, capsys
+):
+    run = _run_copy(trained_run, tmp_path)
+    assert main(["eval", str(run), "--no-heldout", "--no-generation", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["step"] == 40
+    assert "metrics go to" in captured.err  # the tracker's line, kept for the reader
