@@ -147,6 +147,20 @@ def test_generate_without_the_tokenizer(capsys, trained, tmp_path):
     assert "no tokenizer" in err
 
 
+@pytest.mark.parametrize("command", ["generate", "eval", "export"])
+def test_a_tokenizer_other_than_the_training_one(capsys, trained, tmp_path, command):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for path in (run / "checkpoints").glob("*/state.json"):
+        state = json.loads(path.read_text())
+        state["tokenizer_fingerprint"] = "0" * 64  # as if trained with another tokenizer
+        path.write_text(json.dumps(state))
+    argv = [command, str(run)] + (["--out", str(tmp_path / "out")] if command == "export" else [])
+    err = _err(capsys, argv)
+    assert f"the tokenizer in {run / 'tokenizer'}" in err and "(000000000000)" in err
+    assert "put the training tokenizer there" in err and not (tmp_path / "out").exists()
+
+
 def test_checkpoint_of_another_architecture(capsys, trained, tmp_path):
     ckpt = tmp_path / "run" / "checkpoints" / "step-000006"
     shutil.copytree(trained / "checkpoints" / "step-000006", ckpt)

@@ -384,9 +384,12 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
         raise UserError(
             f"checkpoint {ckpt} does not fit its recorded architecture ({first})"
         ) from None
-    tok = load_tokenizer(tokenizer_dir_of(ckpt))
-    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
+    tok_dir = tokenizer_dir_of(ckpt)
+    tok = load_tokenizer(tok_dir)
+    trained_with = state.get("tokenizer_fingerprint")
+    if trained_with and tok.fingerprint != trained_with:
         raise UserError(
-            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
+            f"the tokenizer in {tok_dir} (fingerprint {tok.fingerprint[:12]}) is not the one "
+            f"{ckpt} was trained with ({trained_with[:12]}); put the training tokenizer there"
         )
     return Loaded(model.to(device).eval(), cfg, state, ckpt, tok)
