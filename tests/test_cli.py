@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -145,9 +146,30 @@ def test_generate_from_something_that_is_not_a_checkpoint(capsys, tmp_path):
     assert "no checkpoint found" in err
 
 
+@pytest.mark.parametrize("command", ["generate", "eval", "export"])
+def test_a_run_whose_checkpoints_are_all_corrupt(capsys, trained, tmp_path, command):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for state in (run / "checkpoints").glob("*/state.json"):
+        state.write_text('{"format"')  # cut short
+    argv = [command, str(run)] + (["--out", str(tmp_path / "out")] if command == "export" else [])
+    err = _err(capsys, argv)
+    assert "every checkpoint under" in err and "corrupt state.json" in err
+
+
 def test_generate_with_a_prompt_longer_than_the_context(capsys, trained):
-    err = _err(capsys, ["generate", str(trained), "--prompt", "word " * 200, "--device", "cpu"])
-    assert "context" in err
+    assert main(["generate", str(trained), "--prompt", "word " * 200, "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert "context" in err and len(err.splitlines()) == 1
+    assert out == ""  # the prompt is not echoed before the error
+
+
+def test_interactive_generate_asks_again_after_a_prompt_too_long(capsys, trained, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("word " * 200 + "\nKING.\n\n"))
+    argv = ["generate", str(trained), "--interactive", "--max-new-tokens", "4", "--device", "cpu"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "context" in err and "KING." in out and "word word" not in out
 
 
 def test_generate_without_the_tokenizer(capsys, trained, tmp_path):
@@ -155,6 +177,20 @@ def test_generate_without_the_tokenizer(capsys, trained, tmp_path):
     shutil.copytree(trained / "checkpoints" / "best", ckpt)
     err = _err(capsys, ["generate", str(ckpt)])
     assert "no tokenizer" in err
+
+
+@pytest.mark.parametrize("command", ["generate", "eval", "export"])
+def test_a_tokenizer_other_than_the_training_one(capsys, trained, tmp_path, command):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for path in (run / "checkpoints").glob("*/state.json"):
+        state = json.loads(path.read_text())
+        state["tokenizer_fingerprint"] = "0" * 64  # as if trained with another tokenizer
+        path.write_text(json.dumps(state))
+    argv = [command, str(run)] + (["--out", str(tmp_path / "out")] if command == "export" else [])
+    err = _err(capsys, argv)
+    assert f"the tokenizer in {run / 'tokenizer'}" in err and "(000000000000)" in err
+    assert "put the training tokenizer there" in err and not (tmp_path / "out").exists()
 
 
 def test_checkpoint_of_another_architecture(capsys, trained, tmp_path):

@@ -297,9 +297,27 @@ def test_eval_without_token_files_says_to_pass_data(trained_run, tmp_path, capsy
     assert "pass --data DIR" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("stride", ["0", "-1", "100000"])
+def test_eval_refuses_a_stride_outside_the_context(trained_run, tmp_path, capsys, stride):
+    argv = ["eval", str(trained_run), "--stride", stride, "--no-probes", "--no-generation"]
+    assert main([*argv, "--out", str(tmp_path), "--no-track"]) == 2
+    assert "--stride must be between 1 and the model's context" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_eval_json_prints_only_the_report_on_stdout(trained_run, tmp_path, capsys):
     args = ["eval", str(trained_run), "--no-heldout", "--no-generation", "--no-track", "--json"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["probes"]["items"] >= 100
     assert "report:" in captured.err and (tmp_path / "step-000040.json").is_file()
+
+
+def test_eval_json_keeps_stdout_for_the_report_while_it_logs_to_the_run(
+    trained_run, tmp_path, capsys
+):
+    run = _run_copy(trained_run, tmp_path)
+    assert main(["eval", str(run), "--no-heldout", "--no-generation", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["step"] == 40
+    assert "metrics go to" in captured.err  # the tracker's line, kept for the reader

@@ -14,7 +14,7 @@ from hellolondon.errors import UserError
 from hellolondon.export import _copy_tokenizer, export_checkpoint
 from hellolondon.generate import Sampling, generate_ids
 from hellolondon.tokenizer import load_tokenizer
-from hellolondon.train.checkpoint import load_for_inference
+from hellolondon.train.checkpoint import load_for_inference, read_state
 
 transformers = pytest.importorskip("transformers")
 
@@ -118,6 +118,17 @@ def test_transformers_generate_continues_as_we_do(exported, trained_run):
     assert sampled.shape[1] <= len(prompt) + 5
 
 
+def test_the_pipeline_and_the_cards_example_run_with_their_defaults(exported, capsys):
+    # a tiny context (32 here): transformers' generate runs past the learned positions
+    transformers.set_seed(0)
+    pipe = transformers.pipeline("text-generation", model=str(exported))
+    assert pipe("My Lord, I pray you")[0]["generated_text"].startswith("My Lord, I pray you")
+    card = (exported / "README.md").read_text()
+    example = card.split("```python\n")[1].split("```")[0]
+    exec(example.replace("PATH_OR_REPO", str(exported)), {})
+    assert capsys.readouterr().out.startswith("In the year of our Lord")
+
+
 def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tmp_path):
     run = tmp_path / "trained"
     shutil.copytree(trained_run, run)
@@ -162,6 +173,8 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
         and "period stuart: 3.3000" in card
     )
     assert "AdamW" in card and "training tokens" in card
+    best = read_state(run / "checkpoints" / "step-000040")["trainer"]["best_val_loss"]
+    assert f"| best validation loss (training's fixed batches) | {best:.4f} |" in card
 
 
 def test_a_report_of_another_step_is_refused(trained_run, tmp_path):
@@ -186,6 +199,21 @@ def test_export_refuses_a_non_empty_folder_unless_forced(trained_run, tmp_path, 
     assert not [
         p for p in tmp_path.iterdir() if p.name.startswith(".")
     ]  # no temporary folders left
+
+
+@pytest.mark.parametrize("target", [".", "..", "../.."])
+def test_export_never_replaces_the_folder_that_holds_its_checkpoint(
+    trained_run, tmp_path, capsys, target
+):
+    run = tmp_path / "trained"
+    shutil.copytree(trained_run, run)
+    ckpt = run / "checkpoints" / "step-000040"
+    out = ckpt / target
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["export", str(ckpt), "--out", str(out), "--force", "--no-check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds the checkpoint being exported" in err and "\n" not in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_export_of_a_checkpoint_without_its_tokenizer_is_a_one_line_error(

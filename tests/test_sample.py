@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hellolondon.cli import main
 from hellolondon.corpus.documents import read_documents
 from hellolondon.corpus.sample import SAMPLE_FILE, sample_documents, sample_provenance, write_sample
 from hellolondon.prepare import choose_validation
@@ -59,6 +60,18 @@ def test_write_sample_round_trips(tmp_path, docs):
     assert write_sample(path) == len(docs)
     assert [d.id for d in read_documents(path)] == [d.id for d in docs]
     assert sorted(p.name for p in path.parent.iterdir()) == ["documents.jsonl"]
+
+
+def test_sample_command_never_replaces_other_documents_without_force(tmp_path, capsys):
+    out = tmp_path / "documents.jsonl"
+    out.write_text('{"id": "pg-376", "text": "collected and cleaned"}\n')
+    assert main(["corpus", "sample", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds other documents" in err and "--force" in err and "\n" not in err
+    assert "collected and cleaned" in out.read_text()
+    assert main(["corpus", "sample", "--out", str(out), "--force"]) == 0
+    assert main(["corpus", "sample", "--out", str(out)]) == 0  # the sample again: nothing lost
+    assert len(list(read_documents(out))) == 101
 
 
 def test_validation_share_of_the_sample(docs):

@@ -81,6 +81,15 @@ def _next_token(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, ge
     return torch.multinomial(probs, 1, generator=gen)
 
 
+def check_prompt(model: GPT, prompt: list[int]) -> None:
+    """A prompt must leave room in the context for at least one new token."""
+    ctx = model.config.block_size
+    if len(prompt) >= ctx:
+        raise UserError(
+            f"the prompt has {len(prompt)} tokens but the model's context is {ctx}; shorten it"
+        )
+
+
 @torch.inference_mode()
 def generate_ids(
     model: GPT, prompt: list[int], s: Sampling, eot_id: int | None = None, on_token=None
@@ -88,10 +97,7 @@ def generate_ids(
     """New token ids after `prompt`, decoded one at a time from the KV cache."""
     device = next(model.parameters()).device
     ctx = model.config.block_size
-    if len(prompt) >= ctx:
-        raise UserError(
-            f"the prompt has {len(prompt)} tokens but the model's context is {ctx}; shorten it"
-        )
+    check_prompt(model, prompt)
     if not prompt:
         prompt = [eot_id if eot_id is not None else 0]  # start of a new document
     steps = min(s.max_new_tokens, ctx - len(prompt))

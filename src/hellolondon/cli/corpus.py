@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example:\n  hellolondon corpus sample --out work/documents.jsonl",
     )  # fmt: skip
     sample.add_argument("--out", default="work/documents.jsonl", help="documents.jsonl to write")
+    sample.add_argument(
+        "--force", action="store_true", help="replace --out when it holds other documents"
+    )
     sample.set_defaults(func=sample_command)
 
 
@@ -280,8 +283,17 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def sample_command(args: argparse.Namespace) -> int:
-    from hellolondon.corpus.sample import write_sample
+    from hellolondon.corpus.sample import holds_sample, write_sample
+    from hellolondon.errors import UserError
 
-    n = write_sample(args.out)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; give the documents.jsonl file to write as --out")
+    if out.exists() and not args.force and not holds_sample(out):
+        raise UserError(
+            f"{out} already holds other documents (a collected corpus?); choose another --out "
+            "or add --force to replace it"
+        )
+    n = write_sample(out)
     print(f"wrote {n} documents to {args.out}")
     return 0

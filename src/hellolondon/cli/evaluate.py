@@ -4,6 +4,7 @@ whole validation split, historical knowledge probes, and the quality of generate
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -93,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     json_path, md_path = write_report(report, args.out or default_out(ckpt), report_name(state))
     run_dir = RunDir.of_checkpoint(ckpt)
     if run_dir is not None and not args.no_track:
-        log_to_run(report, cfg, state, run_dir)
+        # the tracker's start line is not part of the report that --json pipes on
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            log_to_run(report, cfg, state, run_dir)
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))
     tracked = "" if run_dir is None or args.no_track else "; logged to the run's tracker"
     # with --json, stdout is the report alone so that it can be piped

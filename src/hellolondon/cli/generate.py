@@ -35,7 +35,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.generate import Sampling, generate_ids
+    from hellolondon.errors import UserError
+    from hellolondon.generate import Sampling, check_prompt, generate_ids
     from hellolondon.hardware import resolve_device
     from hellolondon.train.checkpoint import load_for_inference
 
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     model, tok, ckpt = loaded.model, loaded.tokenizer, loaded.ckpt
 
     def write(prompt: str) -> None:
+        prompt_ids = tok.encode(prompt)
+        check_prompt(model, prompt_ids)  # before the prompt is echoed, so an error is all we print
         sys.stdout.write(prompt)
         ids: list[int] = []
         shown = 0
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
                 shown = len(text)
 
-        generate_ids(model, tok.encode(prompt), s, tok.eot_id, on_token=show)
+        generate_ids(model, prompt_ids, s, tok.eot_id, on_token=show)
         sys.stdout.write(tok.decode(ids)[shown:] + "\n")
 
     if not args.interactive:
@@ -79,4 +82,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not prompt:
             return 0
-        write(prompt)
+        try:
+            write(prompt)
+        except UserError as exc:  # a prompt too long for the context: ask for another
+            print(f"error: {exc}", file=sys.stderr)

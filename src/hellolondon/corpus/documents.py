@@ -25,7 +25,7 @@ PERIODS = (
 
 
 def period_of(year: int | None) -> str:
-    """The period label of a year (Tudor 1500-1603, Stuart 1603-1714, Georgian 1714-1837,
+    """The period label of a year (Tudor 1485-1603, Stuart 1603-1714, Georgian 1714-1837,
     early Victorian 1837-1850); an empty string when the year is unknown or out of range."""
     if year is None:
         return ""

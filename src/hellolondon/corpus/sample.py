@@ -7,6 +7,7 @@ next to it records the sources, licences and the sha256 of every text.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from hellolondon.corpus.documents import Document, write_documents
+from hellolondon.files import sha256_file
 
 SAMPLE_FILE = "sample_corpus.jsonl.xz"
 PROVENANCE_FILE = "sample_corpus.provenance.json"
@@ -36,3 +38,11 @@ def sample_provenance() -> dict:
 def write_sample(path: str | Path) -> int:
     """Write the sample as documents.jsonl at `path` (atomically); returns the document count."""
     return write_documents(path, sample_documents())
+
+
+def holds_sample(path: str | Path) -> bool:
+    """Whether the file at `path` is byte for byte what `write_sample` writes."""
+    digest = hashlib.sha256()
+    for doc in sample_documents():
+        digest.update((doc.to_json() + "\n").encode("utf-8"))
+    return sha256_file(Path(path)) == digest.hexdigest()

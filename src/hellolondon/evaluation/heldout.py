@@ -133,7 +133,7 @@ def score_heldout(
 ) -> dict[str, Any]:
     """Score every token of `val.bin` (or its first `max_tokens + 1` tokens); see the module doc."""
     context = model.config.block_size
-    stride = stride or max(1, context // 2)
+    stride = max(1, context // 2) if stride is None else stride
     if not 0 < stride <= context:
         raise UserError(
             f"--stride must be between 1 and the model's context ({context}), not {stride}"

@@ -103,7 +103,15 @@ def hf_config(cfg: RunConfig, ids: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def generation_config(ids: dict[str, int], s: Sampling | None = None) -> dict[str, Any]:
+def new_tokens_default(context: int, wanted: int = Sampling.max_new_tokens) -> int:
+    """transformers generates past the learned positions (an IndexError) where we stop at the
+    context, so its default leaves room for a prompt of half the context."""
+    return max(1, min(wanted, context // 2))
+
+
+def generation_config(
+    ids: dict[str, int], context: int, s: Sampling | None = None
+) -> dict[str, Any]:
     s = s or Sampling()
     return {
         **ids,
@@ -112,7 +120,7 @@ def generation_config(ids: dict[str, int], s: Sampling | None = None) -> dict[st
         "top_k": s.top_k,
         "top_p": s.top_p,
         "repetition_penalty": s.repetition_penalty,
-        "max_new_tokens": s.max_new_tokens,
+        "max_new_tokens": new_tokens_default(context, s.max_new_tokens),
     }
 
 
@@ -122,7 +130,7 @@ def write_model(model: GPT, cfg: RunConfig, ids: dict[str, int], out: Path) -> N
     save_file(hf_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
     os.chmod(out / "model.safetensors", 0o644)  # readable like the other files of the folder
     _write_json(out / "config.json", hf_config(cfg, ids))
-    _write_json(out / "generation_config.json", generation_config(ids))
+    _write_json(out / "generation_config.json", generation_config(ids, cfg.model.block_size))
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -150,6 +158,15 @@ def check_out_dir(out: Path, force: bool) -> None:
         )
 
 
+def check_not_holding(out: Path, ckpt: Path) -> None:
+    """Replacing --out removes everything in it: never the checkpoint being exported or its run."""
+    if out.exists() and ckpt.resolve().is_relative_to(out.resolve()):
+        raise UserError(
+            f"--out {out} holds the checkpoint being exported ({ckpt}); replacing it would "
+            "delete the checkpoint and its run; choose a folder outside the run"
+        )
+
+
 def export_checkpoint(
     path: str | Path,
     out: str | Path,
@@ -168,6 +185,7 @@ def export_checkpoint(
     model, cfg, state, ckpt, tok = (
         loaded.model, loaded.cfg, loaded.state, loaded.ckpt, loaded.tokenizer
     )  # fmt: skip
+    check_not_holding(out, ckpt)
     if tok.vocab_size != cfg.model.vocab_size:
         raise UserError(
             f"tokenizer has {tok.vocab_size} tokens but the model {cfg.model.vocab_size}; export needs the training tokenizer"

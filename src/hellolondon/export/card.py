@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.config import RunConfig, TrainConfig
+from hellolondon.export import new_tokens_default
 from hellolondon.rundir import RunDir
 
 
@@ -86,7 +87,7 @@ def model_card(
         * m.block_size
         * int(run.get("hardware", {}).get("world_size", 1))
     )
-    best = state.get("best_val_loss")
+    best = state.get("trainer", {}).get("best_val_loss")  # the loop's state, as saved
     front = [
         "---",
         "language: en",
@@ -179,7 +180,8 @@ def model_card(
         'tok = AutoTokenizer.from_pretrained("PATH_OR_REPO")',
         'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")',
         'inputs = tok("In the year of our Lord", return_tensors="pt")',
-        "out = model.generate(**inputs, max_new_tokens=80)  # sampling defaults: generation_config.json",
+        f"out = model.generate(**inputs, max_new_tokens={new_tokens_default(m.block_size, 80)})"
+        "  # sampling defaults: generation_config.json",
         "print(tok.decode(out[0]))",
         "```",
         "",

@@ -234,10 +234,16 @@ def resolve(path: str | Path) -> Path:
     p = Path(path)
     if (p / "state.json").exists():
         return p
-    for ckpt in _candidates(_root(p)):
+    candidates = _candidates(_root(p))
+    for ckpt in candidates:
         with contextlib.suppress(UserError):  # a cut-short state.json: the one before it
             read_state(ckpt, verify=False)
             return ckpt
+    if candidates:
+        raise UserError(
+            f"every checkpoint under {_root(p)} has a corrupt state.json (the newest: "
+            f"{candidates[0] / 'state.json'}); train the run again or restore them"
+        )
     raise _no_checkpoint(p)
 
 
@@ -393,9 +399,12 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
         raise UserError(
             f"checkpoint {ckpt} does not fit its recorded architecture ({first})"
         ) from None
-    tok = load_tokenizer(tokenizer_dir_of(ckpt))
-    if state.get("tokenizer_fingerprint") and tok.fingerprint != state["tokenizer_fingerprint"]:
+    tok_dir = tokenizer_dir_of(ckpt)
+    tok = load_tokenizer(tok_dir)
+    trained_with = state.get("tokenizer_fingerprint")
+    if trained_with and tok.fingerprint != trained_with:
         raise UserError(
-            f"the tokenizer beside {ckpt} is not the one it was trained with (fingerprint differs)"
+            f"the tokenizer in {tok_dir} (fingerprint {tok.fingerprint[:12]}) is not the one "
+            f"{ckpt} was trained with ({trained_with[:12]}); put the training tokenizer there"
         )
     return Loaded(model.to(device).eval(), cfg, state, ckpt, tok)
