@@ -305,6 +305,16 @@ def test_eval_refuses_a_stride_outside_the_context(trained_run, tmp_path, capsys
     assert not list(tmp_path.iterdir())
 
 
+def test_eval_refuses_a_file_as_report_folder_before_scoring(trained_run, tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    argv = ["eval", str(trained_run), "--no-probes", "--no-generation", "--no-track"]
+    assert main([*argv, "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file; give a folder" in err and "held-out" not in err  # before any scoring
+    assert taken.read_text() == "mine"
+
+
 def test_eval_json_prints_only_the_report_on_stdout(trained_run, tmp_path, capsys):
     args = ["eval", str(trained_run), "--no-heldout", "--no-generation", "--no-track", "--json"]
     assert main([*args, "--out", str(tmp_path)]) == 0

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 import sys
+from pathlib import Path
 
 EXAMPLES = """examples:
   hellolondon eval runs/london-tiny-demo-20261126-101500
@@ -80,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.max_tokens < 0 or args.gen_tokens < 1:
         raise UserError("--max-tokens must be >= 0 and --gen-tokens >= 1")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file; give a folder for the report")
     report, cfg, state, ckpt = evaluate(
         args.checkpoint,
         args.data,

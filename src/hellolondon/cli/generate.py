@@ -21,7 +21,10 @@ def register(sub) -> None:
     )
     p.add_argument("checkpoint", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument(
+        "--max-new-tokens", type=int, default=200,
+        help="tokens to add (fewer where the prompt and they would pass the model's context)",
+    )  # fmt: skip
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=200, help="0 keeps every token")
     p.add_argument("--top-p", type=float, default=0.95, help="1 keeps every token")
