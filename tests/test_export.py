@@ -185,20 +185,37 @@ def test_a_report_of_another_step_is_refused(trained_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_export_refuses_a_non_empty_folder_unless_forced(trained_run, tmp_path, capsys):
+def test_export_replaces_an_earlier_export_only_when_forced(trained_run, tmp_path, capsys):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 0
+    (out / "stale.txt").write_text("from before")
+    capsys.readouterr()
     assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not empty" in err and "--force" in err and "\n" not in err
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]  # untouched
+    assert (out / "stale.txt").is_file()  # untouched
     assert main(["export", str(trained_run), "--out", str(out), "--force"]) == 0
     assert "largest logit difference" in capsys.readouterr().out
-    assert (out / "model.safetensors").is_file() and not (out / "keep.txt").exists()
+    assert (out / "model.safetensors").is_file() and not (out / "stale.txt").exists()
     assert not [
         p for p in tmp_path.iterdir() if p.name.startswith(".")
     ]  # no temporary folders left
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_export_never_replaces_a_folder_that_is_not_an_export(
+    trained_run, tmp_path, capsys, monkeypatch, force
+):
+    # --force deletes the folder it replaces: a folder of the user's own files never is one
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    monkeypatch.chdir(mine)
+    for out in (str(mine), "."):
+        assert main(["export", str(trained_run), "--out", out, "--no-check", *force]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "not an export (thesis.tex" in err and "\n" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"] and len(list(mine.iterdir())) == 1
 
 
 @pytest.mark.parametrize("target", [".", "..", "../.."])
@@ -212,8 +229,21 @@ def test_export_never_replaces_the_folder_that_holds_its_checkpoint(
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert main(["export", str(ckpt), "--out", str(out), "--force", "--no-check"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "holds the checkpoint being exported" in err and "\n" not in err
+    # refused as a folder that is not an export (which the run and its checkpoints are not)
+    assert "not an export" in err and "\n" not in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_export_never_replaces_an_export_that_holds_the_run_being_exported(
+    trained_run, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 0
+    shutil.copytree(trained_run, out / "run")  # the run moved into an earlier export
+    capsys.readouterr()
+    assert main(["export", str(out / "run"), "--out", str(out), "--force", "--no-check"]) == 2
+    assert "holds the checkpoint being exported" in capsys.readouterr().err
+    assert (out / "run" / "checkpoints").is_dir()
 
 
 def test_export_of_a_checkpoint_without_its_tokenizer_is_a_one_line_error(

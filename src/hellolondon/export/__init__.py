@@ -150,12 +150,34 @@ def _copy_tokenizer(tok: Tokenizer, block_size: int, out: Path) -> None:
 
 
 def check_out_dir(out: Path, force: bool) -> None:
+    """An empty or new folder; with `force`, also an earlier export, which is replaced. A
+    folder holding anything else is never replaced: --force would delete it."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_export(out):
+        names = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise UserError(
+            f"{out} holds files that are not an export ({names}, ...); --force replaces only an "
+            "earlier export; choose another --out"
+        )
+    if not force:
         raise UserError(
             f"export folder {out} exists and is not empty; choose another --out or add --force to replace it"
         )
+
+
+def is_export(folder: Path) -> bool:
+    """A folder `export` wrote: the model's config, weights and tokenizer, and no checkpoint
+    state (a checkpoint folder also holds model.safetensors)."""
+    return (
+        all(
+            (folder / name).is_file()
+            for name in ("config.json", "model.safetensors", "tokenizer_config.json")
+        )
+        and not (folder / "state.json").exists()
+    )
 
 
 def check_not_holding(out: Path, ckpt: Path) -> None:
@@ -179,7 +201,7 @@ def export_checkpoint(
     from hellolondon.export.card import model_card
     from hellolondon.train.checkpoint import load_for_inference
 
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # "." and ".." get a name, for the folder swapped in beside
     check_out_dir(out, force)
     loaded = load_for_inference(path, "cpu")
     model, cfg, state, ckpt, tok = (
