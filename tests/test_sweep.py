@@ -165,6 +165,11 @@ def test_bad_sweep_files_are_refused_before_anything_starts(
     assert not out.exists()
 
 
+def test_a_folder_given_as_the_sweep_file(capsys, tmp_path):
+    err = _one_line_error(capsys, ["sweep", str(tmp_path), "--trials", "2"])
+    assert "is a folder, not a sweep file" in err
+
+
 def test_a_metric_training_never_logs(capsys, tmp_path, tiny_data):
     path = sweep_file(tmp_path, tiny_data, metric={"name": "val_loss", "goal": "minimize"})
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2"])

@@ -136,6 +136,9 @@ def test_cli_watch_once_picks_the_newest_run_and_rejects_bad_paths(tmp_path, cap
     assert main(["watch", str(tmp_path / "plain"), "--once"]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert main(["watch", str(newer), "--interval", "0"]) == 2
+    capsys.readouterr()
+    assert main(["watch", str(newer), "--once", "--width", "5"]) == 2  # columns cut to nothing
+    assert "--width 5 is too narrow" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("encoding", ["ascii", "utf-8"])

@@ -101,7 +101,7 @@ class RunDir:
         if inside:
             names = ", ".join(str(r.path) for r in inside[:3]) + (" ..." if len(inside) > 3 else "")
             raise UserError(
-                f"{path} holds run folders, it is not one; give one or more of: {names}"
+                f"{path} holds run folders, it is not one; give a run folder in it, such as: {names}"
             )
         raise UserError(f"{path} is not a run folder: it has no {METRICS} (training writes one)")
 

@@ -37,6 +37,9 @@ METRICS = (
 )
 
 
+MIN_WIDTH = 68  # a metric's name and figures (58 characters) and a sparkline of 10
+
+
 def sparkline(values: list[float], width: int, chars: str = BLOCKS) -> str:
     """The last values squeezed into `width` characters (each the mean of its share)."""
     if not values or width <= 0:
@@ -117,7 +120,7 @@ def render_frame(
     lines = [f"helloLondon watch: {view.name}"[:width], _status(view, now)[:width], ""]
     if not view.latest:
         lines.append("waiting for the first metrics row (training logs one every log interval)")
-    spark_w = max(10, width - 58)
+    spark_w = max(10, width - 58)  # the rest of a metric's line takes 58 characters
     for key, label, fmt in METRICS:
         if key not in view.values:
             continue

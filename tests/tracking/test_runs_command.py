@@ -136,3 +136,9 @@ def test_an_empty_or_missing_folder(tmp_path, capsys):
     assert "no runs in" in capsys.readouterr().out
     assert main(["runs", "--out-dir", str(tmp_path / "missing")]) == 2
     assert "no run folder" in capsys.readouterr().err
+
+
+def test_a_run_folder_given_as_the_folder_of_runs(runs, capsys):
+    one = next(p for p in runs.iterdir() if p.is_dir())
+    assert main(["runs", "--out-dir", str(one)]) == 2
+    assert f"is a run folder, not a folder of runs; use --out-dir {runs}" in capsys.readouterr().err

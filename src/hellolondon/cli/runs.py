@@ -32,12 +32,17 @@ def register(sub) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from hellolondon.rundir import RunDir
     from hellolondon.tracking.run_list import format_runs, list_runs, runs_json
 
     root = Path(args.out_dir)
     if not root.is_dir():
         raise UserError(
             f"no run folder {root}/; train a model first (hellolondon train) or pass --out-dir"
+        )
+    if RunDir.is_run(root):
+        raise UserError(
+            f"{root} is a run folder, not a folder of runs; use --out-dir {root.parent}"
         )
     runs = list_runs(root)
     if args.json:

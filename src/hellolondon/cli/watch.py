@@ -35,8 +35,12 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
-    from hellolondon.watch import watch
+    from hellolondon.watch import MIN_WIDTH, watch
 
     if args.interval <= 0:
         raise UserError("--interval must be a positive number of seconds")
+    if args.width is not None and args.width < MIN_WIDTH:
+        raise UserError(
+            f"--width {args.width} is too narrow for the charts; give {MIN_WIDTH} or more"
+        )
     return watch(args.run, interval=args.interval, once=args.once, width=args.width)

@@ -100,6 +100,10 @@ def read_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"{path} is a folder, not a sweep file; give the sweep's YAML file (docs/tracking.md, Sweeps)"
+        )
     if not path.is_file():
         raise UserError(f"sweep file {path} not found")
     text = path.read_text(encoding="utf-8")
