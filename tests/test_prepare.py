@@ -119,8 +119,10 @@ def test_errors_are_one_line_and_leave_old_outputs(setup, tmp_path, monkeypatch)
     (tmp_path / "blank.jsonl").write_text("\n\n")
     (tmp_path / "binary.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     write_documents(tmp_path / "one.jsonl", [Document(id="a", text="alone")])
+    write_documents(tmp_path / "cleaned" / "documents.jsonl", [Document(id="a", text="in")])
     cases = {
         "missing.jsonl": "not found",
+        "cleaned": "cleaned is a folder, not a corpus file; give .*cleaned/documents.jsonl",
         "empty.jsonl": "is empty",
         "blank.jsonl": "no documents",
         "binary.jsonl": "not UTF-8",

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hellolondon.corpus.documents import Document, read_documents
+from hellolondon.corpus.documents import Document, check_corpus_file, read_documents
 from hellolondon.errors import UserError
 from hellolondon.files import sha256_file
 from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer
@@ -68,10 +68,7 @@ def _check_inputs(corpus: Path, tokenizer_dir: Path) -> Tokenizer:
         raise UserError(
             f"tokenizer vocab {tokenizer.vocab_size} does not fit uint16 token files (max {MAX_VOCAB}); train one with --vocab-size <= {MAX_VOCAB}"
         )
-    if not corpus.is_file():
-        raise UserError(
-            f"corpus file {corpus} not found; run `hellolondon corpus sample --out {corpus}` first"
-        )
+    check_corpus_file(corpus, f"run `hellolondon corpus sample --out {corpus}` first")
     if corpus.stat().st_size == 0:
         raise UserError(
             f"corpus file {corpus} is empty; expected documents.jsonl with one JSON document per line"

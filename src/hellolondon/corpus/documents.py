@@ -62,13 +62,22 @@ def is_validation(doc_id: str, val_fraction: float = 0.05) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
+def check_corpus_file(
+    path: Path, missing: str = "run `hellolondon corpus sample` or `corpus clean` first"
+) -> None:
+    """A corpus file that exists; a folder in its place is named, with the file it may hold."""
+    if path.is_dir():
+        inside = path / "documents.jsonl"
+        what = f"give {inside}" if inside.is_file() else "give the documents file (JSONL)"
+        raise UserError(f"{path} is a folder, not a corpus file; {what}")
+    if not path.is_file():
+        raise UserError(f"corpus file {path} not found; {missing}")
+
+
 def read_documents(path: str | Path) -> Iterator[Document]:
     """Stream documents from a JSONL file; a bad line is a clear error naming file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"corpus file {path} not found; run `hellolondon corpus sample` or `corpus clean` first"
-        )
+    check_corpus_file(path)
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
