@@ -12,7 +12,7 @@ EXAMPLES = """examples:
   hellolondon compare runs/A runs/B --json > compare.json
 
 Columns: the settings that differ between the runs, then status, best and final val loss,
-best val bits per byte (when `evaluate` logged it), steps and tokens to the best val loss,
+best val bits per byte (when `hellolondon eval` logged it), steps and tokens to the best val loss,
 tokens/s, MFU, wall time and the health findings. Rows are best first by the sorted column
 (lower losses and times, higher throughput); the default sort is best val loss."""
 

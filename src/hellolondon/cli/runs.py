@@ -8,9 +8,9 @@ from pathlib import Path
 from hellolondon.errors import UserError
 
 EXAMPLES = """examples:
-  hellolondon runs                     the runs below ./runs
+  hellolondon runs                     # the runs below ./runs
   hellolondon runs --out-dir /data/runs
-  hellolondon runs --json              the same as JSON, for scripts
+  hellolondon runs --json              # the same as JSON, for scripts
 
 W&B column: online, offline or disabled (how the run was tracked); SYNC "needed" means W&B's
 copy is on this machine only: run the `wandb sync ...` command printed below the table."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 EXAMPLES = """examples:
   hellolondon watch runs/london-slm-simple-20261126-101500
-  hellolondon watch runs                 (the newest run in runs/)
-  hellolondon watch runs/RUN --once      (one frame, then exit: for pipes and scripts)
+  hellolondon watch runs                 # the newest run in runs/
+  hellolondon watch runs/RUN --once      # one frame, then exit: for pipes and scripts
   hellolondon watch runs/RUN --interval 2
 
 Shows the latest train/loss, train/mfu, train/lr, train/dt_ms, eval losses, throughput and GPU
