@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
+from hellolondon.export.card import model_card, new_tokens_default
 from hellolondon.generate import Sampling
 from hellolondon.model import GPT
 from hellolondon.tokenizer import Tokenizer
@@ -101,12 +102,6 @@ def hf_config(cfg: RunConfig, ids: dict[str, int]) -> dict[str, Any]:
         "dtype": "float32",
         **ids,
     }
-
-
-def new_tokens_default(context: int, wanted: int = Sampling.max_new_tokens) -> int:
-    """transformers generates past the learned positions (an IndexError) where we stop at the
-    context, so its default leaves room for a prompt of half the context."""
-    return max(1, min(wanted, context // 2))
 
 
 def generation_config(
@@ -198,7 +193,6 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     """Write the export folder for a run or checkpoint; returns what the card and CLI show."""
     from hellolondon.evaluation.suite import find_report
-    from hellolondon.export.card import model_card
     from hellolondon.train.checkpoint import load_for_inference
 
     out = Path(os.path.abspath(out))  # "." and ".." get a name, for the folder swapped in beside

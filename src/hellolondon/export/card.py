@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.config import RunConfig, TrainConfig
-from hellolondon.export import new_tokens_default
+from hellolondon.generate import Sampling
 from hellolondon.rundir import RunDir
+
+
+def new_tokens_default(context: int, wanted: int = Sampling.max_new_tokens) -> int:
+    """transformers generates past the learned positions (an IndexError) where we stop at the
+    context, so its default leaves room for a prompt of half the context."""
+    return max(1, min(wanted, context // 2))
 
 
 def _run_info(ckpt: Path) -> dict[str, Any]:
