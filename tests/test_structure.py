@@ -87,3 +87,30 @@ def test_module_names_are_unique_outside_cli():
         if ".cli." not in name and not name.endswith(".cli") and name != "hellolondon"
     )
     assert [n for n, count in names.items() if count > 1] == []
+
+
+# Each folder in the data flow has one module that knows its file names; the others ask it.
+OWNERS = {
+    "prepare.py": ("train.bin", "val.bin", "meta.json"),
+    "rundir.py": (
+        "metrics.jsonl",
+        "events.jsonl",
+        "summary.json",
+        "samples.txt",
+        "tracking.json",
+        "checkpoints",
+    ),
+    "train/checkpoint.py": ("state.json",),
+}
+
+
+def test_folder_layouts_are_named_only_by_their_owner():
+    owner_of = {name: owner for owner, names in OWNERS.items() for name in names}
+    leaks = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.relative_to(PACKAGE).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(name, str) and name in owner_of and owner_of[name] != module:
+                leaks.append(f"{module}:{node.lineno} names {name!r} ({owner_of[name]}'s)")
+    assert leaks == []

@@ -100,7 +100,9 @@ def resumable_runs(out_dir: Path, limit: int = 5) -> list[tuple[Path, str]]:
 
 
 def _prepared(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in ("train.bin", "val.bin", "meta.json"))
+    from hellolondon.prepare import is_prepared
+
+    return is_prepared(folder)
 
 
 def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:

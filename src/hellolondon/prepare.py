@@ -287,10 +287,19 @@ def tokens_fingerprint(train_sha256: str, val_sha256: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def token_file(data_dir: str | Path, split: str) -> Path:
+    """The token file of `split` ("train" or "val") in a prepared folder."""
+    return Path(data_dir) / f"{split}.bin"
+
+
+def is_prepared(data_dir: str | Path) -> bool:
+    """Whether the folder holds the token files and their meta.json (unchecked: see load_meta)."""
+    return all((Path(data_dir) / name).is_file() for name in OUTPUTS)
+
+
 def hash_token_files(data_dir: str | Path) -> str:
     """`tokens_fingerprint` of the token files as they are now on disk (reads them whole)."""
-    data_dir = Path(data_dir)
-    return tokens_fingerprint(*(sha256_file(data_dir / f"{s}.bin") for s in ("train", "val")))
+    return tokens_fingerprint(*(sha256_file(token_file(data_dir, s)) for s in ("train", "val")))
 
 
 def load_meta(data_dir: str | Path) -> dict:
@@ -306,7 +315,7 @@ def load_meta(data_dir: str | Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path} is not valid JSON; run `hellolondon prepare` again") from None
     for split in ("train", "val"):
-        bin_path = data_dir / f"{split}.bin"
+        bin_path = token_file(data_dir, split)
         expected = meta.get(f"{split}_tokens", -1) * np.dtype(DTYPE).itemsize
         if not bin_path.is_file() or bin_path.stat().st_size != expected:
             raise UserError(

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
+from hellolondon.prepare import token_file
 from hellolondon.tokenizer import Tokenizer
 
 GROUPS = ("period", "source", "category")
@@ -138,12 +139,13 @@ def score_heldout(
         raise UserError(
             f"--stride must be between 1 and the model's context ({context}), not {stride}"
         )
-    tokens = np.memmap(Path(data_dir) / "val.bin", dtype=np.uint16, mode="r")
+    val_bin = token_file(data_dir, "val")
+    tokens = np.memmap(val_bin, dtype=np.uint16, mode="r")
     total = len(tokens)
     if max_tokens:
         tokens = tokens[: max_tokens + 1]
     if len(tokens) < 2:
-        raise UserError(f"{data_dir}/val.bin has fewer than 2 tokens; nothing to evaluate")
+        raise UserError(f"{val_bin} has fewer than 2 tokens; nothing to evaluate")
     spans = sorted(meta.get("val_spans") or [], key=lambda s: s["start"])
     tally = Tally(
         np.array([s["start"] for s in spans], dtype=np.int64),

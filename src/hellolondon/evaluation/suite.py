@@ -51,8 +51,10 @@ def find_report(ckpt: Path, state: dict, explicit: str | Path | None = None) -> 
 
 
 def _data_dir(cfg, data_dir: str | Path | None) -> Path:
+    from hellolondon.prepare import is_prepared
+
     path = Path(data_dir or cfg.data.data_dir)
-    if not (path / "meta.json").is_file():
+    if not is_prepared(path):
         hint = "" if data_dir else " (the run's data.data_dir)"
         raise UserError(
             f"no prepared token files at {path}{hint}; pass --data DIR, or --no-heldout to skip"

@@ -29,6 +29,7 @@ from hellolondon.export.card import model_card, new_tokens_default
 from hellolondon.generate import Sampling
 from hellolondon.model import GPT
 from hellolondon.tokenizer import Tokenizer
+from hellolondon.train.checkpoint import is_checkpoint
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which the model uses
@@ -166,13 +167,10 @@ def check_out_dir(out: Path, force: bool) -> None:
 def is_export(folder: Path) -> bool:
     """A folder `export` wrote: the model's config, weights and tokenizer, and no checkpoint
     state (a checkpoint folder also holds model.safetensors)."""
-    return (
-        all(
-            (folder / name).is_file()
-            for name in ("config.json", "model.safetensors", "tokenizer_config.json")
-        )
-        and not (folder / "state.json").exists()
-    )
+    return all(
+        (folder / name).is_file()
+        for name in ("config.json", "model.safetensors", "tokenizer_config.json")
+    ) and not is_checkpoint(folder)
 
 
 def check_not_holding(out: Path, ckpt: Path) -> None:

@@ -3,11 +3,11 @@ the measured metrics of its eval report, how to use it, what it is for and what 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from hellolondon.config import RunConfig, TrainConfig
+from hellolondon.errors import UserError
 from hellolondon.generate import Sampling
 from hellolondon.rundir import RunDir
 
@@ -26,12 +26,13 @@ def _run_info(ckpt: Path) -> dict[str, Any]:
 
 def _data_info(cfg: RunConfig, run: dict[str, Any]) -> dict[str, Any]:
     """Corpus size from the run's recorded config, completed from the token files' metadata."""
+    from hellolondon.prepare import is_prepared, load_meta
+
     data = dict(run.get("data_info", {}))
-    meta_path = Path(cfg.data.data_dir) / "meta.json"
-    if meta_path.is_file():
+    if is_prepared(cfg.data.data_dir):
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = load_meta(cfg.data.data_dir)
+        except UserError:  # token files changed since: the run's own record stands
             meta = {}
         if meta.get("tokenizer_fingerprint") == data.get(
             "tokenizer_fingerprint", meta.get("tokenizer_fingerprint")

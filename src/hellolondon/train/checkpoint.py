@@ -87,6 +87,15 @@ def set_rng_state(
         torch.manual_seed(int(torch.randint(0, 2**62, ())) + rank)
 
 
+def step_folder_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """Whether `folder` is a checkpoint folder (unverified: see read_state)."""
+    return (folder / "state.json").exists()
+
+
 def save(
     ckpt_root: Path,
     step: int,
@@ -101,7 +110,7 @@ def save(
     checkpoint. Then move `latest`, refresh `best` and prune old folders. `rng`: every rank's
     generator states from `rng_tensors` (default: this process's CPU generator)."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"step-{step:06d}"
+    final = ckpt_root / step_folder_name(step)
     tmp = ckpt_root / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -155,7 +164,7 @@ def step_dirs(ckpt_root: Path) -> list[Path]:
     """Step folders (with a state.json), newest first."""
     if not ckpt_root.is_dir():
         return []
-    found = [p for p in ckpt_root.glob("step-*") if (p / "state.json").exists()]
+    found = [p for p in ckpt_root.glob("step-*") if is_checkpoint(p)]
     return sorted(found, key=_step_of, reverse=True)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from hellolondon.errors import UserError
+from hellolondon.prepare import token_file
 
 
 def open_tokens(path: Path) -> np.memmap:
@@ -33,9 +34,8 @@ class Batches:
     def __init__(
         self, data_dir: str | Path, block_size: int, seed: int, device: torch.device
     ) -> None:
-        data_dir = Path(data_dir)
-        self.train = open_tokens(data_dir / "train.bin")
-        self.val = open_tokens(data_dir / "val.bin")
+        self.train = open_tokens(token_file(data_dir, "train"))
+        self.val = open_tokens(token_file(data_dir, "val"))
         self.T = block_size
         self.seed = seed
         self.device = device

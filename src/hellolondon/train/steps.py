@@ -318,7 +318,7 @@ def finish(run: Run, stopped: bool) -> dict:
         save(run, is_best=True)
     last = checkpoint.step_dirs(run.rundir.checkpoints)
     # rank 0's disk decides: other nodes may not see the run folder, and all ranks must save
-    if broadcast_object(not last or last[0].name != f"step-{st.step:06d}", run.dist):
+    if broadcast_object(not last or last[0].name != checkpoint.step_folder_name(st.step), run.dist):
         save(run)
     maybe_sample(run, force=True)
     summary = st.summary() | {"tokens_seen": st.samples_seen * run.cfg.model.block_size}
