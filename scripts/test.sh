@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up .venv with the test tools, then lint and run the whole test suite (slow tests included).
+# Set up .venv with the test tools, then lint, check the formatting and run the whole test suite (slow tests included).
 # Locally, skip the slow end-to-end tests with:  bash scripts/test.sh -m "not slow"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 .venv/bin/ruff check src tests scripts benchmarks
+.venv/bin/ruff format --check src tests scripts benchmarks
 exec .venv/bin/python -m pytest -q "$@"
