@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv with the test tools, then lint, check the formatting and run the whole test suite (slow tests included).
+# Set up .venv with the test tools, then lint, check the formatting and run the whole test
+# suite (slow tests included).
 # Locally, skip the slow end-to-end tests with:  bash scripts/test.sh -m "not slow"
 set -euo pipefail
 cd "$(dirname "$0")/.."
