@@ -239,6 +239,7 @@ def test_sigterm_checkpoints_flushes_and_resumes_to_the_same_losses(reference, t
     stopped = max(losses(run))
     assert stopped < STEPS, "the run went past the reference before the signal landed"
     assert "error: distributed training stopped by SIGTERM" in log
+    assert "Traceback" not in log  # torchrun's agent stopped as asked: nothing failed
     assert f"continue with: hellolondon train --gpus 2 --resume {run}" in log
     assert checkpoint.resolve(run).name == f"step-{stopped:06d}"  # saved after the last logged step
     checkpoint.read_state(checkpoint.resolve(run))  # every file matches its sha256
@@ -275,6 +276,7 @@ def test_a_dead_rank_ends_the_job_and_one_process_resumes_its_checkpoint(
     assert time.monotonic() - t0 < 60  # the survivor does not wait out the collective timeout
     assert proc.returncode != 0
     assert "error: distributed training failed" in log and "the last complete checkpoint is" in log
+    assert "Root Cause" in log and "Traceback" not in log  # torchrun's table, not its stack
     ckpt, state = checkpoint.find_resumable(run)
     assert checkpoint.resolve(run) == ckpt  # `latest` names a complete, verified folder
     assert state["world_size"] == 2 and state["step"] < STEPS
