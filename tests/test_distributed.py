@@ -337,8 +337,19 @@ def _state(batch: int, accum: int, world: int) -> dict:
     return {
         "config": {"train": {"batch_size": batch, "grad_accum": accum}},
         "world_size": world,
-        "samples_seen": 640,
+        "trainer": {"samples_seen": 640},
     }
+
+
+def one_process(tokens: Path, out: Path, name: str, *extra: str) -> Path:
+    """A short run in this process, without a process group."""
+    cfg = build_config(
+        "tiny",
+        overrides=[*SETTINGS, f"data.data_dir={tokens}", f"out_dir={out}",
+                   f"tracking.run_name={name}", *extra],
+    )  # fmt: skip
+    train(cfg, log=lambda *_: None)
+    return out / name
 
 
 def test_resume_keeps_the_global_batch_on_another_world_size():
@@ -363,6 +374,18 @@ def test_an_explicit_new_batch_on_resume_is_obeyed_and_announced():
         "warning: the global batch changes from 16 to 8 sequences at sample 640; "
         "the data continues from there, none repeated or skipped"
     ]
+
+
+def test_a_batch_changed_on_resume_is_announced_from_the_checkpoint(tokens, tmp_path):
+    run = one_process(tokens, tmp_path, "small", "train.batch_size=4", "train.max_iters=2")
+    said: list[str] = []
+    cfg = config_for_resume(str(run), None, ["train.batch_size=2", "train.max_iters=3"])
+    train(cfg, resume=str(run), log=said.append)
+    assert (
+        "warning: the global batch changes from 4 to 2 sequences at sample 8; "
+        "the data continues from there, none repeated or skipped"
+    ) in said
+    assert checkpoint.read_state(checkpoint.resolve(run))["trainer"]["samples_seen"] == 10
 
 
 def test_rank_generators_are_saved_per_rank_and_restored_per_rank():

@@ -191,7 +191,7 @@ def resume_batch(train: Any, state: dict[str, Any], world: int, log: Callable[[s
     if new_global != old_global:
         log(
             f"warning: the global batch changes from {old_global} to {new_global} sequences at "
-            f"sample {state['samples_seen']:,}; the data continues from there, none repeated or skipped"
+            f"sample {state['trainer']['samples_seen']:,}; the data continues from there, none repeated or skipped"
         )
 
 
