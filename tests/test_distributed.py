@@ -388,6 +388,17 @@ def test_a_batch_changed_on_resume_is_announced_from_the_checkpoint(tokens, tmp_
     assert checkpoint.read_state(checkpoint.resolve(run))["trainer"]["samples_seen"] == 10
 
 
+def test_global_batch_on_resume_is_obeyed_and_announced(tokens, tmp_path):
+    run = one_process(tokens, tmp_path, "small", "train.batch_size=4", "train.max_iters=2")
+    said: list[str] = []
+    cfg = config_for_resume(str(run), None, ["train.max_iters=3"])
+    train(cfg, resume=str(run), log=said.append, global_batch=12)
+    assert "global batch: 4 x 3 accumulation x 1 process = 12 sequences" in " ".join(said)
+    assert any("the global batch changes from 4 to 12 sequences at sample 8" in s for s in said)
+    with pytest.raises(UserError, match="must be at least 1"):
+        train(config_for_resume(str(run), None, []), resume=str(run), global_batch=0)
+
+
 def test_rank_generators_are_saved_per_rank_and_restored_per_rank():
     per_rank = [{"torch": torch.manual_seed(r).get_state()} for r in (1, 2)]
     saved = checkpoint.rng_tensors(per_rank)

@@ -168,18 +168,29 @@ def gather_object(obj: Any, d: Dist) -> list[Any]:
     return out
 
 
-def resume_batch(train: Any, state: dict[str, Any], world: int, log: Callable[[str], None]) -> None:
+def resume_batch(
+    train: Any,
+    state: dict[str, Any],
+    world: int,
+    log: Callable[[str], None],
+    global_batch: int | None = None,
+) -> None:
     """Set `train.batch_size`/`grad_accum` for resuming the checkpoint whose state.json is
     `state` on `world` processes. The data order depends only on the samples consumed, so any
     split reads the right samples next; what a split changes is the global batch, which the
     learning-rate schedule and the loss curve assume. So on another world size, settings left
     as saved are re-split to keep the saved global batch (an error when `world` does not
-    divide it); settings given explicitly are obeyed, and a global batch change is announced."""
+    divide it); settings given explicitly, or a `global_batch`, are obeyed, and a global batch
+    change is announced."""
     saved = state["config"]["train"]
     was = int(state.get("world_size", 1))
     old_global = saved["batch_size"] * saved["grad_accum"] * was
     as_saved = (train.batch_size, train.grad_accum) == (saved["batch_size"], saved["grad_accum"])
-    if world != was and as_saved:
+    if global_batch is not None:
+        train.batch_size, train.grad_accum = split_batch(
+            global_batch, world, max_batch=train.batch_size
+        )
+    elif world != was and as_saved:
         train.batch_size, train.grad_accum = split_batch(
             old_global, world, max_batch=train.batch_size
         )
