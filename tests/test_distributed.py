@@ -360,6 +360,12 @@ def test_resume_keeps_the_global_batch_on_another_world_size():
     t = build_config("tiny", overrides=["train.batch_size=8", "train.grad_accum=1"]).train
     resume_batch(t, _state(8, 1, 1), world=4, log=said.append)
     assert (t.batch_size, t.grad_accum) == (2, 1)
+    # the split `train --gpus` made before starting the ranks: rank 0 still says it
+    t = build_config("tiny", overrides=["train.batch_size=8", "train.grad_accum=2"]).train
+    resume_batch(t, _state(8, 1, 2), world=1, log=said.append)
+    assert said[-1] == (
+        "resuming a 2-process run on 1: global batch 16 kept as batch_size 8 x grad_accum 2 x 1 processes"
+    )
     t = build_config("tiny", overrides=["train.batch_size=8"]).train
     with pytest.raises(UserError, match="cannot be split evenly over 3"):
         resume_batch(t, _state(8, 1, 2), world=3, log=said.append)

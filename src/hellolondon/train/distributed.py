@@ -194,12 +194,15 @@ def resume_batch(
         train.batch_size, train.grad_accum = split_batch(
             old_global, world, max_batch=train.batch_size
         )
+    new_global = train.batch_size * train.grad_accum * world
+    # said from the result, not from who split it: under `--gpus` the launcher splits and
+    # rank 0, resolving that config again, is the one that prints
+    if world != was and new_global == old_global:
         log(
             f"resuming a {was}-process run on {world}: global batch {old_global} kept as "
             f"batch_size {train.batch_size} x grad_accum {train.grad_accum} x {world} processes"
         )
-    new_global = train.batch_size * train.grad_accum * world
-    if new_global != old_global:
+    elif new_global != old_global:
         log(
             f"warning: the global batch changes from {old_global} to {new_global} sequences at "
             f"sample {state['trainer']['samples_seen']:,}; the data continues from there, none repeated or skipped"
