@@ -104,6 +104,8 @@ def test_bad_requests_are_one_line_before_any_work(tokens, tmp_path, capsys):
             capsys, [*base, "--gpus", "2", "--master-port", port, *TINY, "device=cpu"], out
         )
     assert f"port {port} is in use" in err
+    err = _one_line_error(capsys, [*base, "--master-port", "29500", *TINY, "device=cpu"], out)
+    assert "--master-port 29500 applies only with --gpus" in err
 
 
 def test_global_batch_sets_the_split_for_the_world_size(tokens, tmp_path):
