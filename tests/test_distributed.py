@@ -239,6 +239,7 @@ def test_sigterm_checkpoints_flushes_and_resumes_to_the_same_losses(reference, t
     stopped = max(losses(run))
     assert stopped < STEPS, "the run went past the reference before the signal landed"
     assert "error: distributed training stopped by SIGTERM" in log
+    assert "Traceback" not in log  # torchrun's agent stopped as asked: nothing failed
     assert f"continue with: hellolondon train --gpus 2 --resume {run}" in log
     assert checkpoint.resolve(run).name == f"step-{stopped:06d}"  # saved after the last logged step
     checkpoint.read_state(checkpoint.resolve(run))  # every file matches its sha256
@@ -275,6 +276,7 @@ def test_a_dead_rank_ends_the_job_and_one_process_resumes_its_checkpoint(
     assert time.monotonic() - t0 < 60  # the survivor does not wait out the collective timeout
     assert proc.returncode != 0
     assert "error: distributed training failed" in log and "the last complete checkpoint is" in log
+    assert "Root Cause" in log and "Traceback" not in log  # torchrun's table, not its stack
     ckpt, state = checkpoint.find_resumable(run)
     assert checkpoint.resolve(run) == ckpt  # `latest` names a complete, verified folder
     assert state["world_size"] == 2 and state["step"] < STEPS
@@ -335,8 +337,19 @@ def _state(batch: int, accum: int, world: int) -> dict:
     return {
         "config": {"train": {"batch_size": batch, "grad_accum": accum}},
         "world_size": world,
-        "samples_seen": 640,
+        "trainer": {"samples_seen": 640},
     }
+
+
+def one_process(tokens: Path, out: Path, name: str, *extra: str) -> Path:
+    """A short run in this process, without a process group."""
+    cfg = build_config(
+        "tiny",
+        overrides=[*SETTINGS, f"data.data_dir={tokens}", f"out_dir={out}",
+                   f"tracking.run_name={name}", *extra],
+    )  # fmt: skip
+    train(cfg, log=lambda *_: None)
+    return out / name
 
 
 def test_resume_keeps_the_global_batch_on_another_world_size():
@@ -347,6 +360,12 @@ def test_resume_keeps_the_global_batch_on_another_world_size():
     t = build_config("tiny", overrides=["train.batch_size=8", "train.grad_accum=1"]).train
     resume_batch(t, _state(8, 1, 1), world=4, log=said.append)
     assert (t.batch_size, t.grad_accum) == (2, 1)
+    # the split `train --gpus` made before starting the ranks: rank 0 still says it
+    t = build_config("tiny", overrides=["train.batch_size=8", "train.grad_accum=2"]).train
+    resume_batch(t, _state(8, 1, 2), world=1, log=said.append)
+    assert said[-1] == (
+        "resuming a 2-process run on 1: global batch 16 kept as batch_size 8 x grad_accum 2 x 1 processes"
+    )
     t = build_config("tiny", overrides=["train.batch_size=8"]).train
     with pytest.raises(UserError, match="cannot be split evenly over 3"):
         resume_batch(t, _state(8, 1, 2), world=3, log=said.append)
@@ -361,6 +380,29 @@ def test_an_explicit_new_batch_on_resume_is_obeyed_and_announced():
         "warning: the global batch changes from 16 to 8 sequences at sample 640; "
         "the data continues from there, none repeated or skipped"
     ]
+
+
+def test_a_batch_changed_on_resume_is_announced_from_the_checkpoint(tokens, tmp_path):
+    run = one_process(tokens, tmp_path, "small", "train.batch_size=4", "train.max_iters=2")
+    said: list[str] = []
+    cfg = config_for_resume(str(run), None, ["train.batch_size=2", "train.max_iters=3"])
+    train(cfg, resume=str(run), log=said.append)
+    assert (
+        "warning: the global batch changes from 4 to 2 sequences at sample 8; "
+        "the data continues from there, none repeated or skipped"
+    ) in said
+    assert checkpoint.read_state(checkpoint.resolve(run))["trainer"]["samples_seen"] == 10
+
+
+def test_global_batch_on_resume_is_obeyed_and_announced(tokens, tmp_path):
+    run = one_process(tokens, tmp_path, "small", "train.batch_size=4", "train.max_iters=2")
+    said: list[str] = []
+    cfg = config_for_resume(str(run), None, ["train.max_iters=3"])
+    train(cfg, resume=str(run), log=said.append, global_batch=12)
+    assert "global batch: 4 x 3 accumulation x 1 process = 12 sequences" in " ".join(said)
+    assert any("the global batch changes from 4 to 12 sequences at sample 8" in s for s in said)
+    with pytest.raises(UserError, match="must be at least 1"):
+        train(config_for_resume(str(run), None, []), resume=str(run), global_batch=0)
 
 
 def test_rank_generators_are_saved_per_rank_and_restored_per_rank():

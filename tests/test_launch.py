@@ -104,6 +104,8 @@ def test_bad_requests_are_one_line_before_any_work(tokens, tmp_path, capsys):
             capsys, [*base, "--gpus", "2", "--master-port", port, *TINY, "device=cpu"], out
         )
     assert f"port {port} is in use" in err
+    err = _one_line_error(capsys, [*base, "--master-port", "29500", *TINY, "device=cpu"], out)
+    assert "--master-port 29500 applies only with --gpus" in err
 
 
 def test_global_batch_sets_the_split_for_the_world_size(tokens, tmp_path):
@@ -194,14 +196,21 @@ def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
     ckpt.mkdir(parents=True)
     (ckpt / "state.json").write_text('{"format": 2, "step": 10}')
     said: list[str] = []
-    menu = _scripted(["2", "2", str(tokens), "3"], said)  # resume it; data: a folder; W&B disabled
+    menu = _scripted(["2", "3"], said)  # resume it; W&B disabled
     assert launch(_launch_args(tmp_path, "--dry-run"), menu) == 0
     assert any("resume " in s and "old-run (from step-000010)" in s for s in said)
-    assert not any("Model preset" in s for s in said)  # the checkpoint has its own settings
-    assert said[-1].startswith(
-        f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'} --data {tokens}"
+    # the checkpoint has its own settings, its token files among them
+    assert not any("Model preset" in s or "Data" in s for s in said)
+    assert said[-1] == (
+        f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'} "
+        f"--out-dir {tmp_path / 'runs'} --wandb-mode disabled"
     )
-    assert "--wandb-mode disabled" in said[-1]
+    said.clear()  # a folder given as a flag is passed on
+    args = _launch_args(tmp_path, "--dry-run", "--data", str(tokens))
+    assert launch(args, _scripted(["2", "3"], said)) == 0
+    assert said[-1].startswith(
+        f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'} --data {tokens} "
+    )
 
 
 def test_flags_answer_every_question(tokens, tmp_path, monkeypatch, capsys):

@@ -28,7 +28,7 @@ SAMPLE = "sample"
 class Choices:
     resume: str | None  # a run folder to continue, or None for a new run
     preset: str | None  # None when resuming: the checkpoint has its settings
-    data: str  # SAMPLE or a prepared folder
+    data: str | None  # SAMPLE, a prepared folder, or None: the resumed run's own
     gpus: int  # 0: the CPU
     wandb_mode: str
 
@@ -120,8 +120,10 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
         default = "tiny" if not gpus else "slm"
         options = [(name, f"{name:8s} {p.about}") for name, p in PRESETS.items()]
         preset = args.preset or menu.pick("Model preset", options, default)
-    data = args.data or _choose_data(menu, Path(args.sample_dir))
-    if data != SAMPLE and not _prepared(Path(data)):
+    # a resumed run goes on with its own token files: another folder would be other data,
+    # or another tokenizer that its checkpoint refuses
+    data = args.data or (None if resume else _choose_data(menu, Path(args.sample_dir)))
+    if data not in (None, SAMPLE) and not _prepared(Path(data)):
         raise UserError(
             f"{data} is not a prepared folder (train.bin, val.bin, meta.json); run `hellolondon prepare` or use --data sample"
         )
@@ -195,7 +197,8 @@ def train_command(ch: Choices, args: argparse.Namespace) -> list[str]:
     """The `hellolondon` arguments that do what was chosen."""
     data = str(Path(args.sample_dir) / "data") if ch.data == SAMPLE else ch.data
     cmd = ["train", *(["--resume", ch.resume] if ch.resume else ["--preset", ch.preset])]
-    cmd += ["--data", data, "--out-dir", args.out_dir, "--wandb-mode", ch.wandb_mode]
+    cmd += ["--data", data] if data else []
+    cmd += ["--out-dir", args.out_dir, "--wandb-mode", ch.wandb_mode]
     if ch.gpus > 1:
         cmd += ["--gpus", str(ch.gpus)]
     return cmd + list(args.overrides)

@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         from hellolondon.provenance import check_config_file
 
         check_config_file(args.config, cfg.data.data_dir)
+    if args.master_port is not None and args.gpus is None:  # ignored, it would mislead
+        raise UserError(
+            f"--master-port {args.master_port} applies only with --gpus, which starts torchrun"
+        )
     if args.gpus is not None:
         check_gpus(
             args.gpus, cfg.train.device, 0 if cfg.train.device == "cpu" else len(gpu_names())

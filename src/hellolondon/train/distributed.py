@@ -168,30 +168,44 @@ def gather_object(obj: Any, d: Dist) -> list[Any]:
     return out
 
 
-def resume_batch(train: Any, state: dict[str, Any], world: int, log: Callable[[str], None]) -> None:
+def resume_batch(
+    train: Any,
+    state: dict[str, Any],
+    world: int,
+    log: Callable[[str], None],
+    global_batch: int | None = None,
+) -> None:
     """Set `train.batch_size`/`grad_accum` for resuming the checkpoint whose state.json is
     `state` on `world` processes. The data order depends only on the samples consumed, so any
     split reads the right samples next; what a split changes is the global batch, which the
     learning-rate schedule and the loss curve assume. So on another world size, settings left
     as saved are re-split to keep the saved global batch (an error when `world` does not
-    divide it); settings given explicitly are obeyed, and a global batch change is announced."""
+    divide it); settings given explicitly, or a `global_batch`, are obeyed, and a global batch
+    change is announced."""
     saved = state["config"]["train"]
     was = int(state.get("world_size", 1))
     old_global = saved["batch_size"] * saved["grad_accum"] * was
     as_saved = (train.batch_size, train.grad_accum) == (saved["batch_size"], saved["grad_accum"])
-    if world != was and as_saved:
+    if global_batch is not None:
+        train.batch_size, train.grad_accum = split_batch(
+            global_batch, world, max_batch=train.batch_size
+        )
+    elif world != was and as_saved:
         train.batch_size, train.grad_accum = split_batch(
             old_global, world, max_batch=train.batch_size
         )
+    new_global = train.batch_size * train.grad_accum * world
+    # said from the result, not from who split it: under `--gpus` the launcher splits and
+    # rank 0, resolving that config again, is the one that prints
+    if world != was and new_global == old_global:
         log(
             f"resuming a {was}-process run on {world}: global batch {old_global} kept as "
             f"batch_size {train.batch_size} x grad_accum {train.grad_accum} x {world} processes"
         )
-    new_global = train.batch_size * train.grad_accum * world
-    if new_global != old_global:
+    elif new_global != old_global:
         log(
             f"warning: the global batch changes from {old_global} to {new_global} sequences at "
-            f"sample {state['samples_seen']:,}; the data continues from there, none repeated or skipped"
+            f"sample {state['trainer']['samples_seen']:,}; the data continues from there, none repeated or skipped"
         )
 
 

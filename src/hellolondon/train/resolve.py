@@ -38,12 +38,12 @@ def resolve_config(
     cfg = copy.deepcopy(cfg)
     t = cfg.train
     cfg.model.vocab_size = int(meta["vocab_size"])
+    if global_batch is not None and global_batch < 1:
+        raise UserError("--global-batch must be at least 1")
     if state is not None:
         _check_architecture(cfg, ckpt, state)
-        resume_batch(t, state, world, log)  # the global batch on a new world size
+        resume_batch(t, state, world, log, global_batch)  # the global batch on a new world size
     elif global_batch is not None:
-        if global_batch < 1:
-            raise UserError("--global-batch must be at least 1")
         t.batch_size, t.grad_accum = split_batch(global_batch, world, max_batch=t.batch_size)
     t.eval_seqs = t.eval_seqs or t.eval_iters * t.batch_size  # fixed for the whole run
     home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None

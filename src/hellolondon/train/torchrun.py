@@ -85,11 +85,13 @@ def check_port(port: int | None) -> int:
 # ---------------------------------------------------------------- train --gpus N
 
 
-def torchrun_command(nproc: int, port: int, hellolondon_args: list[str]) -> list[str]:
+def torchrun_command(
+    nproc: int, port: int, hellolondon_args: list[str], debug: bool = False
+) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "torch.distributed.run" if debug else "hellolondon.train.torchrun",
         "--nnodes=1",
         f"--nproc-per-node={nproc}",
         "--master-addr=127.0.0.1",
@@ -111,7 +113,7 @@ def launch_train(
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(cfg.to_dict(), f)
     args = ["train", "--resolved-config", path] + (["--resume", resume] if resume else [])
-    cmd = torchrun_command(n, port, (["--debug"] if debug else []) + args)
+    cmd = torchrun_command(n, port, (["--debug"] if debug else []) + args, debug)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     print("$ " + shlex.join(["torchrun", *cmd[3:]]), flush=True)
@@ -182,3 +184,29 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
+
+
+# ---------------------------------------------------------------- torchrun, less its traceback
+
+
+def quiet_torchrun() -> int:
+    """torchrun, without the traceback of its own agent, which says nothing about the job: on
+    a failed rank its table of failures is what helps (the rank has printed its error), and on
+    SIGTERM or Ctrl-C the ranks have checkpointed and nothing failed. `--debug` runs torchrun
+    itself. The exit codes are torchrun's."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main
+
+    try:
+        main()
+    except ChildFailedError as failed:
+        print(failed.format_msg(), file=sys.stderr)
+        return 1
+    except SignalException:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(quiet_torchrun())
