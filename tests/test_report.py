@@ -7,7 +7,10 @@ import json
 import math
 import random
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,3 +226,74 @@ def test_thinning_keeps_spikes():
     ys[5_000] = 50.0
     tx, ty = thin(xs, ys, limit=500)
     assert len(tx) <= 1000 and 50.0 in ty and tx[0] == 0 and tx[-1] == 9_999
+
+
+# The page's script run in Node against a minimal stand-in for the DOM: enough for `draw`, which
+# builds each chart as SVG elements. Skipped where Node is not installed.
+DOM_STUB = r"""
+class Node {
+  constructor(tag) { this.tag = tag; this.attrs = {}; this.children = []; this.text = ''; this.style = {}; }
+  setAttribute(k, v) { this.attrs[k] = String(v); }
+  appendChild(c) { this.children.push(c); return c; }
+  set innerHTML(v) { this.children = []; }
+  set textContent(v) { this.text = String(v); }
+  get textContent() { return this.text; }
+  all() { return [this, ...this.children.flatMap(c => c.all())]; }
+}
+const DATA = new Node('script');
+const document = {
+  createElementNS: (ns, tag) => new Node(tag),
+  getElementById: id => id === 'data' ? DATA : new Node('div'),
+};
+"""
+
+
+def run_page_script(page: str, probe: str, timeout: float = 20) -> Any:
+    """Run the page's own script (all but its last line, `build();`) in Node, then `probe`: JS
+    whose value is printed as JSON."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("needs Node.js to run the page's script")
+    data = re.search(r'id="data">(.*?)</script>', page, re.S).group(1)
+    script = re.search(r"<script>(.*?)</script>", page.split('id="data">', 1)[1], re.S).group(1)
+    script = script.rstrip().removesuffix("build();")
+    source = (
+        DOM_STUB
+        + f"DATA.textContent = {json.dumps(data)};\n"
+        + script
+        + f"\nprocess.stdout.write(JSON.stringify((() => {{ {probe} }})()));\n"
+    )
+    try:
+        out = subprocess.run(
+            [node, "--max-old-space-size=256", "-e", source],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the page's script ran longer than {timeout}s")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_log_scale_on_a_step_time_with_a_compile_spike_draws_the_chart(tmp_path):
+    page = write_report([make_run(tmp_path, "a")], tmp_path / "r")["html"].read_text()
+    drawn = run_page_script(
+        page,
+        """
+        const i = D.panels.findIndex(p => p.title === 'train/dt_ms');
+        const svg = new Node('svg'), box = {querySelector: s => s === 'svg' ? svg : new Node('div')};
+        logY.add('train/dt_ms');
+        draw(D.panels[i], box);
+        const nodes = svg.all();
+        return {
+          lines: nodes.filter(n => n.tag === 'polyline').length,
+          ticks: nodes.filter(n => n.attrs['text-anchor'] === 'end').map(n => n.text),
+          notes: nodes.filter(n => n.attrs.class === 'note').map(n => n.text),
+          bad: nodes.filter(n => Object.values(n.attrs).some(v => /NaN|Infinity/.test(v))).length,
+        };
+        """,
+    )
+    assert drawn["lines"] == 1 and drawn["bad"] == 0
+    assert drawn["notes"] == ["max 15,000 ms (compilation) off scale"]
+    assert 2 <= len(drawn["ticks"]) <= 10 and "0" not in drawn["ticks"]  # no zero on a log axis
