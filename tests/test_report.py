@@ -297,3 +297,12 @@ def test_log_scale_on_a_step_time_with_a_compile_spike_draws_the_chart(tmp_path)
     assert drawn["lines"] == 1 and drawn["bad"] == 0
     assert drawn["notes"] == ["max 15,000 ms (compilation) off scale"]
     assert 2 <= len(drawn["ticks"]) <= 10 and "0" not in drawn["ticks"]  # no zero on a log axis
+
+
+@pytest.mark.parametrize("n", [2_001, 2_999, 3_999, 5_999, 60_000])
+def test_thinning_keeps_about_the_limit_whatever_the_length(n):
+    xs = list(range(n))
+    ys = [float(x % 7) for x in xs]
+    tx, ty = thin(xs, ys, limit=2_000)
+    assert 1_000 <= len(tx) <= 2_001 and tx[0] == 0 and tx[-1] == n - 1
+    assert tx == sorted(set(tx)) and all(ys[x] == y for x, y in zip(tx, ty, strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+from itertools import pairwise
 from typing import Any
 
 from hellolondon.report.assets import CSS, JS
@@ -18,16 +19,15 @@ def thin(xs: list[int], ys: list[float], limit: int = MAX_POINTS) -> tuple[list[
     """About `limit` points at most, keeping the lowest and highest of each bucket so spikes stay."""
     if len(xs) <= limit:
         return xs, ys
-    size = 2 * len(xs) / limit
-    out_x, out_y, start = [], [], 0
-    while start < len(xs):
-        end = min(len(xs), int(start + size) or start + 1)
+    buckets = limit // 2  # two points each; the bounds spread the remainder over all of them
+    bounds = [len(xs) * b // buckets for b in range(buckets + 1)]
+    out_x, out_y = [], []
+    for start, end in pairwise(bounds):
         idx = range(start, end)
         lo, hi = min(idx, key=ys.__getitem__), max(idx, key=ys.__getitem__)
         for k in sorted({lo, hi}):
             out_x.append(xs[k])
             out_y.append(ys[k])
-        start = end
     if out_x[-1] != xs[-1]:  # the latest value always shows
         out_x.append(xs[-1])
         out_y.append(ys[-1])
