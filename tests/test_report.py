@@ -306,3 +306,19 @@ def test_thinning_keeps_about_the_limit_whatever_the_length(n):
     tx, ty = thin(xs, ys, limit=2_000)
     assert 1_000 <= len(tx) <= 2_001 and tx[0] == 0 and tx[-1] == n - 1
     assert tx == sorted(set(tx)) and all(ys[x] == y for x, y in zip(tx, ty, strict=True))
+
+
+def test_the_step_time_axis_holds_a_short_slow_run_beside_a_long_fast_one(tmp_path):
+    fast = make_run(tmp_path, "fast", iters=3000)  # 300 rows at ~600 ms, one 15 s compile step
+    slow = make_run(tmp_path, "slow", iters=300, seed=3)  # 30 rows at ~2,000 ms
+    rows = [json.loads(line) for line in (slow / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row.get("train/dt_ms", 15000.0) < 15000.0:
+            row["train/dt_ms"] *= 3.3
+    (slow / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report([fast, slow], tmp_path / "r")["html"].read_text()
+    data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1))
+    panel = next(p for p in data["panels"] if p["title"] == "train/dt_ms")
+    slow_steady = sorted(data["runs"][1]["series"]["train/dt_ms"][1])[:-1]  # the spike left out
+    assert max(slow_steady) < panel["clip"] < 15000  # the slow run in view, the spike still off
+    assert panel["note"] == "max 15,000 ms (compilation) off scale"

@@ -9,7 +9,7 @@ from itertools import pairwise
 from typing import Any
 
 from hellolondon.report.assets import CSS, JS
-from hellolondon.report.png import OFF_SCALE, color
+from hellolondon.report.png import color, dt_off_scale
 from hellolondon.report.rundata import PANELS, RunData, summarize, summary_cells
 
 MAX_POINTS = 2000  # per curve in the page; more are thinned keeping each bucket's min and max
@@ -36,13 +36,10 @@ def thin(xs: list[int], ys: list[float], limit: int = MAX_POINTS) -> tuple[list[
 
 def _dt_clip(runs: list[RunData]) -> tuple[float | None, str]:
     """(top of the y axis, a note) when the compile step would squash the rest of train/dt_ms."""
-    values = sorted(v for r in runs for v in r.series("train/dt_ms")[1])
-    if not values:
+    clip = dt_off_scale(runs)
+    if clip is None:
         return None, ""
-    typical = values[int(0.9 * (len(values) - 1))]
-    if values[-1] <= OFF_SCALE * typical:
-        return None, ""
-    return 2 * typical, f"max {values[-1]:,.0f} ms (compilation) off scale"
+    return clip[0], f"max {clip[1]:,.0f} ms (compilation) off scale"
 
 
 def page_data(runs: list[RunData]) -> dict[str, Any]:

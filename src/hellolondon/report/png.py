@@ -65,17 +65,30 @@ def _draw_panel(ax, panel: Panel, runs: list[RunData]) -> None:
         _mark_findings(ax, runs)
 
 
+def dt_off_scale(runs: list[RunData]) -> tuple[float, float] | None:
+    """(top of the train/dt_ms axis, the highest step time) when a compile step would squash the
+    rest, else None. The first step can take 15 s against ~600 ms after it. The typical step time
+    is each run's own and the axis holds the slowest run's: pooled, a long fast run would push a
+    short slow one off the top."""
+    per_run = [v for v in (sorted(r.series("train/dt_ms")[1]) for r in runs) if v]
+    if not per_run:
+        return None
+    typical = max(v[int(0.9 * (len(v) - 1))] for v in per_run)
+    top = max(v[-1] for v in per_run)
+    if top <= OFF_SCALE * typical:
+        return None
+    return 2 * typical, top
+
+
 def _clip_compile_spike(ax, runs: list[RunData]) -> None:
-    """The first step can take 15 s (compilation) against ~600 ms after it: keep the steady
-    part readable and say what went off the top."""
-    values = sorted(v for r in runs for v in r.series("train/dt_ms")[1])
-    typical, top = values[int(0.9 * (len(values) - 1))], values[-1]
-    if top > OFF_SCALE * typical:
-        ax.set_ylim(0, 2 * typical)
+    """Keep the steady part of train/dt_ms readable and say what went off the top."""
+    clip = dt_off_scale(runs)
+    if clip:
+        ax.set_ylim(0, clip[0])
         ax.text(
             0.98,
             0.95,
-            f"max {top:,.0f} ms (compilation) off scale",
+            f"max {clip[1]:,.0f} ms (compilation) off scale",
             ha="right",
             va="top",
             fontsize=7,
