@@ -3,6 +3,7 @@ different metric sets, findings and summary, and bad input handled with clear me
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -322,3 +323,32 @@ def test_the_step_time_axis_holds_a_short_slow_run_beside_a_long_fast_one(tmp_pa
     slow_steady = sorted(data["runs"][1]["series"]["train/dt_ms"][1])[:-1]  # the spike left out
     assert max(slow_steady) < panel["clip"] < 15000  # the slow run in view, the spike still off
     assert panel["note"] == "max 15,000 ms (compilation) off scale"
+
+
+@pytest.mark.parametrize("n_runs", [1, 4, 8])
+def test_png_header_never_runs_into_the_panel_titles(tmp_path, n_runs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from hellolondon.report.png import figure
+
+    paths = [make_run(tmp_path, f"run {i} with a long name", seed=i) for i in range(n_runs)]
+    diverged = paths[0] / "metrics.jsonl"  # a loss of 1e21: the panel title rises over "1e21"
+    rows = [json.loads(line) for line in diverged.read_text().splitlines()]
+    for row in rows:
+        if "train/loss" in row:
+            row["train/loss"] *= 1e21
+    diverged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs, _ = load_runs(paths)
+    fig = figure(runs)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # places the titles above the exponents
+    renderer = canvas.get_renderer()
+    header = [*fig.legends, *fig.texts]  # the texts: the title and the note
+    panel_tops = [a.title for a in fig.axes] + [a.yaxis.offsetText for a in fig.axes]
+    boxes = [(h, h.get_window_extent(renderer)) for h in header]
+    for artist in panel_tops:
+        if artist.get_text():
+            box = artist.get_window_extent(renderer)
+            assert not any(box.overlaps(b) for _, b in boxes), artist.get_text()
+    for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2):
+        assert not box_a.overlaps(box_b), (a, b)

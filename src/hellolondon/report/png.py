@@ -3,6 +3,7 @@ marked on the loss panel, and the summary table underneath."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
@@ -105,15 +106,20 @@ def _mark_findings(ax, runs: list[RunData]) -> None:
                 ax.axvline(step, color=LEVEL_COLORS[level], lw=0.8, ls=":", alpha=0.8)
 
 
-def write_png(runs: list[RunData], path: Path) -> Path:
+def figure(runs: list[RunData]) -> Figure:
+    """The report's figure; the header (title, run legend, note) is sized in inches, so a legend
+    of several rows or a panel title raised by an exponent (1e21) never runs into it."""
     rows = [summary_cells(summarize(r)) for r in runs]
-    fig = Figure(figsize=(16, 11 + 0.3 * len(runs)), dpi=100)
+    height = 11 + 0.3 * len(runs)
+    ncol = min(4, len(runs))
+    header = 0.45 + 0.25 * math.ceil(len(runs) / ncol) + 0.45  # title, legend rows, panel title
+    fig = Figure(figsize=(16, height), dpi=100)
     grid = fig.add_gridspec(
         4,
         3,
         height_ratios=[1, 1, 1, 0.25 + 0.12 * len(runs)],
         hspace=0.45,
-        top=0.93,
+        top=1 - header / height,
         bottom=0.02,
         left=0.05,
         right=0.98,
@@ -135,23 +141,29 @@ def write_png(runs: list[RunData], path: Path) -> Path:
         table.scale(1, 1.3)
         for i in range(len(rows)):
             table[i + 1, 0].get_text().set_color(color(i))
-    fig.suptitle("helloLondon training report", fontsize=14, x=0.01, y=0.99, ha="left")
+    top = 1 - 0.1 / height
+    fig.suptitle("helloLondon training report", fontsize=14, x=0.01, y=top, ha="left", va="top")
     handles = [Line2D([], [], color=color(i), lw=2.5, label=r.name) for i, r in enumerate(runs)]
     fig.legend(
         handles=handles,
         loc="upper left",
-        bbox_to_anchor=(0.01, 0.975),
+        bbox_to_anchor=(0.01, 1 - 0.45 / height),
         frameon=False,
-        ncol=min(4, len(runs)),
+        ncol=ncol,
         fontsize=10,
     )
     fig.text(
         0.99,
-        0.975,
+        top,
         "dotted lines on train/loss: health warnings (orange) and errors (red)",
         ha="right",
+        va="top",
         fontsize=8,
         color="#555",
     )
-    fig.savefig(path, format="png")
+    return fig
+
+
+def write_png(runs: list[RunData], path: Path) -> Path:
+    figure(runs).savefig(path, format="png")
     return path
