@@ -3,11 +3,15 @@ different metric sets, findings and summary, and bad input handled with clear me
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,3 +227,128 @@ def test_thinning_keeps_spikes():
     ys[5_000] = 50.0
     tx, ty = thin(xs, ys, limit=500)
     assert len(tx) <= 1000 and 50.0 in ty and tx[0] == 0 and tx[-1] == 9_999
+
+
+# The page's script run in Node against a minimal stand-in for the DOM: enough for `draw`, which
+# builds each chart as SVG elements. Skipped where Node is not installed.
+DOM_STUB = r"""
+class Node {
+  constructor(tag) { this.tag = tag; this.attrs = {}; this.children = []; this.text = ''; this.style = {}; }
+  setAttribute(k, v) { this.attrs[k] = String(v); }
+  appendChild(c) { this.children.push(c); return c; }
+  set innerHTML(v) { this.children = []; }
+  set textContent(v) { this.text = String(v); }
+  get textContent() { return this.text; }
+  all() { return [this, ...this.children.flatMap(c => c.all())]; }
+}
+const DATA = new Node('script');
+const document = {
+  createElementNS: (ns, tag) => new Node(tag),
+  getElementById: id => id === 'data' ? DATA : new Node('div'),
+};
+"""
+
+
+def run_page_script(page: str, probe: str, timeout: float = 20) -> Any:
+    """Run the page's own script (all but its last line, `build();`) in Node, then `probe`: JS
+    whose value is printed as JSON."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("needs Node.js to run the page's script")
+    data = re.search(r'id="data">(.*?)</script>', page, re.S).group(1)
+    script = re.search(r"<script>(.*?)</script>", page.split('id="data">', 1)[1], re.S).group(1)
+    script = script.rstrip().removesuffix("build();")
+    source = (
+        DOM_STUB
+        + f"DATA.textContent = {json.dumps(data)};\n"
+        + script
+        + f"\nprocess.stdout.write(JSON.stringify((() => {{ {probe} }})()));\n"
+    )
+    try:
+        out = subprocess.run(
+            [node, "--max-old-space-size=256", "-e", source],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the page's script ran longer than {timeout}s")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_log_scale_on_a_step_time_with_a_compile_spike_draws_the_chart(tmp_path):
+    page = write_report([make_run(tmp_path, "a")], tmp_path / "r")["html"].read_text()
+    drawn = run_page_script(
+        page,
+        """
+        const i = D.panels.findIndex(p => p.title === 'train/dt_ms');
+        const svg = new Node('svg'), box = {querySelector: s => s === 'svg' ? svg : new Node('div')};
+        logY.add('train/dt_ms');
+        draw(D.panels[i], box);
+        const nodes = svg.all();
+        return {
+          lines: nodes.filter(n => n.tag === 'polyline').length,
+          ticks: nodes.filter(n => n.attrs['text-anchor'] === 'end').map(n => n.text),
+          notes: nodes.filter(n => n.attrs.class === 'note').map(n => n.text),
+          bad: nodes.filter(n => Object.values(n.attrs).some(v => /NaN|Infinity/.test(v))).length,
+        };
+        """,
+    )
+    assert drawn["lines"] == 1 and drawn["bad"] == 0
+    assert drawn["notes"] == ["max 15,000 ms (compilation) off scale"]
+    assert 2 <= len(drawn["ticks"]) <= 10 and "0" not in drawn["ticks"]  # no zero on a log axis
+
+
+@pytest.mark.parametrize("n", [2_001, 2_999, 3_999, 5_999, 60_000])
+def test_thinning_keeps_about_the_limit_whatever_the_length(n):
+    xs = list(range(n))
+    ys = [float(x % 7) for x in xs]
+    tx, ty = thin(xs, ys, limit=2_000)
+    assert 1_000 <= len(tx) <= 2_001 and tx[0] == 0 and tx[-1] == n - 1
+    assert tx == sorted(set(tx)) and all(ys[x] == y for x, y in zip(tx, ty, strict=True))
+
+
+def test_the_step_time_axis_holds_a_short_slow_run_beside_a_long_fast_one(tmp_path):
+    fast = make_run(tmp_path, "fast", iters=3000)  # 300 rows at ~600 ms, one 15 s compile step
+    slow = make_run(tmp_path, "slow", iters=300, seed=3)  # 30 rows at ~2,000 ms
+    rows = [json.loads(line) for line in (slow / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row.get("train/dt_ms", 15000.0) < 15000.0:
+            row["train/dt_ms"] *= 3.3
+    (slow / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report([fast, slow], tmp_path / "r")["html"].read_text()
+    data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1))
+    panel = next(p for p in data["panels"] if p["title"] == "train/dt_ms")
+    slow_steady = sorted(data["runs"][1]["series"]["train/dt_ms"][1])[:-1]  # the spike left out
+    assert max(slow_steady) < panel["clip"] < 15000  # the slow run in view, the spike still off
+    assert panel["note"] == "max 15,000 ms (compilation) off scale"
+
+
+@pytest.mark.parametrize("n_runs", [1, 4, 8])
+def test_png_header_never_runs_into_the_panel_titles(tmp_path, n_runs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from hellolondon.report.png import figure
+
+    paths = [make_run(tmp_path, f"run {i} with a long name", seed=i) for i in range(n_runs)]
+    diverged = paths[0] / "metrics.jsonl"  # a loss of 1e21: the panel title rises over "1e21"
+    rows = [json.loads(line) for line in diverged.read_text().splitlines()]
+    for row in rows:
+        if "train/loss" in row:
+            row["train/loss"] *= 1e21
+    diverged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs, _ = load_runs(paths)
+    fig = figure(runs)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # places the titles above the exponents
+    renderer = canvas.get_renderer()
+    header = [*fig.legends, *fig.texts]  # the texts: the title and the note
+    panel_tops = [a.title for a in fig.axes] + [a.yaxis.offsetText for a in fig.axes]
+    boxes = [(h, h.get_window_extent(renderer)) for h in header]
+    for artist in panel_tops:
+        if artist.get_text():
+            box = artist.get_window_extent(renderer)
+            assert not any(box.overlaps(b) for _, b in boxes), artist.get_text()
+    for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2):
+        assert not box_a.overlaps(box_b), (a, b)

@@ -47,6 +47,7 @@ function ticks(lo, hi, n) {
 }
 function logTicks(lo, hi) {
   const out = [];
+  if (!(lo > 0)) return ticks(lo, hi, 4);  // log10(0) would never end the loop
   for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++)
     for (const m of [1, 2, 3, 5]) { const t = m * Math.pow(10, e); if (t >= lo && t <= hi) out.push(t); }
   return out.length >= 2 ? out : ticks(lo, hi, 4);
@@ -84,7 +85,7 @@ function draw(panel, box) {
   if (zoom) { x0 = zoom[0]; x1 = zoom[1]; }
   if (!isFinite(y0)) { el('text', {x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty'}, svg).textContent = 'no data in this range'; return; }
   const clipped = panel.clip && y1 > panel.clip;
-  if (clipped) { y1 = panel.clip; y0 = 0; }  // a compile spike: drawn off scale
+  if (clipped) { y1 = panel.clip; if (!log) y0 = 0; }  // a compile spike: drawn off scale
   if (x1 === x0) { x0 -= 1; x1 += 1; }
   if (y1 === y0) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
   else if (!log) { const pad = (y1 - y0) * 0.05; y0 = y0 === 0 ? 0 : y0 - pad; y1 += pad; }

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import html
 import json
+from itertools import pairwise
 from typing import Any
 
 from hellolondon.report.assets import CSS, JS
-from hellolondon.report.png import OFF_SCALE, color
+from hellolondon.report.png import color, dt_off_scale
 from hellolondon.report.rundata import PANELS, RunData, summarize, summary_cells
 
 MAX_POINTS = 2000  # per curve in the page; more are thinned keeping each bucket's min and max
@@ -18,16 +19,15 @@ def thin(xs: list[int], ys: list[float], limit: int = MAX_POINTS) -> tuple[list[
     """About `limit` points at most, keeping the lowest and highest of each bucket so spikes stay."""
     if len(xs) <= limit:
         return xs, ys
-    size = 2 * len(xs) / limit
-    out_x, out_y, start = [], [], 0
-    while start < len(xs):
-        end = min(len(xs), int(start + size) or start + 1)
+    buckets = limit // 2  # two points each; the bounds spread the remainder over all of them
+    bounds = [len(xs) * b // buckets for b in range(buckets + 1)]
+    out_x, out_y = [], []
+    for start, end in pairwise(bounds):
         idx = range(start, end)
         lo, hi = min(idx, key=ys.__getitem__), max(idx, key=ys.__getitem__)
         for k in sorted({lo, hi}):
             out_x.append(xs[k])
             out_y.append(ys[k])
-        start = end
     if out_x[-1] != xs[-1]:  # the latest value always shows
         out_x.append(xs[-1])
         out_y.append(ys[-1])
@@ -36,13 +36,10 @@ def thin(xs: list[int], ys: list[float], limit: int = MAX_POINTS) -> tuple[list[
 
 def _dt_clip(runs: list[RunData]) -> tuple[float | None, str]:
     """(top of the y axis, a note) when the compile step would squash the rest of train/dt_ms."""
-    values = sorted(v for r in runs for v in r.series("train/dt_ms")[1])
-    if not values:
+    clip = dt_off_scale(runs)
+    if clip is None:
         return None, ""
-    typical = values[int(0.9 * (len(values) - 1))]
-    if values[-1] <= OFF_SCALE * typical:
-        return None, ""
-    return 2 * typical, f"max {values[-1]:,.0f} ms (compilation) off scale"
+    return clip[0], f"max {clip[1]:,.0f} ms (compilation) off scale"
 
 
 def page_data(runs: list[RunData]) -> dict[str, Any]:

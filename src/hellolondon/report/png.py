@@ -3,6 +3,7 @@ marked on the loss panel, and the summary table underneath."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
@@ -65,17 +66,30 @@ def _draw_panel(ax, panel: Panel, runs: list[RunData]) -> None:
         _mark_findings(ax, runs)
 
 
+def dt_off_scale(runs: list[RunData]) -> tuple[float, float] | None:
+    """(top of the train/dt_ms axis, the highest step time) when a compile step would squash the
+    rest, else None. The first step can take 15 s against ~600 ms after it. The typical step time
+    is each run's own and the axis holds the slowest run's: pooled, a long fast run would push a
+    short slow one off the top."""
+    per_run = [v for v in (sorted(r.series("train/dt_ms")[1]) for r in runs) if v]
+    if not per_run:
+        return None
+    typical = max(v[int(0.9 * (len(v) - 1))] for v in per_run)
+    top = max(v[-1] for v in per_run)
+    if top <= OFF_SCALE * typical:
+        return None
+    return 2 * typical, top
+
+
 def _clip_compile_spike(ax, runs: list[RunData]) -> None:
-    """The first step can take 15 s (compilation) against ~600 ms after it: keep the steady
-    part readable and say what went off the top."""
-    values = sorted(v for r in runs for v in r.series("train/dt_ms")[1])
-    typical, top = values[int(0.9 * (len(values) - 1))], values[-1]
-    if top > OFF_SCALE * typical:
-        ax.set_ylim(0, 2 * typical)
+    """Keep the steady part of train/dt_ms readable and say what went off the top."""
+    clip = dt_off_scale(runs)
+    if clip:
+        ax.set_ylim(0, clip[0])
         ax.text(
             0.98,
             0.95,
-            f"max {top:,.0f} ms (compilation) off scale",
+            f"max {clip[1]:,.0f} ms (compilation) off scale",
             ha="right",
             va="top",
             fontsize=7,
@@ -92,15 +106,20 @@ def _mark_findings(ax, runs: list[RunData]) -> None:
                 ax.axvline(step, color=LEVEL_COLORS[level], lw=0.8, ls=":", alpha=0.8)
 
 
-def write_png(runs: list[RunData], path: Path) -> Path:
+def figure(runs: list[RunData]) -> Figure:
+    """The report's figure; the header (title, run legend, note) is sized in inches, so a legend
+    of several rows or a panel title raised by an exponent (1e21) never runs into it."""
     rows = [summary_cells(summarize(r)) for r in runs]
-    fig = Figure(figsize=(16, 11 + 0.3 * len(runs)), dpi=100)
+    height = 11 + 0.3 * len(runs)
+    ncol = min(4, len(runs))
+    header = 0.45 + 0.25 * math.ceil(len(runs) / ncol) + 0.45  # title, legend rows, panel title
+    fig = Figure(figsize=(16, height), dpi=100)
     grid = fig.add_gridspec(
         4,
         3,
         height_ratios=[1, 1, 1, 0.25 + 0.12 * len(runs)],
         hspace=0.45,
-        top=0.93,
+        top=1 - header / height,
         bottom=0.02,
         left=0.05,
         right=0.98,
@@ -122,23 +141,29 @@ def write_png(runs: list[RunData], path: Path) -> Path:
         table.scale(1, 1.3)
         for i in range(len(rows)):
             table[i + 1, 0].get_text().set_color(color(i))
-    fig.suptitle("helloLondon training report", fontsize=14, x=0.01, y=0.99, ha="left")
+    top = 1 - 0.1 / height
+    fig.suptitle("helloLondon training report", fontsize=14, x=0.01, y=top, ha="left", va="top")
     handles = [Line2D([], [], color=color(i), lw=2.5, label=r.name) for i, r in enumerate(runs)]
     fig.legend(
         handles=handles,
         loc="upper left",
-        bbox_to_anchor=(0.01, 0.975),
+        bbox_to_anchor=(0.01, 1 - 0.45 / height),
         frameon=False,
-        ncol=min(4, len(runs)),
+        ncol=ncol,
         fontsize=10,
     )
     fig.text(
         0.99,
-        0.975,
+        top,
         "dotted lines on train/loss: health warnings (orange) and errors (red)",
         ha="right",
+        va="top",
         fontsize=8,
         color="#555",
     )
-    fig.savefig(path, format="png")
+    return fig
+
+
+def write_png(runs: list[RunData], path: Path) -> Path:
+    figure(runs).savefig(path, format="png")
     return path
