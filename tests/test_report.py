@@ -233,12 +233,15 @@ def test_thinning_keeps_spikes():
 # builds each chart as SVG elements. Skipped where Node is not installed.
 DOM_STUB = r"""
 class Node {
-  constructor(tag) { this.tag = tag; this.attrs = {}; this.children = []; this.text = ''; this.style = {}; }
+  constructor(tag) { this.tag = tag; this.attrs = {}; this.children = []; this.text = ''; this.style = {}; this.html = ''; }
   setAttribute(k, v) { this.attrs[k] = String(v); }
   appendChild(c) { this.children.push(c); return c; }
-  set innerHTML(v) { this.children = []; }
+  set innerHTML(v) { this.children = []; this.html = String(v); }
+  get innerHTML() { return this.html; }
   set textContent(v) { this.text = String(v); }
   get textContent() { return this.text; }
+  get offsetWidth() { return 0; }
+  getBoundingClientRect() { return {left: 0, top: 0, width: W, height: H}; }  // 1 px a unit
   all() { return [this, ...this.children.flatMap(c => c.all())]; }
 }
 const DATA = new Node('script');
@@ -246,6 +249,13 @@ const document = {
   createElementNS: (ns, tag) => new Node(tag),
   getElementById: id => id === 'data' ? DATA : new Node('div'),
 };
+// One chart drawn into a stand-in panel: its svg, its tooltip and all the svg's nodes.
+function drawPanel(title) {
+  const svg = new Node('svg'), tip = new Node('div');
+  draw(D.panels.find(p => p.title === title), {querySelector: s => s === 'svg' ? svg : tip});
+  return {svg, tip, nodes: svg.all()};
+}
+const texts = (nodes, cls) => nodes.filter(n => n.attrs.class === cls).map(n => n.text);
 """
 
 
@@ -289,7 +299,7 @@ def test_log_scale_on_a_step_time_with_a_compile_spike_draws_the_chart(tmp_path)
         const nodes = svg.all();
         return {
           lines: nodes.filter(n => n.tag === 'polyline').length,
-          ticks: nodes.filter(n => n.attrs['text-anchor'] === 'end').map(n => n.text),
+          ticks: texts(nodes, 'ytick'),
           notes: nodes.filter(n => n.attrs.class === 'note').map(n => n.text),
           bad: nodes.filter(n => Object.values(n.attrs).some(v => /NaN|Infinity/.test(v))).length,
         };
@@ -352,3 +362,37 @@ def test_png_header_never_runs_into_the_panel_titles(tmp_path, n_runs):
             assert not any(box.overlaps(b) for _, b in boxes), artist.get_text()
     for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2):
         assert not box_a.overlaps(box_b), (a, b)
+
+
+def test_the_charts_label_their_x_axis_keep_the_last_tick_and_key_their_line_styles(tmp_path):
+    page = write_report([make_run(tmp_path, "a", iters=3000, gpu=True)], tmp_path / "r")
+    drawn = run_page_script(
+        page["html"].read_text(),
+        """
+        const out = {};
+        for (const p of D.panels) {
+          const {nodes} = drawPanel(p.title);
+          const at = cls => nodes.filter(n => n.attrs.class === cls).map(n => [n.text, +n.attrs.x]);
+          out[p.title] = {
+            xlabel: texts(nodes, 'xlabel'),
+            xticks: at('xtick'),
+            key: at('key'),
+            dashes: nodes.filter(n => n.tag === 'line' && n.attrs.stroke === '#444').map(n => n.attrs['stroke-dasharray']),
+          };
+        }
+        out.W = W;
+        return out;
+        """,
+    )
+    width = drawn.pop("W")
+    for title, panel in drawn.items():
+        assert panel["xlabel"] == ["step"], title  # as the PNG's x axes
+        # 10 px digits are about 6.4 px wide: the centred last label stays inside the chart
+        assert all(x + 3.2 * len(t) <= width for t, x in panel["xticks"]), (title, panel["xticks"])
+    assert drawn["train/loss"]["xticks"][-1][0] == "3000"
+    assert [t for t, _ in drawn["eval loss"]["key"]] == ["train_loss", "val_loss"]
+    assert drawn["eval loss"]["dashes"] == ["", "6 3"]  # solid and dashed, as the curves
+    key = drawn["GPU memory"]["key"]  # only the metrics this run logged
+    assert [t for t, _ in key] == ["mem_allocated", "max_mem_allocated"]
+    assert key[-1][1] + 5.4 * len(key[-1][0]) <= width  # 9 px text
+    assert drawn["train/loss"]["key"] == []  # one line per run: the run legend says it all

@@ -14,7 +14,7 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8p
 .panel h3 button { font-size: 11px; border: 1px solid #ccc; background: #f4f4f4; border-radius: 3px; cursor: pointer; }
 .panel svg { width: 100%; height: auto; display: block; }
 .empty { fill: #999; font-size: 13px; } .note { fill: #666; font-size: 10px; }
-.axis text { font-size: 10px; fill: #555; } .axis line { stroke: #eee; }
+.axis text { font-size: 10px; fill: #555; } .axis line { stroke: #eee; } .key { font-size: 9px; fill: #444; }
 .tip { position: absolute; pointer-events: none; background: rgba(255,255,255,.95); border: 1px solid #bbb;
        border-radius: 4px; padding: 4px 6px; font-size: 11px; white-space: nowrap; display: none; z-index: 2; }
 table { border-collapse: collapse; background: #fff; font-size: 13px; }
@@ -27,9 +27,11 @@ tr.ERROR td.level { color: #d22; font-weight: bold; }
 
 JS = r"""
 const D = JSON.parse(document.getElementById('data').textContent);
-const W = 400, H = 230, L = 52, R = 10, T = 8, B = 26;
+const W = 400, H = 240, L = 52, R = 24, T = 20, B = 34;  // R: room for the last x label's half
 const hidden = new Set(), logY = new Set();
 let zoom = null;  // [x0, x1] shared by every panel
+const DASHES = ['', '6 3', '2 3'];  // a panel's first, second and third metric, as the PNG's styles
+const short = key => key.split('/').pop().replace(/_gb$/, '');  // the unit is in the title
 
 function fmt(v) {
   if (v === 0) return '0';
@@ -52,6 +54,16 @@ function logTicks(lo, hi) {
     for (const m of [1, 2, 3, 5]) { const t = m * Math.pow(10, e); if (t >= lo && t <= hi) out.push(t); }
   return out.length >= 2 ? out : ticks(lo, hi, 4);
 }
+function lineKey(panel, series, svg) {
+  // which line is which metric: the runs' colours are in the legend above the charts
+  let kx = L;
+  panel.keys.forEach((key, j) => {
+    if (!series.some(s => s.key === key)) return;
+    el('line', {x1: kx, x2: kx + 16, y1: T - 8, y2: T - 8, stroke: '#444', 'stroke-width': 1.5, 'stroke-dasharray': DASHES[j % 3]}, svg);
+    el('text', {x: kx + 20, y: T - 5, class: 'key'}, svg).textContent = short(key);
+    kx += 32 + short(key).length * 5;
+  });
+}
 function el(tag, attrs, parent) {
   const e = document.createElementNS('http://www.w3.org/2000/svg', tag);  // a namespace, not a fetch
   for (const k in attrs) e.setAttribute(k, attrs[k]);
@@ -64,7 +76,7 @@ function visibleSeries(panel) {
     if (hidden.has(i)) return;
     panel.keys.forEach((key, j) => {
       const s = run.series[key];
-      if (s && s[0].length) out.push({run: run.name, color: run.color, key, dash: ['', '6 3', '2 3'][j % 3], xs: s[0], ys: s[1]});
+      if (s && s[0].length) out.push({run: run.name, color: run.color, key, dash: DASHES[j % 3], xs: s[0], ys: s[1]});
     });
   });
   return out;
@@ -94,8 +106,10 @@ function draw(panel, box) {
   const sy = y => T + (1 - (f(y) - fy0) / (fy1 - fy0)) * (H - T - B);
   const axis = el('g', {class: 'axis'}, svg);
   const yt = log ? logTicks(y0, y1) : ticks(y0, y1, 4);
-  for (const t of yt) { el('line', {x1: L, x2: W - R, y1: sy(t), y2: sy(t)}, axis); el('text', {x: L - 4, y: sy(t) + 3, 'text-anchor': 'end'}, axis).textContent = fmt(t); }
-  for (const t of ticks(x0, x1, 5)) el('text', {x: sx(t), y: H - 8, 'text-anchor': 'middle'}, axis).textContent = fmt(t);
+  for (const t of yt) { el('line', {x1: L, x2: W - R, y1: sy(t), y2: sy(t)}, axis); el('text', {x: L - 4, y: sy(t) + 3, 'text-anchor': 'end', class: 'ytick'}, axis).textContent = fmt(t); }
+  for (const t of ticks(x0, x1, 5)) el('text', {x: sx(t), y: H - 16, 'text-anchor': 'middle', class: 'xtick'}, axis).textContent = fmt(t);
+  el('text', {x: L + (W - L - R) / 2, y: H - 3, 'text-anchor': 'middle', class: 'xlabel'}, axis).textContent = 'step';
+  if (panel.keys.length > 1) lineKey(panel, series, svg);
   el('rect', {x: L, y: T, width: W - L - R, height: H - T - B, fill: 'none', stroke: '#ccc'}, svg);
   if (clipped) el('text', {x: W - R - 4, y: T + 12, 'text-anchor': 'end', class: 'note'}, svg).textContent = panel.note;
   const clip = 'c' + Math.random().toString(36).slice(2);
@@ -127,7 +141,7 @@ function draw(panel, box) {
     for (const s of series) {
       let best = 0;
       s.xs.forEach((x, k) => { if (Math.abs(x - step) < Math.abs(s.xs[best] - step)) best = k; });
-      const key = panel.keys.length > 1 ? ' ' + s.key.split('/').pop() : '';
+      const key = panel.keys.length > 1 ? ' ' + short(s.key) : '';
       lines.push(`<span style="color:${s.color}">&#9632;</span> ${esc(s.run)}${key}: <b>${fmt(s.ys[best])}</b> @ ${s.xs[best]}`);
     }
     tip.innerHTML = lines.join('<br>');
