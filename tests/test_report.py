@@ -396,3 +396,30 @@ def test_the_charts_label_their_x_axis_keep_the_last_tick_and_key_their_line_sty
     assert [t for t, _ in key] == ["mem_allocated", "max_mem_allocated"]
     assert key[-1][1] + 5.4 * len(key[-1][0]) <= width  # 9 px text
     assert drawn["train/loss"]["key"] == []  # one line per run: the run legend says it all
+
+
+def test_hover_shows_a_run_only_where_it_has_data_in_view(tmp_path):
+    long, short = make_run(tmp_path, "long", iters=3000), make_run(tmp_path, "short", iters=60)
+    page = write_report([long, short], tmp_path / "r")["html"].read_text()
+    tips = run_page_script(
+        page,
+        """
+        const hover = (z, step) => {
+          zoom = z;
+          const {svg, tip} = drawPanel('train/loss');
+          svg.onmousemove({clientX: L + (step - z[0]) / (z[1] - z[0]) * (W - L - R), clientY: 50});
+          return tip.style.display === 'block' ? tip.innerHTML : '';
+        };
+        return {
+          inside: hover([0, 3000], 50),
+          past_end: hover([0, 3000], 200),
+          zoomed: hover([100, 400], 110),
+          short_only: (hidden.add(0), hover([0, 3000], 200)),
+        };
+        """,
+    )
+    assert "long" in tips["inside"] and "short" in tips["inside"] and "@ 50" in tips["inside"]
+    assert "long" in tips["past_end"] and "short" not in tips["past_end"]  # short ended at 60
+    assert "long" in tips["zoomed"] and "@ 110" in tips["zoomed"]
+    assert "short" not in tips["zoomed"]  # its last point, 60, is outside the zoom
+    assert tips["short_only"] == ""  # no run with data there: no empty tooltip

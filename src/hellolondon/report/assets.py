@@ -54,6 +54,16 @@ function logTicks(lo, hi) {
     for (const m of [1, 2, 3, 5]) { const t = m * Math.pow(10, e); if (t >= lo && t <= hi) out.push(t); }
   return out.length >= 2 ? out : ticks(lo, hi, 4);
 }
+// The index of the point of sorted `xs` nearest `step` within the x range [x0, x1], or -1 where
+// the run has no data there: the cursor is more than `tol` before its first point in the range
+// or past its last, so a short run never shows its last value far beyond its end.
+function nearest(xs, step, x0, x1, tol) {
+  const count = f => { let a = 0, b = xs.length; while (a < b) { const m = (a + b) >> 1; if (f(xs[m])) a = m + 1; else b = m; } return a; };
+  const first = count(x => x < x0), last = count(x => x <= x1) - 1;
+  if (first > last || step < xs[first] - tol || step > xs[last] + tol) return -1;
+  const k = Math.min(Math.max(count(x => x < step), first), last);
+  return k > first && step - xs[k - 1] < xs[k] - step ? k - 1 : k;
+}
 function lineKey(panel, series, svg) {
   // which line is which metric: the runs' colours are in the legend above the charts
   let kx = L;
@@ -137,15 +147,15 @@ function draw(panel, box) {
     if (px < L || px > W - R) { cursor.setAttribute('visibility', 'hidden'); tip.style.display = 'none'; return; }
     cursor.setAttribute('x1', px); cursor.setAttribute('x2', px); cursor.setAttribute('visibility', 'visible');
     if (drag !== null) { band.setAttribute('x', Math.min(drag, px)); band.setAttribute('width', Math.abs(px - drag)); band.setAttribute('visibility', 'visible'); }
-    const step = toStep(px), lines = [];
+    const step = toStep(px), tol = 4 * (x1 - x0) / (W - L - R), lines = [];  // 4 pixels
     for (const s of series) {
-      let best = 0;
-      s.xs.forEach((x, k) => { if (Math.abs(x - step) < Math.abs(s.xs[best] - step)) best = k; });
+      const k = nearest(s.xs, step, x0, x1, tol);
+      if (k < 0) continue;
       const key = panel.keys.length > 1 ? ' ' + short(s.key) : '';
-      lines.push(`<span style="color:${s.color}">&#9632;</span> ${esc(s.run)}${key}: <b>${fmt(s.ys[best])}</b> @ ${s.xs[best]}`);
+      lines.push(`<span style="color:${s.color}">&#9632;</span> ${esc(s.run)}${key}: <b>${fmt(s.ys[k])}</b> @ ${s.xs[k]}`);
     }
     tip.innerHTML = lines.join('<br>');
-    tip.style.display = 'block';
+    tip.style.display = lines.length ? 'block' : 'none';
     const r = svg.getBoundingClientRect();
     tip.style.left = Math.min(ev.clientX - r.left + 14, r.width - tip.offsetWidth) + 'px';
     tip.style.top = (ev.clientY - r.top + 30) + 'px';
