@@ -423,3 +423,16 @@ def test_hover_shows_a_run_only_where_it_has_data_in_view(tmp_path):
     assert "long" in tips["zoomed"] and "@ 110" in tips["zoomed"]
     assert "short" not in tips["zoomed"]  # its last point, 60, is outside the zoom
     assert tips["short_only"] == ""  # no run with data there: no empty tooltip
+
+
+def test_a_narrow_log_axis_still_gets_two_labelled_ticks(tmp_path):
+    page = write_report([make_run(tmp_path, "a", gpu=True)], tmp_path / "r")["html"].read_text()
+    drawn = run_page_script(
+        page,
+        """
+        logY.add('train/mfu');  // MFU between 40 and 41
+        return {log: texts(drawPanel('train/mfu').nodes, 'ytick'), narrow: ticks(40.01, 40.99, 4)};
+        """,
+    )
+    assert len(drawn["log"]) >= 2 and len(drawn["narrow"]) >= 2
+    assert all(40 <= t <= 41 for t in drawn["narrow"])

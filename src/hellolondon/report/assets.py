@@ -44,8 +44,8 @@ function ticks(lo, hi, n) {
   const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 5, 10].map(m => m * mag).find(s => s >= raw);
   const out = [];
-  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push(t);
-  return out;
+  for (let k = Math.ceil(lo / step); k * step <= hi + step * 1e-9; k++) out.push(+(k * step).toPrecision(12));
+  return out.length < 2 && n < 64 ? ticks(lo, hi, n * 2) : out;  // a narrow range still gets two
 }
 function logTicks(lo, hi) {
   const out = [];
