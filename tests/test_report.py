@@ -436,3 +436,27 @@ def test_a_narrow_log_axis_still_gets_two_labelled_ticks(tmp_path):
     )
     assert len(drawn["log"]) >= 2 and len(drawn["narrow"]) >= 2
     assert all(40 <= t <= 41 for t in drawn["narrow"])
+
+
+def test_huge_losses_print_compactly_in_the_tables_and_the_page(tmp_path):
+    from hellolondon.report.png import figure
+    from hellolondon.units import fmt_value
+
+    assert fmt_value(3316053041453541097472.0) == "3.32e21" and fmt_value(3.14159) == "3.1416"
+    assert fmt_value(-2.5e-5) == "-2.50e-5" and fmt_value(0.0) == "0.0000"
+    diverged = make_run(tmp_path, "diverged", finished=False)
+    rows = [json.loads(line) for line in (diverged / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        for key in ("train/loss", "eval/train_loss", "eval/val_loss"):
+            if key in row:
+                row[key] *= 1e21
+    (diverged / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths = [diverged, make_run(tmp_path, "ok", seed=1)]
+    page = write_report(paths, tmp_path / "r")["html"].read_text()
+    tables = page.split('id="data"')[0]  # the summary and the comparison
+    assert tables.count("e21") >= 3 and not re.search(r"\d{9,}", tables)
+    cells = figure(load_runs(paths)[0]).axes[-1].tables[0].get_celld().values()
+    png_text = [c.get_text().get_text() for c in cells]
+    assert any(t.startswith("3.") and t.endswith("e21") for t in png_text)
+    assert not any(re.search(r"\d{9,}", t) for t in png_text)
+    assert run_page_script(page, "return fmt(3316053041453541097472);") == "3.32e21"

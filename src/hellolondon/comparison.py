@@ -14,7 +14,7 @@ from typing import Any
 
 from hellolondon.errors import UserError
 from hellolondon.report.rundata import RunData, summarize, to_float
-from hellolondon.units import fmt_count, fmt_duration
+from hellolondon.units import fmt_count, fmt_duration, fmt_value
 
 SETTING_SECTIONS = ("model", "train", "data", "tracking", "monitor")
 # Settings that differ between any two runs without changing what they compute.
@@ -209,7 +209,7 @@ def _cell(column: str, value: Any) -> str:
         return str(value).lower()
     if isinstance(value, float):
         return (
-            f"{value:.4f}"
+            fmt_value(value)
             if "loss" in column or "bpb" in column or "(" in column
             else f"{value:.4g}"
         )

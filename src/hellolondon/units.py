@@ -1,4 +1,4 @@
-"""Numbers as people read them in tables and console lines: counts and durations."""
+"""Numbers as people read them in tables and console lines: counts, values and durations."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ def fmt_count(x: float | None) -> str:
         if abs(x) >= div:
             return f"{x / div:.3g}{unit}"
     return f"{x:.0f}"
+
+
+def fmt_value(x: float | None, decimals: int = 4) -> str:
+    """A loss or other value to `decimals` places, in short exponent form where that would be
+    long or all zeros: 3316053041453541097472.0 -> "3.32e21" (a diverged run); "-" for None."""
+    if x is None:
+        return "-"
+    if x != 0 and not 1e-3 <= abs(x) < 1e5:
+        mantissa, exp = f"{x:.2e}".split("e")
+        return f"{mantissa}e{int(exp)}"
+    return f"{x:.{decimals}f}"
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -36,7 +36,7 @@ const short = key => key.split('/').pop().replace(/_gb$/, '');  // the unit is i
 function fmt(v) {
   if (v === 0) return '0';
   const a = Math.abs(v);
-  if (a >= 1e5 || a < 1e-3) return v.toExponential(2);
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(2).replace('e+', 'e');  // 3.32e21, as the tables
   return (+v.toPrecision(4)).toString();
 }
 function ticks(lo, hi, n) {

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from hellolondon.errors import UserError
 from hellolondon.rundir import RunDir, cut_short
-from hellolondon.units import fmt_count, fmt_duration
+from hellolondon.units import fmt_count, fmt_duration, fmt_value
 
 
 class Panel(NamedTuple):
@@ -197,8 +197,8 @@ def summary_cells(row: dict[str, Any]) -> dict[str, str]:
         "status": row["status"],
         "iterations": f"{row['iterations']}{of}",
         "recipe": row["recipe"],
-        "best val loss": f"{best:.4f}{at}" if best is not None else "-",
-        "final train loss": f"{final:.4f}" if final is not None else "-",
+        "best val loss": f"{fmt_value(best)}{at}" if best is not None else "-",
+        "final train loss": fmt_value(final),
         "tokens": fmt_count(row["tokens"]),
         "wall time": fmt_duration(row["wall_time_s"]),
         "tokens/s": fmt_count(row["tokens_per_sec"]),
