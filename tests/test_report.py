@@ -460,3 +460,18 @@ def test_huge_losses_print_compactly_in_the_tables_and_the_page(tmp_path):
     assert any(t.startswith("3.") and t.endswith("e21") for t in png_text)
     assert not any(re.search(r"\d{9,}", t) for t in png_text)
     assert run_page_script(page, "return fmt(3316053041453541097472);") == "3.32e21"
+
+
+def test_png_texts_fall_back_to_an_installed_cjk_font(tmp_path, monkeypatch):
+    from matplotlib.text import Text
+
+    from hellolondon.report import png
+
+    runs, _ = load_runs([make_run(tmp_path, "伦敦 run")])
+    monkeypatch.setattr(png, "CJK_FONTS", ())
+    assert all(t.get_family() == ["DejaVu Sans"] for t in png.figure(runs).findobj(Text))
+    monkeypatch.setattr(png, "CJK_FONTS", ("No Such Font", "DejaVu Serif"))  # stands in for one
+    fig = png.figure(runs)
+    assert fig.legends[0].get_texts()[0].get_text() == "伦敦 run"
+    families = {tuple(t.get_family()) for t in fig.findobj(Text)}
+    assert families == {("DejaVu Sans", "DejaVu Serif")}  # the installed ones only, on every text

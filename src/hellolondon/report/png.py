@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from matplotlib import font_manager, rc_context
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 from matplotlib.lines import Line2D
 
@@ -15,6 +16,19 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e3
 STYLES = ("-", "--", ":")
 LEVEL_COLORS = {"WARN": "#ff9900", "ERROR": "#d62728"}
 OFF_SCALE = 5.0  # a step time this many times the typical one (compilation) is drawn off scale
+# DejaVu Sans has no CJK glyphs: a run named in Chinese or Japanese would show boxes. Matplotlib
+# falls back, glyph by glyph, to the first of these that is installed; none installed is no error.
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Hiragino Sans",
+)
 
 
 def color(i: int) -> str:
@@ -106,9 +120,21 @@ def _mark_findings(ax, runs: list[RunData]) -> None:
                 ax.axvline(step, color=LEVEL_COLORS[level], lw=0.8, ls=":", alpha=0.8)
 
 
+def font_family() -> list[str]:
+    """DejaVu Sans, then the installed CJK fonts to fall back to (only installed ones: a missing
+    family would be a warning on every text)."""
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(name for name in CJK_FONTS if name in installed)]
+
+
 def figure(runs: list[RunData]) -> Figure:
     """The report's figure; the header (title, run legend, note) is sized in inches, so a legend
     of several rows or a panel title raised by an exponent (1e21) never runs into it."""
+    with rc_context({"font.family": font_family()}):  # each text keeps the family it was made with
+        return _figure(runs)
+
+
+def _figure(runs: list[RunData]) -> Figure:
     rows = [summary_cells(summarize(r)) for r in runs]
     height = 11 + 0.3 * len(runs)
     ncol = min(4, len(runs))
