@@ -125,7 +125,17 @@ def launch_train(
         return 0
     from hellolondon.train.checkpoint import step_dirs
 
-    found = step_dirs(RunDir(run_dir).checkpoints)
+    run = RunDir(run_dir)
+    found = step_dirs(run.checkpoints)
+    if signum and found and run.read_summary().get("stop_reason") == "stopped by a signal":
+        # the ranks stopped as asked, after a checkpoint: what one process does, exit code 0
+        # included; only torchrun's agent reports the signal as its failure
+        print(
+            f"stopped by {signal.Signals(signum).name} after checkpoint {found[0]}; continue "
+            f"with: hellolondon train --gpus {n} --resume {run_dir}",
+            flush=True,
+        )
+        return 0
     where = f"the last complete checkpoint is {found[0]}" if found else "no checkpoint was written"
     how = (
         f"stopped by {signal.Signals(signum).name}"
