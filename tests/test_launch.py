@@ -238,6 +238,11 @@ def test_flags_answer_every_question(tokens, tmp_path, monkeypatch, capsys):
     )
     with pytest.raises(UserError, match="--gpus 3 asks for more GPUs than the 2"):
         launch(_launch_args(tmp_path, "--yes", "--gpus", "3"))
+    # CPU processes, as `train --gpus 3 device=cpu` starts them: the GPU count does not limit
+    args = _launch_args(tmp_path, "--yes", "--dry-run", "--fresh", "--preset", "tiny", "--data",
+                        "sample", "--gpus", "3", "device=cpu")  # fmt: skip
+    assert launch(args) == 0
+    assert capsys.readouterr().out.rstrip().endswith("--gpus 3 device=cpu")
     with pytest.raises(UserError, match="is not a prepared folder"):
         launch(_launch_args(tmp_path, "--yes", "--data", str(tmp_path)))
 

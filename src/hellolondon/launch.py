@@ -128,7 +128,7 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
             f"{data} is not a prepared folder (train.bin, val.bin, meta.json); run `hellolondon prepare` or use --data sample"
         )
     if args.gpus is not None:
-        if args.gpus > len(gpus):
+        if args.gpus > len(gpus) and not _on_cpu(args.overrides):
             raise UserError(
                 f"--gpus {args.gpus} asks for more GPUs than the {len(gpus)} this machine shows"
             )
@@ -139,6 +139,12 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
         n = len(gpus)
     mode = args.wandb_mode or _ask_wandb_mode(menu)
     return Choices(resume=resume, preset=preset, data=data, gpus=n, wandb_mode=mode)
+
+
+def _on_cpu(overrides: list[str]) -> bool:
+    """`device=cpu` among the settings: --gpus N then starts N CPU processes (gloo), as
+    `hellolondon train --gpus N device=cpu` does, whatever GPUs the machine has."""
+    return any(o.replace(" ", "") in ("device=cpu", "train.device=cpu") for o in overrides)
 
 
 def _ask_wandb_mode(menu: Menu) -> str:
