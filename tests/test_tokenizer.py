@@ -230,3 +230,13 @@ def test_cli_train_does_not_replace_a_tokenizer_without_force(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main([*train[:-1], str(tmp_path / "file")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_cli_train_writes_only_its_result_lines_into_a_pipe(tmp_path, capfd):
+    # the tokenizers library's progress bars write to the file descriptor itself
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, islice(sample_documents(), 0, 101, 20))
+    argv = ["tokenizer", "train", "--corpus", str(corpus), "--out", str(tmp_path / "tok")]
+    assert main([*argv, "--vocab-size", "1500"]) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["tokenizer", "fingerprint"]

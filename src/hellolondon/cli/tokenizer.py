@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from hellolondon.corpus.documents import read_documents
@@ -74,7 +75,7 @@ def train_command(args: argparse.Namespace) -> int:
         args.out,
         args.vocab_size,
         historical=False if args.no_historical else None,
-        show_progress=True,
+        show_progress=sys.stdout.isatty(),  # its bars leave blank lines in a pipe or file
     )
     print(f"tokenizer: {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f}s -> {args.out}")
     print(f"fingerprint: {tok.fingerprint}")
