@@ -177,6 +177,15 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
     assert f"| best validation loss (training's fixed batches) | {best:.4f} |" in card
 
 
+@pytest.mark.parametrize("content", ['{"rows": []}', "[1, 2]"])
+def test_a_json_file_that_is_not_an_eval_report_is_named_as_such(trained_run, tmp_path, content):
+    other = tmp_path / "other.json"
+    other.write_text(content)
+    with pytest.raises(UserError, match="other.json is not an eval report"):
+        export_checkpoint(trained_run, tmp_path / "out", report=other)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_report_of_another_step_is_refused(trained_run, tmp_path):
     bad = tmp_path / "r.json"
     bad.write_text(json.dumps({"step": 20, "tokenizer_fingerprint": "x"}))

@@ -43,11 +43,17 @@ def find_report(ckpt: Path, state: dict, explicit: str | Path | None = None) -> 
         if not path.is_file():
             return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        report = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(
             f"eval report {path} is not valid JSON; run `hellolondon eval` again"
         ) from None
+    if not isinstance(report, dict) or "step" not in report:
+        raise UserError(
+            f"{path} is not an eval report (no step); give the .json that `hellolondon eval` "
+            "wrote, or leave out --report"
+        )
+    return report
 
 
 def _data_dir(cfg, data_dir: str | Path | None) -> Path:
