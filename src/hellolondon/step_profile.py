@@ -8,6 +8,7 @@ On a GPU the device kernels are timed; on a CPU the operators' own (self) CPU ti
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -109,12 +110,25 @@ def profile_steps(
 ) -> dict[str, Any]:
     """Run `step` `steps` times (after warm-up, so no compilation) under the profiler; the
     summary of where the time went, and the trace written to `trace` if given."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
         torch.cuda.synchronize(device)
+    with warnings.catch_warnings():
+        # one profiling cycle here: torch's note about events of earlier cycles does not apply
+        warnings.filterwarnings("ignore", message=".*Profiler clears events")
+        prof, wall_us = _profiled(step, steps, device, activities)
+    if trace is not None:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(trace))
+    return summary_of(prof, device, wall_us, steps)
+
+
+def _profiled(step: Callable[[], Any], steps: int, device: torch.device, activities: list):
+    from torch.profiler import profile
+
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -122,10 +136,7 @@ def profile_steps(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         wall_us = (time.perf_counter() - t0) * 1e6
-    if trace is not None:
-        trace.parent.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(trace))
-    return summary_of(prof, device, wall_us, steps)
+    return prof, wall_us
 
 
 def summary_of(prof: Any, device: torch.device, wall_us: float, steps: int) -> dict[str, Any]:
