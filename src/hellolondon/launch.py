@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hellolondon.config import TrackingConfig
 from hellolondon.errors import UserError
+from hellolondon.prepare import is_prepared
 from hellolondon.tracking.wandb_options import (
     Credentials,
     base_url,
@@ -99,12 +100,6 @@ def resumable_runs(out_dir: Path, limit: int = 5) -> list[tuple[Path, str]]:
     return [(run, ckpt.name) for run, ckpt in found[:limit]]
 
 
-def _prepared(folder: Path) -> bool:
-    from hellolondon.prepare import is_prepared
-
-    return is_prepared(folder)
-
-
 def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
     """Every choice from its flag when given, else from the menu (or its default)."""
     from hellolondon.config import PRESETS
@@ -123,7 +118,7 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
     # a resumed run goes on with its own token files: another folder would be other data,
     # or another tokenizer that its checkpoint refuses
     data = args.data or (None if resume else _choose_data(menu, Path(args.sample_dir)))
-    if data not in (None, SAMPLE) and not _prepared(Path(data)):
+    if data not in (None, SAMPLE) and not is_prepared(Path(data)):
         raise UserError(
             f"{data} is not a prepared folder (train.bin, val.bin, meta.json); run `hellolondon prepare` or use --data sample"
         )
@@ -181,19 +176,19 @@ def _key_state(creds: Credentials | None, problem: str | None) -> str:
 def _choose_data(menu: Menu, sample_dir: Path) -> str:
     ready = (
         " (prepared)"
-        if _prepared(sample_dir / "data")
+        if is_prepared(sample_dir / "data")
         else f" (prepared into {sample_dir} first: some seconds)"
     )
     options = [
         (SAMPLE, "the bundled sample: Shakespeare's First Folio and the King James Bible" + ready)
     ]
-    if _prepared(Path("work/data")):
+    if is_prepared(Path("work/data")):
         options.append(("work/data", "work/data (prepared)"))
     options.append(("other", "another prepared folder (train.bin, val.bin, meta.json)"))
     choice = menu.pick("Data", options, options[-2][0] if len(options) > 2 else SAMPLE)
     while choice == "other":
         folder = menu.text("prepared folder")
-        if _prepared(Path(folder)):
+        if is_prepared(Path(folder)):
             return folder
         menu.say(f"  {folder} has no train.bin, val.bin and meta.json; try again")
     return choice
@@ -217,7 +212,7 @@ def prepare_sample(work: Path, vocab_size: int = 8192) -> Path:
     from hellolondon.prepare import prepare
     from hellolondon.tokenizer import train_tokenizer
 
-    if _prepared(work / "data"):
+    if is_prepared(work / "data"):
         return work / "data"
     corpus = work / "documents.jsonl"
     write_sample(corpus)
@@ -238,7 +233,7 @@ def launch(args: argparse.Namespace, menu: Menu | None = None) -> int:
     ch = choose(args, gpus, menu)
     cmd = train_command(ch, args)
     menu.say("")
-    if ch.data == SAMPLE and not _prepared(Path(args.sample_dir) / "data"):
+    if ch.data == SAMPLE and not is_prepared(Path(args.sample_dir) / "data"):
         menu.say(
             f"first: prepare the bundled sample into {args.sample_dir} (tokenizer and token files)"
         )

@@ -37,7 +37,8 @@ METRICS = (
 )
 
 
-MIN_WIDTH = 68  # a metric's name and figures (58 characters) and a sparkline of 10
+FIGURES_WIDTH = 58  # a metric's line without its sparkline: name, value, range
+MIN_WIDTH = FIGURES_WIDTH + 10  # and a sparkline of 10 at least
 
 
 def sparkline(values: list[float], width: int, chars: str = BLOCKS) -> str:
@@ -120,7 +121,7 @@ def render_frame(
     lines = [f"helloLondon watch: {view.name}"[:width], _status(view, now)[:width], ""]
     if not view.latest:
         lines.append("waiting for the first metrics row (training logs one every log interval)")
-    spark_w = max(10, width - 58)  # the rest of a metric's line takes 58 characters
+    spark_w = max(MIN_WIDTH, width) - FIGURES_WIDTH
     for key, label, fmt in METRICS:
         if key not in view.values:
             continue
