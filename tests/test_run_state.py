@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from tinyrun import tiny_config
 
 from hellolondon.cli import main
-from hellolondon.rundir import RunDir
+from hellolondon.rundir import RunDir, read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
 from hellolondon.train.run import config_for_resume
@@ -241,8 +242,20 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
         cmd = [sys.executable, "-m", "hellolondon", "train", *args]
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    # The kill moments scale with this machine's speed: its start-up time and time per step.
+    log = tmp_path / "whole" / "metrics.jsonl"
+    t0 = time.monotonic()
     whole = start(*where, "--run-name", "whole", *settings)
+    while whole.poll() is None and not any("train/loss" in r for r in read_jsonl(log)):
+        time.sleep(0.01)
+    startup = time.monotonic() - t0
     assert whole.wait(timeout=600) == 0, whole.stderr.read()
+    step_s = (
+        statistics.median(
+            r["train/dt_ms"] for r in RunDir(tmp_path / "whole").rows() if "train/dt_ms" in r
+        )
+        / 1000
+    )
     run = tmp_path / "killed"
     ckpts = run / "checkpoints"
     rng = random.Random(20261129)
@@ -256,7 +269,7 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
                     break
                 time.sleep(0.001)
         else:
-            time.sleep(rng.uniform(1.5, 4.0))
+            time.sleep(startup + rng.uniform(0.2, 1.6) * 10 * step_s)  # about one interval
         if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
             break
         proc.send_signal(signal.SIGKILL)
@@ -264,7 +277,7 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
         kills += 1
         proc = start("--resume", str(run))
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
-    assert kills >= 10
+    assert kills >= 10, (kills, startup, step_s)
     assert losses(run) == losses(tmp_path / "whole")  # bitwise
     rows = RunDir(run).rows()
     train_steps = [r["step"] for r in rows if "train/loss" in r]
@@ -285,7 +298,7 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
 def test_appending_to_a_log_cut_short_by_a_kill_starts_a_new_line(tmp_path):
     """`eval` or a tracker opened on a killed run's folder appends to its logs: the next row
     must not be glued to the half-written last line (it would be lost to every reader)."""
-    from hellolondon.rundir import JsonlLog, read_jsonl
+    from hellolondon.rundir import JsonlLog
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "train/loss": 5.0}\n{"step": 2, "train/lo')
