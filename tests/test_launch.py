@@ -243,6 +243,12 @@ def test_flags_answer_every_question(tokens, tmp_path, monkeypatch, capsys):
                         "sample", "--gpus", "3", "device=cpu")  # fmt: skip
     assert launch(args) == 0
     assert capsys.readouterr().out.rstrip().endswith("--gpus 3 device=cpu")
+    args = _launch_args(tmp_path, "--yes", "--dry-run", "--fresh", "--preset", "tiny", "--data",
+                        "sample", "--gpus", "3", "train.device = cpu")  # fmt: skip
+    assert launch(args) == 0  # the setting as `train` reads it, whatever its spelling
+    capsys.readouterr()
+    with pytest.raises(UserError, match="unknown config key 'devise'"):
+        launch(_launch_args(tmp_path, "--yes", "--fresh", "--gpus", "3", "devise=cpu"))
     with pytest.raises(UserError, match="is not a prepared folder"):
         launch(_launch_args(tmp_path, "--yes", "--data", str(tmp_path)))
 

@@ -20,7 +20,7 @@ from hellolondon.tracking.wandb_options import (
     find_credentials,
     resolve_tracking,
 )
-from hellolondon.train.torchrun import gpu_names
+from hellolondon.train.torchrun import check_gpus, gpu_names
 
 SAMPLE = "sample"
 
@@ -123,10 +123,8 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
             f"{data} is not a prepared folder (train.bin, val.bin, meta.json); run `hellolondon prepare` or use --data sample"
         )
     if args.gpus is not None:
-        if args.gpus > len(gpus) and not _on_cpu(args.overrides):
-            raise UserError(
-                f"--gpus {args.gpus} asks for more GPUs than the {len(gpus)} this machine shows"
-            )
+        device = _device(resume, preset, args.overrides)
+        check_gpus(args.gpus, device, 0 if device == "cpu" else len(gpus))  # as `train` would
         n = args.gpus
     elif len(gpus) > 1:
         n = menu.number("GPUs to use", 1, len(gpus), len(gpus))
@@ -136,10 +134,15 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
     return Choices(resume=resume, preset=preset, data=data, gpus=n, wandb_mode=mode)
 
 
-def _on_cpu(overrides: list[str]) -> bool:
-    """`device=cpu` among the settings: --gpus N then starts N CPU processes (gloo), as
-    `hellolondon train --gpus N device=cpu` does, whatever GPUs the machine has."""
-    return any(o.replace(" ", "") in ("device=cpu", "train.device=cpu") for o in overrides)
+def _device(resume: str | None, preset: str | None, overrides: list[str]) -> str:
+    """The run's `train.device`, resolved as `train` will resolve it: `--gpus N device=cpu`
+    starts N CPU processes (gloo) whatever GPUs the machine has."""
+    from hellolondon.config import build_config
+    from hellolondon.train.run import config_for_resume
+
+    if resume:
+        return config_for_resume(str(resume), None, overrides).train.device
+    return build_config(preset or "tiny", None, overrides).train.device
 
 
 def _ask_wandb_mode(menu: Menu) -> str:
