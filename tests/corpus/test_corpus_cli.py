@@ -115,6 +115,18 @@ def test_clean_local_files_only(tmp_path, capsys):
     assert {"file-pg376", "oldbailey-17800112"} <= ids
 
 
+def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["corpus", "clean", "--in", str(tmp_path / "nothing"), "--extra", str(FIXTURES),
+            "--out", str(out), "--set", "min_chars=300", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main([*argv, "--set", "min_chars=100000000"]) == 2
+    err = capsys.readouterr().err
+    assert "no document kept of" in err and "min_chars" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

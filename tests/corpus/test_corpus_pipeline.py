@@ -156,9 +156,11 @@ def test_changed_raw_file_is_rejected(server, tmp_path):
         Fetcher(fetch),
     )
     (folder / "raw" / "pg-376.txt").write_text("something else")
-    clean_corpus(items_from_collection(folder), folder, CONFIG, progress=False)
-    assert log_of(folder)["pg-376"]["rule"] == "changed"
-    assert list(read_documents(folder / "documents.jsonl")) == []
+    with pytest.raises(
+        UserError, match=r"no document kept of 1 read \(changed 1; .*collect it again"
+    ):
+        clean_corpus(items_from_collection(folder), folder, CONFIG, progress=False)
+    assert not (folder / "documents.jsonl").exists()
 
 
 def test_report_lists_rejections_and_counts_tokens_with_a_tokenizer(inputs, tmp_path):

@@ -224,6 +224,8 @@ def clean_corpus(
         for index, o in kept:
             if o.entry["id"] in dropped:
                 entries[index].update(dropped[o.entry["id"]])
+        if len(kept) == len(dropped):  # an empty corpus would only fail later, further away
+            raise UserError(_nothing_kept(entries))  # and the folder's files stay as they were
         n = write_documents(out / "documents.jsonl", _read_spool(spool_path, set(dropped)))
         _write_jsonl(out / "clean_log.jsonl", entries)
     finally:
@@ -236,6 +238,18 @@ def clean_corpus(
     report = build_report(out)
     write_report(report, out)
     return {"documents": n, "entries": len(entries), "report": report}
+
+
+def _nothing_kept(entries: list[dict[str, Any]]) -> str:
+    """One line: every document was rejected, the commonest reasons, what to do."""
+    rules = Counter(e.get("rule") or e.get("status", "?") for e in entries)
+    top = rules.most_common(1)[0][0] if rules else ""
+    example = next((e.get("reason", "") for e in entries if e.get("rule") == top), "")
+    reasons = ", ".join(f"{rule} {n}" for rule, n in rules.most_common(3))
+    return (
+        f"no document kept of {len(entries)} read ({reasons}; {top}: {example}); nothing written; "
+        "loosen a rule with --set KEY=VALUE (see `hellolondon corpus clean --help`) or add texts"
+    )
 
 
 def _size(path: str) -> int:
