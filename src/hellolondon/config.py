@@ -158,10 +158,10 @@ class TrackingConfig:
     mode_reason: str = ""  # why that mode (filled in when the run starts)
     project: str = ""  # W&B project; empty: WANDB_PROJECT, else helloLondon
     entity: str = ""  # W&B entity (user or team); empty: WANDB_ENTITY
-    run_name: str = ""  # empty: london-<kind>-YYYYMMDD-HHMMSS as the seed names runs
+    run_name: str = ""  # empty: WANDB_NAME, else london-<kind>-YYYYMMDD-HHMMSS (the seed's names)
     tags: list[str] = field(default_factory=list)  # tags; the defaults are added at the start
-    notes: str = ""  # free text shown on the W&B run
-    group: str = ""  # W&B group, to gather related runs
+    notes: str = ""  # free text shown on the W&B run; empty: WANDB_NOTES
+    group: str = ""  # W&B group, to gather related runs; empty: WANDB_RUN_GROUP
     log_artifacts: bool = False  # upload checkpoints as W&B Artifacts (aliases latest, best)
     init_timeout: float = 15.0  # seconds W&B may take to start before falling back to offline
 
@@ -172,7 +172,7 @@ class TrackingConfig:
         )
         _check(  # the run's folder is runs/<run_name>: one folder, inside runs/
             self.run_name not in (".", "..") and not any(c in self.run_name for c in "/\\"),
-            f"tracking.run_name {self.run_name!r} (--run-name) names the run's folder: "
+            f"tracking.run_name {self.run_name!r} (--run-name, WANDB_NAME) names the run's folder: "
             "no / or \\, and not . or ..",
         )
         # W&B refuses these even offline, after training has started: say so before

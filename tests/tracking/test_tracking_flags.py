@@ -22,6 +22,9 @@ def no_wandb_env(monkeypatch):
         "WANDB_TAGS",
         "WANDB_DEBUG",
         "WANDB_BASE_URL",
+        "WANDB_NAME",
+        "WANDB_NOTES",
+        "WANDB_RUN_GROUP",
     ):
         monkeypatch.delenv(key, raising=False)
 
@@ -113,6 +116,26 @@ def test_environment_fills_what_the_config_leaves_empty(monkeypatch):
     )
 
 
+def test_wandb_name_notes_and_group_are_recorded_as_the_run_uses_them(monkeypatch):
+    # W&B itself reads WANDB_NOTES and WANDB_RUN_GROUP when init gets none: the saved config
+    # must say so, and WANDB_NAME must name the run's folder as well as the W&B run
+    from hellolondon.train.resolve import resolve_config
+
+    monkeypatch.setenv("WANDB_NAME", "night-run")
+    monkeypatch.setenv("WANDB_NOTES", "lr probe")
+    monkeypatch.setenv("WANDB_RUN_GROUP", "nights")
+    meta = {"vocab_size": 64}
+    t = resolve_config(build_config("tiny"), world=1, meta=meta).tracking
+    assert (t.run_name, t.notes, t.group) == ("night-run", "lr probe", "nights")
+    flags = ["tracking.run_name=n1", "tracking.notes=x", "tracking.group=g"]
+    t = resolve_config(build_config("tiny", overrides=flags), world=1, meta=meta).tracking
+    assert (t.run_name, t.notes, t.group) == ("n1", "x", "g")
+    monkeypatch.delenv("WANDB_NAME")
+    assert resolve_config(build_config("slm"), world=1, meta=meta).tracking.run_name.startswith(
+        "london-slm-simple-"
+    )
+
+
 def test_a_bad_mode_is_refused_with_the_choices():
     with pytest.raises(SystemExit):
         parse("--wandb-mode", "sometimes")
@@ -162,6 +185,7 @@ def test_a_run_name_that_is_not_one_folder_inside_runs_is_refused(name):
     # else the run lands outside runs/ or nested where `hellolondon runs` never lists it
     from hellolondon.errors import UserError
 
-    with pytest.raises(UserError, match=re.escape(f"tracking.run_name {name!r} (--run-name)")):
+    refused = re.escape(f"tracking.run_name {name!r} (--run-name, WANDB_NAME)")
+    with pytest.raises(UserError, match=refused):
         build_config("tiny", overrides=[f"tracking.run_name={name}"])
     assert build_config("tiny", overrides=["tracking.run_name=lr 3e-4"]).tracking.run_name

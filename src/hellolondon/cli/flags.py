@@ -31,15 +31,21 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--run-name",
         metavar="NAME",
-        help="default: london-<kind>-YYYYMMDD-HHMMSS (the preset's prefix)",
+        help="default: WANDB_NAME, else london-<kind>-YYYYMMDD-HHMMSS (the preset's prefix)",
     )
     g.add_argument(
         "--tags",
         metavar="A,B",
         help="extra tags besides london,historical,llm,gpt2,1500-1850 and the preset",
     )
-    g.add_argument("--notes", metavar="TEXT", help="free text shown on the W&B run")
-    g.add_argument("--group", metavar="NAME", help="W&B group that gathers related runs")
+    g.add_argument(
+        "--notes", metavar="TEXT", help="free text shown on the W&B run; default: WANDB_NOTES"
+    )
+    g.add_argument(
+        "--group",
+        metavar="NAME",
+        help="W&B group that gathers related runs; default: WANDB_RUN_GROUP",
+    )
     g.add_argument(
         "--log-artifacts",
         action="store_true",

@@ -1,6 +1,6 @@
 """What W&B is asked to do for a run, decided once before training: the mode (config, then
-WANDB_MODE, then online with a key and offline without), project, entity and tags (config, then
-the W&B environment variables, then the defaults). `resolve_tracking` writes the decisions into
+WANDB_MODE, then online with a key and offline without), project, entity, tags, notes, group and
+run name (config, then the W&B environment variables, then the defaults). `resolve_tracking` writes the decisions into
 the config, so the run's saved config shows the values used; `WandbOptions` carries them, with
 what only start-up needs, to `wandb_start`.
 """
@@ -30,6 +30,12 @@ def base_url() -> str:
     return os.environ.get("WANDB_BASE_URL", "").rstrip("/") or DEFAULT_BASE_URL
 
 
+def env_run_name() -> str:
+    """WANDB_NAME, W&B's own variable for a run's name: it names the run (and its folder) when
+    neither --run-name nor the config does."""
+    return os.environ.get("WANDB_NAME", "").strip()
+
+
 def resolve_tracking(t: TrackingConfig, preset: str, run_name: str) -> TrackingConfig:
     """The tracking settings with every default decided; no network, W&B itself not started."""
     mode, reason = t.wandb_mode, t.mode_reason or (ASKED if t.wandb_mode else "")
@@ -56,6 +62,8 @@ def resolve_tracking(t: TrackingConfig, preset: str, run_name: str) -> TrackingC
         entity=t.entity or os.environ.get("WANDB_ENTITY", ""),
         run_name=run_name,
         tags=list(dict.fromkeys([*DEFAULT_TAGS, preset, *t.tags, *env_tags])),
+        notes=t.notes or os.environ.get("WANDB_NOTES", ""),
+        group=t.group or os.environ.get("WANDB_RUN_GROUP", "").strip(),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from hellolondon.config import RunConfig, from_dict, get_preset
 from hellolondon.errors import UserError
 from hellolondon.rundir import RunDir
-from hellolondon.tracking.wandb_options import automatic, resolve_tracking
+from hellolondon.tracking.wandb_options import automatic, env_run_name, resolve_tracking
 from hellolondon.train.distributed import resume_batch, split_batch
 
 
@@ -52,7 +52,7 @@ def resolve_config(
         cfg.out_dir, name = str(home.path.parent), home.path.name
     elif state is not None and name == state["config"]["tracking"].get("run_name"):
         name = ""  # a checkpoint kept outside its run folder starts a run folder of its own
-    name = agree(name or default_run_name(cfg.preset))
+    name = agree(name or env_run_name() or default_run_name(cfg.preset))
     # a mode chosen by circumstance (no key, say) is chosen again at each start: a resume or a
     # rerun from a saved config decides it anew; a mode that was asked for stays
     cfg.tracking = resolve_tracking(automatic(cfg.tracking), cfg.preset, name)
