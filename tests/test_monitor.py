@@ -136,6 +136,17 @@ def test_plateau_fires_once_and_is_a_warning_before_the_late_phase():
     assert [f.level for f in late.findings if f.rule == "plateau"] == ["INFO"]
 
 
+def test_a_late_plateau_at_the_starting_loss_is_a_warning_not_the_expected_flattening():
+    # a run that never learned (an LR of ~0, say) is flat from its first row: in a short run
+    # the plateau is first called in the late phase, and must not pass for the guide's 2-4
+    rng = random.Random(2)
+    stuck = [9.01 * (1 + 0.002 * rng.gauss(0, 1)) for _ in range(80)]
+    m, _ = _run(_train(stuck), max_iters=800)
+    plateaus = [f for f in m.findings if f.rule == "plateau"]
+    assert [f.level for f in plateaus] == ["WARN"]
+    assert "not learning" in plateaus[0].text and m._phase == "late"
+
+
 def test_rising_loss_warns_and_diverging_loss_is_an_error():
     rising = _decay(100) + [3.0 + 0.02 * i for i in range(60)]
     m, _ = _run(_train(rising))

@@ -204,6 +204,7 @@ class MonitorConfig:
     plateau_min_drop: float = (
         0.01  # smoothed loss fell less than this share over the latest half of the run: plateau
     )
+    plateau_learned_drop: float = 0.1  # a late plateau is expected only this far below the start
     rise_ratio: float = 1.10  # smoothed loss this much above its best: rising (WARN)
     diverge_ratio: float = 1.5  # smoothed loss this much above its best: diverging (ERROR)
     spike_zscore: float = (
@@ -232,6 +233,9 @@ class MonitorConfig:
         _check(
             1.0 < self.rise_ratio < self.diverge_ratio,
             "monitor needs 1 < rise_ratio < diverge_ratio",
+        )
+        _check(
+            0.0 <= self.plateau_learned_drop < 1.0, "monitor.plateau_learned_drop must be in [0, 1)"
         )
         _check(0.0 < self.mfu_drop_ratio < 1.0, "monitor.mfu_drop_ratio must be in (0, 1)")
         _check(self.dt_rise_ratio > 1.0, "monitor.dt_rise_ratio must be > 1")

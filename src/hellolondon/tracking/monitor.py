@@ -234,17 +234,24 @@ class HealthMonitor:
             return
         then, now = statistics.median(losses[i - w : i]), statistics.median(losses[-w:])
         if self._trips("plateau", (then - now) / then < c.plateau_min_drop, rearm=rows_in):
-            late = self._phase == "late"
-            advice = (
-                "late in training a flattening loss is expected"
-                if late
-                else "the model may need a different learning rate or more (varied) data"
-            )
+            start = statistics.median(losses[: c.smooth_rows])
+            learned = now < start * (1 - c.plateau_learned_drop)
+            # the guide expects the loss to flatten late in training, once it has come down
+            expected = self._phase == "late" and learned
+            if expected:
+                advice = "late in training a flattening loss is expected"
+            elif not learned:
+                advice = (
+                    f"it is still near its start ({start:.3f}): the model is not learning; "
+                    "check train.lr and the data"
+                )
+            else:
+                advice = "the model may need a different learning rate or more (varied) data"
             text = (
                 f"smoothed loss {now:.3f} fell less than {100 * c.plateau_min_drop:g}% since "
                 f"iter {mid} ({then:.3f}): {advice}"
             )
-            self._fire("plateau", "INFO" if late else "WARN", step, "loss plateau", text)
+            self._fire("plateau", "INFO" if expected else "WARN", step, "loss plateau", text)
 
     def _mfu_rule(self, mfu: float | None, step: int) -> None:
         if mfu is None or mfu <= 0:
