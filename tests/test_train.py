@@ -177,3 +177,28 @@ def test_the_eta_leaves_the_first_steps_compilation_out(monkeypatch):
         clock.tick()
     assert clock.lap_ms() == clock.steady_ms == pytest.approx(60.0)
     assert lines == ["first step took 30.0 s (compilation included)"]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "slm"])
+def test_a_slow_cpu_pace_never_suggests_the_preset_already_in_use(preset, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from hellolondon.config import build_config
+    from hellolondon.train import run as run_module
+    from hellolondon.train.state import TrainState
+
+    monkeypatch.setattr(run_module.hardware, "cpu_matmul_flops", lambda n_embd: 1e9)
+    lines: list[str] = []
+    run = SimpleNamespace(
+        cfg=build_config(preset),
+        dist=SimpleNamespace(device=torch.device("cpu")),
+        flops_per_token=1e6,
+        tokens_per_step=10_000,
+        state=TrainState(),
+        log=lines.append,
+    )
+    assert run_module._announce_pace(run) is True
+    assert lines[0].startswith("estimated 20 s per step on this CPU")
+    assert ("--preset tiny" in lines[0]) is (preset != "tiny")

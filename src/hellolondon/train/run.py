@@ -320,9 +320,14 @@ def _announce_pace(run: Run) -> bool:
     if step_s < 2.0:
         return False
     total = step_s * (run.cfg.train.max_iters - run.state.step)
+    advice = (
+        "a smaller model or batch is faster"  # the smallest preset already: only sizes help
+        if run.cfg.preset == "tiny"
+        else f"the {run.cfg.preset} preset is meant for GPUs (for a CPU try --preset tiny, "
+        "or `hellolondon demo`)"
+    )
     run.log(
         f"estimated {step_s:,.0f} s per step on this CPU, {fmt_duration(total)} for the "
-        f"{run.cfg.train.max_iters - run.state.step:,} steps to go; the {run.cfg.preset} preset "
-        "is meant for GPUs (for a CPU try --preset tiny, or `hellolondon demo`)"
+        f"{run.cfg.train.max_iters - run.state.step:,} steps to go; {advice}"
     )
     return True
