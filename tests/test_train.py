@@ -202,3 +202,37 @@ def test_a_slow_cpu_pace_never_suggests_the_preset_already_in_use(preset, monkey
     assert run_module._announce_pace(run) is True
     assert lines[0].startswith("estimated 20 s per step on this CPU")
     assert ("--preset tiny" in lines[0]) is (preset != "tiny")
+
+
+@pytest.mark.parametrize("monitor", ["true", "false"])
+def test_out_of_memory_is_an_error_finding_and_ends_the_tracked_run_as_failed(
+    tiny_data, tmp_path, monkeypatch, monitor
+):
+    import torch
+
+    import hellolondon.train.loop as loop
+    import hellolondon.train.run as run_module
+
+    real_step, real_open = loop.train_step, run_module.open_tracker
+    exit_codes: list[int] = []
+
+    def step(run, stop):
+        if run.state.step == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(run, stop)
+
+    def open_tracker(*args, **kwargs):
+        tracker = real_open(*args, **kwargs)
+        finish = tracker.finish
+        tracker.finish = lambda exit_code=0: (exit_codes.append(exit_code), finish(exit_code))
+        return tracker
+
+    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(run_module, "open_tracker", open_tracker)
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=oom", f"monitor.enabled={monitor}")
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        train(cfg, log=lambda *_: None)
+    events = [e for e in read_jsonl(tmp_path / "oom" / "events.jsonl") if e["rule"] == "failure"]
+    assert [(e["level"], e["title"], e["step"]) for e in events] == [("ERROR", "out of memory", 3)]
+    assert "train.batch_size" in events[0]["text"]
+    assert exit_codes == [1]  # W&B's run ends failed, not with the clean exit its hook records

@@ -1,7 +1,7 @@
 """The tracker interface the training loop talks to, and the trackers that need no network.
 
-The loop calls `log(row, step)`, `alert(title, text, level)`, `summary(values)` and `finish()`
-and never asks which trackers sit behind them or which rank it runs on.
+The loop calls `log(row, step)`, `alert(title, text, level)`, `summary(values)` and
+`finish(exit_code)` (non-zero when training died of an error) and never asks which trackers sit behind them or which rank it runs on.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Tracker(Protocol):
 
     def log_checkpoint(self, path: Path, aliases: list[str]) -> None: ...
 
-    def finish(self) -> None: ...
+    def finish(self, exit_code: int = 0) -> None: ...
 
 
 class NullTracker:
@@ -50,7 +50,7 @@ class NullTracker:
     def log_checkpoint(self, path: Path, aliases: list[str]) -> None:
         pass
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
         pass
 
 
@@ -74,7 +74,7 @@ class JsonlTracker(NullTracker):
     def summary(self, values: dict[str, Any]) -> None:
         self.run.update_summary(values)
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
         self._metrics.close()
         self._events.close()
 
@@ -118,5 +118,5 @@ class FanoutTracker:
     def log_checkpoint(self, path: Path, aliases: list[str]) -> None:
         self._each("log_checkpoint", path, aliases)
 
-    def finish(self) -> None:
-        self._each("finish")
+    def finish(self, exit_code: int = 0) -> None:
+        self._each("finish", exit_code)

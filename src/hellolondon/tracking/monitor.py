@@ -71,6 +71,19 @@ def _num(row: dict[str, Any], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def failure_finding(exc: BaseException) -> tuple[str, str]:
+    """(title, text) for an error that ended training: out of memory says what to change."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    # by name and words, not class: torch's OutOfMemoryError, or an allocator's RuntimeError
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in first.lower():
+        return "out of memory", (
+            f"{first}. Lower train.batch_size and raise train.grad_accum (the same global "
+            "batch), or set train.micro_batch=auto or train.activation_checkpointing=true, then "
+            "resume from the last checkpoint"
+        )
+    return "training failed", f"{type(exc).__name__}: {first}; resume from the last checkpoint"
+
+
 class HealthMonitor:
     """Red-flag rules over the train and eval rows of one run (rank 0 only)."""
 
@@ -132,6 +145,12 @@ class HealthMonitor:
                 f"({n} skipped so far). If this repeats, lower train.lr or check the data"
             )
             self._fire("nonfinite", "ERROR", step, "non-finite loss", text)
+        return self._new
+
+    def failed(self, step: int, exc: BaseException) -> list[Finding]:
+        """Training stopped at `step` with `exc`."""
+        self._new = []
+        self._fire("failure", "ERROR", step, *failure_finding(exc))
         return self._new
 
     # -- rows ------------------------------------------------------------------------------

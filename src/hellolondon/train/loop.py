@@ -4,12 +4,13 @@ calls live in `train/steps.py`."""
 from __future__ import annotations
 
 from hellolondon.config import RunConfig
-from hellolondon.train.run import setup_run
+from hellolondon.train.run import Run, setup_run
 from hellolondon.train.speed import Readback
 from hellolondon.train.steps import (
     Clock,
     StopSignal,
     evaluate,
+    failure_reported,
     finish,
     handle_nonfinite,
     log_train,
@@ -26,6 +27,11 @@ def train(
 ) -> dict:
     """Train until `max_iters` or a stop signal; returns the run summary."""
     run = setup_run(cfg, resume, log, global_batch)
+    with failure_reported(run):
+        return _train(run)
+
+
+def _train(run: Run) -> dict:
     c, st = run.cfg.train, run.state
     stop, clock, results = StopSignal(run.dist.enabled, run.dist.is_main), Clock(run), Readback()
     run.stop = stop

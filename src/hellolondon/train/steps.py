@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from hellolondon.hardware import gpu_metrics, mfu_percent
+from hellolondon.tracking.monitor import failure_finding
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import (
     all_reduce_mean,
@@ -308,6 +309,22 @@ def maybe_sample(run: Run, force: bool = False) -> None:
         max_new_tokens=64,
     )
     run.rundir.append_sample(step, text)
+
+
+@contextlib.contextmanager
+def failure_reported(run: Run) -> Iterator[None]:
+    """Training that dies of an error (out of memory, say) still says so where its health
+    findings go, and ends the W&B run as failed: W&B's own exit hook would record a clean exit."""
+    try:
+        yield
+    except Exception as exc:
+        step = run.state.step
+        if run.monitor is not None:
+            run.monitor.failed(step, exc)
+        else:
+            run.tracker.alert(*failure_finding(exc), "ERROR", step=step, rule="failure")
+        run.tracker.finish(exit_code=1)
+        raise
 
 
 def finish(run: Run, stopped: bool) -> dict:
