@@ -157,6 +157,14 @@ def test_online_start_asks_wandb_for_the_guide_settings_and_prints_the_run_line(
     assert state["mode"] == "online" and state["status"] == "finished" and state["url"] == run.url
 
 
+def test_the_key_never_reaches_wandb_in_the_notes_group_or_tags(online):
+    flags = [f"tracking.notes=key {FAKE_KEY}", f"tracking.group=g-{FAKE_KEY}", "tracking.tags=x"]
+    _, wandb, _ = online(overrides=flags)
+    (init,) = wandb.inits
+    assert FAKE_KEY not in json.dumps([init["notes"], init["group"], init["tags"]])
+    assert init["notes"] == "key ***" and init["tags"][-1] == "x"
+
+
 def test_online_resume_sends_only_steps_the_server_does_not_hold(online):
     tracker, wandb, lines = online(resume="abc12345", starting_step=51)
     assert wandb.inits[0]["id"] == "abc12345" and tracker.run_id == "abc12345"

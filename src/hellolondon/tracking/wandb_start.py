@@ -214,9 +214,10 @@ def _init(
             dir=str(run.path),
             mode=mode,
             config=opts.config,
-            tags=opts.tags,
-            notes=opts.notes,
-            group=opts.group,
+            # free text: scrubbed here, once the key found by choose_mode is known too
+            tags=[scrub_text(tag) for tag in opts.tags],
+            notes=scrub_text(opts.notes) if opts.notes else None,
+            group=scrub_text(opts.group) if opts.group else None,
             job_type="train",
             reinit="create_new",
             settings=_settings(wandb, opts, timeout),
