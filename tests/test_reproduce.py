@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -65,6 +66,23 @@ def test_reproduced_run_logs_identical_losses(tiny_data, tmp_path, capsys):
     recorded = tmp_path / "first" / "config.json"
     assert main(["train", "--config", str(recorded), "--run-name", "third"]) == 0
     assert _losses(tmp_path / "third") == first
+
+
+def test_reproduce_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys):
+    """The run recorded relative paths (data, out_dir); reproduced from elsewhere, it still
+    finds its data and puts the new run beside itself."""
+    monkeypatch.chdir(tmp_path)
+    _train(
+        os.path.relpath(tiny_data), "runs", "first", "train.max_iters=2", "train.eval_interval=0"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["reproduce", str(tmp_path / "runs" / "first"), "--run-name", "again"]) == 0
+    assert "match the recorded run" in capsys.readouterr().out
+    assert _losses(tmp_path / "runs" / "again") == _losses(tmp_path / "runs" / "first")
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):

@@ -151,6 +151,15 @@ def current(data_dir: str | Path) -> dict[str, Any]:
     return facts
 
 
+def recorded_data_dir(run_config: dict[str, Any]) -> str | None:
+    """The data folder a run trained on: the absolute path it recorded while that still exists,
+    else `data.data_dir` as given (relative to the folder the run was started in)."""
+    recorded = ((run_config.get("reproduce") or {}).get("data") or {}).get("data_dir")
+    if recorded and Path(recorded).is_dir():
+        return str(recorded)
+    return (run_config.get("data") or {}).get("data_dir")
+
+
 def _short(value: Any) -> str:
     if value is None:
         return "unknown"
