@@ -170,6 +170,15 @@ def test_a_folder_given_as_the_sweep_file(capsys, tmp_path):
     assert "is a folder, not a sweep file" in err
 
 
+def test_a_file_that_is_not_yaml_is_named_with_the_place(capsys, tmp_path):
+    (tmp_path / "flow.yaml").write_text("name: s\nparameters: [\n")
+    err = _one_line_error(capsys, ["sweep", str(tmp_path / "flow.yaml"), "--check"])
+    assert "is not valid YAML: expected the node content" in err and "(line 3, column 1)" in err
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    err = _one_line_error(capsys, ["sweep", str(tmp_path / "latin1.yaml"), "--check"])
+    assert "latin1.yaml is not a sweep: not UTF-8 text" in err
+
+
 def test_a_metric_training_never_logs(capsys, tmp_path, tiny_data):
     path = sweep_file(tmp_path, tiny_data, metric={"name": "val_loss", "goal": "minimize"})
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2"])
