@@ -220,6 +220,20 @@ def test_random_sweep_needs_a_trial_count(capsys, tmp_path, tiny_data):
 # ------------------------------------------------------------------ the engine's decisions
 
 
+def test_grid_trials_count_to_the_grid_size(tmp_path, tiny_data, monkeypatch):
+    """`trial i/N`: N is the grid's size (repeated values once) when --trials asks for more."""
+    lrs = {"values": [1e-3, 2e-3, 2e-3]}
+    path = sweep_file(tmp_path, tiny_data, method="grid", parameters={"train.lr": lrs})
+    monkeypatch.setattr(driver, "run_trial", lambda *a: setattr(a[3], "state", "finished"))
+    monkeypatch.setattr(driver, "_report", lambda *a: None)
+    monkeypatch.setattr(driver, "finish", lambda *a: None)
+    for trials in (None, 5, 1):
+        lines: list[str] = []
+        driver.run_sweep(path, trials=trials, out_dir=tmp_path / f"g{trials}", log=lines.append)
+        counts = [line.split()[1] for line in lines if line.startswith("trial ")]
+        assert counts == (["1/1"] if trials == 1 else ["1/2", "2/2"])
+
+
 def test_hyperband_stops_the_trailing_trial(tmp_path, tiny_data):
     """The engine decides from the trials' val loss histories (3 evaluations each)."""
     from tinyrun import tiny_config

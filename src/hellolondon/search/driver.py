@@ -102,6 +102,19 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, int | float | str | bool | type(None)) else str(value)
 
 
+def grid_size(spec: SweepSpec, at_most: int = 100_000) -> int | None:
+    """The points of a grid as the engine counts them (repeated values once); None for other
+    methods and for grids larger than `at_most`."""
+    if spec.method != "grid":
+        return None
+    sweeps = import_engine()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        points = sweeps.next_runs(spec.config, [], n=at_most + 1)
+    size = sum(p is not None for p in points)
+    return size if size <= at_most else None
+
+
 def should_stop(spec: SweepSpec, folder: SweepFolder, trials: list[Trial], trial: Trial) -> bool:
     """Hyperband, as the engine decides it from every trial's metric history."""
     sweeps = import_engine()
@@ -250,6 +263,8 @@ def run_sweep(
                 else ""
             )
         )
+        ends = [n for n in (trials, grid_size(spec)) if n]
+        total = f"/{min(ends)}" if ends else ""
         failures = 0
         for trial in records:
             if trial.state == "running":  # the sweep was killed while it ran
@@ -270,7 +285,6 @@ def run_sweep(
             )
             records.append(trial)
             folder.save(records)  # before it starts: a killed sweep knows what was running
-            total = f"/{trials}" if trials else ""
             log(f"trial {len(records)}{total} {trial.name}: {_describe(trial.values)}")
             run_trial(spec, folder, records, trial, log)
             folder.save(records)
