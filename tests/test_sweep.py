@@ -212,6 +212,14 @@ def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path
     assert (tmp_path / "file").read_text() == "kept"
 
 
+def test_missing_data_is_refused_once_before_any_trial(capsys, tmp_path):
+    path = sweep_file(tmp_path, tmp_path / "nope")
+    out = tmp_path / "sweep"
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2", "--out-dir", str(out)])
+    assert "nope has no meta.json" in err
+    assert not out.exists()
+
+
 def test_random_sweep_needs_a_trial_count(capsys, tmp_path, tiny_data):
     path = sweep_file(tmp_path, tiny_data)
     assert "give --trials N" in _one_line_error(capsys, ["sweep", str(path)])

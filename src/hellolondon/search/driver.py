@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.errors import UserError
+from hellolondon.prepare import load_meta
 from hellolondon.search.folder import SweepFolder, Trial
 from hellolondon.search.space import SweepSpec, import_engine, load_spec, plain, settings_args
 
@@ -249,6 +250,7 @@ def run_sweep(
         raise UserError("--trials must be at least 1")
     if trials is None and spec.method != "grid":
         raise UserError(f"a {spec.method} sweep has no end of its own; give --trials N")
+    load_meta(spec.base.data.data_dir)  # every trial would fail on missing data: say it once
     folder = SweepFolder(out_dir or default_out_dir(spec))
     resumed = folder.check_or_create(spec.text)
     with folder.locked(), _sigterm_as_interrupt():
