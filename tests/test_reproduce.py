@@ -83,6 +83,12 @@ def test_reproduce_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys)
     assert "match the recorded run" in capsys.readouterr().out
     assert _losses(tmp_path / "runs" / "again") == _losses(tmp_path / "runs" / "first")
     assert list(elsewhere.iterdir()) == []
+    # from the folder it was started in, the settings stay as given: nothing to compare
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "runs/first", "--run-name", "third"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "runs/first", "runs/third", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"] == []
 
 
 def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
