@@ -320,9 +320,12 @@ def _announce_pace(run: Run) -> bool:
     if step_s < 2.0:
         return False
     total = step_s * (run.cfg.train.max_iters - run.state.step)
+    instead = (
+        "`hellolondon demo`" if run.cfg.preset == "tiny" else "--preset tiny, or `hellolondon demo`"
+    )
     run.log(
         f"estimated {step_s:,.0f} s per step on this CPU, {fmt_duration(total)} for the "
-        f"{run.cfg.train.max_iters - run.state.step:,} steps to go; the {run.cfg.preset} preset "
-        "is meant for GPUs (for a CPU try --preset tiny, or `hellolondon demo`)"
+        f"{run.cfg.train.max_iters - run.state.step:,} steps to go; this model is meant for GPUs "
+        f"(for a CPU try {instead})"
     )
     return True
