@@ -114,6 +114,17 @@ def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
     assert not (tmp_path / "strict-run").exists()
 
 
+def test_a_run_without_a_readable_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "train/loss": 5.0}\n')
+    assert main(["reproduce", str(run)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+    (run / "config.json").write_text("{")
+    assert main(["reproduce", str(run)]) == 2
+    assert "config.json cannot be read" in capsys.readouterr().err
+
+
 def test_differences_name_code_and_packages():
     base = {
         "hellolondon_version": "0.1.0",

@@ -48,10 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
     from hellolondon.provenance import check_before_training, recorded_data_dir
     from hellolondon.report.rundata import load_run
+    from hellolondon.rundir import RunDir
 
     recorded = load_run(args.run).config
     if not recorded:
-        raise UserError(f"{args.run} has no recorded config; it was not written by `train`")
+        path = RunDir(args.run).config_file
+        what = "cannot be read (not a JSON object)" if path.is_file() else "is missing"
+        raise UserError(f"{path} {what}: the recorded settings are not there to run again")
     # the recorded paths may be relative to the folder the run was started in, not to this one
     data = args.data or recorded_data_dir(recorded)
     overrides = [f"data.data_dir={data}"] if data else []
