@@ -52,3 +52,13 @@ def test_html_report_of_several_runs_has_the_table(two_runs, tmp_path):
     assert "<h2>Comparison</h2>" in page and "train.lr" in page
     assert main(["report", str(two_runs[0]), "--out", str(tmp_path / "one")]) == 0
     assert "<h2>Comparison</h2>" not in (tmp_path / "one" / "report.html").read_text()
+
+
+def test_a_run_without_rows_is_one_note_by_folder(two_runs, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text("")
+    assert main(["compare", *map(str, two_runs), str(empty)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"note: {empty}: left out (no metric rows yet)"]
+    assert len(captured.out.splitlines()) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -67,6 +68,29 @@ def test_reproduced_run_logs_identical_losses(tiny_data, tmp_path, capsys):
     assert _losses(tmp_path / "third") == first
 
 
+def test_reproduce_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys):
+    """The run recorded relative paths (data, out_dir); reproduced from elsewhere, it still
+    finds its data and puts the new run beside itself."""
+    monkeypatch.chdir(tmp_path)
+    _train(
+        os.path.relpath(tiny_data), "runs", "first", "train.max_iters=2", "train.eval_interval=0"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["reproduce", str(tmp_path / "runs" / "first"), "--run-name", "again"]) == 0
+    assert "match the recorded run" in capsys.readouterr().out
+    assert _losses(tmp_path / "runs" / "again") == _losses(tmp_path / "runs" / "first")
+    assert list(elsewhere.iterdir()) == []
+    # from the folder it was started in, the settings stay as given: nothing to compare
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "runs/first", "--run-name", "third"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "runs/first", "runs/third", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"] == []
+
+
 def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
     _train(tiny_data, tmp_path, "first", "train.max_iters=2", "train.eval_interval=0")
     changed = tmp_path / "data"
@@ -88,6 +112,17 @@ def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "token files" in err
     assert not (tmp_path / "strict-run").exists()
+
+
+def test_a_run_without_a_readable_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "train/loss": 5.0}\n')
+    assert main(["reproduce", str(run)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+    (run / "config.json").write_text("{")
+    assert main(["reproduce", str(run)]) == 2
+    assert "config.json cannot be read" in capsys.readouterr().err
 
 
 def test_differences_name_code_and_packages():

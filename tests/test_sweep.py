@@ -170,6 +170,15 @@ def test_a_folder_given_as_the_sweep_file(capsys, tmp_path):
     assert "is a folder, not a sweep file" in err
 
 
+def test_a_file_that_is_not_yaml_is_named_with_the_place(capsys, tmp_path):
+    (tmp_path / "flow.yaml").write_text("name: s\nparameters: [\n")
+    err = _one_line_error(capsys, ["sweep", str(tmp_path / "flow.yaml"), "--check"])
+    assert "is not valid YAML: expected the node content" in err and "(line 3, column 1)" in err
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    err = _one_line_error(capsys, ["sweep", str(tmp_path / "latin1.yaml"), "--check"])
+    assert "latin1.yaml is not a sweep: not UTF-8 text" in err
+
+
 def test_a_metric_training_never_logs(capsys, tmp_path, tiny_data):
     path = sweep_file(tmp_path, tiny_data, metric={"name": "val_loss", "goal": "minimize"})
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2"])
@@ -203,12 +212,34 @@ def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path
     assert (tmp_path / "file").read_text() == "kept"
 
 
+def test_missing_data_is_refused_once_before_any_trial(capsys, tmp_path):
+    path = sweep_file(tmp_path, tmp_path / "nope")
+    out = tmp_path / "sweep"
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2", "--out-dir", str(out)])
+    assert "nope has no meta.json" in err
+    assert not out.exists()
+
+
 def test_random_sweep_needs_a_trial_count(capsys, tmp_path, tiny_data):
     path = sweep_file(tmp_path, tiny_data)
     assert "give --trials N" in _one_line_error(capsys, ["sweep", str(path)])
 
 
 # ------------------------------------------------------------------ the engine's decisions
+
+
+def test_grid_trials_count_to_the_grid_size(tmp_path, tiny_data, monkeypatch):
+    """`trial i/N`: N is the grid's size (repeated values once) when --trials asks for more."""
+    lrs = {"values": [1e-3, 2e-3, 2e-3]}
+    path = sweep_file(tmp_path, tiny_data, method="grid", parameters={"train.lr": lrs})
+    monkeypatch.setattr(driver, "run_trial", lambda *a: setattr(a[3], "state", "finished"))
+    monkeypatch.setattr(driver, "_report", lambda *a: None)
+    monkeypatch.setattr(driver, "finish", lambda *a: None)
+    for trials in (None, 5, 1):
+        lines: list[str] = []
+        driver.run_sweep(path, trials=trials, out_dir=tmp_path / f"g{trials}", log=lines.append)
+        counts = [line.split()[1] for line in lines if line.startswith("trial ")]
+        assert counts == (["1/1"] if trials == 1 else ["1/2", "2/2"])
 
 
 def test_hyperband_stops_the_trailing_trial(tmp_path, tiny_data):

@@ -153,6 +153,16 @@ def test_nan_loss_is_skipped_and_leaves_weights_untouched(tiny_data, tmp_path, m
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in rows if r["step"] != 3)
 
 
+def test_a_slow_tiny_run_is_not_told_to_try_the_tiny_preset(tiny_data, tmp_path, monkeypatch):
+    from hellolondon import hardware
+
+    monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda n_embd: 1e3)  # a very slow CPU
+    lines: list[str] = []
+    train(tiny_config(tiny_data, tmp_path, "train.max_iters=1"), log=lines.append)
+    pace = next(line for line in lines if line.startswith("estimated "))
+    assert "`hellolondon demo`" in pace and "--preset tiny" not in pace
+
+
 def test_the_eta_leaves_the_first_steps_compilation_out(monkeypatch):
     from types import SimpleNamespace
 

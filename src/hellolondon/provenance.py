@@ -151,6 +151,16 @@ def current(data_dir: str | Path) -> dict[str, Any]:
     return facts
 
 
+def recorded_data_dir(run_config: dict[str, Any]) -> str | None:
+    """The data folder a run trained on: `data.data_dir` as given while it still names that
+    folder from here (it may be relative), else the absolute path recorded, while it exists."""
+    given = (run_config.get("data") or {}).get("data_dir")
+    recorded = ((run_config.get("reproduce") or {}).get("data") or {}).get("data_dir")
+    if given and recorded and Path(given).resolve() == Path(recorded):
+        return given
+    return recorded if recorded and Path(recorded).is_dir() else given
+
+
 def _short(value: Any) -> str:
     if value is None:
         return "unknown"

@@ -142,3 +142,16 @@ def test_a_run_folder_given_as_the_folder_of_runs(runs, capsys):
     one = next(p for p in runs.iterdir() if p.is_dir())
     assert main(["runs", "--out-dir", str(one)]) == 2
     assert f"is a run folder, not a folder of runs; use --out-dir {runs}" in capsys.readouterr().err
+
+
+def test_the_trials_of_sweep_folders_are_listed_too(runs, capsys):
+    sweep = runs / "sweep-lr"
+    sweep.mkdir()
+    (sweep / "sweep.yaml").write_text("name: lr\n")
+    make_run(sweep / "trials", "lr-001", "tiny", "offline", summary={"iterations": 5}, synced=False)
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[5].split()[:3] == ["sweep-lr/trials/lr-001", "tiny", "5"]
+    assert "  wandb sync runs/sweep-lr/trials/lr-001/wandb/offline-run-*-id1" in lines
+    assert main(["runs", "--out-dir", "runs/sweep-lr"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("trials/lr-001 ")

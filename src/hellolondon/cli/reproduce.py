@@ -29,7 +29,9 @@ def register(sub) -> None:
     )
     p.add_argument("run", metavar="RUN", type=Path, help="the run folder to reproduce")
     p.add_argument("--data", help="the prepared data folder, when it has moved since the run")
-    p.add_argument("--out-dir", help="folder for the new run folder (default: the recorded one)")
+    p.add_argument(
+        "--out-dir", help="folder for the new run folder (default: the one that holds RUN)"
+    )
     p.add_argument(
         "--check", action="store_true", help="only compare with the recorded run; train nothing"
     )
@@ -44,17 +46,19 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.config import build_config, settings_of_run
     from hellolondon.errors import UserError
-    from hellolondon.provenance import check_before_training
+    from hellolondon.provenance import check_before_training, recorded_data_dir
     from hellolondon.report.rundata import load_run
+    from hellolondon.rundir import RunDir
 
     recorded = load_run(args.run).config
     if not recorded:
-        raise UserError(f"{args.run} has no recorded config; it was not written by `train`")
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data.data_dir={args.data}")
-    if args.out_dir:
-        overrides.append(f"out_dir={args.out_dir}")
+        path = RunDir(args.run).config_file
+        what = "cannot be read (not a JSON object)" if path.is_file() else "is missing"
+        raise UserError(f"{path} {what}: the recorded settings are not there to run again")
+    # the recorded paths may be relative to the folder the run was started in, not to this one
+    data = args.data or recorded_data_dir(recorded)
+    overrides = [f"data.data_dir={data}"] if data else []
+    overrides += [f"out_dir={args.out_dir or args.run.parent}", *args.overrides]
     base = settings_of_run(recorded, str(args.run))
     cfg = build_config(base=base, overrides=apply_tracking_flags(args, overrides))
     check_before_training(recorded, cfg.data.data_dir, strict=args.strict)

@@ -8,7 +8,7 @@ from pathlib import Path
 from hellolondon.errors import UserError
 
 EXAMPLES = """examples:
-  hellolondon runs                     # the runs below ./runs
+  hellolondon runs                     # the runs below ./runs, and their sweeps' trials
   hellolondon runs --out-dir /data/runs
   hellolondon runs --json              # the same as JSON, for scripts
 

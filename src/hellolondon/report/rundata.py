@@ -115,11 +115,11 @@ def load_runs(paths: list[str | Path]) -> tuple[list[RunData], list[str]]:
     runs, notes = [], []
     for p in paths:
         run = load_run(p)
-        notes += run.notes
         if run.rows:
             runs.append(run)
-        else:
-            notes.append(f"{run.name}: left out of the report (no metric rows)")
+            notes += run.notes
+        else:  # one note, by folder: its name may be another run's
+            notes.append(f"{p}: left out (no metric rows yet)")
     if not runs:
         raise UserError(
             "no metric rows in "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.errors import UserError
+from hellolondon.prepare import load_meta
 from hellolondon.search.folder import SweepFolder, Trial
 from hellolondon.search.space import SweepSpec, import_engine, load_spec, plain, settings_args
 
@@ -100,6 +101,19 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value if isinstance(value, int | float | str | bool | type(None)) else str(value)
+
+
+def grid_size(spec: SweepSpec, at_most: int = 100_000) -> int | None:
+    """The points of a grid as the engine counts them (repeated values once); None for other
+    methods and for grids larger than `at_most`."""
+    if spec.method != "grid":
+        return None
+    sweeps = import_engine()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        points = sweeps.next_runs(spec.config, [], n=at_most + 1)
+    size = sum(p is not None for p in points)
+    return size if size <= at_most else None
 
 
 def should_stop(spec: SweepSpec, folder: SweepFolder, trials: list[Trial], trial: Trial) -> bool:
@@ -236,6 +250,7 @@ def run_sweep(
         raise UserError("--trials must be at least 1")
     if trials is None and spec.method != "grid":
         raise UserError(f"a {spec.method} sweep has no end of its own; give --trials N")
+    load_meta(spec.base.data.data_dir)  # every trial would fail on missing data: say it once
     folder = SweepFolder(out_dir or default_out_dir(spec))
     resumed = folder.check_or_create(spec.text)
     with folder.locked(), _sigterm_as_interrupt():
@@ -250,6 +265,8 @@ def run_sweep(
                 else ""
             )
         )
+        ends = [n for n in (trials, grid_size(spec)) if n]
+        total = f"/{min(ends)}" if ends else ""
         failures = 0
         for trial in records:
             if trial.state == "running":  # the sweep was killed while it ran
@@ -270,7 +287,6 @@ def run_sweep(
             )
             records.append(trial)
             folder.save(records)  # before it starts: a killed sweep knows what was running
-            total = f"/{trials}" if trials else ""
             log(f"trial {len(records)}{total} {trial.name}: {_describe(trial.values)}")
             run_trial(spec, folder, records, trial, log)
             folder.save(records)

@@ -106,12 +106,19 @@ def read_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
         )
     if not path.is_file():
         raise UserError(f"sweep file {path} not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a sweep: not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path} is not valid YAML: {first}") from None
+        problem = (
+            getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        )
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"{path} is not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a sweep: expected a mapping with method and parameters")
     return text, data

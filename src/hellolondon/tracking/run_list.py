@@ -57,13 +57,13 @@ def _sync_state(run: RunDir, state: dict[str, Any]) -> tuple[bool, str | None]:
     return False, None
 
 
-def run_info(run: RunDir) -> RunInfo:
+def run_info(run: RunDir, name: str | None = None) -> RunInfo:
     config = run.read_config()
     state = run.read_tracker_state()
     iters, best = _progress(run)
     needs, command = _sync_state(run, state)
     return RunInfo(
-        name=run.path.name,
+        name=name or run.path.name,
         path=str(run.path),
         preset=str(config.get("preset") or (config.get("model_info") or {}).get("preset") or "-"),
         iterations=iters,
@@ -76,8 +76,18 @@ def run_info(run: RunDir) -> RunInfo:
 
 
 def list_runs(out_dir: str | Path) -> list[RunInfo]:
-    """Every run folder directly below `out_dir`, oldest first."""
-    return [run_info(r) for r in reversed(runs_in(out_dir))]
+    """Every run folder directly below `out_dir`, oldest first, then the trials of each sweep
+    folder there (or of `out_dir` itself, a sweep folder), named by their path below it."""
+    from hellolondon.search.folder import SweepFolder
+
+    out_dir = Path(out_dir)
+    found = [run_info(r) for r in reversed(runs_in(out_dir))]
+    inside = sorted(p for p in out_dir.iterdir() if p.is_dir()) if out_dir.is_dir() else []
+    for sweep in (SweepFolder(p) for p in (out_dir, *inside)):
+        if sweep.exists():
+            trials = reversed(runs_in(sweep.trials_dir))
+            found += [run_info(r, str(r.path.relative_to(out_dir))) for r in trials]
+    return found
 
 
 def format_runs(runs: list[RunInfo]) -> str:
