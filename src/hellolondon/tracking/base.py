@@ -1,7 +1,8 @@
 """The tracker interface the training loop talks to, and the trackers that need no network.
 
 The loop calls `log(row, step)`, `alert(title, text, level)`, `summary(values)` and
-`finish(exit_code)` (non-zero when training died of an error) and never asks which trackers sit behind them or which rank it runs on.
+`finish(exit_code)` (non-zero when training died of an error), and never asks which trackers
+sit behind them or which rank it runs on.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What W&B is asked to do for a run, decided once before training: the mode (config, then
-WANDB_MODE, then online with a key and offline without), project, entity, tags, notes, group and
-run name (config, then the W&B environment variables, then the defaults). `resolve_tracking` writes the decisions into
-the config, so the run's saved config shows the values used; `WandbOptions` carries them, with
-what only start-up needs, to `wandb_start`.
+WANDB_MODE, then online with a key and offline without), project, entity, tags, notes, group
+and run name (config, then the W&B environment variables, then the defaults).
+`resolve_tracking` writes the decisions into the config, so the run's saved config shows the
+values used; `WandbOptions` carries them, with what only start-up needs, to `wandb_start`.
 """
 
 from __future__ import annotations
