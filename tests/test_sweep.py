@@ -212,6 +212,57 @@ def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path
     assert (tmp_path / "file").read_text() == "kept"
 
 
+def test_a_sweep_file_changed_only_in_comments_and_layout_resumes(tmp_path):
+    folder = SweepFolder(tmp_path / "sweep")
+    assert folder.check_or_create("name: s\nmethod: grid\n") is False
+    assert folder.check_or_create("# tried on Monday\nname: s\nmethod:   grid\n") is True
+    with pytest.raises(UserError, match="holds another sweep"):
+        folder.check_or_create("name: s\nmethod: random\n")
+
+
+def test_one_sweep_process_per_folder_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    folder = SweepFolder(tmp_path)
+    running = f"already running \\(process {os.getpid()}\\)"
+    with folder.locked(), pytest.raises(UserError, match=running), folder.locked():
+        pass
+    assert not (tmp_path / ".lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (tmp_path / ".lock").write_text(dead)
+    with folder.locked():
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_trial_that_finished_after_its_sweep_died_is_not_trained_again(
+    tmp_path, tiny_data, monkeypatch
+):
+    from tinyrun import tiny_config
+
+    from hellolondon.train.loop import train
+
+    lrs = {"values": [1e-3, 2e-3]}
+    path = sweep_file(tmp_path, tiny_data, method="grid", parameters={"train.lr": lrs})
+    spec = space.load_spec(path)
+    folder = SweepFolder(tmp_path / "sweep")
+    folder.check_or_create(spec.text)
+    for i, lr in enumerate(lrs["values"], 1):
+        cfg = tiny_config(
+            tiny_data, folder.trials_dir, f"tracking.run_name=s-00{i}", f"train.lr={lr}"
+        )
+        train(cfg, log=lambda *_: None)
+    # the sweep died while s-002 ran; the trial went on to its end on its own
+    folder.save(
+        [Trial("s-001", {"train.lr": 1e-3}, "finished"), Trial("s-002", {"train.lr": 2e-3})]
+    )
+    monkeypatch.setattr(driver, "run_trial", lambda *a: pytest.fail("trained again"))
+    lines: list[str] = []
+    driver.run_sweep(path, out_dir=folder.path, log=lines.append)
+    assert [t.state for t in folder.load()] == ["finished", "finished"]
+    assert "finished after the sweep had ended" in folder.load()[1].note
+    assert RunDir(folder.trials_dir / "s-002").read_summary()["starts"] == 1
+
+
 def test_missing_data_is_refused_once_before_any_trial(capsys, tmp_path):
     path = sweep_file(tmp_path, tmp_path / "nope")
     out = tmp_path / "sweep"

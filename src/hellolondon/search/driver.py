@@ -205,6 +205,14 @@ def _exited(proc: subprocess.Popen, wait_s: float) -> bool:
         return False
 
 
+def _trained_to_the_end(path: Path) -> bool:
+    """The run finished all its iterations (not stopped by a signal or early_terminate)."""
+    run = _run_data(path)
+    if run is None or not run.summary or run.summary.get("stopped_early"):
+        return False
+    return run.summary.get("iterations") == run.config.get("train", {}).get("max_iters")
+
+
 def _check_not_alive(trial: Trial) -> None:
     """A sweep killed on its own leaves its trial running: never train one folder twice."""
     if not trial.pid:
@@ -271,8 +279,11 @@ def run_sweep(
         for trial in records:
             if trial.state == "running":  # the sweep was killed while it ran
                 _check_not_alive(trial)
-                log(f"trial {trial.name}: resuming ({_describe(trial.values)})")
-                run_trial(spec, folder, records, trial, log)
+                if _trained_to_the_end(folder.trial_dir(trial)):  # it outlived the sweep
+                    trial.state, trial.note = "finished", "finished after the sweep had ended"
+                else:
+                    log(f"trial {trial.name}: resuming ({_describe(trial.values)})")
+                    run_trial(spec, folder, records, trial, log)
                 folder.save(records)
                 _report(trial, spec, folder, log)
         while trials is None or len(records) < trials:

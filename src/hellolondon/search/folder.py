@@ -67,7 +67,7 @@ class SweepFolder:
         """True when the folder already holds this very sweep (a resume); creates it when new.
         A folder with other content or another sweep is refused."""
         if self._spec.is_file():
-            if self._spec.read_text(encoding="utf-8") != spec_text:
+            if not _same_sweep(self._spec.read_text(encoding="utf-8"), spec_text):
                 raise UserError(
                     f"{self.path} holds another sweep (its sweep.yaml differs); "
                     "choose another --out-dir, or give the same sweep file to resume it"
@@ -108,20 +108,51 @@ class SweepFolder:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """One sweep process per folder: a second one is refused while the first lives."""
-        lock = self.path / ".lock"
-        if lock.is_file():
-            try:
-                pid: int | None = int(lock.read_text().strip())
-                os.kill(pid, 0)
-            except PermissionError:
-                pass  # alive, under another user
-            except (ValueError, OSError):
-                pid = None  # gone: the lock is stale
-            if pid and pid != os.getpid():
-                raise UserError(f"sweep {self.path} is already running (process {pid})")
-        lock.write_text(str(os.getpid()))
+        """One sweep process per folder: a second one is refused while the first lives. The
+        lock file is created exclusively, so of two sweeps started at once only one gets it."""
+        lock, mine = self.path / ".lock", self.path / f".lock.{os.getpid()}"
+        mine.write_text(str(os.getpid()))
+        try:
+            for _ in range(2):  # a second try after clearing a dead process's lock
+                try:
+                    os.link(mine, lock)  # atomic, and the lock is whole the moment it exists
+                    break
+                except FileExistsError:
+                    pid = _lock_owner(lock)
+                    if pid is not None:
+                        raise UserError(
+                            f"sweep {self.path} is already running (process {pid})"
+                        ) from None
+                    lock.unlink(missing_ok=True)  # stale: its process is gone
+            else:
+                raise UserError(f"sweep {self.path}: cannot take its lock file {lock}")
+        finally:
+            mine.unlink(missing_ok=True)
         try:
             yield
         finally:
             lock.unlink(missing_ok=True)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    """The live process that holds `lock`, or None when the lock is stale."""
+    try:
+        pid = int(lock.read_text().strip())
+        os.kill(pid, 0)
+    except PermissionError:
+        return pid  # alive, under another user
+    except (ValueError, OSError):
+        return None  # gone
+    return pid
+
+
+def _same_sweep(stored: str, given: str) -> bool:
+    """The same sweep when the YAML means the same: comments and layout may differ."""
+    import yaml
+
+    if stored == given:
+        return True
+    try:
+        return yaml.safe_load(stored) == yaml.safe_load(given)
+    except yaml.YAMLError:
+        return False
