@@ -62,3 +62,12 @@ def test_a_run_without_rows_is_one_note_by_folder(two_runs, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [f"note: {empty}: left out (no metric rows yet)"]
     assert len(captured.out.splitlines()) == 3
+
+
+def test_a_run_given_twice_is_shown_once(two_runs, capsys):
+    slow, fast = two_runs
+    again = slow.parent / ".." / slow.parent.name / slow.name  # the same folder, another spelling
+    assert main(["compare", str(slow), str(fast), str(again)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"note: {again}: given more than once, shown once"]
+    assert len(captured.out.splitlines()) == 3  # the header and two runs

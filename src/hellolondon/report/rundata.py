@@ -112,8 +112,12 @@ def load_runs(paths: list[str | Path]) -> tuple[list[RunData], list[str]]:
     name are told apart by their folders."""
     if not paths:
         raise UserError("give at least one run folder, such as runs/<run-name>")
-    runs, notes = [], []
+    runs, notes, seen = [], [], set()
     for p in paths:
+        if Path(p).resolve() in seen:
+            notes.append(f"{p}: given more than once, shown once")
+            continue
+        seen.add(Path(p).resolve())
         run = load_run(p)
         if run.rows:
             runs.append(run)
