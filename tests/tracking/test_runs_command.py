@@ -141,7 +141,26 @@ def test_an_empty_or_missing_folder(tmp_path, capsys):
 def test_a_run_folder_given_as_the_folder_of_runs(runs, capsys):
     one = next(p for p in runs.iterdir() if p.is_dir())
     assert main(["runs", "--out-dir", str(one)]) == 2
-    assert f"is a run folder, not a folder of runs; use --out-dir {runs}" in capsys.readouterr().err
+    said = f"is a run folder, not a folder of runs; use `hellolondon runs {runs}`"
+    assert said in capsys.readouterr().err
+
+
+def test_the_folder_of_runs_is_given_as_an_argument_too(runs, capsys):
+    assert main(["runs", str(runs), "--json"]) == 0
+    by_argument = json.loads(capsys.readouterr().out)
+    assert main(["runs", "--out-dir", str(runs), "--json"]) == 0
+    assert by_argument == json.loads(capsys.readouterr().out) and by_argument
+    assert main(["runs", str(runs), "--out-dir", "elsewhere"]) == 2
+    assert "give the folder once" in capsys.readouterr().err
+
+
+def test_an_unknown_flag_is_named_with_the_commands_own_usage(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["runs", "--bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("usage: hellolondon runs ")
+    assert err[-1] == "hellolondon runs: error: unrecognized arguments: --bogus (see --help)"
 
 
 def test_the_trials_of_sweep_folders_are_listed_too(runs, capsys):

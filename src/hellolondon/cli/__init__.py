@@ -49,9 +49,14 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     args, rest = parser.parse_known_args(argv)
     if rest and hasattr(args, "overrides") and all(_is_setting(a) for a in rest):
         args.overrides = [*args.overrides, *rest]
-    elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    elif rest:  # said by the command's own parser: its usage shows what it does take
+        command = _subparsers(parser).choices.get(args.command, parser)
+        command.error(f"unrecognized arguments: {' '.join(rest)} (see --help)")
     return args
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def _is_setting(arg: str) -> bool:

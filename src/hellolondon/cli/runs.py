@@ -9,7 +9,7 @@ from hellolondon.errors import UserError
 
 EXAMPLES = """examples:
   hellolondon runs                     # the runs below ./runs, and their sweeps' trials
-  hellolondon runs --out-dir /data/runs
+  hellolondon runs /data/runs          # or: --out-dir /data/runs
   hellolondon runs --json              # the same as JSON, for scripts
 
 W&B column: online, offline or disabled (how the run was tracked); SYNC "needed" means W&B's
@@ -25,8 +25,9 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--out-dir", default="runs", help="folder that holds run folders (default: runs)"
+        "folder", nargs="?", metavar="FOLDER", help="folder that holds run folders (default: runs)"
     )
+    p.add_argument("--out-dir", help="the same as FOLDER")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=handler)
 
@@ -35,14 +36,16 @@ def handler(args: argparse.Namespace) -> int:
     from hellolondon.rundir import RunDir
     from hellolondon.tracking.run_list import format_runs, list_runs, runs_json
 
-    root = Path(args.out_dir)
+    if args.folder and args.out_dir and Path(args.folder) != Path(args.out_dir):
+        raise UserError(f"give the folder once: {args.folder} or --out-dir {args.out_dir}")
+    root = Path(args.folder or args.out_dir or "runs")
     if not root.is_dir():
         raise UserError(
-            f"no run folder {root}/; train a model first (hellolondon train) or pass --out-dir"
+            f"no run folder {root}/; train a model first (hellolondon train) or give the folder of your runs"
         )
     if RunDir.is_run(root):
         raise UserError(
-            f"{root} is a run folder, not a folder of runs; use --out-dir {root.parent}"
+            f"{root} is a run folder, not a folder of runs; use `hellolondon runs {root.parent}`"
         )
     runs = list_runs(root)
     if args.json:
