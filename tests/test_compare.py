@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from tinyrun import tiny_config
@@ -71,3 +72,49 @@ def test_a_run_given_twice_is_shown_once(two_runs, capsys):
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [f"note: {again}: given more than once, shown once"]
     assert len(captured.out.splitlines()) == 3  # the header and two runs
+
+
+def test_a_killed_run_is_told_from_a_running_one_by_its_process(tiny_data, tmp_path, capsys):
+    """The run folder records its training process: `compare` and `watch` say "killed" as soon
+    as it is gone, not "running" until its log has gone quiet for a while."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from hellolondon.rundir import RunDir, read_jsonl
+
+    run = tmp_path / "k"
+    argv = [sys.executable, "-m", "hellolondon", "train", "--data", str(tiny_data),
+            "--out-dir", str(tmp_path), "--run-name", "k", "--wandb-mode", "disabled",
+            "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=32",
+            "train.batch_size=2", "train.max_iters=100000", "train.log_interval=1"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not read_jsonl(run / "metrics.jsonl") and time.monotonic() < deadline:
+            assert proc.poll() is None, "training ended before it could be watched"
+            time.sleep(0.05)
+        assert RunDir(run).training_process() == ("running", f"process {proc.pid}")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert main(["compare", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["outcomes"]["status"] == "killed"
+    assert main(["watch", str(run), "--once"]) == 0
+    assert f"killed: process {proc.pid} is gone" in capsys.readouterr().out
+
+
+def test_a_process_record_of_another_machine_leaves_the_status_to_the_log(tmp_path):
+    from hellolondon.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.mark_training()
+    assert run.training_process() == ("running", f"process {os.getpid()}")
+    run.process_file.write_text(json.dumps({"pid": os.getpid(), "host": "another-machine"}))
+    assert run.training_process() is None
+    run.mark_failed("RuntimeError at step 7")
+    assert run.training_process() == ("failed", "RuntimeError at step 7")
+    run.mark_ended()
+    assert run.training_process() is None and not run.process_file.exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
 
-from hellolondon.rundir import read_jsonl
+from hellolondon.rundir import RunDir, read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
 
@@ -246,3 +246,5 @@ def test_out_of_memory_is_an_error_finding_and_ends_the_tracked_run_as_failed(
     assert [(e["level"], e["title"], e["step"]) for e in events] == [("ERROR", "out of memory", 3)]
     assert "train.batch_size" in events[0]["text"]
     assert exit_codes == [1]  # W&B's run ends failed, not with the clean exit its hook records
+    process = RunDir(tmp_path / "oom").training_process()
+    assert process == ("failed", "OutOfMemoryError at step 3")  # what `compare` and `watch` say

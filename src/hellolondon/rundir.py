@@ -8,6 +8,7 @@
         samples.txt      text sampled during training
         tokenizer/       a copy of the tokenizer the run was trained with
         tracking.json    the W&B side: run id, mode, status, sync command
+        process.json     the training process while it runs (pid, host), or the error it died of
         checkpoints/     step-NNNNNN/, latest, best/ (their layout: `train/checkpoint`)
         eval/            evaluation reports, step-NNNNNN.json and .md
         report/          report.png and report.html
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,6 +40,7 @@ SUMMARY = "summary.json"
 SAMPLES = "samples.txt"
 TOKENIZER = "tokenizer"
 TRACKER_STATE = "tracking.json"
+PROCESS = "process.json"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 REPORT = "report"
@@ -68,6 +71,7 @@ class RunDir:
     samples_file = property(lambda self: self.path / SAMPLES)
     tokenizer_dir = property(lambda self: self.path / TOKENIZER)
     tracker_state_file = property(lambda self: self.path / TRACKER_STATE)
+    process_file = property(lambda self: self.path / PROCESS)
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
     eval_dir = property(lambda self: self.path / EVAL)
     report_dir = property(lambda self: self.path / REPORT)
@@ -149,6 +153,33 @@ class RunDir:
     def write_tracker_state(self, values: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.tracker_state_file, values)
+
+    # ---- the training process: is it running, was it killed, did it fail
+
+    def mark_training(self) -> None:
+        write_json(self.process_file, {"pid": os.getpid(), "host": socket.gethostname()})
+
+    def mark_failed(self, error: str) -> None:
+        write_json(self.process_file, {**read_json(self.process_file), "failed": error})
+
+    def mark_ended(self) -> None:
+        self.process_file.unlink(missing_ok=True)
+
+    def training_process(self) -> tuple[str, str] | None:
+        """("running" | "killed" | "failed", detail) while a training process's record is
+        here, i.e. from its start until it ends cleanly; None without one, or when it was
+        written on another machine (its process cannot be looked up from here)."""
+        record = read_json(self.process_file)
+        if not record:
+            return None
+        if record.get("failed"):
+            return "failed", str(record["failed"])
+        if record.get("host") != socket.gethostname():
+            return None
+        pid = int(record.get("pid", 0))
+        return (
+            ("running", f"process {pid}") if _alive(pid) else ("killed", f"process {pid} is gone")
+        )
 
     @property
     def modified(self) -> float:
@@ -316,6 +347,22 @@ class Tail:
             rows, used = _parse(f.read())
         self.offset += used
         return rows, restarted
+
+
+def _alive(pid: int) -> bool:
+    """A live process `pid` that is a Python (a recycled pid of another program is not ours)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except OSError:
+        return False
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes().lower()
+    except OSError:
+        return True  # no /proc (macOS): alive is all we can tell
 
 
 def now() -> float:

@@ -69,10 +69,12 @@ class RunView:
         self.last_time: float | None = None
         self.config: dict[str, Any] = {}
         self.summary: dict[str, Any] = {}
+        self.process: tuple[str, str] | None = None  # the training process: running, killed ...
 
     def refresh(self) -> None:
         self.config = self.config or self.run.read_config()
         self.summary = self.run.read_summary()
+        self.process = self.run.training_process()
         rows, restarted = self.metrics.read()
         if restarted:
             self.values.clear()
@@ -94,7 +96,9 @@ class RunView:
 
     @property
     def finished(self) -> bool:
-        return bool(self.summary)
+        """Ended cleanly: a summary, and no training process (a resumed run keeps the summary
+        of its last segment while it runs again)."""
+        return bool(self.summary) and self.process is None
 
 
 def _status(view: RunView, now: float) -> str:
@@ -108,9 +112,12 @@ def _status(view: RunView, now: float) -> str:
         parts.append("stopped early" if view.summary.get("stopped_early") else "finished")
     elif max_iters and dts:
         parts.append(f"eta {fmt_duration((max_iters - it) * statistics.median(dts) / 1000)}")
-    if view.last_time is not None and not view.finished:
+    if view.process is not None and view.process[0] != "running":
+        parts.append(f"{view.process[0]}: {view.process[1]}")  # killed, or failed and why
+    elif view.last_time is not None and not view.finished:
         age = now - view.last_time
-        parts.append(f"last row {fmt_duration(age)} ago" + (" (stopped?)" if age > STALE_S else ""))
+        unknown = view.process is None and age > STALE_S  # a run of another machine, say
+        parts.append(f"last row {fmt_duration(age)} ago" + (" (stopped?)" if unknown else ""))
     return "  |  ".join(parts)
 
 

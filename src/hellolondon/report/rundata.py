@@ -137,6 +137,19 @@ def load_runs(paths: list[str | Path]) -> tuple[list[RunData], list[str]]:
     return runs, notes
 
 
+def _status(run: RunData, times: list[float]) -> str:
+    """finished, stopped early, running, killed, failed; from the training process's record
+    where it has one (a resumed run that dies keeps its last segment's summary)."""
+    process = RunDir(run.path).training_process()
+    if process is not None:
+        state, detail = process
+        return {"running": "running", "killed": "killed", "failed": f"failed ({detail})"}[state]
+    if run.summary:
+        return "stopped early" if run.summary.get("stopped_early") else "finished"
+    age = time.time() - max(times) if times else math.inf  # a run from another machine
+    return "running" if age < 600 else "not finished (killed?)"
+
+
 def _first(summary: dict[str, Any], *keys: str) -> float | None:
     for k in keys:
         value = to_float(summary.get(k))
@@ -163,14 +176,9 @@ def summarize(run: RunData) -> dict[str, Any]:
     tps_rows = run.series("train/tokens_per_sec")[1][1:] or run.series("train/tokens_per_sec")[1]
     tps = _first(s, "mean_tokens_per_sec") or (sum(tps_rows) / len(tps_rows) if tps_rows else None)
     levels = [str(e.get("level", "")) for e in run.events]
-    if s:
-        status = "stopped early" if s.get("stopped_early") else "finished"
-    else:
-        age = time.time() - max(times) if times else math.inf
-        status = "running" if age < 600 else "not finished (killed?)"
     return {
         "run": run.name,
-        "status": status,
+        "status": _status(run, times),
         "iterations": int(iters),
         "max_iters": run.max_iters,
         "recipe": recipe(run.config.get("train") or {}),

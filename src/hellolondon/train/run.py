@@ -217,6 +217,7 @@ def _open_tracking(run: Run, dtype: torch.dtype, tokenizer, resume_run_id: str |
     full = run_config(run, dtype, tokenizer)  # asks the hardware: once
     if d.is_main:
         run.rundir.write_config(scrub(full))
+        run.rundir.mark_training()  # `compare`, `report` and `watch` can tell a killed run
         run.rundir.copy_tokenizer(tokenizer.path if tokenizer is not None else None)
     run.tracker = open_tracker(
         cfg, run.rundir, rank=d.rank, run_config=full, resume_run_id=resume_run_id

@@ -319,6 +319,8 @@ def failure_reported(run: Run) -> Iterator[None]:
         yield
     except Exception as exc:
         step = run.state.step
+        if run.dist.is_main:
+            run.rundir.mark_failed(f"{type(exc).__name__} at step {step}")
         if run.monitor is not None:
             run.monitor.failed(step, exc)
         else:
@@ -341,6 +343,8 @@ def finish(run: Run, stopped: bool) -> dict:
     summary = st.summary() | {"tokens_seen": st.samples_seen * run.cfg.model.block_size}
     run.tracker.summary(summary)
     run.tracker.finish()
+    if run.dist.is_main:
+        run.rundir.mark_ended()
     run.step_model = run.model  # let the DDP wrapper go before its process group (see shutdown)
     shutdown(run.dist)
     return summary | {"run_dir": str(run.rundir.path)}
