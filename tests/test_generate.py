@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hellolondon.config import ModelConfig
+from hellolondon.errors import UserError
 from hellolondon.generate import Sampling, generate_ids
 from hellolondon.model import GPT, KVCache
 
@@ -96,3 +97,18 @@ def test_the_model_is_left_as_it_was_even_when_a_callback_fails(model):
     assert model.lm_head is head and head.weight is model.transformer.wte.weight
     assert model.training
     model.eval()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": float("nan")},
+        {"temperature": float("inf")},
+        {"top_p": float("nan")},
+        {"repetition_penalty": float("nan")},
+        {"repetition_penalty": float("inf")},
+    ],
+)
+def test_sampling_settings_that_are_not_finite_are_refused(bad):
+    with pytest.raises(UserError, match="finite"):
+        Sampling(**bad)

@@ -3,6 +3,7 @@ and a stop at `<|endoftext|>`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,14 @@ class Sampling:
         if self.max_new_tokens < 1:
             raise UserError("--max-new-tokens must be at least 1")
         if (
-            self.temperature < 0
+            not 0 <= self.temperature < math.inf  # nan fails every comparison
             or not 0 < self.top_p <= 1
             or self.top_k < 0
-            or self.repetition_penalty <= 0
+            or not 0 < self.repetition_penalty < math.inf
         ):
             raise UserError(
-                "need temperature >= 0, 0 < top-p <= 1, top-k >= 0 and repetition-penalty > 0"
+                "need a finite temperature >= 0, 0 < top-p <= 1, top-k >= 0 and a finite "
+                "repetition-penalty > 0"
             )
 
 
