@@ -274,3 +274,11 @@ def test_a_tokenizer_without_its_config_is_a_one_line_error(trained_run, tmp_pat
     err = capsys.readouterr().err.strip()
     assert "tokenizer_config.json is missing" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "eval", "export"])
+def test_an_export_folder_given_as_a_checkpoint_is_named_as_such(exported, command, capsys):
+    extra = ["--out", str(exported.parent / "again")] if command == "export" else []
+    assert main([command, str(exported), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a Hugging Face model folder" in err and "\n" not in err

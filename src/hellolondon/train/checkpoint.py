@@ -262,6 +262,11 @@ def _no_checkpoint(p: Path) -> UserError:
 
     if not p.exists():
         return UserError(f"{p} does not exist; give a run folder or a checkpoint folder")
+    if (p / "model.safetensors").is_file():  # weights without state.json: an export's folder
+        return UserError(
+            f"{p} is a Hugging Face model folder (from `hellolondon export`), not a checkpoint; "
+            "load it with transformers, or give the run folder or checkpoint it came from"
+        )
     run = RunDir(p)
     if run.config_file.is_file():  # a run stopped before its first save
         return UserError(
