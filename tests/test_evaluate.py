@@ -331,3 +331,21 @@ def test_eval_json_keeps_stdout_for_the_report_while_it_logs_to_the_run(
     captured = capsys.readouterr()
     assert json.loads(captured.out)["step"] == 40
     assert "metrics go to" in captured.err  # the tracker's line, kept for the reader
+
+
+def test_eval_checks_the_report_folder_can_be_written_before_scoring(
+    trained_run, tmp_path, capsys, monkeypatch
+):
+    import hellolondon.evaluation.suite as suite
+
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    argv = ["eval", str(trained_run), "--no-probes", "--no-generation", "--no-track"]
+    assert main([*argv, "--out", str(taken / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the report folder" in err and "held-out" not in err
+    monkeypatch.setattr(suite.os, "access", lambda *_: False)  # a read-only folder, even for root
+    assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report folder" in err and "held-out" not in err
+    assert taken.read_text() == "mine" and not (tmp_path / "eval").exists()

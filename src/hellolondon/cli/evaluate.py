@@ -63,6 +63,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
     from hellolondon.evaluation.suite import (
+        check_report_dir,
         default_out,
         evaluate,
         log_to_run,
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from hellolondon.hardware import resolve_device
     from hellolondon.rundir import RunDir
+    from hellolondon.train.checkpoint import resolve
 
     skip = {"heldout": args.no_heldout, "probes": args.no_probes, "generation": args.no_generation}
     parts = tuple(k for k, off in skip.items() if not off)
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--max-tokens must be >= 0 and --gen-tokens >= 1")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder for the report")
+    out = check_report_dir(args.out or default_out(resolve(args.checkpoint)))
     report, cfg, state, ckpt = evaluate(
         args.checkpoint,
         args.data,
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         args.gen_tokens,
         show_progress=True,
     )
-    json_path, md_path = write_report(report, args.out or default_out(ckpt), report_name(state))
+    json_path, md_path = write_report(report, out, report_name(state))
     run_dir = RunDir.of_checkpoint(ckpt)
     if run_dir is not None and not args.no_track:
         # the tracker's start line is not part of the report that --json pipes on

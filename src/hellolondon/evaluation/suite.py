@@ -8,6 +8,7 @@ model card.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import UTC, datetime
@@ -174,6 +175,22 @@ def summary_text(r: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def check_report_dir(out_dir: str | Path) -> Path:
+    """Check that the report folder can be created and written to, before the evaluation that
+    fills it (the whole held-out split can take hours); nothing is created yet."""
+    out = Path(out_dir)
+    there = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not there.is_dir():
+        raise UserError(
+            f"cannot create the report folder {out} ({there} is a file); choose another --out"
+        )
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write the report folder {out} (no permission); choose another --out"
+        )
+    return out
+
+
 def write_report(report: dict[str, Any], out_dir: str | Path, name: str) -> tuple[Path, Path]:
     """`<name>.json` and `<name>.md` in `out_dir`, each written whole or not at all."""
     out = Path(out_dir)
@@ -186,7 +203,12 @@ def write_report(report: dict[str, Any], out_dir: str | Path, name: str) -> tupl
     paths = (out / f"{name}.json", out / f"{name}.md")
     texts = (json.dumps(report, indent=1, ensure_ascii=False) + "\n", summary_text(report))
     for path, text in zip(paths, texts, strict=True):
-        atomic_write(path, text)
+        try:
+            atomic_write(path, text)
+        except OSError as exc:
+            raise UserError(
+                f"cannot write the report {path} ({exc.strerror}); choose another --out"
+            ) from None
     return paths
 
 
