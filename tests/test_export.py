@@ -282,3 +282,11 @@ def test_an_export_folder_given_as_a_checkpoint_is_named_as_such(exported, comma
     assert main([command, str(exported), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert "is a Hugging Face model folder" in err and "\n" not in err
+
+
+def test_an_export_that_cannot_be_written_is_a_one_line_error(trained_run, tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "file" / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot write the export folder") and "\n" not in err
+    assert (tmp_path / "file").read_text() == "mine"

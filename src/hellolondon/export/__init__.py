@@ -227,8 +227,12 @@ def export_checkpoint(
         card = model_card(cfg, state, ckpt, report_data, info, license)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         _replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # a read-only or full disk, a parent that is a file
+            raise UserError(
+                f"cannot write the export folder {out} ({exc.strerror or exc}); choose another --out"
+            ) from None
         raise
     return info | {"out": str(out), "report": bool(report_data)}
 
