@@ -100,7 +100,11 @@ def test_a_hub_error_is_one_line_without_the_token(folder, monkeypatch, capsys):
     assert "401 Unauthorized" in err and SECRET not in err and "\n" not in err
 
 
-@pytest.mark.parametrize("repo", ["london", "me/", "me/lon don", "a/b/c"])
+@pytest.mark.parametrize(
+    "repo",
+    ["london", "me/", "me/lon don", "a/b/c", "me/a--b", "me/a..b", "me/london.git", "me/london."]
+    + ["me/" + "x" * 97],
+)
 def test_a_bad_repo_name_is_refused(folder, repo, capsys):
     assert main(["publish", str(folder), "--repo", repo, "--dry-run"]) == 2
     assert "user/name" in capsys.readouterr().err
@@ -109,3 +113,32 @@ def test_a_bad_repo_name_is_refused(folder, repo, capsys):
 def test_a_folder_that_is_not_an_export_is_refused(tmp_path, capsys):
     assert main(["publish", str(tmp_path), "--repo", "me/london", "--dry-run"]) == 2
     assert "not an export folder" in capsys.readouterr().err
+
+
+def test_a_blank_token_is_not_set_in_a_dry_run_either(folder, hub, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "  ")
+    assert main(["publish", str(folder), "--repo", "me/london", "--dry-run"]) == 0
+    assert "HF_TOKEN is not set" in capsys.readouterr().out
+
+
+def test_the_url_follows_hf_endpoint(folder, hub, capsys, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org/")
+    assert main(["publish", str(folder), "--repo", "me/london", "--dry-run"]) == 0
+    assert "to https://hub.example.org/me/london" in capsys.readouterr().out
+
+
+def test_a_refused_token_says_a_write_token_is_needed(folder, monkeypatch, capsys):
+    import huggingface_hub
+
+    class Refused(RuntimeError):
+        response = type("Response", (), {"status_code": 403})()
+
+    class Failing(FakeApi):
+        def create_repo(self, **kwargs):
+            raise Refused("403 Forbidden: you do not have write access")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Failing)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert main(["publish", str(folder), "--repo", "me/london"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "403 Forbidden" in err and "must be a write token" in err and "\n" not in err

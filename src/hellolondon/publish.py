@@ -13,7 +13,8 @@ from pathlib import Path
 from hellolondon.errors import UserError
 
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "README.md")
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"  # the Hub's rule: up to 96 characters
+REPO_ID = re.compile(rf"^{NAME}/{NAME}$")
 TOKEN_URL = "https://huggingface.co/settings/tokens"
 
 
@@ -36,6 +37,24 @@ def upload_list(folder: str | Path) -> list[tuple[str, int]]:
     return files
 
 
+def check_repo_id(repo: str) -> None:
+    """The Hub's rules for a repository id, checked here so that a dry run catches them too."""
+    if not REPO_ID.match(repo) or "--" in repo or ".." in repo or repo.endswith(".git"):
+        raise UserError(
+            "--repo must look like user/name: letters, digits, '.', '_' or '-', each part "
+            "starting and ending with a letter, digit or '_', at most 96 characters, no '--' or "
+            f"'..', not ending in .git; not {repo!r}"
+        )
+
+
+def _hint(exc: Exception) -> str:
+    """What to do about a refusal by the Hub (401 or 403: the token cannot write there)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return f"; HF_TOKEN must be a write token with access to that repository ({TOKEN_URL})"
+    return ""
+
+
 def _scrub(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
 
@@ -49,12 +68,11 @@ def publish(
     log=print,
 ) -> str:
     """Create `repo` if needed and upload the folder in one commit; returns the repository URL."""
-    if not REPO_ID.match(repo):
-        raise UserError(
-            f"--repo must look like user/name (letters, digits, '.', '_' or '-'), not {repo!r}"
-        )
+    check_repo_id(repo)
     files = upload_list(folder)
-    url = f"https://huggingface.co/{repo}"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    url = f"{endpoint}/{repo}"
+    token = os.environ.get("HF_TOKEN", "").strip()
     total = sum(size for _, size in files)
     if dry_run:
         log(
@@ -63,14 +81,12 @@ def publish(
         )
         for name, size in files:
             log(f"  {name:32} {size:>14,} bytes")
-        has_token = bool(os.environ.get("HF_TOKEN"))
         log(
             "HF_TOKEN is set"
-            if has_token
+            if token
             else f"note: HF_TOKEN is not set; a real upload needs a write token from {TOKEN_URL}"
         )
         return url
-    token = os.environ.get("HF_TOKEN", "").strip()
     if not token:
         raise UserError(
             f"HF_TOKEN is not set; create a write token at {TOKEN_URL} and export HF_TOKEN=... (or use --dry-run)"
@@ -91,6 +107,6 @@ def publish(
         )
     except Exception as exc:  # the hub raises many types; all become one clear line
         detail = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, token)
-        raise UserError(f"upload to {url} failed: {detail}") from None
+        raise UserError(f"upload to {url} failed: {detail}{_hint(exc)}") from None
     log(f"uploaded {len(files)} files ({total / 1e6:.1f} MB) to {url}")
     return url
