@@ -349,3 +349,13 @@ def test_eval_checks_the_report_folder_can_be_written_before_scoring(
     err = capsys.readouterr().err
     assert "cannot write the report folder" in err and "held-out" not in err
     assert taken.read_text() == "mine" and not (tmp_path / "eval").exists()
+
+
+def test_a_partial_eval_keeps_the_parts_it_left_out_in_the_report(trained_run, tmp_path):
+    base = ["eval", str(trained_run), "--no-generation", "--no-track", "--out", str(tmp_path)]
+    assert main([*base, "--no-probes", "--max-tokens", "200"]) == 0
+    heldout = json.loads((tmp_path / "step-000040.json").read_text())["heldout"]
+    assert main([*base, "--no-heldout"]) == 0  # e.g. another probe set
+    report = json.loads((tmp_path / "step-000040.json").read_text())
+    assert report["heldout"] == heldout and report["probes"]["items"] >= 100
+    assert "bits per byte" in (tmp_path / "step-000040.md").read_text()

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         log_to_run,
         report_name,
         summary_text,
+        with_earlier_parts,
         write_report,
     )
     from hellolondon.hardware import resolve_device
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         args.gen_tokens,
         show_progress=True,
     )
-    json_path, md_path = write_report(report, out, report_name(state))
+    name = report_name(state)
+    json_path, md_path = write_report(with_earlier_parts(report, out, name), out, name)
     run_dir = RunDir.of_checkpoint(ckpt)
     if run_dir is not None and not args.no_track:
         # the tracker's start line is not part of the report that --json pipes on

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write
+from hellolondon.files import atomic_write, read_json
 from hellolondon.rundir import RunDir
 
 PARTS = ("heldout", "probes", "generation")
@@ -189,6 +189,17 @@ def check_report_dir(out_dir: str | Path) -> Path:
             f"cannot write the report folder {out} (no permission); choose another --out"
         )
     return out
+
+
+def with_earlier_parts(report: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, Any]:
+    """The report with the parts it left out (--no-heldout, ...) taken from an earlier report of
+    the same checkpoint and tokenizer in `out_dir`, so that a partial evaluation adds to the
+    report that export puts in the model card rather than replacing it."""
+    earlier = read_json(Path(out_dir) / f"{name}.json")
+    same = all(earlier.get(k) == report[k] for k in ("run", "step", "tokenizer_fingerprint"))
+    if not same:
+        return report
+    return report | {p: earlier[p] for p in PARTS if p not in report and p in earlier}
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path, name: str) -> tuple[Path, Path]:
