@@ -112,3 +112,16 @@ def test_the_model_is_left_as_it_was_even_when_a_callback_fails(model):
 def test_sampling_settings_that_are_not_finite_are_refused(bad):
     with pytest.raises(UserError, match="finite"):
         Sampling(**bad)
+
+
+def test_interactive_with_piped_prompts_ends_its_output_with_a_newline(
+    trained_run, monkeypatch, capsys
+):
+    import io
+
+    from hellolondon.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("The king\n"))
+    assert main(["generate", str(trained_run), "--interactive", "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("prompt> The king") and out.endswith("prompt> \n")

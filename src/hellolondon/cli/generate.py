@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     while True:
         try:
             prompt = input("prompt> ")
-        except EOFError:
+        except EOFError:  # end the prompt's line: piped input has no newline of its own here
+            print()
             return 0
         if not prompt:
             return 0
