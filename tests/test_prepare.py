@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from hellolondon import prepare as prep
 from hellolondon.cli import main
@@ -174,6 +175,16 @@ def test_a_null_title_or_year_is_a_missing_one(setup, tmp_path):
     (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
     meta = prepare(tmp_path / "docs.jsonl", root / "tok", tmp_path / "out")
     assert meta["val_spans"][0]["title"] == "" and meta["val_spans"][0]["period"] == ""
+
+
+def test_an_empty_token_file_is_named_when_training_reads_it(setup, tmp_path):
+    from hellolondon.train.data import Batches
+
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path)
+    (tmp_path / "train.bin").write_bytes(b"")
+    with pytest.raises(UserError, match="train.bin has 0 tokens, fewer than one context"):
+        Batches(tmp_path, 8, 0, torch.device("cpu"))
 
 
 def test_failure_midway_leaves_no_half_files(setup, tmp_path, monkeypatch):
