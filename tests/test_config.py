@@ -136,3 +136,15 @@ def test_an_int_setting_in_float_notation_must_be_whole(value):
     with pytest.raises(UserError, match="train.max_iters: expected a int"):
         build_config("tiny", overrides=[f"train.max_iters={value}"])
     assert build_config("tiny", overrides=["train.max_iters=1e3"]).train.max_iters == 1000
+
+
+def test_a_dumped_config_reads_back_whatever_its_strings_hold(tmp_path, capsys):
+    from hellolondon.cli import main
+
+    notes = 'two\nlines, a tab\t, a "quote", a \\ and \x01\x7f, café ſ'
+    argv = ["config", f"tracking.notes={notes}", 'out_dir=C:\\runs "x"']
+    assert main(argv) == 0
+    toml = tmp_path / "my.toml"
+    toml.write_text(capsys.readouterr().out)
+    cfg = build_config("tiny", toml)
+    assert cfg.tracking.notes == notes and cfg.out_dir == 'C:\\runs "x"'
