@@ -43,6 +43,16 @@ def test_bench_settings_are_checked_as_train_checks_them(setting, message, capsy
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_bench_says_when_the_dtype_asked_for_does_not_run_here(capsys):
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+            "--batch-size", "2", "--block-size", "16", "--vocab-size", "256", "--dtype", "float16",
+            "model.n_layer=1"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "train.dtype=float16 does not run on the CPU: float32 instead" in out
+    assert "(float32, compile" in out
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
