@@ -95,3 +95,56 @@ def test_a_resumed_run_keeps_its_preset_whatever_the_file_says(tmp_path):
         build_config(config_file=toml, base=base)
     toml.write_text('preset = "tiny"\n[train]\nmax_iters = 99\n')
     assert build_config(config_file=toml, base=base).train.max_iters == 99
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("[model]\nn_layer = 4.5", "model.n_layer: expected a int value, got 4.5"),
+        ("[model]\nn_layer = 1e400", "model.n_layer: expected a int"),
+        ("[train]\nbatch_size = true", "train.batch_size: expected a int"),
+        ("[train]\nfsdp = 1", "train.fsdp: expected a bool"),
+        ('[train]\ndevice = ["cpu"]', "train.device: expected a str"),
+        ("[tracking]\ntags = [1, 2]", "tracking.tags: expected a list"),
+    ],
+)
+def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path, body, message):
+    toml = tmp_path / "c.toml"
+    toml.write_text(body + "\n")
+    with pytest.raises(UserError, match=message):
+        build_config("tiny", toml)
+
+
+def test_a_config_file_value_takes_the_type_of_its_field(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        "out_dir = 5\n[model]\ndropout = 0\n[train]\nmax_iters = 1e3\ncompile = true\n"
+        'micro_batch = 4\n[tracking]\ntags = "a,b"\n'
+    )
+    cfg = build_config("tiny", toml)
+    assert (cfg.out_dir, cfg.model.dropout, cfg.train.max_iters) == ("5", 0.0, 1000)
+    assert isinstance(cfg.model.dropout, float) and isinstance(cfg.train.max_iters, int)
+    assert (cfg.train.compile, cfg.train.micro_batch, cfg.tracking.tags) == (
+        "true",
+        "4",
+        ["a", "b"],
+    )
+
+
+@pytest.mark.parametrize("value", ["2.5e0", "1e400"])
+def test_an_int_setting_in_float_notation_must_be_whole(value):
+    with pytest.raises(UserError, match="train.max_iters: expected a int"):
+        build_config("tiny", overrides=[f"train.max_iters={value}"])
+    assert build_config("tiny", overrides=["train.max_iters=1e3"]).train.max_iters == 1000
+
+
+def test_a_dumped_config_reads_back_whatever_its_strings_hold(tmp_path, capsys):
+    from hellolondon.cli import main
+
+    notes = 'two\nlines, a tab\t, a "quote", a \\ and \x01\x7f, café ſ'
+    argv = ["config", f"tracking.notes={notes}", 'out_dir=C:\\runs "x"']
+    assert main(argv) == 0
+    toml = tmp_path / "my.toml"
+    toml.write_text(capsys.readouterr().out)
+    cfg = build_config("tiny", toml)
+    assert cfg.tracking.notes == notes and cfg.out_dir == 'C:\\runs "x"'

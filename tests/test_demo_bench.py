@@ -43,6 +43,34 @@ def test_bench_settings_are_checked_as_train_checks_them(setting, message, capsy
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_bench_says_when_the_dtype_asked_for_does_not_run_here(capsys):
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+            "--batch-size", "2", "--block-size", "16", "--vocab-size", "256", "--dtype", "float16",
+            "model.n_layer=1"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "train.dtype=float16 does not run on the CPU: float32 instead" in out
+    assert "(float32, compile" in out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch-size", "0"], "train.batch_size must be positive"),
+        (["--block-size", "0"], "model.block_size must be positive"),
+        (["--profile", "{file}"], "is a file; give a folder"),
+    ],
+)
+def test_bench_refuses_a_bad_flag_before_it_runs(flags, message, tmp_path, capsys):
+    (tmp_path / "file").write_text("kept")
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0"]
+    flags = [f.format(file=tmp_path / "file") for f in flags]
+    assert main([*argv, *flags]) == 2
+    out, err = capsys.readouterr()
+    assert message in err and err.count("\n") == 1 and out == ""
+    assert (tmp_path / "file").read_text() == "kept"
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

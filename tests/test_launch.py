@@ -15,6 +15,7 @@ import torch
 from test_distributed import make_tokens
 
 from hellolondon.cli import build_parser, main
+from hellolondon.config import build_config
 from hellolondon.errors import UserError
 from hellolondon.launch import Menu, launch
 from hellolondon.train.torchrun import check_gpus, check_port
@@ -194,7 +195,8 @@ def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     ckpt = tmp_path / "runs" / "old-run" / "checkpoints" / "step-000010"
     ckpt.mkdir(parents=True)
-    (ckpt / "state.json").write_text('{"format": 2, "step": 10}')
+    config = build_config("tiny").to_dict()  # the launcher checks the settings it resumes
+    (ckpt / "state.json").write_text(json.dumps({"format": 2, "step": 10, "config": config}))
     said: list[str] = []
     menu = _scripted(["2", "3"], said)  # resume it; W&B disabled
     assert launch(_launch_args(tmp_path, "--dry-run"), menu) == 0
@@ -253,6 +255,32 @@ def test_flags_answer_every_question(tokens, tmp_path, monkeypatch, capsys):
         launch(_launch_args(tmp_path, "--yes", "--data", str(tmp_path)))
 
 
+def test_gpus_0_runs_on_the_cpu_as_the_help_says(tokens, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: ["A100"] * 2)
+    args = _launch_args(tmp_path, "--yes", "--dry-run", "--fresh", "--preset", "tiny", "--data",
+                        str(tokens), "--gpus", "0", "--wandb-mode", "disabled")  # fmt: skip
+    assert launch(args) == 0
+    assert capsys.readouterr().out.rstrip().endswith("--wandb-mode disabled train.device=cpu")
+
+
+def test_a_dry_run_checks_the_run_and_the_settings_it_shows(tokens, tmp_path):
+    with pytest.raises(UserError, match="does not exist; give a run folder"):
+        launch(_launch_args(tmp_path, "--yes", "--dry-run", "--resume", str(tmp_path / "no")))
+    args = _launch_args(tmp_path, "--yes", "--dry-run", "--fresh", "--data", str(tokens), "lrr=3")
+    with pytest.raises(UserError, match="unknown config key 'lrr'"):
+        launch(args)
+
+
+def test_an_empty_folder_answer_goes_back_to_the_data_list(tokens, tmp_path, monkeypatch):
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: [])
+    said: list[str] = []
+    # preset: Enter; data: another folder, then Enter (back), then another folder again
+    menu = _scripted(["", "2", "", "2", str(tokens), "3"], said)
+    assert launch(_launch_args(tmp_path, "--dry-run", "--fresh"), menu) == 0
+    assert sum(s == "\nData" for s in said) == 2 and "has no train.bin" not in "\n".join(said)
+    assert said[-1].startswith(f"$ hellolondon train --preset tiny --data {tokens} ")
+
+
 @pytest.mark.parametrize(
     "stored, env, said, mode",
     [
@@ -309,7 +337,7 @@ def test_the_interactive_launcher_in_a_terminal_runs_what_it_shows(tokens, tmp_p
     child.expect_exact("2) another prepared folder")
     child.expect_exact("choose 1-2 [1]: ")
     child.sendline("2")
-    child.expect("prepared folder: ")
+    child.expect_exact("prepared folder (Enter: back to the list): ")
     child.sendline(str(tokens))
     child.expect("WANDB_API_KEY is not set")
     child.expect_exact("choose 1-3 [2]: ")  # offline without a key

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from hellolondon import prepare as prep
 from hellolondon.cli import main
@@ -137,6 +138,55 @@ def test_errors_are_one_line_and_leave_old_outputs(setup, tmp_path, monkeypatch)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_documents_that_share_an_id_are_refused(setup, tmp_path):
+    root, docs = setup
+    write_documents(tmp_path / "dup.jsonl", [Document(id="same", text=d.text) for d in docs[:3]])
+    with pytest.raises(UserError, match="two documents with the id 'same'"):
+        prepare(tmp_path / "dup.jsonl", root / "tok", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"id": 5, "text": "a"}', "'id' must be a string, not 5"),
+        ('{"id": "a", "text": ["x"]}', "'text' must be a string"),
+        ('{"id": null, "text": "a"}', "'id' must be a string, not null"),
+        ('{"id": "a", "text": "x", "year": "1623"}', "'year' must be a whole number"),
+    ],
+)
+def test_a_document_field_of_the_wrong_type_is_named(setup, tmp_path, capsys, line, message):
+    root, _ = setup
+    (tmp_path / "docs.jsonl").write_text('{"id": "b", "text": "y"}\n' + line + "\n")
+    out = tmp_path / "out"
+    argv = ["prepare", "--corpus", str(tmp_path / "docs.jsonl"), "--tokenizer", str(root / "tok")]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "docs.jsonl:2: " + message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_null_title_or_year_is_a_missing_one(setup, tmp_path):
+    root, docs = setup
+    lines = [
+        json.dumps({"id": f"d{i}", "text": d.text, "title": None, "year": None})
+        for i, d in enumerate(docs[:4])
+    ]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    meta = prepare(tmp_path / "docs.jsonl", root / "tok", tmp_path / "out")
+    assert meta["val_spans"][0]["title"] == "" and meta["val_spans"][0]["period"] == ""
+
+
+def test_an_empty_token_file_is_named_when_training_reads_it(setup, tmp_path):
+    from hellolondon.train.data import Batches
+
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path)
+    (tmp_path / "train.bin").write_bytes(b"")
+    with pytest.raises(UserError, match="train.bin has 0 tokens, fewer than one context"):
+        Batches(tmp_path, 8, 0, torch.device("cpu"))
+
+
 def test_failure_midway_leaves_no_half_files(setup, tmp_path, monkeypatch):
     root, _ = setup
     monkeypatch.setattr(prep, "CHUNK_CHARS", 500)
@@ -187,7 +237,8 @@ def test_cli_prepare(setup, tmp_path, capsys):
     root, _ = setup
     args = ["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok")]
     assert main(args + ["--out", str(tmp_path)]) == 0
-    assert "MB/s" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "MB/s" in out and err == ""  # no progress bar into a pipe or a log file
     assert main(args + ["--out", str(tmp_path), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
     bad = ["prepare", "--corpus", str(tmp_path / "x.jsonl"), "--tokenizer", str(root / "tok")]

@@ -208,6 +208,9 @@ def test_cli_train_encode_terms(tmp_path, capsys):
     assert "historical terms are single tokens" in capsys.readouterr().out
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "nope"), "x"]) == 2
     assert "no tokenizer" in capsys.readouterr().err
+    terms = ["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]
+    assert main([*terms, "--top", "-1"]) == 2
+    assert capsys.readouterr().err == "error: --top must be 0 or more, not -1\n"
 
 
 def test_cli_train_does_not_replace_a_tokenizer_without_force(tmp_path, capsys):

@@ -334,7 +334,7 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
                 return False
             raise ValueError(text)
         if isinstance(current, int):
-            return int(float(text)) if "e" in text.lower() else int(text)
+            return _whole(float(text)) if "e" in text.lower() else int(text)
         if isinstance(current, float):
             return float(text)
         if isinstance(current, list):
@@ -343,6 +343,38 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         kind = type(current).__name__
         raise UserError(f"{key}: expected a {kind} value, got {text!r}") from None
     return text
+
+
+def _whole(value: float) -> int:
+    """`1e3` as an int; `2.5e0` or `inf` would be cut or fail later, so they are refused here."""
+    if not value.is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
+def _typed(value: Any, current: Any, key: str) -> Any:
+    """A value from a TOML file, checked against the type of the field it replaces (TOML has
+    types of its own: `n_layer = 4.5` or `tags = [1]` would otherwise fail deep in training)."""
+    if isinstance(value, str) and not isinstance(current, str):
+        return _parse_value(value, current, key)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(current, bool) and isinstance(value, bool):
+        return value
+    if isinstance(current, int) and not isinstance(current, bool) and number:
+        if isinstance(value, int) or value.is_integer():
+            return int(value)
+    elif isinstance(current, float) and number:
+        return float(value)
+    elif isinstance(current, str) and isinstance(value, str | int | float):
+        # `compile = true`, `micro_batch = 4`: the text the same setting has as key=value
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    elif (
+        isinstance(current, list)
+        and isinstance(value, list)
+        and all(isinstance(v, str) for v in value)
+    ):
+        return value
+    raise UserError(f"{key}: expected a {type(current).__name__} value, got {value!r}")
 
 
 def _resolve_key(key: str) -> tuple[str, str]:
@@ -377,12 +409,7 @@ def _resolve_key(key: str) -> tuple[str, str]:
 def _apply(values: dict[str, dict[str, Any]], key: str, raw: Any) -> None:
     section, name = _resolve_key(key)
     current = getattr(getattr(RunConfig(), section), name)
-    value = (
-        _parse_value(raw, current, key)
-        if isinstance(raw, str) and not isinstance(current, str)
-        else raw
-    )
-    values.setdefault(section, {})[name] = value
+    values.setdefault(section, {})[name] = _typed(raw, current, key)
     if (section, name) == ("tracking", "wandb_mode"):  # asked for now, whatever chose it before
         values[section]["mode_reason"] = ""
 
@@ -416,7 +443,7 @@ def build_config(
                 for name, value in raw.items():
                     _apply(values, f"{key}.{name}", value)
             elif key in ("out_dir",):
-                top[key] = raw
+                top[key] = _typed(raw, "", key)
             else:
                 _apply(values, key, raw)
     for item in overrides or []:

@@ -122,8 +122,10 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
         raise UserError(
             f"{data} is not a prepared folder (train.bin, val.bin, meta.json); run `hellolondon prepare` or use --data sample"
         )
-    if args.gpus is not None:
-        device = _device(resume, preset, args.overrides)
+    device = _device(resume, preset, args.overrides)  # a missing run or a bad setting: now
+    if args.gpus == 0:  # the CPU, whatever GPUs there are (`train_command` says device=cpu)
+        n = 0
+    elif args.gpus is not None:
         check_gpus(args.gpus, device, 0 if device == "cpu" else len(gpus))  # as `train` would
         n = args.gpus
     elif len(gpus) > 1:
@@ -188,12 +190,16 @@ def _choose_data(menu: Menu, sample_dir: Path) -> str:
     if is_prepared(Path("work/data")):
         options.append(("work/data", "work/data (prepared)"))
     options.append(("other", "another prepared folder (train.bin, val.bin, meta.json)"))
-    choice = menu.pick("Data", options, options[-2][0] if len(options) > 2 else SAMPLE)
+    default = options[-2][0] if len(options) > 2 else SAMPLE
+    choice = menu.pick("Data", options, default)
     while choice == "other":
-        folder = menu.text("prepared folder")
-        if is_prepared(Path(folder)):
+        folder = menu.text("prepared folder (Enter: back to the list)")
+        if not folder:
+            choice = menu.pick("Data", options, default)
+        elif is_prepared(Path(folder)):
             return folder
-        menu.say(f"  {folder} has no train.bin, val.bin and meta.json; try again")
+        else:
+            menu.say(f"  {folder} has no train.bin, val.bin and meta.json; try again")
     return choice
 
 
@@ -205,6 +211,8 @@ def train_command(ch: Choices, args: argparse.Namespace) -> list[str]:
     cmd += ["--out-dir", args.out_dir, "--wandb-mode", ch.wandb_mode]
     if ch.gpus > 1:
         cmd += ["--gpus", str(ch.gpus)]
+    if args.gpus == 0:
+        cmd += ["train.device=cpu"]
     return cmd + list(args.overrides)
 
 

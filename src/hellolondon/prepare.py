@@ -76,6 +76,18 @@ def _check_inputs(corpus: Path, tokenizer_dir: Path) -> Tokenizer:
     return tokenizer
 
 
+def _check_unique_ids(corpus: Path, sizes: list[tuple[str, str, int]]) -> None:
+    # The split goes by id: documents that share one would all land on the same side.
+    seen: set[str] = set()
+    for doc_id, _, _ in sizes:
+        if doc_id in seen:
+            raise UserError(
+                f"corpus file {corpus} has two documents with the id {doc_id!r}; the split into "
+                "training and validation goes by id, so give each document its own"
+            )
+        seen.add(doc_id)
+
+
 def _chunks(corpus: Path, val_ids: set[str]) -> Iterator[list[tuple[Document, bool]]]:
     chunk: list[tuple[Document, bool]] = []
     size = 0
@@ -174,6 +186,7 @@ def prepare(
     t0 = time.perf_counter()
     # First pass: ids, sources and sizes only, to choose the split before writing anything.
     sizes = [(d.id, d.source, len(d.text)) for d in read_documents(corpus) if d.text]
+    _check_unique_ids(corpus, sizes)
     if not sizes:
         raise UserError(f"corpus file {corpus} has no documents with text")
     if len(sizes) < 2:

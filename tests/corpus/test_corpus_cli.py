@@ -8,7 +8,7 @@ import pytest
 from corpus_server import FIXTURES, gutenberg_book
 
 from hellolondon.cli import main
-from hellolondon.corpus.documents import read_documents
+from hellolondon.corpus.documents import Document, read_documents, write_documents
 
 USER_CATALOG = """
 [[source]]
@@ -162,3 +162,20 @@ def test_sample_writes_documents(tmp_path, capsys):
     assert main(["corpus", "sample", "--out", str(path)]) == 0
     n = sum(1 for _ in read_documents(path))
     assert n > 0 and f"wrote {n} documents" in capsys.readouterr().out
+
+
+def test_report_save_without_its_folder_is_refused_before_the_report(tmp_path, capsys):
+    docs = tmp_path / "documents.jsonl"
+    write_documents(docs, [Document(id="a", text="In the year of our Lord")])
+    argv = ["corpus", "report", "--documents", str(docs), "--save"]
+    assert main([*argv, "--in", str(tmp_path / "missing")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "is not a folder; give the corpus folder as --in" in err
+    assert err.count("\n") == 1 and not (tmp_path / "missing").exists()
+
+
+def test_sample_fills_an_empty_file(tmp_path, capsys):
+    path = tmp_path / "documents.jsonl"
+    path.write_bytes(b"")  # holds no documents: nothing to lose
+    assert main(["corpus", "sample", "--out", str(path)]) == 0
+    assert sum(1 for _ in read_documents(path)) > 0

@@ -34,7 +34,9 @@ def register(sub) -> None:
     )
     p.add_argument("--preset", default="slm", choices=list(PRESETS))
     p.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's)")
-    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument(
+        "--grad-accum", type=int, default=1, help="micro-steps per step (default 1, any preset)"
+    )
     p.add_argument("--block-size", type=int, help="sequence length (default: the preset's)")
     p.add_argument("--vocab-size", type=int, default=30000)
     p.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -69,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         f"train.dtype={args.dtype}",
         f"train.device={args.device}",
     ]
-    if args.batch_size:
+    if args.batch_size is not None:  # 0 is refused by the config, not read as "the preset's"
         over.append(f"train.batch_size={args.batch_size}")
-    if args.block_size:
+    if args.block_size is not None:
         over.append(f"model.block_size={args.block_size}")
     cfg = build_config(args.preset, overrides=over + list(args.overrides))
     if args.steps < 1 or args.repeat < 1 or args.warmup < 0:
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
             f"--steps ({args.steps}) and --repeat ({args.repeat}) must be at least 1, --warmup "
             f"({args.warmup}) at least 0"
         )
+    if args.profile is not None and args.profile.exists() and not args.profile.is_dir():
+        raise UserError(f"--profile {args.profile} is a file; give a folder for trace.json")
     r = bench(
         cfg, steps=args.steps, warmup=args.warmup, repeat=args.repeat, profile=args.profile,
         log=(lambda *_: None) if args.json else print,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 
 from hellolondon.config import PRESETS, SECTIONS, build_config
 
@@ -30,8 +31,8 @@ def register(sub) -> None:
 def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, str):  # JSON's escapes are TOML's; TOML also wants DEL escaped
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(v)
@@ -40,8 +41,8 @@ def _toml_value(v) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args.preset, args.config, args.overrides)
     print(f"# preset {cfg.preset}: {PRESETS[cfg.preset].about}")
-    print(f'preset = "{cfg.preset}"')
-    print(f'out_dir = "{cfg.out_dir}"')
+    print(f"preset = {_toml_value(cfg.preset)}")
+    print(f"out_dir = {_toml_value(cfg.out_dir)}")
     for section in SECTIONS:
         print(f"\n[{section}]")
         obj = getattr(cfg, section)

@@ -269,7 +269,13 @@ def clean_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.stats import build_report, format_report, write_report
+    from hellolondon.errors import UserError
 
+    if args.save and not Path(args.input).is_dir():  # said before the report, not after
+        raise UserError(
+            f"--save writes report.md and report.json into --in {args.input}, which is not a "
+            "folder; give the corpus folder as --in"
+        )
     report = build_report(args.input, args.documents, args.tokenizer)
     print(
         json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_report(report),
@@ -289,7 +295,7 @@ def sample_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the documents.jsonl file to write as --out")
-    if out.exists() and not args.force and not holds_sample(out):
+    if out.exists() and out.stat().st_size and not args.force and not holds_sample(out):
         raise UserError(
             f"{out} already holds other documents (a collected corpus?); choose another --out "
             "or add --force to replace it"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +51,9 @@ def prepare_command(args: argparse.Namespace) -> int:
         raise UserError("--workers must be at least 1")
     check_replace(args.out, args.force)
     meta = prepare(
-        args.corpus, args.tokenizer, args.out, args.workers, args.val_fraction, show_progress=True
-    )
+        args.corpus, args.tokenizer, args.out, args.workers, args.val_fraction,
+        show_progress=sys.stderr.isatty(),  # a bar's redraws would fill a log file
+    )  # fmt: skip
     seconds = meta["seconds"]
     mb = meta["corpus_bytes"] / 1e6
     print(

@@ -100,8 +100,11 @@ def encode_command(args: argparse.Namespace) -> int:
 
 
 def terms_command(args: argparse.Namespace) -> int:
+    from hellolondon.errors import UserError
     from hellolondon.tokenizer import historical_terms, load_tokenizer, term_counts
 
+    if args.top < 0:  # a negative slice would list all but the last few
+        raise UserError(f"--top must be 0 or more, not {args.top}")
     tok = load_tokenizer(args.tokenizer)
     counts = term_counts(tok, (doc.text for doc in read_documents(args.corpus)))
     found = {t: n for t, n in counts.items() if n}

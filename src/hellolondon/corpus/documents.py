@@ -96,7 +96,19 @@ def read_documents(path: str | Path) -> Iterator[Document]:
                 ) from None
             if not isinstance(data, dict) or "text" not in data or "id" not in data:
                 raise UserError(f"{path}:{lineno} needs the keys 'id' and 'text'")
-            known = {k: data[k] for k in Document.__dataclass_fields__ if k in data}
+            # null stands for a missing title, year, ...; `id` and `text` must be there
+            known = {
+                k: data[k]
+                for k in Document.__dataclass_fields__
+                if k in data and (data[k] is not None or k in ("id", "text"))
+            }
+            for key, value in known.items():
+                whole = isinstance(value, int) and not isinstance(value, bool)
+                if not (whole if key == "year" else isinstance(value, str)):
+                    kind = "a whole number" if key == "year" else "a string"
+                    raise UserError(
+                        f"{path}:{lineno}: {key!r} must be {kind}, not {json.dumps(value)[:40]}"
+                    )
             yield Document(**known)
 
 

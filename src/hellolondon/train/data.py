@@ -24,9 +24,11 @@ from hellolondon.errors import UserError
 from hellolondon.prepare import token_file
 
 
-def open_tokens(path: Path) -> np.memmap:
+def open_tokens(path: Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"token file {path} not found; run `hellolondon prepare` first")
+    if path.stat().st_size == 0:  # numpy cannot map an empty file; the caller names it
+        return np.zeros(0, dtype=np.uint16)
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 

@@ -183,6 +183,8 @@ def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
     model = GPT(cfg.model).to(d.device)
     torch.manual_seed(cfg.train.seed + d.rank)  # then per-rank streams (dropout)
     log(f"Model parameters: {model.num_params():,}")
+    if cfg.train.dtype not in ("auto", str(dtype).removeprefix("torch.")):  # said, not silent
+        log(f"train.dtype={cfg.train.dtype} does not run on the CPU: {str(dtype)[6:]} instead")
     scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
     step_model = _wrap(model, cfg, d, log)
     # after wrapping: FSDP replaces the parameters with shards, which the optimizer must hold
