@@ -126,6 +126,27 @@ def test_resume_with_a_preset_is_refused_not_ignored(capsys, trained):
     assert (trained / "metrics.jsonl").read_bytes() == before
 
 
+def test_resume_with_another_run_name_is_refused_not_ignored(capsys, trained, tmp_path):
+    before = (trained / "metrics.jsonl").read_bytes()
+    err = _err(capsys, ["train", "--resume", str(trained), "--run-name", "branch"])
+    assert f"--run-name branch does not apply with --resume {trained}" in err
+    assert (trained / "metrics.jsonl").read_bytes() == before and not (
+        trained.parent / "branch"
+    ).exists()
+
+
+def test_a_checkpoint_state_without_its_config_is_named(capsys, trained, tmp_path):
+    from hellolondon.train.checkpoint import resolve
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(resolve(trained), copy)
+    state = json.loads((copy / "state.json").read_text())
+    del state["config"]
+    (copy / "state.json").write_text(json.dumps(state))
+    err = _err(capsys, ["train", "--resume", str(copy)])
+    assert f"{copy / 'state.json'} is incomplete (it has no config)" in err
+
+
 def test_resume_with_another_architecture(capsys, trained, tiny_data):
     err = _err(capsys, ["train", "--resume", str(trained), "model.n_embd=64"])
     assert "another architecture" in err

@@ -78,8 +78,23 @@ def config_from_args(args: argparse.Namespace):
                 f"--preset {args.preset} does not apply with --resume: a run continues with its "
                 "own settings; change one with key=value (train.max_iters=N)"
             )
+        _check_run_name(args.resume, args.run_name)
         return config_for_resume(args.resume, args.config, apply_tracking_flags(args, overrides))
     return build_config(args.preset or "tiny", args.config, apply_tracking_flags(args, overrides))
+
+
+def _check_run_name(resume: str, run_name: str | None) -> None:
+    """--run-name names a new run folder; a checkpoint in its run's folder goes on there."""
+    from hellolondon.rundir import RunDir
+    from hellolondon.train.checkpoint import resolve
+
+    home = RunDir.of_checkpoint(resolve(resume)) if run_name else None
+    if home is not None and home.path.name != run_name:
+        raise UserError(
+            f"--run-name {run_name} does not apply with --resume {resume}: the run goes on in its "
+            f"own folder {home.path}; to start a new run from one of its checkpoints, copy that "
+            "checkpoint folder out of the run and resume the copy"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -188,6 +188,8 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") not in (1, FORMAT):
         raise UserError(f"{path}: not a checkpoint state this version can read")
+    if not isinstance(state.get("config"), dict):
+        raise UserError(f"{path} is incomplete (it has no config); resume an earlier checkpoint")
     for name, digest in state.get("files", {}).items() if verify else ():
         f = ckpt / name
         if not f.is_file():
