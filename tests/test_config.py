@@ -42,7 +42,7 @@ def test_round_trip_through_dict():
         ("tiny", ["lrr=1"], "did you mean lr"),
         ("tiny", ["train.nope=1"], "unknown config key"),
         ("tiny", ["lr"], "key=value"),
-        ("tiny", ["batch_size=many"], "expected a int"),
+        ("tiny", ["batch_size=many"], "expected a whole number"),
         ("tiny", ["model.n_head=3"], "divisible"),
         ("tiny", ["dtype=float64"], "train.dtype"),
         ("tiny", ["wandb_mode=sometimes"], "wandb_mode"),
@@ -100,12 +100,12 @@ def test_a_resumed_run_keeps_its_preset_whatever_the_file_says(tmp_path):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("[model]\nn_layer = 4.5", "model.n_layer: expected a int value, got 4.5"),
-        ("[model]\nn_layer = 1e400", "model.n_layer: expected a int"),
-        ("[train]\nbatch_size = true", "train.batch_size: expected a int"),
-        ("[train]\nfsdp = 1", "train.fsdp: expected a bool"),
-        ('[train]\ndevice = ["cpu"]', "train.device: expected a str"),
-        ("[tracking]\ntags = [1, 2]", "tracking.tags: expected a list"),
+        ("[model]\nn_layer = 4.5", "model.n_layer: expected a whole number, got 4.5"),
+        ("[model]\nn_layer = 1e400", "model.n_layer: expected a whole number"),
+        ("[train]\nbatch_size = true", "train.batch_size: expected a whole number"),
+        ("[train]\nfsdp = 1", "train.fsdp: expected true or false"),
+        ('[train]\ndevice = ["cpu"]', "train.device: expected text"),
+        ("[tracking]\ntags = [1, 2]", "tracking.tags: expected a list of strings"),
     ],
 )
 def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path, body, message):
@@ -133,7 +133,7 @@ def test_a_config_file_value_takes_the_type_of_its_field(tmp_path):
 
 @pytest.mark.parametrize("value", ["2.5e0", "1e400"])
 def test_an_int_setting_in_float_notation_must_be_whole(value):
-    with pytest.raises(UserError, match="train.max_iters: expected a int"):
+    with pytest.raises(UserError, match="train.max_iters: expected a whole number"):
         build_config("tiny", overrides=[f"train.max_iters={value}"])
     assert build_config("tiny", overrides=["train.max_iters=1e3"]).train.max_iters == 1000
 

@@ -324,6 +324,20 @@ def _field_types(section_obj: Any) -> dict[str, Any]:
     return {f.name: f.type for f in dataclasses.fields(section_obj)}
 
 
+_KINDS = {
+    "bool": "true or false",
+    "int": "a whole number",
+    "float": "a number",
+    "list": "a list of strings",
+    "str": "text",
+}
+
+
+def expected(current: Any) -> str:
+    """What a setting whose value is now `current` takes, in words (for error lines)."""
+    return _KINDS.get(type(current).__name__, f"a {type(current).__name__}")
+
+
 def _parse_value(text: str, current: Any, key: str) -> Any:
     """Turn the text of a `key=value` override into the type of the field it replaces."""
     try:
@@ -340,8 +354,7 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         if isinstance(current, list):
             return [t.strip() for t in text.split(",") if t.strip()]
     except ValueError:
-        kind = type(current).__name__
-        raise UserError(f"{key}: expected a {kind} value, got {text!r}") from None
+        raise UserError(f"{key}: expected {expected(current)}, got {text!r}") from None
     return text
 
 
@@ -374,7 +387,7 @@ def _typed(value: Any, current: Any, key: str) -> Any:
         and all(isinstance(v, str) for v in value)
     ):
         return value
-    raise UserError(f"{key}: expected a {type(current).__name__} value, got {value!r}")
+    raise UserError(f"{key}: expected {expected(current)}, got {value!r}")
 
 
 def _resolve_key(key: str) -> tuple[str, str]:

@@ -144,10 +144,10 @@ def test_config_file_and_overrides(tmp_path):
     "overrides, message",
     [
         (["min_qualty=0.5"], "expected key=value"),
-        (["min_quality=high"], "expected a float"),
+        (["min_quality=high"], "expected a number"),
         (["min_quality=2"], "between 0 and 1"),
         (["num_perm=100"], "multiple of bands"),
-        (["long_s=maybe"], "expected a bool"),
+        (["long_s=maybe"], "expected true or false"),
     ],
 )
 def test_bad_config_is_a_user_error(overrides, message):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hellolondon.config import expected
 from hellolondon.corpus.formats import Removal, removal, strip_gutenberg, strip_page_furniture
 from hellolondon.errors import UserError
 
@@ -88,7 +89,7 @@ def _parse(raw: str, current: Any, key: str) -> Any:
             return raw.lower() in ("true", "1", "yes", "on")
         return type(current)(raw)
     except ValueError:
-        raise UserError(f"clean.{key}: expected a {type(current).__name__}, got {raw!r}") from None
+        raise UserError(f"clean.{key}: expected {expected(current)}, got {raw!r}") from None
 
 
 # ---- text normalisation ---------------------------------------------------------------------
