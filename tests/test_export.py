@@ -146,6 +146,7 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
             "context": 32,
             "stride": 16,
             "by_period": {"stuart": {"bpb": 3.3, "tokens": 99}},
+            "by_category": {"drama": {"bpb": 3.1, "tokens": 99}},
         },
         "probes": {
             "accuracy": 0.31,
@@ -171,6 +172,8 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
         "Held-out bits per byte: 3.2100" in card
         and "31.0% correct" in card
         and "period stuart: 3.3000" in card
+        and "category drama: 3.1000" in card
+        and "over the whole validation split (100 tokens)" in card
     )
     assert "AdamW" in card and "training tokens" in card
     best = read_state(run / "checkpoints" / "step-000040")["trainer"]["best_val_loss"]

@@ -54,13 +54,16 @@ def _card_metrics(r: dict[str, Any] | None) -> list[str]:
     out = [f"Measured by `hellolondon eval` on {r.get('created', '?')} (step {r['step']}).", ""]
     h, p, g = r.get("heldout"), r.get("probes"), r.get("generation")
     if h:
-        scope = "all" if h["complete"] else f"the first {h['tokens']:,}"
+        scope = (
+            f"the whole validation split ({h['split_tokens']:,} tokens)"
+            if h["complete"]
+            else f"the first {h['tokens']:,} scored tokens of the {h['split_tokens']:,}-token validation split"
+        )
         out += [
             f"- **Held-out bits per byte: {h['bpb']:.4f}** (loss {h['loss']:.4f} nats/token, perplexity "
-            f"{h['ppl']:.2f}) over {scope} of {h['split_tokens']:,} validation tokens, context {h['context']}, "
-            f"stride {h['stride']}"
+            f"{h['ppl']:.2f}) over {scope}, context {h['context']}, stride {h['stride']}"
         ]
-        for key in ("period", "source"):
+        for key in ("period", "source", "category"):
             for label, v in h.get(f"by_{key}", {}).items():
                 out.append(
                     f"  - {key} {label}: {v['bpb']:.4f} bits per byte ({v['tokens']:,} tokens)"
