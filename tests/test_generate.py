@@ -125,3 +125,16 @@ def test_interactive_with_piped_prompts_ends_its_output_with_a_newline(
     assert main(["generate", str(trained_run), "--interactive", "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("prompt> The king") and out.endswith("prompt> \n")
+
+
+def test_interactive_takes_the_prompt_flag_as_its_first_prompt(trained_run, monkeypatch, capsys):
+    import io
+
+    from hellolondon.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("The queen\n"))
+    argv = ["generate", str(trained_run), "--interactive", "--max-new-tokens", "3"]
+    assert main([*argv, "--prompt", "The king", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("prompt> The king\nThe king")
+    assert "prompt> The queen" in out  # then the prompts typed in

@@ -32,7 +32,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
-        "--interactive", action="store_true", help="ask for prompts until an empty line or Ctrl-D"
+        "--interactive",
+        action="store_true",
+        help="ask for prompts until an empty line or Ctrl-D (--prompt, if given, is the first)",
     )
     p.set_defaults(func=run)
 
@@ -78,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         write(args.prompt)
         return 0
     print(f"model from {ckpt}; an empty line or Ctrl-D ends", file=sys.stderr)
+    if args.prompt:  # the first prompt, given on the command line
+        print(f"prompt> {args.prompt}")  # as a terminal shows a typed one
+        write(args.prompt)
     while True:
         try:
             prompt = input("prompt> ")
