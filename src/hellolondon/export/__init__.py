@@ -255,7 +255,15 @@ def check_with_transformers(model: GPT, out: str | Path, n_tokens: int = 16) -> 
         raise UserError(
             "the check needs transformers: pip install 'hellolondon[hf]', or pass --no-check"
         ) from None
-    hf = GPT2LMHeadModel.from_pretrained(str(out), local_files_only=True).eval()
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar: noise in export's output
+    try:
+        hf = GPT2LMHeadModel.from_pretrained(str(out), local_files_only=True).eval()
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     g = torch.Generator().manual_seed(0)
     n = min(n_tokens, model.config.block_size)
     idx = torch.randint(0, model.config.vocab_size, (1, n), generator=g)
