@@ -138,3 +138,23 @@ def test_interactive_takes_the_prompt_flag_as_its_first_prompt(trained_run, monk
     out = capsys.readouterr().out
     assert out.startswith("prompt> The king\nThe king")
     assert "prompt> The queen" in out  # then the prompts typed in
+
+
+def test_a_corrupt_newest_checkpoint_names_an_earlier_one_to_use(trained_run, tmp_path, capsys):
+    import shutil
+
+    from hellolondon.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    weights = run / "checkpoints" / "step-000040" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # cut short
+    assert main(["generate", str(run), "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and err.count("\n") == 1
+    assert (
+        f"give an earlier checkpoint instead, such as {run / 'checkpoints' / 'step-000020'}" in err
+    )
+    assert (
+        main(["generate", str(run / "checkpoints" / "step-000020"), "--max-new-tokens", "2"]) == 0
+    )

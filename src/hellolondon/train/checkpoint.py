@@ -405,7 +405,15 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
     from hellolondon.tokenizer import load_tokenizer
 
     ckpt = resolve(path)
-    state = read_state(ckpt)
+    try:
+        state = read_state(ckpt)
+    except UserError as exc:  # name one to use instead: never fall back to it silently
+        earlier = [c for c in _candidates(ckpt.parent) if c.resolve() != ckpt.resolve()]
+        if not earlier:
+            raise
+        raise UserError(
+            f"{exc}; give an earlier checkpoint instead, such as {earlier[0]}"
+        ) from None
     cfg = from_dict(state["config"])
     model = GPT(cfg.model)
     try:
