@@ -212,7 +212,9 @@ def test_unsynced_offline_parts_keep_a_resumed_run_offline(online, tmp_path):
 def test_checkpoints_become_model_artifacts_only_when_asked(online, tmp_path):
     ckpt = tmp_path / "step-000100"
     ckpt.mkdir()
-    (ckpt / "state.json").write_text(json.dumps({"format": 2, "step": 100, "best_val_loss": 3.5}))
+    (ckpt / "state.json").write_text(
+        json.dumps({"format": 2, "step": 100, "best_val_loss": 3.5, "config": {}})
+    )
     tracker, wandb, _ = online()
     tracker.log_checkpoint(ckpt, ["latest"])
     assert wandb.runs[0].artifacts == []

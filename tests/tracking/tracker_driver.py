@@ -87,7 +87,7 @@ def main() -> None:
         ckpt.mkdir(parents=True)
         (ckpt / "model.safetensors").write_bytes(b"\0" * 1024)
         (ckpt / "state.json").write_text(
-            json.dumps({"format": 2, "step": 50, "best_val_loss": 8.5})
+            json.dumps({"format": 2, "step": 50, "best_val_loss": 8.5, "config": {}})
         )
         tracker.log_checkpoint(ckpt, ["latest", "best"])
     tracker.alert(
