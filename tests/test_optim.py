@@ -91,6 +91,26 @@ def test_muon_gets_the_block_matrices_and_adamw_everything_else():
     assert [g["peak_lr"] for g in opt.param_groups] == [0.05, 1e-3, 1e-3]
 
 
+def test_adamw_beside_muon_updates_on_one_thread_on_a_cpu(monkeypatch):
+    """Multi-threaded, that update rounded differently from run to run when other work competed
+    for the cores; on one thread it gives the same bits every time."""
+    model = _tiny_model()
+    opt = build_optimizer(model, _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
+    model(torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16)))[1].backward()
+    threads_seen: list[int] = []
+    real = opt.adamw.step
+    monkeypatch.setattr(
+        opt.adamw, "step", lambda: (threads_seen.append(torch.get_num_threads()), real())
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        opt.step()
+        assert threads_seen == [1] and torch.get_num_threads() == 2  # and given back after
+    finally:
+        torch.set_num_threads(before)
+
+
 # The W&B guide's quick tip: the first console lines tell the Regular model from the SLM.
 SEED_LINES = {
     "regular": ["num decayed parameter tensors: 98, with 333,758,464 parameters"],
