@@ -178,7 +178,9 @@ class RunDir:
             return None
         pid = int(record.get("pid", 0))
         return (
-            ("running", f"process {pid}") if _alive(pid) else ("killed", f"process {pid} is gone")
+            ("running", f"process {pid}")
+            if process_alive(pid)
+            else ("killed", f"process {pid} is gone")
         )
 
     @property
@@ -349,8 +351,9 @@ class Tail:
         return rows, restarted
 
 
-def _alive(pid: int) -> bool:
-    """A live process `pid` that is a Python (a recycled pid of another program is not ours)."""
+def process_alive(pid: int) -> bool:
+    """A live process `pid` that is a Python (a recycled pid of another program is not ours):
+    a training run's, or a sweep's that holds its folder's lock."""
     if pid <= 0:
         return False
     try:

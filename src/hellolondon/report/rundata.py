@@ -143,7 +143,7 @@ def _status(run: RunData, times: list[float]) -> str:
     process = RunDir(run.path).training_process()
     if process is not None:
         state, detail = process
-        return {"running": "running", "killed": "killed", "failed": f"failed ({detail})"}[state]
+        return f"failed ({detail})" if state == "failed" else state
     if run.summary:
         return "stopped early" if run.summary.get("stopped_early") else "finished"
     age = time.time() - max(times) if times else math.inf  # a run from another machine

@@ -21,6 +21,7 @@ from typing import Any
 
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_write
+from hellolondon.rundir import process_alive
 
 # finished: trained to the end; stopped: ended early by the sweep's early_terminate;
 # failed: the trainer exited with an error; running: started, not known to have ended
@@ -138,12 +139,9 @@ def _lock_owner(lock: Path) -> int | None:
     """The live process that holds `lock`, or None when the lock is stale."""
     try:
         pid = int(lock.read_text().strip())
-        os.kill(pid, 0)
-    except PermissionError:
-        return pid  # alive, under another user
     except (ValueError, OSError):
-        return None  # gone
-    return pid
+        return None
+    return pid if process_alive(pid) else None
 
 
 def _same_sweep(stored: str, given: str) -> bool:

@@ -243,7 +243,7 @@ def resolve(path: str | Path) -> Path:
     """A run folder (the checkpoint it continues from), a `checkpoints/` folder, or one
     checkpoint folder."""
     p = Path(path)
-    if (p / "state.json").exists():
+    if is_checkpoint(p):
         return p
     candidates = _candidates(_root(p))
     for ckpt in candidates:
