@@ -110,7 +110,7 @@ def test_bad_requests_are_one_line_before_any_work(tokens, tmp_path, capsys):
 
 
 def test_global_batch_sets_the_split_for_the_world_size(tokens, tmp_path):
-    from hellolondon.cli.train import config_from_args
+    from hellolondon.cli.train_command import config_from_args
     from hellolondon.prepare import load_meta
     from hellolondon.train.resolve import resolve_config
 

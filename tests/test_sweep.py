@@ -15,7 +15,7 @@ import yaml
 from tinyrun import TINY_MODEL
 
 from hellolondon.cli import build_parser, main
-from hellolondon.cli.train import config_from_args
+from hellolondon.cli.train_command import config_from_args
 from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
 from hellolondon.rundir import RunDir

@@ -241,7 +241,7 @@ def check_parameter(name: str, p: dict[str, Any], section: str, fname: str, sour
 def parse_fixed(fixed: list[str], source: str) -> RunConfig:
     """The settings of `hellolondon train <fixed>`, as the trainer itself would read them."""
     from hellolondon.cli import build_parser
-    from hellolondon.cli.train import config_from_args
+    from hellolondon.cli.train_command import config_from_args
 
     for flag in TRIAL_FLAGS:
         if any(a == flag or a.startswith(flag + "=") for a in fixed):
