@@ -359,3 +359,25 @@ def test_a_partial_eval_keeps_the_parts_it_left_out_in_the_report(trained_run, t
     report = json.loads((tmp_path / "step-000040.json").read_text())
     assert report["heldout"] == heldout and report["probes"]["items"] >= 100
     assert "bits per byte" in (tmp_path / "step-000040.md").read_text()
+
+
+def test_a_shorter_heldout_check_does_not_replace_a_complete_score(
+    trained_run, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run = _run_copy(trained_run, tmp_path)
+    out = tmp_path / "reports"
+    base = ["eval", str(run), "--no-generation", "--no-probes", "--out", str(out)]
+    assert main(base) == 0
+    complete = json.loads((out / "step-000040.json").read_text())["heldout"]
+    assert complete["complete"]
+    capsys.readouterr()
+    assert main([*base, "--max-tokens", "100"]) == 0
+    said = capsys.readouterr().out
+    assert json.loads((out / "step-000040.json").read_text())["heldout"] == complete
+    assert "every token" in (out / "step-000040.md").read_text()
+    assert "keeps its earlier held-out score" in said and "not saved" in said
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval/val_bpb"] == complete["bpb"]  # the partial score is not logged over it
+    assert main([*base, "--max-tokens", "100", "--stride", "8"]) == 0  # another scoring: replaced
+    assert not json.loads((out / "step-000040.json").read_text())["heldout"]["complete"]

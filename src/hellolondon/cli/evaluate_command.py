@@ -99,14 +99,23 @@ def run(args: argparse.Namespace) -> int:
         show_progress=True,
     )
     name = report_name(state)
-    json_path, md_path = write_report(with_earlier_parts(report, out, name), out, name)
+    saved = with_earlier_parts(report, out, name)
+    json_path, md_path = write_report(saved, out, name)
+    superseded = "heldout" in report and saved["heldout"] is not report["heldout"]
+    logged = {k: v for k, v in report.items() if not (superseded and k == "heldout")}
     run_dir = RunDir.of_checkpoint(ckpt)
     if run_dir is not None and not args.no_track:
         # the tracker's start line is not part of the report that --json pipes on
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-            log_to_run(report, cfg, state, run_dir)
+            log_to_run(logged, cfg, state, run_dir)
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))
     tracked = "" if run_dir is None or args.no_track else "; logged to the run's tracker"
+    if superseded:
+        print(
+            f"the report keeps its earlier held-out score over {saved['heldout']['tokens']:,} "
+            f"tokens; this one over {report['heldout']['tokens']:,} is shown above, not saved",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     # with --json, stdout is the report alone so that it can be piped
     print(
         f"report: {json_path} and {md_path.name}{tracked}",

@@ -199,7 +199,20 @@ def with_earlier_parts(report: dict[str, Any], out_dir: str | Path, name: str) -
     same = all(earlier.get(k) == report[k] for k in ("run", "step", "tokenizer_fingerprint"))
     if not same:
         return report
-    return report | {p: earlier[p] for p in PARTS if p not in report and p in earlier}
+    kept = {p: earlier[p] for p in PARTS if p in earlier and p not in report}
+    if _scored_more(earlier.get("heldout"), report.get("heldout")):
+        kept["heldout"] = earlier["heldout"]
+    return report | kept
+
+
+def _scored_more(earlier: dict | None, new: dict | None) -> bool:
+    """Whether an earlier held-out score covers more of the same split, at the same context and
+    stride, than a new one (a --max-tokens check after a complete evaluation, say): the report
+    then keeps the earlier score."""
+    if not earlier or not new:
+        return False
+    same = ("data_dir", "split_tokens", "context", "stride")
+    return all(earlier.get(k) == new.get(k) for k in same) and earlier["tokens"] > new["tokens"]
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path, name: str) -> tuple[Path, Path]:
