@@ -38,6 +38,16 @@ class FakeApi:
         FakeApi.calls.append(("upload_folder", kwargs))
 
 
+@pytest.fixture(autouse=True)
+def no_saved_token(tmp_path, monkeypatch):
+    """No token saved by `hf auth login` unless a test writes one: the machine's own is not read."""
+    from huggingface_hub import constants
+
+    path = tmp_path / "hf-home" / "token"
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(path))
+    return path
+
+
 @pytest.fixture
 def hub(monkeypatch):
     import huggingface_hub
@@ -142,3 +152,20 @@ def test_a_refused_token_says_a_write_token_is_needed(folder, monkeypatch, capsy
     assert main(["publish", str(folder), "--repo", "me/london"]) == 2
     err = capsys.readouterr().err.strip()
     assert "403 Forbidden" in err and "must be a write token" in err and "\n" not in err
+
+
+def test_the_token_saved_by_hf_auth_login_is_used_when_hf_token_is_unset(
+    folder, hub, no_saved_token, capsys, monkeypatch
+):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    no_saved_token.parent.mkdir()
+    no_saved_token.write_text(SECRET + "\n")
+    assert main(["publish", str(folder), "--repo", "me/london", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "token: the token `hf auth login` saved in" in out and SECRET not in out
+    assert hub.calls == []
+    assert main(["publish", str(folder), "--repo", "me/london"]) == 0
+    assert hub.calls[0] == ("init", SECRET)
+    monkeypatch.setenv("HF_TOKEN", "hf_fromTheEnvironment")  # the environment wins
+    assert main(["publish", str(folder), "--repo", "me/london"]) == 0
+    assert hub.calls[3] == ("init", "hf_fromTheEnvironment")

@@ -1,7 +1,8 @@
 """Upload an export folder to the Hugging Face Hub.
 
-The token comes from the HF_TOKEN environment variable only and goes straight to `HfApi`: it is
-never printed, logged or written, and it is scrubbed from any error message that might echo it.
+The token comes from the HF_TOKEN environment variable, else from the file `hf auth login` saves
+it in, and goes straight to `HfApi`: it is never printed, logged or written, and it is scrubbed
+from any error message that might echo it.
 """
 
 from __future__ import annotations
@@ -51,8 +52,30 @@ def _hint(exc: Exception) -> str:
     """What to do about a refusal by the Hub (401 or 403: the token cannot write there)."""
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status in (401, 403):
-        return f"; HF_TOKEN must be a write token with access to that repository ({TOKEN_URL})"
+        return f"; the token must be a write token with access to that repository ({TOKEN_URL})"
     return ""
+
+
+def hub_token() -> tuple[str, str]:
+    """The Hub token and where it comes from: HF_TOKEN, else the token `hf auth login` saved
+    (read from its file, so that a dry run contacts nothing); ("", "") when there is none."""
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if token:
+        return token, "HF_TOKEN"
+    try:
+        from huggingface_hub import constants
+
+        path = Path(constants.HF_TOKEN_PATH)
+        saved = path.read_text(encoding="utf-8").strip()
+    except (ImportError, OSError, UnicodeDecodeError):
+        return "", ""
+    return (saved, f"the token `hf auth login` saved in {path}") if saved else ("", "")
+
+
+NO_TOKEN = (
+    f"HF_TOKEN is not set and no token is saved by `hf auth login`; create a write token at "
+    f"{TOKEN_URL} and export HF_TOKEN=... or run `hf auth login`"
+)
 
 
 def _scrub(text: str, token: str) -> str:
@@ -72,7 +95,7 @@ def publish(
     files = upload_list(folder)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     url = f"{endpoint}/{repo}"
-    token = os.environ.get("HF_TOKEN", "").strip()
+    token, source = hub_token()
     total = sum(size for _, size in files)
     if dry_run:
         log(
@@ -81,16 +104,10 @@ def publish(
         )
         for name, size in files:
             log(f"  {name:32} {size:>14,} bytes")
-        log(
-            "HF_TOKEN is set"
-            if token
-            else f"note: HF_TOKEN is not set; a real upload needs a write token from {TOKEN_URL}"
-        )
+        log(f"token: {source}" if token else f"note: {NO_TOKEN}")
         return url
     if not token:
-        raise UserError(
-            f"HF_TOKEN is not set; create a write token at {TOKEN_URL} and export HF_TOKEN=... (or use --dry-run)"
-        )
+        raise UserError(f"{NO_TOKEN} (or use --dry-run)")
     try:
         from huggingface_hub import HfApi
     except ImportError:

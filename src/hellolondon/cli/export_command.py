@@ -20,8 +20,8 @@ PUBLISH_EXAMPLES = """examples:
   hellolondon publish export/london-tiny --repo your-name/london-tiny --dry-run
   HF_TOKEN=hf_... hellolondon publish export/london-tiny --repo your-name/london-tiny --private
 
-The token is read from HF_TOKEN (a write token from https://huggingface.co/settings/tokens);
-it is never printed or written anywhere."""
+The token is read from HF_TOKEN (a write token from https://huggingface.co/settings/tokens),
+or else from where `hf auth login` saved it; it is never printed or written anywhere."""
 
 
 def register(sub) -> None:
