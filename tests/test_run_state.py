@@ -202,7 +202,7 @@ def test_a_gpu_preset_on_a_cpu_says_how_long_it_will_take_before_the_first_step(
 ):
     from hellolondon import hardware
 
-    monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda width=768: 1e6)  # a very slow CPU
+    monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda *shape: 1e6)  # a very slow CPU
     said: list[str] = []
     cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=g", "train.max_iters=1")
     train(cfg, log=said.append)

@@ -156,7 +156,7 @@ def test_nan_loss_is_skipped_and_leaves_weights_untouched(tiny_data, tmp_path, m
 def test_a_slow_tiny_run_is_not_told_to_try_the_tiny_preset(tiny_data, tmp_path, monkeypatch):
     from hellolondon import hardware
 
-    monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda n_embd: 1e3)  # a very slow CPU
+    monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda *shape: 1e3)  # a very slow CPU
     lines: list[str] = []
     train(tiny_config(tiny_data, tmp_path, "train.max_iters=1"), log=lines.append)
     pace = next(line for line in lines if line.startswith("estimated "))
@@ -199,19 +199,37 @@ def test_a_slow_cpu_pace_never_suggests_the_preset_already_in_use(preset, monkey
     from hellolondon.train import run as run_module
     from hellolondon.train.state import TrainState
 
-    monkeypatch.setattr(run_module.hardware, "cpu_matmul_flops", lambda n_embd: 1e9)
+    monkeypatch.setattr(run_module.hardware, "cpu_matmul_flops", lambda *shape: 1e9)
     lines: list[str] = []
     run = SimpleNamespace(
         cfg=build_config(preset),
         dist=SimpleNamespace(device=torch.device("cpu")),
-        flops_per_token=1e6,
+        flops_per_token=1e9,
         tokens_per_step=10_000,
         state=TrainState(),
         log=lines.append,
     )
     assert run_module._announce_pace(run) is True
-    assert lines[0].startswith("estimated 20 s per step on this CPU")
+    assert lines[0].startswith("estimated 14,000 s per step on this CPU")  # 1.4 × 1e13 / 1e9
     assert ("--preset tiny" in lines[0]) is (preset != "tiny")
+
+
+def test_the_cpu_pace_weighs_the_blocks_and_the_output_head_by_their_own_speed(monkeypatch):
+    from hellolondon.config import ModelConfig
+    from hellolondon.train import run as run_module
+
+    shapes = []
+
+    def speed(rows, inner, cols):  # the blocks' shape runs 4 times slower than the head's
+        shapes.append((rows, inner, cols))
+        return 1e9 if cols == 4 * inner else 4e9
+
+    monkeypatch.setattr(run_module.hardware, "cpu_matmul_flops", speed)
+    m = ModelConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=1000, block_size=64)
+    head = 6 * 1000 * 32
+    seconds = run_module._cpu_step_seconds(m, head + 1e6, 4096)
+    assert seconds == pytest.approx(1.4 * 4096 * (1e6 / 1e9 + head / 4e9))
+    assert shapes == [(2048, 32, 128), (2048, 32, 1000)]
 
 
 @pytest.mark.parametrize("monitor", ["true", "false"])

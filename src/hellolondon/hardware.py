@@ -88,18 +88,18 @@ def mfu_percent(
     return 100.0 * flops_per_token * tokens_per_sec / devices / peak
 
 
-def cpu_matmul_flops(width: int = 768) -> float:
-    """FLOP/s this CPU reaches on a float32 matmul of a transformer's shape (~0.1 s to measure)."""
+def cpu_matmul_flops(rows: int, inner: int, cols: int) -> float:
+    """FLOP/s this CPU reaches on a float32 (rows, inner) @ (inner, cols) matmul (~0.1 s)."""
     import time
 
     g = torch.Generator().manual_seed(0)  # its own: the training RNG stream stays untouched
-    a, b = torch.randn(512, width, generator=g), torch.randn(width, 4 * width, generator=g)
+    a, b = torch.randn(rows, inner, generator=g), torch.randn(inner, cols, generator=g)
     torch.mm(a, b)  # warm-up
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < 0.1:
         torch.mm(a, b)
         n += 1
-    return 2.0 * 512 * width * 4 * width * n / (time.perf_counter() - t0)
+    return 2.0 * rows * inner * cols * n / (time.perf_counter() - t0)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
