@@ -88,16 +88,8 @@ def model_card(
 ) -> str:
     """README.md of the export: what it is, the data, the settings, the measured metrics, how to
     use it, what it is for and what it is not."""
-    m, t, run = cfg.model, cfg.train, _run_info(ckpt)
-    data = _data_info(cfg, run)
+    run = _run_info(ckpt)
     name = cfg.tracking.run_name or ckpt.name
-    tokens_per_step = (
-        t.batch_size
-        * t.grad_accum
-        * m.block_size
-        * int(run.get("hardware", {}).get("world_size", 1))
-    )
-    best = state.get("trainer", {}).get("best_val_loss")  # the loop's state, as saved
     front = [
         "---",
         "language: en",
@@ -106,7 +98,6 @@ def model_card(
         "tags: [gpt2, historical-english, london, early-modern-english, hellolondon]",
     ]
     front += [f"license: {license}"] if license else []
-    ids = info["ids"]
     lines = [
         *front,
         "---",
@@ -117,71 +108,84 @@ def model_card(
         f"({cfg.data.corpus}). It continues text in the language of its sources; it knows only what "
         "those sources say.",
         "",
-        "## Model",
-        "",
-        *_table(
-            [
-                (
-                    "architecture",
-                    "GPT-2 (`GPT2LMHeadModel`): pre-LayerNorm, learned positions, tied embeddings, `gelu_new`",
-                ),
-                ("layers / heads / width", f"{m.n_layer} / {m.n_head} / {m.n_embd}"),
-                ("context", f"{m.block_size} tokens"),
-                (
-                    "vocabulary",
-                    f"{m.vocab_size:,} byte-level BPE tokens; bos = eos = {ids['bos_token_id']} "
-                    f"(`<|endoftext|>`), pad = {ids['pad_token_id']}",
-                ),
-                ("parameters", f"{info['parameters']:,}"),
-                ("checkpoint", f"step {state.get('step')} of run `{name}`"),
-            ]
-        ),
-        "",
-        "## Training data",
-        "",
-        *_table(
-            [
-                ("corpus", cfg.data.corpus),
-                ("period", cfg.data.period),
-                ("documents", f"{data['documents']:,}" if data.get("documents") else "unknown"),
-                (
-                    "training tokens",
-                    f"{data['train_tokens']:,}" if data.get("train_tokens") else "unknown",
-                ),
-                (
-                    "validation tokens",
-                    f"{data['val_tokens']:,}" if data.get("val_tokens") else "unknown",
-                ),
-                ("split", "by whole document: no validation text is the tail of a training text"),
-            ]
-        ),
-        "",
-        "## Training hyper-parameters",
-        "",
-        *_table(
-            [
-                ("optimizer", _optimizer_text(t)),
-                ("learning rate", _schedule_text(t)),
-                (
-                    "batch",
-                    f"{t.batch_size} sequences x {t.grad_accum} accumulation = {tokens_per_step:,} tokens per step",
-                ),
-                ("steps trained", f"{state.get('step')} of {t.max_iters}"),
-                ("gradient clip / dropout", f"{t.grad_clip} / {m.dropout}"),
-                ("precision", run.get("hardware", {}).get("dtype", t.dtype)),
-                (
-                    "best validation loss (training's fixed batches)",
-                    f"{best:.4f}" if best else "not recorded",
-                ),
-            ]
-        ),
-        "",
+        *_model_section(cfg, state, info, name),
+        *_data_section(cfg, run),
+        *_training_section(cfg, state, run),
         "## Evaluation",
         "",
         *_card_metrics(report),
         "",
         "Bits per byte compares models with different tokenizers; perplexity only models with this one.",
         "",
+        *_usage_section(cfg),
+        *_use_and_limits(cfg, info),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _model_section(cfg: RunConfig, state: dict, info: dict, name: str) -> list[str]:
+    m, ids = cfg.model, info["ids"]
+    rows = [
+        (
+            "architecture",
+            "GPT-2 (`GPT2LMHeadModel`): pre-LayerNorm, learned positions, tied embeddings, `gelu_new`",
+        ),
+        ("layers / heads / width", f"{m.n_layer} / {m.n_head} / {m.n_embd}"),
+        ("context", f"{m.block_size} tokens"),
+        (
+            "vocabulary",
+            f"{m.vocab_size:,} byte-level BPE tokens; bos = eos = {ids['bos_token_id']} "
+            f"(`<|endoftext|>`), pad = {ids['pad_token_id']}",
+        ),
+        ("parameters", f"{info['parameters']:,}"),
+        ("checkpoint", f"step {state.get('step')} of run `{name}`"),
+    ]
+    return ["## Model", "", *_table(rows), ""]
+
+
+def _data_section(cfg: RunConfig, run: dict) -> list[str]:
+    data = _data_info(cfg, run)
+
+    def count(key: str) -> str:
+        return f"{data[key]:,}" if data.get(key) else "unknown"
+
+    rows = [
+        ("corpus", cfg.data.corpus),
+        ("period", cfg.data.period),
+        ("documents", count("documents")),
+        ("training tokens", count("train_tokens")),
+        ("validation tokens", count("val_tokens")),
+        ("split", "by whole document: no validation text is the tail of a training text"),
+    ]
+    return ["## Training data", "", *_table(rows), ""]
+
+
+def _training_section(cfg: RunConfig, state: dict, run: dict) -> list[str]:
+    m, t = cfg.model, cfg.train
+    world = int(run.get("hardware", {}).get("world_size", 1))
+    tokens_per_step = t.batch_size * t.grad_accum * m.block_size * world
+    best = state.get("trainer", {}).get("best_val_loss")  # the loop's state, as saved
+    rows = [
+        ("optimizer", _optimizer_text(t)),
+        ("learning rate", _schedule_text(t)),
+        (
+            "batch",
+            f"{t.batch_size} sequences x {t.grad_accum} accumulation = {tokens_per_step:,} tokens per step",
+        ),
+        ("steps trained", f"{state.get('step')} of {t.max_iters}"),
+        ("gradient clip / dropout", f"{t.grad_clip} / {m.dropout}"),
+        ("precision", run.get("hardware", {}).get("dtype", t.dtype)),
+        (
+            "best validation loss (training's fixed batches)",
+            f"{best:.4f}" if best else "not recorded",
+        ),
+    ]
+    return ["## Training hyper-parameters", "", *_table(rows), ""]
+
+
+def _usage_section(cfg: RunConfig) -> list[str]:
+    max_new = new_tokens_default(cfg.model.block_size, 80)
+    return [
         "## How to use",
         "",
         "```python",
@@ -190,13 +194,18 @@ def model_card(
         'tok = AutoTokenizer.from_pretrained("PATH_OR_REPO")',
         'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")',
         'inputs = tok("In the year of our Lord", return_tensors="pt")',
-        f"out = model.generate(**inputs, max_new_tokens={new_tokens_default(m.block_size, 80)})"
+        f"out = model.generate(**inputs, max_new_tokens={max_new})"
         "  # sampling defaults: generation_config.json",
         "print(tok.decode(out[0]))",
         "```",
         "",
         "With lm-evaluation-harness: `lm_eval --model hf --model_args pretrained=PATH_OR_REPO --tasks lambada_openai`.",
         "",
+    ]
+
+
+def _use_and_limits(cfg: RunConfig, info: dict) -> list[str]:
+    return [
         "## Intended use",
         "",
         "Research and teaching on historical English: studying how a small language model learns the "
@@ -207,11 +216,10 @@ def model_card(
         "",
         "- It invents: dates, names and events in its output are plausible-sounding, not facts. Do not use it as a historical source.",
         "- It reproduces the language and the prejudices of its sources (religious, national, racial, social and gender attitudes of the period); it has no safety tuning.",
-        f"- It is small ({info['parameters']:,} parameters) with a context of {m.block_size} tokens; long or modern prompts work poorly.",
+        f"- It is small ({info['parameters']:,} parameters) with a context of {cfg.model.block_size} tokens; long or modern prompts work poorly.",
         "- English only; its tokenizer was trained on this corpus, so modern text is split into many tokens.",
         "- The evaluation uses this project's held-out split and probes; only bits per byte is comparable across models.",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _optimizer_text(t: TrainConfig) -> str:
