@@ -44,3 +44,9 @@ def test_help_example_parses(command, example, capsys):
             f"`{command} --help` shows `hellolondon {example}`, which does not parse: "
             f"{capsys.readouterr().err.strip()}"
         )
+
+
+def test_every_command_help_shows_an_example():
+    shown = {command for command, _ in EXAMPLES}
+    missing = [name for name, _ in _parsers(build_parser()) if name not in shown]
+    assert not missing, f"--help without an example: {missing}"

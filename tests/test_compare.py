@@ -31,6 +31,26 @@ def test_table_names_differing_settings_and_outcomes(two_runs, capsys):
     assert lines[1].startswith("fast")  # the lower val loss first
 
 
+def test_how_the_wandb_mode_was_chosen_is_not_a_differing_setting():
+    from types import SimpleNamespace
+
+    from hellolondon.comparison import differing
+
+    def run(mode, reason, lr):
+        return SimpleNamespace(
+            config={
+                "train": {"lr": lr},
+                "tracking": {"wandb_mode": mode, "mode_reason": reason},
+            }
+        )
+
+    runs = [
+        run("disabled", "tracking.wandb_mode", 1e-3),
+        run("offline", "API key not found: set WANDB_API_KEY or run `wandb login`", 3e-3),
+    ]
+    assert differing(runs) == ["train.lr"]
+
+
 def test_sort_and_json(two_runs, capsys):
     assert main(["compare", *map(str, two_runs), "--sort", "train.lr", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

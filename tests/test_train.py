@@ -160,7 +160,8 @@ def test_a_slow_tiny_run_is_not_told_to_try_the_tiny_preset(tiny_data, tmp_path,
     lines: list[str] = []
     train(tiny_config(tiny_data, tmp_path, "train.max_iters=1"), log=lines.append)
     pace = next(line for line in lines if line.startswith("estimated "))
-    assert "`hellolondon demo`" in pace and "--preset tiny" not in pace
+    assert "smaller model or batch" in pace and "--preset tiny" not in pace
+    assert "hellolondon demo" not in pace  # the demo itself may run slowly on a busy machine
 
 
 def test_the_eta_leaves_the_first_steps_compilation_out(monkeypatch):

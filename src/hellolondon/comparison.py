@@ -19,7 +19,8 @@ from hellolondon.units import fmt_count, fmt_duration, fmt_value
 SETTING_SECTIONS = ("model", "train", "data", "tracking", "monitor")
 # Settings that differ between any two runs without changing what they compute.
 NOT_SETTINGS = {"tracking.run_name", "tracking.notes", "tracking.tags", "tracking.group"}
-NOT_SETTINGS |= {"tracking.wandb_mode", "tracking.project", "tracking.entity", "out_dir"}
+NOT_SETTINGS |= {"tracking.wandb_mode", "tracking.mode_reason", "out_dir"}
+NOT_SETTINGS |= {"tracking.project", "tracking.entity"}
 NOT_SETTINGS |= {"tracking.init_timeout", "tracking.log_artifacts"}
 
 # Outcome columns: (column, summary key, better direction: +1 higher is better, -1 lower)

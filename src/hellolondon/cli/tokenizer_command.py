@@ -12,7 +12,12 @@ RAW = argparse.RawDescriptionHelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("tokenizer", help="train or inspect the tokenizer")
+    parser = sub.add_parser(
+        "tokenizer", help="train or inspect the tokenizer", formatter_class=RAW,
+        epilog="examples:\n  hellolondon tokenizer train --corpus work/documents.jsonl --out work/tokenizer\n"
+        '  hellolondon tokenizer encode --tokenizer work/tokenizer "The watermen of Southwark"\n'
+        "  hellolondon tokenizer terms --tokenizer work/tokenizer --corpus work/documents.jsonl",
+    )  # fmt: skip
     tsub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
 
     train = tsub.add_parser(

@@ -321,7 +321,7 @@ def _announce_pace(run: Run) -> bool:
         return False
     total = step_s * (run.cfg.train.max_iters - run.state.step)
     advice = (
-        "a smaller model or batch is faster (as in `hellolondon demo`)"  # the smallest preset
+        "a smaller model or batch is faster (model.n_embd, model.n_layer, train.batch_size)"
         if run.cfg.preset == "tiny"
         else f"the {run.cfg.preset} preset is meant for GPUs (for a CPU try --preset tiny, "
         "or `hellolondon demo`)"
