@@ -233,6 +233,16 @@ def test_load_meta_and_tokenizer_check(setup, tmp_path):
         load_meta(tmp_path / "nothing")
 
 
+@pytest.mark.parametrize("text", ["[1]\n", '"meta"\n', '{"train_tokens": "12", "val_tokens": 1}\n'])
+def test_a_meta_json_of_the_wrong_shape_is_one_line(setup, tmp_path, capsys, text):
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path)
+    (tmp_path / "meta.json").write_text(text, encoding="utf-8")
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "prepare" in err and "Error:" not in err
+
+
 def test_cli_prepare(setup, tmp_path, capsys):
     root, _ = setup
     args = ["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok")]
