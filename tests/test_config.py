@@ -140,3 +140,28 @@ def test_a_dumped_config_reads_back_whatever_its_strings_hold(tmp_path, capsys):
     toml.write_text(capsys.readouterr().out)
     cfg = build_config("tiny", toml)
     assert cfg.tracking.notes == notes and cfg.out_dir == 'C:\\runs "x"'
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"model": {"n_layer": "two"}}, "model.n_layer: expected a whole number, got 'two'"),
+        ({"train": {"batch_size": 2.5}}, "train.batch_size: expected a whole number, got 2.5"),
+        ({"monitor": [1]}, "config section 'monitor': expected a table of settings"),
+    ],
+)
+def test_a_saved_config_edited_to_a_wrong_type_is_one_line(tmp_path, capsys, edit, message):
+    import json
+
+    from hellolondon.cli import main
+
+    saved = build_config("tiny").to_dict()
+    for section, value in edit.items():
+        saved[section] = {**saved[section], **value} if isinstance(value, dict) else value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    runs = tmp_path / "runs"
+    assert main(["train", "--config", str(path), "--out-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: {message}" in err
+    assert not runs.exists()  # refused before the run folder is made

@@ -507,8 +507,13 @@ def settings_of_run(data: Any, source: str) -> RunConfig:
     if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
         raise UserError(f"{source} is not a run's saved config (no [train] settings)")
     settings = {k: v for k, v in data.items() if k in (*SECTIONS, "preset", "out_dir")}
-    settings["tracking"] = {**(settings.get("tracking") or {}), "run_name": ""}
-    return from_dict(settings)
+    tracking = settings.get("tracking") or {}
+    if isinstance(tracking, dict):  # anything else is refused by from_dict
+        settings["tracking"] = {**tracking, "run_name": ""}
+    try:
+        return from_dict(settings)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -531,12 +536,21 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     }
     parts: dict[str, Any] = {}
     for section, cls in kinds.items():
-        given = dict(data.get(section) or {})
+        given = data.get(section) or {}
+        if not isinstance(given, dict):
+            raise UserError(
+                f"config section {section!r}: expected a table of settings, got {given!r}"
+            )
+        defaults = cls()
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(given) - known)
         if unknown:
             raise UserError(f"unknown config key {section}.{unknown[0]}")
-        parts[section] = cls(**given)
+        # a saved config edited by hand (`train --config run/config.json`) is checked as a TOML
+        # file is: a wrong type would otherwise fail deep in training, after the run folder
+        parts[section] = cls(
+            **{k: _typed(v, getattr(defaults, k), f"{section}.{k}") for k, v in given.items()}
+        )
     return RunConfig(
         preset=data.get("preset", "tiny"), out_dir=data.get("out_dir", "runs"), **parts
     )
