@@ -46,6 +46,15 @@ def test_round_trip_through_dict():
         ("tiny", ["model.n_head=3"], "divisible"),
         ("tiny", ["dtype=float64"], "train.dtype"),
         ("tiny", ["wandb_mode=sometimes"], "wandb_mode"),
+        # each of these trained on (to nan, or with every gradient flipped) or failed in training
+        ("tiny", ["lr=inf"], "train.lr must be a positive finite number, not inf"),
+        ("tiny", ["lr=nan"], "train.lr must be a positive finite number, not nan"),
+        ("tiny", ["muon_lr=inf"], "train.muon_lr must be a positive finite number"),
+        ("tiny", ["grad_clip=-1"], r"train.grad_clip must be >= 0, not -1.0"),
+        ("tiny", ["weight_decay=nan"], "train.weight_decay must be >= 0, not nan"),
+        ("tiny", ["beta1=2"], r"train.beta1 must be in \[0, 1\), not 2.0"),
+        ("tiny", ["seed=-1"], "train.seed must be >= 0"),
+        ("tiny", ["sample_interval=-1"], "train.sample_interval must be >= 0"),
     ],
 )
 def test_bad_config_is_a_clear_error(preset, overrides, message):
