@@ -147,6 +147,8 @@ def _run_folder(cfg: RunConfig, ckpt: Path | None, d: Dist) -> RunDir:
     home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
     if d.is_main and home != rundir:  # a new run, or one continued from a loose checkpoint
         rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
+    elif d.is_main:
+        rundir.check_not_training()
     return rundir
 
 
