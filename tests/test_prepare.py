@@ -153,6 +153,9 @@ def test_documents_that_share_an_id_are_refused(setup, tmp_path):
         ('{"id": "a", "text": ["x"]}', "'text' must be a string"),
         ('{"id": null, "text": "a"}', "'id' must be a string, not null"),
         ('{"id": "a", "text": "x", "year": "1623"}', "'year' must be a whole number"),
+        # valid JSON, but half a UTF-16 pair is no character: the tokenizer failed on it
+        ('{"id": "a", "text": "x \\ud800 y"}', "'text' holds an unpaired surrogate escape"),
+        ('{"id": "a", "text": "x", "title": "\\uDC80"}', "'title' holds an unpaired surrogate"),
     ],
 )
 def test_a_document_field_of_the_wrong_type_is_named(setup, tmp_path, capsys, line, message):
