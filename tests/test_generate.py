@@ -175,3 +175,13 @@ def test_a_checkpoint_config_of_the_wrong_type_names_its_state_file(trained_run,
     assert main(["generate", str(ckpt), "--max-new-tokens", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{ckpt / 'state.json'}: model.n_layer: expected" in err
+
+
+def test_interactive_with_standard_input_closed_ends_as_at_its_end(
+    trained_run, monkeypatch, capsys
+):
+    from hellolondon.cli import main
+
+    monkeypatch.setattr("sys.stdin", None)  # `generate --interactive <&-`
+    assert main(["generate", str(trained_run), "--interactive", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out == ""
