@@ -4,6 +4,7 @@ calls the stage functions; errors the user can fix become one line and a non-zer
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -79,6 +80,14 @@ def _stdout_closed() -> bool:
     return True
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk or quota, as an OSError or as the message of a library's own error
+    (safetensors says "No space left on device (os error 28)")."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     _line_buffered()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -107,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        if _disk_full(exc):
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            print(
+                f"error: the disk is full{where}; free some space or write to another disk",
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
             file=sys.stderr,
