@@ -8,8 +8,10 @@ import errno
 import importlib
 import os
 import pkgutil
+import re
 import select
 import sys
+from pathlib import Path
 
 from hellolondon import __version__
 from hellolondon.errors import UserError
@@ -88,6 +90,14 @@ def _disk_full(exc: BaseException) -> bool:
     return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
+def _shown(filename: object) -> str:
+    """The path an error names, with the temporary name of an atomic write (.x.tmp-PID) given
+    as the file it was to become: that is the name the user knows."""
+    path = Path(str(filename))
+    match = re.fullmatch(r"\.(.+)\.tmp-\d+", path.name)
+    return str(path.with_name(match.group(1)) if match else path)
+
+
 def main(argv: list[str] | None = None) -> int:
     _line_buffered()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -120,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
             where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
             print(
                 f"error: the disk is full{where}; free some space or write to another disk",
+                file=sys.stderr,
+            )
+            return 1
+        denied = (errno.EROFS, errno.EACCES, errno.EPERM)
+        if isinstance(exc, OSError) and exc.errno in denied and exc.filename:
+            print(
+                f"error: {_shown(exc.filename)}: {exc.strerror.lower()}; use another path or "
+                "change its permissions",
                 file=sys.stderr,
             )
             return 1
