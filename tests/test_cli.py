@@ -315,3 +315,37 @@ def test_output_cut_short_by_its_reader_is_not_an_error():
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(28, "No space left on device"),  # Python's own writes
+        RuntimeError("I/O error: No space left on device (os error 28)"),  # as safetensors says
+    ],
+)
+def test_a_full_disk_is_named_with_what_to_do(capsys, tmp_path, monkeypatch, failure):
+    def full(_path):
+        raise failure
+
+    monkeypatch.setattr("hellolondon.corpus.sample.write_sample", full)
+    err = _err(capsys, ["corpus", "sample", "--out", str(tmp_path / "docs.jsonl")])
+    assert err == "error: the disk is full; free some space or write to another disk"
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        (OSError(30, "Read-only file system", "/ro/.docs.jsonl.tmp-77"), "read-only file system"),
+        (PermissionError(13, "Permission denied", "/ro/docs.jsonl"), "permission denied"),
+    ],
+)
+def test_a_path_that_cannot_be_written_is_named_as_the_user_knows_it(
+    capsys, tmp_path, monkeypatch, failure, said
+):
+    def refuse(_path):
+        raise failure
+
+    monkeypatch.setattr("hellolondon.corpus.sample.write_sample", refuse)
+    err = _err(capsys, ["corpus", "sample", "--out", str(tmp_path / "docs.jsonl")])
+    assert err == f"error: /ro/docs.jsonl: {said}; use another path or change its permissions"

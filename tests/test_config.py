@@ -46,6 +46,15 @@ def test_round_trip_through_dict():
         ("tiny", ["model.n_head=3"], "divisible"),
         ("tiny", ["dtype=float64"], "train.dtype"),
         ("tiny", ["wandb_mode=sometimes"], "wandb_mode"),
+        # each of these trained on (to nan, or with every gradient flipped) or failed in training
+        ("tiny", ["lr=inf"], "train.lr must be a positive finite number, not inf"),
+        ("tiny", ["lr=nan"], "train.lr must be a positive finite number, not nan"),
+        ("tiny", ["muon_lr=inf"], "train.muon_lr must be a positive finite number"),
+        ("tiny", ["grad_clip=-1"], r"train.grad_clip must be >= 0, not -1.0"),
+        ("tiny", ["weight_decay=nan"], "train.weight_decay must be >= 0, not nan"),
+        ("tiny", ["beta1=2"], r"train.beta1 must be in \[0, 1\), not 2.0"),
+        ("tiny", ["seed=-1"], "train.seed must be >= 0"),
+        ("tiny", ["sample_interval=-1"], "train.sample_interval must be >= 0"),
     ],
 )
 def test_bad_config_is_a_clear_error(preset, overrides, message):
@@ -140,3 +149,28 @@ def test_a_dumped_config_reads_back_whatever_its_strings_hold(tmp_path, capsys):
     toml.write_text(capsys.readouterr().out)
     cfg = build_config("tiny", toml)
     assert cfg.tracking.notes == notes and cfg.out_dir == 'C:\\runs "x"'
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"model": {"n_layer": "two"}}, "model.n_layer: expected a whole number, got 'two'"),
+        ({"train": {"batch_size": 2.5}}, "train.batch_size: expected a whole number, got 2.5"),
+        ({"monitor": [1]}, "config section 'monitor': expected a table of settings"),
+    ],
+)
+def test_a_saved_config_edited_to_a_wrong_type_is_one_line(tmp_path, capsys, edit, message):
+    import json
+
+    from hellolondon.cli import main
+
+    saved = build_config("tiny").to_dict()
+    for section, value in edit.items():
+        saved[section] = {**saved[section], **value} if isinstance(value, dict) else value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    runs = tmp_path / "runs"
+    assert main(["train", "--config", str(path), "--out-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: {message}" in err
+    assert not runs.exists()  # refused before the run folder is made

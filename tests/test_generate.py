@@ -158,3 +158,30 @@ def test_a_corrupt_newest_checkpoint_names_an_earlier_one_to_use(trained_run, tm
     assert (
         main(["generate", str(run / "checkpoints" / "step-000020"), "--max-new-tokens", "2"]) == 0
     )
+
+
+def test_a_checkpoint_config_of_the_wrong_type_names_its_state_file(trained_run, tmp_path, capsys):
+    import json
+    import shutil
+
+    from hellolondon.cli import main
+
+    ckpt = tmp_path / "step-000040"
+    shutil.copytree(trained_run / "checkpoints" / "step-000040", ckpt)
+    shutil.copytree(trained_run / "tokenizer", ckpt / "tokenizer")
+    state = json.loads((ckpt / "state.json").read_text())
+    state["config"]["model"]["n_layer"] = "x"  # a hand edit
+    (ckpt / "state.json").write_text(json.dumps(state))
+    assert main(["generate", str(ckpt), "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{ckpt / 'state.json'}: model.n_layer: expected" in err
+
+
+def test_interactive_with_standard_input_closed_ends_as_at_its_end(
+    trained_run, monkeypatch, capsys
+):
+    from hellolondon.cli import main
+
+    monkeypatch.setattr("sys.stdin", None)  # `generate --interactive <&-`
+    assert main(["generate", str(trained_run), "--interactive", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out == ""

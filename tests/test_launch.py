@@ -385,3 +385,13 @@ def test_a_torchrun_process_starts_a_group_even_alone(monkeypatch):
     finally:
         shutdown(d)
     assert not dist.is_initialized()
+
+
+def test_a_closed_standard_input_is_no_answer(tmp_path, monkeypatch, capsys):
+    from hellolondon.cli import main
+
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: [])
+    monkeypatch.setattr("sys.stdin", None)  # as `hellolondon launch <&-` starts
+    assert main(["launch", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: no answer on standard input; give the choices as flags and add --yes\n"

@@ -153,6 +153,9 @@ def test_documents_that_share_an_id_are_refused(setup, tmp_path):
         ('{"id": "a", "text": ["x"]}', "'text' must be a string"),
         ('{"id": null, "text": "a"}', "'id' must be a string, not null"),
         ('{"id": "a", "text": "x", "year": "1623"}', "'year' must be a whole number"),
+        # valid JSON, but half a UTF-16 pair is no character: the tokenizer failed on it
+        ('{"id": "a", "text": "x \\ud800 y"}', "'text' holds an unpaired surrogate escape"),
+        ('{"id": "a", "text": "x", "title": "\\uDC80"}', "'title' holds an unpaired surrogate"),
     ],
 )
 def test_a_document_field_of_the_wrong_type_is_named(setup, tmp_path, capsys, line, message):
@@ -231,6 +234,16 @@ def test_load_meta_and_tokenizer_check(setup, tmp_path):
         load_meta(tmp_path)
     with pytest.raises(UserError, match="no meta.json"):
         load_meta(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("text", ["[1]\n", '"meta"\n', '{"train_tokens": "12", "val_tokens": 1}\n'])
+def test_a_meta_json_of_the_wrong_shape_is_one_line(setup, tmp_path, capsys, text):
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path)
+    (tmp_path / "meta.json").write_text(text, encoding="utf-8")
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "prepare" in err and "Error:" not in err
 
 
 def test_cli_prepare(setup, tmp_path, capsys):

@@ -320,3 +320,49 @@ def test_pruning_never_deletes_the_checkpoint_it_has_just_written(tiny_data, tmp
     written = checkpoint.save(root, 18, weights, {}, {"config": {}}, keep_last=1, is_best=False)
     assert written.name == "step-000018" and written.is_dir()
     assert (root / "latest").read_text() == "step-000018"
+
+
+@pytest.fixture
+def live_python():
+    """Another live Python process: the pid a running training would have."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    for _ in range(100):  # just spawned, its command line may not be readable yet
+        if not cmdline.parent.exists() or cmdline.read_bytes():
+            break
+        time.sleep(0.05)
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def _record(folder: Path, pid: int) -> None:
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "process.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+
+
+def test_a_run_folder_another_command_is_starting_is_not_shared(tmp_path, live_python):
+    from hellolondon.errors import UserError
+
+    _record(tmp_path / "same", live_python)  # claimed, nothing written yet: the start's window
+    with pytest.raises(UserError, match="already exists"):
+        RunDir.create(tmp_path, "same")
+    _record(tmp_path / "left", 2**22 + 1)  # a start that died before writing anything else
+    run = RunDir.create(tmp_path, "left")
+    assert json.loads(run.process_file.read_text())["pid"] != 2**22 + 1  # taken over
+
+
+def test_resuming_a_run_that_is_training_now_is_refused(trained_run, tmp_path, live_python, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    _record(run, live_python)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert main(["train", "--resume", str(run), "train.max_iters=44"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"is being trained now (process {live_python})" in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before

@@ -243,3 +243,10 @@ def test_cli_train_writes_only_its_result_lines_into_a_pipe(tmp_path, capfd):
     assert main([*argv, "--vocab-size", "1500"]) == 0
     lines = capfd.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["tokenizer", "fingerprint"]
+
+
+def test_text_with_bytes_that_are_not_utf8_is_one_line(tok_dir, capsys):
+    # a Latin-1 terminal's "café" reaches Python as "caf\udce9" (surrogateescape)
+    assert main(["tokenizer", "encode", "--tokenizer", str(tok_dir), "caf\udce9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the text holds bytes that are not UTF-8") and err.count("\n") == 1

@@ -267,3 +267,26 @@ def test_out_of_memory_is_an_error_finding_and_ends_the_tracked_run_as_failed(
     assert exit_codes == [1]  # W&B's run ends failed, not with the clean exit its hook records
     process = RunDir(tmp_path / "oom").training_process()
     assert process == ("failed", "OutOfMemoryError at step 3")  # what `compare` and `watch` say
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HELLOLONDON_PEAK_TFLOPS": "abc"}, "HELLOLONDON_PEAK_TFLOPS='abc' is not a positive"),
+        ({"HELLOLONDON_PEAK_TFLOPS": "-5"}, "HELLOLONDON_PEAK_TFLOPS='-5' is not a positive"),
+        ({"RANK": "x"}, "RANK='x' is not a whole number"),
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a whole number"),
+    ],
+)
+def test_a_bad_environment_value_is_one_line_before_the_run_folder(
+    tiny_data, tmp_path, monkeypatch, capsys, env, message
+):
+    from hellolondon.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    argv = ["train", "--preset", "tiny", "--data", str(tiny_data), "--out-dir", str(tmp_path)]
+    assert main([*argv, *TINY_MODEL, *TINY_TRAIN, "tracking.run_name=e"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "e").exists()  # not a run folder that failed after training

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,21 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
-        _check(self.lr > 0 and 0 <= self.min_lr <= self.lr, "train.min_lr must be in [0, train.lr]")
+        for name in ("lr", "muon_lr"):  # nan or inf would train to nan without a word
+            value = getattr(self, name)
+            _check(
+                math.isfinite(value) and value > 0,
+                f"train.{name} must be a positive finite number, not {value}",
+            )
+        _check(0 <= self.min_lr <= self.lr, "train.min_lr must be in [0, train.lr]")
+        for name in ("weight_decay", "grad_clip"):  # a negative clip would flip every gradient
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value >= 0, f"train.{name} must be >= 0, not {value}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"train.{name} must be in [0, 1), not {value}")
+        _check(self.seed >= 0, f"train.seed must be >= 0, not {self.seed}")
+        _check(self.sample_interval >= 0, "train.sample_interval must be >= 0 (0: only at the end)")
         _check(self.warmup_iters >= 0, "train.warmup_iters must be >= 0")
         _check(self.optimizer in ("adamw", "muon"), "train.optimizer must be adamw or muon")
         _check(self.schedule in ("cosine", "wsd"), "train.schedule must be cosine or wsd")
@@ -104,7 +119,6 @@ class TrainConfig:
             self.cooldown_shape in ("linear", "1-sqrt"),
             "train.cooldown_shape must be linear or 1-sqrt",
         )
-        _check(self.muon_lr > 0, "train.muon_lr must be positive")
         _check(0.0 <= self.muon_momentum < 1.0, "train.muon_momentum must be in [0, 1)")
         _check(self.muon_weight_decay >= 0, "train.muon_weight_decay must be >= 0")
         # Newton-Schulz orthogonalises whole matrices; an FSDP shard holds only some rows
@@ -507,8 +521,13 @@ def settings_of_run(data: Any, source: str) -> RunConfig:
     if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
         raise UserError(f"{source} is not a run's saved config (no [train] settings)")
     settings = {k: v for k, v in data.items() if k in (*SECTIONS, "preset", "out_dir")}
-    settings["tracking"] = {**(settings.get("tracking") or {}), "run_name": ""}
-    return from_dict(settings)
+    tracking = settings.get("tracking") or {}
+    if isinstance(tracking, dict):  # anything else is refused by from_dict
+        settings["tracking"] = {**tracking, "run_name": ""}
+    try:
+        return from_dict(settings)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -531,12 +550,21 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     }
     parts: dict[str, Any] = {}
     for section, cls in kinds.items():
-        given = dict(data.get(section) or {})
+        given = data.get(section) or {}
+        if not isinstance(given, dict):
+            raise UserError(
+                f"config section {section!r}: expected a table of settings, got {given!r}"
+            )
+        defaults = cls()
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(given) - known)
         if unknown:
             raise UserError(f"unknown config key {section}.{unknown[0]}")
-        parts[section] = cls(**given)
+        # a saved config edited by hand (`train --config run/config.json`) is checked as a TOML
+        # file is: a wrong type would otherwise fail deep in training, after the run folder
+        parts[section] = cls(
+            **{k: _typed(v, getattr(defaults, k), f"{section}.{k}") for k, v in given.items()}
+        )
     return RunConfig(
         preset=data.get("preset", "tiny"), out_dir=data.get("out_dir", "runs"), **parts
     )

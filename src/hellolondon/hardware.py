@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
 from typing import Any
 
 import torch
+
+from hellolondon.errors import UserError
 
 # Dense tensor-core peak (no 2:4 sparsity), FLOP/s: bf16, or fp16 with fp32 accumulate before
 # Ampere (no bf16 on Volta and Turing). Vendor tables mostly print the sparse figure (marked *),
@@ -69,9 +72,18 @@ def peak_flops(device_name: str, override: float | None = None) -> float | None:
     None when unknown (MFU is then not reported rather than made up)."""
     if override:
         return float(override)
-    env = os.environ.get("HELLOLONDON_PEAK_TFLOPS")
+    env = os.environ.get("HELLOLONDON_PEAK_TFLOPS", "").strip()
     if env:
-        return float(env) * 1e12
+        try:
+            tflops = float(env)
+        except ValueError:
+            tflops = math.nan
+        if not (math.isfinite(tflops) and tflops > 0):
+            raise UserError(
+                f"HELLOLONDON_PEAK_TFLOPS={env!r} is not a positive number; set it to the "
+                "device's peak TFLOP/s (989 for an H100's bf16, say) or unset it"
+            )
+        return tflops * 1e12
     name = re.sub(r"[-_]", " ", device_name.upper())
     for pattern, flops in PEAK_BF16_FLOPS:
         if re.search(pattern, name):

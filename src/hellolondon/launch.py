@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,9 @@ class Menu:
     def _ask(self, prompt: str) -> str:
         try:
             return self.ask(prompt).strip()
-        except EOFError:
+        except (EOFError, RuntimeError) as exc:  # RuntimeError: standard input is closed
+            if isinstance(exc, RuntimeError) and sys.stdin is not None:
+                raise
             raise UserError(
                 "no answer on standard input; give the choices as flags and add --yes"
             ) from None

@@ -327,9 +327,14 @@ def load_meta(data_dir: str | Path) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path} is not valid JSON; run `hellolondon prepare` again") from None
+    if not isinstance(meta, dict):
+        raise UserError(
+            f"{path} is not the meta.json of `hellolondon prepare` (a JSON object); run it again"
+        )
     for split in ("train", "val"):
         bin_path = token_file(data_dir, split)
-        expected = meta.get(f"{split}_tokens", -1) * np.dtype(DTYPE).itemsize
+        count = meta.get(f"{split}_tokens")
+        expected = count * np.dtype(DTYPE).itemsize if type(count) is int else -1
         if not bin_path.is_file() or bin_path.stat().st_size != expected:
             raise UserError(
                 f"{bin_path} is missing or does not match meta.json; run `hellolondon prepare` again"

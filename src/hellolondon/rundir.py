@@ -116,18 +116,46 @@ class RunDir:
         run.check_new()
         try:
             run.path.mkdir(parents=True, exist_ok=True)
-            probe = run.path / ".write-test"
-            probe.touch()
-            probe.unlink()
+            run._claim()
         except OSError as exc:
             raise UserError(
                 f"cannot write the run folder {run.path} ({exc.strerror}); choose a writable out_dir"
             ) from None
         return run
 
+    def _claim(self) -> None:
+        """Write this process's record in one step that fails where another process's record
+        already is: two runs started at once under one name (the same --run-name, or default
+        names of the same second) would otherwise both pass `check_new` and share one folder.
+        A record left by a start that died before writing anything else is taken over."""
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+        for _ in range(2):
+            try:
+                fd = os.open(self.process_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if self._claimed_elsewhere():
+                    raise UserError(
+                        f"run folder {self.path} was just taken by another command starting a "
+                        "run of the same name; choose another --run-name"
+                    ) from None
+                self.process_file.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(record + "\n")
+            return
+
+    def _claimed_elsewhere(self) -> bool:
+        if self._own_record():  # an earlier start in this very process (a library caller's)
+            return False
+        found = self.training_process()
+        return found is None or found[0] == "running"  # None: another machine's, or unreadable
+
     def check_new(self) -> None:
-        """Refuse to start a run in a folder that already holds one."""
-        if self.path.exists() and any(self.path.iterdir()):
+        """Refuse to start a run in a folder that already holds one (or is being started)."""
+        if not self.path.exists():
+            return
+        held = [p.name for p in self.path.iterdir()]
+        if any(name != PROCESS for name in held) or (held and self._claimed_elsewhere()):
             raise UserError(
                 f"run folder {self.path} already exists; choose another --run-name or resume it "
                 f"with --resume {self.path}"
@@ -164,6 +192,22 @@ class RunDir:
 
     def mark_ended(self) -> None:
         self.process_file.unlink(missing_ok=True)
+
+    def check_not_training(self) -> None:
+        """Refuse to continue a run that another live process is training now: both would
+        write its checkpoints and logs, and prune each other's checkpoints."""
+        if self._own_record():
+            return
+        found = self.training_process()
+        if found is not None and found[0] == "running":
+            raise UserError(
+                f"run {self.path} is being trained now ({found[1]}); wait for it to end or stop "
+                "it (Ctrl-C, or kill that process) before resuming"
+            )
+
+    def _own_record(self) -> bool:
+        record = read_json(self.process_file)
+        return record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
 
     def training_process(self) -> tuple[str, str] | None:
         """("running" | "killed" | "failed", detail) while a training process's record is

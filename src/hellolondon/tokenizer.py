@@ -86,7 +86,17 @@ class Tokenizer:
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
+        try:
+            return self.hf.encode(text, add_special_tokens=False).ids
+        except TypeError:
+            from hellolondon.corpus.documents import is_text
+
+            if is_text(text):
+                raise
+            raise UserError(  # bytes that were not UTF-8, from a terminal in another encoding
+                "the text holds bytes that are not UTF-8; give it as UTF-8 (or set the "
+                "terminal's encoding to UTF-8)"
+            ) from None
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Encode many texts in parallel (the tokenizer's own threads); no offsets are computed."""

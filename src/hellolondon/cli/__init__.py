@@ -4,11 +4,14 @@ calls the stage functions; errors the user can fix become one line and a non-zer
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
+import re
 import select
 import sys
+from pathlib import Path
 
 from hellolondon import __version__
 from hellolondon.errors import UserError
@@ -79,6 +82,22 @@ def _stdout_closed() -> bool:
     return True
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk or quota, as an OSError or as the message of a library's own error
+    (safetensors says "No space left on device (os error 28)")."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def _shown(filename: object) -> str:
+    """The path an error names, with the temporary name of an atomic write (.x.tmp-PID) given
+    as the file it was to become: that is the name the user knows."""
+    path = Path(str(filename))
+    match = re.fullmatch(r"\.(.+)\.tmp-\d+", path.name)
+    return str(path.with_name(match.group(1)) if match else path)
+
+
 def main(argv: list[str] | None = None) -> int:
     _line_buffered()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -107,6 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        if _disk_full(exc):
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            print(
+                f"error: the disk is full{where}; free some space or write to another disk",
+                file=sys.stderr,
+            )
+            return 1
+        denied = (errno.EROFS, errno.EACCES, errno.EPERM)
+        if isinstance(exc, OSError) and exc.errno in denied and exc.filename:
+            print(
+                f"error: {_shown(exc.filename)}: {exc.strerror.lower()}; use another path or "
+                "change its permissions",
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
             file=sys.stderr,

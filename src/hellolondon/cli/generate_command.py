@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         except EOFError:  # end the prompt's line: piped input has no newline of its own here
             print()
             return 0
+        except RuntimeError:  # input() without sys.stdin: closed, so as good as empty
+            if sys.stdin is not None:
+                raise
+            return 0
         if not prompt:
             return 0
         try:

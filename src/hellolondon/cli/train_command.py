@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.train.torchrun import check_gpus, gpu_names, launch_train
 
     cfg = config_from_args(args)
+    is_main = launched_rank() == 0  # read now: a RANK that is not a number is refused up front
     # a recorded run's config: say what changed since (once: `--gpus` ranks get no --config)
-    if str(args.config or "").endswith(".json") and not args.resume and launched_rank() == 0:
+    if str(args.config or "").endswith(".json") and not args.resume and is_main:
         from hellolondon.provenance import check_config_file
 
         check_config_file(args.config, cfg.data.data_dir)
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     # default, fatal action first) would turn a complete run into exit code 143
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     best = summary.get("best_val_loss")
-    if launched_rank() == 0:
+    if is_main:
         print(
             f"done: {summary['iterations']} iterations"
             + (f", best val loss {best:.4f}" if best else "")

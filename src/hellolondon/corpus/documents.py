@@ -109,7 +109,24 @@ def read_documents(path: str | Path) -> Iterator[Document]:
                     raise UserError(
                         f"{path}:{lineno}: {key!r} must be {kind}, not {json.dumps(value)[:40]}"
                     )
+            if "\\ud" in line.lower():  # JSON escapes can spell half a UTF-16 pair: not text
+                for key, value in known.items():
+                    if isinstance(value, str) and not is_text(value):
+                        raise UserError(
+                            f"{path}:{lineno}: {key!r} holds an unpaired surrogate escape "
+                            "(\\ud800-\\udfff), which is not a character; fix or remove it"
+                        )
             yield Document(**known)
+
+
+def is_text(value: str) -> bool:
+    """Whether a string is characters only: no lone surrogates (from a JSON escape, or from
+    bytes that were not UTF-8 on the command line), which no UTF-8 text can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_documents(path: str | Path, docs: Iterable[Document]) -> int:

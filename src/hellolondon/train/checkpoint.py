@@ -190,6 +190,12 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
         raise UserError(f"{path}: not a checkpoint state this version can read")
     if not isinstance(state.get("config"), dict):
         raise UserError(f"{path} is incomplete (it has no config); resume an earlier checkpoint")
+    from hellolondon.config import from_dict
+
+    try:  # checked here, so that every reader of the checkpoint names the file
+        from_dict(state["config"])
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
     for name, digest in state.get("files", {}).items() if verify else ():
         f = ckpt / name
         if not f.is_file():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import math
 import os
 import signal
 import sys
@@ -44,13 +45,30 @@ class Dist:
         return self.group
 
 
+def _env_int(name: str, default: int) -> int:
+    """A whole number that torchrun (or the user) set in the environment."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UserError(
+            f"{name}={text!r} is not a whole number >= 0; unset it, or start with torchrun, "
+            "which sets it"
+        )
+    return value
+
+
 def launched_world_size() -> int:
     """WORLD_SIZE as torchrun set it for this process (1 outside torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return _env_int("WORLD_SIZE", 1)
 
 
 def launched_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    return _env_int("RANK", 0)
 
 
 def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
@@ -67,7 +85,7 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
         raise UserError(
             f"WORLD_SIZE={world} but {', '.join(missing)} is not set; start with torchrun"
         )
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    rank, local_rank = launched_rank(), _env_int("LOCAL_RANK", 0)
     dev = resolve_device(device)
     if dev.type == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -78,9 +96,7 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     _die_with_parent()
-    timeout = timedelta(
-        seconds=float(os.environ.get("HELLOLONDON_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-    )
+    timeout = timedelta(seconds=_timeout_s())
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(
@@ -89,6 +105,22 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
     return Dist(
         rank=rank, local_rank=local_rank, world_size=world, device=dev, fsdp=fsdp, group=True
     )
+
+
+def _timeout_s() -> float:
+    text = os.environ.get("HELLOLONDON_DIST_TIMEOUT_S", "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(
+            f"HELLOLONDON_DIST_TIMEOUT_S={text!r} is not a positive number of seconds; "
+            f"unset it for the default ({DEFAULT_TIMEOUT_S:g})"
+        )
+    return seconds
 
 
 def _die_with_parent() -> None:

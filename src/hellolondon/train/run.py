@@ -101,6 +101,7 @@ def setup_run(
 ) -> Run:
     d = init_distributed(cfg.train.device, fsdp=cfg.train.fsdp)
     log = log if d.is_main else (lambda *_: None)
+    peak = peak_flops_for(d.device)  # a bad HELLOLONDON_PEAK_TFLOPS is refused before the folder
     meta, tokenizer, ckpt, state = _inputs(cfg, resume, log)
     cfg = resolve_config(
         cfg, world=d.world_size, meta=meta, ckpt=ckpt, state=state, global_batch=global_batch,
@@ -113,7 +114,7 @@ def setup_run(
     run = Run(
         cfg=cfg, dist=d, rundir=rundir, model=model, step_model=step_model, optimizer=optimizer,
         scaler=scaler, autocast=autocast_for(d.device, dtype), batches=batches, tracker=None,
-        monitor=_monitor(cfg, d, log), meta=meta, peak_flops=peak_flops_for(d.device), log=log,
+        monitor=_monitor(cfg, d, log), meta=meta, peak_flops=peak, log=log,
     )  # fmt: skip
     if state is not None:
         _continue_from(run, ckpt, state)
@@ -146,6 +147,8 @@ def _run_folder(cfg: RunConfig, ckpt: Path | None, d: Dist) -> RunDir:
     home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
     if d.is_main and home != rundir:  # a new run, or one continued from a loose checkpoint
         rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
+    elif d.is_main:
+        rundir.check_not_training()
     return rundir
 
 
