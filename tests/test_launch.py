@@ -385,3 +385,27 @@ def test_a_torchrun_process_starts_a_group_even_alone(monkeypatch):
     finally:
         shutdown(d)
     assert not dist.is_initialized()
+
+
+@cpu_only
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan"])
+def test_a_bad_collective_timeout_is_one_line_before_any_work(
+    value, tokens, tmp_path, capsys, monkeypatch
+):
+    import torch.distributed as dist
+
+    from hellolondon.train.distributed import init_distributed
+
+    monkeypatch.setenv("HELLOLONDON_DIST_TIMEOUT_S", value)
+    out = tmp_path / "runs"
+    out.mkdir()
+    argv = ["train", "--data", str(tokens), "--out-dir", str(out), "--gpus", "2", *TINY]
+    err = _one_line_error(capsys, [*argv, "device=cpu"], out)
+    assert f"HELLOLONDON_DIST_TIMEOUT_S={value!r} is not a number of seconds above 0" in err
+    # a rank of a plain torchrun says the same, instead of a stack trace from the rendezvous
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    for k, v in {**env, "MASTER_PORT": str(check_port(None))}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(UserError, match="HELLOLONDON_DIST_TIMEOUT_S"):
+        init_distributed("cpu")
+    assert not dist.is_initialized()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import math
 import os
 import signal
 import sys
@@ -77,10 +78,8 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
             )
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
+    timeout = timedelta(seconds=collective_timeout_s())
     _die_with_parent()
-    timeout = timedelta(
-        seconds=float(os.environ.get("HELLOLONDON_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-    )
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(
@@ -89,6 +88,24 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
     return Dist(
         rank=rank, local_rank=local_rank, world_size=world, device=dev, fsdp=fsdp, group=True
     )
+
+
+def collective_timeout_s() -> float:
+    """HELLOLONDON_DIST_TIMEOUT_S, checked: torch takes any float, and 0 or a negative value
+    fails the rendezvous itself with a C++ stack trace instead of saying what is wrong."""
+    raw = os.environ.get("HELLOLONDON_DIST_TIMEOUT_S", "").strip()
+    if not raw:
+        return float(DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UserError(
+            f"HELLOLONDON_DIST_TIMEOUT_S={raw!r} is not a number of seconds above 0 (how long a "
+            f"collective waits for its peers; unset, {DEFAULT_TIMEOUT_S})"
+        )
+    return seconds
 
 
 def _die_with_parent() -> None:
