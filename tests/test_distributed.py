@@ -31,6 +31,7 @@ from hellolondon.train import checkpoint
 from hellolondon.train.distributed import Dist, resume_batch, split_batch
 from hellolondon.train.loop import train
 from hellolondon.train.run import config_for_resume
+from hellolondon.train.torchrun import free_port
 
 STEPS = 40
 RTOL = 1e-5
@@ -445,3 +446,34 @@ def test_muon_under_ddp_gives_the_losses_of_one_process_with_twice_the_batch(tok
     # another order show up in the loss at about 1e-4; AdamW's runs above agree to 1e-5
     np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)],
                                rtol=1e-3)  # fmt: skip
+
+
+def test_a_bad_setting_under_torchrun_is_said_once_not_once_per_rank(tokens, tmp_path):
+    """Every rank meets it at once; the machine's first rank says it, torchrun ends the rest."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    started = time.monotonic()
+    for bad in (["train.lr=abc"], ["--no-such-flag"]):
+        proc = subprocess.run(
+            [*torchrun, "--master-port", str(free_port()), "-m", "hellolondon", "train"]
+            + ["--data", str(tokens), "--out-dir", str(tmp_path), *SETTINGS, *bad],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode != 0
+        said = proc.stderr.count("error: train.lr:") + proc.stderr.count("unrecognized arguments")
+        assert said == 1, proc.stderr
+    assert time.monotonic() - started < 60  # no rank waits out a timeout
+    assert not any(tmp_path.iterdir())  # no run folder was started
+
+
+def test_an_error_of_one_rank_alone_is_still_said(monkeypatch, capsys):
+    """A rank other than the machine's first prints its error once it is clear that no other
+    rank ended the job with it (torchrun would have stopped this one by then)."""
+    from hellolondon import cli
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(cli, "ECHO_WAIT_S", 0.01)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # leave pytest's handlers be
+    assert cli.main(["train", "train.lr=abc"]) == 2
+    assert capsys.readouterr().err.count("error: train.lr") == 1

@@ -395,3 +395,27 @@ def test_a_closed_standard_input_is_no_answer(tmp_path, monkeypatch, capsys):
     assert main(["launch", "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == "error: no answer on standard input; give the choices as flags and add --yes\n"
+
+
+@cpu_only
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan"])
+def test_a_bad_collective_timeout_is_one_line_before_any_work(
+    value, tokens, tmp_path, capsys, monkeypatch
+):
+    import torch.distributed as dist
+
+    from hellolondon.train.distributed import init_distributed
+
+    monkeypatch.setenv("HELLOLONDON_DIST_TIMEOUT_S", value)
+    out = tmp_path / "runs"
+    out.mkdir()
+    argv = ["train", "--data", str(tokens), "--out-dir", str(out), "--gpus", "2", *TINY]
+    err = _one_line_error(capsys, [*argv, "device=cpu"], out)
+    assert f"HELLOLONDON_DIST_TIMEOUT_S={value!r} is not a number of seconds above 0" in err
+    # a rank of a plain torchrun says the same, instead of a stack trace from the rendezvous
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    for k, v in {**env, "MASTER_PORT": str(check_port(None))}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(UserError, match="HELLOLONDON_DIST_TIMEOUT_S"):
+        init_distributed("cpu")
+    assert not dist.is_initialized()

@@ -4,21 +4,49 @@ calls the stage functions; errors the user can fix become one line and a non-zer
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
 import pkgutil
 import re
 import select
+import signal
 import sys
+import time
 from pathlib import Path
 
 from hellolondon import __version__
 from hellolondon.errors import UserError
 
+# How long a rank other than its machine's first gives that rank to print a shared error (below).
+ECHO_WAIT_S = 5.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' too), whose usage errors are said once under torchrun."""
+
+    def error(self, message: str):
+        _let_local_rank0_say_it()
+        super().error(message)
+
+
+def _let_local_rank0_say_it() -> None:
+    """Under torchrun every rank of a machine meets a bad setting, a missing folder or an
+    unknown flag at the same moment, and each would print the same line. A rank other than the
+    machine's first waits a little instead: that rank prints the line and exits, and torchrun
+    then ends this one (SIGTERM, its default action now). A rank still here after the wait has
+    an error of its own (a GPU it lacks, say), and prints it."""
+    local = os.environ.get("LOCAL_RANK", "0")
+    if "TORCHELASTIC_RUN_ID" not in os.environ or local in ("", "0"):
+        return
+    with contextlib.suppress(ValueError):  # only the main thread sets handlers
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    time.sleep(ECHO_WAIT_S)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hellolondon",
         description="Build a historical-English (London 1500-1850) language model and watch it learn.",
         epilog="Start with: hellolondon demo   (offline, a few minutes on a laptop CPU)",
@@ -114,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
+        _let_local_rank0_say_it()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -95,8 +95,8 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
             )
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
+    timeout = timedelta(seconds=collective_timeout_s())
     _die_with_parent()
-    timeout = timedelta(seconds=_timeout_s())
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(
@@ -107,18 +107,20 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
     )
 
 
-def _timeout_s() -> float:
-    text = os.environ.get("HELLOLONDON_DIST_TIMEOUT_S", "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT_S
+def collective_timeout_s() -> float:
+    """HELLOLONDON_DIST_TIMEOUT_S, checked: torch takes any float, and 0 or a negative value
+    fails the rendezvous itself with a C++ stack trace instead of saying what is wrong."""
+    raw = os.environ.get("HELLOLONDON_DIST_TIMEOUT_S", "").strip()
+    if not raw:
+        return float(DEFAULT_TIMEOUT_S)
     try:
-        seconds = float(text)
+        seconds = float(raw)
     except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds <= 0:
         raise UserError(
-            f"HELLOLONDON_DIST_TIMEOUT_S={text!r} is not a positive number of seconds; "
-            f"unset it for the default ({DEFAULT_TIMEOUT_S:g})"
+            f"HELLOLONDON_DIST_TIMEOUT_S={raw!r} is not a number of seconds above 0 (how long a "
+            f"collective waits for its peers; unset, {DEFAULT_TIMEOUT_S})"
         )
     return seconds
 

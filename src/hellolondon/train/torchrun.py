@@ -107,6 +107,9 @@ def launch_train(
 ) -> int:
     """`train --gpus N`: check everything, resolve the config once for N processes, then run
     torchrun with each rank reading that resolved config."""
+    from hellolondon.train.distributed import collective_timeout_s
+
+    collective_timeout_s()  # a bad HELLOLONDON_DIST_TIMEOUT_S is said here, not by every rank
     port = check_port(port)
     cfg, run_dir = _resolve_for(cfg, n, resume, global_batch)
     fd, path = tempfile.mkstemp(prefix="hellolondon-config-", suffix=".json")
