@@ -114,9 +114,15 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp
     (run / "metrics.jsonl").write_text('{"train/iter": 1, "train/loss": 9.0}\n')
     err = _err(capsys, ["train", "--resume", str(run)])
     assert "before its first checkpoint" in err
-    assert f"hellolondon train --config {run / 'config.json'}" in err
+    assert f"hellolondon train --config {run / 'config.json'} --run-name NEW_NAME" in err
     err = _err(capsys, ["train", "--resume", str(tmp_path / "nope")])
     assert "does not exist" in err
+    # the same name again is not told to resume what has no checkpoint
+    again = ["train", "--config", str(run / "config.json"), "--out-dir", str(tmp_path)]
+    err = _err(capsys, [*again, "--run-name", "early"])
+    assert "holds no checkpoint to resume" in err and "--resume" not in err
+    assert main([*again, "--run-name", "early-2", "train.max_iters=2"]) == 0  # the advice works
+    assert (tmp_path / "early-2" / "checkpoints").is_dir()
 
 
 def test_resume_with_a_preset_is_refused_not_ignored(capsys, trained):

@@ -155,11 +155,18 @@ class RunDir:
         if not self.path.exists():
             return
         held = [p.name for p in self.path.iterdir()]
-        if any(name != PROCESS for name in held) or (held and self._claimed_elsewhere()):
+        if not (any(name != PROCESS for name in held) or (held and self._claimed_elsewhere())):
+            return
+        if self.checkpoints.is_dir() and any(self.checkpoints.iterdir()):
             raise UserError(
                 f"run folder {self.path} already exists; choose another --run-name or resume it "
                 f"with --resume {self.path}"
             )
+        raise UserError(
+            f"run folder {self.path} already exists, and holds no checkpoint to resume (its run "
+            "stopped before the first save, or is starting now); choose another --run-name, or "
+            "remove the folder"
+        )
 
     # ---- the small JSON files
 

@@ -279,7 +279,8 @@ def _no_checkpoint(p: Path) -> UserError:
     if run.config_file.is_file():  # a run stopped before its first save
         return UserError(
             f"no checkpoint found at {p}: the run stopped before its first checkpoint; start it "
-            f"again as a new run with `hellolondon train --config {run.config_file}`"
+            f"again as a new run with `hellolondon train --config {run.config_file} --run-name "
+            "NEW_NAME`"
         )
     return UserError(f"no checkpoint found at {p}; give a run folder or a checkpoint folder")
 
