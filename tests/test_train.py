@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -290,3 +291,24 @@ def test_a_bad_environment_value_is_one_line_before_the_run_folder(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "e").exists()  # not a run folder that failed after training
+
+
+def test_the_parameter_count_of_a_config_is_the_built_models():
+    from hellolondon.config import ModelConfig
+    from hellolondon.model import GPT
+
+    for m in (ModelConfig(), ModelConfig(n_layer=3, n_head=2, n_embd=48, vocab_size=777)):
+        assert m.parameters == GPT(m).num_params(non_embedding=False)
+
+
+def test_a_model_too_large_for_this_machine_is_refused_before_its_run_folder(
+    tiny_data, tmp_path, capsys
+):
+    from hellolondon.cli import main
+
+    args = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path / "runs")]
+    assert main([*args, "model.n_layer=10000000"]) == 2  # 7.9 trillion parameters: 29 TiB
+    err = capsys.readouterr().err
+    assert re.search(r"the model has 7,869,[0-9,]+ parameters, 29,3[0-9]{2} GiB", err)
+    assert "lower model.n_layer" in err
+    assert err.count("\n") == 1 and not (tmp_path / "runs").exists()

@@ -45,6 +45,14 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    @property
+    def parameters(self) -> int:
+        """Every parameter of the model this describes (the tied matrix once, positions
+        included), counted without building it: `GPT.num_params(False)`."""
+        d = self.n_embd
+        block = 12 * d * d + 2 * d  # attention 4·d², MLP 8·d², two LayerNorm weights
+        return (self.vocab_size + self.block_size) * d + self.n_layer * block + d
+
 
 @dataclass
 class TrainConfig:

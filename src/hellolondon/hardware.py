@@ -114,6 +114,14 @@ def cpu_matmul_flops(rows: int, inner: int, cols: int) -> float:
     return 2.0 * rows * inner * cols * n / (time.perf_counter() - t0)
 
 
+def host_memory_bytes() -> int | None:
+    """This machine's physical memory, where the OS says (None elsewhere)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     from hellolondon.errors import UserError
 
