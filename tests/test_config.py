@@ -48,10 +48,11 @@ def test_round_trip_through_dict():
         ("tiny", ["wandb_mode=sometimes"], "wandb_mode"),
         # each of these trained on (to nan, or with every gradient flipped) or failed in training
         ("tiny", ["lr=inf"], "train.lr must be a positive finite number, not inf"),
-        ("tiny", ["lr=nan"], "train.lr must be a positive finite number, not nan"),
+        ("tiny", ["lr=nan"], "lr: expected a number, got 'nan'"),
+        ("tiny", ["monitor.rise_ratio=nan"], "monitor.rise_ratio: expected a number"),  # rule off
         ("tiny", ["muon_lr=inf"], "train.muon_lr must be a positive finite number"),
         ("tiny", ["grad_clip=-1"], r"train.grad_clip must be >= 0, not -1.0"),
-        ("tiny", ["weight_decay=nan"], "train.weight_decay must be >= 0, not nan"),
+        ("tiny", ["weight_decay=nan"], "weight_decay: expected a number, got 'nan'"),
         ("tiny", ["beta1=2"], r"train.beta1 must be in \[0, 1\), not 2.0"),
         ("tiny", ["seed=-1"], "train.seed must be >= 0"),
         ("tiny", ["sample_interval=-1"], "train.sample_interval must be >= 0"),
@@ -130,6 +131,13 @@ def test_a_config_file_value_takes_the_type_of_its_field(tmp_path):
         "4",
         ["a", "b"],
     )
+
+
+def test_nan_in_a_config_file_is_refused(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[monitor]\nspike_zscore = nan\n")
+    with pytest.raises(UserError, match="monitor.spike_zscore: expected a number, got nan"):
+        build_config("tiny", toml)
 
 
 @pytest.mark.parametrize("value", ["2.5e0", "1e400"])

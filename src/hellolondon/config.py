@@ -372,12 +372,20 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         if isinstance(current, int):
             return _whole(float(text)) if "e" in text.lower() else int(text)
         if isinstance(current, float):
-            return float(text)
+            return _number(float(text))
         if isinstance(current, list):
             return [t.strip() for t in text.split(",") if t.strip()]
     except ValueError:
         raise UserError(f"{key}: expected {expected(current)}, got {text!r}") from None
     return text
+
+
+def _number(value: float) -> float:
+    """nan is no setting's value: compared with a threshold it is never above or below, so a
+    rule given nan would be switched off without a word."""
+    if math.isnan(value):
+        raise ValueError(value)
+    return value
 
 
 def _whole(value: float) -> int:
@@ -398,7 +406,7 @@ def _typed(value: Any, current: Any, key: str) -> Any:
     if isinstance(current, int) and not isinstance(current, bool) and number:
         if isinstance(value, int) or value.is_integer():
             return int(value)
-    elif isinstance(current, float) and number:
+    elif isinstance(current, float) and number and not math.isnan(value):
         return float(value)
     elif isinstance(current, str) and isinstance(value, str | int | float):
         # `compile = true`, `micro_batch = 4`: the text the same setting has as key=value
