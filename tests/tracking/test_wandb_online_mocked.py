@@ -255,3 +255,18 @@ def test_a_wandb_failure_mid_run_turns_wandb_off_after_one_line(online):
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [10, 20, 30]
     assert json.loads((run_dir / "summary.json").read_text())["best_val_loss"] == 2.0
     assert json.loads((run_dir / "tracking.json").read_text())["status"] == "failed"
+
+
+def test_an_unfinished_online_upload_names_the_command_that_uploads_the_online_folder(online):
+    tracker, wandb, lines = online()
+    run = wandb.runs[0]
+
+    def timed_out(exit_code: int = 0) -> None:
+        raise TimeoutError("finish timed out")
+
+    run.finish = timed_out
+    tracker.finish()
+    command = f"wandb sync --include-online runs/london-slm-simple-20261126-101500/wandb/run-*-{tracker.run_id}"
+    assert lines[-1].startswith("wandb: upload did not finish") and lines[-1].endswith(command)
+    state = json.loads((Path(wandb.inits[0]["dir"]) / "tracking.json").read_text())
+    assert state["status"] == "upload_incomplete" and state["sync_command"] == command

@@ -109,7 +109,7 @@ class WandbTracker:
 
     @property
     def sync_command(self) -> str:
-        return sync_command(self.rundir, self.run_id or "")
+        return sync_command(self.rundir, self.run_id or "", online=self.mode == "online")
 
     @property
     def url(self) -> str | None:
@@ -277,8 +277,13 @@ def is_synced(segment: Path) -> bool:
     return any(segment.glob("*.wandb.synced"))
 
 
-def sync_command(run: RunDir, run_id: str) -> str:
-    return f"wandb sync {shlex.quote(show_path(run.wandb_dir))}/offline-run-*-{run_id}"
+def sync_command(run: RunDir, run_id: str, online: bool = False) -> str:
+    """The command that uploads this run's W&B folders: the offline ones, or those of an online
+    run whose upload did not finish (`wandb sync` skips online folders unless told)."""
+    where = shlex.quote(show_path(run.wandb_dir))
+    if online:
+        return f"wandb sync --include-online {where}/run-*-{run_id}"
+    return f"wandb sync {where}/offline-run-*-{run_id}"
 
 
 def last_step(segment: Path) -> int | None:
