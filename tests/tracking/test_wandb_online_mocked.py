@@ -4,8 +4,11 @@ failed online start, artifacts, and a failure mid-run."""
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -270,3 +273,45 @@ def test_an_unfinished_online_upload_names_the_command_that_uploads_the_online_f
     assert lines[-1].startswith("wandb: upload did not finish") and lines[-1].endswith(command)
     state = json.loads((Path(wandb.inits[0]["dir"]) / "tracking.json").read_text())
     assert state["status"] == "upload_incomplete" and state["sync_command"] == command
+
+
+@pytest.fixture
+def short_finish(monkeypatch):
+    from hellolondon.tracking import wandb_tracker
+
+    monkeypatch.setattr(wandb_tracker, "FINISH_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(wandb_tracker, "FINISH_GRACE_S", 0.2, raising=False)
+    monkeypatch.setattr(wandb_tracker, "FINISH_NOTICE_S", 0.1, raising=False)
+    never = threading.Event()  # "never" set by the test: a stuck finish ends after 5 s at most
+    yield never
+    never.set()  # lets the abandoned finish threads end
+
+
+def test_a_finish_that_never_returns_is_given_up_after_the_timeout(online, short_finish):
+    """W&B's own finish_timeout does not start while its sender waits on a server that never
+    answers; the tracker's bound holds anyway, and the rest is left for `wandb sync`."""
+    tracker, wandb, lines = online()
+    wandb.runs[0].finish = lambda exit_code=0: short_finish.wait(5)
+    t0 = time.monotonic()
+    tracker.finish()
+    assert time.monotonic() - t0 < 3.0
+    assert lines[1].startswith("wandb: still uploading; waiting up to 0 s (Ctrl-C leaves")
+    assert lines[2].startswith("wandb: upload did not finish within 0 s; the rest is on disk")
+    assert wandb.teardowns == 1  # W&B's service stopped, so its exit hook cannot wait either
+    state = json.loads((Path(wandb.inits[0]["dir"]) / "tracking.json").read_text())
+    assert state["status"] == "upload_incomplete" and "--include-online" in state["sync_command"]
+
+
+def test_ctrl_c_while_the_upload_waits_leaves_the_rest_for_later(online, short_finish):
+    tracker, wandb, lines = online()
+
+    def interrupted(exit_code=0):
+        _thread.interrupt_main()  # Ctrl-C reaches the main thread, which waits for finish
+        short_finish.wait(5)
+
+    wandb.runs[0].finish = interrupted
+    tracker.finish()  # does not raise
+    assert lines[-1].startswith("wandb: upload was stopped; the rest is on disk: wandb sync")
+    assert json.loads((Path(wandb.inits[0]["dir"]) / "tracking.json").read_text())["status"] == (
+        "upload_incomplete"
+    )

@@ -12,6 +12,7 @@ import json
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,11 @@ from hellolondon.tracking.secrets import scrub, scrub_row, scrub_text
 from hellolondon.tracking.wandb_options import WandbOptions
 
 FINISH_TIMEOUT_S = 120.0  # upload at the end waits this long; the rest stays for `wandb sync`
+# W&B's own finish_timeout does not start while its sender is stuck on a request to a server that
+# never answers (an alert, a config update): `finish` then waits for ever. The tracker waits this
+# much longer than W&B's bound at most, and says why after FINISH_NOTICE_S.
+FINISH_GRACE_S = 10.0
+FINISH_NOTICE_S = 5.0
 LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 Console = Callable[[str], Any]
 
@@ -30,6 +36,26 @@ def quiet_teardown(wandb: Any) -> None:
     a traceback at exit."""
     with contextlib.suppress(Exception):
         wandb.teardown()
+
+
+def abandon_service(wandb: Any) -> None:
+    """Stop W&B's service process without waiting for its uploads, then tear W&B down. Its
+    transaction log on disk already holds every record (W&B writes it before it uploads), so
+    `wandb sync` uploads the rest later; waiting instead would hold the process at exit for
+    ever (W&B's exit hook waits for the service too)."""
+    with contextlib.suppress(Exception):
+        from wandb.sdk import wandb_setup
+
+        process = wandb_setup._singleton._connection._proc._process  # a subprocess.Popen
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    done = threading.Thread(target=quiet_teardown, args=(wandb,), daemon=True)
+    done.start()
+    done.join(10)
 
 
 class WandbTracker:
@@ -198,23 +224,56 @@ class WandbTracker:
             self._save_state()
             return
         run, self.run = self.run, None
-        try:
-            run.finish(exit_code=exit_code)
+        outcome = self._bounded_finish(run, exit_code)
+        if outcome is None:
             self.status = "finished"
-        except TimeoutError:
+        elif isinstance(outcome, (TimeoutError, KeyboardInterrupt)):
             self.status = "upload_incomplete"
-            self.console(
-                f"wandb: upload did not finish within {FINISH_TIMEOUT_S:.0f} s; the rest is on disk: {self.sync_command}"
+            waited = (
+                "was stopped"
+                if isinstance(outcome, KeyboardInterrupt)
+                else f"did not finish within {FINISH_TIMEOUT_S:.0f} s"
             )
-        except Exception as exc:
+            self.console(f"wandb: upload {waited}; the rest is on disk: {self.sync_command}")
+        else:
             self.run = run
-            self._lost(exc)
+            self._lost(outcome)
             return
         self._save_state()
         if self.mode == "offline":
             self.console(
                 f"wandb: run {self.opts.name} saved offline; upload it with: {self.sync_command}"
             )
+
+    def _bounded_finish(self, run: Any, exit_code: int) -> BaseException | None:
+        """`run.finish` within FINISH_TIMEOUT_S (plus a grace), whatever the server does: None
+        when it finished, else what stopped it (TimeoutError, a Ctrl-C, an error)."""
+        outcome: list[BaseException | None] = []
+
+        def target() -> None:
+            try:
+                run.finish(exit_code=exit_code)
+                outcome.append(None)
+            except BaseException as exc:  # reported by the caller, never as a thread traceback
+                outcome.append(exc)
+
+        worker = threading.Thread(target=target, name="wandb-finish", daemon=True)
+        try:
+            worker.start()
+            worker.join(FINISH_NOTICE_S)
+            if worker.is_alive():
+                self.console(
+                    f"wandb: still uploading; waiting up to {FINISH_TIMEOUT_S:.0f} s "
+                    f"(Ctrl-C leaves the rest for later: {self.sync_command})"
+                )
+                worker.join(FINISH_TIMEOUT_S + FINISH_GRACE_S - FINISH_NOTICE_S)
+        except KeyboardInterrupt as exc:
+            abandon_service(self.wandb)
+            return exc
+        if worker.is_alive():
+            abandon_service(self.wandb)
+            return TimeoutError("W&B's finish did not return")
+        return outcome[0] if outcome else None
 
     # ---- failures
 
