@@ -315,3 +315,26 @@ def test_ctrl_c_while_the_upload_waits_leaves_the_rest_for_later(online, short_f
     assert json.loads((Path(wandb.inits[0]["dir"]) / "tracking.json").read_text())["status"] == (
         "upload_incomplete"
     )
+
+
+def test_wandb_is_stopped_only_once_its_log_was_written_after_finish_began(online, short_finish):
+    """W&B flushes its transaction log every several seconds: stopping its service before that
+    would leave `wandb sync` an empty file."""
+    tracker, wandb, lines = online()
+    run = wandb.runs[0]
+    log_file = Path(run.settings.sync_dir) / f"run-{tracker.run_id}.wandb"
+    log_file.parent.mkdir(parents=True)
+    log_file.write_bytes(b":W&B")  # the header, written at the start
+    os.utime(log_file, (0, 0))
+    seen: list[bytes] = []
+    wandb.teardown = lambda: seen.append(log_file.read_bytes())
+
+    def interrupted_then_flushed(exit_code=0):
+        _thread.interrupt_main()
+        time.sleep(0.3)  # W&B's own flush, a moment later
+        log_file.write_bytes(b":W&B every record")
+        short_finish.wait(5)
+
+    run.finish = interrupted_then_flushed
+    tracker.finish()
+    assert seen == [b":W&B every record"]

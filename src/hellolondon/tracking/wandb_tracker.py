@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ FINISH_TIMEOUT_S = 120.0  # upload at the end waits this long; the rest stays fo
 # much longer than W&B's bound at most, and says why after FINISH_NOTICE_S.
 FINISH_GRACE_S = 10.0
 FINISH_NOTICE_S = 5.0
+# W&B writes its transaction log in blocks, flushed every several seconds: its service is only
+# stopped once the log was written after `finish` began (the exit record is then on disk).
+FLUSH_WAIT_S = 30.0
 LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 Console = Callable[[str], Any]
 
@@ -38,11 +42,17 @@ def quiet_teardown(wandb: Any) -> None:
         wandb.teardown()
 
 
-def abandon_service(wandb: Any) -> None:
+def abandon_service(wandb: Any, log_file: Path | None = None, since: float = 0.0) -> None:
     """Stop W&B's service process without waiting for its uploads, then tear W&B down. Its
-    transaction log on disk already holds every record (W&B writes it before it uploads), so
-    `wandb sync` uploads the rest later; waiting instead would hold the process at exit for
-    ever (W&B's exit hook waits for the service too)."""
+    transaction log `log_file` holds every record once written after `since` (when `finish`
+    began; W&B writes it before it uploads), so `wandb sync` uploads the rest later; waiting
+    instead would hold the process at exit for ever (W&B's exit hook waits for the service)."""
+    with contextlib.suppress(Exception, KeyboardInterrupt):
+        deadline = time.monotonic() + FLUSH_WAIT_S
+        while log_file is not None and time.monotonic() < deadline:
+            if log_file.stat().st_mtime > since:
+                break
+            time.sleep(0.2)
     with contextlib.suppress(Exception):
         from wandb.sdk import wandb_setup
 
@@ -258,6 +268,9 @@ class WandbTracker:
                 outcome.append(exc)
 
         worker = threading.Thread(target=target, name="wandb-finish", daemon=True)
+        since, log_file = time.time(), None
+        with contextlib.suppress(Exception):
+            log_file = Path(run.settings.sync_dir) / f"run-{self.run_id}.wandb"
         try:
             worker.start()
             worker.join(FINISH_NOTICE_S)
@@ -268,10 +281,10 @@ class WandbTracker:
                 )
                 worker.join(FINISH_TIMEOUT_S + FINISH_GRACE_S - FINISH_NOTICE_S)
         except KeyboardInterrupt as exc:
-            abandon_service(self.wandb)
+            abandon_service(self.wandb, log_file, since)
             return exc
         if worker.is_alive():
-            abandon_service(self.wandb)
+            abandon_service(self.wandb, log_file, since)
             return TimeoutError("W&B's finish did not return")
         return outcome[0] if outcome else None
 
