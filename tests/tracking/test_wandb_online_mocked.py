@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -283,7 +284,10 @@ def short_finish(monkeypatch):
     monkeypatch.setattr(wandb_tracker, "FINISH_GRACE_S", 0.2, raising=False)
     monkeypatch.setattr(wandb_tracker, "FINISH_NOTICE_S", 0.1, raising=False)
     never = threading.Event()  # "never" set by the test: a stuck finish ends after 5 s at most
+    # Ctrl-C as at a terminal, whatever handler an earlier training test left behind
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield never
+    signal.signal(signal.SIGINT, previous)
     never.set()  # lets the abandoned finish threads end
 
 
