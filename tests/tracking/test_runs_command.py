@@ -117,6 +117,21 @@ def test_the_table_shows_each_run_and_the_commands_that_upload_what_waits(runs, 
     assert "not-a-run" not in out
 
 
+def test_an_online_run_uploaded_later_with_wandb_sync_needs_no_more_syncing(runs, capsys):
+    part = runs / "london-historical-llm-d" / "wandb" / "run-20261126_101500-idd"
+    part.mkdir(parents=True)
+    (part / "run-idd.wandb").write_bytes(b":W&B")
+    assert main(["runs"]) == 0
+    assert "wandb sync --include-online runs/london-historical-llm-d/wandb/run-*-idd" in (
+        capsys.readouterr().out
+    )
+    (part / "run-idd.wandb.synced").write_text("")  # what `wandb sync` leaves
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("london-historical-llm-d"))
+    assert row.split()[-1] == "done" and "include-online" not in out
+
+
 def test_json_output_for_scripts(runs, capsys):
     assert main(["runs", "--json"]) == 0
     data = {r["name"]: r for r in json.loads(capsys.readouterr().out)}

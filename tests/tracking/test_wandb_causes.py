@@ -34,6 +34,15 @@ def test_probe_gives_up_on_a_silent_server_within_its_timeout(fake_wandb):
     assert cause.startswith("network: no answer from")
 
 
+def test_probe_says_a_server_that_answers_malformed_json_is_not_a_working_wandb_api(fake_wandb):
+    server = fake_wandb("badjson")
+    cause = probe(server.url, FAKE_KEY, 2.0)
+    assert cause == (
+        f"server error: {server.url} answered with malformed JSON, not the W&B API: "
+        "check WANDB_BASE_URL"
+    )
+
+
 def test_probe_reports_a_refused_connection():
     assert "connection refused" in probe(refused_url(), FAKE_KEY, 2.0)
 

@@ -4,8 +4,12 @@ failed online start, artifacts, and a failure mid-run."""
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -255,3 +259,86 @@ def test_a_wandb_failure_mid_run_turns_wandb_off_after_one_line(online):
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [10, 20, 30]
     assert json.loads((run_dir / "summary.json").read_text())["best_val_loss"] == 2.0
     assert json.loads((run_dir / "tracking.json").read_text())["status"] == "failed"
+
+
+def test_an_unfinished_online_upload_names_the_command_that_uploads_the_online_folder(online):
+    tracker, wandb, lines = online()
+    run = wandb.runs[0]
+
+    def timed_out(exit_code: int = 0) -> None:
+        raise TimeoutError("finish timed out")
+
+    run.finish = timed_out
+    tracker.finish()
+    command = f"wandb sync --include-online runs/london-slm-simple-20261126-101500/wandb/run-*-{tracker.run_id}"
+    assert lines[-1].startswith("wandb: upload did not finish") and lines[-1].endswith(command)
+    state = json.loads((Path(wandb.inits[0]["dir"]) / "tracking.json").read_text())
+    assert state["status"] == "upload_incomplete" and state["sync_command"] == command
+
+
+@pytest.fixture
+def short_finish(monkeypatch):
+    from hellolondon.tracking import wandb_tracker
+
+    monkeypatch.setattr(wandb_tracker, "FINISH_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(wandb_tracker, "FINISH_GRACE_S", 0.2, raising=False)
+    monkeypatch.setattr(wandb_tracker, "FINISH_NOTICE_S", 0.1, raising=False)
+    never = threading.Event()  # "never" set by the test: a stuck finish ends after 5 s at most
+    # Ctrl-C as at a terminal, whatever handler an earlier training test left behind
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield never
+    signal.signal(signal.SIGINT, previous)
+    never.set()  # lets the abandoned finish threads end
+
+
+def test_a_finish_that_never_returns_is_given_up_after_the_timeout(online, short_finish):
+    """W&B's own finish_timeout does not start while its sender waits on a server that never
+    answers; the tracker's bound holds anyway, and the rest is left for `wandb sync`."""
+    tracker, wandb, lines = online()
+    wandb.runs[0].finish = lambda exit_code=0: short_finish.wait(5)
+    t0 = time.monotonic()
+    tracker.finish()
+    assert time.monotonic() - t0 < 3.0
+    assert lines[1].startswith("wandb: still uploading; waiting up to 0 s (Ctrl-C leaves")
+    assert lines[2].startswith("wandb: upload did not finish within 0 s; the rest is on disk")
+    assert wandb.teardowns == 1  # W&B's service stopped, so its exit hook cannot wait either
+    state = json.loads((Path(wandb.inits[0]["dir"]) / "tracking.json").read_text())
+    assert state["status"] == "upload_incomplete" and "--include-online" in state["sync_command"]
+
+
+def test_ctrl_c_while_the_upload_waits_leaves_the_rest_for_later(online, short_finish):
+    tracker, wandb, lines = online()
+
+    def interrupted(exit_code=0):
+        _thread.interrupt_main()  # Ctrl-C reaches the main thread, which waits for finish
+        short_finish.wait(5)
+
+    wandb.runs[0].finish = interrupted
+    tracker.finish()  # does not raise
+    assert lines[-1].startswith("wandb: upload was stopped; the rest is on disk: wandb sync")
+    assert json.loads((Path(wandb.inits[0]["dir"]) / "tracking.json").read_text())["status"] == (
+        "upload_incomplete"
+    )
+
+
+def test_wandb_is_stopped_only_once_its_log_was_written_after_finish_began(online, short_finish):
+    """W&B flushes its transaction log every several seconds: stopping its service before that
+    would leave `wandb sync` an empty file."""
+    tracker, wandb, lines = online()
+    run = wandb.runs[0]
+    log_file = Path(run.settings.sync_dir) / f"run-{tracker.run_id}.wandb"
+    log_file.parent.mkdir(parents=True)
+    log_file.write_bytes(b":W&B")  # the header, written at the start
+    os.utime(log_file, (0, 0))
+    seen: list[bytes] = []
+    wandb.teardown = lambda: seen.append(log_file.read_bytes())
+
+    def interrupted_then_flushed(exit_code=0):
+        _thread.interrupt_main()
+        time.sleep(0.3)  # W&B's own flush, a moment later
+        log_file.write_bytes(b":W&B every record")
+        short_finish.wait(5)
+
+    run.finish = interrupted_then_flushed
+    tracker.finish()
+    assert seen == [b":W&B every record"]

@@ -100,7 +100,8 @@ def offline_dirs(run_dir: Path) -> list[Path]:
 
 class FakeWandb:
     """A W&B API stand-in on localhost. Modes: 401/403/404 (every request), hang (accepts and
-    never answers), viewer-then-404 / viewer-then-hang (the key check passes, the run start fails)."""
+    never answers), badjson (200 with a cut-off JSON body), viewer-then-404 / viewer-then-hang
+    (the key check passes, the run start fails)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -153,6 +154,8 @@ class FakeWandb:
         if self.mode == "viewer-then-hang":
             self.held.append(conn)
             return
+        if self.mode == "badjson":
+            return self._reply(conn, "200 OK", b'{"data": {"viewer": ')
         status = {"401": "401 Unauthorized", "403": "403 Forbidden"}.get(self.mode, "404 Not Found")
         self._reply(
             conn,
@@ -161,8 +164,8 @@ class FakeWandb:
         )
 
     @staticmethod
-    def _reply(conn: socket.socket, status: str, payload: dict) -> None:
-        body = json.dumps(payload).encode()
+    def _reply(conn: socket.socket, status: str, payload: dict | bytes) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         try:
             conn.sendall(head.encode() + body)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hellolondon.rundir import RunDir, runs_in
-from hellolondon.tracking.wandb_tracker import segment_dirs, show_path, sync_command
+from hellolondon.tracking.wandb_tracker import segment_dirs, sync_command
 
 
 @dataclass
@@ -52,8 +51,9 @@ def _sync_state(run: RunDir, state: dict[str, Any]) -> tuple[bool, str | None]:
     if any(not any(s.glob("*.wandb.synced")) for s in offline):
         return True, sync_command(run, run_id)
     if state.get("mode") == "online" and state.get("status") in ("upload_incomplete", "failed"):
-        online = shlex.quote(show_path(run.wandb_dir))
-        return True, f"wandb sync --include-online {online}/run-*-{run_id}"
+        online = [s for s in segments if not s.name.startswith("offline-")]
+        if not online or any(not any(s.glob("*.wandb.synced")) for s in online):
+            return True, sync_command(run, run_id, online=True)
     return False, None
 
 

@@ -71,8 +71,8 @@ def probe(base_url: str, api_key: str, timeout: float) -> str | None:
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             return f"network: no answer from {base_url} within {timeout:.0f} s"
         return f"network: cannot reach {base_url} ({_reason_text(reason)})"
-    except ValueError:
-        return None  # not JSON: let wandb.init judge
+    except ValueError:  # W&B's own start would fail on it too, and call it a network timeout
+        return f"server error: {base_url} answered with malformed JSON, not the W&B API: check WANDB_BASE_URL"
     if (
         isinstance(data, dict)
         and isinstance(data.get("data"), dict)

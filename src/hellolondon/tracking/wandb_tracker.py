@@ -12,6 +12,8 @@ import json
 import shlex
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,14 @@ from hellolondon.tracking.secrets import scrub, scrub_row, scrub_text
 from hellolondon.tracking.wandb_options import WandbOptions
 
 FINISH_TIMEOUT_S = 120.0  # upload at the end waits this long; the rest stays for `wandb sync`
+# W&B's own finish_timeout does not start while its sender is stuck on a request to a server that
+# never answers (an alert, a config update): `finish` then waits for ever. The tracker waits this
+# much longer than W&B's bound at most, and says why after FINISH_NOTICE_S.
+FINISH_GRACE_S = 10.0
+FINISH_NOTICE_S = 5.0
+# W&B writes its transaction log in blocks, flushed every several seconds: its service is only
+# stopped once the log was written after `finish` began (the exit record is then on disk).
+FLUSH_WAIT_S = 30.0
 LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 Console = Callable[[str], Any]
 
@@ -30,6 +40,32 @@ def quiet_teardown(wandb: Any) -> None:
     a traceback at exit."""
     with contextlib.suppress(Exception):
         wandb.teardown()
+
+
+def abandon_service(wandb: Any, log_file: Path | None = None, since: float = 0.0) -> None:
+    """Stop W&B's service process without waiting for its uploads, then tear W&B down. Its
+    transaction log `log_file` holds every record once written after `since` (when `finish`
+    began; W&B writes it before it uploads), so `wandb sync` uploads the rest later; waiting
+    instead would hold the process at exit for ever (W&B's exit hook waits for the service)."""
+    with contextlib.suppress(Exception, KeyboardInterrupt):
+        deadline = time.monotonic() + FLUSH_WAIT_S
+        while log_file is not None and time.monotonic() < deadline:
+            if log_file.stat().st_mtime > since:
+                break
+            time.sleep(0.2)
+    with contextlib.suppress(Exception):
+        from wandb.sdk import wandb_setup
+
+        process = wandb_setup._singleton._connection._proc._process  # a subprocess.Popen
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    done = threading.Thread(target=quiet_teardown, args=(wandb,), daemon=True)
+    done.start()
+    done.join(10)
 
 
 class WandbTracker:
@@ -109,7 +145,7 @@ class WandbTracker:
 
     @property
     def sync_command(self) -> str:
-        return sync_command(self.rundir, self.run_id or "")
+        return sync_command(self.rundir, self.run_id or "", online=self.mode == "online")
 
     @property
     def url(self) -> str | None:
@@ -198,23 +234,59 @@ class WandbTracker:
             self._save_state()
             return
         run, self.run = self.run, None
-        try:
-            run.finish(exit_code=exit_code)
+        outcome = self._bounded_finish(run, exit_code)
+        if outcome is None:
             self.status = "finished"
-        except TimeoutError:
+        elif isinstance(outcome, (TimeoutError, KeyboardInterrupt)):
             self.status = "upload_incomplete"
-            self.console(
-                f"wandb: upload did not finish within {FINISH_TIMEOUT_S:.0f} s; the rest is on disk: {self.sync_command}"
+            waited = (
+                "was stopped"
+                if isinstance(outcome, KeyboardInterrupt)
+                else f"did not finish within {FINISH_TIMEOUT_S:.0f} s"
             )
-        except Exception as exc:
+            self.console(f"wandb: upload {waited}; the rest is on disk: {self.sync_command}")
+        else:
             self.run = run
-            self._lost(exc)
+            self._lost(outcome)
             return
         self._save_state()
         if self.mode == "offline":
             self.console(
                 f"wandb: run {self.opts.name} saved offline; upload it with: {self.sync_command}"
             )
+
+    def _bounded_finish(self, run: Any, exit_code: int) -> BaseException | None:
+        """`run.finish` within FINISH_TIMEOUT_S (plus a grace), whatever the server does: None
+        when it finished, else what stopped it (TimeoutError, a Ctrl-C, an error)."""
+        outcome: list[BaseException | None] = []
+
+        def target() -> None:
+            try:
+                run.finish(exit_code=exit_code)
+                outcome.append(None)
+            except BaseException as exc:  # reported by the caller, never as a thread traceback
+                outcome.append(exc)
+
+        worker = threading.Thread(target=target, name="wandb-finish", daemon=True)
+        since, log_file = time.time(), None
+        with contextlib.suppress(Exception):
+            log_file = Path(run.settings.sync_dir) / f"run-{self.run_id}.wandb"
+        try:
+            worker.start()
+            worker.join(FINISH_NOTICE_S)
+            if worker.is_alive():
+                self.console(
+                    f"wandb: still uploading; waiting up to {FINISH_TIMEOUT_S:.0f} s "
+                    f"(Ctrl-C leaves the rest for later: {self.sync_command})"
+                )
+                worker.join(FINISH_TIMEOUT_S + FINISH_GRACE_S - FINISH_NOTICE_S)
+        except KeyboardInterrupt as exc:
+            abandon_service(self.wandb, log_file, since)
+            return exc
+        if worker.is_alive():
+            abandon_service(self.wandb, log_file, since)
+            return TimeoutError("W&B's finish did not return")
+        return outcome[0] if outcome else None
 
     # ---- failures
 
@@ -277,8 +349,13 @@ def is_synced(segment: Path) -> bool:
     return any(segment.glob("*.wandb.synced"))
 
 
-def sync_command(run: RunDir, run_id: str) -> str:
-    return f"wandb sync {shlex.quote(show_path(run.wandb_dir))}/offline-run-*-{run_id}"
+def sync_command(run: RunDir, run_id: str, online: bool = False) -> str:
+    """The command that uploads this run's W&B folders: the offline ones, or those of an online
+    run whose upload did not finish (`wandb sync` skips online folders unless told)."""
+    where = shlex.quote(show_path(run.wandb_dir))
+    if online:
+        return f"wandb sync --include-online {where}/run-*-{run_id}"
+    return f"wandb sync {where}/offline-run-*-{run_id}"
 
 
 def last_step(segment: Path) -> int | None:
