@@ -475,3 +475,17 @@ def test_png_texts_fall_back_to_an_installed_cjk_font(tmp_path, monkeypatch):
     assert fig.legends[0].get_texts()[0].get_text() == "伦敦 run"
     families = {tuple(t.get_family()) for t in fig.findobj(Text)}
     assert families == {("DejaVu Sans", "DejaVu Serif")}  # the installed ones only, on every text
+
+
+def test_on_a_phone_the_page_does_not_scroll_sideways(tmp_path):
+    """A 390 px wide phone: the chart grid's columns shrink to the screen and each table
+    (the summary, the comparison, the findings) scrolls inside its own box."""
+    paths = [make_run(tmp_path, f"run-{i}", seed=i) for i in range(3)]
+    page = write_report(paths, tmp_path / "r")["html"].read_text()
+    css = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    grid = re.search(r"#panels \{[^}]*grid-template-columns:([^;]*);", css).group(1)
+    assert re.search(r"minmax\(min\(\d+px, 100%\), 1fr\)", grid), grid  # never wider than the page
+    assert re.search(r"\.wide \{[^}]*overflow-x: auto", css)
+    body = page.split('id="data"')[0]
+    assert body.count("<table>") == 3
+    assert body.count('<div class="wide"><table>') == body.count("<table>")

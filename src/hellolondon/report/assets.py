@@ -8,7 +8,7 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8p
 #legend span { display: inline-block; margin: 4px 14px 4px 0; cursor: pointer; user-select: none; }
 #legend span.off { opacity: 0.35; text-decoration: line-through; }
 #legend i { display: inline-block; width: 14px; height: 4px; margin-right: 6px; vertical-align: middle; }
-#panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 12px; }
+#panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(380px, 100%), 1fr)); gap: 12px; }
 .panel { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 6px 8px; position: relative; }
 .panel h3 { font-size: 13px; margin: 0; display: flex; justify-content: space-between; }
 .panel h3 button { font-size: 11px; border: 1px solid #ccc; background: #f4f4f4; border-radius: 3px; cursor: pointer; }
@@ -20,9 +20,12 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8p
 table { border-collapse: collapse; background: #fff; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
+.wide { overflow-x: auto; }  /* a table wider than a phone scrolls on its own, not the page */
+@media (max-width: 600px) { body { margin: 12px; } }
 tr.INFO td.level { color: #2a6; } tr.WARN td.level { color: #d80; font-weight: bold; }
 tr.ERROR td.level { color: #d22; font-weight: bold; }
 #filters label { margin-right: 12px; }
+td.detail { min-width: 16em; }  /* on a phone the table scrolls rather than squeeze the text */
 """
 
 JS = r"""
