@@ -489,3 +489,25 @@ def test_on_a_phone_the_page_does_not_scroll_sideways(tmp_path):
     body = page.split('id="data"')[0]
     assert body.count("<table>") == 3
     assert body.count('<div class="wide"><table>') == body.count("<table>")
+
+
+def contrast(fg: str, bg: str = "#fff") -> float:
+    """WCAG's contrast ratio of two #rgb or #rrggbb colours (4.5 is the minimum for text)."""
+
+    def luminance(colour: str) -> float:
+        h = colour.lstrip("#")
+        h = "".join(c * 2 for c in h) if len(h) == 3 else h
+        rgb = [int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_the_page_texts_are_readable_against_their_white_background(tmp_path):
+    page = write_report([make_run(tmp_path, "a")], tmp_path / "r")["html"].read_text()
+    css = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    for rule in ("tr.INFO td.level", "tr.WARN td.level", "tr.ERROR td.level", ".muted", ".empty"):
+        colour = re.search(re.escape(rule) + r" \{[^}]*(?:color|fill): (#[0-9a-f]+)", css).group(1)
+        assert contrast(colour) >= 4.5, (rule, colour, contrast(colour))

@@ -13,7 +13,7 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8p
 .panel h3 { font-size: 13px; margin: 0; display: flex; justify-content: space-between; }
 .panel h3 button { font-size: 11px; border: 1px solid #ccc; background: #f4f4f4; border-radius: 3px; cursor: pointer; }
 .panel svg { width: 100%; height: auto; display: block; }
-.empty { fill: #999; font-size: 13px; } .note { fill: #666; font-size: 10px; }
+.empty { fill: #767676; font-size: 13px; } .note { fill: #666; font-size: 10px; }
 .axis text { font-size: 10px; fill: #555; } .axis line { stroke: #eee; } .key { font-size: 9px; fill: #444; }
 .tip { position: absolute; pointer-events: none; background: rgba(255,255,255,.95); border: 1px solid #bbb;
        border-radius: 4px; padding: 4px 6px; font-size: 11px; white-space: nowrap; display: none; z-index: 2; }
@@ -22,8 +22,8 @@ th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-al
 th { background: #f0f0f0; }
 .wide { overflow-x: auto; }  /* a table wider than a phone scrolls on its own, not the page */
 @media (max-width: 600px) { body { margin: 12px; } }
-tr.INFO td.level { color: #2a6; } tr.WARN td.level { color: #d80; font-weight: bold; }
-tr.ERROR td.level { color: #d22; font-weight: bold; }
+tr.INFO td.level { color: #1a7f4b; } tr.WARN td.level { color: #a85d00; font-weight: bold; }
+tr.ERROR td.level { color: #d22; font-weight: bold; }  /* each 4.5:1 or more on white */
 #filters label { margin-right: 12px; }
 td.detail { min-width: 16em; }  /* on a phone the table scrolls rather than squeeze the text */
 """
