@@ -511,3 +511,37 @@ def test_the_page_texts_are_readable_against_their_white_background(tmp_path):
     for rule in ("tr.INFO td.level", "tr.WARN td.level", "tr.ERROR td.level", ".muted", ".empty"):
         colour = re.search(re.escape(rule) + r" \{[^}]*(?:color|fill): (#[0-9a-f]+)", css).group(1)
         assert contrast(colour) >= 4.5, (rule, colour, contrast(colour))
+
+
+def test_the_charts_have_names_and_the_run_legend_works_from_the_keyboard(tmp_path):
+    paths = [make_run(tmp_path, "a <b>"), make_run(tmp_path, "b", seed=1)]
+    page = write_report(paths, tmp_path / "r")["html"].read_text()
+    built = run_page_script(
+        page,
+        r"""
+        // the stand-in DOM, enough for build(): elements kept by id, a box's svg found again
+        const byId = {};
+        document.getElementById = id => id === 'data' ? DATA : (byId[id] ||= new Node('div'));
+        document.createElement = tag => new Node(tag);
+        document.querySelectorAll = () => [];
+        Node.prototype.querySelector = function (s) { return this.children.find(c => c.tag === s) || (this[s] ||= new Node(s)); };
+        Node.prototype.classList = {toggle() {}};
+        const append = Node.prototype.appendChild;
+        Node.prototype.appendChild = function (c) { if (c.id) byId[c.id] = c; return append.call(this, c); };
+        build();
+        const svgs = Object.keys(byId).filter(k => /^panel\d+$/.test(k)).map(k => byId[k].querySelector('svg'));
+        const legend = byId.legend.children;
+        const before = legend.map(b => b.attrs['aria-pressed']);
+        legend[0].onclick();
+        return {
+          tags: legend.map(b => b.tag), before, after: legend.map(b => b.attrs['aria-pressed']),
+          roles: svgs.map(s => s.attrs.role), labels: svgs.map(s => s.attrs['aria-label']),
+        };
+        """,
+    )
+    assert built["tags"] == ["button", "button"]  # reached with Tab, pressed with Enter or Space
+    assert built["before"] == ["true", "true"] and built["after"] == ["false", "true"]
+    assert set(built["roles"]) == {"img"}
+    labels = built["labels"]
+    assert labels[0] == "train/loss by step: b"  # run "a <b>" hidden by the click
+    assert "train/mfu by step: no MFU" in labels[1]  # an empty chart says why

@@ -5,8 +5,9 @@ CSS = """
 body { font: 14px system-ui, sans-serif; margin: 16px 24px; color: #222; background: #fafafa; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
 .muted { color: #666; font-size: 12px; }
-#legend span { display: inline-block; margin: 4px 14px 4px 0; cursor: pointer; user-select: none; }
-#legend span.off { opacity: 0.35; text-decoration: line-through; }
+#legend button { margin: 4px 14px 4px 0; padding: 0; border: 0; background: none; color: inherit;
+                 font: inherit; cursor: pointer; user-select: none; }
+#legend button.off { opacity: 0.35; text-decoration: line-through; }
 #legend i { display: inline-block; width: 14px; height: 4px; margin-right: 6px; vertical-align: middle; }
 #panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(380px, 100%), 1fr)); gap: 12px; }
 .panel { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 6px 8px; position: relative; }
@@ -98,6 +99,9 @@ function draw(panel, box) {
   const svg = box.querySelector('svg');
   svg.innerHTML = '';
   const series = visibleSeries(panel);
+  // what a screen reader says for the chart: its title and the runs drawn, or why it is empty
+  const names = [...new Set(series.map(s => s.run))].join(', ');
+  svg.setAttribute('aria-label', `${panel.title} by step: ${names || panel.empty}`);
   if (!series.length) { el('text', {x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty'}, svg).textContent = panel.empty; return; }
   const log = logY.has(panel.title);
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
@@ -178,9 +182,13 @@ function redraw() { D.panels.forEach((p, i) => draw(p, document.getElementById('
 function build() {
   const legend = document.getElementById('legend');
   D.runs.forEach((run, i) => {
-    const s = document.createElement('span');
+    const s = document.createElement('button');  // a button: the keyboard reaches it too
+    s.type = 'button'; s.title = 'hide or show this run'; s.setAttribute('aria-pressed', 'true');
     s.innerHTML = `<i style="background:${run.color}"></i>${esc(run.name)}`;
-    s.onclick = () => { hidden.has(i) ? hidden.delete(i) : hidden.add(i); s.classList.toggle('off'); redraw(); };
+    s.onclick = () => {
+      hidden.has(i) ? hidden.delete(i) : hidden.add(i);
+      s.classList.toggle('off'); s.setAttribute('aria-pressed', String(!hidden.has(i))); redraw();
+    };
     legend.appendChild(s);
   });
   const panels = document.getElementById('panels');
@@ -188,7 +196,7 @@ function build() {
     const box = document.createElement('div');
     box.className = 'panel'; box.id = 'panel' + i;
     box.innerHTML = `<h3><span>${esc(p.title)}${p.unit ? ' <span class="muted">(' + esc(p.unit) + ')</span>' : ''}</span><button title="logarithmic y axis">log</button></h3><div class="tip"></div>`;
-    box.appendChild(el('svg', {viewBox: `0 0 ${W} ${H}`}));
+    box.appendChild(el('svg', {viewBox: `0 0 ${W} ${H}`, role: 'img'}));
     box.querySelector('button').onclick = ev => { logY.has(p.title) ? logY.delete(p.title) : logY.add(p.title); ev.target.style.fontWeight = logY.has(p.title) ? 'bold' : ''; draw(p, box); };
     panels.appendChild(box);
   });
