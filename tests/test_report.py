@@ -545,3 +545,23 @@ def test_the_charts_have_names_and_the_run_legend_works_from_the_keyboard(tmp_pa
     labels = built["labels"]
     assert labels[0] == "train/loss by step: b"  # run "a <b>" hidden by the click
     assert "train/mfu by step: no MFU" in labels[1]  # an empty chart says why
+
+
+def test_a_tooltip_wider_than_its_chart_stays_on_the_screen(tmp_path):
+    """A long run name on a phone: the tooltip wraps within the chart instead of running off its
+    left edge, where it was cut off."""
+    page = write_report([make_run(tmp_path, "x" * 120)], tmp_path / "r")["html"].read_text()
+    css = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    tip_css = re.search(r"\.tip \{([^}]*)\}", css).group(1)
+    assert "max-width" in tip_css and "nowrap" not in tip_css
+    left = run_page_script(
+        page,
+        """
+        const svg = new Node('svg'), tip = new Node('div');
+        Object.defineProperty(tip, 'offsetWidth', {get: () => 2 * W});  // wider than the chart
+        draw(D.panels[0], {querySelector: s => s === 'svg' ? svg : tip});
+        svg.onmousemove({clientX: W / 2, clientY: 50});
+        return [tip.style.display, parseFloat(tip.style.left)];
+        """,
+    )
+    assert left[0] == "block" and left[1] >= 0

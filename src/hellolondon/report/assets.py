@@ -17,7 +17,8 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8p
 .empty { fill: #767676; font-size: 13px; } .note { fill: #666; font-size: 10px; }
 .axis text { font-size: 10px; fill: #555; } .axis line { stroke: #eee; } .key { font-size: 9px; fill: #444; }
 .tip { position: absolute; pointer-events: none; background: rgba(255,255,255,.95); border: 1px solid #bbb;
-       border-radius: 4px; padding: 4px 6px; font-size: 11px; white-space: nowrap; display: none; z-index: 2; }
+       border-radius: 4px; padding: 4px 6px; font-size: 11px; display: none; z-index: 2;
+       width: max-content; max-width: 90%; overflow-wrap: anywhere; }  /* a long run name wraps */
 table { border-collapse: collapse; background: #fff; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
@@ -164,7 +165,8 @@ function draw(panel, box) {
     tip.innerHTML = lines.join('<br>');
     tip.style.display = lines.length ? 'block' : 'none';
     const r = svg.getBoundingClientRect();
-    tip.style.left = Math.min(ev.clientX - r.left + 14, r.width - tip.offsetWidth) + 'px';
+    // beside the cursor, moved left to stay in the chart, but never past its left edge
+    tip.style.left = Math.max(0, Math.min(ev.clientX - r.left + 14, r.width - tip.offsetWidth)) + 'px';
     tip.style.top = (ev.clientY - r.top + 30) + 'px';
   };
   svg.onmouseleave = () => { cursor.setAttribute('visibility', 'hidden'); tip.style.display = 'none'; drag = null; band.setAttribute('visibility', 'hidden'); };
