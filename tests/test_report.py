@@ -475,3 +475,93 @@ def test_png_texts_fall_back_to_an_installed_cjk_font(tmp_path, monkeypatch):
     assert fig.legends[0].get_texts()[0].get_text() == "伦敦 run"
     families = {tuple(t.get_family()) for t in fig.findobj(Text)}
     assert families == {("DejaVu Sans", "DejaVu Serif")}  # the installed ones only, on every text
+
+
+def test_on_a_phone_the_page_does_not_scroll_sideways(tmp_path):
+    """A 390 px wide phone: the chart grid's columns shrink to the screen and each table
+    (the summary, the comparison, the findings) scrolls inside its own box."""
+    paths = [make_run(tmp_path, f"run-{i}", seed=i) for i in range(3)]
+    page = write_report(paths, tmp_path / "r")["html"].read_text()
+    css = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    grid = re.search(r"#panels \{[^}]*grid-template-columns:([^;]*);", css).group(1)
+    assert re.search(r"minmax\(min\(\d+px, 100%\), 1fr\)", grid), grid  # never wider than the page
+    assert re.search(r"\.wide \{[^}]*overflow-x: auto", css)
+    body = page.split('id="data"')[0]
+    assert body.count("<table>") == 3
+    assert body.count('<div class="wide"><table>') == body.count("<table>")
+
+
+def contrast(fg: str, bg: str = "#fff") -> float:
+    """WCAG's contrast ratio of two #rgb or #rrggbb colours (4.5 is the minimum for text)."""
+
+    def luminance(colour: str) -> float:
+        h = colour.lstrip("#")
+        h = "".join(c * 2 for c in h) if len(h) == 3 else h
+        rgb = [int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_the_page_texts_are_readable_against_their_white_background(tmp_path):
+    page = write_report([make_run(tmp_path, "a")], tmp_path / "r")["html"].read_text()
+    css = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    for rule in ("tr.INFO td.level", "tr.WARN td.level", "tr.ERROR td.level", ".muted", ".empty"):
+        colour = re.search(re.escape(rule) + r" \{[^}]*(?:color|fill): (#[0-9a-f]+)", css).group(1)
+        assert contrast(colour) >= 4.5, (rule, colour, contrast(colour))
+
+
+def test_the_charts_have_names_and_the_run_legend_works_from_the_keyboard(tmp_path):
+    paths = [make_run(tmp_path, "a <b>"), make_run(tmp_path, "b", seed=1)]
+    page = write_report(paths, tmp_path / "r")["html"].read_text()
+    built = run_page_script(
+        page,
+        r"""
+        // the stand-in DOM, enough for build(): elements kept by id, a box's svg found again
+        const byId = {};
+        document.getElementById = id => id === 'data' ? DATA : (byId[id] ||= new Node('div'));
+        document.createElement = tag => new Node(tag);
+        document.querySelectorAll = () => [];
+        Node.prototype.querySelector = function (s) { return this.children.find(c => c.tag === s) || (this[s] ||= new Node(s)); };
+        Node.prototype.classList = {toggle() {}};
+        const append = Node.prototype.appendChild;
+        Node.prototype.appendChild = function (c) { if (c.id) byId[c.id] = c; return append.call(this, c); };
+        build();
+        const svgs = Object.keys(byId).filter(k => /^panel\d+$/.test(k)).map(k => byId[k].querySelector('svg'));
+        const legend = byId.legend.children;
+        const before = legend.map(b => b.attrs['aria-pressed']);
+        legend[0].onclick();
+        return {
+          tags: legend.map(b => b.tag), before, after: legend.map(b => b.attrs['aria-pressed']),
+          roles: svgs.map(s => s.attrs.role), labels: svgs.map(s => s.attrs['aria-label']),
+        };
+        """,
+    )
+    assert built["tags"] == ["button", "button"]  # reached with Tab, pressed with Enter or Space
+    assert built["before"] == ["true", "true"] and built["after"] == ["false", "true"]
+    assert set(built["roles"]) == {"img"}
+    labels = built["labels"]
+    assert labels[0] == "train/loss by step: b"  # run "a <b>" hidden by the click
+    assert "train/mfu by step: no MFU" in labels[1]  # an empty chart says why
+
+
+def test_a_tooltip_wider_than_its_chart_stays_on_the_screen(tmp_path):
+    """A long run name on a phone: the tooltip wraps within the chart instead of running off its
+    left edge, where it was cut off."""
+    page = write_report([make_run(tmp_path, "x" * 120)], tmp_path / "r")["html"].read_text()
+    css = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    tip_css = re.search(r"\.tip \{([^}]*)\}", css).group(1)
+    assert "max-width" in tip_css and "nowrap" not in tip_css
+    left = run_page_script(
+        page,
+        """
+        const svg = new Node('svg'), tip = new Node('div');
+        Object.defineProperty(tip, 'offsetWidth', {get: () => 2 * W});  // wider than the chart
+        draw(D.panels[0], {querySelector: s => s === 'svg' ? svg : tip});
+        svg.onmousemove({clientX: W / 2, clientY: 50});
+        return [tip.style.display, parseFloat(tip.style.left)];
+        """,
+    )
+    assert left[0] == "block" and left[1] >= 0

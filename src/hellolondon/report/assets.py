@@ -5,24 +5,29 @@ CSS = """
 body { font: 14px system-ui, sans-serif; margin: 16px 24px; color: #222; background: #fafafa; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
 .muted { color: #666; font-size: 12px; }
-#legend span { display: inline-block; margin: 4px 14px 4px 0; cursor: pointer; user-select: none; }
-#legend span.off { opacity: 0.35; text-decoration: line-through; }
+#legend button { margin: 4px 14px 4px 0; padding: 0; border: 0; background: none; color: inherit;
+                 font: inherit; cursor: pointer; user-select: none; }
+#legend button.off { opacity: 0.35; text-decoration: line-through; }
 #legend i { display: inline-block; width: 14px; height: 4px; margin-right: 6px; vertical-align: middle; }
-#panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 12px; }
+#panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(380px, 100%), 1fr)); gap: 12px; }
 .panel { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 6px 8px; position: relative; }
 .panel h3 { font-size: 13px; margin: 0; display: flex; justify-content: space-between; }
 .panel h3 button { font-size: 11px; border: 1px solid #ccc; background: #f4f4f4; border-radius: 3px; cursor: pointer; }
 .panel svg { width: 100%; height: auto; display: block; }
-.empty { fill: #999; font-size: 13px; } .note { fill: #666; font-size: 10px; }
+.empty { fill: #767676; font-size: 13px; } .note { fill: #666; font-size: 10px; }
 .axis text { font-size: 10px; fill: #555; } .axis line { stroke: #eee; } .key { font-size: 9px; fill: #444; }
 .tip { position: absolute; pointer-events: none; background: rgba(255,255,255,.95); border: 1px solid #bbb;
-       border-radius: 4px; padding: 4px 6px; font-size: 11px; white-space: nowrap; display: none; z-index: 2; }
+       border-radius: 4px; padding: 4px 6px; font-size: 11px; display: none; z-index: 2;
+       width: max-content; max-width: 90%; overflow-wrap: anywhere; }  /* a long run name wraps */
 table { border-collapse: collapse; background: #fff; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
-tr.INFO td.level { color: #2a6; } tr.WARN td.level { color: #d80; font-weight: bold; }
-tr.ERROR td.level { color: #d22; font-weight: bold; }
+.wide { overflow-x: auto; }  /* a table wider than a phone scrolls on its own, not the page */
+@media (max-width: 600px) { body { margin: 12px; } }
+tr.INFO td.level { color: #1a7f4b; } tr.WARN td.level { color: #a85d00; font-weight: bold; }
+tr.ERROR td.level { color: #d22; font-weight: bold; }  /* each 4.5:1 or more on white */
 #filters label { margin-right: 12px; }
+td.detail { min-width: 16em; }  /* on a phone the table scrolls rather than squeeze the text */
 """
 
 JS = r"""
@@ -95,6 +100,9 @@ function draw(panel, box) {
   const svg = box.querySelector('svg');
   svg.innerHTML = '';
   const series = visibleSeries(panel);
+  // what a screen reader says for the chart: its title and the runs drawn, or why it is empty
+  const names = [...new Set(series.map(s => s.run))].join(', ');
+  svg.setAttribute('aria-label', `${panel.title} by step: ${names || panel.empty}`);
   if (!series.length) { el('text', {x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty'}, svg).textContent = panel.empty; return; }
   const log = logY.has(panel.title);
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
@@ -157,7 +165,8 @@ function draw(panel, box) {
     tip.innerHTML = lines.join('<br>');
     tip.style.display = lines.length ? 'block' : 'none';
     const r = svg.getBoundingClientRect();
-    tip.style.left = Math.min(ev.clientX - r.left + 14, r.width - tip.offsetWidth) + 'px';
+    // beside the cursor, moved left to stay in the chart, but never past its left edge
+    tip.style.left = Math.max(0, Math.min(ev.clientX - r.left + 14, r.width - tip.offsetWidth)) + 'px';
     tip.style.top = (ev.clientY - r.top + 30) + 'px';
   };
   svg.onmouseleave = () => { cursor.setAttribute('visibility', 'hidden'); tip.style.display = 'none'; drag = null; band.setAttribute('visibility', 'hidden'); };
@@ -175,9 +184,13 @@ function redraw() { D.panels.forEach((p, i) => draw(p, document.getElementById('
 function build() {
   const legend = document.getElementById('legend');
   D.runs.forEach((run, i) => {
-    const s = document.createElement('span');
+    const s = document.createElement('button');  // a button: the keyboard reaches it too
+    s.type = 'button'; s.title = 'hide or show this run'; s.setAttribute('aria-pressed', 'true');
     s.innerHTML = `<i style="background:${run.color}"></i>${esc(run.name)}`;
-    s.onclick = () => { hidden.has(i) ? hidden.delete(i) : hidden.add(i); s.classList.toggle('off'); redraw(); };
+    s.onclick = () => {
+      hidden.has(i) ? hidden.delete(i) : hidden.add(i);
+      s.classList.toggle('off'); s.setAttribute('aria-pressed', String(!hidden.has(i))); redraw();
+    };
     legend.appendChild(s);
   });
   const panels = document.getElementById('panels');
@@ -185,7 +198,7 @@ function build() {
     const box = document.createElement('div');
     box.className = 'panel'; box.id = 'panel' + i;
     box.innerHTML = `<h3><span>${esc(p.title)}${p.unit ? ' <span class="muted">(' + esc(p.unit) + ')</span>' : ''}</span><button title="logarithmic y axis">log</button></h3><div class="tip"></div>`;
-    box.appendChild(el('svg', {viewBox: `0 0 ${W} ${H}`}));
+    box.appendChild(el('svg', {viewBox: `0 0 ${W} ${H}`, role: 'img'}));
     box.querySelector('button').onclick = ev => { logY.has(p.title) ? logY.delete(p.title) : logY.add(p.title); ev.target.style.fontWeight = logY.has(p.title) ? 'bold' : ''; draw(p, box); };
     panels.appendChild(box);
   });

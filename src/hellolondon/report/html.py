@@ -79,7 +79,7 @@ def _table(head: list[str], rows: list[list[str]], row_classes: list[str] | None
             for h, c in zip(head, row, strict=True)
         )
         body.append(f"<tr{cls}>{tds}</tr>")
-    return f"<table><tr>{th}</tr>{''.join(body)}</table>"
+    return f'<div class="wide"><table><tr>{th}</tr>{"".join(body)}</table></div>'
 
 
 def _findings(runs: list[RunData]) -> str:
