@@ -29,11 +29,13 @@ def gutenberg_book(title: str, author: str, paragraphs: int = 40) -> bytes:
 class Server:
     """Routes map a path to a list of behaviours, used one per request (the last one repeats):
 
-    ("ok", body)                  200 with Content-Length; a Range request gets 206 from there
+    ("ok", body[, etag])          200 with Content-Length; a Range request gets 206 from there
+                                  (If-Range is not looked at: the body may be another version)
     ("ok-ignore-range", body)     200 with the whole body even when a range was asked for
     ("status", code, headers)     that status with a short body and the given headers
     ("reset", body, n)            headers for the whole body, n bytes, then a TCP reset
-    ("short", body, n)            headers for the whole body, n bytes, then a clean close
+    ("short", body, n[, etag])    headers for the whole body, n bytes, then a clean close
+                                  (etag "" sends no ETag)
     ("slow", body, seconds)       wait before answering at all
     ("drip", body, n, seconds)    headers for the whole body, then n bytes every `seconds`
     ("redirect", location)        302 to location
@@ -97,6 +99,7 @@ class Server:
             body, n, every = action[1], action[2], action[3]
             h.send_response(200)
             h.send_header("Content-Length", str(len(body)))
+            h.send_header("ETag", '"v1"')
             h.end_headers()
             try:
                 for i in range(0, len(body), n):
@@ -110,7 +113,9 @@ class Server:
             body, n = action[1], action[2]
             h.send_response(200)
             h.send_header("Content-Length", str(len(body)))
-            h.send_header("ETag", '"v1"')
+            etag = action[3] if len(action) > 3 else '"v1"'
+            if etag:
+                h.send_header("ETag", etag)
             h.end_headers()
             h.wfile.write(body[:n])
             h.wfile.flush()
@@ -127,7 +132,7 @@ class Server:
                 h.send_response(206)
                 h.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 h.send_header("Content-Length", str(len(body) - start))
-                h.send_header("ETag", '"v1"')
+                h.send_header("ETag", action[2] if len(action) > 2 else '"v1"')
                 h.end_headers()
                 h.wfile.write(body[start:])
             else:

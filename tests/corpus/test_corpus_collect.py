@@ -222,6 +222,23 @@ def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
     assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
 
 
+def test_resume_of_a_file_that_changed_on_the_server_starts_over(server, tmp_path):
+    # A server that ignores If-Range sends the rest of the new version: its ETag gives it away.
+    new = gutenberg_book("A Journal of the Plague Year", "Daniel Defoe", paragraphs=50)
+    server.routes["/pg/376.txt"] = [("short", PLAGUE, 500), ("ok", new, '"v2"')]
+    run(server, tmp_path, [book(376)])
+    assert raw_files(tmp_path) == {"pg-376.txt": new}
+    assert [h.get("Range") for h in server.hits("/pg/376.txt")] == [None, "bytes=500-", None]
+
+
+def test_partial_file_without_a_validator_is_not_resumed(server, tmp_path):
+    # Without an ETag or Last-Modified nothing tells the old part from a new version's rest.
+    server.routes["/pg/376.txt"] = [("short", PLAGUE, 500, ""), ("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+    assert [h.get("Range") for h in server.hits("/pg/376.txt")] == [None, None]
+
+
 def test_offline_uses_only_the_cache(server, tmp_path):
     server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
     run(server, tmp_path, [book(376)])

@@ -303,13 +303,12 @@ class Fetcher:
         meta_path = part.with_name(part.name + ".json")
         meta = read_json(meta_path)
         offset = part.stat().st_size if part.exists() else 0
-        if offset and meta.get("url") != url:
-            offset = 0  # a partial file of another URL: start again
+        if offset and (meta.get("url") != url or not meta.get("validator")):
+            offset = 0  # a partial file of another URL, or one that cannot be checked: start again
         headers = self._headers()
         if offset:
             headers["Range"] = f"bytes={offset}-"
-            if meta.get("validator"):
-                headers["If-Range"] = meta["validator"]  # if the file changed, send it whole
+            headers["If-Range"] = meta["validator"]  # if the file changed, send it whole
         with self.gate(urlsplit(url).netloc):
             clock.start()
             conn, resp, final, sock = self._open(url, headers, clock)
@@ -322,6 +321,16 @@ class Fetcher:
                 if resumed and _range_start(resp.getheader("Content-Range")) != offset:
                     part.unlink(missing_ok=True)
                     raise FetchError("server resumed at the wrong byte; starting again", True, 206)
+                validator = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
+                if resumed and validator != meta.get("validator"):
+                    part.unlink(missing_ok=True)  # the rest of another version of the file
+                    raise FetchError(
+                        f"the file changed on the server since the partial download "
+                        f"({meta.get('validator')} is now {validator or 'not given'}) but the "
+                        "server sent only the rest of it; starting again",
+                        True,
+                        206,
+                    )
                 start = offset if resumed else 0
                 length = resp.getheader("Content-Length")
                 expected = start + int(length) if length and length.isdigit() else None
@@ -330,7 +339,6 @@ class Fetcher:
                     raise FetchError(
                         f"{expected} bytes is more than max_bytes {self.config.max_bytes}", False
                     )
-                validator = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
                 _write_json(meta_path, {"url": url, "validator": validator})
                 received = self._stream(sock, resp, part, start, clock)
             finally:
