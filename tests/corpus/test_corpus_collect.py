@@ -15,6 +15,7 @@ from corpus_server import FIXTURES, gutenberg_book
 from hellolondon.corpus.catalog import Source
 from hellolondon.corpus.collect import CollectOptions, collect, gutenberg_urls, read_manifest
 from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError, parse_retry_after
+from hellolondon.errors import UserError
 
 PLAGUE = gutenberg_book("A Journal of the Plague Year", "Daniel Defoe")
 
@@ -395,3 +396,19 @@ def test_manifest_survives_threads(tmp_path):
     for t in threads:
         t.join()
     assert len(read_manifest(tmp_path / "manifest.json")) == 20
+
+
+def test_second_collector_on_the_same_folder_is_refused(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("drip", PLAGUE, 2000, 0.05)]
+    first = threading.Thread(target=run, args=(server, tmp_path, [book(376)]))
+    first.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not server.hits("/pg/376.txt") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(UserError, match="another `corpus collect`"):
+            run(server, tmp_path, [book(376)])
+    finally:
+        first.join()
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+    run(server, tmp_path, [book(376)])  # the lock went with the first run

@@ -12,10 +12,12 @@ archive.org item's metadata is checked the same way before its text is fetched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,32 @@ def _cached(out: Path, source: Source, rec: dict[str, Any] | None) -> bool:
     return path.is_file() and sha256_file(path) == rec.get("sha256")
 
 
+@contextlib.contextmanager
+def _only_collector(out: Path) -> Iterator[None]:
+    """Hold the folder's lock file: two collectors writing one folder would append to the same
+    partial files and overwrite each other's manifest. The lock goes with the process, so one
+    that was killed leaves nothing to clean up."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this system: run unguarded
+        yield
+        return
+    with open(out / ".collect.lock", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise UserError(
+                f"another `corpus collect` (process {pid}) is writing to {out}; wait for it to "
+                "finish, or give this one another --out"
+            ) from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+
+
 def collect(
     sources: list[Source], options: CollectOptions, fetcher: Fetcher | None = None
 ) -> dict[str, Any]:
@@ -101,6 +129,13 @@ def collect(
     out = Path(options.out_dir)
     for sub in ("raw", "partial", "rejected"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    with _only_collector(out):
+        return _collect(sources, options, fetcher, out)
+
+
+def _collect(
+    sources: list[Source], options: CollectOptions, fetcher: Fetcher | None, out: Path
+) -> dict[str, Any]:
     manifest = Manifest(out / "manifest.json")
     summary: dict[str, list[str]] = {
         "cached": [],
