@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import signal
 import threading
 import time
 from pathlib import Path
@@ -412,3 +413,34 @@ def test_second_collector_on_the_same_folder_is_refused(server, tmp_path):
         first.join()
     assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
     run(server, tmp_path, [book(376)])  # the lock went with the first run
+
+
+def test_ctrl_c_stops_downloads_at_once_and_keeps_what_finished(server, tmp_path):
+    main = threading.main_thread().ident
+    server.routes["/pg/1.txt"] = [("ok", PLAGUE)]
+    server.routes["/pg/376.txt"] = [("drip", PLAGUE, 20, 0.05)]  # about 20 s in all
+    part = tmp_path / "c" / "partial" / "pg-376.part"
+
+    def press_ctrl_c() -> None:
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            if "pg-1" in manifest(tmp_path) and server.hits("/pg/376.txt"):
+                break
+            time.sleep(0.01)
+        time.sleep(0.3)  # some bytes of pg-376 arrive
+        signal.pthread_kill(main, signal.SIGINT)  # what Ctrl-C does
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run(server, tmp_path, [book(1), book(376)], read_timeout=30, deadline=60)
+    assert time.monotonic() - t0 < 5  # not when the slow download would have ended
+    assert {k: r["status"] for k, r in manifest(tmp_path).items()} == {"pg-1": "ok"}
+    assert raw_files(tmp_path) == {"pg-1.txt": PLAGUE}
+    kept = part.stat().st_size
+    assert 0 < kept < len(PLAGUE)
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]  # the rerun continues the partial file
+    result = run(server, tmp_path, [book(1), book(376)])
+    assert result["cached"] == ["pg-1"] and result["ok"] == ["pg-376"]
+    assert server.hits("/pg/376.txt")[-1]["Range"] == f"bytes={kept}-"
+    assert raw_files(tmp_path) == {"pg-1.txt": PLAGUE, "pg-376.txt": PLAGUE}

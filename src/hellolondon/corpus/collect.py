@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,17 +163,31 @@ def _collect(
         bar = tqdm(total=len(todo), unit="source", desc="collect", disable=not options.progress)
         got = 0
         pool = ThreadPoolExecutor(max(1, options.workers))
+        futures = [pool.submit(_collect_one, s, options, fetcher) for s in todo]
+        done: set[Future] = set()
+
+        def record(future: Future) -> None:
+            nonlocal got
+            done.add(future)
+            rec = future.result()
+            manifest.put(rec)
+            summary[rec["status"]].append(rec["id"])
+            got += rec.get("bytes") or 0
+            bar.set_postfix_str(f"{got / 1e6:.1f} MB")
+            bar.update(1)
+
         try:
-            futures = [pool.submit(_collect_one, s, options, fetcher) for s in todo]
             for future in as_completed(futures):
-                record = future.result()
-                manifest.put(record)
-                summary[record["status"]].append(record["id"])
-                got += record.get("bytes") or 0
-                bar.set_postfix_str(f"{got / 1e6:.1f} MB")
-                bar.update(1)
+                record(future)
+        except BaseException:  # Ctrl-C, or an error such as a full disk: stop every download now
+            fetcher.cancel()
+            pool.shutdown(cancel_futures=True)
+            for future in futures:  # keep what finished meanwhile; interrupted ones stay partial
+                if future not in done and not future.cancelled() and not future.exception():
+                    record(future)
+            raise
         finally:
-            pool.shutdown(cancel_futures=True)  # on Ctrl-C, start no new downloads
+            pool.shutdown(cancel_futures=True)
             bar.close()
     return {"counts": {k: len(v) for k, v in summary.items()}, **summary}
 

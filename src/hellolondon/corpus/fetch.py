@@ -10,6 +10,7 @@ once it is complete and checked.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -19,6 +20,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +70,10 @@ class FetchError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.attempts = 1
+
+
+class Interrupted(Exception):  # noqa: N818 (not an error of the download)
+    """The collector is stopping (Ctrl-C): the download was cut short, its partial file kept."""
 
 
 class _Clock:
@@ -148,18 +154,37 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class Fetcher:
-    """Downloads with retries. `sleep` and `rng` are injectable so tests need not wait."""
+    """Downloads with retries. `sleep` and `rng` are injectable so tests need not wait.
+
+    `cancel()` stops every download at once: waits end, open connections are shut, and the
+    downloads raise `Interrupted` with their partial files kept."""
 
     def __init__(
         self,
         config: FetchConfig | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
     ):
         self.config = config or FetchConfig()
-        self.sleep = sleep
+        self._stop = threading.Event()
+        self._socks: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self.sleep = self._stop.wait if sleep is None else sleep  # cancel() ends the wait
         self.rng = rng or random.Random()
-        self.gate = _HostGate(self.config.per_host, self.config.host_delay, sleep)
+        self.gate = _HostGate(self.config.per_host, self.config.host_delay, self._pause)
+
+    def cancel(self) -> None:
+        self._stop.set()
+        for sock in list(self._socks):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a read that is waiting for bytes
+
+    def _pause(self, seconds: float) -> None:
+        self.sleep(seconds)
+        self._check_stop()
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise Interrupted("interrupted")
 
     def delay(self, failures: int, error: FetchError) -> float:
         """Retry-After when the server gave one; else backoff * 2^(n-1), capped, times a
@@ -174,8 +199,11 @@ class Fetcher:
     ) -> tuple[Fetched | bytes, int]:
         failures = 0
         while True:
+            self._check_stop()
             try:
                 return attempt(), failures + 1
+            except Interrupted:
+                raise
             except FetchError as exc:
                 error = exc
             except TimeoutError:
@@ -187,6 +215,7 @@ class Fetcher:
                 error = FetchError(
                     f"connection failed: {type(exc).__name__}: {exc}".rstrip(": "), True
                 )
+            self._check_stop()  # a failure caused by cancel() is no failure of the server
             failures += 1
             if error.retry_after is not None and error.retry_after > self.config.retry_after_max:
                 error = FetchError(f"{error}; the server asks to wait {error.retry_after:.0f}s "
@@ -199,7 +228,7 @@ class Fetcher:
                 error = clock.error()
                 error.attempts = failures
                 raise error
-            self.sleep(wait)
+            self._pause(wait)
 
     def get(self, url: str, limit: int = 16 * 2**20) -> tuple[bytes, int]:
         """A small whole body (metadata JSON) into memory, with the same retries."""
@@ -270,6 +299,8 @@ class Fetcher:
                         True,
                     ) from None
                 sock = conn.sock
+                self._socks.add(sock)
+                self._check_stop()
                 sock.settimeout(clock.limit(self.config.read_timeout))
                 conn.request(
                     "GET",
@@ -357,11 +388,17 @@ class Fetcher:
             raise clock.error(received)
         sock.settimeout(clock.limit(self.config.read_timeout))
         try:
-            return resp.read1(_CHUNK)
+            chunk = resp.read1(_CHUNK)
         except TimeoutError:
+            self._check_stop()
             if clock.expired():
                 raise clock.error(received) from None
             raise
+        except (OSError, http.client.HTTPException):
+            self._check_stop()
+            raise
+        self._check_stop()  # b"" from a connection that cancel() shut is not the end of the file
+        return chunk
 
     def _stream(
         self,
