@@ -51,6 +51,7 @@ def test_collect_clean_report_from_the_command_line(server, tmp_path, capsys):
     assert main(["corpus", "collect", *common, *net]) == 0
     out = capsys.readouterr().out
     assert "ok 1" in out and "rejected 1" in out
+    assert any(ln.startswith("rejected pg-370: title mismatch") for ln in out.splitlines())
     records = json.loads((folder / "manifest.json").read_text())["sources"]
     assert records["pg-376"]["attempts"] == 2 and "Roderick Random" in records["pg-370"]["error"]
 
@@ -90,7 +91,10 @@ def test_failed_downloads_exit_1_and_say_how_to_retry(server, tmp_path, capsys):
     args = ["corpus", "collect", "--no-builtin", "--catalog", str(catalog), "--out", str(tmp_path / "c"), "--quiet",
             "--gutenberg-mirror", f"{server.base}/none/{{id}}.txt", "--delay", "0", "--id", "pg-376"]  # fmt: skip
     assert main(args) == 1
-    assert "--retry-failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--retry-failed" in out
+    assert "failed pg-376: HTTP 404 Not Found; the file is not at this URL: check the catalog " \
+           f"entry (its id or url) ({server.base}/none/376.txt)" in out.splitlines()  # fmt: skip
 
 
 def test_deadline_flag_reaches_the_downloader(server, tmp_path, capsys):

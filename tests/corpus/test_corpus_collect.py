@@ -105,11 +105,21 @@ def test_slow_server_times_out_and_nothing_reaches_the_corpus(server, tmp_path):
     sleeps = Sleeps()
     run(server, tmp_path, [book(376)], sleeps, read_timeout=0.15, retries=2)
     rec = manifest(tmp_path)["pg-376"]
-    assert rec["status"] == "failed" and rec["attempts"] == 3 and "timed out" in rec["error"]
+    assert rec["status"] == "failed" and rec["attempts"] == 3
+    assert "no answer from 127.0.0.1 within the read timeout of 0.15s" in rec["error"]
     assert (
         len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.9
     )  # exponential: 0.5*[.5,1) then 1.0*[.5,1)
     assert raw_files(tmp_path) == {}
+
+
+def test_server_stalling_mid_body_fails_on_the_read_timeout_with_what_it_got(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("drip", PLAGUE, 1000, 1.0)]
+    run(server, tmp_path, [book(376)], read_timeout=0.2, retries=0)
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed"
+    assert rec["error"].startswith("no bytes for 0.2s (the read timeout) after 1000 bytes")
+    assert (tmp_path / "c" / "partial" / "pg-376.part").stat().st_size == 1000
 
 
 def test_server_dripping_bytes_fails_at_the_deadline(server, tmp_path):
@@ -192,7 +202,8 @@ def test_too_large_is_abandoned_and_not_retried(server, tmp_path):
     server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
     run(server, tmp_path, [book(376)], max_bytes=1000)
     rec = manifest(tmp_path)["pg-376"]
-    assert rec["status"] == "failed" and rec["attempts"] == 1 and "max_bytes" in rec["error"]
+    assert rec["status"] == "failed" and rec["attempts"] == 1
+    assert "more than the limit of 1000" in rec["error"] and "--max-mb" in rec["error"]
     assert raw_files(tmp_path) == {} and not list((tmp_path / "c" / "partial").glob("*.part"))
 
 

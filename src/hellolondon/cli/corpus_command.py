@@ -207,7 +207,7 @@ def catalog_command(args: argparse.Namespace) -> int:
 
 
 def collect_command(args: argparse.Namespace) -> int:
-    from hellolondon.corpus.collect import GUTENBERG_URL, CollectOptions, collect
+    from hellolondon.corpus.collect import GUTENBERG_URL, CollectOptions, collect, read_manifest
     from hellolondon.corpus.fetch import USER_AGENT, FetchConfig
     from hellolondon.errors import UserError
 
@@ -234,6 +234,19 @@ def collect_command(args: argparse.Namespace) -> int:
     )  # fmt: skip
     result = collect(sources, options)
     counts = result["counts"]
+    records = read_manifest(Path(args.out) / "manifest.json")
+    for status in ("failed", "rejected"):  # one line each for what went wrong this run
+        for sid in result[status]:
+            rec = records.get(sid, {})
+            where = f" ({rec['url']})" if rec.get("url") else ""
+            tries = rec.get("attempts") or 0
+            tries_said = f" [{tries} attempts]" if status == "failed" and tries > 1 else ""
+            print(f"{status} {sid}: {rec.get('error') or 'no reason recorded'}{tries_said}{where}")
+    if counts["rejected"]:
+        print(
+            f"{counts['rejected']} rejected: the files are in {Path(args.out) / 'rejected'}; "
+            "fix their catalog entries (an entry that changes is fetched again)"
+        )
     print(
         ", ".join(f"{k} {v}" for k, v in counts.items())
         + f"  (manifest: {Path(args.out) / 'manifest.json'})"

@@ -307,7 +307,17 @@ class Fetcher:
                     (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
                     headers=headers,
                 )
-                resp = conn.getresponse()
+                try:
+                    resp = conn.getresponse()
+                except TimeoutError:
+                    if clock.expired():
+                        raise clock.error() from None
+                    raise FetchError(
+                        f"no answer from {parts.hostname} within the read timeout of "
+                        f"{self.config.read_timeout:g}s (the request was sent, no response "
+                        "came); the server is stalled: try again later or raise --read-timeout",
+                        True,
+                    ) from None
             except BaseException:
                 conn.close()
                 raise
@@ -317,7 +327,11 @@ class Fetcher:
                 url = urljoin(url, location)
                 continue
             return conn, resp, url, sock
-        raise FetchError(f"more than {self.config.max_redirects} redirects", False)
+        raise FetchError(
+            f"more than {self.config.max_redirects} redirects (a redirect loop?); give the "
+            "file's final URL in the catalog",
+            False,
+        )
 
     def _check_status(self, resp: http.client.HTTPResponse) -> None:
         if resp.status in RETRY_STATUSES:
@@ -328,7 +342,12 @@ class Fetcher:
             )
             raise FetchError(f"HTTP {resp.status} {resp.reason}", True, resp.status, wait)
         if resp.status not in (200, 206):
-            raise FetchError(f"HTTP {resp.status} {resp.reason}", False, resp.status)
+            hint = (
+                "; the file is not at this URL: check the catalog entry (its id or url)"
+                if resp.status in (404, 410)
+                else ""
+            )
+            raise FetchError(f"HTTP {resp.status} {resp.reason}{hint}", False, resp.status)
 
     def _download_once(self, url: str, part: Path, clock: _Clock) -> Fetched:
         meta_path = part.with_name(part.name + ".json")
@@ -368,7 +387,9 @@ class Fetcher:
                 if expected is not None and expected > self.config.max_bytes:
                     part.unlink(missing_ok=True)
                     raise FetchError(
-                        f"{expected} bytes is more than max_bytes {self.config.max_bytes}", False
+                        f"the file is {expected} bytes, more than the limit of "
+                        f"{self.config.max_bytes} (raise --max-mb to take it)",
+                        False,
                     )
                 _write_json(meta_path, {"url": url, "validator": validator})
                 received = self._stream(sock, resp, part, start, clock)
@@ -393,7 +414,11 @@ class Fetcher:
             self._check_stop()
             if clock.expired():
                 raise clock.error(received) from None
-            raise
+            raise FetchError(
+                f"no bytes for {self.config.read_timeout:g}s (the read timeout) after {received} "
+                "bytes; the server stalled: try again later or raise --read-timeout",
+                True,
+            ) from None
         except (OSError, http.client.HTTPException):
             self._check_stop()
             raise
@@ -416,7 +441,9 @@ class Fetcher:
                     f.close()
                     part.unlink(missing_ok=True)
                     raise FetchError(
-                        f"more than max_bytes {self.config.max_bytes} bytes; abandoned", False
+                        f"more than the limit of {self.config.max_bytes} bytes; abandoned "
+                        "(raise --max-mb to take it)",
+                        False,
                     )
                 f.write(chunk)
             f.flush()
