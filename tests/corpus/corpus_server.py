@@ -40,6 +40,7 @@ class Server:
     ("drip", body, n, seconds)    headers for the whole body, then n bytes every `seconds`
     ("redirect", location)        302 to location
     ("html", page)                200 text/html
+    ("encoded", data, encoding)   200 with data as it is and that Content-Encoding
     """
 
     def __init__(self) -> None:
@@ -90,6 +91,12 @@ class Server:
             h.send_header("Location", action[1])
             h.send_header("Content-Length", "0")
             h.end_headers()
+        elif kind == "encoded":
+            h.send_response(200)
+            h.send_header("Content-Encoding", action[2])
+            h.send_header("Content-Length", str(len(action[1])))
+            h.end_headers()
+            h.wfile.write(action[1])
         elif kind == "html":
             self._send(h, 200, action[1], "text/html; charset=utf-8")
         elif kind == "slow":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
 import signal
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -188,6 +190,35 @@ def test_wrong_author_is_rejected(server, tmp_path):
     run(server, tmp_path, [book(418, "Essays", "Francis Bacon")])
     rec = manifest(tmp_path)["pg-418"]
     assert rec["status"] == "rejected" and "author mismatch" in rec["error"]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda b: zlib.compress(b, wbits=-15)),
+    ],
+)
+def test_compressed_body_sent_anyway_is_decoded(server, tmp_path, encoding, encode):
+    server.routes["/pg/376.txt"] = [("encoded", encode(PLAGUE), encoding)]
+    run(server, tmp_path, [book(376)])
+    assert manifest(tmp_path)["pg-376"]["status"] == "ok"
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(gzip.compress(PLAGUE)[:-100], "ends before its end"), (b"not gzip at all", "does not decode"),
+     (gzip.compress(PLAGUE * 100), "more than the limit of 100000 bytes once decompressed")],
+)  # fmt: skip
+def test_broken_or_too_big_compressed_body_fails(server, tmp_path, data, reason):
+    server.routes["/pg/376.txt"] = [("encoded", data, "gzip")]
+    run(server, tmp_path, [book(376)], max_bytes=100_000)
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed" and reason in rec["error"]
+    assert raw_files(tmp_path) == {}
+    assert not [p for p in (tmp_path / "c" / "partial").iterdir() if p.suffix != ".json"]
 
 
 def test_not_found_fails_without_retrying(server, tmp_path):
