@@ -41,6 +41,7 @@ class Server:
     ("redirect", location)        302 to location
     ("html", page)                200 text/html
     ("encoded", data, encoding)   200 with data as it is and that Content-Encoding
+    ("long", body, n)             Content-Length n bytes short of the body, then the whole body
     """
 
     def __init__(self) -> None:
@@ -91,6 +92,12 @@ class Server:
             h.send_header("Location", action[1])
             h.send_header("Content-Length", "0")
             h.end_headers()
+        elif kind == "long":
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(action[1]) - action[2]))
+            h.end_headers()
+            h.wfile.write(action[1])
+            h.close_connection = True
         elif kind == "encoded":
             h.send_response(200)
             h.send_header("Content-Encoding", action[2])

@@ -221,6 +221,14 @@ def test_broken_or_too_big_compressed_body_fails(server, tmp_path, data, reason)
     assert not [p for p in (tmp_path / "c" / "partial").iterdir() if p.suffix != ".json"]
 
 
+def test_body_longer_than_its_content_length_is_not_taken_as_whole(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("long", PLAGUE, 500)]
+    run(server, tmp_path, [book(376)])
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed" and "more than its Content-Length" in rec["error"]
+    assert raw_files(tmp_path) == {}
+
+
 def test_not_found_fails_without_retrying(server, tmp_path):
     sleeps = Sleeps()
     run(server, tmp_path, [book(99999)], sleeps)

@@ -401,6 +401,13 @@ class Fetcher:
                     )
                 _write_json(meta_path, {"url": url, "validator": validator})
                 received = self._stream(sock, resp, part, start, clock)
+                if expected is not None and received == expected and _more_waiting(sock, resp):
+                    part.unlink(missing_ok=True)  # Content-Length is wrong: the file is cut
+                    raise FetchError(
+                        f"the server sent more than its Content-Length of {length} bytes, so "
+                        "the length is wrong and the file may be cut short",
+                        False,
+                    )
             finally:
                 conn.close()
         if expected is not None and received < expected:
@@ -499,6 +506,17 @@ class Fetcher:
             f.flush()
             os.fsync(f.fileno())
         return received
+
+
+def _more_waiting(sock: socket.socket, resp: http.client.HTTPResponse) -> bool:
+    """Bytes that have already arrived after a body of Content-Length (the connection was not
+    reused, so nothing may follow). Only what is there now is seen: bytes still on the way are
+    not waited for."""
+    try:
+        sock.setblocking(False)
+        return bool(resp.fp.peek(1)) if resp.fp else False
+    except (OSError, ValueError):
+        return False
 
 
 def _range_start(value: str | None) -> int | None:
