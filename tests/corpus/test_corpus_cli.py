@@ -143,6 +143,12 @@ def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, cap
         (["corpus", "collect", "--status", "sure"], "--status 'sure'"),
         (["corpus", "collect", "--id", "pg-0"], "no source with id 'pg-0'"),
         (["corpus", "collect", "--deadline", "-1"], "--deadline must be >= 0"),
+        (
+            ["corpus", "collect", "--read-timeout", "0"],
+            "--read-timeout must be a number of seconds above 0",
+        ),
+        (["corpus", "collect", "--connect-timeout", "nan"], "--connect-timeout must be a number"),
+        (["corpus", "collect", "--delay", "-1"], "--delay and --backoff must be >= 0"),
         (["corpus", "catalog", "--catalog", "/nonexistent.toml"], "not found"),
         (["corpus", "report", "--in", "/nonexistent/corpus"], "not found"),
     ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -215,6 +216,16 @@ def collect_command(args: argparse.Namespace) -> int:
         raise UserError("--workers and --per-host must be >= 1, --retries >= 0, --max-mb > 0")
     if not args.deadline >= 0:
         raise UserError(f"--deadline must be >= 0 seconds (0 for none), not {args.deadline:g}")
+    for flag, value in (
+        ("--connect-timeout", args.connect_timeout),
+        ("--read-timeout", args.read_timeout),
+    ):
+        if not (math.isfinite(value) and value > 0):  # 0 would fail every request at once
+            raise UserError(f"{flag} must be a number of seconds above 0, not {value:g}")
+    if not (0 <= args.delay < math.inf and 0 <= args.backoff < math.inf):
+        raise UserError(
+            f"--delay and --backoff must be >= 0 seconds, not {args.delay:g} and {args.backoff:g}"
+        )
     sources = _sources(args)
     if args.limit:
         sources = sources[: args.limit]
