@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from hellolondon import prepare as prep
+from hellolondon import tokenizer as tokenizer_module
 from hellolondon.cli import main
 from hellolondon.corpus.documents import Document, write_documents
 from hellolondon.errors import UserError
 from hellolondon.prepare import check_tokenizer_matches, choose_validation, load_meta, prepare
-from hellolondon.tokenizer import load_tokenizer, train_tokenizer
+from hellolondon.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 WORDS = [
     "the",
@@ -99,6 +100,30 @@ def test_worker_pool_gives_the_same_bytes(setup, tmp_path, monkeypatch):
     prepare(root / "docs.jsonl", root / "tok", tmp_path / "two", workers=2)
     for name in ("train.bin", "val.bin", "meta.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_long_documents_are_encoded_in_pieces_with_the_same_bytes(setup, tmp_path, monkeypatch):
+    # A book-sized document must not be encoded in one go (the tokenizer's records of its tokens
+    # take many times its size); cut into pieces, it gives the very same files.
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "whole", workers=1)
+    seen: list[int] = []
+    real = Tokenizer.encode_batch
+
+    def spy(self, texts):
+        seen.extend(len(t) for t in texts)
+        return real(self, texts)
+
+    monkeypatch.setattr(Tokenizer, "encode_batch", spy)
+    monkeypatch.setattr(tokenizer_module, "PIECE_CHARS", 40)
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 300)  # pieces of one document span chunks
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "cut", workers=1)
+    assert 0 < max(seen) < 80
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "pool", workers=2)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        whole = (tmp_path / "whole" / name).read_bytes()
+        assert (tmp_path / "cut" / name).read_bytes() == whole
+        assert (tmp_path / "pool" / name).read_bytes() == whole
 
 
 def test_choose_validation():
@@ -195,11 +220,11 @@ def test_failure_midway_leaves_no_half_files(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "CHUNK_CHARS", 500)
     calls = []
 
-    def broken(texts, tokenizer=None):
+    def broken(*args):
         calls.append(1)
         if len(calls) > 2:
             raise RuntimeError("disk full")
-        return real(texts, tokenizer)
+        return real(*args)
 
     real = prep._encode
     monkeypatch.setattr(prep, "_encode", broken)
