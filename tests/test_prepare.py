@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from hellolondon import prepare as prep
 from hellolondon import tokenizer as tokenizer_module
 from hellolondon.cli import main
-from hellolondon.corpus.documents import Document, write_documents
+from hellolondon.corpus.documents import Document, read_documents, write_documents
 from hellolondon.errors import UserError
 from hellolondon.prepare import check_tokenizer_matches, choose_validation, load_meta, prepare
 from hellolondon.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -124,6 +125,22 @@ def test_long_documents_are_encoded_in_pieces_with_the_same_bytes(setup, tmp_pat
         whole = (tmp_path / "whole" / name).read_bytes()
         assert (tmp_path / "cut" / name).read_bytes() == whole
         assert (tmp_path / "pool" / name).read_bytes() == whole
+
+
+def test_reading_a_long_document_holds_one_copy_of_its_text(tmp_path):
+    # While `prepare` works on a book-sized document, the reader keeps only its fields, not the
+    # line it came from as bytes and as a string too.
+    size = 4_000_000
+    write_documents(tmp_path / "big.jsonl", [Document(id="big", text="word " * (size // 5))])
+    tracemalloc.start()
+    try:
+        docs = read_documents(tmp_path / "big.jsonl")  # alive, as in a loop over it
+        doc = next(docs)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(doc.text) == size
+    assert held < 1.5 * size
 
 
 def test_choose_validation():
