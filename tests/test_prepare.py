@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import tracemalloc
 
 import numpy as np
@@ -141,6 +146,58 @@ def test_reading_a_long_document_holds_one_copy_of_its_text(tmp_path):
         tracemalloc.stop()
     assert len(doc.text) == size
     assert held < 1.5 * size
+
+
+ORPHANS = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from hellolondon import prepare as prep
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(
+        2, mp_context=get_context("spawn"), initializer=prep._init_worker,
+        initargs=(sys.argv[1], os.getpid()),
+    )
+    for task in [pool.submit(time.sleep, 0.5) for _ in range(2)]:  # two tasks: two workers
+        task.result()
+    print(*pool._processes, flush=True)
+    time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_prepare_is_killed(setup, tmp_path):
+    # SIGKILL (or SIGTERM) ends `prepare` without shutting its pool down; the workers must not
+    # stay behind, each holding a tokenizer, waiting for tasks that never come.
+    root, _ = setup
+    script = tmp_path / "pool.py"
+    script.write_text(ORPHANS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(root / "tok")], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(workers) == 2
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left
 
 
 def test_choose_validation():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -120,10 +121,20 @@ def _chunks(corpus: Path, val_ids: set[str], cut: bool) -> Iterator[list[_Piece]
 _WORKER: Tokenizer | None = None
 
 
-def _init_worker(tokenizer_dir: str) -> None:
+def _init_worker(tokenizer_dir: str, parent: int | None = None) -> None:
     global _WORKER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     _WORKER = load_tokenizer(tokenizer_dir)
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker once `parent` is gone (killed, or ended by a signal without cleaning up):
+    a worker holds both ends of its task queue, so it would otherwise wait for tasks forever."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _encode(
@@ -258,7 +269,10 @@ def _run(corpus, val_ids, tokenizer, tokenizer_dir, writer, workers, show_progre
         return
     ctx = get_context("spawn")  # fork would copy the tokenizer's thread pool state
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(tokenizer_dir),)
+        workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(str(tokenizer_dir), os.getpid()),
     ) as pool:
         pending: deque[tuple[list, Future]] = deque()
         for chunk in chunks:
