@@ -200,6 +200,30 @@ def test_workers_end_when_prepare_is_killed(setup, tmp_path):
     assert not left
 
 
+def test_progress_counts_characters(setup, tmp_path, monkeypatch):
+    # One book can be most of a corpus: a bar counting documents would race to 99% and sit.
+    root, docs = setup
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **_):
+            self.total, self.done = total, []
+            bars.append(self)
+
+        def update(self, n):
+            self.done.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(prep, "tqdm", Bar)
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 3000)
+    prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1, show_progress=True)
+    (bar,) = bars
+    assert bar.total == sum(bar.done) == sum(len(d.text) for d in docs)
+    assert len(bar.done) > 3 and max(bar.done) < 3000 + 1500
+
+
 def test_choose_validation():
     docs = [(f"d{i}", "a" if i < 50 else "b", 100) for i in range(100)]
     val = choose_validation(docs, 0.05)

@@ -234,7 +234,7 @@ def prepare(
             writer,
             workers or _default_workers(corpus),
             show_progress,
-            len(sizes),
+            sum(size for _, _, size in sizes),
         )
         writer.close()
         meta = _meta(corpus, tokenizer, writer, val_fraction)
@@ -250,21 +250,29 @@ def prepare(
     return meta | {"seconds": seconds, "corpus_bytes": corpus.stat().st_size}
 
 
-def _run(corpus, val_ids, tokenizer, tokenizer_dir, writer, workers, show_progress, n_docs) -> None:
-    bar = tqdm(total=n_docs, unit="doc", desc="prepare", disable=not show_progress)
+def _run(corpus, val_ids, tokenizer, tokenizer_dir, writer, workers, show_progress, chars) -> None:
+    # Counted in characters, not documents: one book can be most of the corpus.
+    bar = tqdm(
+        total=chars,
+        unit="char",
+        unit_scale=True,
+        unit_divisor=1000,
+        desc="prepare",
+        disable=not show_progress,
+    )
     chunks = _chunks(corpus, val_ids, cut=tokenizer.splits_safely)
 
     def args(chunk: list[_Piece]) -> tuple[list[str], list[bool]]:
         return [p[3] for p in chunk], [p[2] for p in chunk]
 
-    def done(chunk: list[_Piece], arrays: list[np.ndarray]) -> None:
+    def done(chunk: list[_Piece], arrays: list[np.ndarray], chars: int) -> None:
         writer.write(chunk, arrays)
-        bar.update(sum(p[2] for p in chunk))
+        bar.update(chars)
 
     if workers <= 1:
         for chunk in chunks:
             texts, firsts = args(chunk)
-            done(chunk, _encode(texts, tokenizer, firsts))
+            done(chunk, _encode(texts, tokenizer, firsts), sum(map(len, texts)))
         bar.close()
         return
     ctx = get_context("spawn")  # fork would copy the tokenizer's thread pool state
@@ -274,18 +282,19 @@ def _run(corpus, val_ids, tokenizer, tokenizer_dir, writer, workers, show_progre
         initializer=_init_worker,
         initargs=(str(tokenizer_dir), os.getpid()),
     ) as pool:
-        pending: deque[tuple[list, Future]] = deque()
+        pending: deque[tuple[list, Future, int]] = deque()
         for chunk in chunks:
             texts, firsts = args(chunk)
             future = pool.submit(_encode, texts, None, firsts)
             # The texts are with the worker now; keep only what the writer needs.
-            pending.append(([(h, v, f, "") for h, v, f, _ in chunk], future))
+            kept = [(h, v, f, "") for h, v, f, _ in chunk]
+            pending.append((kept, future, sum(map(len, texts))))
             while len(pending) > 2 * workers:  # bounded: only a few chunks in memory
-                chunk_done, future = pending.popleft()
-                done(chunk_done, future.result())
+                chunk_done, future, chars = pending.popleft()
+                done(chunk_done, future.result(), chars)
         while pending:
-            chunk_done, future = pending.popleft()
-            done(chunk_done, future.result())
+            chunk_done, future, chars = pending.popleft()
+            done(chunk_done, future.result(), chars)
     bar.close()
 
 
