@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
 import torch
 
 from hellolondon import prepare as prep
+from hellolondon import tokenizer as tokenizer_module
 from hellolondon.cli import main
-from hellolondon.corpus.documents import Document, write_documents
+from hellolondon.corpus.documents import Document, read_documents, write_documents
 from hellolondon.errors import UserError
 from hellolondon.prepare import check_tokenizer_matches, choose_validation, load_meta, prepare
-from hellolondon.tokenizer import load_tokenizer, train_tokenizer
+from hellolondon.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 WORDS = [
     "the",
@@ -99,6 +106,122 @@ def test_worker_pool_gives_the_same_bytes(setup, tmp_path, monkeypatch):
     prepare(root / "docs.jsonl", root / "tok", tmp_path / "two", workers=2)
     for name in ("train.bin", "val.bin", "meta.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_long_documents_are_encoded_in_pieces_with_the_same_bytes(setup, tmp_path, monkeypatch):
+    # A book-sized document must not be encoded in one go (the tokenizer's records of its tokens
+    # take many times its size); cut into pieces, it gives the very same files.
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "whole", workers=1)
+    seen: list[int] = []
+    real = Tokenizer.encode_batch
+
+    def spy(self, texts):
+        seen.extend(len(t) for t in texts)
+        return real(self, texts)
+
+    monkeypatch.setattr(Tokenizer, "encode_batch", spy)
+    monkeypatch.setattr(tokenizer_module, "PIECE_CHARS", 40)
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 300)  # pieces of one document span chunks
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "cut", workers=1)
+    assert 0 < max(seen) < 80
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "pool", workers=2)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        whole = (tmp_path / "whole" / name).read_bytes()
+        assert (tmp_path / "cut" / name).read_bytes() == whole
+        assert (tmp_path / "pool" / name).read_bytes() == whole
+
+
+def test_reading_a_long_document_holds_one_copy_of_its_text(tmp_path):
+    # While `prepare` works on a book-sized document, the reader keeps only its fields, not the
+    # line it came from as bytes and as a string too.
+    size = 4_000_000
+    write_documents(tmp_path / "big.jsonl", [Document(id="big", text="word " * (size // 5))])
+    tracemalloc.start()
+    try:
+        docs = read_documents(tmp_path / "big.jsonl")  # alive, as in a loop over it
+        doc = next(docs)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(doc.text) == size
+    assert held < 1.5 * size
+
+
+ORPHANS = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from hellolondon import prepare as prep
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(
+        2, mp_context=get_context("spawn"), initializer=prep._init_worker,
+        initargs=(sys.argv[1], os.getpid()),
+    )
+    for task in [pool.submit(time.sleep, 0.5) for _ in range(2)]:  # two tasks: two workers
+        task.result()
+    print(*pool._processes, flush=True)
+    time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_prepare_is_killed(setup, tmp_path):
+    # SIGKILL (or SIGTERM) ends `prepare` without shutting its pool down; the workers must not
+    # stay behind, each holding a tokenizer, waiting for tasks that never come.
+    root, _ = setup
+    script = tmp_path / "pool.py"
+    script.write_text(ORPHANS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(root / "tok")], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(workers) == 2
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+
+
+def test_progress_counts_characters(setup, tmp_path, monkeypatch):
+    # One book can be most of a corpus: a bar counting documents would race to 99% and sit.
+    root, docs = setup
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **_):
+            self.total, self.done = total, []
+            bars.append(self)
+
+        def update(self, n):
+            self.done.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(prep, "tqdm", Bar)
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 3000)
+    prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1, show_progress=True)
+    (bar,) = bars
+    assert bar.total == sum(bar.done) == sum(len(d.text) for d in docs)
+    assert len(bar.done) > 3 and max(bar.done) < 3000 + 1500
 
 
 def test_choose_validation():
@@ -195,11 +318,11 @@ def test_failure_midway_leaves_no_half_files(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "CHUNK_CHARS", 500)
     calls = []
 
-    def broken(texts, tokenizer=None):
+    def broken(*args):
         calls.append(1)
         if len(calls) > 2:
             raise RuntimeError("disk full")
-        return real(texts, tokenizer)
+        return real(*args)
 
     real = prep._encode
     monkeypatch.setattr(prep, "_encode", broken)

@@ -19,6 +19,7 @@ from hellolondon.tokenizer import (
     load_tokenizer,
     read_token_file,
     term_counts,
+    text_pieces,
     train_tokenizer,
 )
 
@@ -105,6 +106,28 @@ def test_training_is_deterministic(tmp_path, tok):
         small_texts(), tmp_path / "other", vocab_size=VOCAB - 100, historical=True
     )
     assert other.fingerprint != tok.fingerprint
+
+
+@pytest.mark.parametrize("size", [1, 7, 40])
+def test_text_cut_in_pieces_keeps_its_tokens(tok, size):
+    # A book-sized document is encoded (and counted for training) in pieces; the pieces must
+    # give exactly the tokens of the whole text, whitespace runs and all.
+    assert tok.splits_safely
+    texts = [*TRICKY, "x\x1cy \u3000z a\u2028b", small_texts()[3]]
+    for text in texts:
+        pieces = list(text_pieces(text, size))
+        assert "".join(pieces) == text
+        assert [i for p in pieces for i in tok.encode(p)] == tok.encode(text)
+    long = small_texts()[0]
+    assert max(len(p) for p in text_pieces(long, 40)) < 80 and len(long) > 1000
+
+
+def test_training_in_pieces_gives_the_same_tokenizer(tmp_path, tok, monkeypatch):
+    import hellolondon.tokenizer as tokenizer_module
+
+    monkeypatch.setattr(tokenizer_module, "PIECE_CHARS", 50)
+    cut = train_tokenizer(small_texts(), tmp_path / "cut", vocab_size=VOCAB, historical=True)
+    assert cut.fingerprint == tok.fingerprint
 
 
 def test_fingerprint_ignores_json_layout(tmp_path, tok_dir, tok):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -27,10 +28,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hellolondon.corpus.documents import Document, check_corpus_file, read_documents
+from hellolondon.corpus.documents import check_corpus_file, read_documents
 from hellolondon.errors import UserError
 from hellolondon.files import sha256_file
-from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer
+from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer, text_pieces
 
 DTYPE = np.uint16
 CHUNK_CHARS = 2_000_000  # text per task: big enough to amortise pickling, small enough to stream
@@ -88,17 +89,30 @@ def _check_unique_ids(corpus: Path, sizes: list[tuple[str, str, int]]) -> None:
         seen.add(doc_id)
 
 
-def _chunks(corpus: Path, val_ids: set[str]) -> Iterator[list[tuple[Document, bool]]]:
-    chunk: list[tuple[Document, bool]] = []
+# One piece of a document: its span head (validation documents only), whether it goes to
+# validation, whether it is the document's first piece (which gets the <|endoftext|>), its text.
+_Piece = tuple[dict | None, bool, bool, str]
+
+
+def _chunks(corpus: Path, val_ids: set[str], cut: bool) -> Iterator[list[_Piece]]:
+    chunk: list[_Piece] = []
     size = 0
     for doc in read_documents(corpus):
         if not doc.text:
             continue
-        chunk.append((doc, doc.id in val_ids))
-        size += len(doc.text)
-        if size >= CHUNK_CHARS:
-            yield chunk
-            chunk, size = [], 0
+        is_val = doc.id in val_ids
+        head = None
+        if is_val:
+            head = {"id": doc.id, "title": doc.title, "period": doc.period}
+            head |= {"category": doc.category, "source": doc.source}
+        text, doc = doc.text, None  # the pieces below are all that is kept of the text
+        pieces = text_pieces(text) if cut else iter([text])
+        for n, piece in enumerate(pieces):
+            chunk.append((head, is_val, n == 0, piece))
+            size += len(piece)
+            if size >= CHUNK_CHARS:
+                yield chunk
+                chunk, size = [], 0
     if chunk:
         yield chunk
 
@@ -107,16 +121,36 @@ def _chunks(corpus: Path, val_ids: set[str]) -> Iterator[list[tuple[Document, bo
 _WORKER: Tokenizer | None = None
 
 
-def _init_worker(tokenizer_dir: str) -> None:
+def _init_worker(tokenizer_dir: str, parent: int | None = None) -> None:
     global _WORKER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     _WORKER = load_tokenizer(tokenizer_dir)
 
 
-def _encode(texts: list[str], tokenizer: Tokenizer | None = None) -> list[np.ndarray]:
+def _exit_with(parent: int) -> None:
+    """End this worker once `parent` is gone (killed, or ended by a signal without cleaning up):
+    a worker holds both ends of its task queue, so it would otherwise wait for tasks forever."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _encode(
+    texts: list[str], tokenizer: Tokenizer | None = None, firsts: list[bool] | None = None
+) -> list[np.ndarray]:
+    """Token arrays of `texts`; a document's first piece starts with <|endoftext|>."""
     tok = tokenizer or _WORKER
-    eot = [tok.eot_id]
-    return [np.array(eot + ids, dtype=DTYPE) for ids in tok.encode_batch(texts)]
+    firsts = firsts or [True] * len(texts)
+    out = []
+    for ids, first in zip(tok.encode_batch(texts), firsts, strict=True):
+        arr = np.empty(len(ids) + first, dtype=DTYPE)
+        if first:
+            arr[0] = tok.eot_id
+        arr[int(first) :] = ids
+        out.append(arr)
+    return out
 
 
 class _Writer:
@@ -131,25 +165,20 @@ class _Writer:
         self.docs = {"train": 0, "val": 0}
         self.spans: list[dict] = []
 
-    def write(self, chunk: list[tuple[Document, bool]], arrays: list[np.ndarray]) -> None:
-        for (doc, is_val), arr in zip(chunk, arrays, strict=True):
+    def write(self, chunk: list[_Piece], arrays: list[np.ndarray]) -> None:
+        for (head, is_val, first, _text), arr in zip(chunk, arrays, strict=True):
             split = "val" if is_val else "train"
-            if is_val:
-                start = self.tokens["val"]
-                span = {
-                    "id": doc.id,
-                    "title": doc.title,
-                    "period": doc.period,
-                    "category": doc.category,
-                }
-                self.spans.append(
-                    span | {"source": doc.source, "start": start, "end": start + len(arr)}
-                )
+            if first:
+                self.docs[split] += 1
+                if is_val:
+                    start = self.tokens["val"]
+                    self.spans.append(dict(head or {}, start=start, end=start))
             data = arr.tobytes()
             self.files[split].write(data)
             self.hashes[split].update(data)
             self.tokens[split] += len(arr)
-            self.docs[split] += 1
+            if is_val:
+                self.spans[-1]["end"] = self.tokens["val"]
 
     def close(self) -> None:
         for f in self.files.values():
@@ -205,7 +234,7 @@ def prepare(
             writer,
             workers or _default_workers(corpus),
             show_progress,
-            len(sizes),
+            sum(size for _, _, size in sizes),
         )
         writer.close()
         meta = _meta(corpus, tokenizer, writer, val_fraction)
@@ -221,29 +250,51 @@ def prepare(
     return meta | {"seconds": seconds, "corpus_bytes": corpus.stat().st_size}
 
 
-def _run(corpus, val_ids, tokenizer, tokenizer_dir, writer, workers, show_progress, n_docs) -> None:
-    bar = tqdm(total=n_docs, unit="doc", desc="prepare", disable=not show_progress)
+def _run(corpus, val_ids, tokenizer, tokenizer_dir, writer, workers, show_progress, chars) -> None:
+    # Counted in characters, not documents: one book can be most of the corpus.
+    bar = tqdm(
+        total=chars,
+        unit="char",
+        unit_scale=True,
+        unit_divisor=1000,
+        desc="prepare",
+        disable=not show_progress,
+    )
+    chunks = _chunks(corpus, val_ids, cut=tokenizer.splits_safely)
+
+    def args(chunk: list[_Piece]) -> tuple[list[str], list[bool]]:
+        return [p[3] for p in chunk], [p[2] for p in chunk]
+
+    def done(chunk: list[_Piece], arrays: list[np.ndarray], chars: int) -> None:
+        writer.write(chunk, arrays)
+        bar.update(chars)
+
     if workers <= 1:
-        for chunk in _chunks(corpus, val_ids):
-            writer.write(chunk, _encode([d.text for d, _ in chunk], tokenizer))
-            bar.update(len(chunk))
+        for chunk in chunks:
+            texts, firsts = args(chunk)
+            done(chunk, _encode(texts, tokenizer, firsts), sum(map(len, texts)))
         bar.close()
         return
     ctx = get_context("spawn")  # fork would copy the tokenizer's thread pool state
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(tokenizer_dir),)
+        workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(str(tokenizer_dir), os.getpid()),
     ) as pool:
-        pending: deque[tuple[list, Future]] = deque()
-        for chunk in _chunks(corpus, val_ids):
-            pending.append((chunk, pool.submit(_encode, [d.text for d, _ in chunk])))
+        pending: deque[tuple[list, Future, int]] = deque()
+        for chunk in chunks:
+            texts, firsts = args(chunk)
+            future = pool.submit(_encode, texts, None, firsts)
+            # The texts are with the worker now; keep only what the writer needs.
+            kept = [(h, v, f, "") for h, v, f, _ in chunk]
+            pending.append((kept, future, sum(map(len, texts))))
             while len(pending) > 2 * workers:  # bounded: only a few chunks in memory
-                done, future = pending.popleft()
-                writer.write(done, future.result())
-                bar.update(len(done))
+                chunk_done, future, chars = pending.popleft()
+                done(chunk_done, future.result(), chars)
         while pending:
-            done, future = pending.popleft()
-            writer.write(done, future.result())
-            bar.update(len(done))
+            chunk_done, future, chars = pending.popleft()
+            done(chunk_done, future.result(), chars)
     bar.close()
 
 

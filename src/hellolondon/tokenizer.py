@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +28,31 @@ EOT = "<|endoftext|>"
 MAX_VOCAB = 65536  # token files store uint16 ids
 TOKENS_FILE = "historical_tokens.txt"
 HISTORICAL_MIN_VOCAB = 4096  # below this (tiny test tokenizers) the terms would crowd out BPE
+
+
+# Long texts are encoded (and counted for training) in pieces of about this many characters, so
+# no step holds the tokens, or the tokenizer's per-token records, of a whole book at once.
+PIECE_CHARS = 250_000
+# Where a text may be cut without changing its tokens: at one space or newline between two
+# characters that are not whitespace. GPT-2's pre-tokenizer never joins text across such a point
+# (the space or newline begins the next pre-token) and BPE never merges across pre-tokens.
+_CUT = re.compile(r"(?<=\S)[ \n](?=\S)")
+
+
+def text_pieces(text: str, size: int | None = None) -> Iterator[str]:
+    """`text` cut at safe points into pieces of at least `size` characters (default
+    `PIECE_CHARS`; the last may be shorter, a text with no safe point stays whole). Encoding the
+    pieces one after another gives the tokens of the whole text, with a tokenizer for which
+    `splits_safely` is true."""
+    size = size or PIECE_CHARS
+    start = 0
+    while len(text) - start > size:
+        cut = _CUT.search(text, start + size)
+        if cut is None:
+            break
+        yield text[start : cut.start()]
+        start = cut.start()
+    yield text[start:] if start else text
 
 
 def read_token_file(text: str | None = None) -> tuple[list[str], dict[str, list[str]]]:
@@ -84,6 +110,14 @@ class Tokenizer:
                 f"tokenizer {path} has no {EOT} token; train one with `hellolondon tokenizer train`"
             )
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
+        # `text_pieces` keeps the tokens of the whole text: no normalizer, GPT-2's regex.
+        pre = data.get("pre_tokenizer") or {}
+        self.splits_safely = (
+            data.get("normalizer") is None
+            and pre.get("type") == "ByteLevel"
+            and pre.get("use_regex", True) is True
+            and (data.get("model") or {}).get("type") == "BPE"
+        )
 
     def encode(self, text: str) -> list[int]:
         try:
@@ -214,7 +248,7 @@ def train_tokenizer(
     def counted() -> Iterable[str]:
         for text in texts:
             seen[0] += 1
-            yield text
+            yield from text_pieces(text)  # the same word counts, without a whole book at once
 
     tok.train_from_iterator(counted(), trainer=trainer)
     if not seen[0]:

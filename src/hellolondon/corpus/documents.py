@@ -78,8 +78,10 @@ def read_documents(path: str | Path) -> Iterator[Document]:
     """Stream documents from a JSONL file; a bad line is a clear error naming file and line."""
     path = Path(path)
     check_corpus_file(path)
+    lineno = 0  # counted by hand: enumerate() would keep the last line alive in its result tuple
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        for raw in f:
+            lineno += 1
             if not raw.strip():
                 continue
             try:
@@ -109,13 +111,16 @@ def read_documents(path: str | Path) -> Iterator[Document]:
                     raise UserError(
                         f"{path}:{lineno}: {key!r} must be {kind}, not {json.dumps(value)[:40]}"
                     )
-            if "\\ud" in line.lower():  # JSON escapes can spell half a UTF-16 pair: not text
+            # JSON escapes can spell half a UTF-16 pair, which is not text ("\\u" is lower case in
+            # JSON, its hex digits are not); no lower-cased copy: a line can be a whole book.
+            if "\\ud" in line or "\\uD" in line:
                 for key, value in known.items():
                     if isinstance(value, str) and not is_text(value):
                         raise UserError(
                             f"{path}:{lineno}: {key!r} holds an unpaired surrogate escape "
                             "(\\ud800-\\udfff), which is not a character; fix or remove it"
                         )
+            del raw, line, data  # only the fields are kept while the caller works on them
             yield Document(**known)
 
 
