@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from itertools import islice
 
 import pytest
@@ -273,3 +275,35 @@ def test_text_with_bytes_that_are_not_utf8_is_one_line(tok_dir, capsys):
     assert main(["tokenizer", "encode", "--tokenizer", str(tok_dir), "caf\udce9"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the text holds bytes that are not UTF-8") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {
+            "pre_tokenizer": {
+                "type": "ByteLevel",
+                "add_prefix_space": True,
+                "trim_offsets": True,
+                "use_regex": True,
+            }
+        },
+        {
+            "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [],
+                "pair": [],
+                "special_tokens": {},
+            }
+        },
+        {"normalizer": {"type": "Lowercase"}},
+    ],
+)
+def test_a_tokenizer_that_changes_each_piece_is_not_cut(tmp_path, tok_dir, edit):
+    # a space put before each piece, or tokens added after each, would change the tokens
+    data = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    for name in os.listdir(tok_dir):
+        shutil.copy(tok_dir / name, tmp_path / name)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data | edit), encoding="utf-8")
+    assert load_tokenizer(tok_dir).splits_safely
+    assert not load_tokenizer(tmp_path).splits_safely

@@ -110,12 +110,15 @@ class Tokenizer:
                 f"tokenizer {path} has no {EOT} token; train one with `hellolondon tokenizer train`"
             )
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
-        # `text_pieces` keeps the tokens of the whole text: no normalizer, GPT-2's regex.
+        # `text_pieces` keeps the tokens of the whole text: no normalizer, GPT-2's regex, no
+        # space put before each piece, nothing added to each piece afterwards.
         pre = data.get("pre_tokenizer") or {}
         self.splits_safely = (
             data.get("normalizer") is None
             and pre.get("type") == "ByteLevel"
             and pre.get("use_regex", True) is True
+            and pre.get("add_prefix_space") is False
+            and data.get("post_processor") is None
             and (data.get("model") or {}).get("type") == "BPE"
         )
 
