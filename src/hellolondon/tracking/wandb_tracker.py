@@ -53,10 +53,8 @@ def abandon_service(wandb: Any, log_file: Path | None = None, since: float = 0.0
             if log_file.stat().st_mtime > since:
                 break
             time.sleep(0.2)
-    with contextlib.suppress(Exception):
-        from wandb.sdk import wandb_setup
-
-        process = wandb_setup._singleton._connection._proc._process  # a subprocess.Popen
+    with contextlib.suppress(Exception):  # the service of the `wandb` given (a stand-in: none)
+        process = wandb.sdk.wandb_setup._singleton._connection._proc._process  # a Popen
         process.terminate()
         try:
             process.wait(5)
