@@ -19,7 +19,14 @@ from hellolondon.rundir import RunDir
 from hellolondon.step_profile import profile_steps
 from hellolondon.tracking.base import NullTracker
 from hellolondon.train.distributed import Dist
-from hellolondon.train.run import Run, autocast_for, build_model, peak_flops_for, precision
+from hellolondon.train.run import (
+    Run,
+    autocast_for,
+    build_model,
+    check_fits_in_memory,
+    peak_flops_for,
+    precision,
+)
 from hellolondon.train.steps import train_step
 
 
@@ -48,6 +55,7 @@ def bench(
     profile: Path | None = None,
     log=print,
 ) -> dict:
+    check_fits_in_memory(cfg.model)
     device = hardware.resolve_device(cfg.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -103,6 +103,8 @@ class MuonWithAdamW:
 
     def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
         self.muon, self.adamw = muon, adamw
+        params = [p for group in adamw.param_groups for p in group["params"]]
+        self._on_cpu = all(p.device.type == "cpu" for p in params)  # asked once, not per step
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -114,7 +116,7 @@ class MuonWithAdamW:
 
     def step(self, closure=None) -> None:
         self.muon.step()
-        with _one_thread_on_cpu(self.adamw):
+        with _one_thread_if(self._on_cpu):
             self.adamw.step()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -134,13 +136,12 @@ class MuonWithAdamW:
 
 
 @contextlib.contextmanager
-def _one_thread_on_cpu(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+def _one_thread_if(on_cpu: bool) -> Iterator[None]:
     """On a CPU, AdamW's update beside Muon rounded differently from one process to the next
     when other work competed for the cores (3 of 10 to 4 of 14 runs of a tiny model on two
     threads, the embedding first); on one thread it gave the same bits in 14 of 14. The
     update is a few element-wise passes, a small part of a CPU step. GPUs are left alone."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if torch.get_num_threads() == 1 or any(p.device.type != "cpu" for p in params):
+    if not on_cpu or torch.get_num_threads() == 1:
         yield
         return
     threads = torch.get_num_threads()

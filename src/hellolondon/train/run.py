@@ -108,7 +108,7 @@ def setup_run(
         agree=partial(broadcast_object, d=d), log=log,
     )  # fmt: skip
     batches = Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device)
-    _check_fits_in_memory(cfg.model)  # before the run folder: a refusal leaves nothing behind
+    check_fits_in_memory(cfg.model)  # before the run folder: a refusal leaves nothing behind
     rundir = _run_folder(cfg, ckpt, d)
     dtype = precision(cfg, d.device)
     model, step_model, optimizer, scaler = build_model(cfg, d, dtype, log)
@@ -183,7 +183,6 @@ def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
     if d.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for fp32 matmuls left by autocast
         torch.backends.cudnn.allow_tf32 = True
-    _check_fits_in_memory(cfg.model)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (FSDP needs it)
     model = GPT(cfg.model).to(d.device)
     torch.manual_seed(cfg.train.seed + d.rank)  # then per-rank streams (dropout)
@@ -197,7 +196,7 @@ def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
     return model, step_model, optimizer, scaler
 
 
-def _check_fits_in_memory(m) -> None:
+def check_fits_in_memory(m) -> None:
     """The weights are made in float32 in this machine's memory first: a model too large for
     it is one line here instead of minutes of swapping or the OOM killer."""
     need, total = 4 * m.parameters, hardware.host_memory_bytes()
