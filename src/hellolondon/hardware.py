@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import re
@@ -10,6 +9,7 @@ from typing import Any
 
 import torch
 
+from hellolondon.environment import env_number
 from hellolondon.errors import UserError
 
 # Dense tensor-core peak (no 2:4 sparsity), FLOP/s: bf16, or fp16 with fp32 accumulate before
@@ -72,17 +72,15 @@ def peak_flops(device_name: str, override: float | None = None) -> float | None:
     None when unknown (MFU is then not reported rather than made up)."""
     if override:
         return float(override)
-    env = os.environ.get("HELLOLONDON_PEAK_TFLOPS", "").strip()
-    if env:
-        try:
-            tflops = float(env)
-        except ValueError:
-            tflops = math.nan
-        if not (math.isfinite(tflops) and tflops > 0):
-            raise UserError(
-                f"HELLOLONDON_PEAK_TFLOPS={env!r} is not a positive number; set it to the "
-                "device's peak TFLOP/s (989 for an H100's bf16, say) or unset it"
-            )
+    tflops = env_number(
+        "HELLOLONDON_PEAK_TFLOPS",
+        None,
+        minimum=0,
+        inclusive=False,
+        meaning="a positive number",
+        advice="set it to the device's peak TFLOP/s (989 for an H100's bf16, say) or unset it",
+    )
+    if tflops is not None:
         return tflops * 1e12
     name = re.sub(r"[-_]", " ", device_name.upper())
     for pattern, flops in PEAK_BF16_FLOPS:
@@ -123,7 +121,6 @@ def host_memory_bytes() -> int | None:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    from hellolondon.errors import UserError
 
     if name == "auto":
         if torch.cuda.is_available():

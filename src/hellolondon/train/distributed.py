@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import math
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from hellolondon.environment import env_number
 from hellolondon.errors import UserError
 from hellolondon.hardware import resolve_device
 
@@ -47,19 +47,14 @@ class Dist:
 
 def _env_int(name: str, default: int) -> int:
     """A whole number that torchrun (or the user) set in the environment."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise UserError(
-            f"{name}={text!r} is not a whole number >= 0; unset it, or start with torchrun, "
-            "which sets it"
-        )
-    return value
+    value = env_number(
+        name,
+        default,
+        whole=True,
+        meaning="a whole number >= 0",
+        advice="unset it, or start with torchrun, which sets it",
+    )
+    return int(value)
 
 
 def launched_world_size() -> int:
@@ -110,19 +105,14 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
 def collective_timeout_s() -> float:
     """HELLOLONDON_DIST_TIMEOUT_S, checked: torch takes any float, and 0 or a negative value
     fails the rendezvous itself with a C++ stack trace instead of saying what is wrong."""
-    raw = os.environ.get("HELLOLONDON_DIST_TIMEOUT_S", "").strip()
-    if not raw:
-        return float(DEFAULT_TIMEOUT_S)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = float("nan")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise UserError(
-            f"HELLOLONDON_DIST_TIMEOUT_S={raw!r} is not a number of seconds above 0 (how long a "
-            f"collective waits for its peers; unset, {DEFAULT_TIMEOUT_S})"
-        )
-    return seconds
+    return env_number(
+        "HELLOLONDON_DIST_TIMEOUT_S",
+        float(DEFAULT_TIMEOUT_S),
+        minimum=0,
+        inclusive=False,
+        meaning="a number of seconds above 0",
+        advice=f"it is how long a collective waits for its peers (unset, {DEFAULT_TIMEOUT_S})",
+    )
 
 
 def _die_with_parent() -> None:
