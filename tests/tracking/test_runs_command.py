@@ -4,6 +4,7 @@ still waits for `wandb sync`, from the run folders alone."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,28 @@ def test_the_trials_of_sweep_folders_are_listed_too(runs, capsys):
     assert "  wandb sync runs/sweep-lr/trials/lr-001/wandb/offline-run-*-id1" in lines
     assert main(["runs", "--out-dir", "runs/sweep-lr"]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("trials/lr-001 ")
+
+
+def test_an_online_run_killed_while_tracking_is_interrupted_and_needs_a_sync(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    root = tmp_path / "runs"
+    run = make_run(root, "london-slm-killed-e", "slm", "online", status="running")
+    live = make_run(root, "london-slm-live-f", "slm", "online", status="running")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    host = socket.gethostname()
+    (run / "process.json").write_text(json.dumps({"pid": int(dead.stdout), "host": host}))
+    (live / "process.json").write_text(json.dumps({"pid": os.getpid(), "host": host}))
+    assert main(["runs", "--out-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:3]}
+    assert rows["london-slm-killed-e"][-3:] == ["online", "(interrupted)", "needed"]
+    assert rows["london-slm-live-f"][-2:] == ["online", "done"]  # still training: not judged
+    assert f"wandb sync --include-online {root}/london-slm-killed-e/wandb/run-*-ide" in out

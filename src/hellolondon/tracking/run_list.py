@@ -21,7 +21,7 @@ class RunInfo:
     iterations: int | None
     best_val_loss: float | None
     wandb_mode: str  # online | offline | disabled | failed | - (no W&B record)
-    wandb_status: str  # running | finished | upload_incomplete | failed | -
+    wandb_status: str  # running | finished | upload_incomplete | failed | interrupted | -
     needs_sync: bool
     sync_command: str | None
 
@@ -50,16 +50,28 @@ def _sync_state(run: RunDir, state: dict[str, Any]) -> tuple[bool, str | None]:
     offline = [s for s in segments if s.name.startswith("offline-")]
     if any(not any(s.glob("*.wandb.synced")) for s in offline):
         return True, sync_command(run, run_id)
-    if state.get("mode") == "online" and state.get("status") in ("upload_incomplete", "failed"):
+    unfinished = ("upload_incomplete", "failed", "interrupted")
+    if state.get("mode") == "online" and state.get("status") in unfinished:
         online = [s for s in segments if not s.name.startswith("offline-")]
         if not online or any(not any(s.glob("*.wandb.synced")) for s in online):
             return True, sync_command(run, run_id, online=True)
     return False, None
 
 
+def _tracker_state(run: RunDir) -> dict[str, Any]:
+    """The tracker's record, where one still "running" after its process was killed (during a
+    stuck upload, say) is "interrupted": W&B may not have received all of it."""
+    state = run.read_tracker_state()
+    if state.get("status") == "running":
+        process = run.training_process()
+        if process is not None and process[0] != "running":
+            return {**state, "status": "interrupted"}
+    return state
+
+
 def run_info(run: RunDir, name: str | None = None) -> RunInfo:
     config = run.read_config()
-    state = run.read_tracker_state()
+    state = _tracker_state(run)
     iters, best = _progress(run)
     needs, command = _sync_state(run, state)
     return RunInfo(
