@@ -51,6 +51,7 @@ def sweep_file(tmp_path: Path, data: Path, name: str = "s", fixed=(), **spec) ->
         },
         "command": [*command, *TRIAL, *fixed, "${args_no_hyphens}"],
     } | spec
+    body = {k: v for k, v in body.items() if v is not None}  # None: leave the key out
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
@@ -200,6 +201,38 @@ def test_command_must_run_our_trainer_with_its_settings(capsys, tmp_path, tiny_d
     assert "not a valid `hellolondon train` line" in _one_line_error(
         capsys, ["sweep", str(path), "--trials", "2"]
     )
+
+
+def test_early_terminate_needs_a_metric_logged_during_training(capsys, tmp_path, tiny_data):
+    hyperband = {"type": "hyperband", "min_iter": 2, "eta": 2}
+    path = sweep_file(tmp_path, tiny_data, metric=None, early_terminate=hyperband)
+    err = _one_line_error(capsys, ["sweep", str(path), "--check"])
+    assert "early_terminate needs metric" in err and "method random" not in err
+    metric = {"name": "best_val_loss", "goal": "minimize"}
+    path = sweep_file(tmp_path, tiny_data, metric=metric, early_terminate=hyperband)
+    err = _one_line_error(capsys, ["sweep", str(path), "--check"])
+    assert "'best_val_loss' is written only once, at the end; use eval/val_loss" in err
+
+
+def test_a_metric_of_the_summary_reaches_the_engine(tmp_path, tiny_data):
+    """best_val_loss is written to the run's summary, not logged row by row: the engine (bayes
+    above all) must see it, as it does online in W&B's summary."""
+    metric = {"name": "best_val_loss", "goal": "minimize"}
+    path = sweep_file(tmp_path, tiny_data, method="bayes", metric=metric)
+    spec = space.load_spec(path)
+    folder = SweepFolder(tmp_path / "sweep")
+    trial = Trial("s-001", {"train.lr": 1e-3}, "finished")
+    run = folder.trial_dir(trial)
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1, "train/iter": 1, "train/loss": 7.0}\n')
+    (run / "summary.json").write_text('{"best_val_loss": 6.5, "iterations": 1}')
+    (run / "config.json").write_text('{"train": {"max_iters": 1}}')
+    seen = driver.engine_run(folder, trial, spec)
+    assert seen.summary_metrics == {"best_val_loss": 6.5}
+    assert seen.metric_extremum("best_val_loss", "minimum") == 6.5
+    lines: list[str] = []
+    driver._report(trial, spec, folder, lines.append)
+    assert lines == ["  s-001 finished: best best_val_loss 6.5000"]
 
 
 def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path):

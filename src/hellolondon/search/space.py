@@ -284,13 +284,21 @@ def split_command(command: Any, source: str) -> list[str]:
 def check_metric(spec: SweepSpec) -> None:
     metric = spec.metric
     if metric is None:
-        if spec.method == "bayes" or spec.early_terminate:
-            raise UserError(f"{spec.source}: method {spec.method} needs metric: name and goal")
+        if spec.method == "bayes":
+            raise UserError(f"{spec.source}: method bayes needs metric: name and goal")
+        if spec.early_terminate:
+            raise UserError(f"{spec.source}: early_terminate needs metric: name and goal")
         return
     if metric not in LOGGED_METRICS + SUMMARY_METRICS:
         hint = difflib.get_close_matches(metric, LOGGED_METRICS + SUMMARY_METRICS, n=1)
         more = f"; did you mean {hint[0]}?" if hint else ""
         raise UserError(f"{spec.source}: training never logs metric {metric!r}{more}")
+    if spec.early_terminate and metric not in LOGGED_METRICS:
+        hint = "eval/val_loss" if "val" in metric else "train/loss"
+        raise UserError(
+            f"{spec.source}: early_terminate judges the metric as training logs it, but "
+            f"{metric!r} is written only once, at the end; use {hint}"
+        )
     if metric in EVAL_METRICS and spec.base.train.eval_interval == 0:
         raise UserError(
             f"{spec.source}: metric {metric!r} comes from evaluations, but train.eval_interval=0 "
