@@ -235,6 +235,15 @@ def test_a_metric_of_the_summary_reaches_the_engine(tmp_path, tiny_data):
     assert lines == ["  s-001 finished: best best_val_loss 6.5000"]
 
 
+def test_a_sweep_name_that_cannot_name_the_trials_folders(capsys, tmp_path, tiny_data):
+    path = sweep_file(tmp_path, tiny_data, name="s")
+    path.write_text(path.read_text().replace("name: s\n", "name: lr/warmup\n", 1))
+    out = tmp_path / "sweep"
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "1", "--out-dir", str(out)])
+    assert "name 'lr/warmup' names the sweep's folder" in err
+    assert not out.exists()
+
+
 def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path):
     (tmp_path / "file").write_text("kept")
     (tmp_path / "full").mkdir()

@@ -324,6 +324,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     fixed = split_command(data.get("command"), source)
     base = parse_fixed(fixed, source)
     name = str(data.get("name") or Path(path).stem)
+    if any(c in name for c in "/\\"):
+        raise UserError(
+            f"{source}: name {name!r} names the sweep's folder and its trials' run folders "
+            "(<name>-001 ...): no / or \\"
+        )
     spec = SweepSpec(source, text, filled, name, fixed, base, resolved)
     for pname, (section, fname) in resolved.items():
         values = check_parameter(pname, filled["parameters"][pname], section, fname, source)
