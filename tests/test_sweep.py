@@ -154,6 +154,11 @@ def test_trainer_joins_the_agents_run(monkeypatch, tmp_path):
         ),
         ({"train.lr": {"values": [0.00001]}}, "random", "train.min_lr must be in [0, train.lr]"),
         ({"train.dtype": {"values": ["float32", "float8"]}}, "random", "train.dtype must be"),
+        (  # unbounded: most of its values are negative learning rates
+            {"train.lr": {"distribution": "normal", "mu": 0.001, "sigma": 0.01}},
+            "random",
+            "normal proposes values such as -0.029 (mu ± 3 sigma): train.lr must be a positive",
+        ),
     ],
 )
 def test_bad_sweep_files_are_refused_before_anything_starts(

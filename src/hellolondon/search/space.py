@@ -53,6 +53,7 @@ FLOAT_DISTRIBUTIONS = {
     "q_uniform", "q_log_uniform", "q_log_uniform_values", "normal", "q_normal", "log_normal",
     "q_log_normal", "beta", "q_beta",
 }  # fmt: skip
+NORMAL_DISTRIBUTIONS = {"normal", "q_normal", "log_normal", "q_log_normal"}
 MACRO_ARGS = "${args_no_hyphens}"
 TRIAL_FLAGS = ("--run-name", "--group", "--out-dir", "--resume")  # the sweep sets these
 
@@ -206,7 +207,10 @@ def _bounds(p: dict[str, Any]) -> list[Any]:
         return [math.exp(-p["max"]), math.exp(-p["min"])]
     if dist in ("beta", "q_beta"):
         return [0.0, 1.0]
-    return []  # normal and log-normal: unbounded
+    if dist in NORMAL_DISTRIBUTIONS:  # unbounded: the values 3 sigma out, proposed now and then
+        low, high = p["mu"] - 3 * p["sigma"], p["mu"] + 3 * p["sigma"]
+        return [math.exp(low), math.exp(high)] if "log" in dist else [low, high]
+    return []
 
 
 def check_parameter(name: str, p: dict[str, Any], section: str, fname: str, source: str):
@@ -332,11 +336,15 @@ def load_spec(path: str | Path) -> SweepSpec:
     spec = SweepSpec(source, text, filled, name, fixed, base, resolved)
     for pname, (section, fname) in resolved.items():
         values = check_parameter(pname, filled["parameters"][pname], section, fname, source)
+        dist = filled["parameters"][pname].get("distribution")
         for v in values:  # the config's own checks on each choice and each end of a range
             try:
                 build_config(base=base, overrides=[f"{pname}={v}"])
             except UserError as exc:
-                raise UserError(f"{source}: parameter {pname!r} value {v!r}: {exc}") from None
+                what = f"value {v!r}"
+                if dist in NORMAL_DISTRIBUTIONS:
+                    what = f"{dist} proposes values such as {v:.4g} (mu ± 3 sigma)"
+                raise UserError(f"{source}: parameter {pname!r} {what}: {exc}") from None
     check_metric(spec)
     _check_engine_runs(spec)
     return spec
