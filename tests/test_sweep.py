@@ -168,6 +168,7 @@ def test_bad_sweep_files_are_refused_before_anything_starts(
     out = tmp_path / "sweep"
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2", "--out-dir", str(out)])
     assert expected in err, err
+    assert err.count(expected) == 1, err  # said once
     assert not out.exists()
 
 

@@ -126,7 +126,9 @@ def read_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+    """The lines of a message as one line, each said once (the schema repeats some)."""
+    lines = (line.strip() for line in str(text).splitlines() if line.strip())
+    return "; ".join(dict.fromkeys(lines))
 
 
 def engine_config(data: dict[str, Any], source: str) -> dict[str, Any]:
