@@ -184,6 +184,11 @@ def test_a_file_that_is_not_yaml_is_named_with_the_place(capsys, tmp_path):
     (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
     err = _one_line_error(capsys, ["sweep", str(tmp_path / "latin1.yaml"), "--check"])
     assert "latin1.yaml is not a sweep: not UTF-8 text" in err
+    # W&B's own examples write command: as lines; in a flow list a bare ${env} is no string
+    flow = "name: s\nmethod: grid\ncommand: [${env}, ${interpreter}, -m, hellolondon, train]\n"
+    (tmp_path / "macros.yaml").write_text(flow)
+    err = _one_line_error(capsys, ["sweep", str(tmp_path / "macros.yaml"), "--check"])
+    assert '(line 3, column 12); in a [...] list quote each macro ("${env}")' in err, err
 
 
 def test_a_metric_training_never_logs(capsys, tmp_path, tiny_data):

@@ -119,6 +119,10 @@ def read_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
         )
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        lines = text.splitlines()
+        line = lines[mark.line] if mark and mark.line < len(lines) else ""
+        if "${" in line and "[" in line:  # W&B's macros read as YAML mappings in a [...] list
+            where += '; in a [...] list quote each macro ("${env}"), or write the list as lines'
         raise UserError(f"{path} is not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a sweep: expected a mapping with method and parameters")
