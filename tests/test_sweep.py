@@ -154,6 +154,11 @@ def test_trainer_joins_the_agents_run(monkeypatch, tmp_path):
         ),
         ({"train.lr": {"values": [0.00001]}}, "random", "train.min_lr must be in [0, train.lr]"),
         ({"train.dtype": {"values": ["float32", "float8"]}}, "random", "train.dtype must be"),
+        (  # both ends divide the width (32), the middle does not
+            {"model.n_head": {"distribution": "int_uniform", "min": 1, "max": 4}},
+            "random",
+            "parameter 'model.n_head' value 3: model.n_embd (32) must be divisible",
+        ),
         (  # unbounded: most of its values are negative learning rates
             {"train.lr": {"distribution": "normal", "mu": 0.001, "sigma": 0.01}},
             "random",

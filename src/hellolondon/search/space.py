@@ -53,6 +53,7 @@ FLOAT_DISTRIBUTIONS = {
     "q_uniform", "q_log_uniform", "q_log_uniform_values", "normal", "q_normal", "log_normal",
     "q_log_normal", "beta", "q_beta",
 }  # fmt: skip
+INT_VALUES_CHECKED = 1024  # an int_uniform range up to this size is checked value by value
 NORMAL_DISTRIBUTIONS = {"normal", "q_normal", "log_normal", "q_log_normal"}
 MACRO_ARGS = "${args_no_hyphens}"
 TRIAL_FLAGS = ("--run-name", "--group", "--out-dir", "--resume")  # the sweep sets these
@@ -197,6 +198,8 @@ def _fits(value: Any, current: Any) -> bool:
 def _bounds(p: dict[str, Any]) -> list[Any]:
     """Values at the ends of a distribution's range, to try against the config's checks."""
     dist = p.get("distribution")
+    if dist == "int_uniform" and p["max"] - p["min"] < INT_VALUES_CHECKED:
+        return list(range(p["min"], p["max"] + 1))  # every one: n_head=3 of 1-4 may not divide
     if dist in (
         "uniform",
         "int_uniform",
