@@ -83,6 +83,12 @@ def test_reproduce_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys)
     assert "match the recorded run" in capsys.readouterr().out
     assert _losses(tmp_path / "runs" / "again") == _losses(tmp_path / "runs" / "first")
     assert list(elsewhere.iterdir()) == []
+    # train --config with the recorded config finds the data the same way
+    recorded = tmp_path / "runs" / "first" / "config.json"
+    assert main(["train", "--config", str(recorded), "--run-name", "copy"]) == 0
+    assert "match the recorded run" in capsys.readouterr().out
+    assert _losses(elsewhere / "runs" / "copy") == _losses(tmp_path / "runs" / "first")
+    shutil.rmtree(elsewhere / "runs")
     # from the folder it was started in, the settings stay as given: nothing to compare
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce", "runs/first", "--run-name", "third"]) == 0
