@@ -138,3 +138,13 @@ def test_a_process_record_of_another_machine_leaves_the_status_to_the_log(tmp_pa
     assert run.training_process() == ("failed", "RuntimeError at step 7")
     run.mark_ended()
     assert run.training_process() is None and not run.process_file.exists()
+
+
+def test_a_sort_column_that_starts_several(two_runs, capsys):
+    assert main(["compare", *map(str, two_runs), "--sort", "tok"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "error: --sort 'tok' could be any of: tokens to best, tokens/s; give more of the name"
+    )
+    assert main(["compare", *map(str, two_runs), "--sort", "tokens/"]) == 0

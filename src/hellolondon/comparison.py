@@ -190,6 +190,10 @@ def _match_column(column: str, columns: list[str]) -> str:
     starts = [c for c in columns if c.lower().startswith(column.lower())]
     if len(starts) == 1:
         return starts[0]
+    if starts:
+        raise UserError(
+            f"--sort {column!r} could be any of: {', '.join(starts)}; give more of the name"
+        )
     hint = difflib.get_close_matches(column, columns, n=1)
     raise UserError(
         f"no column {column!r} to sort by"
