@@ -260,6 +260,13 @@ def test_a_sweep_name_that_cannot_name_the_trials_folders(capsys, tmp_path, tiny
     assert not out.exists()
 
 
+def test_command_is_read_as_the_trainer_reads_it(tmp_path, tiny_data):
+    """Settings after a flag that follows settings: the trainer takes them, so must the check."""
+    path = sweep_file(tmp_path, tiny_data, fixed=["--wandb-mode", "disabled", "train.seed=3"])
+    spec = space.load_spec(path)
+    assert spec.base.train.seed == 3 and spec.base.tracking.wandb_mode == "disabled"
+
+
 def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path):
     (tmp_path / "file").write_text("kept")
     (tmp_path / "full").mkdir()

@@ -253,7 +253,7 @@ def check_parameter(name: str, p: dict[str, Any], section: str, fname: str, sour
 
 def parse_fixed(fixed: list[str], source: str) -> RunConfig:
     """The settings of `hellolondon train <fixed>`, as the trainer itself would read them."""
-    from hellolondon.cli import build_parser
+    from hellolondon.cli import parse_command_line
     from hellolondon.cli.train_command import config_from_args
 
     for flag in TRIAL_FLAGS:
@@ -262,7 +262,7 @@ def parse_fixed(fixed: list[str], source: str) -> RunConfig:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(["train", *fixed])
+            args = parse_command_line(["train", *fixed])
     except SystemExit:
         last = err.getvalue().strip().splitlines()[-1:] or ["cannot parse"]
         raise UserError(
