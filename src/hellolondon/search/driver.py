@@ -278,7 +278,14 @@ def run_sweep(
         raise UserError("--trials must be at least 1")
     if trials is None and spec.method != "grid":
         raise UserError(f"a {spec.method} sweep has no end of its own; give --trials N")
-    load_meta(spec.base.data.data_dir)  # every trial would fail on missing data: say it once
+    swept = (
+        spec.config["parameters"].get("data.data_dir") if "data.data_dir" in spec.params else None
+    )
+    data_dirs = (swept or {}).get("values") or [
+        (swept or {}).get("value") or spec.base.data.data_dir
+    ]
+    for data_dir in data_dirs:  # every trial would fail on missing data: say it once
+        load_meta(data_dir)
     folder = SweepFolder(out_dir or default_out_dir(spec))
     resumed = folder.check_or_create(spec.text)
     with folder.locked(), _sigterm_as_interrupt():
