@@ -231,7 +231,7 @@ def compare(
 ) -> Comparison:
     """The comparison of `runs`, sorted by `sort` (a column name; default: the best first by
     `metric`, else by best val loss)."""
-    if metric == "eval/val_loss" and goal == "minimize":
+    if metric in ("eval/val_loss", "best_val_loss") and goal == "minimize":
         metric = None  # the best val loss column already is that metric
     table = Comparison(differing(runs), list(runs), [outcomes(r) for r in runs], metric, goal)
     table.sort(sort)
