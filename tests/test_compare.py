@@ -138,3 +138,24 @@ def test_a_process_record_of_another_machine_leaves_the_status_to_the_log(tmp_pa
     assert run.training_process() == ("failed", "RuntimeError at step 7")
     run.mark_ended()
     assert run.training_process() is None and not run.process_file.exists()
+
+
+def test_a_sort_column_that_starts_several(two_runs, capsys):
+    assert main(["compare", *map(str, two_runs), "--sort", "tok"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "error: --sort 'tok' could be any of: tokens to best, tokens/s; give more of the name"
+    )
+    assert main(["compare", *map(str, two_runs), "--sort", "tokens/"]) == 0
+
+
+def test_a_sweep_metric_that_is_the_best_val_loss_gets_no_second_column(two_runs):
+    from hellolondon.comparison import compare
+    from hellolondon.report.rundata import load_runs
+
+    runs, _ = load_runs(two_runs)
+    for metric in ("eval/val_loss", "best_val_loss"):
+        assert compare(runs, metric=metric).columns.count("best val loss") == 1
+        assert not any("(min)" in c for c in compare(runs, metric=metric).columns)
+    assert "train/loss (min)" in compare(runs, metric="train/loss").columns

@@ -83,6 +83,12 @@ def test_reproduce_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys)
     assert "match the recorded run" in capsys.readouterr().out
     assert _losses(tmp_path / "runs" / "again") == _losses(tmp_path / "runs" / "first")
     assert list(elsewhere.iterdir()) == []
+    # train --config with the recorded config finds the data the same way
+    recorded = tmp_path / "runs" / "first" / "config.json"
+    assert main(["train", "--config", str(recorded), "--run-name", "copy"]) == 0
+    assert "match the recorded run" in capsys.readouterr().out
+    assert _losses(elsewhere / "runs" / "copy") == _losses(tmp_path / "runs" / "first")
+    shutil.rmtree(elsewhere / "runs")
     # from the folder it was started in, the settings stay as given: nothing to compare
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce", "runs/first", "--run-name", "third"]) == 0
@@ -112,6 +118,57 @@ def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "token files" in err
     assert not (tmp_path / "strict-run").exists()
+
+
+def test_a_resumed_run_keeps_its_first_start_on_record(tiny_data, tmp_path, monkeypatch, capsys):
+    first = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "r"]
+    first += [*TINY_MODEL, *TINY_TRAIN, "train.max_iters=6"]
+    monkeypatch.setattr("sys.argv", ["hellolondon", *first])
+    assert main(first) == 0
+    run = tmp_path / "r"
+    started = load_run(run).config["reproduce"]
+    again = ["train", "--resume", str(run)]
+    monkeypatch.setattr("sys.argv", ["hellolondon", *again])
+    assert main(again) == 0  # the same settings: nothing to warn about
+    facts = load_run(run).config["reproduce"]
+    assert facts["command"] == started["command"] and "--run-name r" in facts["command"]
+    assert facts["git"] == started["git"] and facts["data"] == started["data"]
+    (resume,) = facts["resumes"]
+    assert resume["from_iteration"] == 6 and resume["command"].endswith(f"--resume {run}")
+    assert "settings_changed" not in resume
+    capsys.readouterr()
+    assert main(["reproduce", str(run), "--check"]) == 0
+    assert "match the recorded run" in capsys.readouterr().out
+    # resumed with more iterations: the schedule of its first part is not that of one run
+    longer = [*again, "train.max_iters=12"]
+    monkeypatch.setattr("sys.argv", ["hellolondon", *longer])
+    assert main(longer) == 0
+    facts = load_run(run).config["reproduce"]
+    assert [r["from_iteration"] for r in facts["resumes"]] == [6, 6]
+    assert facts["resumes"][1]["settings_changed"] == {"train.max_iters": [6, 12]}
+    capsys.readouterr()
+    assert main(["reproduce", str(run), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed: from iteration 6 the run went on with train.max_iters=12 (was 6)" in out
+    assert main(["reproduce", str(run), "--check", "--strict"]) == 2
+    assert "--strict was given: resumed: from iteration 6" in capsys.readouterr().err
+
+
+def test_differences_name_a_resume_on_other_code():
+    first = {
+        "hellolondon_version": "0.1.0",
+        "git": {"commit": "a" * 40, "dirty": False, "diff_sha256": None},
+        "packages": {"torch": "2.13.0"},
+        "data": {"tokens_fingerprint": "t" * 64, "tokenizer_fingerprint": "k" * 64},
+    }
+    resume = json.loads(json.dumps(first)) | {"from_iteration": 300}
+    resume["git"] = {"commit": "b" * 40, "dirty": True, "diff_sha256": "d"}
+    resume["packages"]["torch"] = "2.14.0"
+    recorded = first | {"resumes": [resume]}
+    (line,) = provenance.differences(recorded, first)
+    assert line.startswith("resumed: from iteration 300 the run went on with commit bbbbbbbbbbbb")
+    assert "torch 2.14.0" in line
+    assert provenance.differences(first | {"resumes": [first | {"from_iteration": 3}]}, first) == []
 
 
 def test_a_run_without_a_readable_config(tmp_path, capsys):

@@ -51,6 +51,7 @@ def sweep_file(tmp_path: Path, data: Path, name: str = "s", fixed=(), **spec) ->
         },
         "command": [*command, *TRIAL, *fixed, "${args_no_hyphens}"],
     } | spec
+    body = {k: v for k, v in body.items() if v is not None}  # None: leave the key out
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
@@ -153,6 +154,16 @@ def test_trainer_joins_the_agents_run(monkeypatch, tmp_path):
         ),
         ({"train.lr": {"values": [0.00001]}}, "random", "train.min_lr must be in [0, train.lr]"),
         ({"train.dtype": {"values": ["float32", "float8"]}}, "random", "train.dtype must be"),
+        (  # both ends divide the width (32), the middle does not
+            {"model.n_head": {"distribution": "int_uniform", "min": 1, "max": 4}},
+            "random",
+            "parameter 'model.n_head' value 3: model.n_embd (32) must be divisible",
+        ),
+        (  # unbounded: most of its values are negative learning rates
+            {"train.lr": {"distribution": "normal", "mu": 0.001, "sigma": 0.01}},
+            "random",
+            "normal proposes values such as -0.029 (mu ± 3 sigma): train.lr must be a positive",
+        ),
     ],
 )
 def test_bad_sweep_files_are_refused_before_anything_starts(
@@ -162,6 +173,7 @@ def test_bad_sweep_files_are_refused_before_anything_starts(
     out = tmp_path / "sweep"
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2", "--out-dir", str(out)])
     assert expected in err, err
+    assert err.count(expected) == 1, err  # said once
     assert not out.exists()
 
 
@@ -177,6 +189,11 @@ def test_a_file_that_is_not_yaml_is_named_with_the_place(capsys, tmp_path):
     (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
     err = _one_line_error(capsys, ["sweep", str(tmp_path / "latin1.yaml"), "--check"])
     assert "latin1.yaml is not a sweep: not UTF-8 text" in err
+    # W&B's own examples write command: as lines; in a flow list a bare ${env} is no string
+    flow = "name: s\nmethod: grid\ncommand: [${env}, ${interpreter}, -m, hellolondon, train]\n"
+    (tmp_path / "macros.yaml").write_text(flow)
+    err = _one_line_error(capsys, ["sweep", str(tmp_path / "macros.yaml"), "--check"])
+    assert '(line 3, column 12); in a [...] list quote each macro ("${env}")' in err, err
 
 
 def test_a_metric_training_never_logs(capsys, tmp_path, tiny_data):
@@ -200,6 +217,54 @@ def test_command_must_run_our_trainer_with_its_settings(capsys, tmp_path, tiny_d
     assert "not a valid `hellolondon train` line" in _one_line_error(
         capsys, ["sweep", str(path), "--trials", "2"]
     )
+
+
+def test_early_terminate_needs_a_metric_logged_during_training(capsys, tmp_path, tiny_data):
+    hyperband = {"type": "hyperband", "min_iter": 2, "eta": 2}
+    path = sweep_file(tmp_path, tiny_data, metric=None, early_terminate=hyperband)
+    err = _one_line_error(capsys, ["sweep", str(path), "--check"])
+    assert "early_terminate needs metric" in err and "method random" not in err
+    metric = {"name": "best_val_loss", "goal": "minimize"}
+    path = sweep_file(tmp_path, tiny_data, metric=metric, early_terminate=hyperband)
+    err = _one_line_error(capsys, ["sweep", str(path), "--check"])
+    assert "'best_val_loss' is written only once, at the end; use eval/val_loss" in err
+
+
+def test_a_metric_of_the_summary_reaches_the_engine(tmp_path, tiny_data):
+    """best_val_loss is written to the run's summary, not logged row by row: the engine (bayes
+    above all) must see it, as it does online in W&B's summary."""
+    metric = {"name": "best_val_loss", "goal": "minimize"}
+    path = sweep_file(tmp_path, tiny_data, method="bayes", metric=metric)
+    spec = space.load_spec(path)
+    folder = SweepFolder(tmp_path / "sweep")
+    trial = Trial("s-001", {"train.lr": 1e-3}, "finished")
+    run = folder.trial_dir(trial)
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1, "train/iter": 1, "train/loss": 7.0}\n')
+    (run / "summary.json").write_text('{"best_val_loss": 6.5, "iterations": 1}')
+    (run / "config.json").write_text('{"train": {"max_iters": 1}}')
+    seen = driver.engine_run(folder, trial, spec)
+    assert seen.summary_metrics == {"best_val_loss": 6.5}
+    assert seen.metric_extremum("best_val_loss", "minimum") == 6.5
+    lines: list[str] = []
+    driver._report(trial, spec, folder, lines.append)
+    assert lines == ["  s-001 finished: best best_val_loss 6.5000"]
+
+
+def test_a_sweep_name_that_cannot_name_the_trials_folders(capsys, tmp_path, tiny_data):
+    path = sweep_file(tmp_path, tiny_data, name="s")
+    path.write_text(path.read_text().replace("name: s\n", "name: lr/warmup\n", 1))
+    out = tmp_path / "sweep"
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "1", "--out-dir", str(out)])
+    assert "name 'lr/warmup' names the sweep's folder" in err
+    assert not out.exists()
+
+
+def test_command_is_read_as_the_trainer_reads_it(tmp_path, tiny_data):
+    """Settings after a flag that follows settings: the trainer takes them, so must the check."""
+    path = sweep_file(tmp_path, tiny_data, fixed=["--wandb-mode", "disabled", "train.seed=3"])
+    spec = space.load_spec(path)
+    assert spec.base.train.seed == 3 and spec.base.tracking.wandb_mode == "disabled"
 
 
 def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path):
@@ -269,6 +334,29 @@ def test_missing_data_is_refused_once_before_any_trial(capsys, tmp_path):
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2", "--out-dir", str(out)])
     assert "nope has no meta.json" in err
     assert not out.exists()
+
+
+def test_a_parameter_that_a_flag_would_override_is_refused(capsys, tmp_path, tiny_data):
+    """The trainer applies --data, --wandb-mode ... after the key=value settings, and the sweep
+    adds --run-name and --group: a parameter one of them sets would be ignored by every trial."""
+    dirs = {"data.data_dir": {"values": [str(tiny_data), str(tmp_path / "other")]}}
+    path = sweep_file(tmp_path, tiny_data, method="grid", parameters=dirs)
+    err = _one_line_error(capsys, ["sweep", str(path), "--check"])
+    assert "parameter 'data.data_dir' would be ignored: --data in command: sets it" in err
+    names = {"tracking.group": {"values": ["a", "b"]}}
+    path = sweep_file(tmp_path, tiny_data, method="grid", parameters=names)
+    err = _one_line_error(capsys, ["sweep", str(path), "--check"])
+    assert "parameter 'tracking.group' is set by the sweep for each trial (--group)" in err
+    # without --data in command:, the swept folders are the data, each checked before a trial
+    body = yaml.safe_load(
+        sweep_file(tmp_path, tiny_data, method="grid", parameters=dirs).read_text()
+    )
+    body["command"] = [c for c in body["command"] if c not in ("--data", str(tiny_data))]
+    path.write_text(yaml.safe_dump(body))
+    assert space.load_spec(path).params == {"data.data_dir": ("data", "data_dir")}
+    out = tmp_path / "sweep"
+    err = _one_line_error(capsys, ["sweep", str(path), "--out-dir", str(out)])
+    assert "other has no meta.json" in err and not out.exists()
 
 
 def test_random_sweep_needs_a_trial_count(capsys, tmp_path, tiny_data):

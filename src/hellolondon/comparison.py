@@ -190,6 +190,10 @@ def _match_column(column: str, columns: list[str]) -> str:
     starts = [c for c in columns if c.lower().startswith(column.lower())]
     if len(starts) == 1:
         return starts[0]
+    if starts:
+        raise UserError(
+            f"--sort {column!r} could be any of: {', '.join(starts)}; give more of the name"
+        )
     hint = difflib.get_close_matches(column, columns, n=1)
     raise UserError(
         f"no column {column!r} to sort by"
@@ -227,7 +231,7 @@ def compare(
 ) -> Comparison:
     """The comparison of `runs`, sorted by `sort` (a column name; default: the best first by
     `metric`, else by best val loss)."""
-    if metric == "eval/val_loss" and goal == "minimize":
+    if metric in ("eval/val_loss", "best_val_loss") and goal == "minimize":
         metric = None  # the best val loss column already is that metric
     table = Comparison(differing(runs), list(runs), [outcomes(r) for r in runs], metric, goal)
     table.sort(sort)

@@ -529,7 +529,16 @@ def _read_run_config(path: Path) -> RunConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {path} is not valid JSON: {exc}") from None
-    return settings_of_run(data, str(path))
+    settings = settings_of_run(data, str(path))
+    from hellolondon.provenance import recorded_data_dir
+
+    # the data folder as given may be relative to where the run was started, not to here
+    found = recorded_data_dir(data)
+    if found and found != settings.data.data_dir:
+        settings = dataclasses.replace(
+            settings, data=dataclasses.replace(settings.data, data_dir=found)
+        )
+    return settings
 
 
 def settings_of_run(data: Any, source: str) -> RunConfig:

@@ -139,6 +139,67 @@ def collect(
     return scrub(facts)
 
 
+# What a resume records of its own start (the seeds and the first command stay the first start's)
+RESUME_KEYS = ("hellolondon_version", "git", "packages", "command", "data", "host", "gpu_names")
+SETTING_SECTIONS = ("model", "train", "data")
+NOT_COMPARED = {"data.data_dir"}  # a path: the data's identity is its fingerprint
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    flat = {}
+    for section in SETTING_SECTIONS:
+        for name, value in (config.get(section) or {}).items():
+            if f"{section}.{name}" not in NOT_COMPARED:
+                flat[f"{section}.{name}"] = value
+    return flat
+
+
+def across_resume(previous: dict[str, Any], now: dict[str, Any], step: int) -> dict[str, Any]:
+    """The facts of a run that goes on in its own folder: those of its first start (its
+    command, code, data), with this start added under `resumes`, so that a run trained in parts
+    by other code, packages, data or settings says so. `previous` is the run config the folder
+    holds, `now` the one this start made."""
+    first, facts = previous.get("reproduce"), now.get("reproduce") or {}
+    if not isinstance(first, dict):
+        return facts
+    entry: dict[str, Any] = {"from_iteration": step}
+    entry |= {k: facts.get(k) for k in RESUME_KEYS}
+    before, after = _settings(previous), _settings(now)
+    changed = {
+        k: [before.get(k), after.get(k)]
+        for k in sorted(set(before) | set(after))
+        if before.get(k) != after.get(k)
+    }
+    if changed:
+        entry["settings_changed"] = changed
+    return {**first, "resumes": [*(first.get("resumes") or []), entry]}
+
+
+def _resume_differences(first: dict[str, Any], resume: dict[str, Any]) -> list[str]:
+    """What a resume ran with that its run's first start did not."""
+    out: list[str] = []
+    if first.get("hellolondon_version") != resume.get("hellolondon_version"):
+        out.append(f"hellolondon {resume.get('hellolondon_version')}")
+    fg, rg = first.get("git") or {}, resume.get("git") or {}
+    if fg.get("commit") != rg.get("commit"):
+        out.append(f"commit {_short(rg.get('commit'))}")
+    elif fg.get("diff_sha256") != rg.get("diff_sha256"):
+        out.append("other uncommitted changes")
+    fp, rp = first.get("packages") or {}, resume.get("packages") or {}
+    out += [f"{n} {rp.get(n)}" for n in sorted(set(fp) | set(rp)) if fp.get(n) != rp.get(n)]
+    fd, rd = first.get("data") or {}, resume.get("data") or {}
+    if fd.get("tokens_fingerprint") != rd.get("tokens_fingerprint"):
+        out.append(f"token files {_short(rd.get('tokens_fingerprint'))}")
+    if fd.get("tokenizer_fingerprint") != rd.get("tokenizer_fingerprint"):
+        out.append(f"tokenizer {_short(rd.get('tokenizer_fingerprint'))}")
+    if sorted(first.get("gpu_names") or []) != sorted(resume.get("gpu_names") or []):
+        out.append(f"GPUs {resume.get('gpu_names') or 'none'}")
+    out += [
+        f"{k}={new} (was {old})" for k, (old, new) in (resume.get("settings_changed") or {}).items()
+    ]
+    return out
+
+
 def current(data_dir: str | Path) -> dict[str, Any]:
     """The same facts for this checkout and machine now, with the token files hashed as they
     are on disk (not as meta.json says they were written)."""
@@ -219,6 +280,14 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
             f"hardware: GPUs {recorded.get('gpu_names') or 'none'} recorded, "
             f"{now.get('gpu_names') or 'none'} now"
         )
+    for resume in recorded.get("resumes") or []:
+        changed = _resume_differences(recorded, resume)
+        if changed:
+            out.append(
+                f"resumed: from iteration {resume.get('from_iteration')} the run went on with "
+                f"{', '.join(changed)}, unlike its start; one run from the start does not "
+                "retrace it"
+            )
     return out
 
 

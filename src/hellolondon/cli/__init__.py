@@ -86,6 +86,11 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    """`argv` read as `main` reads it (a sweep file's `command:`, say)."""
+    return _parse(build_parser(), argv)
+
+
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 

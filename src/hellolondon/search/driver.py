@@ -41,18 +41,39 @@ def _run_data(path: Path):
         return None
 
 
-_ENDED: dict[tuple[str, str, str], list[float]] = {}  # histories of ended trials, read once
+# (history, summary value) of ended trials, read once
+_ENDED: dict[tuple[str, str, str], tuple[list[float], float | None]] = {}
 
 
-def _history(folder: SweepFolder, trial: Trial, metric: str | None) -> list[float]:
+def _metric(
+    folder: SweepFolder, trial: Trial, metric: str | None
+) -> tuple[list[float], float | None]:
+    """The metric's logged values, and its value in the run's summary (where training writes
+    best_val_loss, wall_time_s ... at the end), as W&B would hold them for the trial."""
+    from hellolondon.report.rundata import to_float
+
     key = (str(folder.path), trial.name, metric or "")
     if key in _ENDED:
         return _ENDED[key]
     run = _run_data(folder.trial_dir(trial)) if metric else None
     values = run.series(metric)[1] if run is not None else []
+    summary = to_float(run.summary.get(metric)) if run is not None and metric else None
+    if summary is not None and not math.isfinite(summary):
+        summary = None
     if trial.state in ("finished", "stopped", "failed"):
-        _ENDED[key] = values
-    return values
+        _ENDED[key] = (values, summary)
+    return values, summary
+
+
+def _history(folder: SweepFolder, trial: Trial, metric: str | None) -> list[float]:
+    return _metric(folder, trial, metric)[0]
+
+
+def _best(values: list[float], summary: float | None, goal: str) -> float | None:
+    """The best of the logged values, or the summary's value for a metric logged only there."""
+    if values:
+        return max(values) if goal == "maximize" else min(values)
+    return summary
 
 
 def engine_run(folder: SweepFolder, trial: Trial, spec: SweepSpec) -> Any:
@@ -65,11 +86,10 @@ def engine_run(folder: SweepFolder, trial: Trial, spec: SweepSpec) -> Any:
         "failed": sweeps.RunState.failed,
     }[trial.state]
     metric = spec.metric
-    history = [{metric: v} for v in _history(folder, trial, metric)] if metric else []
-    summary = {}
-    if metric and history:
-        values = [h[metric] for h in history]
-        summary = {metric: max(values) if spec.goal == "maximize" else min(values)}
+    values, in_summary = _metric(folder, trial, metric)
+    history = [{metric: v} for v in values] if metric else []
+    best = _best(values, in_summary, spec.goal) if metric else None
+    summary = {metric: best} if metric and best is not None else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sweeps.SweepRun(
@@ -258,7 +278,14 @@ def run_sweep(
         raise UserError("--trials must be at least 1")
     if trials is None and spec.method != "grid":
         raise UserError(f"a {spec.method} sweep has no end of its own; give --trials N")
-    load_meta(spec.base.data.data_dir)  # every trial would fail on missing data: say it once
+    swept = (
+        spec.config["parameters"].get("data.data_dir") if "data.data_dir" in spec.params else None
+    )
+    data_dirs = (swept or {}).get("values") or [
+        (swept or {}).get("value") or spec.base.data.data_dir
+    ]
+    for data_dir in data_dirs:  # every trial would fail on missing data: say it once
+        load_meta(data_dir)
     folder = SweepFolder(out_dir or default_out_dir(spec))
     resumed = folder.check_or_create(spec.text)
     with folder.locked(), _sigterm_as_interrupt():
@@ -332,9 +359,8 @@ def _report(trial: Trial, spec: SweepSpec, folder: SweepFolder, log) -> None:
     if trial.state == "failed":
         log(f"  {trial.name} failed (exit {trial.exit_code}): {trial.note}")
         return
-    values = _history(folder, trial, spec.metric or "eval/val_loss")
-    best = (max(values) if spec.goal == "maximize" else min(values)) if values else None
     metric = spec.metric or "eval/val_loss"
+    best = _best(*_metric(folder, trial, metric), spec.goal)
     log(
         f"  {trial.name} {trial.state}"
         + (f": best {metric} {best:.4f}" if best is not None else "")

@@ -53,8 +53,11 @@ FLOAT_DISTRIBUTIONS = {
     "q_uniform", "q_log_uniform", "q_log_uniform_values", "normal", "q_normal", "log_normal",
     "q_log_normal", "beta", "q_beta",
 }  # fmt: skip
+INT_VALUES_CHECKED = 1024  # an int_uniform range up to this size is checked value by value
+NORMAL_DISTRIBUTIONS = {"normal", "q_normal", "log_normal", "q_log_normal"}
 MACRO_ARGS = "${args_no_hyphens}"
 TRIAL_FLAGS = ("--run-name", "--group", "--out-dir", "--resume")  # the sweep sets these
+SET_BY_SWEEP = {"tracking.run_name": "--run-name", "tracking.group": "--group"}
 
 
 def import_engine() -> Any:
@@ -118,6 +121,10 @@ def read_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
         )
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        lines = text.splitlines()
+        line = lines[mark.line] if mark and mark.line < len(lines) else ""
+        if "${" in line and "[" in line:  # W&B's macros read as YAML mappings in a [...] list
+            where += '; in a [...] list quote each macro ("${env}"), or write the list as lines'
         raise UserError(f"{path} is not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a sweep: expected a mapping with method and parameters")
@@ -125,7 +132,9 @@ def read_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+    """The lines of a message as one line, each said once (the schema repeats some)."""
+    lines = (line.strip() for line in str(text).splitlines() if line.strip())
+    return "; ".join(dict.fromkeys(lines))
 
 
 def engine_config(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -190,6 +199,8 @@ def _fits(value: Any, current: Any) -> bool:
 def _bounds(p: dict[str, Any]) -> list[Any]:
     """Values at the ends of a distribution's range, to try against the config's checks."""
     dist = p.get("distribution")
+    if dist == "int_uniform" and p["max"] - p["min"] < INT_VALUES_CHECKED:
+        return list(range(p["min"], p["max"] + 1))  # every one: n_head=3 of 1-4 may not divide
     if dist in (
         "uniform",
         "int_uniform",
@@ -206,7 +217,10 @@ def _bounds(p: dict[str, Any]) -> list[Any]:
         return [math.exp(-p["max"]), math.exp(-p["min"])]
     if dist in ("beta", "q_beta"):
         return [0.0, 1.0]
-    return []  # normal and log-normal: unbounded
+    if dist in NORMAL_DISTRIBUTIONS:  # unbounded: the values 3 sigma out, proposed now and then
+        low, high = p["mu"] - 3 * p["sigma"], p["mu"] + 3 * p["sigma"]
+        return [math.exp(low), math.exp(high)] if "log" in dist else [low, high]
+    return []
 
 
 def check_parameter(name: str, p: dict[str, Any], section: str, fname: str, source: str):
@@ -240,7 +254,7 @@ def check_parameter(name: str, p: dict[str, Any], section: str, fname: str, sour
 
 def parse_fixed(fixed: list[str], source: str) -> RunConfig:
     """The settings of `hellolondon train <fixed>`, as the trainer itself would read them."""
-    from hellolondon.cli import build_parser
+    from hellolondon.cli import parse_command_line
     from hellolondon.cli.train_command import config_from_args
 
     for flag in TRIAL_FLAGS:
@@ -249,7 +263,7 @@ def parse_fixed(fixed: list[str], source: str) -> RunConfig:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(["train", *fixed])
+            args = parse_command_line(["train", *fixed])
     except SystemExit:
         last = err.getvalue().strip().splitlines()[-1:] or ["cannot parse"]
         raise UserError(
@@ -257,6 +271,38 @@ def parse_fixed(fixed: list[str], source: str) -> RunConfig:
         ) from None
     assert isinstance(args, argparse.Namespace)
     return config_from_args(args)
+
+
+def _flag_for(key: str) -> str:
+    from hellolondon.cli.flags import TRACKING_FLAGS
+
+    flags = {"data.data_dir": "--data"}
+    flags |= {k: "--" + dest.replace("_", "-") for dest, k in TRACKING_FLAGS.items()}
+    return flags.get(key, "a flag")
+
+
+def check_not_overridden(name: str, value: Any, spec: SweepSpec) -> None:
+    """A trial's values come before the flags the trainer applies last (--data, --wandb-mode
+    ...; --run-name and --group from the sweep): a parameter one of them sets would be ignored,
+    in every trial, without a word."""
+    if name in SET_BY_SWEEP:
+        raise UserError(
+            f"{spec.source}: parameter {name!r} is set by the sweep for each trial "
+            f"({SET_BY_SWEEP[name]}); leave it out of parameters:"
+        )
+    section, fname = spec.params[name]
+    given = getattr(
+        getattr(parse_fixed([*spec.fixed, f"{name}={value}"], spec.source), section), fname
+    )
+    wanted = getattr(
+        getattr(build_config(base=spec.base, overrides=[f"{name}={value}"]), section), fname
+    )
+    if given != wanted:
+        flag = _flag_for(name)
+        raise UserError(
+            f"{spec.source}: parameter {name!r} would be ignored: {flag} in command: sets it "
+            f"after the trial's values; take {flag} out of command: to sweep it"
+        )
 
 
 def split_command(command: Any, source: str) -> list[str]:
@@ -284,13 +330,21 @@ def split_command(command: Any, source: str) -> list[str]:
 def check_metric(spec: SweepSpec) -> None:
     metric = spec.metric
     if metric is None:
-        if spec.method == "bayes" or spec.early_terminate:
-            raise UserError(f"{spec.source}: method {spec.method} needs metric: name and goal")
+        if spec.method == "bayes":
+            raise UserError(f"{spec.source}: method bayes needs metric: name and goal")
+        if spec.early_terminate:
+            raise UserError(f"{spec.source}: early_terminate needs metric: name and goal")
         return
     if metric not in LOGGED_METRICS + SUMMARY_METRICS:
         hint = difflib.get_close_matches(metric, LOGGED_METRICS + SUMMARY_METRICS, n=1)
         more = f"; did you mean {hint[0]}?" if hint else ""
         raise UserError(f"{spec.source}: training never logs metric {metric!r}{more}")
+    if spec.early_terminate and metric not in LOGGED_METRICS:
+        hint = "eval/val_loss" if "val" in metric else "train/loss"
+        raise UserError(
+            f"{spec.source}: early_terminate judges the metric as training logs it, but "
+            f"{metric!r} is written only once, at the end; use {hint}"
+        )
     if metric in EVAL_METRICS and spec.base.train.eval_interval == 0:
         raise UserError(
             f"{spec.source}: metric {metric!r} comes from evaluations, but train.eval_interval=0 "
@@ -316,14 +370,27 @@ def load_spec(path: str | Path) -> SweepSpec:
     fixed = split_command(data.get("command"), source)
     base = parse_fixed(fixed, source)
     name = str(data.get("name") or Path(path).stem)
+    if any(c in name for c in "/\\"):
+        raise UserError(
+            f"{source}: name {name!r} names the sweep's folder and its trials' run folders "
+            "(<name>-001 ...): no / or \\"
+        )
     spec = SweepSpec(source, text, filled, name, fixed, base, resolved)
     for pname, (section, fname) in resolved.items():
         values = check_parameter(pname, filled["parameters"][pname], section, fname, source)
+        dist = filled["parameters"][pname].get("distribution")
+        if pname in SET_BY_SWEEP:
+            check_not_overridden(pname, None, spec)
         for v in values:  # the config's own checks on each choice and each end of a range
             try:
                 build_config(base=base, overrides=[f"{pname}={v}"])
             except UserError as exc:
-                raise UserError(f"{source}: parameter {pname!r} value {v!r}: {exc}") from None
+                what = f"value {v!r}"
+                if dist in NORMAL_DISTRIBUTIONS:
+                    what = f"{dist} proposes values such as {v:.4g} (mu ± 3 sigma)"
+                raise UserError(f"{source}: parameter {pname!r} {what}: {exc}") from None
+        for v in list(dict.fromkeys(map(str, values)))[:2]:  # a flag cannot equal both
+            check_not_overridden(pname, v, spec)
     check_metric(spec)
     _check_engine_runs(spec)
     return spec

@@ -122,7 +122,9 @@ def setup_run(
     log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
     in_place = ckpt is not None and RunDir.of_checkpoint(ckpt) == run.rundir
     # the same W&B run only when the run goes on in its own folder (a loose checkpoint: a new one)
-    _open_tracking(run, dtype, tokenizer, state.get("tracker_run_id") if in_place else None)
+    _open_tracking(
+        run, dtype, tokenizer, state.get("tracker_run_id") if in_place else None, in_place
+    )
     run.slow = _announce_pace(run)
     run.state.begin()
     return run
@@ -230,9 +232,13 @@ def _continue_from(run: Run, ckpt: Path, state: dict) -> None:
     run.log(f"resumed from {ckpt} at iteration {run.state.step}")
 
 
-def _open_tracking(run: Run, dtype: torch.dtype, tokenizer, resume_run_id: str | None) -> None:
+def _open_tracking(
+    run: Run, dtype: torch.dtype, tokenizer, resume_run_id: str | None, in_place: bool = False
+) -> None:
     d, cfg = run.dist, run.cfg
     full = run_config(run, dtype, tokenizer)  # asks the hardware: once
+    if d.is_main and in_place:  # the run's first command, code and data stay on record
+        full["reproduce"] = provenance.across_resume(run.rundir.read_config(), full, run.state.step)
     if d.is_main:
         run.rundir.write_config(scrub(full))
         run.rundir.mark_training()  # `compare`, `report` and `watch` can tell a killed run
