@@ -1,4 +1,5 @@
-"""Small file helpers shared by the stages: hashing, JSON reading and the one atomic write."""
+"""Small file helpers shared by the stages: hashing, JSON reading, the one atomic write and the
+one lock that keeps a folder to one process."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,46 @@ def atomic_write(path: str | Path, data: str | bytes, fsync: bool = True) -> Non
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
     atomic_write(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, refuse: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, a small file naming this process, for the block; the
+    file is removed at its end. While another process holds it, `refuse(pid)` is raised (the
+    pid the holder wrote, "?" if it has not yet). The lock is the kernel's (flock), so a process
+    that dies, even by SIGKILL, leaves no stale lock behind; where flock does not exist (not on
+    POSIX) the block runs unguarded."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    while True:
+        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held past the loop; closed below)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise refuse(holder) from None
+        if _still_named(f.fileno(), path):
+            break
+        f.close()  # its holder removed the file between our open and our lock: take the new one
+    try:
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes, so no one locks a removed file
+        f.close()
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    try:
+        here, named = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (named.st_dev, named.st_ino)

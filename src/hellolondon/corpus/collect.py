@@ -17,7 +17,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from hellolondon.corpus.catalog import Source, check_header
 from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError
 from hellolondon.corpus.formats import decode, gutenberg_header, looks_like_html
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write, sha256_file
+from hellolondon.files import atomic_write, exclusive_lock, sha256_file
 
 GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt"
 ARCHIVE_BASE = "https://archive.org"
@@ -96,30 +95,16 @@ def _cached(out: Path, source: Source, rec: dict[str, Any] | None) -> bool:
     return path.is_file() and sha256_file(path) == rec.get("sha256")
 
 
-@contextlib.contextmanager
-def _only_collector(out: Path) -> Iterator[None]:
-    """Hold the folder's lock file: two collectors writing one folder would append to the same
-    partial files and overwrite each other's manifest. The lock goes with the process, so one
-    that was killed leaves nothing to clean up."""
-    try:
-        import fcntl
-    except ImportError:  # no flock on this system: run unguarded
-        yield
-        return
-    with open(out / ".collect.lock", "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            pid = f.read().strip() or "?"
-            raise UserError(
-                f"another `corpus collect` (process {pid}) is writing to {out}; wait for it to "
-                "finish, or give this one another --out"
-            ) from None
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
-        yield
+def _only_collector(out: Path) -> contextlib.AbstractContextManager[None]:
+    """Two collectors writing one folder would append to the same partial files and overwrite
+    each other's manifest: the second is refused."""
+    return exclusive_lock(
+        out / ".collect.lock",
+        lambda pid: UserError(
+            f"another `corpus collect` (process {pid}) is writing to {out}; wait for it to "
+            "finish, or give this one another --out"
+        ),
+    )
 
 
 def collect(

@@ -6,22 +6,19 @@
     trials/         the trials' run folders, ordinary ones (`report`, `compare` read them)
     logs/           each trial's console output
     ranking.txt     the ranked table at the end (ranking.json: the same as JSON)
-    .lock           the process id of the sweep running here
+    .lock           the process id of the sweep running here (held while it runs)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write
-from hellolondon.rundir import process_alive
+from hellolondon.files import atomic_write, exclusive_lock
 
 # finished: trained to the end; stopped: ended early by the sweep's early_terminate;
 # failed: the trainer exited with an error; running: started, not known to have ended
@@ -107,41 +104,12 @@ class SweepFolder:
         js.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
         return txt, js
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """One sweep process per folder: a second one is refused while the first lives. The
-        lock file is created exclusively, so of two sweeps started at once only one gets it."""
-        lock, mine = self.path / ".lock", self.path / f".lock.{os.getpid()}"
-        mine.write_text(str(os.getpid()))
-        try:
-            for _ in range(2):  # a second try after clearing a dead process's lock
-                try:
-                    os.link(mine, lock)  # atomic, and the lock is whole the moment it exists
-                    break
-                except FileExistsError:
-                    pid = _lock_owner(lock)
-                    if pid is not None:
-                        raise UserError(
-                            f"sweep {self.path} is already running (process {pid})"
-                        ) from None
-                    lock.unlink(missing_ok=True)  # stale: its process is gone
-            else:
-                raise UserError(f"sweep {self.path}: cannot take its lock file {lock}")
-        finally:
-            mine.unlink(missing_ok=True)
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-
-
-def _lock_owner(lock: Path) -> int | None:
-    """The live process that holds `lock`, or None when the lock is stale."""
-    try:
-        pid = int(lock.read_text().strip())
-    except (ValueError, OSError):
-        return None
-    return pid if process_alive(pid) else None
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """One sweep process per folder: a second one is refused while the first lives."""
+        return exclusive_lock(
+            self.path / ".lock",
+            lambda pid: UserError(f"sweep {self.path} is already running (process {pid})"),
+        )
 
 
 def _same_sweep(stored: str, given: str) -> bool:

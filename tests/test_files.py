@@ -1,0 +1,58 @@
+"""The folder lock: one process at a time, and nothing stale after a process is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hellolondon.files import exclusive_lock
+
+HOLDER = """
+import sys, time
+from hellolondon.files import exclusive_lock
+with exclusive_lock(sys.argv[1], RuntimeError):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+class Busy(Exception):
+    pass
+
+
+def test_a_second_holder_is_refused_with_the_first_ones_pid_and_the_file_goes_at_the_end(
+    tmp_path,
+):
+    lock = tmp_path / ".lock"
+    with exclusive_lock(lock, Busy):
+        assert lock.read_text() == str(os.getpid())
+        with pytest.raises(Busy, match=f"^{os.getpid()}$"), exclusive_lock(lock, Busy):
+            pass
+    assert not lock.exists()
+    lock.write_text("12345")  # a file left by some earlier process, not locked by anyone
+    with exclusive_lock(lock, Busy):
+        assert lock.read_text() == str(os.getpid())
+
+
+def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
+    lock = tmp_path / ".lock"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Busy, match=f"^{holder.pid}$"), exclusive_lock(lock, Busy):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert lock.exists()  # the file outlives its process, but the kernel's lock does not
+    deadline = time.monotonic() + 5
+    with exclusive_lock(lock, Busy):
+        assert lock.read_text() == str(os.getpid()) and time.monotonic() < deadline
