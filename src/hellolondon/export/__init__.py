@@ -32,6 +32,10 @@ from hellolondon.tokenizer import Tokenizer
 from hellolondon.train.checkpoint import is_checkpoint
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# every file an export holds: --force replaces a folder of these and of nothing else
+EXPORT_FILES = frozenset(
+    ("README.md", "config.json", "generation_config.json", "model.safetensors", *TOKENIZER_FILES)
+)
 LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which the model uses
 # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -147,7 +151,8 @@ def _copy_tokenizer(tok: Tokenizer, block_size: int, out: Path) -> None:
 
 def check_out_dir(out: Path, force: bool) -> None:
     """An empty or new folder; with `force`, also an earlier export, which is replaced. A
-    folder holding anything else is never replaced: --force would delete it."""
+    folder holding anything else is never replaced: --force would delete it. That includes an
+    export with files of the user's own beside it (a clone's .git, harness results)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
@@ -161,6 +166,13 @@ def check_out_dir(out: Path, force: bool) -> None:
     if not force:
         raise UserError(
             f"export folder {out} exists and is not empty; choose another --out or add --force to replace it"
+        )
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+    if foreign:
+        names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(
+            f"export folder {out} also holds files that export does not write ({names}); "
+            "--force would delete them: move them out, or choose another --out"
         )
 
 
