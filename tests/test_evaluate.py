@@ -381,3 +381,23 @@ def test_a_shorter_heldout_check_does_not_replace_a_complete_score(
     assert summary["eval/val_bpb"] == complete["bpb"]  # the partial score is not logged over it
     assert main([*base, "--max-tokens", "100", "--stride", "8"]) == 0  # another scoring: replaced
     assert not json.loads((out / "step-000040.json").read_text())["heldout"]["complete"]
+
+
+def test_eval_of_a_run_being_trained_leaves_its_tracker_alone(trained_run, tmp_path, capsys):
+    import os
+    import socket
+
+    run = _run_copy(trained_run, tmp_path)
+    # the record a live training process keeps in its run folder (this test's own process)
+    (run / "process.json").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    )
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    args = ["eval", str(run), "--no-heldout", "--no-generation"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is being trained now" in err and "--no-track" in err and "\n" not in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main([*args, "--no-track"]) == 0  # its checkpoints can still be evaluated
+    assert (run / "eval" / "step-000040.json").is_file()
+    assert (run / "metrics.jsonl").read_bytes() == before[run / "metrics.jsonl"]
