@@ -114,6 +114,34 @@ def test_sampling_settings_that_are_not_finite_are_refused(bad):
         Sampling(**bad)
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--seed", "18446744073709551616"),
+        ("--seed", "-9223372036854775809"),
+        ("--top-p", "0"),
+        ("--top-k", "-1"),
+        ("--temperature", "-1"),
+        ("--repetition-penalty", "0"),
+    ],
+)
+def test_a_bad_sampling_setting_is_one_line_naming_its_flag_before_any_output(
+    trained_run, capsys, flag, value
+):
+    from hellolondon.cli import main
+
+    assert main(["generate", str(trained_run), "--prompt", "The king", flag, value]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""  # the prompt is not echoed ahead of the error
+    assert printed.err.startswith(f"error: {flag} must be") and value in printed.err
+    assert printed.err.count("\n") == 1
+
+
+def test_the_whole_seed_range_of_torch_is_taken(model):
+    for seed in (-(2**63), -1, 2**64 - 1):
+        generate_ids(model, [1, 2], Sampling(max_new_tokens=2, seed=seed))
+
+
 def test_interactive_with_piped_prompts_ends_its_output_with_a_newline(
     trained_run, monkeypatch, capsys
 ):

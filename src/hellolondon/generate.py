@@ -27,16 +27,30 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise UserError("--max-new-tokens must be at least 1")
-        if (
-            not 0 <= self.temperature < math.inf  # nan fails every comparison
-            or not 0 < self.top_p <= 1
-            or self.top_k < 0
-            or not 0 < self.repetition_penalty < math.inf
-        ):
-            raise UserError(
-                "need a finite temperature >= 0, 0 < top-p <= 1, top-k >= 0 and a finite "
-                "repetition-penalty > 0"
-            )
+        # each bad setting is named with its flag; nan fails every comparison below
+        problems = {
+            "--temperature": (
+                not 0 <= self.temperature < math.inf,
+                "a finite number >= 0 (0 picks the most likely token)",
+            ),
+            "--top-k": (self.top_k < 0, "an integer >= 0 (0 keeps every token)"),
+            "--top-p": (
+                not 0 < self.top_p <= 1,
+                "a finite number above 0 and at most 1 (1 keeps every token)",
+            ),
+            "--repetition-penalty": (
+                not 0 < self.repetition_penalty < math.inf,
+                "a finite number > 0 (1 turns it off)",
+            ),
+            "--seed": (  # the range torch's generator takes
+                not -(2**63) <= self.seed < 2**64,
+                "an integer from -2**63 to 2**64 - 1",
+            ),
+        }
+        for flag, (bad, rule) in problems.items():
+            if bad:
+                value = getattr(self, flag[2:].replace("-", "_"))
+                raise UserError(f"{flag} must be {rule}, not {value}")
 
 
 def _filter(logits: torch.Tensor, s: Sampling, seen: torch.Tensor) -> torch.Tensor:
