@@ -142,15 +142,16 @@ def test_the_whole_seed_range_of_torch_is_taken(model):
         generate_ids(model, [1, 2], Sampling(max_new_tokens=2, seed=seed))
 
 
+@pytest.mark.parametrize("flag", ["--interactive", "-i"])
 def test_interactive_with_piped_prompts_ends_its_output_with_a_newline(
-    trained_run, monkeypatch, capsys
+    trained_run, monkeypatch, capsys, flag
 ):
     import io
 
     from hellolondon.cli import main
 
     monkeypatch.setattr("sys.stdin", io.StringIO("The king\n"))
-    assert main(["generate", str(trained_run), "--interactive", "--max-new-tokens", "3"]) == 0
+    assert main(["generate", str(trained_run), flag, "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("prompt> The king") and out.endswith("prompt> \n")
 

@@ -8,7 +8,7 @@ import sys
 EXAMPLES = """examples:
   hellolondon generate runs/london-tiny-demo-20261126-101500 --prompt "In the year of our Lord"
   hellolondon generate runs/RUN/checkpoints/best --temperature 0.7 --top-p 0.9 --seed 7
-  hellolondon generate runs/RUN --interactive"""
+  hellolondon generate runs/RUN --interactive      # or -i"""
 
 
 def register(sub) -> None:
@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
+        "-i",
         "--interactive",
         action="store_true",
         help="ask for prompts until an empty line or Ctrl-D (--prompt, if given, is the first)",
