@@ -98,12 +98,18 @@ def _next_token(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, ge
 
 
 def check_prompt(model: GPT, prompt: list[int]) -> None:
-    """A prompt must leave room in the context for at least one new token."""
+    """A prompt must fit in the context; the logits of its last token give the first new one."""
     ctx = model.config.block_size
-    if len(prompt) >= ctx:
+    if len(prompt) > ctx:
         raise UserError(
             f"the prompt has {len(prompt)} tokens but the model's context is {ctx}; shorten it"
         )
+
+
+def room(model: GPT, prompt: list[int]) -> int:
+    """New tokens the context leaves after `prompt`: the model reads at most `block_size`
+    tokens, and the last of those still predicts one more."""
+    return model.config.block_size + 1 - max(len(prompt), 1)  # an empty prompt starts with EOT
 
 
 @torch.inference_mode()
@@ -112,13 +118,14 @@ def generate_ids(
 ) -> list[int]:
     """New token ids after `prompt`, decoded one at a time from the KV cache."""
     device = next(model.parameters()).device
-    ctx = model.config.block_size
     check_prompt(model, prompt)
+    steps = min(s.max_new_tokens, room(model, prompt))
     if not prompt:
         prompt = [eot_id if eot_id is not None else 0]  # start of a new document
-    steps = min(s.max_new_tokens, ctx - len(prompt))
     gen = torch.Generator(device=device).manual_seed(s.seed)
-    cache = KVCache(model.config, 1, len(prompt) + steps, device, next(model.parameters()).dtype)
+    # the last new token is sampled, never fed back: the cache holds one token fewer
+    size = len(prompt) + steps - 1
+    cache = KVCache(model.config, 1, size, device, next(model.parameters()).dtype)
     was_training = model.training
     model.eval()
     idx = torch.tensor([prompt], device=device)

@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
-    from hellolondon.generate import Sampling, check_prompt, generate_ids
+    from hellolondon.generate import Sampling, check_prompt, generate_ids, room
     from hellolondon.hardware import resolve_device
     from hellolondon.train.checkpoint import load_for_inference
 
@@ -76,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
         generate_ids(model, prompt_ids, s, tok.eot_id, on_token=show)
         sys.stdout.write(tok.decode(ids)[shown:] + "\n")
+        if len(ids) == room(model, prompt_ids) < s.max_new_tokens:
+            print(
+                f"(stopped after {len(ids)} new tokens: the model's context is "
+                f"{model.config.block_size} tokens)",
+                file=sys.stderr,
+            )
 
     if not args.interactive:
         write(args.prompt)
