@@ -401,3 +401,16 @@ def test_eval_of_a_run_being_trained_leaves_its_tracker_alone(trained_run, tmp_p
     assert main([*args, "--no-track"]) == 0  # its checkpoints can still be evaluated
     assert (run / "eval" / "step-000040.json").is_file()
     assert (run / "metrics.jsonl").read_bytes() == before[run / "metrics.jsonl"]
+
+
+def test_parts_of_a_report_on_other_weights_at_the_same_step_are_not_kept(tmp_path):
+    # a run resumed from an earlier checkpoint writes new weights at a step it had reached
+    from hellolondon.evaluation.suite import with_earlier_parts
+
+    key = {"run": "r", "step": 40, "tokenizer_fingerprint": "f"}
+    earlier = key | {"weights_sha256": "a" * 64, "heldout": {"bpb": 1.0}}
+    (tmp_path / "step-000040.json").write_text(json.dumps(earlier))
+    new = key | {"weights_sha256": "b" * 64, "probes": {"accuracy": 0.5}}
+    assert "heldout" not in with_earlier_parts(new, tmp_path, "step-000040")
+    same = new | {"weights_sha256": "a" * 64}
+    assert with_earlier_parts(same, tmp_path, "step-000040")["heldout"] == {"bpb": 1.0}

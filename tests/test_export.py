@@ -197,6 +197,24 @@ def test_a_report_of_another_step_is_refused(trained_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_report_of_other_weights_at_the_same_step_is_refused(trained_run, tmp_path):
+    from hellolondon.evaluation.suite import evaluate
+
+    report = evaluate(trained_run, parts=("probes",))[0]
+    assert (
+        report["weights_sha256"]
+        == read_state(load_for_inference(trained_run).ckpt)["files"]["model.safetensors"]
+    )
+    other = tmp_path / "other.json"  # another run's checkpoint at the same step
+    other.write_text(json.dumps(report | {"weights_sha256": "0" * 64}))
+    with pytest.raises(UserError, match="measured other weights than checkpoint"):
+        export_checkpoint(trained_run, tmp_path / "out", report=other)
+    assert not (tmp_path / "out").exists()
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps(report))
+    assert export_checkpoint(trained_run, tmp_path / "out", report=same)["report"]
+
+
 def test_export_replaces_an_earlier_export_only_when_forced(trained_run, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 0

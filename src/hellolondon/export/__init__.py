@@ -202,7 +202,7 @@ def export_checkpoint(
     license: str | None = None,
 ) -> dict[str, Any]:
     """Write the export folder for a run or checkpoint; returns what the card and CLI show."""
-    from hellolondon.evaluation.suite import find_report
+    from hellolondon.evaluation.suite import find_report, same_weights, weights_digest
     from hellolondon.train.checkpoint import load_for_inference
 
     out = Path(os.path.abspath(out))  # "." and ".." get a name, for the folder swapped in beside
@@ -224,6 +224,12 @@ def export_checkpoint(
     ):
         raise UserError(
             f"eval report is for step {report_data.get('step')} of another or this run, not for checkpoint {ckpt} (step {state.get('step')}); evaluate this checkpoint first"
+        )
+    if report_data and not same_weights(report_data, weights_digest(state)):
+        raise UserError(
+            f"eval report of {report_data.get('checkpoint')} measured other weights than "
+            f"checkpoint {ckpt} at the same step (another run's, or an earlier line of this "
+            "run's); evaluate this checkpoint first"
         )
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
