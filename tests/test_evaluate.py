@@ -381,3 +381,36 @@ def test_a_shorter_heldout_check_does_not_replace_a_complete_score(
     assert summary["eval/val_bpb"] == complete["bpb"]  # the partial score is not logged over it
     assert main([*base, "--max-tokens", "100", "--stride", "8"]) == 0  # another scoring: replaced
     assert not json.loads((out / "step-000040.json").read_text())["heldout"]["complete"]
+
+
+def test_eval_of_a_run_being_trained_leaves_its_tracker_alone(trained_run, tmp_path, capsys):
+    import os
+    import socket
+
+    run = _run_copy(trained_run, tmp_path)
+    # the record a live training process keeps in its run folder (this test's own process)
+    (run / "process.json").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    )
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    args = ["eval", str(run), "--no-heldout", "--no-generation"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is being trained now" in err and "--no-track" in err and "\n" not in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main([*args, "--no-track"]) == 0  # its checkpoints can still be evaluated
+    assert (run / "eval" / "step-000040.json").is_file()
+    assert (run / "metrics.jsonl").read_bytes() == before[run / "metrics.jsonl"]
+
+
+def test_parts_of_a_report_on_other_weights_at_the_same_step_are_not_kept(tmp_path):
+    # a run resumed from an earlier checkpoint writes new weights at a step it had reached
+    from hellolondon.evaluation.suite import with_earlier_parts
+
+    key = {"run": "r", "step": 40, "tokenizer_fingerprint": "f"}
+    earlier = key | {"weights_sha256": "a" * 64, "heldout": {"bpb": 1.0}}
+    (tmp_path / "step-000040.json").write_text(json.dumps(earlier))
+    new = key | {"weights_sha256": "b" * 64, "probes": {"accuracy": 0.5}}
+    assert "heldout" not in with_earlier_parts(new, tmp_path, "step-000040")
+    same = new | {"weights_sha256": "a" * 64}
+    assert with_earlier_parts(same, tmp_path, "step-000040")["heldout"] == {"bpb": 1.0}

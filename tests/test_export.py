@@ -197,6 +197,24 @@ def test_a_report_of_another_step_is_refused(trained_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_report_of_other_weights_at_the_same_step_is_refused(trained_run, tmp_path):
+    from hellolondon.evaluation.suite import evaluate
+
+    report = evaluate(trained_run, parts=("probes",))[0]
+    assert (
+        report["weights_sha256"]
+        == read_state(load_for_inference(trained_run).ckpt)["files"]["model.safetensors"]
+    )
+    other = tmp_path / "other.json"  # another run's checkpoint at the same step
+    other.write_text(json.dumps(report | {"weights_sha256": "0" * 64}))
+    with pytest.raises(UserError, match="measured other weights than checkpoint"):
+        export_checkpoint(trained_run, tmp_path / "out", report=other)
+    assert not (tmp_path / "out").exists()
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps(report))
+    assert export_checkpoint(trained_run, tmp_path / "out", report=same)["report"]
+
+
 def test_export_replaces_an_earlier_export_only_when_forced(trained_run, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 0
@@ -206,14 +224,34 @@ def test_export_replaces_an_earlier_export_only_when_forced(trained_run, tmp_pat
     err = capsys.readouterr().err.strip()
     assert "not empty" in err and "--force" in err and "\n" not in err
     assert (out / "stale.txt").is_file()  # untouched
+    (out / "stale.txt").unlink()
+    (out / "README.md").write_text("an edited card")  # export's own file: replaced
     assert main(["export", str(trained_run), "--out", str(out), "--force"]) == 0
     printed = capsys.readouterr()
     assert "largest logit difference" in printed.out
     assert "Loading weights" not in printed.err  # transformers' own bar stays out of ours
-    assert (out / "model.safetensors").is_file() and not (out / "stale.txt").exists()
+    assert (out / "model.safetensors").is_file()
+    assert (out / "README.md").read_text() != "an edited card"
     assert not [
         p for p in tmp_path.iterdir() if p.name.startswith(".")
     ]  # no temporary folders left
+
+
+def test_force_never_deletes_files_beside_an_earlier_export(trained_run, tmp_path, capsys):
+    # a clone of the model's repository, or harness results saved in the export's folder
+    out = tmp_path / "out"
+    assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 0
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    (out / "results.json").write_text("{}")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["export", str(trained_run), "--out", str(out), "--force", "--no-check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(.git, results.json)" in err and "--force would delete them" in err
+    assert "\n" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
@@ -256,7 +294,7 @@ def test_export_never_replaces_an_export_that_holds_the_run_being_exported(
     shutil.copytree(trained_run, out / "run")  # the run moved into an earlier export
     capsys.readouterr()
     assert main(["export", str(out / "run"), "--out", str(out), "--force", "--no-check"]) == 2
-    assert "holds the checkpoint being exported" in capsys.readouterr().err
+    assert "files that export does not write (run)" in capsys.readouterr().err
     assert (out / "run" / "checkpoints").is_dir()
 
 

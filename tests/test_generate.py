@@ -83,7 +83,21 @@ def test_generation_stops_at_end_of_text_and_at_the_context(model):
     ids = generate_ids(model, [1, 2, 3], s)
     assert generate_ids(model, [1, 2, 3], s, eot_id=ids[4]) == ids[: ids.index(ids[4])]
     long = generate_ids(model, list(range(40)), Sampling(max_new_tokens=100, temperature=0.0))
-    assert len(long) == CFG.block_size - 40
+    assert len(long) == CFG.block_size + 1 - 40  # the last of block_size tokens predicts one more
+
+
+@pytest.mark.parametrize("n_prompt", [0, 1, CFG.block_size - 1, CFG.block_size])
+def test_greedy_decoding_up_to_the_context_matches_a_recompute(model, n_prompt):
+    prompt = _tokens(n_prompt, seed=5)[0].tolist()
+    s = Sampling(max_new_tokens=500, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    out = generate_ids(model, prompt, s)  # no end-of-text id: an empty prompt starts with 0
+    assert len(prompt or [0]) + len(out) == CFG.block_size + 1
+    assert out == _greedy_without_cache(model, prompt or [0], len(out))
+
+
+def test_a_prompt_longer_than_the_context_is_refused(model):
+    with pytest.raises(UserError, match="shorten it"):
+        generate_ids(model, list(range(CFG.block_size + 1)), Sampling())
 
 
 def test_the_model_is_left_as_it_was_even_when_a_callback_fails(model):
@@ -114,15 +128,44 @@ def test_sampling_settings_that_are_not_finite_are_refused(bad):
         Sampling(**bad)
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--seed", "18446744073709551616"),
+        ("--seed", "-9223372036854775809"),
+        ("--top-p", "0"),
+        ("--top-k", "-1"),
+        ("--temperature", "-1"),
+        ("--repetition-penalty", "0"),
+    ],
+)
+def test_a_bad_sampling_setting_is_one_line_naming_its_flag_before_any_output(
+    trained_run, capsys, flag, value
+):
+    from hellolondon.cli import main
+
+    assert main(["generate", str(trained_run), "--prompt", "The king", flag, value]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""  # the prompt is not echoed ahead of the error
+    assert printed.err.startswith(f"error: {flag} must be") and value in printed.err
+    assert printed.err.count("\n") == 1
+
+
+def test_the_whole_seed_range_of_torch_is_taken(model):
+    for seed in (-(2**63), -1, 2**64 - 1):
+        generate_ids(model, [1, 2], Sampling(max_new_tokens=2, seed=seed))
+
+
+@pytest.mark.parametrize("flag", ["--interactive", "-i"])
 def test_interactive_with_piped_prompts_ends_its_output_with_a_newline(
-    trained_run, monkeypatch, capsys
+    trained_run, monkeypatch, capsys, flag
 ):
     import io
 
     from hellolondon.cli import main
 
     monkeypatch.setattr("sys.stdin", io.StringIO("The king\n"))
-    assert main(["generate", str(trained_run), "--interactive", "--max-new-tokens", "3"]) == 0
+    assert main(["generate", str(trained_run), flag, "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("prompt> The king") and out.endswith("prompt> \n")
 
@@ -185,3 +228,14 @@ def test_interactive_with_standard_input_closed_ends_as_at_its_end(
     monkeypatch.setattr("sys.stdin", None)  # `generate --interactive <&-`
     assert main(["generate", str(trained_run), "--interactive", "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_the_command_says_when_the_context_cut_generation_short(trained_run, capsys):
+    from hellolondon.cli import main
+
+    args = ["generate", str(trained_run), "--prompt", "The king", "--temperature", "0"]
+    assert main([*args, "--repetition-penalty", "1", "--max-new-tokens", "500"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("(stopped after ") and "the model's context is 32 tokens" in err
+    assert main([*args, "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().err == ""

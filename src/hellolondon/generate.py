@@ -27,16 +27,30 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise UserError("--max-new-tokens must be at least 1")
-        if (
-            not 0 <= self.temperature < math.inf  # nan fails every comparison
-            or not 0 < self.top_p <= 1
-            or self.top_k < 0
-            or not 0 < self.repetition_penalty < math.inf
-        ):
-            raise UserError(
-                "need a finite temperature >= 0, 0 < top-p <= 1, top-k >= 0 and a finite "
-                "repetition-penalty > 0"
-            )
+        # each bad setting is named with its flag; nan fails every comparison below
+        problems = {
+            "--temperature": (
+                not 0 <= self.temperature < math.inf,
+                "a finite number >= 0 (0 picks the most likely token)",
+            ),
+            "--top-k": (self.top_k < 0, "an integer >= 0 (0 keeps every token)"),
+            "--top-p": (
+                not 0 < self.top_p <= 1,
+                "a finite number above 0 and at most 1 (1 keeps every token)",
+            ),
+            "--repetition-penalty": (
+                not 0 < self.repetition_penalty < math.inf,
+                "a finite number > 0 (1 turns it off)",
+            ),
+            "--seed": (  # the range torch's generator takes
+                not -(2**63) <= self.seed < 2**64,
+                "an integer from -2**63 to 2**64 - 1",
+            ),
+        }
+        for flag, (bad, rule) in problems.items():
+            if bad:
+                value = getattr(self, flag[2:].replace("-", "_"))
+                raise UserError(f"{flag} must be {rule}, not {value}")
 
 
 def _filter(logits: torch.Tensor, s: Sampling, seen: torch.Tensor) -> torch.Tensor:
@@ -84,12 +98,18 @@ def _next_token(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, ge
 
 
 def check_prompt(model: GPT, prompt: list[int]) -> None:
-    """A prompt must leave room in the context for at least one new token."""
+    """A prompt must fit in the context; the logits of its last token give the first new one."""
     ctx = model.config.block_size
-    if len(prompt) >= ctx:
+    if len(prompt) > ctx:
         raise UserError(
             f"the prompt has {len(prompt)} tokens but the model's context is {ctx}; shorten it"
         )
+
+
+def room(model: GPT, prompt: list[int]) -> int:
+    """New tokens the context leaves after `prompt`: the model reads at most `block_size`
+    tokens, and the last of those still predicts one more."""
+    return model.config.block_size + 1 - max(len(prompt), 1)  # an empty prompt starts with EOT
 
 
 @torch.inference_mode()
@@ -98,13 +118,14 @@ def generate_ids(
 ) -> list[int]:
     """New token ids after `prompt`, decoded one at a time from the KV cache."""
     device = next(model.parameters()).device
-    ctx = model.config.block_size
     check_prompt(model, prompt)
+    steps = min(s.max_new_tokens, room(model, prompt))
     if not prompt:
         prompt = [eot_id if eot_id is not None else 0]  # start of a new document
-    steps = min(s.max_new_tokens, ctx - len(prompt))
     gen = torch.Generator(device=device).manual_seed(s.seed)
-    cache = KVCache(model.config, 1, len(prompt) + steps, device, next(model.parameters()).dtype)
+    # the last new token is sampled, never fed back: the cache holds one token fewer
+    size = len(prompt) + steps - 1
+    cache = KVCache(model.config, 1, size, device, next(model.parameters()).dtype)
     was_training = model.training
     model.eval()
     idx = torch.tensor([prompt], device=device)

@@ -86,7 +86,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--max-tokens must be >= 0 and --gen-tokens >= 1")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder for the report")
-    out = check_report_dir(args.out or default_out(resolve(args.checkpoint)))
+    ckpt_path = resolve(args.checkpoint)
+    training = RunDir.of_checkpoint(ckpt_path)
+    found = training.training_process() if training is not None and not args.no_track else None
+    if found is not None and found[0] == "running":
+        # its tracker (metrics log, summary, W&B run) is the training process's while it runs
+        raise UserError(
+            f"run {training.path} is being trained now ({found[1]}), so its tracker is in use; "
+            "evaluate with --no-track, or wait for the run to end"
+        )
+    out = check_report_dir(args.out or default_out(ckpt_path))
     report, cfg, state, ckpt = evaluate(
         args.checkpoint,
         args.data,

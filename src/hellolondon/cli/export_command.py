@@ -37,7 +37,9 @@ def register(sub) -> None:
         "--out", required=True, metavar="DIR", help="folder to write (must be new or empty)"
     )
     p.add_argument(
-        "--force", action="store_true", help="replace --out if it exists and is not empty"
+        "--force",
+        action="store_true",
+        help="replace an earlier export at --out (one with files of your own beside it is kept)",
     )
     p.add_argument(
         "--report",

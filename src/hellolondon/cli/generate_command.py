@@ -8,7 +8,7 @@ import sys
 EXAMPLES = """examples:
   hellolondon generate runs/london-tiny-demo-20261126-101500 --prompt "In the year of our Lord"
   hellolondon generate runs/RUN/checkpoints/best --temperature 0.7 --top-p 0.9 --seed 7
-  hellolondon generate runs/RUN --interactive"""
+  hellolondon generate runs/RUN --interactive      # or -i"""
 
 
 def register(sub) -> None:
@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
+        "-i",
         "--interactive",
         action="store_true",
         help="ask for prompts until an empty line or Ctrl-D (--prompt, if given, is the first)",
@@ -41,7 +42,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
-    from hellolondon.generate import Sampling, check_prompt, generate_ids
+    from hellolondon.generate import Sampling, check_prompt, generate_ids, room
     from hellolondon.hardware import resolve_device
     from hellolondon.train.checkpoint import load_for_inference
 
@@ -75,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
         generate_ids(model, prompt_ids, s, tok.eot_id, on_token=show)
         sys.stdout.write(tok.decode(ids)[shown:] + "\n")
+        if len(ids) == room(model, prompt_ids) < s.max_new_tokens:
+            print(
+                f"(stopped after {len(ids)} new tokens: the model's context is "
+                f"{model.config.block_size} tokens)",
+                file=sys.stderr,
+            )
 
     if not args.interactive:
         write(args.prompt)

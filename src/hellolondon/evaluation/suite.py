@@ -57,6 +57,17 @@ def find_report(ckpt: Path, state: dict, explicit: str | Path | None = None) -> 
     return report
 
 
+def weights_digest(state: dict) -> str | None:
+    """The sha256 of a checkpoint's weights file, as its state.json records it."""
+    return (state.get("files") or {}).get("model.safetensors")
+
+
+def same_weights(report: dict[str, Any], digest: str | None) -> bool:
+    """Whether a report measured the weights with this digest (a report without one, from an
+    earlier version, is taken on its step and tokenizer alone)."""
+    return not (report.get("weights_sha256") and digest) or report["weights_sha256"] == digest
+
+
 def _data_dir(cfg, data_dir: str | Path | None) -> Path:
     from hellolondon.prepare import is_prepared
 
@@ -106,6 +117,9 @@ def evaluate(
         "step": int(state.get("step", 0)),
         "model": {**cfg.model.__dict__, "parameters": model.num_params(False)},
         "tokenizer_fingerprint": tok.fingerprint,
+        # which weights were measured: another run, or another line of this run, has other
+        # weights at the same step
+        "weights_sha256": weights_digest(state),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if data is not None:
@@ -197,7 +211,7 @@ def with_earlier_parts(report: dict[str, Any], out_dir: str | Path, name: str) -
     report that export puts in the model card rather than replacing it."""
     earlier = read_json(Path(out_dir) / f"{name}.json")
     same = all(earlier.get(k) == report[k] for k in ("run", "step", "tokenizer_fingerprint"))
-    if not same:
+    if not same or not same_weights(earlier, report.get("weights_sha256")):
         return report
     kept = {p: earlier[p] for p in PARTS if p in earlier and p not in report}
     if _scored_more(earlier.get("heldout"), report.get("heldout")):

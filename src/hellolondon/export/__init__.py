@@ -32,6 +32,10 @@ from hellolondon.tokenizer import Tokenizer
 from hellolondon.train.checkpoint import is_checkpoint
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# every file an export holds: --force replaces a folder of these and of nothing else
+EXPORT_FILES = frozenset(
+    ("README.md", "config.json", "generation_config.json", "model.safetensors", *TOKENIZER_FILES)
+)
 LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which the model uses
 # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -147,7 +151,8 @@ def _copy_tokenizer(tok: Tokenizer, block_size: int, out: Path) -> None:
 
 def check_out_dir(out: Path, force: bool) -> None:
     """An empty or new folder; with `force`, also an earlier export, which is replaced. A
-    folder holding anything else is never replaced: --force would delete it."""
+    folder holding anything else is never replaced: --force would delete it. That includes an
+    export with files of the user's own beside it (a clone's .git, harness results)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
@@ -161,6 +166,13 @@ def check_out_dir(out: Path, force: bool) -> None:
     if not force:
         raise UserError(
             f"export folder {out} exists and is not empty; choose another --out or add --force to replace it"
+        )
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+    if foreign:
+        names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(
+            f"export folder {out} also holds files that export does not write ({names}); "
+            "--force would delete them: move them out, or choose another --out"
         )
 
 
@@ -190,7 +202,7 @@ def export_checkpoint(
     license: str | None = None,
 ) -> dict[str, Any]:
     """Write the export folder for a run or checkpoint; returns what the card and CLI show."""
-    from hellolondon.evaluation.suite import find_report
+    from hellolondon.evaluation.suite import find_report, same_weights, weights_digest
     from hellolondon.train.checkpoint import load_for_inference
 
     out = Path(os.path.abspath(out))  # "." and ".." get a name, for the folder swapped in beside
@@ -212,6 +224,12 @@ def export_checkpoint(
     ):
         raise UserError(
             f"eval report is for step {report_data.get('step')} of another or this run, not for checkpoint {ckpt} (step {state.get('step')}); evaluate this checkpoint first"
+        )
+    if report_data and not same_weights(report_data, weights_digest(state)):
+        raise UserError(
+            f"eval report of {report_data.get('checkpoint')} measured other weights than "
+            f"checkpoint {ckpt} at the same step (another run's, or an earlier line of this "
+            "run's); evaluate this checkpoint first"
         )
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
