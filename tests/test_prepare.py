@@ -216,7 +216,7 @@ def test_progress_counts_characters(setup, tmp_path, monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(prep, "tqdm", Bar)
+    monkeypatch.setattr(prep, "progress_bar", Bar)
     monkeypatch.setattr(prep, "CHUNK_CHARS", 3000)
     prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1, show_progress=True)
     (bar,) = bars

@@ -26,11 +26,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from hellolondon.corpus.documents import check_corpus_file, read_documents
 from hellolondon.errors import UserError
 from hellolondon.files import sha256_file
+from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer, text_pieces
 
 DTYPE = np.uint16
@@ -252,7 +252,7 @@ def prepare(
 
 def _run(corpus, val_ids, tokenizer, tokenizer_dir, writer, workers, show_progress, chars) -> None:
     # Counted in characters, not documents: one book can be most of the corpus.
-    bar = tqdm(
+    bar = progress_bar(
         total=chars,
         unit="char",
         unit_scale=True,

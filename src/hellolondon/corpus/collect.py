@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tqdm import tqdm
-
 from hellolondon.corpus.catalog import Source, check_header
 from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError
 from hellolondon.corpus.formats import decode, gutenberg_header, looks_like_html
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_write, exclusive_lock, sha256_file
+from hellolondon.progress import progress_bar
 
 GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt"
 ARCHIVE_BASE = "https://archive.org"
@@ -145,7 +144,9 @@ def _collect(
             todo.append(source)
     if todo:
         fetcher = fetcher or Fetcher(options.fetch)
-        bar = tqdm(total=len(todo), unit="source", desc="collect", disable=not options.progress)
+        bar = progress_bar(
+            total=len(todo), unit="source", desc="collect", disable=not options.progress
+        )
         got = 0
         pool = ThreadPoolExecutor(max(1, options.workers))
         futures = [pool.submit(_collect_one, s, options, fetcher) for s in todo]

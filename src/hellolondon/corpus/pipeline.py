@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from hellolondon.corpus.clean import TOKEN, CleanConfig, clean_text, judge, measure
 from hellolondon.corpus.dedup import Deduplicator, Fingerprinter
@@ -31,6 +30,7 @@ from hellolondon.corpus.documents import Document, write_documents
 from hellolondon.corpus.formats import decode, detect_format, read_old_bailey
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_path
+from hellolondon.progress import progress_bar
 
 DOC_FIELDS = ("title", "author", "year", "period", "category", "source", "licence")
 
@@ -203,7 +203,7 @@ def clean_corpus(
     kept_ids: set[str] = set()
     pool = _pool(workers)
     imap = partial(pool.imap, chunksize=1) if pool else map
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(_size(i.path) for i in items),
         unit="B",
         unit_scale=True,

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from tqdm import tqdm
-
 from hellolondon.generate import Sampling, generate_ids
 from hellolondon.model import GPT
+from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import Tokenizer
 
 PROMPTS = (
@@ -69,7 +68,7 @@ def generation_quality(
     )
     texts, lengths, stopped = [], [], 0
     for i, prompt in enumerate(
-        tqdm(prompts, desc="samples", unit="prompt", disable=not show_progress)
+        progress_bar(prompts, desc="samples", unit="prompt", disable=not show_progress)
     ):
         s.seed = seed + i  # one fixed seed per prompt: the same checkpoint gives the same text
         ids = generate_ids(model, tok.encode(prompt), s, tok.eot_id)

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import pre_tokenizers
-from tqdm import tqdm
 
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
 from hellolondon.prepare import token_file
+from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import Tokenizer
 
 GROUPS = ("period", "source", "category")
@@ -157,7 +157,7 @@ def score_heldout(
     was_training = model.training
     model.eval()
     autocast = _autocast(device)
-    for i in tqdm(
+    for i in progress_bar(
         range(0, len(plan), bs), desc="held-out", unit="batch", disable=not show_progress
     ):
         batch = plan[i : i + bs]

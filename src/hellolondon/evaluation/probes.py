@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
+from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import Tokenizer
 
 PROBES_FILE = "probes.jsonl"
@@ -164,7 +164,7 @@ def score_probes(
     was_training = model.training
     model.eval()
     rows = []
-    for probe in tqdm(probes, desc="probes", unit="item", disable=not show_progress):
+    for probe in progress_bar(probes, desc="probes", unit="item", disable=not show_progress):
         scores = option_logprobs(model, tok, probe, device)
         per_byte = [s / len(o.encode("utf-8")) for s, o in zip(scores, probe.options, strict=True)]
         best = max(range(len(scores)), key=scores.__getitem__)

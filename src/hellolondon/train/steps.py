@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterator
 
 import torch
-from tqdm import tqdm
 
 from hellolondon.hardware import gpu_metrics, mfu_percent
+from hellolondon.progress import progress_bar
 from hellolondon.tracking.monitor import failure_finding
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import (
@@ -194,7 +194,7 @@ def _eval_split(run: Run, split: str) -> float:
     share = -(-c.eval_seqs // d.world_size)
     calls = -(-share // c.batch_size) if d.fsdp else len(batches)
     sums = torch.zeros(2, device=d.device)  # loss summed over sequences, sequences
-    for i in tqdm(range(calls), desc=f"eval {split}", leave=False, disable=not run.slow):
+    for i in progress_bar(range(calls), desc=f"eval {split}", leave=False, disable=not run.slow):
         if run.stop is not None and run.stop.pending and not d.enabled:
             raise _Stopped  # one process: nothing to agree on, so a long evaluation gives way
         x, y = batches[i] if i < len(batches) else batches[0]
