@@ -333,3 +333,16 @@ def test_an_export_that_cannot_be_written_is_a_one_line_error(trained_run, tmp_p
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot write the export folder") and "\n" not in err
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_the_licence_id_is_checked_before_anything_is_written(capsys):
+    from hellolondon.export.card import check_license
+
+    assert check_license(None) is None
+    assert check_license(" MIT ") == "mit" and check_license("cc-by-4.0") == "cc-by-4.0"
+    assert capsys.readouterr().err == ""
+    for bad in ("MIT License", "mit\ntags: [x]", "", "-mit"):
+        with pytest.raises(UserError, match="is not a licence id"):
+            check_license(bad)
+    assert check_license("my-own-licence") == "my-own-licence"  # may be new on the Hub: warned
+    assert "not among the Hub's licence ids" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
-from hellolondon.export.card import model_card, new_tokens_default
+from hellolondon.export.card import check_license, model_card, new_tokens_default
 from hellolondon.generate import Sampling
 from hellolondon.model import GPT
 from hellolondon.tokenizer import Tokenizer
@@ -206,6 +206,7 @@ def export_checkpoint(
     from hellolondon.train.checkpoint import load_for_inference
 
     out = Path(os.path.abspath(out))  # "." and ".." get a name, for the folder swapped in beside
+    license = check_license(license)
     check_out_dir(out, force)
     loaded = load_for_inference(path, "cpu")
     model, cfg, state, ckpt, tok = (

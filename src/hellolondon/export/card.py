@@ -3,6 +3,8 @@ the measured metrics of its eval report, how to use it, what it is for and what 
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,42 @@ def new_tokens_default(context: int, wanted: int = Sampling.max_new_tokens) -> i
     """transformers generates past the learned positions (an IndexError) where we stop at the
     context, so its default leaves room for a prompt of half the context."""
     return max(1, min(wanted, context // 2))
+
+
+# The licence ids the Hub's metadata check accepts (huggingface.co/docs/hub/repositories-licenses,
+# 2026); it refuses a card with any other id when it is pushed. "other" takes a licence of one's own.
+_HUB_LICENSE_IDS = """apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m
+    bigscience-bloom-rail-1.0 bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause
+    bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0
+    cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0
+    cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0
+    cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1
+    eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc h-research
+    intel-research lppl-1.3c ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl openrail++ osl-3.0
+    postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license llama2 llama3
+    llama3.1 llama3.2 llama3.3 llama4 gemma unknown other"""
+HUB_LICENSES = frozenset(_HUB_LICENSE_IDS.split())
+
+
+def check_license(value: str | None) -> str | None:
+    """The card's licence id, lower-cased ("MIT" -> "mit"). Refused when it is not an id at
+    all (spaces or a line break would also break the card's metadata block); a well-formed id
+    the Hub does not list gets a warning, since the Hub may have added it since."""
+    if value is None:
+        return None
+    lid = value.strip().lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", lid):
+        raise UserError(
+            f"--license {value!r} is not a licence id; give one of the Hub's ids such as mit, "
+            "apache-2.0 or cc-by-4.0 (huggingface.co/docs/hub/repositories-licenses), or other"
+        )
+    if lid not in HUB_LICENSES:
+        print(
+            f"warning: --license {lid} is not among the Hub's licence ids known here; the Hub "
+            "refuses a card whose id it does not list (use other for a licence of your own)",
+            file=sys.stderr,
+        )
+    return lid
 
 
 def _run_info(ckpt: Path) -> dict[str, Any]:
