@@ -73,6 +73,49 @@ def test_the_new_settings_are_checked():
             TrainConfig(**bad)
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            dict(warmup_iters=500),
+            r"train.warmup_iters=500 must be shorter .* \(train.max_iters=100\)",
+        ),
+        (dict(warmup_iters=100), r"train.warmup_iters=100 must be shorter"),  # all warm-up
+        (dict(lr_decay_iters=-5), r"train.lr_decay_iters must be >= 0"),
+        (dict(lr_decay_iters=8), r"decay ends at step 8 \(train.lr_decay_iters=8\)"),
+        # wsd: the cool-down (the last 20 of 100 steps) would start before the warm-up ends
+        (
+            dict(schedule="wsd", warmup_iters=81),
+            r"runs into the wsd cool-down, which starts at step 80",
+        ),
+        (dict(schedule="wsd", cooldown_frac=1.0), r"train.warmup_iters=10 runs into the wsd"),
+    ],
+)
+def test_a_schedule_that_cannot_run_as_set_is_refused(bad, message):
+    with pytest.raises(UserError, match=message):
+        _cfg(**bad)
+
+
+def test_the_schedule_checks_let_every_fitting_setting_through():
+    _cfg(warmup_iters=99)  # one step at the peak
+    _cfg(schedule="wsd", warmup_iters=80)  # the cool-down starts where the warm-up ends
+    _cfg(schedule="wsd", warmup_iters=0, cooldown_frac=1.0)  # all cool-down
+    _cfg(lr_decay_iters=300)  # the decay may end after the run (nanoGPT's lr_decay_iters)
+
+
+def test_a_warm_up_longer_than_the_run_stops_train_before_anything_is_written(
+    tiny_data, tmp_path, capsys
+):
+    from hellolondon.cli import main
+
+    runs = tmp_path / "runs"
+    argv = ["train", "--preset", "tiny", "--data", str(tiny_data), "--out-dir", str(runs)]
+    assert main([*argv, "train.max_iters=20", "tracking.wandb_mode=disabled"]) == 2  # warm-up 30
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.warmup_iters=30 must be shorter" in err
+    assert "Traceback" not in err and not runs.exists()
+
+
 def _tiny_model() -> GPT:
     torch.manual_seed(0)
     return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64))

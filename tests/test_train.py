@@ -159,7 +159,7 @@ def test_a_slow_tiny_run_is_not_told_to_try_the_tiny_preset(tiny_data, tmp_path,
 
     monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda *shape: 1e3)  # a very slow CPU
     lines: list[str] = []
-    train(tiny_config(tiny_data, tmp_path, "train.max_iters=1"), log=lines.append)
+    train(tiny_config(tiny_data, tmp_path, "max_iters=1", "warmup_iters=0"), log=lines.append)
     pace = next(line for line in lines if line.startswith("estimated "))
     assert "smaller model or batch" in pace and "--preset tiny" not in pace
     assert "hellolondon demo" not in pace  # the demo itself may run slowly on a busy machine

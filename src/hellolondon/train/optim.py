@@ -157,15 +157,14 @@ def lr_scale(it: int, cfg: TrainConfig) -> float:
     decay or warm-up-stable-decay (`train.schedule`) down to min_lr/lr, then flat there."""
     if it < cfg.warmup_iters:
         return (it + 1) / (cfg.warmup_iters + 1)
-    end = cfg.lr_decay_iters or cfg.max_iters
+    end = cfg.decay_end
     floor = cfg.min_lr / cfg.lr
     if it >= end:
         return floor
     if cfg.schedule == "wsd":
         # stable at the peak until the cool-down, which always ends at `end`: extending or
         # shortening max_iters on resume moves the cool-down, the stable phase just goes on
-        cooldown = max(1, round(cfg.cooldown_frac * end))
-        left = (end - it) / cooldown  # 1 where the cool-down starts, -> 0 at the end
+        left = (end - it) / (end - cfg.cooldown_start)  # 1 where the cool-down starts, -> 0
         if left >= 1:
             return 1.0
         done = 1.0 - left
