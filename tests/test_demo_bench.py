@@ -79,7 +79,8 @@ def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     argv = ["demo", "--vocab-size", "1024", "--wandb-mode", "offline",
-            "train.max_iters=20", "train.eval_interval=10", "train.ckpt_interval=10"]  # fmt: skip
+            "train.max_iters=20", "train.warmup_iters=4", "train.eval_interval=10",
+            "train.ckpt_interval=10"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     for stage in ("1/5 corpus", "2/5 tokenizer", "3/5 prepare", "4/5 train", "5/5 generate"):
