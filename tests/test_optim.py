@@ -226,6 +226,27 @@ def test_peak_rates_come_from_the_config_not_the_checkpoint():
         again.load_state_dict(build_optimizer(model, _cfg(), "cpu", print).state_dict())
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_settings_given_on_resume_win_over_the_checkpoints(optimizer):
+    # config.json and the tracker record what resume was given: the optimizer must use it too
+    model = _tiny_model()
+    saved = build_optimizer(model, _cfg(optimizer=optimizer), "cpu", print).state_dict()
+    changed = _cfg(
+        optimizer=optimizer, weight_decay=0.3, beta1=0.8, beta2=0.99,
+        muon_momentum=0.9, muon_weight_decay=0.05,
+    )  # fmt: skip
+    again = build_optimizer(model, changed, "cpu", print)
+    again.load_state_dict(saved)
+    groups = again.param_groups
+    if optimizer == "muon":
+        muon, *groups = groups
+        assert (muon["momentum"], muon["weight_decay"]) == (0.9, 0.05)
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in groups] == [
+        (0.3, (0.8, 0.99)),
+        (0.0, (0.8, 0.99)),  # LayerNorm gains never decay
+    ]
+
+
 def test_muon_needs_no_torch_muon(monkeypatch):
     monkeypatch.delattr(torch.optim, "Muon", raising=False)
     opt = build_optimizer(_tiny_model(), _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
