@@ -369,7 +369,7 @@ if want fp8 300; then
   if [ "$CPU" = 0 ]; then N=1000; else N=20; fi
   FP8=(--data "$WORK/data" --out-dir "$WORK/runs" --wandb-mode disabled "train.max_iters=$N"
     "train.batch_size=$BATCH" "train.eval_interval=$((N / 4))" "train.eval_iters=$EVALI"
-    "train.log_interval=10" "train.ckpt_interval=0" "train.warmup_iters=100" "${EXTRA[@]}")
+    "train.log_interval=10" "train.ckpt_interval=0" "train.warmup_iters=$((N / 10))" "${EXTRA[@]}")
   run fp8-off "${HL[@]}" train --preset "$PRESET" --run-name bf16 "${FP8[@]}"
   run fp8-on "${HL[@]}" train --preset "$PRESET" --run-name fp8 "${FP8[@]}" "train.fp8=true"
   "$PY" benchmarks/gpu_checks.py curves "$WORK/runs/bf16" "$WORK/runs/fp8" --out "$OUT" \

@@ -1,6 +1,6 @@
 """Time one Muon step on a preset's block matrices: torch.optim.Muon (matrix by matrix) against
 hellolondon's (the matrices of one shape together), interleaved, with the number of kernels
-each step dispatches. Random gradients; the same update (bitwise on the CPU).
+each step dispatches. Random gradients; the same update (to bfloat16 rounding, see docs/training.md).
 
     python benchmarks/muon_bench.py --preset slm --device cuda
     python benchmarks/muon_bench.py --preset tiny --device cpu --repeats 3

@@ -62,6 +62,33 @@ def prepare_data(work: Path) -> Path:
     return data
 
 
+def settings(work: Path, recipe: str, lr: float, seed: int, args) -> list[str]:
+    """The run's `key=value` settings: the demo's model, the recipe, the rate and the seed."""
+    return (
+        MODEL
+        + RECIPES[recipe]
+        + lr_setting(recipe, lr)
+        + [
+            f"train.seed={seed}",
+            f"train.max_iters={args.steps}",
+            "train.batch_size=16",
+            f"train.warmup_iters={min(20, args.steps // 10)}",  # a tenth of a shorter run
+            f"train.eval_interval={args.eval_every}",
+            f"train.eval_iters={args.eval_iters}",
+            "train.log_interval=25",
+            f"train.ckpt_interval={args.steps}",
+            "train.keep_last=1",
+            "train.sample_interval=0",
+            "train.device=cpu",
+            f"data.data_dir={work / 'data'}",
+            f"out_dir={work / 'runs'}",
+            f"tracking.run_name={run_name(recipe, lr, seed)}",
+            "tracking.wandb_mode=disabled",
+            "monitor.enabled=false",
+        ]
+    )
+
+
 def run_one(work: Path, recipe: str, lr: float, seed: int, args) -> dict:
     """Train one recipe/rate/seed, then score the whole held-out split in bits per byte."""
     import torch
@@ -77,30 +104,7 @@ def run_one(work: Path, recipe: str, lr: float, seed: int, args) -> dict:
     torch.set_num_threads(1)
     data = work / "data"
     name = run_name(recipe, lr, seed)
-    cfg = build_config(
-        "tiny",
-        overrides=MODEL
-        + RECIPES[recipe]
-        + lr_setting(recipe, lr)
-        + [
-            f"train.seed={seed}",
-            f"train.max_iters={args.steps}",
-            "train.batch_size=16",
-            "train.warmup_iters=20",
-            f"train.eval_interval={args.eval_every}",
-            f"train.eval_iters={args.eval_iters}",
-            "train.log_interval=25",
-            f"train.ckpt_interval={args.steps}",
-            "train.keep_last=1",
-            "train.sample_interval=0",
-            "train.device=cpu",
-            f"data.data_dir={data}",
-            f"out_dir={work / 'runs'}",
-            f"tracking.run_name={name}",
-            "tracking.wandb_mode=disabled",
-            "monitor.enabled=false",
-        ],
-    )
+    cfg = build_config("tiny", overrides=settings(work, recipe, lr, seed, args))
     t0 = time.perf_counter()
     summary = train(cfg, log=lambda *_: None)
     train_s = time.perf_counter() - t0

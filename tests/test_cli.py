@@ -121,7 +121,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp
     again = ["train", "--config", str(run / "config.json"), "--out-dir", str(tmp_path)]
     err = _err(capsys, [*again, "--run-name", "early"])
     assert "holds no checkpoint to resume" in err and "--resume" not in err
-    assert main([*again, "--run-name", "early-2", "train.max_iters=2"]) == 0  # the advice works
+    assert main([*again, "--run-name", "early-2", "train.max_iters=3"]) == 0  # the advice works
     assert (tmp_path / "early-2" / "checkpoints").is_dir()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +80,8 @@ def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     argv = ["demo", "--vocab-size", "1024", "--wandb-mode", "offline",
-            "train.max_iters=20", "train.eval_interval=10", "train.ckpt_interval=10"]  # fmt: skip
+            "train.max_iters=20", "train.warmup_iters=4", "train.eval_interval=10",
+            "train.ckpt_interval=10"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     for stage in ("1/5 corpus", "2/5 tokenizer", "3/5 prepare", "4/5 train", "5/5 generate"):
@@ -92,3 +94,20 @@ def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_val_loss"] < summary["first_val_loss"]
     assert out.rstrip().splitlines()[-1].strip().startswith("hellolondon train --preset slm")
+
+
+@pytest.mark.parametrize("steps, warmup", [(200, 20), (500, 20), (20, 2)])
+def test_the_quality_bench_runs_fit_their_schedule_at_any_length(tmp_path, steps, warmup):
+    import importlib.util
+    from argparse import Namespace
+
+    from hellolondon.config import build_config
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_bench.py"
+    spec = importlib.util.spec_from_file_location("quality_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = Namespace(steps=steps, eval_every=5, eval_iters=2)
+    for recipe in bench.RECIPES:  # 200 steps: the documented measurement's 20-step warm-up
+        cfg = build_config("tiny", overrides=bench.settings(tmp_path, recipe, 0.01, 1, args))
+        assert (cfg.train.max_iters, cfg.train.warmup_iters) == (steps, warmup)

@@ -324,6 +324,7 @@ def test_the_interactive_launcher_in_a_terminal_runs_what_it_shows(tokens, tmp_p
         "sample",
         *TINY,
         "train.max_iters=2",
+        "train.warmup_iters=1",
         "train.device=cpu",
     ]
     child = pexpect.spawn(cmd[0], cmd[1:], cwd=str(tmp_path), env=env, encoding="utf-8", timeout=90)

@@ -73,6 +73,49 @@ def test_the_new_settings_are_checked():
             TrainConfig(**bad)
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            dict(warmup_iters=500),
+            r"train.warmup_iters=500 must be shorter .* \(train.max_iters=100\)",
+        ),
+        (dict(warmup_iters=100), r"train.warmup_iters=100 must be shorter"),  # all warm-up
+        (dict(lr_decay_iters=-5), r"train.lr_decay_iters must be >= 0"),
+        (dict(lr_decay_iters=8), r"decay ends at step 8 \(train.lr_decay_iters=8\)"),
+        # wsd: the cool-down (the last 20 of 100 steps) would start before the warm-up ends
+        (
+            dict(schedule="wsd", warmup_iters=81),
+            r"runs into the wsd cool-down, which starts at step 80",
+        ),
+        (dict(schedule="wsd", cooldown_frac=1.0), r"train.warmup_iters=10 runs into the wsd"),
+    ],
+)
+def test_a_schedule_that_cannot_run_as_set_is_refused(bad, message):
+    with pytest.raises(UserError, match=message):
+        _cfg(**bad)
+
+
+def test_the_schedule_checks_let_every_fitting_setting_through():
+    _cfg(warmup_iters=99)  # one step at the peak
+    _cfg(schedule="wsd", warmup_iters=80)  # the cool-down starts where the warm-up ends
+    _cfg(schedule="wsd", warmup_iters=0, cooldown_frac=1.0)  # all cool-down
+    _cfg(lr_decay_iters=300)  # the decay may end after the run (nanoGPT's lr_decay_iters)
+
+
+def test_a_warm_up_longer_than_the_run_stops_train_before_anything_is_written(
+    tiny_data, tmp_path, capsys
+):
+    from hellolondon.cli import main
+
+    runs = tmp_path / "runs"
+    argv = ["train", "--preset", "tiny", "--data", str(tiny_data), "--out-dir", str(runs)]
+    assert main([*argv, "train.max_iters=20", "tracking.wandb_mode=disabled"]) == 2  # warm-up 30
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.warmup_iters=30 must be shorter" in err
+    assert "Traceback" not in err and not runs.exists()
+
+
 def _tiny_model() -> GPT:
     torch.manual_seed(0)
     return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64))
@@ -183,6 +226,27 @@ def test_peak_rates_come_from_the_config_not_the_checkpoint():
         again.load_state_dict(build_optimizer(model, _cfg(), "cpu", print).state_dict())
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_settings_given_on_resume_win_over_the_checkpoints(optimizer):
+    # config.json and the tracker record what resume was given: the optimizer must use it too
+    model = _tiny_model()
+    saved = build_optimizer(model, _cfg(optimizer=optimizer), "cpu", print).state_dict()
+    changed = _cfg(
+        optimizer=optimizer, weight_decay=0.3, beta1=0.8, beta2=0.99,
+        muon_momentum=0.9, muon_weight_decay=0.05,
+    )  # fmt: skip
+    again = build_optimizer(model, changed, "cpu", print)
+    again.load_state_dict(saved)
+    groups = again.param_groups
+    if optimizer == "muon":
+        muon, *groups = groups
+        assert (muon["momentum"], muon["weight_decay"]) == (0.9, 0.05)
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in groups] == [
+        (0.3, (0.8, 0.99)),
+        (0.0, (0.8, 0.99)),  # LayerNorm gains never decay
+    ]
+
+
 def test_muon_needs_no_torch_muon(monkeypatch):
     monkeypatch.delattr(torch.optim, "Muon", raising=False)
     opt = build_optimizer(_tiny_model(), _cfg(optimizer="muon"), "cpu", log=lambda *_: None)
@@ -233,6 +297,24 @@ def test_muon_by_shape_is_torchs_muon_bitwise(nesterov):
     _apply(a, ours, [_grads(9)])
     _apply(b, theirs, [_grads(9)])
     assert all(torch.equal(p, q) for p, q in zip(ours, theirs, strict=True))
+
+
+@has_torch_muon
+def test_muon_at_the_tiny_presets_shapes_is_torchs_muon_to_bf16_rounding():
+    # the batched bf16 products may round otherwise than torch's one-matrix ones at some shapes
+    # and thread counts (docs/training.md): the weights stay within a few bf16 steps of the update
+    torch.manual_seed(0)
+    start = [0.02 * torch.randn(s) for s in [(768, 256), (256, 256), (1024, 256), (256, 1024)] * 2]
+    ours = [torch.nn.Parameter(t.clone()) for t in start]
+    theirs = [torch.nn.Parameter(t.clone()) for t in start]
+    a, b = Muon(ours, lr=0.02), torch.optim.Muon(theirs, lr=0.02)
+    for step in range(4):
+        torch.manual_seed(step)
+        grads = [1e-3 * torch.randn_like(t) for t in start]
+        _apply(a, ours, [grads])
+        _apply(b, theirs, [grads])
+    for p, q in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=4e-4)
 
 
 def test_a_flagged_muon_step_changes_nothing_and_is_as_if_never_taken():

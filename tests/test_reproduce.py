@@ -73,7 +73,7 @@ def test_reproduce_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys)
     finds its data and puts the new run beside itself."""
     monkeypatch.chdir(tmp_path)
     _train(
-        os.path.relpath(tiny_data), "runs", "first", "train.max_iters=2", "train.eval_interval=0"
+        os.path.relpath(tiny_data), "runs", "first", "train.max_iters=3", "train.eval_interval=0"
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -98,7 +98,7 @@ def test_reproduce_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys)
 
 
 def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
-    _train(tiny_data, tmp_path, "first", "train.max_iters=2", "train.eval_interval=0")
+    _train(tiny_data, tmp_path, "first", "train.max_iters=3", "train.eval_interval=0")
     changed = tmp_path / "data"
     shutil.copytree(tiny_data, changed)
     with open(changed / "train.bin", "r+b") as f:  # same size, other tokens

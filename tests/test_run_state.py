@@ -148,7 +148,15 @@ def test_train_refuses_token_files_whose_tokenizer_has_changed(tiny_data, tmp_pa
     spec = json.loads((tok / "tokenizer.json").read_text())
     spec["model"]["vocab"]["zzzz"] = len(spec["model"]["vocab"])  # trained again since
     (tok / "tokenizer.json").write_text(json.dumps(spec))
-    argv = ["train", "--data", str(data), "--out-dir", str(tmp_path / "runs"), "max_iters=1"]
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        "--out-dir",
+        str(tmp_path / "runs"),
+        "max_iters=1",
+        "warmup_iters=0",
+    ]
     assert main(argv) == 2
     assert "has changed since the token files" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -190,7 +198,8 @@ def test_the_stop_policy_on_a_nonfinite_loss_is_an_early_stop_and_an_error(
 
     monkeypatch.setattr(GPT, "forward", poisoned)
     argv = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "n"]
-    argv += ["train.nonfinite=stop", "max_iters=4", "n_layer=1", "n_embd=16", "block_size=16"]
+    argv += ["train.nonfinite=stop", "max_iters=4", "warmup_iters=1", "n_layer=1", "n_embd=16"]
+    argv += ["block_size=16"]
     assert main(argv) == 3
     assert "non-finite loss" in capsys.readouterr().err
     summary = RunDir(tmp_path / "n").read_summary()
@@ -204,7 +213,7 @@ def test_a_gpu_preset_on_a_cpu_says_how_long_it_will_take_before_the_first_step(
 
     monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda *shape: 1e6)  # a very slow CPU
     said: list[str] = []
-    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=g", "train.max_iters=1")
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=g", "max_iters=1", "warmup_iters=0")
     train(cfg, log=said.append)
     line = next(s for s in said if s.startswith("estimated"))
     assert "per step" in line and "a smaller model or batch" in line  # already the tiny preset

@@ -159,7 +159,7 @@ def test_a_slow_tiny_run_is_not_told_to_try_the_tiny_preset(tiny_data, tmp_path,
 
     monkeypatch.setattr(hardware, "cpu_matmul_flops", lambda *shape: 1e3)  # a very slow CPU
     lines: list[str] = []
-    train(tiny_config(tiny_data, tmp_path, "train.max_iters=1"), log=lines.append)
+    train(tiny_config(tiny_data, tmp_path, "max_iters=1", "warmup_iters=0"), log=lines.append)
     pace = next(line for line in lines if line.startswith("estimated "))
     assert "smaller model or batch" in pace and "--preset tiny" not in pace
     assert "hellolondon demo" not in pace  # the demo itself may run slowly on a busy machine
@@ -312,3 +312,23 @@ def test_a_model_too_large_for_this_machine_is_refused_before_its_run_folder(
     assert re.search(r"the model has 7,869,[0-9,]+ parameters, 29,3[0-9]{2} GiB", err)
     assert "lower model.n_layer" in err
     assert err.count("\n") == 1 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("train.fp8=true", "train.fp8=true needs a CUDA GPU"),  # beside the presets' Muon
+        ("train.micro_batch=5", "train.micro_batch=5 must divide"),
+    ],
+)
+def test_a_speed_option_this_run_cannot_use_is_refused_before_its_run_folder(
+    tiny_data, tmp_path, capsys, setting, message
+):
+    from hellolondon.cli import main
+
+    runs = tmp_path / "runs"
+    args = ["train", "--data", str(tiny_data), "--out-dir", str(runs), "train.device=cpu"]
+    assert main([*args, "train.max_iters=40", "train.batch_size=4", setting]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not runs.exists()

@@ -101,6 +101,38 @@ class TrainConfig:
     ddp_bucket_mb: int = 25  # DDP gradient bucket size (MB); buckets all-reduce during backward
     ddp_static_graph: bool = False  # DDP static_graph: same parameters used every step
 
+    @property
+    def decay_end(self) -> int:
+        """The step where the decay (cosine or the WSD cool-down) reaches min_lr."""
+        return self.lr_decay_iters or self.max_iters
+
+    @property
+    def cooldown_start(self) -> int:
+        """wsd: the step where the cool-down starts (the last `cooldown_frac` of the run)."""
+        return self.decay_end - max(1, round(self.cooldown_frac * self.decay_end))
+
+    def _check_schedule_fits(self) -> None:
+        """The warm-up must end before the decay does, and with wsd before the cool-down starts:
+        otherwise the rate never reaches its peak, or jumps down when the warm-up ends."""
+        end = (
+            f"train.lr_decay_iters={self.lr_decay_iters}"
+            if self.lr_decay_iters
+            else f"train.max_iters={self.max_iters}"
+        )
+        _check(
+            self.warmup_iters < self.decay_end,
+            f"train.warmup_iters={self.warmup_iters} must be shorter than the schedule, whose "
+            f"decay ends at step {self.decay_end} ({end}); lower train.warmup_iters",
+        )
+        if self.schedule == "wsd":
+            _check(
+                self.warmup_iters <= self.cooldown_start,
+                f"train.warmup_iters={self.warmup_iters} runs into the wsd cool-down, which "
+                f"starts at step {self.cooldown_start} (the last train.cooldown_frac="
+                f"{self.cooldown_frac:g} of {end}); lower train.warmup_iters or "
+                "train.cooldown_frac",
+            )
+
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
@@ -123,6 +155,11 @@ class TrainConfig:
         _check(self.optimizer in ("adamw", "muon"), "train.optimizer must be adamw or muon")
         _check(self.schedule in ("cosine", "wsd"), "train.schedule must be cosine or wsd")
         _check(0.0 < self.cooldown_frac <= 1.0, "train.cooldown_frac must be in (0, 1]")
+        _check(
+            self.lr_decay_iters >= 0,
+            f"train.lr_decay_iters must be >= 0 (0: train.max_iters), not {self.lr_decay_iters}",
+        )
+        self._check_schedule_fits()
         _check(
             self.cooldown_shape in ("linear", "1-sqrt"),
             "train.cooldown_shape must be linear or 1-sqrt",

@@ -10,7 +10,7 @@ from hellolondon.cli.flags import add_tracking_flags, apply_tracking_flags
 EXAMPLES = """examples:
   hellolondon reproduce runs/london-tiny-demo-20261126-101500
   hellolondon reproduce runs/london-slm-simple-A --data /data/london --check
-  hellolondon reproduce runs/london-slm-simple-A --strict train.max_iters=2000
+  hellolondon reproduce runs/london-slm-simple-A --strict train.max_iters=4000
 
 It starts a new run (a new name) with the recorded settings. Before the first step it compares
 the code (package version, git commit, uncommitted changes), the packages (Python, PyTorch,

@@ -68,7 +68,14 @@ def _adamw(named: list[tuple[str, torch.Tensor]], cfg: TrainConfig, device_type:
         eps=1e-8,
         **({"fused": True} if fused else {}),
     )
-    _peaks_from_config(optimizer, cfg.lr)
+    betas = (cfg.beta1, cfg.beta2)
+    _settings_from_config(
+        optimizer,
+        [
+            {"peak_lr": cfg.lr, "weight_decay": cfg.weight_decay, "betas": betas},
+            {"peak_lr": cfg.lr, "weight_decay": 0.0, "betas": betas},
+        ],
+    )
     return optimizer
 
 
@@ -80,17 +87,22 @@ def _muon(params: list[torch.Tensor], cfg: TrainConfig) -> Muon:
         weight_decay=cfg.muon_weight_decay,
         nesterov=True,
     )
-    _peaks_from_config(optimizer, cfg.muon_lr)
+    settings = {"peak_lr": cfg.muon_lr, "weight_decay": cfg.muon_weight_decay}
+    _settings_from_config(optimizer, [{**settings, "momentum": cfg.muon_momentum}])
     return optimizer
 
 
-def _peaks_from_config(optimizer: torch.optim.Optimizer, peak: float) -> None:
-    """Set each group's `peak_lr` now and again after every `load_state_dict`: a checkpoint
-    restores the optimizer's state, but `train.lr=...` given on resume must still win."""
+def _settings_from_config(
+    optimizer: torch.optim.Optimizer, per_group: list[dict[str, Any]]
+) -> None:
+    """Set each group's settings from the config (`peak_lr`, weight decay, betas or momentum)
+    now and again after every `load_state_dict`: a checkpoint restores the optimizer's state
+    and, with it, the settings it was saved with, but those given on resume (`train.lr=...`,
+    `train.weight_decay=...`) must win, as `config.json` and the tracker record them."""
 
     def apply(opt) -> None:
-        for group in opt.param_groups:
-            group["peak_lr"] = peak
+        for group, settings in zip(opt.param_groups, per_group, strict=True):
+            group.update(settings)
 
     apply(optimizer)
     optimizer.register_load_state_dict_post_hook(apply)
@@ -157,15 +169,14 @@ def lr_scale(it: int, cfg: TrainConfig) -> float:
     decay or warm-up-stable-decay (`train.schedule`) down to min_lr/lr, then flat there."""
     if it < cfg.warmup_iters:
         return (it + 1) / (cfg.warmup_iters + 1)
-    end = cfg.lr_decay_iters or cfg.max_iters
+    end = cfg.decay_end
     floor = cfg.min_lr / cfg.lr
     if it >= end:
         return floor
     if cfg.schedule == "wsd":
         # stable at the peak until the cool-down, which always ends at `end`: extending or
         # shortening max_iters on resume moves the cool-down, the stable phase just goes on
-        cooldown = max(1, round(cfg.cooldown_frac * end))
-        left = (end - it) / cooldown  # 1 where the cool-down starts, -> 0 at the end
+        left = (end - it) / (end - cfg.cooldown_start)  # 1 where the cool-down starts, -> 0
         if left >= 1:
             return 1.0
         done = 1.0 - left

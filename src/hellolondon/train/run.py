@@ -109,9 +109,11 @@ def setup_run(
     )  # fmt: skip
     batches = Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device)
     check_fits_in_memory(cfg.model)  # before the run folder: a refusal leaves nothing behind
-    rundir = _run_folder(cfg, ckpt, d)
     dtype = precision(cfg, d.device)
+    # the speed options (fp8, attention kernel, micro-batches) are refused while building the
+    # model: that too comes before the run folder
     model, step_model, optimizer, scaler = build_model(cfg, d, dtype, log)
+    rundir = _run_folder(cfg, ckpt, d)
     run = Run(
         cfg=cfg, dist=d, rundir=rundir, model=model, step_model=step_model, optimizer=optimizer,
         scaler=scaler, autocast=autocast_for(d.device, dtype), batches=batches, tracker=None,
