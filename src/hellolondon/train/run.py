@@ -122,6 +122,8 @@ def setup_run(
     if state is not None:
         _continue_from(run, ckpt, state)
     log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
+    if odd := cfg.train.schedule_warning():
+        log(f"warning: {odd}")
     in_place = ckpt is not None and RunDir.of_checkpoint(ckpt) == run.rundir
     # the same W&B run only when the run goes on in its own folder (a loose checkpoint: a new one)
     _open_tracking(
