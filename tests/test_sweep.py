@@ -482,7 +482,7 @@ def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
 
 
 @pytest.mark.slow
-def test_bayes_sweep_of_6_trials(tmp_path, tiny_data, capsys):
+def test_bayes_sweep_of_4_trials(tmp_path, tiny_data, capsys):
     path = sweep_file(
         tmp_path,
         tiny_data,
@@ -494,13 +494,13 @@ def test_bayes_sweep_of_6_trials(tmp_path, tiny_data, capsys):
         },
     )
     out = tmp_path / "by"
-    assert main(["sweep", str(path), "--trials", "6", "--out-dir", str(out)]) == 0
+    assert main(["sweep", str(path), "--trials", "4", "--out-dir", str(out)]) == 0
     trials = SweepFolder(out).load()
-    assert len(trials) == 6 and all(t.state == "finished" for t in trials)
+    assert len(trials) == 4 and all(t.state == "finished" for t in trials)
     assert all(isinstance(t.values["train.warmup_iters"], int) for t in trials)
     assert any("expected_improvement" in t.search_info for t in trials[2:])
     lines = (out / "ranking.txt").read_text().splitlines()
-    assert len(lines) == 7 and "train.lr" in lines[0]
+    assert len(lines) == 5 and "train.lr" in lines[0]
     # the trials overlaid in one report
     assert (
         main(
