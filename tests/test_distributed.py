@@ -293,6 +293,46 @@ def test_a_dead_rank_ends_the_job_and_one_process_resumes_its_checkpoint(
     assert_same_losses(losses(run), losses(reference))
 
 
+# Loaded by the ranks through PYTHONPATH: rank 1 fails as a GPU out of memory does, at step 5.
+FAIL_ON_RANK_1 = """
+import os
+if os.environ.get("RANK") == "1":
+    import hellolondon.train.loop as loop
+    step, calls = loop.train_step, [0]
+    def train_step(run, stop):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return step(run, stop)
+    loop.train_step = train_step
+"""
+
+
+@pytest.mark.slow
+def test_the_failing_ranks_own_error_is_named_not_the_connection_the_others_lost(
+    tokens, tmp_path, monkeypatch
+):
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(FAIL_ON_RANK_1)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "inject"))
+    proc = two_ranks(tokens, tmp_path, "oom", "train.max_iters=100000")
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert errors[0].startswith("error: rank 1: RuntimeError: CUDA out of memory"), log
+    assert errors[1] == (
+        "error: rank 1 failed at step 5 (RuntimeError: CUDA out of memory. Tried to allocate "
+        "2.00 GiB); rank 0 stopped with it"
+    )
+    assert not any("gloo" in line or "peer" in line for line in errors)
+    run = tmp_path / "oom"
+    assert json.loads((run / "process.json").read_text())["failed"] == (
+        "RuntimeError at step 5 on rank 1"
+    )
+    finding = read_jsonl(run / "events.jsonl")[-1]
+    assert finding["title"] == "out of memory" and finding["text"].startswith("rank 1: CUDA out")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not has_fully_shard(), reason="FSDP2 (fully_shard) needs torch >= 2.6")
 def test_fsdp_resumes_a_ddp_checkpoint_and_saves_one_that_one_process_loads(

@@ -9,6 +9,7 @@
         tokenizer/       a copy of the tokenizer the run was trained with
         tracking.json    the W&B side: run id, mode, status, sync command
         process.json     the training process while it runs (pid, host), or the error it died of
+        process-rankN.json  under torchrun, the error a rank other than 0 died of
         checkpoints/     step-NNNNNN/, latest, best/ (their layout: `train/checkpoint`)
         eval/            evaluation reports, step-NNNNNN.json and .md
         report/          report.png and report.html
@@ -193,6 +194,20 @@ class RunDir:
 
     def mark_training(self) -> None:
         write_json(self.process_file, {"pid": os.getpid(), "host": socket.gethostname()})
+        for old in self.path.glob("process-rank*.json"):  # an earlier start's
+            old.unlink(missing_ok=True)
+
+    def mark_rank_failed(self, rank: int, step: int, error: str, message: str) -> None:
+        """A rank other than 0 records the error it died of, for rank 0 to name: rank 0 itself
+        only sees its peer's connection close. Not on a machine that does not see the folder."""
+        if self.path.is_dir():
+            record = {"rank": rank, "step": step, "error": error, "message": message}
+            write_json(self.path / f"process-rank{rank}.json", record | {"time": time.time()})
+
+    def rank_failures(self) -> list[dict[str, Any]]:
+        """What `mark_rank_failed` recorded, the first failure first."""
+        found = [read_json(p) for p in self.path.glob("process-rank*.json")]
+        return sorted((f for f in found if "error" in f), key=lambda f: f.get("time", 0))
 
     def mark_failed(self, error: str) -> None:
         write_json(self.process_file, {**read_json(self.process_file), "failed": error})

@@ -45,6 +45,13 @@ def _let_local_rank0_say_it() -> None:
     time.sleep(ECHO_WAIT_S)
 
 
+def _from_rank() -> str:
+    """ "rank N: " before the error lines of a rank other than 0 under torchrun, whose lines
+    mingle with the others' in one console; "" otherwise."""
+    rank = os.environ.get("RANK", "")
+    return f"rank {rank}: " if "TORCHELASTIC_RUN_ID" in os.environ and rank not in ("", "0") else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hellolondon",
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         _let_local_rank0_say_it()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_from_rank()}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -163,20 +170,22 @@ def main(argv: list[str] | None = None) -> int:
         if _disk_full(exc):
             where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
             print(
-                f"error: the disk is full{where}; free some space or write to another disk",
+                f"error: {_from_rank()}the disk is full{where}; free some space or write to "
+                "another disk",
                 file=sys.stderr,
             )
             return 1
         denied = (errno.EROFS, errno.EACCES, errno.EPERM)
         if isinstance(exc, OSError) and exc.errno in denied and exc.filename:
             print(
-                f"error: {_shown(exc.filename)}: {exc.strerror.lower()}; use another path or "
-                "change its permissions",
+                f"error: {_from_rank()}{_shown(exc.filename)}: {exc.strerror.lower()}; use "
+                "another path or change its permissions",
                 file=sys.stderr,
             )
             return 1
         print(
-            f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+            f"error: {_from_rank()}{type(exc).__name__}: {exc} (run again with --debug for the "
+            "traceback)",
             file=sys.stderr,
         )
         return 1

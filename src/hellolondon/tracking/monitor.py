@@ -71,17 +71,22 @@ def _num(row: dict[str, Any], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def failure_finding(exc: BaseException) -> tuple[str, str]:
-    """(title, text) for an error that ended training: out of memory says what to change."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
+def failure_finding(error: str, message: str) -> tuple[str, str]:
+    """(title, text) for an error that ended training (its type's name and first line): out
+    of memory says what to change."""
+    first = message[:200]
     # by name and words, not class: torch's OutOfMemoryError, or an allocator's RuntimeError
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in first.lower():
+    if error == "OutOfMemoryError" or "out of memory" in first.lower():
         return "out of memory", (
             f"{first}. Lower train.batch_size and raise train.grad_accum (the same global "
             "batch), or set train.micro_batch=auto or train.activation_checkpointing=true, then "
             "resume from the last checkpoint"
         )
-    return "training failed", f"{type(exc).__name__}: {first}; resume from the last checkpoint"
+    return "training failed", f"{error}: {first}; resume from the last checkpoint"
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
 
 
 class HealthMonitor:
@@ -147,10 +152,10 @@ class HealthMonitor:
             self._fire("nonfinite", "ERROR", step, "non-finite loss", text)
         return self._new
 
-    def failed(self, step: int, exc: BaseException) -> list[Finding]:
-        """Training stopped at `step` with `exc`."""
+    def failed(self, step: int, error: str, message: str) -> list[Finding]:
+        """Training stopped at `step` with an error (its type's name and first line)."""
         self._new = []
-        self._fire("failure", "ERROR", step, *failure_finding(exc))
+        self._fire("failure", "ERROR", step, *failure_finding(error, message))
         return self._new
 
     # -- rows ------------------------------------------------------------------------------

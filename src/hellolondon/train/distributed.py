@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import gc
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -113,6 +114,20 @@ def collective_timeout_s() -> float:
         meaning="a number of seconds above 0",
         advice=f"it is how long a collective waits for its peers (unset, {DEFAULT_TIMEOUT_S})",
     )
+
+
+# How a collective fails when a peer process is gone: gloo's and NCCL's words for it
+_LOST_PEER = re.compile(
+    r"connection closed by peer|connection reset|broken pipe|remote (worker|process)|nccl|gloo",
+    re.IGNORECASE,
+)
+
+
+def lost_a_peer(exc: BaseException) -> bool:
+    """Whether `exc` is a collective that failed because another rank did (its process died,
+    or closed its end): that rank's own error is then the one to name."""
+    dist_error = getattr(dist, "DistError", ())
+    return isinstance(exc, dist_error) or bool(_LOST_PEER.search(str(exc)))
 
 
 def _die_with_parent() -> None:

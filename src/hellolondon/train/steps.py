@@ -11,14 +11,16 @@ from collections.abc import Iterator
 
 import torch
 
+from hellolondon.errors import UserError
 from hellolondon.hardware import gpu_metrics, mfu_percent
 from hellolondon.progress import progress_bar
-from hellolondon.tracking.monitor import failure_finding
+from hellolondon.tracking.monitor import failure_finding, first_line
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import (
     all_reduce_mean,
     broadcast_object,
     grad_sync,
+    lost_a_peer,
     shutdown,
 )
 from hellolondon.train.optim import lr_scale
@@ -314,19 +316,43 @@ def maybe_sample(run: Run, force: bool = False) -> None:
 @contextlib.contextmanager
 def failure_reported(run: Run) -> Iterator[None]:
     """Training that dies of an error (out of memory, say) still says so where its health
-    findings go, and ends the W&B run as failed: W&B's own exit hook would record a clean exit."""
+    findings go, and ends the W&B run as failed: W&B's own exit hook would record a clean exit.
+    Under torchrun that error is the one of the rank that failed first: the others only see
+    their connection to it close."""
     try:
         yield
     except Exception as exc:
         step = run.state.step
+        error, message, peer = _cause(run, exc, step)
         if run.dist.is_main:
-            run.rundir.mark_failed(f"{type(exc).__name__} at step {step}")
+            run.rundir.mark_failed(f"{error} at step {step}" + (f" on rank {peer}" if peer else ""))
+        said = f"rank {peer}: {message}" if peer is not None else message
         if run.monitor is not None:
-            run.monitor.failed(step, exc)
+            run.monitor.failed(step, error, said)
         else:
-            run.tracker.alert(*failure_finding(exc), "ERROR", step=step, rule="failure")
+            run.tracker.alert(*failure_finding(error, said), "ERROR", step=step, rule="failure")
         run.tracker.finish(exit_code=1)
-        raise
+        if peer is None:
+            raise
+        stopped = UserError(f"rank {peer} failed at step {step} ({error}: {message}); "
+                            f"rank {run.dist.rank} stopped with it")  # fmt: skip
+        stopped.exit_code = 1
+        raise stopped from exc
+
+
+def _cause(run: Run, exc: Exception, step: int) -> tuple[str, str, int | None]:
+    """(error type, first line, the other rank it happened on or None) of what ended training.
+    A rank other than 0 records its own error for rank 0, which names it where its own is
+    only the lost connection."""
+    error, message = type(exc).__name__, first_line(exc)
+    if not run.dist.enabled or not lost_a_peer(exc):
+        if run.dist.enabled and not run.dist.is_main:
+            run.rundir.mark_rank_failed(run.dist.rank, step, error, message)
+        return error, message, None
+    first = run.rundir.rank_failures()
+    if not first or first[0]["rank"] == run.dist.rank:
+        return error, message, None
+    return str(first[0]["error"]), str(first[0]["message"]), int(first[0]["rank"])
 
 
 def finish(run: Run, stopped: bool) -> dict:
