@@ -143,3 +143,16 @@ def test_detect_format_and_html_sniffing():
     assert looks_like_html(b"  <!DOCTYPE html><html><body>x</body></html>")
     assert looks_like_html(b"<HTML><HEAD></HEAD>")
     assert not looks_like_html(b"The Project Gutenberg eBook of <Title>")
+
+
+def test_unbracketed_transcriber_note_takes_only_its_own_paragraphs():
+    book = "CHAPTER I.\n\nThe wall was old [see p. 12] and the gate older.\n\nThe end of it."
+    text = (
+        "*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\nTranscriber's Notes:\n\n"
+        "Spelling of the original kept.\n\n" + book + "\n\nTranscriber's note: one more.\n\n"
+        "[Transcriber's Note: a bracketed note\n\nover two paragraphs.]\n\nFINIS."
+    )
+    body, log = strip_gutenberg(text)
+    assert "Transcriber" not in body and "Spelling" not in body and "bracketed" not in body
+    assert book in body and "FINIS." in body  # a "]" in the book does not end a note
+    assert steps(log)["transcriber_notes"]["count"] == 3

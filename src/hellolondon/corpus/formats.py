@@ -87,8 +87,13 @@ _PG_MENTION = re.compile(r"project gutenberg|gutenberg\.(?:org|net)|pglaf", re.I
 _ILLUSTRATION = re.compile(
     r"^[ \t]*\[Illustrations?\b[^\]]{0,500}\][ \t]*$", re.MULTILINE | re.IGNORECASE
 )
+# A bracketed note runs to its closing bracket; an unbracketed one is its own paragraph, and
+# the next paragraph too when the first is the heading alone ("Transcriber's Notes:"). Only a
+# note that opens with "[" may run past a blank line: a "]" further on belongs to the book.
 _TRANSCRIBER = re.compile(
-    r"^[ \t]*\[?Transcriber[’']?s? [Nn]otes?\b(?:[^\]]{0,3000}\]|.*?(?=\n[ \t]*\n|\Z))",
+    r"^[ \t]*(?:\[Transcriber[’']?s? notes?\b[^\]]{0,3000}\]"
+    r"|Transcriber[’']?s? notes?[ \t]*[:.]?[ \t]*\n[ \t]*\n.*?(?=\n[ \t]*\n|\Z)"
+    r"|\[?Transcriber[’']?s? notes?\b.*?(?=\n[ \t]*\n|\Z))",
     re.MULTILINE | re.DOTALL | re.IGNORECASE,
 )
 _ITALIC = re.compile(r"(?<![\w_])_(?=\S)((?:[^_\n]|\n(?![ \t]*\n)){1,400}?)(?<=\S)_(?![\w_])")
