@@ -156,3 +156,19 @@ def test_unbracketed_transcriber_note_takes_only_its_own_paragraphs():
     assert "Transcriber" not in body and "Spelling" not in body and "bracketed" not in body
     assert book in body and "FINIS." in body  # a "]" in the book does not end a note
     assert steps(log)["transcriber_notes"]["count"] == 3
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_with_a_byte_order_mark(codec):
+    text = "The Cuſtoms of London, yᵉ Maior; þe fee of £5."
+    data = text.encode(codec) if codec != "utf-16-be" else b"\xfe\xff" + text.encode(codec)
+    assert decode(data) == (text, codec.removesuffix("-be"))
+
+
+def test_utf8_with_a_stray_windows_1252_byte_keeps_its_utf8():
+    data = "The Cuſtoms of Londōn, æ, yᵉ Maior; ".encode() + b"the fee of \xa35 \x93a yeare\x94."
+    assert decode(data) == (
+        "The Cuſtoms of Londōn, æ, yᵉ Maior; the fee of £5 “a yeare”.",
+        "utf-8+cp1252",
+    )
+    assert decode("Café £5 naïve".encode("cp1252")) == ("Café £5 naïve", "cp1252")  # no UTF-8

@@ -6,6 +6,7 @@ say exactly what left it. Removals are plain dicts: step, why, chars, count, exa
 
 from __future__ import annotations
 
+import codecs
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -27,14 +28,44 @@ def removal(step: str, why: str, removed: list[str]) -> Removal:
     }
 
 
+# UTF-32 LE's BOM begins with UTF-16 LE's, so it is tried first.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_STRAY = re.compile(r"[\udc80-\udcff]+")  # bytes that were not UTF-8 (surrogateescape)
+
+
 def decode(data: bytes) -> tuple[str, str]:
-    """Bytes to text: UTF-8 (a BOM dropped), else Windows-1252, else Latin-1 (never fails)."""
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1"), "latin-1"
+    """Bytes to text: UTF-16 or UTF-32 with a byte-order mark; UTF-8 (a BOM dropped); UTF-8 in
+    which a few bytes are not UTF-8 (a stray Windows-1252 '£' in a UTF-8 file), those bytes read
+    as Windows-1252 ("utf-8+cp1252"); else Windows-1252, else Latin-1 (never fails)."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError:
+                break
+    try:
+        return data.decode("utf-8-sig"), "utf-8-sig"
+    except UnicodeDecodeError:
+        pass
+    mixed = data.decode("utf-8", errors="surrogateescape")
+    stray = sum(m.end() - m.start() for m in _STRAY.finditer(mixed))
+    continuation = len(data) - len(mixed)  # bytes after the first of each UTF-8 sequence
+    if continuation > stray:  # mostly UTF-8: keep it, read only the stray bytes otherwise
+        return _STRAY.sub(_single_bytes, mixed).removeprefix("\ufeff"), "utf-8+cp1252"
+    try:
+        return data.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def _single_bytes(m: re.Match) -> str:
+    raw = bytes(ord(c) - 0xDC00 for c in m.group(0))
+    return "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in raw)
 
 
 def looks_like_html(head: bytes) -> bool:
