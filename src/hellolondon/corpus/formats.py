@@ -68,6 +68,31 @@ def _single_bytes(m: re.Match) -> str:
     return "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in raw)
 
 
+_MAGIC = {
+    b"\x1f\x8b": "gzip-compressed",
+    b"BZh": "bzip2-compressed",
+    b"\xfd7zXZ\x00": "xz-compressed",
+    b"PK\x03\x04": "a zip archive (or an EPUB or Word file)",
+    b"7z\xbc\xaf\x27\x1c": "a 7z archive",
+    b"%PDF-": "a PDF",
+    b"{\\rtf": "RTF",
+}
+
+
+def not_text(data: bytes) -> str:
+    """Why a file is not a plain-text or XML source ('' when it may be one): compressed,
+    an archive, a PDF, binary data (NUL bytes, outside UTF-16/32 text) or an HTML page."""
+    for magic, what in _MAGIC.items():
+        if data.startswith(magic):
+            return f"not a text file ({what}); give its plain text"
+    head = data[:8192]
+    if b"\x00" in head and not any(head.startswith(bom) for bom, _ in _BOMS):
+        return "not a text file (binary data: NUL bytes)"
+    if looks_like_html(head):
+        return "an HTML page, not plain text; give the plain-text (.txt) edition"
+    return ""
+
+
 def looks_like_html(head: bytes) -> bool:
     """A landing page or error page served where plain text was expected."""
     start = head[:4096].lstrip().lower()
