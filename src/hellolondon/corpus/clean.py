@@ -64,9 +64,14 @@ def load_clean_config(
             raise UserError(f"clean config {path} not found")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"clean config {path} is not UTF-8 text; give a TOML file") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"clean config {path} is not valid TOML: {exc}") from None
-        values.update(data.get("clean", data))
+        table = data.get("clean", data)
+        if not isinstance(table, dict):
+            raise UserError(f"clean config {path}: [clean] must be a table of settings")
+        values.update(table)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         key = key.strip().removeprefix("clean.")

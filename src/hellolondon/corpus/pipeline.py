@@ -81,6 +81,8 @@ def items_from_paths(paths: Iterable[str | Path]) -> list[Item]:
             files = sorted(
                 f for f in p.rglob("*") if f.suffix.lower() in (".txt", ".xml") and not f.is_dir()
             )
+            if not files:
+                raise UserError(f"{p} holds no .txt or .xml files; give files or folders of them")
         elif p.is_file():
             files = [p]
         else:
@@ -201,7 +203,12 @@ def clean_corpus(
             "nothing to clean: no collected sources (status ok) and no local files given"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; give another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot make the output folder {out}: {exc.strerror or exc}") from None
     spool_path = out / ".documents.spool.jsonl"
     entries: list[dict[str, Any]] = []
     kept: list[tuple[int, Outcome]] = []
