@@ -172,3 +172,15 @@ def test_utf8_with_a_stray_windows_1252_byte_keeps_its_utf8():
         "utf-8+cp1252",
     )
     assert decode("Café £5 naïve".encode("cp1252")) == ("Café £5 naïve", "cp1252")  # no UTF-8
+
+
+def test_small_print_in_the_book_is_not_licence_text():
+    book = "\n\n".join(f"Paragraph {i} of the history." for i in range(40))
+    said = "The bill was writ in small print, which the merchant could not read."
+    text = (
+        "*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n" + book + "\n\n" + said + "\n\n" + book
+        + "\n\n**START**THE SMALL PRINT!**FOR PUBLIC DOMAIN ETEXTS**START***\n\n" + book
+    )  # fmt: skip
+    body, log = strip_gutenberg(text)
+    assert said in body and "THE SMALL PRINT!" not in body
+    assert steps(log)["gutenberg_mentions"]["count"] == 1

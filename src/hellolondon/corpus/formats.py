@@ -136,8 +136,9 @@ _PRODUCED = re.compile(
     r"Transcribed (?:from|by)|Prepared by|Updated editions)",
     re.IGNORECASE,
 )
+# "THE SMALL PRINT!" is the old licence's heading; "small print" alone is ordinary English.
 _LICENCE_WORDS = re.compile(
-    r"gutenberg-tm|gutenberg licen[sc]e|small print|gutenberg literary archive", re.IGNORECASE
+    r"gutenberg-tm|gutenberg licen[sc]e|the small print!|gutenberg literary archive", re.IGNORECASE
 )
 _PG_MENTION = re.compile(r"project gutenberg|gutenberg\.(?:org|net)|pglaf", re.IGNORECASE)
 _ILLUSTRATION = re.compile(
