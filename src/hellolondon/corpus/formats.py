@@ -315,7 +315,13 @@ def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
                 [lines[i] for i in sorted(heads)],
             )
         )
-    return _rejoin(lines, numbers | heads), log
+    out = _rejoin(lines, numbers | heads)
+    breaks = len(text) - len(out) - sum(r["chars"] for r in log)
+    if breaks > 0:
+        why = "page breaks (form feeds) and the line breaks around the removed lines"
+        log.append({"step": "page_breaks", "why": why, "count": text.count("\f"), "chars": breaks,
+                    "examples": []})  # fmt: skip
+    return out, log
 
 
 def _blank(lines: list[str], i: int) -> bool:
