@@ -43,6 +43,10 @@ def test_nfc_composes_and_keeps_accents():
 def test_long_s_is_an_option():
     assert normalise_unicode("Myſelf", True, []) == "Myself"
     assert normalise_unicode("Myſelf", False, []) == "Myſelf"
+    log: list = []  # the long s inside a ligature or with a dot goes too
+    assert normalise_unicode("ﬅreet, Cuſtom, ẛ", True, log) == "street, Custom, ṡ"
+    assert log[-1]["count"] == 3
+    assert normalise_unicode("ﬅreet ẛ", False, []) == "ﬅreet ẛ"
 
 
 def test_invisible_characters_and_odd_spaces():

@@ -117,6 +117,8 @@ def normalise_unicode(text: str, long_s: bool, log: list[Removal]) -> str:
         n = len(composed) - len(cleaned)
         log.append({"step": "invisible_characters", "why": "soft hyphens, zero-width and control characters",
                     "count": n, "chars": n, "examples": []})  # fmt: skip
+    if long_s and ("\ufb05" in cleaned or "\u1e9b" in cleaned):  # ﬅ (long s + t), ẛ
+        cleaned = cleaned.replace("\ufb05", "ſt").replace("\u1e9b", "ſ\u0307")
     if long_s and "ſ" in cleaned:
         n = cleaned.count("ſ")
         log.append(
@@ -129,6 +131,8 @@ def normalise_unicode(text: str, long_s: bool, log: list[Removal]) -> str:
             }
         )
         cleaned = cleaned.replace("ſ", "s")
+        if "\u0307" in cleaned:
+            cleaned = unicodedata.normalize("NFC", cleaned)  # s + combining dot above: ṡ
     return cleaned
 
 
