@@ -43,6 +43,10 @@ def test_nfc_composes_and_keeps_accents():
 def test_long_s_is_an_option():
     assert normalise_unicode("Myſelf", True, []) == "Myself"
     assert normalise_unicode("Myſelf", False, []) == "Myſelf"
+    log: list = []  # the long s inside a ligature or with a dot goes too
+    assert normalise_unicode("ﬅreet, Cuſtom, ẛ", True, log) == "street, Custom, ṡ"
+    assert log[-1]["count"] == 3
+    assert normalise_unicode("ﬅreet ẛ", False, []) == "ﬅreet ẛ"
 
 
 def test_invisible_characters_and_odd_spaces():
@@ -160,3 +164,17 @@ def test_unknown_key_in_config_file(tmp_path):
     path.write_text("[clean]\nmin_qualty = 0.7\n")
     with pytest.raises(UserError, match="unknown clean setting 'min_qualty'"):
         load_clean_config(path)
+
+
+@pytest.mark.parametrize(
+    "name, fmt",
+    [("pg376.txt", "gutenberg"), ("survey_djvu.txt", "djvu"), ("survey_unpaged_djvu.txt", "djvu")],
+)
+def test_the_log_accounts_for_every_character_removed(name, fmt):
+    from hellolondon.corpus.formats import decode
+
+    text = decode((FIXTURES / name).read_bytes())[0]
+    text = text.replace("\n", "\r\n") if "\r\n" not in text else text
+    cleaned, log = clean_text(text, fmt, CleanConfig())
+    assert "line_endings" in {r["step"] for r in log}
+    assert len(text) - sum(r["chars"] for r in log) == len(cleaned)

@@ -151,12 +151,19 @@ def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, cap
         (["corpus", "collect", "--delay", "-1"], "--delay and --backoff must be >= 0"),
         (["corpus", "catalog", "--catalog", "/nonexistent.toml"], "not found"),
         (["corpus", "report", "--in", "/nonexistent/corpus"], "not found"),
+        (["corpus", "clean", "--extra", str(FIXTURES), "--out", "FILE"], "is not a folder"),
+        (["corpus", "clean", "--extra", str(FIXTURES), "--config", "FILE"], "not UTF-8 text"),
+        (["corpus", "clean", "--extra", "EMPTY"], "holds no .txt or .xml files"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_2(argv, message, capsys, tmp_path):
+    (tmp_path / "FILE").write_bytes(b"\xff\xfe\x00binary")
+    (tmp_path / "EMPTY").mkdir()
+    argv = [str(tmp_path / a) if a in ("FILE", "EMPTY") else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert (tmp_path / "FILE").read_bytes() == b"\xff\xfe\x00binary"  # nothing overwritten
 
 
 def test_catalog_lists_sources(capsys):

@@ -143,3 +143,44 @@ def test_detect_format_and_html_sniffing():
     assert looks_like_html(b"  <!DOCTYPE html><html><body>x</body></html>")
     assert looks_like_html(b"<HTML><HEAD></HEAD>")
     assert not looks_like_html(b"The Project Gutenberg eBook of <Title>")
+
+
+def test_unbracketed_transcriber_note_takes_only_its_own_paragraphs():
+    book = "CHAPTER I.\n\nThe wall was old [see p. 12] and the gate older.\n\nThe end of it."
+    text = (
+        "*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\nTranscriber's Notes:\n\n"
+        "Spelling of the original kept.\n\n" + book + "\n\nTranscriber's note: one more.\n\n"
+        "[Transcriber's Note: a bracketed note\n\nover two paragraphs.]\n\nFINIS."
+    )
+    body, log = strip_gutenberg(text)
+    assert "Transcriber" not in body and "Spelling" not in body and "bracketed" not in body
+    assert book in body and "FINIS." in body  # a "]" in the book does not end a note
+    assert steps(log)["transcriber_notes"]["count"] == 3
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_with_a_byte_order_mark(codec):
+    text = "The Cuſtoms of London, yᵉ Maior; þe fee of £5."
+    data = text.encode(codec) if codec != "utf-16-be" else b"\xfe\xff" + text.encode(codec)
+    assert decode(data) == (text, codec.removesuffix("-be"))
+
+
+def test_utf8_with_a_stray_windows_1252_byte_keeps_its_utf8():
+    data = "The Cuſtoms of Londōn, æ, yᵉ Maior; ".encode() + b"the fee of \xa35 \x93a yeare\x94."
+    assert decode(data) == (
+        "The Cuſtoms of Londōn, æ, yᵉ Maior; the fee of £5 “a yeare”.",
+        "utf-8+cp1252",
+    )
+    assert decode("Café £5 naïve".encode("cp1252")) == ("Café £5 naïve", "cp1252")  # no UTF-8
+
+
+def test_small_print_in_the_book_is_not_licence_text():
+    book = "\n\n".join(f"Paragraph {i} of the history." for i in range(40))
+    said = "The bill was writ in small print, which the merchant could not read."
+    text = (
+        "*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n" + book + "\n\n" + said + "\n\n" + book
+        + "\n\n**START**THE SMALL PRINT!**FOR PUBLIC DOMAIN ETEXTS**START***\n\n" + book
+    )  # fmt: skip
+    body, log = strip_gutenberg(text)
+    assert said in body and "THE SMALL PRINT!" not in body
+    assert steps(log)["gutenberg_mentions"]["count"] == 1

@@ -186,3 +186,30 @@ def test_nothing_to_clean_and_missing_paths_are_user_errors(tmp_path):
         clean_corpus([], tmp_path, CONFIG)
     with pytest.raises(UserError, match="not found"):
         items_from_paths([tmp_path / "missing"])
+
+
+def test_binary_compressed_and_html_files_are_rejected_as_not_text(tmp_path):
+    import gzip
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "book.txt").write_text(prose(3))
+    (src / "bytes.txt").write_bytes(bytes(range(256)) * 40)
+    (src / "book_gz.txt").write_bytes(gzip.compress(prose(4).encode()))
+    (src / "page.txt").write_text(f"<!DOCTYPE html><html><body><p>{prose(5)}</p></body></html>")
+    (src / "utf16.txt").write_text(prose(6), encoding="utf-16")  # NUL bytes, but text
+    (src / "sub.txt").mkdir()  # a folder with a text file's name is searched, not read
+    (src / "sub.txt" / "inner.txt").write_text(prose(7))
+    out = tmp_path / "out"
+    clean_corpus(items_from_paths([src]), out, CONFIG, workers=1, progress=False)
+    log = log_of(out)
+    assert log["file-bytes"]["reason"] == "not a text file (binary data: NUL bytes)"
+    assert log["file-book_gz"]["reason"].startswith("not a text file (gzip-compressed)")
+    assert log["file-page"]["reason"].startswith("an HTML page, not plain text")
+    assert {log[k]["rule"] for k in ("file-bytes", "file-book_gz", "file-page")} == {"not_text"}
+    assert "file-sub" not in log
+    assert {k for k, e in log.items() if e["status"] == "kept"} == {
+        "file-book",
+        "file-utf16",
+        "file-inner",
+    }

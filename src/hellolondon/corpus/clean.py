@@ -64,9 +64,14 @@ def load_clean_config(
             raise UserError(f"clean config {path} not found")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"clean config {path} is not UTF-8 text; give a TOML file") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"clean config {path} is not valid TOML: {exc}") from None
-        values.update(data.get("clean", data))
+        table = data.get("clean", data)
+        if not isinstance(table, dict):
+            raise UserError(f"clean config {path}: [clean] must be a table of settings")
+        values.update(table)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         key = key.strip().removeprefix("clean.")
@@ -112,6 +117,8 @@ def normalise_unicode(text: str, long_s: bool, log: list[Removal]) -> str:
         n = len(composed) - len(cleaned)
         log.append({"step": "invisible_characters", "why": "soft hyphens, zero-width and control characters",
                     "count": n, "chars": n, "examples": []})  # fmt: skip
+    if long_s and ("\ufb05" in cleaned or "\u1e9b" in cleaned):  # ﬅ (long s + t), ẛ
+        cleaned = cleaned.replace("\ufb05", "ſt").replace("\u1e9b", "ſ\u0307")
     if long_s and "ſ" in cleaned:
         n = cleaned.count("ſ")
         log.append(
@@ -124,6 +131,8 @@ def normalise_unicode(text: str, long_s: bool, log: list[Removal]) -> str:
             }
         )
         cleaned = cleaned.replace("ſ", "s")
+        if "\u0307" in cleaned:
+            cleaned = unicodedata.normalize("NFC", cleaned)  # s + combining dot above: ṡ
     return cleaned
 
 
@@ -144,24 +153,27 @@ def dehyphenate(text: str, log: list[Removal]) -> str:
     seen = set(_WORD.findall(text.lower()))
     joined: list[str] = []
     kept: list[str] = []
+    removed = {"joined": 0, "kept": 0}  # characters: the hyphen, and the line break and spaces
 
     def fix(m: re.Match) -> str:
         left, right, rest, space = m.groups()
         if (f"{left}-{right}".lower() in seen) and (left + right).lower() not in seen:
             kept.append(f"{left}-{right}")
-            word = f"{left}-{right}"
+            word, kind = f"{left}-{right}", "kept"
         else:
             joined.append(left + right)
-            word = left + right
-        return f"{word}{rest}\n" if space else f"{word}{rest}"
+            word, kind = left + right, "joined"
+        new = f"{word}{rest}\n" if space else f"{word}{rest}"
+        removed[kind] += len(m.group(0)) - len(new)
+        return new
 
     text = _HYPHEN_BREAK.sub(fix, text)
     if joined:
         log.append({"step": "hyphenation_joined", "why": "words split across lines by the printer (hyphen removed)",
-                    "count": len(joined), "chars": len(joined), "examples": joined[:3]})  # fmt: skip
+                    "count": len(joined), "chars": removed["joined"], "examples": joined[:3]})  # fmt: skip
     if kept:
         log.append({"step": "hyphenation_kept", "why": "compounds split at a line end, rejoined with their hyphen",
-                    "count": len(kept), "chars": 0, "examples": kept[:3]})  # fmt: skip
+                    "count": len(kept), "chars": removed["kept"], "examples": kept[:3]})  # fmt: skip
     return text
 
 
@@ -184,6 +196,12 @@ def normalise_whitespace(text: str, log: list[Removal]) -> str:
 def clean_text(text: str, fmt: str, config: CleanConfig) -> tuple[str, list[Removal]]:
     """Run the cleaning steps that fit the format (gutenberg | djvu | tei | text)."""
     log: list[Removal] = []
+    crlf = text.count("\r\n")
+    if crlf:
+        why = "Windows line ends (\\r\\n) written as \\n"
+        log.append(
+            {"step": "line_endings", "why": why, "count": crlf, "chars": crlf, "examples": []}
+        )
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if fmt == "gutenberg":
         text, removed = strip_gutenberg(text, italics=config.italics)

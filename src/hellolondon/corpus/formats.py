@@ -6,6 +6,7 @@ say exactly what left it. Removals are plain dicts: step, why, chars, count, exa
 
 from __future__ import annotations
 
+import codecs
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -27,14 +28,69 @@ def removal(step: str, why: str, removed: list[str]) -> Removal:
     }
 
 
+# UTF-32 LE's BOM begins with UTF-16 LE's, so it is tried first.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_STRAY = re.compile(r"[\udc80-\udcff]+")  # bytes that were not UTF-8 (surrogateescape)
+
+
 def decode(data: bytes) -> tuple[str, str]:
-    """Bytes to text: UTF-8 (a BOM dropped), else Windows-1252, else Latin-1 (never fails)."""
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1"), "latin-1"
+    """Bytes to text: UTF-16 or UTF-32 with a byte-order mark; UTF-8 (a BOM dropped); UTF-8 in
+    which a few bytes are not UTF-8 (a stray Windows-1252 '£' in a UTF-8 file), those bytes read
+    as Windows-1252 ("utf-8+cp1252"); else Windows-1252, else Latin-1 (never fails)."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError:
+                break
+    try:
+        return data.decode("utf-8-sig"), "utf-8-sig"
+    except UnicodeDecodeError:
+        pass
+    mixed = data.decode("utf-8", errors="surrogateescape")
+    stray = sum(m.end() - m.start() for m in _STRAY.finditer(mixed))
+    continuation = len(data) - len(mixed)  # bytes after the first of each UTF-8 sequence
+    if continuation > stray:  # mostly UTF-8: keep it, read only the stray bytes otherwise
+        return _STRAY.sub(_single_bytes, mixed).removeprefix("\ufeff"), "utf-8+cp1252"
+    try:
+        return data.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def _single_bytes(m: re.Match) -> str:
+    raw = bytes(ord(c) - 0xDC00 for c in m.group(0))
+    return "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in raw)
+
+
+_MAGIC = {
+    b"\x1f\x8b": "gzip-compressed",
+    b"BZh": "bzip2-compressed",
+    b"\xfd7zXZ\x00": "xz-compressed",
+    b"PK\x03\x04": "a zip archive (or an EPUB or Word file)",
+    b"7z\xbc\xaf\x27\x1c": "a 7z archive",
+    b"%PDF-": "a PDF",
+    b"{\\rtf": "RTF",
+}
+
+
+def not_text(data: bytes) -> str:
+    """Why a file is not a plain-text or XML source ('' when it may be one): compressed,
+    an archive, a PDF, binary data (NUL bytes, outside UTF-16/32 text) or an HTML page."""
+    for magic, what in _MAGIC.items():
+        if data.startswith(magic):
+            return f"not a text file ({what}); give its plain text"
+    head = data[:8192]
+    if b"\x00" in head and not any(head.startswith(bom) for bom, _ in _BOMS):
+        return "not a text file (binary data: NUL bytes)"
+    if looks_like_html(head):
+        return "an HTML page, not plain text; give the plain-text (.txt) edition"
+    return ""
 
 
 def looks_like_html(head: bytes) -> bool:
@@ -80,15 +136,21 @@ _PRODUCED = re.compile(
     r"Transcribed (?:from|by)|Prepared by|Updated editions)",
     re.IGNORECASE,
 )
+# "THE SMALL PRINT!" is the old licence's heading; "small print" alone is ordinary English.
 _LICENCE_WORDS = re.compile(
-    r"gutenberg-tm|gutenberg licen[sc]e|small print|gutenberg literary archive", re.IGNORECASE
+    r"gutenberg-tm|gutenberg licen[sc]e|the small print!|gutenberg literary archive", re.IGNORECASE
 )
 _PG_MENTION = re.compile(r"project gutenberg|gutenberg\.(?:org|net)|pglaf", re.IGNORECASE)
 _ILLUSTRATION = re.compile(
     r"^[ \t]*\[Illustrations?\b[^\]]{0,500}\][ \t]*$", re.MULTILINE | re.IGNORECASE
 )
+# A bracketed note runs to its closing bracket; an unbracketed one is its own paragraph, and
+# the next paragraph too when the first is the heading alone ("Transcriber's Notes:"). Only a
+# note that opens with "[" may run past a blank line: a "]" further on belongs to the book.
 _TRANSCRIBER = re.compile(
-    r"^[ \t]*\[?Transcriber[’']?s? [Nn]otes?\b(?:[^\]]{0,3000}\]|.*?(?=\n[ \t]*\n|\Z))",
+    r"^[ \t]*(?:\[Transcriber[’']?s? notes?\b[^\]]{0,3000}\]"
+    r"|Transcriber[’']?s? notes?[ \t]*[:.]?[ \t]*\n[ \t]*\n.*?(?=\n[ \t]*\n|\Z)"
+    r"|\[?Transcriber[’']?s? notes?\b.*?(?=\n[ \t]*\n|\Z))",
     re.MULTILINE | re.DOTALL | re.IGNORECASE,
 )
 _ITALIC = re.compile(r"(?<![\w_])_(?=\S)((?:[^_\n]|\n(?![ \t]*\n)){1,400}?)(?<=\S)_(?![\w_])")
@@ -253,7 +315,13 @@ def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
                 [lines[i] for i in sorted(heads)],
             )
         )
-    return _rejoin(lines, numbers | heads), log
+    out = _rejoin(lines, numbers | heads)
+    breaks = len(text) - len(out) - sum(r["chars"] for r in log)
+    if breaks > 0:
+        why = "page breaks (form feeds) and the line breaks around the removed lines"
+        log.append({"step": "page_breaks", "why": why, "count": text.count("\f"), "chars": breaks,
+                    "examples": []})  # fmt: skip
+    return out, log
 
 
 def _blank(lines: list[str], i: int) -> bool:

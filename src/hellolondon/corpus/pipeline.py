@@ -27,7 +27,7 @@ import numpy as np
 from hellolondon.corpus.clean import TOKEN, CleanConfig, clean_text, judge, measure
 from hellolondon.corpus.dedup import Deduplicator, Fingerprinter
 from hellolondon.corpus.documents import Document, write_documents
-from hellolondon.corpus.formats import decode, detect_format, read_old_bailey
+from hellolondon.corpus.formats import decode, detect_format, not_text, read_old_bailey
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_path
 from hellolondon.progress import progress_bar
@@ -78,7 +78,11 @@ def items_from_paths(paths: Iterable[str | Path]) -> list[Item]:
     items = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in (".txt", ".xml"))
+            files = sorted(
+                f for f in p.rglob("*") if f.suffix.lower() in (".txt", ".xml") and not f.is_dir()
+            )
+            if not files:
+                raise UserError(f"{p} holds no .txt or .xml files; give files or folders of them")
         elif p.is_file():
             files = [p]
         else:
@@ -116,6 +120,9 @@ def process_item(item: Item, config: CleanConfig) -> list[Outcome]:
     if item.sha256 and hashlib.sha256(data).hexdigest() != item.sha256:
         why = "file changed since it was collected (sha256 differs); collect it again"
         return [_rejected(base, "changed", why)]
+    why = not_text(data)
+    if why:
+        return [_rejected(base, "not_text", why)]
     fmt = item.format if item.format != "auto" else detect_format(path, decode(data[:4096])[0])
     if fmt != "tei":
         text, encoding = decode(data)
@@ -196,7 +203,12 @@ def clean_corpus(
             "nothing to clean: no collected sources (status ok) and no local files given"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; give another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot make the output folder {out}: {exc.strerror or exc}") from None
     spool_path = out / ".documents.spool.jsonl"
     entries: list[dict[str, Any]] = []
     kept: list[tuple[int, Outcome]] = []
