@@ -184,3 +184,20 @@ def test_small_print_in_the_book_is_not_licence_text():
     body, log = strip_gutenberg(text)
     assert said in body and "THE SMALL PRINT!" not in body
     assert steps(log)["gutenberg_mentions"]["count"] == 1
+
+
+def test_a_book_opening_with_transcribed_from_is_kept_and_a_modern_credit_is_not():
+    book = "Transcribed from the Originals in the Guildhall, by order of the Court of Aldermen."
+    credits = [
+        "Transcribed from the 1722 edition by Jane Doe. HTML version by J. Smith.",
+        "Prepared by volunteers of Distributed Proofreaders, from page images.",
+        "Transcribed from the 1845 edition by David Price, email ccx074@example.org",
+    ]
+    text = "\n\n".join(
+        ["*** START OF THE PROJECT GUTENBERG EBOOK LONDON ***", *credits, book, "The body.",
+         "*** END OF THE PROJECT GUTENBERG EBOOK LONDON ***"]
+    )  # fmt: skip
+    body, log = strip_gutenberg(text)
+    assert book in body and "The body." in body
+    assert not any(c in body for c in credits)
+    assert steps(log)["producer_credits"]["chars"] == sum(len(c) for c in credits)

@@ -133,7 +133,15 @@ _EBOOK_OF = re.compile(
 )
 _PRODUCED = re.compile(
     r"^(?:Produced by|E-?text prepared by|This e-?(?:text|book) was (?:prepared|produced)|"
-    r"Transcribed (?:from|by)|Prepared by|Updated editions)",
+    r"Updated editions)",
+    re.IGNORECASE,
+)
+# "Transcribed from the Originals in the Guildhall" may be the book's own words: such an opening
+# is a modern credit only with a modern word in its paragraph.
+_PREPARED = re.compile(r"^(?:Transcribed (?:from|by)|Prepared by)", re.IGNORECASE)
+_MODERN = re.compile(
+    r"e-?text|e-?book|proofread|pgdp|online|internet|https?:|www\.|html|scann|images? "
+    r"(?:of|from|generously)|volunteer|gutenberg|@|\b(?:19|20)\d\d\b",
     re.IGNORECASE,
 )
 # "THE SMALL PRINT!" is the old licence's heading; "small print" alone is ordinary English.
@@ -186,6 +194,11 @@ def gutenberg_header(text: str) -> dict[str, str]:
     return fields
 
 
+def _is_credit(para: str) -> bool:
+    """A modern producer's or transcriber's credit at the start of a Gutenberg file."""
+    return bool(_PRODUCED.match(para) or (_PREPARED.match(para) and _MODERN.search(para)))
+
+
 def strip_gutenberg(text: str, italics: bool = True) -> tuple[str, list[Removal]]:
     """The body between the START and END markers, without the licence, producer credits,
     transcriber's notes and [Illustration] tags (and `_italic_` marks when `italics`)."""
@@ -212,7 +225,7 @@ def strip_gutenberg(text: str, italics: bool = True) -> tuple[str, list[Removal]
             continue
         para = parts[i].strip()
         near_edge = i < 30 or i > len(parts) - 31  # the first or last 15 paragraphs
-        if i < 30 and _PRODUCED.match(para):
+        if i < 30 and _is_credit(para):
             credits.append(parts[i])
             parts[i] = ""
         elif _LICENCE_WORDS.search(para) or (near_edge and _PG_MENTION.search(para)):
