@@ -48,9 +48,24 @@ def test_a_short_run_learns_and_leaves_a_complete_run_folder(tiny_data, tmp_path
     assert last["train/epoch_time_s"] == pytest.approx(windows / last["train/samples_per_sec"])
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["n_embd"] == 32 and saved["model_info"]["parameters"] > 0
+    assert saved["model_info"]["architecture"] == "GPT-2 (2 layers, 2 heads, 32 wide)"
+    # the guide's "Epochs": passes over train.bin in 30 steps of 4 sequences
+    assert saved["data_info"]["epochs"] == pytest.approx(30 * 4 / windows)
     assert (run / "checkpoints" / "best" / "state.json").is_file()
     assert len(checkpoint.step_dirs(run / "checkpoints")) == 2  # keep_last
     assert "=== iteration 30" in (run / "samples.txt").read_text()
+
+
+def test_the_presets_are_named_as_the_gpt2_sizes_they_have():
+    from hellolondon.config import PRESETS
+    from hellolondon.train.run import architecture
+
+    def name(preset: str) -> str:
+        m = PRESETS[preset].model
+        return architecture(m.n_layer, m.n_head, m.n_embd)
+
+    assert name("regular") == "GPT-2 Medium (24 layers, 16 heads, 1024 wide)"
+    assert name("slm") == "GPT-2 Small (12 layers, 12 heads, 768 wide)"
 
 
 def _cli(*args: str, env=None) -> subprocess.Popen:

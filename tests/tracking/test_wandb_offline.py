@@ -33,6 +33,7 @@ def run(tmp_path_factory):
         overrides=["tracking.tags=mine", "tracking.notes=first try", "tracking.log_artifacts=true"],
         extra_config=extra,
         checkpoint=True,
+        gpu=True,
     )
     assert out.returncode == 0, out.stderr
     return run_dir, env, out
@@ -78,6 +79,15 @@ def test_panels_plot_train_against_train_iter_and_eval_against_eval_iter(records
     axes = {m.get("glob_name") or m.get("name"): m.get("step_metric") for m in metrics}
     assert axes["train/*"] == "train/iter" and axes["eval/*"] == "eval/iter"
     assert axes["gpu/*"] == "train/iter"
+
+
+def test_summary_holds_gpu_memory_peak_and_average_and_utilization(records):
+    summary = records[1]["summary"]
+    # steps 0, 10, ..., 50: allocated 1.0 to 2.0, utilization 30 then 90
+    assert summary["gpu/mem_allocated_gb"] == pytest.approx({"last": 2.0, "max": 2.0, "mean": 1.5})
+    assert summary["gpu/mem_reserved_gb"] == pytest.approx({"last": 2.0, "max": 2.0, "mean": 2.0})
+    assert summary["gpu/utilization"] == pytest.approx({"last": 90.0, "max": 90.0, "mean": 80.0})
+    assert summary["gpu/max_mem_allocated_gb"] == pytest.approx(2.5)  # itself the peak
 
 
 def test_run_config_tags_notes_summary_and_alert(run, records):

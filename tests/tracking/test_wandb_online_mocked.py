@@ -39,7 +39,7 @@ class FakeRun:
         self.finished = False
         self.fail_log = False
 
-    def define_metric(self, name: str, step_metric: str | None = None) -> None:
+    def define_metric(self, name: str, step_metric: str | None = None, **options) -> None:
         self.axes[name] = step_metric
 
     def log(self, row: dict, step: int) -> None:
@@ -153,6 +153,9 @@ def test_online_start_asks_wandb_for_the_guide_settings_and_prints_the_run_line(
         "gpu/*": "train/iter",
         "eval/iter": None,
         "eval/*": "eval/iter",
+        **dict.fromkeys(
+            ("gpu/mem_allocated_gb", "gpu/mem_reserved_gb", "gpu/utilization"), "train/iter"
+        ),
     }
     tracker.log({"train/loss": 4.0, "train/iter": 10, "gpu/utilization": None}, 10)
     tracker.finish()

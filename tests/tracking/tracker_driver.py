@@ -18,6 +18,15 @@ from hellolondon.config import build_config
 from hellolondon.tracking.setup import open_tracker
 
 
+def gpu_row(step: int) -> dict:
+    return {
+        "gpu/mem_allocated_gb": 1.0 + step / 50,
+        "gpu/mem_reserved_gb": 2.0,
+        "gpu/max_mem_allocated_gb": 1.5 + step / 50,
+        "gpu/utilization": 90.0 if step else 30.0,
+    }
+
+
 def train_row(step: int) -> dict:
     return {
         "train/loss": 9.0 - step / 100,
@@ -81,7 +90,7 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if step % eval_every == 0:
             tracker.log(eval_row(step), step)
-        tracker.log(train_row(step), step)
+        tracker.log({**train_row(step), **(gpu_row(step) if opts.get("gpu") else {})}, step)
     if opts.get("checkpoint"):  # a checkpoint folder as the trainer writes it, then logged
         ckpt = run_dir / "checkpoints" / "step-000050"
         ckpt.mkdir(parents=True)

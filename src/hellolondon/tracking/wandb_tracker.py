@@ -31,6 +31,9 @@ FINISH_NOTICE_S = 5.0
 # W&B writes its transaction log in blocks, flushed every several seconds: its service is only
 # stopped once the log was written after `finish` began (the exit record is then on disk).
 FLUSH_WAIT_S = 30.0
+# The guide's hardware view: GPU memory "peak and average usage" and utilization over time, so
+# the run summary (and W&B's runs table) holds each one's last, highest and mean value.
+GPU_SUMMARY = ("gpu/mem_allocated_gb", "gpu/mem_reserved_gb", "gpu/utilization")
 LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 Console = Callable[[str], Any]
 
@@ -107,6 +110,8 @@ class WandbTracker:
         run.define_metric("train/iter")
         run.define_metric("train/*", step_metric="train/iter")
         run.define_metric("gpu/*", step_metric="train/iter")
+        for name in GPU_SUMMARY:
+            run.define_metric(name, step_metric="train/iter", summary="last,max,mean")
         run.define_metric("eval/iter")
         run.define_metric("eval/*", step_metric="eval/iter")
 

@@ -300,12 +300,24 @@ def _token_counts(tok) -> dict[str, int | None]:
     return {"special_tokens": len(tok.hf.get_added_tokens_decoder()), "historical_tokens": single}
 
 
+GPT2_SIZES = {(12, 12, 768): "Small", (24, 16, 1024): "Medium", (36, 20, 1280): "Large"}
+GPT2_SIZES[(48, 25, 1600)] = "XL"
+
+
+def architecture(n_layer: int, n_head: int, n_embd: int) -> str:
+    """The model's name as the W&B guide's config shows it ("GPT-2 Medium"), with its shape."""
+    size = GPT2_SIZES.get((n_layer, n_head, n_embd))
+    name = f"GPT-2 {size}" if size else "GPT-2"
+    return f"{name} ({n_layer} layers, {n_head} heads, {n_embd} wide)"
+
+
 def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
     """The full run config for the tracker: settings, model, data and hardware facts."""
     cfg, m, meta = run.cfg, run.cfg.model, run.meta
     return {
         **cfg.to_dict(),
         "model_info": {
+            "architecture": architecture(m.n_layer, m.n_head, m.n_embd),
             "preset": cfg.preset,
             "n_layer": m.n_layer,
             "n_head": m.n_head,
@@ -322,6 +334,8 @@ def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
             "documents": meta.get("train_documents", 0) + meta.get("val_documents", 0),
             "train_tokens": meta.get("train_tokens"),
             "val_tokens": meta.get("val_tokens"),
+            # passes over train.bin that train.max_iters make: the guide's "Epochs"
+            "epochs": run.batches.epoch_of(cfg.train.max_iters * run.samples_per_step),
             "tokenizer_fingerprint": meta.get("tokenizer_fingerprint"),
         },
         "hardware": {
