@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# W&B's saved settings (`wandb offline` writes a mode there) are the tests' own, not the user's.
+os.environ["WANDB_CONFIG_DIR"] = tempfile.mkdtemp(prefix="wandb-config-")
 
 
 @pytest.fixture(scope="session")

@@ -189,3 +189,22 @@ def test_a_run_name_that_is_not_one_folder_inside_runs_is_refused(name):
     with pytest.raises(UserError, match=refused):
         build_config("tiny", overrides=[f"tracking.run_name={name}"])
     assert build_config("tiny", overrides=["tracking.run_name=lr 3e-4"]).tracking.run_name
+
+
+def test_a_mode_saved_by_wandb_offline_is_followed_and_wandb_mode_wins_over_it(
+    monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)  # a key: online unless something says not
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home"))
+    assert options().mode == "online"
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "settings").write_text("[default]\nmode = disabled\n")
+    assert options().mode == "disabled"  # the user's own, from `wandb disabled`
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "settings").write_text("[default]\nmode = offline\n")
+    o = options()  # this folder's, from `wandb offline`, before the user's
+    assert o.mode == "offline" and o.mode_reason.startswith("`wandb offline` saved it in wandb")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert options().mode == "online"

@@ -1,5 +1,6 @@
 """What W&B is asked to do for a run, decided once before training: the mode (config, then
-WANDB_MODE, then online with a key and offline without), project, entity, tags, notes, group
+WANDB_MODE, then the mode `wandb offline` and the like saved, then online with a key and
+offline without), project, entity, tags, notes, group
 and run name (config, then the W&B environment variables, then the defaults).
 `resolve_tracking` writes the decisions into the config, so the run's saved config shows the
 values used; `WandbOptions` carries them, with what only start-up needs, to `wandb_start`.
@@ -46,6 +47,8 @@ def resolve_tracking(t: TrackingConfig, preset: str, run_name: str) -> TrackingC
             # ignored, a typo such as `ofline` would send a run meant to stay local online
             raise UserError(f"WANDB_MODE={env_mode} is not a mode: use online, offline or disabled")
         mode, reason = env_mode, "WANDB_MODE"
+    if not mode and (saved := _saved_mode()) is not None:
+        mode, reason = saved
     if not mode:
         creds, problem = find_credentials(base_url())
         if creds is not None:
@@ -65,6 +68,27 @@ def resolve_tracking(t: TrackingConfig, preset: str, run_name: str) -> TrackingC
         notes=t.notes or os.environ.get("WANDB_NOTES", ""),
         group=t.group or os.environ.get("WANDB_RUN_GROUP", "").strip(),
     )
+
+
+def _saved_mode() -> tuple[str, str] | None:
+    """The mode `wandb offline` / `wandb online` / `wandb disabled` saved, as W&B itself reads
+    it: this folder's wandb/settings first, then the user's (WANDB_CONFIG_DIR or
+    ~/.config/wandb); (mode, where) or None."""
+    import configparser
+    from pathlib import Path
+
+    home = os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb"
+    for path in (Path("wandb") / "settings", Path(home) / "settings"):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        saved = parser.get("default", "mode", fallback="").strip().lower()
+        saved = {"dryrun": "offline", "run": "online"}.get(saved, saved)
+        if saved in ("online", "offline", "disabled"):
+            return saved, f"`wandb {saved}` saved it in {path}"
+    return None
 
 
 def automatic(t: TrackingConfig) -> TrackingConfig:
