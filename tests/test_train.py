@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -64,17 +62,6 @@ def test_the_presets_are_named_as_the_gpt2_sizes_they_have():
 
     assert name("regular") == "GPT-2 Medium (24 layers, 16 heads, 1024 wide)"
     assert name("slm") == "GPT-2 Small (12 layers, 12 heads, 768 wide)"
-
-
-def _cli(*args: str, env=None) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hellolondon", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def test_resume_falls_back_past_a_corrupt_checkpoint(tiny_data, tmp_path):
