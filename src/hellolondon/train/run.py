@@ -300,8 +300,13 @@ def _token_counts(tok) -> dict[str, int | None]:
     return {"special_tokens": len(tok.hf.get_added_tokens_decoder()), "historical_tokens": single}
 
 
-GPT2_SIZES = {(12, 12, 768): "Small", (24, 16, 1024): "Medium", (36, 20, 1280): "Large"}
-GPT2_SIZES[(48, 25, 1600)] = "XL"
+# (layers, heads, width) of the GPT-2 sizes
+GPT2_SIZES = {
+    (12, 12, 768): "Small",
+    (24, 16, 1024): "Medium",
+    (36, 20, 1280): "Large",
+    (48, 25, 1600): "XL",
+}
 
 
 def architecture(n_layer: int, n_head: int, n_embd: int) -> str:

@@ -323,9 +323,12 @@ def failure_reported(run: Run) -> Iterator[None]:
         yield
     except Exception as exc:
         step = run.state.step
-        error, message, peer = _cause(run, exc, step)
+        error, message, peer = _cause(run, exc)
+        if run.dist.enabled and not run.dist.is_main and not lost_a_peer(exc):
+            run.rundir.mark_rank_failed(run.dist.rank, step, error, message)  # for rank 0 to name
+        on = f" on rank {peer}" if peer is not None else ""
         if run.dist.is_main:
-            run.rundir.mark_failed(f"{error} at step {step}" + (f" on rank {peer}" if peer else ""))
+            run.rundir.mark_failed(f"{error} at step {step}{on}")
         said = f"rank {peer}: {message}" if peer is not None else message
         if run.monitor is not None:
             run.monitor.failed(step, error, said)
@@ -340,14 +343,11 @@ def failure_reported(run: Run) -> Iterator[None]:
         raise stopped from exc
 
 
-def _cause(run: Run, exc: Exception, step: int) -> tuple[str, str, int | None]:
-    """(error type, first line, the other rank it happened on or None) of what ended training.
-    A rank other than 0 records its own error for rank 0, which names it where its own is
-    only the lost connection."""
+def _cause(run: Run, exc: Exception) -> tuple[str, str, int | None]:
+    """(error type, first line, the other rank it happened on or None) of what ended training:
+    where this rank only lost its connection, the error another rank recorded first."""
     error, message = type(exc).__name__, first_line(exc)
     if not run.dist.enabled or not lost_a_peer(exc):
-        if run.dist.enabled and not run.dist.is_main:
-            run.rundir.mark_rank_failed(run.dist.rank, step, error, message)
         return error, message, None
     first = run.rundir.rank_failures()
     if not first or first[0]["rank"] == run.dist.rank:
