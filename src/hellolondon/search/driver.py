@@ -279,11 +279,9 @@ def run_sweep(
     if trials is None and spec.method != "grid":
         raise UserError(f"a {spec.method} sweep has no end of its own; give --trials N")
     swept = (
-        spec.config["parameters"].get("data.data_dir") if "data.data_dir" in spec.params else None
+        spec.config["parameters"].get("data.data_dir", {}) if "data.data_dir" in spec.params else {}
     )
-    data_dirs = (swept or {}).get("values") or [
-        (swept or {}).get("value") or spec.base.data.data_dir
-    ]
+    data_dirs = swept.get("values") or [swept.get("value") or spec.base.data.data_dir]
     for data_dir in data_dirs:  # every trial would fail on missing data: say it once
         load_meta(data_dir)
     folder = SweepFolder(out_dir or default_out_dir(spec))
