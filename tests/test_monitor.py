@@ -174,6 +174,23 @@ def test_mfu_drop_fires_once_against_the_running_level():
     assert m.findings[0].step >= 610 and "running level" in m.findings[0].text
 
 
+def test_mfu_low_throughout_is_one_info_note_and_can_be_turned_off():
+    rows = _train(_decay(120), **{"train/mfu": 12.0})
+    for row, _ in rows[:3]:
+        row["train/mfu"] = 1.0  # compilation rows: left out
+    rows[40][0]["train/mfu"] = 25.0  # one row above the line re-arms nothing: still one note
+    m, _ = _run(rows)
+    notes = [f for f in m.findings if f.rule == "mfu_low"]
+    assert [(f.level, f.step) for f in notes] == [("INFO", 80)]  # rows 4-8 settle the median
+    assert "under 20%" in notes[0].text and "batch_size" in notes[0].text
+    assert _rules(m) == []  # a steady low MFU is not a drop
+    assert not [
+        f for f in _run(rows, cfg=MonitorConfig(mfu_low=0))[0].findings if f.rule == "mfu_low"
+    ]
+    fine = _train(_decay(120), **{"train/mfu": 21.0})
+    assert not [f for f in _run(fine)[0].findings if f.rule == "mfu_low"]
+
+
 def test_step_time_rising_ignores_the_compile_step():
     rows = _train(_decay(120), **{"train/dt_ms": 100.0})
     rows[0][0]["train/dt_ms"] = 15000.0  # the W&B guide's 15 s first step

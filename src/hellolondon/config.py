@@ -273,6 +273,7 @@ class MonitorConfig:
     )
     spike_min_rel: float = 0.15  # ... and at least this share above that median
     mfu_drop_ratio: float = 0.6  # MFU below this share of its running level: dropping
+    mfu_low: float = 20.0  # MFU (%) below this throughout the smoothing window: low (0: off)
     dt_rise_ratio: float = 1.5  # step time above this multiple of its settled level: rising
     mem_growth_rows: int = 20  # GPU memory rising on this many rows in a row: a leak
     mem_limit_ratio: float = 0.95  # peak GPU memory above this share of the card: near the limit
@@ -299,6 +300,9 @@ class MonitorConfig:
             0.0 <= self.plateau_learned_drop < 1.0, "monitor.plateau_learned_drop must be in [0, 1)"
         )
         _check(0.0 < self.mfu_drop_ratio < 1.0, "monitor.mfu_drop_ratio must be in (0, 1)")
+        _check(
+            0.0 <= self.mfu_low <= 100.0, "monitor.mfu_low must be a percentage (0 turns it off)"
+        )
         _check(self.dt_rise_ratio > 1.0, "monitor.dt_rise_ratio must be > 1")
         _check(0.0 < self.mem_limit_ratio <= 1.0, "monitor.mem_limit_ratio must be in (0, 1]")
 

@@ -291,6 +291,16 @@ class HealthMonitor:
                 "another process on the GPU, or the data loader cannot keep up"
             )
             self._fire("mfu", "WARN", step, "MFU dropping", text)
+        # the W&B guide: MFU consistently under 20% means the GPU is kept waiting
+        low = self.cfg.mfu_low
+        if self._trips("mfu_low", len(self._mfu) == self._mfu.maxlen and max(self._mfu) < low):
+            text = (
+                f"MFU has stayed under {low:g}% (median {now:.1f}%) for {len(self._mfu)} rows: "
+                "the GPU waits on data loading, the CPU or memory bandwidth rather than "
+                "computing. A larger train.batch_size (or train.micro_batch=auto), "
+                "train.compile=true and a model large enough for the card raise it"
+            )
+            self._fire("mfu_low", "INFO", step, "MFU low", text)
 
     def _dt_rule(self, dt: float | None, step: int) -> None:
         if dt is None or dt <= 0:
