@@ -285,6 +285,15 @@ def test_a_sweep_file_changed_only_in_comments_and_layout_resumes(tmp_path):
         folder.check_or_create("name: s\nmethod: random\n")
 
 
+def test_a_ranking_that_fails_mid_write_keeps_the_previous_one(tmp_path):
+    folder = SweepFolder(tmp_path)
+    folder.write_ranking("trial 1  5.01", {"rows": 1})
+    with pytest.raises(UnicodeEncodeError):
+        folder.write_ranking("trial 2  \ud800", {"rows": 2})  # fails while the text is written
+    assert (tmp_path / "ranking.txt").read_text() == "trial 1  5.01\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranking.json", "ranking.txt"]
+
+
 def test_one_sweep_process_per_folder_and_a_dead_ones_lock_is_taken_over(tmp_path):
     folder = SweepFolder(tmp_path)
     running = f"already running \\(process {os.getpid()}\\)"

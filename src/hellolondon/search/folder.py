@@ -99,9 +99,10 @@ class SweepFolder:
         )
 
     def write_ranking(self, text: str, data: dict[str, Any]) -> tuple[Path, Path]:
+        """Atomically, each file: a sweep killed mid-write keeps the previous ranking."""
         txt, js = self.path / "ranking.txt", self.path / "ranking.json"
-        txt.write_text(text + "\n", encoding="utf-8")
-        js.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        atomic_write(txt, text + "\n")
+        atomic_write(js, json.dumps(data, indent=1, default=str))
         return txt, js
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
