@@ -51,6 +51,14 @@ def test_how_the_wandb_mode_was_chosen_is_not_a_differing_setting():
     assert differing(runs) == ["train.lr"]
 
 
+def test_settings_are_shown_exactly_as_set():
+    from hellolondon.comparison import _cell
+
+    assert _cell("train.lr", 6e-4) != _cell("train.lr", 6.0001e-4)
+    assert [_cell("train.lr", v) for v in (6e-4, 6.0001e-4, 0.1)] == ["0.0006", "0.00060001", "0.1"]
+    assert _cell("best val loss", 4.123456) == "4.1235"
+
+
 def test_sort_and_json(two_runs, capsys):
     assert main(["compare", *map(str, two_runs), "--sort", "train.lr", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -212,12 +212,9 @@ def _cell(column: str, value: Any) -> str:
         return f"{value:.1f}"
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, float):
-        return (
-            fmt_value(value)
-            if "loss" in column or "bpb" in column or "(" in column
-            else f"{value:.4g}"
-        )
+    if isinstance(value, float):  # a measured outcome, rounded; a setting, exactly as set
+        is_outcome = "loss" in column or "bpb" in column or "(" in column
+        return fmt_value(value) if is_outcome else repr(value)
     if isinstance(value, list):
         return ",".join(map(str, value))
     return str(value)
