@@ -181,7 +181,18 @@ def test_a_run_whose_checkpoints_are_all_corrupt(capsys, trained, tmp_path, comm
         state.write_text('{"format"')  # cut short
     argv = [command, str(run)] + (["--out", str(tmp_path / "out")] if command == "export" else [])
     err = _err(capsys, argv)
-    assert "every checkpoint under" in err and "corrupt state.json" in err
+    assert "no checkpoint under" in err and "truncated or corrupt (not valid JSON)" in err
+
+
+def test_a_checkpoint_of_a_setting_this_version_lacks_names_the_setting(capsys, trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for path in (run / "checkpoints").glob("*/state.json"):
+        state = json.loads(path.read_text())
+        state["config"]["monitor"]["from_a_newer_version"] = 1
+        path.write_text(json.dumps(state))
+    err = _err(capsys, ["generate", str(run)])
+    assert "monitor.from_a_newer_version" in err and "can be read" in err
 
 
 def test_generate_with_a_prompt_longer_than_the_context(capsys, trained):

@@ -16,7 +16,6 @@ DDP and FSDP alike; `load_for_inference` gives generate, eval and export a model
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -252,14 +251,17 @@ def resolve(path: str | Path) -> Path:
     if is_checkpoint(p):
         return p
     candidates = _candidates(_root(p))
+    reasons = []
     for ckpt in candidates:
-        with contextlib.suppress(UserError):  # a cut-short state.json: the one before it
+        try:
             read_state(ckpt, verify=False)
             return ckpt
+        except UserError as exc:  # a cut-short state.json: the one before it
+            reasons.append(str(exc))
     if candidates:
         raise UserError(
-            f"every checkpoint under {_root(p)} has a corrupt state.json (the newest: "
-            f"{candidates[0] / 'state.json'}); train the run again or restore them"
+            f"no checkpoint under {_root(p)} can be read (the newest: {reasons[0]}); train "
+            "the run again or restore them"
         )
     raise _no_checkpoint(p)
 
