@@ -434,7 +434,7 @@ def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
     from hellolondon.train.checkpoint import find_resumable
 
     longer = [
-        "train.max_iters=300",
+        "train.max_iters=150",
         "train.eval_interval=100",
         "train.ckpt_interval=20",
         "train.log_interval=10",
@@ -484,7 +484,7 @@ def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
     from hellolondon.report.rundata import load_run
 
     steps = load_run(third).series("train/loss")[0]
-    assert steps == list(range(10, 301, 10))  # every logged step once, none lost or doubled
+    assert steps == list(range(10, 151, 10))  # every logged step once, none lost or doubled
     ranking = (out / "ranking.txt").read_text()
     assert ranking.splitlines()[0].startswith("run") and len(ranking.splitlines()) == 5
     assert "best first" in printed and "kr-00" in printed
@@ -523,7 +523,7 @@ def test_bayes_sweep_of_4_trials(tmp_path, tiny_data, capsys):
 def test_hyperband_stops_a_trailing_trial_while_it_runs(tmp_path, tiny_data, monkeypatch, capsys):
     monkeypatch.setattr(driver, "POLL_S", 0.05)
     longer = [
-        "train.max_iters=400",
+        "train.max_iters=100",
         "train.eval_interval=10",
         "train.ckpt_interval=100",
         "train.min_lr=0",
@@ -545,4 +545,4 @@ def test_hyperband_stops_a_trailing_trial_while_it_runs(tmp_path, tiny_data, mon
     from hellolondon.report.rundata import load_run
 
     stopped = load_run(out / "trials" / "hb-003")
-    assert stopped.summary["stopped_early"] and stopped.summary["iterations"] < 400
+    assert stopped.summary["stopped_early"] and stopped.summary["iterations"] < 100
