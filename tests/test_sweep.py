@@ -294,6 +294,27 @@ def test_a_ranking_that_fails_mid_write_keeps_the_previous_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ranking.json", "ranking.txt"]
 
 
+def test_of_two_sweeps_started_at_once_on_a_new_folder_the_second_is_refused(tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    SweepFolder(out).check_or_create("name: a\n")  # the first one created the folder
+    looked = []
+
+    def before_the_first(real):  # the second looked before the first had created anything
+        def check(path):
+            if path in (out, out / "sweep.yaml") and len(looked) < 2:
+                looked.append(path)
+                return False
+            return real(path)
+
+        return check
+
+    monkeypatch.setattr(Path, "is_file", before_the_first(Path.is_file))
+    monkeypatch.setattr(Path, "exists", before_the_first(Path.exists))
+    with pytest.raises(UserError, match="holds another sweep"):
+        SweepFolder(out).check_or_create("name: b\n")
+    assert len(looked) == 2 and (out / "sweep.yaml").read_text() == "name: a\n"
+
+
 def test_one_sweep_process_per_folder_and_a_dead_ones_lock_is_taken_over(tmp_path):
     folder = SweepFolder(tmp_path)
     running = f"already running \\(process {os.getpid()}\\)"

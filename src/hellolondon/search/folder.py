@@ -63,24 +63,34 @@ class SweepFolder:
 
     def check_or_create(self, spec_text: str) -> bool:
         """True when the folder already holds this very sweep (a resume); creates it when new.
-        A folder with other content or another sweep is refused."""
-        if self._spec.is_file():
-            if not _same_sweep(self._spec.read_text(encoding="utf-8"), spec_text):
-                raise UserError(
-                    f"{self.path} holds another sweep (its sweep.yaml differs); "
-                    "choose another --out-dir, or give the same sweep file to resume it"
-                )
-            return True
+        A folder with other content or another sweep is refused. sweep.yaml is created
+        exclusively, so of two sweeps started at once on a new folder one is refused."""
+        if not self._spec.is_file() and self._create(spec_text):
+            return False
+        if not _same_sweep(self._spec.read_text(encoding="utf-8"), spec_text):
+            raise UserError(
+                f"{self.path} holds another sweep (its sweep.yaml differs); "
+                "choose another --out-dir, or give the same sweep file to resume it"
+            )
+        return True
+
+    def _create(self, spec_text: str) -> bool:
+        """Make a new sweep folder; False when another process made it first."""
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            if self._spec.is_file():
+                return False
             raise UserError(
                 f"{self.path} exists and is not a sweep folder; choose another --out-dir"
             )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._spec.write_text(spec_text, encoding="utf-8")
+            with open(self._spec, "x", encoding="utf-8") as f:  # never over another sweep's
+                f.write(spec_text)
+        except FileExistsError:
+            return False
         except OSError as exc:
             raise UserError(f"cannot write the sweep folder {self.path} ({exc.strerror})") from None
-        return False
+        return True
 
     def load(self) -> list[Trial]:
         if not self._trials.is_file():
