@@ -4,8 +4,9 @@ final validation loss of the tuned AdamW + cosine recipe, on the demo's model an
     python benchmarks/quality_bench.py                      # the demo's model, 200 steps
     python benchmarks/quality_bench.py --seeds 3 --jobs 2   # two runs at a time, one thread each
 
-First each recipe's peak learning rate is swept over a small grid on the first seed (so the
-baseline is tuned too); then the best rate of each recipe runs on the other seeds. All recipes
+First each recipe's peak learning rate is swept over a small grid on a tuning seed (so the
+baseline is tuned too); then the best rate of each recipe runs on other seeds, which alone are
+scored: a rate is never judged on the run that chose it. All recipes
 see the same data in the same order for a given seed. Every finished run leaves a JSON file in
 `<work>/results/`, so a second call skips it: a crash costs only the run it interrupted.
 """
@@ -223,8 +224,9 @@ def main() -> None:
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipes")
     for recipe, grid in DEFAULT_GRID.items():
         ap.add_argument(f"--grid-{recipe}", default=grid, help=f"peak lrs swept for {recipe}")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds per tuned recipe")
-    ap.add_argument("--first-seed", type=int, default=1337)
+    ap.add_argument("--seeds", type=int, default=3, help="scored seeds per tuned recipe")
+    ap.add_argument("--tune-seed", type=int, default=1337, help="the seed the rates are swept on")
+    ap.add_argument("--first-seed", type=int, default=1338, help="the first scored seed")
     ap.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
     ap.add_argument("--eval-every", type=int, default=20, help="steps between val evaluations")
     ap.add_argument("--eval-iters", type=int, default=4, help="val batches per evaluation")
@@ -243,16 +245,17 @@ def main() -> None:
     seeds = [args.first_seed + i for i in range(args.seeds)]
     grids = {r: [float(x) for x in getattr(args, f"grid_{r.replace('-', '_')}").split(",")]
              for r in recipes}  # fmt: skip
-    print(f"sweep on seed {seeds[0]}:")
-    sweep = run_all(work, [(r, lr, seeds[0]) for r in recipes for lr in grids[r]], args)
+    tune = args.tune_seed
+    if tune in seeds:
+        sys.exit(f"error: the tuning seed {tune} is among the scored seeds {seeds}")
+    print(f"sweep on seed {tune}:")
+    sweep = run_all(work, [(r, lr, tune) for r in recipes for lr in grids[r]], args)
     tuned = {
-        r: min(grids[r], key=lambda lr, r=r: sweep[(r, lr, seeds[0])]["final_val_loss"])
+        r: min(grids[r], key=lambda lr, r=r: sweep[(r, lr, tune)]["final_val_loss"])
         for r in recipes
     }
     for r in recipes:
-        row = ", ".join(
-            f"{lr:g}: {sweep[(r, lr, seeds[0])]['final_val_loss']:.4f}" for lr in grids[r]
-        )
+        row = ", ".join(f"{lr:g}: {sweep[(r, lr, tune)]['final_val_loss']:.4f}" for lr in grids[r])
         print(f"  {r}: final val loss by peak lr {row} -> {tuned[r]:g}")
     print(f"seeds {', '.join(map(str, seeds))} at the tuned rates:")
     results = run_all(work, [(r, tuned[r], s) for r in recipes for s in seeds], args)
