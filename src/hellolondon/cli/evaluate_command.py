@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         args.probes,
         parts,
-        resolve_device(args.device),
+        resolve_device(args.device, "--device "),
         args.stride,
         args.max_tokens,
         args.gen_tokens,
