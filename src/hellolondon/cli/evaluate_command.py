@@ -42,7 +42,7 @@ def register(sub) -> None:
         "--max-tokens",
         type=int,
         default=0,
-        help="score only this many held-out tokens (default: all)",
+        help="score only this many held-out tokens (default 0: all of them)",
     )
     p.add_argument(
         "--gen-tokens", type=int, default=64, help="tokens generated per prompt (default: 64)"
