@@ -84,6 +84,26 @@ def throughput(out: Path, steps: int) -> None:
     )
 
 
+def rank_pids(job: int) -> list[int]:
+    """The training ranks that the `train --gpus N` process `job` started through torchrun:
+    its descendants that read a resolved config (`--gpus` hands each rank one in a file, so
+    their command lines name neither the data nor the run)."""
+    found, todo = [], [job]
+    while todo:
+        children = subprocess.run(
+            ["pgrep", "-P", str(todo.pop())], capture_output=True, text=True
+        ).stdout.split()
+        for pid in map(int, children):
+            todo.append(pid)
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:  # ended meanwhile
+                continue
+            if b"--resolved-config" in argv:
+                found.append(pid)
+    return found
+
+
 def stop_times(out: Path) -> None:
     job = start(out, "term", "--gpus", "2", "train.batch_size=8", "train.max_iters=100000")
     wait_rows(out / "term", 5)
@@ -95,13 +115,8 @@ def stop_times(out: Path) -> None:
     )
     job = start(out, "dead", "--gpus", "2", "train.batch_size=8", "train.max_iters=100000")
     wait_rows(out / "dead", 5)
-    ranks = subprocess.run(
-        ["pgrep", "-f", f"python[0-9.]* -u -m hellolondon train .*{out}/data"],
-        capture_output=True,
-        text=True,
-    )
     t0 = time.perf_counter()
-    os.kill(max(map(int, ranks.stdout.split())), signal.SIGKILL)
+    os.kill(max(rank_pids(job.pid)), signal.SIGKILL)
     job.wait()
     print(f"SIGKILL of one rank -> the whole job ended: {time.perf_counter() - t0:.1f} s")
 

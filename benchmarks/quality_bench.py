@@ -219,7 +219,7 @@ def report(tuned: dict[str, float], results: dict[tuple, dict], seeds: list[int]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="work/quality_bench", help="data, runs and results")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipes")
     for recipe, grid in DEFAULT_GRID.items():

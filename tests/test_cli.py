@@ -202,6 +202,17 @@ def test_generate_with_a_prompt_longer_than_the_context(capsys, trained):
     assert out == ""  # the prompt is not echoed before the error
 
 
+@pytest.mark.parametrize("command", ["generate", "eval"])
+def test_a_device_this_machine_lacks_is_named_with_the_flag_to_use(
+    capsys, trained, monkeypatch, command
+):
+    """`generate` and `eval` take the device as a flag, so the advice is that flag, not the
+    config's `device=cpu`, which they would refuse."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    err = _err(capsys, [command, str(trained), "--device", "cuda"])
+    assert "no CUDA GPU" in err and err.endswith("use --device cpu")
+
+
 def test_interactive_generate_asks_again_after_a_prompt_too_long(capsys, trained, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("word " * 200 + "\nKING.\n\n"))
     argv = ["generate", str(trained), "--interactive", "--max-new-tokens", "4", "--device", "cpu"]

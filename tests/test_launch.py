@@ -420,3 +420,13 @@ def test_a_bad_collective_timeout_is_one_line_before_any_work(
     with pytest.raises(UserError, match="HELLOLONDON_DIST_TIMEOUT_S"):
         init_distributed("cpu")
     assert not dist.is_initialized()
+
+
+def test_a_negative_gpu_count_names_what_the_launcher_takes(tokens, tmp_path, capsys):
+    """The launcher takes --gpus 0 for the CPU, so its error must not say "at least 1"."""
+    from hellolondon.cli import main
+
+    argv = ["launch", "--yes", "--dry-run", "--fresh", "--data", str(tokens), "--gpus", "-1"]
+    assert main([*argv, "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --gpus must be 0 (the CPU) or more, not -1\n"

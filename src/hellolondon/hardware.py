@@ -120,16 +120,17 @@ def host_memory_bytes() -> int | None:
         return None
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-
+def resolve_device(name: str = "auto", setting: str = "device=") -> torch.device:
+    """`name` as a torch device. `setting` is how the user gave it, for the advice of an error:
+    `device=` (the config's train.device) or `--device ` (a command's flag)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("CUDA was asked for but this machine has no CUDA GPU; use device=cpu")
+        raise UserError(f"CUDA was asked for but this machine has no CUDA GPU; use {setting}cpu")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("MPS was asked for but is not available here; use device=cpu")
+        raise UserError(f"MPS was asked for but is not available here; use {setting}cpu")
     try:
         return torch.device(name)
     except RuntimeError:

@@ -126,6 +126,8 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
             f"{data} is not a prepared folder (train.bin, val.bin, meta.json); run `hellolondon prepare` or use --data sample"
         )
     device = _device(resume, preset, args.overrides)  # a missing run or a bad setting: now
+    if args.gpus is not None and args.gpus < 0:
+        raise UserError(f"--gpus must be 0 (the CPU) or more, not {args.gpus}")
     if args.gpus == 0:  # the CPU, whatever GPUs there are (`train_command` says device=cpu)
         n = 0
     elif args.gpus is not None:

@@ -42,7 +42,7 @@ def register(sub) -> None:
         "--max-tokens",
         type=int,
         default=0,
-        help="score only this many held-out tokens (default: all)",
+        help="score only this many held-out tokens (default 0: all of them)",
     )
     p.add_argument(
         "--gen-tokens", type=int, default=64, help="tokens generated per prompt (default: 64)"
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         args.probes,
         parts,
-        resolve_device(args.device),
+        resolve_device(args.device, "--device "),
         args.stride,
         args.max_tokens,
         args.gen_tokens,

@@ -22,7 +22,10 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--wandb-mode",
         choices=["online", "offline", "disabled"],
-        help="default: WANDB_MODE, else online when an API key is set and offline without",
+        help=(
+            "default: WANDB_MODE, else the mode `wandb offline` (or online, disabled) saved, "
+            "else online when an API key is set and offline without"
+        ),
     )
     g.add_argument(
         "--wandb-project", metavar="NAME", help="default: WANDB_PROJECT, else helloLondon"

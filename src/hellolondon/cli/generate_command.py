@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         args.repetition_penalty,
         args.seed,
     )
-    loaded = load_for_inference(args.checkpoint, resolve_device(args.device))
+    loaded = load_for_inference(args.checkpoint, resolve_device(args.device, "--device "))
     model, tok, ckpt = loaded.model, loaded.tokenizer, loaded.ckpt
 
     def write(prompt: str) -> None:

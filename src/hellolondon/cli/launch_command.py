@@ -38,7 +38,10 @@ def register(sub) -> None:
     p.add_argument(
         "--wandb-mode",
         choices=["online", "offline", "disabled"],
-        help="default: WANDB_MODE, else online with a key (WANDB_API_KEY or `wandb login`), else offline",
+        help=(
+            "default: WANDB_MODE, else the mode `wandb offline` (or online, disabled) saved, "
+            "else online with a key (WANDB_API_KEY or `wandb login`), else offline"
+        ),
     )
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", metavar="RUN", help="continue this run folder")
