@@ -6,9 +6,9 @@ final validation loss of the tuned AdamW + cosine recipe, on the demo's model an
 
 First each recipe's peak learning rate is swept over a small grid on a tuning seed (so the
 baseline is tuned too); then the best rate of each recipe runs on other seeds, which alone are
-scored: a rate is never judged on the run that chose it. All recipes
-see the same data in the same order for a given seed. Every finished run leaves a JSON file in
-`<work>/results/`, so a second call skips it: a crash costs only the run it interrupted.
+scored: a rate is never judged on the run that chose it. All recipes see the same data in the
+same order for a given seed. Every finished run leaves a JSON file in `<work>/results/`, so a
+second call skips it: a crash costs only the run it interrupted.
 """
 
 from __future__ import annotations

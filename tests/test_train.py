@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
 
+from hellolondon.config import TrainConfig
 from hellolondon.rundir import RunDir, read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
@@ -136,7 +138,9 @@ def test_the_eta_leaves_the_first_steps_compilation_out(monkeypatch):
     now = {"t": 0.0}
     monkeypatch.setattr(steps.time, "perf_counter", lambda: now["t"])
     lines: list[str] = []
-    run = SimpleNamespace(state=TrainState(), tokens_per_step=1000, log=lines.append)
+    cfg = SimpleNamespace(train=TrainConfig(compile="auto"))
+    run = SimpleNamespace(state=TrainState(), tokens_per_step=1000, log=lines.append, cfg=cfg,
+                          dist=SimpleNamespace(device=torch.device("cuda")))  # fmt: skip
     clock = steps.Clock(run)
     now["t"] += 30.0  # the first step compiles
     clock.tick()
@@ -151,6 +155,9 @@ def test_the_eta_leaves_the_first_steps_compilation_out(monkeypatch):
         clock.tick()
     assert clock.lap_ms() == clock.steady_ms == pytest.approx(60.0)
     assert lines == ["first step took 30.0 s (compilation included)"]
+    run.dist.device = torch.device("cpu")  # `auto` compiles on CUDA only
+    steps.Clock(run).first_step()
+    assert lines[-1] == "first step took 0.0 s"
 
 
 @pytest.mark.parametrize("preset", ["tiny", "slm"])

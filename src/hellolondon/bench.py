@@ -90,6 +90,7 @@ def bench(
         "dtype": str(dtype).replace("torch.", ""),
         "optimizer": c.optimizer,
         "compile": c.compile,
+        "compiled": c.compiles(device.type),
         "compile_mode": c.compile_mode,
         "attention": c.attention,
         "fp8": c.fp8,

@@ -111,6 +111,10 @@ class TrainConfig:
         """wsd: the step where the cool-down starts (the last `cooldown_frac` of the run)."""
         return self.decay_end - max(1, round(self.cooldown_frac * self.decay_end))
 
+    def compiles(self, device_type: str) -> bool:
+        """Whether the model is compiled on this kind of device (`auto`: on CUDA)."""
+        return self.compile == "true" or (self.compile == "auto" and device_type == "cuda")
+
     def schedule_warning(self) -> str | None:
         """What is odd in a schedule that runs all the same: a warm-up that does not end before
         the decay does (the rate never reaches its peak), or with wsd one that runs into the

@@ -75,7 +75,7 @@ def test_collect_clean_report_from_the_command_line(server, tmp_path, capsys):
         )
         == 0
     )
-    assert "kept 1 documents" in capsys.readouterr().out
+    assert "kept 1 document (" in capsys.readouterr().out
     assert [d.id for d in read_documents(folder / "documents.jsonl")] == ["pg-376"]
 
     assert main(["corpus", "report", "--in", str(folder)]) == 0

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  median of {len(w)} timings of {args.steps} steps: {min(w):.1f}-{max(w):.1f} ms/iter"
         )
-    print(f"  first step {r['first_step_s']:.1f} s (compilation included)")
+    compiled = " (compilation included)" if r["compiled"] else ""
+    print(f"  first step {r['first_step_s']:.1f} s{compiled}")
     if "profile" in r:
         for line in format_summary(r["profile"]):
             print(line)

@@ -285,7 +285,8 @@ def clean_command(args: argparse.Namespace) -> int:
     result = clean_corpus(items, out, config, workers=max(1, args.workers), progress=not args.quiet)
     t = result["report"]["totals"]
     status = result["report"].get("cleaning", {}).get("status", {})
-    print(f"kept {t['documents']} documents ({t['characters']:,} characters, {t['tokens']:,} words); "
+    docs = f"{t['documents']} document" + "s" * (t["documents"] != 1)
+    print(f"kept {docs} ({t['characters']:,} characters, {t['tokens']:,} words); "
           f"rejected {status.get('rejected', 0)}, duplicates {status.get('duplicate', 0)}")  # fmt: skip
     print(f"wrote {out / 'documents.jsonl'}, {out / 'clean_log.jsonl'}, {out / 'report.md'}")
     return 0

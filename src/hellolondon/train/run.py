@@ -271,9 +271,7 @@ def _wrap(model: GPT, cfg: RunConfig, d: Dist, log=print) -> nn.Module:
 
     speed.prepare(model, cfg, d.device, precision(cfg, d.device), d.world_size, log)
     compiled: nn.Module = model
-    use_compile = cfg.train.compile == "true" or (
-        cfg.train.compile == "auto" and d.device.type == "cuda"
-    )
+    use_compile = cfg.train.compiles(d.device.type)
     if d.fsdp:
         # sharded in place: `model` itself gathers its shards on every call, eval included
         fsdp.shard(model, precision(cfg, d.device))

@@ -78,7 +78,8 @@ class Clock:
         busy = time.perf_counter() - self.last - self.paused_s
         self.run.state.first_step_s = round(busy, 2)
         self.first_s = busy  # left out of the next lap's steady rate (the ETA)
-        self.run.log(f"first step took {busy:.1f} s (compilation included)")
+        compiled = self.run.cfg.train.compiles(self.run.dist.device.type)
+        self.run.log(f"first step took {busy:.1f} s" + (" (compilation included)" * compiled))
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
