@@ -329,6 +329,8 @@ def test_pruning_never_deletes_the_checkpoint_it_has_just_written(tiny_data, tmp
     written = checkpoint.save(root, 18, weights, {}, {"config": {}}, keep_last=1, is_best=False)
     assert written.name == "step-000018" and written.is_dir()
     assert (root / "latest").read_text() == "step-000018"
+    modes = {f.name: f.stat().st_mode & 0o777 for f in written.iterdir()}
+    assert modes["model.safetensors"] == modes["state.json"]  # safetensors alone wrote 0600
 
 
 @pytest.fixture

@@ -115,6 +115,7 @@ def save(
     tmp.mkdir()
     weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items() if k != TIED}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(tmp / "model.safetensors", 0o644)  # safetensors makes it 0600; like the others
     torch.save(optim_state, tmp / "optimizer.pt")
     torch.save(
         rng if rng is not None else rng_tensors([local_rng(torch.device("cpu"))]), tmp / "rng.pt"
