@@ -43,6 +43,8 @@ def test_the_folder_has_every_file_and_the_right_special_ids(exported, trained_r
         "special_tokens_map.json",
         "README.md",
     } <= names
+    modes = {p.stat().st_mode & 0o777 for p in exported.iterdir()}
+    assert len(modes) == 1  # model.safetensors too is readable like the rest
     config = json.loads((exported / "config.json").read_text())
     tok = load_tokenizer(trained_run / "tokenizer")
     assert config["activation_function"] == "gelu_new" and config["layer_norm_epsilon"] == 1e-5

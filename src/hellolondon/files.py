@@ -47,6 +47,14 @@ def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def default_mode(path: str | Path) -> None:
+    """Give `path` the mode a newly created file gets under the umask (safetensors writes its
+    files 0600, unreadable to the group and others unlike every other file of the folder)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_write(path: str | Path, data: str | bytes, fsync: bool = True) -> None:
     """Write text (UTF-8) or bytes to `path` atomically (see `atomic_path`)."""
     with atomic_path(path, fsync) as tmp:

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
 from hellolondon.export.card import check_license, model_card, new_tokens_default
+from hellolondon.files import default_mode
 from hellolondon.generate import Sampling
 from hellolondon.model import GPT
 from hellolondon.tokenizer import Tokenizer
@@ -128,7 +129,7 @@ def write_model(model: GPT, cfg: RunConfig, ids: dict[str, int], out: Path) -> N
     """config.json, generation_config.json and model.safetensors (no tokenizer, no card)."""
     out.mkdir(parents=True, exist_ok=True)
     save_file(hf_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
-    os.chmod(out / "model.safetensors", 0o644)  # readable like the other files of the folder
+    default_mode(out / "model.safetensors")
     _write_json(out / "config.json", hf_config(cfg, ids))
     _write_json(out / "generation_config.json", generation_config(ids, cfg.model.block_size))
 

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write, sha256_file
+from hellolondon.files import atomic_write, default_mode, sha256_file
 
 FORMAT = 2  # 1: the loop's state as top-level keys, no monitor state (still read)
 TIED = "lm_head.weight"
@@ -115,7 +115,7 @@ def save(
     tmp.mkdir()
     weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items() if k != TIED}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    os.chmod(tmp / "model.safetensors", 0o644)  # safetensors makes it 0600; like the others
+    default_mode(tmp / "model.safetensors")
     torch.save(optim_state, tmp / "optimizer.pt")
     torch.save(
         rng if rng is not None else rng_tensors([local_rng(torch.device("cpu"))]), tmp / "rng.pt"
