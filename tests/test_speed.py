@@ -300,6 +300,23 @@ def test_micro_batch_choices():
     assert speed.auto_micro_batch(reg, 1 * 2**30) == 1  # never below one sequence
 
 
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graphs_with_several_forwards_per_step_are_refused(mode):
+    from hellolondon.config import build_config
+
+    cuda = torch.device("cuda")  # only the device's type is read: no GPU is touched
+    cfg = build_config("regular", overrides=[f"train.compile_mode={mode}"])  # 16 x 2
+    with pytest.raises(UserError, match=r"records CUDA graphs.*train.micro_batch=32"):
+        speed.check_cuda_graphs(cfg, cuda, 16, 2)
+    speed.check_cuda_graphs(cfg, cuda, 32, 1)  # one forward per step: allowed
+    speed.check_cuda_graphs(cfg, torch.device("cpu"), 16, 2)  # no CUDA graphs on a CPU
+    cfg.train.compile = "false"
+    speed.check_cuda_graphs(cfg, cuda, 16, 2)
+    for fine in ("default", "max-autotune-no-cudagraphs"):
+        ok = build_config("regular", overrides=[f"train.compile_mode={fine}"])
+        speed.check_cuda_graphs(ok, cuda, 16, 2)
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -127,6 +127,7 @@ def prepare(model: nn.Module, cfg: RunConfig, device: torch.device, dtype: torch
     if c.fp8:
         to_fp8(model, device, log)
     model.micro_batches = micro_plan(cfg, device, world, log)
+    check_cuda_graphs(cfg, device, *model.micro_batches)
 
 
 def attention_backends(
@@ -217,6 +218,29 @@ def micro_plan(cfg: RunConfig, device: torch.device, world: int = 1, log=print) 
         log(f"train.micro_batch=auto: {per_step // size} forward(s) of {size} sequences per "
             f"step instead of {c.grad_accum} of {c.batch_size} ({free / 2**30:.0f} GiB free)")  # fmt: skip
     return size, per_step // size
+
+
+# torch.compile modes that record CUDA graphs (`mode` in torch.compile's documentation)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def check_cuda_graphs(cfg: RunConfig, device: torch.device, size: int, count: int) -> None:
+    """CUDA graphs cannot accumulate gradients over several forwards of one step: each forward
+    of the compiled model starts a new graph generation, which takes back the memory of the
+    gradients the last backward left in `.grad` ("accessing tensor output of CUDAGraphs that
+    has been overwritten", pytorch/pytorch#169545). Refused before the first step."""
+    c = cfg.train
+    if count == 1 or device.type != "cuda" or not c.compiles(device.type):
+        return
+    if c.compile_mode not in CUDA_GRAPH_MODES:
+        return
+    per_step = size * count
+    raise UserError(
+        f"train.compile_mode={c.compile_mode} records CUDA graphs, which cannot accumulate "
+        f"gradients over the {count} forwards of {size} sequences that make a step "
+        f"(batch_size*grad_accum = {per_step}); use train.micro_batch={per_step} (one forward "
+        f"per step, where it fits), or train.compile_mode=max-autotune-no-cudagraphs"
+    )
 
 
 def _divisors(n: int) -> list[int]:
