@@ -317,6 +317,47 @@ def test_cuda_graphs_with_several_forwards_per_step_are_refused(mode):
         speed.check_cuda_graphs(ok, cuda, 16, 2)
 
 
+def _micro_plan_on_rank(rank: int, port: int, free: list[int], out) -> None:
+    import torch.distributed as dist
+
+    from hellolondon.config import build_config
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(free)
+    )
+    try:
+        torch.cuda.mem_get_info = lambda device=None: (free[rank], 141 * 2**30)
+        cfg = build_config("regular", overrides=["train.micro_batch=auto"])  # 16 x 2
+        out.put((rank, speed.micro_plan(cfg, torch.device("cuda"), len(free), lambda *_: None)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_micro_batch_auto_is_the_same_on_every_rank():
+    """Ranks with different free memory agree on the micro-batches (the least memory decides):
+    the samples each rank reads follow from their size, and FSDP gathers in every forward."""
+    import multiprocessing
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    free = [130 * 2**30, 22 * 2**30]  # an H200's free memory, a 24 GB card's
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_micro_plan_on_rank, args=(r, port, free, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    plans = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    from hellolondon.config import build_config
+
+    least = speed.auto_micro_batch(build_config("regular"), free[1], 2)
+    assert plans[0] == plans[1] == (least, 32 // least)
+    assert least < 32  # the larger memory alone would have chosen one forward of 32
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -212,12 +212,25 @@ def micro_plan(cfg: RunConfig, device: torch.device, world: int = 1, log=print) 
         log("train.micro_batch=auto sizes micro-batches from free GPU memory; on "
             f"{device.type} it keeps batch_size={c.batch_size}, grad_accum={c.grad_accum}")  # fmt: skip
         return c.batch_size, c.grad_accum
-    free = torch.cuda.mem_get_info(device)[0]
+    # the least free memory of any rank: every rank must read the same micro-batches (the
+    # samples of rank r depend on their size) and FSDP gathers weights in every forward
+    free = least_over_ranks(torch.cuda.mem_get_info(device)[0])
     size = auto_micro_batch(cfg, free, world)
     if (size, per_step // size) != (c.batch_size, c.grad_accum):
         log(f"train.micro_batch=auto: {per_step // size} forward(s) of {size} sequences per "
             f"step instead of {c.grad_accum} of {c.batch_size} ({free / 2**30:.0f} GiB free)")  # fmt: skip
     return size, per_step // size
+
+
+def least_over_ranks(value: int) -> int:
+    """The smallest of every process's `value` under a process group; `value` without one."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return min(values)
 
 
 # torch.compile modes that record CUDA graphs (`mode` in torch.compile's documentation)
