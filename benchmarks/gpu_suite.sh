@@ -116,6 +116,9 @@ run() {
   emit "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $(($(date +%s) - t0))}"
   return $rc
 }
+# limited CMD...: the command, stopped after --step-timeout seconds (a bench's or a check's
+# output goes to a pipe, not through `run`)
+limited() { timeout -k 10 "$STEP_TIMEOUT" "$@"; }
 # want SECTION COST: true when the section was asked for and COST more seconds fit the budget
 want() {
   case " $SECTIONS " in *" $1 "*) ;; *) return 1 ;; esac
@@ -163,13 +166,13 @@ bench_ours() {  # PRESET BATCH [--profile DIR] -- SETTINGS...
   [ "$1" = --profile ] && { prof=(--profile "$2"); shift 2; }
   shift  # --
   # shellcheck disable=SC2046
-  env $(cold) "${HL[@]}" bench --preset "$preset" --batch-size "$batch" --steps "$BENCH_STEPS" \
+  limited env $(cold) "${HL[@]}" bench --preset "$preset" --batch-size "$batch" --steps "$BENCH_STEPS" \
     --warmup 5 --repeat "$REPEAT" --device "$DEV" --compile "$COMPILE" --json "${BENCH_ARGS[@]}" \
     "${prof[@]}" "$@" 2>>"$LOG" | tail -1
 }
 bench_theirs() {  # PRESET BATCH [--profile DIR]
   # shellcheck disable=SC2046
-  env $(cold) "$PY" benchmarks/nanogpt_bench.py --nanogpt "$NANOGPT" --preset "$1" \
+  limited env $(cold) "$PY" benchmarks/nanogpt_bench.py --nanogpt "$NANOGPT" --preset "$1" \
     --batch-size "$2" --steps "$BENCH_STEPS" --repeat "$REPEAT" --device "$DEV" "${BENCH_ARGS[@]}" \
     --compile "$([ "$COMPILE" = false ] && echo false || echo true)" "${@:3}" 2>>"$LOG" | tail -1
 }
@@ -330,7 +333,7 @@ fi
 if want export 30; then
   run export "${HL[@]}" export "$WORK/runs/whole" --out "$WORK/export" --force
   if [ "$CPU" = 0 ]; then
-    "$PY" benchmarks/gpu_checks.py parity "$WORK/runs/whole" "$WORK/export" | tee -a "$RESULTS"
+    limited "$PY" benchmarks/gpu_checks.py parity "$WORK/runs/whole" "$WORK/export" | tee -a "$RESULTS"
   fi
 fi
 if want generate 20; then
@@ -342,12 +345,12 @@ for row in "${ROWS[@]:1}"; do bench_row "$row"; done
 
 # -- speed options (section `speed`) ----------------------------------------------------------
 if want attention 30 && [ "$CPU" = 0 ]; then
-  "$PY" benchmarks/gpu_checks.py attention | tee -a "$RESULTS"
+  limited "$PY" benchmarks/gpu_checks.py attention | tee -a "$RESULTS"
 fi
 if want muon 60; then  # one optimizer step, torch.optim.Muon's against ours (needs torch >= 2.9)
   if [ "$CPU" = 0 ]; then MP=(slm regular); else MP=(tiny); fi
   for p in "${MP[@]}"; do
-    "$PY" benchmarks/muon_bench.py --preset "$p" --device "$DEV" 2>>"$LOG" |
+    limited "$PY" benchmarks/muon_bench.py --preset "$p" --device "$DEV" 2>>"$LOG" |
       sed 's/^/{"section": "muon", "result": /; s/$/}/' | tee -a "$RESULTS"
   done
 fi

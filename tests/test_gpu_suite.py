@@ -88,3 +88,28 @@ def test_the_suite_runs_its_cpu_path(tmp_path):
     assert ratio["ms_per_step_by_kind"]["matmul"][0] > 0
     assert ratio["ms_per_step_by_kind"]["matmul"][1] > 0
     assert rows[-1]["section"] == "done"
+
+
+def test_a_bench_past_the_step_timeout_is_stopped_and_noted(tmp_path):
+    """Benches and checks write to a pipe, not through `run`: they too stop at --step-timeout."""
+    stand_in = tmp_path / "nano"
+    stand_in.mkdir()
+    (stand_in / "model.py").write_text(STAND_IN)
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src"),
+           "SUITE_WORK": str(tmp_path / "work")}  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "bench", "--nanogpt", str(stand_in), "--step-timeout", "1"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "results.jsonl").read_text().split("\n")
+        if line
+    ]
+    benches = [r for r in rows if r.get("section") == "bench" and "impl" in r]
+    assert {b["impl"] for b in benches} == {"hellolondon", "nanoGPT"}
+    assert all(b["result"] is None for b in benches)  # python alone takes more than a second
+    notes = [r["note"] for r in rows if "note" in r]
+    assert any("nanoGPT bench" in n and "failed" in n for n in notes)
