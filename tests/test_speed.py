@@ -262,6 +262,27 @@ def test_the_attention_setting_reaches_every_block_and_the_generation_path():
         model(x[:, 4:], cache=cache)  # a masked step: any kernel may take it
 
 
+def test_decoding_keeps_any_attention_kernel():
+    """The kernel of train.attention is checked in training's dtype; a run's samples decode in
+    float32, for which flash and cuDNN attention have no CUDA kernel. Here a kernel the CPU has
+    none of stands for them: decoding with the KV cache does not use it."""
+    from torch.nn.attention import SDPBackend
+
+    from hellolondon.config import build_config
+    from hellolondon.generate import Sampling, generate_ids
+    from hellolondon.model import GPT
+
+    cfg = build_config("tiny", overrides=["vocab_size=64", "block_size=16"])
+    model = GPT(cfg.model)
+    for block in model.transformer.h:
+        block.attn.backends = [SDPBackend.EFFICIENT_ATTENTION]
+    x = torch.randint(0, 64, (1, 6))
+    with pytest.raises(RuntimeError):  # the training forward does use it
+        model(x, x)
+    ids = generate_ids(model, [1, 2, 3], Sampling(max_new_tokens=5))
+    assert len(ids) == 5
+
+
 def test_fp8_on_a_cpu_is_one_clear_error():
     with pytest.raises(UserError, match="train.fp8=true needs a CUDA GPU"):
         speed.to_fp8(torch.nn.Linear(16, 16), torch.device("cpu"))

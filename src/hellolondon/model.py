@@ -3,8 +3,9 @@ with tanh-GELU (so Hugging Face GPT-2 loads it exactly) and causal attention thr
 `scaled_dot_product_attention`. Only `nn.Module` code lives here: no optimizer and no I/O.
 
 Two speed switches live on the modules, set by `train/speed.py`: `CausalSelfAttention.backends`
-(the SDPA kernels allowed, None: PyTorch's choice) and `GPT.checkpointing` (recompute each block
-in the backward pass). Neither changes the parameters or the state dict."""
+(the SDPA kernels allowed in training and evaluation forwards, None: PyTorch's choice; decoding
+with a KV cache always keeps PyTorch's choice) and `GPT.checkpointing` (recompute each block in
+the backward pass). Neither changes the parameters or the state dict."""
 
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ class CausalSelfAttention(nn.Module):
                 if T > 1:
                     mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
         p = self.dropout if self.training else 0.0
-        if self.backends is not None and mask is None:  # a masked decode step keeps any kernel
+        # the kernel was checked in training's dtype only: decoding (the samples of a run, in
+        # float32 on the GPU, where flash and cuDNN attention have no kernel) keeps any kernel
+        if self.backends is not None and cache is None:
             from torch.nn.attention import sdpa_kernel
 
             with sdpa_kernel(self.backends):
