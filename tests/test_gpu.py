@@ -158,6 +158,19 @@ def test_each_attention_kernel_runs_or_is_refused_clearly(kernel):
     assert torch.isfinite(train_step(run).values[0])
 
 
+@pytest.mark.parametrize("kernel", ["flash", "cudnn"])
+def test_a_runs_samples_decode_in_float32_whatever_the_attention_kernel(kernel):
+    from hellolondon.errors import UserError
+    from hellolondon.generate import Sampling, generate_ids
+
+    try:
+        run = _cuda_run(f"train.attention={kernel}")
+    except UserError:
+        pytest.skip(f"no {kernel} attention here")
+    # as maybe_sample decodes during training: the float32 model, no autocast
+    assert len(generate_ids(run.model, [1, 2, 3], Sampling(max_new_tokens=4))) == 4
+
+
 def test_prefetched_batches_on_cuda_equal_direct_reads(tmp_path):
     import numpy as np
 
@@ -198,3 +211,7 @@ def test_fp8_runs_or_is_refused_clearly():
         assert "train.fp8=true needs" in str(exc)
         return
     assert torch.isfinite(train_step(run).values[0])
+    from hellolondon.generate import Sampling, generate_ids
+
+    # the run's closing sample: float8 matmuls of one row, in float32
+    assert len(generate_ids(run.model, [1, 2, 3], Sampling(max_new_tokens=4))) == 4
