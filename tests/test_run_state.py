@@ -375,3 +375,32 @@ def test_resuming_a_run_that_is_training_now_is_refused(trained_run, tmp_path, l
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"is being trained now (process {live_python})" in err
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    timing = ("time", "dt_ms", "per_sec", "tflops", "mfu", "epoch_time_s")
+    return [{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in rows]
+
+
+def test_an_evaluation_a_stop_cut_short_is_run_on_resume(tiny_data, tmp_path, monkeypatch):
+    """A SIGTERM during the evaluation of step 6 saves step 6 without it; the resumed run must
+    still log that evaluation (and keep step 6 as the best), as an uninterrupted run does."""
+    from hellolondon.train import steps
+
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=ref"), log=quiet)
+    real = steps._eval_split
+
+    def signal_during_the_evaluation_of_step_6(run, split):
+        if run.state.step == 6 and not run.stop.pending:
+            run.stop.pending = run.stop.requested = True  # what StopSignal's handler does
+        return real(run, split)
+
+    monkeypatch.setattr(steps, "_eval_split", signal_during_the_evaluation_of_step_6)
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=cut"), log=quiet)
+    run = RunDir(tmp_path / "cut")
+    assert [r["step"] for r in run.rows() if "eval/val_loss" in r] == [0]
+    monkeypatch.setattr(steps, "_eval_split", real)
+    resume(run.path)
+    assert _without_timing(run.rows()) == _without_timing(RunDir(tmp_path / "ref").rows())
+    best = checkpoint.read_state(run.checkpoints / "best", verify=False)
+    assert best["step"] == checkpoint.read_state(tmp_path / "ref/checkpoints/best")["step"]

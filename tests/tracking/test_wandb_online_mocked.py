@@ -191,6 +191,23 @@ def test_online_resume_sends_only_steps_the_server_does_not_hold(online):
     ]
 
 
+def test_a_resumed_evaluation_of_a_step_wandb_has_passed_goes_at_its_next_step(online, tmp_path):
+    """The run resumes from step 30 (a stop cut its evaluation short) while W&B holds up to 40:
+    the evaluation of step 30, new to W&B, must not be dropped with the steps it already holds."""
+    run_dir = tmp_path / "runs" / "london-slm-simple-20261126-101500"
+    run_dir.mkdir(parents=True)
+    rows = [{"step": s, "train/loss": 1.0, "train/iter": s} for s in (10, 20, 30)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tracker, wandb, _ = online(resume="abc12345", starting_step=41)
+    tracker.log({"eval/val_loss": 2.0, "eval/iter": 30}, 30)
+    for step in (35, 40, 41):
+        tracker.log({"train/loss": 1.0, "train/iter": step}, step)
+    assert wandb.runs[0].logged == [
+        (41, {"eval/val_loss": 2.0, "eval/iter": 30}),
+        (41, {"train/loss": 1.0, "train/iter": 41}),
+    ]
+
+
 def test_a_failed_online_start_falls_back_to_offline_with_the_same_run_id(online):
     tracker, wandb, lines = online(online_error=RuntimeError("permission denied on entity team"))
     assert [i["mode"] for i in wandb.inits] == ["online", "offline"] and wandb.teardowns == 1

@@ -88,6 +88,7 @@ class WandbTracker:
         self.rundir, self.console = rundir, console
         self.run_id: str | None = run.id
         self.skip_through = -1  # steps W&B already holds from before a restart
+        self.local_through = -1  # the last step of the local log when the run resumed
         self.replayed_through: int | None = None
         self.status = "running"
 
@@ -132,6 +133,8 @@ class WandbTracker:
         replayed = -1
         for row in self.rundir.rows():
             step = row.get("step")
+            if isinstance(step, int):
+                self.local_through = max(self.local_through, step)
             if isinstance(step, int) and step > self.skip_through and self.run is not None:
                 values = {k: _number(v) for k, v in row.items() if k not in ("step", "time")}
                 self._call(lambda v=values, s=step: self.run.log(v, step=s))
@@ -182,8 +185,15 @@ class WandbTracker:
     # ---- the loop's calls
 
     def log(self, row: dict[str, Any], step: int) -> None:
-        if self.run is None or step <= self.skip_through:
+        if self.run is None:
             return
+        if step <= self.local_through:
+            # new at a step the run had logged before it resumed: the evaluation a stop cut
+            # short. W&B takes no step it has passed, so it goes at the next one; its own
+            # eval/iter puts it in place on the charts
+            step = max(step, self.skip_through + 1)
+        elif step <= self.skip_through:
+            return  # logged again after a restart: W&B holds it
         clean = {k: v for k, v in scrub_row(row).items() if v is not None}
         self._call(lambda: self.run.log(clean, step=int(step)))
 

@@ -126,14 +126,23 @@ def save(
     for f in tmp.iterdir():  # the folder's rename below is the atomic step
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    _replace_folder(tmp, final)
     atomic_write(ckpt_root / "latest", final.name)
     if is_best:
         _link_best(final, ckpt_root / "best")
     _prune(ckpt_root, keep_last, final)
     return final
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Rename `new` to `final`. A folder already there (the same step saved again, after the
+    evaluation a stop cut short) is moved aside and removed only once `new` has its name."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _link_best(src: Path, best: Path) -> None:

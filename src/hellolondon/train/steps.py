@@ -164,10 +164,12 @@ def evaluate(run: Run) -> bool:
     try:
         means = {split: _eval_split(run, split) for split in ("train", "val")}
     except _Stopped:
-        run.log("evaluation left unfinished: a stop was asked for")
+        run.state.eval_pending = True  # in the checkpoint the stop writes: a resume runs it
+        run.log("evaluation left unfinished: a stop was asked for; a resume runs it first")
         return False
     finally:
         run.model.train()
+    run.state.eval_pending = False
     val, step = means["val"], run.state.step
     row = {
         "eval/train_loss": means["train"],
