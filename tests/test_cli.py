@@ -125,6 +125,16 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp
     assert (tmp_path / "early-2" / "checkpoints").is_dir()
 
 
+def test_resume_of_a_run_whose_config_json_is_cut_short_keeps_it(capsys, trained, tmp_path):
+    run = tmp_path / "cut"
+    shutil.copytree(trained, run)
+    (run / "config.json").write_text('{"model": {"n_layer": 2,')  # a full disk mid-write
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    err = _err(capsys, ["train", "--resume", str(run), "train.max_iters=8"])
+    assert "config.json is truncated or corrupt" in err and "move it away" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_resume_with_a_preset_is_refused_not_ignored(capsys, trained):
     before = (trained / "metrics.jsonl").read_bytes()
     err = _err(capsys, ["train", "--resume", str(trained), "--preset", "slm"])

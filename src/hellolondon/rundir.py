@@ -227,6 +227,17 @@ class RunDir:
                 "it (Ctrl-C, or kill that process) before resuming"
             )
 
+    def check_config_readable(self) -> None:
+        """Refuse to continue a run whose config.json is there but unreadable (cut short by a
+        full disk, say): the resume rewrites it, and the record of the run's first start in it
+        (command, code, data) would be lost without a word."""
+        if self.config_file.exists() and not self.read_config():
+            raise UserError(
+                f"{self.config_file} is truncated or corrupt (not a JSON object); it records how "
+                "the run first started, and resuming rewrites it: restore it from a backup, or "
+                "move it away to resume without that record"
+            )
+
     def _own_record(self) -> bool:
         record = read_json(self.process_file)
         return record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
