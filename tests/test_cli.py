@@ -107,6 +107,14 @@ def test_existing_run_folder_is_not_overwritten(capsys, trained, tiny_data):
     assert (trained / "metrics.jsonl").read_bytes() == before
 
 
+def test_a_run_name_taken_by_a_file_is_one_line_and_the_file_is_kept(capsys, tiny_data, tmp_path):
+    (tmp_path / "notes").write_text("mine")
+    argv = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "notes"]
+    err = _err(capsys, [*argv, *TINY_MODEL, *TINY_TRAIN])
+    assert "is a file, not a folder" in err and "--run-name" in err
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
 def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp_path):
     run = tmp_path / "early"  # what a run killed before its first save leaves
     run.mkdir()

@@ -155,6 +155,11 @@ class RunDir:
         """Refuse to start a run in a folder that already holds one (or is being started)."""
         if not self.path.exists():
             return
+        if not self.path.is_dir():
+            raise UserError(
+                f"{self.path} is a file, not a folder, so the run folder cannot go there; choose "
+                "another --run-name or move the file"
+            )
         held = [p.name for p in self.path.iterdir()]
         if not (any(name != PROCESS for name in held) or (held and self._claimed_elsewhere())):
             return
