@@ -3,11 +3,13 @@ and refuse. Each test names the wrong behaviour it guards against."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -329,6 +331,26 @@ def test_pruning_never_deletes_the_checkpoint_it_has_just_written(tiny_data, tmp
     written = checkpoint.save(root, 18, weights, {}, {"config": {}}, keep_last=1, is_best=False)
     assert written.name == "step-000018" and written.is_dir()
     assert (root / "latest").read_text() == "step-000018"
+
+
+def test_a_checkpoint_write_on_a_full_disk_is_named_and_gives_its_space_back(
+    trained_run, tmp_path, monkeypatch
+):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(trained_run / "checkpoints" / "step-000040", root / "step-000040")
+    (root / ".step-000030.tmp-99999").mkdir()  # a save killed halfway, by an earlier process
+    weights = checkpoint.load_weights(root / "step-000040")
+
+    def torch_on_a_full_disk(obj, path):  # how torch.save reports ENOSPC
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 32")
+
+    monkeypatch.setattr(checkpoint.torch, "save", torch_on_a_full_disk)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: SimpleNamespace(free=0))
+    with pytest.raises(OSError) as raised:
+        checkpoint.save(root, 50, weights, {}, {"config": {}}, keep_last=2, is_best=False)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename.endswith("step-000050")
+    assert sorted(p.name for p in root.iterdir()) == ["step-000040"]  # nothing half-written left
 
 
 @pytest.fixture
