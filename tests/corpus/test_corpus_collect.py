@@ -229,6 +229,14 @@ def test_body_longer_than_its_content_length_is_not_taken_as_whole(server, tmp_p
     assert raw_files(tmp_path) == {}
 
 
+def test_an_answer_that_is_not_http_fails_in_one_line(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("raw", b"SSH-2.0-OpenSSH_9.6\r\n")]
+    result = run(server, tmp_path, [book(376)], retries=1)
+    error = manifest(tmp_path)["pg-376"]["error"]
+    assert result["failed"] == ["pg-376"] and "SSH-2.0-OpenSSH_9.6" in error
+    assert error == " ".join(error.split())  # printed as one line of the failure list
+
+
 def test_not_found_fails_without_retrying(server, tmp_path):
     sleeps = Sleeps()
     run(server, tmp_path, [book(99999)], sleeps)
