@@ -362,3 +362,37 @@ def test_wandb_is_stopped_only_once_its_log_was_written_after_finish_began(onlin
     run.finish = interrupted_then_flushed
     tracker.finish()
     assert seen == [b":W&B every record"]
+
+
+def test_an_offline_resume_reads_each_earlier_part_once(tmp_path, monkeypatch):
+    """Each resume leaves one more W&B folder, and W&B's reader costs a second or so per folder:
+    reading them all made the hundredth resume of a run wait minutes before training."""
+    from hellolondon.rundir import RunDir
+    from hellolondon.tracking import wandb_tracker
+
+    rundir = RunDir(tmp_path)
+    held = {f"offline-run-20261126_1000{n:02d}-abc12345": n * 10 for n in range(50)}
+    held["offline-run-20261126_100050-abc12345"] = None  # killed before its first row
+    for name in [*held, "offline-run-20261126_100051-abc12345"]:
+        (rundir.wandb_dir / name).mkdir(parents=True)
+        (rundir.wandb_dir / name / "run-abc12345.wandb").touch()
+    asked: list[str] = []
+
+    def last_step(segment: Path) -> int | None:
+        asked.append(segment.name)
+        return held[segment.name]
+
+    monkeypatch.setattr(wandb_tracker, "last_step", last_step)
+    this_start = rundir.wandb_dir / "offline-run-20261126_100051-abc12345"
+    wb_run = SimpleNamespace(id="abc12345", settings=SimpleNamespace(sync_dir=str(this_start)))
+
+    def resume() -> int:
+        tracker = wandb_tracker.WandbTracker(
+            None, wb_run, None, "offline", "", rundir, console=lambda _: None
+        )
+        return tracker._last_step_held()
+
+    assert resume() == 490
+    assert asked == ["offline-run-20261126_100050-abc12345", "offline-run-20261126_100049-abc12345"]
+    asked.clear()
+    assert resume() == 490 and asked == []  # the next resume: nothing read again

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hellolondon.files import read_json, write_json
 from hellolondon.rundir import RunDir
 from hellolondon.tracking.secrets import scrub, scrub_row, scrub_text
 from hellolondon.tracking.wandb_options import WandbOptions
@@ -33,6 +34,7 @@ FINISH_NOTICE_S = 5.0
 FLUSH_WAIT_S = 30.0
 # The guide's hardware view: GPU memory "peak and average usage" and utilization over time, so
 # the run summary (and W&B's runs table) holds each one's last, highest and mean value.
+LAST_STEPS = ".last-steps.json"  # in runs/<run>/wandb/: what W&B's reader found in each part
 GPU_SUMMARY = ("gpu/mem_allocated_gb", "gpu/mem_reserved_gb", "gpu/utilization")
 LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 Console = Callable[[str], Any]
@@ -122,10 +124,20 @@ class WandbTracker:
         if self.mode == "online":
             start = int(getattr(self.run, "starting_step", 0) or 0)
             return start - 1
-        steps = [
-            last_step(d) for d in segment_dirs(self.rundir, self.run_id or "") if d != self.sync_dir
-        ]
-        return max((s for s in steps if s is not None), default=-1)
+        earlier = [d for d in segment_dirs(self.rundir, self.run_id or "") if d != self.sync_dir]
+        # each part logs only steps past all the parts before it, so the newest part with a row
+        # holds the last step. W&B's reader costs a second or so a part, and a part never changes
+        # once its process has ended, so what it found is kept: each part is read once
+        known = read_json(self.rundir.wandb_dir / LAST_STEPS)
+        try:
+            for segment in reversed(earlier):
+                step = _last_step_known(segment, known)
+                if step is not None:
+                    return step
+            return -1
+        finally:
+            with contextlib.suppress(OSError):
+                write_json(self.rundir.wandb_dir / LAST_STEPS, known)
 
     def _replay_local_rows(self) -> None:
         """Send the rows that the local log has and W&B lost (a hard kill drops W&B's unwritten
@@ -369,6 +381,18 @@ def sync_command(run: RunDir, run_id: str, online: bool = False) -> str:
     if online:
         return f"wandb sync --include-online {where}/run-*-{run_id}"
     return f"wandb sync {where}/offline-run-*-{run_id}"
+
+
+def _last_step_known(segment: Path, known: dict[str, Any]) -> int | None:
+    """`last_step` of a part of an ended process, from `known` ({folder: [bytes of its .wandb
+    file, last step]}) when it was read before at that size; what is read is added to it."""
+    size = sum(f.stat().st_size for f in segment.glob("*.wandb"))
+    seen = known.get(segment.name)
+    if isinstance(seen, list) and len(seen) == 2 and seen[0] == size:
+        return seen[1]
+    step = last_step(segment)
+    known[segment.name] = [size, step]
+    return step
 
 
 def last_step(segment: Path) -> int | None:
