@@ -326,6 +326,19 @@ def test_changed_metadata_updates_the_manifest_without_fetching(server, tmp_path
     assert manifest(tmp_path)["pg-376"]["source"]["year"] == 1665
 
 
+def test_a_changed_entry_whose_download_fails_keeps_the_earlier_copy(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    server.routes["/pg/376.txt"] = [("status", 404, {})]  # the server is down or moved for now
+    retitled = book(376, "A Journal of the Plague Year, Being Observations")
+    result = run(server, tmp_path, [retitled], retries=0)
+    assert result["failed"] == ["pg-376"] and raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+    assert "the earlier download stays in raw/pg-376.txt" in manifest(tmp_path)["pg-376"]["error"]
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    result = run(server, tmp_path, [retitled], retry_failed=True)
+    assert result["ok"] == ["pg-376"] and raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+
+
 def test_fixed_catalog_entry_is_fetched_again(server, tmp_path):
     server.routes["/pg/203.txt"] = [
         ("ok", gutenberg_book("Uncle Tom's Cabin", "Harriet Beecher Stowe"))
