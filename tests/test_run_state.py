@@ -426,3 +426,16 @@ def test_an_evaluation_a_stop_cut_short_is_run_on_resume(tiny_data, tmp_path, mo
     assert _without_timing(run.rows()) == _without_timing(RunDir(tmp_path / "ref").rows())
     best = checkpoint.read_state(run.checkpoints / "best", verify=False)
     assert best["step"] == checkpoint.read_state(tmp_path / "ref/checkpoints/best")["step"]
+
+
+def test_ctrl_c_after_training_in_the_same_process_interrupts_again(tiny_data, tmp_path):
+    """`demo` generates and reports after training, in the same process: Ctrl-C there must stop
+    it, not be taken for a stop request of the training that has ended."""
+    import os
+    import signal
+
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=c", "train.max_iters=2"), log=quiet)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)

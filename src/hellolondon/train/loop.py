@@ -27,8 +27,12 @@ def train(
 ) -> dict:
     """Train until `max_iters` or a stop signal; returns the run summary."""
     run = setup_run(cfg, resume, log, global_batch)
-    with failure_reported(run):
-        return _train(run)
+    try:
+        with failure_reported(run):
+            return _train(run)
+    finally:
+        if run.stop is not None:
+            run.stop.restore()
 
 
 def _train(run: Run) -> dict:
