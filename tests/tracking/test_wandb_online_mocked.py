@@ -377,8 +377,12 @@ def test_an_offline_resume_reads_each_earlier_part_once(tmp_path, monkeypatch):
         (rundir.wandb_dir / name).mkdir(parents=True)
         (rundir.wandb_dir / name / "run-abc12345.wandb").touch()
     asked: list[str] = []
+    killed_at: list[str] = ["offline-run-20261126_100049-abc12345"]
 
     def last_step(segment: Path) -> int | None:
+        if segment.name in killed_at:  # the start is killed while W&B's reader runs
+            killed_at.clear()
+            raise KeyboardInterrupt
         asked.append(segment.name)
         return held[segment.name]
 
@@ -392,7 +396,9 @@ def test_an_offline_resume_reads_each_earlier_part_once(tmp_path, monkeypatch):
         )
         return tracker._last_step_held()
 
-    assert resume() == 490
+    with pytest.raises(KeyboardInterrupt):
+        resume()
+    assert resume() == 490  # the part read before the kill is not read again
     assert asked == ["offline-run-20261126_100050-abc12345", "offline-run-20261126_100049-abc12345"]
     asked.clear()
     assert resume() == 490 and asked == []  # the next resume: nothing read again

@@ -128,16 +128,11 @@ class WandbTracker:
         # each part logs only steps past all the parts before it, so the newest part with a row
         # holds the last step. W&B's reader costs a second or so a part, and a part never changes
         # once its process has ended, so what it found is kept: each part is read once
-        known = read_json(self.rundir.wandb_dir / LAST_STEPS)
-        try:
-            for segment in reversed(earlier):
-                step = _last_step_known(segment, known)
-                if step is not None:
-                    return step
-            return -1
-        finally:
-            with contextlib.suppress(OSError):
-                write_json(self.rundir.wandb_dir / LAST_STEPS, known)
+        for segment in reversed(earlier):
+            step = _last_step_known(segment, self.rundir.wandb_dir / LAST_STEPS)
+            if step is not None:
+                return step
+        return -1
 
     def _replay_local_rows(self) -> None:
         """Send the rows that the local log has and W&B lost (a hard kill drops W&B's unwritten
@@ -383,15 +378,18 @@ def sync_command(run: RunDir, run_id: str, online: bool = False) -> str:
     return f"wandb sync {where}/offline-run-*-{run_id}"
 
 
-def _last_step_known(segment: Path, known: dict[str, Any]) -> int | None:
-    """`last_step` of a part of an ended process, from `known` ({folder: [bytes of its .wandb
-    file, last step]}) when it was read before at that size; what is read is added to it."""
+def _last_step_known(segment: Path, cache: Path) -> int | None:
+    """`last_step` of a part of an ended process, from `cache` ({folder: [bytes of its .wandb
+    file, last step]}) when it was read before at that size. What is read is written there at
+    once: a start killed halfway through the parts keeps what it had read."""
     size = sum(f.stat().st_size for f in segment.glob("*.wandb"))
+    known = read_json(cache)
     seen = known.get(segment.name)
     if isinstance(seen, list) and len(seen) == 2 and seen[0] == size:
         return seen[1]
     step = last_step(segment)
-    known[segment.name] = [size, step]
+    with contextlib.suppress(OSError):
+        write_json(cache, {**known, segment.name: [size, step]})
     return step
 
 
