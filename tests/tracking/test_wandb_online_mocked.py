@@ -380,8 +380,10 @@ def test_an_offline_resume_reads_each_earlier_part_once(tmp_path, monkeypatch):
     killed_at: list[str] = ["offline-run-20261126_100049-abc12345"]
 
     def last_step(segment: Path) -> int | None:
-        if segment.name in killed_at:  # the start is killed while W&B's reader runs
+        if segment.name in killed_at:  # a start killed (SIGKILL) while W&B's reader runs
             killed_at.clear()
+            cache = json.loads((rundir.wandb_dir / wandb_tracker.LAST_STEPS).read_text())
+            assert cache["offline-run-20261126_100050-abc12345"] == [0, None]  # kept at once
             raise KeyboardInterrupt
         asked.append(segment.name)
         return held[segment.name]
