@@ -107,6 +107,14 @@ def test_existing_run_folder_is_not_overwritten(capsys, trained, tiny_data):
     assert (trained / "metrics.jsonl").read_bytes() == before
 
 
+def test_a_run_name_taken_by_a_file_is_one_line_and_the_file_is_kept(capsys, tiny_data, tmp_path):
+    (tmp_path / "notes").write_text("mine")
+    argv = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "notes"]
+    err = _err(capsys, [*argv, *TINY_MODEL, *TINY_TRAIN])
+    assert "is a file, not a folder" in err and "--run-name" in err
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
 def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp_path):
     run = tmp_path / "early"  # what a run killed before its first save leaves
     run.mkdir()
@@ -123,6 +131,16 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(capsys, trained, tmp
     assert "holds no checkpoint to resume" in err and "--resume" not in err
     assert main([*again, "--run-name", "early-2", "train.max_iters=3"]) == 0  # the advice works
     assert (tmp_path / "early-2" / "checkpoints").is_dir()
+
+
+def test_resume_of_a_run_whose_config_json_is_cut_short_keeps_it(capsys, trained, tmp_path):
+    run = tmp_path / "cut"
+    shutil.copytree(trained, run)
+    (run / "config.json").write_text('{"model": {"n_layer": 2,')  # a full disk mid-write
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    err = _err(capsys, ["train", "--resume", str(run), "train.max_iters=8"])
+    assert "config.json is truncated or corrupt" in err and "move it away" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_resume_with_a_preset_is_refused_not_ignored(capsys, trained):

@@ -3,11 +3,13 @@ and refuse. Each test names the wrong behaviour it guards against."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -333,6 +335,26 @@ def test_pruning_never_deletes_the_checkpoint_it_has_just_written(tiny_data, tmp
     assert modes["model.safetensors"] == modes["state.json"]  # safetensors alone wrote 0600
 
 
+def test_a_checkpoint_write_on_a_full_disk_is_named_and_gives_its_space_back(
+    trained_run, tmp_path, monkeypatch
+):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(trained_run / "checkpoints" / "step-000040", root / "step-000040")
+    (root / ".step-000030.tmp-99999").mkdir()  # a save killed halfway, by an earlier process
+    weights = checkpoint.load_weights(root / "step-000040")
+
+    def torch_on_a_full_disk(obj, path):  # how torch.save reports ENOSPC
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 32")
+
+    monkeypatch.setattr(checkpoint.torch, "save", torch_on_a_full_disk)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: SimpleNamespace(free=0))
+    with pytest.raises(OSError) as raised:
+        checkpoint.save(root, 50, weights, {}, {"config": {}}, keep_last=2, is_best=False)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename.endswith("step-000050")
+    assert sorted(p.name for p in root.iterdir()) == ["step-000040"]  # nothing half-written left
+
+
 @pytest.fixture
 def live_python():
     """Another live Python process: the pid a running training would have."""
@@ -377,3 +399,45 @@ def test_resuming_a_run_that_is_training_now_is_refused(trained_run, tmp_path, l
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"is being trained now (process {live_python})" in err
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    timing = ("time", "dt_ms", "per_sec", "tflops", "mfu", "epoch_time_s")
+    return [{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in rows]
+
+
+def test_an_evaluation_a_stop_cut_short_is_run_on_resume(tiny_data, tmp_path, monkeypatch):
+    """A SIGTERM during the evaluation of step 6 saves step 6 without it; the resumed run must
+    still log that evaluation (and keep step 6 as the best), as an uninterrupted run does."""
+    from hellolondon.train import steps
+
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=ref"), log=quiet)
+    real = steps._eval_split
+
+    def signal_during_the_evaluation_of_step_6(run, split):
+        if run.state.step == 6 and not run.stop.pending:
+            run.stop.pending = run.stop.requested = True  # what StopSignal's handler does
+        return real(run, split)
+
+    monkeypatch.setattr(steps, "_eval_split", signal_during_the_evaluation_of_step_6)
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=cut"), log=quiet)
+    run = RunDir(tmp_path / "cut")
+    assert [r["step"] for r in run.rows() if "eval/val_loss" in r] == [0]
+    monkeypatch.setattr(steps, "_eval_split", real)
+    resume(run.path)
+    assert _without_timing(run.rows()) == _without_timing(RunDir(tmp_path / "ref").rows())
+    best = checkpoint.read_state(run.checkpoints / "best", verify=False)
+    assert best["step"] == checkpoint.read_state(tmp_path / "ref/checkpoints/best")["step"]
+
+
+def test_ctrl_c_after_training_in_the_same_process_interrupts_again(tiny_data, tmp_path):
+    """`demo` generates and reports after training, in the same process: Ctrl-C there must stop
+    it, not be taken for a stop request of the training that has ended."""
+    import os
+    import signal
+
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=c", "train.max_iters=2"), log=quiet)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)

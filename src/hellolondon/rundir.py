@@ -155,6 +155,11 @@ class RunDir:
         """Refuse to start a run in a folder that already holds one (or is being started)."""
         if not self.path.exists():
             return
+        if not self.path.is_dir():
+            raise UserError(
+                f"{self.path} is a file, not a folder, so the run folder cannot go there; choose "
+                "another --run-name or move the file"
+            )
         held = [p.name for p in self.path.iterdir()]
         if not (any(name != PROCESS for name in held) or (held and self._claimed_elsewhere())):
             return
@@ -225,6 +230,17 @@ class RunDir:
             raise UserError(
                 f"run {self.path} is being trained now ({found[1]}); wait for it to end or stop "
                 "it (Ctrl-C, or kill that process) before resuming"
+            )
+
+    def check_config_readable(self) -> None:
+        """Refuse to continue a run whose config.json is there but unreadable (cut short by a
+        full disk, say): the resume rewrites it, and the record of the run's first start in it
+        (command, code, data) would be lost without a word."""
+        if self.config_file.exists() and not self.read_config():
+            raise UserError(
+                f"{self.config_file} is truncated or corrupt (not a JSON object); it records how "
+                "the run first started, and resuming rewrites it: restore it from a backup, or "
+                "move it away to resume without that record"
             )
 
     def _own_record(self) -> bool:

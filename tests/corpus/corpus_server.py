@@ -42,6 +42,7 @@ class Server:
     ("html", page)                200 text/html
     ("encoded", data, encoding)   200 with data as it is and that Content-Encoding
     ("long", body, n)             Content-Length n bytes short of the body, then the whole body
+    ("raw", data)                 data as it is, in place of an HTTP answer, then close
     """
 
     def __init__(self) -> None:
@@ -96,6 +97,9 @@ class Server:
             h.send_response(200)
             h.send_header("Content-Length", str(len(action[1]) - action[2]))
             h.end_headers()
+            h.wfile.write(action[1])
+            h.close_connection = True
+        elif kind == "raw":
             h.wfile.write(action[1])
             h.close_connection = True
         elif kind == "encoded":

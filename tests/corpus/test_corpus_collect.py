@@ -229,6 +229,14 @@ def test_body_longer_than_its_content_length_is_not_taken_as_whole(server, tmp_p
     assert raw_files(tmp_path) == {}
 
 
+def test_an_answer_that_is_not_http_fails_in_one_line(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("raw", b"SSH-2.0-OpenSSH_9.6\r\n")]
+    result = run(server, tmp_path, [book(376)], retries=1)
+    error = manifest(tmp_path)["pg-376"]["error"]
+    assert result["failed"] == ["pg-376"] and "SSH-2.0-OpenSSH_9.6" in error
+    assert error == " ".join(error.split())  # printed as one line of the failure list
+
+
 def test_not_found_fails_without_retrying(server, tmp_path):
     sleeps = Sleeps()
     run(server, tmp_path, [book(99999)], sleeps)
@@ -316,6 +324,19 @@ def test_changed_metadata_updates_the_manifest_without_fetching(server, tmp_path
     result = run(server, tmp_path, [fixed])
     assert result["cached"] == ["pg-376"] and len(server.requests) == n
     assert manifest(tmp_path)["pg-376"]["source"]["year"] == 1665
+
+
+def test_a_changed_entry_whose_download_fails_keeps_the_earlier_copy(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [book(376)])
+    server.routes["/pg/376.txt"] = [("status", 404, {})]  # the server is down or moved for now
+    retitled = book(376, "A Journal of the Plague Year, Being Observations")
+    result = run(server, tmp_path, [retitled], retries=0)
+    assert result["failed"] == ["pg-376"] and raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+    assert "the earlier download stays in raw/pg-376.txt" in manifest(tmp_path)["pg-376"]["error"]
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    result = run(server, tmp_path, [retitled], retry_failed=True)
+    assert result["ok"] == ["pg-376"] and raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
 
 
 def test_fixed_catalog_entry_is_fetched_again(server, tmp_path):

@@ -191,6 +191,23 @@ def test_online_resume_sends_only_steps_the_server_does_not_hold(online):
     ]
 
 
+def test_a_resumed_evaluation_of_a_step_wandb_has_passed_goes_at_its_next_step(online, tmp_path):
+    """The run resumes from step 30 (a stop cut its evaluation short) while W&B holds up to 40:
+    the evaluation of step 30, new to W&B, must not be dropped with the steps it already holds."""
+    run_dir = tmp_path / "runs" / "london-slm-simple-20261126-101500"
+    run_dir.mkdir(parents=True)
+    rows = [{"step": s, "train/loss": 1.0, "train/iter": s} for s in (10, 20, 30)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tracker, wandb, _ = online(resume="abc12345", starting_step=41)
+    tracker.log({"eval/val_loss": 2.0, "eval/iter": 30}, 30)
+    for step in (35, 40, 41):
+        tracker.log({"train/loss": 1.0, "train/iter": step}, step)
+    assert wandb.runs[0].logged == [
+        (41, {"eval/val_loss": 2.0, "eval/iter": 30}),
+        (41, {"train/loss": 1.0, "train/iter": 41}),
+    ]
+
+
 def test_a_failed_online_start_falls_back_to_offline_with_the_same_run_id(online):
     tracker, wandb, lines = online(online_error=RuntimeError("permission denied on entity team"))
     assert [i["mode"] for i in wandb.inits] == ["online", "offline"] and wandb.teardowns == 1
@@ -345,3 +362,45 @@ def test_wandb_is_stopped_only_once_its_log_was_written_after_finish_began(onlin
     run.finish = interrupted_then_flushed
     tracker.finish()
     assert seen == [b":W&B every record"]
+
+
+def test_an_offline_resume_reads_each_earlier_part_once(tmp_path, monkeypatch):
+    """Each resume leaves one more W&B folder, and W&B's reader costs a second or so per folder:
+    reading them all made the hundredth resume of a run wait minutes before training."""
+    from hellolondon.rundir import RunDir
+    from hellolondon.tracking import wandb_tracker
+
+    rundir = RunDir(tmp_path)
+    held = {f"offline-run-20261126_1000{n:02d}-abc12345": n * 10 for n in range(50)}
+    held["offline-run-20261126_100050-abc12345"] = None  # killed before its first row
+    for name in [*held, "offline-run-20261126_100051-abc12345"]:
+        (rundir.wandb_dir / name).mkdir(parents=True)
+        (rundir.wandb_dir / name / "run-abc12345.wandb").touch()
+    asked: list[str] = []
+    killed_at: list[str] = ["offline-run-20261126_100049-abc12345"]
+
+    def last_step(segment: Path) -> int | None:
+        if segment.name in killed_at:  # a start killed (SIGKILL) while W&B's reader runs
+            killed_at.clear()
+            cache = json.loads((rundir.wandb_dir / wandb_tracker.LAST_STEPS).read_text())
+            assert cache["offline-run-20261126_100050-abc12345"] == [0, None]  # kept at once
+            raise KeyboardInterrupt
+        asked.append(segment.name)
+        return held[segment.name]
+
+    monkeypatch.setattr(wandb_tracker, "last_step", last_step)
+    this_start = rundir.wandb_dir / "offline-run-20261126_100051-abc12345"
+    wb_run = SimpleNamespace(id="abc12345", settings=SimpleNamespace(sync_dir=str(this_start)))
+
+    def resume() -> int:
+        tracker = wandb_tracker.WandbTracker(
+            None, wb_run, None, "offline", "", rundir, console=lambda _: None
+        )
+        return tracker._last_step_held()
+
+    with pytest.raises(KeyboardInterrupt):
+        resume()
+    assert resume() == 490  # the part read before the kill is not read again
+    assert asked == ["offline-run-20261126_100050-abc12345", "offline-run-20261126_100049-abc12345"]
+    asked.clear()
+    assert resume() == 490 and asked == []  # the next resume: nothing read again

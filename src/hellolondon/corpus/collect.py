@@ -199,8 +199,13 @@ def _collect_one(source: Source, options: CollectOptions, fetcher: Fetcher) -> d
     except FetchError as exc:
         rec.update(status="failed", error=str(exc), http_status=exc.status)
         rec["attempts"] += exc.attempts
-    if rec["status"] != "ok":
-        (out / "raw" / f"{source.id}.txt").unlink(missing_ok=True)  # never leave a stale copy
+    earlier = out / "raw" / f"{source.id}.txt"
+    if rec["status"] == "rejected":
+        earlier.unlink(missing_ok=True)  # the entry now names what was rejected: no stale copy
+    elif rec["status"] == "failed" and earlier.is_file():
+        # a download of a changed entry failed (the network, the server): the earlier checked
+        # copy stays until one succeeds; `clean` reads only sources of status ok
+        rec["error"] += f"; the earlier download stays in raw/{earlier.name}"
     rec["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return rec
 

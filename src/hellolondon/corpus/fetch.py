@@ -77,6 +77,12 @@ class Interrupted(Exception):  # noqa: N818 (not an error of the download)
     """The collector is stopping (Ctrl-C): the download was cut short, its partial file kept."""
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's text on one line: http.client quotes a server's bad status line with its line
+    break, and each failure is one line of the console and the manifest."""
+    return " ".join(str(exc).split())
+
+
 class _Clock:
     """The deadline of one download across its attempts; it starts at the first request."""
 
@@ -215,7 +221,7 @@ class Fetcher:
                 error = FetchError(f"TLS certificate not trusted: {exc.verify_message}", False)
             except (OSError, http.client.HTTPException) as exc:
                 error = FetchError(
-                    f"connection failed: {type(exc).__name__}: {exc}".rstrip(": "), True
+                    f"connection failed: {type(exc).__name__}: {_one_line(exc)}".rstrip(": "), True
                 )
             self._check_stop()  # a failure caused by cancel() is no failure of the server
             failures += 1

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hellolondon.files import read_json, write_json
 from hellolondon.rundir import RunDir
 from hellolondon.tracking.secrets import scrub, scrub_row, scrub_text
 from hellolondon.tracking.wandb_options import WandbOptions
@@ -33,6 +34,7 @@ FINISH_NOTICE_S = 5.0
 FLUSH_WAIT_S = 30.0
 # The guide's hardware view: GPU memory "peak and average usage" and utilization over time, so
 # the run summary (and W&B's runs table) holds each one's last, highest and mean value.
+LAST_STEPS = ".last-steps.json"  # in runs/<run>/wandb/: what W&B's reader found in each part
 GPU_SUMMARY = ("gpu/mem_allocated_gb", "gpu/mem_reserved_gb", "gpu/utilization")
 LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 Console = Callable[[str], Any]
@@ -88,6 +90,7 @@ class WandbTracker:
         self.rundir, self.console = rundir, console
         self.run_id: str | None = run.id
         self.skip_through = -1  # steps W&B already holds from before a restart
+        self.local_through = -1  # the last step of the local log when the run resumed
         self.replayed_through: int | None = None
         self.status = "running"
 
@@ -121,10 +124,15 @@ class WandbTracker:
         if self.mode == "online":
             start = int(getattr(self.run, "starting_step", 0) or 0)
             return start - 1
-        steps = [
-            last_step(d) for d in segment_dirs(self.rundir, self.run_id or "") if d != self.sync_dir
-        ]
-        return max((s for s in steps if s is not None), default=-1)
+        earlier = [d for d in segment_dirs(self.rundir, self.run_id or "") if d != self.sync_dir]
+        # each part logs only steps past all the parts before it, so the newest part with a row
+        # holds the last step. W&B's reader costs a second or so a part, and a part never changes
+        # once its process has ended, so what it found is kept: each part is read once
+        for segment in reversed(earlier):
+            step = _last_step_known(segment, self.rundir.wandb_dir / LAST_STEPS)
+            if step is not None:
+                return step
+        return -1
 
     def _replay_local_rows(self) -> None:
         """Send the rows that the local log has and W&B lost (a hard kill drops W&B's unwritten
@@ -132,6 +140,8 @@ class WandbTracker:
         replayed = -1
         for row in self.rundir.rows():
             step = row.get("step")
+            if isinstance(step, int):
+                self.local_through = max(self.local_through, step)
             if isinstance(step, int) and step > self.skip_through and self.run is not None:
                 values = {k: _number(v) for k, v in row.items() if k not in ("step", "time")}
                 self._call(lambda v=values, s=step: self.run.log(v, step=s))
@@ -182,8 +192,15 @@ class WandbTracker:
     # ---- the loop's calls
 
     def log(self, row: dict[str, Any], step: int) -> None:
-        if self.run is None or step <= self.skip_through:
+        if self.run is None:
             return
+        if step <= self.local_through:
+            # new at a step the run had logged before it resumed: the evaluation a stop cut
+            # short. W&B takes no step it has passed, so it goes at the next one; its own
+            # eval/iter puts it in place on the charts
+            step = max(step, self.skip_through + 1)
+        elif step <= self.skip_through:
+            return  # logged again after a restart: W&B holds it
         clean = {k: v for k, v in scrub_row(row).items() if v is not None}
         self._call(lambda: self.run.log(clean, step=int(step)))
 
@@ -359,6 +376,21 @@ def sync_command(run: RunDir, run_id: str, online: bool = False) -> str:
     if online:
         return f"wandb sync --include-online {where}/run-*-{run_id}"
     return f"wandb sync {where}/offline-run-*-{run_id}"
+
+
+def _last_step_known(segment: Path, cache: Path) -> int | None:
+    """`last_step` of a part of an ended process, from `cache` ({folder: [bytes of its .wandb
+    file, last step]}) when it was read before at that size. What is read is written there at
+    once: a start killed halfway through the parts keeps what it had read."""
+    size = sum(f.stat().st_size for f in segment.glob("*.wandb"))
+    known = read_json(cache)
+    seen = known.get(segment.name)
+    if isinstance(seen, list) and len(seen) == 2 and seen[0] == size:
+        return seen[1]
+    step = last_step(segment)
+    with contextlib.suppress(OSError):
+        write_json(cache, {**known, segment.name: [size, step]})
+    return step
 
 
 def last_step(segment: Path) -> int | None:

@@ -16,6 +16,7 @@ DDP and FSDP alike; `load_for_inference` gives generate, eval and export a model
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -35,6 +36,7 @@ from hellolondon.files import atomic_write, default_mode, sha256_file
 FORMAT = 2  # 1: the loop's state as top-level keys, no monitor state (still read)
 TIED = "lm_head.weight"
 ABANDONED = "abandoned"
+FULL_BELOW = 1 << 20  # bytes free under which a failed checkpoint write is put down to a full disk
 
 
 def rng_state() -> dict[str, Any]:
@@ -110,8 +112,52 @@ def save(
     generator states from `rng_tensors` (default: this process's CPU generator)."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / step_folder_name(step)
+    _remove_unfinished(ckpt_root)
     tmp = ckpt_root / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_folder(tmp, step, model_state, optim_state, state, rng)
+    except BaseException as exc:  # a full disk, say: the half-written folder would keep its space
+        full = _disk_full(ckpt_root, exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(final)) from exc
+        raise
+    _replace_folder(tmp, final)
+    atomic_write(ckpt_root / "latest", final.name)
+    if is_best:
+        _link_best(final, ckpt_root / "best")
+    _prune(ckpt_root, keep_last, final)
+    return final
+
+
+def _remove_unfinished(ckpt_root: Path) -> None:
+    """What an earlier process killed while saving left: a folder it was writing
+    (.step-NNNNNN.tmp-<pid>) or had moved aside (.step-NNNNNN.old). Never resumed, each as large
+    as a checkpoint. Only one process writes a run's checkpoints (rank 0; a resume refuses a
+    live run)."""
+    for left in ckpt_root.glob(".step-*"):
+        shutil.rmtree(left, ignore_errors=True)
+
+
+def _disk_full(folder: Path, exc: BaseException) -> bool:
+    """Whether a write failed for want of space. torch.save does not say so: a full disk
+    reaches it as "enforce fail ... unexpected pos", so the disk is asked."""
+    if isinstance(exc, OSError) or not isinstance(exc, Exception):
+        return False  # an OSError names itself; Ctrl-C is no disk error
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW
+    except OSError:
+        return False
+
+
+def _write_folder(
+    tmp: Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    optim_state: dict,
+    state: dict[str, Any],
+    rng: dict[str, torch.Tensor] | None,
+) -> None:
     tmp.mkdir()
     weights = {k: v.detach().cpu().contiguous() for k, v in model_state.items() if k != TIED}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -123,17 +169,20 @@ def save(
     files = {n: sha256_file(tmp / n) for n in ("model.safetensors", "optimizer.pt", "rng.pt")}
     meta = {"format": FORMAT, "step": step, **state, "rng": rng_state(), "files": files}
     (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    for f in tmp.iterdir():  # the folder's rename below is the atomic step
+    for f in tmp.iterdir():  # the folder's rename (`save`) is the atomic step
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Rename `new` to `final`. A folder already there (the same step saved again, after the
+    evaluation a stop cut short) is moved aside and removed only once `new` has its name."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    atomic_write(ckpt_root / "latest", final.name)
-    if is_best:
-        _link_best(final, ckpt_root / "best")
-    _prune(ckpt_root, keep_last, final)
-    return final
+        os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _link_best(src: Path, best: Path) -> None:

@@ -27,17 +27,23 @@ def train(
 ) -> dict:
     """Train until `max_iters` or a stop signal; returns the run summary."""
     run = setup_run(cfg, resume, log, global_batch)
-    with failure_reported(run):
-        return _train(run)
+    try:
+        with failure_reported(run):
+            return _train(run)
+    finally:
+        if run.stop is not None:
+            run.stop.restore()
 
 
 def _train(run: Run) -> dict:
     c, st = run.cfg.train, run.state
     stop, clock, results = StopSignal(run.dist.enabled, run.dist.is_main), Clock(run), Readback()
     run.stop = stop
-    if st.step == 0 and c.eval_interval:
+    if (st.step == 0 or st.eval_pending) and c.eval_interval:
+        # the untrained loss (where the curves start), or the evaluation a stop cut short
         with clock.paused():
-            evaluate(run)  # the untrained loss: where the curves start
+            if evaluate(run):
+                save(run, is_best=True)
     first = st.step + 1
     while st.step < c.max_iters and not stop.requested:
         out = train_step(run, stop)  # results stay on the device until `results.read`

@@ -156,6 +156,7 @@ def _run_folder(cfg: RunConfig, ckpt: Path | None, d: Dist) -> RunDir:
         rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
     elif d.is_main:
         rundir.check_not_training()
+        rundir.check_config_readable()
     return rundir
 
 

@@ -25,6 +25,7 @@ class TrainState:
     wall_seconds: float = 0.0  # wall time of the run up to the last start
     starts: int = 0  # how often the run was started: 1 plus each resume
     stop_reason: str = ""  # why the run stopped before max_iters, if it did
+    eval_pending: bool = False  # a stop cut this step's evaluation short: a resume runs it
     first_step_s: float | None = None  # the latest start's first step, compilation included
     started_at: float = field(default_factory=time.perf_counter, repr=False, compare=False)
 

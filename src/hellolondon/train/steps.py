@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -42,9 +43,17 @@ class StopSignal:
         self.requested = False  # what the loop acts on
         self.pending = False  # this process got the signal
         self.distributed, self.verbose = distributed, verbose
+        self.previous: dict[int, Any] = {}  # the handlers before training, put back by `restore`
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._handle)
-            signal.signal(signal.SIGINT, self._handle)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self.previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        """Training is over: Ctrl-C and SIGTERM do again what they did before it (in `demo`,
+        say, Ctrl-C during the report after training must stop the command)."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
 
     def _handle(self, signum, frame) -> None:
         if self.pending and signum == signal.SIGINT:
@@ -165,10 +174,12 @@ def evaluate(run: Run) -> bool:
     try:
         means = {split: _eval_split(run, split) for split in ("train", "val")}
     except _Stopped:
-        run.log("evaluation left unfinished: a stop was asked for")
+        run.state.eval_pending = True  # in the checkpoint the stop writes: a resume runs it
+        run.log("evaluation left unfinished: a stop was asked for; a resume runs it first")
         return False
     finally:
         run.model.train()
+    run.state.eval_pending = False
     val, step = means["val"], run.state.step
     row = {
         "eval/train_loss": means["train"],
