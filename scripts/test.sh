@@ -2,9 +2,11 @@
 # Set up .venv with the test tools, then lint, check the formatting and run the whole test
 # suite (slow tests included).
 # Locally, skip the slow end-to-end tests with:  bash scripts/test.sh -m "not slow"
+# The tests run on two processes (most of them use one core); `-n 0` runs them in this one,
+# `-n 4` on four.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 .venv/bin/ruff check src tests scripts benchmarks
 .venv/bin/ruff format --check src tests scripts benchmarks
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q -n 2 "$@"
