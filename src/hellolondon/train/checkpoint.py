@@ -176,9 +176,9 @@ def _write_folder(
 
 def _replace_folder(new: Path, final: Path) -> None:
     """Rename `new` to `final`. A folder already there (the same step saved again, after the
-    evaluation a stop cut short) is moved aside and removed only once `new` has its name."""
+    evaluation a stop cut short) is moved aside and removed only once `new` has its name. A
+    `.old` a killed save left was removed by `_remove_unfinished` before the write."""
     old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.rename(final, old)
     os.rename(new, final)
