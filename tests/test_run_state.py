@@ -430,14 +430,49 @@ def test_an_evaluation_a_stop_cut_short_is_run_on_resume(tiny_data, tmp_path, mo
     assert best["step"] == checkpoint.read_state(tmp_path / "ref/checkpoints/best")["step"]
 
 
+def test_a_sigterm_during_the_start_up_leaves_a_run_that_resumes(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    """A scheduler's SIGTERM while the run is being set up (W&B's start alone may take 15 s)
+    used to kill the process with no word, leaving a run folder without a checkpoint that could
+    neither be resumed nor started again under its name."""
+    import os
+    import signal
+
+    from hellolondon.train import run as run_module
+
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=ref"), log=quiet)
+    real = run_module._announce_pace
+
+    def sigterm_during_set_up(run):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(run)
+
+    monkeypatch.setattr(run_module, "_announce_pace", sigterm_during_set_up)
+    summary = train(tiny_config(tiny_data, tmp_path, "tracking.run_name=cut"), log=quiet)
+    assert "SIGTERM: stopping after the start-up and saving a checkpoint" in capsys.readouterr().out
+    assert summary["stop_reason"] == "stopped by a signal" and summary["iterations"] == 0
+    run = RunDir(tmp_path / "cut")
+    assert [p.name for p in checkpoint.step_dirs(run.checkpoints)] == ["step-000000"]
+    monkeypatch.setattr(run_module, "_announce_pace", real)
+    resume(run.path)
+    assert _without_timing(run.rows()) == _without_timing(RunDir(tmp_path / "ref").rows())
+
+
 def test_ctrl_c_after_training_in_the_same_process_interrupts_again(tiny_data, tmp_path):
     """`demo` generates and reports after training, in the same process: Ctrl-C there must stop
     it, not be taken for a stop request of the training that has ended."""
     import os
     import signal
 
-    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=c", "train.max_iters=2"), log=quiet)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
+    # Python's own Ctrl-C handler, as in a terminal (a shell's background job starts without it)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=c", "train.max_iters=2")
+        train(cfg, log=quiet)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -67,13 +67,18 @@ def launched_rank() -> int:
     return _env_int("RANK", 0)
 
 
+def launched_in_group() -> bool:
+    """Whether `init_distributed` starts a process group here (torchrun, even one process)."""
+    return launched_world_size() > 1 or "LOCAL_RANK" in os.environ
+
+
 def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
     """Read RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun); start NCCL on CUDA, gloo on CPU.
     Under torchrun a group starts even for one process (`train --gpus 1`: the distributed path,
     DDP or FSDP, on one GPU); a plain `train` is one process without one."""
-    world = launched_world_size()
-    if world == 1 and "LOCAL_RANK" not in os.environ:
+    if not launched_in_group():
         return Dist(device=resolve_device(device))  # one process: nothing to shard
+    world = launched_world_size()
     missing = [
         k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
     ]

@@ -4,6 +4,7 @@ calls live in `train/steps.py`."""
 from __future__ import annotations
 
 from hellolondon.config import RunConfig
+from hellolondon.train.distributed import launched_in_group, launched_rank
 from hellolondon.train.run import Run, setup_run
 from hellolondon.train.speed import Readback
 from hellolondon.train.steps import (
@@ -25,20 +26,23 @@ from hellolondon.train.steps import (
 def train(
     cfg: RunConfig, resume: str | None = None, log=print, global_batch: int | None = None
 ) -> dict:
-    """Train until `max_iters` or a stop signal; returns the run summary."""
-    run = setup_run(cfg, resume, log, global_batch)
+    """Train until `max_iters` or a stop signal; returns the run summary. A stop signal is
+    heeded from the start: one that comes while the run is set up (W&B alone may take 15 s)
+    ends it before its first step, with a checkpoint to resume from."""
+    stop = StopSignal(launched_in_group(), verbose=launched_rank() == 0)
     try:
+        run = setup_run(cfg, resume, log, global_batch)
+        run.stop = stop
         with failure_reported(run):
             return _train(run)
     finally:
-        if run.stop is not None:
-            run.stop.restore()
+        stop.restore()
 
 
 def _train(run: Run) -> dict:
-    c, st = run.cfg.train, run.state
-    stop, clock, results = StopSignal(run.dist.enabled, run.dist.is_main), Clock(run), Readback()
-    run.stop = stop
+    c, st, stop = run.cfg.train, run.state, run.stop
+    clock, results = Clock(run), Readback()
+    stop.after = "this step"
     if (st.step == 0 or st.eval_pending) and c.eval_interval:
         # the untrained loss (where the curves start), or the evaluation a stop cut short
         with clock.paused():

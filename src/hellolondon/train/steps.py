@@ -43,6 +43,7 @@ class StopSignal:
         self.requested = False  # what the loop acts on
         self.pending = False  # this process got the signal
         self.distributed, self.verbose = distributed, verbose
+        self.after = "the start-up"  # what the stop waits for; the loop sets "this step"
         self.previous: dict[int, Any] = {}  # the handlers before training, put back by `restore`
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -62,7 +63,7 @@ class StopSignal:
         self.requested = self.requested or not self.distributed
         if self.verbose:
             print(
-                f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint",
+                f"\n{signal.Signals(signum).name}: stopping after {self.after} and saving a checkpoint",
                 flush=True,
             )
 
