@@ -97,6 +97,25 @@ def test_failed_downloads_exit_1_and_say_how_to_retry(server, tmp_path, capsys):
            f"entry (its id or url) ({server.base}/none/376.txt)" in out.splitlines()  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--gutenberg-mirror", "ftp://mirror.example/pg"], "not an http:// or https:// address"),
+        (["--gutenberg-mirror", "mirror.example/pg"], "not an http:// or https:// address"),
+        (["--gutenberg-mirror", "https://m.example/{id}/{name}.txt"], "only {id} and {path}"),
+        (["--archive-base", "archive.org"], "--archive-base archive.org: not an http://"),
+    ],
+)
+def test_a_mirror_no_download_could_use_is_refused_once_up_front(flags, said, tmp_path, capsys):
+    """Such a mirror used to fail each source in turn, each with its own error line."""
+    out = tmp_path / "c"
+    argv = ["corpus", "collect", "--out", str(out), "--quiet", "--limit", "1", "--retries", "0"]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err
+    assert not out.exists()
+
+
 def test_deadline_flag_reaches_the_downloader(server, tmp_path, capsys):
     server.routes["/pg/376.txt"] = [("drip", b"x" * 100_000, 100, 0.05)]
     catalog = tmp_path / "mine.toml"
