@@ -107,6 +107,8 @@ def setup_run(
         cfg, world=d.world_size, meta=meta, ckpt=ckpt, state=state, global_batch=global_batch,
         agree=partial(broadcast_object, d=d), log=log,
     )  # fmt: skip
+    if d.is_main and _new_folder(cfg, ckpt):  # a name in use is said before the model is built
+        RunDir(Path(cfg.out_dir) / cfg.tracking.run_name).check_new()
     batches = Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device)
     check_fits_in_memory(cfg.model)  # before the run folder: a refusal leaves nothing behind
     dtype = precision(cfg, d.device)
@@ -151,13 +153,18 @@ def _run_folder(cfg: RunConfig, ckpt: Path | None, d: Dist) -> RunDir:
     """The run's folder: the checkpoint's own when resuming one in place, else a new one
     (made by rank 0; the name is rank 0's, so every rank agrees on it)."""
     rundir = RunDir(Path(cfg.out_dir) / cfg.tracking.run_name)
-    home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
-    if d.is_main and home != rundir:  # a new run, or one continued from a loose checkpoint
+    if d.is_main and _new_folder(cfg, ckpt):
         rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
     elif d.is_main:
         rundir.check_not_training()
         rundir.check_config_readable()
     return rundir
+
+
+def _new_folder(cfg: RunConfig, ckpt: Path | None) -> bool:
+    """A new run, or one continued from a loose checkpoint (not in its own run's folder)."""
+    home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
+    return home != RunDir(Path(cfg.out_dir) / cfg.tracking.run_name)
 
 
 def _run_tokenizer(meta: dict[str, Any], data_dir: str):
