@@ -80,6 +80,11 @@ def run_demo(
     summary = train(cfg)
     run_dir = Path(summary["run_dir"])
     print(f"trained in {time.perf_counter() - t:.0f} s")
+    if summary.get("stop_reason"):  # a first Ctrl-C: the demo goes on with what was trained
+        print(
+            f"training ended early ({summary['stop_reason']}) at step {summary['iterations']}; "
+            f"to continue it: hellolondon train --resume {run_dir}"
+        )
     _stage("5/5 generate and report")
     loaded = load_for_inference(run_dir)
     model, tok = loaded.model, loaded.tokenizer
