@@ -87,6 +87,25 @@ def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
     assert "cannot write the run folder" in err
 
 
+def test_a_finished_train_ignores_sigterm_only_as_its_process_exits(tiny_data, tmp_path):
+    """A SIGTERM while the interpreter exits would turn a complete run into exit code 143, so
+    it is ignored then; but a caller of `main` that goes on must keep its handler (its pool
+    workers, forked after, used to ignore SIGTERM and could not be ended)."""
+    argv = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "x",
+            *TINY_MODEL, *TINY_TRAIN, "train.max_iters=2"]  # fmt: skip
+    program = (
+        "import atexit, os, signal, sys\n"
+        "from hellolondon.cli import main\n"
+        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))  # runs last at exit\n"
+        "before = signal.getsignal(signal.SIGTERM)\n"
+        "code = main(sys.argv[1:])\n"
+        "assert signal.getsignal(signal.SIGTERM) is before, 'changed before the exit'\n"
+        "raise SystemExit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]  # not -15: the exit's SIGTERM was ignored
+
+
 def test_existing_run_folder_is_not_overwritten(capsys, trained, tiny_data):
     before = (trained / "metrics.jsonl").read_bytes()
     argv = ["train", "--data", str(tiny_data), "--out-dir", str(trained.parent),

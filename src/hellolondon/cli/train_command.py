@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import signal
 import sys
@@ -123,8 +124,10 @@ def run(args: argparse.Namespace) -> int:
         )
     summary = train(cfg, resume=args.resume, global_batch=args.global_batch)
     # finished and saved: a scheduler's SIGTERM while the interpreter exits (which restores the
-    # default, fatal action first) would turn a complete run into exit code 143
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # default, fatal action first) would turn a complete run into exit code 143. It is ignored
+    # from the exit on, not from now: a caller of `main` that goes on keeps its own handler, and
+    # so do the processes it starts (a pool's workers that ignore SIGTERM cannot be ended)
+    atexit.register(signal.signal, signal.SIGTERM, signal.SIG_IGN)
     best = summary.get("best_val_loss")
     if is_main:
         print(
