@@ -218,7 +218,7 @@ def test_broken_or_too_big_compressed_body_fails(server, tmp_path, data, reason)
     rec = manifest(tmp_path)["pg-376"]
     assert rec["status"] == "failed" and reason in rec["error"]
     assert raw_files(tmp_path) == {}
-    assert not [p for p in (tmp_path / "c" / "partial").iterdir() if p.suffix != ".json"]
+    assert not list((tmp_path / "c" / "partial").iterdir())  # nothing to resume, nothing left
 
 
 def test_body_longer_than_its_content_length_is_not_taken_as_whole(server, tmp_path):
@@ -252,6 +252,16 @@ def test_too_large_is_abandoned_and_not_retried(server, tmp_path):
     assert rec["status"] == "failed" and rec["attempts"] == 1
     assert "more than the limit of 1000" in rec["error"] and "--max-mb" in rec["error"]
     assert raw_files(tmp_path) == {} and not list((tmp_path / "c" / "partial").glob("*.part"))
+
+
+def test_too_large_without_a_content_length_leaves_nothing_behind(server, tmp_path):
+    """Abandoned as it streams in, the body used to leave its small resume record behind."""
+    no_length = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+    server.routes["/pg/376.txt"] = [("raw", no_length + PLAGUE)]
+    run(server, tmp_path, [book(376)], max_bytes=1000)
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed" and "more than the limit of 1000" in rec["error"]
+    assert not list((tmp_path / "c" / "partial").iterdir())
 
 
 def test_rerun_skips_complete_and_retries_failed_only_when_asked(server, tmp_path):

@@ -268,14 +268,19 @@ class Fetcher:
         """Download `url` into `part`, continuing a partial file left by an earlier attempt."""
         part.parent.mkdir(parents=True, exist_ok=True)
         clock = _Clock(self.config.deadline)
-        fetched, attempts = self._retrying(lambda: self._download_once(url, part, clock), clock)
-        fetched.attempts = attempts  # type: ignore[union-attr]
-        if fetched.encoding not in ("", "identity"):  # type: ignore[union-attr]
-            try:
-                fetched.bytes = self._decode(part, fetched.encoding)  # type: ignore[union-attr]
-            except FetchError as exc:
-                exc.attempts = attempts
-                raise
+        try:
+            fetched, attempts = self._retrying(lambda: self._download_once(url, part, clock), clock)
+            fetched.attempts = attempts  # type: ignore[union-attr]
+            if fetched.encoding not in ("", "identity"):  # type: ignore[union-attr]
+                try:
+                    fetched.bytes = self._decode(part, fetched.encoding)  # type: ignore[union-attr]
+                except FetchError as exc:
+                    exc.attempts = attempts
+                    raise
+        except FetchError:
+            if not part.exists():  # discarded (too large, cut, undecodable): nothing to resume
+                part.with_name(part.name + ".json").unlink(missing_ok=True)
+            raise
         return fetched  # type: ignore[return-value]
 
     def _headers(self) -> dict[str, str]:
