@@ -244,6 +244,25 @@ def test_an_unavailable_attention_kernel_is_one_clear_error():
         speed.attention_backends("efficient", torch.device("cpu"), torch.float32, 16)
 
 
+def test_the_attention_kernel_is_tried_at_the_runs_sequence_length(monkeypatch):
+    """A kernel can run short sequences and fail long ones: trying it at 16 tokens, as before,
+    would let a 1,024-token run fail at its first step instead of at the start."""
+    from hellolondon.config import build_config
+    from hellolondon.model import GPT
+
+    seen = []
+    real = speed.F.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        seen.append(q.shape[-2])
+        return real(q, *args, **kwargs)
+
+    monkeypatch.setattr(speed.F, "scaled_dot_product_attention", spy)
+    cfg = build_config("tiny", overrides=["vocab_size=64", "block_size=96", "train.attention=math"])
+    speed.prepare(GPT(cfg.model), cfg, torch.device("cpu"), torch.float32, log=lambda *_: None)
+    assert seen == [96]
+
+
 def test_the_attention_setting_reaches_every_block_and_the_generation_path():
     from torch.nn.attention import SDPBackend
 

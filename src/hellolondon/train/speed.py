@@ -120,7 +120,9 @@ def prepare(model: nn.Module, cfg: RunConfig, device: torch.device, dtype: torch
             world: int = 1, log=print) -> None:  # fmt: skip
     """Set the speed options on the plain model before it is sharded, compiled or wrapped."""
     c = cfg.train
-    backends = attention_backends(c.attention, device, dtype, cfg.model.head_dim)
+    backends = attention_backends(
+        c.attention, device, dtype, cfg.model.head_dim, cfg.model.block_size
+    )
     for block in model.transformer.h:
         block.attn.backends = backends
     model.checkpointing = c.activation_checkpointing
@@ -131,10 +133,11 @@ def prepare(model: nn.Module, cfg: RunConfig, device: torch.device, dtype: torch
 
 
 def attention_backends(
-    name: str, device: torch.device, dtype: torch.dtype, head_dim: int
+    name: str, device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int = 16
 ) -> list | None:
     """The SDPA kernel list for `train.attention`, after one small causal forward and backward
-    through it, so an unavailable kernel fails here with a clear line, not at the first step."""
+    through it at the run's sequence length (a kernel may take short sequences only), so an
+    unavailable kernel fails here with a clear line, not at the first step."""
     if name == "auto":
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -146,7 +149,7 @@ def attention_backends(
             "use train.attention=auto"
         )
     probe_dtype = dtype if dtype != torch.float32 or device.type != "cuda" else torch.float32
-    q = torch.randn(1, 2, 16, head_dim, device=device, dtype=probe_dtype, requires_grad=True)
+    q = torch.randn(1, 2, seq_len, head_dim, device=device, dtype=probe_dtype, requires_grad=True)
     try:
         with sdpa_kernel([backend]):
             F.scaled_dot_product_attention(q, q, q, is_causal=True).sum().backward()
