@@ -241,7 +241,7 @@ def test_attention_kernels_that_run_on_cpu_give_the_same_loss(tiny_data, tmp_pat
 
 def test_an_unavailable_attention_kernel_is_one_clear_error():
     with pytest.raises(UserError, match=r"train.attention=efficient: .*cpu.*train.attention=auto"):
-        speed.attention_backends("efficient", torch.device("cpu"), torch.float32, 16)
+        speed.attention_backends("efficient", torch.device("cpu"), torch.float32, 16, 16)
 
 
 def test_the_attention_kernel_is_tried_at_the_runs_sequence_length(monkeypatch):

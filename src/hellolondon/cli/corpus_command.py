@@ -207,32 +207,6 @@ def catalog_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_base_urls(gutenberg: str, archive: str) -> None:
-    """Refuse a mirror or base URL every download would fail on, once, before any is tried."""
-    from urllib.parse import urlsplit
-
-    from hellolondon.corpus.collect import gutenberg_urls
-    from hellolondon.errors import UserError
-
-    try:
-        url = gutenberg_urls(gutenberg, "1342")[0] if gutenberg else ""
-    except (KeyError, IndexError, ValueError):
-        raise UserError(
-            f"--gutenberg-mirror {gutenberg}: a URL template may hold only {{id}} and {{path}} "
-            "in braces (e.g. https://mirror.example/{path}/{id}/{id}-0.txt)"
-        ) from None
-    for flag, value, example in (
-        ("--gutenberg-mirror", gutenberg, url),
-        ("--archive-base", archive, archive),
-    ):
-        parts = urlsplit(example)
-        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
-            raise UserError(
-                f"{flag} {value}: not an http:// or https:// address with a host name "
-                "(e.g. https://mirror.example/gutenberg)"
-            )
-
-
 def collect_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.collect import GUTENBERG_URL, CollectOptions, collect, read_manifest
     from hellolondon.corpus.fetch import USER_AGENT, FetchConfig
@@ -252,7 +226,6 @@ def collect_command(args: argparse.Namespace) -> int:
         raise UserError(
             f"--delay and --backoff must be >= 0 seconds, not {args.delay:g} and {args.backoff:g}"
         )
-    _check_base_urls(args.gutenberg_mirror, args.archive_base)
     sources = _sources(args)
     if args.limit:
         sources = sources[: args.limit]

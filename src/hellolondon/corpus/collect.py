@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from hellolondon.corpus.catalog import Source, check_header
-from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError
+from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError, is_http_url
 from hellolondon.corpus.formats import decode, gutenberg_header, looks_like_html
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_write, exclusive_lock, sha256_file
@@ -110,11 +110,32 @@ def collect(
     sources: list[Source], options: CollectOptions, fetcher: Fetcher | None = None
 ) -> dict[str, Any]:
     """Fetch what is not complete yet; returns counts and the ids in each outcome."""
+    _check_base_urls(options)
     out = Path(options.out_dir)
     for sub in ("raw", "partial", "rejected"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     with _only_collector(out):
         return _collect(sources, options, fetcher, out)
+
+
+def _check_base_urls(options: CollectOptions) -> None:
+    """Refuse a mirror or base URL every download would fail on, once, before any is tried."""
+    try:
+        url = gutenberg_urls(options.gutenberg, "1342")[0]
+    except (KeyError, IndexError, ValueError):
+        raise UserError(
+            f"--gutenberg-mirror {options.gutenberg}: a URL template may hold only {{id}} and "
+            "{path} in braces (e.g. https://mirror.example/{path}/{id}/{id}-0.txt)"
+        ) from None
+    for flag, value, example in (
+        ("--gutenberg-mirror", options.gutenberg, url),
+        ("--archive-base", options.archive_base, options.archive_base),
+    ):
+        if not is_http_url(example):
+            raise UserError(
+                f"{flag} {value}: not an http:// or https:// address with a host name "
+                "(e.g. https://mirror.example/gutenberg)"
+            )
 
 
 def _collect(

@@ -297,7 +297,7 @@ class Fetcher:
         connection, http.client drops `conn.sock` while the response still reads from it)."""
         for _ in range(self.config.max_redirects + 1):
             parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            if not is_http_url(url):
                 raise FetchError(f"not an http(s) URL: {url}", False)
             cls = (
                 http.client.HTTPSConnection
@@ -517,6 +517,12 @@ class Fetcher:
             f.flush()
             os.fsync(f.fileno())
         return received
+
+
+def is_http_url(url: str) -> bool:
+    """An http:// or https:// address with a host name: what the fetcher can download."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _more_waiting(sock: socket.socket, resp: http.client.HTTPResponse) -> bool:

@@ -133,7 +133,7 @@ def prepare(model: nn.Module, cfg: RunConfig, device: torch.device, dtype: torch
 
 
 def attention_backends(
-    name: str, device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int = 16
+    name: str, device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int
 ) -> list | None:
     """The SDPA kernel list for `train.attention`, after one small causal forward and backward
     through it at the run's sequence length (a kernel may take short sequences only), so an
