@@ -5,6 +5,7 @@ batches; activation checkpointing; attention kernels; micro-batches; the clear r
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -305,6 +306,43 @@ def test_decoding_keeps_any_attention_kernel():
 def test_fp8_on_a_cpu_is_one_clear_error():
     with pytest.raises(UserError, match="train.fp8=true needs a CUDA GPU"):
         speed.to_fp8(torch.nn.Linear(16, 16), torch.device("cpu"))
+
+
+def test_fp8_trains_resumes_and_loads_without_fp8(tiny_data, tmp_path, monkeypatch):
+    """The fp8 path through the trainer, on the CPU with torchao's emulation (float8's rounding
+    without float8 kernels): the blocks' linear layers are swapped, the losses are near full
+    precision's without being equal, a run resumed from its step-6 checkpoint repeats the
+    uninterrupted one bit for bit, and the checkpoint generates in a model built without fp8."""
+    pytest.importorskip("torchao.float8")
+    from hellolondon.generate import Sampling, generate_ids
+    from hellolondon.train.checkpoint import load_for_inference
+
+    convert, swapped = speed.to_fp8, []
+
+    def emulated(model, device, log=print):
+        convert(model, device, log, emulate=True)
+        swapped.append(sum("Float8" in type(m).__name__ for m in model.modules()))
+
+    monkeypatch.setattr(speed, "to_fp8", emulated)
+    quiet = lambda *_: None  # noqa: E731
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=plain"), log=quiet)
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=whole", "train.fp8=true"), log=quiet)
+    assert swapped == [2 * 4]  # per block: attention in and out, MLP in and out
+    stopped = tmp_path / "stopped"  # the run as it was at step 6, resumed to the end
+    shutil.copytree(tmp_path / "whole", stopped)
+    shutil.rmtree(stopped / "checkpoints" / "step-000012")
+    (stopped / "checkpoints" / "latest").write_text("step-000006")
+    again = tiny_config(tiny_data, tmp_path, "tracking.run_name=stopped", "train.fp8=true")
+    train(again, resume=str(stopped), log=quiet)
+
+    plain, whole, resumed = (_rows(tmp_path / n) for n in ("plain", "whole", "stopped"))
+    assert swapped == [8, 8] and resumed == whole  # bitwise: floats compared exactly
+    assert whole.keys() == plain.keys()
+    assert all(whole[s][0] == pytest.approx(plain[s][0], rel=1e-3) for s in plain)
+    assert any(whole[s][0] != plain[s][0] for s in plain)
+    loaded = load_for_inference(tmp_path / "whole")
+    assert not any("Float8" in type(m).__name__ for m in loaded.model.modules())
+    assert len(generate_ids(loaded.model, [1, 2, 3], Sampling(max_new_tokens=4))) == 4
 
 
 def test_micro_batches_regroup_the_same_samples(tiny_data, tmp_path):

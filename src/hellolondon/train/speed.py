@@ -163,9 +163,35 @@ def attention_backends(
     return [backend]
 
 
-def to_fp8(model: nn.Module, device: torch.device, log=print) -> None:
+def to_fp8(model: nn.Module, device: torch.device, log=print, *, emulate: bool = False) -> None:
     """Swap the block's linear layers for torchao's float8 training layers (dynamic scaling).
-    The tied output head stays in bf16: it shares its matrix with the embedding."""
+    The tied output head stays in bf16: it shares its matrix with the embedding. `emulate`
+    computes the float8 rounding without float8 kernels (torchao's reference path): any
+    device, much slower; the tests run the fp8 path through it on the CPU."""
+    if not emulate:
+        _check_fp8_hardware(device)
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except Exception as exc:  # ImportError, or a torchao built for another torch
+        why = (
+            "pip install torchao" if isinstance(exc, ImportError) else f"importing it failed: {exc}"
+        )
+        raise UserError(f"train.fp8=true needs torchao ({why})") from None
+
+    def wanted(module: nn.Module, fqn: str) -> bool:
+        return (
+            isinstance(module, nn.Linear)
+            and fqn != "lm_head"
+            and module.in_features % 16 == 0
+            and module.out_features % 16 == 0
+        )
+
+    config = Float8LinearConfig(emulate=emulate)
+    convert_to_float8_training(model, module_filter_fn=wanted, config=config)
+    log("fp8: the blocks' linear layers compute in float8 (torchao, dynamic scaling)")
+
+
+def _check_fp8_hardware(device: torch.device) -> None:
     if device.type != "cuda":
         raise UserError(
             f"train.fp8=true needs a CUDA GPU with compute capability 8.9 or newer "
@@ -177,21 +203,6 @@ def to_fp8(model: nn.Module, device: torch.device, log=print) -> None:
             f"train.fp8=true needs compute capability 8.9 or newer (Ada, Hopper or later); "
             f"{torch.cuda.get_device_name(device)} has {cc[0]}.{cc[1]}"
         )
-    try:
-        from torchao.float8 import convert_to_float8_training
-    except ImportError:
-        raise UserError("train.fp8=true needs torchao: pip install torchao") from None
-
-    def wanted(module: nn.Module, fqn: str) -> bool:
-        return (
-            isinstance(module, nn.Linear)
-            and fqn != "lm_head"
-            and module.in_features % 16 == 0
-            and module.out_features % 16 == 0
-        )
-
-    convert_to_float8_training(model, module_filter_fn=wanted)
-    log("fp8: the blocks' linear layers compute in float8 (torchao, dynamic scaling)")
 
 
 def micro_plan(cfg: RunConfig, device: torch.device, world: int = 1, log=print) -> tuple[int, int]:
