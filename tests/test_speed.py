@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 
 import pytest
 import torch
@@ -306,6 +307,25 @@ def test_decoding_keeps_any_attention_kernel():
 def test_fp8_on_a_cpu_is_one_clear_error():
     with pytest.raises(UserError, match="train.fp8=true needs a CUDA GPU"):
         speed.to_fp8(torch.nn.Linear(16, 16), torch.device("cpu"))
+
+
+class _BrokenModule:
+    def __getattr__(self, name):
+        raise RuntimeError("undefined symbol: _ZN3c10 (built for another torch)")
+
+
+@pytest.mark.parametrize(
+    "module, message",
+    [
+        (None, r"needs torchao \(pip install torchao\)"),
+        (_BrokenModule(), "importing it failed: undefined symbol"),
+    ],
+    ids=["missing", "built-for-another-torch"],
+)
+def test_fp8_without_a_working_torchao_is_one_clear_error(monkeypatch, module, message):
+    monkeypatch.setitem(sys.modules, "torchao.float8", module)
+    with pytest.raises(UserError, match=message):
+        speed.to_fp8(torch.nn.Linear(16, 16), torch.device("cpu"), emulate=True)
 
 
 def test_fp8_trains_resumes_and_loads_without_fp8(tiny_data, tmp_path, monkeypatch):
