@@ -288,6 +288,7 @@ def test_a_model_too_large_for_this_machine_is_refused_before_its_run_folder(
     [
         ("train.fp8=true", "train.fp8=true needs a CUDA GPU"),  # beside the presets' Muon
         ("train.micro_batch=5", "train.micro_batch=5 must divide"),
+        ("train.attention=cudnn", "the cudnn attention kernel cannot run on cpu"),
     ],
 )
 def test_a_speed_option_this_run_cannot_use_is_refused_before_its_run_folder(
@@ -298,6 +299,15 @@ def test_a_speed_option_this_run_cannot_use_is_refused_before_its_run_folder(
     runs = tmp_path / "runs"
     args = ["train", "--data", str(tiny_data), "--out-dir", str(runs), "train.device=cpu"]
     assert main([*args, "train.max_iters=40", "train.batch_size=4", setting]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
-    assert not runs.exists()
+    assert out == "" and not runs.exists()  # the refusal is the only line
+
+
+def test_a_compile_mode_without_compiling_is_said(tiny_data, tmp_path, capsys):
+    from hellolondon.cli import main
+
+    args = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--wandb-mode",
+            "disabled", "train.device=cpu", "train.max_iters=1", "train.batch_size=2"]  # fmt: skip
+    assert main([*args, "train.compile=false", "train.compile_mode=max-autotune"]) == 0
+    assert "train.compile_mode=max-autotune has no effect" in capsys.readouterr().out

@@ -200,11 +200,12 @@ def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (FSDP needs it)
     model = GPT(cfg.model).to(d.device)
     torch.manual_seed(cfg.train.seed + d.rank)  # then per-rank streams (dropout)
-    log(f"Model parameters: {model.num_params():,}")
+    count = model.num_params()  # before FSDP shards the parameters
+    scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
+    step_model = _wrap(model, cfg, d, log)  # a speed option the machine lacks is refused here
+    log(f"Model parameters: {count:,}")  # so a refusal is the only line
     if cfg.train.dtype not in ("auto", str(dtype).removeprefix("torch.")):  # said, not silent
         log(f"train.dtype={cfg.train.dtype} does not run on the CPU: {str(dtype)[6:]} instead")
-    scaler = torch.amp.GradScaler(d.device.type, enabled=dtype == torch.float16)
-    step_model = _wrap(model, cfg, d, log)
     # after wrapping: FSDP replaces the parameters with shards, which the optimizer must hold
     optimizer = build_optimizer(model, cfg.train, d.device.type, log=log)
     return model, step_model, optimizer, scaler
@@ -280,6 +281,10 @@ def _wrap(model: GPT, cfg: RunConfig, d: Dist, log=print) -> nn.Module:
     speed.prepare(model, cfg, d.device, precision(cfg, d.device), d.world_size, log)
     compiled: nn.Module = model
     use_compile = cfg.train.compiles(d.device.type)
+    if not use_compile and cfg.train.compile_mode != "default":  # said, not silently ignored
+        log(f"note: train.compile_mode={cfg.train.compile_mode} has no effect: the model is not "
+            f"compiled (train.compile={cfg.train.compile} on {d.device.type}); "
+            "train.compile=true compiles it")  # fmt: skip
     if d.fsdp:
         # sharded in place: `model` itself gathers its shards on every call, eval included
         fsdp.shard(model, precision(cfg, d.device))
