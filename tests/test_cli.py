@@ -77,6 +77,29 @@ def test_settings_after_a_flag_are_settings(capsys, trained):
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["train", "--max-iters", "2", "--wandb-mode", "disabled", "train.lr=1e-3"],
+         "unrecognized arguments: --max-iters; settings are given as key=value: train.max_iters=2"),
+        (["train", "--block_size=64"], "--block_size=64; settings are given as key=value: model.block_size=64"),
+        (["train", "--run_name", "x"], "--run_name; did you mean --run-name?"),
+        (["generate", "r", "--max_new_tokens", "5"], "--max_new_tokens 5; did you mean --max-new-tokens?"),
+        (["corpus", "collect", "--gutenberg_mirror", "x"], "did you mean --gutenberg-mirror?"),
+        (["train", "--nope"], "unrecognized arguments: --nope"),
+    ],
+)  # fmt: skip
+def test_an_unknown_flag_is_named_with_what_it_likely_meant(capsys, argv, said):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(
+        f"hellolondon {' '.join(argv[:2] if argv[0] == 'corpus' else argv[:1])}: error: "
+    )
+    assert last.endswith(f"{said} (see --help)")
+
+
 def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

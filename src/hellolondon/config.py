@@ -467,6 +467,11 @@ def _typed(value: Any, current: Any, key: str) -> Any:
     raise UserError(f"{key}: expected {expected(current)}, got {value!r}")
 
 
+def full_key(key: str) -> str:
+    """`lr` or `train.lr` -> `train.lr`; a UserError for a key no section has (or several do)."""
+    return ".".join(_resolve_key(key))
+
+
 def _resolve_key(key: str) -> tuple[str, str]:
     """`train.lr` or plain `lr` (when only one section has that field) -> (section, field)."""
     defaults = RunConfig()

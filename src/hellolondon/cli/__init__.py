@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import importlib
 import os
@@ -88,9 +89,43 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     if rest and hasattr(args, "overrides") and all(_is_setting(a) for a in rest):
         args.overrides = [*args.overrides, *rest]
     elif rest:  # said by the command's own parser: its usage shows what it does take
-        command = _subparsers(parser).choices.get(args.command, parser)
-        command.error(f"unrecognized arguments: {' '.join(rest)} (see --help)")
+        command = _chosen(parser, args)
+        if hasattr(args, "overrides"):  # settings are fine there: only the flags are at fault
+            rest = [a for a in rest if not _is_setting(a)]
+        hint = _hint(command, [a for a in rest if a.startswith("-")], argv, args)
+        command.error(f"unrecognized arguments: {' '.join(rest)}{hint} (see --help)")
     return args
+
+
+def _hint(command: argparse.ArgumentParser, flags: list[str], argv: list[str], args) -> str:
+    """What an unknown flag most likely meant: a flag of the command spelt differently
+    (`--max_new_tokens`), or a setting (`--max-iters 2` is `train.max_iters=2`)."""
+    known = [o for action in command._actions for o in action.option_strings]
+    for flag in flags:
+        name = flag.split("=", 1)[0].replace("_", "-")
+        if close := difflib.get_close_matches(name, known, n=1, cutoff=0.8):
+            return f"; did you mean {close[0]}?"
+    if hasattr(args, "overrides"):
+        for flag in flags:
+            if setting := _as_setting(flag, argv):
+                return f"; settings are given as key=value: {setting}"
+    return ""
+
+
+def _as_setting(flag: str, argv: list[str]) -> str | None:
+    """`train.max_iters=2` for `--max-iters 2` or `--max_iters=2`, when a setting has that name."""
+    from hellolondon.config import full_key
+
+    name, _, value = flag.lstrip("-").partition("=")
+    if not value:
+        after = argv[argv.index(flag) + 1 :][:1]
+        value = (
+            after[0] if after and not after[0].startswith("-") and "=" not in after[0] else "VALUE"
+        )
+    try:
+        return f"{full_key(name.replace('-', '_'))}={value}"
+    except UserError:
+        return None
 
 
 def parse_command_line(argv: list[str]) -> argparse.Namespace:
@@ -98,8 +133,15 @@ def parse_command_line(argv: list[str]) -> argparse.Namespace:
     return _parse(build_parser(), argv)
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser `args` went through (`corpus collect`'s, say)."""
+    while (sub := _subparsers(parser)) and (name := getattr(args, sub.dest, None)) in sub.choices:
+        parser = sub.choices[name]
+    return parser
 
 
 def _is_setting(arg: str) -> bool:
