@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install helloLondon into it (idempotent).
 #   bash scripts/setup.sh          # the package
-#   bash scripts/setup.sh --dev    # the package plus test and lint tools (and the sweep engine)
+#   bash scripts/setup.sh --dev    # the package plus test and lint tools (the sweep engine, and
+#                                  # torchao apart in .venv/fp8 for the fp8 test)
 #   bash scripts/setup.sh --sweep  # the package plus W&B's sweep engine for `hellolondon sweep`
 # HELLOLONDON_TORCH picks the PyTorch to install when none is there yet (default torch==2.13.0;
 # for a particular CUDA build use e.g. "torch --index-url https://download.pytorch.org/whl/cu126").
@@ -35,4 +36,10 @@ if [ "$sweep" = 1 ]; then
     # (the [sweep] extra above brought what it really needs), so numpy is left as it is.
     echo "installing W&B's sweep engine (sweeps 0.3.0)"
     "$VPY" -m pip install -q --no-deps "sweeps==0.3.0"
+fi
+if [ "$extra" = "[dev]" ] && [ ! -d .venv/fp8/torchao ]; then
+    # torchao for the fp8 test, kept out of the environment: transformers imports it on every
+    # model load once it is installed (10 s on a 2-core CPU), so only that test adds this folder
+    echo "installing torchao into .venv/fp8 (the fp8 test only)"
+    "$VPY" -m pip install -q --no-deps --target .venv/fp8 "torchao>=0.13"
 fi

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -333,6 +334,9 @@ def test_fp8_trains_resumes_and_loads_without_fp8(tiny_data, tmp_path, monkeypat
     without float8 kernels): the blocks' linear layers are swapped, the losses are near full
     precision's without being equal, a run resumed from its step-6 checkpoint repeats the
     uninterrupted one bit for bit, and the checkpoint generates in a model built without fp8."""
+    # scripts/setup.sh --dev installs torchao apart, in .venv/fp8: transformers imports it on
+    # every model load once it is in the environment
+    monkeypatch.syspath_prepend(str(Path(sys.prefix) / "fp8"))
     pytest.importorskip("torchao.float8")
     from hellolondon.generate import Sampling, generate_ids
     from hellolondon.train.checkpoint import load_for_inference
