@@ -379,6 +379,34 @@ def test_micro_batches_regroup_the_same_samples(tiny_data, tmp_path):
         assert a[step][0] == pytest.approx(b[step][0], rel=1e-5)
 
 
+def test_cuda_graphs_inductor_skipped_are_said(monkeypatch):
+    """Inductor runs a graph without CUDA graphs and says so only under TORCH_LOGS=cudagraphs;
+    its counter is read after the first step (and by bench) and turned into a warning."""
+    from torch._dynamo.utils import counters
+
+    from hellolondon.config import build_config
+
+    cuda = torch.device("cuda")  # only its type is read
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", 2)
+    graphs = build_config(
+        "tiny", overrides=["train.compile=true", "train.compile_mode=reduce-overhead"]
+    )
+    assert speed.cuda_graph_skips(graphs, cuda) == 2
+    assert "inductor ran 2 compiled graph(s) without CUDA graphs" in speed.cuda_graph_warning(
+        graphs, cuda
+    )
+    assert speed.cuda_graph_skips(graphs, torch.device("cpu")) is None
+    for plain in (
+        ["train.compile=true"],
+        ["train.compile=false", "train.compile_mode=reduce-overhead"],
+    ):
+        assert speed.cuda_graph_warning(build_config("tiny", overrides=plain), cuda) is None
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", 0)
+    assert (
+        speed.cuda_graph_skips(graphs, cuda) == 0 and speed.cuda_graph_warning(graphs, cuda) is None
+    )
+
+
 def test_micro_batch_choices():
     from hellolondon.config import build_config
 

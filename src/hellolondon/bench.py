@@ -18,6 +18,7 @@ from hellolondon.config import RunConfig
 from hellolondon.rundir import RunDir
 from hellolondon.step_profile import profile_steps
 from hellolondon.tracking.base import NullTracker
+from hellolondon.train import speed
 from hellolondon.train.distributed import Dist
 from hellolondon.train.run import (
     Run,
@@ -109,7 +110,10 @@ def bench(
         if device.type == "cuda"
         else None,
         "final_loss": loss if math.isfinite(loss) else None,
+        "cuda_graph_skips": speed.cuda_graph_skips(cfg, device),  # None: no CUDA graphs asked
     }
+    if warning := speed.cuda_graph_warning(cfg, device):
+        log(f"warning: {warning}")
     if profile is not None:
         trace = Path(profile) / "trace.json"
         result["profile"] = profile_steps(lambda: train_step(run), device, 3, trace)

@@ -270,6 +270,31 @@ def check_cuda_graphs(cfg: RunConfig, device: torch.device, size: int, count: in
     )
 
 
+def cuda_graph_skips(cfg: RunConfig, device: torch.device) -> int | None:
+    """How many compiled graphs inductor ran without CUDA graphs under a compile mode that
+    records them (a CPU tensor or a mutated input in the graph, say). Torch says so only under
+    TORCH_LOGS=cudagraphs, so the step would quietly miss what the mode promises. None when
+    the run records no CUDA graphs."""
+    c = cfg.train
+    if device.type != "cuda" or not c.compiles("cuda") or c.compile_mode not in CUDA_GRAPH_MODES:
+        return None
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # a torch without dynamo's counters: nothing to tell
+        return None
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
+def cuda_graph_warning(cfg: RunConfig, device: torch.device) -> str | None:
+    if not (skipped := cuda_graph_skips(cfg, device)):
+        return None
+    return (
+        f"train.compile_mode={cfg.train.compile_mode}: inductor ran {skipped} compiled graph(s) "
+        "without CUDA graphs, so the step runs as under compile_mode=default; "
+        "TORCH_LOGS=cudagraphs says why"
+    )
+
+
 def _divisors(n: int) -> list[int]:
     return [m for m in range(1, n + 1) if n % m == 0]
 

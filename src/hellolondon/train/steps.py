@@ -26,7 +26,7 @@ from hellolondon.train.distributed import (
 )
 from hellolondon.train.optim import lr_scale
 from hellolondon.train.run import Run
-from hellolondon.train.speed import StepResult, skips_on_device, step_unless
+from hellolondon.train.speed import StepResult, cuda_graph_warning, skips_on_device, step_unless
 from hellolondon.units import fmt_duration
 
 
@@ -90,6 +90,8 @@ class Clock:
         self.first_s = busy  # left out of the next lap's steady rate (the ETA)
         compiled = self.run.cfg.train.compiles(self.run.dist.device.type)
         self.run.log(f"first step took {busy:.1f} s" + (" (compilation included)" * compiled))
+        if warning := cuda_graph_warning(self.run.cfg, self.run.dist.device):
+            self.run.log(f"warning: {warning}")
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
