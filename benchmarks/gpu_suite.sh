@@ -25,6 +25,9 @@
 # --step-timeout S (default 300): a command still running after S seconds is stopped, so one
 # hang cannot take the whole call.
 # SUITE_WORK=DIR keeps the work folder (corpus, runs) where a later call can reuse it.
+# PYTHON: the interpreter (default .venv/bin/python where it exists, else python3).
+# Exit status: 0 when every command and check passed, 1 when any failed (the last JSON line,
+# `done`, names them in `failed`), 2 when the interpreter lacks torch.
 # --cpu: the same path, shortened, on the CPU (tiny preset, a slice of the corpus), to check
 # the script itself where there is no GPU.
 #
@@ -68,7 +71,11 @@ SECTIONS="${SECTIONS//speed/attention muon compile_modes memory fp8}"
 if [ "$NOISE" = 1 ]; then SECTIONS="$SECTIONS noise"; fi
 START=$(date +%s)
 export PYTHONUNBUFFERED=1 WANDB_SILENT=true TOKENIZERS_PARALLELISM=false
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
+fi
+FAILED=()  # what failed, for the `done` line and the exit status
 
 if [ -d "$ROOT/.whl" ] && ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
   # only packages the machine lacks, one wheel of each, decided in one process (with a
@@ -100,6 +107,10 @@ EOF
 fi
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 HL=("$PY" -m hellolondon)
+if ! "$PY" -c "import torch" >>"$LOG" 2>&1; then
+  echo "error: $PY cannot import torch; set PYTHON to an interpreter with torch 2.4 or later (bash scripts/setup.sh makes .venv/bin/python)" >&2
+  exit 2
+fi
 
 emit() { echo "$1" | tee -a "$RESULTS"; }
 note() { emit "{\"section\": \"$1\", \"note\": \"$2\"}"; }
@@ -114,6 +125,7 @@ run() {
   local rc=$?
   cat "$WORK/logs/$name.log" >>"$LOG"
   emit "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $(($(date +%s) - t0))}"
+  [ "$rc" = 0 ] || FAILED+=("$name")
   return $rc
 }
 # limited CMD...: the command, stopped after --step-timeout seconds (a bench's or a check's
@@ -194,13 +206,13 @@ bench_pair() {
     theirs=$(bench_theirs "$preset" "$batch" "${pt[@]}")
   fi
   [ "$with_nano" = 1 ] && PAIRS=$((PAIRS + 1))
-  [[ "$ours" == "{"* ]] || { ours=""; note bench "bench $preset $batch ${opts[*]} failed: see suite.log"; }
+  [[ "$ours" == "{"* ]] || { ours=""; note bench "bench $preset $batch ${opts[*]} failed: see suite.log"; FAILED+=("bench $preset $batch${3:+ ${*:3}}"); }
   emit "{\"section\": \"bench\", \"impl\": \"hellolondon\", \"preset\": \"$preset\", \"options\": \"${*:3}\", \"result\": ${ours:-null}}"
   if [ "$with_nano" = 1 ]; then
-    [[ "$theirs" == "{"* ]] || { theirs=""; note bench "nanoGPT bench $preset $batch failed: see suite.log"; }
+    [[ "$theirs" == "{"* ]] || { theirs=""; note bench "nanoGPT bench $preset $batch failed: see suite.log"; FAILED+=("nanoGPT bench $preset $batch"); }
     emit "{\"section\": \"bench\", \"impl\": \"nanoGPT\", \"preset\": \"$preset\", \"result\": ${theirs:-null}}"
     if [ -n "$ours" ] && [ -n "$theirs" ]; then
-      "$PY" benchmarks/gpu_checks.py ratio "$ours" "$theirs" | tee -a "$RESULTS"
+      "$PY" benchmarks/gpu_checks.py ratio "$ours" "$theirs" | tee -a "$RESULTS" || FAILED+=(bench-ratio)
     fi
   elif [ $# -eq 2 ]; then
     note bench "nanoGPT rows skipped: no --nanogpt DIR with model.py given"
@@ -274,6 +286,7 @@ if want resume 120; then
   cat "$cut_log" >>"$LOG"
   stopped_at=$(grep -o "saved checkpoint [^ ]*" "$cut_log" | tail -1)
   emit "{\"step\": \"run-cut\", \"rc\": $rc, \"sigterm\": true, \"last\": \"${stopped_at##*/}\"}"
+  [ "$rc" = 0 ] || FAILED+=(run-cut)
   run run-resumed "${HL[@]}" train --resume "$WORK/runs/cut"
   emit "{\"section\": \"resume\", \"first_step_s_after_resume\": $(first_step "$WORK/logs/run-resumed.log")}"
   # The tolerance (bf16): both runs see the same samples from the same state, but CUDA
@@ -287,16 +300,16 @@ if want resume 120; then
   # this check compares. On the CPU with one thread both lines are exactly 0 (the slow test
   # checks that); with two threads one run on a busy machine differed by up to 6e-5.
   "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" "$WORK/runs/cut" --after "$CUT" \
-    --tol "${RESUME_TOL:-0.05}" | tee -a "$RESULTS"
+    --tol "${RESUME_TOL:-0.05}" | tee -a "$RESULTS" || FAILED+=(resume-losses)
   "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" "$WORK/runs/cut" --before "$CUT" \
-    --tol "${RESUME_TOL:-0.05}" --check noise | tee -a "$RESULTS"
+    --tol "${RESUME_TOL:-0.05}" --check noise | tee -a "$RESULTS" || FAILED+=(noise)
 fi
 # run-to-run noise after the cut: a second uninterrupted run, compared with the first over the
 # steps the resume check compares
 if want noise 90; then
   run run-again "${HL[@]}" train --preset "$PRESET" --run-name again "${COMMON[@]}"
   "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" "$WORK/runs/again" --after "$CUT" \
-    --tol "${RESUME_TOL:-0.05}" --check noise | tee -a "$RESULTS"
+    --tol "${RESUME_TOL:-0.05}" --check noise | tee -a "$RESULTS" || FAILED+=(noise-after-cut)
 fi
 
 # the headline row early (by default SLM at batch 32 beside nanoGPT's model.py)
@@ -333,7 +346,8 @@ fi
 if want export 30; then
   run export "${HL[@]}" export "$WORK/runs/whole" --out "$WORK/export" --force
   if [ "$CPU" = 0 ]; then
-    limited "$PY" benchmarks/gpu_checks.py parity "$WORK/runs/whole" "$WORK/export" | tee -a "$RESULTS"
+    limited "$PY" benchmarks/gpu_checks.py parity "$WORK/runs/whole" "$WORK/export" |
+      tee -a "$RESULTS" || FAILED+=(parity)
   fi
 fi
 if want generate 20; then
@@ -345,13 +359,13 @@ for row in "${ROWS[@]:1}"; do bench_row "$row"; done
 
 # -- speed options (section `speed`) ----------------------------------------------------------
 if want attention 30 && [ "$CPU" = 0 ]; then
-  limited "$PY" benchmarks/gpu_checks.py attention | tee -a "$RESULTS"
+  limited "$PY" benchmarks/gpu_checks.py attention | tee -a "$RESULTS" || FAILED+=(attention)
 fi
 if want muon 60; then  # one optimizer step, torch.optim.Muon's against ours (needs torch >= 2.9)
   if [ "$CPU" = 0 ]; then MP=(slm regular); else MP=(tiny); fi
   for p in "${MP[@]}"; do
     limited "$PY" benchmarks/muon_bench.py --preset "$p" --device "$DEV" 2>>"$LOG" |
-      sed 's/^/{"section": "muon", "result": /; s/$/}/' | tee -a "$RESULTS"
+      sed 's/^/{"section": "muon", "result": /; s/$/}/' | tee -a "$RESULTS" || FAILED+=("muon $p")
   done
 fi
 # compile modes: CUDA graphs (reduce-overhead: no launch gaps; SLM's step launches several
@@ -376,8 +390,10 @@ if want fp8 300; then
   run fp8-off "${HL[@]}" train --preset "$PRESET" --run-name bf16 "${FP8[@]}"
   run fp8-on "${HL[@]}" train --preset "$PRESET" --run-name fp8 "${FP8[@]}" "train.fp8=true"
   "$PY" benchmarks/gpu_checks.py curves "$WORK/runs/bf16" "$WORK/runs/fp8" --out "$OUT" \
-    --name fp8_vs_bf16 --label-a bf16 --label-b fp8 | tee -a "$RESULTS"
+    --name fp8_vs_bf16 --label-a bf16 --label-b fp8 | tee -a "$RESULTS" || FAILED+=(fp8-curves)
   bench_pair "$PRESET" "$ROW_BATCH" "train.fp8=true"
 fi
 
-emit "{\"section\": \"done\", \"seconds\": $(elapsed), \"budget\": $BUDGET, \"work\": \"$WORK\"}"
+failed=$(printf '%s\n' "${FAILED[@]}" | "$PY" -c "import json, sys; print(json.dumps([l for l in sys.stdin.read().splitlines() if l]))")
+emit "{\"section\": \"done\", \"seconds\": $(elapsed), \"budget\": $BUDGET, \"work\": \"$WORK\", \"failed\": $failed}"
+[ ${#FAILED[@]} = 0 ]

@@ -102,7 +102,7 @@ def test_a_bench_past_the_step_timeout_is_stopped_and_noted(tmp_path):
          "--sections", "bench", "--nanogpt", str(stand_in), "--step-timeout", "1"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # a failed bench fails the call
     rows = [
         json.loads(line)
         for line in (tmp_path / "out" / "results.jsonl").read_text().split("\n")
@@ -113,3 +113,21 @@ def test_a_bench_past_the_step_timeout_is_stopped_and_noted(tmp_path):
     assert all(b["result"] is None for b in benches)  # python alone takes more than a second
     notes = [r["note"] for r in rows if "note" in r]
     assert any("nanoGPT bench" in n and "failed" in n for n in notes)
+    assert rows[-1]["section"] == "done"
+    assert rows[-1]["failed"] == ["bench tiny 8", "nanoGPT bench tiny 8"]
+
+
+def test_an_interpreter_without_torch_is_one_line_and_exit_2(tmp_path):
+    bare = tmp_path / "python"  # Python, isolated from site-packages and PYTHONPATH: no torch
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+    bare.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu"],
+        env={**os.environ, "PYTHON": str(bare), "SUITE_WORK": str(tmp_path / "work")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {bare} cannot import torch; set PYTHON to an interpreter with torch 2.4 or "
+        "later (bash scripts/setup.sh makes .venv/bin/python)"
+    ]
