@@ -269,9 +269,14 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
     )
     run = tmp_path / "killed"
     ckpts = run / "checkpoints"
+
+    def logged() -> int:  # the furthest training step in the run's log
+        rows = read_jsonl(run / "metrics.jsonl")
+        return max((r["step"] for r in rows if "train/loss" in r), default=0)
+
     rng = random.Random(20261129)
     proc = start(*where, "--run-name", "killed", *settings)
-    kills = 0
+    kills = furthest = 0
     while kills < 20:
         t0 = time.monotonic()
         if kills == 0 or kills % 4 == 1:  # wait for a checkpoint being written, then kill
@@ -279,13 +284,19 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
                 if any(ckpts.glob(".step-*.tmp-*")) and (ckpts / "latest").exists():
                     break
                 time.sleep(0.001)
-        else:
-            time.sleep(startup + rng.uniform(0.2, 1.6) * 10 * step_s)  # about one interval
+        elif kills % 4 == 3:  # in the start-up (loading, building the model) or just after it
+            time.sleep(rng.uniform(0.3, 1.2) * startup)
+        else:  # within about one interval past the furthest step so far: each such kill is
+            # after some progress, however long this machine takes to start a process
+            while proc.poll() is None and logged() <= furthest and time.monotonic() - t0 < 60:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 1.2) * 10 * step_s)
         if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
+        furthest = max(furthest, logged())
         proc = start("--resume", str(run))
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
     assert kills >= 10, (kills, startup, step_s)
