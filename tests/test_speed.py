@@ -5,6 +5,7 @@ batches; activation checkpointing; attention kernels; micro-batches; the clear r
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -510,13 +511,30 @@ def test_compiled_keeps_its_kernel_cache_beside_the_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     cfg = build_config("tiny", overrides=[f"out_dir={tmp_path}", "train.compile_mode=max-autotune"])
     module = speed.compiled(torch.nn.Linear(2, 2), cfg)  # compiles lazily, at the first call
-    import os
-
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / ".compile-cache").resolve())
     assert hasattr(module, "_orig_mod")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     speed.compiled(torch.nn.Linear(2, 2), cfg)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")  # the user's wins
+
+
+def test_a_compile_cache_that_cannot_be_written_is_one_line_before_the_run_folder(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    from hellolondon.cli import main
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    (tmp_path / "file").write_text("not a folder")
+    runs = tmp_path / "runs"
+    args = ["train", "--data", str(tiny_data), "--out-dir", str(runs), "train.compile=true"]
+    assert main([*args, f"train.compile_cache={tmp_path / 'file' / 'cache'}"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and not runs.exists()
+    assert f"train.compile_cache folder {tmp_path / 'file' / 'cache'} cannot be created" in err
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # a retry in this process is not misled
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "file" / "env"))
+    assert main(args) == 2
+    assert "TORCHINDUCTOR_CACHE_DIR folder" in capsys.readouterr().err and not runs.exists()
 
 
 def test_ddp_options_overlap_and_save_a_copy():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -332,7 +333,12 @@ def compiled(module: nn.Module, cfg: RunConfig) -> nn.Module:
     c = cfg.train
     cache = Path(c.compile_cache or Path(cfg.out_dir) / ".compile-cache").expanduser().resolve()
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        setting = "train.compile_cache" if c.compile_cache else "the compiled-kernel cache"
+        _check_writable(cache, setting, "give a writable folder with train.compile_cache=DIR")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+    else:
+        _check_writable(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]), "TORCHINDUCTOR_CACHE_DIR",
+                        "set it to a writable folder, or unset it")  # fmt: skip
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
     with contextlib.suppress(ImportError):  # a torch without inductor compiles as it can
@@ -344,6 +350,19 @@ def compiled(module: nn.Module, cfg: RunConfig) -> nn.Module:
             inductor.fx_graph_cache = True
     options = {} if c.compile_mode == "default" else {"mode": c.compile_mode}
     return torch.compile(module, **options)
+
+
+def _check_writable(folder: Path, setting: str, fix: str) -> None:
+    """Inductor creates its cache folder when torch._inductor is first imported: one it cannot
+    create or write is a bare OSError from deep inside torch."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"{setting} folder {folder} cannot be created or written ({exc.strerror or exc}); {fix}"
+        ) from None
 
 
 def ddp_options(c: TrainConfig) -> dict[str, Any]:
