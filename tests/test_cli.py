@@ -100,6 +100,22 @@ def test_an_unknown_flag_is_named_with_what_it_likely_meant(capsys, argv, said):
     assert last.endswith(f"{said} (see --help)")
 
 
+def test_settings_are_applied_after_the_flags(tiny_data, tmp_path):
+    """`--help` says the key=value settings are applied last: they win over a flag for the same
+    field, in train and reproduce alike (bench's flags work the same way)."""
+    from hellolondon.cli import parse_command_line
+    from hellolondon.cli.train_command import config_from_args
+
+    argv = ["train", "--data", str(tiny_data), "--out-dir", "a", "--run-name", "x",
+            "--wandb-mode", "offline", "out_dir=b", "tracking.run_name=y",
+            "tracking.wandb_mode=disabled", "data.data_dir=elsewhere"]  # fmt: skip
+    cfg = config_from_args(parse_command_line(argv))
+    assert (cfg.out_dir, cfg.tracking.run_name, cfg.tracking.wandb_mode) == ("b", "y", "disabled")
+    assert cfg.data.data_dir == "elsewhere"
+    cfg = config_from_args(parse_command_line(argv[:9]))  # the flags alone
+    assert (cfg.out_dir, cfg.tracking.run_name, cfg.tracking.wandb_mode) == ("a", "x", "offline")
+
+
 def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

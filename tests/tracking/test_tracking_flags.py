@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from hellolondon.cli.flags import add_tracking_flags, apply_tracking_flags
+from hellolondon.cli.flags import add_tracking_flags, tracking_settings
 from hellolondon.config import build_config
 from hellolondon.tracking.wandb_options import DEFAULT_TAGS, WandbOptions
 
@@ -59,7 +59,7 @@ def test_every_flag_lands_in_the_tracking_config_and_wins_over_earlier_overrides
         "g",
         "--log-artifacts",
     )
-    overrides = apply_tracking_flags(args, ["tracking.project=early"])
+    overrides = ["tracking.project=early", *tracking_settings(args)]
     t = build_config("tiny", overrides=overrides).tracking
     assert (t.wandb_mode, t.project, t.entity, t.run_name, t.group) == (
         "offline",
@@ -72,7 +72,7 @@ def test_every_flag_lands_in_the_tracking_config_and_wins_over_earlier_overrides
 
 
 def test_no_flags_add_nothing():
-    assert apply_tracking_flags(parse(), []) == []
+    assert tracking_settings(parse()) == []
 
 
 def test_defaults_are_the_guides(monkeypatch):

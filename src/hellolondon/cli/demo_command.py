@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hellolondon.cli.flags import add_tracking_flags, apply_tracking_flags
+from hellolondon.cli.flags import add_tracking_flags, tracking_settings
 
 EXAMPLES = """examples:
   hellolondon demo                          # work/demo for data, runs/ for the run
@@ -41,7 +41,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.demo import run_demo
 
-    tracking = apply_tracking_flags(args, [])  # without an API key W&B records offline
+    tracking = tracking_settings(args)  # without an API key W&B records offline
     run_demo(
         Path(args.work), [f"out_dir={args.out_dir}", *args.overrides], tracking, args.vocab_size
     )

@@ -57,16 +57,17 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def apply_tracking_flags(args: argparse.Namespace, overrides: list[str]) -> list[str]:
-    """`overrides` with the tracking flags that were given appended as `key=value` (so they win
-    over earlier ones). The list is extended in place and also returned."""
-    for dest, key in TRACKING_FLAGS.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
+def tracking_settings(args: argparse.Namespace) -> list[str]:
+    """The tracking flags that were given, as `key=value` settings. Commands put them before
+    the command line's own settings, which are applied last and so win over a flag."""
+    settings = [
+        f"{key}={getattr(args, dest)}"
+        for dest, key in TRACKING_FLAGS.items()
+        if getattr(args, dest, None) is not None
+    ]
     if getattr(args, "log_artifacts", None):
-        overrides.append("tracking.log_artifacts=true")
-    return overrides
+        settings.append("tracking.log_artifacts=true")
+    return settings
 
 
 def add_launch_flags(p: argparse.ArgumentParser) -> None:

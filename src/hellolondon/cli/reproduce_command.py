@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hellolondon.cli.flags import add_tracking_flags, apply_tracking_flags
+from hellolondon.cli.flags import add_tracking_flags, tracking_settings
 
 EXAMPLES = """examples:
   hellolondon reproduce runs/london-tiny-demo-20261126-101500
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     # the recorded paths may be relative to the folder the run was started in, not to this one
     data = args.data or recorded_data_dir(recorded)
     overrides = [f"data.data_dir={data}"] if data else []
-    overrides += [f"out_dir={args.out_dir or args.run.parent}", *args.overrides]
+    overrides += [f"out_dir={args.out_dir or args.run.parent}", *tracking_settings(args)]
     base = settings_of_run(recorded, str(args.run))
-    cfg = build_config(base=base, overrides=apply_tracking_flags(args, overrides))
+    cfg = build_config(base=base, overrides=[*overrides, *args.overrides])  # settings last
     check_before_training(recorded, cfg.data.data_dir, strict=args.strict)
     if args.check:
         return 0

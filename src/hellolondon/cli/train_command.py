@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from hellolondon.cli.flags import add_launch_flags, add_tracking_flags, apply_tracking_flags
+from hellolondon.cli.flags import add_launch_flags, add_tracking_flags, tracking_settings
 from hellolondon.config import PRESETS, build_config
 from hellolondon.errors import UserError
 
@@ -66,11 +66,9 @@ def config_from_args(args: argparse.Namespace):
         from hellolondon.config import from_dict
 
         return from_dict(json.loads(Path(args.resolved_config).read_text(encoding="utf-8")))
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data.data_dir={args.data}")
-    if args.out_dir:
-        overrides.append(f"out_dir={args.out_dir}")
+    flags = [f"data.data_dir={args.data}"] if args.data else []
+    flags += [f"out_dir={args.out_dir}"] if args.out_dir else []
+    overrides = [*flags, *tracking_settings(args), *args.overrides]  # settings last: they win
     if args.resume:
         from hellolondon.train.run import config_for_resume
 
@@ -80,8 +78,8 @@ def config_from_args(args: argparse.Namespace):
                 "own settings; change one with key=value (train.max_iters=N)"
             )
         _check_run_name(args.resume, args.run_name)
-        return config_for_resume(args.resume, args.config, apply_tracking_flags(args, overrides))
-    return build_config(args.preset or "tiny", args.config, apply_tracking_flags(args, overrides))
+        return config_for_resume(args.resume, args.config, overrides)
+    return build_config(args.preset or "tiny", args.config, overrides)
 
 
 def _check_run_name(resume: str, run_name: str | None) -> None:
