@@ -311,3 +311,18 @@ def test_a_compile_mode_without_compiling_is_said(tiny_data, tmp_path, capsys):
             "disabled", "train.device=cpu", "train.max_iters=1", "train.batch_size=2"]  # fmt: skip
     assert main([*args, "train.compile=false", "train.compile_mode=max-autotune"]) == 0
     assert "train.compile_mode=max-autotune has no effect" in capsys.readouterr().out
+
+
+def test_a_vocabulary_setting_the_token_files_overrule_is_said(tiny_data, tmp_path):
+    said: list[str] = []
+    cfg = tiny_config(tiny_data, tmp_path, "model.vocab_size=10", "train.max_iters=1")
+    summary = train(cfg, log=said.append)
+    assert summary["iterations"] == 1
+    assert (
+        "note: model.vocab_size=10 is not used: the model takes the token files' "
+        "vocabulary, 512 (their meta.json)" in said
+    )
+    quiet: list[str] = []  # the preset's own value, or the files' own: nothing to say
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=b", "train.max_iters=1"),
+          log=quiet.append)  # fmt: skip
+    assert not any("vocab_size" in line for line in quiet)

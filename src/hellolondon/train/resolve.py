@@ -37,7 +37,11 @@ def resolve_config(
     rank 0's run name. Resolving a resolved config changes nothing."""
     cfg = copy.deepcopy(cfg)
     t = cfg.train
-    cfg.model.vocab_size = int(meta["vocab_size"])
+    vocab = int(meta["vocab_size"])
+    if cfg.model.vocab_size not in (vocab, get_preset(cfg.preset).model.vocab_size):
+        log(f"note: model.vocab_size={cfg.model.vocab_size} is not used: the model takes the "
+            f"token files' vocabulary, {vocab:,} (their meta.json)")  # fmt: skip
+    cfg.model.vocab_size = vocab
     if global_batch is not None and global_batch < 1:
         raise UserError("--global-batch must be at least 1")
     if state is not None:
