@@ -366,27 +366,24 @@ def test_missing_data_is_refused_once_before_any_trial(capsys, tmp_path):
     assert not out.exists()
 
 
-def test_a_parameter_that_a_flag_would_override_is_refused(capsys, tmp_path, tiny_data):
-    """The trainer applies --data, --wandb-mode ... after the key=value settings, and the sweep
-    adds --run-name and --group: a parameter one of them sets would be ignored by every trial."""
+def test_a_swept_setting_wins_over_the_commands_flag_but_not_over_the_sweeps_own(
+    capsys, tmp_path, tiny_data
+):
+    """A trial's values are settings, applied after the flags: `data.data_dir` swept beside
+    --data in command: is the data of each trial. The sweep's own --run-name and --group name
+    each trial, so a parameter for them is refused."""
     dirs = {"data.data_dir": {"values": [str(tiny_data), str(tmp_path / "other")]}}
     path = sweep_file(tmp_path, tiny_data, method="grid", parameters=dirs)
-    err = _one_line_error(capsys, ["sweep", str(path), "--check"])
-    assert "parameter 'data.data_dir' would be ignored: --data in command: sets it" in err
-    names = {"tracking.group": {"values": ["a", "b"]}}
-    path = sweep_file(tmp_path, tiny_data, method="grid", parameters=names)
-    err = _one_line_error(capsys, ["sweep", str(path), "--check"])
-    assert "parameter 'tracking.group' is set by the sweep for each trial (--group)" in err
-    # without --data in command:, the swept folders are the data, each checked before a trial
-    body = yaml.safe_load(
-        sweep_file(tmp_path, tiny_data, method="grid", parameters=dirs).read_text()
-    )
-    body["command"] = [c for c in body["command"] if c not in ("--data", str(tiny_data))]
-    path.write_text(yaml.safe_dump(body))
+    assert "--data" in yaml.safe_load(path.read_text())["command"]
     assert space.load_spec(path).params == {"data.data_dir": ("data", "data_dir")}
-    out = tmp_path / "sweep"
+    out = tmp_path / "sweep"  # each swept folder is checked before a trial starts
     err = _one_line_error(capsys, ["sweep", str(path), "--out-dir", str(out)])
     assert "other has no meta.json" in err and not out.exists()
+    for key, flag in (("tracking.group", "--group"), ("tracking.run_name", "--run-name")):
+        names = {key: {"values": ["a", "b"]}}
+        path = sweep_file(tmp_path, tiny_data, method="grid", parameters=names)
+        err = _one_line_error(capsys, ["sweep", str(path), "--check"])
+        assert f"parameter {key!r} is set by the sweep for each trial ({flag})" in err
 
 
 def test_random_sweep_needs_a_trial_count(capsys, tmp_path, tiny_data):

@@ -57,6 +57,8 @@ INT_VALUES_CHECKED = 1024  # an int_uniform range up to this size is checked val
 NORMAL_DISTRIBUTIONS = {"normal", "q_normal", "log_normal", "q_log_normal"}
 MACRO_ARGS = "${args_no_hyphens}"
 TRIAL_FLAGS = ("--run-name", "--group", "--out-dir", "--resume")  # the sweep sets these
+# the settings two of those flags make: a trial's values come last and would win over them,
+# which would put every trial under one name (out_dir is no parameter: it is no config key)
 SET_BY_SWEEP = {"tracking.run_name": "--run-name", "tracking.group": "--group"}
 
 
@@ -273,35 +275,12 @@ def parse_fixed(fixed: list[str], source: str) -> RunConfig:
     return config_from_args(args)
 
 
-def _flag_for(key: str) -> str:
-    from hellolondon.cli.flags import TRACKING_FLAGS
-
-    flags = {"data.data_dir": "--data"}
-    flags |= {k: "--" + dest.replace("_", "-") for dest, k in TRACKING_FLAGS.items()}
-    return flags.get(key, "a flag")
-
-
-def check_not_overridden(name: str, value: Any, spec: SweepSpec) -> None:
-    """A trial's values come before the flags the trainer applies last (--data, --wandb-mode
-    ...; --run-name and --group from the sweep): a parameter one of them sets would be ignored,
-    in every trial, without a word."""
+def check_not_set_by_sweep(name: str, spec_source: str) -> None:
+    """A parameter for a setting the sweep gives each trial itself (its name, group and folder)."""
     if name in SET_BY_SWEEP:
         raise UserError(
-            f"{spec.source}: parameter {name!r} is set by the sweep for each trial "
+            f"{spec_source}: parameter {name!r} is set by the sweep for each trial "
             f"({SET_BY_SWEEP[name]}); leave it out of parameters:"
-        )
-    section, fname = spec.params[name]
-    given = getattr(
-        getattr(parse_fixed([*spec.fixed, f"{name}={value}"], spec.source), section), fname
-    )
-    wanted = getattr(
-        getattr(build_config(base=spec.base, overrides=[f"{name}={value}"]), section), fname
-    )
-    if given != wanted:
-        flag = _flag_for(name)
-        raise UserError(
-            f"{spec.source}: parameter {name!r} would be ignored: {flag} in command: sets it "
-            f"after the trial's values; take {flag} out of command: to sweep it"
         )
 
 
@@ -377,10 +356,9 @@ def load_spec(path: str | Path) -> SweepSpec:
         )
     spec = SweepSpec(source, text, filled, name, fixed, base, resolved)
     for pname, (section, fname) in resolved.items():
+        check_not_set_by_sweep(pname, source)
         values = check_parameter(pname, filled["parameters"][pname], section, fname, source)
         dist = filled["parameters"][pname].get("distribution")
-        if pname in SET_BY_SWEEP:
-            check_not_overridden(pname, None, spec)
         for v in values:  # the config's own checks on each choice and each end of a range
             try:
                 build_config(base=base, overrides=[f"{pname}={v}"])
@@ -389,8 +367,6 @@ def load_spec(path: str | Path) -> SweepSpec:
                 if dist in NORMAL_DISTRIBUTIONS:
                     what = f"{dist} proposes values such as {v:.4g} (mu ± 3 sigma)"
                 raise UserError(f"{source}: parameter {pname!r} {what}: {exc}") from None
-        for v in list(dict.fromkeys(map(str, values)))[:2]:  # a flag cannot equal both
-            check_not_overridden(pname, v, spec)
     check_metric(spec)
     _check_engine_runs(spec)
     return spec
