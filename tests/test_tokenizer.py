@@ -258,6 +258,18 @@ def test_cli_train_does_not_replace_a_tokenizer_without_force(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main([*train[:-1], str(tmp_path / "file")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    data = tmp_path / "data"  # a folder of other files (token files): never written into
+    data.mkdir()
+    (data / "train.bin").write_bytes(b"\0\0")
+    (data / ".hidden").write_text("")
+    for force in ([], ["--force"]):
+        assert main([*train[:-1], str(data), *force]) == 2
+        err = capsys.readouterr().err
+        assert (
+            err
+            == f"error: {data} holds other files (train.bin); a tokenizer gets a folder of its own: choose another --out\n"
+        )
+    assert sorted(p.name for p in data.iterdir()) == [".hidden", "train.bin"]
 
 
 def test_cli_train_writes_only_its_result_lines_into_a_pipe(tmp_path, capfd):

@@ -265,12 +265,21 @@ def train_tokenizer(
 
 def check_replace(out_dir: str | Path, force: bool = False) -> None:
     """Refuse to replace a tokenizer in `out_dir` unless `force`: token files and runs depend on it
-    (they record its fingerprint). The command line calls this before training; library callers
-    that own their folder (the demo, the launcher's sample) replace their own tokenizer freely."""
+    (they record its fingerprint); and refuse a folder that holds anything else (token files, a
+    corpus), which --force does not replace. The command line calls this before training; library
+    callers that own their folder (the demo, the launcher's sample) replace their own freely."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
-    if force or not (out / "tokenizer.json").exists():
+    if not (out / "tokenizer.json").exists():
+        if other := _visible_files(out):
+            shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+            raise UserError(
+                f"{out} holds other files ({shown}); a tokenizer gets a folder of its own: "
+                "choose another --out"
+            )
+        return
+    if force:
         return
     try:
         held = f"a tokenizer (fingerprint {load_tokenizer(out).fingerprint[:12]})"
@@ -280,6 +289,12 @@ def check_replace(out_dir: str | Path, force: bool = False) -> None:
         f"{out} already holds {held}; token files prepared with it and runs trained on them "
         "would no longer match it; choose another --out or add --force to replace it"
     )
+
+
+def _visible_files(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def save_tokenizer(data: dict, out_dir: str | Path) -> None:
