@@ -406,3 +406,16 @@ def test_cli_prepare_does_not_replace_token_files_without_force(setup, tmp_path,
     (tmp_path / "half" / "train.bin").write_bytes(b"\x00\x00")
     assert main([*args, "--out", str(tmp_path / "half")]) == 2
     assert "already holds token files: train.bin;" in capsys.readouterr().err
+
+
+def test_cli_prepare_writes_no_token_files_among_other_files(setup, tmp_path, capsys):
+    """A tokenizer's folder, say: --force replaces token files, never other files."""
+    root, _ = setup
+    args = ["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok")]
+    before = {p.name: p.read_bytes() for p in (root / "tok").iterdir()}
+    for force in ([], ["--force"]):
+        assert main([*args, "--out", str(root / "tok"), *force]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {root / 'tok'} holds other files (")
+        assert err.endswith("token files get a folder of their own: choose another --out\n")
+    assert {p.name: p.read_bytes() for p in (root / "tok").iterdir()} == before

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,20 @@ def sha256_file(path: str | Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def other_files(folder: str | Path, own: Iterable[str] = ()) -> list[str]:
+    """The names in `folder` besides `own` and hidden ones (temporary files start with a dot),
+    sorted; [] when it is no folder. A stage writes its files only into a folder of its own."""
+    folder, own = Path(folder), set(own)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name not in own and p.name[0] != ".")
+
+
+def some_of(names: list[str], most: int = 3) -> str:
+    """`a, b, c, ...`: the first few of a list of file names, for a message."""
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from hellolondon.corpus.documents import check_corpus_file, read_documents
 from hellolondon.errors import UserError
-from hellolondon.files import sha256_file
+from hellolondon.files import other_files, sha256_file, some_of
 from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer, text_pieces
 
@@ -322,11 +322,17 @@ def _meta(corpus: Path, tokenizer: Tokenizer, writer: _Writer, val_fraction: flo
 
 def check_replace(out_dir: str | Path, force: bool = False) -> None:
     """Refuse to replace token files in `out_dir` unless `force`: runs trained on them read them
-    again to resume and to evaluate. The command line calls this before encoding; library callers
-    that own their folder (the demo, the launcher's sample) replace their own files freely."""
+    again to resume and to evaluate; and refuse a folder that holds anything else, which --force
+    does not replace. The command line calls this before encoding; library callers that own
+    their folder (the demo, the launcher's sample) replace their own files freely."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
+    if other := other_files(out, OUTPUTS):  # a tokenizer, a corpus: --force replaces neither
+        raise UserError(
+            f"{out} holds other files ({some_of(other)}); token files get a folder of their own: "
+            "choose another --out"
+        )
     found = [name for name in OUTPUTS if (out / name).exists()]
     if force or not found:
         return

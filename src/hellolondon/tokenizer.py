@@ -22,7 +22,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write
+from hellolondon.files import atomic_write, other_files, some_of
 
 EOT = "<|endoftext|>"
 MAX_VOCAB = 65536  # token files store uint16 ids
@@ -272,10 +272,9 @@ def check_replace(out_dir: str | Path, force: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
     if not (out / "tokenizer.json").exists():
-        if other := _visible_files(out):
-            shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        if other := other_files(out):
             raise UserError(
-                f"{out} holds other files ({shown}); a tokenizer gets a folder of its own: "
+                f"{out} holds other files ({some_of(other)}); a tokenizer gets a folder of its own: "
                 "choose another --out"
             )
         return
@@ -289,12 +288,6 @@ def check_replace(out_dir: str | Path, force: bool = False) -> None:
         f"{out} already holds {held}; token files prepared with it and runs trained on them "
         "would no longer match it; choose another --out or add --force to replace it"
     )
-
-
-def _visible_files(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def save_tokenizer(data: dict, out_dir: str | Path) -> None:
