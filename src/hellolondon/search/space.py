@@ -276,7 +276,7 @@ def parse_fixed(fixed: list[str], source: str) -> RunConfig:
 
 
 def check_not_set_by_sweep(name: str, spec_source: str) -> None:
-    """A parameter for a setting the sweep gives each trial itself (its name, group and folder)."""
+    """A parameter for a setting the sweep gives each trial itself (its run name and group)."""
     if name in SET_BY_SWEEP:
         raise UserError(
             f"{spec_source}: parameter {name!r} is set by the sweep for each trial "
