@@ -190,6 +190,7 @@ def ratio(args: argparse.Namespace) -> int:
         "section": "bench-ratio",
         "preset": b.get("preset"),
         "batch": b.get("batch_size"),
+        **({"options": args.options} if args.options else {}),
         "tokens_per_sec_ratio": a["tokens_per_sec"] / b["tokens_per_sec"],
         "ratio_range": [min(wb) / max(wa), max(wb) / min(wa)],  # ms theirs / ms ours
         "timings": [len(wa), len(wb)],
@@ -239,6 +240,7 @@ def main() -> int:
     q = sub.add_parser("ratio")
     q.add_argument("ours", help="hellolondon bench --json's line")
     q.add_argument("theirs", help="nanogpt_bench.py's line")
+    q.add_argument("--options", default="", help="our row's settings, when it has any")
     q.set_defaults(func=ratio)
     args = p.parse_args()
     return args.func(args)

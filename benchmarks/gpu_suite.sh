@@ -19,7 +19,9 @@
 # --nanogpt DIR (or NANOGPT_DIR): a folder holding nanoGPT's model.py, timed beside `bench` at
 # the same settings (AdamW, as nanoGPT trains); without it those rows are skipped with a note.
 # --benches: the bench rows, PRESET:BATCH (default "slm:32 regular:16 slm:32:muon slm:64
-# regular:32"); a `:muon` suffix times the presets' own optimizer alone. Each side compiles
+# regular:32"); a third field times ours alone with an option (muon, fp8, autotune,
+# cudagraphs, or key=value settings joined by +; see bench_row), against the same call's
+# nanoGPT row of that PRESET:BATCH. Each side compiles
 # into an empty cache of its own, times its steps BENCH_REPEAT times (default 3), and the first
 # pair is profiled (where the step's time goes, kind by kind, in its `bench-ratio` line).
 # --step-timeout S (default 300): a command still running after S seconds is stopped, so one
@@ -172,6 +174,7 @@ COMMON=(--data "$WORK/data" --out-dir "$WORK/runs" --wandb-mode "$WB"
 # every timing for the spread). The first plain pair also profiles 3 steps of each (`profile`:
 # where the step's time goes, kind by kind; the traces stay in the work folder).
 PAIRS=0 REPEAT="${BENCH_REPEAT:-3}"
+declare -A NANO=()  # nanoGPT's timing per PRESET:BATCH, for the rows with settings
 cold() { local d; d=$(mktemp -d "$WORK/cache.XXXXXX"); echo "TORCHINDUCTOR_CACHE_DIR=$d/inductor TRITON_CACHE_DIR=$d/triton"; }
 bench_ours() {  # PRESET BATCH [--profile DIR] -- SETTINGS...
   local preset="$1" batch="$2" prof=() ; shift 2
@@ -211,25 +214,43 @@ bench_pair() {
   if [ "$with_nano" = 1 ]; then
     [[ "$theirs" == "{"* ]] || { theirs=""; note bench "nanoGPT bench $preset $batch failed: see suite.log"; FAILED+=("nanoGPT bench $preset $batch"); }
     emit "{\"section\": \"bench\", \"impl\": \"nanoGPT\", \"preset\": \"$preset\", \"result\": ${theirs:-null}}"
+    [ -n "$theirs" ] && NANO["$preset:$batch"]="$theirs"
     if [ -n "$ours" ] && [ -n "$theirs" ]; then
       "$PY" benchmarks/gpu_checks.py ratio "$ours" "$theirs" | tee -a "$RESULTS" || FAILED+=(bench-ratio)
     fi
+  elif [ -n "$ours" ] && [ -n "${NANO[$preset:$batch]:-}" ]; then
+    # a row with settings, against the plain row's nanoGPT timing of this call
+    "$PY" benchmarks/gpu_checks.py ratio "$ours" "${NANO[$preset:$batch]}" --options "${*:3}" |
+      tee -a "$RESULTS" || FAILED+=(bench-ratio)
   elif [ $# -eq 2 ]; then
     note bench "nanoGPT rows skipped: no --nanogpt DIR with model.py given"
   fi
 }
-# bench_row PRESET:BATCH[:muon], within the budget
+# bench_row PRESET:BATCH[:OPTION], within the budget. A row with an option times ours alone
+# and compares it with the nanoGPT timing of the plain row of the same PRESET:BATCH, when this
+# call has one (list the plain row first). OPTION: muon (the presets' optimizer), fp8,
+# autotune (compile_mode=max-autotune-no-cudagraphs), cudagraphs (compile_mode=reduce-overhead),
+# or settings joined by + (train.fp8=true+train.micro_batch=auto)
 bench_row() {
-  local preset batch opt cost
+  local preset batch opt cost settings=()
   IFS=: read -r preset batch opt <<<"$1"
-  if [ "$opt" = muon ]; then cost=60; elif [ "$preset" = regular ]; then cost=150; else cost=110; fi
+  case "$opt" in
+    "") ;;
+    muon) settings=(train.optimizer=muon) ;;
+    fp8) settings=(train.fp8=true) ;;
+    autotune) settings=(train.compile_mode=max-autotune-no-cudagraphs) ;;
+    cudagraphs) settings=(train.compile_mode=reduce-overhead) ;;
+    *=*) IFS=+ read -r -a settings <<<"$opt" ;;
+    *) note bench "unknown bench option '$opt' in $1 (muon, fp8, autotune, cudagraphs, or key=value+...)"
+       FAILED+=("bench $1"); return 0 ;;
+  esac
+  if [ -z "$opt" ]; then
+    if [ "$preset" = regular ]; then cost=150; else cost=110; fi
+  elif [ "$opt" = autotune ]; then cost=240
+  elif [ "$preset" = regular ]; then cost=80; else cost=60; fi
   [ "$CPU" = 1 ] && cost=20
   want bench "$cost" || return 0
-  if [ "$opt" = muon ]; then
-    bench_pair "$preset" "$batch" train.optimizer=muon
-  else
-    bench_pair "$preset" "$batch"
-  fi
+  bench_pair "$preset" "$batch" "${settings[@]}"
 }
 read -r -a ROWS <<<"$BENCH_ROWS"
 if want env 10; then

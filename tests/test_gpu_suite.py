@@ -61,7 +61,8 @@ def test_the_suite_runs_its_cpu_path(tmp_path):
     sections = "data run resume bench torchrun fsdp eval export generate"
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", sections, "--nanogpt", str(stand_in), "--budget", "300"],
+         "--sections", sections, "--nanogpt", str(stand_in), "--budget", "300",
+         "--benches", "tiny:8 tiny:8:train.micro_batch=4+train.grad_clip=0.5"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -78,10 +79,16 @@ def test_the_suite_runs_its_cpu_path(tmp_path):
     noise = next(r for r in rows if r.get("check") == "noise")  # two runs up to the cut
     assert noise["ok"] and noise["steps_compared"] > 0 and noise["max_abs_diff"] == 0.0
     benches = [r for r in rows if r.get("section") == "bench"]
-    assert {b["impl"] for b in benches} == {"hellolondon", "nanoGPT"}
+    assert [b["impl"] for b in benches] == ["hellolondon", "nanoGPT", "hellolondon"]
     assert all(b["result"]["tokens_per_sec"] > 0 for b in benches)
     assert all(len(b["result"]["ms_per_iter_windows"]) == 3 for b in benches)  # the spread
-    ratio = next(r for r in rows if r.get("section") == "bench-ratio")
+    assert benches[2]["options"] == "train.micro_batch=4 train.grad_clip=0.5"
+    ratio, with_options = [r for r in rows if r.get("section") == "bench-ratio"]
+    # the row with settings is compared with the plain row's nanoGPT timing
+    assert with_options["options"] == "train.micro_batch=4 train.grad_clip=0.5"
+    assert with_options["tokens_per_sec_ratio"] == pytest.approx(
+        benches[2]["result"]["tokens_per_sec"] / benches[1]["result"]["tokens_per_sec"]
+    )
     low, high = ratio["ratio_range"]
     assert low <= ratio["tokens_per_sec_ratio"] <= high
     # the first pair is profiled on both sides, kind by kind
@@ -115,6 +122,19 @@ def test_a_bench_past_the_step_timeout_is_stopped_and_noted(tmp_path):
     assert any("nanoGPT bench" in n and "failed" in n for n in notes)
     assert rows[-1]["section"] == "done"
     assert rows[-1]["failed"] == ["bench tiny 8", "nanoGPT bench tiny 8"]
+
+
+def test_an_unknown_bench_option_is_a_note_and_a_failure(tmp_path):
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "bench", "--benches", "tiny:8:fp9"],
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert rows[0]["note"].startswith("unknown bench option 'fp9' in tiny:8:fp9")
+    assert rows[-1]["failed"] == ["bench tiny:8:fp9"]
 
 
 def test_an_interpreter_without_torch_is_one_line_and_exit_2(tmp_path):
