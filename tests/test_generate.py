@@ -7,7 +7,7 @@ import torch
 
 from hellolondon.config import ModelConfig
 from hellolondon.errors import UserError
-from hellolondon.generate import Sampling, generate_ids
+from hellolondon.generate import Sampling, generate_ids, kept_on_shift, window_start
 from hellolondon.model import GPT, KVCache
 
 CFG = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=48, vocab_size=97)
@@ -78,26 +78,37 @@ def test_the_same_seed_gives_the_same_text_and_another_seed_other_text(model):
     assert a == b and a != other
 
 
-def test_generation_stops_at_end_of_text_and_at_the_context(model):
+def test_generation_stops_at_end_of_text(model):
     s = Sampling(max_new_tokens=30, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
     ids = generate_ids(model, [1, 2, 3], s)
     assert generate_ids(model, [1, 2, 3], s, eot_id=ids[4]) == ids[: ids.index(ids[4])]
-    long = generate_ids(model, list(range(40)), Sampling(max_new_tokens=100, temperature=0.0))
-    assert len(long) == CFG.block_size + 1 - 40  # the last of block_size tokens predicts one more
 
 
-@pytest.mark.parametrize("n_prompt", [0, 1, CFG.block_size - 1, CFG.block_size])
-def test_greedy_decoding_up_to_the_context_matches_a_recompute(model, n_prompt):
+@torch.no_grad()
+def _greedy_shifting_without_cache(model: GPT, prompt: list[int], n: int) -> list[int]:
+    """Each token from a full forward pass over the view `window_start` gives: while the text
+    fits, all of it; past the context, from a start that moves on by a quarter at a time."""
+    ctx, keep = CFG.block_size, kept_on_shift(CFG.block_size)
+    ids, start = list(prompt), window_start(len(prompt), CFG.block_size)
+    for _ in range(n):
+        if len(ids) - start > ctx:
+            start = len(ids) - keep
+        ids.append(int(model(torch.tensor([ids[start:]]))[0][0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+@pytest.mark.parametrize("n_prompt", [0, 1, CFG.block_size - 1, CFG.block_size, 3 * CFG.block_size])
+def test_greedy_decoding_past_the_context_matches_a_recompute_of_the_shifted_view(model, n_prompt):
     prompt = _tokens(n_prompt, seed=5)[0].tolist()
-    s = Sampling(max_new_tokens=500, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    s = Sampling(max_new_tokens=130, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
     out = generate_ids(model, prompt, s)  # no end-of-text id: an empty prompt starts with 0
-    assert len(prompt or [0]) + len(out) == CFG.block_size + 1
-    assert out == _greedy_without_cache(model, prompt or [0], len(out))
+    assert len(out) == 130  # the context does not stop it: the view shifts (three times here)
+    assert out == _greedy_shifting_without_cache(model, prompt or [0], len(out))
 
 
-def test_a_prompt_longer_than_the_context_is_refused(model):
-    with pytest.raises(UserError, match="shorten it"):
-        generate_ids(model, list(range(CFG.block_size + 1)), Sampling())
+def test_the_view_keeps_the_newest_three_quarters_of_the_context():
+    assert kept_on_shift(48) == 36 and kept_on_shift(1024) == 768 and kept_on_shift(1) == 1
+    assert window_start(48, 48) == 0 and window_start(49, 48) == 49 - 36
 
 
 def test_the_model_is_left_as_it_was_even_when_a_callback_fails(model):
@@ -230,12 +241,13 @@ def test_interactive_with_standard_input_closed_ends_as_at_its_end(
     assert capsys.readouterr().out == ""
 
 
-def test_the_command_says_when_the_context_cut_generation_short(trained_run, capsys):
+def test_the_command_says_on_stderr_when_the_text_passed_the_context(trained_run, capsys):
     from hellolondon.cli import main
 
     args = ["generate", str(trained_run), "--prompt", "The king", "--temperature", "0"]
-    assert main([*args, "--repetition-penalty", "1", "--max-new-tokens", "500"]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith("(stopped after ") and "the model's context is 32 tokens" in err
+    assert main([*args, "--repetition-penalty", "1", "--max-new-tokens", "100"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("(the text has ") and "more than the model's context of 32" in err
+    assert "(the text" not in out and out.startswith("The king")
     assert main([*args, "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().err == ""

@@ -1,5 +1,5 @@
 """Text generation with a KV cache: temperature, top-k, top-p, repetition penalty, a seed,
-and a stop at `<|endoftext|>`."""
+a stop at `<|endoftext|>`, and a view that shifts along a text longer than the context."""
 
 from __future__ import annotations
 
@@ -97,58 +97,63 @@ def _next_token(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, ge
     return torch.multinomial(probs, 1, generator=gen)
 
 
-def check_prompt(model: GPT, prompt: list[int]) -> None:
-    """A prompt must fit in the context; the logits of its last token give the first new one."""
-    ctx = model.config.block_size
-    if len(prompt) > ctx:
-        raise UserError(
-            f"the prompt has {len(prompt)} tokens but the model's context is {ctx}; shorten it"
-        )
+def kept_on_shift(context: int) -> int:
+    """Tokens the window keeps when the text passes the context: the newest three quarters,
+    whose keys and values are computed again at their new positions (llama.cpp's context
+    shift; nanoGPT instead recomputes the last `context` tokens for every new one)."""
+    return max(1, context - context // 4)
 
 
-def room(model: GPT, prompt: list[int]) -> int:
-    """New tokens the context leaves after `prompt`: the model reads at most `block_size`
-    tokens, and the last of those still predicts one more."""
-    return model.config.block_size + 1 - max(len(prompt), 1)  # an empty prompt starts with EOT
+def window_start(n_tokens: int, context: int) -> int:
+    """Where the model's view of a text of `n_tokens` starts: at 0 while it fits the context,
+    else at the newest `kept_on_shift` tokens."""
+    return 0 if n_tokens <= context else n_tokens - kept_on_shift(context)
 
 
 @torch.inference_mode()
 def generate_ids(
     model: GPT, prompt: list[int], s: Sampling, eot_id: int | None = None, on_token=None
 ) -> list[int]:
-    """New token ids after `prompt`, decoded one at a time from the KV cache."""
+    """New token ids after `prompt`, decoded one at a time from the KV cache. Past the
+    model's context the view shifts: it keeps the newest three quarters (`window_start`), so
+    each new token is predicted from between 3/4 of the context and all of it."""
     device = next(model.parameters()).device
-    check_prompt(model, prompt)
-    steps = min(s.max_new_tokens, room(model, prompt))
-    if not prompt:
-        prompt = [eot_id if eot_id is not None else 0]  # start of a new document
+    ctx = model.config.block_size
+    text = list(prompt) or [eot_id if eot_id is not None else 0]  # empty: a new document
+    start = window_start(len(text), ctx)
     gen = torch.Generator(device=device).manual_seed(s.seed)
     # the last new token is sampled, never fed back: the cache holds one token fewer
-    size = len(prompt) + steps - 1
+    size = min(ctx, len(text) - start + s.max_new_tokens - 1)
     cache = KVCache(model.config, 1, size, device, next(model.parameters()).dtype)
     was_training = model.training
     model.eval()
-    idx = torch.tensor([prompt], device=device)
     seen = None
     if s.repetition_penalty != 1.0:  # only the penalty needs to know which tokens were used
         seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=device)
-        seen[0, idx[0]] = True
+        seen[0, torch.tensor(text, device=device)] = True
     out: list[int] = []
     project = _project(model)
     try:
-        h = model.hidden(idx, cache)  # (1, T, C)
-        for _ in range(steps):
+        h = model.hidden(torch.tensor([text[start:]], device=device), cache)  # (1, T, C)
+        for _ in range(s.max_new_tokens):
             nxt = _next_token(project(h[:, -1, :]).float(), s, seen, gen)
             token = int(nxt)
             if token == eot_id:
                 break
             out.append(token)
+            text.append(token)
             if on_token is not None:
                 on_token(token)
             if seen is not None:
                 seen[0, token] = True
-            if len(out) < steps:
+            if len(out) == s.max_new_tokens:
+                break
+            if cache.pos < ctx:
                 h = model.hidden(nxt, cache)
+            else:  # the context is full: shift the view and compute it again
+                start = window_start(len(text), ctx)
+                cache.pos = 0
+                h = model.hidden(torch.tensor([text[start:]], device=device), cache)
     finally:
         model.train(was_training)
     return out

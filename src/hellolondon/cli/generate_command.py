@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
     p.add_argument(
         "--max-new-tokens", type=int, default=200,
-        help="tokens to add (fewer where the prompt and they would pass the model's context)",
+        help="tokens to add; past the model's context its view shifts to the newest 3/4",
     )  # fmt: skip
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=200, help="0 keeps every token")
@@ -41,8 +41,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.errors import UserError
-    from hellolondon.generate import Sampling, check_prompt, generate_ids, room
+    from hellolondon.generate import Sampling, generate_ids, kept_on_shift
     from hellolondon.hardware import resolve_device
     from hellolondon.train.checkpoint import load_for_inference
 
@@ -59,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
     def write(prompt: str) -> None:
         prompt_ids = tok.encode(prompt)
-        check_prompt(model, prompt_ids)  # before the prompt is echoed, so an error is all we print
         sys.stdout.write(prompt)
         ids: list[int] = []
         shown = 0
@@ -76,10 +74,12 @@ def run(args: argparse.Namespace) -> int:
 
         generate_ids(model, prompt_ids, s, tok.eot_id, on_token=show)
         sys.stdout.write(tok.decode(ids)[shown:] + "\n")
-        if len(ids) == room(model, prompt_ids) < s.max_new_tokens:
+        ctx = model.config.block_size
+        if len(prompt_ids) + len(ids) > ctx:
             print(
-                f"(stopped after {len(ids)} new tokens: the model's context is "
-                f"{model.config.block_size} tokens)",
+                f"(the text has {len(prompt_ids) + len(ids)} tokens, more than the model's "
+                f"context of {ctx}: each new token was predicted from the last "
+                f"{kept_on_shift(ctx)} to {ctx})",
                 file=sys.stderr,
             )
 
@@ -102,7 +102,4 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not prompt:
             return 0
-        try:
-            write(prompt)
-        except UserError as exc:  # a prompt too long for the context: ask for another
-            print(f"error: {exc}", file=sys.stderr)
+        write(prompt)

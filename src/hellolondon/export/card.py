@@ -15,8 +15,8 @@ from hellolondon.rundir import RunDir
 
 
 def new_tokens_default(context: int, wanted: int = Sampling.max_new_tokens) -> int:
-    """transformers generates past the learned positions (an IndexError) where we stop at the
-    context, so its default leaves room for a prompt of half the context."""
+    """transformers fails past the learned positions (an IndexError) where `generate` shifts
+    its view along the text, so its default leaves room for a prompt of half the context."""
     return max(1, min(wanted, context // 2))
 
 
