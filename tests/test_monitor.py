@@ -157,6 +157,15 @@ def test_rising_loss_warns_and_diverging_loss_is_an_error():
     assert _rules(m).count("diverging") == 1  # de-duplicated while it persists
 
 
+def test_a_run_that_blows_up_in_its_first_rows_is_diverging_against_its_first_loss():
+    losses = [7.64, 49.6, 161.0, 194.0, 212.0] + [215.0 + i for i in range(40)]
+    m, _ = _run(_train(losses))
+    diverging = [f for f in m.findings if f.rule == "diverging"]
+    assert [(f.step, f.level) for f in diverging] == [(50, "ERROR")]  # the first full median
+    assert "its best 7.640" in diverging[0].text
+    assert "plateau" not in _rules(m)  # flat at 28x the start is the divergence, not a plateau
+
+
 def test_a_spike_fires_and_re_arms_after_the_loss_recovers():
     losses = _decay(100, noise=0.01)
     losses[60] *= 1.6
@@ -231,8 +240,16 @@ def test_phase_lines_scale_to_the_run_and_ranges_only_for_long_runs():
     stuck = _train([9.0] * 30)  # steps 10..300 of a 300-step run: early is steps 0-10
     m, _ = _run(stuck, max_iters=300)
     phases = [(f.title, f.step, f.level) for f in m.findings if f.rule == "phase"]
-    assert phases == [("mid training", 10, "INFO"), ("late training", 100, "INFO")]
-    assert "steps 10-100 of 300 (the W&B guide's 2000-20000 of 60000)" in m.findings[0].text
+    # the first row is always early training, whichever step it logs
+    assert phases == [("early training", 10, "INFO"), ("mid training", 20, "INFO"),
+                      ("late training", 100, "INFO")]  # fmt: skip
+    assert "steps 10-100 of 300 (the W&B guide's 2000-20000 of 60000)" in m.findings[1].text
+    # while the LR still rises the run is in early training: mid has the LR at its peak
+    warm = [({"train/loss": 9.0, "train/lr": 1e-4 * min(s, 10), "train/iter": s}, s)
+            for s in range(2, 41, 2)]  # fmt: skip
+    m, _ = _run(warm, max_iters=40)  # scaled: early 0-1, mid 1-13, late from 13
+    phases = [(f.title, f.step) for f in m.findings if f.rule == "phase"]
+    assert phases == [("early training", 2), ("mid training", 12), ("late training", 14)]
     assert "phase_range" not in _rules(m)  # a short run: the W&B guide's ranges do not apply
     long_stuck = [({"train/loss": 9.0, "train/lr": 6e-4}, s) for s in range(50, 3001, 50)]
     m, _ = _run(long_stuck, max_iters=60000)
@@ -249,7 +266,7 @@ def test_nonfinite_policies_and_no_flood():
     assert fired == [True, True, False, True, False, False, False, True, False]  # 1, 2, 4, 8
     assert "8 skipped so far" in m.findings[-1].text
     stop = m.nonfinite(50, "stop")
-    assert stop[0].level == "ERROR" and "checkpoint was written" in stop[0].text
+    assert stop[0].level == "ERROR" and "checkpoint of the weights before it" in stop[0].text
 
 
 def test_findings_reach_console_tracker_and_events_jsonl(tmp_path):
@@ -267,7 +284,7 @@ def test_findings_reach_console_tracker_and_events_jsonl(tmp_path):
         ("ERROR", "nonfinite", 1200, "non-finite loss"),
     ]
     assert lines[1].startswith("health: [ERROR] loss diverging at iter 1030: smoothed loss 9.000")
-    assert lines[2].startswith("health: [ERROR] non-finite loss at iter 1200: loss is NaN/inf")
+    assert lines[2].startswith("health: [ERROR] non-finite loss at iter 1200: loss NaN/inf;")
     assert [e["text"] for e in events] == [f.text for f in m.findings]
 
 
@@ -324,9 +341,10 @@ def random_tokens(tmp_path):
     return data
 
 
-def _nan_run(tmp_path, data, policy, monkeypatch, bad_call=4):
-    """Train 8 steps of a tiny model; the forward of the `bad_call`-th step returns a NaN loss.
-    Returns the run folder and the parameters seen at each forward."""
+def _nan_run(tmp_path, data, policy, monkeypatch, bad_call=4, poison="loss"):
+    """Train 8 steps of a tiny model; the forward of the `bad_call`-th step returns a NaN loss
+    (`poison="loss"`), or a finite loss whose gradients are inf (`"grad"`). Returns the run
+    folder and the parameters seen at each forward."""
     from hellolondon.model import GPT
     from hellolondon.train.loop import train
 
@@ -337,7 +355,10 @@ def _nan_run(tmp_path, data, policy, monkeypatch, bad_call=4):
         seen.append({k: v.detach().clone() for k, v in self.state_dict().items()})
         logits, loss = forward(self, idx, targets, cache)
         if len(seen) == bad_call and loss is not None:
-            loss = loss * float("nan")
+            if poison == "loss":
+                loss = loss * float("nan")
+            else:  # the same value, an infinite slope
+                loss = loss + (loss * float("inf")).clamp(max=0.0) * 0.0
         return logits, loss
 
     monkeypatch.setattr(GPT, "forward", poisoned)
@@ -361,13 +382,25 @@ def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_finite_loss_with_a_non_finite_gradient_norm_is_named_as_such(
+    tmp_path, random_tokens, monkeypatch
+):
+    run_dir, seen = _nan_run(tmp_path, random_tokens, "skip", monkeypatch, poison="grad")
+    events = [e for e in read_jsonl(run_dir / "events.jsonl") if e.get("rule") == "nonfinite"]
+    assert [e["step"] for e in events] == [4]
+    assert events[0]["text"].startswith("gradient norm nan (loss ")  # the loss was finite
+    assert _same(seen[3], seen[4])  # not applied
+
+
 @pytest.mark.parametrize("policy", ["skip", "stop"])
 def test_injected_nan_follows_the_configured_policy(tmp_path, random_tokens, monkeypatch, policy):
     from hellolondon.train import checkpoint
 
     run_dir, seen = _nan_run(tmp_path, random_tokens, policy, monkeypatch)
     events = [e for e in read_jsonl(run_dir / "events.jsonl") if e.get("rule") == "nonfinite"]
-    assert [(e["level"], e["step"]) for e in events] == [("ERROR", 3)]  # the 4th step is step 3
+    # the 4th step: train/iter 4, as its row would have said; the loss was not finite
+    assert [(e["level"], e["step"]) for e in events] == [("ERROR", 4)]
+    assert events[0]["text"].startswith("loss nan;")
     if policy == "skip":
         assert len(seen) == 8  # training went on to max_iters
         assert _same(seen[3], seen[4])  # the bad step changed no weight

@@ -168,7 +168,8 @@ def test_device_skip_leaves_weights_and_optimizer_untouched(
     same = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(seen, seen[1:], strict=False)]
     assert same == [False, False, True, False]  # only the poisoned step changed nothing
     events = read_jsonl(tmp_path / "n" / "events.jsonl")
-    assert any("non-finite" in e["title"].lower() for e in events)  # reported at the next read
+    bad = [e for e in events if e["rule"] == "nonfinite"]  # reported at the next read (step 5)
+    assert [(e["step"], e["text"][:8]) for e in bad] == [(3, "loss nan")]  # as train/iter says
 
 
 def test_readback_reads_once_and_carries_the_stop_flag():

@@ -133,20 +133,22 @@ class HealthMonitor:
                 self._eval_row(row, step)
         return self._new
 
-    def nonfinite(self, step: int, policy: str) -> list[Finding]:
-        """The loop met a NaN/inf loss at `step` and applied `policy` (skip or stop)."""
+    def nonfinite(self, step: int, policy: str, what: str = "loss NaN/inf") -> list[Finding]:
+        """Iteration `step` had a non-finite value (`what`: "loss nan", "gradient norm inf
+        (loss 3.2)") and the loop applied `policy` (skip or stop)."""
         self._new = []
         self._nonfinite += 1
         n = self._nonfinite
         if policy == "stop":
             text = (
-                "loss is NaN/inf; a checkpoint was written before this step and training "
-                "stops. Lower train.lr, check the data, or resume with train.nonfinite=skip"
+                f"{what}; the step was not applied, a checkpoint of the weights before it was "
+                "written and training stops. Lower train.lr, check the data, or resume with "
+                "train.nonfinite=skip"
             )
             self._fire("nonfinite", "ERROR", step, "non-finite loss", text)
         elif n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ... occurrence: never a flood
             text = (
-                f"loss is NaN/inf; the step was skipped, weights and optimizer untouched "
+                f"{what}; the step was skipped, weights and optimizer untouched "
                 f"({n} skipped so far). If this repeats, lower train.lr or check the data"
             )
             self._fire("nonfinite", "ERROR", step, "non-finite loss", text)
@@ -224,7 +226,9 @@ class HealthMonitor:
         if len(losses) < c.smooth_rows:
             return
         now = statistics.median(losses[-c.smooth_rows :])  # fast: for divergence
-        self._best_fast = best = min(self._best_fast, now)
+        # the first loss (the untrained model's) counts too: a run that blows up within its
+        # first rows has no low median of its own to be measured against
+        self._best_fast = best = min(self._best_fast, now, losses[0])
         if self._trips("diverging", now > best * c.diverge_ratio):
             text = (
                 f"smoothed loss {now:.3f} is {now / best:.1f}x its best {best:.3f}: training is "
@@ -254,7 +258,7 @@ class HealthMonitor:
         rows_in = len(steps) - i
         w = max(c.smooth_rows, min(rows_in // 2, PLATEAU_WINDOW))
         warming_up = self._lr_peak_step == step  # the loss may be waiting for the LR
-        if warming_up or rows_in < c.plateau_rows or i < w:
+        if warming_up or self._active.get("diverging") or rows_in < c.plateau_rows or i < w:
             return
         then, now = statistics.median(losses[i - w : i]), statistics.median(losses[-w:])
         if self._trips("plateau", (then - now) / then < c.plateau_min_drop, rearm=rows_in):
@@ -358,6 +362,10 @@ class HealthMonitor:
                 if self._lr_peak_step != step and len(self._losses) >= self.cfg.trend_rows:
                     self._range_check(p, step)
         p = next(p for p in reversed(PHASES) if step >= p.start * scale)
+        # the first row is early training, and so is every row while the LR still warms up
+        # (the guide's mid phase has the LR at its peak); phases only move forward
+        if self._phase is None or self._lr_peak_step == step and self._phase == "early":
+            p = PHASES[0]
         if p.name != self._phase:
             self._phase = p.name
             lo, hi = round(p.start * scale), round(p.end * scale)

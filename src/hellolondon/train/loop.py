@@ -51,8 +51,10 @@ def _train(run: Run) -> dict:
     first = st.step + 1
     while st.step < c.max_iters and not stop.requested:
         out = train_step(run, stop)  # results stay on the device until `results.read`
-        if out.skipped and handle_nonfinite(run, out.values[0].item()) == "stop":
-            break  # checkpointed before the bad step; a finite step was applied otherwise
+        if out.skipped:  # known at once: reported now
+            loss, norm = out.values[:2].tolist()
+            if handle_nonfinite(run, st.step + 1, loss, norm) == "stop":
+                break  # checkpointed before the bad step
         results.add(st.step, out)
         st.step += 1
         st.samples_seen += run.samples_per_step

@@ -281,13 +281,22 @@ def save(run: Run, is_best: bool = False) -> None:
             run.tracker.log_checkpoint(path, ["latest", "best"] if is_best else ["latest"])
 
 
-def handle_nonfinite(run: Run, loss: float) -> str:
-    policy, step = run.cfg.train.nonfinite, run.state.step
+def nonfinite_what(loss: float, grad_norm: float) -> str:
+    """Which of a skipped step's two values was not finite, e.g. "gradient norm nan (loss 197.8)"."""
+    if not math.isfinite(loss):
+        return f"loss {loss}"
+    return f"gradient norm {grad_norm} (loss {loss:.4g})"
+
+
+def handle_nonfinite(run: Run, iteration: int, loss: float, grad_norm: float) -> str:
+    """Iteration `iteration` (as `train/iter` counts) had a non-finite loss or gradient norm
+    and was not applied: report it and apply the policy (skip or stop)."""
+    policy, what = run.cfg.train.nonfinite, nonfinite_what(loss, grad_norm)
     if run.monitor is not None:
-        run.monitor.nonfinite(step, policy)
+        run.monitor.nonfinite(iteration, policy, what)
     else:
-        text = f"loss {loss} at iteration {step}; policy {policy}"
-        run.tracker.alert("non-finite loss", text, "ERROR", step=step, rule="nonfinite")
+        text = f"{what} at iteration {iteration}; policy {policy}"
+        run.tracker.alert("non-finite loss", text, "ERROR", step=iteration, rule="nonfinite")
     if policy == "stop":
         run.state.stop_reason = "non-finite loss"
         save(run)  # weights and optimizer are still those from before the bad step
@@ -299,8 +308,9 @@ def report_skipped(run: Run, rows: list) -> bool:
     the policy stops the run. Steps read at once were reported when they ran."""
     for row in rows:
         if row.skipped and not row.known_at_once:
-            run.log(f"iteration {row.step + 1}: non-finite loss {row.loss}; the step was skipped")
-            if handle_nonfinite(run, row.loss) == "stop":
+            what = nonfinite_what(row.loss, row.grad_norm)
+            run.log(f"iteration {row.step + 1}: non-finite {what}; the step was skipped")
+            if handle_nonfinite(run, row.step + 1, row.loss, row.grad_norm) == "stop":
                 return True
     return False
 
