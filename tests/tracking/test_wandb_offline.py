@@ -156,4 +156,5 @@ def test_checkpoints_are_model_artifacts_with_latest_and_best(records):
         "state.json",
     }
     meta = json.loads(artifact["metadata"])
-    assert meta == {"path": "checkpoints/step-000050", "step": 50, "best_val_loss": 8.5}
+    assert meta == {"path": "checkpoints/step-000050", "step": 50, "best_val_loss": 8.5,
+                    "samples_seen": 800}  # fmt: skip

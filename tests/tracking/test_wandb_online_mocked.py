@@ -234,11 +234,16 @@ def test_unsynced_offline_parts_keep_a_resumed_run_offline(online, tmp_path):
 
 
 def test_checkpoints_become_model_artifacts_only_when_asked(online, tmp_path):
-    ckpt = tmp_path / "step-000100"
-    ckpt.mkdir()
-    (ckpt / "state.json").write_text(
-        json.dumps({"format": 2, "step": 100, "best_val_loss": 3.5, "config": {}})
-    )
+    import torch
+
+    from hellolondon.config import RunConfig
+    from hellolondon.train import checkpoint
+    from hellolondon.train.state import TrainState
+
+    trainer = TrainState(step=100, samples_seen=1600, best_val_loss=3.5)
+    state = {"trainer": trainer.state_dict(), "config": RunConfig().to_dict()}
+    # written as the trainer writes it: the metadata must follow the real layout
+    ckpt = checkpoint.save(tmp_path, 100, {"w": torch.zeros(2)}, {}, state, 0, False)
     tracker, wandb, _ = online()
     tracker.log_checkpoint(ckpt, ["latest"])
     assert wandb.runs[0].artifacts == []
@@ -249,7 +254,9 @@ def test_checkpoints_become_model_artifacts_only_when_asked(online, tmp_path):
     assert artifact.name == "london-slm-simple-20261126-101500-model" and artifact.added == [
         str(ckpt)
     ]
-    assert artifact.metadata["step"] == 100 and artifact.metadata["best_val_loss"] == 3.5
+    assert artifact.metadata == {
+        "path": str(ckpt), "step": 100, "samples_seen": 1600, "best_val_loss": 3.5
+    }  # fmt: skip
 
 
 def test_alerts_carry_level_wait_and_iteration(online):

@@ -96,7 +96,14 @@ def main() -> None:
         ckpt.mkdir(parents=True)
         (ckpt / "model.safetensors").write_bytes(b"\0" * 1024)
         (ckpt / "state.json").write_text(
-            json.dumps({"format": 2, "step": 50, "best_val_loss": 8.5, "config": {}})
+            json.dumps(
+                {
+                    "format": 2,
+                    "step": 50,
+                    "config": {},
+                    "trainer": {"step": 50, "samples_seen": 800, "best_val_loss": 8.5},
+                }
+            )
         )
         tracker.log_checkpoint(ckpt, ["latest", "best"])
     tracker.alert(

@@ -422,15 +422,14 @@ def _artifact_name(name: str) -> str:
 
 
 def _checkpoint_meta(path: Path, run: RunDir) -> dict[str, Any]:
-    from hellolondon.train.checkpoint import read_state
+    from hellolondon.train.checkpoint import counters
 
     where = str(path)
     with contextlib.suppress(ValueError):  # the place in the run folder, not this machine's path
         where = str(path.resolve().relative_to(run.path.resolve()))
     meta: dict[str, Any] = {"path": where}
-    with contextlib.suppress(Exception):
-        saved = read_state(path, verify=False)
-        meta.update({k: saved[k] for k in ("step", "best_val_loss", "samples_seen") if k in saved})
+    with contextlib.suppress(Exception):  # an unreadable state.json: the artifact all the same
+        meta.update({k: v for k, v in counters(path).items() if v is not None})
     return meta
 
 

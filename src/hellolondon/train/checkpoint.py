@@ -260,6 +260,13 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
     return state
 
 
+def counters(ckpt: Path) -> dict[str, Any]:
+    """The loop's counters a checkpoint was written at: step, samples_seen, best_val_loss (None
+    before any evaluation). Its files are not checked."""
+    trainer = read_state(ckpt, verify=False)["trainer"]
+    return {k: trainer.get(k) for k in ("step", "samples_seen", "best_val_loss")}
+
+
 def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     try:
         weights = load_file(str(ckpt / "model.safetensors"))
