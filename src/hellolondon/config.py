@@ -240,6 +240,11 @@ class TrackingConfig:
             f"tracking.run_name {self.run_name!r} (--run-name, WANDB_NAME) names the run's folder: "
             "no / or \\, and not . or ..",
         )
+        _check(  # file systems take names of 255 bytes; the run folder's own files add to it
+            len(self.run_name) <= 128 and len(self.run_name.encode()) <= 200,
+            f"tracking.run_name is {len(self.run_name)} characters (--run-name, WANDB_NAME); it "
+            "names the run's folder: use at most 128 (and 200 bytes in UTF-8)",
+        )
         # W&B refuses these even offline, after training has started: say so before
         _check(
             len(self.project) <= 128 and not any(c in self.project for c in "/\\#?%:"),

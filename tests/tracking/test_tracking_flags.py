@@ -191,6 +191,22 @@ def test_a_run_name_that_is_not_one_folder_inside_runs_is_refused(name):
     assert build_config("tiny", overrides=["tracking.run_name=lr 3e-4"]).tracking.run_name
 
 
+def test_a_run_name_too_long_for_a_folder_is_refused_before_any_work(capsys, tmp_path):
+    from hellolondon.cli import main
+
+    argv = ["train", "--preset", "tiny", "--data", str(tmp_path), "--out-dir", str(tmp_path)]
+    assert main([*argv, "--run-name", "x" * 300]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: tracking.run_name is 300 characters (--run-name, WANDB_NAME); it names the "
+        "run's folder: use at most 128 (and 200 bytes in UTF-8)"
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert build_config("tiny", overrides=["tracking.run_name=" + "x" * 128]).tracking.run_name
+    with pytest.raises(Exception, match="90 characters"):  # 240 bytes in UTF-8
+        build_config("tiny", overrides=["tracking.run_name=" + "\u00e9\u20ac\u2020" * 30])
+
+
 def test_a_mode_saved_by_wandb_offline_is_followed_and_wandb_mode_wins_over_it(
     monkeypatch, tmp_path
 ):
