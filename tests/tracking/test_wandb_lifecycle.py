@@ -87,7 +87,7 @@ def test_resume_keeps_the_run_id_and_says_what_wandb_already_holds(resumed):
     line = [line for line in second.lines() if "run r" in line][0]
     assert (
         line.startswith("wandb: Resuming run r (mode: offline")
-        and "W&B already holds steps up to 50" in line
+        and line.endswith("[W&B held steps up to 50]")  # nothing to re-send: it has them all
     )
     assert json.loads((run_dir / "tracking.json").read_text())["run_id"] == first.result["run_id"]
 
@@ -98,6 +98,25 @@ def test_resume_leaves_no_step_twice_and_none_missing_in_wandb_or_jsonl(resumed)
     assert parts == [STEPS, [60, 70, 80]]  # 30..50 are already in part 1: not sent again
     rows = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
     assert rows == list(range(0, 81, 10))
+
+
+def test_a_resume_where_wandb_kept_no_row_says_so_and_re_sends_them_all(tmp_path):
+    """W&B's own process killed before it wrote a record: its part of the run is empty."""
+    env = sealed_env(tmp_path)
+    run_dir = tmp_path / "runs" / "e"
+    run_dir.parent.mkdir()
+    first = drive(run_dir, env, 60, stop=50)
+    assert first.returncode == 0, first.stderr
+    (part,) = offline_dirs(run_dir)
+    (records,) = part.glob("*.wandb")
+    records.write_bytes(records.read_bytes()[:7])  # the header alone, as a killed wandb-core
+    second = drive(run_dir, env, 60, start=60, stop=80, resume=first.result["run_id"])
+    assert second.returncode == 0, second.stderr
+    line = [line for line in second.lines() if "run e" in line][0]
+    assert line.endswith(
+        "[W&B held none of this run's steps; steps 0-50 re-sent from the local log]"
+    )
+    assert [r["_step"] for r in history(offline_dirs(run_dir)[1], env)] == list(range(0, 81, 10))
 
 
 @pytest.mark.slow
@@ -122,7 +141,8 @@ def test_resume_after_a_hard_kill_refills_what_wandb_lost(tmp_path):
         run_dir, env, 120, start=checkpoint + 1, stop=600, every=1, eval_every=10**9, resume=run_id
     )
     assert again.returncode == 0, again.stderr
-    assert f"W&B already holds steps up to {checkpoint} (the last of them re-sent" in again.stdout
+    held = f"[W&B held steps up to {len(kept) - 1}; steps {len(kept)}-{checkpoint} re-sent from"
+    assert held in again.stdout
     resent = [r["_step"] for r in history(offline_dirs(run_dir)[1], env)]
     assert resent == list(range(len(kept), 601))  # together: every step exactly once
     jsonl = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]

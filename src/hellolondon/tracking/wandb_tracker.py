@@ -91,7 +91,8 @@ class WandbTracker:
         self.run_id: str | None = run.id
         self.skip_through = -1  # steps W&B already holds from before a restart
         self.local_through = -1  # the last step of the local log when the run resumed
-        self.replayed_through: int | None = None
+        self.held_before = -1  # the last step W&B held when the run resumed
+        self.replayed: tuple[int, int] | None = None  # first and last step re-sent from the log
         self.status = "running"
 
     # ---- start
@@ -101,7 +102,7 @@ class WandbTracker:
         if self.run is None:
             return
         if resumed:
-            self.skip_through = self._last_step_held()
+            self.skip_through = self.held_before = self._last_step_held()
             self._replay_local_rows()
         self._save_state()
         self.console(self._start_line(resumed, started_s))
@@ -137,7 +138,7 @@ class WandbTracker:
     def _replay_local_rows(self) -> None:
         """Send the rows that the local log has and W&B lost (a hard kill drops W&B's unwritten
         tail, which can reach back before the checkpoint the loop restarts from)."""
-        replayed = -1
+        sent: list[int] = []
         for row in self.rundir.rows():
             step = row.get("step")
             if isinstance(step, int):
@@ -145,10 +146,10 @@ class WandbTracker:
             if isinstance(step, int) and step > self.skip_through and self.run is not None:
                 values = {k: _number(v) for k, v in row.items() if k not in ("step", "time")}
                 self._call(lambda v=values, s=step: self.run.log(v, step=s))
-                replayed = max(replayed, step)
-        if replayed >= 0:
-            self.replayed_through = replayed
-            self.skip_through = replayed
+                sent.append(step)
+        if sent:
+            self.replayed = (min(sent), max(sent))
+            self.skip_through = max(sent)
 
     @property
     def sync_dir(self) -> Path | None:
@@ -178,16 +179,25 @@ class WandbTracker:
             line += f", project {where}) {self.url or ''}".rstrip()
         else:
             line += f": {self.why}); upload later with: {self.sync_command}"
-        if resumed and self.skip_through >= 0:
-            held = f"W&B already holds steps up to {self.skip_through}"
-            if self.replayed_through is not None:
-                held += " (the last of them re-sent from the local log)"
-            line += f" [{held}]"
+        if resumed:
+            line += f" [{self._held_words()}]"
         if self.opts.debug:
             line += (
                 f" [started in {started_s:.1f} s; W&B logs in {show_path(self.rundir.wandb_dir)}]"
             )
         return line
+
+    def _held_words(self) -> str:
+        """What W&B held of this run when it resumed, and what the local log sent it again."""
+        held = (
+            f"W&B held steps up to {self.held_before}"
+            if self.held_before >= 0
+            else "W&B held none of this run's steps"
+        )
+        if self.replayed is not None:
+            first, last = self.replayed
+            held += f"; steps {first}-{last} re-sent from the local log"
+        return held
 
     # ---- the loop's calls
 
