@@ -157,6 +157,20 @@ def test_wandb_dying_mid_run_prints_one_line_and_loses_no_row(tmp_path):
     assert out.returncode == 0 and out.result["killed"], out.stderr
     stopped = [line for line in out.lines() if "W&B stopped working" in line]
     assert len(stopped) == 1 and "every row is in runs/m/metrics.jsonl" in stopped[0]
+    # what W&B lacks is re-sent by a resume (tested above), then uploaded
+    assert stopped[0].endswith(
+        "once this run has ended, hellolondon train --resume runs/m sends it those from that "
+        f"log, then: wandb sync runs/m/wandb/offline-run-*-{out.result['run_id']}"
+    )
+    from hellolondon.rundir import RunDir
+    from hellolondon.tracking.run_list import run_info
+
+    listed = run_info(RunDir(run_dir))
+    assert listed.needs_sync and listed.wandb_status == "failed"
+    assert listed.sync_command.startswith("hellolondon train --resume ")
+    assert listed.sync_command.endswith(
+        f" && wandb sync {run_dir}/wandb/offline-run-*-{out.result['run_id']}"
+    )
     assert "Traceback" not in out.stderr
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r] == STEPS
     assert read_jsonl(run_dir / "events.jsonl")[0]["title"] == "loss plateau"

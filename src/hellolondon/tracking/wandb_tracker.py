@@ -333,10 +333,12 @@ class WandbTracker:
         self.status = "failed"
         quiet_teardown(self.wandb)
         self._save_state()
-        saved = f"; what it had is on disk: {self.sync_command}" if self.mode == "offline" else ""
+        upload = f", then: {self.sync_command}" if self.mode == "offline" else ""
         self.console(
             f"wandb: W&B stopped working ({type(exc).__name__}: {scrub_text(str(exc))[:200]}); "
-            f"training goes on and every row is in {show_path(self.rundir.metrics_file)}{saved}"
+            f"training goes on and every row is in {show_path(self.rundir.metrics_file)}. W&B may "
+            f"lack the latest rows: once this run has ended, {resend_command(self.rundir)} "
+            f"sends it those from that log{upload}"
         )
 
     def _save_state(self) -> None:
@@ -429,6 +431,12 @@ def _number(value: Any) -> Any:
 
 def _artifact_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+def resend_command(run: RunDir) -> str:
+    """The command that sends W&B the rows of a run it lacks: a resume replays the local log
+    past what W&B holds, and for a run that had ended trains no further step."""
+    return f"hellolondon train --resume {shlex.quote(show_path(run.path))}"
 
 
 def _checkpoint_meta(path: Path, run: RunDir) -> dict[str, Any]:
