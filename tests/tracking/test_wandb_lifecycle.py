@@ -33,6 +33,21 @@ def test_disabled_imports_nothing_of_wandb_and_writes_no_wandb_folder(how, tmp_p
     assert out.result["run_id"] is None
 
 
+def test_a_folder_where_wandb_offline_was_run_adds_no_wandb_console_line(tmp_path):
+    """W&B says "Loading settings from wandb/settings" as it reads them, unless silent."""
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "settings").write_text("[default]\nmode = offline\n")
+    env = sealed_env(tmp_path)
+    run_dir = tmp_path / "runs" / "s"
+    run_dir.parent.mkdir()
+    out = drive(run_dir, env, 60)
+    assert out.returncode == 0, out.stderr
+    assert "Loading settings" not in out.stdout + out.stderr
+    start, end = out.lines()
+    assert start.startswith("wandb: Syncing run s (mode: offline: `wandb offline` saved it")
+    assert end.startswith("wandb: run s saved offline")
+
+
 def test_a_wandb_that_fails_to_import_prints_one_line_and_loses_no_row(tmp_path):
     broken = tmp_path / "broken" / "wandb"
     broken.mkdir(parents=True)

@@ -149,11 +149,20 @@ def _quiet_terminal(wandb: Any, debug: bool) -> None:
     """W&B's console lines (credentials loaded, artifact staging, ...) only with WANDB_DEBUG;
     the run's own lines say what matters."""
     if not debug:
-        with contextlib.suppress(Exception):
-            from wandb.sdk import wandb_setup
+        # loading the settings says "Loading settings from wandb/settings" unless W&B is silent
+        saved = os.environ.get("WANDB_SILENT")
+        os.environ["WANDB_SILENT"] = "true"
+        try:
+            with contextlib.suppress(Exception):
+                from wandb.sdk import wandb_setup
 
-            wandb_setup.singleton().settings  # noqa: B018 -- loads them, which resets the terminal
-            wandb.termsetup(wandb.Settings(silent=True), None)
+                wandb_setup.singleton().settings  # noqa: B018 -- loads them, resets the terminal
+                wandb.termsetup(wandb.Settings(silent=True), None)
+        finally:
+            if saved is None:
+                del os.environ["WANDB_SILENT"]
+            else:
+                os.environ["WANDB_SILENT"] = saved
 
 
 def _wandb_base_url(wandb: Any) -> str:
