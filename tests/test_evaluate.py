@@ -263,6 +263,49 @@ def test_eval_command_writes_the_report_and_logs_it_to_the_run(
     assert summary["eval/val_bpb"] == report["heldout"]["bpb"] and summary["eval/iter"] == 40
 
 
+def test_eval_on_other_token_files_is_kept_apart_from_the_runs_own_report(
+    trained_run, tiny_data, tmp_path, capsys, monkeypatch
+):
+    """Another data folder's validation split is not the run's held-out text: its score must
+    not replace the run's own report (the model card quotes that one) or its tracked numbers."""
+    from hellolondon.corpus.documents import read_documents, write_documents
+    from hellolondon.prepare import prepare
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run = _run_copy(trained_run, tmp_path)
+    # the same tokenizer, other documents: token files the run never saw
+    docs = list(read_documents(tiny_data.parent / "documents.jsonl"))[::-1][:6]
+    write_documents(tmp_path / "odd.jsonl", docs)
+    prepare(
+        tmp_path / "odd.jsonl", tiny_data.parent / "tokenizer", tmp_path / "odd data", workers=1
+    )
+    assert (
+        main(["eval", str(run), "--data", str(tiny_data), "--no-probes", "--gen-tokens", "4"]) == 0
+    )
+    own = (run / "eval" / "step-000040.json").read_text()
+    tracked = (run / "metrics.jsonl").read_text(), (run / "summary.json").read_text()
+    capsys.readouterr()
+    argv = [
+        "eval",
+        str(run),
+        "--data",
+        str(tmp_path / "odd data"),
+        "--no-probes",
+        "--gen-tokens",
+        "4",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "holds other token files than the run was trained on" in out
+    assert "report: " + str(run / "eval" / "step-000040-on-odd_data.json") in out
+    other = json.loads((run / "eval" / "step-000040-on-odd_data.json").read_text())
+    assert other["heldout"]["own_data"] is False
+    assert other["heldout"]["bpb"] != json.loads(own)["heldout"]["bpb"]
+    assert (run / "eval" / "step-000040.json").read_text() == own  # untouched
+    assert ((run / "metrics.jsonl").read_text(), (run / "summary.json").read_text()) == tracked
+    assert json.loads(own)["heldout"]["own_data"] is True
+
+
 def test_eval_without_a_tokenizer_is_a_one_line_error(trained_run, tmp_path, capsys):
     run = _run_copy(trained_run, tmp_path)
     shutil.rmtree(run / "tokenizer")

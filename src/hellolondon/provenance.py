@@ -113,6 +113,12 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join([head, *(shlex.quote(a) for a in argv[1:])])
 
 
+def trained_on(run_config: dict[str, Any]) -> str | None:
+    """The tokens fingerprint of the token files a run was trained on, from its config.json
+    (None for a run that did not record it)."""
+    return ((run_config.get("reproduce") or {}).get("data") or {}).get("tokens_fingerprint")
+
+
 def collect(
     meta: dict[str, Any],
     data_dir: str | Path,

@@ -16,7 +16,9 @@ EXAMPLES = """examples:
   hellolondon eval runs/RUN --max-tokens 200000 --json
 
 The report is written as eval/step-NNNNNN.json and .md in the run folder (or --out DIR), and
-its numbers are logged to the run's tracker under eval/ keys (leave out with --no-track)."""
+its numbers are logged to the run's tracker under eval/ keys (leave out with --no-track).
+With --data naming token files the run was not trained on, the report is
+eval/step-NNNNNN-on-<folder>.json, kept apart from the run's own and not logged."""
 
 
 def register(sub) -> None:
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         default_out,
         evaluate,
         log_to_run,
+        other_data_name,
         report_name,
         summary_text,
         with_earlier_parts,
@@ -107,18 +110,28 @@ def run(args: argparse.Namespace) -> int:
         args.gen_tokens,
         show_progress=True,
     )
-    name = report_name(state)
+    other = other_data_name(report)  # held out from other token files than the run's
+    name = other or report_name(state)
     saved = with_earlier_parts(report, out, name)
     json_path, md_path = write_report(saved, out, name)
     superseded = "heldout" in report and saved["heldout"] is not report["heldout"]
     logged = {k: v for k, v in report.items() if not (superseded and k == "heldout")}
     run_dir = RunDir.of_checkpoint(ckpt)
-    if run_dir is not None and not args.no_track:
+    track = run_dir is not None and not args.no_track and other is None
+    if track:
         # the tracker's start line is not part of the report that --json pipes on
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
             log_to_run(logged, cfg, state, run_dir)
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))
-    tracked = "" if run_dir is None or args.no_track else "; logged to the run's tracker"
+    tracked = "; logged to the run's tracker" if track else ""
+    if other is not None:
+        print(
+            f"{report['heldout']['data_dir']} holds other token files than the run was trained "
+            "on: the report is kept apart from the run's own (which export's model card quotes) "
+            "and not logged to its tracker. Whether these documents were in the run's training "
+            "text is not checked",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     if superseded:
         print(
             f"the report keeps its earlier held-out score over {saved['heldout']['tokens']:,} "

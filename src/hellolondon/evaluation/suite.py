@@ -80,6 +80,27 @@ def _data_dir(cfg, data_dir: str | Path | None) -> Path:
     return path
 
 
+def own_data(run: RunDir | None, cfg, data: Path, meta: dict) -> bool:
+    """Whether `data` holds the token files the run was trained on (so its validation split is
+    the run's own held-out text): by their fingerprint where the run recorded it, else by the
+    folder its config names."""
+    from hellolondon.provenance import trained_on
+
+    recorded = trained_on(run.read_config()) if run is not None else None
+    if recorded and meta.get("tokens_fingerprint"):
+        return recorded == meta["tokens_fingerprint"]
+    return data.resolve() == Path(cfg.data.data_dir).resolve()
+
+
+def other_data_name(report: dict[str, Any]) -> str | None:
+    """`step-NNNNNN-on-<folder>` for a report whose held-out split is not the run's own: kept
+    apart from the run's report (which the model card quotes) and from its tracker."""
+    h = report.get("heldout")
+    if not h or h.get("own_data", True):
+        return None
+    return f"{report_name(report)}-on-{_key(Path(h['data_dir']).name)}"
+
+
 def evaluate(
     path: str | Path,
     data_dir: str | Path | None = None,
@@ -127,6 +148,7 @@ def evaluate(
             model, tok, data, meta, stride, max_tokens, device, show_progress
         )
         report["heldout"]["data_dir"] = str(data)
+        report["heldout"]["own_data"] = own_data(run, cfg, data, meta)
     if probes is not None:
         report["probes"] = score_probes(model, tok, probes, device, show_progress)
         report["probes"]["file"] = str(probes_path or "packaged")
