@@ -178,6 +178,9 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
         and "over the whole validation split (100 tokens)" in card
     )
     assert "AdamW" in card and "training tokens" in card
+    # the years and periods of the documents it was trained on, not the configured 1500-1850
+    assert "a historical-English GPT-2 (London, 1623)" in card
+    assert "| written | 1623 |" in card and "| periods | stuart (12 documents) |" in card
     best = read_state(run / "checkpoints" / "step-000040")["trainer"]["best_val_loss"]
     assert f"| best validation loss (training's fixed batches) | {best:.4f} |" in card
 

@@ -419,3 +419,15 @@ def test_cli_prepare_writes_no_token_files_among_other_files(setup, tmp_path, ca
         assert err.startswith(f"error: {root / 'tok'} holds other files (")
         assert err.endswith("token files get a folder of their own: choose another --out\n")
     assert {p.name: p.read_bytes() for p in (root / "tok").iterdir()} == before
+
+
+def test_meta_records_when_the_documents_were_written(tiny_data):
+    from hellolondon.prepare import dates, load_meta
+
+    assert dates([(1611, "stuart"), (None, ""), (1623, "stuart"), (1702, "georgian")]) == {
+        "years": [1611, 1702],
+        "periods": {"stuart": 2, "unknown": 1, "georgian": 1},
+    }
+    assert dates([(None, "")]) == {"years": None, "periods": {"unknown": 1}}
+    meta = load_meta(tiny_data)  # 12 plays of the First Folio
+    assert meta["years"] == [1623, 1623] and meta["periods"] == {"stuart": 12}

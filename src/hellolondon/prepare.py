@@ -19,11 +19,12 @@ import json
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -213,8 +214,11 @@ def prepare(
     corpus, tokenizer_dir, out_dir = Path(corpus), Path(tokenizer_dir), Path(out_dir)
     tokenizer = _check_inputs(corpus, tokenizer_dir)
     t0 = time.perf_counter()
-    # First pass: ids, sources and sizes only, to choose the split before writing anything.
-    sizes = [(d.id, d.source, len(d.text)) for d in read_documents(corpus) if d.text]
+    # First pass: ids, sources, sizes and dates only, to choose the split before writing anything.
+    first = [
+        (d.id, d.source, len(d.text), d.year, d.period) for d in read_documents(corpus) if d.text
+    ]
+    sizes = [f[:3] for f in first]
     _check_unique_ids(corpus, sizes)
     if not sizes:
         raise UserError(f"corpus file {corpus} has no documents with text")
@@ -237,7 +241,7 @@ def prepare(
             sum(size for _, _, size in sizes),
         )
         writer.close()
-        meta = _meta(corpus, tokenizer, writer, val_fraction)
+        meta = _meta(corpus, tokenizer, writer, val_fraction) | dates(f[3:] for f in first)
         writer.tmp["meta.json"].write_text(
             json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
         )
@@ -317,6 +321,20 @@ def _meta(corpus: Path, tokenizer: Tokenizer, writer: _Writer, val_fraction: flo
         "corpus_path": str(corpus.resolve()),
         "corpus_sha256": sha256_file(corpus),
         "val_spans": writer.spans,
+    }
+
+
+def dates(year_period: Iterable[tuple[int | None, str]]) -> dict[str, Any]:
+    """When the documents were written: `years` [first, last] of those with a year (None when
+    none has one) and `periods`, documents per period label, most first."""
+    years, periods = [], Counter()
+    for year, period in year_period:
+        if year is not None:
+            years.append(year)
+        periods[period or "unknown"] += 1
+    return {
+        "years": [min(years), max(years)] if years else None,
+        "periods": dict(periods.most_common()),
     }
 
 

@@ -77,9 +77,29 @@ def _data_info(cfg: RunConfig, run: dict[str, Any]) -> dict[str, Any]:
         ):
             data.setdefault("train_tokens", meta.get("train_tokens"))
             data.setdefault("val_tokens", meta.get("val_tokens"))
+            for key in ("years", "periods"):
+                if key in meta:
+                    data.setdefault(key, meta[key])
             if not data.get("documents"):
                 data["documents"] = meta.get("train_documents", 0) + meta.get("val_documents", 0)
     return data
+
+
+def _years(cfg: RunConfig, run: dict[str, Any], data: dict[str, Any] | None = None) -> str:
+    """The years the training documents were written ("1611-1623"), as the token files
+    recorded them; the configured period for token files that did not record them."""
+    years = (data if data is not None else _data_info(cfg, run)).get("years")
+    if not years:
+        return cfg.data.period
+    first, last = years
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def _periods(data: dict[str, Any]) -> str:
+    periods = data.get("periods")
+    if not periods:
+        return "unknown"
+    return ", ".join(f"{label} ({n:,} documents)" for label, n in periods.items())
 
 
 def _table(rows: list[tuple[str, Any]]) -> list[str]:
@@ -140,7 +160,7 @@ def model_card(
         *front,
         "---",
         "",
-        f"# {name}: a historical-English GPT-2 (London, {cfg.data.period})",
+        f"# {name}: a historical-English GPT-2 (London, {_years(cfg, run)})",
         "",
         "A GPT-2-style language model trained from scratch with helloLondon on historical English text "
         f"({cfg.data.corpus}). It continues text in the language of its sources; it knows only what "
@@ -189,7 +209,8 @@ def _data_section(cfg: RunConfig, run: dict) -> list[str]:
 
     rows = [
         ("corpus", cfg.data.corpus),
-        ("period", cfg.data.period),
+        ("written", _years(cfg, run, data)),
+        ("periods", _periods(data)),
         ("documents", count("documents")),
         ("training tokens", count("train_tokens")),
         ("validation tokens", count("val_tokens")),

@@ -353,6 +353,8 @@ def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
             # passes over train.bin that train.max_iters make: the guide's "Epochs"
             "epochs": run.batches.epoch_of(cfg.train.max_iters * run.samples_per_step),
             "tokenizer_fingerprint": meta.get("tokenizer_fingerprint"),
+            # when the documents were written (token files older than this record have none)
+            **{k: meta[k] for k in ("years", "periods") if k in meta},
         },
         "hardware": {
             **hardware.hardware_facts(run.dist.device),
