@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hellolondon.cli import main
-from hellolondon.corpus.documents import write_documents
+from hellolondon.corpus.documents import Document, write_documents
 from hellolondon.corpus.sample import sample_documents
 from hellolondon.errors import UserError
 from hellolondon.tokenizer import (
@@ -132,6 +132,23 @@ def test_training_in_pieces_gives_the_same_tokenizer(tmp_path, tok, monkeypatch)
     assert cut.fingerprint == tok.fingerprint
 
 
+def test_runs_without_a_space_are_cut_into_words_for_training_only(tmp_path, tok):
+    from hellolondon.tokenizer import MAX_WORD, bounded_words
+
+    text = "It was " + "x" * (2 * MAX_WORD + 5) + " in London,\n" + "-" * MAX_WORD
+    parts = list(bounded_words(text))
+    assert "".join(parts) == text and max(map(len, parts)) == MAX_WORD
+    assert parts[:4] == ["It was ", "x" * MAX_WORD, "x" * MAX_WORD, "x" * 5]
+    assert parts[-1] == "-" * MAX_WORD
+    assert list(bounded_words("a b")) == ["a b"] and list(bounded_words("")) == [""]
+    # ordinary text is not cut, so the tokenizer is the one it always was
+    assert all(list(bounded_words(t)) == [t] for t in small_texts())
+    # 300,000 characters without a space: BPE's time grows with a word's length squared
+    # (minutes uncut); cut, it trains like any text, and prepare encodes it whole
+    long = train_tokenizer(["x" * 300_000, *small_texts()], tmp_path / "x", vocab_size=600)
+    assert long.decode(long.encode("x" * 1000)) == "x" * 1000
+
+
 def test_fingerprint_ignores_json_layout(tmp_path, tok_dir, tok):
     data = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
     (tmp_path / "tokenizer.json").write_text(
@@ -229,6 +246,9 @@ def test_cli_train_encode_terms(tmp_path, capsys):
     assert load_tokenizer(out).vocab_size <= 1500
     assert main(["tokenizer", "encode", "--tokenizer", str(out), "and the King"]) == 0
     assert "' the'" in capsys.readouterr().out
+    # a character split over two tokens is shown as its bytes, not as byte-level symbols
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "ſ café"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("'<0xC5>' | '<0xBF>' | ' ca'")
     assert main(["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]) == 0
     assert "historical terms are single tokens" in capsys.readouterr().out
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "nope"), "x"]) == 2
@@ -236,6 +256,30 @@ def test_cli_train_encode_terms(tmp_path, capsys):
     terms = ["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]
     assert main([*terms, "--top", "-1"]) == 2
     assert capsys.readouterr().err == "error: --top must be 0 or more, not -1\n"
+
+
+def test_a_vocabulary_the_corpus_cannot_fill_is_a_warning(tmp_path, capsys):
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, [Document(id="a", text="the cat sat on the mat, the end")])
+    argv = ["tokenizer", "train", "--corpus", str(corpus), "--out", str(tmp_path / "tok")]
+    assert main([*argv, "--vocab-size", "1000"]) == 0
+    out, err = capsys.readouterr()
+    got = load_tokenizer(tmp_path / "tok").vocab_size
+    assert got < 1000 and out.startswith(f"tokenizer: {got} tokens")
+    assert err == (
+        f"warning: {got:,} tokens, not the 1,000 asked for: no pair of symbols left occurs "
+        "twice in this corpus; a larger corpus fills the vocabulary\n"
+    )
+
+
+def test_every_byte_level_symbol_reads_back_as_its_byte():
+    from tokenizers import pre_tokenizers
+
+    from hellolondon.tokenizer import _BYTE_OF
+
+    assert set(_BYTE_OF) == set(pre_tokenizers.ByteLevel.alphabet())
+    assert sorted(_BYTE_OF.values()) == list(range(256))
+    assert _BYTE_OF["Ġ"] == ord(" ") and _BYTE_OF["Ċ"] == ord("\n") and _BYTE_OF["a"] == ord("a")
 
 
 def test_cli_train_does_not_replace_a_tokenizer_without_force(tmp_path, capsys):

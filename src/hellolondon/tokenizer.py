@@ -55,6 +55,25 @@ def text_pieces(text: str, size: int | None = None) -> Iterator[str]:
     yield text[start:] if start else text
 
 
+# BPE training time grows with the square of a word's length: a run of 300,000 characters
+# without a space took minutes. Training sees such runs cut into words of this length.
+MAX_WORD = 100
+_LONG_RUN = re.compile(rf"\S{{{MAX_WORD},}}")
+
+
+def bounded_words(text: str) -> Iterator[str]:
+    """`text` in parts where no run of non-space characters is longer than `MAX_WORD`: the runs
+    that are, cut into words of that length. For training, which never joins two parts."""
+    start = 0
+    for run in _LONG_RUN.finditer(text):
+        if run.start() > start:
+            yield text[start : run.start()]
+        yield from (run[0][i : i + MAX_WORD] for i in range(0, len(run[0]), MAX_WORD))
+        start = run.end()
+    if start < len(text) or not text:
+        yield text[start:] if start else text
+
+
 def read_token_file(text: str | None = None) -> tuple[list[str], dict[str, list[str]]]:
     """Parse the token file: (control tokens, {category: terms}). Defaults to the packaged file."""
     if text is None:
@@ -148,6 +167,32 @@ class Tokenizer:
 
     def id_to_token(self, idx: int) -> str | None:
         return self.hf.id_to_token(idx)
+
+    def piece(self, idx: int) -> str:
+        """A token as a reader can see it: its text, with each byte that is only part of a
+        character shown as <0xNN> (byte-level BPE often splits "é" or "ſ" in two). Control
+        tokens are written in printable characters, which stand for themselves."""
+        token = self.id_to_token(idx) or ""
+        if not all(c in _BYTE_OF for c in token):  # an added token in other characters
+            return token
+        raw = bytes(_BYTE_OF[c] for c in token)
+        text = raw.decode("utf-8", errors="surrogateescape")  # a lone byte b -> U+DC00 + b
+        return "".join(
+            f"<0x{ord(c) - 0xDC00:02X}>" if "\udc80" <= c <= "\udcff" else c for c in text
+        )
+
+
+def _byte_of() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, read back: the character that stands for each byte (bytes
+    that print stand for themselves, the others for 256, 257, ... in order) -> the byte."""
+    shown = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+    chars = {b: b for b in shown}
+    for n, b in enumerate(b for b in range(256) if b not in chars):
+        chars[b] = 256 + n
+    return {chr(c): b for b, c in chars.items()}
+
+
+_BYTE_OF = _byte_of()
 
 
 def _new_tokenizer() -> HFTokenizer:
@@ -251,7 +296,8 @@ def train_tokenizer(
     def counted() -> Iterable[str]:
         for text in texts:
             seen[0] += 1
-            yield from text_pieces(text)  # the same word counts, without a whole book at once
+            for piece in text_pieces(text):  # the same word counts, not a whole book at once
+                yield from bounded_words(piece)
 
     tok.train_from_iterator(counted(), trainer=trainer)
     if not seen[0]:

@@ -83,6 +83,12 @@ def train_command(args: argparse.Namespace) -> int:
         show_progress=sys.stdout.isatty(),  # its bars leave blank lines in a pipe or file
     )
     print(f"tokenizer: {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f}s -> {args.out}")
+    if tok.vocab_size < args.vocab_size:
+        print(
+            f"warning: {tok.vocab_size:,} tokens, not the {args.vocab_size:,} asked for: no pair "
+            "of symbols left occurs twice in this corpus; a larger corpus fills the vocabulary",
+            file=sys.stderr,
+        )
     print(f"fingerprint: {tok.fingerprint}")
     return 0
 
@@ -93,14 +99,8 @@ def encode_command(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer)
     ids = tok.encode(args.text)
     print(f"{len(ids)} tokens: {ids}")
-    # A piece of a multi-byte character does not decode alone: show its byte-level symbol.
-    pieces = [tok.decode([i]) for i in ids]
-    print(
-        " | ".join(
-            repr(p) if "\ufffd" not in p else tok.id_to_token(i)
-            for p, i in zip(pieces, ids, strict=True)
-        )
-    )
+    # a byte that is only part of a character is shown as <0xNN>
+    print(" | ".join(repr(tok.piece(i)) for i in ids))
     return 0
 
 
