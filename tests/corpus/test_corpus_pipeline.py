@@ -213,3 +213,17 @@ def test_binary_compressed_and_html_files_are_rejected_as_not_text(tmp_path):
         "file-utf16",
         "file-inner",
     }
+
+
+def test_files_of_the_same_name_in_two_folders_are_both_kept(tmp_path):
+    """A local file's id is `file-<name>`; a second file of that name gets its folder added, so
+    neither is dropped as a duplicate id (and the first keeps the id, and split, it had)."""
+    one, two = tmp_path / "e1", tmp_path / "e2"
+    for folder, n in ((one, 1), (two, 5)):
+        folder.mkdir()
+        (folder / "a.txt").write_text(prose(n))
+    items = items_from_paths([one, two, two / "a.txt"])  # the last: named twice, read once
+    assert [i.meta["id"] for i in items] == ["file-a", "file-a-e2"]
+    out = tmp_path / "out"
+    clean_corpus(items, out, CONFIG, workers=1, progress=False)
+    assert sorted(d.id for d in read_documents(out / "documents.jsonl")) == ["file-a", "file-a-e2"]

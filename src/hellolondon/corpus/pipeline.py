@@ -76,6 +76,7 @@ def items_from_collection(folder: str | Path) -> list[Item]:
 def items_from_paths(paths: Iterable[str | Path]) -> list[Item]:
     """Local files, or folders searched for *.txt and *.xml; the format is detected per file."""
     items = []
+    used: dict[str, Path] = {}  # id -> file
     for p in map(Path, paths):
         if p.is_dir():
             files = sorted(
@@ -88,9 +89,27 @@ def items_from_paths(paths: Iterable[str | Path]) -> list[Item]:
         else:
             raise UserError(f"{p} not found; give files or folders of .txt / .xml sources")
         for f in files:
-            sid = "file-" + re.sub(r"[^A-Za-z0-9._-]+", "-", f.stem).strip("-")
+            if f.resolve() in used.values():  # the same file named twice: read once
+                continue
+            sid = _file_id(f, used)
+            used[sid] = f.resolve()
             items.append(Item(str(f), "auto", {"id": sid, "title": f.stem, "source": str(f)}))
     return items
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def _file_id(f: Path, used: dict[str, Path]) -> str:
+    """`file-<name>`, the id a local file has always had (the split depends on it); a second
+    file of the same name (in another folder) adds its folders, nearest first, until unique."""
+    sid = "file-" + _slug(f.stem)
+    for parent in (_slug(p.name) for p in f.resolve().parents if p.name):
+        if sid not in used:
+            break
+        sid = f"{sid}-{parent}"
+    return sid
 
 
 _fingerprinter: Fingerprinter | None = None
@@ -212,7 +231,7 @@ def clean_corpus(
     spool_path = out / ".documents.spool.jsonl"
     entries: list[dict[str, Any]] = []
     kept: list[tuple[int, Outcome]] = []
-    kept_ids: set[str] = set()
+    kept_ids: dict[str, str] = {}  # id -> the file it was read from
     pool = _pool(workers)
     imap = partial(pool.imap, chunksize=1) if pool else map
     bar = progress_bar(
@@ -271,18 +290,18 @@ def _size(path: str) -> int:
         return 0
 
 
-def _add(o: Outcome, entries: list, kept: list, kept_ids: set[str], spool: Any) -> None:
+def _add(o: Outcome, entries: list, kept: list, kept_ids: dict[str, str], spool: Any) -> None:
     if o.entry["status"] == "kept" and o.entry["id"] in kept_ids:
         o.entry.update(
             status="rejected",
             rule="duplicate_id",
-            reason="the same id was already read from another file",
+            reason=f"the same id was already read from {kept_ids[o.entry['id']]}",
         )
     if o.entry["status"] == "kept":
         spool.write(o.line + "\n")
         o.line = ""  # the text now lives in the spool only
         kept.append((len(entries), o))
-        kept_ids.add(o.entry["id"])
+        kept_ids[o.entry["id"]] = o.entry.get("file", "another file")
     entries.append(o.entry)
 
 
