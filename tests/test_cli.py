@@ -208,6 +208,19 @@ def test_resume_with_another_run_name_is_refused_not_ignored(capsys, trained, tm
     ).exists()
 
 
+def test_a_finished_run_resumed_with_other_settings_is_refused_and_its_record_kept(capsys, trained):
+    """No step would use them, yet the run's config.json (and `reproduce`) would record them."""
+    before = {n: (trained / n).read_bytes() for n in ("config.json", "metrics.jsonl")}
+    err = _err(capsys, ["train", "--resume", str(trained), "train.seed=7"])
+    assert err.endswith(
+        "has trained all 6 iterations, so train.seed=7 would change no step; raise "
+        "train.max_iters above 6 to train further with it"
+    )
+    err = _err(capsys, ["train", "--resume", str(trained), "train.max_iters=4"])
+    assert "is at iteration 6, past train.max_iters=4; set train.max_iters above 6" in err
+    assert {n: (trained / n).read_bytes() for n in before} == before
+
+
 def test_a_checkpoint_state_without_its_config_is_named(capsys, trained, tmp_path):
     from hellolondon.train.checkpoint import resolve
 

@@ -160,6 +160,13 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def settings_changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list]:
+    """{"train.seed": [1337, 7], ...}: the model, train and data settings two configs differ in
+    (the data folder's path aside: the data's identity is its fingerprint)."""
+    a, b = _settings(before), _settings(after)
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
 def across_resume(previous: dict[str, Any], now: dict[str, Any], step: int) -> dict[str, Any]:
     """The facts of a run that goes on in its own folder: those of its first start (its
     command, code, data), with this start added under `resumes`, so that a run trained in parts
@@ -170,12 +177,7 @@ def across_resume(previous: dict[str, Any], now: dict[str, Any], step: int) -> d
         return facts
     entry: dict[str, Any] = {"from_iteration": step}
     entry |= {k: facts.get(k) for k in RESUME_KEYS}
-    before, after = _settings(previous), _settings(now)
-    changed = {
-        k: [before.get(k), after.get(k)]
-        for k in sorted(set(before) | set(after))
-        if before.get(k) != after.get(k)
-    }
+    changed = settings_changed(previous, now)
     if changed:
         entry["settings_changed"] = changed
     return {**first, "resumes": [*(first.get("resumes") or []), entry]}

@@ -48,6 +48,26 @@ def test_a_folder_where_wandb_offline_was_run_adds_no_wandb_console_line(tmp_pat
     assert end.startswith("wandb: run s saved offline")
 
 
+def test_a_later_start_without_wandb_keeps_the_unsynced_parts_listed(tmp_path):
+    """`train --resume RUN --wandb-mode disabled`: the earlier offline parts still wait for
+    `wandb sync`, and `hellolondon runs` still says so."""
+    from hellolondon.rundir import RunDir
+    from hellolondon.tracking.run_list import run_info
+
+    env = sealed_env(tmp_path)
+    run_dir = tmp_path / "runs" / "k"
+    run_dir.parent.mkdir()
+    first = drive(run_dir, env, 60, stop=50)
+    assert first.returncode == 0, first.stderr
+    run_id = first.result["run_id"]
+    again = drive(run_dir, env, 60, start=60, stop=80, overrides=["tracking.wandb_mode=disabled"])
+    assert again.returncode == 0, again.stderr
+    state = json.loads((run_dir / "tracking.json").read_text())
+    assert state["mode"] == "disabled" and state["run_id"] == run_id
+    listed = run_info(RunDir(run_dir))
+    assert listed.needs_sync and listed.sync_command.endswith(f"offline-run-*-{run_id}")
+
+
 def test_a_wandb_that_fails_to_import_prints_one_line_and_loses_no_row(tmp_path):
     broken = tmp_path / "broken" / "wandb"
     broken.mkdir(parents=True)

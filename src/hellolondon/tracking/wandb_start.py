@@ -139,6 +139,13 @@ def new_run_id() -> str:
     return "".join(_random.choice(alphabet) for _ in range(8))
 
 
+def _earlier_id(run: RunDir) -> dict[str, str]:
+    """The W&B run id an earlier start of this run used, kept when this start has no W&B: its
+    folders may still wait for `wandb sync`, which `hellolondon runs` finds by that id."""
+    earlier = run.read_tracker_state().get("run_id")
+    return {"run_id": earlier} if earlier else {}
+
+
 def _import_wandb() -> Any:
     import wandb
 
@@ -252,7 +259,7 @@ def start_wandb(
     if opts.mode == "disabled":  # nothing of W&B is imported, no process started
         why = choose_mode(opts)[1]
         console(f"wandb: disabled ({why}); metrics go to {local} only")
-        run.write_tracker_state({"mode": "disabled", "reason": why})
+        run.write_tracker_state({**_earlier_id(run), "mode": "disabled", "reason": why})
         return None
     # W&B's own error reports go to the same server from exit handlers; when that server hangs
     # they hold the finished process for ~20 s. An explicit WANDB_ERROR_REPORTING still wins.
@@ -262,7 +269,7 @@ def start_wandb(
     except Exception as exc:  # missing or broken: the run must not die of its bookkeeping
         reason = f"{type(exc).__name__}: {scrub_text(str(exc))[:200]}"
         console(f"wandb: could not import W&B ({reason}); metrics go to {local} only")
-        run.write_tracker_state({"mode": "failed", "reason": reason})
+        run.write_tracker_state({**_earlier_id(run), "mode": "failed", "reason": reason})
         return None
     _quiet_terminal(wandb, opts.debug)
     opts.base_url = opts.base_url or _wandb_base_url(wandb)  # `wandb login --host` is stored

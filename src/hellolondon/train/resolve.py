@@ -46,6 +46,7 @@ def resolve_config(
         raise UserError("--global-batch must be at least 1")
     if state is not None:
         _check_architecture(cfg, ckpt, state)
+        _check_steps_left(cfg, ckpt, state)
         resume_batch(t, state, world, log, global_batch)  # the global batch on a new world size
     elif global_batch is not None:
         t.batch_size, t.grad_accum = split_batch(global_batch, world, max_batch=t.batch_size)
@@ -74,4 +75,24 @@ def _check_architecture(cfg: RunConfig, ckpt: Path | None, state: dict[str, Any]
         raise UserError(
             f"checkpoint {ckpt} was trained with train.optimizer={saved.train.optimizer}; "
             "resume it with the same optimizer"
+        )
+
+
+def _check_steps_left(cfg: RunConfig, ckpt: Path | None, state: dict[str, Any]) -> None:
+    """A resume with other settings must have steps left to train with them: else the run's
+    record would say it was trained with settings that no step used."""
+    from hellolondon.provenance import settings_changed
+
+    step, last = int(state["step"]), cfg.train.max_iters
+    if step > last:
+        raise UserError(
+            f"checkpoint {ckpt} is at iteration {step}, past train.max_iters={last}; set "
+            f"train.max_iters above {step} to train further, or evaluate or export it as it is"
+        )
+    changed = settings_changed(state["config"], cfg.to_dict()) if step == last else {}
+    if changed:
+        named = ", ".join(f"{k}={new}" for k, (_, new) in changed.items())
+        raise UserError(
+            f"checkpoint {ckpt} has trained all {last} iterations, so {named} would change no "
+            f"step; raise train.max_iters above {step} to train further with it"
         )
