@@ -126,6 +126,24 @@ def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
     assert "cannot write the run folder" in err
 
 
+def test_a_run_stopped_by_a_signal_says_so_and_how_to_go_on(
+    capsys, tiny_data, tmp_path, monkeypatch
+):
+    def stopped(cfg, resume=None, global_batch=None):
+        run = Path(cfg.out_dir) / "cut short"
+        return {"iterations": 3, "best_val_loss": 5.25, "stop_reason": "stopped by a signal",
+                "run_dir": str(run)}  # fmt: skip
+
+    monkeypatch.setattr("hellolondon.train.loop.train", stopped)
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--preset", "tiny", "--data", str(tiny_data), "train.max_iters=8"]
+    assert main(argv) == 0  # asked for, and its checkpoint saved
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "stopped at iteration 3 of 8, best val loss 5.2500; go on with: "
+        "hellolondon train --resume 'runs/cut short'"
+    )
+
+
 def test_a_finished_train_ignores_sigterm_only_as_its_process_exits(tiny_data, tmp_path):
     """A SIGTERM while the interpreter exits would turn a complete run into exit code 143, so
     it is ignored then; but a caller of `main` that goes on must keep its handler (its pool

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -128,10 +129,18 @@ def run(args: argparse.Namespace) -> int:
     atexit.register(signal.signal, signal.SIGTERM, signal.SIG_IGN)
     best = summary.get("best_val_loss")
     if is_main:
-        print(
-            f"done: {summary['iterations']} iterations"
-            + (f", best val loss {best:.4f}" if best else "")
-        )
+        best_text = f", best val loss {best:.4f}" if best else ""
+        if summary.get("stop_reason") == "stopped by a signal":
+            from hellolondon.tracking.wandb_tracker import show_path
+
+            # exit 0 all the same: the stop was asked for and its checkpoint is saved
+            print(
+                f"stopped at iteration {summary['iterations']} of {cfg.train.max_iters}"
+                f"{best_text}; go on with: hellolondon train --resume "
+                f"{shlex.quote(show_path(Path(summary['run_dir'])))}"
+            )
+        else:
+            print(f"done: {summary['iterations']} iterations{best_text}")
     if summary.get("stop_reason") == "non-finite loss":
         print(
             "error: training stopped on a non-finite loss (train.nonfinite=stop); the last "
