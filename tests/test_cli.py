@@ -239,6 +239,27 @@ def test_a_finished_run_resumed_with_other_settings_is_refused_and_its_record_ke
     assert {n: (trained / n).read_bytes() for n in before} == before
 
 
+def test_resume_with_another_out_dir_is_refused_not_ignored(capsys, trained, tmp_path):
+    err = _err(capsys, ["train", "--resume", str(trained), "--out-dir", str(tmp_path / "o")])
+    assert f"--out-dir {tmp_path / 'o'} does not apply with --resume {trained}" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_resume_keeps_out_dir_as_the_run_recorded_it(trained, tmp_path, monkeypatch):
+    from hellolondon.config import from_dict
+    from hellolondon.train.checkpoint import read_state, resolve
+    from hellolondon.train.resolve import resolve_config
+
+    monkeypatch.chdir(trained.parent.parent)
+    ckpt = resolve(trained)
+    state = read_state(ckpt)
+    cfg = from_dict(state["config"])
+    cfg.out_dir = trained.parent.name  # relative, as given when it started
+    meta = {"vocab_size": cfg.model.vocab_size}
+    done = resolve_config(cfg, world=1, meta=meta, ckpt=ckpt, state=state, log=lambda *_: None)
+    assert done.out_dir == trained.parent.name
+
+
 def test_a_checkpoint_state_without_its_config_is_named(capsys, trained, tmp_path):
     from hellolondon.train.checkpoint import resolve
 

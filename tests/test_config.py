@@ -182,3 +182,30 @@ def test_a_saved_config_edited_to_a_wrong_type_is_one_line(tmp_path, capsys, edi
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{path}: {message}" in err
     assert not runs.exists()  # refused before the run folder is made
+
+
+def test_config_names_a_changed_shape_instead_of_the_presets_words(capsys, tmp_path):
+    from hellolondon.cli import main
+
+    assert main(["config", "--preset", "slm"]) == 0
+    assert capsys.readouterr().out.startswith("# preset slm: GPT-2 small shape")
+    assert main(["config", "model.n_layer=2", "model.n_embd=64"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# from preset tiny, with another shape: n_layer 2, n_embd 64\n")
+
+
+def test_a_preset_flag_against_the_files_preset_is_refused(capsys, tmp_path):
+    from hellolondon.cli import main
+
+    (tmp_path / "f.toml").write_text('preset = "tiny"\n[train]\nlr = 0.001\n')
+    for argv in (["config"], ["train", "--data", str(tmp_path)]):
+        assert main([*argv, "--config", str(tmp_path / "f.toml"), "--preset", "slm"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"error: --preset slm does not apply with --config {tmp_path / 'f.toml'}, which "
+            "starts from preset 'tiny'"
+        )
+    assert main(["config", "--config", str(tmp_path / "f.toml"), "--preset", "tiny"]) == 0
+    (tmp_path / "g.toml").write_text("[train]\nlr = 0.001\n")  # no preset: --preset applies
+    assert main(["config", "--config", str(tmp_path / "g.toml"), "--preset", "slm"]) == 0
+    assert 'preset = "slm"' in capsys.readouterr().out

@@ -519,15 +519,26 @@ def build_config(
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
     base: RunConfig | None = None,
+    preset_flag: str | None = None,
 ) -> RunConfig:
     """Preset (or `base`, a saved config), then TOML file, then `key=value` overrides, each
     replacing the one before. A JSON file is a run's saved config: it replaces the preset as
-    the base, so `train --config` with it starts a new run with the same settings."""
+    the base, so `train --config` with it starts a new run with the same settings.
+    `preset_flag`: the preset the command line named (`--preset`), refused when the file
+    starts from another, whose settings would silently replace it."""
+    given, named = config_file, None
     if config_file is not None and Path(config_file).suffix == ".json":
         base, config_file = _read_run_config(Path(config_file)), None
+        named = base.preset
     from_file = _read_toml(Path(config_file)) if config_file is not None else {}
     if "preset" in from_file:  # the preset the file starts from (`config` writes it)
-        preset = _file_preset(from_file.pop("preset"), config_file, base)
+        preset = named = _file_preset(from_file.pop("preset"), config_file, base)
+    if preset_flag and named and preset_flag != named:
+        raise UserError(
+            f"--preset {preset_flag} does not apply with --config {given}, which starts from "
+            f"preset {named!r} and replaces its settings; leave out --preset, or change the "
+            "file's preset"
+        )
     if base is not None:
         values: dict[str, dict[str, Any]] = {
             k: v for k, v in base.to_dict().items() if k in SECTIONS

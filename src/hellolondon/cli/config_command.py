@@ -22,7 +22,7 @@ def register(sub) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    p.add_argument("--preset", choices=list(PRESETS), help="default: tiny, or the file's")
     p.add_argument("--config", help="a TOML file applied on top of the preset")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)
@@ -38,9 +38,24 @@ def _toml_value(v) -> str:
     return repr(v)
 
 
+def _header(cfg) -> str:
+    """The preset's description, or what the shape changes of it: its own words about sizes
+    would be wrong over other ones."""
+    preset = PRESETS[cfg.preset]
+    shape = ("n_layer", "n_head", "n_embd", "block_size")
+    changed = [
+        f"{k} {getattr(cfg.model, k)}"
+        for k in shape
+        if getattr(cfg.model, k) != getattr(preset.model, k)
+    ]
+    if not changed:
+        return f"# preset {cfg.preset}: {preset.about}"
+    return f"# from preset {cfg.preset}, with another shape: {', '.join(changed)}"
+
+
 def run(args: argparse.Namespace) -> int:
-    cfg = build_config(args.preset, args.config, args.overrides)
-    print(f"# preset {cfg.preset}: {PRESETS[cfg.preset].about}")
+    cfg = build_config(args.preset or "tiny", args.config, args.overrides, preset_flag=args.preset)
+    print(_header(cfg))
     print(f"preset = {_toml_value(cfg.preset)}")
     print(f"out_dir = {_toml_value(cfg.out_dir)}")
     for section in SECTIONS:

@@ -78,22 +78,30 @@ def config_from_args(args: argparse.Namespace):
                 f"--preset {args.preset} does not apply with --resume: a run continues with its "
                 "own settings; change one with key=value (train.max_iters=N)"
             )
-        _check_run_name(args.resume, args.run_name)
+        _check_own_folder(args.resume, args.run_name, args.out_dir)
         return config_for_resume(args.resume, args.config, overrides)
-    return build_config(args.preset or "tiny", args.config, overrides)
+    return build_config(args.preset or "tiny", args.config, overrides, preset_flag=args.preset)
 
 
-def _check_run_name(resume: str, run_name: str | None) -> None:
-    """--run-name names a new run folder; a checkpoint in its run's folder goes on there."""
+def _check_own_folder(resume: str, run_name: str | None, out_dir: str | None) -> None:
+    """--run-name and --out-dir place a new run folder; a checkpoint in its run's folder goes
+    on there, so either would be ignored."""
     from hellolondon.rundir import RunDir
     from hellolondon.train.checkpoint import resolve
 
-    home = RunDir.of_checkpoint(resolve(resume)) if run_name else None
-    if home is not None and home.path.name != run_name:
+    home = RunDir.of_checkpoint(resolve(resume)) if run_name or out_dir else None
+    if home is None:
+        return
+    wrong = []
+    if run_name and home.path.name != run_name:
+        wrong.append(f"--run-name {run_name}")
+    if out_dir and Path(out_dir).resolve() != home.path.parent.resolve():
+        wrong.append(f"--out-dir {out_dir}")
+    if wrong:
         raise UserError(
-            f"--run-name {run_name} does not apply with --resume {resume}: the run goes on in its "
-            f"own folder {home.path}; to start a new run from one of its checkpoints, copy that "
-            "checkpoint folder out of the run and resume the copy"
+            f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply with --resume "
+            f"{resume}: the run goes on in its own folder {home.path}; to start a new run from one "
+            "of its checkpoints, copy that checkpoint folder out of the run and resume the copy"
         )
 
 

@@ -53,8 +53,10 @@ def resolve_config(
     t.eval_seqs = t.eval_seqs or t.eval_iters * t.batch_size  # fixed for the whole run
     home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
     name = cfg.tracking.run_name
-    if home is not None:  # the run goes on in its own folder
-        cfg.out_dir, name = str(home.path.parent), home.path.name
+    if home is not None:  # the run goes on in its own folder (out_dir kept as written if it is)
+        if Path(cfg.out_dir).resolve() != home.path.parent.resolve():
+            cfg.out_dir = str(home.path.parent)
+        name = home.path.name
     elif state is not None and name == state["config"]["tracking"].get("run_name"):
         name = ""  # a checkpoint kept outside its run folder starts a run folder of its own
     name = agree(name or env_run_name() or default_run_name(cfg.preset))
