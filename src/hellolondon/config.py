@@ -240,6 +240,12 @@ class TrackingConfig:
             f"tracking.run_name {self.run_name!r} (--run-name, WANDB_NAME) names the run's folder: "
             "no / or \\, and not . or ..",
         )
+        _check(  # a line break or a tab in a folder name breaks every command that shows it
+            not any(ord(c) < 32 or ord(c) == 127 for c in self.run_name)
+            and (self.run_name == "" or self.run_name.strip() != ""),
+            f"tracking.run_name {self.run_name!r} (--run-name, WANDB_NAME) names the run's "
+            "folder: no control characters (line breaks, tabs), and not only spaces",
+        )
         _check(  # file systems take names of 255 bytes; the run folder's own files add to it
             len(self.run_name) <= 128 and len(self.run_name.encode()) <= 200,
             f"tracking.run_name is {len(self.run_name)} characters (--run-name, WANDB_NAME); it "

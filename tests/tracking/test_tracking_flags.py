@@ -191,6 +191,27 @@ def test_a_run_name_that_is_not_one_folder_inside_runs_is_refused(name):
     assert build_config("tiny", overrides=["tracking.run_name=lr 3e-4"]).tracking.run_name
 
 
+@pytest.mark.parametrize("name", ["a\nb", "tab\there", "bell\x07"])
+def test_a_run_name_with_control_characters_is_refused(name):
+    from hellolondon.errors import UserError
+
+    with pytest.raises(UserError, match="no control characters .line breaks, tabs., and not only"):
+        build_config("tiny", overrides=[f"tracking.run_name={name}"])
+
+
+def test_a_blank_tracking_flag_is_refused_not_read_as_absent(capsys, tmp_path):
+    from hellolondon.cli import main
+
+    argv = ["train", "--preset", "tiny", "--data", str(tmp_path), "--out-dir", str(tmp_path)]
+    assert main([*argv, "--run-name", " "]) == 2
+    assert capsys.readouterr().err == (
+        "error: --run-name is blank; give a value, or leave --run-name out for the default\n"
+    )
+    assert main([*argv, "--wandb-project", ""]) == 2
+    assert "--wandb-project is blank" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_name_too_long_for_a_folder_is_refused_before_any_work(capsys, tmp_path):
     from hellolondon.cli import main
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hellolondon.errors import UserError
+
 TRACKING_FLAGS = {  # flag dest -> config key
     "wandb_mode": "tracking.wandb_mode",
     "wandb_project": "tracking.project",
@@ -60,11 +62,12 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
 def tracking_settings(args: argparse.Namespace) -> list[str]:
     """The tracking flags that were given, as `key=value` settings. Commands put them before
     the command line's own settings, which are applied last and so win over a flag."""
-    settings = [
-        f"{key}={getattr(args, dest)}"
-        for dest, key in TRACKING_FLAGS.items()
-        if getattr(args, dest, None) is not None
-    ]
+    given = {d: getattr(args, d) for d in TRACKING_FLAGS if getattr(args, d, None) is not None}
+    for dest, value in given.items():
+        if isinstance(value, str) and not value.strip():  # it would read as "not given"
+            flag = "--" + dest.replace("_", "-")
+            raise UserError(f"{flag} is blank; give a value, or leave {flag} out for the default")
+    settings = [f"{TRACKING_FLAGS[dest]}={value}" for dest, value in given.items()]
     if getattr(args, "log_artifacts", None):
         settings.append("tracking.log_artifacts=true")
     return settings
