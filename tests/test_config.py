@@ -209,3 +209,13 @@ def test_a_preset_flag_against_the_files_preset_is_refused(capsys, tmp_path):
     (tmp_path / "g.toml").write_text("[train]\nlr = 0.001\n")  # no preset: --preset applies
     assert main(["config", "--config", str(tmp_path / "g.toml"), "--preset", "slm"]) == 0
     assert 'preset = "slm"' in capsys.readouterr().out
+
+
+def test_preset_as_a_setting_says_how_to_choose_one(capsys):
+    from hellolondon.cli import main
+
+    assert main(["config", "preset=slm"]) == 2
+    assert capsys.readouterr().err == (
+        'error: the preset is chosen with --preset NAME (or preset = "NAME" at the top of a TOML '
+        "file), not as a key=value setting\n"
+    )

@@ -125,6 +125,7 @@ def test_trainer_joins_the_agents_run(monkeypatch, tmp_path):
             "'train.lrr' is not a config key; did you mean train.lr?",
         ),
         ({"trian.lr": {"values": [0.1]}}, "random", "did you mean train.lr?"),
+        ({"preset": {"values": ["tiny", "slm"]}}, "grid", "parameter 'preset' is not a setting"),
         (
             {"train.lr": {"values": ["fast", "slow"]}},
             "random",

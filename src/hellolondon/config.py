@@ -486,6 +486,11 @@ def full_key(key: str) -> str:
 def _resolve_key(key: str) -> tuple[str, str]:
     """`train.lr` or plain `lr` (when only one section has that field) -> (section, field)."""
     defaults = RunConfig()
+    if key == "preset":  # a starting point, not a setting: it decides the defaults of the rest
+        raise UserError(
+            'the preset is chosen with --preset NAME (or preset = "NAME" at the top of a TOML '
+            "file), not as a key=value setting"
+        )
     if "." in key:
         section, name = key.split(".", 1)
         if section not in SECTIONS:

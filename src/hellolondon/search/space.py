@@ -167,6 +167,12 @@ def resolve_parameter(name: str, source: str) -> tuple[str, str]:
     if name in known:
         section, fname = name.split(".", 1)
         return section, fname
+    if name == "preset":
+        raise UserError(
+            f"{source}: parameter 'preset' is not a setting: the trials share the preset of the "
+            "sweep's command (--preset NAME); sweep the shape's settings (model.n_layer, ...) "
+            "instead"
+        )
     owners = [k for k in known if k.split(".", 1)[1] == name]
     if len(owners) == 1:  # `lr` for train.lr: the trainer takes it, but say it whole
         raise UserError(f"{source}: parameter {name!r}: write the setting whole, {owners[0]!r}")
