@@ -106,6 +106,8 @@ def test_a_resumed_run_keeps_its_preset_whatever_the_file_says(tmp_path):
         ("[model]\nn_layer = 1e400", "model.n_layer: expected a whole number"),
         ("[train]\nbatch_size = true", "train.batch_size: expected a whole number"),
         ("[train]\nfsdp = 1", "train.fsdp: expected true or false"),
+        ('[train]\nlr = "0.1"', "train.lr: expected a number, got the string '0.1'; write it"),
+        ('[train]\nfsdp = "true"', "train.fsdp: expected true or false, got the string"),
         ('[train]\ndevice = ["cpu"]', "train.device: expected text"),
         ("[tracking]\ntags = [1, 2]", "tracking.tags: expected a list of strings"),
     ],

@@ -453,10 +453,16 @@ def _whole(value: float) -> int:
     return int(value)
 
 
-def _typed(value: Any, current: Any, key: str) -> Any:
-    """A value from a TOML file, checked against the type of the field it replaces (TOML has
-    types of its own: `n_layer = 4.5` or `tags = [1]` would otherwise fail deep in training)."""
+def _typed(value: Any, current: Any, key: str, text: bool = True) -> Any:
+    """A value checked against the type of the field it replaces: `text` from the command line
+    (parsed), else from a TOML file, whose types must match (`n_layer = 4.5`, `tags = [1]` or
+    `lr = "0.1"` would otherwise fail deep in training, or pass as another type)."""
     if isinstance(value, str) and not isinstance(current, str):
+        if not text and not isinstance(current, list):  # tags = "a,b" reads as a list
+            raise UserError(
+                f"{key}: expected {expected(current)}, got the string {value!r}; write it "
+                "without quotes"
+            )
         return _parse_value(value, current, key)
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if isinstance(current, bool) and isinstance(value, bool):
@@ -517,10 +523,10 @@ def _resolve_key(key: str) -> tuple[str, str]:
     raise UserError(f"unknown config key {key!r}" + (f"; did you mean {hint[0]}?" if hint else ""))
 
 
-def _apply(values: dict[str, dict[str, Any]], key: str, raw: Any) -> None:
+def _apply(values: dict[str, dict[str, Any]], key: str, raw: Any, text: bool = True) -> None:
     section, name = _resolve_key(key)
     current = getattr(getattr(RunConfig(), section), name)
-    values.setdefault(section, {})[name] = _typed(raw, current, key)
+    values.setdefault(section, {})[name] = _typed(raw, current, key, text)
     if (section, name) == ("tracking", "wandb_mode"):  # asked for now, whatever chose it before
         values[section]["mode_reason"] = ""
 
@@ -563,11 +569,11 @@ def build_config(
         for key, raw in from_file.items():
             if isinstance(raw, dict):
                 for name, value in raw.items():
-                    _apply(values, f"{key}.{name}", value)
+                    _apply(values, f"{key}.{name}", value, text=False)
             elif key in ("out_dir",):
-                top[key] = _typed(raw, "", key)
+                top[key] = _typed(raw, "", key, text=False)
             else:
-                _apply(values, key, raw)
+                _apply(values, key, raw, text=False)
     for item in overrides or []:
         if "=" not in item:
             raise UserError(
