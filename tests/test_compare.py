@@ -69,6 +69,25 @@ def test_sort_and_json(two_runs, capsys):
     assert fast["best_val_step"] == 12 and fast["tokens_to_best"] == 12 * 4 * 32
 
 
+def test_tokens_to_best_follow_the_tokens_seen_across_a_batch_change(tmp_path):
+    """Steps 1-10 at 8 x 32 tokens, then resumed at 4 x 32: 20 steps are 3,840 tokens, not
+    20 x 128 = 2,560 at the latest batch."""
+    from hellolondon.comparison import outcomes
+    from hellolondon.report.rundata import RunData
+
+    rows = [{"step": s, "train/tokens_seen": 256 * min(s, 10) + 128 * max(0, s - 10)}
+            for s in range(5, 21, 5)]  # fmt: skip
+    rows += [{"step": s, "eval/val_loss": v} for s, v in ((0, 7.0), (10, 5.0), (20, 4.0))]
+    config = {"hardware": {"tokens_per_step": 128}}
+    run = RunData(tmp_path, "r", rows, [], {}, config)
+    got = outcomes(run)
+    assert got["best_val_step"] == 20 and got["tokens_to_best"] == 3840
+    rows[-1]["eval/val_loss"] = 6.0  # best at 10: the row of step 10
+    assert outcomes(RunData(tmp_path, "r", rows, [], {}, config))["tokens_to_best"] == 2560
+    rows[-2]["step"] = 12  # an eval between train rows: counted on from the last one
+    assert outcomes(RunData(tmp_path, "r", rows, [], {}, config))["tokens_to_best"] == 2560 + 256
+
+
 def test_unknown_sort_column(two_runs, capsys):
     assert main(["compare", *map(str, two_runs), "--sort", "tokns"]) != 0
     err = capsys.readouterr().err.strip()

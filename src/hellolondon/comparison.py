@@ -63,6 +63,20 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _tokens_at(run: RunData, step: int | None, per_step: float | None) -> float | None:
+    """Training tokens seen by `step`: `train/tokens_seen` where a row logged it (right across
+    a resume that changed the batch), else counted on from the last row before it at the
+    latest tokens per step."""
+    if step is None:
+        return None
+    steps, seen = run.series("train/tokens_seen")
+    before = [i for i, s in enumerate(steps) if s <= step]
+    if before:
+        i = before[-1]
+        return seen[i] + (step - steps[i]) * (per_step or 0) if steps[i] < step else seen[i]
+    return per_step * step if per_step else (0 if step == 0 else None)
+
+
 def outcomes(run: RunData) -> dict[str, Any]:
     """The numbers behind the outcome columns (None where the run did not record them)."""
     row = summarize(run)
@@ -78,7 +92,7 @@ def outcomes(run: RunData) -> dict[str, Any]:
         "final_val_loss": vals[-1] if vals else to_float(run.summary.get("final_val_loss")),
         "best_val_bpb": min(bpb) if bpb else None,
         "best_val_step": best_step,
-        "tokens_to_best": per_step * best_step if per_step and best_step is not None else None,
+        "tokens_to_best": _tokens_at(run, best_step, per_step),
         "tokens_per_sec": row["tokens_per_sec"],
         "mfu": _mean(run.series("train/mfu")[1]),
         "wall_time_s": row["wall_time_s"],
