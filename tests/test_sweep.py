@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -249,7 +250,33 @@ def test_a_metric_of_the_summary_reaches_the_engine(tmp_path, tiny_data):
     assert seen.metric_extremum("best_val_loss", "minimum") == 6.5
     lines: list[str] = []
     driver._report(trial, spec, folder, lines.append)
-    assert lines == ["  s-001 finished: best best_val_loss 6.5000"]
+    assert lines == ["  s-001 finished: best_val_loss 6.5000"]
+
+
+@pytest.mark.parametrize("goal", ["minimize", "maximize"])
+def test_a_trial_counts_with_its_last_value_as_in_wandbs_summary(tmp_path, tiny_data, goal):
+    """Online, W&B ranks and searches by the run summary's value: the last one logged. The
+    offline engine must see the same, not the best along the way (nor the untrained model's
+    evaluation at iteration 0, which a `maximize` would pick)."""
+    metric = {"name": "eval/val_loss", "goal": goal}
+    path = sweep_file(tmp_path, tiny_data, method="bayes", metric=metric)
+    spec = space.load_spec(path)
+    folder = SweepFolder(tmp_path / "sweep")
+    trial = Trial("s-001", {"train.lr": 1e-3}, "finished")
+    run = folder.trial_dir(trial)
+    run.mkdir(parents=True)
+    rows = [
+        {"step": s, "eval/iter": s, "eval/val_loss": v} for s, v in ((0, 7.6), (5, 5.0), (10, 5.2))
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "summary.json").write_text('{"best_val_loss": 5.0, "iterations": 10}')
+    (run / "config.json").write_text('{"train": {"max_iters": 10}}')
+    seen = driver.engine_run(folder, trial, spec)
+    assert seen.summary_metrics == {"eval/val_loss": 5.2}
+    assert [h["eval/val_loss"] for h in seen.history] == [7.6, 5.0, 5.2]  # hyperband's view
+    lines: list[str] = []
+    driver._report(trial, spec, folder, lines.append)
+    assert lines == ["  s-001 finished: eval/val_loss 5.2000"]
 
 
 def test_a_sweep_name_that_cannot_name_the_trials_folders(capsys, tmp_path, tiny_data):

@@ -111,6 +111,16 @@ def metric_best(run: RunData, metric: str, goal: str = "minimize") -> float | No
     return max(values) if goal == "maximize" else min(values)
 
 
+def metric_final(run: RunData, metric: str) -> float | None:
+    """A metric's value as W&B's run summary holds it, which a sweep on W&B's servers ranks
+    and searches by: the value the run's summary set, else the last one it logged."""
+    summary = to_float(run.summary.get(metric))
+    if summary is not None:
+        return summary
+    values = run.series(metric)[1]
+    return values[-1] if values else None
+
+
 @dataclass
 class Comparison:
     settings: list[str]  # the differing settings, as columns
@@ -118,10 +128,17 @@ class Comparison:
     outcomes: list[dict[str, Any]]
     extra: str | None = None  # one more outcome column: a sweep's metric
     extra_goal: str = "minimize"
+    extra_final: bool = False  # that column as W&B's summary holds it, not the best logged
+
+    def extra_value(self, run: RunData) -> float | None:
+        if self.extra_final:
+            return metric_final(run, self.extra)
+        return metric_best(run, self.extra, self.extra_goal)
 
     @property
     def columns(self) -> list[str]:
-        extra = [f"{self.extra} ({self.extra_goal[:3]})"] if self.extra else []
+        kind = "final, " if self.extra_final else ""
+        extra = [f"{self.extra} ({kind}{self.extra_goal[:3]})"] if self.extra else []
         return ["run", *self.settings, "status", *extra, *(c for c, _, _ in OUTCOMES)]
 
     def values(self, i: int) -> dict[str, Any]:
@@ -131,9 +148,7 @@ class Comparison:
         out |= {k: settings.get(k) for k in self.settings}
         out["status"] = self.outcomes[i]["status"]
         if self.extra:
-            out[self.columns[len(self.settings) + 2]] = metric_best(
-                self.runs[i], self.extra, self.extra_goal
-            )
+            out[self.columns[len(self.settings) + 2]] = self.extra_value(self.runs[i])
         out |= {col: self.outcomes[i][key] for col, key, _ in OUTCOMES}
         return out
 
@@ -168,11 +183,7 @@ class Comparison:
                     "path": str(r.path),
                     "settings": {k: flat_settings(r.config).get(k) for k in self.settings},
                     "outcomes": self.outcomes[i]
-                    | (
-                        {self.extra: metric_best(r, self.extra, self.extra_goal)}
-                        if self.extra
-                        else {}
-                    ),
+                    | ({self.extra: self.extra_value(r)} if self.extra else {}),
                 }
                 for i, r in enumerate(self.runs)
             ],
@@ -239,11 +250,17 @@ def compare(
     sort: str | None = None,
     metric: str | None = None,
     goal: str = "minimize",
+    final: bool = False,
 ) -> Comparison:
     """The comparison of `runs`, sorted by `sort` (a column name; default: the best first by
-    `metric`, else by best val loss)."""
-    if metric in ("eval/val_loss", "best_val_loss") and goal == "minimize":
-        metric = None  # the best val loss column already is that metric
-    table = Comparison(differing(runs), list(runs), [outcomes(r) for r in runs], metric, goal)
+    `metric`, else by best val loss). `final`: the metric as W&B's summary holds it (a
+    sweep's objective), not its best logged value."""
+    if goal == "minimize" and metric == ("final_val_loss" if final else "best_val_loss"):
+        metric = None  # a column already is that metric
+    if goal == "minimize" and metric == "eval/val_loss":
+        metric, sort = None, sort or ("final val loss" if final else None)
+    table = Comparison(
+        differing(runs), list(runs), [outcomes(r) for r in runs], metric, goal, final
+    )
     table.sort(sort)
     return table

@@ -69,11 +69,13 @@ def _history(folder: SweepFolder, trial: Trial, metric: str | None) -> list[floa
     return _metric(folder, trial, metric)[0]
 
 
-def _best(values: list[float], summary: float | None, goal: str) -> float | None:
-    """The best of the logged values, or the summary's value for a metric logged only there."""
-    if values:
-        return max(values) if goal == "maximize" else min(values)
-    return summary
+def _objective(values: list[float], summary: float | None) -> float | None:
+    """The trial's value as W&B's summary holds it, which W&B's own sweeps search and rank by:
+    the value the summary set, else the last one logged (the end of training, not the best
+    along the way, nor the untrained model's first evaluation)."""
+    if summary is not None:
+        return summary
+    return values[-1] if values else None
 
 
 def engine_run(folder: SweepFolder, trial: Trial, spec: SweepSpec) -> Any:
@@ -88,8 +90,8 @@ def engine_run(folder: SweepFolder, trial: Trial, spec: SweepSpec) -> Any:
     metric = spec.metric
     values, in_summary = _metric(folder, trial, metric)
     history = [{metric: v} for v in values] if metric else []
-    best = _best(values, in_summary, spec.goal) if metric else None
-    summary = {metric: best} if metric and best is not None else {}
+    value = _objective(values, in_summary) if metric else None
+    summary = {metric: value} if metric and value is not None else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sweeps.SweepRun(
@@ -358,10 +360,10 @@ def _report(trial: Trial, spec: SweepSpec, folder: SweepFolder, log) -> None:
         log(f"  {trial.name} failed (exit {trial.exit_code}): {trial.note}")
         return
     metric = spec.metric or "eval/val_loss"
-    best = _best(*_metric(folder, trial, metric), spec.goal)
+    value = _objective(*_metric(folder, trial, metric))
     log(
         f"  {trial.name} {trial.state}"
-        + (f": best {metric} {best:.4f}" if best is not None else "")
+        + (f": {metric} {value:.4f}" if value is not None else "")
     )
 
 
@@ -374,7 +376,7 @@ def finish(spec: SweepSpec, folder: SweepFolder, records: list[Trial], log):
         raise UserError(
             f"no trial of sweep {spec.name} logged anything (logs in {folder.path / 'logs'})"
         )
-    table = compare(runs, metric=spec.metric or "eval/val_loss", goal=spec.goal)
+    table = compare(runs, metric=spec.metric or "eval/val_loss", goal=spec.goal, final=True)
     text = table.text()
     data = table.to_json() | {
         "sweep": spec.name,
