@@ -272,9 +272,19 @@ def test_a_checkpoint_state_without_its_config_is_named(capsys, trained, tmp_pat
     assert f"{copy / 'state.json'} is incomplete (it has no config)" in err
 
 
-def test_resume_with_another_architecture(capsys, trained, tiny_data):
-    err = _err(capsys, ["train", "--resume", str(trained), "model.n_embd=64"])
-    assert "another architecture" in err
+def test_resume_with_another_architecture_names_what_differs(capsys, trained, tiny_data):
+    argv = ["train", "--resume", str(trained), "model.n_embd=64", "model.n_layer=3"]
+    err = _err(capsys, argv)
+    assert "another architecture: model.n_layer=3 (it has 2), model.n_embd=64 (it has 32);" in err
+
+
+def test_a_resume_may_change_dropout(capsys, trained, tmp_path):
+    """Dropout is a training setting kept with the model's: the weights are the same."""
+    run = tmp_path / "base"
+    shutil.copytree(trained, run)
+    argv = ["train", "--resume", str(run), "model.dropout=0.1", "train.max_iters=7"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["model"]["dropout"] == 0.1
 
 
 def test_resume_with_token_files_of_another_tokenizer(capsys, trained, tiny_data, tmp_path):

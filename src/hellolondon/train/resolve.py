@@ -5,6 +5,7 @@ into the config, which is then saved as used (in the run folder and every checkp
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -68,10 +69,17 @@ def resolve_config(
 
 def _check_architecture(cfg: RunConfig, ckpt: Path | None, state: dict[str, Any]) -> None:
     saved = from_dict(state["config"])
-    if saved.model != cfg.model:
+    # dropout is a training setting kept in the model's: the weights are the same without it
+    shape = [f.name for f in dataclasses.fields(saved.model) if f.name != "dropout"]
+    changed = [
+        f"model.{k}={getattr(cfg.model, k)} (it has {getattr(saved.model, k)})"
+        for k in shape
+        if getattr(saved.model, k) != getattr(cfg.model, k)
+    ]
+    if changed:
         raise UserError(
-            f"checkpoint {ckpt} is of another architecture ({saved.model}); resume with its "
-            "own settings"
+            f"checkpoint {ckpt} is of another architecture: {', '.join(changed)}; resume with "
+            "its own shape, or start a new run"
         )
     if saved.train.optimizer != cfg.train.optimizer:  # their states are not interchangeable
         raise UserError(
