@@ -97,6 +97,20 @@ def test_reproduce_from_another_folder(tiny_data, tmp_path, monkeypatch, capsys)
     assert json.loads(capsys.readouterr().out)["settings"] == []
 
 
+def test_a_sweep_trial_is_reproduced_beside_its_sweep_not_inside_it(tiny_data, tmp_path, capsys):
+    sweep = tmp_path / "sweep-s"
+    (sweep / "trials").mkdir(parents=True)
+    (sweep / "sweep.yaml").write_text("name: s\n")
+    _train(tiny_data, sweep / "trials", "s-001", "train.max_iters=2", "train.eval_interval=0",
+           "tracking.group=s")  # fmt: skip
+    capsys.readouterr()
+    assert main(["reproduce", str(sweep / "trials" / "s-001"), "--run-name", "again"]) == 0
+    assert sorted(p.name for p in (sweep / "trials").iterdir()) == ["s-001"]
+    config = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert config["tracking"]["group"] == ""  # not one more member of the sweep's group
+    assert _losses(tmp_path / "again") == _losses(sweep / "trials" / "s-001")
+
+
 def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
     _train(tiny_data, tmp_path, "first", "train.max_iters=3", "train.eval_interval=0")
     changed = tmp_path / "data"

@@ -30,7 +30,9 @@ def register(sub) -> None:
     p.add_argument("run", metavar="RUN", type=Path, help="the run folder to reproduce")
     p.add_argument("--data", help="the prepared data folder, when it has moved since the run")
     p.add_argument(
-        "--out-dir", help="folder for the new run folder (default: the one that holds RUN)"
+        "--out-dir",
+        help="folder for the new run folder (default: the one that holds RUN; for a sweep's "
+        "trial, the one that holds the sweep)",
     )
     p.add_argument(
         "--check", action="store_true", help="only compare with the recorded run; train nothing"
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.provenance import check_before_training, recorded_data_dir
     from hellolondon.report.rundata import load_run
     from hellolondon.rundir import RunDir
+    from hellolondon.search.folder import SweepFolder
 
     recorded = load_run(args.run).config
     if not recorded:
@@ -58,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
     # the recorded paths may be relative to the folder the run was started in, not to this one
     data = args.data or recorded_data_dir(recorded)
     overrides = [f"data.data_dir={data}"] if data else []
-    overrides += [f"out_dir={args.out_dir or args.run.parent}", *tracking_settings(args)]
+    sweep = SweepFolder.of_trial(args.run)
+    # a sweep's trial is run again beside its sweep, not as one more trial inside it
+    where = args.out_dir or (sweep.path.parent if sweep is not None else args.run.parent)
+    overrides += [f"out_dir={where}"]
+    overrides += ["tracking.group="] if sweep is not None else []
+    overrides += tracking_settings(args)
     base = settings_of_run(recorded, str(args.run))
     cfg = build_config(base=base, overrides=[*overrides, *args.overrides])  # settings last
     check_before_training(recorded, cfg.data.data_dir, strict=args.strict)

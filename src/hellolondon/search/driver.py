@@ -361,10 +361,7 @@ def _report(trial: Trial, spec: SweepSpec, folder: SweepFolder, log) -> None:
         return
     metric = spec.metric or "eval/val_loss"
     value = _objective(*_metric(folder, trial, metric))
-    log(
-        f"  {trial.name} {trial.state}"
-        + (f": {metric} {value:.4f}" if value is not None else "")
-    )
+    log(f"  {trial.name} {trial.state}" + (f": {metric} {value:.4f}" if value is not None else ""))
 
 
 def finish(spec: SweepSpec, folder: SweepFolder, records: list[Trial], log):

@@ -47,6 +47,14 @@ class SweepFolder:
     def trial_dir(self, trial: Trial) -> Path:
         return self.trials_dir / trial.name
 
+    @classmethod
+    def of_trial(cls, run: str | Path) -> SweepFolder | None:
+        """The sweep whose trial `run` is, or None for a run of its own."""
+        folder = cls(Path(run).resolve().parent.parent)
+        return (
+            folder if folder.exists() and Path(run).resolve().parent == folder.trials_dir else None
+        )
+
     def log_path(self, trial: Trial) -> Path:
         return self.path / "logs" / f"{trial.name}.log"
 
