@@ -88,6 +88,22 @@ def test_tokens_to_best_follow_the_tokens_seen_across_a_batch_change(tmp_path):
     assert outcomes(RunData(tmp_path, "r", rows, [], {}, config))["tokens_to_best"] == 2560 + 256
 
 
+def test_a_run_without_a_readable_config_is_named_and_left_out_of_the_settings(
+    two_runs, tmp_path, capsys
+):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(two_runs[1], broken)
+    (broken / "config.json").write_text('{"a":')
+    assert main(["compare", str(broken), *map(str, two_runs), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["settings"] == ["train.lr"]  # not every setting "differing"
+    assert (
+        f"note: broken: {broken / 'config.json'} cannot be read: its settings are left out" in err
+    )
+
+
 def test_unknown_sort_column(two_runs, capsys):
     assert main(["compare", *map(str, two_runs), "--sort", "tokns"]) != 0
     err = capsys.readouterr().err.strip()

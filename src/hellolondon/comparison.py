@@ -48,8 +48,9 @@ def flat_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def differing(runs: list[RunData]) -> list[str]:
-    """Settings whose values are not the same in every run, in config order."""
-    flats = [flat_settings(r.config) for r in runs]
+    """Settings whose values are not the same in every run, in config order (runs without a
+    readable config are left out: they would make every setting differ)."""
+    flats = [flat_settings(r.config) for r in runs if r.config]
     keys = list(dict.fromkeys(k for f in flats for k in f))
     return [
         k

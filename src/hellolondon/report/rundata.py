@@ -99,6 +99,9 @@ def load_run(path: str | Path) -> RunData:
         data.notes.append(f"{name}: no metrics yet (training has not logged a row)")
     elif not data.rows:
         data.notes.append(f"{name}: no metric rows yet")
+    if not config:  # every setting would show as differing, with nothing in its cells
+        what = "cannot be read" if run.config_file.is_file() else "is missing"
+        data.notes.append(f"{name}: {run.config_file} {what}: its settings are left out")
     if cut_short(run.metrics_file):
         data.notes.append(
             f"{name}: the last metrics line was cut short (the run was killed mid-write?); "
