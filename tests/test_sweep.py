@@ -537,6 +537,44 @@ def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
 
 
 @pytest.mark.slow
+def test_a_sweep_stopped_by_sigterm_exits_0_and_the_same_command_goes_on(tmp_path, tiny_data):
+    """As `train`: the running trial saves a checkpoint, the sweep says how to go on, exit 0."""
+    from hellolondon.train.checkpoint import find_resumable
+
+    longer = ["train.max_iters=150", "train.ckpt_interval=20", "train.log_interval=10"]
+    path = sweep_file(tmp_path, tiny_data, name="st", fixed=longer)
+    out = tmp_path / "st"
+    argv = [sys.executable, "-m", "hellolondon", "sweep", str(path), "--trials", "1",
+            "--out-dir", str(out)]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    first = out / "trials" / "st-001"
+
+    def has_checkpoint() -> bool:
+        try:
+            find_resumable(first, log=lambda *_: None)
+            return True
+        except Exception:
+            return False
+
+    _wait(has_checkpoint, proc)
+    proc.send_signal(signal.SIGTERM)  # the sweep alone, as a scheduler would
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert stdout.splitlines()[-2:] == [
+        "  st-001 stopped: its checkpoint is where it goes on from",
+        "sweep stopped; the same command goes on where it stopped",
+    ]
+    assert SweepFolder(out).load()[0].state == "running"
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "trial st-001: resuming" in again.stdout
+    assert [t.state for t in SweepFolder(out).load()] == ["finished"]
+
+
+@pytest.mark.slow
 def test_bayes_sweep_of_4_trials(tmp_path, tiny_data, capsys):
     path = sweep_file(
         tmp_path,

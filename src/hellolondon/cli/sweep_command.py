@@ -45,5 +45,8 @@ def run(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec)
         print(f"{args.spec}: valid {spec.method} sweep over {', '.join(spec.params)}")
         return 0
-    run_sweep(args.spec, trials=args.trials, out_dir=args.out_dir)
+    try:
+        run_sweep(args.spec, trials=args.trials, out_dir=args.out_dir)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the running trial saved (as `train`)
+        print("sweep stopped; the same command goes on where it stopped")
     return 0

@@ -207,7 +207,7 @@ def run_trial(
                 proc.wait(STOP_WAIT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            log(f"sweep interrupted during {trial.name}; the same command resumes it")
+            log(f"  {trial.name} stopped: its checkpoint is where it goes on from")
             raise
     trial.exit_code = proc.returncode
     run = _run_data(folder.trial_dir(trial))
