@@ -235,22 +235,28 @@ def test_early_terminate_needs_a_metric_logged_during_training(capsys, tmp_path,
 def test_a_metric_of_the_summary_reaches_the_engine(tmp_path, tiny_data):
     """best_val_loss is written to the run's summary, not logged row by row: the engine (bayes
     above all) must see it, as it does online in W&B's summary."""
-    metric = {"name": "best_val_loss", "goal": "minimize"}
-    path = sweep_file(tmp_path, tiny_data, method="bayes", metric=metric)
-    spec = space.load_spec(path)
+    rows = [{"step": 1, "train/iter": 1, "train/loss": 7.0}]
+    seen, lines = _ended_trial(tmp_path, tiny_data, {"name": "best_val_loss", "goal": "minimize"},
+                               rows, {"best_val_loss": 6.5, "iterations": 1})  # fmt: skip
+    assert seen.summary_metrics == {"best_val_loss": 6.5}
+    assert seen.metric_extremum("best_val_loss", "minimum") == 6.5
+    assert lines == ["  s-001 finished: best_val_loss 6.5000"]
+
+
+def _ended_trial(tmp_path, data, metric, rows, summary):
+    """A finished trial's run folder with these rows and summary: (what the engine is given
+    of it, what the sweep prints of it)."""
+    spec = space.load_spec(sweep_file(tmp_path, data, method="bayes", metric=metric))
     folder = SweepFolder(tmp_path / "sweep")
     trial = Trial("s-001", {"train.lr": 1e-3}, "finished")
     run = folder.trial_dir(trial)
     run.mkdir(parents=True)
-    (run / "metrics.jsonl").write_text('{"step": 1, "train/iter": 1, "train/loss": 7.0}\n')
-    (run / "summary.json").write_text('{"best_val_loss": 6.5, "iterations": 1}')
-    (run / "config.json").write_text('{"train": {"max_iters": 1}}')
-    seen = driver.engine_run(folder, trial, spec)
-    assert seen.summary_metrics == {"best_val_loss": 6.5}
-    assert seen.metric_extremum("best_val_loss", "minimum") == 6.5
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.json").write_text(json.dumps({"train": {"max_iters": summary["iterations"]}}))
     lines: list[str] = []
     driver._report(trial, spec, folder, lines.append)
-    assert lines == ["  s-001 finished: best_val_loss 6.5000"]
+    return driver.engine_run(folder, trial, spec), lines
 
 
 @pytest.mark.parametrize("goal", ["minimize", "maximize"])
@@ -258,24 +264,13 @@ def test_a_trial_counts_with_its_last_value_as_in_wandbs_summary(tmp_path, tiny_
     """Online, W&B ranks and searches by the run summary's value: the last one logged. The
     offline engine must see the same, not the best along the way (nor the untrained model's
     evaluation at iteration 0, which a `maximize` would pick)."""
-    metric = {"name": "eval/val_loss", "goal": goal}
-    path = sweep_file(tmp_path, tiny_data, method="bayes", metric=metric)
-    spec = space.load_spec(path)
-    folder = SweepFolder(tmp_path / "sweep")
-    trial = Trial("s-001", {"train.lr": 1e-3}, "finished")
-    run = folder.trial_dir(trial)
-    run.mkdir(parents=True)
     rows = [
         {"step": s, "eval/iter": s, "eval/val_loss": v} for s, v in ((0, 7.6), (5, 5.0), (10, 5.2))
     ]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (run / "summary.json").write_text('{"best_val_loss": 5.0, "iterations": 10}')
-    (run / "config.json").write_text('{"train": {"max_iters": 10}}')
-    seen = driver.engine_run(folder, trial, spec)
+    seen, lines = _ended_trial(tmp_path, tiny_data, {"name": "eval/val_loss", "goal": goal},
+                               rows, {"best_val_loss": 5.0, "iterations": 10})  # fmt: skip
     assert seen.summary_metrics == {"eval/val_loss": 5.2}
     assert [h["eval/val_loss"] for h in seen.history] == [7.6, 5.0, 5.2]  # hyperband's view
-    lines: list[str] = []
-    driver._report(trial, spec, folder, lines.append)
     assert lines == ["  s-001 finished: eval/val_loss 5.2000"]
 
 
@@ -463,6 +458,16 @@ def test_hyperband_stops_the_trailing_trial(tmp_path, tiny_data):
     )
 
 
+def _has_checkpoint(run: Path) -> bool:
+    from hellolondon.train.checkpoint import find_resumable
+
+    try:
+        find_resumable(run, log=lambda *_: None)
+        return True
+    except Exception:
+        return False
+
+
 def _wait(predicate, proc, timeout=240.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -477,7 +482,6 @@ def _wait(predicate, proc, timeout=240.0) -> None:
 def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
     tmp_path, tiny_data, capsys
 ):
-    from hellolondon.train.checkpoint import find_resumable
 
     longer = [
         "train.max_iters=150",
@@ -503,16 +507,8 @@ def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
         argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     third = out / "trials" / "kr-003"
-
-    def has_checkpoint() -> bool:
-        try:
-            find_resumable(third, log=lambda *_: None)
-            return True
-        except Exception:
-            return False
-
     try:
-        _wait(has_checkpoint, proc)
+        _wait(lambda: _has_checkpoint(third), proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its trial, as a crash would
         proc.wait()
@@ -539,7 +535,6 @@ def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
 @pytest.mark.slow
 def test_a_sweep_stopped_by_sigterm_exits_0_and_the_same_command_goes_on(tmp_path, tiny_data):
     """As `train`: the running trial saves a checkpoint, the sweep says how to go on, exit 0."""
-    from hellolondon.train.checkpoint import find_resumable
 
     longer = ["train.max_iters=150", "train.ckpt_interval=20", "train.log_interval=10"]
     path = sweep_file(tmp_path, tiny_data, name="st", fixed=longer)
@@ -550,16 +545,7 @@ def test_a_sweep_stopped_by_sigterm_exits_0_and_the_same_command_goes_on(tmp_pat
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    first = out / "trials" / "st-001"
-
-    def has_checkpoint() -> bool:
-        try:
-            find_resumable(first, log=lambda *_: None)
-            return True
-        except Exception:
-            return False
-
-    _wait(has_checkpoint, proc)
+    _wait(lambda: _has_checkpoint(out / "trials" / "st-001"), proc)
     proc.send_signal(signal.SIGTERM)  # the sweep alone, as a scheduler would
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
