@@ -260,6 +260,12 @@ def test_a_resume_keeps_out_dir_as_the_run_recorded_it(trained, tmp_path, monkey
     assert done.out_dir == trained.parent.name
 
 
+def test_grad_accum_beside_global_batch_is_refused_not_replaced(capsys, tiny_data):
+    argv = ["train", "--data", str(tiny_data), "--global-batch", "16", "train.grad_accum=4"]
+    err = _err(capsys, argv)
+    assert err.startswith("error: train.grad_accum=4 does not apply with --global-batch 16")
+
+
 def test_a_checkpoint_state_without_its_config_is_named(capsys, trained, tmp_path):
     from hellolondon.train.checkpoint import resolve
 

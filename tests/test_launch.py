@@ -3,6 +3,7 @@ anything starts; the menu asks, shows the exact command and runs it; flags make 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -430,3 +431,26 @@ def test_a_negative_gpu_count_names_what_the_launcher_takes(tokens, tmp_path, ca
     assert main([*argv, "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == "error: --gpus must be 0 (the CPU) or more, not -1\n"
+
+
+def test_ctrl_d_at_a_prompt_on_a_terminal_cancels(tmp_path, monkeypatch, capsys):
+    """On a terminal, end of input is the user saying no, not a script that gave no answers."""
+    from hellolondon.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: [])
+    monkeypatch.setattr("sys.stdin", Terminal(""))
+    assert main(["launch", "--out-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "error: cancelled (Ctrl-D); nothing was started\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_launch_refuses_a_preset_beside_resume(tmp_path, capsys):
+    from hellolondon.cli import main
+
+    argv = ["launch", "--yes", "--dry-run", "--resume", str(tmp_path), "--preset", "slm"]
+    assert main(argv) == 2
+    assert "--preset slm does not apply with --resume" in capsys.readouterr().err

@@ -85,6 +85,10 @@ class Menu:
         except (EOFError, RuntimeError) as exc:  # RuntimeError: standard input is closed
             if isinstance(exc, RuntimeError) and sys.stdin is not None:
                 raise
+            if sys.stdin is not None and sys.stdin.isatty():  # Ctrl-D: the user said no
+                cancelled = UserError("cancelled (Ctrl-D); nothing was started")
+                cancelled.exit_code = 1
+                raise cancelled from None
             raise UserError(
                 "no answer on standard input; give the choices as flags and add --yes"
             ) from None
@@ -113,6 +117,11 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
         runs = resumable_runs(out_dir)
         options = [("", "a new run")] + [(str(r), f"resume {r} (from {step})") for r, step in runs]
         resume = (menu.pick("Run", options, "") or None) if runs else None
+    if resume is not None and args.preset:  # as `train` says: a silently dropped flag misleads
+        raise UserError(
+            f"--preset {args.preset} does not apply with --resume: a run continues with its "
+            "own settings; change one with key=value (train.max_iters=N)"
+        )
     preset = None
     if resume is None:
         default = "tiny" if not gpus else "slm"

@@ -67,6 +67,7 @@ def config_from_args(args: argparse.Namespace):
         from hellolondon.config import from_dict
 
         return from_dict(json.loads(Path(args.resolved_config).read_text(encoding="utf-8")))
+    _check_global_batch(args)
     flags = [f"data.data_dir={args.data}"] if args.data else []
     flags += [f"out_dir={args.out_dir}"] if args.out_dir else []
     overrides = [*flags, *tracking_settings(args), *args.overrides]  # settings last: they win
@@ -81,6 +82,20 @@ def config_from_args(args: argparse.Namespace):
         _check_own_folder(args.resume, args.run_name, args.out_dir)
         return config_for_resume(args.resume, args.config, overrides)
     return build_config(args.preset or "tiny", args.config, overrides, preset_flag=args.preset)
+
+
+def _check_global_batch(args: argparse.Namespace) -> None:
+    """--global-batch decides train.grad_accum (train.batch_size stays the most per process):
+    a grad_accum given beside it would be silently replaced."""
+    if args.global_batch is None:
+        return
+    for item in args.overrides:
+        if item.split("=", 1)[0].strip() in ("grad_accum", "train.grad_accum"):
+            raise UserError(
+                f"{item} does not apply with --global-batch {args.global_batch}, which splits "
+                "the batch into train.batch_size (at most per process) x train.grad_accum x "
+                "processes itself; give one or the other"
+            )
 
 
 def _check_own_folder(resume: str, run_name: str | None, out_dir: str | None) -> None:
