@@ -93,6 +93,18 @@ def test_a_frame_shows_progress_values_sparklines_and_findings(tmp_path):
     assert "3.9000" in frame and "(stopped?)" in frame
 
 
+def test_a_run_that_died_shows_why_and_no_time_left(tmp_path):
+    from hellolondon.rundir import RunDir
+
+    run = RunDir(live_run(tmp_path))
+    run.mark_training()
+    run.mark_failed("RuntimeError at step 40")
+    view = RunView(run.path)
+    view.refresh()
+    status = render_frame(view, width=100, now=1025.0).splitlines()[1]
+    assert "failed: RuntimeError at step 40" in status and "eta" not in status
+
+
 def test_cpu_run_and_a_run_that_has_not_logged_yet(tmp_path):
     view = RunView(live_run(tmp_path))
     view.refresh()

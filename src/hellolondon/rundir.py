@@ -265,6 +265,20 @@ class RunDir:
             else ("killed", f"process {pid} is gone")
         )
 
+    def status(self) -> tuple[str, str] | None:
+        """How training stands: the process's record ("running", "killed", "failed" and a
+        detail), else the summary of a run that ended ("finished", or "stopped" and why);
+        None when neither says (a run from another machine still training, say)."""
+        process = self.training_process()
+        if process is not None:
+            return process
+        summary = self.read_summary()
+        if not summary:
+            return None
+        if summary.get("stopped_early"):
+            return "stopped", str(summary.get("stop_reason") or "")
+        return "finished", ""
+
     @property
     def modified(self) -> float:
         """When the run was started (its config written), for ordering runs."""

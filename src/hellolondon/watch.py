@@ -110,7 +110,8 @@ def _status(view: RunView, now: float) -> str:
     dts = list(view.values.get("train/dt_ms", []))[-5:]
     if view.finished:
         parts.append("stopped early" if view.summary.get("stopped_early") else "finished")
-    elif max_iters and dts:
+    elif max_iters and dts and (view.process is None or view.process[0] == "running"):
+        # no time left to guess for a run that has died
         parts.append(f"eta {fmt_duration((max_iters - it) * statistics.median(dts) / 1000)}")
     if view.process is not None and view.process[0] != "running":
         parts.append(f"{view.process[0]}: {view.process[1]}")  # killed, or failed and why

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,10 @@ def test_the_table_shows_each_run_and_the_commands_that_upload_what_waits(runs, 
     assert main(["runs"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "PRESET", "ITERS", "BEST", "VAL", "W&B", "SYNC"]
+    assert lines[0].split() == ["NAME", "PRESET", "STATUS", "ITERS", "BEST", "VAL", "W&B", "SYNC"]
     table = {line.split()[0]: line.split() for line in lines[1:5]}
+    for row in table.values():
+        row.pop(2)  # the status: the test below
     assert table["london-tiny-demo-a"] == [
         "london-tiny-demo-a",
         "tiny",
@@ -116,6 +119,23 @@ def test_the_table_shows_each_run_and_the_commands_that_upload_what_waits(runs, 
     assert "  wandb sync runs/london-tiny-demo-a/wandb/offline-run-*-ida" in lines
     assert "  wandb sync --include-online runs/london-historical-llm-d/wandb/run-*-idd" in lines
     assert "not-a-run" not in out
+
+
+def test_the_status_column_says_how_training_stands(runs, capsys):
+    from hellolondon.rundir import RunDir
+
+    (runs / "london-slm-simple-b" / "summary.json").write_text(
+        json.dumps({"iterations": 500, "stopped_early": True, "stop_reason": "stopped by a signal"})
+    )
+    failed = RunDir(runs / "london-tiny-demo-c")
+    failed.mark_training()
+    failed.mark_failed("RuntimeError at step 12")
+    killed = RunDir(runs / "london-historical-llm-d")
+    killed.process_file.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
+    assert main(["runs", "--json"]) == 0
+    status = {r["name"]: r["status"] for r in json.loads(capsys.readouterr().out)}
+    assert status == {"london-tiny-demo-a": "finished", "london-slm-simple-b": "stopped",
+                      "london-tiny-demo-c": "failed", "london-historical-llm-d": "killed"}  # fmt: skip
 
 
 def test_an_online_run_uploaded_later_with_wandb_sync_needs_no_more_syncing(runs, capsys):
@@ -186,7 +206,7 @@ def test_the_trials_of_sweep_folders_are_listed_too(runs, capsys):
     make_run(sweep / "trials", "lr-001", "tiny", "offline", summary={"iterations": 5}, synced=False)
     assert main(["runs"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[5].split()[:3] == ["sweep-lr/trials/lr-001", "tiny", "5"]
+    assert lines[5].split()[:4] == ["sweep-lr/trials/lr-001", "tiny", "finished", "5"]
     assert "  wandb sync runs/sweep-lr/trials/lr-001/wandb/offline-run-*-id1" in lines
     assert main(["runs", "--out-dir", "runs/sweep-lr"]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("trials/lr-001 ")

@@ -18,6 +18,7 @@ class RunInfo:
     name: str
     path: str
     preset: str
+    status: str  # running | finished | stopped | killed | failed | - (no record)
     iterations: int | None
     best_val_loss: float | None
     wandb_mode: str  # online | offline | disabled | failed | - (no W&B record)
@@ -84,6 +85,7 @@ def run_info(run: RunDir, name: str | None = None) -> RunInfo:
         name=name or run.path.name,
         path=str(run.path),
         preset=str(config.get("preset") or (config.get("model_info") or {}).get("preset") or "-"),
+        status=(run.status() or ("-", ""))[0],
         iterations=iters,
         best_val_loss=best,
         wandb_mode=state.get("mode") or "-",
@@ -109,11 +111,12 @@ def list_runs(out_dir: str | Path) -> list[RunInfo]:
 
 
 def format_runs(runs: list[RunInfo]) -> str:
-    header = ("NAME", "PRESET", "ITERS", "BEST VAL", "W&B", "SYNC")
+    header = ("NAME", "PRESET", "STATUS", "ITERS", "BEST VAL", "W&B", "SYNC")
     rows = [
         (
             r.name,
             r.preset,
+            r.status,
             "-" if r.iterations is None else f"{r.iterations:,}",
             "-" if r.best_val_loss is None else f"{r.best_val_loss:.4f}",
             r.wandb_mode
@@ -124,7 +127,7 @@ def format_runs(runs: list[RunInfo]) -> str:
         for r in runs
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    right = {2, 3}  # numbers line up on the right
+    right = {3, 4}  # numbers line up on the right
     lines = [
         "  ".join(
             str(c).rjust(w) if i in right else str(c).ljust(w)
