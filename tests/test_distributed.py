@@ -243,6 +243,7 @@ def test_sigterm_checkpoints_flushes_and_resumes_to_the_same_losses(reference, t
     assert "error" not in log and "Traceback" not in log
     assert f"stopped by SIGTERM after checkpoint {run / 'checkpoints'}" in log
     assert f"continue with: hellolondon train --gpus 2 --resume {run}" in log
+    assert "go on with: hellolondon train --resume" not in log  # the launcher's line alone
     assert checkpoint.resolve(run).name == f"step-{stopped:06d}"  # saved after the last logged step
     checkpoint.read_state(checkpoint.resolve(run))  # every file matches its sha256
     summary = json.loads((run / "summary.json").read_text())
@@ -279,6 +280,10 @@ def test_a_dead_rank_ends_the_job_and_one_process_resumes_its_checkpoint(
     assert proc.returncode != 0
     assert "error: distributed training failed" in log and "the last complete checkpoint is" in log
     assert "Root Cause" in log and "Traceback" not in log  # torchrun's table, not its stack
+    # the survivor names the rank that died without a word, not its own broken connection
+    assert "error: another rank ended without an error of its own (killed by a signal" in log
+    failed = json.loads((run / "process.json").read_text())["failed"]
+    assert failed.startswith("lost rank at step ") and "gloo" not in failed
     ckpt, state = checkpoint.find_resumable(run)
     assert checkpoint.resolve(run) == ckpt  # `latest` names a complete, verified folder
     assert state["world_size"] == 2 and state["step"] < STEPS

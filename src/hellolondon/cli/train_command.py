@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import os
 import shlex
 import signal
 import sys
@@ -84,6 +85,20 @@ def config_from_args(args: argparse.Namespace):
     return build_config(args.preset or "tiny", args.config, overrides, preset_flag=args.preset)
 
 
+def _go_on(args: argparse.Namespace, run: Path) -> str:
+    """How a stopped run goes on: one process says the command; a rank that `train --gpus`
+    started leaves it to that launcher, which knows the process count; a rank of a torchrun
+    started by hand names the run for that same torchrun command."""
+    from hellolondon.tracking.wandb_tracker import show_path
+
+    where = shlex.quote(show_path(run))
+    if args.resolved_config:
+        return ""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"; go on with the same torchrun command and --resume {where}"
+    return f"; go on with: hellolondon train --resume {where}"
+
+
 def _check_global_batch(args: argparse.Namespace) -> None:
     """--global-batch decides train.grad_accum (train.batch_size stays the most per process):
     a grad_accum given beside it would be silently replaced."""
@@ -154,14 +169,9 @@ def run(args: argparse.Namespace) -> int:
     if is_main:
         best_text = f", best val loss {best:.4f}" if best else ""
         if summary.get("stop_reason") == "stopped by a signal":
-            from hellolondon.tracking.wandb_tracker import show_path
-
             # exit 0 all the same: the stop was asked for and its checkpoint is saved
-            print(
-                f"stopped at iteration {summary['iterations']} of {cfg.train.max_iters}"
-                f"{best_text}; go on with: hellolondon train --resume "
-                f"{shlex.quote(show_path(Path(summary['run_dir'])))}"
-            )
+            print(f"stopped at iteration {summary['iterations']} of {cfg.train.max_iters}"
+                  f"{best_text}{_go_on(args, Path(summary['run_dir']))}")  # fmt: skip
         else:
             print(f"done: {summary['iterations']} iterations{best_text}")
     if summary.get("stop_reason") == "non-finite loss":

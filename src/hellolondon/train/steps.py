@@ -360,10 +360,13 @@ def failure_reported(run: Run) -> Iterator[None]:
         else:
             run.tracker.alert(*failure_finding(error, said), "ERROR", step=step, rule="failure")
         run.tracker.finish(exit_code=1)
-        if peer is None:
+        if peer is not None:
+            what = f"rank {peer} failed at step {step} ({error}: {message})"
+        elif error == LOST_RANK:  # nothing of the dead rank's own to name
+            what = f"{message}, at step {step}"
+        else:
             raise
-        stopped = UserError(f"rank {peer} failed at step {step} ({error}: {message}); "
-                            f"rank {run.dist.rank} stopped with it")  # fmt: skip
+        stopped = UserError(f"{what}; rank {run.dist.rank} stopped with it")
         stopped.exit_code = 1
         raise stopped from exc
 
@@ -376,8 +379,19 @@ def _cause(run: Run, exc: Exception) -> tuple[str, str, int | None]:
         return error, message, None
     first = run.rundir.rank_failures()
     if not first or first[0]["rank"] == run.dist.rank:
-        return error, message, None
+        # the rank that went first left no error (SIGKILL, the out-of-memory killer): say
+        # that, not this rank's broken connection
+        seen = f"{error}: {message}"[:160]
+        why = "killed by a signal or the out-of-memory killer?"
+        return (
+            LOST_RANK,
+            f"another rank ended without an error of its own ({why}; here: {seen})",
+            None,
+        )
     return str(first[0]["error"]), str(first[0]["message"]), int(first[0]["rank"])
+
+
+LOST_RANK = "lost rank"  # the error named when another rank died without a word
 
 
 def finish(run: Run, stopped: bool) -> dict:

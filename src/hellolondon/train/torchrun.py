@@ -124,18 +124,20 @@ def launch_train(
         rc, signum = _run_child(cmd, env)
     finally:
         os.unlink(path)
-    if rc == 0:
-        return 0
     from hellolondon.train.checkpoint import step_dirs
 
     run = RunDir(run_dir)
     found = step_dirs(run.checkpoints)
-    if signum and found and run.read_summary().get("stop_reason") == "stopped by a signal":
-        # the ranks stopped as asked, after a checkpoint: what one process does, exit code 0
-        # included; only torchrun's agent reports the signal as its failure
+    stopped = run.read_summary().get("stop_reason") == "stopped by a signal"
+    if rc == 0 and not stopped:
+        return 0
+    if (rc == 0 or signum) and found and stopped:
+        # the ranks stopped as asked (here, or a signal to one rank), after a checkpoint: what
+        # one process does, exit code 0 included; torchrun's agent reports our signal as failure
+        by = f"by {signal.Signals(signum).name} " if signum else "by a signal to a rank "
         print(
-            f"stopped by {signal.Signals(signum).name} after checkpoint {found[0]}; continue "
-            f"with: hellolondon train --gpus {n} --resume {run_dir}",
+            f"stopped {by}after checkpoint {found[0]}; continue with: hellolondon train "
+            f"--gpus {n} --resume {run_dir}",
             flush=True,
         )
         return 0
