@@ -267,6 +267,30 @@ def test_sigterm_checkpoints_flushes_and_resumes_to_the_same_losses(reference, t
 
 
 @pytest.mark.slow
+def test_a_killed_torchrun_is_waited_out_and_the_newest_checkpoint_named(tokens, tmp_path):
+    """torchrun SIGKILLed: its ranks get SIGTERM and save a checkpoint. The launcher returns
+    only after them, and names that checkpoint, not the one before."""
+    from hellolondon.train.torchrun import _descendants
+
+    proc = two_ranks(tokens, tmp_path, "kt", "train.max_iters=100000")
+    run = tmp_path / "kt"
+    wait_for(lambda: (run / "checkpoints" / "step-000004").is_dir(), proc)
+    below = _descendants(proc.pid)
+    rank = b"\0-u\0-m\0hellolondon\0train\0"  # how torchrun starts them (see rank_pid)
+    ranks = [pid for pid in below if rank in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    torchrun = below[0]  # the launcher's one child; the ranks are its
+    assert torchrun not in ranks and len(ranks) == 2
+    os.kill(torchrun, signal.SIGKILL)
+    log = proc.communicate(timeout=90)[0]
+    assert proc.returncode == 1
+    assert all(not Path(f"/proc/{pid}").exists() for pid in ranks)  # none writes on after it
+    newest = checkpoint.resolve(run)
+    assert f"error: distributed training ended: torchrun was killed by SIGKILL; the last " \
+        f"complete checkpoint is {newest}" in log  # fmt: skip
+    assert log.rstrip().endswith(f"continue with: hellolondon train --gpus 2 --resume {run}")
+
+
+@pytest.mark.slow
 def test_a_dead_rank_ends_the_job_and_one_process_resumes_its_checkpoint(
     reference, tokens, tmp_path
 ):

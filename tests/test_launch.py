@@ -175,7 +175,8 @@ def _scripted(answers: list[str], said: list[str]) -> Menu:
 def test_the_menu_offers_the_gpus_it_finds_and_builds_a_torchrun_command(
     tokens, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: ["NVIDIA H100 80GB HBM3"] * 2)
+    for where in ("hellolondon.launch", "hellolondon.train.torchrun"):  # the menu, the check
+        monkeypatch.setattr(f"{where}.gpu_names", lambda: ["NVIDIA H100 80GB HBM3"] * 2)
     monkeypatch.setenv("WANDB_API_KEY", KEY)
     said: list[str] = []
     # preset: slm; data: another folder, first a wrong one; GPUs: Enter (all); W&B: Enter (online)
@@ -196,23 +197,51 @@ def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     ckpt = tmp_path / "runs" / "old-run" / "checkpoints" / "step-000010"
     ckpt.mkdir(parents=True)
-    config = build_config("tiny").to_dict()  # the launcher checks the settings it resumes
-    (ckpt / "state.json").write_text(json.dumps({"format": 2, "step": 10, "config": config}))
+    # the launcher checks the settings it resumes, as train would: its data among them
+    vocab = json.loads((tokens / "meta.json").read_text())["vocab_size"]
+    config = build_config("tiny", overrides=[f"data.data_dir={tokens}", f"vocab_size={vocab}"])
+    state = {"format": 2, "step": 10, "config": config.to_dict()}
+    (ckpt / "state.json").write_text(json.dumps(state))
     said: list[str] = []
     menu = _scripted(["2", "3"], said)  # resume it; W&B disabled
     assert launch(_launch_args(tmp_path, "--dry-run"), menu) == 0
     assert any("resume " in s and "old-run (from step-000010)" in s for s in said)
     # the checkpoint has its own settings, its token files among them
     assert not any("Model preset" in s or "Data" in s for s in said)
-    assert said[-1] == (
-        f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'} "
-        f"--out-dir {tmp_path / 'runs'} --wandb-mode disabled"
+    assert said[-1] == (  # no --out-dir: a resumed run goes on in its own folder
+        f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'} --wandb-mode disabled"
     )
     said.clear()  # a folder given as a flag is passed on
     args = _launch_args(tmp_path, "--dry-run", "--data", str(tokens))
     assert launch(args, _scripted(["2", "3"], said)) == 0
     assert said[-1].startswith(
         f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'} --data {tokens} "
+    )
+
+
+def test_dry_run_refuses_what_train_would_refuse_at_once(tokens, tmp_path, monkeypatch, capsys):
+    """A printed command must not fail as soon as it runs: a device the machine lacks, or a
+    global batch the process count does not divide."""
+    from hellolondon.cli import main
+
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: [])
+    base = ["launch", "--yes", "--dry-run", "--out-dir", str(tmp_path / "runs")]
+    assert main([*base, "--data", str(tokens), "device=cuda"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: CUDA was asked for but this machine has no CUDA GPU; use device=cpu\n"
+    )
+    # a run of 2 processes x 4 sequences resumed on 3
+    vocab = json.loads((tokens / "meta.json").read_text())["vocab_size"]
+    settings = [f"data.data_dir={tokens}", f"vocab_size={vocab}", "batch_size=4"]
+    config = build_config("tiny", overrides=settings).to_dict()
+    ckpt = tmp_path / "runs" / "two" / "checkpoints" / "step-000010"
+    ckpt.mkdir(parents=True)
+    state = {"format": 2, "step": 10, "config": config, "world_size": 2}
+    (ckpt / "state.json").write_text(json.dumps(state))
+    resume = ["--resume", str(ckpt.parent.parent), "--gpus", "3", "--wandb-mode", "disabled"]
+    assert main([*base[:3], *resume, "device=cpu"]) == 2
+    assert "a global batch of 8 sequences cannot be split evenly over 3 processes" in (
+        capsys.readouterr().err
     )
 
 

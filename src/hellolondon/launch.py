@@ -222,7 +222,8 @@ def train_command(ch: Choices, args: argparse.Namespace) -> list[str]:
     data = str(Path(args.sample_dir) / "data") if ch.data == SAMPLE else ch.data
     cmd = ["train", *(["--resume", ch.resume] if ch.resume else ["--preset", ch.preset])]
     cmd += ["--data", data] if data else []
-    cmd += ["--out-dir", args.out_dir, "--wandb-mode", ch.wandb_mode]
+    cmd += [] if ch.resume else ["--out-dir", args.out_dir]  # a resumed run stays in its folder
+    cmd += ["--wandb-mode", ch.wandb_mode]
     if ch.gpus > 1:
         cmd += ["--gpus", str(ch.gpus)]
     if args.gpus == 0:
@@ -262,6 +263,10 @@ def launch(args: argparse.Namespace, menu: Menu | None = None) -> int:
         menu.say(
             f"first: prepare the bundled sample into {args.sample_dir} (tokenizer and token files)"
         )
+    if ch.data != SAMPLE or is_prepared(Path(args.sample_dir) / "data"):
+        from hellolondon.cli.train_command import check_only
+
+        check_only(cmd[1:])  # what train would refuse at once: refused here, before it is shown
     menu.say("$ " + shlex.join(["hellolondon", *cmd]))
     if args.dry_run:
         return 0

@@ -135,6 +135,23 @@ def _check_own_folder(resume: str, run_name: str | None, out_dir: str | None) ->
         )
 
 
+def check_only(argv: list[str]) -> None:
+    """Refuse, as `hellolondon train ARGV` would before its first step, without training: the
+    settings, the device, the process count and the global batch, the data, the run folder."""
+    from hellolondon.cli import parse_command_line
+    from hellolondon.hardware import resolve_device
+    from hellolondon.train.torchrun import check_gpus, gpu_names, resolve_for
+
+    args = parse_command_line(["train", *argv])
+    cfg = config_from_args(args)
+    if args.gpus is not None:
+        check_gpus(
+            args.gpus, cfg.train.device, 0 if cfg.train.device == "cpu" else len(gpu_names())
+        )
+    resolve_device(cfg.train.device)
+    resolve_for(cfg, args.gpus or 1, args.resume, args.global_batch)
+
+
 def run(args: argparse.Namespace) -> int:
     from hellolondon.train.distributed import launched_rank
     from hellolondon.train.loop import train

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from hellolondon.errors import UserError
@@ -111,7 +112,7 @@ def launch_train(
 
     collective_timeout_s()  # a bad HELLOLONDON_DIST_TIMEOUT_S is said here, not by every rank
     port = check_port(port)
-    cfg, run_dir = _resolve_for(cfg, n, resume, global_batch)
+    cfg, run_dir = resolve_for(cfg, n, resume, global_batch)
     fd, path = tempfile.mkstemp(prefix="hellolondon-config-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(cfg.to_dict(), f)
@@ -142,19 +143,20 @@ def launch_train(
         )
         return 0
     where = f"the last complete checkpoint is {found[0]}" if found else "no checkpoint was written"
-    how = (
-        f"stopped by {signal.Signals(signum).name}"
-        if signum
-        else f"failed (torchrun exit code {rc}; the failing rank's error is above)"
-    )
+    if signum:
+        how = f"stopped by {signal.Signals(signum).name}"
+    elif rc < 0:  # torchrun itself was killed; its ranks had SIGTERM and were waited for
+        how = f"ended: torchrun was killed by {signal.Signals(-rc).name}"
+    else:
+        how = f"failed (torchrun exit code {rc}; the failing rank's error is above)"
     again = f"; continue with: hellolondon train --gpus {n} --resume {run_dir}" if found else ""
     print(f"error: distributed training {how}; {where}{again}", file=sys.stderr)
     return rc if rc > 0 else 1
 
 
-def _resolve_for(cfg, world: int, resume: str | None, global_batch: int | None):
+def resolve_for(cfg, world: int, resume: str | None, global_batch: int | None):
     """The config resolved for `world` processes, and the run folder the ranks will use, after
-    the checks rank 0 would otherwise make late."""
+    the checks rank 0 would otherwise make late (the launcher's --dry-run makes them too)."""
     from hellolondon.prepare import load_meta
     from hellolondon.train import checkpoint
     from hellolondon.train.resolve import resolve_config
@@ -174,15 +176,38 @@ def _resolve_for(cfg, world: int, resume: str | None, global_batch: int | None):
 
 def _parent_death_signal() -> None:
     """In the child: get SIGTERM if this launcher dies, so torchrun stops its ranks cleanly."""
+    _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _prctl(option: int, value: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux), children first."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                found += kids
+                todo += kids
+    return found
 
 
 def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
-    """Run torchrun; pass SIGTERM on and let Ctrl-C reach it (it shares our terminal).
+    """Run torchrun; pass SIGTERM on and let Ctrl-C reach it (it shares our terminal). A
+    second Ctrl-C kills torchrun and every rank at once (no checkpoint). The ranks' processes
+    are reaped before this returns, also when torchrun itself was killed: they then get
+    SIGTERM, save a checkpoint and end, and would otherwise write on after the command.
     Returns (exit code, the signal we passed on or None)."""
     got: list[int] = []
-    preexec = _parent_death_signal if sys.platform.startswith("linux") else None
+    linux = sys.platform.startswith("linux")
+    if linux:
+        _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned ranks become our children
+    preexec = _parent_death_signal if linux else None
     child = subprocess.Popen(cmd, env=env, preexec_fn=preexec)  # noqa: PLW1509 - only a prctl call
 
     def forward(signum, frame) -> None:
@@ -190,15 +215,49 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signum)
 
+    def interrupt(signum, frame) -> None:
+        # the first Ctrl-C reaches torchrun from the terminal itself (forwarding it too would
+        # count twice); on the second, torchrun would only send its ranks SIGTERM again
+        got.append(signum)
+        if got.count(signal.SIGINT) >= 2:
+            for pid in [*_descendants(child.pid), child.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
     old_term = signal.signal(signal.SIGTERM, forward)
-    # Ctrl-C in the terminal reaches torchrun directly; forwarding it as well would count as a
-    # second Ctrl-C and abort the ranks instead of letting them checkpoint
-    old_int = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    old_int = signal.signal(signal.SIGINT, interrupt)
+    ranks: set[int] = set()  # noted while torchrun lives: once it dies they are orphans
     try:
-        return child.wait(), (got[0] if got else None)
+        while True:
+            try:
+                rc = child.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                ranks.update(_descendants(child.pid))
+        _wait_for(ranks)
+        return rc, (got[0] if got else None)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
+        if linux:
+            _prctl(36, 0)
+
+
+def _wait_for(pids: set[int]) -> None:
+    """Wait until these processes (ranks torchrun left behind) have ended: reaped as our
+    children where the subreaper made them so, else watched until they are gone."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # not ours: another process reaps it
+            while Path(f"/proc/{pid}").exists() and not _zombie(pid):
+                time.sleep(0.1)
+
+
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return False
 
 
 # ---------------------------------------------------------------- torchrun, less its traceback
