@@ -255,7 +255,7 @@ def launch(args: argparse.Namespace, menu: Menu | None = None) -> int:
     if gpus:
         menu.say(f"GPUs: {len(gpus)} ({', '.join(sorted(set(gpus)))})")
     else:
-        menu.say("GPUs: none found (no CUDA); training runs on the CPU")
+        menu.say("GPUs: none found (no CUDA)")
     ch = choose(args, gpus, menu)
     cmd = train_command(ch, args)
     menu.say("")

@@ -67,7 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "register"):
             module.register(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command's --help opens with a line of what it does: its own description, or
+    the one-line help its parent lists it with."""
+    action = _subparsers(parser)
+    if action is None:
+        return
+    helps = {a.dest: a.help for a in action._choices_actions}
+    for name, child in action.choices.items():
+        if not child.description and helps.get(name):
+            child.description = f"`{child.prog}`: {helps[name]}."
+        _describe(child)
 
 
 def _line_buffered() -> None:

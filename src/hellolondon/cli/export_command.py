@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+EXPORT_ABOUT = "`hellolondon export`: write a checkpoint as a Hugging Face GPT-2 folder."
+PUBLISH_ABOUT = (
+    "`hellolondon publish`: upload a folder `hellolondon export` wrote to the Hugging Face Hub."
+)
 TOLERANCE = 1e-4  # float32 logits of the export and of our model
 
 EXPORT_EXAMPLES = """examples:
@@ -28,7 +32,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "export",
         help="write a Hugging Face GPT-2 folder from a checkpoint",
-        description=__doc__,
+        description=EXPORT_ABOUT,
         epilog=EXPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,7 +62,7 @@ def register(sub) -> None:
     q = sub.add_parser(
         "publish",
         help="upload an export folder to the Hugging Face Hub",
-        description=__doc__,
+        description=PUBLISH_ABOUT,
         epilog=PUBLISH_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -18,7 +18,7 @@ from hellolondon.errors import UserError
 EXAMPLES = """examples:
   hellolondon train --preset tiny --data work/data
   hellolondon train --preset slm --data work/data --wandb-mode online
-  hellolondon train --preset slm --config my.toml train.lr=3e-4 batch_size=16
+  hellolondon train --config my.toml train.lr=3e-4 batch_size=16
   hellolondon train --resume runs/london-slm-simple-20261126-101500
   hellolondon train --gpus 4 --preset slm --data work/data   # starts torchrun for you
   torchrun --nproc_per_node=8 -m hellolondon train --preset regular --data work/data
