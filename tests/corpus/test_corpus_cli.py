@@ -189,6 +189,8 @@ def test_catalog_lists_sources(capsys):
     assert main(["corpus", "catalog", "--status", "wrong"]) == 0
     out = capsys.readouterr().out
     assert "pg-203" in out and "3 sources" in out
+    assert out.splitlines()[0].split() == ["ID", "STATUS", "YEAR", "PERIOD", "CATEGORY", "TITLE",
+                                           "-", "AUTHOR"]  # fmt: skip
     assert main(["corpus", "catalog", "--id", "pg-376", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["title"] == "A Journal of the Plague Year"
 

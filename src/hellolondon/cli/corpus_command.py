@@ -199,6 +199,8 @@ def catalog_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([s.metadata() for s in sources], indent=1, ensure_ascii=False))
         return 0
+    # STATUS: how far the ID is trusted (believed, unverified, doubtful, wrong)
+    print(f"{'ID':<26} {'STATUS':<10} {'YEAR'} {'PERIOD':<15} {'CATEGORY':<16} TITLE - AUTHOR")
     for s in sources:
         print(
             f"{s.id:<26} {s.status:<10} {s.year} {s.period:<15} {s.category:<16} {s.title} - {s.author}"

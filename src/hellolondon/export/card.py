@@ -113,7 +113,8 @@ def _card_metrics(r: dict[str, Any] | None) -> list[str]:
     h, p, g = r.get("heldout"), r.get("probes"), r.get("generation")
     if h:
         scope = (
-            f"the whole validation split ({h['split_tokens']:,} tokens)"
+            f"the whole validation split ({h['tokens']:,} tokens scored: every one of its "
+            f"{h['split_tokens']:,} after the first)"
             if h["complete"]
             else f"the first {h['tokens']:,} scored tokens of the {h['split_tokens']:,}-token validation split"
         )
