@@ -236,6 +236,21 @@ def test_overfitting_needs_val_up_while_train_down():
     assert _rules(_run(_evals(both_up, both_up))[0]) == []
 
 
+def test_phase_lines_say_what_this_run_will_do():
+    """No MFU where none is measured, and WSD's late phase at its peak until the cool-down."""
+    from hellolondon.tracking.monitor import expectation
+
+    rows = [({"train/loss": 9.0, "train/lr": 1e-3, "train/iter": s}, s) for s in (10, 150)]
+    m = HealthMonitor(MonitorConfig(), None, max_iters=300, console=None, schedule="wsd")
+    for row, step in rows:
+        m.observe(row, step)
+    early, late = (f.text for f in m.findings if f.rule == "phase")
+    assert "MFU" not in early and "MFU" not in late  # a CPU run: no train/mfu in its rows
+    assert "LR at its peak until the cool-down of the last steps" in late
+    assert "LR decays" in expectation("late", "cosine", mfu=True)
+    assert "MFU stays high" in expectation("late", "cosine", mfu=True)
+
+
 def test_phase_lines_scale_to_the_run_and_ranges_only_for_long_runs():
     stuck = _train([9.0] * 30)  # steps 10..300 of a 300-step run: early is steps 0-10
     m, _ = _run(stuck, max_iters=300)

@@ -37,12 +37,28 @@ PHASES = (
     Phase("mid", 2000, 20000, 4.0, 5.0),
     Phase("late", 20000, 60000, 2.0, 4.0),
 )
+# (loss, MFU, learning rate, step time) in each phase; the MFU part is left out where none is
+# measured (a CPU), and the rate's follows the run's schedule: the guide's decays through the
+# late phase, as cosine does; WSD holds its peak until the cool-down of the last steps
 EXPECT = {
-    "early": "loss drops fast from 8-10 to 6-7; MFU may start low and rise; LR warms up; "
-    "step time settles after compilation",
-    "mid": "loss falls steadily from 6-7 to 4-5; MFU stable; LR at its peak; step time steady",
-    "late": "loss falls slowly from 4-5 to 2-4; MFU stays high; LR decays; step time steady",
-}
+    "early": ("loss drops fast from 8-10 to 6-7", "MFU may start low and rise", "LR warms up",
+              "step time settles after compilation"),
+    "mid": ("loss falls steadily from 6-7 to 4-5", "MFU stable", "LR at its peak",
+            "step time steady"),
+    "late": ("loss falls slowly from 4-5 to 2-4", "MFU stays high", "LR decays",
+             "step time steady"),
+}  # fmt: skip
+WSD_LATE_LR = "LR at its peak until the cool-down of the last steps, then decaying"
+
+
+def expectation(phase: str, schedule: str, mfu: bool) -> str:
+    """What the guide expects in `phase`, said for this run's schedule and device."""
+    loss, mfu_text, lr, dt = EXPECT[phase]
+    if phase == "late" and schedule == "wsd":
+        lr = WSD_LATE_LR
+    return "; ".join([loss, *([mfu_text] if mfu else []), lr, dt])
+
+
 LATE_CHECK = 0.95  # the late phase's range is checked this far into the run
 SPIKE_WINDOW = 50  # rows before a loss that give its spike baseline (median and spread)
 PLATEAU_WINDOW = 50  # most rows in each median a plateau compares
@@ -98,8 +114,10 @@ class HealthMonitor:
         tracker: Any = None,
         max_iters: int = 0,
         console: Callable[[str], Any] | None = print,
+        schedule: str = "cosine",
     ) -> None:
         self.cfg, self.tracker, self.max_iters, self.console = cfg, tracker, max_iters, console
+        self.schedule = schedule  # the learning-rate schedule, for what the phases expect
         self.findings: list[Finding] = []
         self._new: list[Finding] = []  # the findings of the row being observed
         self._active: dict[str, bool] = {}
@@ -167,7 +185,7 @@ class HealthMonitor:
         lr = _num(row, "train/lr")
         if lr is not None and lr > self._lr_max:
             self._lr_max, self._lr_peak_step = lr, step
-        self._phase_rules(step)
+        self._phase_rules(step, mfu="train/mfu" in row)
         loss = _num(row, "train/loss")  # a NaN row is the loop's to handle: see nonfinite()
         if loss is not None:
             self._spike(loss, step)
@@ -347,7 +365,7 @@ class HealthMonitor:
             )
             self._fire("memory_limit", "WARN", step, "GPU memory near the limit", text)
 
-    def _phase_rules(self, step: int) -> None:
+    def _phase_rules(self, step: int, mfu: bool = True) -> None:
         """The W&B guide's early/mid/late guidance scaled to this run: a line as each phase starts,
         and for runs long enough to compare, a warning when loss is far above its range."""
         if self.max_iters <= 0:
@@ -371,7 +389,7 @@ class HealthMonitor:
             lo, hi = round(p.start * scale), round(p.end * scale)
             text = (
                 f"steps {lo}-{hi} of {self.max_iters} (the W&B guide's {p.start}-{p.end} of "
-                f"{SEED_ITERS}): {EXPECT[p.name]}"
+                f"{SEED_ITERS}): {expectation(p.name, self.schedule, mfu)}"
             )
             self._fire("phase", "INFO", step, f"{p.name} training", text)
 

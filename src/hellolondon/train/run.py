@@ -189,7 +189,9 @@ def _monitor(cfg: RunConfig, d: Dist, log):
         return None
     from hellolondon.tracking.monitor import HealthMonitor
 
-    return HealthMonitor(cfg.monitor, None, max_iters=cfg.train.max_iters, console=log)
+    return HealthMonitor(
+        cfg.monitor, None, max_iters=cfg.train.max_iters, console=log, schedule=cfg.train.schedule
+    )
 
 
 def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
