@@ -32,15 +32,22 @@ def register(sub) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="slm", choices=list(PRESETS))
+    p.add_argument(
+        "--preset", default="slm", choices=list(PRESETS), help="model shape (default: slm)"
+    )
     p.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's)")
     p.add_argument(
         "--grad-accum", type=int, default=1, help="micro-steps per step (default 1, any preset)"
     )
     p.add_argument("--block-size", type=int, help="sequence length (default: the preset's)")
-    p.add_argument("--vocab-size", type=int, default=30000)
-    p.add_argument("--steps", type=int, default=20, help="timed steps")
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation)")
+    p.add_argument("--vocab-size", type=int, default=30000, help="(default: 30000)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (default: 20)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=5,
+        help="untimed steps first, compilation included (default: 5)",
+    )
     p.add_argument(
         "--repeat", type=int, default=1, metavar="N",
         help="time the steps N times; the median is reported, and each window for the spread",
@@ -49,9 +56,19 @@ def register(sub) -> None:
         "--profile", type=Path, metavar="DIR",
         help="also profile 3 steps: print where the time goes, write DIR/trace.json",
     )  # fmt: skip
-    p.add_argument("--compile", choices=["auto", "true", "false"], default="auto")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--compile",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="(default: auto: on a GPU)",
+    )
+    p.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+        help="(default: auto: bf16 where the GPU has it, else fp16; fp32 on a CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     p.add_argument(
         "overrides", nargs="*", metavar="key=value",

@@ -24,7 +24,12 @@ def register(sub) -> None:
     )
     p.add_argument("--preset", choices=list(PRESETS), help="default: tiny, or the file's")
     p.add_argument("--config", help="a TOML file applied on top of the preset")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="settings to change (train.lr=3e-4), applied last",
+    )
     p.set_defaults(func=run)
 
 

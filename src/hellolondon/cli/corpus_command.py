@@ -30,7 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sample", help="write the bundled sample corpus (no network)", formatter_class=RAW,
         epilog="example:\n  hellolondon corpus sample --out work/documents.jsonl",
     )  # fmt: skip
-    sample.add_argument("--out", default="work/documents.jsonl", help="documents.jsonl to write")
+    sample.add_argument(
+        "--out",
+        default="work/documents.jsonl",
+        help="documents.jsonl to write (default: work/documents.jsonl)",
+    )
     sample.add_argument(
         "--force", action="store_true", help="replace --out when it holds other documents"
     )

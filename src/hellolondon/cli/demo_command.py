@@ -24,12 +24,14 @@ def register(sub) -> None:
     p.add_argument(
         "--work", default="work/demo", help="folder for the corpus, tokenizer and token files"
     )
-    p.add_argument("--out-dir", default="runs", help="folder that holds run folders")
+    p.add_argument(
+        "--out-dir", default="runs", help="folder that holds run folders (default: runs)"
+    )
     p.add_argument(
         "--vocab-size",
         type=int,
         default=8192,
-        help="demo tokenizer size (the full default is 30,000)",
+        help="the demo's tokenizer size (default: 8192; `tokenizer train` defaults to 30,000)",
     )
     add_tracking_flags(p)
     p.add_argument(

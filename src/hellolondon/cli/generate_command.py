@@ -25,11 +25,20 @@ def register(sub) -> None:
         "--max-new-tokens", type=int, default=200,
         help="tokens to add; past the model's context its view shifts to the newest 3/4",
     )  # fmt: skip
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=200, help="0 keeps every token")
-    p.add_argument("--top-p", type=float, default=0.95, help="1 keeps every token")
-    p.add_argument("--repetition-penalty", type=float, default=1.1, help="1 turns it off")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="0 picks the most likely token (default: 0.8)",
+    )
+    p.add_argument("--top-k", type=int, default=200, help="0 keeps every token (default: 200)")
+    p.add_argument("--top-p", type=float, default=0.95, help="1 keeps every token (default: 0.95)")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.1, help="1 turns it off (default: 1.1)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=1337, help="the same seed, the same text (default: 1337)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
         "-i",

@@ -31,7 +31,9 @@ def register(sub) -> None:
     p.add_argument("spec", metavar="SWEEP.yaml", type=Path, help="the sweep file")
     p.add_argument("--trials", type=int, metavar="N", help="trials in all (a grid ends by itself)")
     p.add_argument(
-        "--out-dir", type=Path, help="the sweep folder (default: <out_dir>/sweep-<name>)"
+        "--out-dir",
+        type=Path,
+        help="the sweep folder (default: OUT/sweep-<name>, OUT being the out_dir of the sweep's command: runs unless it sets one)",
     )
     p.add_argument("--check", action="store_true", help="only check the sweep file; start nothing")
     p.set_defaults(func=run)
