@@ -176,7 +176,8 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
         and "period stuart: 3.3000" in card
         and "category drama: 3.1000" in card
         and "over the whole validation split (99 tokens scored: every one of its 100 after the "
-        "first)" in card
+        "first)"
+        in card
     )
     assert "AdamW" in card and "training tokens" in card
     # the years and periods of the documents it was trained on, not the configured 1500-1850
