@@ -85,9 +85,9 @@ def test_offline_training_run_is_tracked_as_the_guide_describes(tiny_data, tmp_p
         text=True,
         timeout=60,
     ).stdout
-    assert re.search(rf"^{name}\s+tiny\s+20\s+\d+\.\d{{4}}\s+offline\s+needed$", listing, re.M), (
-        listing
-    )
+    assert re.search(
+        rf"^{name}\s+tiny\s+finished\s+20\s+\d+\.\d{{4}}\s+offline\s+needed$", listing, re.M
+    ), listing
 
     again = train(env, tmp_path, "--resume", str(run_dir), "train.max_iters=30")
     assert again.returncode == 0, again.stdout + again.stderr
