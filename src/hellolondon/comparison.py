@@ -6,6 +6,7 @@ Everything is read back from the run folders through `report.rundata`.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import json
 import math
@@ -71,10 +72,9 @@ def _tokens_at(run: RunData, step: int | None, per_step: float | None) -> float 
     if step is None:
         return None
     steps, seen = run.series("train/tokens_seen")
-    before = [i for i, s in enumerate(steps) if s <= step]
-    if before:
-        i = before[-1]
-        return seen[i] + (step - steps[i]) * (per_step or 0) if steps[i] < step else seen[i]
+    i = bisect.bisect_right(steps, step) - 1  # the last row at or before it
+    if i >= 0:
+        return seen[i] + (step - steps[i]) * (per_step or 0)
     return per_step * step if per_step else (0 if step == 0 else None)
 
 

@@ -71,7 +71,7 @@ def bounded_words(text: str) -> Iterator[str]:
         yield from (run[0][i : i + MAX_WORD] for i in range(0, len(run[0]), MAX_WORD))
         start = run.end()
     if start < len(text) or not text:
-        yield text[start:] if start else text
+        yield text[start:]
 
 
 def read_token_file(text: str | None = None) -> tuple[list[str], dict[str, list[str]]]:

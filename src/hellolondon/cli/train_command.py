@@ -89,14 +89,14 @@ def _go_on(args: argparse.Namespace, run: Path) -> str:
     """How a stopped run goes on: one process says the command; a rank that `train --gpus`
     started leaves it to that launcher, which knows the process count; a rank of a torchrun
     started by hand names the run for that same torchrun command."""
-    from hellolondon.tracking.wandb_tracker import show_path
+    from hellolondon.rundir import RunDir
+    from hellolondon.tracking.wandb_tracker import resume_command, show_path
 
-    where = shlex.quote(show_path(run))
     if args.resolved_config:
         return ""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"; go on with the same torchrun command and --resume {where}"
-    return f"; go on with: hellolondon train --resume {where}"
+        return f"; go on with the same torchrun command and --resume {shlex.quote(show_path(run))}"
+    return f"; go on with: {resume_command(RunDir(run))}"
 
 
 def _check_global_batch(args: argparse.Namespace) -> None:
@@ -135,19 +135,26 @@ def _check_own_folder(resume: str, run_name: str | None, out_dir: str | None) ->
         )
 
 
+def _check_gpu_count(args: argparse.Namespace, cfg) -> None:
+    """--gpus N against the GPUs this machine has (or CPU processes with device=cpu)."""
+    from hellolondon.train.torchrun import check_gpus, gpu_names
+
+    if args.gpus is not None:
+        check_gpus(
+            args.gpus, cfg.train.device, 0 if cfg.train.device == "cpu" else len(gpu_names())
+        )
+
+
 def check_only(argv: list[str]) -> None:
     """Refuse, as `hellolondon train ARGV` would before its first step, without training: the
     settings, the device, the process count and the global batch, the data, the run folder."""
     from hellolondon.cli import parse_command_line
     from hellolondon.hardware import resolve_device
-    from hellolondon.train.torchrun import check_gpus, gpu_names, resolve_for
+    from hellolondon.train.torchrun import resolve_for
 
     args = parse_command_line(["train", *argv])
     cfg = config_from_args(args)
-    if args.gpus is not None:
-        check_gpus(
-            args.gpus, cfg.train.device, 0 if cfg.train.device == "cpu" else len(gpu_names())
-        )
+    _check_gpu_count(args, cfg)
     resolve_device(cfg.train.device)
     resolve_for(cfg, args.gpus or 1, args.resume, args.global_batch)
 
@@ -155,7 +162,7 @@ def check_only(argv: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     from hellolondon.train.distributed import launched_rank
     from hellolondon.train.loop import train
-    from hellolondon.train.torchrun import check_gpus, gpu_names, launch_train
+    from hellolondon.train.torchrun import launch_train
 
     cfg = config_from_args(args)
     is_main = launched_rank() == 0  # read now: a RANK that is not a number is refused up front
@@ -168,10 +175,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--master-port {args.master_port} applies only with --gpus, which starts torchrun"
         )
-    if args.gpus is not None:
-        check_gpus(
-            args.gpus, cfg.train.device, 0 if cfg.train.device == "cpu" else len(gpu_names())
-        )
+    _check_gpu_count(args, cfg)
     if args.gpus:  # this process starts torchrun, which starts the ranks (one included)
         return launch_train(
             cfg, args.gpus, args.resume, args.global_batch, args.master_port, args.debug

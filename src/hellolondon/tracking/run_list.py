@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.rundir import RunDir, runs_in
-from hellolondon.tracking.wandb_tracker import resend_command, segment_dirs, sync_command
+from hellolondon.tracking.wandb_tracker import resume_command, segment_dirs, sync_command
 
 
 @dataclass
@@ -51,10 +51,10 @@ def _sync_state(run: RunDir, state: dict[str, Any]) -> tuple[bool, str | None]:
     offline = [s for s in segments if s.name.startswith("offline-")]
     if state.get("status") == "failed" and state.get("mode") in ("offline", "online"):
         # W&B stopped mid-run and may lack the rows after: a resume sends them from the log
-        resend = resend_command(run)
-        return True, resend if state[
-            "mode"
-        ] == "online" else f"{resend} && {sync_command(run, run_id)}"
+        resend = resume_command(run)
+        if state["mode"] == "online":
+            return True, resend
+        return True, f"{resend} && {sync_command(run, run_id)}"
     if any(not any(s.glob("*.wandb.synced")) for s in offline):
         return True, sync_command(run, run_id)
     unfinished = ("upload_incomplete", "failed", "interrupted")

@@ -337,7 +337,7 @@ class WandbTracker:
         self.console(
             f"wandb: W&B stopped working ({type(exc).__name__}: {scrub_text(str(exc))[:200]}); "
             f"training goes on and every row is in {show_path(self.rundir.metrics_file)}. W&B may "
-            f"lack the latest rows: once this run has ended, {resend_command(self.rundir)} "
+            f"lack the latest rows: once this run has ended, {resume_command(self.rundir)} "
             f"sends it those from that log{upload}"
         )
 
@@ -433,9 +433,9 @@ def _artifact_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
-def resend_command(run: RunDir) -> str:
-    """The command that sends W&B the rows of a run it lacks: a resume replays the local log
-    past what W&B holds, and for a run that had ended trains no further step."""
+def resume_command(run: RunDir) -> str:
+    """The command that goes on with a run. It also sends W&B the rows it lacks: a resume
+    replays the local log past what W&B holds, and for a run that had ended trains no step."""
     return f"hellolondon train --resume {shlex.quote(show_path(run.path))}"
 
 
