@@ -398,6 +398,51 @@ def test_fsdp_resumes_a_ddp_checkpoint_and_saves_one_that_one_process_loads(
         torch.testing.assert_close(a, plain[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize(
+    ("message", "lost"),
+    [
+        ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer", True),
+        ("[gloo/transport/tcp/pair.cc:598] Read error [10.0.0.2]: Connection reset by peer", True),
+        ("NCCL error: remote process exited or there was a network error, ncclRemoteError", True),
+        ("NCCL communicator was aborted on rank 0.", True),
+        ("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error (run with "
+         "NCCL_DEBUG=INFO for details), NCCL version 2.21.5", False),
+        ("CUDA error: an illegal memory access was encountered", False),
+        ("[gloo] unsupported reduction on this tensor type", False),
+    ],
+)  # fmt: skip
+def test_a_peers_lost_connection_is_told_from_a_ranks_own_backend_error(message, lost):
+    """A rank's own NCCL or CUDA fault is its error to record, for rank 0 to name; only a
+    broken connection to a peer points at another rank's error."""
+    from hellolondon.train.distributed import lost_a_peer
+
+    assert lost_a_peer(RuntimeError(message)) is lost
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_the_launcher_waits_for_a_left_rank_but_not_for_a_pid_reused_since():
+    import threading
+
+    from hellolondon.train.torchrun import _started, _wait_for, _zombie
+
+    # a process that is not our child, as a rank is once torchrun is gone (without a subreaper)
+    out = subprocess.run(
+        ["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True
+    )
+    pid = int(out.stdout)
+    try:
+        t0 = time.monotonic()
+        _wait_for({pid: "1"})  # noted with another start time: that process is gone
+        assert time.monotonic() - t0 < 1.0
+        threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+        _wait_for({pid: _started(pid)})  # the same process: waited for until it ends
+        assert 0.4 < time.monotonic() - t0 < 10
+        assert _started(pid) is None or _zombie(pid)  # ended (maybe not yet reaped by init)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_split_batch_keeps_the_global_batch_or_refuses():
     assert split_batch(16, 2, max_batch=8) == (8, 1)
     assert split_batch(16, 1, max_batch=8) == (8, 2)

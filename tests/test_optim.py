@@ -19,7 +19,7 @@ from hellolondon.rundir import read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
 from hellolondon.train.muon import Muon
-from hellolondon.train.optim import MuonWithAdamW, build_optimizer, lr_at, lr_scale
+from hellolondon.train.optim import MuonWithAdamW, build_optimizer, lr_scale
 
 has_torch_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch < 2.9")
 
@@ -27,6 +27,11 @@ has_torch_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="to
 def _cfg(**kw) -> TrainConfig:
     base = dict(max_iters=100, warmup_iters=10, lr=1e-3, min_lr=1e-4)
     return TrainConfig(**{**base, **kw})
+
+
+def lr_at(it: int, c: TrainConfig) -> float:
+    """The AdamW group's rate as `train_step` sets it: its peak times the schedule's scale."""
+    return c.lr * lr_scale(it, c)
 
 
 def test_cosine_warms_up_then_decays_to_the_floor():

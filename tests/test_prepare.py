@@ -331,6 +331,40 @@ def test_failure_midway_leaves_no_half_files(setup, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_replacement_cut_short_leaves_no_folder_that_looks_complete(setup, tmp_path, monkeypatch):
+    """Replacing token files: the old meta.json goes first, so old and new files are never
+    taken together for a complete folder."""
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
+    moved = []
+    real_replace = os.replace
+
+    def killed_after_one(src, dst):
+        if moved:
+            raise KeyboardInterrupt  # the process stops between two renames
+        moved.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(prep.os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
+    assert [p.name for p in moved] == ["train.bin"] and not (tmp_path / "meta.json").exists()
+    assert not prep.is_prepared(tmp_path)
+    with pytest.raises(UserError, match="without their meta.json .* add --force to make them"):
+        prep.check_replace(tmp_path)
+
+
+def test_two_prepares_into_one_folder_are_not_run_at_once(setup, tmp_path):
+    from hellolondon.files import exclusive_lock
+
+    root, _ = setup
+    held = exclusive_lock(tmp_path / ".prepare.lock", lambda pid: AssertionError(pid))
+    busy = pytest.raises(UserError, match=r"is being written by another `prepare` \(process")
+    with held, busy:
+        prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_vocab_too_big_for_uint16(setup, tmp_path, monkeypatch):
     root, _ = setup
     tok = load_tokenizer(root / "tok")
@@ -405,7 +439,7 @@ def test_cli_prepare_does_not_replace_token_files_without_force(setup, tmp_path,
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "train.bin").write_bytes(b"\x00\x00")
     assert main([*args, "--out", str(tmp_path / "half")]) == 2
-    assert "already holds token files: train.bin;" in capsys.readouterr().err
+    assert "holds token files without their meta.json" in capsys.readouterr().err
 
 
 def test_cli_prepare_writes_no_token_files_among_other_files(setup, tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import statistics
 import time
@@ -187,6 +188,30 @@ def test_the_held_out_set_is_fixed_for_the_run_whatever_the_batch_split(tiny_dat
     assert values[0] == pytest.approx(values[1], rel=1e-6)
 
 
+def test_an_fsdp_rank_with_no_held_out_sequences_still_makes_the_others_calls(
+    tiny_data, tmp_path, monkeypatch
+):
+    """With fewer held-out sequences than ranks, a rank's share is empty; under FSDP it must
+    still run as many forwards as the others (each gathers weights), counting none of them."""
+    import dataclasses
+
+    from hellolondon.train import steps
+    from hellolondon.train.run import setup_run
+
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=f", "eval_seqs=2", "batch_size=1")
+    run = setup_run(cfg, log=quiet)
+    run.tracker.finish()
+    run.dist = dataclasses.replace(run.dist, rank=3, world_size=4, fsdp=True)
+    calls = []
+    forward = run.model.forward
+    monkeypatch.setattr(run.model, "forward", lambda x, y: calls.append(len(x)) or forward(x, y))
+    sums = []
+    monkeypatch.setattr(steps, "all_reduce_mean", lambda t, d: sums.append(t.clone()) or t)
+    steps._eval_split(run, "val")
+    assert calls == [1]  # one call, as the ranks that hold a sequence make
+    assert sums[0].tolist() == [0.0, 0.0]  # and nothing of it in the sums
+
+
 def test_the_stop_policy_on_a_nonfinite_loss_is_an_early_stop_and_an_error(
     tiny_data, tmp_path, monkeypatch, capsys
 ):
@@ -346,6 +371,25 @@ def test_pruning_never_deletes_the_checkpoint_it_has_just_written(tiny_data, tmp
     assert modes["model.safetensors"] == modes["state.json"]  # safetensors alone wrote 0600
 
 
+def test_a_folder_a_killed_save_moved_aside_is_put_back(trained_run, tmp_path):
+    """Killed between its two renames, a save leaves `best` (or a step folder saved again)
+    moved aside under `.NAME.old` and nothing in its place: the next save puts it back."""
+    root = tmp_path / "checkpoints"
+    shutil.copytree(trained_run / "checkpoints" / "step-000040", root / "step-000040")
+    shutil.copytree(root / "step-000040", root / ".best.old")
+    shutil.copytree(root / "step-000040", root / ".best.tmp")  # the replacement, half made
+    shutil.copytree(root / "step-000040", root / ".step-000040.old")  # its folder is there
+    weights = checkpoint.load_weights(root / "step-000040")
+    checkpoint.save(root, 50, weights, {}, {"config": {}}, keep_last=2, is_best=False)
+    assert sorted(p.name for p in root.iterdir()) == [
+        "best",
+        "latest",
+        "step-000040",
+        "step-000050",
+    ]
+    assert checkpoint.read_state(root / "best")["step"] == 40
+
+
 def test_a_checkpoint_write_on_a_full_disk_is_named_and_gives_its_space_back(
     trained_run, tmp_path, monkeypatch
 ):
@@ -410,6 +454,36 @@ def test_resuming_a_run_that_is_training_now_is_refused(trained_run, tmp_path, l
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"is being trained now (process {live_python})" in err
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_two_resumes_at_once_cannot_both_take_the_run(trained_run, tmp_path):
+    """The check for a live trainer and this process's record are one step: while another
+    resume holds that step, this one is refused; after it, its record refuses the next."""
+    from hellolondon.errors import UserError
+    from hellolondon.files import exclusive_lock
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(trained_run, run.path)
+    held = exclusive_lock(run.path / ".resume.lock", lambda pid: AssertionError(pid))
+    with held, pytest.raises(UserError, match=r"is being resumed now \(process \d+\)"):
+        run.claim_to_resume()
+    run.claim_to_resume()
+    assert run.training_process() == ("running", f"process {os.getpid()}")
+    assert not (run.path / ".resume.lock").exists()
+
+
+def test_a_tokenizer_copy_cut_short_is_made_again(tiny_data, tmp_path):
+    src = tiny_data.parent / "tokenizer"
+    run = RunDir(tmp_path / "run")
+    run.tokenizer_dir.mkdir(parents=True)
+    (run.tokenizer_dir / "vocab.json").write_text("{")  # a copy killed halfway
+    run.copy_tokenizer(src)
+    copied = sorted(p.name for p in run.tokenizer_dir.iterdir())
+    assert copied == sorted(p.name for p in src.iterdir())
+    assert (run.tokenizer_dir / "tokenizer.json").read_bytes() == (
+        src / "tokenizer.json"
+    ).read_bytes()
+    assert [p.name for p in run.path.iterdir()] == ["tokenizer"]  # no temporary folder left
 
 
 def _without_timing(rows: list[dict]) -> list[dict]:

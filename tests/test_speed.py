@@ -172,6 +172,43 @@ def test_device_skip_leaves_weights_and_optimizer_untouched(
     assert [(e["step"], e["text"][:8]) for e in bad] == [(3, "loss nan")]  # as train/iter says
 
 
+def test_the_stop_policy_stops_at_the_bad_step_where_the_device_could_skip_it(
+    tiny_data, tmp_path, monkeypatch
+):
+    """Under `nonfinite=stop` each step's loss is read at once, even with a fused optimizer:
+    the checkpoint holds the weights from before the bad step, not those of later steps
+    applied before the next read."""
+    from safetensors.torch import load_file
+
+    from hellolondon.model import GPT
+
+    _fused_adamw(monkeypatch)
+    real = GPT.forward
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def poisoned(self, idx, targets=None, cache=None):
+        if self.training and targets is not None:
+            seen.append({k: v.detach().clone() for k, v in self.state_dict().items()})
+        logits, loss = real(self, idx, targets, cache)
+        if self.training and targets is not None and len(seen) == 3:
+            loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    on_device = []
+    monkeypatch.setattr("hellolondon.train.steps.step_unless", lambda *a: on_device.append(a))
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=s", "train.max_iters=8", "eval_interval=0",
+        "train.log_interval=8", "train.ckpt_interval=0", "train.nonfinite=stop",
+    )  # fmt: skip
+    summary = train(cfg, log=lambda *_: None)
+    assert on_device == [] and summary["stop_reason"] == "non-finite loss"
+    assert summary["iterations"] == 2 and len(seen) == 3  # stopped at the bad step, not step 8
+    saved = load_file(tmp_path / "s" / "checkpoints" / "step-000002" / "model.safetensors")
+    shared = [k for k in saved if k in seen[2]]
+    assert shared and all(torch.equal(saved[k], seen[2][k]) for k in shared)
+
+
 def test_readback_reads_once_and_carries_the_stop_flag():
     class Stop:
         requested = False

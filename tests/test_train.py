@@ -239,6 +239,47 @@ def test_out_of_memory_is_an_error_finding_and_ends_the_tracked_run_as_failed(
     assert process == ("failed", "OutOfMemoryError at step 3")  # what `compare` and `watch` say
 
 
+def test_a_failure_after_the_logs_closed_is_recorded_and_raised_as_itself(
+    tiny_data, tmp_path, monkeypatch
+):
+    """The end of a run (the ranks' last barrier, say) can fail after the logs were closed:
+    the failure still reaches events.jsonl, and the error raised is that one."""
+    import hellolondon.train.steps as steps
+
+    def barrier(dist):
+        raise RuntimeError("the last barrier failed")
+
+    monkeypatch.setattr(steps, "shutdown", barrier)
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=late", "train.max_iters=2")
+    with pytest.raises(RuntimeError, match="the last barrier failed"):
+        train(cfg, log=lambda *_: None)
+    events = [e for e in read_jsonl(tmp_path / "late" / "events.jsonl") if e["rule"] == "failure"]
+    assert [(e["level"], e["step"]) for e in events] == [("ERROR", 2)]
+    assert "the last barrier failed" in events[0]["text"]
+
+
+def test_a_failure_that_cannot_be_recorded_still_raises_the_first_error(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    import torch
+
+    import hellolondon.train.loop as loop
+    from hellolondon.rundir import RunDir as Folder
+
+    def step(run, stop):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    def full_disk(self, error):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(Folder, "mark_failed", full_disk)
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=full", "train.max_iters=2")
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        train(cfg, log=lambda *_: None)
+    assert "the failure could not be recorded" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

@@ -22,6 +22,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 
 from hellolondon.corpus.documents import check_corpus_file, read_documents
 from hellolondon.errors import UserError
-from hellolondon.files import other_files, sha256_file, some_of
+from hellolondon.files import exclusive_lock, other_files, sha256_file, some_of
 from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer, text_pieces
 
@@ -158,6 +159,7 @@ class _Writer:
     """Appends each document's tokens to train.bin or val.bin and records the val spans."""
 
     def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
         self.tmp = {name: out_dir / f".{name}.tmp" for name in OUTPUTS}
         # Closed by close() or discard(): the files live across many write() calls.
         self.files = {s: open(self.tmp[f"{s}.bin"], "wb") for s in ("train", "val")}  # noqa: SIM115
@@ -183,7 +185,19 @@ class _Writer:
 
     def close(self) -> None:
         for f in self.files.values():
-            f.close()
+            if not f.closed:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+
+    def finish(self, meta: str) -> None:
+        """Put the new files in place of the old ones. Until the new meta.json is in, the
+        folder has none: a process killed halfway leaves token files `prepare` must make
+        again, never old and new files that look complete together."""
+        self.tmp["meta.json"].write_text(meta, encoding="utf-8")
+        (self.out_dir / "meta.json").unlink(missing_ok=True)
+        for name in OUTPUTS:  # meta.json last
+            os.replace(self.tmp[name], self.out_dir / name)
 
     def discard(self) -> None:
         self.close()
@@ -197,6 +211,13 @@ def _default_workers(corpus: Path) -> int:
     if corpus.stat().st_size < 64 * 2**20:
         return 1
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def _busy(out_dir: Path, pid: str) -> UserError:
+    return UserError(
+        f"{out_dir} is being written by another `prepare` (process {pid}); wait for it to end, "
+        "or choose another --out"
+    )
 
 
 def prepare(
@@ -228,28 +249,25 @@ def prepare(
         )
     val_ids = choose_validation(sizes, val_fraction)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out_dir)
-    try:
-        _run(
-            corpus,
-            val_ids,
-            tokenizer,
-            tokenizer_dir,
-            writer,
-            workers or _default_workers(corpus),
-            show_progress,
-            sum(size for _, _, size in sizes),
-        )
-        writer.close()
-        meta = _meta(corpus, tokenizer, writer, val_fraction) | dates(f[3:] for f in first)
-        writer.tmp["meta.json"].write_text(
-            json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-    except BaseException:
-        writer.discard()
-        raise
-    for name in OUTPUTS:  # meta.json last: a folder with meta.json is complete
-        os.replace(writer.tmp[name], out_dir / name)
+    with exclusive_lock(out_dir / ".prepare.lock", partial(_busy, out_dir)):
+        writer = _Writer(out_dir)
+        try:
+            _run(
+                corpus,
+                val_ids,
+                tokenizer,
+                tokenizer_dir,
+                writer,
+                workers or _default_workers(corpus),
+                show_progress,
+                sum(size for _, _, size in sizes),
+            )
+            writer.close()
+            meta = _meta(corpus, tokenizer, writer, val_fraction) | dates(f[3:] for f in first)
+            writer.finish(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+        except BaseException:
+            writer.discard()
+            raise
     seconds = time.perf_counter() - t0
     return meta | {"seconds": seconds, "corpus_bytes": corpus.stat().st_size}
 
@@ -354,6 +372,11 @@ def check_replace(out_dir: str | Path, force: bool = False) -> None:
     found = [name for name in OUTPUTS if (out / name).exists()]
     if force or not found:
         return
+    if "meta.json" not in found:
+        raise UserError(
+            f"{out} holds token files without their meta.json (a `prepare` stopped while "
+            "writing them); add --force to make them again, or choose another --out"
+        )
     try:
         meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -378,6 +401,16 @@ def tokens_fingerprint(train_sha256: str, val_sha256: str) -> str:
 def token_file(data_dir: str | Path, split: str) -> Path:
     """The token file of `split` ("train" or "val") in a prepared folder."""
     return Path(data_dir) / f"{split}.bin"
+
+
+def open_tokens(data_dir: str | Path, split: str) -> np.ndarray:
+    """The token ids of `split`, mapped from its file (not read into memory)."""
+    path = token_file(data_dir, split)
+    if not path.is_file():
+        raise UserError(f"token file {path} not found; run `hellolondon prepare` first")
+    if path.stat().st_size == 0:  # numpy cannot map an empty file; the caller names it
+        return np.zeros(0, dtype=DTYPE)
+    return np.memmap(path, dtype=DTYPE, mode="r")
 
 
 def is_prepared(data_dir: str | Path) -> bool:

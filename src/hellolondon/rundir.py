@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write, read_json, write_json
+from hellolondon.files import atomic_write, exclusive_lock, read_json, write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -220,17 +220,27 @@ class RunDir:
     def mark_ended(self) -> None:
         self.process_file.unlink(missing_ok=True)
 
-    def check_not_training(self) -> None:
-        """Refuse to continue a run that another live process is training now: both would
-        write its checkpoints and logs, and prune each other's checkpoints."""
-        if self._own_record():
-            return
-        found = self.training_process()
-        if found is not None and found[0] == "running":
-            raise UserError(
-                f"run {self.path} is being trained now ({found[1]}); wait for it to end or stop "
-                "it (Ctrl-C, or kill that process) before resuming"
+    def claim_to_resume(self) -> None:
+        """Record this process as the one training the run, refused while another live process
+        trains it: both would write its checkpoints and logs, and prune each other's
+        checkpoints. The check and the record are one step under a lock, so two resumes started
+        at once (a job requeued while the old one still saves, a command run twice) cannot
+        both pass the check."""
+
+        def refuse(pid: str) -> UserError:
+            return UserError(
+                f"run {self.path} is being resumed now (process {pid}); wait for it to end or "
+                "stop it before resuming"
             )
+
+        with exclusive_lock(self.path / ".resume.lock", refuse):
+            found = None if self._own_record() else self.training_process()
+            if found is not None and found[0] == "running":
+                raise UserError(
+                    f"run {self.path} is being trained now ({found[1]}); wait for it to end or "
+                    "stop it (Ctrl-C, or kill that process) before resuming"
+                )
+            self.mark_training()
 
     def check_config_readable(self) -> None:
         """Refuse to continue a run whose config.json is there but unreadable (cut short by a
@@ -313,9 +323,16 @@ class RunDir:
             f.write(f"=== iteration {step}\n{text}\n\n")
 
     def copy_tokenizer(self, src: str | Path | None) -> None:
-        """Keep a copy of the run's tokenizer beside it (once), so the run is self-contained."""
-        if src and (Path(src) / "tokenizer.json").is_file() and not self.tokenizer_dir.exists():
-            shutil.copytree(src, self.tokenizer_dir)
+        """Keep a copy of the run's tokenizer beside it (once), so the run is self-contained.
+        Copied under a temporary name and renamed: a copy cut short is never taken for one."""
+        done = (self.tokenizer_dir / "tokenizer.json").is_file()
+        if not src or not (Path(src) / "tokenizer.json").is_file() or done:
+            return
+        tmp = self.path / f".tokenizer.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        shutil.rmtree(self.tokenizer_dir, ignore_errors=True)  # what a killed copy left
+        os.replace(tmp, self.tokenizer_dir)
 
 
 def runs_in(path: str | Path) -> list[RunDir]:
@@ -414,6 +431,8 @@ class JsonlLog:
         self._f: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def write(self, row: dict[str, Any]) -> None:
+        if self._f.closed:  # a failure after the run closed its logs is still recorded
+            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self._f.write(json.dumps(jsonable(row)) + "\n")
         self._f.flush()
 

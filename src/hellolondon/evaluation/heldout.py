@@ -26,7 +26,7 @@ from tokenizers import pre_tokenizers
 
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
-from hellolondon.prepare import token_file
+from hellolondon.prepare import open_tokens, token_file
 from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import Tokenizer
 
@@ -140,7 +140,7 @@ def score_heldout(
             f"--stride must be between 1 and the model's context ({context}), not {stride}"
         )
     val_bin = token_file(data_dir, "val")
-    tokens = np.memmap(val_bin, dtype=np.uint16, mode="r")
+    tokens = open_tokens(data_dir, "val")
     total = len(tokens)
     if max_tokens:
         tokens = tokens[: max_tokens + 1]

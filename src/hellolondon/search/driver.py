@@ -65,10 +65,6 @@ def _metric(
     return values, summary
 
 
-def _history(folder: SweepFolder, trial: Trial, metric: str | None) -> list[float]:
-    return _metric(folder, trial, metric)[0]
-
-
 def _objective(values: list[float], summary: float | None) -> float | None:
     """The trial's value as W&B's summary holds it, which W&B's own sweeps search and rank by:
     the value the summary set, else the last one logged (the end of training, not the best

@@ -132,10 +132,14 @@ def save(
 
 def _remove_unfinished(ckpt_root: Path) -> None:
     """What an earlier process killed while saving left: a folder it was writing
-    (.step-NNNNNN.tmp-<pid>) or had moved aside (.step-NNNNNN.old). Never resumed, each as large
-    as a checkpoint. Only one process writes a run's checkpoints (rank 0; a resume refuses a
-    live run)."""
-    for left in ckpt_root.glob(".step-*"):
+    (.step-NNNNNN.tmp-<pid>, .best.tmp), never resumed and as large as a checkpoint; and one it
+    had moved aside (.step-NNNNNN.old, .best.old), put back where its replacement never came.
+    Only one process writes a run's checkpoints (rank 0; a resume refuses a live run)."""
+    for old in ckpt_root.glob(".*.old"):
+        final = ckpt_root / old.name[1 : -len(".old")]
+        if not final.exists():
+            os.rename(old, final)
+    for left in [*ckpt_root.glob(".step-*"), *ckpt_root.glob(".best.*")]:
         shutil.rmtree(left, ignore_errors=True)
 
 

@@ -14,30 +14,21 @@ import functools
 import queue
 import threading
 import weakref
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hellolondon.errors import UserError
-from hellolondon.prepare import token_file
-
-
-def open_tokens(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise UserError(f"token file {path} not found; run `hellolondon prepare` first")
-    if path.stat().st_size == 0:  # numpy cannot map an empty file; the caller names it
-        return np.zeros(0, dtype=np.uint16)
-    return np.memmap(path, dtype=np.uint16, mode="r")
+from hellolondon.prepare import open_tokens
 
 
 class Batches:
     def __init__(
         self, data_dir: str | Path, block_size: int, seed: int, device: torch.device
     ) -> None:
-        self.train = open_tokens(token_file(data_dir, "train"))
-        self.val = open_tokens(token_file(data_dir, "val"))
+        self.train = open_tokens(data_dir, "train")
+        self.val = open_tokens(data_dir, "val")
         self.T = block_size
         self.seed = seed
         self.device = device
@@ -60,11 +51,17 @@ class Batches:
     def epoch_of(self, sample: int) -> float:
         return sample / self.n_windows
 
-    @lru_cache(maxsize=2)  # noqa: B019 - two epochs at most are live at once
     def _epoch(self, epoch: int) -> tuple[int, np.ndarray]:
-        rng = np.random.default_rng([self.seed, epoch])
-        offset = int(rng.integers(0, self.T))
-        return offset, rng.permutation(self.n_windows).astype(np.int64)
+        """The epoch's window offset and order; the last two are kept (two at most are in use
+        at once, at an epoch's end)."""
+        kept = self.__dict__.setdefault("_epochs", {})
+        if epoch not in kept:
+            rng = np.random.default_rng([self.seed, epoch])
+            offset = int(rng.integers(0, self.T))
+            kept[epoch] = offset, rng.permutation(self.n_windows).astype(np.int64)
+            for old in sorted(kept)[:-2]:
+                del kept[old]
+        return kept[epoch]
 
     def _starts(self, first: int, count: int) -> np.ndarray:
         g = np.arange(first, first + count, dtype=np.int64)

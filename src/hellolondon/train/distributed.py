@@ -121,9 +121,11 @@ def collective_timeout_s() -> float:
     )
 
 
-# How a collective fails when a peer process is gone: gloo's and NCCL's words for it
+# How a collective fails when a peer process is gone: gloo's and NCCL's words for it. Not
+# the backends' names: a rank's own NCCL or CUDA fault names NCCL too, and is its own error.
 _LOST_PEER = re.compile(
-    r"connection closed by peer|connection reset|broken pipe|remote (worker|process)|nccl|gloo",
+    r"connection (closed|reset)|reset by peer|broken pipe|remote (worker|process)|network error"
+    r"|communicator was aborted|timed out waiting",
     re.IGNORECASE,
 )
 
@@ -131,8 +133,8 @@ _LOST_PEER = re.compile(
 def lost_a_peer(exc: BaseException) -> bool:
     """Whether `exc` is a collective that failed because another rank did (its process died,
     or closed its end): that rank's own error is then the one to name."""
-    dist_error = getattr(dist, "DistError", ())
-    return isinstance(exc, dist_error) or bool(_LOST_PEER.search(str(exc)))
+    network_error = getattr(dist, "DistNetworkError", ())
+    return isinstance(exc, network_error) or bool(_LOST_PEER.search(str(exc)))
 
 
 def _die_with_parent() -> None:

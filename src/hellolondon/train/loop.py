@@ -67,8 +67,7 @@ def _train(run: Run) -> dict:
         rows = results.read(stop)  # also agrees on a stop over ranks
         if st.step == first:
             clock.first_step()
-        if report_skipped(run, rows):
-            break  # the bad steps were skipped on the device; the checkpoint has this step
+        report_skipped(run, rows)  # steps the device skipped (train.nonfinite=skip)
         if log_now:
             log_train(run, rows[-1].loss, rows[-1].grad_norm, rows[-1].lr, clock)
         with clock.paused():  # eval, checkpoint and sample time stay out of dt_ms

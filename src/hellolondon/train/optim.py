@@ -184,8 +184,3 @@ def lr_scale(it: int, cfg: TrainConfig) -> float:
         return floor + shape * (1.0 - floor)
     ratio = (it - cfg.warmup_iters) / max(1, end - cfg.warmup_iters)
     return floor + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - floor)
-
-
-def lr_at(it: int, cfg: TrainConfig) -> float:
-    """The AdamW learning rate at step `it` (what the console and tracker show as `lr`)."""
-    return cfg.lr * lr_scale(it, cfg)

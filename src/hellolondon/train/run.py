@@ -48,7 +48,7 @@ class Run:
     meta: dict[str, Any]
     peak_flops: float | None
     state: TrainState = field(default_factory=TrainState)
-    eval_cache: dict[str, list] = field(default_factory=dict)  # the fixed held-out batches
+    eval_cache: dict[str, tuple] = field(default_factory=dict)  # the fixed held-out batches
     slow: bool = False  # steps take seconds (a GPU preset on a CPU): show more progress
     stop: Any = None  # the loop's StopSignal, so a long evaluation can give way to it
     log: Callable[[str], None] = print
@@ -156,8 +156,8 @@ def _run_folder(cfg: RunConfig, ckpt: Path | None, d: Dist) -> RunDir:
     if d.is_main and _new_folder(cfg, ckpt):
         rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
     elif d.is_main:
-        rundir.check_not_training()
         rundir.check_config_readable()
+        rundir.claim_to_resume()
     return rundir
 
 

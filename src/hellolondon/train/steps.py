@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -121,9 +122,10 @@ def train_step(run: Run, stop: StopSignal | None = None) -> StepResult:
     """One optimizer step over the step's micro-batches. A non-finite loss or grad norm leaves
     weights and optimizer untouched. Returns the loss, grad norm and stop flag averaged over
     ranks as one device tensor, read later in one go (`speed.Readback`): with fused AdamW the
-    skip is decided on the device and no step waits for the GPU; otherwise the step reads one
-    flag (`skipped` is then known at once). Another rank's stop signal reaches this one at the
-    read."""
+    skip is decided on the device and no step waits for the GPU; otherwise, and always under
+    `train.nonfinite=stop` (whose checkpoint must hold the weights from before the bad step,
+    not those of the steps after it), the step reads one flag (`skipped` is then known at
+    once). Another rank's stop signal reaches this one at the read."""
     c, d, opt = run.cfg.train, run.dist, run.optimizer
     scale = lr_scale(run.state.step, c)  # one schedule for every group, each from its own peak
     for group in opt.param_groups:
@@ -154,7 +156,7 @@ def train_step(run: Run, stop: StopSignal | None = None) -> StepResult:
     flag = total.new_full((), float(stop is not None and stop.pending))
     values = all_reduce_mean(torch.stack([total, norm.to(total), flag]), d)
     skipped: bool | None
-    if skips_on_device(opt, run.scaler) and not d.fsdp:
+    if skips_on_device(opt, run.scaler) and not d.fsdp and c.nonfinite == "skip":
         step_unless(opt, ~torch.isfinite(values[:2]).all())
         skipped = None
     else:
@@ -197,24 +199,34 @@ def evaluate(run: Run) -> bool:
     return run.state.record_eval(val, means["train"])
 
 
-def _eval_split(run: Run, split: str) -> float:
+def _eval_batches(run: Run, split: str) -> tuple[list, tuple]:
+    """This rank's share of the split's fixed sequences in micro-batches, and a batch to run
+    where FSDP needs more calls than the share has (the first sequence of all, when this
+    rank's share is empty); loaded once for the run."""
     c, d = run.cfg.train, run.dist
-    if split not in run.eval_cache:  # this rank's share of the sequences, in micro-batches
-        seqs = run.batches.fixed_batches(split, c.eval_seqs, 1)[d.rank :: d.world_size]
-        run.eval_cache[split] = [
+    if split not in run.eval_cache:
+        every = run.batches.fixed_batches(split, c.eval_seqs, 1)
+        seqs = every[d.rank :: d.world_size]
+        batches = [
             tuple(torch.cat(part) for part in zip(*seqs[i : i + c.batch_size], strict=True))
             for i in range(0, len(seqs), c.batch_size)
         ]
-    batches = run.eval_cache[split]
+        run.eval_cache[split] = batches, batches[0] if batches else every[0]
+    return run.eval_cache[split]
+
+
+def _eval_split(run: Run, split: str) -> float:
+    c, d = run.cfg.train, run.dist
+    batches, filler = _eval_batches(run, split)
     # FSDP gathers weights inside every forward, so all ranks must make as many calls: a rank
-    # with fewer batches repeats its first one and leaves it out of the sums
+    # with fewer batches runs `filler` and leaves it out of the sums
     share = -(-c.eval_seqs // d.world_size)
     calls = -(-share // c.batch_size) if d.fsdp else len(batches)
     sums = torch.zeros(2, device=d.device)  # loss summed over sequences, sequences
     for i in progress_bar(range(calls), desc=f"eval {split}", leave=False, disable=not run.slow):
         if run.stop is not None and run.stop.pending and not d.enabled:
             raise _Stopped  # one process: nothing to agree on, so a long evaluation gives way
-        x, y = batches[i] if i < len(batches) else batches[0]
+        x, y = batches[i] if i < len(batches) else filler
         with run.autocast():
             loss = run.model(x, y)[1].float()
         if i < len(batches):
@@ -303,16 +315,14 @@ def handle_nonfinite(run: Run, iteration: int, loss: float, grad_norm: float) ->
     return policy
 
 
-def report_skipped(run: Run, rows: list) -> bool:
-    """Report the steps the device skipped (fused AdamW) once their losses are read; True when
-    the policy stops the run. Steps read at once were reported when they ran."""
+def report_skipped(run: Run, rows: list) -> None:
+    """Report the steps the device skipped (fused AdamW or Muon under `train.nonfinite=skip`)
+    once their losses are read. Steps read at once were reported when they ran."""
     for row in rows:
         if row.skipped and not row.known_at_once:
             what = nonfinite_what(row.loss, row.grad_norm)
             run.log(f"iteration {row.step + 1}: non-finite {what}; the step was skipped")
-            if handle_nonfinite(run, row.step + 1, row.loss, row.grad_norm) == "stop":
-                return True
-    return False
+            handle_nonfinite(run, row.step + 1, row.loss, row.grad_norm)
 
 
 def sample_due(run: Run) -> bool:
@@ -349,17 +359,10 @@ def failure_reported(run: Run) -> Iterator[None]:
     except Exception as exc:
         step = run.state.step
         error, message, peer = _cause(run, exc)
-        if run.dist.enabled and not run.dist.is_main and not lost_a_peer(exc):
-            run.rundir.mark_rank_failed(run.dist.rank, step, error, message)  # for rank 0 to name
-        on = f" on rank {peer}" if peer is not None else ""
-        if run.dist.is_main:
-            run.rundir.mark_failed(f"{error} at step {step}{on}")
-        said = f"rank {peer}: {message}" if peer is not None else message
-        if run.monitor is not None:
-            run.monitor.failed(step, error, said)
-        else:
-            run.tracker.alert(*failure_finding(error, said), "ERROR", step=step, rule="failure")
-        run.tracker.finish(exit_code=1)
+        try:
+            _record_failure(run, exc, step, error, message, peer)
+        except Exception as other:  # a full disk, say: the first error is the one to show
+            print(f"warning: the failure could not be recorded ({other!r})", file=sys.stderr)
         if peer is not None:
             what = f"rank {peer} failed at step {step} ({error}: {message})"
         elif error == LOST_RANK:  # nothing of the dead rank's own to name
@@ -369,6 +372,24 @@ def failure_reported(run: Run) -> Iterator[None]:
         stopped = UserError(f"{what}; rank {run.dist.rank} stopped with it")
         stopped.exit_code = 1
         raise stopped from exc
+
+
+def _record_failure(
+    run: Run, exc: Exception, step: int, error: str, message: str, peer: int | None
+) -> None:
+    """Say how training failed in the run folder, the health findings and W&B, and end the
+    W&B run as failed."""
+    if run.dist.enabled and not run.dist.is_main and not lost_a_peer(exc):
+        run.rundir.mark_rank_failed(run.dist.rank, step, error, message)  # for rank 0 to name
+    on = f" on rank {peer}" if peer is not None else ""
+    if run.dist.is_main:
+        run.rundir.mark_failed(f"{error} at step {step}{on}")
+    said = f"rank {peer}: {message}" if peer is not None else message
+    if run.monitor is not None:
+        run.monitor.failed(step, error, said)
+    else:
+        run.tracker.alert(*failure_finding(error, said), "ERROR", step=step, rule="failure")
+    run.tracker.finish(exit_code=1)
 
 
 def _cause(run: Run, exc: Exception) -> tuple[str, str, int | None]:

@@ -226,14 +226,16 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
 
     old_term = signal.signal(signal.SIGTERM, forward)
     old_int = signal.signal(signal.SIGINT, interrupt)
-    ranks: set[int] = set()  # noted while torchrun lives: once it dies they are orphans
+    # torchrun's processes as of the last second (pid: start time): once it dies they are
+    # orphans; those that ended before are not kept (their pids may be reused since)
+    ranks: dict[int, str | None] = {}
     try:
         while True:
             try:
                 rc = child.wait(timeout=1.0)
                 break
             except subprocess.TimeoutExpired:
-                ranks.update(_descendants(child.pid))
+                ranks = {pid: _started(pid) for pid in _descendants(child.pid)}
         _wait_for(ranks)
         return rc, (got[0] if got else None)
     finally:
@@ -243,21 +245,34 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
             _prctl(36, 0)
 
 
-def _wait_for(pids: set[int]) -> None:
-    """Wait until these processes (ranks torchrun left behind) have ended: reaped as our
-    children where the subreaper made them so, else watched until they are gone."""
-    for pid in pids:
+def _wait_for(pids: dict[int, str | None]) -> None:
+    """Wait until these processes (pid: start time; ranks torchrun left behind) have ended:
+    reaped as our children where the subreaper made them so, else watched until they are gone
+    (or their pid names a process started since)."""
+    for pid, started in pids.items():
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:  # not ours: another process reaps it
-            while Path(f"/proc/{pid}").exists() and not _zombie(pid):
+            while started is not None and _started(pid) == started and not _zombie(pid):
                 time.sleep(0.1)
 
 
-def _zombie(pid: int) -> bool:
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first); [] when it is gone."""
     with contextlib.suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    return False
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return []
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (in clock ticks since boot), None when it is gone: with the
+    pid, it names one process even after the pid is reused."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else None
+
+
+def _zombie(pid: int) -> bool:
+    return _stat(pid)[:1] == ["Z"]
 
 
 # ---------------------------------------------------------------- torchrun, less its traceback
