@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pexpect
 import pytest
@@ -325,9 +326,12 @@ def test_the_wandb_default_is_the_mode_train_would_choose(
     # the W&B guide's second way to set the key is `wandb login`, with no WANDB_API_KEY
     monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: [])
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    if stored:
+    if stored:  # where `wandb login` stores it: under the host of the installed W&B's default
+        import wandb
+
+        host = urlparse(wandb.Settings().base_url).netloc
         netrc = tmp_path / "netrc"
-        netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {KEY}\n")
+        netrc.write_text(f"machine {host}\n  login user\n  password {KEY}\n")
         netrc.chmod(0o600)
         monkeypatch.setenv("NETRC", str(netrc))
     for name, value in env.items():

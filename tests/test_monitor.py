@@ -166,6 +166,18 @@ def test_a_run_that_blows_up_in_its_first_rows_is_diverging_against_its_first_lo
     assert "plateau" not in _rules(m)  # flat at 28x the start is the divergence, not a plateau
 
 
+def test_a_run_that_blows_up_before_its_first_row_is_diverging_against_the_untrained_eval():
+    """The first train row comes `log_interval` steps in: by then the loss may already be far
+    above the untrained model's, which the evaluation at iteration 0 measured."""
+    untrained = ({"eval/val_loss": 8.32, "eval/train_loss": 8.30, "eval/iter": 0}, 0)
+    m, _ = _run([untrained, *_train([111.6, 71.6, 36.2, 42.0, 44.3, 14.9])])
+    diverging = [f for f in m.findings if f.rule == "diverging"]
+    assert [(f.step, f.level) for f in diverging] == [(50, "ERROR")]
+    assert "its best 8.300" in diverging[0].text
+    m, _ = _run(_train([111.6, 71.6, 36.2, 42.0, 44.3, 14.9]))  # without it: nothing to go by
+    assert "diverging" not in _rules(m)
+
+
 def test_a_spike_fires_and_re_arms_after_the_loss_recovers():
     losses = _decay(100, noise=0.01)
     losses[60] *= 1.6

@@ -465,3 +465,10 @@ def test_meta_records_when_the_documents_were_written(tiny_data):
     assert dates([(None, "")]) == {"years": None, "periods": {"unknown": 1}}
     meta = load_meta(tiny_data)  # 12 plays of the First Folio
     assert meta["years"] == [1623, 1623] and meta["periods"] == {"stuart": 12}
+    assert meta["sources"] == 1  # all from the Folio
+
+
+def test_meta_counts_the_distinct_sources(setup, tmp_path):
+    root, docs = setup
+    meta = prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
+    assert meta["sources"] == len({d.source for d in docs}) == 2  # ballads and sermons

@@ -49,6 +49,7 @@ def test_a_short_run_learns_and_leaves_a_complete_run_folder(tiny_data, tmp_path
     assert saved["model_info"]["architecture"] == "GPT-2 (2 layers, 2 heads, 32 wide)"
     # the guide's "Epochs": passes over train.bin in 30 steps of 4 sequences
     assert saved["data_info"]["epochs"] == pytest.approx(30 * 4 / windows)
+    assert saved["data_info"]["data_sources"] == 1  # the guide's data_sources: the Folio
     assert (run / "checkpoints" / "best" / "state.json").is_file()
     assert len(checkpoint.step_dirs(run / "checkpoints")) == 2  # keep_last
     assert "=== iteration 30" in (run / "samples.txt").read_text()

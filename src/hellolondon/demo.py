@@ -46,6 +46,7 @@ def run_demo(
     work: Path, overrides: list[str], tracking: list[str], vocab_size: int = DEMO_VOCAB
 ) -> dict:
     from hellolondon.corpus.documents import read_documents
+    from hellolondon.corpus.layout import CorpusFolder
     from hellolondon.corpus.sample import write_sample
     from hellolondon.generate import Sampling, generate_ids
     from hellolondon.prepare import prepare
@@ -54,7 +55,7 @@ def run_demo(
     from hellolondon.train.loop import train
 
     t_start = time.perf_counter()
-    corpus, tok_dir, data_dir = work / "documents.jsonl", work / "tokenizer", work / "data"
+    corpus, tok_dir, data_dir = CorpusFolder(work).documents, work / "tokenizer", work / "data"
     t = _stage(
         "1/5 corpus: the bundled sample (Shakespeare's First Folio 1623, King James Bible 1611)"
     )

@@ -234,13 +234,14 @@ def train_command(ch: Choices, args: argparse.Namespace) -> list[str]:
 def prepare_sample(work: Path, vocab_size: int = 8192) -> Path:
     """The bundled corpus as token files in `work/data` (once): documents, tokenizer, prepare."""
     from hellolondon.corpus.documents import read_documents
+    from hellolondon.corpus.layout import CorpusFolder
     from hellolondon.corpus.sample import write_sample
     from hellolondon.prepare import prepare
     from hellolondon.tokenizer import train_tokenizer
 
     if is_prepared(work / "data"):
         return work / "data"
-    corpus = work / "documents.jsonl"
+    corpus = CorpusFolder(work).documents
     write_sample(corpus)
     train_tokenizer(
         (d.text for d in read_documents(corpus)), work / "tokenizer", vocab_size=vocab_size

@@ -264,6 +264,7 @@ def prepare(
             )
             writer.close()
             meta = _meta(corpus, tokenizer, writer, val_fraction) | dates(f[3:] for f in first)
+            meta["sources"] = len({f[1] for f in first})  # distinct `source` fields
             writer.finish(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
         except BaseException:
             writer.discard()

@@ -86,6 +86,33 @@ def test_defaults_are_the_guides(monkeypatch):
     assert tuple(o.tags[:5]) == DEFAULT_TAGS and o.name == "london-slm-simple-20261126-101500"
 
 
+KEY = "k" * 40
+
+
+@pytest.mark.parametrize("saved_host", [None, "https://wandb.example.org"])
+def test_a_key_stored_by_wandb_login_is_found_for_the_host_wandb_uses(
+    saved_host, tmp_path, monkeypatch
+):
+    """`wandb login` stores the key under the host of W&B's default server (its cloud, as the
+    installed W&B names it), or of the one `wandb login --host` saved in W&B's settings."""
+    import wandb
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(config_dir))
+    host = saved_host or str(wandb.Settings().base_url)
+    if saved_host:
+        (config_dir / "settings").write_text(f"[default]\nbase_url = {saved_host}\n")
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine {host.split('//')[1]}\n  login user\n  password {KEY}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    o = options()
+    assert (o.mode, o.mode_reason) == ("online", "API key from wandb login")
+
+
 def test_environment_fills_what_the_config_leaves_empty(monkeypatch):
     monkeypatch.setenv("WANDB_PROJECT", "envproj")
     monkeypatch.setenv("WANDB_ENTITY", "envteam")

@@ -8,6 +8,8 @@ import math
 import os
 from pathlib import Path
 
+from hellolondon.corpus.layout import CorpusFolder
+
 RAW = argparse.RawDescriptionHelpFormatter
 DEFAULT_DIR = "work/corpus"
 
@@ -251,7 +253,8 @@ def collect_command(args: argparse.Namespace) -> int:
     )  # fmt: skip
     result = collect(sources, options)
     counts = result["counts"]
-    records = read_manifest(Path(args.out) / "manifest.json")
+    folder = CorpusFolder(args.out)
+    records = read_manifest(folder.manifest)
     for status in ("failed", "rejected"):  # one line each for what went wrong this run
         for sid in result[status]:
             rec = records.get(sid, {})
@@ -261,13 +264,10 @@ def collect_command(args: argparse.Namespace) -> int:
             print(f"{status} {sid}: {rec.get('error') or 'no reason recorded'}{tries_said}{where}")
     if counts["rejected"]:
         print(
-            f"{counts['rejected']} rejected: the files are in {Path(args.out) / 'rejected'}; "
+            f"{counts['rejected']} rejected: the files are in {folder.rejected_dir}; "
             "fix their catalog entries (an entry that changes is fetched again)"
         )
-    print(
-        ", ".join(f"{k} {v}" for k, v in counts.items())
-        + f"  (manifest: {Path(args.out) / 'manifest.json'})"
-    )
+    print(", ".join(f"{k} {v}" for k, v in counts.items()) + f"  (manifest: {folder.manifest})")
     if counts["failed"]:
         print(f"{counts['failed']} failed; run again with --retry-failed to retry them")
     if args.offline and counts["skipped"]:
@@ -281,20 +281,22 @@ def clean_command(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
 
     config = load_clean_config(args.config, args.set)
-    folder = Path(args.input)
-    items = items_from_collection(folder) if (folder / "manifest.json").is_file() else []
+    folder = CorpusFolder(args.input)
+    items = items_from_collection(folder.path) if folder.manifest.is_file() else []
     if not items and not args.extra:
         raise UserError(f"no collected sources in {folder} (no manifest.json with status ok); "
                         "run `hellolondon corpus collect` first, or give local files with --extra")  # fmt: skip
     items += items_from_paths(args.extra)
-    out = Path(args.out or folder)
-    result = clean_corpus(items, out, config, workers=max(1, args.workers), progress=not args.quiet)
+    out = CorpusFolder(args.out or folder.path)
+    result = clean_corpus(
+        items, out.path, config, workers=max(1, args.workers), progress=not args.quiet
+    )
     t = result["report"]["totals"]
     status = result["report"].get("cleaning", {}).get("status", {})
     docs = f"{t['documents']} document" + "s" * (t["documents"] != 1)
     print(f"kept {docs} ({t['characters']:,} characters, {t['tokens']:,} words); "
           f"rejected {status.get('rejected', 0)}, duplicates {status.get('duplicate', 0)}")  # fmt: skip
-    print(f"wrote {out / 'documents.jsonl'}, {out / 'clean_log.jsonl'}, {out / 'report.md'}")
+    print(f"wrote {out.documents}, {out.clean_log}, {out.report_md}")
     return 0
 
 

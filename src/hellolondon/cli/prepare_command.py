@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "them again to resume and to evaluate."
         ),
     )
-    parser.add_argument("--corpus", required=True, help="documents.jsonl")
+    parser.add_argument("--corpus", required=True, help="the corpus file (documents.jsonl)")
     parser.add_argument(
         "--tokenizer", required=True, help="tokenizer folder from `tokenizer train`"
     )

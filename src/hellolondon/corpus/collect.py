@@ -1,9 +1,5 @@
-"""`corpus collect`: download the catalog's sources into a folder that can be trusted and re-run.
-
-    <out>/raw/<id>.txt         complete, checked downloads: the only files `corpus clean` reads
-    <out>/partial/<id>.part    interrupted downloads, resumed with Range on the next attempt
-    <out>/rejected/<id>.txt    complete downloads that failed a check (HTML page, wrong book)
-    <out>/manifest.json        one record per source: status, bytes, sha256, attempts, error
+"""`corpus collect`: download the catalog's sources into a folder that can be trusted and re-run
+(its layout: `corpus/layout.py`).
 
 A file reaches raw/ only by an atomic rename after it was downloaded in full, is not an HTML
 page, and (for Project Gutenberg) its own header names the catalog's title and author; an
@@ -26,6 +22,7 @@ from urllib.parse import quote
 from hellolondon.corpus.catalog import Source, check_header
 from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError, is_http_url
 from hellolondon.corpus.formats import decode, gutenberg_header, looks_like_html
+from hellolondon.corpus.layout import CorpusFolder
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_write, exclusive_lock, sha256_file
 from hellolondon.progress import progress_bar
@@ -86,19 +83,19 @@ class Manifest:
             atomic_write(self.path, json.dumps(body, indent=1, ensure_ascii=False))
 
 
-def _cached(out: Path, source: Source, rec: dict[str, Any] | None) -> bool:
+def _cached(out: CorpusFolder, source: Source, rec: dict[str, Any] | None) -> bool:
     """The source's complete file is in raw/, unchanged, for the entry as it is now."""
     if not rec or rec.get("status") != "ok" or rec.get("fingerprint") != source.fingerprint():
         return False
-    path = out / rec["path"]
+    path = out.recorded(rec["path"])
     return path.is_file() and sha256_file(path) == rec.get("sha256")
 
 
-def _only_collector(out: Path) -> contextlib.AbstractContextManager[None]:
+def _only_collector(out: CorpusFolder) -> contextlib.AbstractContextManager[None]:
     """Two collectors writing one folder would append to the same partial files and overwrite
     each other's manifest: the second is refused."""
     return exclusive_lock(
-        out / ".collect.lock",
+        out.lock,
         lambda pid: UserError(
             f"another `corpus collect` (process {pid}) is writing to {out}; wait for it to "
             "finish, or give this one another --out"
@@ -111,9 +108,8 @@ def collect(
 ) -> dict[str, Any]:
     """Fetch what is not complete yet; returns counts and the ids in each outcome."""
     _check_base_urls(options)
-    out = Path(options.out_dir)
-    for sub in ("raw", "partial", "rejected"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = CorpusFolder(options.out_dir)
+    out.make()
     with _only_collector(out):
         return _collect(sources, options, fetcher, out)
 
@@ -139,9 +135,9 @@ def _check_base_urls(options: CollectOptions) -> None:
 
 
 def _collect(
-    sources: list[Source], options: CollectOptions, fetcher: Fetcher | None, out: Path
+    sources: list[Source], options: CollectOptions, fetcher: Fetcher | None, out: CorpusFolder
 ) -> dict[str, Any]:
-    manifest = Manifest(out / "manifest.json")
+    manifest = Manifest(out.manifest)
     summary: dict[str, list[str]] = {
         "cached": [],
         "ok": [],
@@ -209,9 +205,9 @@ def _record(source: Source) -> dict[str, Any]:
 
 
 def _collect_one(source: Source, options: CollectOptions, fetcher: Fetcher) -> dict[str, Any]:
-    out = Path(options.out_dir)
+    out = CorpusFolder(options.out_dir)
     rec = _record(source)
-    part = out / "partial" / f"{source.id}.part"
+    part = out.partial(source.id)
     try:
         urls = _urls(source, options, fetcher, rec)
         if urls:
@@ -220,7 +216,7 @@ def _collect_one(source: Source, options: CollectOptions, fetcher: Fetcher) -> d
     except FetchError as exc:
         rec.update(status="failed", error=str(exc), http_status=exc.status)
         rec["attempts"] += exc.attempts
-    earlier = out / "raw" / f"{source.id}.txt"
+    earlier = out.raw(source.id)
     if rec["status"] == "rejected":
         earlier.unlink(missing_ok=True)  # the entry now names what was rejected: no stale copy
     elif rec["status"] == "failed" and earlier.is_file():
@@ -285,7 +281,7 @@ def _download(urls: list[str], part: Path, fetcher: Fetcher, rec: dict[str, Any]
 
 
 def _accept_or_reject(
-    source: Source, out: Path, part: Path, content_type: str, rec: dict[str, Any]
+    source: Source, out: CorpusFolder, part: Path, content_type: str, rec: dict[str, Any]
 ) -> None:
     """Move a complete download to raw/ if it passes the checks, else to rejected/."""
     with open(part, "rb") as f:
@@ -302,10 +298,10 @@ def _accept_or_reject(
         reason = "the download is empty"
     digest = sha256_file(part)
     rec.update(bytes=part.stat().st_size, sha256=digest)
-    target = out / ("rejected" if reason else "raw") / f"{source.id}.txt"
+    target = out.rejected(source.id) if reason else out.raw(source.id)
     os.replace(part, target)
     part.with_name(part.name + ".json").unlink(missing_ok=True)
     if reason:
-        rec.update(status="rejected", error=reason, path=str(target.relative_to(out)))
+        rec.update(status="rejected", error=reason, path=out.record(target))
     else:
-        rec.update(status="ok", error="", path=str(target.relative_to(out)))
+        rec.update(status="ok", error="", path=out.record(target))

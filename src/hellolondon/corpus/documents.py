@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hellolondon.corpus.layout import CorpusFolder
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_path
 
@@ -67,7 +68,7 @@ def check_corpus_file(
 ) -> None:
     """A corpus file that exists; a folder in its place is named, with the file it may hold."""
     if path.is_dir():
-        inside = path / "documents.jsonl"
+        inside = CorpusFolder(path).documents
         what = f"give {inside}" if inside.is_file() else "give the documents file (JSONL)"
         raise UserError(f"{path} is a folder, not a corpus file; {what}")
     if not path.is_file():

@@ -28,6 +28,7 @@ from hellolondon.corpus.clean import TOKEN, CleanConfig, clean_text, judge, meas
 from hellolondon.corpus.dedup import Deduplicator, Fingerprinter
 from hellolondon.corpus.documents import Document, write_documents
 from hellolondon.corpus.formats import decode, detect_format, not_text, read_old_bailey
+from hellolondon.corpus.layout import CorpusFolder
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_path
 from hellolondon.progress import progress_bar
@@ -59,8 +60,8 @@ def items_from_collection(folder: str | Path) -> list[Item]:
     """The sources a `corpus collect` run fetched and accepted (status ok in its manifest)."""
     from hellolondon.corpus.collect import read_manifest
 
-    folder = Path(folder)
-    manifest = read_manifest(folder / "manifest.json")
+    folder = CorpusFolder(folder)
+    manifest = read_manifest(folder.manifest)
     items = []
     for sid, rec in manifest.items():
         if rec.get("status") != "ok":
@@ -68,7 +69,12 @@ def items_from_collection(folder: str | Path) -> list[Item]:
         meta = {"id": sid, **{k: rec["source"].get(k) for k in DOC_FIELDS if k in rec["source"]}}
         meta["source"] = rec.get("url", "")
         items.append(
-            Item(str(folder / rec["path"]), rec.get("format", "auto"), meta, rec.get("sha256", ""))
+            Item(
+                str(folder.recorded(rec["path"])),
+                rec.get("format", "auto"),
+                meta,
+                rec.get("sha256", ""),
+            )
         )
     return items
 
@@ -228,7 +234,8 @@ def clean_corpus(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot make the output folder {out}: {exc.strerror or exc}") from None
-    spool_path = out / ".documents.spool.jsonl"
+    folder = CorpusFolder(out)
+    spool_path = folder.spool
     entries: list[dict[str, Any]] = []
     kept: list[tuple[int, Outcome]] = []
     kept_ids: dict[str, str] = {}  # id -> the file it was read from
@@ -257,8 +264,8 @@ def clean_corpus(
                 entries[index].update(dropped[o.entry["id"]])
         if len(kept) == len(dropped):  # an empty corpus would only fail later, further away
             raise UserError(_nothing_kept(entries))  # and the folder's files stay as they were
-        n = write_documents(out / "documents.jsonl", _read_spool(spool_path, set(dropped)))
-        _write_jsonl(out / "clean_log.jsonl", entries)
+        n = write_documents(folder.documents, _read_spool(spool_path, set(dropped)))
+        _write_jsonl(folder.clean_log, entries)
     finally:
         if pool:
             pool.terminate()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.corpus.documents import read_documents
+from hellolondon.corpus.layout import CorpusFolder
 from hellolondon.files import atomic_write
 
 _BATCH = 64  # documents per tokenizer call
@@ -22,8 +23,8 @@ def build_report(
     folder: str | Path, documents: str | Path | None = None, tokenizer: str | None = None
 ) -> dict[str, Any]:
     """Read documents.jsonl (and clean_log.jsonl, manifest.json when present) from `folder`."""
-    folder = Path(folder)
-    docs_path = Path(documents) if documents else folder / "documents.jsonl"
+    folder = CorpusFolder(folder)
+    docs_path = Path(documents) if documents else folder.documents
     count = _token_counter(tokenizer)
     totals = {"documents": 0, "characters": 0, "tokens": 0}
     groups: dict[str, dict[str, dict[str, int]]] = {
@@ -53,8 +54,8 @@ def build_report(
         "by_period": {k: dict(v) for k, v in sorted(groups["period"].items())},
         "by_category": {k: dict(v) for k, v in sorted(groups["category"].items())},
     }
-    report.update(_cleaning(folder / "clean_log.jsonl"))
-    report.update(_collection(folder / "manifest.json"))
+    report.update(_cleaning(folder.clean_log))
+    report.update(_collection(folder.manifest))
     return report
 
 
@@ -145,9 +146,9 @@ def _counts(counts: dict[str, int]) -> str:
 
 def write_report(report: dict[str, Any], folder: str | Path) -> None:
     """report.json and report.md in `folder`, each written atomically."""
-    folder = Path(folder)
-    for name, text in (
-        ("report.json", json.dumps(report, indent=2, ensure_ascii=False)),
-        ("report.md", format_report(report)),
+    folder = CorpusFolder(folder)
+    for path, text in (
+        (folder.report_json, json.dumps(report, indent=2, ensure_ascii=False)),
+        (folder.report_md, format_report(report)),
     ):
-        atomic_write(folder / name, text + ("\n" if not text.endswith("\n") else ""))
+        atomic_write(path, text + ("\n" if not text.endswith("\n") else ""))

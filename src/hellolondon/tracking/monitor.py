@@ -125,6 +125,7 @@ class HealthMonitor:
         self._loss_steps: list[int] = []  # every finite train loss with its step
         self._losses: list[float] = []
         self._best_fast = self._best = math.inf  # lowest short and long running medians
+        self._first_eval = math.inf  # the first evaluation's loss: the untrained model's
         self._lr_max, self._lr_peak_step = -math.inf, None
         self._rows = 0  # train rows seen
         self._mfu_level: float | None = None
@@ -200,6 +201,8 @@ class HealthMonitor:
     def _eval_row(self, row: dict[str, Any], step: int) -> None:
         """Overfitting: val loss stays well above its best while the train loss keeps falling."""
         val, train = _num(row, "eval/val_loss"), _num(row, "eval/train_loss")
+        if not self._evals and not self._losses:  # before any train row: at iteration 0
+            self._first_eval = val if train is None else train
         self._evals.append((step, math.nan if train is None else train, val))
         if val < self._evals[self._best_eval][2]:
             self._best_eval = len(self._evals) - 1
@@ -244,9 +247,9 @@ class HealthMonitor:
         if len(losses) < c.smooth_rows:
             return
         now = statistics.median(losses[-c.smooth_rows :])  # fast: for divergence
-        # the first loss (the untrained model's) counts too: a run that blows up within its
-        # first rows has no low median of its own to be measured against
-        self._best_fast = best = min(self._best_fast, now, losses[0])
+        # the untrained model's loss counts too (the evaluation at iteration 0, else the first
+        # row): a run that blows up within its first rows has no low median of its own
+        self._best_fast = best = min(self._best_fast, now, losses[0], self._first_eval)
         if self._trips("diverging", now > best * c.diverge_ratio):
             text = (
                 f"smoothed loss {now:.3f} is {now / best:.1f}x its best {best:.3f}: training is "

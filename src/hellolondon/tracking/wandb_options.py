@@ -8,6 +8,7 @@ values used; `WandbOptions` carries them, with what only start-up needs, to `wan
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -28,7 +29,19 @@ def _env_flag(name: str) -> bool:
 
 
 def base_url() -> str:
-    return os.environ.get("WANDB_BASE_URL", "").rstrip("/") or DEFAULT_BASE_URL
+    """The W&B server as W&B itself finds it (`wandb login` stores its key for that host):
+    WANDB_BASE_URL, else the host `wandb login --host` saved in W&B's settings, else the
+    installed W&B's default."""
+    env = os.environ.get("WANDB_BASE_URL", "").strip().rstrip("/")
+    if env:
+        return env
+    if saved := _saved_setting("base_url"):
+        return saved[0].rstrip("/")
+    with contextlib.suppress(Exception):  # the class default: no settings file read, no output
+        import wandb
+
+        return str(wandb.Settings().base_url).rstrip("/")
+    return DEFAULT_BASE_URL
 
 
 def env_run_name() -> str:
@@ -71,9 +84,19 @@ def resolve_tracking(t: TrackingConfig, preset: str, run_name: str) -> TrackingC
 
 
 def _saved_mode() -> tuple[str, str] | None:
-    """The mode `wandb offline` / `wandb online` / `wandb disabled` saved, as W&B itself reads
-    it: this folder's wandb/settings first, then the user's (WANDB_CONFIG_DIR or
-    ~/.config/wandb); (mode, where) or None."""
+    """The mode `wandb offline` / `wandb online` / `wandb disabled` saved; (mode, where) or
+    None."""
+    found = _saved_setting("mode")
+    saved = found[0].lower() if found else ""
+    saved = {"dryrun": "offline", "run": "online"}.get(saved, saved)
+    if found and saved in ("online", "offline", "disabled"):
+        return saved, f"`wandb {saved}` saved it in {found[1]}"
+    return None
+
+
+def _saved_setting(name: str) -> tuple[str, str] | None:
+    """A setting W&B's commands saved, as W&B itself reads it: this folder's wandb/settings
+    first, then the user's (WANDB_CONFIG_DIR or ~/.config/wandb); (value, file) or None."""
     import configparser
     from pathlib import Path
 
@@ -84,10 +107,8 @@ def _saved_mode() -> tuple[str, str] | None:
             parser.read(path, encoding="utf-8")
         except (configparser.Error, OSError, UnicodeDecodeError):
             continue
-        saved = parser.get("default", "mode", fallback="").strip().lower()
-        saved = {"dryrun": "offline", "run": "online"}.get(saved, saved)
-        if saved in ("online", "offline", "disabled"):
-            return saved, f"`wandb {saved}` saved it in {path}"
+        if value := parser.get("default", name, fallback="").strip():
+            return value, str(path)
     return None
 
 

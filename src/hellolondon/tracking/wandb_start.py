@@ -27,9 +27,9 @@ from hellolondon.config import RunConfig
 from hellolondon.rundir import RunDir
 from hellolondon.tracking.secrets import scrub, scrub_text
 from hellolondon.tracking.wandb_options import (
-    DEFAULT_BASE_URL,
     Credentials,
     WandbOptions,
+    base_url,
     find_credentials,
 )
 from hellolondon.tracking.wandb_tracker import (
@@ -172,15 +172,6 @@ def _quiet_terminal(wandb: Any, debug: bool) -> None:
                 os.environ["WANDB_SILENT"] = saved
 
 
-def _wandb_base_url(wandb: Any) -> str:
-    """The server W&B itself would use (a `wandb login --host` is stored in its settings)."""
-    with contextlib.suppress(Exception):
-        from wandb.sdk import wandb_setup  # singleton(): settings only, no service process
-
-        return str(wandb_setup.singleton().settings.base_url or DEFAULT_BASE_URL).rstrip("/")
-    return DEFAULT_BASE_URL
-
-
 def choose_mode(opts: WandbOptions) -> tuple[str, str, Credentials | None]:
     """(mode, why, credentials) without any network: the resolved mode, unless online lacks a
     usable key here."""
@@ -272,7 +263,7 @@ def start_wandb(
         run.write_tracker_state({**_earlier_id(run), "mode": "failed", "reason": reason})
         return None
     _quiet_terminal(wandb, opts.debug)
-    opts.base_url = opts.base_url or _wandb_base_url(wandb)  # `wandb login --host` is stored
+    opts.base_url = opts.base_url or base_url()  # `wandb login --host` is stored
     mode, why, creds = choose_mode(opts)
     # under `wandb agent` the trial's run already exists: W&B names it in WANDB_RUN_ID
     run_id = resume_run_id or os.environ.get("WANDB_RUN_ID", "").strip() or new_run_id()

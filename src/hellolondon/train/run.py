@@ -357,6 +357,7 @@ def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
             "tokenizer_fingerprint": meta.get("tokenizer_fingerprint"),
             # when the documents were written (token files older than this record have none)
             **{k: meta[k] for k in ("years", "periods") if k in meta},
+            **({"data_sources": meta["sources"]} if "sources" in meta else {}),
         },
         "hardware": {
             **hardware.hardware_facts(run.dist.device),
