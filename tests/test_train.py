@@ -50,6 +50,9 @@ def test_a_short_run_learns_and_leaves_a_complete_run_folder(tiny_data, tmp_path
     # the guide's "Epochs": passes over train.bin in 30 steps of 4 sequences
     assert saved["data_info"]["epochs"] == pytest.approx(30 * 4 / windows)
     assert saved["data_info"]["data_sources"] == 1  # the guide's data_sources: the Folio
+    # the `auto` settings as decided on this machine
+    hw = saved["hardware"]
+    assert (hw["dtype"], hw["compiled"], hw["micro_batches"]) == ("float32", False, [4, 1])
     assert (run / "checkpoints" / "best" / "state.json").is_file()
     assert len(checkpoint.step_dirs(run / "checkpoints")) == 2  # keep_last
     assert "=== iteration 30" in (run / "samples.txt").read_text()

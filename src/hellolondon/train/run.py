@@ -361,7 +361,12 @@ def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
         },
         "hardware": {
             **hardware.hardware_facts(run.dist.device),
-            "dtype": str(dtype).replace("torch.", ""),
+            "dtype": str(dtype).replace("torch.", ""),  # the `auto` settings as decided here
+            "compiled": cfg.train.compiles(run.dist.device.type),
+            "micro_batches": list(
+                getattr(run.model, "micro_batches", None)
+                or (cfg.train.batch_size, cfg.train.grad_accum)
+            ),  # [sequences, count] a step: train.micro_batch
             "world_size": run.dist.world_size,
             "distributed": run.dist.enabled,
             "peak_flops": run.peak_flops,
