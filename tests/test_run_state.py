@@ -486,6 +486,18 @@ def test_a_tokenizer_copy_cut_short_is_made_again(tiny_data, tmp_path):
     assert [p.name for p in run.path.iterdir()] == ["tokenizer"]  # no temporary folder left
 
 
+def test_a_resume_cuts_the_samples_written_after_its_checkpoint(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    for step in (10, 20, 30):
+        run.append_sample(step, f"text at {step}\n=== iteration 99 in the text")
+    run.cut_logs_after(20)  # resumed from step 20: the step-30 sample comes again
+    text = run.samples_file.read_text()
+    heads = [line for line in text.splitlines() if line.split()[-1:] != ["text"]]
+    assert [h for h in heads if h.startswith("===")] == ["=== iteration 10", "=== iteration 20"]
+    assert text.endswith("text at 20\n=== iteration 99 in the text\n\n")
+
+
 def _without_timing(rows: list[dict]) -> list[dict]:
     timing = ("time", "dt_ms", "per_sec", "tflops", "mfu", "epoch_time_s")
     return [{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in rows]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import time
@@ -312,15 +313,26 @@ class RunDir:
         return JsonlLog(self.events_file)
 
     def cut_logs_after(self, step: int) -> None:
-        """Drop the rows and events logged after `step` (a resumed run logs them again)."""
+        """Drop the rows, events and samples logged after `step` (a resumed run logs them
+        again)."""
         for path in (self.metrics_file, self.events_file):
             keep_through(path, step)
+        self._cut_samples_after(step)
 
     # ---- the rest
 
     def append_sample(self, step: int, text: str) -> None:
         with open(self.samples_file, "a", encoding="utf-8") as f:
-            f.write(f"=== iteration {step}\n{text}\n\n")
+            f.write(f"{_SAMPLE_HEAD}{step}\n{text}\n\n")
+
+    def _cut_samples_after(self, step: int) -> None:
+        if not self.samples_file.is_file():
+            return
+        text = self.samples_file.read_text(encoding="utf-8", errors="replace")
+        for head in re.finditer(rf"(?m)^{_SAMPLE_HEAD}(\d+)$", text):  # in step order
+            if int(head.group(1)) > step:
+                atomic_write(self.samples_file, text[: head.start()])
+                return
 
     def copy_tokenizer(self, src: str | Path | None) -> None:
         """Keep a copy of the run's tokenizer beside it (once), so the run is self-contained.
@@ -333,6 +345,9 @@ class RunDir:
         shutil.copytree(src, tmp)
         shutil.rmtree(self.tokenizer_dir, ignore_errors=True)  # what a killed copy left
         os.replace(tmp, self.tokenizer_dir)
+
+
+_SAMPLE_HEAD = "=== iteration "  # each sample in samples.txt starts with it, then its step
 
 
 def runs_in(path: str | Path) -> list[RunDir]:
