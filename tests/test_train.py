@@ -94,7 +94,8 @@ def test_extending_a_finished_run(tiny_data, tmp_path):
     assert sorted(_losses(tmp_path / "e")) == list(range(1, 19))
 
 
-def test_nan_loss_is_skipped_and_leaves_weights_untouched(tiny_data, tmp_path, monkeypatch):
+def test_a_nan_loss_is_reported_and_training_goes_on(tiny_data, tmp_path, monkeypatch):
+    """The weights the skipped step leaves: `test_injected_nan_follows_the_configured_policy`."""
     import torch
 
     from hellolondon.model import GPT
