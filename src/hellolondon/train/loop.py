@@ -1,17 +1,17 @@
 """The training loop. One screen: step, maybe log, maybe evaluate, maybe save; the helpers it
-calls live in `train/steps.py`."""
+calls live in `train/steps.py` (a failure's report in `train/failure.py`)."""
 
 from __future__ import annotations
 
 from hellolondon.config import RunConfig
 from hellolondon.train.distributed import launched_in_group, launched_rank
+from hellolondon.train.failure import failure_reported
 from hellolondon.train.run import Run, setup_run
+from hellolondon.train.signals import StopSignal
 from hellolondon.train.speed import Readback
 from hellolondon.train.steps import (
     Clock,
-    StopSignal,
     evaluate,
-    failure_reported,
     finish,
     handle_nonfinite,
     log_train,

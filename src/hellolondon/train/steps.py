@@ -4,69 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 
-from hellolondon.errors import UserError
 from hellolondon.hardware import gpu_metrics, mfu_percent
 from hellolondon.progress import progress_bar
-from hellolondon.tracking.monitor import failure_finding, first_line
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import (
     all_reduce_mean,
     broadcast_object,
     grad_sync,
-    lost_a_peer,
     shutdown,
 )
 from hellolondon.train.optim import lr_scale
 from hellolondon.train.run import Run
+from hellolondon.train.signals import StopSignal
 from hellolondon.train.speed import StepResult, cuda_graph_warning, skips_on_device, step_unless
 from hellolondon.units import fmt_duration
-
-
-class StopSignal:
-    """SIGTERM (a scheduler's notice before pre-emption) or a first Ctrl-C asks the loop to
-    stop after the current step, write a checkpoint and flush tracking; a second Ctrl-C aborts.
-
-    With several processes the signal reaches them at slightly different moments, so a rank
-    only marks it `pending`; `train_step` carries it in the all-reduce it already makes, and
-    the loop's next read of the step results turns it into `requested` on every rank at once,
-    so all ranks leave after the same step."""
-
-    def __init__(self, distributed: bool = False, verbose: bool = True) -> None:
-        self.requested = False  # what the loop acts on
-        self.pending = False  # this process got the signal
-        self.distributed, self.verbose = distributed, verbose
-        self.after = "the start-up"  # what the stop waits for; the loop sets "this step"
-        self.previous: dict[int, Any] = {}  # the handlers before training, put back by `restore`
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self.previous[signum] = signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        """Training is over: Ctrl-C and SIGTERM do again what they did before it (in `demo`,
-        say, Ctrl-C during the report after training must stop the command)."""
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.pending and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.pending = True
-        self.requested = self.requested or not self.distributed
-        if self.verbose:
-            print(
-                f"\n{signal.Signals(signum).name}: stopping after {self.after} and saving a checkpoint",
-                flush=True,
-            )
 
 
 class Clock:
@@ -346,73 +302,6 @@ def maybe_sample(run: Run, force: bool = False) -> None:
         max_new_tokens=64,
     )
     run.rundir.append_sample(step, text)
-
-
-@contextlib.contextmanager
-def failure_reported(run: Run) -> Iterator[None]:
-    """Training that dies of an error (out of memory, say) still says so where its health
-    findings go, and ends the W&B run as failed: W&B's own exit hook would record a clean exit.
-    Under torchrun that error is the one of the rank that failed first: the others only see
-    their connection to it close."""
-    try:
-        yield
-    except Exception as exc:
-        step = run.state.step
-        error, message, peer = _cause(run, exc)
-        try:
-            _record_failure(run, exc, step, error, message, peer)
-        except Exception as other:  # a full disk, say: the first error is the one to show
-            print(f"warning: the failure could not be recorded ({other!r})", file=sys.stderr)
-        if peer is not None:
-            what = f"rank {peer} failed at step {step} ({error}: {message})"
-        elif error == LOST_RANK:  # nothing of the dead rank's own to name
-            what = f"{message}, at step {step}"
-        else:
-            raise
-        stopped = UserError(f"{what}; rank {run.dist.rank} stopped with it")
-        stopped.exit_code = 1
-        raise stopped from exc
-
-
-def _record_failure(
-    run: Run, exc: Exception, step: int, error: str, message: str, peer: int | None
-) -> None:
-    """Say how training failed in the run folder, the health findings and W&B, and end the
-    W&B run as failed."""
-    if run.dist.enabled and not run.dist.is_main and not lost_a_peer(exc):
-        run.rundir.mark_rank_failed(run.dist.rank, step, error, message)  # for rank 0 to name
-    on = f" on rank {peer}" if peer is not None else ""
-    if run.dist.is_main:
-        run.rundir.mark_failed(f"{error} at step {step}{on}")
-    said = f"rank {peer}: {message}" if peer is not None else message
-    if run.monitor is not None:
-        run.monitor.failed(step, error, said)
-    else:
-        run.tracker.alert(*failure_finding(error, said), "ERROR", step=step, rule="failure")
-    run.tracker.finish(exit_code=1)
-
-
-def _cause(run: Run, exc: Exception) -> tuple[str, str, int | None]:
-    """(error type, first line, the other rank it happened on or None) of what ended training:
-    where this rank only lost its connection, the error another rank recorded first."""
-    error, message = type(exc).__name__, first_line(exc)
-    if not run.dist.enabled or not lost_a_peer(exc):
-        return error, message, None
-    first = run.rundir.rank_failures()
-    if not first or first[0]["rank"] == run.dist.rank:
-        # the rank that went first left no error (SIGKILL, the out-of-memory killer): say
-        # that, not this rank's broken connection
-        seen = f"{error}: {message}"[:160]
-        why = "killed by a signal or the out-of-memory killer?"
-        return (
-            LOST_RANK,
-            f"another rank ended without an error of its own ({why}; here: {seen})",
-            None,
-        )
-    return str(first[0]["error"]), str(first[0]["message"]), int(first[0]["rank"])
-
-
-LOST_RANK = "lost rank"  # the error named when another rank died without a word
 
 
 def finish(run: Run, stopped: bool) -> dict:

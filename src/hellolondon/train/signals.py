@@ -1,0 +1,45 @@
+"""How a training run is asked to stop: SIGTERM or Ctrl-C, agreed on by every rank."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+
+class StopSignal:
+    """SIGTERM (a scheduler's notice before pre-emption) or a first Ctrl-C asks the loop to
+    stop after the current step, write a checkpoint and flush tracking; a second Ctrl-C aborts.
+
+    With several processes the signal reaches them at slightly different moments, so a rank
+    only marks it `pending`; `train_step` carries it in the all-reduce it already makes, and
+    the loop's next read of the step results turns it into `requested` on every rank at once,
+    so all ranks leave after the same step."""
+
+    def __init__(self, distributed: bool = False, verbose: bool = True) -> None:
+        self.requested = False  # what the loop acts on
+        self.pending = False  # this process got the signal
+        self.distributed, self.verbose = distributed, verbose
+        self.after = "the start-up"  # what the stop waits for; the loop sets "this step"
+        self.previous: dict[int, Any] = {}  # the handlers before training, put back by `restore`
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self.previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        """Training is over: Ctrl-C and SIGTERM do again what they did before it (in `demo`,
+        say, Ctrl-C during the report after training must stop the command)."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.pending and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.pending = True
+        self.requested = self.requested or not self.distributed
+        if self.verbose:
+            print(
+                f"\n{signal.Signals(signum).name}: stopping after {self.after} and saving a checkpoint",
+                flush=True,
+            )
