@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -201,14 +203,19 @@ def test_a_corrupt_newest_checkpoint_names_an_earlier_one_to_use(trained_run, tm
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    weights = run / "checkpoints" / "step-000040" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-10])  # cut short
-    assert main(["generate", str(run), "--max-new-tokens", "2"]) == 2
-    err = capsys.readouterr().err
-    assert "truncated or corrupt" in err and err.count("\n") == 1
-    assert (
-        f"give an earlier checkpoint instead, such as {run / 'checkpoints' / 'step-000020'}" in err
-    )
+    root = run / "checkpoints"
+    shutil.rmtree(root / "best")  # as training leaves it: hard links to its step folder's files
+    (root / "best").mkdir()
+    for f in (root / "step-000040").iterdir():
+        os.link(f, root / "best" / f.name)
+    weights = root / "step-000040" / "model.safetensors"
+    with open(weights, "r+b") as f:  # cut short in place: best/ shares the file
+        f.truncate(weights.stat().st_size - 10)
+    for given in (run, root / "best"):  # best/ holds the same bytes: not the one to name
+        assert main(["generate", str(given), "--max-new-tokens", "2"]) == 2
+        err = capsys.readouterr().err
+        assert "truncated or corrupt" in err and err.count("\n") == 1
+        assert f"give another checkpoint instead, such as {root / 'step-000020'}" in err
     assert (
         main(["generate", str(run / "checkpoints" / "step-000020"), "--max-new-tokens", "2"]) == 0
     )

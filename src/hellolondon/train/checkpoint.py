@@ -457,6 +457,27 @@ def _load_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any], log) -> No
 # ---------------------------------------------------------------------------- inference
 
 
+def _sound_other(ckpt: Path) -> Path | None:
+    """Another checkpoint of the run that passes verification, newest first; not one that
+    holds the same files (`best/` is hard links to its step folder's)."""
+    for other in _candidates(ckpt.parent):
+        if other.resolve() == ckpt.resolve() or _same_weights(other, ckpt):
+            continue
+        try:
+            read_state(other)
+        except UserError:
+            continue
+        return other
+    return None
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    try:
+        return (a / "model.safetensors").samefile(b / "model.safetensors")
+    except OSError:
+        return False
+
+
 @dataclass
 class Loaded:
     model: Any  # GPT in eval mode
@@ -478,12 +499,10 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
     try:
         state = read_state(ckpt)
     except UserError as exc:  # name one to use instead: never fall back to it silently
-        earlier = [c for c in _candidates(ckpt.parent) if c.resolve() != ckpt.resolve()]
-        if not earlier:
+        other = _sound_other(ckpt)
+        if other is None:
             raise
-        raise UserError(
-            f"{exc}; give an earlier checkpoint instead, such as {earlier[0]}"
-        ) from None
+        raise UserError(f"{exc}; give another checkpoint instead, such as {other}") from None
     cfg = from_dict(state["config"])
     model = GPT(cfg.model)
     try:
