@@ -221,3 +221,14 @@ def test_preset_as_a_setting_says_how_to_choose_one(capsys):
         'error: the preset is chosen with --preset NAME (or preset = "NAME" at the top of a TOML '
         "file), not as a key=value setting\n"
     )
+
+
+def test_eval_iters_on_top_of_a_saved_config_sizes_the_evaluation_again():
+    """A run's config.json holds the evaluation size it resolved (eval_seqs = eval_iters x
+    batch_size); a new eval_iters given with it must not be silently ignored."""
+    saved = build_config("tiny", overrides=["train.eval_iters=10", "train.eval_seqs=160"])
+    again = build_config(base=saved, overrides=["train.eval_iters=1"])
+    assert (again.train.eval_iters, again.train.eval_seqs) == (1, 0)  # 0: resolved anew
+    assert build_config(base=saved).train.eval_seqs == 160  # the same run again: the same set
+    both = build_config(base=saved, overrides=["train.eval_iters=1", "train.eval_seqs=32"])
+    assert both.train.eval_seqs == 32

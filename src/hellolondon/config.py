@@ -584,7 +584,16 @@ def build_config(
             top["out_dir"] = raw
             continue
         _apply(values, key.strip(), raw.strip())
+    if base is not None:
+        _rederive_eval_seqs(values["train"], base.train)
     return from_dict({"preset": preset, **top, **values})
+
+
+def _rederive_eval_seqs(train: dict[str, Any], base: TrainConfig) -> None:
+    """A saved config holds the evaluation size as resolved (`eval_seqs`): a new
+    `train.eval_iters` given on top of it, without an `eval_seqs` of its own, sizes it again."""
+    if train.get("eval_iters") != base.eval_iters and train.get("eval_seqs") == base.eval_seqs:
+        train["eval_seqs"] = 0
 
 
 def _file_preset(name: Any, path: str | Path | None, base: RunConfig | None) -> str:
