@@ -169,7 +169,10 @@ def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, cap
         (["corpus", "collect", "--connect-timeout", "nan"], "--connect-timeout must be a number"),
         (["corpus", "collect", "--delay", "-1"], "--delay and --backoff must be >= 0"),
         (["corpus", "catalog", "--catalog", "/nonexistent.toml"], "not found"),
-        (["corpus", "report", "--in", "/nonexistent/corpus"], "not found"),
+        (
+            ["corpus", "report", "--in", "/nonexistent/corpus"],
+            "or give a corpus file with --documents (`hellolondon corpus sample` writes",
+        ),
         (["corpus", "clean", "--extra", str(FIXTURES), "--out", "FILE"], "is not a folder"),
         (["corpus", "clean", "--extra", str(FIXTURES), "--config", "FILE"], "not UTF-8 text"),
         (["corpus", "clean", "--extra", "EMPTY"], "holds no .txt or .xml files"),

@@ -267,7 +267,8 @@ def collect_command(args: argparse.Namespace) -> int:
             f"{counts['rejected']} rejected: the files are in {folder.rejected_dir}; "
             "fix their catalog entries (an entry that changes is fetched again)"
         )
-    print(", ".join(f"{k} {v}" for k, v in counts.items()) + f"  (manifest: {folder.manifest})")
+    written = f"  (manifest: {folder.manifest})" if folder.manifest.is_file() else ""
+    print(", ".join(f"{k} {v}" for k, v in counts.items()) + written)
     if counts["failed"]:
         print(f"{counts['failed']} failed; run again with --retry-failed to retry them")
     if args.offline and counts["skipped"]:
@@ -308,6 +309,13 @@ def report_command(args: argparse.Namespace) -> int:
         raise UserError(
             f"--save writes report.md and report.json into --in {args.input}, which is not a "
             "folder; give the corpus folder as --in"
+        )
+    documents = CorpusFolder(args.input).documents
+    if args.documents is None and not documents.is_file() and not documents.parent.is_file():
+        raise UserError(
+            f"no {documents}: run `hellolondon corpus clean` first, or give a corpus file with "
+            "--documents (`hellolondon corpus sample` writes the bundled one to "
+            "work/documents.jsonl)"
         )
     report = build_report(args.input, args.documents, args.tokenizer)
     print(
