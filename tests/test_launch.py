@@ -204,7 +204,7 @@ def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
     state = {"format": 2, "step": 10, "config": config.to_dict()}
     (ckpt / "state.json").write_text(json.dumps(state))
     said: list[str] = []
-    menu = _scripted(["2", "3"], said)  # resume it; W&B disabled
+    menu = _scripted(["2", "4"], said)  # resume it; W&B disabled (1: as the run had it)
     assert launch(_launch_args(tmp_path, "--dry-run"), menu) == 0
     assert any("resume " in s and "old-run (from step-000010)" in s for s in said)
     # the checkpoint has its own settings, its token files among them
@@ -218,6 +218,12 @@ def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
     assert said[-1].startswith(
         f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'} --data {tokens} "
     )
+    said.clear()  # --yes: the run keeps its own W&B mode, as `train --resume` does
+    args = _launch_args(
+        tmp_path, "--yes", "--dry-run", "--resume", str(tmp_path / "runs" / "old-run")
+    )
+    assert launch(args, Menu(interactive=False, say=said.append)) == 0
+    assert said[-1] == f"$ hellolondon train --resume {tmp_path / 'runs' / 'old-run'}"
 
 
 def test_dry_run_refuses_what_train_would_refuse_at_once(tokens, tmp_path, monkeypatch, capsys):

@@ -146,7 +146,7 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
         n = menu.number("GPUs to use", 1, len(gpus), len(gpus))
     else:
         n = len(gpus)
-    mode = args.wandb_mode or _ask_wandb_mode(menu)
+    mode = args.wandb_mode or _ask_wandb_mode(menu, resumed=resume is not None)
     return Choices(resume=resume, preset=preset, data=data, gpus=n, wandb_mode=mode)
 
 
@@ -161,9 +161,10 @@ def _device(resume: str | None, preset: str | None, overrides: list[str]) -> str
     return build_config(preset or "tiny", None, overrides).train.device
 
 
-def _ask_wandb_mode(menu: Menu) -> str:
-    """The default is the mode `hellolondon train` would choose by itself: WANDB_MODE, else
-    online with a usable key (WANDB_API_KEY or a stored `wandb login`), else offline."""
+def _ask_wandb_mode(menu: Menu, resumed: bool = False) -> str:
+    """The default is the mode `hellolondon train` would choose by itself: for a resumed run,
+    its own ("": no flag, and a mode it was asked for stays), else WANDB_MODE, else online with
+    a usable key (WANDB_API_KEY or a stored `wandb login`), else offline."""
     creds, problem = find_credentials(base_url())
     line = _key_state(creds, problem)
     default = resolve_tracking(TrackingConfig(), "tiny", "")  # the preset only names a tag
@@ -179,7 +180,9 @@ def _ask_wandb_mode(menu: Menu) -> str:
         ("offline", "offline: logged here, upload later with `wandb sync`"),
         ("disabled", "disabled: only the local metrics log in the run folder"),
     ]
-    return menu.pick("W&B mode", options, default.wandb_mode)
+    if resumed:
+        options.insert(0, ("", "as the run had it (a mode it was started with stays)"))
+    return menu.pick("W&B mode", options, "" if resumed else default.wandb_mode)
 
 
 def _key_state(creds: Credentials | None, problem: str | None) -> str:
@@ -223,7 +226,7 @@ def train_command(ch: Choices, args: argparse.Namespace) -> list[str]:
     cmd = ["train", *(["--resume", ch.resume] if ch.resume else ["--preset", ch.preset])]
     cmd += ["--data", data] if data else []
     cmd += [] if ch.resume else ["--out-dir", args.out_dir]  # a resumed run stays in its folder
-    cmd += ["--wandb-mode", ch.wandb_mode]
+    cmd += ["--wandb-mode", ch.wandb_mode] if ch.wandb_mode else []
     if ch.gpus > 1:
         cmd += ["--gpus", str(ch.gpus)]
     if args.gpus == 0:
