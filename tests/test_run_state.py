@@ -539,19 +539,19 @@ def test_a_sigterm_during_the_start_up_leaves_a_run_that_resumes(
     from hellolondon.train import run as run_module
 
     train(tiny_config(tiny_data, tmp_path, "tracking.run_name=ref"), log=quiet)
-    real = run_module._announce_pace
+    real = run_module.announce_pace
 
-    def sigterm_during_set_up(run):
+    def sigterm_during_set_up(run, *args):
         os.kill(os.getpid(), signal.SIGTERM)
-        return real(run)
+        return real(run, *args)
 
-    monkeypatch.setattr(run_module, "_announce_pace", sigterm_during_set_up)
+    monkeypatch.setattr(run_module, "announce_pace", sigterm_during_set_up)
     summary = train(tiny_config(tiny_data, tmp_path, "tracking.run_name=cut"), log=quiet)
     assert "SIGTERM: stopping after the start-up and saving a checkpoint" in capsys.readouterr().out
     assert summary["stop_reason"] == "stopped by a signal" and summary["iterations"] == 0
     run = RunDir(tmp_path / "cut")
     assert [p.name for p in checkpoint.step_dirs(run.checkpoints)] == ["step-000000"]
-    monkeypatch.setattr(run_module, "_announce_pace", real)
+    monkeypatch.setattr(run_module, "announce_pace", real)
     resume(run.path)
     assert _without_timing(run.rows()) == _without_timing(RunDir(tmp_path / "ref").rows())
 

@@ -185,9 +185,12 @@ def test_a_slow_cpu_pace_never_suggests_the_preset_already_in_use(preset, monkey
         state=TrainState(),
         log=lines.append,
     )
-    assert run_module._announce_pace(run) is True
+    assert run_module.announce_pace(run, 10, "steps to go") is True
     assert lines[0].startswith("estimated 14,000 s per step on this CPU")  # 1.4 × 1e13 / 1e9
     assert ("--preset tiny" in lines[0]) is (preset != "tiny")
+    assert "for the 10 steps to go" in lines[0]
+    run_module.announce_pace(run, 0, "steps to go")  # a resume with nothing left to train
+    assert "for the" not in lines[1] and lines[1].startswith("estimated 14,000 s per step")
 
 
 def test_the_cpu_pace_weighs_the_blocks_and_the_output_head_by_their_own_speed(monkeypatch):

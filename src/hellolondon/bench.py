@@ -22,6 +22,7 @@ from hellolondon.train import speed
 from hellolondon.train.distributed import Dist
 from hellolondon.train.run import (
     Run,
+    announce_pace,
     autocast_for,
     build_model,
     check_fits_in_memory,
@@ -69,6 +70,7 @@ def bench(
         batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
         tracker=NullTracker(), monitor=None, meta={}, peak_flops=peak_flops_for(device), log=log,
     )  # fmt: skip
+    announce_pace(run, 1 + max(0, warmup - 1) + steps * max(1, repeat) + 1, "steps it times")
     t0 = time.perf_counter()
     train_step(run)
     _sync(device)

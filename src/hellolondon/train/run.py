@@ -131,7 +131,7 @@ def setup_run(
     _open_tracking(
         run, dtype, tokenizer, state.get("tracker_run_id") if in_place else None, in_place
     )
-    run.slow = _announce_pace(run)
+    run.slow = announce_pace(run, cfg.train.max_iters - run.state.step, "steps to go")
     run.state.begin()
     return run
 
@@ -376,26 +376,24 @@ def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
     }
 
 
-def _announce_pace(run: Run) -> bool:
+def announce_pace(run: Run, steps: int, what: str) -> bool:
     """On a CPU, a GPU-sized model takes seconds per step: before the first one, say how long
-    a step and the whole run will take (from this CPU's measured matmul speed) and what to use
-    instead. Returns True when steps are that slow."""
+    a step and the `steps` to come will take (from this CPU's measured matmul speed) and what
+    to use instead. Returns True when steps are that slow."""
     if run.dist.device.type != "cpu":
         return False
     step_s = _cpu_step_seconds(run.cfg.model, run.flops_per_token, run.tokens_per_step)
     if step_s < 2.0:
         return False
-    total = step_s * (run.cfg.train.max_iters - run.state.step)
+    total = step_s * steps
     advice = (
         "a smaller model or batch is faster (model.n_embd, model.n_layer, train.batch_size)"
         if run.cfg.preset == "tiny"
         else f"the {run.cfg.preset} preset is meant for GPUs (for a CPU try --preset tiny, "
         "or `hellolondon demo`)"
     )
-    run.log(
-        f"estimated {step_s:,.0f} s per step on this CPU, {fmt_duration(total)} for the "
-        f"{run.cfg.train.max_iters - run.state.step:,} steps to go; {advice}"
-    )
+    left = f", {fmt_duration(total)} for the {steps:,} {what}" if steps else ""
+    run.log(f"estimated {step_s:,.0f} s per step on this CPU{left}; {advice}")
     return True
 
 
