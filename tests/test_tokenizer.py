@@ -250,7 +250,10 @@ def test_cli_train_encode_terms(tmp_path, capsys):
     assert main(["tokenizer", "encode", "--tokenizer", str(out), "ſ café"]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("'<0xC5>' | '<0xBF>' | ' ca'")
     assert main(["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]) == 0
-    assert "historical terms are single tokens" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "historical terms are single tokens" in out
+    groups = [line.split(":")[0].strip() for line in out.splitlines() if ":" in line]
+    assert groups == ["people", "places", "trades", "period"]  # each category's count
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "nope"), "x"]) == 2
     assert "no tokenizer" in capsys.readouterr().err
     terms = ["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]

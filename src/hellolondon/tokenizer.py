@@ -100,8 +100,12 @@ def read_token_file(text: str | None = None) -> tuple[list[str], dict[str, list[
 
 def historical_terms() -> list[str]:
     """All packaged historical terms, in file order."""
-    _, terms = read_token_file()
-    return [t for group in terms.values() for t in group]
+    return [t for group in historical_groups().values() for t in group]
+
+
+def historical_groups() -> dict[str, list[str]]:
+    """The packaged historical terms by category (people, places, trades, period words)."""
+    return read_token_file()[1]
 
 
 def canonical_json(data: dict) -> str:

@@ -106,16 +106,24 @@ def encode_command(args: argparse.Namespace) -> int:
 
 def terms_command(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
-    from hellolondon.tokenizer import historical_terms, load_tokenizer, term_counts
+    from hellolondon.tokenizer import historical_groups, load_tokenizer, term_counts
 
     if args.top < 0:  # a negative slice would list all but the last few
         raise UserError(f"--top must be 0 or more, not {args.top}")
     tok = load_tokenizer(args.tokenizer)
     counts = term_counts(tok, (doc.text for doc in read_documents(args.corpus)))
     found = {t: n for t, n in counts.items() if n}
+    groups = historical_groups()
+    total = sum(len(terms) for terms in groups.values())
     print(
-        f"{len(counts)} of {len(historical_terms())} historical terms are single tokens; {len(found)} occur, {sum(found.values())} times in all"
+        f"{len(counts)} of {total} historical terms are single tokens; {len(found)} occur, "
+        f"{sum(found.values()):,} times in all"
     )
+    for group, terms in groups.items():
+        seen = sorted(((found[t], t) for t in terms if t in found), key=lambda nt: (-nt[0], nt[1]))
+        most = ", ".join(f"{t} {n:,}" for n, t in seen[:4]) + (", ..." if len(seen) > 4 else "")
+        print(f"  {group}: {len(seen)} of {len(terms)} occur, {sum(n for n, _ in seen):,} times"
+              + (f" ({most})" if seen else ""))  # fmt: skip
     for term, n in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[: args.top]:
         print(f"{n:8d}  {term}")
     return 0
