@@ -35,6 +35,13 @@ def test_gutenberg_header_fields_with_wrapped_title():
     assert header["author"] == "Daniel Defoe" and header["language"] == "English"
 
 
+def test_illustration_tags_go_on_their_own_line_and_within_one():
+    from hellolondon.corpus.formats import _ILLUSTRATION
+
+    text = "Before.\n[Illustration: The Tower]\nitalic words here [Illustration] and on.\n"
+    assert _ILLUSTRATION.sub("", text) == "Before.\n\nitalic words here and on.\n"
+
+
 def test_old_style_header_falls_back_to_the_ebook_of_line():
     text, encoding = decode((FIXTURES / "pg_oldstyle.txt").read_bytes())
     assert encoding == "cp1252"  # not UTF-8: decoded without failing

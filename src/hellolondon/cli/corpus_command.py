@@ -128,6 +128,16 @@ def _collect_parser(steps: argparse._SubParsersAction) -> None:
     p.set_defaults(func=collect_command)
 
 
+def _clean_settings() -> str:
+    import dataclasses
+    import textwrap
+
+    from hellolondon.corpus.clean import CleanConfig
+
+    pairs = [f"{f.name}={str(f.default).lower()}" for f in dataclasses.fields(CleanConfig)]
+    return textwrap.fill(", ".join(pairs), width=88, initial_indent="  ", subsequent_indent="  ")
+
+
 def _clean_parser(steps: argparse._SubParsersAction) -> None:
     p = steps.add_parser(
         "clean", help="clean, filter and de-duplicate into documents.jsonl", formatter_class=RAW,
@@ -137,7 +147,8 @@ def _clean_parser(steps: argparse._SubParsersAction) -> None:
         "  hellolondon corpus clean --config clean.toml --workers 8\n\n"
         "Local files: Project Gutenberg .txt, archive.org *_djvu.txt, Old Bailey TEI .xml.\n"
         "Writes documents.jsonl, clean_log.jsonl (what was removed from each document and\n"
-        "why, and why documents were rejected) and report.md / report.json.",
+        "why, and why documents were rejected) and report.md / report.json.\n\n"
+        f"Settings for --set and the [clean] table, with their defaults (docs/corpus.md):\n{_clean_settings()}",
     )  # fmt: skip
     p.add_argument(
         "--in", dest="input", default=DEFAULT_DIR, help=f"collection folder (default {DEFAULT_DIR})"

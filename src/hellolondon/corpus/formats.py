@@ -149,8 +149,10 @@ _LICENCE_WORDS = re.compile(
     r"gutenberg-tm|gutenberg licen[sc]e|the small print!|gutenberg literary archive", re.IGNORECASE
 )
 _PG_MENTION = re.compile(r"project gutenberg|gutenberg\.(?:org|net)|pglaf", re.IGNORECASE)
+# a tag on a line of its own goes with its line; one within a line, with the space before it
 _ILLUSTRATION = re.compile(
-    r"^[ \t]*\[Illustrations?\b[^\]]{0,500}\][ \t]*$", re.MULTILINE | re.IGNORECASE
+    r"^[ \t]*\[Illustrations?\b[^\]]{0,500}\][ \t]*$|[ \t]?\[Illustrations?\b[^\]\n]{0,500}\]",
+    re.MULTILINE | re.IGNORECASE,
 )
 # A bracketed note runs to its closing bracket; an unbracketed one is its own paragraph, and
 # the next paragraph too when the first is the heading alone ("Transcriber's Notes:"). Only a
