@@ -222,7 +222,7 @@ def catalog_command(args: argparse.Namespace) -> int:
         print(
             f"{s.id:<26} {s.status:<10} {s.year} {s.period:<15} {s.category:<16} {s.title} - {s.author}"
         )
-    print(f"{len(sources)} sources")
+    print(f"{len(sources)} source" + "s" * (len(sources) != 1))
     return 0
 
 

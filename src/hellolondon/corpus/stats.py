@@ -49,7 +49,7 @@ def build_report(
     flush()
     report: dict[str, Any] = {
         "documents_file": str(docs_path),
-        "token_unit": f"tokens ({tokenizer})" if tokenizer else "whitespace words",
+        "token_unit": f"tokens of {tokenizer}" if tokenizer else "whitespace words",
         "totals": totals,
         "by_period": {k: dict(v) for k, v in sorted(groups["period"].items())},
         "by_category": {k: dict(v) for k, v in sorted(groups["category"].items())},
@@ -113,7 +113,7 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as Markdown: tables for the totals and groups, then lists of rejections."""
     unit = report["token_unit"]
     t = report["totals"]
-    lines = ["# Corpus report", "", f"Source: `{report['documents_file']}`; tokens are {unit}.", ""]
+    lines = ["# Corpus report", "", f"Source: `{report['documents_file']}`; sizes are in {unit}.", ""]
     lines += _table("", {"all": t})
     for name in ("by_period", "by_category"):
         lines += ["", f"## {name.replace('_', ' ').capitalize()}", ""] + _table(

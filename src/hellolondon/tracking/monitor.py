@@ -389,7 +389,8 @@ class HealthMonitor:
             p = PHASES[0]
         if p.name != self._phase:
             self._phase = p.name
-            lo, hi = round(p.start * scale), round(p.end * scale)
+            lo = round(p.start * scale)
+            hi = max(lo + 1, round(p.end * scale))  # a short run: "0-1", not "0-0"
             text = (
                 f"steps {lo}-{hi} of {self.max_iters} (the W&B guide's {p.start}-{p.end} of "
                 f"{SEED_ITERS}): {expectation(p.name, self.schedule, mfu)}"
