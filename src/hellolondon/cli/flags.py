@@ -41,7 +41,7 @@ def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tags",
         metavar="A,B",
-        help="extra tags besides london,historical,llm,gpt2,1500-1850 and the preset",
+        help="extra tags besides london,historical,llm,gpt2,1500-1850, the preset and WANDB_TAGS",
     )
     g.add_argument(
         "--notes", metavar="TEXT", help="free text shown on the W&B run; default: WANDB_NOTES"

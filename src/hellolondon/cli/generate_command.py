@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
     p.add_argument(
         "--max-new-tokens", type=int, default=200,
-        help="tokens to add; past the model's context its view shifts to the newest 3/4",
+        help="tokens to add (default 200); past the model's context its view shifts to the newest 3/4",
     )  # fmt: skip
     p.add_argument(
         "--temperature",

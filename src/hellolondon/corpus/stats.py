@@ -113,7 +113,12 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as Markdown: tables for the totals and groups, then lists of rejections."""
     unit = report["token_unit"]
     t = report["totals"]
-    lines = ["# Corpus report", "", f"Source: `{report['documents_file']}`; sizes are in {unit}.", ""]
+    lines = [
+        "# Corpus report",
+        "",
+        f"Source: `{report['documents_file']}`; sizes are in {unit}.",
+        "",
+    ]
     lines += _table("", {"all": t})
     for name in ("by_period", "by_category"):
         lines += ["", f"## {name.replace('_', ' ').capitalize()}", ""] + _table(
