@@ -72,6 +72,25 @@ def test_bench_refuses_a_bad_flag_before_it_runs(flags, message, tmp_path, capsy
     assert (tmp_path / "file").read_text() == "kept"
 
 
+def test_demo_refuses_a_work_folder_of_other_files_before_writing(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "data").mkdir(parents=True)
+    (mine / "documents.jsonl").write_text("my corpus\n")
+    (tmp_path / "afile").write_text("kept")
+    cases = [
+        (["--work", str(mine)], "holds files the demo did not write (data, documents.jsonl)"),
+        (["--work", str(tmp_path / "afile")], "is a file, not a folder"),
+        (["--work", str(tmp_path / "new"), "--out-dir", str(tmp_path / "afile")], "is a file"),
+    ]
+    for flags, message in cases:
+        assert main(["demo", "--wandb-mode", "disabled", *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert (mine / "documents.jsonl").read_text() == "my corpus\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["data", "documents.jsonl"]
+    assert (tmp_path / "afile").read_text() == "kept" and not (tmp_path / "new").exists()
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -35,6 +35,28 @@ DEMO_SETTINGS = [
     "train.sample_interval=0",
 ]
 PROMPT = "Now is the winter of"
+DEFAULT_WORK = Path("work/demo")
+MARK = ".hellolondon-demo"  # in a folder the demo wrote: what is beside it is the demo's
+
+
+def claim_work(work: Path, out_dir: str) -> None:
+    """The demo replaces its corpus, tokenizer and token files on every run, so it refuses a
+    folder that holds other files (another stage's output, which a run may train on), and an
+    out_dir that is a file, before it writes anything."""
+    from hellolondon.errors import UserError
+    from hellolondon.files import other_files, some_of
+
+    for path, flag in ((work, "--work"), (Path(out_dir), "--out-dir")):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag} {path} is a file, not a folder; give a folder")
+    mine = (work / MARK).exists() or work.resolve() == DEFAULT_WORK.resolve()
+    if not mine and (held := other_files(work)):
+        raise UserError(
+            f"--work {work} holds files the demo did not write ({some_of(held)}); it replaces "
+            "its corpus, tokenizer and token files on every run: give a new or empty folder"
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    (work / MARK).write_text("the demo's folder: `hellolondon demo` replaces what is here\n")
 
 
 def _stage(title: str) -> float:

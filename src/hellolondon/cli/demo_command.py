@@ -22,7 +22,10 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--work", default="work/demo", help="folder for the corpus, tokenizer and token files"
+        "--work",
+        default="work/demo",
+        help="folder for the corpus, tokenizer and token files, replaced on every run (a folder "
+        "holding other files is refused; default work/demo)",
     )
     p.add_argument(
         "--out-dir", default="runs", help="folder that holds run folders (default: runs)"
@@ -41,9 +44,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.demo import run_demo
+    from hellolondon.demo import claim_work, run_demo
 
     tracking = tracking_settings(args)  # without an API key W&B records offline
+    claim_work(Path(args.work), args.out_dir)
     run_demo(
         Path(args.work), [f"out_dir={args.out_dir}", *args.overrides], tracking, args.vocab_size
     )
