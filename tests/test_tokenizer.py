@@ -366,3 +366,22 @@ def test_a_tokenizer_that_changes_each_piece_is_not_cut(tmp_path, tok_dir, edit)
     (tmp_path / "tokenizer.json").write_text(json.dumps(data | edit), encoding="utf-8")
     assert load_tokenizer(tok_dir).splits_safely
     assert not load_tokenizer(tmp_path).splits_safely
+
+
+def test_two_tokenizer_trainings_into_one_folder_are_not_run_at_once(tmp_path, capsys):
+    from hellolondon.cli import main
+    from hellolondon.corpus.documents import Document, write_documents
+    from hellolondon.files import exclusive_lock
+
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(
+        corpus, [Document(id=f"d{i}", text="the king and the queen " * 50) for i in range(3)]
+    )
+    out = tmp_path / "tok"
+    out.mkdir()
+    argv = ["tokenizer", "train", "--corpus", str(corpus), "--out", str(out), "--vocab-size", "300"]
+    with exclusive_lock(out / ".tokenizer.lock", lambda pid: AssertionError(pid)):
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is being written by another `tokenizer train` (process" in err and err.count("\n") == 1
+    assert [p.name for p in out.iterdir()] == []

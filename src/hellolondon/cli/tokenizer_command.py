@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from hellolondon.corpus.documents import read_documents
 
@@ -69,19 +70,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from hellolondon.errors import UserError
+    from hellolondon.files import exclusive_lock
     from hellolondon.tokenizer import check_replace, train_tokenizer
 
     check_replace(args.out, args.force)
     next(read_documents(args.corpus), None)  # fail fast with a clear line on a bad corpus
-    t0 = time.perf_counter()
-    texts = (doc.text for doc in read_documents(args.corpus))
-    tok = train_tokenizer(
-        texts,
-        args.out,
-        args.vocab_size,
-        historical=False if args.no_historical else None,
-        show_progress=sys.stdout.isatty(),  # its bars leave blank lines in a pipe or file
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    busy = lambda pid: UserError(  # noqa: E731
+        f"{args.out} is being written by another `tokenizer train` (process {pid}); wait for it "
+        "to end, or choose another --out"
     )
+    with exclusive_lock(Path(args.out) / ".tokenizer.lock", busy):
+        check_replace(args.out, args.force)  # again: another one may have finished meanwhile
+        t0 = time.perf_counter()
+        texts = (doc.text for doc in read_documents(args.corpus))
+        tok = train_tokenizer(
+            texts,
+            args.out,
+            args.vocab_size,
+            historical=False if args.no_historical else None,
+            show_progress=sys.stdout.isatty(),  # its bars leave blank lines in a pipe or file
+        )
     print(f"tokenizer: {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f}s -> {args.out}")
     if tok.vocab_size < args.vocab_size:
         print(
