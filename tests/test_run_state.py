@@ -498,6 +498,37 @@ def test_a_resume_cuts_the_samples_written_after_its_checkpoint(tmp_path):
     assert text.endswith("text at 20\n=== iteration 99 in the text\n\n")
 
 
+def test_a_damaged_copy_of_the_runs_tokenizer_is_made_again_or_refused_before_training(
+    trained_run, tmp_path, monkeypatch
+):
+    from hellolondon.errors import UserError
+    from hellolondon.train import run as run_module
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(trained_run, run.path)
+    good = (run.tokenizer_dir / "tokenizer.json").read_bytes()
+    (run.tokenizer_dir / "tokenizer.json").write_text("{")
+    resume(run.path, "train.max_iters=42")  # the data's tokenizer is there: copied again
+    assert (run.tokenizer_dir / "tokenizer.json").read_bytes() == good
+    (run.tokenizer_dir / "tokenizer.json").write_text("{")
+    monkeypatch.setattr(run_module, "_run_tokenizer", lambda meta, data_dir: None)  # gone too
+    before = {f.name: f.read_bytes() for f in run.path.iterdir() if f.is_file()}
+    with pytest.raises(UserError, match="the run's copy of its tokenizer in .* is not the one"):
+        resume(run.path, "train.max_iters=44")
+    assert {f.name: f.read_bytes() for f in run.path.iterdir() if f.is_file()} == before
+
+
+def test_a_run_whose_tokenizer_is_gone_says_so_before_training(tiny_data, tmp_path, monkeypatch):
+    from hellolondon.train import run as run_module
+
+    monkeypatch.setattr(run_module, "_run_tokenizer", lambda meta, data_dir: None)
+    said: list[str] = []
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=t", "train.max_iters=2")
+    train(cfg, log=said.append)
+    assert any(s.startswith("warning: the tokenizer the token files in") for s in said)
+    assert not (tmp_path / "t" / "tokenizer").exists()
+
+
 def _without_timing(rows: list[dict]) -> list[dict]:
     timing = ("time", "dt_ms", "per_sec", "tflops", "mfu", "epoch_time_s")
     return [{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in rows]

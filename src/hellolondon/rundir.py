@@ -22,6 +22,7 @@ first cuts such a line off so that the next row starts on a line of its own.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
 import os
@@ -337,9 +338,11 @@ class RunDir:
     def copy_tokenizer(self, src: str | Path | None) -> None:
         """Keep a copy of the run's tokenizer beside it (once), so the run is self-contained.
         Copied under a temporary name and renamed: a copy cut short is never taken for one."""
-        done = (self.tokenizer_dir / "tokenizer.json").is_file()
-        if not src or not (Path(src) / "tokenizer.json").is_file() or done:
+        if not src or not (Path(src) / "tokenizer.json").is_file():
             return
+        kept = self.tokenizer_dir / "tokenizer.json"
+        if kept.is_file() and filecmp.cmp(kept, Path(src) / "tokenizer.json", shallow=False):
+            return  # a copy that differs (damaged, cut short) is made again from `src`
         tmp = self.path / f".tokenizer.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)

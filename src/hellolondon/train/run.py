@@ -109,6 +109,8 @@ def setup_run(
     )  # fmt: skip
     if d.is_main and _new_folder(cfg, ckpt):  # a name in use is said before the model is built
         RunDir(Path(cfg.out_dir) / cfg.tracking.run_name).check_new()
+    if d.is_main:
+        _check_run_tokenizer(cfg, meta, tokenizer, ckpt, log)
     batches = Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device)
     check_fits_in_memory(cfg.model)  # before the run folder: a refusal leaves nothing behind
     dtype = precision(cfg, d.device)
@@ -263,6 +265,37 @@ def _open_tracking(
     )
     if run.monitor is not None:
         run.monitor.tracker = run.tracker
+
+
+def _check_run_tokenizer(cfg: RunConfig, meta: dict, tokenizer, ckpt: Path | None, log) -> None:
+    """The tokenizer the run keeps a copy of (samples, generate, eval and export read it),
+    checked before the run folder is touched, not when the first sample is due, hours in: the
+    token files' own, copied at the start; else the copy a resumed run has, which must be
+    readable and the same."""
+    from hellolondon.tokenizer import load_tokenizer
+
+    if tokenizer is not None:
+        return
+    home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
+    folder = home.tokenizer_dir if home is not None else None
+    if folder is None or not (folder / "tokenizer.json").is_file():
+        log(
+            f"warning: the tokenizer the token files in {cfg.data.data_dir} were made with is "
+            f"gone ({meta.get('tokenizer_path') or 'not recorded'}): this run writes no samples, "
+            "and generate, eval and export need a copy of it in the run's tokenizer/ folder"
+        )
+        return
+    try:
+        fingerprint = load_tokenizer(folder).fingerprint
+    except UserError as exc:
+        fingerprint = f"unreadable: {exc}"
+    made_with = meta.get("tokenizer_fingerprint")
+    if made_with and fingerprint != made_with:
+        raise UserError(
+            f"the run's copy of its tokenizer in {folder} is not the one its token files were "
+            f"made with ({fingerprint[:60]}); copy that tokenizer (fingerprint {made_with[:12]}) "
+            "there and resume"
+        )
 
 
 def config_for_resume(resume: str, config_file: str | None, overrides: list[str]) -> RunConfig:
