@@ -472,3 +472,28 @@ def test_meta_counts_the_distinct_sources(setup, tmp_path):
     root, docs = setup
     meta = prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
     assert meta["sources"] == len({d.source for d in docs}) == 2  # ballads and sermons
+
+
+def test_token_ids_beyond_the_vocabulary_are_named_before_training(setup, tmp_path, capsys):
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "d", workers=1)
+    meta = load_meta(tmp_path / "d")
+    ids = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)
+    ids[5] = meta["vocab_size"] + 7  # a damaged file: same size, one id out of range
+    ids.tofile(tmp_path / "d" / "train.bin")
+    with pytest.raises(UserError, match=f"holds token id {meta['vocab_size'] + 7:,}, beyond"):
+        prep.check_token_ids(tmp_path / "d", meta["vocab_size"])
+    argv = ["train", "--data", str(tmp_path / "d"), "--out-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--wandb-mode", "disabled", "train.max_iters=1"]) == 2
+    assert "beyond the vocabulary" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before the run folder
+
+
+@pytest.mark.parametrize("vocab", [None, "300", 100_000, 1])
+def test_a_meta_json_vocab_size_that_cannot_be_is_one_line(setup, tmp_path, vocab):
+    root, _ = setup
+    prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    (tmp_path / "meta.json").write_text(json.dumps(meta | {"vocab_size": vocab}))
+    with pytest.raises(UserError, match="vocab_size .* not a whole number from 2 to 65,536"):
+        load_meta(tmp_path)

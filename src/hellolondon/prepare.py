@@ -440,6 +440,12 @@ def load_meta(data_dir: str | Path) -> dict:
         raise UserError(
             f"{path} is not the meta.json of `hellolondon prepare` (a JSON object); run it again"
         )
+    vocab = meta.get("vocab_size")
+    if type(vocab) is not int or not 2 <= vocab <= MAX_VOCAB:
+        raise UserError(
+            f"{path} gives vocab_size {vocab!r}, not a whole number from 2 to {MAX_VOCAB:,} "
+            "(uint16 token files); run `hellolondon prepare` again"
+        )
     for split in ("train", "val"):
         bin_path = token_file(data_dir, split)
         count = meta.get(f"{split}_tokens")
@@ -449,6 +455,21 @@ def load_meta(data_dir: str | Path) -> dict:
                 f"{bin_path} is missing or does not match meta.json; run `hellolondon prepare` again"
             )
     return meta
+
+
+def check_token_ids(data_dir: str | Path, vocab_size: int, splits=("train", "val")) -> None:
+    """Every id in the token files is below `vocab_size`: one beyond the model's vocabulary
+    stops training with an IndexError (on a GPU, a device-side assert). One pass over each
+    file at the disk's speed (a max over the mapped file)."""
+    for split in splits:
+        tokens = open_tokens(data_dir, split)
+        top = int(tokens.max()) if len(tokens) else -1
+        if top >= vocab_size:
+            raise UserError(
+                f"{token_file(data_dir, split)} holds token id {top:,}, beyond the vocabulary of "
+                f"{vocab_size:,}: the file is damaged or was made with another tokenizer; run "
+                "`hellolondon prepare` again"
+            )
 
 
 def check_tokenizer_matches(meta: dict, tokenizer: Tokenizer) -> None:

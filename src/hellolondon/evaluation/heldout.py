@@ -26,7 +26,7 @@ from tokenizers import pre_tokenizers
 
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
-from hellolondon.prepare import open_tokens, token_file
+from hellolondon.prepare import check_token_ids, open_tokens, token_file
 from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import Tokenizer
 
@@ -140,6 +140,7 @@ def score_heldout(
             f"--stride must be between 1 and the model's context ({context}), not {stride}"
         )
     val_bin = token_file(data_dir, "val")
+    check_token_ids(data_dir, model.config.vocab_size, splits=("val",))
     tokens = open_tokens(data_dir, "val")
     total = len(tokens)
     if max_tokens:

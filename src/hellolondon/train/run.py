@@ -18,7 +18,7 @@ from hellolondon import hardware, provenance
 from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
-from hellolondon.prepare import load_meta
+from hellolondon.prepare import check_token_ids, load_meta
 from hellolondon.rundir import RunDir
 from hellolondon.tracking.secrets import scrub
 from hellolondon.tracking.setup import open_tracker
@@ -112,6 +112,7 @@ def setup_run(
     if d.is_main:
         _check_run_tokenizer(cfg, meta, tokenizer, ckpt, log)
     batches = Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device)
+    check_token_ids(cfg.data.data_dir, cfg.model.vocab_size)  # before the run folder
     check_fits_in_memory(cfg.model)  # before the run folder: a refusal leaves nothing behind
     dtype = precision(cfg, d.device)
     # the speed options (fp8, attention kernel, micro-batches) are refused while building the
