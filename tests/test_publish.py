@@ -11,18 +11,45 @@ SECRET = "hf_TESTtokenDoNotLeak1234567890"
 
 @pytest.fixture
 def folder(tmp_path):
+    """An export folder of the right shape, tiny: what `check_export` reads is real."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
     out = tmp_path / "export"
     out.mkdir()
-    for name in (
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "README.md",
-        "generation_config.json",
-    ):
+    config = {"model_type": "gpt2", "vocab_size": 8, "n_embd": 4}
+    (out / "config.json").write_text(json.dumps(config))
+    save_file({"transformer.wte.weight": torch.zeros(8, 4)}, str(out / "model.safetensors"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "README.md", "generation_config.json"):
         (out / name).write_text("{}")
     (out / ".model.safetensors.tmp").write_text("partial")
     return out
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("cut", "model.safetensors cannot be read (Error while deserializing header"),
+        ("config", "a file is missing or not valid JSON"),
+        ("shape", "does not fit config.json"),
+    ],
+)
+def test_a_damaged_export_is_named_before_anything_goes_up(folder, hub, capsys, damage, message):
+    import json
+
+    weights = folder / "model.safetensors"
+    if damage == "cut":
+        weights.write_bytes(weights.read_bytes()[:-10])
+    elif damage == "config":
+        (folder / "config.json").write_text("garbage")
+    else:
+        (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 9}))
+    assert main(["publish", str(folder), "--repo", "user/ok", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "run `hellolondon export` again" in err and err.count("\n") == 1
+    assert hub.calls == []
 
 
 class FakeApi:
@@ -61,7 +88,7 @@ def test_dry_run_lists_the_files_and_contacts_nothing(folder, hub, capsys, monke
     monkeypatch.delenv("HF_TOKEN", raising=False)
     assert main(["publish", str(folder), "--repo", "me/london", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "would upload 5 files" in out and "https://huggingface.co/me/london" in out
+    assert "would upload 6 files" in out and "https://huggingface.co/me/london" in out
     assert "model.safetensors" in out and ".tmp" not in out
     assert "HF_TOKEN is not set" in out
     assert hub.calls == []
@@ -92,7 +119,7 @@ def test_upload_uses_the_token_and_never_shows_or_writes_it(folder, hub, capsys,
         and "README.md" in upload[1]["allow_patterns"]
     )
     out = capsys.readouterr()
-    assert SECRET not in out.out + out.err and "uploaded 5 files" in out.out
+    assert SECRET not in out.out + out.err and "uploaded 6 files" in out.out
     assert not any(SECRET in p.read_text() for p in folder.rglob("*") if p.is_file())
 
 

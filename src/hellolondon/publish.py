@@ -30,6 +30,9 @@ def upload_list(folder: str | Path) -> list[tuple[str, int]]:
         raise UserError(
             f"{root} is not an export folder (missing {', '.join(missing)}); run `hellolondon export` first"
         )
+    from hellolondon.export import check_export
+
+    check_export(root)  # a damaged folder is named before anything goes up
     files = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)

@@ -186,6 +186,34 @@ def is_export(folder: Path) -> bool:
     ) and not is_checkpoint(folder)
 
 
+def check_export(folder: Path) -> None:
+    """An export folder whose files load: config.json and the tokenizer's files as JSON, and
+    model.safetensors whole (its header read, its length checked) and of the config's shape.
+    Its weights are not hashed: that is `transformers`' load, which `export` made."""
+    from safetensors import safe_open
+
+    def bad(what: str) -> UserError:
+        return UserError(f"{folder}: {what}; run `hellolondon export` again")
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        for name in TOKENIZER_FILES[:2]:
+            json.loads((folder / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise bad(
+            f"a file is missing or not valid JSON ({str(exc).splitlines()[0][:80]})"
+        ) from None
+    if not isinstance(config, dict) or config.get("model_type") != "gpt2":
+        raise bad("config.json is not a GPT-2 model's config")
+    try:
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            shape = list(f.get_slice("transformer.wte.weight").get_shape())
+    except Exception as exc:  # a cut-short or foreign file: safetensors names the fault
+        raise bad(f"model.safetensors cannot be read ({str(exc).splitlines()[0][:80]})") from None
+    if shape != [config.get("vocab_size"), config.get("n_embd")]:
+        raise bad(f"model.safetensors (embedding {shape}) does not fit config.json")
+
+
 def check_not_holding(out: Path, ckpt: Path) -> None:
     """Replacing --out removes everything in it: never the checkpoint being exported or its run."""
     if out.exists() and ckpt.resolve().is_relative_to(out.resolve()):
