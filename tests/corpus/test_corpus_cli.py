@@ -169,6 +169,11 @@ def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, cap
         (["corpus", "collect", "--connect-timeout", "nan"], "--connect-timeout must be a number"),
         (["corpus", "collect", "--delay", "-1"], "--delay and --backoff must be >= 0"),
         (["corpus", "catalog", "--catalog", "/nonexistent.toml"], "not found"),
+        (["corpus", "collect", "--limit", "0", "--offline"], "--limit must be 1 or more"),
+        (["corpus", "collect", "--limit", "-1", "--offline"], "--limit must be 1 or more"),
+        (["corpus", "catalog", "--period", "bogus"], "--period 'bogus' is not one of"),
+        (["corpus", "catalog", "--category", "novels"], "--category 'novels' is not one of"),
+        (["corpus", "clean", "--extra", str(FIXTURES), "--workers", "0"], "--workers must be 1"),
         (
             ["corpus", "report", "--in", "/nonexistent/corpus"],
             "or give a corpus file with --documents (`hellolondon corpus sample` writes",
@@ -220,3 +225,16 @@ def test_sample_fills_an_empty_file(tmp_path, capsys):
     path.write_bytes(b"")  # holds no documents: nothing to lose
     assert main(["corpus", "sample", "--out", str(path)]) == 0
     assert sum(1 for _ in read_documents(path)) > 0
+
+
+def test_clean_does_not_replace_a_corpus_file_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "documents.jsonl").write_text("the bundled sample, say\n")
+    argv = ["corpus", "clean", "--extra", str(FIXTURES), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "`corpus clean` did not write it" in err and "--force" in err
+    assert (out / "documents.jsonl").read_text() == "the bundled sample, say\n"
+    assert main([*argv, "--force"]) == 0
+    assert main(argv) == 0  # its own output, beside its clean_log: a rerun replaces it

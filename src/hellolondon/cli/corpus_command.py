@@ -82,7 +82,12 @@ def _collect_parser(steps: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     _catalog_options(p)
     p.add_argument("--out", default=DEFAULT_DIR, help=f"collection folder (default {DEFAULT_DIR})")
-    p.add_argument("--limit", type=int, default=0, help="take only the first N selected sources")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="take only the first N selected sources (default: all)",
+    )
     p.add_argument("--offline", action="store_true", help="use only the local cache; no network")
     p.add_argument(
         "--retry-failed", action="store_true", help="retry sources that failed or were rejected"
@@ -169,6 +174,11 @@ def _clean_parser(steps: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a documents.jsonl in --out that `corpus clean` did not write",
+    )
     p.set_defaults(func=clean_command)
 
 
@@ -208,6 +218,14 @@ def _sources(args: argparse.Namespace) -> list:
     if bad:
         raise UserError(f"--status {bad[0]!r} is not one of {', '.join(STATUSES)}")
     sources = load_catalog(args.catalog, builtin=not args.no_builtin)
+    from hellolondon.corpus.documents import PERIODS
+
+    for flag, asked, known in (
+        ("--period", _split(args.period), {p for p, _, _ in PERIODS} | {s.period for s in sources}),
+        ("--category", _split(args.category), {s.category for s in sources}),
+    ):
+        if bad := [a for a in asked if a not in known]:  # a typo would select nothing at all
+            raise UserError(f"{flag} {bad[0]!r} is not one of {', '.join(sorted(known))}")
     return select(sources, statuses, args.id, _split(args.period), _split(args.category))
 
 
@@ -245,8 +263,12 @@ def collect_command(args: argparse.Namespace) -> int:
         raise UserError(
             f"--delay and --backoff must be >= 0 seconds, not {args.delay:g} and {args.backoff:g}"
         )
+    if args.limit is not None and args.limit < 1:
+        raise UserError(
+            f"--limit must be 1 or more (leave it out for all sources), not {args.limit}"
+        )
     sources = _sources(args)
-    if args.limit:
+    if args.limit is not None:
         sources = sources[: args.limit]
     if not sources:
         raise UserError(
@@ -292,6 +314,16 @@ def clean_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.pipeline import clean_corpus, items_from_collection, items_from_paths
     from hellolondon.errors import UserError
 
+    if args.workers < 1:
+        raise UserError(f"--workers must be 1 or more, not {args.workers}")
+    out = CorpusFolder(args.out or args.input)
+    if out.documents.is_file() and not out.clean_log.is_file() and not args.force:
+        # clean's own earlier output (beside its clean_log) is replaced by a rerun; another
+        # corpus file (the bundled sample, a hand-made one) is not, without --force
+        raise UserError(
+            f"{out.documents} exists and `corpus clean` did not write it (no {out.clean_log.name} "
+            "beside it); choose another --out, or add --force to replace it"
+        )
     config = load_clean_config(args.config, args.set)
     folder = CorpusFolder(args.input)
     items = items_from_collection(folder.path) if folder.manifest.is_file() else []
@@ -299,7 +331,6 @@ def clean_command(args: argparse.Namespace) -> int:
         raise UserError(f"no collected sources in {folder} (no manifest.json with status ok); "
                         "run `hellolondon corpus collect` first, or give local files with --extra")  # fmt: skip
     items += items_from_paths(args.extra)
-    out = CorpusFolder(args.out or folder.path)
     result = clean_corpus(
         items, out.path, config, workers=max(1, args.workers), progress=not args.quiet
     )
