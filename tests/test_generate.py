@@ -219,6 +219,13 @@ def test_a_corrupt_newest_checkpoint_names_an_earlier_one_to_use(trained_run, tm
     assert (
         main(["generate", str(run / "checkpoints" / "step-000020"), "--max-new-tokens", "2"]) == 0
     )
+    state = root / "step-000040" / "state.json"  # now a cut-short state.json: no silent fallback
+    weights.unlink()
+    shutil.rmtree(root / "best")
+    state.write_text(state.read_text()[:50])
+    assert main(["generate", str(run), "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"give another checkpoint instead, such as {root / 'step-000020'}" in err
 
 
 def test_a_checkpoint_config_of_the_wrong_type_names_its_state_file(trained_run, tmp_path, capsys):

@@ -496,6 +496,13 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
     from hellolondon.tokenizer import load_tokenizer
 
     ckpt = resolve(path)
+    p = Path(path)
+    newest = ckpt if is_checkpoint(p) else next(iter(_candidates(_root(p))), ckpt)
+    if newest != ckpt:  # resolve passed over a newest one whose state.json cannot be read
+        try:
+            read_state(newest, verify=False)
+        except UserError as exc:
+            raise UserError(f"{exc}; give another checkpoint instead, such as {ckpt}") from None
     try:
         state = read_state(ckpt)
     except UserError as exc:  # name one to use instead: never fall back to it silently
