@@ -222,6 +222,18 @@ def test_a_report_of_other_weights_at_the_same_step_is_refused(trained_run, tmp_
     assert export_checkpoint(trained_run, tmp_path / "out", report=same)["report"]
 
 
+def test_a_report_on_other_token_files_is_refused(trained_run, tmp_path):
+    from hellolondon.evaluation.suite import evaluate
+
+    report = evaluate(trained_run, parts=("probes",))[0]
+    heldout = {"own_data": False, "data_dir": str(tmp_path / "odd_data"), "bits_per_byte": 4.2}
+    other = tmp_path / "step-000040-on-odd_data.json"
+    other.write_text(json.dumps(report | {"heldout": heldout}))
+    with pytest.raises(UserError, match=r"scored other token files than the run's own \("):
+        export_checkpoint(trained_run, tmp_path / "out", report=other)
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_replaces_an_earlier_export_only_when_forced(trained_run, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 0

@@ -231,7 +231,12 @@ def export_checkpoint(
     license: str | None = None,
 ) -> dict[str, Any]:
     """Write the export folder for a run or checkpoint; returns what the card and CLI show."""
-    from hellolondon.evaluation.suite import find_report, same_weights, weights_digest
+    from hellolondon.evaluation.suite import (
+        find_report,
+        other_data_name,
+        same_weights,
+        weights_digest,
+    )
     from hellolondon.train.checkpoint import load_for_inference
 
     out = Path(os.path.abspath(out))  # "." and ".." get a name, for the folder swapped in beside
@@ -254,6 +259,12 @@ def export_checkpoint(
     ):
         raise UserError(
             f"eval report is for step {report_data.get('step')} of another or this run, not for checkpoint {ckpt} (step {state.get('step')}); evaluate this checkpoint first"
+        )
+    if report_data and (other := other_data_name(report_data)):
+        raise UserError(
+            f"eval report {report} scored other token files than the run's own ({other}): the "
+            "model card quotes the run's held-out text only; give the report of "
+            "`hellolondon eval` on the run's own data, or leave out --report"
         )
     if report_data and not same_weights(report_data, weights_digest(state)):
         raise UserError(
