@@ -497,3 +497,24 @@ def test_a_meta_json_vocab_size_that_cannot_be_is_one_line(setup, tmp_path, voca
     (tmp_path / "meta.json").write_text(json.dumps(meta | {"vocab_size": vocab}))
     with pytest.raises(UserError, match="vocab_size .* not a whole number from 2 to 65,536"):
         load_meta(tmp_path)
+
+
+def test_sigterm_during_prepare_leaves_no_half_files(setup, tmp_path, monkeypatch, capsys):
+    """A scheduler's `kill` cleans up as Ctrl-C does: the command ends with 143, and neither
+    half-written token files nor their temporary names stay behind."""
+    root, _ = setup
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 500)
+    real, calls = prep._encode, []
+
+    def terminated_midway(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args)
+
+    monkeypatch.setattr(prep, "_encode", terminated_midway)
+    argv = ["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok")]
+    assert main([*argv, "--out", str(tmp_path / "d"), "--workers", "1"]) == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was

@@ -14,6 +14,7 @@ import re
 import select
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -194,7 +195,34 @@ def _shown(filename: object) -> str:
     return str(path.with_name(match.group(1)) if match else path)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler) turned into an exception, so that a command's cleanup runs
+    as on Ctrl-C: no half-written files left behind. Training has its own handler: it saves a
+    checkpoint and stops."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _sigterm_raises():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     _line_buffered()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
@@ -213,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         _let_local_rank0_say_it()
         print(f"error: {_from_rank()}{exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            print("terminated", file=sys.stderr)
+            return 143  # a shell's code for SIGTERM
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
