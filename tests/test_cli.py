@@ -523,3 +523,15 @@ def test_a_path_that_cannot_be_written_is_named_as_the_user_knows_it(
     monkeypatch.setattr("hellolondon.corpus.sample.write_sample", refuse)
     err = _err(capsys, ["corpus", "sample", "--out", str(tmp_path / "docs.jsonl")])
     assert err == f"error: /ro/docs.jsonl: {said}; use another path or change its permissions"
+
+
+def test_a_file_where_a_folder_is_needed_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("kept")
+    assert main(["corpus", "sample", "--out", str(tmp_path / "afile" / "d.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {tmp_path / 'afile'}: a file stands where a folder is needed on that path; use "
+        "another path or move the file\n"
+    )
+    assert main(["watch", str(tmp_path), "--interval", "nan"]) == 2
+    assert "--interval must be a number of seconds above 0" in capsys.readouterr().err

@@ -220,3 +220,13 @@ def test_new_commands_have_help_with_examples(capsys):
             main([cmd, "--help"])
         assert exc.value.code == 0
         assert "examples:" in capsys.readouterr().out
+
+
+def test_a_reproduction_record_edited_into_another_shape_is_no_crash(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"reproduce": "x"}))
+    assert main(["reproduce", str(run), "--check"]) == 0
+    out, err = capsys.readouterr()
+    assert "recorded no reproduction facts" in out + err and "Error" not in out + err

@@ -113,10 +113,18 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join([head, *(shlex.quote(a) for a in argv[1:])])
 
 
+def _recorded_data(run_config: dict[str, Any]) -> dict[str, Any]:
+    """The data facts a run's config.json recorded; {} where it has none or they are not a
+    record (a file edited by hand)."""
+    recorded = run_config.get("reproduce")
+    data = recorded.get("data") if isinstance(recorded, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 def trained_on(run_config: dict[str, Any]) -> str | None:
     """The tokens fingerprint of the token files a run was trained on, from its config.json
     (None for a run that did not record it)."""
-    return ((run_config.get("reproduce") or {}).get("data") or {}).get("tokens_fingerprint")
+    return _recorded_data(run_config).get("tokens_fingerprint")
 
 
 def collect(
@@ -224,7 +232,7 @@ def recorded_data_dir(run_config: dict[str, Any]) -> str | None:
     """The data folder a run trained on: `data.data_dir` as given while it still names that
     folder from here (it may be relative), else the absolute path recorded, while it exists."""
     given = (run_config.get("data") or {}).get("data_dir")
-    recorded = ((run_config.get("reproduce") or {}).get("data") or {}).get("data_dir")
+    recorded = _recorded_data(run_config).get("data_dir")
     if given and recorded and Path(given).resolve() == Path(recorded):
         return given
     return recorded if recorded and Path(recorded).is_dir() else given

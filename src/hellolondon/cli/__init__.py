@@ -262,6 +262,13 @@ def _main(argv: list[str] | None) -> int:
                 file=sys.stderr,
             )
             return 1
+        if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename:
+            print(
+                f"error: {_from_rank()}{_shown(exc.filename)}: a file stands where a folder is "
+                "needed on that path; use another path or move the file",
+                file=sys.stderr,
+            )
+            return 1
         denied = (errno.EROFS, errno.EACCES, errno.EPERM)
         if isinstance(exc, OSError) and exc.errno in denied and exc.filename:
             print(

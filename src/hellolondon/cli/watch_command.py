@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
     from hellolondon.watch import MIN_WIDTH, watch
 
-    if args.interval <= 0:
-        raise UserError("--interval must be a positive number of seconds")
+    if not 0 < args.interval <= 86400:  # nan and inf too: the first sleep would fail on them
+        raise UserError("--interval must be a number of seconds above 0 and at most a day")
     if args.width is not None and args.width < MIN_WIDTH:
         raise UserError(
             f"--width {args.width} is too narrow for the charts; give {MIN_WIDTH} or more"

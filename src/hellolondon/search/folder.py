@@ -106,7 +106,10 @@ class SweepFolder:
         try:
             data = json.loads(self._trials.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise UserError(f"{self._trials} cannot be read; the sweep cannot resume") from None
+            raise UserError(
+                f"{self._trials} cannot be read; the sweep cannot resume: restore it, or move "
+                "the sweep folder away to start the sweep again"
+            ) from None
         return [Trial(**t) for t in data.get("trials", [])]
 
     def save(self, trials: list[Trial]) -> None:
