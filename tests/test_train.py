@@ -375,3 +375,14 @@ def test_a_vocabulary_setting_the_token_files_overrule_is_said(tiny_data, tmp_pa
     train(tiny_config(tiny_data, tmp_path, "tracking.run_name=b", "train.max_iters=1"),
           log=quiet.append)  # fmt: skip
     assert not any("vocab_size" in line for line in quiet)
+
+
+def test_a_step_larger_than_the_training_data_is_said(tiny_data, tmp_path):
+    from hellolondon.train.data import Batches
+
+    windows = Batches(tiny_data, 32, 0, torch.device("cpu")).n_windows
+    said: list[str] = []
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=big", "train.max_iters=1",
+                      f"train.batch_size={windows + 1}", "eval_interval=0")  # fmt: skip
+    train(cfg, log=said.append)
+    assert any(s.startswith(f"warning: one step takes {windows + 1:,} sequences") for s in said)

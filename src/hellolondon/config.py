@@ -332,6 +332,12 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
+    def __post_init__(self) -> None:
+        _check(  # empty would put the run folder wherever the command is started
+            isinstance(self.out_dir, str) and self.out_dir.strip() != "",
+            "out_dir must name a folder (--out-dir; default runs)",
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

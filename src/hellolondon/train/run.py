@@ -127,6 +127,12 @@ def setup_run(
     if state is not None:
         _continue_from(run, ckpt, state)
     log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
+    if run.samples_per_step > batches.n_windows:  # said, not left to a falling loss to show
+        log(
+            f"warning: one step takes {run.samples_per_step:,} sequences, more than train.bin "
+            f"holds ({batches.n_windows:,}): every step repeats the data; a smaller "
+            "train.batch_size or a larger corpus"
+        )
     if odd := cfg.train.schedule_warning():
         log(f"warning: {odd}")
     in_place = ckpt is not None and RunDir.of_checkpoint(ckpt) == run.rundir
