@@ -535,3 +535,18 @@ def test_a_file_where_a_folder_is_needed_is_one_line(tmp_path, capsys):
     )
     assert main(["watch", str(tmp_path), "--interval", "nan"]) == 2
     assert "--interval must be a number of seconds above 0" in capsys.readouterr().err
+
+
+def test_a_file_given_for_a_folder_and_a_folder_for_a_file_are_named_as_such(tmp_path, capsys):
+    (tmp_path / "docs.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    (tmp_path / "dir").mkdir()
+    cases = [
+        (["train", "--data", str(tmp_path / "docs.jsonl")], "is a file, not a folder of token"),
+        (["train", "--config", str(tmp_path / "dir")], "is a folder; give the config file"),
+        (["tokenizer", "encode", "--tokenizer", str(tmp_path / "docs.jsonl"), "x"],
+         "is not a tokenizer; give the folder"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

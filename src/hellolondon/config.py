@@ -624,7 +624,8 @@ def _read_run_config(path: Path) -> RunConfig:
     import json
 
     if not path.is_file():
-        raise UserError(f"config file {path} not found")
+        what = "is a folder; give the config file in it" if path.is_dir() else "not found"
+        raise UserError(f"config file {path} {what}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -657,7 +658,8 @@ def settings_of_run(data: Any, source: str) -> RunConfig:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(f"config file {path} not found")
+        what = "is a folder; give the config file in it" if path.is_dir() else "not found"
+        raise UserError(f"config file {path} {what}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -428,6 +428,11 @@ def load_meta(data_dir: str | Path) -> dict:
     """Read meta.json of a prepared folder and check the token files match it."""
     data_dir = Path(data_dir)
     path = data_dir / "meta.json"
+    if data_dir.is_file():
+        raise UserError(
+            f"{data_dir} is a file, not a folder of token files; make one with `hellolondon "
+            "prepare --corpus FILE --tokenizer DIR --out FOLDER` and give that folder"
+        )
     if not path.is_file():
         raise UserError(
             f"{data_dir} has no meta.json; run `hellolondon prepare --out {data_dir}` first"

@@ -374,6 +374,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     try:
         hf = HFTokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+        if file.name != "tokenizer.json":  # a corpus file or some other file given
+            raise UserError(
+                f"{file} is not a tokenizer; give the folder `hellolondon tokenizer train` wrote"
+            ) from None
         raise UserError(
             f"{file} is not a valid tokenizer.json ({str(exc)[:80]}); train it again"
         ) from None
