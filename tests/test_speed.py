@@ -128,14 +128,11 @@ def test_sparse_log_rows_hold_the_same_losses(tiny_data, tmp_path):
     assert summary["first_step_s"] > 0
 
 
-@pytest.mark.parametrize("recipe", [ADAMW, MUON], ids=["adamw", "muon"])
-def test_device_skip_leaves_weights_and_optimizer_untouched(
-    tiny_data, tmp_path, monkeypatch, recipe
-):
+def _poison_the_third_step(monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """The third training forward's loss becomes NaN; returns the weights each training
+    forward saw, in order (filled while training runs)."""
     from hellolondon.model import GPT
-    from hellolondon.train.optim import MuonWithAdamW
 
-    _fused_adamw(monkeypatch)
     real = GPT.forward
     seen: list[dict[str, torch.Tensor]] = []
 
@@ -148,6 +145,17 @@ def test_device_skip_leaves_weights_and_optimizer_untouched(
         return logits, loss
 
     monkeypatch.setattr(GPT, "forward", poisoned)
+    return seen
+
+
+@pytest.mark.parametrize("recipe", [ADAMW, MUON], ids=["adamw", "muon"])
+def test_device_skip_leaves_weights_and_optimizer_untouched(
+    tiny_data, tmp_path, monkeypatch, recipe
+):
+    from hellolondon.train.optim import MuonWithAdamW
+
+    _fused_adamw(monkeypatch)
+    seen = _poison_the_third_step(monkeypatch)
     steps = {"n": 0}
     real_step = speed.step_unless
 
@@ -180,21 +188,8 @@ def test_the_stop_policy_stops_at_the_bad_step_where_the_device_could_skip_it(
     applied before the next read."""
     from safetensors.torch import load_file
 
-    from hellolondon.model import GPT
-
     _fused_adamw(monkeypatch)
-    real = GPT.forward
-    seen: list[dict[str, torch.Tensor]] = []
-
-    def poisoned(self, idx, targets=None, cache=None):
-        if self.training and targets is not None:
-            seen.append({k: v.detach().clone() for k, v in self.state_dict().items()})
-        logits, loss = real(self, idx, targets, cache)
-        if self.training and targets is not None and len(seen) == 3:
-            loss = loss * float("nan")
-        return logits, loss
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    seen = _poison_the_third_step(monkeypatch)
     on_device = []
     monkeypatch.setattr("hellolondon.train.steps.step_unless", lambda *a: on_device.append(a))
     cfg = tiny_config(
