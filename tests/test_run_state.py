@@ -529,6 +529,33 @@ def test_a_run_whose_tokenizer_is_gone_says_so_before_training(tiny_data, tmp_pa
     assert not (tmp_path / "t" / "tokenizer").exists()
 
 
+def test_a_resume_refused_after_taking_the_run_gives_it_back_as_it_was(trained_run, tmp_path):
+    from hellolondon.errors import UserError
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(trained_run, run.path)
+    for record in (None, {"pid": 1, "host": "elsewhere", "failed": "OutOfMemoryError at step 9"}):
+        if record is not None:
+            run.process_file.write_text(json.dumps(record))
+        before = run.status()
+        with pytest.raises(UserError, match="architecture"):
+            resume(run.path, "model.n_layer=3")  # refused after the run was taken
+        assert run.status() == before and (record is not None) == run.process_file.exists()
+
+
+def test_a_resume_is_refused_before_any_work_while_another_takes_the_run(
+    trained_run, tmp_path, capsys
+):
+    from hellolondon.files import exclusive_lock
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    with exclusive_lock(run / ".resume.lock", lambda pid: AssertionError(pid)):
+        assert main(["train", "--resume", str(run), "train.max_iters=42"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: run {run} is being resumed now (process")
+
+
 def _without_timing(rows: list[dict]) -> list[dict]:
     timing = ("time", "dt_ms", "per_sec", "tflops", "mfu", "epoch_time_s")
     return [{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in rows]

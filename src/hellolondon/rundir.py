@@ -222,12 +222,12 @@ class RunDir:
     def mark_ended(self) -> None:
         self.process_file.unlink(missing_ok=True)
 
-    def claim_to_resume(self) -> None:
+    def claim_to_resume(self) -> dict[str, Any]:
         """Record this process as the one training the run, refused while another live process
         trains it: both would write its checkpoints and logs, and prune each other's
         checkpoints. The check and the record are one step under a lock, so two resumes started
         at once (a job requeued while the old one still saves, a command run twice) cannot
-        both pass the check."""
+        both pass the check. Returns the record it replaced (for `restore_record`)."""
 
         def refuse(pid: str) -> UserError:
             return UserError(
@@ -242,7 +242,17 @@ class RunDir:
                     f"run {self.path} is being trained now ({found[1]}); wait for it to end or "
                     "stop it (Ctrl-C, or kill that process) before resuming"
                 )
+            replaced = read_json(self.process_file)
             self.mark_training()
+        return replaced
+
+    def restore_record(self, record: dict[str, Any]) -> None:
+        """Put back the record `claim_to_resume` replaced: a start that stopped before training
+        leaves the run as it found it (finished, failed, killed), not "killed"."""
+        if record:
+            write_json(self.process_file, record)
+        else:
+            self.process_file.unlink(missing_ok=True)
 
     def check_config_readable(self) -> None:
         """Refuse to continue a run whose config.json is there but unreadable (cut short by a

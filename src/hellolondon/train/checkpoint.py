@@ -502,7 +502,9 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
         try:
             read_state(newest, verify=False)
         except UserError as exc:
-            raise UserError(f"{exc}; give another checkpoint instead, such as {ckpt}") from None
+            other = _sound_other(newest)
+            instead = f"; give another checkpoint instead, such as {other}" if other else ""
+            raise UserError(f"{exc}{instead}") from None
     try:
         state = read_state(ckpt)
     except UserError as exc:  # name one to use instead: never fall back to it silently

@@ -101,6 +101,31 @@ def setup_run(
 ) -> Run:
     d = init_distributed(cfg.train.device, fsdp=cfg.train.fsdp)
     log = log if d.is_main else (lambda *_: None)
+    # a run resumed in its own folder is taken before its checkpoint is read, so that two
+    # resumes at once cannot both continue from it; given back if anything stops this start
+    home = _resumed_run(resume) if d.is_main else None
+    replaced = home.claim_to_resume() if home is not None else None
+    try:
+        return _setup(cfg, d, resume, log, global_batch)
+    except BaseException:
+        if home is not None:
+            home.restore_record(replaced)
+        raise
+
+
+def _resumed_run(resume: str | None) -> RunDir | None:
+    """The run folder a resume continues in (its config checked readable first), or None."""
+    if resume is None:
+        return None
+    home = RunDir.of_checkpoint(checkpoint.resolve(resume))
+    if home is not None:
+        home.check_config_readable()
+    return home
+
+
+def _setup(
+    cfg: RunConfig, d: Dist, resume: str | None, log: Callable[[str], None], global_batch
+) -> Run:
     peak = peak_flops_for(d.device)  # a bad HELLOLONDON_PEAK_TFLOPS is refused before the folder
     meta, tokenizer, ckpt, state = _inputs(cfg, resume, log)
     cfg = resolve_config(
@@ -164,10 +189,7 @@ def _run_folder(cfg: RunConfig, ckpt: Path | None, d: Dist) -> RunDir:
     rundir = RunDir(Path(cfg.out_dir) / cfg.tracking.run_name)
     if d.is_main and _new_folder(cfg, ckpt):
         rundir = RunDir.create(cfg.out_dir, cfg.tracking.run_name)
-    elif d.is_main:
-        rundir.check_config_readable()
-        rundir.claim_to_resume()
-    return rundir
+    return rundir  # resumed in place: taken at the start (`setup_run`)
 
 
 def _new_folder(cfg: RunConfig, ckpt: Path | None) -> bool:
@@ -189,6 +211,11 @@ def _run_tokenizer(meta: dict[str, Any], data_dir: str):
             f"the tokenizer at {path} has changed since the token files in {data_dir} were made "
             f"from it (fingerprint {tok.fingerprint[:12]}, not "
             f"{str(meta.get('tokenizer_fingerprint'))[:12]}); run `hellolondon prepare` again"
+        )
+    if tok.vocab_size != meta.get("vocab_size"):  # meta.json edited: eval and export would refuse
+        raise UserError(
+            f"{data_dir}/meta.json gives vocab_size {meta.get('vocab_size')}, but its tokenizer "
+            f"at {path} has {tok.vocab_size}; run `hellolondon prepare` again"
         )
     return tok
 
@@ -293,14 +320,15 @@ def _check_run_tokenizer(cfg: RunConfig, meta: dict, tokenizer, ckpt: Path | Non
         )
         return
     try:
-        fingerprint = load_tokenizer(folder).fingerprint
-    except UserError as exc:
-        fingerprint = f"unreadable: {exc}"
+        found = load_tokenizer(folder).fingerprint
+        fingerprint = f"fingerprint {found[:12]}"
+    except UserError:
+        found, fingerprint = None, "it cannot be read"
     made_with = meta.get("tokenizer_fingerprint")
-    if made_with and fingerprint != made_with:
+    if made_with and found != made_with:
         raise UserError(
             f"the run's copy of its tokenizer in {folder} is not the one its token files were "
-            f"made with ({fingerprint[:60]}); copy that tokenizer (fingerprint {made_with[:12]}) "
+            f"made with ({fingerprint}); copy that tokenizer (fingerprint {made_with[:12]}) "
             "there and resume"
         )
 
