@@ -355,11 +355,11 @@ def test_a_replacement_cut_short_leaves_no_folder_that_looks_complete(setup, tmp
 
 
 def test_two_prepares_into_one_folder_are_not_run_at_once(setup, tmp_path):
-    from hellolondon.files import exclusive_lock
+    from hellolondon.files import writing
 
     root, _ = setup
-    held = exclusive_lock(tmp_path / ".prepare.lock", lambda pid: AssertionError(pid))
-    busy = pytest.raises(UserError, match=r"is being written by another `prepare` \(process")
+    held = writing(tmp_path)  # another prepare, or a tokenizer train or corpus clean, say
+    busy = pytest.raises(UserError, match=r"is being written by another hellolondon command")
     with held, busy:
         prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

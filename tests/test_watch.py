@@ -160,3 +160,15 @@ def test_sparklines_fall_back_to_ascii_where_unicode_cannot_print(tmp_path, enco
     out.seek(0)
     text = out.read()
     assert ("█" in text) == (encoding == "utf-8") and "train/loss" in text
+
+
+def test_a_kill_ends_watch_as_terminated_and_ctrl_c_quietly(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import hellolondon.watch as watch_module
+
+    run = live_run(tmp_path)
+    for send, code in ((signal.SIGTERM, 143), (signal.SIGINT, 0)):
+        monkeypatch.setattr(watch_module.time, "sleep", lambda s, n=send: signal.raise_signal(n))
+        assert main(["watch", str(run), "--interval", "1"]) == code
+        assert capsys.readouterr().err == ("terminated\n" if code else "")

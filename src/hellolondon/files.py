@@ -117,6 +117,25 @@ def exclusive_lock(path: str | Path, refuse: Callable[[str], Exception]) -> Iter
         f.close()
 
 
+WRITING = ".writing.lock"  # held by the command writing into a folder (see `writing`)
+
+
+def writing(folder: str | Path) -> contextlib.AbstractContextManager[None]:
+    """Held while a command writes its files into `folder` (`tokenizer train`, `prepare`,
+    `corpus clean`): a second one writing there at the same time, of any kind, is refused."""
+    from hellolondon.errors import UserError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(
+        folder / WRITING,
+        lambda pid: UserError(
+            f"{folder} is being written by another hellolondon command (process {pid}); wait "
+            "for it to end, or choose another --out"
+        ),
+    )
+
+
 def _still_named(fd: int, path: Path) -> bool:
     try:
         here, named = os.fstat(fd), os.stat(path)

@@ -22,7 +22,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 
 from hellolondon.corpus.documents import check_corpus_file, read_documents
 from hellolondon.errors import UserError
-from hellolondon.files import exclusive_lock, other_files, sha256_file, some_of
+from hellolondon.files import other_files, sha256_file, some_of, writing
 from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer, text_pieces
 
@@ -213,13 +212,6 @@ def _default_workers(corpus: Path) -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _busy(out_dir: Path, pid: str) -> UserError:
-    return UserError(
-        f"{out_dir} is being written by another `prepare` (process {pid}); wait for it to end, "
-        "or choose another --out"
-    )
-
-
 def prepare(
     corpus: str | Path,
     tokenizer_dir: str | Path,
@@ -249,7 +241,12 @@ def prepare(
         )
     val_ids = choose_validation(sizes, val_fraction)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out_dir / ".prepare.lock", partial(_busy, out_dir)):
+    with writing(out_dir):
+        if other := other_files(out_dir, OUTPUTS):  # written since the command's own check
+            raise UserError(
+                f"{out_dir} holds other files ({some_of(other)}); token files get a folder of "
+                "their own: choose another --out"
+            )
         writer = _Writer(out_dir)
         try:
             _run(

@@ -15,6 +15,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+from hellolondon.errors import Terminated
 from hellolondon.report.rundata import to_float
 from hellolondon.rundir import RunDir, Tail, runs_in
 from hellolondon.units import fmt_duration
@@ -190,8 +191,10 @@ def watch(
             if not live:
                 out.write("-" * min(width, 40) + "\n")
             time.sleep(interval)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         out.write("\n")
+        if isinstance(exc, Terminated):  # a `kill` is said as such (exit 143), Ctrl-C is not
+            raise
         return 0
 
 

@@ -237,4 +237,15 @@ def test_clean_does_not_replace_a_corpus_file_it_did_not_write(tmp_path, capsys)
     assert "`corpus clean` did not write it" in err and "--force" in err
     assert (out / "documents.jsonl").read_text() == "the bundled sample, say\n"
     assert main([*argv, "--force"]) == 0
-    assert main(argv) == 0  # its own output, beside its clean_log: a rerun replaces it
+    assert main(argv) == 0  # its own output, written with its clean_log: a rerun replaces it
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clean_log.jsonl", "documents.jsonl", "report.json", "report.md"
+    ]  # fmt: skip
+    import os
+    import time
+
+    later = time.time() + 5  # a corpus file put there after the clean (a stale log beside it)
+    (out / "documents.jsonl").write_text("copied in later\n")
+    os.utime(out / "documents.jsonl", (later, later))
+    assert main(argv) == 2
+    assert (out / "documents.jsonl").read_text() == "copied in later\n"

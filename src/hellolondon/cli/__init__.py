@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from hellolondon import __version__
-from hellolondon.errors import UserError
+from hellolondon.errors import Terminated, UserError
 
 # How long a rank other than its machine's first gives that rank to print a shared error (below).
 ECHO_WAIT_S = 5.0
@@ -195,31 +195,32 @@ def _shown(filename: object) -> str:
     return str(path.with_name(match.group(1)) if match else path)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, a scheduler) turned into an exception, so that a command's cleanup runs
-    as on Ctrl-C: no half-written files left behind. Training has its own handler: it saves a
-    checkpoint and stops."""
+class _Sigterm:
+    """SIGTERM raises `Terminated` while a command works; once it has done its work (and said
+    so), a SIGTERM while it returns and exits changes nothing: the work is complete."""
+
+    def __init__(self) -> None:
+        self.working = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.working:
+            raise Terminated
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+_SIGTERM = _Sigterm()
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _sigterm_raises():
+    """The `hellolondon` command. As the program itself (no `argv`), SIGTERM stays ignored once
+    the command is done, through the interpreter's exit; a caller's handler is put back."""
+    if threading.current_thread() is not threading.main_thread():
         return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _SIGTERM)
+    try:
+        return _main(argv)
+    finally:
+        _SIGTERM.working = False
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -234,7 +235,10 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        _SIGTERM.working = True
+        code = int(args.func(args) or 0)
+        _SIGTERM.working = False
+        return code
     except UserError as exc:
         if args.debug:
             raise

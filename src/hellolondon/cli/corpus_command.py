@@ -309,6 +309,13 @@ def collect_command(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def _cleaned_here(out: CorpusFolder) -> bool:
+    """documents.jsonl is `corpus clean`'s: its clean_log was written with it, after it (a
+    file put there later is newer than the log)."""
+    log = out.clean_log
+    return log.is_file() and log.stat().st_mtime >= out.documents.stat().st_mtime
+
+
 def clean_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.clean import load_clean_config
     from hellolondon.corpus.pipeline import clean_corpus, items_from_collection, items_from_paths
@@ -317,12 +324,12 @@ def clean_command(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers must be 1 or more, not {args.workers}")
     out = CorpusFolder(args.out or args.input)
-    if out.documents.is_file() and not out.clean_log.is_file() and not args.force:
-        # clean's own earlier output (beside its clean_log) is replaced by a rerun; another
-        # corpus file (the bundled sample, a hand-made one) is not, without --force
+    if out.documents.is_file() and not _cleaned_here(out) and not args.force:
+        # clean's own earlier output (its clean_log written with it) is replaced by a rerun;
+        # another corpus file (the bundled sample, a hand-made one) is not, without --force
         raise UserError(
             f"{out.documents} exists and `corpus clean` did not write it (no {out.clean_log.name} "
-            "beside it); choose another --out, or add --force to replace it"
+            "written with it); choose another --out, or add --force to replace it"
         )
     config = load_clean_config(args.config, args.set)
     folder = CorpusFolder(args.input)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from hellolondon.corpus.documents import read_documents
 
@@ -70,18 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from hellolondon.errors import UserError
-    from hellolondon.files import exclusive_lock
+    from hellolondon.files import writing
     from hellolondon.tokenizer import check_replace, train_tokenizer
 
     check_replace(args.out, args.force)
     next(read_documents(args.corpus), None)  # fail fast with a clear line on a bad corpus
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    busy = lambda pid: UserError(  # noqa: E731
-        f"{args.out} is being written by another `tokenizer train` (process {pid}); wait for it "
-        "to end, or choose another --out"
-    )
-    with exclusive_lock(Path(args.out) / ".tokenizer.lock", busy):
+    with writing(args.out):
         check_replace(args.out, args.force)  # again: another one may have finished meanwhile
         t0 = time.perf_counter()
         texts = (doc.text for doc in read_documents(args.corpus))

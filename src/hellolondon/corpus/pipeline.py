@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from hellolondon.corpus.documents import Document, write_documents
 from hellolondon.corpus.formats import decode, detect_format, not_text, read_old_bailey
 from hellolondon.corpus.layout import CorpusFolder
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_path
+from hellolondon.files import atomic_path, writing
 from hellolondon.progress import progress_bar
 
 DOC_FIELDS = ("title", "author", "year", "period", "category", "source", "licence")
@@ -212,7 +213,16 @@ def _one(
 
 
 def _pool(workers: int) -> Any:
-    return multiprocessing.get_context().Pool(workers) if workers > 1 else None
+    if workers <= 1:
+        return None
+    return multiprocessing.get_context().Pool(workers, initializer=_worker_signals)
+
+
+def _worker_signals() -> None:
+    """A worker ends on SIGTERM without a word, and leaves Ctrl-C to the main process, which
+    stops the pool: the main process says what happened, once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def clean_corpus(
@@ -234,7 +244,13 @@ def clean_corpus(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot make the output folder {out}: {exc.strerror or exc}") from None
-    folder = CorpusFolder(out)
+    with writing(out):  # one command writing this folder at a time (they share the spool)
+        return _clean_into(items, CorpusFolder(out), config, workers, progress)
+
+
+def _clean_into(
+    items: list[Item], folder: CorpusFolder, config: CleanConfig, workers: int, progress: bool
+) -> dict[str, Any]:
     spool_path = folder.spool
     entries: list[dict[str, Any]] = []
     kept: list[tuple[int, Outcome]] = []
@@ -264,8 +280,7 @@ def clean_corpus(
                 entries[index].update(dropped[o.entry["id"]])
         if len(kept) == len(dropped):  # an empty corpus would only fail later, further away
             raise UserError(_nothing_kept(entries))  # and the folder's files stay as they were
-        n = write_documents(folder.documents, _read_spool(spool_path, set(dropped)))
-        _write_jsonl(folder.clean_log, entries)
+        n = _write_outputs(folder, _read_spool(spool_path, set(dropped)), entries)
     finally:
         if pool:
             pool.terminate()
@@ -273,9 +288,22 @@ def clean_corpus(
         spool_path.unlink(missing_ok=True)
     from hellolondon.corpus.stats import build_report, write_report
 
-    report = build_report(out)
-    write_report(report, out)
+    report = build_report(folder.path)
+    write_report(report, folder.path)
     return {"documents": n, "entries": len(entries), "report": report}
+
+
+def _write_outputs(folder: CorpusFolder, docs: Iterable[Document], entries: list) -> int:
+    """documents.jsonl and clean_log.jsonl written whole under temporary names, then renamed
+    one right after the other (the log last, so it is never older than the documents); the old
+    report goes first, and the caller writes the new one. A stop at any point leaves no
+    documents beside another run's log or report."""
+    for stale in (folder.report_json, folder.report_md):
+        stale.unlink(missing_ok=True)
+    with atomic_path(folder.clean_log) as log_tmp, atomic_path(folder.documents) as docs_tmp:
+        n = write_documents(docs_tmp, docs)
+        _write_jsonl(log_tmp, entries)
+    return n  # renamed on leaving: the documents (inner) first, then the log
 
 
 def _nothing_kept(entries: list[dict[str, Any]]) -> str:
