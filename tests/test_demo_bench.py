@@ -72,7 +72,7 @@ def test_bench_refuses_a_bad_flag_before_it_runs(flags, message, tmp_path, capsy
     assert (tmp_path / "file").read_text() == "kept"
 
 
-def test_demo_refuses_a_work_folder_of_other_files_before_writing(tmp_path, capsys):
+def test_demo_refuses_a_work_folder_of_other_files_before_writing(tmp_path, capsys, monkeypatch):
     mine = tmp_path / "mine"
     (mine / "data").mkdir(parents=True)
     (mine / "documents.jsonl").write_text("my corpus\n")
@@ -89,6 +89,11 @@ def test_demo_refuses_a_work_folder_of_other_files_before_writing(tmp_path, caps
     assert (mine / "documents.jsonl").read_text() == "my corpus\n"
     assert sorted(p.name for p in mine.iterdir()) == ["data", "documents.jsonl"]
     assert (tmp_path / "afile").read_text() == "kept" and not (tmp_path / "new").exists()
+    monkeypatch.chdir(tmp_path)  # the default work/demo: the demo's own names only
+    (tmp_path / "work" / "demo").mkdir(parents=True)
+    (tmp_path / "work" / "demo" / "notes.txt").write_text("mine")
+    assert main(["demo", "--wandb-mode", "disabled"]) == 2
+    assert "holds files the demo did not write (notes.txt)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -265,3 +265,28 @@ def test_the_command_says_on_stderr_when_the_text_passed_the_context(trained_run
     assert "(the text" not in out and out.startswith("The king")
     assert main([*args, "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_weights_that_diverged_are_named_not_sampled_from(tiny_data, tmp_path):
+    from tinyrun import tiny_config
+
+    from hellolondon.train.run import setup_run
+    from hellolondon.train.steps import maybe_sample
+
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64))
+    with torch.no_grad():
+        model.transformer.wte.weight.fill_(float("nan"))
+    for temperature in (0.0, 1.0):
+        with pytest.raises(UserError, match="scores are not finite .* an earlier checkpoint"):
+            generate_ids(model, [1, 2], Sampling(max_new_tokens=3, temperature=temperature))
+    said: list[str] = []  # a run whose weights diverged: its closing sample says so, no crash
+    run = setup_run(tiny_config(tiny_data, tmp_path, "tracking.run_name=nan"), log=said.append)
+    with torch.no_grad():
+        run.model.transformer.wte.weight.fill_(float("nan"))
+    maybe_sample(run, force=True)
+    run.tracker.finish()
+    assert (
+        "(no sample: the model's next-token scores are not finite"
+        in run.rundir.samples_file.read_text()
+    )
+    assert any(s.startswith("warning: no sample at iteration 0") for s in said)

@@ -37,6 +37,7 @@ DEMO_SETTINGS = [
 PROMPT = "Now is the winter of"
 DEFAULT_WORK = Path("work/demo")
 MARK = ".hellolondon-demo"  # in a folder the demo wrote: what is beside it is the demo's
+DEMO_FILES = ("documents.jsonl", "tokenizer", "data")  # what it writes in its folder
 
 
 def claim_work(work: Path, out_dir: str) -> None:
@@ -49,8 +50,10 @@ def claim_work(work: Path, out_dir: str) -> None:
     for path, flag in ((work, "--work"), (Path(out_dir), "--out-dir")):
         if path.exists() and not path.is_dir():
             raise UserError(f"{flag} {path} is a file, not a folder; give a folder")
-    mine = (work / MARK).exists() or work.resolve() == DEFAULT_WORK.resolve()
-    if not mine and (held := other_files(work)):
+    held = other_files(work)
+    # work/demo as an earlier version left it: the demo's three names and nothing else
+    earlier = work.resolve() == DEFAULT_WORK.resolve() and set(held) <= set(DEMO_FILES)
+    if held and not ((work / MARK).exists() or earlier):
         raise UserError(
             f"--work {work} holds files the demo did not write ({some_of(held)}); it replaces "
             "its corpus, tokenizer and token files on every run: give a new or empty folder"

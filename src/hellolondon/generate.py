@@ -89,6 +89,11 @@ def _project(model: GPT) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def _next_token(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, gen) -> torch.Tensor:
     """logits (1, V) -> the next token id (1, 1)."""
+    if not bool(torch.isfinite(logits).all()):  # multinomial would fail (a GPU: assert) on them
+        raise UserError(
+            "the model's next-token scores are not finite (NaN or inf): its weights have "
+            "diverged; generate from an earlier checkpoint"
+        )
     if s.temperature == 0:
         if seen is not None:
             logits = _penalize(logits, seen, s.repetition_penalty)

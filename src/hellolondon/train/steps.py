@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
+from hellolondon.errors import UserError
 from hellolondon.hardware import gpu_metrics, mfu_percent
 from hellolondon.progress import progress_bar
 from hellolondon.train import checkpoint
@@ -295,12 +296,16 @@ def maybe_sample(run: Run, force: bool = False) -> None:
 
     if not run.rundir.tokenizer_dir.is_dir():
         return
-    text = sample_text(
-        run.model,
-        run.rundir.tokenizer_dir,
-        prompt="It was in London, in the year",
-        max_new_tokens=64,
-    )
+    try:
+        text = sample_text(
+            run.model,
+            run.rundir.tokenizer_dir,
+            prompt="It was in London, in the year",
+            max_new_tokens=64,
+        )
+    except UserError as exc:  # weights that diverged: the run's own findings say more
+        run.log(f"warning: no sample at iteration {step}: {exc}")
+        text = f"(no sample: {exc})"
     run.rundir.append_sample(step, text)
 
 
