@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from hellolondon.config import build_config
+from hellolondon.corpus.layout import DOCUMENTS
 
 # Sized to finish in about four minutes on a 2-core laptop CPU: a small vocabulary and a narrow
 # model keep each step short. The tiny preset's recipe (Muon for the blocks' matrices, a
@@ -37,7 +38,7 @@ DEMO_SETTINGS = [
 PROMPT = "Now is the winter of"
 DEFAULT_WORK = Path("work/demo")
 MARK = ".hellolondon-demo"  # in a folder the demo wrote: what is beside it is the demo's
-DEMO_FILES = ("documents.jsonl", "tokenizer", "data")  # what it writes in its folder
+DEMO_FILES = (DOCUMENTS, "tokenizer", "data")  # what it writes in its folder
 
 
 def claim_work(work: Path, out_dir: str) -> None:
