@@ -197,10 +197,16 @@ def _shown(filename: object) -> str:
 
 class _Sigterm:
     """SIGTERM raises `Terminated` while a command works; once it has done its work (and said
-    so), a SIGTERM while it returns and exits changes nothing: the work is complete."""
+    so), a SIGTERM while it returns and exits changes nothing: the work is complete. Before the
+    command starts (its arguments being read) SIGTERM keeps its default, fatal action."""
 
     def __init__(self) -> None:
         self.working = False
+
+    def start(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self)
+            self.working = True
 
     def __call__(self, signum, frame) -> None:
         if self.working:
@@ -215,12 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     the command is done, through the interpreter's exit; a caller's handler is put back."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
-    previous = signal.signal(signal.SIGTERM, _SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         return _main(argv)
     finally:
         _SIGTERM.working = False
-        signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous)
+        signal.signal(
+            signal.SIGTERM, signal.SIG_IGN if argv is None else previous or signal.SIG_DFL
+        )
 
 
 def _main(argv: list[str] | None) -> int:
@@ -235,7 +243,7 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        _SIGTERM.working = True
+        _SIGTERM.start()
         code = int(args.func(args) or 0)
         _SIGTERM.working = False
         return code
