@@ -196,3 +196,22 @@ def test_the_token_saved_by_hf_auth_login_is_used_when_hf_token_is_unset(
     monkeypatch.setenv("HF_TOKEN", "hf_fromTheEnvironment")  # the environment wins
     assert main(["publish", str(folder), "--repo", "me/london"]) == 0
     assert hub.calls[3] == ("init", "hf_fromTheEnvironment")
+
+
+def test_a_byte_changed_in_a_real_export_is_named_before_anything_goes_up(
+    trained_run, tmp_path, hub, capsys
+):
+    from hellolondon.export import export_checkpoint
+
+    out = tmp_path / "export"
+    export_checkpoint(trained_run, out)
+    argv = ["publish", str(out), "--repo", "user/ok", "--dry-run"]
+    assert main(argv) == 0
+    assert ".checksums.json" not in capsys.readouterr().out  # recorded, never uploaded
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF  # inside a tensor: the header still reads
+    weights.write_bytes(bytes(data))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors is not the file export wrote" in err and hub.calls == []

@@ -26,17 +26,18 @@ from safetensors.torch import save_file
 from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
 from hellolondon.export.card import check_license, model_card, new_tokens_default
-from hellolondon.files import default_mode
+from hellolondon.files import default_mode, sha256_file
 from hellolondon.generate import Sampling
 from hellolondon.model import GPT
 from hellolondon.tokenizer import Tokenizer
 from hellolondon.train.checkpoint import is_checkpoint
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+CHECKSUMS = ".checksums.json"  # sha256 of each file as written (hidden: not uploaded)
 # every file an export holds: --force replaces a folder of these and of nothing else
 EXPORT_FILES = frozenset(
     ("README.md", "config.json", "generation_config.json", "model.safetensors", *TOKENIZER_FILES)
-)
+) | {CHECKSUMS}
 LAYER_NORM_EPS = 1e-5  # torch's LayerNorm default, which the model uses
 # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -188,8 +189,8 @@ def is_export(folder: Path) -> bool:
 
 def check_export(folder: Path) -> None:
     """An export folder whose files load: config.json and the tokenizer's files as JSON, and
-    model.safetensors whole (its header read, its length checked) and of the config's shape.
-    Its weights are not hashed: that is `transformers`' load, which `export` made."""
+    model.safetensors whole (its header read, its length checked) and of the config's shape;
+    and each file as export wrote it (the sha256 it recorded in .checksums.json)."""
     from safetensors import safe_open
 
     def bad(what: str) -> UserError:
@@ -212,6 +213,16 @@ def check_export(folder: Path) -> None:
         raise bad(f"model.safetensors cannot be read ({str(exc).splitlines()[0][:80]})") from None
     if shape != [config.get("vocab_size"), config.get("n_embd")]:
         raise bad(f"model.safetensors (embedding {shape}) does not fit config.json")
+    sums = folder / CHECKSUMS  # an export of an earlier version has none
+    try:
+        recorded = json.loads(sums.read_text(encoding="utf-8")) if sums.is_file() else {}
+    except (OSError, ValueError):
+        raise bad(f"{CHECKSUMS} cannot be read") from None
+    if not isinstance(recorded, dict):
+        raise bad(f"{CHECKSUMS} is not the record export wrote")
+    for name, digest in recorded.items():
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            raise bad(f"{name} is not the file export wrote (missing, or its bytes changed)")
 
 
 def check_not_holding(out: Path, ckpt: Path) -> None:
@@ -285,6 +296,8 @@ def export_checkpoint(
         }
         card = model_card(cfg, state, ckpt, report_data, info, license)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        sums = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n", encoding="utf-8")
         _replace(tmp, out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
