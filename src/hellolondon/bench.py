@@ -82,10 +82,7 @@ def bench(
     ms = statistics.median(windows)
     loss = train_step(run).values[0].item()
     tps = run.tokens_per_step / (ms / 1000.0)
-    size, count = getattr(model, "micro_batches", None) or (
-        cfg.train.batch_size,
-        cfg.train.grad_accum,
-    )
+    size, count = speed.micro_batches(model, cfg.train)
     c = cfg.train
     result = {
         "device": hardware.device_name(device),

@@ -240,8 +240,7 @@ def prepare(
             f"corpus file {corpus} has one document; validation needs a separate one, so add at least one more"
         )
     val_ids = choose_validation(sizes, val_fraction)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with writing(out_dir):
+    with writing(out_dir):  # makes the folder
         if other := other_files(out_dir, OUTPUTS):  # written since the command's own check
             raise UserError(
                 f"{out_dir} holds other files ({some_of(other)}); token files get a folder of "

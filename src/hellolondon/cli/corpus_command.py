@@ -338,9 +338,7 @@ def clean_command(args: argparse.Namespace) -> int:
         raise UserError(f"no collected sources in {folder} (no manifest.json with status ok); "
                         "run `hellolondon corpus collect` first, or give local files with --extra")  # fmt: skip
     items += items_from_paths(args.extra)
-    result = clean_corpus(
-        items, out.path, config, workers=max(1, args.workers), progress=not args.quiet
-    )
+    result = clean_corpus(items, out.path, config, workers=args.workers, progress=not args.quiet)
     t = result["report"]["totals"]
     status = result["report"].get("cleaning", {}).get("status", {})
     docs = f"{t['documents']} document" + "s" * (t["documents"] != 1)

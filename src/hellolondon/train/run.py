@@ -18,11 +18,11 @@ from hellolondon import hardware, provenance
 from hellolondon.config import RunConfig
 from hellolondon.errors import UserError
 from hellolondon.model import GPT
-from hellolondon.prepare import check_token_ids, load_meta
+from hellolondon.prepare import check_token_ids, check_tokenizer_matches, load_meta
 from hellolondon.rundir import RunDir
 from hellolondon.tracking.secrets import scrub
 from hellolondon.tracking.setup import open_tracker
-from hellolondon.train import checkpoint, fsdp
+from hellolondon.train import checkpoint, fsdp, speed
 from hellolondon.train.checkpoint import RunParts
 from hellolondon.train.data import Batches
 from hellolondon.train.distributed import Dist, batch_line, broadcast_object, init_distributed
@@ -212,11 +212,7 @@ def _run_tokenizer(meta: dict[str, Any], data_dir: str):
             f"from it (fingerprint {tok.fingerprint[:12]}, not "
             f"{str(meta.get('tokenizer_fingerprint'))[:12]}); run `hellolondon prepare` again"
         )
-    if tok.vocab_size != meta.get("vocab_size"):  # meta.json edited: eval and export would refuse
-        raise UserError(
-            f"{data_dir}/meta.json gives vocab_size {meta.get('vocab_size')}, but its tokenizer "
-            f"at {path} has {tok.vocab_size}; run `hellolondon prepare` again"
-        )
+    check_tokenizer_matches(meta, tok)  # meta.json edited: eval and export would refuse it
     return tok
 
 
@@ -346,8 +342,6 @@ def config_for_resume(resume: str, config_file: str | None, overrides: list[str]
 
 def _wrap(model: GPT, cfg: RunConfig, d: Dist, log=print) -> nn.Module:
     """Apply the speed options (train/speed.py), then shard, compile and wrap for DDP."""
-    from hellolondon.train import speed
-
     speed.prepare(model, cfg, d.device, precision(cfg, d.device), d.world_size, log)
     compiled: nn.Module = model
     use_compile = cfg.train.compiles(d.device.type)
@@ -431,10 +425,8 @@ def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
             **hardware.hardware_facts(run.dist.device),
             "dtype": str(dtype).replace("torch.", ""),  # the `auto` settings as decided here
             "compiled": cfg.train.compiles(run.dist.device.type),
-            "micro_batches": list(
-                getattr(run.model, "micro_batches", None)
-                or (cfg.train.batch_size, cfg.train.grad_accum)
-            ),  # [sequences, count] a step: train.micro_batch
+            # [sequences, count] a step: train.micro_batch
+            "micro_batches": list(speed.micro_batches(run.model, cfg.train)),
             "world_size": run.dist.world_size,
             "distributed": run.dist.enabled,
             "peak_flops": run.peak_flops,

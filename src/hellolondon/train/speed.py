@@ -133,6 +133,12 @@ def prepare(model: nn.Module, cfg: RunConfig, device: torch.device, dtype: torch
     check_cuda_graphs(cfg, device, *model.micro_batches)
 
 
+def micro_batches(model: nn.Module, c: TrainConfig) -> tuple[int, int]:
+    """(sequences, count) of a step's micro-batches: as `prepare` planned them
+    (`train.micro_batch`), else batch_size x grad_accum."""
+    return getattr(model, "micro_batches", None) or (c.batch_size, c.grad_accum)
+
+
 def attention_backends(
     name: str, device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int
 ) -> list | None:

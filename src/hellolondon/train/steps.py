@@ -22,7 +22,13 @@ from hellolondon.train.distributed import (
 from hellolondon.train.optim import lr_scale
 from hellolondon.train.run import Run
 from hellolondon.train.signals import StopSignal
-from hellolondon.train.speed import StepResult, cuda_graph_warning, skips_on_device, step_unless
+from hellolondon.train.speed import (
+    StepResult,
+    cuda_graph_warning,
+    micro_batches,
+    skips_on_device,
+    step_unless,
+)
 from hellolondon.units import fmt_duration
 
 
@@ -90,7 +96,7 @@ def train_step(run: Run, stop: StopSignal | None = None) -> StepResult:
     lr = c.lr * scale
     # micro-batches of `size` sequences, `count` per step: batch_size x grad_accum unless
     # train.micro_batch regroups the same samples (speed.micro_plan)
-    size, count = getattr(run.model, "micro_batches", None) or (c.batch_size, c.grad_accum)
+    size, count = micro_batches(run.model, c)
     ahead = getattr(run.batches, "train_batch_ahead", None) if c.prefetch else None
     total = torch.zeros((), device=d.device)
     for micro in range(count):
