@@ -56,6 +56,10 @@ def test_round_trip_through_dict():
         ("tiny", ["beta1=2"], r"train.beta1 must be in \[0, 1\), not 2.0"),
         ("tiny", ["seed=-1"], "train.seed must be >= 0"),
         ("tiny", ["sample_interval=-1"], "train.sample_interval must be >= 0"),
+        # W&B reads a wait of 0 as "not given" and waits 60 s
+        ("tiny", ["monitor.alert_wait_s=0"], "monitor.alert_wait_s must be >= 1"),
+        ("tiny", ["monitor.spike_zscore=-2"], "monitor.spike_zscore must be > 0"),
+        ("tiny", ["monitor.phase_range_slack=-1"], "monitor.phase_range_slack must be >= 0"),
     ],
 )
 def test_bad_config_is_a_clear_error(preset, overrides, message):

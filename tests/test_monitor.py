@@ -296,6 +296,15 @@ def test_nonfinite_policies_and_no_flood():
     assert stop[0].level == "ERROR" and "checkpoint of the weights before it" in stop[0].text
 
 
+def test_a_stopped_step_is_not_counted_as_skipped_after_the_resume():
+    m = HealthMonitor(MonitorConfig(), None, max_iters=100, console=None)
+    m.nonfinite(4, "stop")  # the stop's checkpoint holds the monitor's state
+    resumed = HealthMonitor(MonitorConfig(), None, max_iters=100, console=None)
+    resumed.load_state_dict(m.state_dict())
+    assert "(1 skipped so far)" in resumed.nonfinite(4, "skip")[0].text
+    assert "(2 skipped so far)" in resumed.nonfinite(5, "skip")[0].text
+
+
 def test_findings_reach_console_tracker_and_events_jsonl(tmp_path):
     jsonl = JsonlTracker(tmp_path)
     lines: list[str] = []

@@ -162,9 +162,10 @@ def test_several_runs_with_different_metric_sets_overlay(tmp_path):
     rows = [summarize(r) for r in runs]
     assert rows[0]["status"] == "finished" and rows[1]["status"] == "not finished (killed?)"
     assert rows[1]["tokens"] == 400 * 4096  # from the last train/tokens_seen row
+    # tokens over training time, the compile row's 15 s included, as a finished run's summary
     assert rows[1]["tokens_per_sec"] == pytest.approx(
-        4096 / 0.61, rel=0.02
-    )  # mean, compile row left out
+        400 * 4096 / (15 * 10 + 39 * 0.61 * 10), rel=0.02
+    )
     assert rows[1]["best_val_loss"] == min(data["runs"][1]["series"]["eval/val_loss"][1])
     assert rows[0]["recipe"] == "adamw + cosine"  # a config from before the choice
 
@@ -565,3 +566,48 @@ def test_a_tooltip_wider_than_its_chart_stays_on_the_screen(tmp_path):
         """,
     )
     assert left[0] == "block" and left[1] >= 0
+
+
+def _killed_resume(tmp_path: Path) -> Path:
+    """A run that finished 300 steps (its summary), was resumed to 400 and killed at 360."""
+    run = make_run(tmp_path, "resumed", iters=360, finished=False)
+    summary = {"best_val_loss": 9.9, "best_step": 50, "iterations": 300, "tokens_seen": 300 * 4096}
+    summary |= {"wall_time_s": 100.0, "mean_tokens_per_sec": 1.0, "final_train_loss": 9.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_rows_past_a_resumed_runs_old_summary_give_its_numbers(tmp_path):
+    run = _killed_resume(tmp_path)
+    (data,), _ = load_runs([run])
+    row = summarize(data)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [(r["eval/val_loss"], r["step"]) for r in rows if "eval/val_loss" in r]
+    assert (row["best_val_loss"], row["best_val_step"]) == min(evals)  # value and step agree
+    assert row["iterations"] == 360 and row["tokens"] == 360 * 4096
+    newer = [r["time"] for r in rows if r["step"] > 300]
+    assert row["wall_time_s"] == pytest.approx(100.0 + max(newer) - min(newer))
+    assert row["tokens_per_sec"] != 1.0
+
+
+def test_a_runs_tokens_per_second_is_its_tokens_over_its_training_time(tmp_path):
+    run = make_run(tmp_path, "killed", finished=False)
+    (data,), _ = load_runs([run])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "train/dt_ms" in r]
+    seconds = sum(r["train/dt_ms"] / 1000 * 10 for r in train)  # a row every 10 steps
+    assert summarize(data)["tokens_per_sec"] == pytest.approx(train[-1]["step"] * 4096 / seconds)
+
+
+def test_a_run_that_ended_on_nan_says_so_in_the_table(tmp_path):
+    run = make_run(tmp_path, "nan")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(
+            json.dumps({"step": 310, "time": 2e9, "train/loss": "nan", "train/iter": 310}) + "\n"
+        )
+    summary = json.loads((run / "summary.json").read_text()) | {"iterations": 310}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (data,), _ = load_runs([run])
+    assert math.isnan(summarize(data)["final_train_loss"])
+    html = write_report([run], tmp_path / "out")["html"].read_text()
+    assert '<td class="final train loss">nan</td>' in html

@@ -172,3 +172,16 @@ def test_a_kill_ends_watch_as_terminated_and_ctrl_c_quietly(tmp_path, monkeypatc
         monkeypatch.setattr(watch_module.time, "sleep", lambda s, n=send: signal.raise_signal(n))
         assert main(["watch", str(run), "--interval", "1"]) == code
         assert capsys.readouterr().err == ("terminated\n" if code else "")
+
+
+def test_a_run_whose_loss_turned_nan_shows_nan_and_its_real_progress(tmp_path):
+    view = RunView(live_run(tmp_path))
+    write_rows(
+        view.path,
+        [{"step": s, "time": 1030.0 + s, "train/loss": "nan", "train/iter": s} for s in (44, 46)],
+    )
+    view.refresh()
+    frame = render_frame(view, width=100, now=1080.0)
+    assert "iter 46/100 (46%)" in frame.splitlines()[1]
+    loss = next(line for line in frame.splitlines() if line.startswith("train/loss"))
+    assert "nan" in loss and "4.0000" in loss  # the last value, and the finite range beside it

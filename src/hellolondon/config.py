@@ -320,6 +320,14 @@ class MonitorConfig:
         )
         _check(self.dt_rise_ratio > 1.0, "monitor.dt_rise_ratio must be > 1")
         _check(0.0 < self.mem_limit_ratio <= 1.0, "monitor.mem_limit_ratio must be in (0, 1]")
+        _check(0.0 <= self.plateau_min_drop < 1.0, "monitor.plateau_min_drop must be in [0, 1)")
+        _check(self.spike_zscore > 0.0, "monitor.spike_zscore must be > 0")
+        for name in ("spike_min_rel", "overfit_min_rise", "phase_range_slack", "phase_min_iters"):
+            _check(getattr(self, name) >= 0, f"monitor.{name} must be >= 0")
+        _check(  # W&B takes 0 as "not given" and waits its own default of 60 s
+            self.alert_wait_s >= 1,
+            "monitor.alert_wait_s must be >= 1 (seconds W&B waits between two alerts of one title)",
+        )
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def fmt_count(x: float | None) -> str:
     """1234567 -> "1.23M"; "-" for None."""
@@ -18,6 +20,8 @@ def fmt_value(x: float | None, decimals: int = 4) -> str:
     long or all zeros: 3316053041453541097472.0 -> "3.32e21" (a diverged run); "-" for None."""
     if x is None:
         return "-"
+    if not math.isfinite(x):
+        return str(x)  # nan, inf, -inf
     if x != 0 and not 1e-3 <= abs(x) < 1e5:
         mantissa, exp = f"{x:.2e}".split("e")
         return f"{mantissa}e{int(exp)}"

@@ -7,6 +7,7 @@ since the last one, and a line still being written waits for the next refresh.
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 import sys
@@ -65,7 +66,8 @@ class RunView:
         self.path = self.run.path
         self.metrics, self.events_tail = Tail(self.run.metrics_file), Tail(self.run.events_file)
         self.values: dict[str, deque[float]] = {}
-        self.latest: dict[str, tuple[int, float]] = {}
+        self.latest: dict[str, tuple[int, float]] = {}  # NaN too: a diverged run's loss is "nan"
+        self.iteration = 0  # of the last training row, finite or not
         self.events: list[dict[str, Any]] = []
         self.last_time: float | None = None
         self.config: dict[str, Any] = {}
@@ -80,14 +82,19 @@ class RunView:
         if restarted:
             self.values.clear()
             self.latest.clear()
+            self.iteration = 0
         for row in rows:
-            step = to_float(row.get("step"))
+            step = int(to_float(row.get("step")) or 0)
             self.last_time = to_float(row.get("time")) or self.last_time
+            if "train/iter" in row or "train/loss" in row:  # a training row
+                self.iteration = int(to_float(row.get("train/iter")) or step)
             for key, _, _ in METRICS:
                 x = to_float(row.get(key))
                 if x is not None:
                     self.values.setdefault(key, deque(maxlen=KEEP)).append(x)
-                    self.latest[key] = (int(step or 0), x)
+                    self.latest[key] = (step, x)
+                elif _nonfinite(row.get(key)):  # shown as it is, left out of the sparkline
+                    self.latest[key] = (step, float(row[key]))
         events, restarted = self.events_tail.read()
         self.events = events if restarted else self.events + events
 
@@ -102,8 +109,15 @@ class RunView:
         return bool(self.summary) and self.process is None
 
 
+def _nonfinite(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and not math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
 def _status(view: RunView, now: float) -> str:
-    it = view.latest.get("train/loss", (0, 0.0))[0]
+    it = view.iteration
     max_iters = to_float((view.config.get("train") or {}).get("max_iters"))
     parts = [
         f"iter {it:,}" + (f"/{int(max_iters):,} ({100 * it / max_iters:.0f}%)" if max_iters else "")
@@ -132,12 +146,11 @@ def render_frame(
         lines.append("waiting for the first metrics row (training logs one every log interval)")
     spark_w = max(MIN_WIDTH, width) - FIGURES_WIDTH
     for key, label, fmt in METRICS:
-        if key not in view.values:
+        if key not in view.latest:
             continue
-        vals = list(view.values[key])
+        vals = list(view.values.get(key, ()))
         step, x = view.latest[key]
-        lo, hi = min(vals), max(vals)
-        span = f"{fmt.format(lo)} .. {fmt.format(hi)}" if len(vals) > 1 else ""
+        span = f"{fmt.format(min(vals))} .. {fmt.format(max(vals))}" if len(vals) > 1 else ""
         line = f"{label:<15}{fmt.format(x):>12}  {sparkline(vals[-spark_w * 4 :], spark_w, chars):<{spark_w}}  {span}"
         lines.append(line[:width])
     if "train/mfu" not in view.values and view.latest:

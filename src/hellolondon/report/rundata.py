@@ -77,6 +77,19 @@ class RunData:
             self._series[key] = (steps, [by_step[s] for s in steps])
         return self._series[key]
 
+    def last_logged(self, key: str) -> float | None:
+        """The last value logged for `key`, NaN and infinity included (a run that diverged
+        ends on them): None only where no row holds a number."""
+        for row in reversed(self.rows):
+            value = row.get(key)
+            if value is None or isinstance(value, bool):
+                continue
+            try:
+                return float(value)  # "nan" and "inf" as the tracker writes them
+            except (TypeError, ValueError):
+                continue
+        return None
+
     def has(self, key: str) -> bool:
         return bool(self.series(key)[0])
 
@@ -159,23 +172,70 @@ def _first(summary: dict[str, Any], *keys: str) -> float | None:
     return None
 
 
+def _current_summary(run: RunData) -> dict[str, Any]:
+    """The run's summary while it describes the rows: a resumed run that is training, or was
+    killed, has logged rows past its last segment's summary, which then tells nothing."""
+    done = to_float(run.summary.get("iterations"))
+    last = max(
+        (int(s) for s in (to_float(r.get("step")) for r in run.rows) if s is not None), default=0
+    )
+    return run.summary if done is not None and done >= last else {}
+
+
+def _wall_from_rows(run: RunData, times: list[float]) -> float | None:
+    """Wall time when no current summary holds it: the last segment's summary (a resumed run)
+    plus the time its newer rows span, else the span of every row."""
+    before = to_float(run.summary.get("wall_time_s"))
+    done = to_float(run.summary.get("iterations"))
+    if before is not None and done is not None:
+        newer = [
+            to_float(r.get("time"))
+            for r in run.rows
+            if (to_float(r.get("step")) or 0) > done and to_float(r.get("time")) is not None
+        ]
+        return before + (max(newer) - min(newer) if len(newer) > 1 else 0.0)
+    return max(times) - min(times) if len(times) > 1 else None
+
+
+def _timed(run: RunData) -> tuple[float, float]:
+    """(tokens, seconds) of the timed training steps, from the rows: each row's ms per step
+    times the steps since the row before it, the summary's own definition of tokens/s."""
+    tokens = seconds = 0.0
+    previous = 0
+    for row in run.rows:
+        step, dt, tps = (
+            to_float(row.get(k)) for k in ("step", "train/dt_ms", "train/tokens_per_sec")
+        )
+        if step is None or dt is None or tps is None:
+            continue
+        n = max(0, int(step) - previous)
+        previous = int(step)
+        seconds += dt * n / 1000
+        tokens += tps * dt * n / 1000
+    return tokens, seconds
+
+
 def summarize(run: RunData) -> dict[str, Any]:
-    """The summary table's row: the run's summary where training wrote one, else the rows."""
-    s = run.summary
-    steps, losses = run.series("train/loss")
+    """The summary table's row: the run's summary where training wrote one that is current,
+    else the rows."""
+    s = _current_summary(run)
+    steps = run.series("train/loss")[0]
     v_steps, vals = run.series("eval/val_loss")
     iters = _first(s, "iterations") or run.last("train/iter") or (steps[-1] if steps else 0)
-    best_val = min(vals) if vals else None
-    best_step = v_steps[vals.index(best_val)] if vals else None
-    best_val = _first(s, "best_val_loss") or best_val
+    best_val = _first(s, "best_val_loss")
+    best_step = to_float(s.get("best_step")) if best_val is not None else None
+    if best_val is None and vals:
+        best_val = min(vals)
+        best_step = v_steps[vals.index(best_val)]
+    final = run.last_logged("train/loss")
     tokens = _first(s, "tokens_seen") or run.last("train/tokens_seen")
     per_step = to_float((run.config.get("hardware") or {}).get("tokens_per_step"))
     if tokens is None and per_step:
         tokens = per_step * iters
     times = [t for t in (to_float(r.get("time")) for r in run.rows) if t is not None]
-    wall = _first(s, "wall_time_s") or (max(times) - min(times) if len(times) > 1 else None)
-    tps_rows = run.series("train/tokens_per_sec")[1][1:] or run.series("train/tokens_per_sec")[1]
-    tps = _first(s, "mean_tokens_per_sec") or (sum(tps_rows) / len(tps_rows) if tps_rows else None)
+    wall = _first(s, "wall_time_s") or _wall_from_rows(run, times)
+    timed_tokens, seconds = _timed(run)
+    tps = _first(s, "mean_tokens_per_sec") or (timed_tokens / seconds if seconds else None)
     levels = [str(e.get("level", "")) for e in run.events]
     return {
         "run": run.name,
@@ -183,9 +243,9 @@ def summarize(run: RunData) -> dict[str, Any]:
         "iterations": int(iters),
         "max_iters": run.max_iters,
         "recipe": recipe(run.config.get("train") or {}),
-        "final_train_loss": losses[-1] if losses else None,
+        "final_train_loss": final,
         "best_val_loss": best_val,
-        "best_val_step": best_step,
+        "best_val_step": int(best_step) if best_step is not None else None,
         "tokens": tokens,
         "wall_time_s": wall,
         "tokens_per_sec": tps,

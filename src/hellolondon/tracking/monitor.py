@@ -156,8 +156,6 @@ class HealthMonitor:
         """Iteration `step` had a non-finite value (`what`: "loss nan", "gradient norm inf
         (loss 3.2)") and the loop applied `policy` (skip or stop)."""
         self._new = []
-        self._nonfinite += 1
-        n = self._nonfinite
         if policy == "stop":
             text = (
                 f"{what}; the step was not applied, a checkpoint of the weights before it was "
@@ -165,7 +163,12 @@ class HealthMonitor:
                 "train.nonfinite=skip"
             )
             self._fire("nonfinite", "ERROR", step, "non-finite loss", text)
-        elif n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ... occurrence: never a flood
+            return self._new
+        self._nonfinite += (
+            1  # skipped steps only: a stopped step runs again on resume and counts then
+        )
+        n = self._nonfinite
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ... occurrence: never a flood
             text = (
                 f"{what}; the step was skipped, weights and optimizer untouched "
                 f"({n} skipped so far). If this repeats, lower train.lr or check the data"
