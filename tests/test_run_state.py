@@ -88,6 +88,31 @@ def test_plain_resume_continues_from_latest_not_the_highest_step(tiny_data, tmp_
     assert any("resumed from" in s and "step-000009" in s for s in said)
 
 
+def test_best_goes_back_to_the_continued_lines_own_best(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=b", "train.keep_last=3")
+    train(cfg, log=quiet)  # checkpoints at 6 and 12, best/ = step 12
+    run = RunDir(tmp_path / "b")
+    best = run.checkpoints / "best"
+    assert checkpoint.read_state(best)["step"] == 12
+    said: list[str] = []
+    # a new line from 6 that evaluates nothing better than 6's own: "lr" far too high
+    resume(
+        run.checkpoints / "step-000006",
+        "train.max_iters=9",
+        "train.lr=5",
+        "train.muon_lr=50",
+        "train.eval_interval=3",
+        "train.ckpt_interval=3",
+        log=said.append,
+    )
+    summary = json.loads(run.summary_file.read_text())
+    assert summary["best_step"] == 6
+    assert checkpoint.read_state(best)["step"] == 6  # not the abandoned line's step 12
+    kept = run.checkpoints / "abandoned" / "best-step-000012"
+    assert checkpoint.read_state(kept)["step"] == 12  # set aside, not lost
+    assert any("best/ was step 12's" in s for s in said)
+
+
 def test_pruning_keeps_the_checkpoint_just_written_over_a_newer_abandoned_one(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=p", "train.keep_last=1")
     train(cfg, log=quiet)

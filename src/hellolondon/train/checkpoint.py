@@ -369,21 +369,49 @@ def find_resumable(path: str | Path, log=print) -> tuple[Path, dict[str, Any]]:
 def continue_line(ckpt: Path, log=print) -> None:
     """Make `ckpt` the end of its run's line before the run goes on from it: step folders after
     it (an abandoned line, or ones that failed verification) move to `abandoned/`, where they
-    are kept but never resumed or pruned, and `latest` names it."""
+    are kept but never resumed or pruned, `best/` goes back to the best checkpoint of this line
+    (the run's summary names that one), and `latest` names `ckpt`."""
     root = ckpt.parent
     step = read_state(ckpt, verify=False)["step"]
     later = [p for p in root.glob("step-*") if p.is_dir() and _step_of(p) > step]
     for p in later:
-        target = root / ABANDONED / p.name
-        n = 1
-        while target.exists():
-            target, n = root / ABANDONED / f"{p.name}.{n}", n + 1
-        target.parent.mkdir(exist_ok=True)
-        os.rename(p, target)
+        target = _set_aside(p, root / ABANDONED / p.name)
         log(f"{p.name} is after the checkpoint this run continues from: kept in {target}")
+    _best_of_line(ckpt, step, log)
     latest = root / "latest"
     if later or not latest.is_file() or latest.read_text().strip() != ckpt.name:
         atomic_write(root / "latest", ckpt.name)
+
+
+def _set_aside(p: Path, target: Path) -> Path:
+    """Move `p` to `target`, or `target.1`, `.2` ... where that is taken."""
+    name, n = target.name, 1
+    while target.exists():
+        target, n = target.with_name(f"{name}.{n}"), n + 1
+    target.parent.mkdir(exist_ok=True)
+    os.rename(p, target)
+    return target
+
+
+def _best_of_line(ckpt: Path, step: int, log) -> None:
+    """A `best/` from after `step` belongs to the abandoned line: set it aside (it may be the
+    only copy of those weights) and link the line's own best where its folder is still there."""
+    best = ckpt.parent / "best"
+    if not is_checkpoint(best) or read_state(best, verify=False)["step"] <= step:
+        return
+    old_step = read_state(best, verify=False)["step"]
+    target = _set_aside(best, ckpt.parent / ABANDONED / f"best-step-{old_step:06d}")
+    line_best = read_state(ckpt, verify=False).get("trainer", {}).get("best_step")
+    source = ckpt.parent / f"step-{line_best:06d}" if line_best is not None else None
+    if source is not None and is_checkpoint(source):
+        _link_best(source, best)
+        log(
+            f"best/ was step {old_step}'s, of the abandoned line (kept in {target}): it is now {source.name}"
+        )
+    else:
+        log(
+            f"best/ was step {old_step}'s, of the abandoned line: kept in {target}; this line has no best/ yet"
+        )
 
 
 # ---------------------------------------------------------------------------- a training run
