@@ -230,3 +230,26 @@ def test_a_reproduction_record_edited_into_another_shape_is_no_crash(trained_run
     assert main(["reproduce", str(run), "--check"]) == 0
     out, err = capsys.readouterr()
     assert "recorded no reproduction facts" in out + err and "Error" not in out + err
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        ({"git": "x"}, 'reproduce.git is "x", not an object'),
+        ({"data": [1]}, "reproduce.data is [1], not an object"),
+        ({"resumes": [1]}, "reproduce.resumes[0] is 1, not an object"),
+        ({"resumes": [{"packages": 3}]}, "reproduce.resumes[0].packages is 3"),
+        ({"resumes": [{"settings_changed": {"train.lr": 1}}]}, "settings_changed.train.lr is 1"),
+    ],
+)
+def test_a_fact_of_the_wrong_kind_in_the_record_is_one_line(
+    trained_run, tmp_path, capsys, edit, named
+):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["reproduce"] |= edit
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["reproduce", str(run), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -114,6 +114,19 @@ def test_trainer_joins_the_agents_run(monkeypatch, tmp_path):
     assert seen["id"] == "agentrun1"
 
 
+def test_agent_trials_started_in_one_second_get_folders_of_their_own(monkeypatch):
+    from hellolondon.train.resolve import default_run_name
+
+    monkeypatch.setenv("WANDB_SWEEP_ID", "s")
+    names = set()
+    for run_id in ("aaaa1111", "bbbb2222"):  # two agents' trials in one second
+        monkeypatch.setenv("WANDB_RUN_ID", run_id)
+        names.add(default_run_name("tiny"))
+    assert len(names) == 2 and all(n.startswith("london-tiny-") for n in names)
+    monkeypatch.delenv("WANDB_SWEEP_ID")  # outside a sweep the guide's name is kept
+    assert default_run_name("tiny").count("-") == 4  # london-tiny-demo-YYYYMMDD-HHMMSS
+
+
 # ------------------------------------------------------------------ bad input: one line, nothing started
 
 
@@ -530,6 +543,37 @@ def test_random_sweep_killed_during_trial_3_resumes_to_4_finished_trials(
     ranking = (out / "ranking.txt").read_text()
     assert ranking.splitlines()[0].startswith("run") and len(ranking.splitlines()) == 5
     assert "best first" in printed and "kr-00" in printed
+
+
+@pytest.mark.slow
+def test_a_trial_killed_on_its_own_is_resumed_by_the_next_run_of_the_sweep(
+    tmp_path, tiny_data, capsys
+):
+    """The OOM killer takes the trial, not the sweep: the trial is "killed", not "failed"."""
+    import threading
+
+    longer = ["train.max_iters=150", "train.ckpt_interval=20", "train.log_interval=10"]
+    path = sweep_file(tmp_path, tiny_data, name="ok", fixed=longer)
+    out = tmp_path / "ok"
+    folder = SweepFolder(out)
+
+    def kill_the_trial() -> None:
+        end = time.monotonic() + 240
+        while not _has_checkpoint(out / "trials" / "ok-001") and time.monotonic() < end:
+            time.sleep(0.05)
+        os.kill(folder.load()[0].pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_trial)
+    killer.start()
+    assert main(["sweep", str(path), "--trials", "1", "--out-dir", str(out)]) == 0
+    killer.join()
+    printed = capsys.readouterr().out
+    (trial,) = folder.load()
+    assert trial.state == "killed" and "SIGKILL" in trial.note, trial
+    assert "ok-001 killed (exit -9): killed by SIGKILL" in printed
+    assert main(["sweep", str(path), "--trials", "1", "--out-dir", str(out)]) == 0
+    assert "trial ok-001: resuming" in capsys.readouterr().out
+    assert [t.state for t in folder.load()] == ["finished"]
 
 
 @pytest.mark.slow

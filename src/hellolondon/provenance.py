@@ -9,6 +9,7 @@ a run: a fact that cannot be found is recorded as None.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -307,6 +308,43 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
+# the type each recorded fact has where it is recorded at all (None is allowed for every one)
+RECORD_TYPES = {
+    "hellolondon_version": str, "git": dict, "packages": dict, "command": str, "data": dict,
+    "seeds": dict, "host": str, "gpu_names": list, "env": dict, "resumes": list,
+    "from_iteration": int, "settings_changed": dict,
+}  # fmt: skip
+KINDS = {str: "text", dict: "an object", list: "a list", int: "a whole number"}
+
+
+def _check_record(recorded: dict[str, Any], where: str = "reproduce") -> None:
+    """Refuse, in one line, a reproduction record whose facts are not of the kind the run
+    wrote (a config.json edited by hand), rather than fail inside the comparison."""
+    for key, kind in RECORD_TYPES.items():
+        value = recorded.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise UserError(
+                f"config.json: {where}.{key} is {json.dumps(value)[:60]}, not {KINDS[kind]} as "
+                "the run recorded it; put back the run's own record (its W&B run's config holds "
+                "a copy), or remove the reproduce section to start without these checks"
+            )
+    for key, pair in (recorded.get("settings_changed") or {}).items():
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise UserError(
+                f"config.json: {where}.settings_changed.{key} is {json.dumps(pair)[:60]}, not "
+                "[before, after] as the run recorded it; put back the run's own record, or "
+                "remove the reproduce section to start without these checks"
+            )
+    for i, entry in enumerate(recorded.get("resumes") or []):
+        if not isinstance(entry, dict):
+            raise UserError(
+                f"config.json: {where}.resumes[{i}] is {json.dumps(entry)[:60]}, not an object "
+                "as the run recorded it; put back the run's own record, or remove the reproduce "
+                "section to start without these checks"
+            )
+        _check_record(entry, f"{where}.resumes[{i}]")
+
+
 def check_before_training(
     run_config: dict[str, Any],
     data_dir: str | Path,
@@ -321,6 +359,7 @@ def check_before_training(
             "warning: the run recorded no reproduction facts; code, packages and data are not checked"
         )
         return []
+    _check_record(recorded)
     now = current(data_dir)
     found = differences(recorded, now)
     if strict and found:

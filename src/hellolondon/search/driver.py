@@ -82,6 +82,7 @@ def engine_run(folder: SweepFolder, trial: Trial, spec: SweepSpec) -> Any:
         "finished": sweeps.RunState.finished,
         "stopped": sweeps.RunState.finished,  # its values still tell the search something
         "failed": sweeps.RunState.failed,
+        "killed": sweeps.RunState.running,  # to be resumed: its values are taken
     }[trial.state]
     metric = spec.metric
     values, in_summary = _metric(folder, trial, metric)
@@ -207,9 +208,16 @@ def run_trial(
             raise
     trial.exit_code = proc.returncode
     run = _run_data(folder.trial_dir(trial))
-    if proc.returncode == 0 and run is not None and run.summary:
+    ended = proc.returncode == 0 and run is not None and bool(run.summary)
+    signalled = ended and run.summary.get("stop_reason") == "stopped by a signal" and not stopped
+    if ended and not signalled:
         trial.state = "stopped" if stopped else "finished"
         trial.note = "resumed from its checkpoint" if resumed else ""
+    elif signalled or proc.returncode < 0 or proc.returncode == 143:
+        # killed on its own (the OOM killer, a `kill`): the next run of the sweep resumes it
+        how = signal.Signals(-proc.returncode).name if proc.returncode < 0 else "SIGTERM"
+        trial.state = "killed"
+        trial.note = f"killed by {how}; the same sweep command resumes it from its checkpoint"
     else:
         trial.state = "failed"
         trial.note = _last_line(folder.log_path(trial))
@@ -291,7 +299,7 @@ def run_sweep(
             + (f", metric {spec.metric} ({spec.goal})" if spec.metric else "")
             + f"; folder {folder.path}"
             + (
-                f" (resumed: {sum(t.state != 'running' for t in records)} trials done)"
+                f" (resumed: {sum(t.state not in ('running', 'killed') for t in records)} trials done)"
                 if resumed
                 else ""
             )
@@ -300,7 +308,7 @@ def run_sweep(
         total = f"/{min(ends)}" if ends else ""
         failures = 0
         for trial in records:
-            if trial.state == "running":  # the sweep was killed while it ran
+            if trial.state in ("running", "killed"):  # killed, or the sweep was while it ran
                 _check_not_alive(trial)
                 if _trained_to_the_end(folder.trial_dir(trial)):  # it outlived the sweep
                     trial.state, trial.note = "finished", "finished after the sweep had ended"
@@ -352,8 +360,8 @@ def _sigterm_as_interrupt():
 
 
 def _report(trial: Trial, spec: SweepSpec, folder: SweepFolder, log) -> None:
-    if trial.state == "failed":
-        log(f"  {trial.name} failed (exit {trial.exit_code}): {trial.note}")
+    if trial.state in ("failed", "killed"):
+        log(f"  {trial.name} {trial.state} (exit {trial.exit_code}): {trial.note}")
         return
     metric = spec.metric or "eval/val_loss"
     value = _objective(*_metric(folder, trial, metric))
@@ -381,8 +389,10 @@ def finish(spec: SweepSpec, folder: SweepFolder, records: list[Trial], log):
     txt, _ = folder.write_ranking(text, data)
     states = [t.state for t in records]
     counts = ", ".join(
-        f"{states.count(s)} {s}" for s in ("finished", "stopped", "failed") if s in states
+        f"{states.count(s)} {s}" for s in ("finished", "stopped", "killed", "failed") if s in states
     )
     log(f"\n{len(records)} trials ({counts}), best first:\n{text}")
+    if "killed" in states:
+        log("killed trials go on from their checkpoints when the same sweep command runs again")
     log(f"\nwrote {txt}; the trials overlaid: hellolondon report {folder.trials_dir}/*")
     return table

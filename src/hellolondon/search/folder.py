@@ -21,8 +21,9 @@ from hellolondon.errors import UserError
 from hellolondon.files import atomic_write, exclusive_lock
 
 # finished: trained to the end; stopped: ended early by the sweep's early_terminate;
-# failed: the trainer exited with an error; running: started, not known to have ended
-STATES = ("running", "finished", "stopped", "failed")
+# failed: the trainer exited with an error; killed: ended by a signal of its own (the OOM
+# killer, a `kill`), resumed when the sweep runs again; running: started, not known to have ended
+STATES = ("running", "finished", "stopped", "killed", "failed")
 
 
 @dataclass

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +21,11 @@ from hellolondon.train.distributed import resume_batch, split_batch
 
 
 def default_run_name(preset: str) -> str:
-    return f"{get_preset(preset).run_prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """london-<kind>-YYYYMMDD-HHMMSS; a trial of `wandb agent` adds the W&B run id the agent
+    gave it, since agents side by side (one per GPU) start trials within the same second."""
+    name = f"{get_preset(preset).run_prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    agent_run = re.sub(r"[^A-Za-z0-9_-]", "", os.environ.get("WANDB_RUN_ID", ""))[:32]
+    return f"{name}-{agent_run}" if agent_run and os.environ.get("WANDB_SWEEP_ID") else name
 
 
 def resolve_config(
