@@ -397,9 +397,12 @@ def _best_of_line(ckpt: Path, step: int, log) -> None:
     """A `best/` from after `step` belongs to the abandoned line: set it aside (it may be the
     only copy of those weights) and link the line's own best where its folder is still there."""
     best = ckpt.parent / "best"
-    if not is_checkpoint(best) or read_state(best, verify=False)["step"] <= step:
+    try:
+        old_step = read_state(best, verify=False)["step"] if is_checkpoint(best) else -1
+    except UserError:  # unreadable: what it holds is not known, so it is left as it is
         return
-    old_step = read_state(best, verify=False)["step"]
+    if old_step <= step:
+        return
     target = _set_aside(best, ckpt.parent / ABANDONED / f"best-step-{old_step:06d}")
     line_best = read_state(ckpt, verify=False).get("trainer", {}).get("best_step")
     source = ckpt.parent / f"step-{line_best:06d}" if line_best is not None else None
