@@ -268,6 +268,28 @@ def test_sigterm_checkpoints_flushes_and_resumes_to_the_same_losses(reference, t
 
 
 @pytest.mark.slow
+def test_a_sigint_to_the_launcher_alone_stops_the_ranks_as_one_process(tokens, tmp_path):
+    """`kill -INT` (an IDE's stop button), not a terminal's Ctrl-C: torchrun did not get it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    argv = ["train", "--gpus", "2", "--data", str(tokens), "--out-dir", str(tmp_path),
+            "--run-name", "int", *SETTINGS, f"train.batch_size={PER_RANK_BATCH}",
+            "train.max_iters=100000"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hellolondon", *argv], cwd=tmp_path, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+    )  # fmt: skip
+    run = tmp_path / "int"
+    wait_for(lambda: len(losses(run)) >= 3 if (run / "metrics.jsonl").exists() else False, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    log = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, log
+    stopped = max(losses(run))
+    assert f"stopped by SIGINT after checkpoint {run / 'checkpoints'}" in log
+    assert checkpoint.resolve(run).name == f"step-{stopped:06d}"
+
+
+@pytest.mark.slow
 def test_a_killed_torchrun_is_waited_out_and_the_newest_checkpoint_named(tokens, tmp_path):
     """torchrun SIGKILLed: its ranks get SIGTERM and save a checkpoint. The launcher returns
     only after them, and names that checkpoint, not the one before."""

@@ -439,7 +439,7 @@ def test_a_closed_standard_input_is_no_answer(tmp_path, monkeypatch, capsys):
 
 
 @cpu_only
-@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan"])
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "1e15"])
 def test_a_bad_collective_timeout_is_one_line_before_any_work(
     value, tokens, tmp_path, capsys, monkeypatch
 ):

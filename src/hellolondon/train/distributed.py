@@ -108,6 +108,9 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
     )
 
 
+MAX_TIMEOUT_S = 1e8  # about three years
+
+
 def collective_timeout_s() -> float:
     """HELLOLONDON_DIST_TIMEOUT_S, checked: torch takes any float, and 0 or a negative value
     fails the rendezvous itself with a C++ stack trace instead of saying what is wrong."""
@@ -116,7 +119,8 @@ def collective_timeout_s() -> float:
         float(DEFAULT_TIMEOUT_S),
         minimum=0,
         inclusive=False,
-        meaning="a number of seconds above 0",
+        maximum=MAX_TIMEOUT_S,  # far beyond any wait, and within what torch's timedelta takes
+        meaning=f"a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0e}",
         advice=f"it is how long a collective waits for its peers (unset, {DEFAULT_TIMEOUT_S})",
     )
 

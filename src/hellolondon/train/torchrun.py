@@ -197,52 +197,53 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+SI_KERNEL = 0x80  # siginfo's si_code of a signal the kernel sent: a terminal's Ctrl-C
+
+
 def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
-    """Run torchrun; pass SIGTERM on and let Ctrl-C reach it (it shares our terminal). A
-    second Ctrl-C kills torchrun and every rank at once (no checkpoint). The ranks' processes
-    are reaped before this returns, also when torchrun itself was killed: they then get
-    SIGTERM, save a checkpoint and end, and would otherwise write on after the command.
-    Returns (exit code, the signal we passed on or None)."""
+    """Run torchrun and pass our signals on, so that `--gpus` stops as one process does. A
+    Ctrl-C at the terminal reaches torchrun (it is in our process group) by itself; a SIGINT
+    sent to us alone (`kill -INT`, an IDE's stop button), and SIGTERM, are passed on. A second
+    SIGINT kills torchrun and every rank at once (no checkpoint). The ranks' processes are
+    reaped before this returns, also when torchrun itself was killed: they then get SIGTERM,
+    save a checkpoint and end, and would otherwise write on after the command. Returns (exit
+    code, the first signal we got or None)."""
     got: list[int] = []
     linux = sys.platform.startswith("linux")
     if linux:
         _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned ranks become our children
     preexec = _parent_death_signal if linux else None
     child = subprocess.Popen(cmd, env=env, preexec_fn=preexec)  # noqa: PLW1509 - only a prctl call
-
-    def forward(signum, frame) -> None:
-        got.append(signum)
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
-
-    def interrupt(signum, frame) -> None:
-        # the first Ctrl-C reaches torchrun from the terminal itself (forwarding it too would
-        # count twice); on the second, torchrun would only send its ranks SIGTERM again
-        got.append(signum)
-        if got.count(signal.SIGINT) >= 2:
-            for pid in [*_descendants(child.pid), child.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-    old_term = signal.signal(signal.SIGTERM, forward)
-    old_int = signal.signal(signal.SIGINT, interrupt)
+    watched = {signal.SIGINT, signal.SIGTERM}
+    # taken in this loop (sigtimedwait) rather than by handlers: siginfo tells who sent them
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     # torchrun's processes as of the last second (pid: start time): once it dies they are
     # orphans; those that ended before are not kept (their pids may be reused since)
     ranks: dict[int, str | None] = {}
     try:
-        while True:
-            try:
-                rc = child.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
+        while child.poll() is None:
+            info = signal.sigtimedwait(watched, 1.0)
+            if info is not None:
+                got.append(info.si_signo)
+                _pass_on(info, child, got)
+            if child.poll() is None:
                 ranks = {pid: _started(pid) for pid in _descendants(child.pid)}
         _wait_for(ranks)
-        return rc, (got[0] if got else None)
+        return child.returncode, (got[0] if got else None)
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if linux:
             _prctl(36, 0)
+
+
+def _pass_on(info, child: subprocess.Popen, got: list[int]) -> None:
+    if info.si_signo == signal.SIGINT and got.count(signal.SIGINT) >= 2:
+        for pid in [*_descendants(child.pid), child.pid]:  # torchrun would only ask again
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    elif info.si_signo == signal.SIGTERM or info.si_code != SI_KERNEL:
+        with contextlib.suppress(ProcessLookupError):  # not a terminal's: torchrun has not got it
+            child.send_signal(info.si_signo)
 
 
 def _wait_for(pids: dict[int, str | None]) -> None:
