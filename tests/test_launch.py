@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -493,3 +494,24 @@ def test_launch_refuses_a_preset_beside_resume(tmp_path, capsys):
     argv = ["launch", "--yes", "--dry-run", "--resume", str(tmp_path), "--preset", "slm"]
     assert main(argv) == 2
     assert "--preset slm does not apply with --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("siginfo", [True, False], ids=["linux", "without-sigtimedwait"])
+def test_the_launchers_signal_queue_says_who_sent_a_signal(monkeypatch, siginfo):
+    from hellolondon.train import torchrun
+
+    if not siginfo:
+        monkeypatch.delattr(signal, "sigtimedwait")
+    before = signal.getsignal(signal.SIGTERM)
+    next_signal, restore = torchrun._signal_queue()
+    try:
+        assert next_signal(0.1) is None
+        os.kill(os.getpid(), signal.SIGTERM)  # sent by a process, as `kill` does
+        info = next_signal(1.0)
+    finally:
+        restore()
+    assert info.si_signo == signal.SIGTERM
+    # siginfo tells a process's signal from a terminal's; without it every one is a terminal's
+    assert (info.si_code != torchrun.SI_KERNEL) is siginfo
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())

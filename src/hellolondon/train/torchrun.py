@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from hellolondon.errors import UserError
 from hellolondon.rundir import RunDir
@@ -214,15 +215,13 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
         _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned ranks become our children
     preexec = _parent_death_signal if linux else None
     child = subprocess.Popen(cmd, env=env, preexec_fn=preexec)  # noqa: PLW1509 - only a prctl call
-    watched = {signal.SIGINT, signal.SIGTERM}
-    # taken in this loop (sigtimedwait) rather than by handlers: siginfo tells who sent them
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    next_signal, restore = _signal_queue()
     # torchrun's processes as of the last second (pid: start time): once it dies they are
     # orphans; those that ended before are not kept (their pids may be reused since)
     ranks: dict[int, str | None] = {}
     try:
         while child.poll() is None:
-            info = signal.sigtimedwait(watched, 1.0)
+            info = next_signal(1.0)
             if info is not None:
                 got.append(info.si_signo)
                 _pass_on(info, child, got)
@@ -231,9 +230,32 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
         _wait_for(ranks)
         return child.returncode, (got[0] if got else None)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        restore()
         if linux:
             _prctl(36, 0)
+
+
+def _signal_queue():
+    """(wait up to t seconds for SIGINT or SIGTERM -> its siginfo or None, undo). Taken with
+    sigtimedwait, not by handlers, where the platform has it: siginfo tells who sent them.
+    Elsewhere (macOS) handlers queue them, each taken for a terminal's (torchrun has it too)."""
+    watched = {signal.SIGINT, signal.SIGTERM}
+    if hasattr(signal, "sigtimedwait"):
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        return (
+            lambda t: signal.sigtimedwait(watched, t),
+            lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
+        )
+    caught: list[int] = []
+    old = {s: signal.signal(s, lambda n, _f: caught.append(n)) for s in watched}
+
+    def wait(t: float):
+        end = time.monotonic() + t
+        while not caught and time.monotonic() < end:
+            time.sleep(0.05)
+        return SimpleNamespace(si_signo=caught.pop(0), si_code=SI_KERNEL) if caught else None
+
+    return wait, lambda: [signal.signal(s, h) for s, h in old.items()]
 
 
 def _pass_on(info, child: subprocess.Popen, got: list[int]) -> None:
