@@ -428,6 +428,51 @@ def test_archive_item_with_other_metadata_is_rejected_unfetched(server, tmp_path
     assert "no item" in manifest(tmp_path)["ia-cookery"]["error"]
 
 
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"metadata": ["x"], "files": []},
+        {"metadata": {"title": "A Survey of London", "creator": "John Stow"}, "files": ["x"]},
+        {"metadata": {"title": [1, 2], "creator": "John Stow"}, "files": None},
+    ],
+)
+def test_archive_metadata_of_another_shape_rejects_that_item_alone(server, tmp_path, meta):
+    item = Source(id="ia-odd", kind="archive", ref="odd", title="A Survey of London",
+                  author="John Stow", year=1598, period="tudor", category="topography", licence="PD", format="djvu")  # fmt: skip
+    server.routes["/metadata/odd"] = [("ok", json.dumps(meta).encode())]
+    server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
+    run(server, tmp_path, [item, book(376)])
+    records = manifest(tmp_path)
+    assert records["ia-odd"]["status"] == "rejected", records["ia-odd"]
+    assert records["pg-376"]["status"] == "ok"  # the other download goes on
+
+
+def test_metadata_cut_short_by_the_network_is_retried_not_rejected(server, tmp_path):
+    item = Source(id="ia-surveyoflondon", kind="archive", ref="surveyoflondon", title="A Survey of London",
+                  author="John Stow", year=1598, period="tudor", category="topography", licence="PD", format="djvu")  # fmt: skip
+    meta = json.dumps({"metadata": {"title": "A survey of London", "creator": "Stow, John"},
+                       "files": [{"name": "surveyoflondon_djvu.txt"}]}).encode()  # fmt: skip
+    server.routes["/metadata/surveyoflondon"] = [("short", meta, 40), ("ok", meta)]
+    server.routes["/download/surveyoflondon/surveyoflondon_djvu.txt"] = [("ok", b"The text. " * 50)]
+    run(server, tmp_path, [item])
+    rec = manifest(tmp_path)["ia-surveyoflondon"]
+    assert rec["status"] == "ok" and len(server.hits("/metadata/surveyoflondon")) == 2
+
+
+def test_a_book_without_a_length_must_end_with_its_end_marker(server, tmp_path):
+    """A server that closes the connection to end the body: a cut is seen only by the marker."""
+    no_length = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+    server.routes["/pg/376.txt"] = [("raw", no_length + PLAGUE[: len(PLAGUE) // 2])]
+    run(server, tmp_path, [book(376)])
+    rec = manifest(tmp_path)["pg-376"]
+    assert rec["status"] == "failed" and "no END marker" in rec["error"]
+    assert raw_files(tmp_path) == {} and not list((tmp_path / "c" / "partial").iterdir())
+    server.routes["/pg/376.txt"] = [("raw", no_length + PLAGUE)]  # the whole book, no length
+    run(server, tmp_path, [book(376)], retry_failed=True)
+    assert manifest(tmp_path)["pg-376"]["status"] == "ok"
+    assert raw_files(tmp_path) == {"pg-376.txt": PLAGUE}
+
+
 def test_concurrent_sources_all_recorded(server, tmp_path):
     for n in range(10, 20):
         server.routes[f"/pg/{n}.txt"] = [

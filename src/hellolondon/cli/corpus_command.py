@@ -296,9 +296,11 @@ def collect_command(args: argparse.Namespace) -> int:
             tries_said = f" [{tries} attempts]" if status == "failed" and tries > 1 else ""
             print(f"{status} {sid}: {rec.get('error') or 'no reason recorded'}{tries_said}{where}")
     if counts["rejected"]:
+        kept = sum(bool(records.get(sid, {}).get("path")) for sid in result["rejected"])
+        where = f"the files kept are in {folder.rejected_dir}; " if kept else ""
         print(
-            f"{counts['rejected']} rejected: the files are in {folder.rejected_dir}; "
-            "fix their catalog entries (an entry that changes is fetched again)"
+            f"{counts['rejected']} rejected: {where}fix their catalog entries (an entry that "
+            "changes is fetched again)"
         )
     written = f"  (manifest: {folder.manifest})" if folder.manifest.is_file() else ""
     print(", ".join(f"{k} {v}" for k, v in counts.items()) + written)

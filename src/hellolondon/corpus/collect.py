@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from hellolondon.corpus.catalog import Source, check_header
 from hellolondon.corpus.fetch import FetchConfig, Fetcher, FetchError, is_http_url
-from hellolondon.corpus.formats import decode, gutenberg_header, looks_like_html
+from hellolondon.corpus.formats import decode, gutenberg_header, has_gutenberg_end, looks_like_html
 from hellolondon.corpus.layout import CorpusFolder
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_write, exclusive_lock, sha256_file
@@ -212,6 +212,7 @@ def _collect_one(source: Source, options: CollectOptions, fetcher: Fetcher) -> d
         urls = _urls(source, options, fetcher, rec)
         if urls:
             fetched = _download(urls, part, fetcher, rec)
+            _check_complete(source, part, fetched)
             _accept_or_reject(source, out, part, fetched.content_type, rec)
     except FetchError as exc:
         rec.update(status="failed", error=str(exc), http_status=exc.status)
@@ -244,15 +245,19 @@ def _urls(
     meta = info.get("metadata") if isinstance(info, dict) else None
     if not meta:
         return _reject(rec, f"archive.org has no item {source.ref!r}")
-    found = {k: "; ".join(v) if isinstance(v, list) else str(v) for k, v in meta.items()}
+    files = info.get("files")
+    if not isinstance(meta, dict) or not isinstance(files, list):
+        return _reject(
+            rec, "archive.org metadata has an unexpected shape (no metadata object or file list)"
+        )
+    found = {k: "; ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in meta.items()}
     rec["header"] = {"title": found.get("title", ""), "author": found.get("creator", ""),
                      "language": found.get("language", "")}  # fmt: skip
     reason = check_header(source, rec["header"])
     if reason:
         return _reject(rec, f"archive.org metadata: {reason}")
-    names = [
-        f.get("name", "") for f in info.get("files", []) if f.get("name", "").endswith("_djvu.txt")
-    ]
+    names = [str(f.get("name", "")) for f in files if isinstance(f, dict)]
+    names = [n for n in names if n.endswith("_djvu.txt")]
     if not names:
         return _reject(rec, "the archive.org item has no OCR text (_djvu.txt) file")
     name = f"{source.ref}_djvu.txt" if f"{source.ref}_djvu.txt" in names else names[0]
@@ -278,6 +283,27 @@ def _download(urls: list[str], part: Path, fetcher: Fetcher, rec: dict[str, Any]
         rec["url"] = fetched.url
         return fetched
     raise AssertionError("unreachable")
+
+
+_TAIL = 256 * 1024  # the END marker and the licence after it are in a book's last part
+
+
+def _check_complete(source: Source, part: Path, fetched: Any) -> None:
+    """A Project Gutenberg book sent without a length (the server closes the connection at the
+    end) must end with its END marker: else the connection may have closed early."""
+    if fetched.length_known or source.format != "gutenberg":
+        return
+    with open(part, "rb") as f:
+        f.seek(max(0, part.stat().st_size - _TAIL))
+        tail = decode(f.read())[0]
+    if not has_gutenberg_end(tail):
+        part.unlink(missing_ok=True)  # no length to resume against: start again next time
+        part.with_name(part.name + ".json").unlink(missing_ok=True)  # its resume record
+        raise FetchError(
+            "the server gave no length and the book has no END marker, so it may be cut short; "
+            "run again with --retry-failed",
+            False,
+        )
 
 
 def _accept_or_reject(

@@ -123,6 +123,7 @@ class Fetched:
     content_type: str
     resumed: bool = False  # the last attempt continued a partial file
     encoding: str = ""  # Content-Encoding of the bytes received (decoded before returning)
+    length_known: bool = True  # a Content-Length or chunks: a transfer cut short is caught
 
 
 class _HostGate:
@@ -255,10 +256,13 @@ class Fetcher:
                         chunks.append(chunk)
                         size += len(chunk)
                     body = b"".join(chunks)
+                    length = resp.getheader("Content-Length") or ""
                 finally:
                     conn.close()
             if len(body) > limit:
                 raise FetchError(f"response larger than {limit} bytes", False)
+            if length.isdigit() and len(body) < int(length):  # cut by the network: try again
+                raise FetchError(f"connection closed after {len(body)} of {length} bytes", True)
             return body
 
         body, attempts = self._retrying(attempt, clock)
@@ -424,7 +428,9 @@ class Fetcher:
         if expected is not None and received < expected:
             raise FetchError(f"connection closed after {received} of {expected} bytes", True)
         encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
-        return Fetched(final, received, 1, resp.getheader("Content-Type") or "", resumed, encoding)
+        known = expected is not None or bool(getattr(resp, "chunked", False))
+        ctype = resp.getheader("Content-Type") or ""
+        return Fetched(final, received, 1, ctype, resumed, encoding, known)
 
     def _decode(self, part: Path, encoding: str) -> int:
         """Undo a gzip or deflate Content-Encoding (sent though identity was asked for) in

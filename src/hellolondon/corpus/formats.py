@@ -166,6 +166,11 @@ _TRANSCRIBER = re.compile(
 _ITALIC = re.compile(r"(?<![\w_])_(?=\S)((?:[^_\n]|\n(?![ \t]*\n)){1,400}?)(?<=\S)_(?![\w_])")
 
 
+def has_gutenberg_end(text: str) -> bool:
+    """Whether `text` (a book's last part will do) holds Project Gutenberg's END marker."""
+    return _END.search(text) is not None
+
+
 def gutenberg_header(text: str) -> dict[str, str]:
     """Title, author and language from the header before the START marker (the `Title:` lines,
     or else the 'Project Gutenberg EBook of X, by Y' line that older books open with)."""
