@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import pytest
@@ -157,6 +158,28 @@ def test_config_file_and_overrides(tmp_path):
 def test_bad_config_is_a_user_error(overrides, message):
     with pytest.raises(UserError, match=message):
         load_clean_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('long_s = "no"', "clean.long_s expected true or false, got 'no'"),  # read as true before
+        ('min_chars = "abc"', "clean.min_chars expected a whole number, got 'abc'"),
+        ("num_perm = 128.0", "clean.num_perm expected a whole number, got 128.0"),
+        ("min_chars = true", "clean.min_chars expected a whole number, got True"),
+    ],
+)
+def test_a_value_of_the_wrong_type_in_the_config_file_is_named(tmp_path, line, message):
+    path = tmp_path / "clean.toml"
+    path.write_text(f"[clean]\n{line}\n")
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_clean_config(path)
+
+
+def test_a_whole_number_where_a_share_is_meant_is_taken(tmp_path):
+    path = tmp_path / "clean.toml"
+    path.write_text("[clean]\nnear_dup = 1\n")
+    assert load_clean_config(path).near_dup == 1.0
 
 
 def test_unknown_key_in_config_file(tmp_path):

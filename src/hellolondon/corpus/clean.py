@@ -71,7 +71,10 @@ def load_clean_config(
         table = data.get("clean", data)
         if not isinstance(table, dict):
             raise UserError(f"clean config {path}: [clean] must be a table of settings")
-        values.update(table)
+        for key, value in table.items():
+            if key in fields:
+                value = _typed(value, getattr(CleanConfig(), key), key, path)
+            values[key] = value
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         key = key.strip().removeprefix("clean.")
@@ -84,6 +87,18 @@ def load_clean_config(
     if unknown:
         raise UserError(f"unknown clean setting {unknown[0]!r}; settings: {', '.join(fields)}")
     return CleanConfig(**values)
+
+
+def _typed(value: Any, current: Any, key: str, path: Path) -> Any:
+    """A value from the settings file, of the setting's type (TOML's own types: no strings
+    read as numbers or switches, whole numbers only where a count is meant)."""
+    kind = type(current)
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise UserError(f"clean config {path}: clean.{key} expected {expected(current)}, got {value!r}")
+    return value
 
 
 def _parse(raw: str, current: Any, key: str) -> Any:
