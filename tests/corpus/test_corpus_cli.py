@@ -104,6 +104,7 @@ def test_failed_downloads_exit_1_and_say_how_to_retry(server, tmp_path, capsys):
         (["--gutenberg-mirror", "mirror.example/pg"], "not an http:// or https:// address"),
         (["--gutenberg-mirror", "https://m.example/{id}/{name}.txt"], "only {id} and {path}"),
         (["--archive-base", "archive.org"], "--archive-base archive.org: not an http://"),
+        (["--gutenberg-mirror", "http://x/{foo}"], "only {id} and {path}"),  # no {id}: a base URL
     ],
 )
 def test_a_mirror_no_download_could_use_is_refused_once_up_front(flags, said, tmp_path, capsys):
@@ -168,6 +169,19 @@ def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, cap
         ),
         (["corpus", "collect", "--connect-timeout", "nan"], "--connect-timeout must be a number"),
         (["corpus", "collect", "--delay", "-1"], "--delay and --backoff must be >= 0"),
+        (["corpus", "collect", "--max-mb", "nan"], "--max-mb must be a number of megabytes"),
+        (["corpus", "collect", "--max-mb", "inf"], "--max-mb must be a number of megabytes"),
+        (["corpus", "collect", "--user-agent", "Mozilla ☃"], "printable ASCII only"),
+        (["corpus", "collect", "--user-agent", "a\nb"], "printable ASCII only"),
+        (
+            ["corpus", "catalog", "--no-builtin", "--catalog", "LIST"],
+            'an object with a "source" list',
+        ),
+        (
+            ["corpus", "catalog", "--no-builtin", "--catalog", "LICENCES"],
+            "licences must be a table",
+        ),
+        (["corpus", "catalog", "--no-builtin", "--catalog", "UTF16"], "is not UTF-8 text"),
         (["corpus", "catalog", "--catalog", "/nonexistent.toml"], "not found"),
         (["corpus", "collect", "--limit", "0", "--offline"], "--limit must be 1 or more"),
         (["corpus", "collect", "--limit", "-1", "--offline"], "--limit must be 1 or more"),
@@ -186,7 +200,12 @@ def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, cap
 def test_user_errors_are_one_line_with_exit_2(argv, message, capsys, tmp_path):
     (tmp_path / "FILE").write_bytes(b"\xff\xfe\x00binary")
     (tmp_path / "EMPTY").mkdir()
-    argv = [str(tmp_path / a) if a in ("FILE", "EMPTY") else a for a in argv]
+    (tmp_path / "LIST.json").write_text("[]")
+    (tmp_path / "LICENCES.toml").write_text('licences = "x"\n' + USER_CATALOG)
+    (tmp_path / "UTF16.toml").write_bytes(USER_CATALOG.encode("utf-16"))
+    files = {"FILE": "FILE", "EMPTY": "EMPTY", "LIST": "LIST.json", "LICENCES": "LICENCES.toml",
+             "UTF16": "UTF16.toml"}  # fmt: skip
+    argv = [str(tmp_path / files[a]) if a in files else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err

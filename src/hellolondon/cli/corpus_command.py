@@ -249,8 +249,15 @@ def collect_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.fetch import USER_AGENT, FetchConfig
     from hellolondon.errors import UserError
 
-    if args.workers < 1 or args.per_host < 1 or args.retries < 0 or args.max_mb <= 0:
-        raise UserError("--workers and --per-host must be >= 1, --retries >= 0, --max-mb > 0")
+    if args.workers < 1 or args.per_host < 1 or args.retries < 0:
+        raise UserError("--workers and --per-host must be >= 1, --retries >= 0")
+    if not 0 < args.max_mb < 2**40:  # nan and inf too
+        raise UserError(f"--max-mb must be a number of megabytes above 0, not {args.max_mb:g}")
+    if args.user_agent and not (args.user_agent.isprintable() and args.user_agent.isascii()):
+        raise UserError(
+            f"--user-agent {args.user_agent!r}: an HTTP header takes printable ASCII only, "
+            "on one line"
+        )
     if not args.deadline >= 0:
         raise UserError(f"--deadline must be >= 0 seconds (0 for none), not {args.deadline:g}")
     for flag, value in (

@@ -75,17 +75,25 @@ def load_catalog(files: list[str | Path] | None = None, builtin: bool = True) ->
 def _read_file(path: Path) -> list[Source]:
     if not path.is_file():
         raise UserError(f"catalog file {path} not found")
-    text = path.read_text(encoding="utf-8")
+    kind = "JSON" if path.suffix == ".json" else "TOML"
     try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise UserError(f"catalog file {path} is not UTF-8 text; save it as UTF-8") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(
-            f"catalog file {path} is not valid {path.suffix[1:].upper()}: {exc}"
-        ) from None
-    entries = data.get("source")
+        raise UserError(f"catalog file {path} is not valid {kind}: {exc}") from None
+    entries = data.get("source") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise UserError(f"catalog file {path} has no [[source]] entries")
-    licences = {**_DEFAULT_LICENCES, **(data.get("licences") or {})}
+        shape = "an object with a \"source\" list" if kind == "JSON" else "[[source]] entries"
+        raise UserError(f"catalog file {path} has no source entries: expected {shape}")
+    extra = data.get("licences") or {}
+    if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+        raise UserError(
+            f'catalog file {path}: licences must be a table of kind = "licence text" '
+            '(such as gutenberg = "Public domain in the USA")'
+        )
+    licences = {**_DEFAULT_LICENCES, **extra}
     sources, seen = [], set()
     for n, entry in enumerate(entries, 1):
         source = _parse_entry(entry, licences, f"{path}, source #{n}")

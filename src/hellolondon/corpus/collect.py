@@ -118,6 +118,8 @@ def _check_base_urls(options: CollectOptions) -> None:
     """Refuse a mirror or base URL every download would fail on, once, before any is tried."""
     try:
         url = gutenberg_urls(options.gutenberg, "1342")[0]
+        if "{" in options.gutenberg and "{id}" not in options.gutenberg:
+            raise KeyError(options.gutenberg)  # a bare base URL takes no braces
     except (KeyError, IndexError, ValueError):
         raise UserError(
             f"--gutenberg-mirror {options.gutenberg}: a URL template may hold only {{id}} and "
