@@ -426,6 +426,32 @@ def test_a_shorter_heldout_check_does_not_replace_a_complete_score(
     assert not json.loads((out / "step-000040.json").read_text())["heldout"]["complete"]
 
 
+def test_the_run_summary_holds_one_checkpoints_report(trained_run, tmp_path, capsys, monkeypatch):
+    """Not step 20's held-out score beside step 40's probes, nor an older step's score under
+    the newest eval/iter."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run = _run_copy(trained_run, tmp_path)
+    summary = lambda: json.loads((run / "summary.json").read_text())  # noqa: E731
+    assert main(["eval", str(run), "--gen-tokens", "4"]) == 0  # step 40, every part
+    assert "eval/probe_accuracy" in summary()
+    step20 = run / "checkpoints" / "step-000020"
+    assert main(["eval", str(step20), "--no-probes", "--gen-tokens", "4"]) == 0
+    s = summary()
+    report20 = json.loads((run / "eval" / "step-000020.json").read_text())
+    assert s["eval/iter"] == 20 and s["eval/val_bpb"] == report20["heldout"]["bpb"]
+    assert s.get("eval/probe_accuracy") is None  # step 40's, which step 20 did not measure
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    # step 40 again, a part it already has: the summary is step 40's whole report again
+    assert main(["eval", str(run), "--no-heldout", "--no-probes", "--gen-tokens", "4"]) == 0
+    s, report40 = summary(), json.loads((run / "eval" / "step-000040.json").read_text())
+    assert s["eval/iter"] == 40 and s["eval/val_bpb"] == report40["heldout"]["bpb"]
+    assert s["eval/probe_accuracy"] == report40["probes"]["accuracy"]
+    capsys.readouterr()
+    assert main(["eval", str(run), "--no-probes", "--no-generation", "--max-tokens", "50"]) == 0
+    new_rows = (run / "metrics.jsonl").read_text().splitlines()[len(rows) + 1 :]
+    assert all(set(json.loads(r)) - {"step", "time"} != {"eval/iter"} for r in new_rows)
+
+
 def test_eval_of_a_run_being_trained_leaves_its_tracker_alone(trained_run, tmp_path, capsys):
     import os
     import socket

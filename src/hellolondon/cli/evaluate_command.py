@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if track:
         # the tracker's start line is not part of the report that --json pipes on
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-            log_to_run(logged, cfg, state, run_dir)
+            log_to_run(logged, cfg, state, run_dir, whole=saved)
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))
     tracked = "; logged to the run's tracker" if track else ""
     if other is not None:

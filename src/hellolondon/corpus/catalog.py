@@ -85,7 +85,7 @@ def _read_file(path: Path) -> list[Source]:
         raise UserError(f"catalog file {path} is not valid {kind}: {exc}") from None
     entries = data.get("source") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
-        shape = "an object with a \"source\" list" if kind == "JSON" else "[[source]] entries"
+        shape = 'an object with a "source" list' if kind == "JSON" else "[[source]] entries"
         raise UserError(f"catalog file {path} has no source entries: expected {shape}")
     extra = data.get("licences") or {}
     if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):

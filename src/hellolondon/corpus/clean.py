@@ -97,7 +97,9 @@ def _typed(value: Any, current: Any, key: str, path: Path) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise UserError(f"clean config {path}: clean.{key} expected {expected(current)}, got {value!r}")
+        raise UserError(
+            f"clean config {path}: clean.{key} expected {expected(current)}, got {value!r}"
+        )
     return value
 
 

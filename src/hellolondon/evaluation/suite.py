@@ -276,6 +276,10 @@ def _key(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "unknown"
 
 
+# the run-summary keys the evaluation writes (training's own eval/val_loss and the like are not)
+SUITE_KEYS = ("eval/val_bpb", "eval/heldout_", "eval/probe_", "eval/gen_")
+
+
 def tracker_row(r: dict[str, Any]) -> dict[str, float]:
     """The report's numbers under `eval/` keys."""
     row: dict[str, float] = {"eval/iter": r["step"]}
@@ -306,12 +310,18 @@ def tracker_row(r: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-def log_to_run(report: dict[str, Any], cfg, state: dict, run: RunDir) -> None:
-    """Append the eval row to the run's tracker (the metrics log, and W&B when configured) at
-    the checkpoint's step, resuming the run's own tracker run, and put it in the run summary
-    too: a resumed W&B run keeps only steps it does not hold yet, and the summary has no steps."""
+def log_to_run(
+    report: dict[str, Any], cfg, state: dict, run: RunDir, whole: dict[str, Any] | None = None
+) -> None:
+    """Append the eval row (what `report` measured now) to the run's tracker (the metrics log,
+    and W&B when configured) at the checkpoint's step, resuming the run's own tracker run, and
+    set the run summary to `whole`, the checkpoint's report with the parts measured before:
+    a resumed W&B run keeps only steps it does not hold yet, and the summary has no steps."""
     from hellolondon.tracking.setup import open_tracker
 
+    row, summary = tracker_row(report), tracker_row(whole or report)
+    # the summary holds one report: keys of another one (another step, left-out parts) go
+    stale = {k: None for k in run.read_summary() if k.startswith(SUITE_KEYS) and k not in summary}
     tracker = open_tracker(
         cfg,
         run,
@@ -319,9 +329,9 @@ def log_to_run(report: dict[str, Any], cfg, state: dict, run: RunDir) -> None:
         run_config=run.read_config() or None,
         resume_run_id=state.get("tracker_run_id"),
     )
-    row = tracker_row(report)
     try:
-        tracker.log(row, report["step"])
-        tracker.summary(row)
+        if len(row) > 1:  # not eval/iter alone: a part measured now
+            tracker.log(row, report["step"])
+        tracker.summary(summary | stale)
     finally:
         tracker.finish()

@@ -233,8 +233,16 @@ class WandbTracker:
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is None:
             return
-        clean = {k: v for k, v in scrub(values).items() if v is not None}
-        self._call(lambda: self.run.summary.update(clean))
+        values = scrub(values)
+        clean = {k: v for k, v in values.items() if v is not None}
+        gone = [k for k, v in values.items() if v is None]  # cleared, as in summary.json
+
+        def update() -> None:
+            self.run.summary.update(clean)
+            for key in gone:
+                del self.run.summary[key]  # a key W&B does not hold is no error
+
+        self._call(update)
 
     def log_checkpoint(self, path: Path, aliases: list[str]) -> None:
         """A checkpoint folder (or file) as a versioned `model` Artifact, when asked for."""
