@@ -17,11 +17,15 @@ def folder(tmp_path):
     import torch
     from safetensors.torch import save_file
 
+    from hellolondon.export import hf_shapes
+
     out = tmp_path / "export"
     out.mkdir()
-    config = {"model_type": "gpt2", "vocab_size": 8, "n_embd": 4}
+    config = {"model_type": "gpt2", "vocab_size": 8, "n_embd": 4, "n_layer": 1, "n_head": 1,
+              "n_positions": 4}  # fmt: skip
     (out / "config.json").write_text(json.dumps(config))
-    save_file({"transformer.wte.weight": torch.zeros(8, 4)}, str(out / "model.safetensors"))
+    tensors = {name: torch.zeros(shape) for name, shape in hf_shapes(config).items()}
+    save_file(tensors, str(out / "model.safetensors"))
     for name in ("tokenizer.json", "tokenizer_config.json", "README.md", "generation_config.json"):
         (out / name).write_text("{}")
     (out / ".model.safetensors.tmp").write_text("partial")
@@ -34,6 +38,7 @@ def folder(tmp_path):
         ("cut", "model.safetensors cannot be read (Error while deserializing header"),
         ("config", "a file is missing or not valid JSON"),
         ("shape", "does not fit config.json"),
+        ("layers", "it has no transformer.h.1.attn.c_attn.bias"),  # random layers in transformers
     ],
 )
 def test_a_damaged_export_is_named_before_anything_goes_up(folder, hub, capsys, damage, message):
@@ -44,8 +49,12 @@ def test_a_damaged_export_is_named_before_anything_goes_up(folder, hub, capsys, 
         weights.write_bytes(weights.read_bytes()[:-10])
     elif damage == "config":
         (folder / "config.json").write_text("garbage")
+    elif damage == "layers":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | {"n_layer": 2}))
     else:
-        (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 9}))
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | {"vocab_size": 9}))
     assert main(["publish", str(folder), "--repo", "user/ok", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert message in err and "run `hellolondon export` again" in err and err.count("\n") == 1
@@ -215,3 +224,20 @@ def test_a_byte_changed_in_a_real_export_is_named_before_anything_goes_up(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "model.safetensors is not the file export wrote" in err and hub.calls == []
+
+
+@pytest.mark.parametrize("extra", ["link", "file", "folder"])
+def test_files_export_did_not_write_are_never_uploaded(folder, hub, capsys, extra, tmp_path):
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_text("not for the Hub")
+    if extra == "link":
+        (folder / "notes.txt").symlink_to(secret)
+    elif extra == "file":
+        (folder / "extra.json").write_text("{}")
+    else:
+        (folder / "sub").mkdir()
+        (folder / "sub" / "f.txt").write_text("x")
+    assert main(["publish", str(folder), "--repo", "user/ok", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert ("is a link" if extra == "link" else "is not a file export writes") in err
+    assert err.count("\n") == 1 and hub.calls == []

@@ -30,14 +30,25 @@ def upload_list(folder: str | Path) -> list[tuple[str, int]]:
         raise UserError(
             f"{root} is not an export folder (missing {', '.join(missing)}); run `hellolondon export` first"
         )
-    from hellolondon.export import check_export
+    from hellolondon.export import EXPORT_FILES, check_export
 
     check_export(root)  # a damaged folder is named before anything goes up
     files = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
-            files.append((rel.as_posix(), path.stat().st_size))
+        if (
+            any(part.startswith(".") for part in rel.parts)
+            or path.is_dir()
+            and not path.is_symlink()
+        ):
+            continue
+        if path.is_symlink() or rel.as_posix() not in EXPORT_FILES:  # never ours to publish
+            what = "a link" if path.is_symlink() else "not a file export writes"
+            raise UserError(
+                f"{path} is {what}; publish uploads an export folder as `hellolondon export` "
+                "wrote it: move it out, or export again into an empty folder"
+            )
+        files.append((rel.as_posix(), path.stat().st_size))
     return files
 
 

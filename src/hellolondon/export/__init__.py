@@ -45,20 +45,32 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """Our weights renamed and transposed into GPT-2's layout, with zero biases added.
-    The tied output matrix is left out: `tie_word_embeddings` rebuilds it on load."""
+    The tied output matrix is left out: `tie_word_embeddings` rebuilds it on load. A model on
+    the meta device gives the tensors' names and shapes alone."""
     out: dict[str, torch.Tensor] = {}
     for name, w in model.state_dict().items():
         if name == "lm_head.weight":
             continue
-        w = w.detach().to("cpu", torch.float32)
+        w = w.detach() if w.is_meta else w.detach().to("cpu", torch.float32)
         if name.endswith(CONV1D):
             w = w.t()
         out[name] = w.contiguous()
         if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
             out[name.replace(".weight", ".bias")] = torch.zeros_like(w)
         elif name.endswith(CONV1D):
-            out[name.replace(".weight", ".bias")] = torch.zeros(w.size(1))
+            out[name.replace(".weight", ".bias")] = torch.zeros(w.size(1), device=w.device)
     return out
+
+
+def hf_shapes(config: dict[str, Any]) -> dict[str, list[int]]:
+    """The tensors (name: shape) an export of the model `config` (GPT-2's config.json) holds."""
+    from hellolondon.config import ModelConfig
+
+    keys = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer",
+            "n_head": "n_head", "n_embd": "n_embd"}  # fmt: skip
+    with torch.device("meta"):
+        model = GPT(ModelConfig(**{k: int(config[v]) for k, v in keys.items()}))
+    return {name: list(t.shape) for name, t in hf_state_dict(model).items()}
 
 
 def special_ids(tok: Tokenizer) -> dict[str, int]:
@@ -208,11 +220,19 @@ def check_export(folder: Path) -> None:
         raise bad("config.json is not a GPT-2 model's config")
     try:
         with safe_open(str(folder / "model.safetensors"), "pt") as f:
-            shape = list(f.get_slice("transformer.wte.weight").get_shape())
+            found = {n: list(f.get_slice(n).get_shape()) for n in f.keys()}  # noqa: SIM118
     except Exception as exc:  # a cut-short or foreign file: safetensors names the fault
         raise bad(f"model.safetensors cannot be read ({str(exc).splitlines()[0][:80]})") from None
-    if shape != [config.get("vocab_size"), config.get("n_embd")]:
-        raise bad(f"model.safetensors (embedding {shape}) does not fit config.json")
+    try:
+        wanted = hf_shapes(config)
+    except Exception:  # a number missing or not one, a width the heads do not divide ...
+        raise bad("config.json does not describe a GPT-2 model this project writes") from None
+    for name in sorted(set(wanted) | set(found)):
+        if wanted.get(name) != found.get(name):
+            has = f"holds {name} of shape {found[name]}" if name in found else f"has no {name}"
+            raise bad(
+                f"model.safetensors does not fit config.json: it {has} ({wanted.get(name) or 'no such tensor'} expected)"
+            )
     sums = folder / CHECKSUMS  # an export of an earlier version has none
     try:
         recorded = json.loads(sums.read_text(encoding="utf-8")) if sums.is_file() else {}
