@@ -185,6 +185,13 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
     assert "| written | 1623 |" in card and "| periods | stuart (12 documents) |" in card
     best = read_state(run / "checkpoints" / "step-000040")["trainer"]["best_val_loss"]
     assert f"| best validation loss (training's fixed batches) | {best:.4f} |" in card
+    assert "121 cloze items on London and England 1500-1850" in card  # the packaged set
+    report["probes"] |= {"items": 1, "file": "/home/me/my probes.jsonl"}
+    (run / "eval" / "step-000040.json").write_text(json.dumps(report))
+    export_checkpoint(run, tmp_path / "out", force=True)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "1 cloze item from the probe file `my probes.jsonl`" in card
+    assert "London and England 1500-1850, log-likelihood" not in card
 
 
 @pytest.mark.parametrize("content", ['{"rows": []}', "[1, 2]"])

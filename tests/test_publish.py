@@ -241,3 +241,20 @@ def test_files_export_did_not_write_are_never_uploaded(folder, hub, capsys, extr
     err = capsys.readouterr().err
     assert ("is a link" if extra == "link" else "is not a file export writes") in err
     assert err.count("\n") == 1 and hub.calls == []
+
+
+def test_a_hub_error_without_a_first_line_still_says_its_status(folder, monkeypatch, capsys):
+    import huggingface_hub
+
+    class Refused(RuntimeError):
+        response = type("Response", (), {"status_code": 403})()
+
+    class Failing(FakeApi):
+        def create_repo(self, **kwargs):
+            raise Refused("\n(Request ID: r1)\n\nForbidden")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Failing)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert main(["publish", str(folder), "--repo", "me/london"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "failed: HTTP 403: (Request ID: r1)" in err and "write token" in err and "\n" not in err

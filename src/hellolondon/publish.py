@@ -62,6 +62,17 @@ def check_repo_id(repo: str) -> None:
         )
 
 
+def _detail(exc: Exception, token: str) -> str:
+    """The error's first line of text, with the HTTP status where the Hub answered one (its
+    message can start with a blank line or a request id alone), and no token."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None and str(status) not in text:
+        text = f"HTTP {status}: {text}"
+    return _scrub(text, token)
+
+
 def _hint(exc: Exception) -> str:
     """What to do about a refusal by the Hub (401 or 403: the token cannot write there)."""
     status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -137,7 +148,6 @@ def publish(
             allow_patterns=[name for name, _ in files],
         )
     except Exception as exc:  # the hub raises many types; all become one clear line
-        detail = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, token)
-        raise UserError(f"upload to {url} failed: {detail}{_hint(exc)}") from None
+        raise UserError(f"upload to {url} failed: {_detail(exc, token)}{_hint(exc)}") from None
     log(f"uploaded {len(files)} files ({total / 1e6:.1f} MB) to {url}")
     return url

@@ -130,7 +130,7 @@ def _card_metrics(r: dict[str, Any] | None) -> list[str]:
     if p:
         out += [
             f"- **Knowledge probes: {100 * p['accuracy']:.1f}% correct** against {100 * p['chance']:.1f}% by chance "
-            f"({p['items']} cloze items on London and England 1500-1850, log-likelihood ranking)"
+            f"({p['items']} cloze item{'s' * (p['items'] != 1)} {_probe_set(p)}, log-likelihood ranking)"
         ]
         for cat, v in p["by_category"].items():
             out.append(f"  - {cat}: {100 * v['accuracy']:.1f}% (chance {100 * v['chance']:.1f}%)")
@@ -301,3 +301,11 @@ def _schedule_text(t: TrainConfig) -> str:
     else:
         decay = "cosine decay"
     return f"{peak}, {t.warmup_iters} warm-up steps, {decay} to {floor}"
+
+
+def _probe_set(probes: dict) -> str:
+    """The packaged set is named by its subject; a file of the user's by its name."""
+    file = probes.get("file", "packaged")
+    if file == "packaged":
+        return "on London and England 1500-1850"
+    return f"from the probe file `{Path(file).name}`"
