@@ -166,6 +166,10 @@ def test_probe_files_with_duplicate_ids_or_bad_json_are_refused(tmp_path):
     bad.write_text('{"id": "a",\n')
     with pytest.raises(UserError, match=r"bad.jsonl:1: not valid JSON"):
         P.load_probes(bad)
+    twice = tmp_path / "twice.jsonl"  # the second id used to win silently
+    twice.write_text(json.dumps(GOOD)[:-1] + ', "id": "b"}\n')
+    with pytest.raises(UserError, match=r"twice.jsonl:1: the key 'id' is given twice"):
+        P.load_probes(twice)
 
 
 def test_probe_scoring_counts_strict_wins_against_chance(monkeypatch):

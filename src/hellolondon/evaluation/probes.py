@@ -95,6 +95,15 @@ def parse_probe(data: Any, where: str) -> Probe:
     )
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once (else the last one would win silently)."""
+    keys = [k for k, _ in pairs]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise KeyError(k)
+    return dict(pairs)
+
+
 def load_probes(path: str | Path | None = None) -> list[Probe]:
     """Read and validate a probe file (default: the packaged one)."""
     if path is None:
@@ -117,11 +126,13 @@ def load_probes(path: str | Path | None = None) -> list[Probe]:
             continue
         where = f"{label}:{lineno}"
         try:
-            data = json.loads(line)
+            data = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise UserError(
                 f"{where}: not valid JSON ({exc.msg}); each line must be one probe object"
             ) from None
+        except KeyError as exc:
+            raise UserError(f"{where}: the key {exc.args[0]!r} is given twice") from None
         probe = parse_probe(data, where)
         if probe.id in seen:
             raise _item_error(where, repr(probe.id), "this id is used twice")
