@@ -113,6 +113,18 @@ def test_best_goes_back_to_the_continued_lines_own_best(tiny_data, tmp_path):
     assert any("best/ was step 12's" in s for s in said)
 
 
+def test_an_evaluation_of_the_abandoned_line_leaves_the_summary(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    train(tiny_config(tiny_data, tmp_path, "tracking.run_name=v", "train.keep_last=3"), log=quiet)
+    run = RunDir(tmp_path / "v")
+    assert main(["eval", str(run.path), "--no-probes", "--gen-tokens", "4"]) == 0  # step 12
+    assert json.loads(run.summary_file.read_text())["eval/iter"] == 12
+    resume(run.checkpoints / "step-000006", "train.max_iters=9")
+    summary = json.loads(run.summary_file.read_text())
+    assert summary.get("eval/val_bpb") is None and summary.get("eval/iter") is None
+    assert summary["iterations"] == 9
+
+
 def test_pruning_keeps_the_checkpoint_just_written_over_a_newer_abandoned_one(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=p", "train.keep_last=1")
     train(cfg, log=quiet)

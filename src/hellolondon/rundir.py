@@ -40,6 +40,8 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
+# the summary keys of `hellolondon eval`'s report (training's own eval/val_loss ... are not)
+EVAL_REPORT_KEYS = ("eval/val_bpb", "eval/heldout_", "eval/probe_", "eval/gen_")
 SAMPLES = "samples.txt"
 TOKENIZER = "tokenizer"
 TRACKER_STATE = "tracking.json"
@@ -189,6 +191,17 @@ class RunDir:
 
     def update_summary(self, values: dict[str, Any]) -> None:
         write_json(self.summary_file, {**self.read_summary(), **jsonable(values)})
+
+    def drop_eval_report_after(self, step: int) -> list[str]:
+        """Clear from the summary the evaluation report of a step after `step` (weights of a
+        line that a resume from an older checkpoint abandoned); returns the keys cleared."""
+        summary = self.read_summary()
+        at = summary.get("eval/iter")
+        if not isinstance(at, int | float) or at <= step:
+            return []
+        keys = [k for k in summary if k == "eval/iter" or k.startswith(EVAL_REPORT_KEYS)]
+        self.update_summary(dict.fromkeys(keys))
+        return keys
 
     def read_tracker_state(self) -> dict[str, Any]:
         return read_json(self.tracker_state_file)

@@ -17,7 +17,7 @@ from typing import Any
 
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_write, read_json
-from hellolondon.rundir import RunDir
+from hellolondon.rundir import EVAL_REPORT_KEYS, RunDir
 
 PARTS = ("heldout", "probes", "generation")
 
@@ -276,10 +276,6 @@ def _key(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "unknown"
 
 
-# the run-summary keys the evaluation writes (training's own eval/val_loss and the like are not)
-SUITE_KEYS = ("eval/val_bpb", "eval/heldout_", "eval/probe_", "eval/gen_")
-
-
 def tracker_row(r: dict[str, Any]) -> dict[str, float]:
     """The report's numbers under `eval/` keys."""
     row: dict[str, float] = {"eval/iter": r["step"]}
@@ -321,7 +317,9 @@ def log_to_run(
 
     row, summary = tracker_row(report), tracker_row(whole or report)
     # the summary holds one report: keys of another one (another step, left-out parts) go
-    stale = {k: None for k in run.read_summary() if k.startswith(SUITE_KEYS) and k not in summary}
+    stale = {
+        k: None for k in run.read_summary() if k.startswith(EVAL_REPORT_KEYS) and k not in summary
+    }
     tracker = open_tracker(
         cfg,
         run,

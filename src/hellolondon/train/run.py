@@ -51,6 +51,7 @@ class Run:
     eval_cache: dict[str, tuple] = field(default_factory=dict)  # the fixed held-out batches
     slow: bool = False  # steps take seconds (a GPU preset on a CPU): show more progress
     stop: Any = None  # the loop's StopSignal, so a long evaluation can give way to it
+    cleared: list[str] = field(default_factory=list)  # summary keys of an abandoned line
     log: Callable[[str], None] = print
 
     @cached_property
@@ -276,6 +277,9 @@ def _continue_from(run: Run, ckpt: Path, state: dict) -> None:
     if run.dist.is_main and RunDir.of_checkpoint(ckpt) == run.rundir:
         checkpoint.continue_line(ckpt, run.log)
         run.rundir.cut_logs_after(run.state.step)  # the steps after it are logged again
+        dropped = run.rundir.drop_eval_report_after(run.state.step)
+        # W&B's at the end; its eval/iter is also training's, which logs it again
+        run.cleared = [k for k in dropped if k != "eval/iter"]
     run.log(f"resumed from {ckpt} at iteration {run.state.step}")
 
 

@@ -327,6 +327,7 @@ def finish(run: Run, stopped: bool) -> dict:
         save(run)
     maybe_sample(run, force=True)
     summary = st.summary() | {"tokens_seen": st.samples_seen * run.cfg.model.block_size}
+    summary |= dict.fromkeys(run.cleared)  # an abandoned line's evaluation: cleared in W&B too
     run.tracker.summary(summary)
     run.tracker.finish()
     if run.dist.is_main:
