@@ -278,6 +278,7 @@ def test_a_sigint_to_the_launcher_alone_stops_the_ranks_as_one_process(tokens, t
         [sys.executable, "-m", "hellolondon", *argv], cwd=tmp_path, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+        start_new_session=True,  # no terminal whose Ctrl-C torchrun would have got as well
     )  # fmt: skip
     run = tmp_path / "int"
     wait_for(lambda: len(losses(run)) >= 3 if (run / "metrics.jsonl").exists() else False, proc)

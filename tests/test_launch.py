@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -496,22 +496,14 @@ def test_launch_refuses_a_preset_beside_resume(tmp_path, capsys):
     assert "--preset slm does not apply with --resume" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("siginfo", [True, False], ids=["linux", "without-sigtimedwait"])
-def test_the_launchers_signal_queue_says_who_sent_a_signal(monkeypatch, siginfo):
-    from hellolondon.train import torchrun
+def test_the_launcher_tells_a_terminals_ctrl_c_from_a_signal_sent_to_it(tmp_path):
+    """In its terminal's foreground, a SIGINT reached torchrun too; elsewhere it did not."""
+    import pexpect
 
-    if not siginfo:
-        monkeypatch.delattr(signal, "sigtimedwait")
-    before = signal.getsignal(signal.SIGTERM)
-    next_signal, restore = torchrun._signal_queue()
-    try:
-        assert next_signal(0.1) is None
-        os.kill(os.getpid(), signal.SIGTERM)  # sent by a process, as `kill` does
-        info = next_signal(1.0)
-    finally:
-        restore()
-    assert info.si_signo == signal.SIGTERM
-    # siginfo tells a process's signal from a terminal's; without it every one is a terminal's
-    assert (info.si_code != torchrun.SI_KERNEL) is siginfo
-    assert signal.getsignal(signal.SIGTERM) is before
-    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    code = "from hellolondon.train.torchrun import _foreground; print(_foreground())"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    detached = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, start_new_session=True, check=True)  # fmt: skip
+    assert detached.stdout.strip() == "False"  # no terminal: an IDE, a scheduler
+    at_terminal = pexpect.run(f"{sys.executable} -c '{code}'", env=env, encoding="utf-8")
+    assert at_terminal.strip() == "True"

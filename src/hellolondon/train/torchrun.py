@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from hellolondon.errors import UserError
 from hellolondon.rundir import RunDir
@@ -198,74 +197,71 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-SI_KERNEL = 0x80  # siginfo's si_code of a signal the kernel sent: a terminal's Ctrl-C
-
-
 def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
     """Run torchrun and pass our signals on, so that `--gpus` stops as one process does. A
     Ctrl-C at the terminal reaches torchrun (it is in our process group) by itself; a SIGINT
-    sent to us alone (`kill -INT`, an IDE's stop button), and SIGTERM, are passed on. A second
-    SIGINT kills torchrun and every rank at once (no checkpoint). The ranks' processes are
-    reaped before this returns, also when torchrun itself was killed: they then get SIGTERM,
-    save a checkpoint and end, and would otherwise write on after the command. Returns (exit
-    code, the first signal we got or None)."""
+    sent to us alone (`kill -INT`, an IDE's stop button, `timeout -s INT`), and SIGTERM, are
+    passed on. A second SIGINT kills torchrun and every rank at once (no checkpoint). The
+    ranks' processes are reaped before this returns, also when torchrun itself was killed:
+    they then get SIGTERM, save a checkpoint and end, and would otherwise write on after the
+    command. Returns (exit code, the first signal we got or None)."""
     got: list[int] = []
     linux = sys.platform.startswith("linux")
     if linux:
         _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned ranks become our children
     preexec = _parent_death_signal if linux else None
     child = subprocess.Popen(cmd, env=env, preexec_fn=preexec)  # noqa: PLW1509 - only a prctl call
-    next_signal, restore = _signal_queue()
+
+    def forward(signum, frame) -> None:
+        got.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    def interrupt(signum, frame) -> None:
+        got.append(signum)
+        if got.count(signal.SIGINT) >= 2:  # torchrun would only send its ranks SIGTERM again
+            for pid in [*_descendants(child.pid), child.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        elif not _foreground():  # not a terminal's Ctrl-C: torchrun has not got it
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    old_term = signal.signal(signal.SIGTERM, forward)
+    old_int = signal.signal(signal.SIGINT, interrupt)
     # torchrun's processes as of the last second (pid: start time): once it dies they are
     # orphans; those that ended before are not kept (their pids may be reused since)
     ranks: dict[int, str | None] = {}
     try:
-        while child.poll() is None:
-            info = next_signal(1.0)
-            if info is not None:
-                got.append(info.si_signo)
-                _pass_on(info, child, got)
-            if child.poll() is None:
+        while True:
+            try:
+                rc = child.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
                 ranks = {pid: _started(pid) for pid in _descendants(child.pid)}
         _wait_for(ranks)
-        return child.returncode, (got[0] if got else None)
+        return rc, (got[0] if got else None)
     finally:
-        restore()
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
         if linux:
             _prctl(36, 0)
 
 
-def _signal_queue():
-    """(wait up to t seconds for SIGINT or SIGTERM -> its siginfo or None, undo). Taken with
-    sigtimedwait, not by handlers, where the platform has it: siginfo tells who sent them.
-    Elsewhere (macOS) handlers queue them, each taken for a terminal's (torchrun has it too)."""
-    watched = {signal.SIGINT, signal.SIGTERM}
-    if hasattr(signal, "sigtimedwait"):
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-        return (
-            lambda t: signal.sigtimedwait(watched, t),
-            lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
-        )
-    caught: list[int] = []
-    old = {s: signal.signal(s, lambda n, _f: caught.append(n)) for s in watched}
-
-    def wait(t: float):
-        end = time.monotonic() + t
-        while not caught and time.monotonic() < end:
-            time.sleep(0.05)
-        return SimpleNamespace(si_signo=caught.pop(0), si_code=SI_KERNEL) if caught else None
-
-    return wait, lambda: [signal.signal(s, h) for s, h in old.items()]
-
-
-def _pass_on(info, child: subprocess.Popen, got: list[int]) -> None:
-    if info.si_signo == signal.SIGINT and got.count(signal.SIGINT) >= 2:
-        for pid in [*_descendants(child.pid), child.pid]:  # torchrun would only ask again
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    elif info.si_signo == signal.SIGTERM or info.si_code != SI_KERNEL:
-        with contextlib.suppress(ProcessLookupError):  # not a terminal's: torchrun has not got it
-            child.send_signal(info.si_signo)
+def _foreground() -> bool:
+    """Whether we are in the foreground process group of our controlling terminal, where its
+    Ctrl-C reaches us and torchrun alike. Without a terminal (an IDE, a scheduler) or in the
+    background, a SIGINT came from a process, to us alone."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _wait_for(pids: dict[int, str | None]) -> None:
