@@ -323,26 +323,22 @@ def _check_record(recorded: dict[str, Any], where: str = "reproduce") -> None:
     for key, kind in RECORD_TYPES.items():
         value = recorded.get(key)
         if value is not None and not isinstance(value, kind):
-            raise UserError(
-                f"config.json: {where}.{key} is {json.dumps(value)[:60]}, not {KINDS[kind]} as "
-                "the run recorded it; put back the run's own record (its W&B run's config holds "
-                "a copy), or remove the reproduce section to start without these checks"
-            )
+            raise _edited(f"{where}.{key}", value, KINDS[kind])
     for key, pair in (recorded.get("settings_changed") or {}).items():
         if not (isinstance(pair, list) and len(pair) == 2):
-            raise UserError(
-                f"config.json: {where}.settings_changed.{key} is {json.dumps(pair)[:60]}, not "
-                "[before, after] as the run recorded it; put back the run's own record, or "
-                "remove the reproduce section to start without these checks"
-            )
+            raise _edited(f"{where}.settings_changed.{key}", pair, "[before, after]")
     for i, entry in enumerate(recorded.get("resumes") or []):
         if not isinstance(entry, dict):
-            raise UserError(
-                f"config.json: {where}.resumes[{i}] is {json.dumps(entry)[:60]}, not an object "
-                "as the run recorded it; put back the run's own record, or remove the reproduce "
-                "section to start without these checks"
-            )
+            raise _edited(f"{where}.resumes[{i}]", entry, "an object")
         _check_record(entry, f"{where}.resumes[{i}]")
+
+
+def _edited(field: str, value: Any, kind: str) -> UserError:
+    return UserError(
+        f"config.json: {field} is {json.dumps(value)[:60]}, not {kind} as the run recorded it; "
+        "put back the run's own record (its W&B run's config holds a copy), or remove the "
+        "reproduce section to start without these checks"
+    )
 
 
 def check_before_training(

@@ -7,7 +7,6 @@ since the last one, and a line still being written waits for the next refresh.
 
 from __future__ import annotations
 
-import math
 import shutil
 import statistics
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hellolondon.errors import Terminated
-from hellolondon.report.rundata import to_float
+from hellolondon.report.rundata import to_float, to_number
 from hellolondon.rundir import RunDir, Tail, runs_in
 from hellolondon.units import fmt_duration
 
@@ -93,8 +92,8 @@ class RunView:
                 if x is not None:
                     self.values.setdefault(key, deque(maxlen=KEEP)).append(x)
                     self.latest[key] = (step, x)
-                elif _nonfinite(row.get(key)):  # shown as it is, left out of the sparkline
-                    self.latest[key] = (step, float(row[key]))
+                elif (raw := to_number(row.get(key))) is not None:  # nan, inf: shown as it is,
+                    self.latest[key] = (step, raw)  # left out of the sparkline
         events, restarted = self.events_tail.read()
         self.events = events if restarted else self.events + events
 
@@ -107,13 +106,6 @@ class RunView:
         """Ended cleanly: a summary, and no training process (a resumed run keeps the summary
         of its last segment while it runs again)."""
         return bool(self.summary) and self.process is None
-
-
-def _nonfinite(value: Any) -> bool:
-    try:
-        return isinstance(value, str) and not math.isfinite(float(value))
-    except ValueError:
-        return False
 
 
 def _status(view: RunView, now: float) -> str:

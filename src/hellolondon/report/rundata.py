@@ -44,14 +44,20 @@ PANELS = (
 )
 
 
-def to_float(value: Any) -> float | None:
-    if isinstance(value, bool):
+def to_number(value: Any) -> float | None:
+    """A logged value as a float, NaN and infinity included; None where it is no number."""
+    if value is None or isinstance(value, bool):
         return None
     try:
-        x = float(value)  # JSON cannot hold NaN: the tracker writes it as text, "nan"
+        return float(value)  # JSON cannot hold NaN: the tracker writes it as text, "nan"
     except (TypeError, ValueError):
         return None
-    return x if math.isfinite(x) else None
+
+
+def to_float(value: Any) -> float | None:
+    """A logged value as a finite float, else None."""
+    x = to_number(value)
+    return x if x is not None and math.isfinite(x) else None
 
 
 @dataclass
@@ -81,13 +87,9 @@ class RunData:
         """The last value logged for `key`, NaN and infinity included (a run that diverged
         ends on them): None only where no row holds a number."""
         for row in reversed(self.rows):
-            value = row.get(key)
-            if value is None or isinstance(value, bool):
-                continue
-            try:
-                return float(value)  # "nan" and "inf" as the tracker writes them
-            except (TypeError, ValueError):
-                continue
+            x = to_number(row.get(key))
+            if x is not None:
+                return x
         return None
 
     def has(self, key: str) -> bool:

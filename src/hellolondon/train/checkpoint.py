@@ -372,12 +372,13 @@ def continue_line(ckpt: Path, log=print) -> None:
     are kept but never resumed or pruned, `best/` goes back to the best checkpoint of this line
     (the run's summary names that one), and `latest` names `ckpt`."""
     root = ckpt.parent
-    step = read_state(ckpt, verify=False)["step"]
+    state = read_state(ckpt, verify=False)
+    step = state["step"]
     later = [p for p in root.glob("step-*") if p.is_dir() and _step_of(p) > step]
     for p in later:
         target = _set_aside(p, root / ABANDONED / p.name)
         log(f"{p.name} is after the checkpoint this run continues from: kept in {target}")
-    _best_of_line(ckpt, step, log)
+    _best_of_line(root, step, state.get("trainer", {}).get("best_step"), log)
     latest = root / "latest"
     if later or not latest.is_file() or latest.read_text().strip() != ckpt.name:
         atomic_write(root / "latest", ckpt.name)
@@ -393,19 +394,19 @@ def _set_aside(p: Path, target: Path) -> Path:
     return target
 
 
-def _best_of_line(ckpt: Path, step: int, log) -> None:
+def _best_of_line(root: Path, step: int, line_best: int | None, log) -> None:
     """A `best/` from after `step` belongs to the abandoned line: set it aside (it may be the
-    only copy of those weights) and link the line's own best where its folder is still there."""
-    best = ckpt.parent / "best"
+    only copy of those weights) and link the line's own best (`line_best`, the step its state
+    names) where its folder is still there."""
+    best = root / "best"
     try:
         old_step = read_state(best, verify=False)["step"] if is_checkpoint(best) else -1
     except UserError:  # unreadable: what it holds is not known, so it is left as it is
         return
     if old_step <= step:
         return
-    target = _set_aside(best, ckpt.parent / ABANDONED / f"best-step-{old_step:06d}")
-    line_best = read_state(ckpt, verify=False).get("trainer", {}).get("best_step")
-    source = ckpt.parent / f"step-{line_best:06d}" if line_best is not None else None
+    target = _set_aside(best, root / ABANDONED / f"best-step-{old_step:06d}")
+    source = root / f"step-{line_best:06d}" if line_best is not None else None
     if source is not None and is_checkpoint(source):
         _link_best(source, best)
         log(
