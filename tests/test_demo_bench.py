@@ -54,6 +54,18 @@ def test_bench_says_when_the_dtype_asked_for_does_not_run_here(capsys):
     assert "(float32, compile" in out
 
 
+@pytest.mark.parametrize("lacks", [True, False])
+def test_bench_warns_of_bfloat16_on_a_cpu_without_bf16_matrix_units(lacks, capsys, monkeypatch):
+    monkeypatch.setattr("hellolondon.hardware.cpu_lacks_bf16_matmul", lambda: lacks)
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+            "--batch-size", "2", "--block-size", "16", "--vocab-size", "256",
+            "--dtype", "bfloat16", "model.n_layer=1", "train.compile=false"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(bfloat16, compile" in out  # it still runs as asked
+    assert ("warning: this CPU has no bfloat16 matrix units" in out) == lacks
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

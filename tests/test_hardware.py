@@ -4,6 +4,7 @@ import types
 import pytest
 import torch
 
+from hellolondon import hardware
 from hellolondon.config import REGULAR, SLM
 from hellolondon.hardware import mfu_percent, peak_flops
 from hellolondon.model import GPT
@@ -202,3 +203,19 @@ def test_nvml_without_a_match_or_pynvml_gives_no_metric(cuda_visible_3, monkeypa
     monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: import fails
     row = hw.gpu_metrics(torch.device("cuda", 0))
     assert "gpu/utilization" not in row and row["gpu/mem_reserved_gb"] == 1
+
+
+@pytest.mark.parametrize(
+    ("machine", "avx512_bf16", "amx", "lacks"),
+    [
+        ("x86_64", False, False, True),  # AVX2 only: bf16 products through the slow fallback
+        ("x86_64", True, False, False),
+        ("AMD64", False, True, False),
+        ("arm64", False, False, False),  # no check there, so no claim
+    ],
+)
+def test_a_cpu_without_bf16_matrix_units_is_told(machine, avx512_bf16, amx, lacks, monkeypatch):
+    monkeypatch.setattr(hardware.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert hardware.cpu_lacks_bf16_matmul() is lacks

@@ -18,7 +18,7 @@ from hellolondon.model import GPT
 from hellolondon.rundir import read_jsonl
 from hellolondon.train import checkpoint
 from hellolondon.train.loop import train
-from hellolondon.train.muon import Muon
+from hellolondon.train.muon import Muon, orthogonalize
 from hellolondon.train.optim import MuonWithAdamW, build_optimizer, lr_scale
 
 has_torch_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch < 2.9")
@@ -295,7 +295,7 @@ def _apply(opt, params, grads_of_steps, skip_flags=None) -> None:
 def test_muon_by_shape_is_torchs_muon_bitwise(nesterov):
     ours, theirs = _matrices(), _matrices()
     kw = dict(lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=nesterov)
-    a, b = Muon(ours, **kw), torch.optim.Muon(theirs, **kw)
+    a, b = Muon(ours, **kw, ns_dtype=torch.bfloat16), torch.optim.Muon(theirs, **kw)
     grads = [_grads(i) for i in range(4)]
     _apply(a, ours, grads)
     _apply(b, theirs, grads)
@@ -317,7 +317,7 @@ def test_muon_at_the_tiny_presets_shapes_is_torchs_muon_to_bf16_rounding():
     start = [0.02 * torch.randn(s) for s in [(768, 256), (256, 256), (1024, 256), (256, 1024)] * 2]
     ours = [torch.nn.Parameter(t.clone()) for t in start]
     theirs = [torch.nn.Parameter(t.clone()) for t in start]
-    a, b = Muon(ours, lr=0.02), torch.optim.Muon(theirs, lr=0.02)
+    a, b = Muon(ours, lr=0.02, ns_dtype=torch.bfloat16), torch.optim.Muon(theirs, lr=0.02)
     for step in range(4):
         torch.manual_seed(step)
         grads = [1e-3 * torch.randn_like(t) for t in start]
@@ -325,6 +325,27 @@ def test_muon_at_the_tiny_presets_shapes_is_torchs_muon_to_bf16_rounding():
         _apply(b, theirs, [grads])
     for p, q in zip(ours, theirs, strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=4e-4)
+
+
+def test_muon_iterates_in_float32_on_the_cpu_and_in_bf16_on_cuda():
+    # bf16 products have no fast kernel on a CPU without bf16 matrix units (45x float32's time)
+    default, fp32, bf16 = _matrices(), _matrices(), _matrices()
+    opts = [Muon(default, lr=0.02), Muon(fp32, lr=0.02, ns_dtype=torch.float32)]
+    opts.append(Muon(bf16, lr=0.02, ns_dtype=torch.bfloat16))
+    for opt, params in zip(opts, [default, fp32, bf16], strict=True):
+        _apply(opt, params, [_grads(i) for i in range(2)])
+    assert all(torch.equal(p, q) for p, q in zip(default, fp32, strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(default, bf16, strict=True))
+    assert opts[0].iteration_dtype(torch.device("cuda")) == torch.bfloat16
+    assert opts[1].iteration_dtype(torch.device("cuda")) == torch.float32  # as asked
+
+
+def test_float32_newton_schulz_brings_every_singular_value_near_1():
+    torch.manual_seed(0)
+    g = torch.randn(3, 64, 256) * torch.logspace(-3, 1, 256)  # singular values over 4 decades
+    for matrices in (g, g.mT):  # wide and tall
+        s = torch.linalg.svdvals(orthogonalize(matrices, dtype=torch.float32))
+        assert s.min() > 0.6 and s.max() < 1.25  # the quintic's band, not exactly 1
 
 
 def test_a_flagged_muon_step_changes_nothing_and_is_as_if_never_taken():

@@ -241,6 +241,11 @@ def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
     log(f"Model parameters: {count:,}")  # so a refusal is the only line
     if cfg.train.dtype not in ("auto", str(dtype).removeprefix("torch.")):  # said, not silent
         log(f"train.dtype={cfg.train.dtype} does not run on the CPU: {str(dtype)[6:]} instead")
+    if d.device.type == "cpu" and dtype == torch.bfloat16 and hardware.cpu_lacks_bf16_matmul():
+        log(
+            "warning: this CPU has no bfloat16 matrix units (AVX512-BF16 or AMX): its bfloat16 "
+            "matrix products run many times slower than float32's; train.dtype=float32 is faster here"
+        )
     # after wrapping: FSDP replaces the parameters with shards, which the optimizer must hold
     optimizer = build_optimizer(model, cfg.train, d.device.type, log=log)
     return model, step_model, optimizer, scaler
