@@ -275,7 +275,11 @@ def test_a_checkpoint_state_without_its_config_is_named(capsys, trained, tmp_pat
     del state["config"]
     (copy / "state.json").write_text(json.dumps(state))
     err = _err(capsys, ["train", "--resume", str(copy)])
-    assert f"{copy / 'state.json'} is incomplete (it has no config)" in err
+    said = f"error: {copy / 'state.json'} is incomplete (it has no config); resume an earlier "
+    assert err.startswith(said)  # one line (`_err`)
+    err = _err(capsys, ["generate", str(copy)])  # one thing to do, not a resume in `generate`
+    assert err.startswith(f"error: {copy / 'state.json'} is incomplete (it has no config)")
+    assert "resume" not in err
 
 
 def test_resume_with_another_architecture_names_what_differs(capsys, trained, tiny_data):
@@ -396,7 +400,8 @@ def test_checkpoint_of_another_architecture(capsys, trained, tmp_path):
     state["config"]["model"]["n_embd"] = 64
     (ckpt / "state.json").write_text(json.dumps(state))
     err = _err(capsys, ["generate", str(ckpt)])
-    assert "does not fit its recorded architecture" in err
+    assert f"the weights of {ckpt} do not fit the model its state.json describes (" in err
+    assert "size mismatch for" in err and err.endswith("); give another checkpoint")
 
 
 def test_generate_writes_text(capsys, trained):
@@ -523,6 +528,15 @@ def test_a_path_that_cannot_be_written_is_named_as_the_user_knows_it(
     monkeypatch.setattr("hellolondon.corpus.sample.write_sample", refuse)
     err = _err(capsys, ["corpus", "sample", "--out", str(tmp_path / "docs.jsonl")])
     assert err == f"error: /ro/docs.jsonl: {said}; use another path or change its permissions"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+def test_a_path_where_nothing_can_be_made_is_one_line(capsys):
+    err = _err(capsys, ["corpus", "sample", "--out", "/proc/no-such/d.jsonl"])
+    assert err == (
+        "error: /proc/no-such: no such file or folder, and it cannot be made there; check the "
+        "path or use another one"
+    )
 
 
 def test_a_file_where_a_folder_is_needed_is_one_line(tmp_path, capsys):

@@ -45,6 +45,8 @@ def test_round_trip_through_dict():
         ("tiny", ["batch_size=many"], "expected a whole number"),
         ("tiny", ["model.n_head=3"], "divisible"),
         ("tiny", ["dtype=float64"], "train.dtype"),
+        ("tiny", ["device=gpu"], "unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"),
+        ("tiny", ["device=cuda:x"], "unknown device 'cuda:x'"),
         ("tiny", ["wandb_mode=sometimes"], "wandb_mode"),
         # each of these trained on (to nan, or with every gradient flipped) or failed in training
         ("tiny", ["lr=inf"], "train.lr must be a positive finite number, not inf"),
@@ -113,6 +115,9 @@ def test_a_resumed_run_keeps_its_preset_whatever_the_file_says(tmp_path):
         ('[train]\nlr = "0.1"', "train.lr: expected a number, got the string '0.1'; write it"),
         ('[train]\nfsdp = "true"', "train.fsdp: expected true or false, got the string"),
         ('[train]\ndevice = ["cpu"]', "train.device: expected text"),
+        ("[train]\ndevice = 0", 'train.device: expected text, got 0; write it in quotes \\("0"\\)'),
+        ("[data]\ndata_dir = true", "data.data_dir: expected text, got True; write it in quotes"),
+        ("out_dir = 5", "out_dir: expected text, got 5"),
         ("[tracking]\ntags = [1, 2]", "tracking.tags: expected a list of strings"),
     ],
 )
@@ -126,7 +131,7 @@ def test_a_config_file_preset_or_value_of_the_wrong_kind_is_refused(tmp_path, bo
 def test_a_config_file_value_takes_the_type_of_its_field(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text(
-        "out_dir = 5\n[model]\ndropout = 0\n[train]\nmax_iters = 1e3\ncompile = true\n"
+        'out_dir = "5"\n[model]\ndropout = 0\n[train]\nmax_iters = 1e3\ncompile = true\n'
         'micro_batch = 4\n[tracking]\ntags = "a,b"\n'
     )
     cfg = build_config("tiny", toml)

@@ -108,6 +108,27 @@ def test_demo_refuses_a_work_folder_of_other_files_before_writing(tmp_path, caps
     assert "holds files the demo did not write (notes.txt)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["train.bogus=1"], "unknown config key"),
+        (["model.n_head=5"], "model.n_embd"),
+        (["train.device=gpu"], "unknown device"),
+        (["data.data_dir=elsewhere"], "data.data_dir is the demo's own token folder"),
+        (["--vocab-size", "100"], "vocab size must be in"),
+        (["--vocab-size", "70000"], "vocab size must be in"),
+    ],
+)
+def test_demo_refuses_a_bad_setting_before_any_stage(flags, message, tmp_path, capsys):
+    work = tmp_path / "work"
+    argv = ["demo", "--wandb-mode", "disabled", "--work", str(work)]
+    argv += ["--out-dir", str(tmp_path / "runs"), *flags]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert message in err and err.count("\n") == 1, err
+    assert "== 1/5" not in out and not work.exists() and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -249,16 +249,20 @@ def test_cli_train_encode_terms(tmp_path, capsys):
     # a character split over two tokens is shown as its bytes, not as byte-level symbols
     assert main(["tokenizer", "encode", "--tokenizer", str(out), "ſ café"]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("'<0xC5>' | '<0xBF>' | ' ca'")
-    assert main(["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]) == 0
-    out = capsys.readouterr().out
-    assert "historical terms are single tokens" in out
-    groups = [line.split(":")[0].strip() for line in out.splitlines() if ":" in line]
+    terms = ["tokenizer", "terms", "--tokenizer", str(out), "--corpus"]
+    assert main([*terms, str(corpus)]) == 0
+    printed = capsys.readouterr().out
+    assert "historical terms are single tokens" in printed
+    groups = [line.split(":")[0].strip() for line in printed.splitlines() if ":" in line]
     assert groups == ["people", "places", "trades", "period"]  # each category's count
     assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "nope"), "x"]) == 2
     assert "no tokenizer" in capsys.readouterr().err
-    terms = ["tokenizer", "terms", "--tokenizer", str(out), "--corpus", str(corpus)]
-    assert main([*terms, "--top", "-1"]) == 2
+    assert main([*terms, str(corpus), "--top", "-1"]) == 2
     assert capsys.readouterr().err == "error: --top must be 0 or more, not -1\n"
+    (tmp_path / "empty.jsonl").write_text("")  # all zeros would read as "no term occurs"
+    assert main([*terms, str(tmp_path / "empty.jsonl")]) == 2
+    printed, err = capsys.readouterr()
+    assert err.startswith("error: corpus file ") and "has no documents" in err and printed == ""
 
 
 def test_a_vocabulary_the_corpus_cannot_fill_is_a_warning(tmp_path, capsys):

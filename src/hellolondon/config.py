@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +182,10 @@ class TrainConfig:
         _check(self.eval_interval >= 0 and self.ckpt_interval >= 0, "intervals must be >= 0")
         _check(self.eval_seqs >= 0, "train.eval_seqs must be >= 0")
         _check(self.keep_last >= 1, "train.keep_last must be >= 1")
+        _check(  # whether this machine has it is known where the run starts
+            re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+            f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps",
+        )
         _check(
             self.dtype in ("auto", "float32", "bfloat16", "float16"),
             f"train.dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}",
@@ -467,6 +472,10 @@ def _whole(value: float) -> int:
     return int(value)
 
 
+# text settings whose values include true/false or a number, which a TOML file may write bare
+TEXT_OF_SCALARS = ("compile", "micro_batch")
+
+
 def _typed(value: Any, current: Any, key: str, text: bool = True) -> Any:
     """A value checked against the type of the field it replaces: `text` from the command line
     (parsed), else from a TOML file, whose types must match (`n_layer = 4.5`, `tags = [1]` or
@@ -487,8 +496,12 @@ def _typed(value: Any, current: Any, key: str, text: bool = True) -> Any:
     elif isinstance(current, float) and number and not math.isnan(value):
         return float(value)
     elif isinstance(current, str) and isinstance(value, str | int | float):
-        # `compile = true`, `micro_batch = 4`: the text the same setting has as key=value
-        return str(value).lower() if isinstance(value, bool) else str(value)
+        written = str(value).lower() if isinstance(value, bool) else str(value)
+        if not isinstance(value, str) and key.rsplit(".", 1)[-1] not in TEXT_OF_SCALARS:
+            raise UserError(
+                f'{key}: expected {expected(current)}, got {value!r}; write it in quotes ("{written}")'
+            )
+        return written  # `compile = true`, `micro_batch = 4`: the text of the same key=value
     elif (
         isinstance(current, list)
         and isinstance(value, list)

@@ -68,9 +68,31 @@ def _stage(title: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(
-    work: Path, overrides: list[str], tracking: list[str], vocab_size: int = DEMO_VOCAB
-) -> dict:
+def demo_config(work: Path, overrides: list[str], tracking: list[str], vocab_size: int):
+    """The training run's config, checked (with the vocabulary size and the device) before the
+    demo writes anything: a bad setting is one line, not one line after three stages."""
+    from hellolondon.errors import UserError
+    from hellolondon.hardware import resolve_device
+    from hellolondon.tokenizer import check_vocab_size
+
+    if any(o.split("=", 1)[0].strip() == "data.data_dir" for o in overrides):
+        raise UserError(
+            "data.data_dir is the demo's own token folder (WORK/data); move it with --work"
+        )
+    check_vocab_size(vocab_size)
+    cfg = build_config(
+        "tiny",
+        overrides=DEMO_SETTINGS
+        + [f"data.data_dir={work / 'data'}", "data.corpus=sample"]
+        + tracking
+        + overrides,
+    )
+    resolve_device(cfg.train.device)
+    return cfg
+
+
+def run_demo(work: Path, cfg, vocab_size: int = DEMO_VOCAB) -> dict:
+    """The five stages; `cfg` from `demo_config`."""
     from hellolondon.corpus.documents import read_documents
     from hellolondon.corpus.layout import CorpusFolder
     from hellolondon.corpus.sample import write_sample
@@ -97,13 +119,6 @@ def run_demo(
         f"({meta['val_documents']} val documents) -> {data_dir} ({time.perf_counter() - t:.1f} s)"
     )
     t = _stage("4/5 train: a tiny GPT on the CPU")
-    cfg = build_config(
-        "tiny",
-        overrides=DEMO_SETTINGS
-        + [f"data.data_dir={data_dir}", "data.corpus=sample"]
-        + tracking
-        + overrides,
-    )
     summary = train(cfg)
     run_dir = Path(summary["run_dir"])
     print(f"trained in {time.perf_counter() - t:.0f} s")

@@ -268,6 +268,15 @@ def _extend(vocab: dict[str, int], merges: list[tuple[str, str]]) -> dict[str, i
     return out
 
 
+def check_vocab_size(vocab_size: int) -> None:
+    """A vocabulary holds the control tokens and the 256 bytes, and fits uint16 token files."""
+    floor = len(read_token_file()[0]) + 256
+    if not floor < vocab_size <= MAX_VOCAB:
+        raise UserError(
+            f"vocab size must be in ({floor}, {MAX_VOCAB}] (uint16 token files), not {vocab_size}"
+        )
+
+
 def train_tokenizer(
     texts: Iterable[str],
     out_dir: str | Path,
@@ -282,11 +291,7 @@ def train_tokenizer(
     if historical is None:
         historical = vocab_size >= HISTORICAL_MIN_VOCAB
     words = [" " + t for group in terms.values() for t in group] if historical else []
-    floor = len(control) + 256
-    if not floor < vocab_size <= MAX_VOCAB:
-        raise UserError(
-            f"vocab size must be in ({floor}, {MAX_VOCAB}] (uint16 token files), not {vocab_size}"
-        )
+    check_vocab_size(vocab_size)
     tok = _new_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

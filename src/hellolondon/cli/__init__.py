@@ -281,6 +281,13 @@ def _main(argv: list[str] | None) -> int:
                 file=sys.stderr,
             )
             return 1
+        if isinstance(exc, FileNotFoundError) and exc.filename:  # e.g. a file under /proc
+            print(
+                f"error: {_from_rank()}{_shown(exc.filename)}: no such file or folder, and it "
+                "cannot be made there; check the path or use another one",
+                file=sys.stderr,
+            )
+            return 1
         denied = (errno.EROFS, errno.EACCES, errno.EPERM)
         if isinstance(exc, OSError) and exc.errno in denied and exc.filename:
             print(

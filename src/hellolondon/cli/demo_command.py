@@ -44,11 +44,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.demo import claim_work, run_demo
+    from hellolondon.demo import claim_work, demo_config, run_demo
 
     tracking = tracking_settings(args)  # without an API key W&B records offline
-    claim_work(Path(args.work), args.out_dir)
-    run_demo(
-        Path(args.work), [f"out_dir={args.out_dir}", *args.overrides], tracking, args.vocab_size
-    )
+    work, overrides = Path(args.work), [f"out_dir={args.out_dir}", *args.overrides]
+    cfg = demo_config(work, overrides, tracking, args.vocab_size)  # checked before any write
+    claim_work(work, args.out_dir)
+    run_demo(work, cfg, args.vocab_size)
     return 0

@@ -114,7 +114,19 @@ def terms_command(args: argparse.Namespace) -> int:
     if args.top < 0:  # a negative slice would list all but the last few
         raise UserError(f"--top must be 0 or more, not {args.top}")
     tok = load_tokenizer(args.tokenizer)
-    counts = term_counts(tok, (doc.text for doc in read_documents(args.corpus)))
+    read = [0]
+
+    def texts():
+        for doc in read_documents(args.corpus):
+            read[0] += 1
+            yield doc.text
+
+    counts = term_counts(tok, texts())
+    if not read[0]:  # all zeros would read as "none of the terms occur"
+        raise UserError(
+            f"corpus file {args.corpus} has no documents; expected documents.jsonl with one "
+            "JSON document per line"
+        )
     found = {t: n for t, n in counts.items() if n}
     groups = historical_groups()
     total = sum(len(terms) for terms in groups.values())

@@ -242,7 +242,7 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") not in (1, FORMAT):
         raise UserError(f"{path}: not a checkpoint state this version can read")
     if not isinstance(state.get("config"), dict):
-        raise UserError(f"{path} is incomplete (it has no config); resume an earlier checkpoint")
+        raise UserError(f"{path} is incomplete (it has no config)")  # callers say what to do
     from hellolondon.config import from_dict
 
     try:  # checked here, so that every reader of the checkpoint names the file
@@ -548,10 +548,12 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
     model = GPT(cfg.model)
     try:
         model.load_state_dict(load_weights(ckpt))
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+    except RuntimeError as exc:  # "Error(s) in loading state_dict for GPT:", then the first
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = lines[min(1, len(lines) - 1)].rstrip(".")[:200] if lines else "unreadable"
         raise UserError(
-            f"checkpoint {ckpt} does not fit its recorded architecture ({first})"
+            f"the weights of {ckpt} do not fit the model its state.json describes ({first}); "
+            "give another checkpoint"
         ) from None
     tok_dir = tokenizer_dir_of(ckpt)
     tok = load_tokenizer(tok_dir)

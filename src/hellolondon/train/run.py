@@ -343,7 +343,10 @@ def config_for_resume(resume: str, config_file: str | None, overrides: list[str]
     (to extend max_iters, say). Architecture changes are refused later, by `resolve_config`."""
     from hellolondon.config import build_config, from_dict
 
-    state = checkpoint.read_state(checkpoint.resolve(resume), verify=False)
+    try:
+        state = checkpoint.read_state(checkpoint.resolve(resume), verify=False)
+    except UserError as exc:
+        raise UserError(f"{exc}; resume an earlier checkpoint or the run folder") from None
     return build_config(
         config_file=config_file, overrides=overrides, base=from_dict(state["config"])
     )
