@@ -46,6 +46,8 @@ def test_round_trip_through_dict():
         ("tiny", ["model.n_head=3"], "divisible"),
         ("tiny", ["dtype=float64"], "train.dtype"),
         ("tiny", ["device=gpu"], "unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"),
+        ("tiny", ["init_timeout=-5"], "tracking.init_timeout must be between 1 and 3600"),
+        ("tiny", ["init_timeout=inf"], "tracking.init_timeout must be between 1 and 3600"),
         ("tiny", ["device=cuda:x"], "unknown device 'cuda:x'"),
         ("tiny", ["wandb_mode=sometimes"], "wandb_mode"),
         # each of these trained on (to nan, or with every gradient flipped) or failed in training

@@ -94,6 +94,23 @@ def test_extending_a_finished_run(tiny_data, tmp_path):
     assert sorted(_losses(tmp_path / "e")) == list(range(1, 19))
 
 
+def test_a_finished_run_resumed_as_it_is_evaluates_and_logs_nothing_again(tiny_data, tmp_path):
+    # max_iters is not a multiple of eval_interval: the last evaluation is the one `finish` runs
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=f", "train.eval_interval=5")
+    train(cfg, log=lambda *_: None)
+    metrics = tmp_path / "f" / "metrics.jsonl"
+    rows = read_jsonl(metrics)
+    evals = [r["eval/iter"] for r in rows if "eval/iter" in r]
+    assert evals == [0, 5, 10, 12]
+    from hellolondon.train.run import config_for_resume
+
+    for _ in range(2):
+        again = config_for_resume(str(tmp_path / "f"), None, [])
+        summary = train(again, resume=str(tmp_path / "f"), log=lambda *_: None)
+        assert read_jsonl(metrics) == rows  # no evaluation at the last step again
+        assert summary["iterations"] == cfg.train.max_iters
+
+
 def test_a_nan_loss_is_reported_and_training_goes_on(tiny_data, tmp_path, monkeypatch):
     """The weights the skipped step leaves: `test_injected_nan_follows_the_configured_policy`."""
     import torch

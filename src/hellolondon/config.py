@@ -236,6 +236,10 @@ class TrackingConfig:
     init_timeout: float = 15.0  # seconds W&B may take to start before falling back to offline
 
     def __post_init__(self) -> None:
+        _check(  # below 1 s W&B cannot start even offline; inf would never fall back
+            1 <= self.init_timeout <= 3600,
+            f"tracking.init_timeout must be between 1 and 3600 seconds, not {self.init_timeout}",
+        )
         _check(
             self.wandb_mode in ("", "online", "offline", "disabled"),
             f"tracking.wandb_mode must be online, offline or disabled, not {self.wandb_mode!r}",

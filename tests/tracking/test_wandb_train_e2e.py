@@ -96,3 +96,27 @@ def test_offline_training_run_is_tracked_as_the_guide_describes(tiny_data, tmp_p
     assert len(parts) == 2 and all(d.name.endswith(run_id) for d in offline_dirs(run_dir))
     steps = parts[0] + parts[1]
     assert steps == sorted(set(steps)) and steps[-1] == 30  # continued, nothing twice
+
+
+@pytest.mark.slow
+def test_a_start_without_wandb_keeps_the_run_id_so_the_next_one_refills_its_steps(
+    tiny_data, tmp_path
+):
+    env = sealed_env(tmp_path)
+    where = ["--data", str(tiny_data), "--run-name", "r", *TINY]
+    first = train(env, tmp_path, *where, "--wandb-mode", "offline", "train.max_iters=10")
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = tmp_path / "runs" / "r"
+    (part,) = offline_dirs(run_dir)
+    run_id = part.name.rsplit("-", 1)[1]
+    resume = ["--resume", str(run_dir)]
+    middle = train(env, tmp_path, *resume, "--wandb-mode", "disabled", "train.max_iters=20")
+    assert middle.returncode == 0, middle.stdout + middle.stderr
+    state = json.loads((run_dir / "checkpoints" / "step-000020" / "state.json").read_text())
+    assert state["tracker_run_id"] == run_id  # kept through the start without W&B
+    last = train(env, tmp_path, *resume, "--wandb-mode", "offline", "train.max_iters=30")
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert "wandb: Resuming run r (mode: offline" in last.stdout
+    assert all(d.name.endswith(run_id) for d in offline_dirs(run_dir))  # one W&B run
+    steps = [r["_step"] for d in offline_dirs(run_dir) for r in history(d, env)]
+    assert steps == [0, 5, 10, 15, 20, 25, 30]  # 15 and 20 re-sent from the local log

@@ -15,6 +15,17 @@ from hellolondon.tracking.secrets import scrub, scrub_row, scrub_text
 class RunTracker(FanoutTracker):
     """The local log first, W&B second, with secrets scrubbed before either sees a row."""
 
+    def __init__(self, primary: Tracker, *others: Tracker, run_id: str | None = None) -> None:
+        super().__init__(primary, *others)
+        self._kept_id = run_id
+
+    @property
+    def run_id(self) -> str | None:
+        """The W&B run this run continues, kept in its checkpoints: also through a start
+        without W&B or after W&B failed, so that the next start with W&B resumes that run (and
+        re-sends the rows it lacks) instead of beginning another one."""
+        return super().run_id or self._kept_id
+
     def log(self, row: dict[str, Any], step: int) -> None:
         super().log(scrub_row(row), step)
 
@@ -47,4 +58,6 @@ def open_tracker(
     local = JsonlTracker(run)  # first, so that the folder exists before W&B looks at it
     say = console or (lambda line: print(scrub_text(line), flush=True))
     wandb = start_wandb(cfg, run, run_config, resume_run_id, console=say)
-    return RunTracker(local, wandb) if wandb is not None else RunTracker(local)
+    if wandb is None:
+        return RunTracker(local, run_id=resume_run_id)
+    return RunTracker(local, wandb, run_id=wandb.run_id)

@@ -26,6 +26,7 @@ class TrainState:
     starts: int = 0  # how often the run was started: 1 plus each resume
     stop_reason: str = ""  # why the run stopped before max_iters, if it did
     eval_pending: bool = False  # a stop cut this step's evaluation short: a resume runs it
+    last_eval_step: int | None = None  # the step of the latest finished evaluation
     first_step_s: float | None = None  # the latest start's first step, compilation included
     started_at: float = field(default_factory=time.perf_counter, repr=False, compare=False)
 
@@ -43,6 +44,7 @@ class TrainState:
         if self.first_val_loss is None:
             self.first_val_loss = val
         self.final_val_loss, self.final_eval_train_loss = val, train
+        self.last_eval_step = self.step
         improved = val < self.best_val_loss
         if improved:
             self.best_val_loss, self.best_step = val, self.step

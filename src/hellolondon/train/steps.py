@@ -319,7 +319,8 @@ def finish(run: Run, stopped: bool) -> dict:
     c, st = run.cfg.train, run.state
     if stopped and not st.stop_reason:
         st.stop_reason = "stopped by a signal"
-    if c.eval_interval and st.step % c.eval_interval != 0 and not stopped and evaluate(run):
+    # the last step's evaluation, unless done: by the loop, or before a resume that trained nothing
+    if c.eval_interval and st.last_eval_step != st.step and not stopped and evaluate(run):
         save(run, is_best=True)
     last = checkpoint.step_dirs(run.rundir.checkpoints)
     # rank 0's disk decides: other nodes may not see the run folder, and all ranks must save
