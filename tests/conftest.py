@@ -17,6 +17,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["WANDB_CONFIG_DIR"] = tempfile.mkdtemp(prefix="wandb-config-")
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The slow end-to-end tests first (in their order, then the rest in theirs): on two workers
+    a test of minutes started last keeps one worker busy long after the other has finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A prepared folder (train.bin, val.bin, meta.json) from 12 sample documents, vocab 512, without the historical terms (they need a larger vocabulary).
