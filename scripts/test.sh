@@ -9,4 +9,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 .venv/bin/ruff check src tests scripts benchmarks
 .venv/bin/ruff format --check src tests scripts benchmarks
-exec .venv/bin/python -m pytest -q -n 2 "$@"
+# one test at a time to whichever process is free, the slow ones first (tests/conftest.py): by
+# default xdist hands out blocks of consecutive tests, which put every slow test in one process
+exec .venv/bin/python -m pytest -q -n 2 --maxschedchunk 1 "$@"

@@ -19,7 +19,9 @@ os.environ["WANDB_CONFIG_DIR"] = tempfile.mkdtemp(prefix="wandb-config-")
 
 def pytest_collection_modifyitems(items) -> None:
     """The slow end-to-end tests first (in their order, then the rest in theirs): on two workers
-    a test of minutes started last keeps one worker busy long after the other has finished."""
+    a test of minutes started last keeps one worker busy long after the other has finished.
+    scripts/test.sh hands the tests out one at a time (`--maxschedchunk 1`), so that they
+    spread over both workers instead of going in one block to the first."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
