@@ -75,18 +75,19 @@ def demo_config(work: Path, overrides: list[str], tracking: list[str], vocab_siz
     from hellolondon.hardware import resolve_device
     from hellolondon.tokenizer import check_vocab_size
 
-    if any(o.split("=", 1)[0].strip() == "data.data_dir" for o in overrides):
-        raise UserError(
-            "data.data_dir is the demo's own token folder (WORK/data); move it with --work"
-        )
     check_vocab_size(vocab_size)
+    data_dir = str(work / "data")
     cfg = build_config(
         "tiny",
         overrides=DEMO_SETTINGS
-        + [f"data.data_dir={work / 'data'}", "data.corpus=sample"]
+        + [f"data.data_dir={data_dir}", "data.corpus=sample"]
         + tracking
         + overrides,
     )
+    if cfg.data.data_dir != data_dir:  # given as data.data_dir=... or data_dir=...
+        raise UserError(
+            "data.data_dir is the demo's own token folder (WORK/data); move it with --work"
+        )
     resolve_device(cfg.train.device)
     return cfg
 
