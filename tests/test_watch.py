@@ -168,8 +168,15 @@ def test_a_kill_ends_watch_as_terminated_and_ctrl_c_quietly(tmp_path, monkeypatc
     import hellolondon.watch as watch_module
 
     run = live_run(tmp_path)
+
+    def signal_instead_of_sleep(seconds: float, signum: signal.Signals) -> None:
+        signal.raise_signal(signum)  # its handler raises here, before the next line
+        raise AssertionError(f"{signum.name} is ignored in this process")  # not a loop forever
+
     for send, code in ((signal.SIGTERM, 143), (signal.SIGINT, 0)):
-        monkeypatch.setattr(watch_module.time, "sleep", lambda s, n=send: signal.raise_signal(n))
+        monkeypatch.setattr(
+            watch_module.time, "sleep", lambda s, n=send: signal_instead_of_sleep(s, n)
+        )
         assert main(["watch", str(run), "--interval", "1"]) == code
         assert capsys.readouterr().err == ("terminated\n" if code else "")
 
