@@ -187,6 +187,8 @@ def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, cap
         (["corpus", "collect", "--limit", "-1", "--offline"], "--limit must be 1 or more"),
         (["corpus", "catalog", "--period", "bogus"], "--period 'bogus' is not one of"),
         (["corpus", "catalog", "--category", "novels"], "--category 'novels' is not one of"),
+        (["corpus", "catalog", "--period", ","], "--period ',' names nothing"),  # not: all
+        (["corpus", "collect", "--offline", "--status", " , "], "--status ' , ' names nothing"),
         (["corpus", "clean", "--extra", str(FIXTURES), "--workers", "0"], "--workers must be 1"),
         (
             ["corpus", "report", "--in", "/nonexistent/corpus"],

@@ -205,15 +205,22 @@ def _report_parser(steps: argparse._SubParsersAction) -> None:
     p.set_defaults(func=report_command)
 
 
-def _split(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def _split(text: str, flag: str) -> list[str]:
+    """Comma-separated names; a value of commas alone (`--period ,`) is refused, not taken as
+    the flag's absence, which would select every source."""
+    from hellolondon.errors import UserError
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if text.strip() and not names:
+        raise UserError(f"{flag} {text!r} names nothing; give names separated by commas")
+    return names
 
 
 def _sources(args: argparse.Namespace) -> list:
     from hellolondon.corpus.catalog import STATUSES, load_catalog, select
     from hellolondon.errors import UserError
 
-    statuses = tuple(_split(args.status))
+    statuses = tuple(_split(args.status, "--status"))
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
         raise UserError(f"--status {bad[0]!r} is not one of {', '.join(STATUSES)}")
@@ -221,12 +228,17 @@ def _sources(args: argparse.Namespace) -> list:
     from hellolondon.corpus.documents import PERIODS
 
     for flag, asked, known in (
-        ("--period", _split(args.period), {p for p, _, _ in PERIODS} | {s.period for s in sources}),
-        ("--category", _split(args.category), {s.category for s in sources}),
+        (
+            "--period",
+            _split(args.period, "--period"),
+            {p for p, _, _ in PERIODS} | {s.period for s in sources},
+        ),
+        ("--category", _split(args.category, "--category"), {s.category for s in sources}),
     ):
         if bad := [a for a in asked if a not in known]:  # a typo would select nothing at all
             raise UserError(f"{flag} {bad[0]!r} is not one of {', '.join(sorted(known))}")
-    return select(sources, statuses, args.id, _split(args.period), _split(args.category))
+    periods, categories = _split(args.period, "--period"), _split(args.category, "--category")
+    return select(sources, statuses, args.id, periods, categories)
 
 
 def catalog_command(args: argparse.Namespace) -> int:
