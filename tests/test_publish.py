@@ -234,6 +234,22 @@ def test_a_byte_changed_in_a_real_export_is_named_before_anything_goes_up(
     assert "model.safetensors is not the file export wrote" in err and hub.calls == []
 
 
+def test_the_model_card_may_be_edited_before_publishing(trained_run, tmp_path, hub, capsys):
+    from hellolondon.export import export_checkpoint
+
+    out = tmp_path / "export"
+    export_checkpoint(trained_run, out)
+    card = out / "README.md"
+    card.write_text(card.read_text(encoding="utf-8") + "\n## Citation\nOurs.\n", encoding="utf-8")
+    assert main(["publish", str(out), "--repo", "user/ok", "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert "note: README.md was edited since the export; your version is uploaded" in said
+    assert "README.md" in said.split("would upload")[1]
+    card.unlink()  # the card itself is still required
+    assert main(["publish", str(out), "--repo", "user/ok", "--dry-run"]) == 2
+    assert "missing README.md" in capsys.readouterr().err and hub.calls == []
+
+
 @pytest.mark.parametrize("extra", ["link", "file", "folder"])
 def test_files_export_did_not_write_are_never_uploaded(folder, hub, capsys, extra, tmp_path):
     secret = tmp_path / "elsewhere.txt"

@@ -19,9 +19,10 @@ REPO_ID = re.compile(rf"^{NAME}/{NAME}$")
 TOKEN_URL = "https://huggingface.co/settings/tokens"
 
 
-def upload_list(folder: str | Path) -> list[tuple[str, int]]:
-    """(relative path, bytes) of every file that would be uploaded; hidden files are left out
-    (temporary files of an interrupted export, editor files)."""
+def upload_list(folder: str | Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """(relative path, bytes) of every file that would be uploaded, and the names of those
+    edited since the export (the model card); hidden files are left out (temporary files of an
+    interrupted export, editor files)."""
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder; give a folder written by `hellolondon export`")
@@ -32,7 +33,7 @@ def upload_list(folder: str | Path) -> list[tuple[str, int]]:
         )
     from hellolondon.export import EXPORT_FILES, check_export
 
-    check_export(root)  # a damaged folder is named before anything goes up
+    edited = check_export(root)  # a damaged folder is named before anything goes up
     files = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
@@ -49,7 +50,7 @@ def upload_list(folder: str | Path) -> list[tuple[str, int]]:
                 "wrote it: move it out, or export again into an empty folder"
             )
         files.append((rel.as_posix(), path.stat().st_size))
-    return files
+    return files, edited
 
 
 def check_repo_id(repo: str) -> None:
@@ -117,11 +118,13 @@ def publish(
 ) -> str:
     """Create `repo` if needed and upload the folder in one commit; returns the repository URL."""
     check_repo_id(repo)
-    files = upload_list(folder)
+    files, edited = upload_list(folder)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     url = f"{endpoint}/{repo}"
     token, source = hub_token()
     total = sum(size for _, size in files)
+    for name in edited:
+        log(f"note: {name} was edited since the export; your version is uploaded")
     if dry_run:
         log(
             f"dry run: would upload {len(files)} files ({total / 1e6:.1f} MB) to {url}"

@@ -34,6 +34,7 @@ from hellolondon.train.checkpoint import is_checkpoint
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CHECKSUMS = ".checksums.json"  # sha256 of each file as written (hidden: not uploaded)
+EDITABLE = ("README.md",)  # the model card: the user's to complete before publishing
 # every file an export holds: --force replaces a folder of these and of nothing else
 EXPORT_FILES = frozenset(
     ("README.md", "config.json", "generation_config.json", "model.safetensors", *TOKENIZER_FILES)
@@ -199,10 +200,11 @@ def is_export(folder: Path) -> bool:
     ) and not is_checkpoint(folder)
 
 
-def check_export(folder: Path) -> None:
+def check_export(folder: Path) -> list[str]:
     """An export folder whose files load: config.json and the tokenizer's files as JSON, and
     model.safetensors whole (its header read, its length checked) and of the config's shape;
-    and each file as export wrote it (the sha256 it recorded in .checksums.json)."""
+    and each file as export wrote it (the sha256 it recorded in .checksums.json), except the
+    model card, which may be edited. Returns the names of the edited EDITABLE files."""
     from safetensors import safe_open
 
     def bad(what: str) -> UserError:
@@ -240,9 +242,14 @@ def check_export(folder: Path) -> None:
         raise bad(f"{CHECKSUMS} cannot be read") from None
     if not isinstance(recorded, dict):
         raise bad(f"{CHECKSUMS} is not the record export wrote")
+    edited = []
     for name, digest in recorded.items():
         if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            if name in EDITABLE and (folder / name).is_file():
+                edited.append(name)
+                continue
             raise bad(f"{name} is not the file export wrote (missing, or its bytes changed)")
+    return edited
 
 
 def check_not_holding(out: Path, ckpt: Path) -> None:
