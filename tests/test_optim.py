@@ -73,6 +73,8 @@ def test_the_new_settings_are_checked():
         dict(cooldown_shape="cubic"),
         dict(muon_lr=0.0),
         dict(muon_momentum=1.0),
+        dict(muon_weight_decay=-0.1),
+        dict(muon_weight_decay=float("inf")),  # would train to nan without a word
         dict(optimizer="muon", fsdp=True),  # Newton-Schulz needs whole matrices
     ):
         with pytest.raises(UserError):

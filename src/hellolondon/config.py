@@ -172,7 +172,10 @@ class TrainConfig:
             "train.cooldown_shape must be linear or 1-sqrt",
         )
         _check(0.0 <= self.muon_momentum < 1.0, "train.muon_momentum must be in [0, 1)")
-        _check(self.muon_weight_decay >= 0, "train.muon_weight_decay must be >= 0")
+        _check(
+            math.isfinite(self.muon_weight_decay) and self.muon_weight_decay >= 0,
+            f"train.muon_weight_decay must be >= 0, not {self.muon_weight_decay}",
+        )
         # Newton-Schulz orthogonalises whole matrices; an FSDP shard holds only some rows
         _check(
             not (self.fsdp and self.optimizer == "muon"),
