@@ -7,8 +7,10 @@ final validation loss of the tuned AdamW + cosine recipe, on the demo's model an
 First each recipe's peak learning rate is swept over a small grid on a tuning seed (so the
 baseline is tuned too); then the best rate of each recipe runs on other seeds, which alone are
 scored: a rate is never judged on the run that chose it. All recipes see the same data in the
-same order for a given seed. Every finished run leaves a JSON file in `<work>/results/`, so a
-second call skips it: a crash costs only the run it interrupted.
+same order for a given seed. Every finished run leaves a JSON file in
+`<work>/results/<setup>/` (the setup: steps, evaluation interval and batches), so a second call
+with the same setup skips it: a crash or Ctrl-C costs only the runs it interrupted, whose folders
+the next call starts again. A run cut short is never recorded as a result.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,7 +85,7 @@ def settings(work: Path, recipe: str, lr: float, seed: int, args) -> list[str]:
             "train.sample_interval=0",
             "train.device=cpu",
             f"data.data_dir={work / 'data'}",
-            f"out_dir={work / 'runs'}",
+            f"out_dir={work / 'runs' / setup_name(args)}",
             f"tracking.run_name={run_name(recipe, lr, seed)}",
             "tracking.wandb_mode=disabled",
             "monitor.enabled=false",
@@ -106,10 +109,15 @@ def run_one(work: Path, recipe: str, lr: float, seed: int, args) -> dict:
     data = work / "data"
     name = run_name(recipe, lr, seed)
     cfg = build_config("tiny", overrides=settings(work, recipe, lr, seed, args))
+    run_dir = work / "runs" / setup_name(args) / name
+    if run_dir.exists():  # left by an interrupted call (a finished run has its result file)
+        print(f"  {name}: starting again the run an earlier call left unfinished", flush=True)
+        shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     summary = train(cfg, log=lambda *_: None)
     train_s = time.perf_counter() - t0
-    run_dir = work / "runs" / name
+    if summary["iterations"] < args.steps or summary.get("stopped_early"):
+        sys.exit(f"{name} stopped at step {summary['iterations']} of {args.steps}; not recorded")
     model = load_for_inference(run_dir).model
     scored = score_heldout(model, load_tokenizer(run_dir / "tokenizer"), data, load_meta(data))
     curve = {
@@ -122,6 +130,8 @@ def run_one(work: Path, recipe: str, lr: float, seed: int, args) -> dict:
         "lr": lr,
         "seed": seed,
         "steps": args.steps,
+        "eval_every": args.eval_every,
+        "eval_iters": args.eval_iters,
         "tokens_per_step": cfg.train.batch_size * cfg.model.block_size,
         "val_curve": curve,
         "final_val_loss": curve[max(curve)],
@@ -135,11 +145,18 @@ def run_name(recipe: str, lr: float, seed: int) -> str:
     return f"{recipe}-lr{lr:g}-s{seed}"
 
 
+def setup_name(args) -> str:
+    """What makes two calls' results comparable: runs of another length or evaluation are
+    kept apart, never mixed in one table."""
+    return f"steps{args.steps}-eval{args.eval_every}x{args.eval_iters}"
+
+
 def run_all(work: Path, jobs: list[tuple[str, float, int]], args) -> dict[tuple, dict]:
     """Each missing run in a child process (one thread each, `--jobs` at a time)."""
     results, todo = {}, []
+    folder = work / "results" / setup_name(args)
     for job in jobs:
-        path = work / "results" / f"{run_name(*job)}.json"
+        path = folder / f"{run_name(*job)}.json"
         if path.is_file():
             results[job] = json.loads(path.read_text())
         else:
@@ -159,7 +176,7 @@ def run_all(work: Path, jobs: list[tuple[str, float, int]], args) -> dict[tuple,
             if proc.poll() is None:
                 continue
             running.remove((job, proc))
-            path = work / "results" / f"{run_name(*job)}.json"
+            path = folder / f"{run_name(*job)}.json"
             if proc.returncode != 0 or not path.is_file():
                 sys.exit(f"run {run_name(*job)} failed (exit {proc.returncode})")
             results[job] = json.loads(path.read_text())
@@ -237,18 +254,16 @@ def main() -> None:
     if args.one:
         recipe, lr, seed = args.one[0], float(args.one[1]), int(args.one[2])
         result = run_one(work, recipe, lr, seed, args)
-        (work / "results").mkdir(parents=True, exist_ok=True)
-        (work / "results" / f"{run_name(recipe, lr, seed)}.json").write_text(json.dumps(result))
+        folder = work / "results" / setup_name(args)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{run_name(recipe, lr, seed)}.json.tmp"
+        tmp.write_text(json.dumps(result))
+        tmp.replace(folder / f"{run_name(recipe, lr, seed)}.json")  # whole, or not there
         return
-    prepare_data(work)
-    recipes = args.recipes.split(",")
-    seeds = [args.first_seed + i for i in range(args.seeds)]
-    grids = {r: [float(x) for x in getattr(args, f"grid_{r.replace('-', '_')}").split(",")]
-             for r in recipes}  # fmt: skip
+    recipes, grids, seeds = check_args(ap, args)
     tune = args.tune_seed
-    if tune in seeds:
-        sys.exit(f"error: the tuning seed {tune} is among the scored seeds {seeds}")
-    print(f"sweep on seed {tune}:")
+    prepare_data(work)
+    print(f"sweep on seed {tune} ({setup_name(args)}):")
     sweep = run_all(work, [(r, lr, tune) for r in recipes for lr in grids[r]], args)
     tuned = {
         r: min(grids[r], key=lambda lr, r=r: sweep[(r, lr, tune)]["final_val_loss"])
@@ -263,5 +278,34 @@ def main() -> None:
         report(tuned, results, seeds)
 
 
+def check_args(ap: argparse.ArgumentParser, args) -> tuple[list[str], dict, list[int]]:
+    """The recipes, their rate grids and the scored seeds, or one line on what is wrong."""
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES] or ([] if recipes else [args.recipes])
+    if unknown:
+        ap.error(f"--recipes: {unknown[0]!r} is not one of {', '.join(RECIPES)}")
+    grids = {}
+    for r in recipes:
+        text = getattr(args, f"grid_{r.replace('-', '_')}")
+        try:
+            grids[r] = [float(x) for x in text.split(",")]
+        except ValueError:
+            ap.error(
+                f"--grid-{r} {text!r}: give learning rates separated by commas, e.g. 0.01,0.02"
+            )
+        if not all(0 < lr < float("inf") for lr in grids[r]):
+            ap.error(f"--grid-{r} {text!r}: every learning rate must be a positive number")
+    for flag in ("seeds", "steps", "eval_every", "eval_iters", "jobs"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be 1 or more, not {getattr(args, flag)}")
+    seeds = [args.first_seed + i for i in range(args.seeds)]
+    if args.tune_seed in seeds:
+        ap.error(f"the tuning seed {args.tune_seed} is among the scored seeds {seeds}")
+    return recipes, grids, seeds
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the runs in progress are started again by the next call
+        sys.exit("interrupted: finished runs are kept; the same command goes on from them")
