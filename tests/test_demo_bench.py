@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,17 +155,58 @@ def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
     assert out.rstrip().splitlines()[-1].strip().startswith("hellolondon train --preset slm")
 
 
+QUALITY_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_bench.py"
+
+
+def _quality_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quality_bench", QUALITY_BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_quality_bench_never_records_a_run_cut_short(tmp_path, monkeypatch):
+    """A run stopped early (Ctrl-C) writes no result, and the folder an interrupted call left
+    is started again, not refused as an existing run."""
+    from argparse import Namespace
+
+    bench = _quality_bench()
+    args = Namespace(steps=10, eval_every=5, eval_iters=2)
+    left = tmp_path / "runs" / "steps10-eval5x2" / "muon-wsd-lr0.01-s1"
+    (left / "checkpoints").mkdir(parents=True)
+    monkeypatch.setattr("hellolondon.train.loop.train", lambda cfg, log: {"iterations": 3})
+    with pytest.raises(SystemExit, match="stopped at step 3 of 10; not recorded"):
+        bench.run_one(tmp_path, "muon-wsd", 0.01, 1, args)
+    assert not left.exists() and not (tmp_path / "results").exists()
+    assert bench.setup_name(args) != bench.setup_name(Namespace(**{**vars(args), "steps": 20}))
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--recipes", "muon-wsd,adamw"], "--recipes: 'adamw' is not one of adamw-cosine"),
+        (["--grid-muon-wsd", "0.01,abc"], "give learning rates separated by commas"),
+        (["--seeds", "0"], "--seeds must be 1 or more, not 0"),
+    ],
+)
+def test_the_quality_bench_says_a_bad_flag_in_one_line(tmp_path, flags, said):
+    done = subprocess.run(
+        [sys.executable, str(QUALITY_BENCH), "--work", str(tmp_path / "w"), *flags],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("steps, warmup", [(200, 20), (500, 20), (20, 2)])
 def test_the_quality_bench_runs_fit_their_schedule_at_any_length(tmp_path, steps, warmup):
-    import importlib.util
     from argparse import Namespace
 
     from hellolondon.config import build_config
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_bench.py"
-    spec = importlib.util.spec_from_file_location("quality_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _quality_bench()
     args = Namespace(steps=steps, eval_every=5, eval_iters=2)
     for recipe in bench.RECIPES:  # 200 steps: the documented measurement's 20-step warm-up
         cfg = build_config("tiny", overrides=bench.settings(tmp_path, recipe, 0.01, 1, args))
