@@ -46,18 +46,25 @@ ROOT="$PWD"
 
 OUT="${OUT:-}" NANOGPT="${NANOGPT_DIR:-}" SECTIONS="" BUDGET="${SUITE_BUDGET_S:-470}" CPU=0
 BENCH_ROWS="" STEP_TIMEOUT=300 NOISE=0
+usage() { echo "gpu_suite.sh: $1 (--help shows the usage)" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --nanogpt) NANOGPT="$2"; shift 2 ;;
-    --sections) SECTIONS="$2"; shift 2 ;;
-    --budget) BUDGET="$2"; shift 2 ;;
-    --benches) BENCH_ROWS="$2"; shift 2 ;;
-    --step-timeout) STEP_TIMEOUT="$2"; shift 2 ;;
+    --nanogpt|--sections|--budget|--benches|--step-timeout)
+      [ $# -ge 2 ] && [ -n "$2" ] && [[ "$2" != --* ]] || usage "$1 needs a value"
+      case "$1" in
+        --nanogpt) NANOGPT="$2" ;; --sections) SECTIONS="$2" ;; --budget) BUDGET="$2" ;;
+        --benches) BENCH_ROWS="$2" ;; --step-timeout) STEP_TIMEOUT="$2" ;;
+      esac
+      shift 2 ;;
     --cpu) CPU=1; shift ;;
     --noise) NOISE=1; shift ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
-    *) OUT="$1"; shift ;;
+    -*) usage "unknown option $1" ;;
+    *) [ -z "$OUT" ] || usage "one output folder, not both $OUT and $1"; OUT="$1"; shift ;;
   esac
+done
+for n in "$BUDGET" "$STEP_TIMEOUT"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || usage "--budget and --step-timeout take whole seconds, not '$n'"
 done
 OUT="${OUT:-${OUT_DIR:-suite-out}}"
 mkdir -p "$OUT"
@@ -308,6 +315,11 @@ if want resume 120; then
   stopped_at=$(grep -o "saved checkpoint [^ ]*" "$cut_log" | tail -1)
   emit "{\"step\": \"run-cut\", \"rc\": $rc, \"sigterm\": true, \"last\": \"${stopped_at##*/}\"}"
   [ "$rc" = 0 ] || FAILED+=(run-cut)
+  # the cut must have stopped the run before its end, or the resume below would check nothing
+  if ! grep -q "^stopped at iteration" "$cut_log"; then
+    note resume "the run was not stopped by SIGTERM before its end: nothing was resumed"
+    FAILED+=(run-cut)
+  fi
   run run-resumed "${HL[@]}" train --resume "$WORK/runs/cut"
   emit "{\"section\": \"resume\", \"first_step_s_after_resume\": $(first_step "$WORK/logs/run-resumed.log")}"
   # The tolerance (bf16): both runs see the same samples from the same state, but CUDA

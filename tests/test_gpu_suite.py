@@ -139,6 +139,27 @@ def test_an_unknown_bench_option_is_a_note_and_a_failure(tmp_path):
     assert rows[-1]["failed"] == ["bench tiny:8:fp9"]
 
 
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--bogus"], "unknown option --bogus"),
+        (["out", "--nanogpt"], "--nanogpt needs a value"),
+        (["out", "--sections", "--cpu"], "--sections needs a value"),
+        (["out", "--cpu", "--budget", "abc"], "take whole seconds, not 'abc'"),
+        (["out", "data"], "one output folder, not both out and data"),  # `--section data`
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2_before_anything_is_written(tmp_path, args, said):
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), *args], cwd=tmp_path,
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert said in done.stderr and done.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # no output folder, no work folder
+
+
 def test_an_interpreter_without_torch_is_one_line_and_exit_2(tmp_path):
     bare = tmp_path / "python"  # Python, isolated from site-packages and PYTHONPATH: no torch
     bare.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
