@@ -430,6 +430,8 @@ def test_cuda_graphs_inductor_skipped_are_said(monkeypatch):
         graphs, cuda
     )
     assert speed.cuda_graph_skips(graphs, torch.device("cpu")) is None
+    on_cpu = speed.cuda_graph_warning(graphs, torch.device("cpu"))  # said, not left to guess
+    assert "on the cpu the step runs as under compile_mode=default" in on_cpu
     for plain in (
         ["train.compile=true"],
         ["train.compile=false", "train.compile_mode=reduce-overhead"],

@@ -293,6 +293,12 @@ def cuda_graph_skips(cfg: RunConfig, device: torch.device) -> int | None:
 
 
 def cuda_graph_warning(cfg: RunConfig, device: torch.device) -> str | None:
+    c = cfg.train
+    if device.type != "cuda" and c.compiles(device.type) and c.compile_mode == "reduce-overhead":
+        return (
+            f"train.compile_mode=reduce-overhead records CUDA graphs, which need a CUDA GPU: on "
+            f"the {device.type} the step runs as under compile_mode=default"
+        )
     if not (skipped := cuda_graph_skips(cfg, device)):
         return None
     return (
