@@ -84,6 +84,16 @@ def test_bench_refuses_a_repeat_of_zero(capsys):
     assert "--repeat (0) must be at least 1" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("where, said", [("file", "is a file"), ("file/sub", "cannot be created")])
+def test_bench_checks_the_profile_folder_before_it_runs(tmp_path, capsys, where, said):
+    (tmp_path / "file").write_text("kept")
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--profile", str(tmp_path / where)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1
+    assert (tmp_path / "file").read_text() == "kept"
+
+
 def test_a_gpu_profile_without_kernel_events_says_so_and_sums_cpu_time():
     # CUPTI can be refused (a container without profiling rights): then no kernel is recorded,
     # and a "GPU busy 0%" would be false

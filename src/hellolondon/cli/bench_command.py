@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
             f"--steps ({args.steps}) and --repeat ({args.repeat}) must be at least 1, --warmup "
             f"({args.warmup}) at least 0"
         )
-    if args.profile is not None and args.profile.exists() and not args.profile.is_dir():
-        raise UserError(f"--profile {args.profile} is a file; give a folder for trace.json")
+    if args.profile is not None:
+        _check_profile_folder(args.profile)
     r = bench(
         cfg, steps=args.steps, warmup=args.warmup, repeat=args.repeat, profile=args.profile,
         log=(lambda *_: None) if args.json else print,
@@ -131,3 +131,20 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         print(f"  trace: {r['profile']['trace']}")
     return 0
+
+
+def _check_profile_folder(folder: Path) -> None:
+    """Before the bench (minutes of compilation on a GPU): a folder trace.json can be written to."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--profile {folder} is a file; give a folder for trace.json")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"--profile {folder} cannot be created or written ({exc.strerror or exc}); "
+            "give a writable folder for trace.json"
+        ) from None
