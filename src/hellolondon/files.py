@@ -136,6 +136,23 @@ def writing(folder: str | Path) -> contextlib.AbstractContextManager[None]:
     )
 
 
+def check_writable_folder(folder: Path, setting: str, fix: str) -> None:
+    """Create `folder` and write a file there now, before long work that would otherwise fail at
+    its end (or deep inside a library) on a folder it cannot create or write."""
+    import tempfile
+
+    from hellolondon.errors import UserError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"{setting} folder {folder} cannot be created or written ({exc.strerror or exc}); {fix}"
+        ) from None
+
+
 def _still_named(fd: int, path: Path) -> bool:
     try:
         here, named = os.fstat(fd), os.stat(path)

@@ -135,16 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_profile_folder(folder: Path) -> None:
     """Before the bench (minutes of compilation on a GPU): a folder trace.json can be written to."""
-    import tempfile
+    from hellolondon.files import check_writable_folder
 
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--profile {folder} is a file; give a folder for trace.json")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UserError(
-            f"--profile {folder} cannot be created or written ({exc.strerror or exc}); "
-            "give a writable folder for trace.json"
-        ) from None
+    check_writable_folder(folder, "--profile", "give a writable folder for trace.json")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from hellolondon.config import RunConfig, TrainConfig
 from hellolondon.errors import UserError
+from hellolondon.files import check_writable_folder
 from hellolondon.train.muon import Muon
 from hellolondon.train.optim import MuonWithAdamW
 
@@ -344,13 +344,15 @@ def compiled(module: nn.Module, cfg: RunConfig) -> nn.Module:
     already set wins), so a resumed run loads them instead of compiling from scratch."""
     c = cfg.train
     cache = Path(c.compile_cache or Path(cfg.out_dir) / ".compile-cache").expanduser().resolve()
+    # inductor creates its cache folder when torch._inductor is first imported: one it cannot
+    # create or write would be a bare OSError from deep inside torch
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         setting = "train.compile_cache" if c.compile_cache else "the compiled-kernel cache"
-        _check_writable(cache, setting, "give a writable folder with train.compile_cache=DIR")
+        check_writable_folder(cache, setting, "give a writable folder with train.compile_cache=DIR")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     else:
-        _check_writable(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]), "TORCHINDUCTOR_CACHE_DIR",
-                        "set it to a writable folder, or unset it")  # fmt: skip
+        check_writable_folder(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]), "TORCHINDUCTOR_CACHE_DIR",
+                              "set it to a writable folder, or unset it")  # fmt: skip
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
     with contextlib.suppress(ImportError):  # a torch without inductor compiles as it can
@@ -362,19 +364,6 @@ def compiled(module: nn.Module, cfg: RunConfig) -> nn.Module:
             inductor.fx_graph_cache = True
     options = {} if c.compile_mode == "default" else {"mode": c.compile_mode}
     return torch.compile(module, **options)
-
-
-def _check_writable(folder: Path, setting: str, fix: str) -> None:
-    """Inductor creates its cache folder when torch._inductor is first imported: one it cannot
-    create or write is a bare OSError from deep inside torch."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UserError(
-            f"{setting} folder {folder} cannot be created or written ({exc.strerror or exc}); {fix}"
-        ) from None
 
 
 def ddp_options(c: TrainConfig) -> dict[str, Any]:
