@@ -33,7 +33,7 @@
 # --cpu: the same path, shortened, on the CPU (tiny preset, a slice of the corpus), to check
 # the script itself where there is no GPU.
 #
-# Python packages: torch (2.11 or later), numpy, tokenizers, safetensors, tqdm, matplotlib, and
+# Python packages: torch (2.4 or later; tried on 2.11 and 2.13), numpy, tokenizers, safetensors, tqdm, matplotlib, and
 # wandb for the W&B offline check, transformers for export parity, pytest for the tests,
 # torchao for train.fp8. On a machine without a registry, put their wheels (and those of their
 # missing dependencies) in a `.whl/` folder at the repository root (benchmarks/fetch_wheels.sh

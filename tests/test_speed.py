@@ -407,7 +407,11 @@ def test_micro_batches_regroup_the_same_samples(tiny_data, tmp_path):
     common = ["train.batch_size=2", "train.grad_accum=4", "train.max_iters=6"]
     train(tiny_config(tiny_data, tmp_path, "tracking.run_name=a", *common), log=lambda *_: None)
     big = tiny_config(tiny_data, tmp_path, "tracking.run_name=b", "train.micro_batch=8", *common)
-    train(big, log=lambda *_: None)
+    said: list[str] = []
+    train(big, log=said.append)
+    batch = next(line for line in said if line.startswith("global batch:"))
+    assert "2 x 4 accumulation x 1 process = 8 sequences" in batch  # the step, as configured
+    assert "run as 1 forward of 8 sequences per process (train.micro_batch)" in batch
     a, b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
     for step in a:  # one forward of 8 instead of 4 of 2: the same mean up to rounding
         assert a[step][0] == pytest.approx(b[step][0], rel=1e-5)

@@ -8,7 +8,8 @@ import time
 import pytest
 from wandb_testkit import FAKE_KEY, refused_url
 
-from hellolondon.tracking.wandb_start import classify, probe
+from hellolondon.rundir import RunDir
+from hellolondon.tracking.wandb_start import classify, probe, server_status
 
 
 @pytest.mark.parametrize(
@@ -58,6 +59,10 @@ def test_probe_reports_a_refused_connection():
         # a port that contains 403 is not a status code
         ("POST http://127.0.0.1:40353/graphql giving up: context deadline exceeded", "network"),
         ("something new", "W&B could not start (something new)"),
+        # W&B retries a failing server until the budget is spent and calls that a timeout
+        ("Timed out while retrying: HTTP 500: boom", "server error: W&B answered HTTP 500"),
+        ("returned error 429: rate limited", "server error: W&B answered HTTP 429"),
+        ("Run initialization has timed out after 500.0 sec", "network"),  # not a status
     ],
 )
 def test_wandb_errors_are_sorted_into_the_guides_causes(message, start):
@@ -67,3 +72,25 @@ def test_wandb_errors_are_sorted_into_the_guides_causes(message, start):
 def test_causes_never_carry_a_secret(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     assert FAKE_KEY not in classify(RuntimeError(f"bad key {FAKE_KEY}"))
+
+
+def test_the_failing_status_is_read_from_the_log_of_this_start_only(tmp_path):
+    """W&B reports a server that keeps answering 500 as a timeout; its service's log has the
+    status. A log older than this start (an earlier online segment) is not read."""
+    run = RunDir(tmp_path / "run")
+    segment = run.wandb_dir / "run-20261201_120000-abcd1234"
+    (segment / "logs").mkdir(parents=True)
+    (segment / "run-abcd1234.wandb").write_bytes(b"")
+    log = segment / "logs" / "debug-internal.log"
+    retry = '{"level":"INFO","msg":"api: retrying HTTP error","status":%d,"url":"u"}\n'
+    log.write_text(retry % 404 + retry % 502 + '{"msg":"done"}\n')
+    assert server_status(run, "abcd1234", since=time.time() - 60) == 502
+    assert server_status(run, "abcd1234", since=time.time() + 60) is None  # an older start
+    assert server_status(run, "other", since=0) is None
+    log.write_text(retry % 404)
+    assert server_status(run, "abcd1234", since=0) is None  # only 5xx and 429 count
+    timeout = RuntimeError(
+        "Failed to get resume status for run abcd1234: context deadline exceeded"
+    )
+    assert classify(timeout).startswith("network")
+    assert classify(timeout, 502).startswith("server error: W&B answered HTTP 502")

@@ -43,6 +43,9 @@ def _check_fell_back(out, run_dir, cause: str) -> None:
         ("refused", "network: cannot reach"),
         ("hang", "network: no answer from"),
         ("viewer-then-404", "project not found"),  # the key check passes, wandb.init fails
+        pytest.param(  # W&B retries a 500 until the budget is spent: not called a timeout
+            "viewer-then-500", "server error: W&B answered HTTP 500", marks=pytest.mark.slow
+        ),
         pytest.param("401", "API key rejected (401", marks=pytest.mark.slow),
         pytest.param("403", "permission denied (403", marks=pytest.mark.slow),
         pytest.param("404", "project not found (404", marks=pytest.mark.slow),

@@ -100,8 +100,8 @@ def offline_dirs(run_dir: Path) -> list[Path]:
 
 class FakeWandb:
     """A W&B API stand-in on localhost. Modes: 401/403/404 (every request), hang (accepts and
-    never answers), badjson (200 with a cut-off JSON body), viewer-then-404 / viewer-then-hang
-    (the key check passes, the run start fails)."""
+    never answers), badjson (200 with a cut-off JSON body), viewer-then-404 / viewer-then-500 /
+    viewer-then-hang (the key check passes, the run start fails)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -156,7 +156,9 @@ class FakeWandb:
             return
         if self.mode == "badjson":
             return self._reply(conn, "200 OK", b'{"data": {"viewer": ')
-        status = {"401": "401 Unauthorized", "403": "403 Forbidden"}.get(self.mode, "404 Not Found")
+        statuses = {"401": "Unauthorized", "403": "Forbidden", "500": "Internal Server Error"}
+        code = next((c for c in statuses if self.mode.endswith(c)), "404")
+        status = f"{code} {statuses.get(code, 'Not Found')}"
         self._reply(
             conn,
             status,

@@ -99,8 +99,9 @@ def http_cause(code: int, reason: str, base_url: str) -> str:
     return f"server error: {base_url} answered {code} {reason}"
 
 
-def classify(exc: BaseException) -> str:
-    """The cause of a failed `wandb.init`, from its message (W&B gives no status code)."""
+def classify(exc: BaseException, status: int | None = None) -> str:
+    """The cause of a failed `wandb.init`, from its message (W&B gives no status code) or
+    the failing HTTP `status` its service logged (`server_status`)."""
     message = scrub_text(
         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     )
@@ -114,6 +115,13 @@ def classify(exc: BaseException) -> str:
         return "permission denied: check the API key's permissions and the entity" + detail
     if "401" in codes or any(w in text for w in ("unauthorized", "not logged in", "api key")):
         return "API key rejected: check WANDB_API_KEY or run `wandb login --relogin`" + detail
+    # W&B retries these until the start-up budget runs out, then says it "timed out"
+    server = re.search(r"\b(?:http|status|code|error)[ :=]*(5\d\d|429)\b", text)
+    if status is not None or server:
+        return (
+            f"server error: W&B answered HTTP {status or server.group(1)} and kept failing; "
+            "try again later or check WANDB_BASE_URL" + detail
+        )
     network = (
         "timed out",
         "timeout",
@@ -310,9 +318,30 @@ def _start_online(
         )
         if cause is not None:
             return None, cause
+    began = time.time()
     try:
         timeout = deadline - time.monotonic() - FALLBACK_RESERVE_S
         return _init(wandb, opts, "online", run_id, run, timeout), None
     except Exception as exc:
         quiet_teardown(wandb)  # else the half-started run keeps its id busy for the offline one
-        return None, classify(exc)
+        return None, classify(exc, server_status(run, run_id, began))
+
+
+def server_status(run: RunDir, run_id: str, since: float) -> int | None:
+    """The last failing HTTP status (5xx, 429) W&B's service logged for an online try of
+    `run_id` made after `since` (a time.time()). W&B retries those until its start-up time is
+    spent and then reports only a timeout, so the cause is read from its log."""
+    online = [d for d in segment_dirs(run, run_id) if not d.name.startswith("offline-")]
+    log = online[-1] / "logs" / "debug-internal.log" if online else None
+    try:
+        if log is None or log.stat().st_mtime < since - 1:  # an earlier start's log
+            return None
+        lines = log.read_text(errors="replace")
+    except OSError:
+        return None
+    found = None
+    for line in lines.splitlines():
+        match = re.search(r'"status":\s*(\d{3})\b', line)
+        if match and (match.group(1)[0] == "5" or match.group(1) == "429"):
+            found = int(match.group(1))
+    return found

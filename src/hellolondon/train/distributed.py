@@ -259,15 +259,22 @@ def resume_batch(
         )
 
 
-def batch_line(d: Dist, batch_size: int, grad_accum: int, block_size: int) -> str:
-    """The start-of-run line that says what one optimizer step consumes."""
+def batch_line(
+    d: Dist, batch_size: int, grad_accum: int, block_size: int, micro: tuple[int, int] | None = None
+) -> str:
+    """The start-of-run line that says what one optimizer step consumes, and how it is run
+    when `micro` (sequences, forwards per process: `train.micro_batch`) differs."""
     seqs = batch_size * grad_accum * d.world_size
     how = "FSDP" if d.fsdp else "DDP" if d.enabled else "one process"
-    return (
+    line = (
         f"global batch: {batch_size} x {grad_accum} accumulation x {d.world_size} "
         f"process{'es' * (d.world_size > 1)} = {seqs} sequences = {seqs * block_size:,} tokens per step "
         f"({how} on {d.device.type})"
     )
+    if micro is not None and tuple(micro) != (batch_size, grad_accum):
+        size, count = micro
+        line += f", run as {count} forward{'s' * (count > 1)} of {size} sequences per process (train.micro_batch)"
+    return line
 
 
 def shutdown(d: Dist) -> None:

@@ -152,7 +152,8 @@ def _setup(
     )  # fmt: skip
     if state is not None:
         _continue_from(run, ckpt, state)
-    log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size))
+    micro = speed.micro_batches(run.model, cfg.train)
+    log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size, micro))
     if run.samples_per_step > batches.n_windows:  # said, not left to a falling loss to show
         log(
             f"warning: one step takes {run.samples_per_step:,} sequences, more than train.bin "
