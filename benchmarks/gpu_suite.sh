@@ -26,7 +26,8 @@
 # pair is profiled (where the step's time goes, kind by kind, in its `bench-ratio` line).
 # --step-timeout S (default 300): a command still running after S seconds is stopped, so one
 # hang cannot take the whole call.
-# SUITE_WORK=DIR keeps the work folder (corpus, runs) where a later call can reuse it.
+# SUITE_WORK=DIR keeps the work folder (corpus, runs) where a later call can reuse it; without
+# it the work folder is a new one under $TMPDIR (/tmp), removed at the end (the logs are in OUT).
 # PYTHON: the interpreter (default .venv/bin/python where it exists, else python3).
 # Exit status: 0 when every command and check passed, 1 when any failed (the last JSON line,
 # `done`, names them in `failed`), 2 when the interpreter lacks torch.
@@ -69,8 +70,13 @@ done
 OUT="${OUT:-${OUT_DIR:-suite-out}}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-WORK="${SUITE_WORK:-$(mktemp -d /tmp/hl-suite.XXXXXX)}"
-mkdir -p "$WORK"
+if [ -n "${SUITE_WORK:-}" ]; then
+  WORK="$SUITE_WORK"
+  mkdir -p "$WORK"
+else  # a folder of its own, removed at the end (its checkpoints take gigabytes)
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/hl-suite.XXXXXX")"
+  trap 'rm -rf "$WORK"' EXIT
+fi
 RESULTS="$OUT/results.jsonl" LOG="$OUT/suite.log"
 : >"$RESULTS"
 : >"$LOG"
@@ -428,5 +434,6 @@ if want fp8 300; then
 fi
 
 failed=$(printf '%s\n' "${FAILED[@]}" | "$PY" -c "import json, sys; print(json.dumps([l for l in sys.stdin.read().splitlines() if l]))")
-emit "{\"section\": \"done\", \"seconds\": $(elapsed), \"budget\": $BUDGET, \"work\": \"$WORK\", \"failed\": $failed}"
+kept=$([ -n "${SUITE_WORK:-}" ] && echo "\"$WORK\"" || echo null)  # null: removed at exit
+emit "{\"section\": \"done\", \"seconds\": $(elapsed), \"budget\": $BUDGET, \"work\": $kept, \"failed\": $failed}"
 [ ${#FAILED[@]} = 0 ]

@@ -137,6 +137,22 @@ def test_an_unknown_bench_option_is_a_note_and_a_failure(tmp_path):
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert rows[0]["note"].startswith("unknown bench option 'fp9' in tiny:8:fp9")
     assert rows[-1]["failed"] == ["bench tiny:8:fp9"]
+    assert rows[-1]["work"] == str(tmp_path / "work") and (tmp_path / "work").is_dir()
+
+
+def test_a_work_folder_of_its_own_is_removed_at_the_end(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "SUITE_WORK"}
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "bench", "--benches", "tiny:8:fp9"],
+        env={**env, "PYTHON": sys.executable, "TMPDIR": str(tmp_path / "tmp")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert rows[-1]["section"] == "done" and rows[-1]["work"] is None
+    assert list((tmp_path / "tmp").iterdir()) == []  # its checkpoints would take gigabytes
+    assert (tmp_path / "out" / "suite.log").is_file()  # the logs stay in the output folder
 
 
 @pytest.mark.parametrize(
