@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -16,6 +18,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # W&B's saved settings (`wandb offline` writes a mode there) are the tests' own, not the user's.
 os.environ["WANDB_CONFIG_DIR"] = tempfile.mkdtemp(prefix="wandb-config-")
+atexit.register(shutil.rmtree, os.environ["WANDB_CONFIG_DIR"], ignore_errors=True)
 # A shell starts a background job (`cmd &` in a script) with SIGINT ignored, and every process
 # the tests start would inherit that: the tests of Ctrl-C need what a terminal gives.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
