@@ -180,6 +180,11 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
         in card
     )
     assert "AdamW" in card and "training tokens" in card
+    model = load_for_inference(run).model  # both counts, each named, as the two logs differ
+    assert (
+        f"| parameters | {model.num_params(False):,} ({model.num_params():,} without the "
+        "position table, as the training log counts them) |" in card
+    )
     # the years and periods of the documents it was trained on, not the configured 1500-1850
     assert "a historical-English GPT-2 (London, 1623)" in card
     assert "| written | 1623 |" in card and "| periods | stuart (12 documents) |" in card
@@ -292,7 +297,7 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(
     for out in (str(mine), "."):
         assert main(["export", str(trained_run), "--out", out, "--no-check", *force]) == 2
         err = capsys.readouterr().err.strip()
-        assert "not an export (thesis.tex" in err and "\n" not in err
+        assert "not an export (thesis.tex);" in err and "\n" not in err  # no "..." after one
     assert [p.name for p in tmp_path.iterdir()] == ["mine"] and len(list(mine.iterdir())) == 1
 
 
@@ -372,3 +377,61 @@ def test_the_licence_id_is_checked_before_anything_is_written(capsys):
             check_license(bad)
     assert check_license("my-own-licence") == "my-own-licence"  # may be new on the Hub: warned
     assert "not among the Hub's licence ids" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("diff", [1e-2, float("nan")])
+def test_a_failed_check_leaves_the_earlier_export_as_it_was(
+    trained_run, tmp_path, capsys, monkeypatch, diff
+):
+    import hellolondon.export as export
+
+    out = tmp_path / "out"
+    assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 0
+    (out / "README.md").write_text("my edited card")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(export, "check_with_transformers", lambda model, folder: diff)
+    capsys.readouterr()
+    assert main(["export", str(trained_run), "--out", str(out), "--force"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the export's logits differ from ours by up to ")
+    assert f"nothing was written to {out}" in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old export kept
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
+
+
+def test_without_transformers_the_check_is_refused_before_anything_is_written(
+    trained_run, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # import fails
+    out = tmp_path / "out"
+    assert main(["export", str(trained_run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: the check needs transformers: pip install 'hellolondon[hf]', or pass --no-check"
+    )
+    assert list(tmp_path.iterdir()) == []  # so the advice works as given:
+    assert main(["export", str(trained_run), "--out", str(out), "--no-check"]) == 0
+
+
+@pytest.mark.parametrize("command", ["export", "eval"])
+def test_a_checkpoint_with_weights_that_are_not_finite_is_refused(
+    trained_run, tmp_path, capsys, monkeypatch, command
+):
+    import hellolondon.train.checkpoint as checkpoint
+
+    real = checkpoint.load_for_inference
+
+    def diverged(path, device="cpu"):
+        loaded = real(path, device)
+        with torch.no_grad():
+            loaded.model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+        return loaded
+
+    monkeypatch.setattr(checkpoint, "load_for_inference", diverged)
+    args = ["--out", str(tmp_path / "out")] + (["--no-track"] if command == "eval" else [])
+    assert main([command, str(trained_run), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "are not finite (NaN or inf in 1 tensor, such as transformer.h.0.mlp.c_fc.weight)" in err
+    verb = {"export": "export", "eval": "evaluate"}[command]
+    assert f"; {verb} an earlier checkpoint of the run" in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -118,10 +118,11 @@ def evaluate(
     from hellolondon.evaluation.heldout import score_heldout
     from hellolondon.evaluation.probes import load_probes, score_probes
     from hellolondon.prepare import check_tokenizer_matches, load_meta
-    from hellolondon.train.checkpoint import load_for_inference
+    from hellolondon.train.checkpoint import check_finite, load_for_inference
 
     t0 = time.perf_counter()
     loaded = load_for_inference(path, device)
+    check_finite(loaded, "evaluate")  # before minutes of scoring that could only give NaN
     model, cfg, state, ckpt, tok = (
         loaded.model, loaded.cfg, loaded.state, loaded.ckpt, loaded.tokenizer
     )  # fmt: skip

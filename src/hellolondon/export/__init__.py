@@ -35,6 +35,7 @@ from hellolondon.train.checkpoint import is_checkpoint
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CHECKSUMS = ".checksums.json"  # sha256 of each file as written (hidden: not uploaded)
 EDITABLE = ("README.md",)  # the model card: the user's to complete before publishing
+CHECK_TOLERANCE = 1e-4  # float32 logits of the export and of our model
 # every file an export holds: --force replaces a folder of these and of nothing else
 EXPORT_FILES = frozenset(
     ("README.md", "config.json", "generation_config.json", "model.safetensors", *TOKENIZER_FILES)
@@ -173,9 +174,10 @@ def check_out_dir(out: Path, force: bool) -> None:
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not is_export(out):
-        names = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        held = sorted(p.name for p in out.iterdir())
+        names = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
         raise UserError(
-            f"{out} holds files that are not an export ({names}, ...); --force replaces only an "
+            f"{out} holds files that are not an export ({names}); --force replaces only an "
             "earlier export; choose another --out"
         )
     if not force:
@@ -210,14 +212,15 @@ def check_export(folder: Path) -> list[str]:
     def bad(what: str) -> UserError:
         return UserError(f"{folder}: {what}; run `hellolondon export` again")
 
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        for name in TOKENIZER_FILES[:2]:
-            json.loads((folder / name).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise bad(
-            f"a file is missing or not valid JSON ({str(exc).splitlines()[0][:80]})"
-        ) from None
+    read = {}
+    for name in ("config.json", *TOKENIZER_FILES[:2]):
+        try:
+            read[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+        except OSError:
+            raise bad(f"{name} is missing or cannot be read") from None
+        except ValueError as exc:
+            raise bad(f"{name} is not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+    config = read["config.json"]
     if not isinstance(config, dict) or config.get("model_type") != "gpt2":
         raise bad("config.json is not a GPT-2 model's config")
     try:
@@ -267,20 +270,27 @@ def export_checkpoint(
     force: bool = False,
     report: str | Path | None = None,
     license: str | None = None,
+    check: bool = False,
 ) -> dict[str, Any]:
-    """Write the export folder for a run or checkpoint; returns what the card and CLI show."""
+    """Write the export folder for a run or checkpoint; returns what the card and CLI show.
+    With `check`, the finished folder is loaded back with transformers and its logits compared
+    with ours (`info["check"]`, the largest difference) before it replaces anything at `out`:
+    a failed check leaves `out` as it was."""
     from hellolondon.evaluation.suite import (
         find_report,
         other_data_name,
         same_weights,
         weights_digest,
     )
-    from hellolondon.train.checkpoint import load_for_inference
+    from hellolondon.train.checkpoint import check_finite, load_for_inference
 
     out = Path(os.path.abspath(out))  # "." and ".." get a name, for the folder swapped in beside
     license = check_license(license)
     check_out_dir(out, force)
+    if check:
+        _transformers()  # missing: said before anything is written
     loaded = load_for_inference(path, "cpu")
+    check_finite(loaded, "export")
     model, cfg, state, ckpt, tok = (
         loaded.model, loaded.cfg, loaded.state, loaded.ckpt, loaded.tokenizer
     )  # fmt: skip
@@ -320,11 +330,19 @@ def export_checkpoint(
             "step": state.get("step"),
             "ids": ids,
             "parameters": model.num_params(False),
+            "parameters_trained": model.num_params(),  # the training log's count
         }
         card = model_card(cfg, state, ckpt, report_data, info, license)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         sums = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n", encoding="utf-8")
+        if check:
+            info["check"] = check_with_transformers(model, tmp)
+            if not info["check"] <= CHECK_TOLERANCE:  # NaN fails too
+                raise ExportMismatch(
+                    f"the export's logits differ from ours by up to {info['check']:.1e} (more "
+                    f"than {CHECK_TOLERANCE:.0e}); nothing was written to {out}; please report this"
+                )
         _replace(tmp, out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -345,15 +363,25 @@ def _replace(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def check_with_transformers(model: GPT, out: str | Path, n_tokens: int = 16) -> float:
-    """Load the export with `transformers` and return the largest logit difference to `model`
-    on a fixed token sequence (float32). Raises UserError when transformers is missing."""
+class ExportMismatch(UserError):
+    """The export does not give our model's logits: a conversion fault, not the user's."""
+
+
+def _transformers() -> Any:
     try:
-        from transformers import GPT2LMHeadModel
+        import transformers
     except ImportError:
         raise UserError(
             "the check needs transformers: pip install 'hellolondon[hf]', or pass --no-check"
         ) from None
+    return transformers
+
+
+def check_with_transformers(model: GPT, out: str | Path, n_tokens: int = 16) -> float:
+    """Load the export with `transformers` and return the largest logit difference to `model`
+    on a fixed token sequence (float32; NaN when either is not finite). Raises UserError when
+    transformers is missing."""
+    GPT2LMHeadModel = _transformers().GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()

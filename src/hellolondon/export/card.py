@@ -196,7 +196,11 @@ def _model_section(cfg: RunConfig, state: dict, info: dict, name: str) -> list[s
             f"{m.vocab_size:,} byte-level BPE tokens; bos = eos = {ids['bos_token_id']} "
             f"(`<|endoftext|>`), pad = {ids['pad_token_id']}",
         ),
-        ("parameters", f"{info['parameters']:,}"),
+        (
+            "parameters",
+            f"{info['parameters']:,} ({info['parameters_trained']:,} without the position "
+            "table, as the training log counts them)",
+        ),
         ("checkpoint", f"step {state.get('step')} of run `{name}`"),
     ]
     return ["## Model", "", *_table(rows), ""]

@@ -519,6 +519,22 @@ class Loaded:
     tokenizer: Any  # Tokenizer
 
 
+def check_finite(loaded: Loaded, use: str) -> None:
+    """Refuse a checkpoint whose weights hold NaN or inf (a run that diverged before it was
+    saved): every score or text made from it would be NaN. `use` says what to do instead."""
+    bad = [
+        name
+        for name, t in loaded.model.state_dict().items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise UserError(
+            f"the weights of {loaded.ckpt} are not finite (NaN or inf in {len(bad)} tensor"
+            f"{'s' * (len(bad) > 1)}, such as {bad[0]}): the run diverged before this checkpoint; "
+            f"{use} an earlier checkpoint of the run (its checkpoints/ folder lists them)"
+        )
+
+
 def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     """The model (eval mode, on `device`), config, state and tokenizer of a run's checkpoint or
     a checkpoint folder, checked to belong together."""
