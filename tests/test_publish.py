@@ -36,7 +36,8 @@ def folder(tmp_path):
     ("damage", "message"),
     [
         ("cut", "model.safetensors cannot be read (Error while deserializing header"),
-        ("config", "a file is missing or not valid JSON"),
+        ("config", "config.json is not valid JSON (Expecting value"),
+        ("tokenizer", "tokenizer_config.json is not valid JSON"),
         ("shape", "does not fit config.json"),
         ("layers", "it has no transformer.h.1.attn.c_attn.bias"),  # random layers in transformers
     ],
@@ -49,6 +50,8 @@ def test_a_damaged_export_is_named_before_anything_goes_up(folder, hub, capsys, 
         weights.write_bytes(weights.read_bytes()[:-10])
     elif damage == "config":
         (folder / "config.json").write_text("garbage")
+    elif damage == "tokenizer":
+        (folder / "tokenizer_config.json").write_text('{"model_max_length": ')
     elif damage == "layers":
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps(config | {"n_layer": 2}))
@@ -177,8 +180,13 @@ def test_the_url_follows_hf_endpoint(folder, hub, capsys, monkeypatch):
     "message, said",
     [
         ("403 Forbidden: you do not have write access", "403 Forbidden"),
-        # a message that starts blank still says its status
-        ("\n(Request ID: r1)\n\nForbidden", "failed: HTTP 403: (Request ID: r1)"),
+        # a message that starts blank still says its status, and its reason, not the request id
+        ("\n(Request ID: r1)\n\nForbidden", "failed: HTTP 403: Forbidden;"),
+        # a heading's reason is on the next line (huggingface_hub's 400: "Bad request:\n...")
+        (
+            "Bad request:\nno write access to me/london\nmore",
+            "HTTP 403: Bad request: no write access to me/london;",
+        ),
     ],
 )
 def test_a_refused_token_says_a_write_token_is_needed(folder, monkeypatch, capsys, message, said):

@@ -64,10 +64,17 @@ def check_repo_id(repo: str) -> None:
 
 
 def _detail(exc: Exception, token: str) -> str:
-    """The error's first line of text, with the HTTP status where the Hub answered one (its
-    message can start with a blank line or a request id alone), and no token."""
+    """The error's first line of text, with the HTTP status where the Hub answered one, and no
+    token. The message can start with a blank line or a request id alone, and a heading such
+    as "Bad request:" has its reason on the next line, which is joined to it."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(exc).__name__
+    lines = [ln for ln in lines if not re.fullmatch(r"\(Request ID: [^)]*\)", ln)] or lines
+    said: list[str] = []
+    for line in lines:
+        said.append(line)
+        if not line.endswith(":"):
+            break
+    text = " ".join(said)[:300] if said else type(exc).__name__
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status is not None and str(status) not in text:
         text = f"HTTP {status}: {text}"
