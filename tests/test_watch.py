@@ -192,3 +192,21 @@ def test_a_run_whose_loss_turned_nan_shows_nan_and_its_real_progress(tmp_path):
     assert "iter 46/100 (46%)" in frame.splitlines()[1]
     loss = next(line for line in frame.splitlines() if line.startswith("train/loss"))
     assert "nan" in loss and "4.0000" in loss  # the last value, and the finite range beside it
+
+
+def test_a_diverged_loss_is_written_short_and_keeps_the_columns(tmp_path):
+    view = RunView(live_run(tmp_path))
+    write_rows(
+        view.path,
+        [
+            {"step": 42, "time": 1031.0, "train/loss": 3.3e21, "train/grad_norm": 2.7e20},
+            {"step": 44, "time": 1032.0, "train/loss": 1.32e23, "train/grad_norm": 1.5},
+        ],
+    )
+    view.refresh()
+    lines = render_frame(view, width=100, now=1040.0).splitlines()
+    loss = next(line for line in lines if line.startswith("train/loss"))
+    assert loss[15:27] == "     1.32e23"  # the value in its 12 columns, as `report` writes it
+    assert loss.endswith("  4.0000 .. 1.32e23")  # the whole range, within the width
+    norm = next(line for line in lines if line.startswith("grad norm"))
+    assert norm[15:27] == "       1.500" and norm.endswith("1.500 .. 2.70e20")

@@ -12,29 +12,32 @@ import statistics
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 from hellolondon.errors import Terminated
 from hellolondon.report.rundata import to_float, to_number
 from hellolondon.rundir import RunDir, Tail, runs_in
-from hellolondon.units import fmt_duration
+from hellolondon.units import fmt_duration, fmt_value
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 ASCII = " .:-=+*#"
 KEEP = 4000  # values kept per metric for the sparklines
 STALE_S = 120  # no new row for this long: say so
-# (metric, label, format): the rows of the view, in the W&B guide's panel order first
-METRICS = (
-    ("train/loss", "train/loss", "{:.4f}"),
-    ("train/mfu", "train/mfu", "{:.1f}%"),
-    ("train/lr", "train/lr", "{:.2e}"),
-    ("train/dt_ms", "train/dt_ms", "{:,.0f} ms"),
-    ("eval/val_loss", "eval/val_loss", "{:.4f}"),
-    ("eval/train_loss", "eval/train_loss", "{:.4f}"),
-    ("train/tokens_per_sec", "tokens/s", "{:,.0f}"),
-    ("train/grad_norm", "grad norm", "{:.3f}"),
-    ("gpu/mem_allocated_gb", "GPU memory", "{:.2f} GB"),
+_loss = partial(fmt_value, decimals=4)  # a diverged run's 3.3e21 stays short, as in `report`
+# (metric, label, how its value is written): the rows of the view, the W&B guide's panels first
+METRICS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
+    ("train/loss", "train/loss", _loss),
+    ("train/mfu", "train/mfu", "{:.1f}%".format),
+    ("train/lr", "train/lr", "{:.2e}".format),
+    ("train/dt_ms", "train/dt_ms", "{:,.0f} ms".format),
+    ("eval/val_loss", "eval/val_loss", _loss),
+    ("eval/train_loss", "eval/train_loss", _loss),
+    ("train/tokens_per_sec", "tokens/s", "{:,.0f}".format),
+    ("train/grad_norm", "grad norm", partial(fmt_value, decimals=3)),
+    ("gpu/mem_allocated_gb", "GPU memory", "{:.2f} GB".format),
 )
 
 
@@ -142,8 +145,8 @@ def render_frame(
             continue
         vals = list(view.values.get(key, ()))
         step, x = view.latest[key]
-        span = f"{fmt.format(min(vals))} .. {fmt.format(max(vals))}" if len(vals) > 1 else ""
-        line = f"{label:<15}{fmt.format(x):>12}  {sparkline(vals[-spark_w * 4 :], spark_w, chars):<{spark_w}}  {span}"
+        span = f"{fmt(min(vals))} .. {fmt(max(vals))}" if len(vals) > 1 else ""
+        line = f"{label:<15}{fmt(x):>12}  {sparkline(vals[-spark_w * 4 :], spark_w, chars):<{spark_w}}  {span}"
         lines.append(line[:width])
     if "train/mfu" not in view.values and view.latest:
         lines.append("train/mfu      not measured (CPU run, or a GPU without a known peak)"[:width])
