@@ -210,6 +210,10 @@ def test_bad_input_gives_clear_errors(tmp_path):
     with pytest.raises(UserError, match="no metric rows"):
         write_report([started], tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written on error
+    (tmp_path / "notes.md").write_text("mine")
+    with pytest.raises(UserError, match=r"notes.md cannot be created .*; choose another --out$"):
+        write_report([tmp_path / "runs" / "a"], tmp_path / "notes.md")
+    assert (tmp_path / "notes.md").read_text() == "mine"
 
 
 def test_cli_report_defaults_to_the_first_runs_folder_and_fails_in_one_line(tmp_path, capsys):
@@ -441,9 +445,12 @@ def test_a_narrow_log_axis_still_gets_two_labelled_ticks(tmp_path):
 
 def test_huge_losses_print_compactly_in_the_tables_and_the_page(tmp_path):
     from hellolondon.report.png import figure
-    from hellolondon.units import fmt_value
+    from hellolondon.units import fmt_value, perplexity
 
     assert fmt_value(3316053041453541097472.0) == "3.32e21" and fmt_value(3.14159) == "3.1416"
+    # exp(loss), not capped where it would read as measured: a diverged loss's is inf
+    assert perplexity(2.0) == pytest.approx(7.389056) and perplexity(60.0) > 1e26
+    assert perplexity(2609139.09) == float("inf")
     assert fmt_value(-2.5e-5) == "-2.50e-5" and fmt_value(0.0) == "0.0000"
     diverged = make_run(tmp_path, "diverged", finished=False)
     rows = [json.loads(line) for line in (diverged / "metrics.jsonl").read_text().splitlines()]

@@ -1,4 +1,5 @@
-"""Numbers as people read them in tables and console lines: counts, values and durations."""
+"""Numbers as people read them in tables and console lines: counts, values, perplexity and
+durations."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ def fmt_value(x: float | None, decimals: int = 4) -> str:
         mantissa, exp = f"{x:.2e}".split("e")
         return f"{mantissa}e{int(exp)}"
     return f"{x:.{decimals}f}"
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss) of a mean loss in nats; inf where that overflows (a diverged run), never a
+    capped number that would read as measured."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -29,6 +29,7 @@ from hellolondon.model import GPT
 from hellolondon.prepare import check_token_ids, open_tokens, token_file
 from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import Tokenizer
+from hellolondon.units import perplexity
 
 GROUPS = ("period", "source", "category")
 LOGITS_BUDGET = 1 << 24  # floats of logits per batch (64 MB), whatever the model size
@@ -92,7 +93,7 @@ def _stats(nats: float, text_nats: float, tokens: int, nbytes: int) -> dict[str,
         "tokens": int(tokens),
         "bytes": int(nbytes),
         "loss": loss,
-        "ppl": math.exp(min(loss, 50.0)) if tokens else float("nan"),
+        "ppl": perplexity(loss) if tokens else float("nan"),
         "bpb": text_nats / (math.log(2) * nbytes) if nbytes else float("nan"),
     }
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hellolondon.errors import UserError
-from hellolondon.files import atomic_path, atomic_write
+from hellolondon.files import atomic_path, atomic_write, check_writable_folder
 from hellolondon.report.html import render_html
 from hellolondon.report.png import write_png
 from hellolondon.report.rundata import RunData, load_run, load_runs, summarize
@@ -21,10 +20,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, quiet: bool = False) -> di
     Notes on odd input (a cut-short last line, a run without rows) go to stderr and the page."""
     runs, notes = load_runs(list(run_dirs))
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the report folder {out_dir} ({exc.strerror})") from None
+    check_writable_folder(out_dir, "the report", "choose another --out")
     if not quiet:
         for note in notes:
             print(f"report: {note}", file=sys.stderr)

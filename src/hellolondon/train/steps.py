@@ -29,7 +29,7 @@ from hellolondon.train.speed import (
     skips_on_device,
     step_unless,
 )
-from hellolondon.units import fmt_duration
+from hellolondon.units import fmt_duration, perplexity
 
 
 class Clock:
@@ -152,7 +152,7 @@ def evaluate(run: Run) -> bool:
     row = {
         "eval/train_loss": means["train"],
         "eval/val_loss": val,
-        "eval/val_ppl": math.exp(min(val, 50.0)),
+        "eval/val_ppl": perplexity(val),
         "eval/iter": step,
     }
     run.log(
