@@ -196,6 +196,22 @@ def test_interactive_takes_the_prompt_flag_as_its_first_prompt(trained_run, monk
     assert "prompt> The queen" in out  # then the prompts typed in
 
 
+def test_interactive_refuses_a_prompt_that_is_not_utf8_and_asks_for_the_next(
+    trained_run, monkeypatch, capsys
+):
+    import io
+
+    from hellolondon.cli import main
+
+    # a Latin-1 terminal's "Café": the byte 0xe9 reaches Python as a lone surrogate
+    monkeypatch.setattr("sys.stdin", io.StringIO("Caf\udce9\nThe queen\n"))
+    argv = ["generate", str(trained_run), "-i", "--max-new-tokens", "3"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "error: the text holds bytes that are not UTF-8" in err
+    assert "prompt> The queen" in out and out.endswith("prompt> \n")  # the session went on
+
+
 def test_a_corrupt_newest_checkpoint_names_an_earlier_one_to_use(trained_run, tmp_path, capsys):
     import shutil
 

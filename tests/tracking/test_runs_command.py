@@ -172,6 +172,10 @@ def test_an_empty_or_missing_folder(tmp_path, capsys):
     assert "no runs in" in capsys.readouterr().out
     assert main(["runs", "--out-dir", str(tmp_path / "missing")]) == 2
     assert "no run folder" in capsys.readouterr().err
+    (tmp_path / "README.md").write_text("notes")
+    assert main(["runs", str(tmp_path / "README.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("README.md is a file, not a folder of runs; give the folder of your runs")
 
 
 def test_a_run_folder_given_as_the_folder_of_runs(runs, capsys):

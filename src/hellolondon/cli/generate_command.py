@@ -50,6 +50,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hellolondon.errors import UserError
     from hellolondon.generate import Sampling, generate_ids, kept_on_shift
     from hellolondon.hardware import resolve_device
     from hellolondon.train.checkpoint import load_for_inference
@@ -111,4 +112,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not prompt:
             return 0
-        write(prompt)
+        try:
+            write(prompt)
+        except UserError as exc:  # a prompt that cannot be encoded: this one, not the session
+            print(f"error: {exc}", file=sys.stderr)

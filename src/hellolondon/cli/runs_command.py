@@ -39,6 +39,8 @@ def handler(args: argparse.Namespace) -> int:
     if args.folder and args.out_dir and Path(args.folder) != Path(args.out_dir):
         raise UserError(f"give the folder once: {args.folder} or --out-dir {args.out_dir}")
     root = Path(args.folder or args.out_dir or "runs")
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file, not a folder of runs; give the folder of your runs")
     if not root.is_dir():
         raise UserError(
             f"no run folder {root}/; train a model first (hellolondon train) or give the folder of your runs"
