@@ -389,8 +389,11 @@ def test_load_meta_and_tokenizer_check(setup, tmp_path):
     (tmp_path / "val.bin").write_bytes(b"\x00\x00")
     with pytest.raises(UserError, match="does not match"):
         load_meta(tmp_path)
-    with pytest.raises(UserError, match="no meta.json"):
+    with pytest.raises(UserError, match="nothing does not exist; give the folder"):
         load_meta(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="empty has no meta.json"):
+        load_meta(tmp_path / "empty")
 
 
 @pytest.mark.parametrize("text", ["[1]\n", '"meta"\n', '{"train_tokens": "12", "val_tokens": 1}\n'])

@@ -134,6 +134,75 @@ def test_changed_data_is_reported_before_training(tiny_data, tmp_path, capsys):
     assert not (tmp_path / "strict-run").exists()
 
 
+def test_a_run_records_the_token_files_it_trained_on_not_their_meta(tiny_data, tmp_path, capsys):
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_data, edited)
+    with open(edited / "train.bin", "r+b") as f:  # after `prepare`: meta.json no longer fits
+        f.seek(64)
+        f.write(b"\x07\x00")
+    _train(edited, tmp_path, "r", "train.max_iters=2", "train.eval_interval=0")
+    out = capsys.readouterr().out
+    assert f"warning: the token files in {edited} are not as `prepare` wrote them" in out
+    data = load_run(tmp_path / "r").config["reproduce"]["data"]
+    assert data["tokens_fingerprint"] == hash_token_files(edited)
+    assert data["recorded_in_meta"] == load_meta(edited)["tokens_fingerprint"]
+    # the untouched files are not what it trained on, though meta.json says the same of both
+    assert main(["reproduce", str(tmp_path / "r"), "--data", str(tiny_data), "--check"]) == 0
+    assert "data: token files fingerprint" in capsys.readouterr().out
+    assert main(["reproduce", str(tmp_path / "r"), "--check"]) == 0  # the files it trained on
+    out = capsys.readouterr().out
+    assert "token files fingerprint" not in out and "changed after `prepare`" in out
+
+
+def test_data_moved_since_the_run_is_said_with_what_to_do(tiny_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    _train(data, tmp_path, "r", "train.max_iters=1", "train.eval_interval=0")
+    data.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["reproduce", str(tmp_path / "r"), "--check"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: the data folder {tmp_path / 'r'} trained on, {data}, is not there any more "
+        "(moved or deleted); give where it is now with --data DIR"
+    )
+    moved = ["reproduce", str(tmp_path / "r"), "--data", str(tmp_path / "moved"), "--check"]
+    assert main(moved) == 0
+    assert main(["train", "--config", str(tmp_path / "r" / "config.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: data folder {data} does not exist; give the folder")
+
+
+def test_differences_name_what_changes_float_rounding_on_a_cpu():
+    base = {"cpu_threads": 2, "env": {}, "gpu_names": []}
+    assert provenance.differences(base, base) == []
+    now = {"cpu_threads": 1, "env": {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "1"}}
+    assert provenance.differences(base, now | {"gpu_names": []}) == [
+        "hardware: 2 CPU threads recorded, 1 now (on a CPU the thread count changes float "
+        "rounding, so the losses in their last digits)",
+        "environment: OMP_NUM_THREADS=(unset) recorded, OMP_NUM_THREADS=1 now",
+    ]  # which GPU is visible is not a difference of numerics; the GPUs' names are
+    on_gpu = {"cpu_threads": 8, "env": {}, "gpu_names": ["NVIDIA H200"]}
+    assert provenance.differences(on_gpu, on_gpu | {"cpu_threads": 16}) == []
+
+
+def test_differences_name_the_uncommitted_changes_on_both_sides():
+    clean = {"commit": "a" * 40, "dirty": False, "diff_sha256": None, "changed_files": []}
+    dirty = {"commit": "a" * 40, "dirty": True, "diff_sha256": "d1", "changed_files": ["README.md"]}
+    found = provenance.differences({"git": dirty}, {"git": clean})
+    assert found == ["code: uncommitted changes recorded in README.md, now in no file"]
+    other = dirty | {"diff_sha256": "d2"}
+    assert provenance.differences({"git": dirty}, {"git": other}) == [
+        "code: uncommitted changes recorded in README.md, now in README.md (other changes to "
+        "the same files)"
+    ]
+    assert provenance.differences({"git": dirty}, {"git": dirty}) == []
+    moved = clean | {"commit": "b" * 40}  # another commit too: both said
+    assert provenance.differences({"git": dirty}, {"git": moved}) == [
+        "code: commit aaaaaaaaaaaa recorded, bbbbbbbbbbbb now",
+        "code: uncommitted changes recorded in README.md, now in no file",
+    ]
+
+
 def test_a_resumed_run_keeps_its_first_start_on_record(tiny_data, tmp_path, monkeypatch, capsys):
     first = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "r"]
     first += [*TINY_MODEL, *TINY_TRAIN, "train.max_iters=6"]

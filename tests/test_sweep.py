@@ -398,7 +398,7 @@ def test_missing_data_is_refused_once_before_any_trial(capsys, tmp_path):
     path = sweep_file(tmp_path, tmp_path / "nope")
     out = tmp_path / "sweep"
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2", "--out-dir", str(out)])
-    assert "nope has no meta.json" in err
+    assert "data folder " in err and "nope does not exist" in err
     assert not out.exists()
 
 
@@ -414,7 +414,7 @@ def test_a_swept_setting_wins_over_the_commands_flag_but_not_over_the_sweeps_own
     assert space.load_spec(path).params == {"data.data_dir": ("data", "data_dir")}
     out = tmp_path / "sweep"  # each swept folder is checked before a trial starts
     err = _one_line_error(capsys, ["sweep", str(path), "--out-dir", str(out)])
-    assert "other has no meta.json" in err and not out.exists()
+    assert "other does not exist" in err and not out.exists()
     for key, flag in (("tracking.group", "--group"), ("tracking.run_name", "--run-name")):
         names = {key: {"values": ["a", "b"]}}
         path = sweep_file(tmp_path, tiny_data, method="grid", parameters=names)

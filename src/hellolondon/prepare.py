@@ -429,6 +429,11 @@ def load_meta(data_dir: str | Path) -> dict:
             f"{data_dir} is a file, not a folder of token files; make one with `hellolondon "
             "prepare --corpus FILE --tokenizer DIR --out FOLDER` and give that folder"
         )
+    if not data_dir.exists():  # a typo, or data moved since a run recorded its folder
+        raise UserError(
+            f"data folder {data_dir} does not exist; give the folder `hellolondon prepare` "
+            "wrote (--data DIR), or make it with `hellolondon prepare --out DIR`"
+        )
     if not path.is_file():
         raise UserError(
             f"{data_dir} has no meta.json; run `hellolondon prepare --out {data_dir}` first"

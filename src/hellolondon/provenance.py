@@ -16,6 +16,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -133,8 +134,11 @@ def collect(
     data_dir: str | Path,
     seed: int,
     argv: list[str] | None = None,
+    tokens: str | None = None,
 ) -> dict[str, Any]:
-    """The facts recorded with a run: see the module docstring. Secrets are scrubbed."""
+    """The facts recorded with a run: see the module docstring. Secrets are scrubbed. `tokens`:
+    the token files' fingerprint as hashed now (`hash_token_files`), recorded in place of the
+    one meta.json says `prepare` wrote, with that one beside it where the two differ."""
     facts = {
         "hellolondon_version": __version__,
         "git": git_facts(),
@@ -150,8 +154,58 @@ def collect(
         "host": socket.gethostname(),
         "gpu_names": gpu_names(),
         "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
+        "cpu_threads": _cpu_threads(),
     }
+    if tokens is not None:
+        facts["data"]["tokens_fingerprint"] = tokens
+        if tokens != meta.get("tokens_fingerprint"):
+            facts["data"]["recorded_in_meta"] = meta.get("tokens_fingerprint")
     return scrub(facts)
+
+
+def _cpu_threads() -> int:
+    """Threads PyTorch's CPU operations use: on a CPU their count can change float rounding."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+class HashInBackground:
+    """`hash_token_files(data_dir)` on a daemon thread (reading gigabytes takes seconds), so
+    that it overlaps the rest of a run's start and never holds up the exit of a refused one.
+    `result()` is the fingerprint, or None where the files could not be read."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self._value: str | None = None
+        self._thread = threading.Thread(
+            target=self._hash, args=(data_dir,), name="hash-token-files", daemon=True
+        )
+        self._thread.start()
+
+    def _hash(self, data_dir: str | Path) -> None:
+        from hellolondon.prepare import hash_token_files
+
+        try:
+            self._value = hash_token_files(data_dir)
+        except OSError:  # the run reads them already: a record without the hash, not a failure
+            self._value = None
+
+    def result(self) -> str | None:
+        self._thread.join()
+        return self._value
+
+
+def changed_since_prepare(meta: dict[str, Any], tokens: str, data_dir: str | Path) -> str | None:
+    """A warning when the token files hash to other than what `prepare` recorded in meta.json."""
+    written = meta.get("tokens_fingerprint")
+    if not written or written == tokens:
+        return None
+    return (
+        f"warning: the token files in {data_dir} are not as `prepare` wrote them (meta.json "
+        f"records fingerprint {_short(written)}, they hash to {_short(tokens)} now): edited or "
+        "damaged since; the run records what it trains on, run `hellolondon prepare` again for "
+        "files that match their record"
+    )
 
 
 # What a resume records of its own start (the seeds and the first command stay the first start's)
@@ -223,9 +277,8 @@ def current(data_dir: str | Path) -> dict[str, Any]:
     from hellolondon.prepare import hash_token_files, load_meta
 
     meta = load_meta(data_dir)
-    facts = collect(meta, data_dir, seed=0)
-    facts["data"]["tokens_fingerprint"] = hash_token_files(data_dir)
-    facts["data"]["recorded_in_meta"] = meta.get("tokens_fingerprint")
+    facts = collect(meta, data_dir, seed=0, tokens=hash_token_files(data_dir))
+    facts["data"].setdefault("recorded_in_meta", meta.get("tokens_fingerprint"))
     return facts
 
 
@@ -239,11 +292,49 @@ def recorded_data_dir(run_config: dict[str, Any]) -> str | None:
     return recorded if recorded and Path(recorded).is_dir() else given
 
 
+def _changed(git: dict[str, Any]) -> str:
+    """The files a checkout's uncommitted changes touch, as a record names them."""
+    if not git.get("dirty"):
+        return "no file"
+    files = git.get("changed_files")
+    files = files if isinstance(files, list) else []
+    return (
+        ", ".join(str(f) for f in files[:5])
+        + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        or "some file"
+    )
+
+
 def _short(value: Any) -> str:
     if value is None:
         return "unknown"
     text = str(value)
     return text[:12] if len(text) == 64 or len(text) == 40 else text
+
+
+NUMERICS_ENV = ("OMP_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")  # not which GPU
+
+
+def _numerics_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Settings of the machine that change float rounding: the CPU thread count of a CPU run
+    (how a matrix product splits its sums), and the environment variables that set it."""
+    out = []
+    threads = recorded.get("cpu_threads"), now.get("cpu_threads")
+    if not recorded.get("gpu_names") and None not in threads and threads[0] != threads[1]:
+        out.append(
+            f"hardware: {threads[0]} CPU threads recorded, {threads[1]} now (on a CPU the "
+            "thread count changes float rounding, so the losses in their last digits)"
+        )
+    env_r, env_n = recorded.get("env") or {}, now.get("env") or {}
+    if not isinstance(env_r, dict):  # a record edited into another shape
+        env_r = {}
+    for key in NUMERICS_ENV:
+        if env_r.get(key) != env_n.get(key):
+            out.append(
+                f"environment: {key}={env_r.get(key, '(unset)')} recorded, "
+                f"{key}={env_n.get(key, '(unset)')} now"
+            )
+    return out
 
 
 def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -261,15 +352,12 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
                 f"code: commit {_short(rg.get('commit'))} recorded, {_short(ng.get('commit'))} now"
             )
         same_changes = rg.get("diff_sha256") == ng.get("diff_sha256")
-        if rg.get("commit") == ng.get("commit") and (rg.get("dirty") or ng.get("dirty")):
-            if not same_changes:
-                changed = ", ".join(ng.get("changed_files") or []) or "none now"
-                out.append(
-                    "code: the uncommitted changes differ from the recorded run's "
-                    f"(changed files now: {changed})"
-                )
-        elif rg.get("dirty"):
-            out.append("code: the recorded run had uncommitted changes, which no commit holds")
+        same_code = rg.get("commit") == ng.get("commit") and same_changes
+        if (rg.get("dirty") or ng.get("dirty")) and not same_code:
+            out.append(
+                f"code: uncommitted changes recorded in {_changed(rg)}, now in {_changed(ng)}"
+                + (" (other changes to the same files)" if _changed(rg) == _changed(ng) else "")
+            )
     elif rg and not ng:
         out.append(
             f"code: recorded from a checkout at {_short(rg.get('commit'))}, now not run from one"
@@ -297,6 +385,7 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
             f"hardware: GPUs {recorded.get('gpu_names') or 'none'} recorded, "
             f"{now.get('gpu_names') or 'none'} now"
         )
+    out += _numerics_differences(recorded, now)
     for resume in recorded.get("resumes") or []:
         changed = _resume_differences(recorded, resume)
         if changed:

@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{path} {what}: the recorded settings are not there to run again")
     # the recorded paths may be relative to the folder the run was started in, not to this one
     data = args.data or recorded_data_dir(recorded)
+    if not args.data and data and not Path(data).exists():
+        raise UserError(
+            f"the data folder {args.run} trained on, {data}, is not there any more (moved or "
+            "deleted); give where it is now with --data DIR"
+        )
     overrides = [f"data.data_dir={data}"] if data else []
     sweep = SweepFolder.of_trial(args.run)
     # a sweep's trial is run again beside its sweep, not as one more trial inside it

@@ -129,6 +129,8 @@ def _setup(
 ) -> Run:
     peak = peak_flops_for(d.device)  # a bad HELLOLONDON_PEAK_TFLOPS is refused before the folder
     meta, tokenizer, ckpt, state = _inputs(cfg, resume, log)
+    # what the run trains on, hashed while the model is built: the record holds it, not meta.json's
+    hashing = provenance.HashInBackground(cfg.data.data_dir) if d.is_main else None
     cfg = resolve_config(
         cfg, world=d.world_size, meta=meta, ckpt=ckpt, state=state, global_batch=global_batch,
         agree=partial(broadcast_object, d=d), log=log,
@@ -164,8 +166,13 @@ def _setup(
         log(f"warning: {odd}")
     in_place = ckpt is not None and RunDir.of_checkpoint(ckpt) == run.rundir
     # the same W&B run only when the run goes on in its own folder (a loose checkpoint: a new one)
+    tokens = hashing.result() if hashing is not None else None
+    if tokens is not None and (
+        changed := provenance.changed_since_prepare(meta, tokens, cfg.data.data_dir)
+    ):
+        log(changed)
     _open_tracking(
-        run, dtype, tokenizer, state.get("tracker_run_id") if in_place else None, in_place
+        run, dtype, tokenizer, state.get("tracker_run_id") if in_place else None, in_place, tokens
     )
     run.slow = announce_pace(run, cfg.train.max_iters - run.state.step, "steps to go")
     run.state.begin()
@@ -290,10 +297,11 @@ def _continue_from(run: Run, ckpt: Path, state: dict) -> None:
 
 
 def _open_tracking(
-    run: Run, dtype: torch.dtype, tokenizer, resume_run_id: str | None, in_place: bool = False
-) -> None:
+    run: Run, dtype: torch.dtype, tokenizer, resume_run_id: str | None, in_place: bool = False,
+    tokens: str | None = None,
+) -> None:  # fmt: skip
     d, cfg = run.dist, run.cfg
-    full = run_config(run, dtype, tokenizer)  # asks the hardware: once
+    full = run_config(run, dtype, tokenizer, tokens)  # asks the hardware: once
     if d.is_main and in_place:  # the run's first command, code and data stay on record
         full["reproduce"] = provenance.across_resume(run.rundir.read_config(), full, run.state.step)
     if d.is_main:
@@ -404,8 +412,11 @@ def architecture(n_layer: int, n_head: int, n_embd: int) -> str:
     return f"{name} ({n_layer} layers, {n_head} heads, {n_embd} wide)"
 
 
-def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
-    """The full run config for the tracker: settings, model, data and hardware facts."""
+def run_config(
+    run: Run, dtype: torch.dtype, tokenizer=None, tokens: str | None = None
+) -> dict[str, Any]:
+    """The full run config for the tracker: settings, model, data and hardware facts; `tokens`,
+    the token files' fingerprint as hashed at the start (rank 0)."""
     cfg, m, meta = run.cfg, run.cfg.model, run.meta
     return {
         **cfg.to_dict(),
@@ -445,7 +456,7 @@ def run_config(run: Run, dtype: torch.dtype, tokenizer=None) -> dict[str, Any]:
             "peak_flops": run.peak_flops,
             "tokens_per_step": run.tokens_per_step,
         },
-        "reproduce": provenance.collect(meta, cfg.data.data_dir, cfg.train.seed),
+        "reproduce": provenance.collect(meta, cfg.data.data_dir, cfg.train.seed, tokens=tokens),
     }
 
 
