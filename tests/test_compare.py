@@ -51,6 +51,30 @@ def test_how_the_wandb_mode_was_chosen_is_not_a_differing_setting():
     assert differing(runs) == ["train.lr"]
 
 
+def test_one_data_folder_named_two_ways_is_not_a_difference(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from hellolondon.comparison import differing
+
+    (tmp_path / "work" / "data").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def run(given, lr=1e-3):
+        where = str((tmp_path / given).resolve())
+        return SimpleNamespace(
+            config={
+                "train": {"lr": lr},
+                "data": {"data_dir": given},
+                "reproduce": {"data": {"data_dir": where}},
+            }
+        )
+
+    # `train --data work/data`, and `train --config` of that run from another folder
+    assert differing([run("work/data"), run(str(tmp_path / "work" / "data"), 3e-3)]) == ["train.lr"]
+    assert differing([run("work/data"), run("other")]) == ["data.data_dir"]
+
+
 def test_settings_are_shown_exactly_as_set():
     from hellolondon.comparison import _cell
 

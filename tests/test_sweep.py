@@ -169,6 +169,7 @@ def test_agent_trials_started_in_one_second_get_folders_of_their_own(monkeypatch
         ),
         ({"train.lr": {"values": [0.00001]}}, "random", "train.min_lr must be in [0, train.lr]"),
         ({"train.dtype": {"values": ["float32", "float8"]}}, "random", "train.dtype must be"),
+        ({"train.dtype": {"values": [True]}}, "random", "train.dtype must be"),  # not a choice
         (  # both ends divide the width (32), the middle does not
             {"model.n_head": {"distribution": "int_uniform", "min": 1, "max": 4}},
             "random",
@@ -190,6 +191,17 @@ def test_bad_sweep_files_are_refused_before_anything_starts(
     assert expected in err, err
     assert err.count(expected) == 1, err  # said once
     assert not out.exists()
+
+
+def test_yaml_booleans_are_taken_where_the_command_line_takes_them(tmp_path, tiny_data):
+    from hellolondon.config import build_config
+
+    compile_ = {"train.compile": {"values": [True, False]}}  # auto|true|false
+    spec = space.load_spec(sweep_file(tmp_path, tiny_data, method="grid", parameters=compile_))
+    assert spec.params == {"train.compile": ("train", "compile")}
+    for value, setting in ((True, "true"), (False, "false")):
+        (arg,) = space.settings_args({"train.compile": value})  # as the trial is given it
+        assert build_config("tiny", overrides=[arg]).train.compile == setting
 
 
 def test_a_folder_given_as_the_sweep_file(capsys, tmp_path):
@@ -428,6 +440,56 @@ def test_random_sweep_needs_a_trial_count(capsys, tmp_path, tiny_data):
 
 
 # ------------------------------------------------------------------ the engine's decisions
+
+
+def test_a_trials_log_has_its_command_quoted_and_without_secrets(tmp_path, tiny_data, monkeypatch):
+    import shlex
+
+    monkeypatch.setenv("HF_TOKEN", "plainvalue123")
+    notes = ["--notes", "key sk-proj-abcdefghijklmnop1234 and plainvalue123"]
+    quick = ["train.max_iters=2", "train.eval_interval=0", "train.ckpt_interval=0"]
+    path = sweep_file(
+        tmp_path, tiny_data, method="grid", parameters={"train.lr": {"values": [1e-3]}},
+        fixed=[*notes, *quick], metric={"name": "train/loss", "goal": "minimize"},
+    )  # fmt: skip
+    folder = SweepFolder(tmp_path / "sweep")
+    lines: list[str] = []
+    driver.run_sweep(path, out_dir=folder.path, log=lines.append)
+    (trial,) = folder.load()
+    text = folder.log_path(trial).read_text()
+    assert trial.state == "finished", text
+    assert "sk-proj-abcdefghijklmnop1234" not in text and "plainvalue123" not in text
+    command = shlex.split(text.splitlines()[0][2:])  # a shell reads it back as one argument
+    assert command[command.index("--notes") + 1] == "key *** and ***"
+    # one trial: nothing differs, yet the ranking shows the swept value, and counts in English
+    ranking = json.loads((folder.path / "ranking.json").read_text())
+    assert ranking["settings"] == ["train.lr"]
+    said = "\n".join(lines)
+    assert (
+        "1 trial (1 finished), best first:" in said and "train.lr" in said.split("best first:")[1]
+    )
+
+
+def test_a_trial_that_logged_nothing_is_named_under_the_ranking(tmp_path, tiny_data):
+    from tinyrun import tiny_config
+
+    from hellolondon.train.loop import train
+
+    lrs = {"values": [1e-3, 2e-3]}
+    spec = space.load_spec(
+        sweep_file(tmp_path, tiny_data, method="grid", parameters={"train.lr": lrs})
+    )
+    folder = SweepFolder(tmp_path / "sweep")
+    folder.check_or_create(spec.text)
+    cfg = tiny_config(tiny_data, folder.trials_dir, "tracking.run_name=s-001", "train.lr=0.001")
+    train(cfg, log=lambda *_: None)
+    records = [Trial("s-001", {"train.lr": 1e-3}, "finished"), Trial("s-002", {"train.lr": 2e-3})]
+    records[1].state = "failed"  # it died before its first row (a GPU that was not there, say)
+    lines: list[str] = []
+    table = driver.finish(spec, folder, records, lines.append)
+    assert [r.path.name for r in table.runs] == ["s-001"] and table.settings == ["train.lr"]
+    assert "2 trials (1 finished, 1 failed), best first:" in "\n".join(lines)
+    assert "not ranked: s-002 failed, logged no row (train.lr=0.002)" in lines
 
 
 def test_grid_trials_count_to_the_grid_size(tmp_path, tiny_data, monkeypatch):

@@ -11,9 +11,11 @@ import difflib
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hellolondon.errors import UserError
+from hellolondon.provenance import recorded_data_dir
 from hellolondon.report.rundata import RunData, summarize, to_float
 from hellolondon.units import fmt_count, fmt_duration, fmt_value
 
@@ -45,18 +47,24 @@ def flat_settings(config: dict[str, Any]) -> dict[str, Any]:
     for section in SETTING_SECTIONS:
         for name, value in (config.get(section) or {}).items():
             flat[f"{section}.{name}"] = value
+    # the data folder as the run resolved it: work/data and /home/me/work/data are one folder
+    if "data.data_dir" in flat and (where := recorded_data_dir(config)):
+        flat["data.data_dir"] = str(Path(where).resolve())
     return flat
 
 
-def differing(runs: list[RunData]) -> list[str]:
+def differing(runs: list[RunData], always: list[str] = ()) -> list[str]:
     """Settings whose values are not the same in every run, in config order (runs without a
-    readable config are left out: they would make every setting differ)."""
+    readable config are left out: they would make every setting differ); `always` (a sweep's
+    parameters) come first, differing or not."""
     flats = [flat_settings(r.config) for r in runs if r.config]
     keys = list(dict.fromkeys(k for f in flats for k in f))
-    return [
+    return list(always) + [
         k
         for k in keys
-        if k not in NOT_SETTINGS and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1
+        if k not in NOT_SETTINGS
+        and k not in always
+        and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1
     ]
 
 
@@ -252,16 +260,18 @@ def compare(
     metric: str | None = None,
     goal: str = "minimize",
     final: bool = False,
+    settings: list[str] = (),
 ) -> Comparison:
     """The comparison of `runs`, sorted by `sort` (a column name; default: the best first by
     `metric`, else by best val loss). `final`: the metric as W&B's summary holds it (a
-    sweep's objective), not its best logged value."""
+    sweep's objective), not its best logged value. `settings`: columns shown even where every
+    run has the same value (a sweep's parameters)."""
     if goal == "minimize" and metric == ("final_val_loss" if final else "best_val_loss"):
         metric = None  # a column already is that metric
     if goal == "minimize" and metric == "eval/val_loss":
         metric, sort = None, sort or ("final val loss" if final else None)
     table = Comparison(
-        differing(runs), list(runs), [outcomes(r) for r in runs], metric, goal, final
+        differing(runs, settings), list(runs), [outcomes(r) for r in runs], metric, goal, final
     )
     table.sort(sort)
     return table

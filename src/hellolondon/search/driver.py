@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from hellolondon.errors import UserError
 from hellolondon.prepare import load_meta
 from hellolondon.search.folder import SweepFolder, Trial
 from hellolondon.search.space import SweepSpec, import_engine, load_spec, plain, settings_args
+from hellolondon.tracking.secrets import scrub_text
 
 POLL_S = 2.0  # how often a running trial's metrics are read for early termination
 STOP_WAIT_S = 120.0  # a stopped trial's time to save its checkpoint and exit
@@ -182,7 +184,7 @@ def run_trial(
     resumed = "--resume" in cmd
     folder.log_path(trial).parent.mkdir(parents=True, exist_ok=True)
     with open(folder.log_path(trial), "a", encoding="utf-8") as out:
-        out.write(f"$ {' '.join(cmd)}\n")
+        out.write(f"$ {scrub_text(shlex.join(cmd))}\n")  # as a shell takes it, no secret
         out.flush()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_trial_env())
         trial.pid = proc.pid
@@ -377,7 +379,10 @@ def finish(spec: SweepSpec, folder: SweepFolder, records: list[Trial], log):
         raise UserError(
             f"no trial of sweep {spec.name} logged anything (logs in {folder.path / 'logs'})"
         )
-    table = compare(runs, metric=spec.metric or "eval/val_loss", goal=spec.goal, final=True)
+    table = compare(
+        runs, metric=spec.metric or "eval/val_loss", goal=spec.goal, final=True,
+        settings=list(spec.params),
+    )  # fmt: skip
     text = table.text()
     data = table.to_json() | {
         "sweep": spec.name,
@@ -391,7 +396,13 @@ def finish(spec: SweepSpec, folder: SweepFolder, records: list[Trial], log):
     counts = ", ".join(
         f"{states.count(s)} {s}" for s in ("finished", "stopped", "killed", "failed") if s in states
     )
-    log(f"\n{len(records)} trials ({counts}), best first:\n{text}")
+    log(f"\n{len(records)} trial{'s' * (len(records) != 1)} ({counts}), best first:\n{text}")
+    ranked = {r.path.resolve() for r in runs}
+    for t in records:  # a trial that failed before its first row is in no table: say it here
+        if folder.trial_dir(t).resolve() not in ranked:
+            log(
+                f"not ranked: {t.name} {t.state}, logged no row ({' '.join(settings_args(t.values))})"
+            )
     if "killed" in states:
         log("killed trials go on from their checkpoints when the same sweep command runs again")
     log(f"\nwrote {txt}; the trials overlaid: hellolondon report {folder.trials_dir}/*")

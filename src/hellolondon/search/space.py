@@ -199,7 +199,9 @@ def _fits(value: Any, current: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(current, float):
         return isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(current, str | list):
+    if isinstance(current, str):  # YAML's true/false for auto|true|false: the settings' checks
+        return isinstance(value, str | bool)  # decide, as on the command line (True -> "true")
+    if isinstance(current, list):
         return isinstance(value, str)
     return False
 
