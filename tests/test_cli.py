@@ -56,7 +56,10 @@ def test_every_command_has_help(capsys):
 
 def test_missing_data_folder(capsys, tmp_path):
     err = _err(capsys, ["train", "--data", str(tmp_path / "nope"), "--out-dir", str(tmp_path)])
-    assert "meta.json" in err and "prepare" in err
+    assert "nope does not exist" in err and "prepare" in err
+    (tmp_path / "empty").mkdir()
+    err = _err(capsys, ["train", "--data", str(tmp_path / "empty"), "--out-dir", str(tmp_path)])
+    assert "empty has no meta.json" in err and "prepare" in err
 
 
 def test_unknown_config_key(capsys, tiny_data, tmp_path):
