@@ -131,6 +131,21 @@ def test_demo_refuses_a_bad_setting_before_any_stage(flags, message, tmp_path, c
     assert "== 1/5" not in out and not work.exists() and not (tmp_path / "runs").exists()
 
 
+def test_demo_refuses_a_run_name_in_use_before_it_replaces_the_token_files(tmp_path, capsys):
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    taken = runs / "same" / "checkpoints" / "step-000010"  # a run the token files belong to
+    taken.mkdir(parents=True)
+    (taken / "state.json").write_text("{}")
+    argv = ["demo", "--wandb-mode", "disabled", "--work", str(work), "--out-dir", str(runs)]
+    assert main([*argv, "--run-name", "same"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == (
+        f"error: run folder {runs / 'same'} already exists; choose another --run-name or "
+        f"resume it with `hellolondon train --resume {runs / 'same'}`"
+    )
+    assert "== 1/5" not in out and not work.exists()
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

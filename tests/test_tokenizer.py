@@ -222,6 +222,10 @@ def test_term_counts(tok):
     assert counts["thou"] == 2
     assert counts["Cheapside"] == 1  # "Cheapside" at the start of a text has no leading space
     assert counts["Pepys"] == 0
+    # a term's token at the start of a longer word is not the term
+    assert tok.encode(" ruffian")[0] == tok.encode(" ruff")[0]
+    counts = term_counts(tok, ["a ruffian, a ruff. The ruffle and the ruff", "so thou thousand"])
+    assert counts["ruff"] == 2 and counts["thou"] == 1
 
 
 def test_cli_train_encode_terms(tmp_path, capsys):

@@ -73,6 +73,7 @@ def demo_config(work: Path, overrides: list[str], tracking: list[str], vocab_siz
     demo writes anything: a bad setting is one line, not one line after three stages."""
     from hellolondon.errors import UserError
     from hellolondon.hardware import resolve_device
+    from hellolondon.rundir import RunDir
     from hellolondon.tokenizer import check_vocab_size
 
     check_vocab_size(vocab_size)
@@ -89,6 +90,8 @@ def demo_config(work: Path, overrides: list[str], tracking: list[str], vocab_siz
             "data.data_dir is the demo's own token folder (WORK/data); move it with --work"
         )
     resolve_device(cfg.train.device)
+    if cfg.tracking.run_name:  # a name in use: said before the demo replaces its token files
+        RunDir(Path(cfg.out_dir) / cfg.tracking.run_name).check_new()
     return cfg
 
 

@@ -170,7 +170,7 @@ class RunDir:
         if self.checkpoints.is_dir() and any(self.checkpoints.iterdir()):
             raise UserError(
                 f"run folder {self.path} already exists; choose another --run-name or resume it "
-                f"with --resume {self.path}"
+                f"with `hellolondon train --resume {self.path}`"
             )
         raise UserError(
             f"run folder {self.path} already exists, and holds no checkpoint to resume (its run "

@@ -390,15 +390,18 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def term_counts(tokenizer: Tokenizer, texts: Iterable[str]) -> dict[str, int]:
-    """How often each historical term's token occurs when `texts` are encoded."""
+    """How often each historical term occurs as a word when `texts` are encoded: its token not
+    followed by one that goes on with letters (" ruff" + "ian" is "ruffian", not "ruff")."""
     ids = {}
     for term in historical_terms():
         enc = tokenizer.encode(" " + term)
         if len(enc) == 1:
             ids[enc[0]] = term
+    goes_on = {i for i in range(tokenizer.vocab_size) if tokenizer.decode([i])[:1].isalpha()}
     counts = dict.fromkeys(ids.values(), 0)
     for text in texts:
-        for i in tokenizer.encode(text):
-            if i in ids:
+        encoded = tokenizer.encode(text)
+        for i, nxt in zip(encoded, [*encoded[1:], None], strict=True):
+            if i in ids and nxt not in goes_on:
                 counts[ids[i]] += 1
     return counts
