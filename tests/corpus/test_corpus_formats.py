@@ -110,6 +110,19 @@ def test_standalone_number_inside_text_is_kept_without_page_breaks():
     assert out == text and log == []
 
 
+def test_numbered_speakers_of_a_play_are_not_running_heads():
+    # the Folio's Macbeth (IV.i) as OCR gives it, without page breaks: numbered speakers a
+    # line or two apart look like '12 A SURVEY OF LONDON', but no page is that short
+    text = (
+        "Macb. What is this, that rises like the issue of a King?\n\n"
+        "1 Shew.\n\nAnd hath vpon his Baby-brow, the round\nAnd top of Soueraignty?\n\n"
+        "2 Shew.\n\nListen, but speake not too't.\n\n"
+        "3 Shew.\n\nBe Lyon metled, proud, and take no care\n"
+    )
+    out, log = strip_page_furniture(text)
+    assert out == text and log == []
+
+
 def test_old_bailey_trials_become_one_session_document():
     docs = list(read_old_bailey(FIXTURES / "oldbailey_17800112.xml"))
     assert len(docs) == 1

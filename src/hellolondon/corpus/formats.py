@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import statistics
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,6 +276,7 @@ _HEADING_WORDS = re.compile(
     r"^\W*(chapter|chap|book|part|section|sect|canto|act|scene|letter|vol|volume|no|number|psalm|art)\b",
     re.I,
 )
+MIN_PAGE_LINES = 12  # lines of the shortest page a running head without page breaks tops
 _PAGE_BREAK = "\x00"  # stands where furniture was removed, so a split paragraph can be re-joined
 
 
@@ -316,7 +318,10 @@ def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
             if len(key) >= 4:
                 keyed.setdefault(key, []).append(i)
     for where in keyed.values():
-        if len(where) >= 3:
+        gaps = [b - a for a, b in zip(where, where[1:], strict=False)]
+        # without page breaks, a head recurs a page or more apart; "1 Shew", "2 Shew", "3 Shew"
+        # a line or two apart are a play's speakers (the witches' show in Macbeth)
+        if len(where) >= 3 and (paged or statistics.median(gaps) >= MIN_PAGE_LINES):
             heads.update(where)
     if not paged:  # the same head printed without its number, standing alone
         repeated = {_key(lines[i]) for i in heads}
