@@ -535,7 +535,8 @@ def test_a_path_that_cannot_be_written_is_named_as_the_user_knows_it(
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
 def test_a_path_where_nothing_can_be_made_is_one_line(capsys):
-    err = _err(capsys, ["corpus", "sample", "--out", "/proc/no-such/d.jsonl"])
+    assert main(["corpus", "sample", "--out", "/proc/no-such/d.jsonl"]) == 2  # bad input
+    err = capsys.readouterr().err.strip()
     assert err == (
         "error: /proc/no-such: no such file or folder, and it cannot be made there; check the "
         "path or use another one"
@@ -544,7 +545,7 @@ def test_a_path_where_nothing_can_be_made_is_one_line(capsys):
 
 def test_a_file_where_a_folder_is_needed_is_one_line(tmp_path, capsys):
     (tmp_path / "afile").write_text("kept")
-    assert main(["corpus", "sample", "--out", str(tmp_path / "afile" / "d.jsonl")]) == 1
+    assert main(["corpus", "sample", "--out", str(tmp_path / "afile" / "d.jsonl")]) == 2
     err = capsys.readouterr().err
     assert err == (
         f"error: {tmp_path / 'afile'}: a file stands where a folder is needed on that path; use "

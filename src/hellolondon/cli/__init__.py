@@ -280,14 +280,14 @@ def _main(argv: list[str] | None) -> int:
                 "needed on that path; use another path or move the file",
                 file=sys.stderr,
             )
-            return 1
+            return 2  # a path given that cannot be used: bad input, as a UserError
         if isinstance(exc, FileNotFoundError) and exc.filename:  # e.g. a file under /proc
             print(
                 f"error: {_from_rank()}{_shown(exc.filename)}: no such file or folder, and it "
                 "cannot be made there; check the path or use another one",
                 file=sys.stderr,
             )
-            return 1
+            return 2  # a path given that cannot be used: bad input, as a UserError
         denied = (errno.EROFS, errno.EACCES, errno.EPERM)
         if isinstance(exc, OSError) and exc.errno in denied and exc.filename:
             print(
@@ -295,7 +295,7 @@ def _main(argv: list[str] | None) -> int:
                 "another path or change its permissions",
                 file=sys.stderr,
             )
-            return 1
+            return 2  # a path given that cannot be used: bad input, as a UserError
         print(
             f"error: {_from_rank()}{type(exc).__name__}: {exc} (run again with --debug for the "
             "traceback)",
