@@ -56,3 +56,21 @@ def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
     deadline = time.monotonic() + 5
     with exclusive_lock(lock, Busy):
         assert lock.read_text() == str(os.getpid()) and time.monotonic() < deadline
+
+
+def test_a_folder_made_for_writing_goes_again_when_the_command_leaves_it_empty(tmp_path):
+    from hellolondon.files import writing
+
+    new = tmp_path / "new"
+    with pytest.raises(RuntimeError), writing(new):
+        assert new.is_dir()
+        raise RuntimeError("the command failed before its files were in place")
+    assert not new.exists()
+    with writing(new):
+        (new / "tokenizer.json").write_text("{}")
+    assert [p.name for p in new.iterdir()] == ["tokenizer.json"]  # what it wrote stays
+    mine = tmp_path / "mine"  # a folder the user made is never removed, empty or not
+    mine.mkdir()
+    with pytest.raises(RuntimeError), writing(mine):
+        raise RuntimeError("failed")
+    assert mine.is_dir()

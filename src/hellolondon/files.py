@@ -120,20 +120,30 @@ def exclusive_lock(path: str | Path, refuse: Callable[[str], Exception]) -> Iter
 WRITING = ".writing.lock"  # held by the command writing into a folder (see `writing`)
 
 
-def writing(folder: str | Path) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def writing(folder: str | Path) -> Iterator[None]:
     """Held while a command writes its files into `folder` (`tokenizer train`, `prepare`,
-    `corpus clean`): a second one writing there at the same time, of any kind, is refused."""
+    `corpus clean`): a second one writing there at the same time, of any kind, is refused. A
+    folder it made is removed again when the command leaves it empty (it failed or was
+    stopped before its files were in place)."""
     from hellolondon.errors import UserError
 
     folder = Path(folder)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    return exclusive_lock(
-        folder / WRITING,
-        lambda pid: UserError(
-            f"{folder} is being written by another hellolondon command (process {pid}); wait "
-            "for it to end, or choose another --out"
-        ),
-    )
+    try:
+        with exclusive_lock(
+            folder / WRITING,
+            lambda pid: UserError(
+                f"{folder} is being written by another hellolondon command (process {pid}); "
+                "wait for it to end, or choose another --out"
+            ),
+        ):
+            yield
+    finally:
+        if made:
+            with contextlib.suppress(OSError):  # only an empty folder goes
+                folder.rmdir()
 
 
 def check_writable_folder(folder: Path, setting: str, fix: str) -> None:

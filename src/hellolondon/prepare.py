@@ -4,8 +4,8 @@ Each document is written as `<|endoftext|>` followed by its tokens, so the separ
 where a text begins. The split is by whole document (never the tail of a text): within each
 source, documents are ordered by sha256 of their id (the hash `corpus.documents.is_validation`
 uses) and the first ones go to validation until they hold about `val_fraction` of that source's
-characters. On a large corpus this matches `is_validation`; on a small one it still gives every
-source a sensible, non-empty share.
+characters. On a large corpus this matches `is_validation`; on a small one a source of a few
+long documents may give none, but the validation set is never empty.
 
 Memory stays bounded: documents stream in chunks, workers encode them, and the parent appends
 tokens to the files in order with only a few chunks in flight. Outputs are written under
@@ -237,7 +237,7 @@ def prepare(
         raise UserError(f"corpus file {corpus} has no documents with text")
     if len(sizes) < 2:
         raise UserError(
-            f"corpus file {corpus} has one document; validation needs a separate one, so add at least one more"
+            f"corpus file {corpus} has one document with text; validation needs a separate one, so add at least one more"
         )
     val_ids = choose_validation(sizes, val_fraction)
     with writing(out_dir):  # makes the folder
@@ -260,7 +260,7 @@ def prepare(
             )
             writer.close()
             meta = _meta(corpus, tokenizer, writer, val_fraction) | dates(f[3:] for f in first)
-            meta["sources"] = len({f[1] for f in first})  # distinct `source` fields
+            meta["sources"] = len({f[1] for f in first if f[1]})  # distinct `source` fields named
             writer.finish(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
         except BaseException:
             writer.discard()

@@ -48,9 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "encode",
         help="show how a text is split into tokens",
         formatter_class=RAW,
-        epilog='example:\n  hellolondon tokenizer encode --tokenizer work/tokenizer "The watermen of Southwark"',
+        epilog='examples:\n  hellolondon tokenizer encode --tokenizer work/tokenizer "The watermen of Southwark"\n'
+        '  hellolondon tokenizer encode --tokenizer work/tokenizer -- "-- a text that starts with a dash"',
     )
-    encode.add_argument("text", help="text to encode")
+    encode.add_argument("text", help="text to encode (after --, when it starts with -)")
     encode.add_argument("--tokenizer", required=True, help="tokenizer folder")
     encode.set_defaults(func=encode_command)
 
