@@ -466,6 +466,21 @@ def test_the_launcher_waits_for_a_left_rank_but_not_for_a_pid_reused_since():
             os.kill(pid, signal.SIGKILL)
 
 
+def test_the_same_global_batch_evaluates_the_same_sequences_on_any_world_size():
+    from hellolondon.config import build_config
+    from hellolondon.train.resolve import resolve_config
+
+    cfg = build_config("tiny", overrides=["train.eval_iters=2"])
+    seqs = {
+        world: resolve_config(
+            cfg, world=world, meta={"vocab_size": 512}, global_batch=16, log=lambda *_: None
+        ).train
+        for world in (1, 2, 4)
+    }
+    assert [(t.batch_size, t.grad_accum) for t in seqs.values()] == [(16, 1), (8, 1), (4, 1)]
+    assert {t.eval_seqs for t in seqs.values()} == {32}  # eval_iters batches on each process
+
+
 def test_split_batch_keeps_the_global_batch_or_refuses():
     assert split_batch(16, 2, max_batch=8) == (8, 1)
     assert split_batch(16, 1, max_batch=8) == (8, 2)

@@ -172,6 +172,29 @@ def test_data_moved_since_the_run_is_said_with_what_to_do(tiny_data, tmp_path, c
     assert err.startswith(f"error: data folder {data} does not exist; give the folder")
 
 
+def test_a_run_of_several_processes_is_run_again_with_its_global_batch(tiny_data, tmp_path, capsys):
+    _train(tiny_data, tmp_path, "r", "train.max_iters=1", "train.eval_interval=0")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    config["hardware"]["world_size"] = 2  # as `train --gpus 2` records it: 4 x 1 x 2 processes
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    for argv in (
+        ["reproduce", str(tmp_path / "r"), "--run-name", "again"],
+        ["train", "--config", str(tmp_path / "r" / "config.json"), "--run-name", "same"],
+    ):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert (
+            "the recorded run trained on 2 processes: its global batch of 8 sequences is kept"
+            in out
+        )
+        assert "global batch: 4 x 2 accumulation x 1 process = 8 sequences" in out
+    # a grad_accum given is obeyed: the user's choice, not the record's
+    assert main(["reproduce", str(tmp_path / "r"), "--run-name", "mine", "train.grad_accum=1"]) == 0
+    out = capsys.readouterr().out
+    assert "is kept" not in out and "global batch: 4 x 1 accumulation x 1 process" in out
+
+
 def test_differences_name_what_changes_float_rounding_on_a_cpu():
     base = {"cpu_threads": 2, "env": {}, "gpu_names": []}
     assert provenance.differences(base, base) == []

@@ -265,7 +265,8 @@ def test_the_stop_policy_on_a_nonfinite_loss_is_an_early_stop_and_an_error(
     argv += ["train.nonfinite=stop", "max_iters=4", "warmup_iters=1", "n_layer=1", "n_embd=16"]
     argv += ["block_size=16"]
     assert main(argv) == 3
-    assert "non-finite loss" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "non-finite loss" in err and "done:" not in out  # an error, not a finished run
     summary = RunDir(tmp_path / "n").read_summary()
     assert summary["stopped_early"] is True and summary["stop_reason"] == "non-finite loss"
 

@@ -70,7 +70,7 @@ def bench(
         batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
         tracker=NullTracker(), monitor=None, meta={}, peak_flops=peak_flops_for(device), log=log,
     )  # fmt: skip
-    announce_pace(run, 1 + max(0, warmup - 1) + steps * max(1, repeat) + 1, "steps it times")
+    announce_pace(run, 1 + max(0, warmup - 1) + steps * max(1, repeat) + 1, "steps it runs")
     t0 = time.perf_counter()
     train_step(run)
     _sync(device)

@@ -459,6 +459,29 @@ def check_before_training(
     return found
 
 
+def recorded_global_batch(
+    run_config: dict[str, Any], log: Callable[[str], None] = print
+) -> int | None:
+    """The global batch (sequences per step) of a recorded run that trained on several
+    processes, said in a line, so that running it again on another number keeps it as a
+    resume does; None for a one-process run (its settings already are its global batch)."""
+    hardware, train = run_config.get("hardware"), run_config.get("train")
+    if not isinstance(hardware, dict) or not isinstance(train, dict):
+        return None
+    try:
+        world = int(hardware.get("world_size") or 1)
+        batch = int(train["batch_size"]) * int(train["grad_accum"]) * world
+    except (KeyError, TypeError, ValueError):
+        return None
+    if world <= 1:
+        return None
+    log(
+        f"the recorded run trained on {world} processes: its global batch of {batch} sequences "
+        f"is kept (--global-batch {batch})"
+    )
+    return batch
+
+
 def check_config_file(path: str | Path, data_dir: str | Path, log: Callable[[str], None] = print):
     """`train --config <a run's recorded config>`: the same warnings as `reproduce`."""
     from hellolondon.files import read_json

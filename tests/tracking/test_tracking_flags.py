@@ -182,6 +182,11 @@ def test_a_mistyped_wandb_mode_is_refused_rather_than_ignored(monkeypatch):
     assert options(overrides=["tracking.wandb_mode=offline"]).mode == "offline"  # not consulted
     monkeypatch.setenv("WANDB_MODE", "dryrun")
     assert options().mode == "offline"
+    from hellolondon.tracking.wandb_start import choose_mode  # said as it was set
+
+    assert choose_mode(options())[1] == "WANDB_MODE=dryrun (W&B's name for offline)"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert choose_mode(options())[1] == "WANDB_MODE=offline"
 
 
 @pytest.mark.parametrize(

@@ -46,9 +46,14 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hellolondon.cli.train_command import sets_grad_accum
     from hellolondon.config import build_config, settings_of_run
     from hellolondon.errors import UserError
-    from hellolondon.provenance import check_before_training, recorded_data_dir
+    from hellolondon.provenance import (
+        check_before_training,
+        recorded_data_dir,
+        recorded_global_batch,
+    )
     from hellolondon.report.rundata import load_run
     from hellolondon.rundir import RunDir
     from hellolondon.search.folder import SweepFolder
@@ -79,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from hellolondon.train.loop import train
 
-    summary = train(cfg)
+    keep = None if sets_grad_accum(args.overrides) else recorded_global_batch(recorded)
+    summary = train(cfg, global_batch=keep)
     best = summary.get("best_val_loss")
     print(
         f"done: {summary['iterations']} iterations"

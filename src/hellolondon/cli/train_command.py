@@ -99,18 +99,24 @@ def _go_on(args: argparse.Namespace, run: Path) -> str:
     return f"; go on with: {resume_command(RunDir(run))}"
 
 
+def sets_grad_accum(overrides: list[str]) -> list[str]:
+    """The key=value settings among `overrides` that set train.grad_accum."""
+    return [
+        i for i in overrides if i.split("=", 1)[0].strip() in ("grad_accum", "train.grad_accum")
+    ]
+
+
 def _check_global_batch(args: argparse.Namespace) -> None:
     """--global-batch decides train.grad_accum (train.batch_size stays the most per process):
     a grad_accum given beside it would be silently replaced."""
     if args.global_batch is None:
         return
-    for item in args.overrides:
-        if item.split("=", 1)[0].strip() in ("grad_accum", "train.grad_accum"):
-            raise UserError(
-                f"{item} does not apply with --global-batch {args.global_batch}, which splits "
-                "the batch into train.batch_size (at most per process) x train.grad_accum x "
-                "processes itself; give one or the other"
-            )
+    for item in sets_grad_accum(args.overrides):
+        raise UserError(
+            f"{item} does not apply with --global-batch {args.global_batch}, which splits "
+            "the batch into train.batch_size (at most per process) x train.grad_accum x "
+            "processes itself; give one or the other"
+        )
 
 
 def _check_own_folder(resume: str, run_name: str | None, out_dir: str | None) -> None:
@@ -167,10 +173,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     is_main = launched_rank() == 0  # read now: a RANK that is not a number is refused up front
     # a recorded run's config: say what changed since (once: `--gpus` ranks get no --config)
-    if str(args.config or "").endswith(".json") and not args.resume and is_main:
-        from hellolondon.provenance import check_config_file
+    if str(args.config or "").endswith(".json") and not args.resume:
+        from hellolondon.files import read_json
+        from hellolondon.provenance import check_config_file, recorded_global_batch
 
-        check_config_file(args.config, cfg.data.data_dir)
+        if is_main:
+            check_config_file(args.config, cfg.data.data_dir)
+        if args.global_batch is None and not sets_grad_accum(args.overrides):
+            # a run of N processes: its global batch, on any number, as a resume keeps it
+            say = print if is_main else (lambda *_: None)
+            args.global_batch = recorded_global_batch(read_json(args.config), say)
     if args.master_port is not None and args.gpus is None:  # ignored, it would mislead
         raise UserError(
             f"--master-port {args.master_port} applies only with --gpus, which starts torchrun"
@@ -193,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             # exit 0 all the same: the stop was asked for and its checkpoint is saved
             print(f"stopped at iteration {summary['iterations']} of {cfg.train.max_iters}"
                   f"{best_text}{_go_on(args, Path(summary['run_dir']))}")  # fmt: skip
-        else:
+        elif summary.get("stop_reason") != "non-finite loss":  # that one: the error below
             print(f"done: {summary['iterations']} iterations{best_text}")
     if summary.get("stop_reason") == "non-finite loss":
         print(

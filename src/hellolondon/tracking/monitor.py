@@ -256,8 +256,9 @@ class HealthMonitor:
         if self._trips("diverging", now > best * c.diverge_ratio):
             text = (
                 f"smoothed loss {now:.3f} is {now / best:.1f}x its best {best:.3f}: training is "
-                "unstable. Lower train.lr or raise train.warmup_iters and resume from the last "
-                "good checkpoint"
+                "unstable. Lower train.lr or raise train.warmup_iters, and resume from a "
+                f"checkpoint saved before iteration {step} (later ones hold the diverged "
+                "weights), or start again where none was"
             )
             self._fire("diverging", "ERROR", step, "loss diverging", text)
         if len(losses) >= c.trend_rows:

@@ -185,7 +185,11 @@ def choose_mode(opts: WandbOptions) -> tuple[str, str, Credentials | None]:
     usable key here."""
     if opts.mode != "online":
         asked = opts.mode_reason in ("WANDB_MODE", "tracking.wandb_mode")
-        return opts.mode, f"{opts.mode_reason}={opts.mode}" if asked else opts.mode_reason, None
+        why = f"{opts.mode_reason}={opts.mode}" if asked else opts.mode_reason
+        raw = os.environ.get("WANDB_MODE", "").strip()
+        if opts.mode_reason == "WANDB_MODE" and raw and raw.lower() != opts.mode:
+            why = f"WANDB_MODE={raw} (W&B's name for {opts.mode})"  # dryrun, as it was set
+        return opts.mode, why, None
     creds, problem = find_credentials(opts.base_url)
     if problem:
         return "offline", problem, None

@@ -29,7 +29,7 @@ from hellolondon.train.speed import (
     skips_on_device,
     step_unless,
 )
-from hellolondon.units import fmt_duration, perplexity
+from hellolondon.units import fmt_duration, fmt_value, perplexity
 
 
 class Clock:
@@ -156,7 +156,7 @@ def evaluate(run: Run) -> bool:
         "eval/iter": step,
     }
     run.log(
-        f"eval {step}: train loss {means['train']:.4f}, val loss {val:.4f}, val ppl {row['eval/val_ppl']:.1f}"
+        f"eval {step}: train loss {means['train']:.4f}, val loss {val:.4f}, val ppl {fmt_value(row['eval/val_ppl'], 1)}"
     )
     _record(run, row)
     return run.state.record_eval(val, means["train"])
