@@ -478,7 +478,12 @@ def test_the_same_global_batch_evaluates_the_same_sequences_on_any_world_size():
         for world in (1, 2, 4)
     }
     assert [(t.batch_size, t.grad_accum) for t in seqs.values()] == [(16, 1), (8, 1), (4, 1)]
-    assert {t.eval_seqs for t in seqs.values()} == {32}  # eval_iters batches on each process
+    accum = resolve_config(
+        build_config("tiny", overrides=["train.eval_iters=2", "train.batch_size=8"]),
+        world=1, meta={"vocab_size": 512}, global_batch=16, log=lambda *_: None,
+    ).train  # fmt: skip
+    assert (accum.batch_size, accum.grad_accum) == (8, 2)
+    assert {t.eval_seqs for t in [*seqs.values(), accum]} == {32}  # eval_iters global batches
 
 
 def test_split_batch_keeps_the_global_batch_or_refuses():

@@ -77,9 +77,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the global grad norm; 0 disables
     eval_interval: int = 50  # steps between evaluations
     eval_iters: int = 10  # fixed held-out batches per evaluation
-    eval_seqs: int = (
-        0  # held-out sequences per evaluation; 0: eval_iters x batch_size x processes at start
-    )
+    eval_seqs: int = 0  # held-out sequences per evaluation; 0: eval_iters x global batch
     log_interval: int = 10  # steps between console/tracker rows
     ckpt_interval: int = 100  # steps between checkpoints (one is also written at the end)
     keep_last: int = 2  # step checkpoints kept besides `best`

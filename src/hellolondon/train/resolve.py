@@ -57,9 +57,9 @@ def resolve_config(
         resume_batch(t, state, world, log, global_batch)  # the global batch on a new world size
     elif global_batch is not None:
         t.batch_size, t.grad_accum = split_batch(global_batch, world, max_batch=t.batch_size)
-    # fixed for the whole run: eval_iters batches on each process, so the same global batch
-    # on 1 or N processes evaluates the same held-out sequences
-    t.eval_seqs = t.eval_seqs or t.eval_iters * t.batch_size * world
+    # fixed for the whole run: eval_iters global batches, so the same global batch evaluates
+    # the same held-out sequences however it is split (processes, accumulation)
+    t.eval_seqs = t.eval_seqs or t.eval_iters * t.batch_size * t.grad_accum * world
     home = RunDir.of_checkpoint(ckpt) if ckpt is not None else None
     name = cfg.tracking.run_name
     if home is not None:  # the run goes on in its own folder (out_dir kept as written if it is)
