@@ -277,9 +277,7 @@ def current(data_dir: str | Path) -> dict[str, Any]:
     from hellolondon.prepare import hash_token_files, load_meta
 
     meta = load_meta(data_dir)
-    facts = collect(meta, data_dir, seed=0, tokens=hash_token_files(data_dir))
-    facts["data"].setdefault("recorded_in_meta", meta.get("tokens_fingerprint"))
-    return facts
+    return collect(meta, data_dir, seed=0, tokens=hash_token_files(data_dir))
 
 
 def recorded_data_dir(run_config: dict[str, Any]) -> str | None:
@@ -378,7 +376,7 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
                 f"data: {label} fingerprint {_short(rd.get(key))} recorded, "
                 f"{_short(nd.get(key))} now (in {nd.get('data_dir')})"
             )
-    if nd.get("recorded_in_meta") and nd["recorded_in_meta"] != nd.get("tokens_fingerprint"):
+    if nd.get("recorded_in_meta"):  # set by `collect` only where the two differ
         out.append("data: the token files were changed after `prepare` wrote them")
     if sorted(recorded.get("gpu_names") or []) != sorted(now.get("gpu_names") or []):
         out.append(

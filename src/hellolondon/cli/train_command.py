@@ -111,9 +111,9 @@ def _check_global_batch(args: argparse.Namespace) -> None:
     a grad_accum given beside it would be silently replaced."""
     if args.global_batch is None:
         return
-    for item in sets_grad_accum(args.overrides):
+    if given := sets_grad_accum(args.overrides):
         raise UserError(
-            f"{item} does not apply with --global-batch {args.global_batch}, which splits "
+            f"{given[0]} does not apply with --global-batch {args.global_batch}, which splits "
             "the batch into train.batch_size (at most per process) x train.grad_accum x "
             "processes itself; give one or the other"
         )
