@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 from hellolondon.cli import main
-from hellolondon.step_profile import busy_us, format_summary, kind_of, summarize, summary_of
+from hellolondon.step_profile import (
+    OPTIMIZER_RANGE,
+    busy_us,
+    format_summary,
+    kind_of,
+    optimizer_range,
+    summarize,
+    summary_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -45,8 +56,9 @@ def test_busy_time_counts_overlapping_kernels_once():
 
 
 def test_summary_gives_per_step_times_shares_and_the_costliest():
-    events = [("gemm_a", 0, 600), ("gemm_a", 1000, 600), ("triton_poi_x", 700, 200),
-              ("flash_fwd", 1700, 400), ("multi_tensor_apply", 2200, 200)]  # fmt: skip
+    events = [(n, s, d, kind_of(n)) for n, s, d in [
+        ("gemm_a", 0, 600), ("gemm_a", 1000, 600), ("triton_poi_x", 700, 200),
+        ("flash_fwd", 1700, 400), ("multi_tensor_apply", 2200, 200)]]  # fmt: skip
     s = summarize(events, wall_us=4000, steps=2, timed_on="gpu")
     assert s["summed_ms_per_step"] == pytest.approx(1.0)  # 2000 µs over 2 steps
     assert s["wall_ms_per_step"] == pytest.approx(2.0)
@@ -99,14 +111,92 @@ def test_a_gpu_profile_without_kernel_events_says_so_and_sums_cpu_time():
     # and a "GPU busy 0%" would be false
     span = SimpleNamespace(start=0.0, elapsed_us=lambda: 500.0)
     ops = [SimpleNamespace(name="aten::mm", device_type=DeviceType.CPU, time_range=span,
-                           self_cpu_time_total=400.0)]  # fmt: skip
+                           self_cpu_time_total=400.0, cpu_parent=None, id=1,
+                           linked_correlation_id=0)]  # fmt: skip
     prof = SimpleNamespace(events=lambda: ops)
     s = summary_of(prof, torch.device("cuda", 0), wall_us=1000.0, steps=1)
     assert s["timed_on"] == "cpu" and "gpu_busy_share" not in s
     assert s["kinds"]["matmul"]["ms_per_step"] == pytest.approx(0.4)
     assert "no GPU kernels were recorded" in "\n".join(format_summary(s))
     kernel = SimpleNamespace(name="sm90_xmma_gemm", device_type=DeviceType.CUDA, time_range=span,
-                             self_cpu_time_total=0.0)  # fmt: skip
+                             self_cpu_time_total=0.0, is_user_annotation=False,
+                             linked_correlation_id=1)  # fmt: skip
     prof = SimpleNamespace(events=lambda: [*ops, kernel])
     s = summary_of(prof, torch.device("cuda", 0), wall_us=1000.0, steps=1)
     assert s["timed_on"] == "gpu" and s["gpu_busy_share"] == pytest.approx(0.5)
+
+
+def _cpu_op(name, parent=None, op_id=0):
+    span = SimpleNamespace(start=0.0, elapsed_us=lambda: 100.0)
+    return SimpleNamespace(name=name, device_type=DeviceType.CPU, time_range=span, id=op_id,
+                           self_cpu_time_total=100.0, cpu_parent=parent,
+                           linked_correlation_id=0)  # fmt: skip
+
+
+def _kernel(name, launcher, us, annotation=False):
+    span = SimpleNamespace(start=0.0, elapsed_us=lambda: us)
+    return SimpleNamespace(name=name, device_type=DeviceType.CUDA, time_range=span,
+                           self_cpu_time_total=0.0, is_user_annotation=annotation,
+                           linked_correlation_id=launcher.id)  # fmt: skip
+
+
+def test_gpu_kernels_launched_in_the_optimizer_range_are_optimizer_time():
+    # Muon's Newton-Schulz products are GEMM kernels launched by aten::baddbmm inside the
+    # range; the model's GEMMs outside it stay matmul. The GPU's copy of the range itself
+    # spans those kernels: counting it too would count their time twice.
+    step = _cpu_op(OPTIMIZER_RANGE, op_id=10)
+    ns = _cpu_op("aten::baddbmm", parent=_cpu_op("Optimizer.step#Muon.step", step), op_id=11)
+    model_mm = _cpu_op("aten::mm", op_id=12)
+    ops = [step, ns, model_mm]
+    kernels = [_kernel("sm90_xmma_gemm_a", ns, 300.0), _kernel("sm90_xmma_gemm_b", model_mm, 200.0),
+               _kernel(OPTIMIZER_RANGE, step, 400.0, annotation=True)]  # fmt: skip
+    prof = SimpleNamespace(events=lambda: [*ops, *kernels])
+    s = summary_of(prof, torch.device("cuda", 0), wall_us=1000.0, steps=1)
+    assert s["timed_on"] == "gpu" and s["summed_ms_per_step"] == pytest.approx(0.5)
+    assert s["kinds"]["optimizer"]["ms_per_step"] == pytest.approx(0.3)
+    assert s["kinds"]["matmul"]["ms_per_step"] == pytest.approx(0.2)
+
+
+def test_cpu_operators_inside_the_optimizer_range_are_optimizer_time():
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        a = torch.randn(64, 64)
+        with optimizer_range():
+            torch.baddbmm(a[None], a[None], a[None])
+            a @ a  # a product, but the optimizer's
+        a @ a
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = summary_of(prof, torch.device("cpu"), wall_us=1000.0, steps=1)
+    kinds = {(t["name"], t["kind"]) for t in s["top"]}
+    assert {
+        ("aten::baddbmm", "optimizer"),
+        ("aten::mm", "optimizer"),
+        ("aten::mm", "matmul"),
+    } <= kinds
+    assert ("aten::baddbmm", "matmul") not in kinds
+
+
+def test_the_optimizer_range_is_entered_only_while_a_profiler_records():
+    assert isinstance(optimizer_range(), contextlib.nullcontext)  # training pays nothing
+    with profile(activities=[ProfilerActivity.CPU]):
+        assert not isinstance(optimizer_range(), contextlib.nullcontext)
+
+
+def test_bench_files_muons_newton_schulz_products_under_the_optimizer(tmp_path, capsys):
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+            "--repeat", "1", "--batch-size", "2", "--block-size", "16", "--vocab-size", "256",
+            "--json", "--profile", str(tmp_path / "prof"), "model.n_layer=1", "model.n_embd=64",
+            "model.n_head=2", "train.compile=false", "train.optimizer=muon"]  # fmt: skip
+    assert main(argv) == 0
+    prof = json.loads(capsys.readouterr().out)["profile"]
+    top = {(t["name"], t["kind"]) for t in prof["top"]}
+    assert ("aten::baddbmm", "optimizer") in top  # Newton-Schulz, not "matmul"
+    assert not {name for name, kind in top if kind in ("matmul", "copy")} & {
+        "aten::baddbmm",
+        "aten::bmm",
+    }
+    assert (
+        prof["kinds"]["optimizer"]["ms_per_step"] > 0 and prof["kinds"]["matmul"]["ms_per_step"] > 0
+    )
+    trace = json.loads((tmp_path / "prof" / "trace.json").read_text())
+    assert any(e.get("name") == OPTIMIZER_RANGE for e in trace["traceEvents"])

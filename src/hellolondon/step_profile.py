@@ -3,10 +3,14 @@ work (matrix products, attention, fused element-wise kernels, optimizer, copies)
 share of the wall time the GPU was busy. `hellolondon bench --profile DIR` prints it and
 writes the trace (open it in https://ui.perfetto.dev or chrome://tracing).
 
-On a GPU the device kernels are timed; on a CPU the operators' own (self) CPU time is."""
+On a GPU the device kernels are timed; on a CPU the operators' own (self) CPU time is.
+Whatever runs inside the optimizer's range of a step (`optimizer_range`: unscaling, clipping
+and the optimizer step) counts as optimizer, whatever its name: Muon's Newton-Schulz products
+are matrix products, but the optimizer's cost."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections import defaultdict
@@ -39,6 +43,17 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # fmt: on
 
 
+OPTIMIZER_RANGE = "hellolondon: optimizer step"  # the range `optimizer_range` marks
+
+
+def optimizer_range() -> contextlib.AbstractContextManager[Any]:
+    """Marks the optimizer's part of a training step for a profiler that is recording, and
+    costs nothing otherwise (a range is entered only while a profiler records)."""
+    if torch.autograd._profiler_enabled():
+        return torch.profiler.record_function(OPTIMIZER_RANGE)
+    return contextlib.nullcontext()
+
+
 def kind_of(name: str) -> str:
     low = name.lower()
     for kind, needles in KINDS:
@@ -60,15 +75,16 @@ def busy_us(spans: list[tuple[float, float]]) -> float:
 
 
 def summarize(
-    events: list[tuple[str, float, float]], wall_us: float, steps: int, timed_on: str
+    events: list[tuple[str, float, float, str]], wall_us: float, steps: int, timed_on: str
 ) -> dict[str, Any]:
-    """`events`: (name, start µs, duration µs) of the device kernels (or CPU operators' self
-    time, start unused). Times per step in ms, by kind and for the 10 costliest names."""
+    """`events`: (name, start µs, duration µs, kind) of the device kernels (or CPU operators'
+    self time, start unused). Times per step in ms, by kind and for the 10 costliest names
+    (a name counted under two kinds, as a product in the optimizer and in the model, twice)."""
     by_kind: dict[str, float] = defaultdict(float)
-    by_name: dict[str, float] = defaultdict(float)
-    for name, _, dur in events:
-        by_kind[kind_of(name)] += dur
-        by_name[name] += dur
+    by_name: dict[tuple[str, str], float] = defaultdict(float)
+    for name, _, dur, kind in events:
+        by_kind[kind] += dur
+        by_name[name, kind] += dur
     summed = sum(by_kind.values())
     per_step = lambda us: us / steps / 1000.0  # noqa: E731
     result: dict[str, Any] = {
@@ -81,28 +97,50 @@ def summarize(
             for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])
         },
         "top": [
-            {"name": n[:120], "kind": kind_of(n), "ms_per_step": per_step(v)}
-            for n, v in sorted(by_name.items(), key=lambda kv: -kv[1])[:10]
+            {"name": n[:120], "kind": kind, "ms_per_step": per_step(v)}
+            for (n, kind), v in sorted(by_name.items(), key=lambda kv: -kv[1])[:10]
         ],
     }
     if timed_on == "gpu":
-        busy = busy_us([(s, s + d) for _, s, d in events])
+        busy = busy_us([(s, s + d) for _, s, d, _ in events])
         result["gpu_busy_share"] = busy / wall_us if wall_us else None
     return result
 
 
-def _events(prof: Any, on_device: bool) -> list[tuple[str, float, float]]:
-    """Device kernels (name, start, duration), or CPU operators (name, start, self time)."""
+def _events(prof: Any, on_device: bool) -> list[tuple[str, float, float, str]]:
+    """Device kernels (name, start, duration, kind), or CPU operators (name, start, self time,
+    kind). A kernel's kind is that of the operator that launched it where that ran in the
+    optimizer's range. The GPU's copies of `record_function` ranges are no kernels: their time
+    is that of the kernels inside them, counted already."""
     from torch.autograd import DeviceType
 
-    out = []
-    for e in prof.events():
-        if on_device:
-            if e.device_type == DeviceType.CUDA:
-                out.append((e.name, float(e.time_range.start), float(e.time_range.elapsed_us())))
-        elif e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0:
-            out.append((e.name, float(e.time_range.start), float(e.self_cpu_time_total)))
-    return out
+    events = list(prof.events())
+    if not on_device:
+        return [
+            (e.name, float(e.time_range.start), float(e.self_cpu_time_total), _kind(e.name, e))
+            for e in events
+            if e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0
+        ]
+    # a kernel's linked_correlation_id is the id of the CPU operator that launched it
+    launchers = {
+        e.id: e for e in events if e.device_type == DeviceType.CPU and not e.linked_correlation_id
+    }
+    return [
+        (e.name, float(e.time_range.start), float(e.time_range.elapsed_us()),
+         _kind(e.name, launchers.get(e.linked_correlation_id)))
+        for e in events
+        if e.device_type == DeviceType.CUDA and not e.is_user_annotation
+    ]  # fmt: skip
+
+
+def _kind(name: str, cpu_event: Any) -> str:
+    """The kind of an operator or kernel: optimizer where the CPU operator (the launcher of a
+    kernel) ran inside the optimizer's range, else by its name."""
+    while cpu_event is not None:
+        if cpu_event.name == OPTIMIZER_RANGE:
+            return "optimizer"
+        cpu_event = cpu_event.cpu_parent
+    return kind_of(name)
 
 
 def profile_steps(

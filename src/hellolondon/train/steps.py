@@ -12,6 +12,7 @@ import torch
 from hellolondon.errors import UserError
 from hellolondon.hardware import gpu_metrics, mfu_percent
 from hellolondon.progress import progress_bar
+from hellolondon.step_profile import optimizer_range
 from hellolondon.train import checkpoint
 from hellolondon.train.distributed import (
     all_reduce_mean,
@@ -112,6 +113,18 @@ def train_step(run: Run, stop: StopSignal | None = None) -> StepResult:
             loss = loss / count
         run.scaler.scale(loss).backward()
         total += loss.detach()
+    with optimizer_range():  # a profile files what runs in here under "optimizer"
+        values, skipped = _update(run, total, stop)
+    return StepResult(values, lr, skipped)
+
+
+def _update(
+    run: Run, total: torch.Tensor, stop: StopSignal | None
+) -> tuple[torch.Tensor, bool | None]:
+    """Unscale and clip the gradients and step the optimizer, unless the loss or the norm is
+    not finite. Returns (loss, grad norm, stop flag) averaged over ranks, and whether the step
+    was skipped (None: decided on the device, known at the read)."""
+    c, d, opt = run.cfg.train, run.dist, run.optimizer
     run.scaler.unscale_(opt)
     norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), c.grad_clip or math.inf)
     if hasattr(norm, "full_tensor"):  # FSDP: a DTensor, already the norm over all shards
@@ -130,7 +143,7 @@ def train_step(run: Run, stop: StopSignal | None = None) -> StepResult:
             run.scaler.step(opt)
             run.scaler.update()
     opt.zero_grad(set_to_none=True)
-    return StepResult(values, lr, skipped)
+    return values, skipped
 
 
 @torch.no_grad()
