@@ -188,8 +188,11 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
     # the years and periods of the documents it was trained on, not the configured 1500-1850
     assert "a historical-English GPT-2 (London, 1623)" in card
     assert "| written | 1623 |" in card and "| periods | stuart (12 documents) |" in card
-    best = read_state(run / "checkpoints" / "step-000040")["trainer"]["best_val_loss"]
-    assert f"| best validation loss (training's fixed batches) | {best:.4f} |" in card
+    trainer = read_state(run / "checkpoints" / "step-000040")["trainer"]
+    assert trainer["best_step"] == 40  # the last checkpoint is the best: its loss, once
+    own = trainer["final_val_loss"]
+    assert f"| validation loss (training's fixed batches) | {own:.4f} at step 40 |" in card
+    assert "best validation loss" not in card
     assert "121 cloze items on London and England 1500-1850" in card  # the packaged set
     report["probes"] |= {"items": 1, "file": "/home/me/my probes.jsonl"}
     (run / "eval" / "step-000040.json").write_text(json.dumps(report))
@@ -197,6 +200,38 @@ def test_the_model_card_has_data_settings_metrics_use_and_limits(trained_run, tm
     card = (tmp_path / "out" / "README.md").read_text()
     assert "1 cloze item from the probe file `my probes.jsonl`" in card
     assert "London and England 1500-1850, log-likelihood" not in card
+
+
+def test_the_card_quotes_the_checkpoints_own_validation_loss_and_the_best_apart(
+    tiny_data, tmp_path
+):
+    """A run that got worse after its best (a learning rate far too high): the card of its last
+    checkpoint gives that checkpoint's loss, and the run's best beside it, each with its step."""
+    from tinyrun import tiny_config
+
+    from hellolondon.train.loop import train
+
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=rising", "train.max_iters=6",
+                      "train.lr=1.0", "train.eval_interval=3", "train.ckpt_interval=3")  # fmt: skip
+    train(cfg, log=lambda *_: None)
+    last = tmp_path / "rising" / "checkpoints" / "step-000006"
+    trainer = read_state(last)["trainer"]
+    own, best = trainer["final_val_loss"], trainer["best_val_loss"]
+    assert own > best + 1 and trainer["best_step"] == 0 and trainer["last_eval_step"] == 6
+    lines = [
+        f"| validation loss (training's fixed batches) | {own:.4f} at step 6 |",
+        f"| best validation loss of the run up to this step | {best:.4f} at step 0 |",
+    ]
+    export_checkpoint(last, tmp_path / "out")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert all(line in card for line in lines)
+    # a checkpoint written before the loop saved its last evaluation: the run's metrics log
+    state = json.loads((last / "state.json").read_text())
+    del state["trainer"]["final_val_loss"], state["trainer"]["last_eval_step"]
+    (last / "state.json").write_text(json.dumps(state))
+    export_checkpoint(last, tmp_path / "out", force=True)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert all(line in card for line in lines)
 
 
 @pytest.mark.parametrize("content", ['{"rows": []}', "[1, 2]"])

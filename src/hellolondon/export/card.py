@@ -169,7 +169,7 @@ def model_card(
         "",
         *_model_section(cfg, state, info, name),
         *_data_section(cfg, run),
-        *_training_section(cfg, state, run),
+        *_training_section(cfg, state, ckpt, run),
         "## Evaluation",
         "",
         *_card_metrics(report),
@@ -224,11 +224,10 @@ def _data_section(cfg: RunConfig, run: dict) -> list[str]:
     return ["## Training data", "", *_table(rows), ""]
 
 
-def _training_section(cfg: RunConfig, state: dict, run: dict) -> list[str]:
+def _training_section(cfg: RunConfig, state: dict, ckpt: Path, run: dict) -> list[str]:
     m, t = cfg.model, cfg.train
     world = int(run.get("hardware", {}).get("world_size", 1))
     tokens_per_step = t.batch_size * t.grad_accum * m.block_size * world
-    best = state.get("trainer", {}).get("best_val_loss")  # the loop's state, as saved
     rows = [
         ("optimizer", _optimizer_text(t)),
         ("learning rate", _schedule_text(t)),
@@ -239,12 +238,45 @@ def _training_section(cfg: RunConfig, state: dict, run: dict) -> list[str]:
         ("steps trained", f"{state.get('step')} of {t.max_iters}"),
         ("gradient clip / dropout", f"{t.grad_clip} / {m.dropout}"),
         ("precision", run.get("hardware", {}).get("dtype", t.dtype)),
-        (
-            "best validation loss (training's fixed batches)",
-            f"{best:.4f}" if best else "not recorded",
-        ),
+        *_val_loss_rows(state, ckpt),
     ]
     return ["## Training hyper-parameters", "", *_table(rows), ""]
+
+
+def _val_loss_rows(state: dict, ckpt: Path) -> list[tuple[str, str]]:
+    """The exported checkpoint's own validation loss with the step it was measured at; the
+    run's best up to the checkpoint beside it only where that is another evaluation (a
+    checkpoint saved after the loss rose, at a divergence, or on an interval)."""
+    own = checkpoint_val_loss(state, ckpt)
+    label = "validation loss (training's fixed batches)"
+    rows = [(label, f"{own[0]:.4f} at step {own[1]}" if own else "not recorded")]
+    trainer = state.get("trainer", {})
+    best, best_step = trainer.get("best_val_loss"), trainer.get("best_step")
+    same = own is not None and best == own[0] and best_step in (None, own[1])
+    if best is not None and not same:
+        at = f" at step {best_step}" if best_step is not None else ""
+        rows.append(("best validation loss of the run up to this step", f"{best:.4f}{at}"))
+    return rows
+
+
+def checkpoint_val_loss(state: dict, ckpt: Path) -> tuple[float, int] | None:
+    """(loss, step) of the last evaluation at or before the checkpoint's step: the loop state
+    the checkpoint saved, or for a checkpoint that did not save it, the run's metrics log."""
+    trainer = state.get("trainer", {})
+    loss, at = trainer.get("final_val_loss"), trainer.get("last_eval_step")
+    if loss is not None and at is not None:
+        return float(loss), int(at)
+    run, step = RunDir.of_checkpoint(ckpt), trainer.get("step", state.get("step"))
+    if run is None or step is None:
+        return None
+    logged = [
+        (float(row["eval/val_loss"]), row["step"])
+        for row in run.rows()
+        if isinstance(row.get("eval/val_loss"), float | int)
+        and isinstance(row.get("step"), int)
+        and row["step"] <= step
+    ]
+    return max(logged, key=lambda pair: pair[1]) if logged else None
 
 
 def _usage_section(cfg: RunConfig) -> list[str]:
