@@ -97,6 +97,31 @@ def test_failed_downloads_exit_1_and_say_how_to_retry(server, tmp_path, capsys):
            f"entry (its id or url) ({server.base}/none/376.txt)" in out.splitlines()  # fmt: skip
 
 
+def test_a_url_source_cut_short_is_one_failed_line_and_nothing_is_kept(server, tmp_path, capsys):
+    body = b"A true relation of the great fire in London. " * 100
+    server.routes["/fire.txt"] = [("short", body, 200, "")]  # no ETag: nothing to resume by
+    catalog = tmp_path / "mine.toml"
+    catalog.write_text(f"""
+[[source]]
+url = "{server.base}/fire.txt"
+id = "fire"
+title = "A True Relation of the Fire"
+author = "Anon"
+year = 1666
+category = "news"
+""")
+    folder = tmp_path / "c"
+    args = ["corpus", "collect", "--no-builtin", "--catalog", str(catalog), "--out", str(folder),
+            "--quiet", "--retries", "1", "--backoff", "0", "--delay", "0"]  # fmt: skip
+    assert main(args) == 1
+    said = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("failed fire:")]
+    assert said == [
+        f"failed fire: cut short: the connection closed after 200 of the {len(body)} bytes its "
+        f"Content-Length gave [2 attempts] ({server.base}/fire.txt)"
+    ]
+    assert [p for p in folder.rglob("*") if p.is_file()] == [folder / "manifest.json"]
+
+
 @pytest.mark.parametrize(
     "flags, said",
     [

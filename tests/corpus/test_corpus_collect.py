@@ -309,6 +309,59 @@ def test_partial_file_without_a_validator_is_not_resumed(server, tmp_path):
     assert [h.get("Range") for h in server.hits("/pg/376.txt")] == [None, None]
 
 
+BROADSIDE = b"The text of a broadside, as it was cried in the streets of London. " * 80
+
+
+def _survey_item(server) -> tuple[Source, str]:
+    """An archive.org item whose metadata matches, and the path of its text."""
+    meta = {"metadata": {"title": "A survey of London", "creator": "Stow, John"},
+            "files": [{"name": "surveyoflondon_djvu.txt"}]}  # fmt: skip
+    server.routes["/metadata/surveyoflondon"] = [("ok", json.dumps(meta).encode())]
+    item = Source(id="ia-surveyoflondon", kind="archive", ref="surveyoflondon", title="A Survey of London",
+                  author="John Stow", year=1598, period="tudor", category="topography", licence="PD", format="djvu")  # fmt: skip
+    return item, "/download/surveyoflondon/surveyoflondon_djvu.txt"
+
+
+def _broadside(server) -> tuple[Source, str]:
+    item = Source(id="bs-fire", kind="url", ref=f"{server.base}/broadside.txt", title="The Fire",
+                  author="Anon", year=1666, period="stuart", category="news", licence="PD", format="text")  # fmt: skip
+    return item, "/broadside.txt"
+
+
+@pytest.mark.parametrize("source", [_survey_item, _broadside])
+def test_a_body_shorter_than_its_content_length_fails_every_kind_of_source(
+    server, tmp_path, source
+):
+    # Each attempt sends 100 bytes of the 5,360 its Content-Length gives, then closes cleanly,
+    # without an ETag or Last-Modified: no later run could resume the part, so none is kept.
+    item, path = source(server)
+    server.routes[path] = [("short", BROADSIDE, 100, "")]
+    run(server, tmp_path, [item], retries=2)
+    rec = manifest(tmp_path)[item.id]
+    assert rec["status"] == "failed" and len(server.hits(path)) == 3  # retried, then refused
+    assert rec["error"] == (
+        f"cut short: the connection closed after 100 of the {len(BROADSIDE)} bytes its "
+        "Content-Length gave"
+    )
+    assert raw_files(tmp_path) == {} and not list((tmp_path / "c" / "rejected").iterdir())
+    assert not list((tmp_path / "c" / "partial").iterdir())
+    server.routes[path] = [("ok", BROADSIDE)]
+    run(server, tmp_path, [item], retry_failed=True)
+    assert raw_files(tmp_path) == {f"{item.id}.txt": BROADSIDE}
+
+
+def test_a_cut_body_with_a_validator_keeps_its_part_to_resume(server, tmp_path):
+    item, path = _broadside(server)
+    server.routes[path] = [("short", BROADSIDE, 100)]  # with an ETag
+    run(server, tmp_path, [item], retries=0)
+    assert manifest(tmp_path)[item.id]["error"].startswith("cut short: the connection closed")
+    assert (tmp_path / "c" / "partial" / f"{item.id}.part").read_bytes() == BROADSIDE[:100]
+    server.routes[path] = [("ok", BROADSIDE)]
+    run(server, tmp_path, [item], retry_failed=True)
+    assert server.hits(path)[-1]["Range"] == "bytes=100-"
+    assert raw_files(tmp_path) == {f"{item.id}.txt": BROADSIDE}
+
+
 def test_offline_uses_only_the_cache(server, tmp_path):
     server.routes["/pg/376.txt"] = [("ok", PLAGUE)]
     run(server, tmp_path, [book(376)])

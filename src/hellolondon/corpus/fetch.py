@@ -262,7 +262,7 @@ class Fetcher:
             if len(body) > limit:
                 raise FetchError(f"response larger than {limit} bytes", False)
             if length.isdigit() and len(body) < int(length):  # cut by the network: try again
-                raise FetchError(f"connection closed after {len(body)} of {length} bytes", True)
+                raise FetchError(_cut_short(len(body), int(length)), True)
             return body
 
         body, attempts = self._retrying(attempt, clock)
@@ -282,7 +282,10 @@ class Fetcher:
                     exc.attempts = attempts
                     raise
         except FetchError:
-            if not part.exists():  # discarded (too large, cut, undecodable): nothing to resume
+            # discarded (too large, undecodable), or cut short by a server that gave no ETag or
+            # Last-Modified to resume it by: nothing partial stays behind
+            if not _resumable(part, url):
+                part.unlink(missing_ok=True)
                 part.with_name(part.name + ".json").unlink(missing_ok=True)
             raise
         return fetched  # type: ignore[return-value]
@@ -375,9 +378,8 @@ class Fetcher:
     def _download_once(self, url: str, part: Path, clock: _Clock) -> Fetched:
         meta_path = part.with_name(part.name + ".json")
         meta = read_json(meta_path)
-        offset = part.stat().st_size if part.exists() else 0
-        if offset and (meta.get("url") != url or not meta.get("validator")):
-            offset = 0  # a partial file of another URL, or one that cannot be checked: start again
+        # a partial file of another URL, or one that cannot be checked: start again
+        offset = part.stat().st_size if _resumable(part, url) else 0
         headers = self._headers()
         if offset:
             headers["Range"] = f"bytes={offset}-"
@@ -426,7 +428,7 @@ class Fetcher:
             finally:
                 conn.close()
         if expected is not None and received < expected:
-            raise FetchError(f"connection closed after {received} of {expected} bytes", True)
+            raise FetchError(_cut_short(received, expected), True)
         encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
         known = expected is not None or bool(getattr(resp, "chunked", False))
         ctype = resp.getheader("Content-Type") or ""
@@ -540,6 +542,20 @@ def _more_waiting(sock: socket.socket, resp: http.client.HTTPResponse) -> bool:
         return bool(resp.fp.peek(1)) if resp.fp else False
     except (OSError, ValueError):
         return False
+
+
+def _resumable(part: Path, url: str) -> bool:
+    """A partial file a later attempt can continue: one of this URL, with the validator (ETag
+    or Last-Modified) that tells whether the rest the server sends is of the same file."""
+    meta = read_json(part.with_name(part.name + ".json"))
+    return part.exists() and meta.get("url") == url and bool(meta.get("validator"))
+
+
+def _cut_short(received: int, expected: int) -> str:
+    return (
+        f"cut short: the connection closed after {received} of the {expected} bytes its "
+        "Content-Length gave"
+    )
 
 
 def _range_start(value: str | None) -> int | None:
