@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from hellolondon.config import build_config
+from hellolondon.tracking import wandb_tracker
 from hellolondon.tracking.setup import open_tracker
 
 
@@ -61,6 +62,8 @@ def kill_wandb_core() -> list[int]:
 
 def main() -> None:
     run_dir, opts = Path(sys.argv[1]), json.loads(sys.argv[2])
+    if "finish_timeout_s" in opts:  # a shorter wait at the end, so a test need not wait 120 s
+        wandb_tracker.FINISH_TIMEOUT_S = opts["finish_timeout_s"]
     cfg = build_config(opts.get("preset", "tiny"), overrides=opts.get("overrides", []))
     cfg.tracking.run_name = cfg.tracking.run_name or run_dir.name
     run_config = {
@@ -81,6 +84,7 @@ def main() -> None:
     open_s = time.monotonic() - t0
     killed: list[int] = []
     every, eval_every = opts.get("every", 10), opts.get("eval_every", 20)
+    slowest_call_s = 0.0  # the longest the loop waited on one call of the tracker
     for step in range(opts.get("start", 0), opts.get("stop", 50) + 1, every):
         if step == opts.get("kill_core_at"):
             killed = kill_wandb_core()
@@ -88,9 +92,12 @@ def main() -> None:
         if step == opts.get("sigkill_at"):
             time.sleep(opts.get("sigkill_wait", 1.0))
             os.kill(os.getpid(), signal.SIGKILL)
+        t_call = time.monotonic()
         if step % eval_every == 0:
             tracker.log(eval_row(step), step)
         tracker.log({**train_row(step), **(gpu_row(step) if opts.get("gpu") else {})}, step)
+        slowest_call_s = max(slowest_call_s, time.monotonic() - t_call)
+        time.sleep(opts.get("pause_s", 0.0))  # a training step
     if opts.get("checkpoint"):  # a checkpoint folder as the trainer writes it, then logged
         ckpt = run_dir / "checkpoints" / "step-000050"
         ckpt.mkdir(parents=True)
@@ -106,6 +113,7 @@ def main() -> None:
             )
         )
         tracker.log_checkpoint(ckpt, ["latest", "best"])
+    t_call = time.monotonic()
     tracker.alert(
         "loss plateau",
         "the loss stopped falling",
@@ -122,7 +130,10 @@ def main() -> None:
             "mean_tokens_per_sec": 1000.0,
         }
     )
+    slowest_call_s = max(slowest_call_s, time.monotonic() - t_call)
+    t_finish = time.monotonic()
     tracker.finish()
+    finish_s = time.monotonic() - t_finish
     print(
         "RESULT "
         + json.dumps(
@@ -133,6 +144,8 @@ def main() -> None:
                 "tracker": type(tracker).__name__,
                 "wandb_imported": "wandb" in sys.modules,
                 "killed": killed,
+                "slowest_call_s": slowest_call_s,
+                "finish_s": finish_s,
             }
         ),
         flush=True,

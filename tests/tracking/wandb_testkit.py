@@ -4,13 +4,16 @@ servers), a scripted fake W&B server on localhost, the tracker driver, W&B's own
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 DRIVER = Path(__file__).with_name("tracker_driver.py")
@@ -188,3 +191,127 @@ def refused_url() -> str:
     port = s.getsockname()[1]
     s.close()
     return f"http://127.0.0.1:{port}"
+
+
+class WorkingWandb:
+    """A W&B server stand-in that accepts a run, as far as wandb's own client needs one: the key
+    check, the run's start, config updates, alerts, file uploads and the file stream. It keeps
+    every history row it received (`rows`, by step) and whether the run said it ended.
+    `cut(seconds)` drops the network: every request is met with a reset connection for that
+    long, or for good with None."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict] = {}
+        self.down_until = 0.0  # time.monotonic() until which every connection is reset
+        self.resets = 0  # requests met with a reset
+        self.alerts: list[str] = []
+        self.exitcode: int | None = None
+        self.finished_at: float | None = None  # time.monotonic() of the file stream's last post
+        self.lock = threading.Lock()
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.http.daemon_threads = True
+        self.http.handle_error = lambda request, address: None  # resets are expected
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def handle_one_request(self) -> None:
+                # checked once the request is read: a kept-alive connection waits in it
+                self.raw_requestline = self.rfile.readline(65537)
+                if not self.raw_requestline:
+                    self.close_connection = True
+                elif time.monotonic() < server.down_until:
+                    server.resets += 1
+                    # linger 0: close sends a TCP reset, as a dropped link or proxy does
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.connection.close()
+                    self.close_connection = True
+                elif self.parse_request():
+                    getattr(self, f"do_{self.command}")()
+                    self.wfile.flush()
+
+            def do_PUT(self) -> None:  # an uploaded run file
+                self._body()
+                self._send({})
+
+            def do_POST(self) -> None:
+                body = json.loads(self._body() or b"{}")
+                if self.path.endswith("/file_stream"):
+                    server._stream(body)
+                    return self._send({"exitcode": None, "limits": {}})
+                self._send({"data": server._graphql(body, self.path)})
+
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _send(self, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    def cut(self, seconds: float | None) -> None:
+        """Reset every connection from now on, for `seconds`, or for good."""
+        self.down_until = math.inf if seconds is None else time.monotonic() + seconds
+
+    def steps(self) -> list[int]:
+        with self.lock:
+            return sorted(self.rows)
+
+    def _stream(self, body: dict) -> None:
+        history = body.get("files", {}).get("wandb-history.jsonl", {})
+        with self.lock:
+            for line in history.get("content", []):
+                row = json.loads(line)
+                self.rows[row["_step"]] = row
+            if body.get("complete"):
+                self.exitcode = body.get("exitcode")
+                self.finished_at = time.monotonic()
+
+    def _graphql(self, body: dict, path: str) -> dict:
+        query, names = body.get("query", ""), body.get("variables") or {}
+        entity = {"id": "e1", "name": names.get("entity") or "team"}
+        project = {"id": "p1", "name": names.get("project") or "helloLondon", "entity": entity}
+        if "viewer" in query:
+            return {"viewer": {"id": "1", "username": "u", "entity": "team", "flags": "{}"}}
+        if "RunResumeStatus" in query:
+            return {"model": {**project, "bucket": None}}
+        if "UpsertBucket" in query:
+            bucket = {
+                "id": "b1",
+                "name": names.get("name"),
+                "displayName": names.get("displayName") or names.get("name"),
+                "description": "",
+                "config": names.get("config") or "{}",
+                "sweepName": None,
+                "project": project,
+                "historyLineCount": 0,
+            }
+            return {"upsertBucket": {"bucket": bucket, "inserted": True}}
+        if "CreateRunFiles" in query:
+            files = [{"name": f, "uploadUrl": f"{self.url}/upload/{f}"} for f in names["files"]]
+            return {"createRunFiles": {"runID": "b1", "uploadHeaders": [], "files": files}}
+        if "serverInfo" in query:
+            return {"serverInfo": {"features": []}}
+        if "Alert" in query:
+            self.alerts.append(names.get("title", ""))
+            return {"notifyScriptableRunAlert": {"success": True}}
+        return {"entity": {"organization": None}}
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
