@@ -143,6 +143,7 @@ def test_online_start_asks_wandb_for_the_guide_settings_and_prints_the_run_line(
     assert init["dir"].endswith("london-slm-simple-20261126-101500") and init["job_type"] == "train"
     assert init["settings"]["silent"] is True and init["settings"]["finish_timeout_raises"] is True
     assert 1.0 <= init["settings"]["init_timeout"] <= 15.0 - wt.FALLBACK_RESERVE_S
+    assert 0 < init["settings"]["finish_timeout"] < 120.0  # inside the tracker's own bound
     assert lines == [
         f"wandb: Syncing run london-slm-simple-20261126-101500 (mode: online, project team/helloLondon) https://wandb.example/helloLondon/runs/{tracker.run_id}"
     ]

@@ -33,13 +33,13 @@ from hellolondon.tracking.wandb_options import (
     find_credentials,
 )
 from hellolondon.tracking.wandb_tracker import (
-    FINISH_TIMEOUT_S,
     Console,
     WandbTracker,
     is_synced,
     quiet_teardown,
     segment_dirs,
     show_path,
+    wandb_finish_timeout,
 )
 
 PROBE_MAX_S = 4.0  # the key/network check gets at most this much of the start-up budget
@@ -213,7 +213,7 @@ def _settings(wandb: Any, opts: WandbOptions, timeout: float) -> Any:
     wanted = {
         "init_timeout": max(1.0, timeout),
         "silent": not opts.debug,  # our own lines instead; silence also skips a slow lookup
-        "finish_timeout": FINISH_TIMEOUT_S,
+        "finish_timeout": wandb_finish_timeout(),
         "finish_timeout_raises": True,
     }
     known = getattr(wandb.Settings, "model_fields", wanted)  # older W&B: pass what we can

@@ -25,8 +25,9 @@ from hellolondon.tracking.wandb_options import WandbOptions
 
 FINISH_TIMEOUT_S = 120.0  # upload at the end waits this long; the rest stays for `wandb sync`
 # W&B's own finish_timeout does not start while its sender is stuck on a request to a server that
-# never answers (an alert, a config update): `finish` then waits for ever. The tracker waits this
-# much longer than W&B's bound at most, and says why after FINISH_NOTICE_S.
+# never answers or is unreachable (an alert, a config update, retried): `finish` then waits for
+# ever. So W&B's bound is this much inside the tracker's, which holds either way; the tracker
+# says why it waits after FINISH_NOTICE_S.
 FINISH_GRACE_S = 10.0
 FINISH_NOTICE_S = 5.0
 # W&B writes its transaction log in blocks, flushed every several seconds: its service is only
@@ -38,6 +39,12 @@ LAST_STEPS = ".last-steps.json"  # in runs/<run>/wandb/: what W&B's reader found
 GPU_SUMMARY = ("gpu/mem_allocated_gb", "gpu/mem_reserved_gb", "gpu/utilization")
 LEVELS = {"INFO": "INFO", "WARN": "WARN", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 Console = Callable[[str], Any]
+
+
+def wandb_finish_timeout() -> float:
+    """W&B's own bound on `finish`, inside the tracker's FINISH_TIMEOUT_S: whichever gives up,
+    the run ends within FINISH_TIMEOUT_S."""
+    return max(FINISH_TIMEOUT_S - FINISH_GRACE_S, FINISH_TIMEOUT_S / 2)
 
 
 def quiet_teardown(wandb: Any) -> None:
@@ -294,7 +301,7 @@ class WandbTracker:
             )
 
     def _bounded_finish(self, run: Any, exit_code: int) -> BaseException | None:
-        """`run.finish` within FINISH_TIMEOUT_S (plus a grace), whatever the server does: None
+        """`run.finish` within FINISH_TIMEOUT_S, whatever the server does: None
         when it finished, else what stopped it (TimeoutError, a Ctrl-C, an error)."""
         outcome: list[BaseException | None] = []
 
@@ -317,7 +324,7 @@ class WandbTracker:
                     f"wandb: still uploading; waiting up to {FINISH_TIMEOUT_S:.0f} s "
                     f"(Ctrl-C leaves the rest for later: {self.sync_command})"
                 )
-                worker.join(FINISH_TIMEOUT_S + FINISH_GRACE_S - FINISH_NOTICE_S)
+                worker.join(FINISH_TIMEOUT_S - FINISH_NOTICE_S)
         except KeyboardInterrupt as exc:
             abandon_service(self.wandb, log_file, since)
             return exc
