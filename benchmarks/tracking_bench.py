@@ -1,7 +1,10 @@
 """Tracking costs: how long the tracker takes to open in each W&B situation (including the
-fallbacks, against a local stand-in server), and what one logged row costs.
+fallbacks, against a local stand-in server), and what one logged row costs. With
+--network-drop instead: an online run whose network drops once the server holds its first rows,
+for 10 s, 60 s or for good (the tests' working W&B stand-in), and what that costs the loop and
+`finish` and what reaches the server. About 5 minutes.
 
-    python benchmarks/tracking_bench.py [--rows 2000]
+    python benchmarks/tracking_bench.py [--rows 2000] [--network-drop]
 
 Each case runs in a fresh process with a sealed HOME, so W&B state never carries over and the
 user's login is never read.
@@ -19,6 +22,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tracking"))
+from wandb_testkit import FAKE_KEY, WorkingWandb, drive, sealed_env  # noqa: E402
 
 CASE = r"""
 import json, sys, time
@@ -136,6 +142,45 @@ def run_case(name: str, rows: int, env_extra: dict[str, str], overrides: list[st
     return result
 
 
+def network_drop(down_s: float | None) -> dict:
+    """21 rows, one a second (W&B's file stream sends every 15 s); the drop starts once the
+    server holds the first ones."""
+    server = WorkingWandb()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = sealed_env(Path(tmp), WANDB_API_KEY=FAKE_KEY, WANDB_BASE_URL=server.url)
+        (Path(tmp) / "runs").mkdir()
+        done: dict = {}
+        opts = {"stop": 40, "every": 2, "pause_s": 1.0}
+        loop = threading.Thread(
+            target=lambda: done.update(out=drive(Path(tmp) / "runs" / "n", env, 300, **opts))
+        )
+        loop.start()
+        while not server.steps() and loop.is_alive():
+            time.sleep(0.05)
+        held, cut_at = len(server.steps()), time.monotonic()
+        server.cut(down_s)
+        loop.join()
+    server.close()
+    out = done["out"]
+    if out.returncode != 0:
+        raise SystemExit(f"network drop {down_s}: {out.stderr}")
+    arrived = server.finished_at - cut_at if server.finished_at else None
+    return {**out.result, "held": held, "got": len(server.steps()), "arrived_s": arrived}
+
+
+def network_drops() -> None:
+    print(
+        f"{'drop':10} {'slowest call s':>14} {'finish s':>9} {'rows at drop':>12} {'rows got':>9} {'all in, s after drop':>21}"
+    )
+    for down_s in (10.0, 60.0, None):
+        r = network_drop(down_s)
+        arrived = f"{r['arrived_s']:.1f}" if r["arrived_s"] is not None else "never"
+        print(
+            f"{f'{down_s:.0f} s' if down_s else 'for good':10} {r['slowest_call_s']:14.3f} {r['finish_s']:9.1f} {r['held']:12d} {r['got']:6d}/21 {arrived:>21}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,7 +188,12 @@ def main() -> None:
     parser.add_argument(
         "--rows", type=int, default=2000, help="rows logged per case (default 2000)"
     )
+    parser.add_argument(
+        "--network-drop", action="store_true", help="the network-drop cases instead (~5 min)"
+    )
     args = parser.parse_args()
+    if args.network_drop:
+        return network_drops()
     key = "0123456789abcdef" * 2 + "fedcba98"
     cases: list[tuple[str, dict[str, str], list[str], str | None]] = [
         ("disabled (JSONL only)", {}, ["tracking.wandb_mode=disabled"], None),
