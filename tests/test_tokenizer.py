@@ -394,3 +394,105 @@ def test_two_tokenizer_trainings_into_one_folder_are_not_run_at_once(tmp_path, c
     assert "is being written by another hellolondon command (process" in err
     assert err.count("\n") == 1
     assert [p.name for p in out.iterdir()] == []
+
+
+def _held_for(seconds: float) -> int:
+    """pbkdf2 iterations that hold a thread about `seconds` in one C call that never looks at
+    signals, as the tokenizers library's Rust trainer does."""
+    import hashlib
+    import time
+
+    t0 = time.perf_counter()
+    hashlib.pbkdf2_hmac("sha256", b"x", b"salt", 20_000)
+    return int(20_000 * seconds / max(time.perf_counter() - t0, 1e-6))
+
+
+# `tokenizer train` whose trainer first holds its thread (as Rust does on a large corpus): it
+# says "training" on stderr, then holds, then trains for real.
+HELD_TRAINING = """
+import hashlib, sys
+import hellolondon.tokenizer as t
+from hellolondon.cli import main
+
+made, iterations = t._new_tokenizer, int(sys.argv[1])
+
+class Held:
+    def __init__(self):
+        self.tok = made()
+    def train_from_iterator(self, texts, trainer):
+        print("training", file=sys.stderr, flush=True)
+        hashlib.pbkdf2_hmac("sha256", b"x", b"salt", iterations)
+        self.tok.train_from_iterator(texts, trainer=trainer)
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+t._new_tokenizer = Held
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGTERM and SIGINT")
+@pytest.mark.parametrize(("sig", "code", "said"), [("SIGTERM", 143, "terminated"),
+                                                   ("SIGINT", 130, "interrupted")])  # fmt: skip
+def test_a_signal_stops_training_at_once_and_leaves_no_tokenizer(tmp_path, sig, code, said):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, islice(sample_documents(), 0, 101, 20))
+    script = tmp_path / "held.py"
+    script.write_text(HELD_TRAINING)
+    out = tmp_path / "tok"
+    argv = ["tokenizer", "train", "--corpus", str(corpus), "--out", str(out), "--vocab-size", "600"]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(_held_for(20)), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+    )
+    try:
+        assert proc.stderr.readline() == "training\n"
+        time.sleep(0.5)  # well inside the held call
+        t0 = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == code
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert took < 2.0  # not the trainer's 20 s
+    assert rest == f"{said}\n"
+    assert not out.exists()  # no tokenizer, not even the folder the command made
+
+
+def test_an_abandoned_training_reads_no_more_texts():
+    import hashlib
+    import signal
+    import threading
+    import time
+
+    from hellolondon.tokenizer import train_abandonably
+
+    read, held = [], _held_for(3)
+
+    class Trainer:
+        def train_from_iterator(self, texts, trainer):
+            read.append(next(texts))
+            hashlib.pbkdf2_hmac("sha256", b"x", b"salt", held)  # holds its thread, as Rust does
+            read.extend(texts)
+
+    timer = threading.Timer(0.3, signal.raise_signal, (signal.SIGINT,))  # a Ctrl-C
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        train_abandonably(Trainer(), iter(["one", "two", "three"]), None)
+    assert time.monotonic() - t0 < 2.0  # not the trainer's 3 s
+    for worker in threading.enumerate():
+        if worker.name == "tokenizer-training":
+            worker.join(timeout=60)
+    assert read == ["one"]

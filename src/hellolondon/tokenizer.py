@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -308,7 +309,7 @@ def train_tokenizer(
             for piece in text_pieces(text):  # the same word counts, not a whole book at once
                 yield from bounded_words(piece)
 
-    tok.train_from_iterator(counted(), trainer=trainer)
+    train_abandonably(tok, counted(), trainer)
     if not seen[0]:
         raise UserError("no text to train the tokenizer on; the corpus has no documents")
     data = json.loads(tok.to_str())
@@ -316,6 +317,47 @@ def train_tokenizer(
         data = _force_words(data, words, vocab_size)
     save_tokenizer(data, out_dir)
     return load_tokenizer(out_dir)
+
+
+# How often the command's thread looks up from waiting for the trainer: a signal is acted on
+# within this time (the training itself never looks up: Rust holds its thread for minutes).
+WAIT_SLICE_S = 0.2
+
+
+class _Abandoned(Exception):
+    """Raised into the trainer's reading of the texts to end it after a signal."""
+
+
+def train_abandonably(tok: HFTokenizer, texts: Iterator[str], trainer) -> None:
+    """`tok.train_from_iterator` in a thread of its own, which this one waits for in short
+    slices: SIGTERM or Ctrl-C then stops the command within a slice, not after the training
+    (minutes on a large corpus). A stopped training is abandoned: it stops reading at once, and
+    its merges, computed where no signal reaches them, end with the process, unused."""
+    abandoned = threading.Event()
+    failed: list[BaseException] = []
+
+    def fed() -> Iterator[str]:
+        for text in texts:
+            if abandoned.is_set():
+                raise _Abandoned
+            yield text
+
+    def train() -> None:
+        try:
+            tok.train_from_iterator(fed(), trainer=trainer)
+        except BaseException as exc:  # given to the waiting thread, which raises it
+            failed.append(exc)
+
+    worker = threading.Thread(target=train, name="tokenizer-training", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(WAIT_SLICE_S)
+    except BaseException:
+        abandoned.set()
+        raise
+    if failed:
+        raise failed[0]
 
 
 def check_replace(out_dir: str | Path, force: bool = False) -> None:
