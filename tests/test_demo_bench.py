@@ -226,3 +226,22 @@ def test_the_quality_bench_runs_fit_their_schedule_at_any_length(tmp_path, steps
     for recipe in bench.RECIPES:  # 200 steps: the documented measurement's 20-step warm-up
         cfg = build_config("tiny", overrides=bench.settings(tmp_path, recipe, 0.01, 1, args))
         assert (cfg.train.max_iters, cfg.train.warmup_iters) == (steps, warmup)
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--block-size", "1000000"], "a training step of 16 x 1,000,000 tokens in float32 needs"),
+        (["--batch-size", "100000"], "a training step of 100,000 x 256 tokens in float32 needs"),
+    ],
+)
+def test_bench_refuses_a_step_that_cannot_fit_in_memory(flags, said, capsys, monkeypatch):
+    # one enormous first operation would hold off SIGTERM for minutes or exhaust the memory
+    monkeypatch.setattr("hellolondon.hardware.available_memory_bytes", lambda _: 8 * 2**30)
+    built = []
+    monkeypatch.setattr("hellolondon.bench.build_model", lambda *a: built.append(a))
+    assert main(["bench", "--preset", "tiny", "--device", "cpu", "--compile", "false", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: {said} at least ") and err.count("\n") == 1
+    assert "more than the 8.0 GiB of memory available on cpu; lower train.batch_size" in err
+    assert out == "" and not built  # said before the model is built

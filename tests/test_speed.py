@@ -634,3 +634,51 @@ def test_the_device_path_reads_no_value_inside_a_step(
     else:  # one flag per step (AdamW's own step counters are CPU tensors: no GPU wait)
         assert reads.count("__bool__") == 9
     assert batches == [1, 3, 4, 1, 0]  # after steps 1, 4, 8 and 9 (the last), then at the end
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_memory_floor_of_a_step_is_below_what_its_forward_keeps(dtype):
+    # a setting refused for its floor must not fit: the floor counts no more than a forward
+    # keeps for the backward pass (its saved tensors) and the weights
+    from hellolondon.config import build_config
+    from hellolondon.model import GPT
+
+    cfg = build_config("tiny", overrides=["model.n_layer=2", "model.block_size=64",
+                                          "model.vocab_size=512", "train.batch_size=3"])  # fmt: skip
+    model = GPT(cfg.model)
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = torch.randint(0, 512, (3, 64))
+    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        model(x, x)
+    weights = {
+        p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()
+    }
+    activations = sum(n for ptr, n in kept.items() if ptr not in weights)
+    floor = speed.training_memory_floor(cfg, dtype, "cpu")
+    assert floor["logits"] + floor["block inputs"] <= activations
+    assert floor["weights"] == sum(weights.values())
+    assert floor["logits"] + floor["block inputs"] > activations / 20  # a bound that bites
+
+
+def test_the_memory_floor_takes_the_fewest_sequences_a_forward_can_hold():
+    from hellolondon.config import build_config
+
+    cfg = build_config("slm", overrides=["train.batch_size=16", "train.grad_accum=2"])
+    per_sequence = speed.training_memory_floor(cfg, torch.float32, "cpu")["logits"] // 16
+    for micro, device, sequences in [("off", "cuda", 16), ("4", "cpu", 4), ("32", "cpu", 32),
+                                     ("auto", "cuda", 1), ("auto", "cpu", 16)]:  # fmt: skip
+        cfg.train.micro_batch = micro
+        floor = speed.training_memory_floor(cfg, torch.float32, device)
+        assert floor["logits"] == sequences * per_sequence
+    half = speed.training_memory_floor(cfg, torch.bfloat16, "cpu")
+    assert half["logits"] == 16 * per_sequence // 2  # 2 bytes a value in bfloat16 and float16
+    cfg.train.fsdp = True
+    assert speed.training_memory_floor(cfg, torch.float32, "cuda", 4)["weights"] == (
+        4 * cfg.model.parameters // 4
+    )

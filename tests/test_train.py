@@ -13,7 +13,7 @@ from tinyrun import TINY_MODEL, TINY_TRAIN, tiny_config
 
 from hellolondon.config import TrainConfig
 from hellolondon.rundir import RunDir, read_jsonl
-from hellolondon.train import checkpoint
+from hellolondon.train import checkpoint, speed
 from hellolondon.train.loop import train
 
 
@@ -403,3 +403,25 @@ def test_a_step_larger_than_the_training_data_is_said(tiny_data, tmp_path):
                       f"train.batch_size={windows + 1}", "eval_interval=0")  # fmt: skip
     train(cfg, log=said.append)
     assert any(s.startswith(f"warning: one step takes {windows + 1:,} sequences") for s in said)
+
+
+def test_a_step_too_large_for_the_memory_is_refused_before_its_run_folder(
+    tiny_data, tmp_path, capsys, monkeypatch
+):
+    from hellolondon.cli import main
+    from hellolondon.train import run as run_module
+
+    monkeypatch.setattr("hellolondon.hardware.available_memory_bytes", lambda _: 2**30)
+    args = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path / "runs"),
+            "train.device=cpu", "train.dtype=float32", *TINY_MODEL]  # fmt: skip
+    assert main([*args, "train.batch_size=20000"]) == 2  # 20,000 x 32 x 512 logits: 1.2 GiB
+    out, err = capsys.readouterr()
+    assert err.startswith("error: a training step of 20,000 x 32 tokens in float32 needs at ")
+    assert "more than the 1.0 GiB of memory available on cpu" in err and err.count("\n") == 1
+    assert out == "" and not (tmp_path / "runs").exists()
+    # at the floor itself the step is not refused: the floor is a lower bound
+    cfg = tiny_config(tiny_data, tmp_path / "runs", "train.batch_size=20000")
+    cpu = torch.device("cpu")
+    floor = sum(speed.training_memory_floor(cfg, torch.float32, "cpu").values())
+    monkeypatch.setattr("hellolondon.hardware.available_memory_bytes", lambda _: floor)
+    run_module.check_fits_in_memory(cfg, cpu, torch.float32)

@@ -57,12 +57,12 @@ def bench(
     profile: Path | None = None,
     log=print,
 ) -> dict:
-    check_fits_in_memory(cfg.model)
     device = hardware.resolve_device(cfg.train.device)
+    dtype = precision(cfg, device)
+    check_fits_in_memory(cfg, device, dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     d = Dist(device=device)
-    dtype = precision(cfg, device)
     model, step_model, opt, scaler = build_model(cfg, d, dtype, log)
     run = Run(
         cfg=cfg, dist=d, rundir=RunDir("."), model=model, step_model=step_model, optimizer=opt,

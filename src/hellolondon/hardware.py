@@ -132,6 +132,23 @@ def host_memory_bytes() -> int | None:
         return None
 
 
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation on `device` can still get: on CUDA the free memory plus what
+    this process's allocator holds unused; on a CPU the kernel's MemAvailable plus free swap
+    (the physical memory where there is no /proc/meminfo). None where it cannot be told (MPS)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kib = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f)}
+        return 1024 * (kib["MemAvailable"] + kib.get("SwapFree", 0))
+    except (OSError, KeyError, ValueError, IndexError):
+        return host_memory_bytes()
+
+
 def resolve_device(name: str = "auto", setting: str = "device=") -> torch.device:
     """`name` as a torch device. `setting` is how the user gave it, for the advice of an error:
     `device=` (the config's train.device) or `--device ` (a command's flag)."""

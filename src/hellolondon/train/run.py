@@ -141,8 +141,9 @@ def _setup(
         _check_run_tokenizer(cfg, meta, tokenizer, ckpt, log)
     batches = Batches(cfg.data.data_dir, cfg.model.block_size, cfg.train.seed, d.device)
     check_token_ids(cfg.data.data_dir, cfg.model.vocab_size)  # before the run folder
-    check_fits_in_memory(cfg.model)  # before the run folder: a refusal leaves nothing behind
     dtype = precision(cfg, d.device)
+    # before the run folder: a refusal leaves nothing behind
+    check_fits_in_memory(cfg, d.device, dtype, d.world_size)
     # the speed options (fp8, attention kernel, micro-batches) are refused while building the
     # model: that too comes before the run folder
     model, step_model, optimizer, scaler = build_model(cfg, d, dtype, log)
@@ -259,9 +260,15 @@ def build_model(cfg: RunConfig, d: Dist, dtype: torch.dtype, log):
     return model, step_model, optimizer, scaler
 
 
-def check_fits_in_memory(m) -> None:
+def check_fits_in_memory(
+    cfg: RunConfig, device: torch.device, dtype: torch.dtype, world: int = 1
+) -> None:
     """The weights are made in float32 in this machine's memory first: a model too large for
-    it is one line here instead of minutes of swapping or the OOM killer."""
+    it is one line here instead of minutes of swapping or the OOM killer. So is a step whose
+    activations cannot fit the device (a context or batch far too large): it would start one
+    enormous operation that holds off SIGTERM for minutes or exhausts the memory. The step's
+    estimate is a lower bound, so a setting that would fit is never refused."""
+    m = cfg.model
     need, total = 4 * m.parameters, hardware.host_memory_bytes()
     if total and need > total:
         raise UserError(
@@ -269,6 +276,27 @@ def check_fits_in_memory(m) -> None:
             f"the weights alone, more than this machine's {total / 2**30:,.0f} GiB of memory; "
             "lower model.n_layer or model.n_embd"
         )
+    floor = speed.training_memory_floor(cfg, dtype, device.type, world)
+    have = hardware.available_memory_bytes(device)
+    if have is None or sum(floor.values()) <= have:
+        return
+    size = speed.fewest_per_forward(cfg.train, device.type)
+    parts = ", ".join(f"{name} {_gib(n)}" for name, n in floor.items())
+    where = "free GPU memory" if device.type == "cuda" else "memory available"
+    lower = (
+        "train.batch_size or model.block_size, or take fewer sequences per forward with train.micro_batch=N"
+        if size > 1
+        else "model.block_size"
+    )
+    raise UserError(
+        f"a training step of {size:,} x {m.block_size:,} tokens in {str(dtype)[6:]} needs at "
+        f"least {_gib(sum(floor.values()))} ({parts}), more than the {_gib(have)} of {where} "
+        f"on {device}; lower {lower}"
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def autocast_for(

@@ -325,6 +325,33 @@ def activation_bytes_per_sequence(cfg: RunConfig) -> int:
     return per_token * m.block_size
 
 
+def fewest_per_forward(c: TrainConfig, device_type: str) -> int:
+    """The fewest sequences one forward of a step can take under `train.micro_batch` (`auto`
+    may go down to 1 on a GPU)."""
+    if c.micro_batch.isdigit():
+        return int(c.micro_batch)
+    return 1 if c.micro_batch == "auto" and device_type == "cuda" else c.batch_size
+
+
+def training_memory_floor(
+    cfg: RunConfig, dtype: torch.dtype, device_type: str, world: int = 1
+) -> dict[str, int]:
+    """A lower bound on the memory a training step holds at the end of its forward, in parts:
+    "logits" (B·T·V) and "block inputs" (B·T·C for each block, kept for the backward pass, also
+    under activation checkpointing), each value at least 2 bytes (4 in float32), for the fewest
+    sequences a forward takes; and "weights" in float32 (a share of them under FSDP). Any
+    kernel, compile mode or fp8 keeps at least these; `activation_bytes_per_sequence` is the
+    upper estimate."""
+    m, c = cfg.model, cfg.train
+    tokens = fewest_per_forward(c, device_type) * m.block_size
+    value = 4 if dtype == torch.float32 else 2
+    return {
+        "logits": tokens * m.vocab_size * value,
+        "block inputs": tokens * m.n_layer * m.n_embd * value,
+        "weights": 4 * m.parameters // (world if c.fsdp else 1),
+    }
+
+
 def auto_micro_batch(cfg: RunConfig, free_bytes: int, world: int = 1) -> int:
     """The largest divisor of batch_size*grad_accum whose activations fit in 85% of the free
     memory left after gradients and AdamW state (12 bytes per parameter, divided by the ranks
