@@ -210,3 +210,105 @@ def test_a_diverged_loss_is_written_short_and_keeps_the_columns(tmp_path):
     assert loss.endswith("  4.0000 .. 1.32e23")  # the whole range, within the width
     norm = next(line for line in lines if line.startswith("grad norm"))
     assert norm[15:27] == "       1.500" and norm.endswith("1.500 .. 2.70e20")
+
+
+# A training process as far as the run folder can tell: it records itself, then trains (sleeps);
+# with "fail" it records an error and exits, as a run that dies of one does.
+TRAINER = """
+import sys, time
+from hellolondon.rundir import RunDir
+run = RunDir(sys.argv[1])
+run.mark_training()
+if sys.argv[2] == "fail":
+    run.mark_failed("RuntimeError at step 40")
+    sys.exit(1)
+print("training", flush=True)
+time.sleep(120)
+"""
+
+
+def _trainer(run: Path, tmp_path: Path, how: str):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAINER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(run), how],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    if how == "fail":
+        proc.wait(timeout=60)
+    else:
+        assert proc.stdout.readline() == "training\n"
+    return proc
+
+
+def test_watch_ends_when_the_runs_process_is_killed(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import hellolondon.watch as watch_module
+
+    run = live_run(tmp_path)
+    (run / "checkpoints" / "step-000040").mkdir(parents=True)
+    proc = _trainer(run, tmp_path, "train")
+    sleeps = []
+
+    def kill_it(seconds: float) -> None:  # the first refresh saw it running; then SIGKILL
+        sleeps.append(seconds)
+        assert len(sleeps) == 1, "watch kept watching a run whose process is gone"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()  # a blocking wait: with a timeout it would poll through this very sleep
+
+    monkeypatch.setattr(watch_module.time, "sleep", kill_it)
+    try:
+        assert main(["watch", str(run), "--interval", "1"]) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    out, err = capsys.readouterr()
+    assert sleeps == [1] and f"killed: process {proc.pid} is gone" in out  # the last frame
+    assert err == (
+        f"the run's training process {proc.pid} is gone (killed, or it ended without a word); "
+        f"go on with: hellolondon train --resume {run}\n"
+    )
+
+
+def test_watch_ends_when_a_failed_runs_process_is_gone(tmp_path, monkeypatch, capsys):
+    import hellolondon.watch as watch_module
+
+    def kept_watching(seconds: float) -> None:
+        raise AssertionError("watch kept watching a run whose process is gone")
+
+    run = live_run(tmp_path)
+    proc = _trainer(run, tmp_path, "fail")
+    monkeypatch.setattr(watch_module.time, "sleep", kept_watching)
+    assert main(["watch", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"the run's training process {proc.pid} is gone (RuntimeError at step 40); it saved no "
+        "checkpoint to go on from; train it again under another --run-name\n"
+    )
+
+
+def test_watch_keeps_watching_a_run_of_another_machine(tmp_path, monkeypatch, capsys):
+    import hellolondon.watch as watch_module
+
+    run = live_run(tmp_path)
+    proc = _trainer(run, tmp_path, "train")
+    proc.kill()
+    proc.wait()
+    monkeypatch.setattr("hellolondon.rundir.socket.gethostname", lambda: "another-machine")
+    sleeps = []
+
+    def then_ctrl_c(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(watch_module.time, "sleep", then_ctrl_c)
+    assert main(["watch", str(run), "--interval", "1"]) == 0  # its process cannot be looked up
+    assert sleeps == [1, 1, 1] and capsys.readouterr().err == ""

@@ -167,7 +167,7 @@ class RunDir:
         held = [p.name for p in self.path.iterdir()]
         if not (any(name != PROCESS for name in held) or (held and self._claimed_elsewhere())):
             return
-        if self.checkpoints.is_dir() and any(self.checkpoints.iterdir()):
+        if self.has_checkpoints():
             raise UserError(
                 f"run folder {self.path} already exists; choose another --run-name or resume it "
                 f"with `hellolondon train --resume {self.path}`"
@@ -299,6 +299,21 @@ class RunDir:
             if process_alive(pid)
             else ("killed", f"process {pid} is gone")
         )
+
+    def gone_process(self) -> int | None:
+        """The id of the training process recorded as running on this machine when it is no
+        longer alive: killed (SIGKILL, the out-of-memory killer) or dead of the error its
+        record names. None while it runs, once it ended cleanly (no record), or when the record
+        is another machine's (its process cannot be looked up from here)."""
+        record = read_json(self.process_file)
+        if not record or record.get("host") != socket.gethostname():
+            return None
+        pid = int(record.get("pid", 0))
+        return None if process_alive(pid) else pid
+
+    def has_checkpoints(self) -> bool:
+        """Whether the run saved anything to resume from."""
+        return self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
 
     def status(self) -> tuple[str, str] | None:
         """How training stands: the process's record ("running", "killed", "failed" and a

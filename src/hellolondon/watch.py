@@ -75,11 +75,13 @@ class RunView:
         self.config: dict[str, Any] = {}
         self.summary: dict[str, Any] = {}
         self.process: tuple[str, str] | None = None  # the training process: running, killed ...
+        self.gone: int | None = None  # its id, once it is gone without ending cleanly
 
     def refresh(self) -> None:
         self.config = self.config or self.run.read_config()
         self.summary = self.run.read_summary()
         self.process = self.run.training_process()
+        self.gone = self.run.gone_process()
         rows, restarted = self.metrics.read()
         if restarted:
             self.values.clear()
@@ -180,8 +182,9 @@ def watch(
     out: TextIO | None = None,
     width: int | None = None,
 ) -> int:
-    """Draw the view every `interval` seconds until the run finishes or Ctrl-C; `once` draws one
-    frame without screen control codes (for pipes and tests)."""
+    """Draw the view every `interval` seconds until the run finishes (0), its training process
+    on this machine is gone without finishing (1, after a line that says how to go on) or
+    Ctrl-C (0); `once` draws one frame without screen control codes (for pipes and tests)."""
     out = out or sys.stdout
     view = RunView(_pick(Path(path), out))
     width = width or shutil.get_terminal_size((100, 24)).columns
@@ -196,6 +199,9 @@ def watch(
             out.flush()
             if once or view.finished:
                 return 0
+            if view.gone is not None:
+                print(gone_line(view), file=sys.stderr)
+                return 1
             if not live:
                 out.write("-" * min(width, 40) + "\n")
             time.sleep(interval)
@@ -204,6 +210,20 @@ def watch(
         if isinstance(exc, Terminated):  # a `kill` is said as such (exit 143), Ctrl-C is not
             raise
         return 0
+
+
+def gone_line(view: RunView) -> str:
+    """What a run whose training process died (on this machine) needs next, in one line."""
+    from hellolondon.tracking.wandb_tracker import resume_command
+
+    failed = view.process is not None and view.process[0] == "failed"
+    how = view.process[1] if failed else "killed, or it ended without a word"
+    then = (
+        f"go on with: {resume_command(view.run)}"
+        if view.run.has_checkpoints()
+        else "it saved no checkpoint to go on from; train it again under another --run-name"
+    )
+    return f"the run's training process {view.gone} is gone ({how}); {then}"
 
 
 def _can_encode(text: str, encoding: str) -> bool:

@@ -13,7 +13,8 @@ EXAMPLES = """examples:
 
 Shows the latest train/loss, train/mfu, train/lr, train/dt_ms, eval losses, throughput and GPU
 memory with sparklines, the progress and ETA, and the health findings. It stops when the run
-finishes (its summary is written) or on Ctrl-C."""
+finishes (its summary is written), on Ctrl-C, or, with exit code 1 and how to go on, when the
+run's training process on this machine is gone without finishing (killed, or dead of an error)."""
 
 
 def register(sub) -> None:
