@@ -74,3 +74,27 @@ def test_a_folder_made_for_writing_goes_again_when_the_command_leaves_it_empty(t
     with pytest.raises(RuntimeError), writing(mine):
         raise RuntimeError("failed")
     assert mine.is_dir()
+
+
+def test_writing_removes_the_temporary_files_a_killed_writer_of_its_outputs_left(tmp_path):
+    from hellolondon.files import writing
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gone = [".train.bin.tmp", f".tokenizer.json.tmp-{dead.stdout.strip()}"]
+    kept = [
+        f".tokenizer.json.tmp-{os.getpid()}",  # a live process's atomic write
+        ".notes.tmp",  # not a name of the command's
+        ".train.bin.tmp.keep",
+        "train.bin.tmp",
+        ".val.bin.tmp-x",
+    ]
+    for name in gone + kept:
+        (tmp_path / name).write_text("left")
+    with writing(tmp_path, ["train.bin", "tokenizer.json"]):
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, ".writing.lock"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)

@@ -200,6 +200,77 @@ def test_workers_end_when_prepare_is_killed(setup, tmp_path):
     assert not left
 
 
+KILLED_MIDWAY = """
+import sys, time
+from hellolondon import prepare as prep
+
+prep.CHUNK_CHARS = 500
+real = prep._Writer.write
+
+
+def write_then_wait(self, chunk, arrays):
+    real(self, chunk, arrays)
+    for f in self.files.values():
+        f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+
+prep._Writer.write = write_then_wait
+prep.prepare(sys.argv[1], sys.argv[2], sys.argv[3], workers=1)
+"""
+
+
+def test_temporary_files_of_a_prepare_killed_midway_go_with_the_next_one(setup, tmp_path):
+    # SIGKILL cleans nothing up: the next prepare into the folder removes what it left.
+    root, _ = setup
+    script, out = tmp_path / "killed.py", tmp_path / "d"
+    script.write_text(KILLED_MIDWAY)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    argv = [str(root / "docs.jsonl"), str(root / "tok"), str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *argv], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout.readline() == "writing\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    left = sorted(p.name for p in out.iterdir())
+    assert {".train.bin.tmp", ".val.bin.tmp"} <= set(left) and "meta.json" not in left
+    (out / ".notes.tmp").write_text("a user's")  # not a name prepare writes: it stays
+    (out / "notes.txt").write_text("a user's")
+    with pytest.raises(UserError, match="holds other files"):  # refused, yet it cleans up
+        prepare(root / "docs.jsonl", root / "tok", out, workers=1)
+    assert sorted(p.name for p in out.iterdir()) == [".notes.tmp", "notes.txt"]
+    (out / "notes.txt").unlink()
+    prepare(root / "docs.jsonl", root / "tok", out, workers=1)
+    prepare(root / "docs.jsonl", root / "tok", tmp_path / "ref", workers=1)
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".notes.tmp",
+        "meta.json",
+        "train.bin",
+        "val.bin",
+    ]
+    for name in ("train.bin", "val.bin"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+
+
+def test_a_token_file_that_cannot_be_opened_leaves_no_other(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    real = open
+
+    def no_val(path, *args, **kwargs):
+        if str(path).endswith(".val.bin.tmp"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(prep, "open", no_val, raising=False)
+    with pytest.raises(PermissionError):
+        prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_progress_counts_characters(setup, tmp_path, monkeypatch):
     # One book can be most of a corpus: a bar counting documents would race to 99% and sit.
     root, docs = setup

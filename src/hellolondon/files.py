@@ -4,9 +4,11 @@ one lock that keeps a folder to one process."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -121,11 +123,12 @@ WRITING = ".writing.lock"  # held by the command writing into a folder (see `wri
 
 
 @contextlib.contextmanager
-def writing(folder: str | Path) -> Iterator[None]:
+def writing(folder: str | Path, outputs: Iterable[str] = ()) -> Iterator[None]:
     """Held while a command writes its files into `folder` (`tokenizer train`, `prepare`,
-    `corpus clean`): a second one writing there at the same time, of any kind, is refused. A
-    folder it made is removed again when the command leaves it empty (it failed or was
-    stopped before its files were in place)."""
+    `corpus clean`): a second one writing there at the same time, of any kind, is refused. Once
+    held, the temporary files of `outputs` (the names the command writes) that a killed command
+    left are removed (`remove_leftovers`). A folder it made is removed again when the command
+    leaves it empty (it failed or was stopped before its files were in place)."""
     from hellolondon.errors import UserError
 
     folder = Path(folder)
@@ -139,11 +142,46 @@ def writing(folder: str | Path) -> Iterator[None]:
                 "wait for it to end, or choose another --out"
             ),
         ):
+            remove_leftovers(folder, outputs)
             yield
     finally:
         if made:
             with contextlib.suppress(OSError):  # only an empty folder goes
                 folder.rmdir()
+
+
+def remove_leftovers(folder: str | Path, outputs: Iterable[str]) -> list[str]:
+    """Remove what a writer of `outputs` killed mid-write (SIGKILL, a power cut) left in `folder`:
+    `.NAME.tmp` and `atomic_path`'s `.NAME.tmp-PID` of a process no longer alive. Nothing else
+    goes: not a file of another name, not a live process's. The caller holds the folder's
+    `writing` lock, so no other command is writing these names. Returns the names removed."""
+    folder, removed = Path(folder), []
+    for name in outputs:
+        pattern = re.compile(rf"\.{re.escape(name)}\.tmp(?:-(\d+))?")
+        for path in folder.glob(f".{glob.escape(name)}.tmp*"):
+            match = pattern.fullmatch(path.name)
+            if not match or not path.is_file() or (match[1] and process_alive(int(match[1]))):
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return sorted(removed)
+
+
+def process_alive(pid: int) -> bool:
+    """A live process `pid` that is a Python (a recycled pid of another program is not ours):
+    a training run's, a sweep's that holds its folder's lock, a command's writing a file."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except OSError:
+        return False
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes().lower()
+    except OSError:
+        return True  # no /proc (macOS): alive is all we can tell
 
 
 def check_writable_folder(folder: Path, setting: str, fix: str) -> None:

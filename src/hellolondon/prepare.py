@@ -9,7 +9,8 @@ long documents may give none, but the validation set is never empty.
 
 Memory stays bounded: documents stream in chunks, workers encode them, and the parent appends
 tokens to the files in order with only a few chunks in flight. Outputs are written under
-temporary names and renamed at the end, so a failed run leaves the folder as it was.
+temporary names and renamed at the end, so a failed run leaves the folder as it was; those a
+killed run (SIGKILL) left are removed by the next run into the folder.
 """
 
 from __future__ import annotations
@@ -160,8 +161,13 @@ class _Writer:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.tmp = {name: out_dir / f".{name}.tmp" for name in OUTPUTS}
-        # Closed by close() or discard(): the files live across many write() calls.
-        self.files = {s: open(self.tmp[f"{s}.bin"], "wb") for s in ("train", "val")}  # noqa: SIM115
+        self.files = {}  # closed by close() or discard(): they live across many write() calls
+        try:
+            for s in ("train", "val"):
+                self.files[s] = open(self.tmp[f"{s}.bin"], "wb")  # noqa: SIM115
+        except BaseException:  # the one opened first must not stay behind
+            self.discard()
+            raise
         self.tokens = {"train": 0, "val": 0}
         self.hashes = {s: hashlib.sha256() for s in ("train", "val")}  # of the bytes as written
         self.docs = {"train": 0, "val": 0}
@@ -240,7 +246,7 @@ def prepare(
             f"corpus file {corpus} has one document with text; validation needs a separate one, so add at least one more"
         )
     val_ids = choose_validation(sizes, val_fraction)
-    with writing(out_dir):  # makes the folder
+    with writing(out_dir, OUTPUTS):  # makes the folder; removes a killed run's temporary files
         if other := other_files(out_dir, OUTPUTS):  # written since the command's own check
             raise UserError(
                 f"{out_dir} holds other files ({some_of(other)}); token files get a folder of "

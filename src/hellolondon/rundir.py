@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write, exclusive_lock, read_json, write_json
+from hellolondon.files import atomic_write, exclusive_lock, process_alive, read_json, write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -520,23 +520,6 @@ class Tail:
             rows, used = _parse(f.read())
         self.offset += used
         return rows, restarted
-
-
-def process_alive(pid: int) -> bool:
-    """A live process `pid` that is a Python (a recycled pid of another program is not ours):
-    a training run's, or a sweep's that holds its folder's lock."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True  # alive, another user's
-    except OSError:
-        return False
-    try:
-        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes().lower()
-    except OSError:
-        return True  # no /proc (macOS): alive is all we can tell
 
 
 def now() -> float:

@@ -29,6 +29,7 @@ EOT = "<|endoftext|>"
 MAX_VOCAB = 65536  # token files store uint16 ids
 TOKENS_FILE = "historical_tokens.txt"
 HISTORICAL_MIN_VOCAB = 4096  # below this (tiny test tokenizers) the terms would crowd out BPE
+FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")  # a saved one's
 
 
 # Long texts are encoded (and counted for training) in pieces of about this many characters, so
@@ -403,12 +404,12 @@ def save_tokenizer(data: dict, out_dir: str | Path) -> None:
         "split_special_tokens": True,
         "model_input_names": ["input_ids", "attention_mask"],
     }
-    files = {
-        "tokenizer.json": json.dumps(data, ensure_ascii=False, indent=1),
-        "tokenizer_config.json": json.dumps(config, indent=2),
-        "special_tokens_map.json": json.dumps(special_map, indent=2),
-    }
-    for name, text in files.items():
+    texts = (
+        json.dumps(data, ensure_ascii=False, indent=1),
+        json.dumps(config, indent=2),
+        json.dumps(special_map, indent=2),
+    )
+    for name, text in zip(FILES, texts, strict=True):
         atomic_write(out / name, text + "\n")
 
 

@@ -71,11 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     from hellolondon.files import writing
-    from hellolondon.tokenizer import check_replace, train_tokenizer
+    from hellolondon.tokenizer import FILES, check_replace, train_tokenizer
 
     check_replace(args.out, args.force)
     next(read_documents(args.corpus), None)  # fail fast with a clear line on a bad corpus
-    with writing(args.out):
+    with writing(args.out, FILES):
         check_replace(args.out, args.force)  # again: another one may have finished meanwhile
         t0 = time.perf_counter()
         texts = (doc.text for doc in read_documents(args.corpus))

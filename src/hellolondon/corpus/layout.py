@@ -83,3 +83,9 @@ class CorpusFolder:
     @property
     def report_md(self) -> Path:
         return self.path / "report.md"
+
+    def cleaned_names(self) -> tuple[str, ...]:
+        """The names of the files `corpus clean` writes (each atomically, then renamed)."""
+        return tuple(
+            p.name for p in (self.documents, self.clean_log, self.report_json, self.report_md)
+        )

@@ -244,8 +244,9 @@ def clean_corpus(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot make the output folder {out}: {exc.strerror or exc}") from None
-    with writing(out):  # one command writing this folder at a time (they share the spool)
-        return _clean_into(items, CorpusFolder(out), config, workers, progress)
+    folder = CorpusFolder(out)
+    with writing(out, folder.cleaned_names()):  # one at a time (they share the spool)
+        return _clean_into(items, folder, config, workers, progress)
 
 
 def _clean_into(
