@@ -154,6 +154,34 @@ def test_a_run_records_the_token_files_it_trained_on_not_their_meta(tiny_data, t
     assert "token files fingerprint" not in out and "changed after `prepare`" in out
 
 
+def test_reproduce_and_train_config_read_the_token_files_once(
+    tiny_data, tmp_path, capsys, monkeypatch
+):
+    # once for the comparison with the record and for the new run's record (gigabytes: seconds)
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_data, edited)
+    with open(edited / "train.bin", "r+b") as f:
+        f.seek(64)
+        f.write(b"\x07\x00")
+    _train(edited, tmp_path, "r", "train.max_iters=1", "train.eval_interval=0")
+    capsys.readouterr()
+    real, hashed = hash_token_files, []
+    monkeypatch.setattr(
+        "hellolondon.prepare.hash_token_files", lambda d: hashed.append(d) or real(d)
+    )
+    again = ["--wandb-mode", "disabled", "train.max_iters=1", "train.eval_interval=0"]
+    assert main(["reproduce", str(tmp_path / "r"), "--run-name", "b", *again]) == 0
+    config = str(tmp_path / "r" / "config.json")
+    assert main(["train", "--config", config, "--run-name", "c", *again]) == 0
+    assert hashed == [str(edited), str(edited)]  # one a command
+    out = capsys.readouterr().out
+    assert out.count("not as `prepare` wrote them") == 2  # what is said and recorded is as before
+    for name in ("b", "c"):
+        data = load_run(tmp_path / name).config["reproduce"]["data"]
+        assert data["tokens_fingerprint"] == real(edited)
+        assert data["recorded_in_meta"] == load_meta(edited)["tokens_fingerprint"]
+
+
 def test_data_moved_since_the_run_is_said_with_what_to_do(tiny_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)

@@ -271,13 +271,14 @@ def _resume_differences(first: dict[str, Any], resume: dict[str, Any]) -> list[s
     return out
 
 
-def current(data_dir: str | Path) -> dict[str, Any]:
+def current(data_dir: str | Path, tokens: str | None = None) -> dict[str, Any]:
     """The same facts for this checkout and machine now, with the token files hashed as they
-    are on disk (not as meta.json says they were written)."""
+    are on disk (not as meta.json says they were written). `tokens`: that hash, where this
+    command has it already."""
     from hellolondon.prepare import hash_token_files, load_meta
 
     meta = load_meta(data_dir)
-    return collect(meta, data_dir, seed=0, tokens=hash_token_files(data_dir))
+    return collect(meta, data_dir, seed=0, tokens=tokens or hash_token_files(data_dir))
 
 
 def recorded_data_dir(run_config: dict[str, Any]) -> str | None:
@@ -433,9 +434,11 @@ def check_before_training(
     data_dir: str | Path,
     log: Callable[[str], None] = print,
     strict: bool = False,
+    hashing: HashInBackground | None = None,
 ) -> list[str]:
     """Warn, one line each, about what differs from the run that recorded `run_config`; with
-    `strict`, refuse to start instead. Returns the differences."""
+    `strict`, refuse to start instead. Returns the differences. `hashing`: the token files of
+    `data_dir` hashed for the training that follows, so that they are read once."""
     recorded = run_config.get("reproduce")
     if not isinstance(recorded, dict):
         log(
@@ -443,7 +446,7 @@ def check_before_training(
         )
         return []
     _check_record(recorded)
-    now = current(data_dir)
+    now = current(data_dir, hashing.result() if hashing is not None else None)
     found = differences(recorded, now)
     if strict and found:
         raise UserError(
@@ -480,8 +483,13 @@ def recorded_global_batch(
     return batch
 
 
-def check_config_file(path: str | Path, data_dir: str | Path, log: Callable[[str], None] = print):
+def check_config_file(
+    path: str | Path,
+    data_dir: str | Path,
+    log: Callable[[str], None] = print,
+    hashing: HashInBackground | None = None,
+):
     """`train --config <a run's recorded config>`: the same warnings as `reproduce`."""
     from hellolondon.files import read_json
 
-    return check_before_training(read_json(path), data_dir, log)
+    return check_before_training(read_json(path), data_dir, log, hashing=hashing)

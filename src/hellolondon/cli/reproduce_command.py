@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.config import build_config, settings_of_run
     from hellolondon.errors import UserError
     from hellolondon.provenance import (
+        HashInBackground,
         check_before_training,
         recorded_data_dir,
         recorded_global_batch,
@@ -79,13 +80,15 @@ def run(args: argparse.Namespace) -> int:
     overrides += tracking_settings(args)
     base = settings_of_run(recorded, str(args.run))
     cfg = build_config(base=base, overrides=[*overrides, *args.overrides])  # settings last
-    check_before_training(recorded, cfg.data.data_dir, strict=args.strict)
+    # the token files are read once: compared with the record here, recorded by the new run
+    hashing = HashInBackground(cfg.data.data_dir)
+    check_before_training(recorded, cfg.data.data_dir, strict=args.strict, hashing=hashing)
     if args.check:
         return 0
     from hellolondon.train.loop import train
 
     keep = None if sets_grad_accum(args.overrides) else recorded_global_batch(recorded)
-    summary = train(cfg, global_batch=keep)
+    summary = train(cfg, global_batch=keep, hashing=hashing)
     best = summary.get("best_val_loss")
     print(
         f"done: {summary['iterations']} iterations"

@@ -172,13 +172,19 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     is_main = launched_rank() == 0  # read now: a RANK that is not a number is refused up front
+    hashing = None  # the token files' hash, where the check below made it for training too
     # a recorded run's config: say what changed since (once: `--gpus` ranks get no --config)
     if str(args.config or "").endswith(".json") and not args.resume:
         from hellolondon.files import read_json
-        from hellolondon.provenance import check_config_file, recorded_global_batch
+        from hellolondon.provenance import (
+            HashInBackground,
+            check_config_file,
+            recorded_global_batch,
+        )
 
         if is_main:
-            check_config_file(args.config, cfg.data.data_dir)
+            hashing = None if args.gpus else HashInBackground(cfg.data.data_dir)
+            check_config_file(args.config, cfg.data.data_dir, hashing=hashing)
         if args.global_batch is None and not sets_grad_accum(args.overrides):
             # a run of N processes: its global batch, on any number, as a resume keeps it
             say = print if is_main else (lambda *_: None)
@@ -192,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         return launch_train(
             cfg, args.gpus, args.resume, args.global_batch, args.master_port, args.debug
         )
-    summary = train(cfg, resume=args.resume, global_batch=args.global_batch)
+    summary = train(cfg, resume=args.resume, global_batch=args.global_batch, hashing=hashing)
     # finished and saved: a scheduler's SIGTERM while the interpreter exits (which restores the
     # default, fatal action first) would turn a complete run into exit code 143. It is ignored
     # from the exit on, not from now: a caller of `main` that goes on keeps its own handler, and

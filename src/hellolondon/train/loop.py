@@ -4,6 +4,7 @@ calls live in `train/steps.py` (a failure's report in `train/failure.py`)."""
 from __future__ import annotations
 
 from hellolondon.config import RunConfig
+from hellolondon.provenance import HashInBackground
 from hellolondon.train.distributed import launched_in_group, launched_rank
 from hellolondon.train.failure import failure_reported
 from hellolondon.train.run import Run, setup_run
@@ -24,14 +25,19 @@ from hellolondon.train.steps import (
 
 
 def train(
-    cfg: RunConfig, resume: str | None = None, log=print, global_batch: int | None = None
+    cfg: RunConfig,
+    resume: str | None = None,
+    log=print,
+    global_batch: int | None = None,
+    hashing: HashInBackground | None = None,
 ) -> dict:
     """Train until `max_iters` or a stop signal; returns the run summary. A stop signal is
     heeded from the start: one that comes while the run is set up (W&B alone may take 15 s)
-    ends it before its first step, with a checkpoint to resume from."""
+    ends it before its first step, with a checkpoint to resume from. `hashing`: the token
+    files' hash a command started already (see `setup_run`)."""
     stop = StopSignal(launched_in_group(), verbose=launched_rank() == 0)
     try:
-        run = setup_run(cfg, resume, log, global_batch)
+        run = setup_run(cfg, resume, log, global_batch, hashing)
         run.stop = stop
         with failure_reported(run):
             return _train(run)

@@ -99,7 +99,11 @@ def setup_run(
     resume: str | None = None,
     log: Callable[[str], None] = print,
     global_batch: int | None = None,
+    hashing: provenance.HashInBackground | None = None,
 ) -> Run:
+    """Everything a run needs before its first step. `hashing`: the token files of
+    `cfg.data.data_dir` hashed already by the command (`reproduce` compares them with the
+    recorded run first), so that they are read once; else rank 0 hashes them here."""
     d = init_distributed(cfg.train.device, fsdp=cfg.train.fsdp)
     log = log if d.is_main else (lambda *_: None)
     # a run resumed in its own folder is taken before its checkpoint is read, so that two
@@ -107,7 +111,7 @@ def setup_run(
     home = _resumed_run(resume) if d.is_main else None
     replaced = home.claim_to_resume() if home is not None else None
     try:
-        return _setup(cfg, d, resume, log, global_batch)
+        return _setup(cfg, d, resume, log, global_batch, hashing)
     except BaseException:
         if home is not None:
             home.restore_record(replaced)
@@ -125,12 +129,12 @@ def _resumed_run(resume: str | None) -> RunDir | None:
 
 
 def _setup(
-    cfg: RunConfig, d: Dist, resume: str | None, log: Callable[[str], None], global_batch
+    cfg: RunConfig, d: Dist, resume: str | None, log: Callable[[str], None], global_batch, hashing
 ) -> Run:
     peak = peak_flops_for(d.device)  # a bad HELLOLONDON_PEAK_TFLOPS is refused before the folder
     meta, tokenizer, ckpt, state = _inputs(cfg, resume, log)
     # what the run trains on, hashed while the model is built: the record holds it, not meta.json's
-    hashing = provenance.HashInBackground(cfg.data.data_dir) if d.is_main else None
+    hashing = (hashing or provenance.HashInBackground(cfg.data.data_dir)) if d.is_main else None
     cfg = resolve_config(
         cfg, world=d.world_size, meta=meta, ckpt=ckpt, state=state, global_batch=global_batch,
         agree=partial(broadcast_object, d=d), log=log,
