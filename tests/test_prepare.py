@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from hellolondon import prepare as prep
-from hellolondon import tokenizer as tokenizer_module
 from hellolondon.cli import main
 from hellolondon.corpus.documents import Document, read_documents, write_documents
 from hellolondon.errors import UserError
@@ -109,22 +108,25 @@ def test_worker_pool_gives_the_same_bytes(setup, tmp_path, monkeypatch):
 
 
 def test_long_documents_are_encoded_in_pieces_with_the_same_bytes(setup, tmp_path, monkeypatch):
-    # A book-sized document must not be encoded in one go (the tokenizer's records of its tokens
-    # take many times its size); cut into pieces, it gives the very same files.
+    # A book-sized document must not be encoded in one go, nor a chunk (the tokenizer's records
+    # of its tokens take ~50 times the text); cut into pieces, it gives the very same files.
     root, _ = setup
     prepare(root / "docs.jsonl", root / "tok", tmp_path / "whole", workers=1)
-    seen: list[int] = []
+    seen: list[list[int]] = []
     real = Tokenizer.encode_batch
 
     def spy(self, texts):
-        seen.extend(len(t) for t in texts)
+        seen.append([len(t) for t in texts])
         return real(self, texts)
 
     monkeypatch.setattr(Tokenizer, "encode_batch", spy)
-    monkeypatch.setattr(tokenizer_module, "PIECE_CHARS", 40)
-    monkeypatch.setattr(prep, "CHUNK_CHARS", 300)  # pieces of one document span chunks
+    monkeypatch.setattr(prep, "PIECE_CHARS", 40)
+    monkeypatch.setattr(prep, "BATCH_CHARS", 200)
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 1000)  # pieces of one document span chunks
     prepare(root / "docs.jsonl", root / "tok", tmp_path / "cut", workers=1)
-    assert 0 < max(seen) < 80
+    assert 0 < max(max(call) for call in seen) < 80
+    assert max(sum(call) for call in seen) < 200 + 80  # a few pieces at a time, not a chunk
+    assert sum(len(call) > 1 for call in seen) > len(seen) / 2  # mostly several at once
     prepare(root / "docs.jsonl", root / "tok", tmp_path / "pool", workers=2)
     for name in ("train.bin", "val.bin", "meta.json"):
         whole = (tmp_path / "whole" / name).read_bytes()

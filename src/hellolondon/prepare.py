@@ -7,8 +7,8 @@ uses) and the first ones go to validation until they hold about `val_fraction` o
 characters. On a large corpus this matches `is_validation`; on a small one a source of a few
 long documents may give none, but the validation set is never empty.
 
-Memory stays bounded: documents stream in chunks, workers encode them, and the parent appends
-tokens to the files in order with only a few chunks in flight. Outputs are written under
+Memory stays bounded: documents stream in chunks, workers encode them (a few pieces at a time),
+and the parent appends tokens to the files in order with only a few chunks in flight. Outputs are written under
 temporary names and renamed at the end, so a failed run leaves the folder as it was; those a
 killed run (SIGKILL) left are removed by the next run into the folder.
 """
@@ -37,6 +37,12 @@ from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer, text_pie
 
 DTYPE = np.uint16
 CHUNK_CHARS = 2_000_000  # text per task: big enough to amortise pickling, small enough to stream
+# The tokenizer's record of a token (its text, offsets, masks) takes ~190 bytes, ~50 times the
+# text it came from: a chunk is encoded a few pieces at a time, so that only the records of
+# BATCH_CHARS of text are held at once, not a chunk's. Long documents are cut into pieces of
+# about PIECE_CHARS (see `text_pieces`) so that a batch holds several, one for each thread.
+PIECE_CHARS = 32_000
+BATCH_CHARS = 128_000
 OUTPUTS = ("train.bin", "val.bin", "meta.json")
 
 
@@ -108,7 +114,7 @@ def _chunks(corpus: Path, val_ids: set[str], cut: bool) -> Iterator[list[_Piece]
             head = {"id": doc.id, "title": doc.title, "period": doc.period}
             head |= {"category": doc.category, "source": doc.source}
         text, doc = doc.text, None  # the pieces below are all that is kept of the text
-        pieces = text_pieces(text) if cut else iter([text])
+        pieces = text_pieces(text, PIECE_CHARS) if cut else iter([text])
         for n, piece in enumerate(pieces):
             chunk.append((head, is_val, n == 0, piece))
             size += len(piece)
@@ -146,13 +152,27 @@ def _encode(
     tok = tokenizer or _WORKER
     firsts = firsts or [True] * len(texts)
     out = []
-    for ids, first in zip(tok.encode_batch(texts), firsts, strict=True):
-        arr = np.empty(len(ids) + first, dtype=DTYPE)
-        if first:
-            arr[0] = tok.eot_id
-        arr[int(first) :] = ids
-        out.append(arr)
+    for start, end in _batches(texts):
+        batch = tok.encode_batch(texts[start:end])
+        for ids, first in zip(batch, firsts[start:end], strict=True):
+            arr = np.empty(len(ids) + first, dtype=DTYPE)
+            if first:
+                arr[0] = tok.eot_id
+            arr[int(first) :] = ids
+            out.append(arr)
     return out
+
+
+def _batches(texts: list[str]) -> Iterator[tuple[int, int]]:
+    """(start, end) of consecutive runs of `texts` that hold about BATCH_CHARS characters."""
+    start, size = 0, 0
+    for end, text in enumerate(texts, 1):
+        size += len(text)
+        if size >= BATCH_CHARS:
+            yield start, end
+            start, size = end, 0
+    if start < len(texts):
+        yield start, len(texts)
 
 
 class _Writer:
@@ -181,9 +201,8 @@ class _Writer:
                 if is_val:
                     start = self.tokens["val"]
                     self.spans.append(dict(head or {}, start=start, end=start))
-            data = arr.tobytes()
-            self.files[split].write(data)
-            self.hashes[split].update(data)
+            self.files[split].write(arr)  # its buffer: the same bytes as arr.tobytes(), no copy
+            self.hashes[split].update(arr)
             self.tokens[split] += len(arr)
             if is_val:
                 self.spans[-1]["end"] = self.tokens["val"]
