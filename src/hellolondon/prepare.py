@@ -38,11 +38,12 @@ from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer, text_pie
 DTYPE = np.uint16
 CHUNK_CHARS = 2_000_000  # text per task: big enough to amortise pickling, small enough to stream
 # The tokenizer's record of a token (its text, offsets, masks) takes ~190 bytes, ~50 times the
-# text it came from: a chunk is encoded a few pieces at a time, so that only the records of
-# BATCH_CHARS of text are held at once, not a chunk's. Long documents are cut into pieces of
-# about PIECE_CHARS (see `text_pieces`) so that a batch holds several, one for each thread.
-PIECE_CHARS = 32_000
-BATCH_CHARS = 128_000
+# text it came from: a chunk is encoded BATCH_CHARS at a time, so that only the records of that
+# much text are held at once, not a chunk's. Long documents are cut into pieces of about
+# PIECE_CHARS (see `text_pieces`): a batch holds many, which keeps the tokenizer's threads
+# evenly busy (small pieces also encoded faster than pieces of 250,000 characters).
+PIECE_CHARS = 4_000
+BATCH_CHARS = 256_000
 OUTPUTS = ("train.bin", "val.bin", "meta.json")
 
 
