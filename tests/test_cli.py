@@ -132,7 +132,7 @@ def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
 def test_a_run_stopped_by_a_signal_says_so_and_how_to_go_on(
     capsys, tiny_data, tmp_path, monkeypatch
 ):
-    def stopped(cfg, resume=None, global_batch=None):
+    def stopped(cfg, resume=None, global_batch=None, hashing=None):
         run = Path(cfg.out_dir) / "cut short"
         return {"iterations": 3, "best_val_loss": 5.25, "stop_reason": "stopped by a signal",
                 "run_dir": str(run)}  # fmt: skip
