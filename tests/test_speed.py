@@ -417,6 +417,31 @@ def test_micro_batches_regroup_the_same_samples(tiny_data, tmp_path):
         assert a[step][0] == pytest.approx(b[step][0], rel=1e-5)
 
 
+def test_evaluation_forwards_take_no_more_sequences_than_training_ones(
+    tiny_data, tmp_path, monkeypatch
+):
+    """train.micro_batch bounds every forward, the evaluation's too: the memory check counts on
+    it, so a batch too large for one forward never reaches the device whole."""
+    from hellolondon.model import GPT
+
+    seen: list[tuple[bool, int]] = []
+    forward = GPT.forward
+
+    def counted(self, idx, *args, **kwargs):
+        seen.append((self.training, idx.size(0)))
+        return forward(self, idx, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", counted)
+    cfg = tiny_config(
+        tiny_data, tmp_path, "train.batch_size=8", "train.micro_batch=2", "train.max_iters=2",
+        "train.eval_interval=2", "train.sample_interval=0",
+    )  # fmt: skip
+    train(cfg, log=lambda *_: None)
+    evaluated = [n for training, n in seen if not training]
+    assert evaluated and max(evaluated) == 2  # evaluations at steps 0 and 2, in pieces of 2
+    assert {n for training, n in seen if training} == {2}
+
+
 def test_cuda_graphs_inductor_skipped_are_said(monkeypatch):
     """Inductor runs a graph without CUDA graphs and says so only under TORCH_LOGS=cudagraphs;
     its counter is read after the first step (and by bench) and turned into a warning."""
@@ -672,6 +697,7 @@ def test_the_memory_floor_takes_the_fewest_sequences_a_forward_can_hold():
     cfg = build_config("slm", overrides=["train.batch_size=16", "train.grad_accum=2"])
     per_sequence = speed.training_memory_floor(cfg, torch.float32, "cpu")["logits"] // 16
     for micro, device, sequences in [("off", "cuda", 16), ("4", "cpu", 4), ("32", "cpu", 32),
+                                     ("100000", "cpu", 32),  # too large: micro_plan says so
                                      ("auto", "cuda", 1), ("auto", "cpu", 16)]:  # fmt: skip
         cfg.train.micro_batch = micro
         floor = speed.training_memory_floor(cfg, torch.float32, device)

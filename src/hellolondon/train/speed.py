@@ -327,9 +327,10 @@ def activation_bytes_per_sequence(cfg: RunConfig) -> int:
 
 def fewest_per_forward(c: TrainConfig, device_type: str) -> int:
     """The fewest sequences one forward of a step can take under `train.micro_batch` (`auto`
-    may go down to 1 on a GPU)."""
+    may go down to 1 on a GPU). A size larger than the step is refused by `micro_plan`, with
+    its own advice; counted here as the step."""
     if c.micro_batch.isdigit():
-        return int(c.micro_batch)
+        return min(int(c.micro_batch), c.batch_size * c.grad_accum)
     return 1 if c.micro_batch == "auto" and device_type == "cuda" else c.batch_size
 
 

@@ -178,14 +178,16 @@ def evaluate(run: Run) -> bool:
 def _eval_batches(run: Run, split: str) -> tuple[list, tuple]:
     """This rank's share of the split's fixed sequences in micro-batches, and a batch to run
     where FSDP needs more calls than the share has (the first sequence of all, when this
-    rank's share is empty); loaded once for the run."""
+    rank's share is empty); loaded once for the run. A micro-batch holds as many sequences as
+    a training forward (`train.micro_batch`), which the memory was checked for."""
     c, d = run.cfg.train, run.dist
     if split not in run.eval_cache:
         every = run.batches.fixed_batches(split, c.eval_seqs, 1)
         seqs = every[d.rank :: d.world_size]
+        size = micro_batches(run.model, c)[0]
         batches = [
-            tuple(torch.cat(part) for part in zip(*seqs[i : i + c.batch_size], strict=True))
-            for i in range(0, len(seqs), c.batch_size)
+            tuple(torch.cat(part) for part in zip(*seqs[i : i + size], strict=True))
+            for i in range(0, len(seqs), size)
         ]
         run.eval_cache[split] = batches, batches[0] if batches else every[0]
     return run.eval_cache[split]
@@ -197,7 +199,7 @@ def _eval_split(run: Run, split: str) -> float:
     # FSDP gathers weights inside every forward, so all ranks must make as many calls: a rank
     # with fewer batches runs `filler` and leaves it out of the sums
     share = -(-c.eval_seqs // d.world_size)
-    calls = -(-share // c.batch_size) if d.fsdp else len(batches)
+    calls = -(-share // micro_batches(run.model, c)[0]) if d.fsdp else len(batches)
     sums = torch.zeros(2, device=d.device)  # loss summed over sequences, sequences
     for i in progress_bar(range(calls), desc=f"eval {split}", leave=False, disable=not run.slow):
         if run.stop is not None and run.stop.pending and not d.enabled:
