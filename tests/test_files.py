@@ -74,6 +74,15 @@ def test_a_folder_made_for_writing_goes_again_when_the_command_leaves_it_empty(t
     with pytest.raises(RuntimeError), writing(mine):
         raise RuntimeError("failed")
     assert mine.is_dir()
+    deep = mine / "a" / "b" / "c"  # every missing parent it made goes too, not the user's
+    with pytest.raises(RuntimeError), writing(deep):
+        assert deep.is_dir()
+        raise RuntimeError("stopped")
+    assert mine.is_dir() and list(mine.iterdir()) == []
+    with pytest.raises(RuntimeError), writing(deep):
+        (mine / "a" / "notes.txt").write_text("kept")  # written meanwhile: a/ is no longer empty
+        raise RuntimeError("stopped")
+    assert [p.name for p in (mine / "a").iterdir()] == ["notes.txt"]
 
 
 def test_writing_removes_the_temporary_files_a_killed_writer_of_its_outputs_left(tmp_path):

@@ -128,11 +128,12 @@ def writing(folder: str | Path, outputs: Iterable[str] = ()) -> Iterator[None]:
     `corpus clean`): a second one writing there at the same time, of any kind, is refused. Once
     held, the temporary files of `outputs` (the names the command writes) that a killed command
     left are removed (`remove_leftovers`). A folder it made is removed again when the command
-    leaves it empty (it failed or was stopped before its files were in place)."""
+    leaves it empty (it failed or was stopped before its files were in place), and so is each
+    missing parent it made on the way, where that is left empty too."""
     from hellolondon.errors import UserError
 
     folder = Path(folder)
-    made = not folder.exists()
+    made = [f for f in (folder, *folder.absolute().parents) if not f.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with exclusive_lock(
@@ -145,9 +146,11 @@ def writing(folder: str | Path, outputs: Iterable[str] = ()) -> Iterator[None]:
             remove_leftovers(folder, outputs)
             yield
     finally:
-        if made:
-            with contextlib.suppress(OSError):  # only an empty folder goes
-                folder.rmdir()
+        for made_folder in made:  # the deepest first; only an empty folder goes
+            try:
+                made_folder.rmdir()
+            except OSError:
+                break
 
 
 def remove_leftovers(folder: str | Path, outputs: Iterable[str]) -> list[str]:
