@@ -286,12 +286,14 @@ def test_watch_ends_when_a_failed_runs_process_is_gone(tmp_path, monkeypatch, ca
     run = live_run(tmp_path)
     proc = _trainer(run, tmp_path, "fail")
     monkeypatch.setattr(watch_module.time, "sleep", kept_watching)
-    assert main(["watch", str(run)]) == 1
-    err = capsys.readouterr().err
-    assert err == (
+    said = (
         f"the run's training process {proc.pid} is gone (RuntimeError at step 40); it saved no "
         "checkpoint to go on from; train it again under another --run-name\n"
     )
+    assert main(["watch", str(run)]) == 1
+    assert capsys.readouterr().err == said
+    assert main(["watch", str(run), "--once"]) == 1  # a script's one look tells it too
+    assert capsys.readouterr().err == said
 
 
 def test_watch_keeps_watching_a_run_of_another_machine(tmp_path, monkeypatch, capsys):

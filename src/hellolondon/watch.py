@@ -184,7 +184,8 @@ def watch(
 ) -> int:
     """Draw the view every `interval` seconds until the run finishes (0), its training process
     on this machine is gone without finishing (1, after a line that says how to go on) or
-    Ctrl-C (0); `once` draws one frame without screen control codes (for pipes and tests)."""
+    Ctrl-C (0); `once` draws one frame without screen control codes (for pipes and tests) and
+    returns the same codes, 0 for a run still going."""
     out = out or sys.stdout
     view = RunView(_pick(Path(path), out))
     width = width or shutil.get_terminal_size((100, 24)).columns
@@ -197,11 +198,13 @@ def watch(
             frame = render_frame(view, width, chars=chars)
             out.write(("\x1b[H\x1b[2J" if live else "") + frame + "\n")
             out.flush()
-            if once or view.finished:
+            if view.finished:
                 return 0
-            if view.gone is not None:
+            if view.gone is not None:  # `--once` too: a script can tell a dead run by the code
                 print(gone_line(view), file=sys.stderr)
                 return 1
+            if once:
+                return 0
             if not live:
                 out.write("-" * min(width, 40) + "\n")
             time.sleep(interval)

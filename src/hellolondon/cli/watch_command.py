@@ -29,7 +29,11 @@ def register(sub) -> None:
     p.add_argument(
         "--interval", type=float, default=5.0, help="seconds between refreshes (default 5)"
     )
-    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame and exit (code 1 where the run's process is gone)",
+    )
     p.add_argument("--width", type=int, help="characters per line (default: the terminal's)")
     p.set_defaults(func=run)
 
