@@ -568,3 +568,18 @@ def test_a_file_given_for_a_folder_and_a_folder_for_a_file_are_named_as_such(tmp
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_ctrl_c_while_the_command_line_is_read_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first fraction of a second (the subcommands being registered) is said
+    as any other Ctrl-C: `interrupted`, exit 130, no traceback; --debug keeps it."""
+    import hellolondon.cli as cli
+
+    def pressed() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", pressed)
+    assert main(["tokenizer", "train"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--debug", "tokenizer", "train"])

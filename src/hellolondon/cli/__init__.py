@@ -224,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the command began (its arguments being read)
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         _SIGTERM.working = False
         signal.signal(
