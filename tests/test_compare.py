@@ -189,7 +189,7 @@ def test_a_killed_run_is_told_from_a_running_one_by_its_process(tiny_data, tmp_p
         proc.wait()
     assert main(["compare", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["runs"][0]["outcomes"]["status"] == "killed"
-    assert main(["watch", str(run), "--once"]) == 0
+    assert main(["watch", str(run), "--once"]) == 1  # gone: the code says so, as the line
     assert f"killed: process {proc.pid} is gone" in capsys.readouterr().out
 
 
