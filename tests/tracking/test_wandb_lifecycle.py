@@ -227,7 +227,7 @@ def test_wandb_dying_mid_run_prints_one_line_and_loses_no_row(tmp_path):
 
 # ---------------------------------------------------------------------------- network drops
 
-DROP_STEPS = list(range(0, 41, 2))  # one a second: W&B's file stream sends every 15 s
+DROP_STEPS = list(range(0, 41, 2))  # two a second; W&B's file stream set to send every 1 s
 
 
 def drop_mid_run(tmp_path: Path, down_s: float | None, **opts) -> tuple[Driven, WorkingWandb, list]:
@@ -235,13 +235,18 @@ def drop_mid_run(tmp_path: Path, down_s: float | None, **opts) -> tuple[Driven, 
     first rows: for `down_s` seconds, or for good. Returns the run, the server and the steps the
     server held when the network dropped."""
     server = WorkingWandb()
-    env = sealed_env(tmp_path, WANDB_API_KEY=FAKE_KEY, WANDB_BASE_URL=server.url)
+    # W&B's file stream sends every 15 s by default: every second, the drop lands mid-run
+    # within a run of 10 s
+    env = sealed_env(
+        tmp_path, WANDB_API_KEY=FAKE_KEY, WANDB_BASE_URL=server.url,
+        WANDB__FILE_STREAM_TRANSMIT_INTERVAL="1",
+    )  # fmt: skip
     run_dir = tmp_path / "runs" / "n"
     run_dir.parent.mkdir()
     done: dict[str, Driven] = {}
     loop = threading.Thread(
         target=lambda: done.update(
-            out=drive(run_dir, env, 85, stop=40, every=2, pause_s=1.0, **opts)
+            out=drive(run_dir, env, 85, stop=40, every=2, pause_s=0.5, **opts)
         )
     )
     loop.start()
