@@ -232,11 +232,12 @@ def _collect_one(source: Source, options: CollectOptions, fetcher: Fetcher) -> d
 
 def _urls(
     source: Source, options: CollectOptions, fetcher: Fetcher, rec: dict[str, Any]
-) -> list[str]:
+) -> list[tuple[str, int | None]]:
+    """The URLs to try in turn, each with the file's size where a listing gives it."""
     if source.kind == "gutenberg":
-        return gutenberg_urls(options.gutenberg, source.ref)
+        return [(url, None) for url in gutenberg_urls(options.gutenberg, source.ref)]
     if source.kind == "url":
-        return [source.ref]
+        return [(source.ref, None)]
     base = options.archive_base.rstrip("/")
     body, attempts = fetcher.get(f"{base}/metadata/{quote(source.ref)}")
     rec["attempts"] += attempts
@@ -258,24 +259,32 @@ def _urls(
     reason = check_header(source, rec["header"])
     if reason:
         return _reject(rec, f"archive.org metadata: {reason}")
-    names = [str(f.get("name", "")) for f in files if isinstance(f, dict)]
-    names = [n for n in names if n.endswith("_djvu.txt")]
+    sizes = {str(f.get("name", "")): f.get("size") for f in files if isinstance(f, dict)}
+    names = [n for n in sizes if n.endswith("_djvu.txt")]
     if not names:
         return _reject(rec, "the archive.org item has no OCR text (_djvu.txt) file")
     name = f"{source.ref}_djvu.txt" if f"{source.ref}_djvu.txt" in names else names[0]
-    return [f"{base}/download/{quote(source.ref)}/{quote(name)}"]
+    return [(f"{base}/download/{quote(source.ref)}/{quote(name)}", _listed_size(sizes[name]))]
 
 
-def _reject(rec: dict[str, Any], reason: str) -> list[str]:
+def _listed_size(value: Any) -> int | None:
+    """A file's size from archive.org's file list (a string of digits there), if it gives one."""
+    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    return int(text) if text.isdigit() else None
+
+
+def _reject(rec: dict[str, Any], reason: str) -> list[tuple[str, int | None]]:
     rec.update(status="rejected", error=reason)
     return []
 
 
-def _download(urls: list[str], part: Path, fetcher: Fetcher, rec: dict[str, Any]) -> Any:
-    for i, url in enumerate(urls):
+def _download(
+    urls: list[tuple[str, int | None]], part: Path, fetcher: Fetcher, rec: dict[str, Any]
+) -> Any:
+    for i, (url, size) in enumerate(urls):
         rec["url"] = url
         try:
-            fetched = fetcher.download(url, part)
+            fetched = fetcher.download(url, part, size)
         except FetchError as exc:
             if exc.status == 404 and i + 1 < len(urls):  # the next file name may exist
                 rec["attempts"] += exc.attempts

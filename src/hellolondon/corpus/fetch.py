@@ -268,12 +268,17 @@ class Fetcher:
         body, attempts = self._retrying(attempt, clock)
         return body, attempts  # type: ignore[return-value]
 
-    def download(self, url: str, part: Path) -> Fetched:
-        """Download `url` into `part`, continuing a partial file left by an earlier attempt."""
+    def download(self, url: str, part: Path, size: int | None = None) -> Fetched:
+        """Download `url` into `part`, continuing a partial file left by an earlier attempt.
+
+        `size` is the file's length as listed elsewhere (archive.org's item metadata): a body
+        the server sends without a Content-Length is checked against it."""
         part.parent.mkdir(parents=True, exist_ok=True)
         clock = _Clock(self.config.deadline)
         try:
-            fetched, attempts = self._retrying(lambda: self._download_once(url, part, clock), clock)
+            fetched, attempts = self._retrying(
+                lambda: self._download_once(url, part, clock, size), clock
+            )
             fetched.attempts = attempts  # type: ignore[union-attr]
             if fetched.encoding not in ("", "identity"):  # type: ignore[union-attr]
                 try:
@@ -375,7 +380,7 @@ class Fetcher:
             )
             raise FetchError(f"HTTP {resp.status} {resp.reason}{hint}", False, resp.status)
 
-    def _download_once(self, url: str, part: Path, clock: _Clock) -> Fetched:
+    def _download_once(self, url: str, part: Path, clock: _Clock, size: int | None) -> Fetched:
         meta_path = part.with_name(part.name + ".json")
         meta = read_json(meta_path)
         # a partial file of another URL, or one that cannot be checked: start again
@@ -409,10 +414,15 @@ class Fetcher:
                 start = offset if resumed else 0
                 length = resp.getheader("Content-Length")
                 expected = start + int(length) if length and length.isdigit() else None
-                if expected is not None and expected > self.config.max_bytes:
+                encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
+                # the listed size stands in for a missing length; it is of the decoded file, so
+                # not for an encoded body (whose own end the decoder checks)
+                listed = size if expected is None and encoding in ("", "identity") else None
+                total = expected if expected is not None else listed
+                if total is not None and total > self.config.max_bytes:
                     part.unlink(missing_ok=True)
                     raise FetchError(
-                        f"the file is {expected} bytes, more than the limit of "
+                        f"the file is {total} bytes, more than the limit of "
                         f"{self.config.max_bytes} (raise --max-mb to take it)",
                         False,
                     )
@@ -429,8 +439,10 @@ class Fetcher:
                 conn.close()
         if expected is not None and received < expected:
             raise FetchError(_cut_short(received, expected), True)
-        encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
-        known = expected is not None or bool(getattr(resp, "chunked", False))
+        chunked = bool(getattr(resp, "chunked", False))
+        if listed is not None and received != listed:
+            _check_listed_size(part, received, listed, chunked)
+        known = expected is not None or chunked or listed is not None
         ctype = resp.getheader("Content-Type") or ""
         return Fetched(final, received, 1, ctype, resumed, encoding, known)
 
@@ -555,6 +567,24 @@ def _cut_short(received: int, expected: int) -> str:
     return (
         f"cut short: the connection closed after {received} of the {expected} bytes its "
         "Content-Length gave"
+    )
+
+
+def _check_listed_size(part: Path, received: int, listed: int, chunked: bool) -> None:
+    """A body sent without a Content-Length whose size is not the listed one. Fewer bytes on a
+    connection that closed to end the body is a cut, retried (and resumed where it can be);
+    else the server sent a whole file of another size: its bytes are not kept."""
+    if received < listed and not chunked:
+        raise FetchError(
+            f"cut short: the connection closed after {received} of the {listed} bytes the "
+            "item's metadata lists (the server gave no Content-Length)",
+            True,
+        )
+    part.unlink(missing_ok=True)
+    raise FetchError(
+        f"size mismatch: the server sent {received} bytes, the item's metadata lists {listed}; "
+        "the file may have changed since its metadata was read: run again with --retry-failed",
+        False,
     )
 
 
