@@ -173,26 +173,69 @@ def _cpu_threads() -> int:
 class HashInBackground:
     """`hash_token_files(data_dir)` on a daemon thread (reading gigabytes takes seconds), so
     that it overlaps the rest of a run's start and never holds up the exit of a refused one.
-    `result()` is the fingerprint, or None where the files could not be read."""
+    `result()` is the fingerprint, or None where the files could not be read.
 
-    def __init__(self, data_dir: str | Path) -> None:
+    `note`: what another process hashed (its `note()`), taken instead of reading the files
+    again while they are as they were then: the same folder, and the same files (inode, size,
+    modification and change times)."""
+
+    def __init__(self, data_dir: str | Path, note: dict[str, Any] | None = None) -> None:
+        self._dir = data_dir
         self._value: str | None = None
-        self._thread = threading.Thread(
-            target=self._hash, args=(data_dir,), name="hash-token-files", daemon=True
-        )
+        self._stat: list[list[int]] | None = None  # the files' stat it is of
+        self._thread: threading.Thread | None = None
+        if note is not None and self._take(note):
+            return
+        self._thread = threading.Thread(target=self._hash, name="hash-token-files", daemon=True)
         self._thread.start()
 
-    def _hash(self, data_dir: str | Path) -> None:
+    def _hash(self) -> None:
         from hellolondon.prepare import hash_token_files
 
         try:
-            self._value = hash_token_files(data_dir)
+            before = _token_files_stat(self._dir)
+            self._value = hash_token_files(self._dir)
+            # a file written to while it was read: the hash is of neither version to vouch for
+            self._stat = before if _token_files_stat(self._dir) == before else None
         except OSError:  # the run reads them already: a record without the hash, not a failure
             self._value = None
 
+    def _take(self, note: dict[str, Any]) -> bool:
+        value = note.get("tokens_fingerprint")
+        try:
+            now = _token_files_stat(self._dir)
+        except OSError:
+            return False
+        same = note.get("data_dir") == str(Path(self._dir).resolve()) and note.get("files") == now
+        if not same or not isinstance(value, str) or not value:
+            return False
+        self._value, self._stat = value, now
+        return True
+
     def result(self) -> str | None:
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         return self._value
+
+    def note(self) -> dict[str, Any] | None:
+        """The fingerprint with the folder and the files' inodes, sizes and times it was
+        hashed from, for another process to take; None where there is nothing to vouch for."""
+        value = self.result()
+        if value is None or self._stat is None:
+            return None
+        return {
+            "data_dir": str(Path(self._dir).resolve()),
+            "files": self._stat,
+            "tokens_fingerprint": value,
+        }
+
+
+def _token_files_stat(data_dir: str | Path) -> list[list[int]]:
+    from hellolondon.prepare import token_file
+
+    stats = [token_file(data_dir, split).stat() for split in ("train", "val")]
+    # ctime too: a write moves it, and unlike mtime it cannot be set back by hand
+    return [[st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns] for st in stats]
 
 
 def changed_since_prepare(meta: dict[str, Any], tokens: str, data_dir: str | Path) -> str | None:

@@ -57,6 +57,7 @@ def register(sub) -> None:
     add_tracking_flags(p)
     add_launch_flags(p)
     p.add_argument("--resolved-config", help=argparse.SUPPRESS)  # what `--gpus` hands each rank
+    p.add_argument("--hashed-tokens", help=argparse.SUPPRESS)  # and rank 0 the data's hash
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config settings, applied last"
     )
@@ -165,6 +166,36 @@ def check_only(argv: list[str]) -> None:
     resolve_for(cfg, args.gpus or 1, args.resume, args.global_batch)
 
 
+def _check_recorded_config(args: argparse.Namespace, cfg, is_main: bool):
+    """A recorded run's config (`--config RUN/config.json`): say what changed since, and keep
+    its global batch. Returns the token files' hash the check made (rank 0 and a launcher)."""
+    if not str(args.config or "").endswith(".json") or args.resume:
+        return None  # `--gpus` ranks get no --config: the launcher said it, once
+    from hellolondon.files import read_json
+    from hellolondon.provenance import HashInBackground, check_config_file, recorded_global_batch
+
+    hashing = None
+    if is_main:
+        hashing = HashInBackground(cfg.data.data_dir)
+        check_config_file(args.config, cfg.data.data_dir, hashing=hashing)
+    if args.global_batch is None and not sets_grad_accum(args.overrides):
+        # a run of N processes: its global batch, on any number, as a resume keeps it
+        say = print if is_main else (lambda *_: None)
+        args.global_batch = recorded_global_batch(read_json(args.config), say)
+    return hashing
+
+
+def _launchers_hash(args: argparse.Namespace, cfg, is_main: bool):
+    """Rank 0 of `train --gpus`: the hash its launcher made, while the files are as they were
+    then (else rank 0 hashes them after all); None elsewhere."""
+    if not (args.hashed_tokens and is_main):
+        return None
+    from hellolondon.files import read_json
+    from hellolondon.provenance import HashInBackground
+
+    return HashInBackground(cfg.data.data_dir, note=read_json(args.hashed_tokens))
+
+
 def run(args: argparse.Namespace) -> int:
     from hellolondon.train.distributed import launched_rank
     from hellolondon.train.loop import train
@@ -172,31 +203,18 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     is_main = launched_rank() == 0  # read now: a RANK that is not a number is refused up front
-    hashing = None  # the token files' hash, where the check below made it for training too
-    # a recorded run's config: say what changed since (once: `--gpus` ranks get no --config)
-    if str(args.config or "").endswith(".json") and not args.resume:
-        from hellolondon.files import read_json
-        from hellolondon.provenance import (
-            HashInBackground,
-            check_config_file,
-            recorded_global_batch,
-        )
-
-        if is_main:
-            hashing = None if args.gpus else HashInBackground(cfg.data.data_dir)
-            check_config_file(args.config, cfg.data.data_dir, hashing=hashing)
-        if args.global_batch is None and not sets_grad_accum(args.overrides):
-            # a run of N processes: its global batch, on any number, as a resume keeps it
-            say = print if is_main else (lambda *_: None)
-            args.global_batch = recorded_global_batch(read_json(args.config), say)
+    # the token files' hash, made once per start: by the check of a recorded run's config
+    # (handed on to rank 0 with --gpus), or by the launcher for rank 0, or else by rank 0 itself
+    hashing = _check_recorded_config(args, cfg, is_main) or _launchers_hash(args, cfg, is_main)
     if args.master_port is not None and args.gpus is None:  # ignored, it would mislead
         raise UserError(
             f"--master-port {args.master_port} applies only with --gpus, which starts torchrun"
         )
     _check_gpu_count(args, cfg)
     if args.gpus:  # this process starts torchrun, which starts the ranks (one included)
+        hashed = hashing.note() if hashing is not None else None
         return launch_train(
-            cfg, args.gpus, args.resume, args.global_batch, args.master_port, args.debug
+            cfg, args.gpus, args.resume, args.global_batch, args.master_port, args.debug, hashed
         )
     summary = train(cfg, resume=args.resume, global_batch=args.global_batch, hashing=hashing)
     # finished and saved: a scheduler's SIGTERM while the interpreter exits (which restores the

@@ -104,19 +104,27 @@ def torchrun_command(
 
 
 def launch_train(
-    cfg, n: int, resume: str | None, global_batch: int | None, port: int | None, debug: bool
+    cfg,
+    n: int,
+    resume: str | None,
+    global_batch: int | None,
+    port: int | None,
+    debug: bool,
+    hashed: dict | None = None,
 ) -> int:
     """`train --gpus N`: check everything, resolve the config once for N processes, then run
-    torchrun with each rank reading that resolved config."""
+    torchrun with each rank reading that resolved config. `hashed`: the token files' hash
+    this process made already (`HashInBackground.note()`), handed to rank 0 so that it need
+    not read them again."""
     from hellolondon.train.distributed import collective_timeout_s
 
     collective_timeout_s()  # a bad HELLOLONDON_DIST_TIMEOUT_S is said here, not by every rank
     port = check_port(port)
     cfg, run_dir = resolve_for(cfg, n, resume, global_batch)
-    fd, path = tempfile.mkstemp(prefix="hellolondon-config-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(cfg.to_dict(), f)
+    path = _temporary_json("hellolondon-config-", cfg.to_dict())
+    note = _temporary_json("hellolondon-tokens-", hashed) if hashed else None
     args = ["train", "--resolved-config", path] + (["--resume", resume] if resume else [])
+    args += ["--hashed-tokens", note] if note else []
     cmd = torchrun_command(n, port, (["--debug"] if debug else []) + args, debug)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
@@ -124,7 +132,9 @@ def launch_train(
     try:
         rc, signum = _run_child(cmd, env)
     finally:
-        os.unlink(path)
+        for made in (path, note):
+            if made:
+                os.unlink(made)
     from hellolondon.train.checkpoint import step_dirs
 
     run = RunDir(run_dir)
@@ -152,6 +162,14 @@ def launch_train(
     again = f"; continue with: hellolondon train --gpus {n} --resume {run_dir}" if found else ""
     print(f"error: distributed training {how}; {where}{again}", file=sys.stderr)
     return rc if rc > 0 else 1
+
+
+def _temporary_json(prefix: str, data: dict) -> str:
+    """A private temporary file holding `data`, for the ranks to read; the caller removes it."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    return path
 
 
 def resolve_for(cfg, world: int, resume: str | None, global_batch: int | None):
