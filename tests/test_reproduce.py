@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from tinyrun import TINY_MODEL, TINY_TRAIN
@@ -180,6 +181,20 @@ def test_reproduce_and_train_config_read_the_token_files_once(
         data = load_run(tmp_path / name).config["reproduce"]["data"]
         assert data["tokens_fingerprint"] == real(edited)
         assert data["recorded_in_meta"] == load_meta(edited)["tokens_fingerprint"]
+
+
+def test_train_config_reads_the_recorded_config_once(tiny_data, tmp_path, capsys, monkeypatch):
+    # for its settings, the check against the record and the recorded global batch
+    _train(tiny_data, tmp_path, "r", "train.max_iters=1", "train.eval_interval=0")
+    config = tmp_path / "r" / "config.json"
+    real, reads = Path.read_text, []
+    monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: reads.append(p) or real(p, *a, **k))
+    again = ["--wandb-mode", "disabled", "train.max_iters=1", "train.eval_interval=0"]
+    assert main(["train", "--config", str(config), "--run-name", "c", *again]) == 0
+    assert [p for p in reads if p.resolve() == config.resolve()] == [config]
+    out = capsys.readouterr().out
+    assert "reproduce: code, packages and data match the recorded run" in out  # still checked
+    assert load_run(tmp_path / "c").config["train"]["max_iters"] == 1
 
 
 def test_data_moved_since_the_run_is_said_with_what_to_do(tiny_data, tmp_path, capsys):

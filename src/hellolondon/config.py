@@ -571,15 +571,18 @@ def build_config(
     overrides: list[str] | None = None,
     base: RunConfig | None = None,
     preset_flag: str | None = None,
+    recorded: Any = None,
 ) -> RunConfig:
     """Preset (or `base`, a saved config), then TOML file, then `key=value` overrides, each
     replacing the one before. A JSON file is a run's saved config: it replaces the preset as
     the base, so `train --config` with it starts a new run with the same settings.
     `preset_flag`: the preset the command line named (`--preset`), refused when the file
-    starts from another, whose settings would silently replace it."""
+    starts from another, whose settings would silently replace it. `recorded`: that JSON
+    file's content where the caller has read it already (`read_run_record`)."""
     given, named = config_file, None
     if config_file is not None and Path(config_file).suffix == ".json":
-        base, config_file = _read_run_config(Path(config_file)), None
+        data = read_run_record(config_file) if recorded is None else recorded
+        base, config_file = _run_settings(data, Path(config_file)), None
         named = base.preset
     from_file = _read_toml(Path(config_file)) if config_file is not None else {}
     if "preset" in from_file:  # the preset the file starts from (`config` writes it)
@@ -646,18 +649,24 @@ def _file_preset(name: Any, path: str | Path | None, base: RunConfig | None) -> 
     return name
 
 
-def _read_run_config(path: Path) -> RunConfig:
-    """The settings of a run's saved config (the facts recorded beside them are left out), under
-    a new run name: the recorded one belongs to the run that wrote the file."""
+def read_run_record(path: str | Path) -> Any:
+    """A run's saved config file (config.json) as it is: its settings and the facts recorded
+    beside them."""
     import json
 
+    path = Path(path)
     if not path.is_file():
         what = "is a folder; give the config file in it" if path.is_dir() else "not found"
         raise UserError(f"config file {path} {what}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"config file {path} is not valid JSON: {exc}") from None
+
+
+def _run_settings(data: Any, path: Path) -> RunConfig:
+    """The settings of a run's saved config (the facts recorded beside them are left out), under
+    a new run name: the recorded one belongs to the run that wrote the file."""
     settings = settings_of_run(data, str(path))
     from hellolondon.provenance import recorded_data_dir
 

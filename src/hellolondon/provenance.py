@@ -524,15 +524,3 @@ def recorded_global_batch(
         f"is kept (--global-batch {batch})"
     )
     return batch
-
-
-def check_config_file(
-    path: str | Path,
-    data_dir: str | Path,
-    log: Callable[[str], None] = print,
-    hashing: HashInBackground | None = None,
-):
-    """`train --config <a run's recorded config>`: the same warnings as `reproduce`."""
-    from hellolondon.files import read_json
-
-    return check_before_training(read_json(path), data_dir, log, hashing=hashing)

@@ -64,7 +64,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace, recorded=None):
+    """The run's config from the command line; `recorded`: the content of `--config
+    RUN/config.json` where it was read already (`_recorded_config`)."""
     if args.resolved_config:
         from hellolondon.config import from_dict
 
@@ -83,7 +85,19 @@ def config_from_args(args: argparse.Namespace):
             )
         _check_own_folder(args.resume, args.run_name, args.out_dir)
         return config_for_resume(args.resume, args.config, overrides)
-    return build_config(args.preset or "tiny", args.config, overrides, preset_flag=args.preset)
+    return build_config(
+        args.preset or "tiny", args.config, overrides, preset_flag=args.preset, recorded=recorded
+    )
+
+
+def _recorded_config(args: argparse.Namespace):
+    """`--config RUN/config.json` of a new run: that recorded run's config, read once for its
+    settings, the check of what changed since and its global batch; None otherwise."""
+    if args.resolved_config or args.resume or Path(args.config or "").suffix != ".json":
+        return None
+    from hellolondon.config import read_run_record
+
+    return read_run_record(args.config)
 
 
 def _go_on(args: argparse.Namespace, run: Path) -> str:
@@ -166,22 +180,25 @@ def check_only(argv: list[str]) -> None:
     resolve_for(cfg, args.gpus or 1, args.resume, args.global_batch)
 
 
-def _check_recorded_config(args: argparse.Namespace, cfg, is_main: bool):
+def _check_recorded_config(args: argparse.Namespace, recorded, cfg, is_main: bool):
     """A recorded run's config (`--config RUN/config.json`): say what changed since, and keep
     its global batch. Returns the token files' hash the check made (rank 0 and a launcher)."""
-    if not str(args.config or "").endswith(".json") or args.resume:
+    if recorded is None:
         return None  # `--gpus` ranks get no --config: the launcher said it, once
-    from hellolondon.files import read_json
-    from hellolondon.provenance import HashInBackground, check_config_file, recorded_global_batch
+    from hellolondon.provenance import (
+        HashInBackground,
+        check_before_training,
+        recorded_global_batch,
+    )
 
     hashing = None
     if is_main:
         hashing = HashInBackground(cfg.data.data_dir)
-        check_config_file(args.config, cfg.data.data_dir, hashing=hashing)
+        check_before_training(recorded, cfg.data.data_dir, hashing=hashing)
     if args.global_batch is None and not sets_grad_accum(args.overrides):
         # a run of N processes: its global batch, on any number, as a resume keeps it
         say = print if is_main else (lambda *_: None)
-        args.global_batch = recorded_global_batch(read_json(args.config), say)
+        args.global_batch = recorded_global_batch(recorded, say)
     return hashing
 
 
@@ -201,11 +218,14 @@ def run(args: argparse.Namespace) -> int:
     from hellolondon.train.loop import train
     from hellolondon.train.torchrun import launch_train
 
-    cfg = config_from_args(args)
+    recorded = _recorded_config(args)
+    cfg = config_from_args(args, recorded)
     is_main = launched_rank() == 0  # read now: a RANK that is not a number is refused up front
     # the token files' hash, made once per start: by the check of a recorded run's config
     # (handed on to rank 0 with --gpus), or by the launcher for rank 0, or else by rank 0 itself
-    hashing = _check_recorded_config(args, cfg, is_main) or _launchers_hash(args, cfg, is_main)
+    hashing = _check_recorded_config(args, recorded, cfg, is_main) or _launchers_hash(
+        args, cfg, is_main
+    )
     if args.master_port is not None and args.gpus is None:  # ignored, it would mislead
         raise UserError(
             f"--master-port {args.master_port} applies only with --gpus, which starts torchrun"
