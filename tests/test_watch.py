@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,20 @@ def test_watch_keeps_watching_a_run_of_another_machine(tmp_path, monkeypatch, ca
     monkeypatch.setattr(watch_module.time, "sleep", then_ctrl_c)
     assert main(["watch", str(run), "--interval", "1"]) == 0  # its process cannot be looked up
     assert sleeps == [1, 1, 1] and capsys.readouterr().err == ""
+
+
+def test_a_refresh_reads_the_process_record_once(tmp_path, monkeypatch):
+    import hellolondon.rundir as rundir
+
+    run = live_run(tmp_path)
+    rundir.RunDir(run).mark_training()  # this process, running
+    real, reads = rundir.read_json, []
+    monkeypatch.setattr(rundir, "read_json", lambda p: reads.append(Path(p).name) or real(p))
+    view = RunView(run)
+    view.refresh()
+    assert reads.count("process.json") == 1
+    assert view.process == ("running", f"process {os.getpid()}") and view.gone is None
+    (run / "process.json").write_text(json.dumps({"pid": 2**22 + 1, "host": "x", "failed": "E"}))
+    view.refresh()
+    assert reads.count("process.json") == 2
+    assert view.process == ("failed", "E") and view.gone is None  # another machine's record

@@ -282,11 +282,16 @@ class RunDir:
         record = read_json(self.process_file)
         return record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
 
-    def training_process(self) -> tuple[str, str] | None:
+    def read_process_record(self) -> dict[str, Any]:
+        """The training process's record (process.json), {} without one."""
+        return read_json(self.process_file)
+
+    def training_process(self, record: dict[str, Any] | None = None) -> tuple[str, str] | None:
         """("running" | "killed" | "failed", detail) while a training process's record is
         here, i.e. from its start until it ends cleanly; None without one, or when it was
-        written on another machine (its process cannot be looked up from here)."""
-        record = read_json(self.process_file)
+        written on another machine (its process cannot be looked up from here). `record`:
+        process.json where the caller has read it already."""
+        record = self.read_process_record() if record is None else record
         if not record:
             return None
         if record.get("failed"):
@@ -300,12 +305,13 @@ class RunDir:
             else ("killed", f"process {pid} is gone")
         )
 
-    def gone_process(self) -> int | None:
+    def gone_process(self, record: dict[str, Any] | None = None) -> int | None:
         """The id of the training process recorded as running on this machine when it is no
         longer alive: killed (SIGKILL, the out-of-memory killer) or dead of the error its
         record names. None while it runs, once it ended cleanly (no record), or when the record
-        is another machine's (its process cannot be looked up from here)."""
-        record = read_json(self.process_file)
+        is another machine's (its process cannot be looked up from here). `record`: as for
+        `training_process`."""
+        record = self.read_process_record() if record is None else record
         if not record or record.get("host") != socket.gethostname():
             return None
         pid = int(record.get("pid", 0))

@@ -80,8 +80,9 @@ class RunView:
     def refresh(self) -> None:
         self.config = self.config or self.run.read_config()
         self.summary = self.run.read_summary()
-        self.process = self.run.training_process()
-        self.gone = self.run.gone_process()
+        record = self.run.read_process_record()  # once: both answers are of the same record
+        self.process = self.run.training_process(record)
+        self.gone = self.run.gone_process(record)
         rows, restarted = self.metrics.read()
         if restarted:
             self.values.clear()
