@@ -327,6 +327,43 @@ def test_cli_train_does_not_replace_a_tokenizer_without_force(tmp_path, capsys):
     assert sorted(p.name for p in data.iterdir()) == [".hidden", "train.bin"]
 
 
+def test_a_save_stopped_between_its_files_leaves_no_tokenizer_and_blocks_no_rerun(
+    tmp_path, monkeypatch, capsys
+):
+    import hellolondon.tokenizer as tokenizer
+
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, islice(sample_documents(), 0, 101, 20))
+    out = tmp_path / "tok"
+    written = []
+    real_write = tokenizer.atomic_write
+
+    def stopped_at_the_last_file(path, text):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # Ctrl-C after two of the three files
+        written.append(path.name)
+        real_write(path, text)
+
+    monkeypatch.setattr(tokenizer, "atomic_write", stopped_at_the_last_file)
+    train = [
+        "tokenizer",
+        "train",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--vocab-size",
+        "600",
+    ]
+    assert main(train) == 130
+    assert "tokenizer.json" not in written and not (out / "tokenizer.json").exists()
+    monkeypatch.setattr(tokenizer, "atomic_write", real_write)
+    capsys.readouterr()
+    assert main(train) == 0  # the configs left behind are the tokenizer's own, not other files
+    assert sorted(p.name for p in out.iterdir() if p.name[0] != ".") == sorted(tokenizer.FILES)
+    load_tokenizer(out)
+
+
 def test_cli_train_writes_only_its_result_lines_into_a_pipe(tmp_path, capfd):
     # the tokenizers library's progress bars write to the file descriptor itself
     corpus = tmp_path / "docs.jsonl"

@@ -370,7 +370,7 @@ def check_replace(out_dir: str | Path, force: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
     if not (out / "tokenizer.json").exists():
-        if other := other_files(out):
+        if other := other_files(out, FILES):  # the configs a stopped save left are its own
             raise UserError(
                 f"{out} holds other files ({some_of(other)}); a tokenizer gets a folder of its own: "
                 "choose another --out"
@@ -409,7 +409,8 @@ def save_tokenizer(data: dict, out_dir: str | Path) -> None:
         json.dumps(config, indent=2),
         json.dumps(special_map, indent=2),
     )
-    for name, text in zip(FILES, texts, strict=True):
+    # tokenizer.json last: a folder holds it only once the configs beside it are in place too
+    for name, text in reversed(list(zip(FILES, texts, strict=True))):
         atomic_write(out / name, text + "\n")
 
 
