@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import signal
@@ -402,6 +404,45 @@ def test_failure_midway_leaves_no_half_files(setup, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         prepare(root / "docs.jsonl", root / "tok", tmp_path, workers=1)
     assert list(tmp_path.iterdir()) == []
+
+
+class _FullDisk(io.RawIOBase):
+    """A file on a disk with `room` bytes left: writes past it fail as a full disk does."""
+
+    def __init__(self, path, room: int) -> None:
+        self.file, self.room = open(path, "wb", buffering=0), room  # noqa: SIM115
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def test_a_full_disk_leaves_no_temporary_files(setup, tmp_path, monkeypatch, capsys):
+    # Closing a file whose buffer cannot be written fails too; the files must go all the same,
+    # or the space they hold stays taken on the disk that is full.
+    root, _ = setup
+    monkeypatch.setattr(prep, "CHUNK_CHARS", 500)
+    monkeypatch.setattr(
+        prep, "open", lambda path, *a, **k: io.BufferedWriter(_FullDisk(path, 600)), raising=False
+    )
+    out = tmp_path / "data"
+    code = main(["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok"),
+                 "--out", str(out)])  # fmt: skip
+    assert code == 1
+    assert capsys.readouterr().err.startswith("error: the disk is full")
+    assert not out.exists()
 
 
 def test_a_replacement_cut_short_leaves_no_folder_that_looks_complete(setup, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ killed run (SIGKILL) left are removed by the next run into the folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -225,7 +226,11 @@ class _Writer:
             os.replace(self.tmp[name], self.out_dir / name)
 
     def discard(self) -> None:
-        self.close()
+        # Not close(): on a full disk the buffered bytes cannot be written, closing says so
+        # again, and the files that take the disk's space must go all the same.
+        for f in self.files.values():
+            with contextlib.suppress(OSError):
+                f.close()
         for path in self.tmp.values():
             path.unlink(missing_ok=True)
 
