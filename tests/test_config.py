@@ -58,7 +58,9 @@ def test_round_trip_through_dict():
         ("tiny", ["grad_clip=-1"], r"train.grad_clip must be >= 0, not -1.0"),
         ("tiny", ["weight_decay=nan"], "weight_decay: expected a number, got 'nan'"),
         ("tiny", ["beta1=2"], r"train.beta1 must be in \[0, 1\), not 2.0"),
-        ("tiny", ["seed=-1"], "train.seed must be >= 0"),
+        ("tiny", ["seed=-1"], "train.seed must be from 0"),
+        # torch takes seeds below 2**64, and rank r seeds with seed + r
+        ("tiny", ["seed=1e30"], r"train.seed must be from 0 to 2\*\*63 - 1"),
         ("tiny", ["sample_interval=-1"], "train.sample_interval must be >= 0"),
         # W&B reads a wait of 0 as "not given" and waits 60 s
         ("tiny", ["monitor.alert_wait_s=0"], "monitor.alert_wait_s must be >= 1"),

@@ -157,7 +157,9 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, f"train.{name} must be in [0, 1), not {value}")
-        _check(self.seed >= 0, f"train.seed must be >= 0, not {self.seed}")
+        _check(  # torch takes seeds below 2**64, and rank r seeds with seed + r
+            0 <= self.seed < 2**63, f"train.seed must be from 0 to 2**63 - 1, not {self.seed}"
+        )
         _check(self.sample_interval >= 0, "train.sample_interval must be >= 0 (0: only at the end)")
         _check(self.warmup_iters >= 0, "train.warmup_iters must be >= 0")
         _check(self.optimizer in ("adamw", "muon"), "train.optimizer must be adamw or muon")
