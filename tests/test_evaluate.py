@@ -408,6 +408,18 @@ def test_a_partial_eval_keeps_the_parts_it_left_out_in_the_report(trained_run, t
     assert "bits per byte" in (tmp_path / "step-000040.md").read_text()
 
 
+def test_a_partial_eval_of_a_renamed_run_keeps_the_parts_it_left_out(trained_run, tmp_path):
+    # the weights say which checkpoint a report measured, not the name of the run's folder
+    run = _run_copy(trained_run, tmp_path)
+    assert main(["eval", str(run), "--no-heldout", "--no-generation", "--no-track"]) == 0
+    probes = json.loads((run / "eval" / "step-000040.json").read_text())["probes"]
+    renamed = run.rename(tmp_path / "best-model")
+    argv = ["eval", str(renamed), "--no-probes", "--no-generation", "--no-track"]
+    assert main([*argv, "--max-tokens", "200"]) == 0
+    report = json.loads((renamed / "eval" / "step-000040.json").read_text())
+    assert report["probes"] == probes and report["heldout"]["tokens"] == 200
+
+
 def test_a_shorter_heldout_check_does_not_replace_a_complete_score(
     trained_run, tmp_path, capsys, monkeypatch
 ):

@@ -233,13 +233,23 @@ def with_earlier_parts(report: dict[str, Any], out_dir: str | Path, name: str) -
     the same checkpoint and tokenizer in `out_dir`, so that a partial evaluation adds to the
     report that export puts in the model card rather than replacing it."""
     earlier = read_json(Path(out_dir) / f"{name}.json")
-    same = all(earlier.get(k) == report[k] for k in ("run", "step", "tokenizer_fingerprint"))
-    if not same or not same_weights(earlier, report.get("weights_sha256")):
+    if not _same_checkpoint(earlier, report):
         return report
     kept = {p: earlier[p] for p in PARTS if p in earlier and p not in report}
     if _scored_more(earlier.get("heldout"), report.get("heldout")):
         kept["heldout"] = earlier["heldout"]
     return report | kept
+
+
+def _same_checkpoint(earlier: dict[str, Any], report: dict[str, Any]) -> bool:
+    """Whether two reports measured one checkpoint: the same step, tokenizer and weights, in a
+    run folder that may have been renamed since; a report without the weights' digest (from an
+    earlier version) is taken on its run's name instead."""
+    if any(earlier.get(k) != report[k] for k in ("step", "tokenizer_fingerprint")):
+        return False
+    if earlier.get("weights_sha256") and report.get("weights_sha256"):
+        return earlier["weights_sha256"] == report["weights_sha256"]
+    return earlier.get("run") == report["run"]
 
 
 def _scored_more(earlier: dict | None, new: dict | None) -> bool:
