@@ -176,6 +176,15 @@ def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, cap
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten
 
 
+def test_clean_that_keeps_nothing_leaves_no_folder_it_made(tmp_path, capsys):
+    out = tmp_path / "new" / "corpus"
+    argv = ["corpus", "clean", "--in", str(tmp_path / "nothing"), "--extra", str(FIXTURES),
+            "--out", str(out), "--set", "min_chars=100000000", "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    assert "nothing written" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -240,12 +240,9 @@ def clean_corpus(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; give another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot make the output folder {out}: {exc.strerror or exc}") from None
     folder = CorpusFolder(out)
-    with writing(out, folder.cleaned_names()):  # one at a time (they share the spool)
+    # one at a time (they share the spool); the folders it makes go again if nothing is written
+    with writing(out, folder.cleaned_names()):
         return _clean_into(items, folder, config, workers, progress)
 
 
