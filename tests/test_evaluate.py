@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -394,7 +395,12 @@ def test_eval_checks_the_report_folder_can_be_written_before_scoring(
     monkeypatch.setattr(suite.os, "access", lambda *_: False)  # a read-only folder, even for root
     assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
     err = capsys.readouterr().err
-    assert "cannot write the report folder" in err and "held-out" not in err
+    assert "cannot write the report folder" in err and "(no permission)" in err
+    assert "held-out" not in err
+    read_only = type("Stat", (), {"f_flag": os.ST_RDONLY})()
+    monkeypatch.setattr(suite.os, "statvfs", lambda *_: read_only)  # a read-only mount
+    assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
+    assert "(a read-only file system)" in capsys.readouterr().err
     assert taken.read_text() == "mine" and not (tmp_path / "eval").exists()
 
 

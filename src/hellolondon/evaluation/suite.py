@@ -222,9 +222,9 @@ def check_report_dir(out_dir: str | Path) -> Path:
             f"cannot create the report folder {out} ({there} is a file); choose another --out"
         )
     if not os.access(there, os.W_OK | os.X_OK):
-        raise UserError(
-            f"cannot write the report folder {out} (no permission); choose another --out"
-        )
+        read_only = hasattr(os, "statvfs") and os.statvfs(there).f_flag & os.ST_RDONLY
+        why = "a read-only file system" if read_only else "no permission"
+        raise UserError(f"cannot write the report folder {out} ({why}); choose another --out")
     return out
 
 
