@@ -60,6 +60,12 @@ def test_missing_data_folder(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     err = _err(capsys, ["train", "--data", str(tmp_path / "empty"), "--out-dir", str(tmp_path)])
     assert "empty has no meta.json" in err and "prepare" in err
+    # a tokenizer's folder: `prepare --out` there would be refused, so it is not the advice
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "tokenizer.json").write_text("{}")
+    err = _err(capsys, ["train", "--data", str(tmp_path / "tok"), "--out-dir", str(tmp_path)])
+    assert "tok holds no token files (tokenizer.json)" in err and "--out" not in err
+    assert "--data" in err
 
 
 def test_unknown_config_key(capsys, tiny_data, tmp_path):

@@ -466,6 +466,11 @@ def load_meta(data_dir: str | Path) -> dict:
             "wrote (--data DIR), or make it with `hellolondon prepare --out DIR`"
         )
     if not path.is_file():
+        if other := other_files(data_dir, OUTPUTS):  # a tokenizer's folder, a run's, ...
+            raise UserError(
+                f"{data_dir} holds no token files ({some_of(other)}); give --data the folder "
+                "that `hellolondon prepare` wrote"
+            )
         raise UserError(
             f"{data_dir} has no meta.json; run `hellolondon prepare --out {data_dir}` first"
         )
