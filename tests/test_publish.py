@@ -273,3 +273,70 @@ def test_files_export_did_not_write_are_never_uploaded(folder, hub, capsys, extr
     err = capsys.readouterr().err
     assert ("is a link" if extra == "link" else "is not a file export writes") in err
     assert err.count("\n") == 1 and hub.calls == []
+
+
+@pytest.fixture
+def odd_hub(monkeypatch):
+    """A server at HF_ENDPOINT that takes requests and answers as no Hub does: never ("hang")
+    or with a web page ("page"). Yields a function that starts it and returns its address."""
+    import http.server
+    import threading
+
+    from hellolondon import publish
+
+    stop = threading.Event()
+    servers = []
+
+    def start(kind: str) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if kind == "hang":
+                    stop.wait(30)
+                    return
+                body = b"<html>a proxy's page</html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        address = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("HF_ENDPOINT", address)
+        monkeypatch.setenv("HF_TOKEN", SECRET)
+        monkeypatch.setattr(publish, "ANSWER_TIMEOUT_S", 1)
+        return address
+
+    yield start
+    stop.set()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_hub_that_never_answers_fails_in_one_line(folder, odd_hub, capsys):
+    import time
+
+    address = odd_hub("hang")
+    t0 = time.monotonic()
+    assert main(["publish", str(folder), "--repo", "me/london"]) == 2
+    assert time.monotonic() - t0 < 20  # it waited without end
+    err = capsys.readouterr().err
+    assert f"no answer from {address} within 1 s" in err and err.count("\n") == 1
+
+
+def test_a_server_that_is_not_the_hub_is_named(folder, odd_hub, capsys):
+    address = odd_hub("page")
+    assert main(["publish", str(folder), "--repo", "me/london"]) == 2
+    err = capsys.readouterr().err
+    assert f"{address} answered with something other than the Hub's JSON" in err
+    assert "check HF_ENDPOINT" in err and err.count("\n") == 1

@@ -7,8 +7,11 @@ from any error message that might echo it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from hellolondon.errors import UserError
@@ -17,6 +20,7 @@ REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "README.md")
 NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"  # the Hub's rule: up to 96 characters
 REPO_ID = re.compile(rf"^{NAME}/{NAME}$")
 TOKEN_URL = "https://huggingface.co/settings/tokens"
+ANSWER_TIMEOUT_S = 120  # a Hub that takes a request and never answers: the upload fails then
 
 
 def upload_list(folder: str | Path) -> tuple[list[tuple[str, int]], list[str]]:
@@ -89,6 +93,16 @@ def _hint(exc: Exception) -> str:
     return ""
 
 
+def _unanswered(exc: Exception, endpoint: str) -> str | None:
+    """What to say of a server that did not answer as the Hub does: no answer in time, or an
+    answer that is not the Hub's JSON (another server at HF_ENDPOINT, a proxy's page)."""
+    if "Timeout" in type(exc).__name__:
+        return f"no answer from {endpoint} within {ANSWER_TIMEOUT_S} s; try again later"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{endpoint} answered with something other than the Hub's JSON; check HF_ENDPOINT"
+    return None
+
+
 def hub_token() -> tuple[str, str]:
     """The Hub token and where it comes from: HF_TOKEN, else the token `hf auth login` saved
     (read from its file, so that a dry run contacts nothing); ("", "") when there is none."""
@@ -147,17 +161,39 @@ def publish(
         from huggingface_hub import HfApi
     except ImportError:
         raise UserError("publishing needs huggingface_hub: pip install 'hellolondon[hf]'") from None
-    api = HfApi(token=token)
+    api = HfApi(endpoint=endpoint, token=token)
     try:
-        api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
-            folder_path=str(folder),
-            repo_id=repo,
-            repo_type="model",
-            commit_message=message,
-            allow_patterns=[name for name, _ in files],
-        )
+        with _answer_timeout():
+            api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
+            api.upload_folder(
+                folder_path=str(folder),
+                repo_id=repo,
+                repo_type="model",
+                commit_message=message,
+                allow_patterns=[name for name, _ in files],
+            )
     except Exception as exc:  # the hub raises many types; all become one clear line
-        raise UserError(f"upload to {url} failed: {_detail(exc, token)}{_hint(exc)}") from None
+        said = _unanswered(exc, endpoint) or f"{_detail(exc, token)}{_hint(exc)}"
+        raise UserError(f"upload to {url} failed: {said}") from None
     log(f"uploaded {len(files)} files ({total / 1e6:.1f} MB) to {url}")
     return url
+
+
+@contextlib.contextmanager
+def _answer_timeout() -> Iterator[None]:
+    """huggingface_hub's client waits for an answer without end (its timeout is None): bound
+    each wait, so a server that takes the request and never answers fails in one line. A slow
+    upload that goes on sending is not cut: the bound is on each wait, not on the whole."""
+    try:
+        from huggingface_hub.utils import get_session
+
+        session = get_session()
+        before = session.timeout
+    except (ImportError, AttributeError):  # an older hub (requests): its own timeouts stand
+        yield
+        return
+    session.timeout = ANSWER_TIMEOUT_S
+    try:
+        yield
+    finally:
+        session.timeout = before
