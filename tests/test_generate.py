@@ -212,6 +212,50 @@ def test_interactive_refuses_a_prompt_that_is_not_utf8_and_asks_for_the_next(
     assert "prompt> The queen" in out and out.endswith("prompt> \n")  # the session went on
 
 
+def test_ctrl_c_stops_the_text_being_written_and_the_session_asks_for_the_next(
+    trained_run, monkeypatch, capsys
+):
+    import io
+
+    import hellolondon.generate as gen
+    from hellolondon.cli import main
+
+    real = gen.generate_ids
+
+    def stopped_by_ctrl_c(model, prompt, s, eot_id=None, on_token=None):
+        if len(stopped) < 1:  # the first text: Ctrl-C after two tokens
+            stopped.append(1)
+            real(model, prompt, gen.Sampling(max_new_tokens=2), eot_id, on_token)
+            raise KeyboardInterrupt
+        return real(model, prompt, s, eot_id, on_token)
+
+    stopped: list[int] = []
+    monkeypatch.setattr(gen, "generate_ids", stopped_by_ctrl_c)
+    monkeypatch.setattr("sys.stdin", io.StringIO("The king\nThe queen\n"))
+    assert main(["generate", str(trained_run), "-i", "--max-new-tokens", "3"]) == 0
+    out, err = capsys.readouterr()
+    first, second = out.split("prompt> ")[1:3]
+    assert first.startswith("The king") and first.endswith("\n")  # its line ended
+    assert second.startswith("The queen") and out.endswith("prompt> \n")  # the session went on
+    assert "stopped" in err
+    # SIGTERM ends the session, also while a text is written
+    from hellolondon.errors import Terminated
+
+    def terminated(*args, **kwargs):
+        raise Terminated
+
+    monkeypatch.setattr(gen, "generate_ids", terminated)
+    monkeypatch.setattr("sys.stdin", io.StringIO("The king\nThe queen\n"))
+    assert main(["generate", str(trained_run), "-i"]) == 143
+    assert capsys.readouterr().out.count("prompt> ") == 1
+    monkeypatch.setattr(gen, "generate_ids", stopped_by_ctrl_c)
+    # outside a session, Ctrl-C ends the command, the text's line ended first
+    stopped.clear()
+    assert main(["generate", str(trained_run), "--prompt", "The king"]) == 130
+    out, err = capsys.readouterr()
+    assert out.startswith("The king") and out.endswith("\n") and err == "interrupted\n"
+
+
 def test_a_corrupt_newest_checkpoint_names_an_earlier_one_to_use(trained_run, tmp_path, capsys):
     import shutil
 

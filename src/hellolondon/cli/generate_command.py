@@ -44,13 +44,14 @@ def register(sub) -> None:
         "-i",
         "--interactive",
         action="store_true",
-        help="ask for prompts until an empty line or Ctrl-D (--prompt, if given, is the first)",
+        help="ask for prompts until an empty line or Ctrl-D (--prompt, if given, is the first); "
+        "Ctrl-C stops the text being written and asks for the next",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.errors import UserError
+    from hellolondon.errors import Terminated, UserError
     from hellolondon.generate import Sampling, generate_ids, kept_on_shift
     from hellolondon.hardware import resolve_device
     from hellolondon.train.checkpoint import load_for_inference
@@ -82,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
                 shown = len(text)
 
-        generate_ids(model, prompt_ids, s, tok.eot_id, on_token=show)
-        sys.stdout.write(tok.decode(ids)[shown:] + "\n")
+        try:
+            generate_ids(model, prompt_ids, s, tok.eot_id, on_token=show)
+        finally:  # Ctrl-C too: the text's line is ended before anything else is said
+            sys.stdout.write(tok.decode(ids)[shown:] + "\n")
+            sys.stdout.flush()
         ctx = model.config.block_size
         if len(prompt_ids) + len(ids) > ctx:
             print(
@@ -93,13 +97,24 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
+    def answer(prompt: str) -> None:
+        """One prompt of a session: its errors and a Ctrl-C end its text, not the session."""
+        try:
+            write(prompt)
+        except UserError as exc:  # a prompt that cannot be encoded
+            print(f"error: {exc}", file=sys.stderr)
+        except KeyboardInterrupt as exc:  # at the prompt, Ctrl-C ends the session
+            if isinstance(exc, Terminated):  # SIGTERM ends it wherever it comes
+                raise
+            print("(stopped)", file=sys.stderr)
+
     if not args.interactive:
         write(args.prompt)
         return 0
-    print(f"model from {ckpt}; an empty line or Ctrl-D ends", file=sys.stderr)
+    print(f"model from {ckpt}; an empty line or Ctrl-D ends; Ctrl-C stops a text", file=sys.stderr)
     if args.prompt:  # the first prompt, given on the command line
         print(f"prompt> {args.prompt}")  # as a terminal shows a typed one
-        write(args.prompt)
+        answer(args.prompt)
     while True:
         try:
             prompt = input("prompt> ")
@@ -112,7 +127,4 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not prompt:
             return 0
-        try:
-            write(prompt)
-        except UserError as exc:  # a prompt that cannot be encoded: this one, not the session
-            print(f"error: {exc}", file=sys.stderr)
+        answer(prompt)
