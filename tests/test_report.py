@@ -226,6 +226,21 @@ def test_cli_report_defaults_to_the_first_runs_folder_and_fails_in_one_line(tmp_
     assert err.startswith("error: ") and "does not exist" in err and "\n" not in err
 
 
+def test_a_report_that_fails_to_be_written_leaves_no_folder_it_made(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import hellolondon.report as report
+
+    def disk_full(runs, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = make_run(tmp_path, "a")
+    monkeypatch.setattr(report, "write_png", disk_full)
+    assert main(["report", str(run), "--out", str(tmp_path / "new" / "report")]) == 1
+    assert capsys.readouterr().err.startswith("error: the disk is full")
+    assert not (tmp_path / "new").exists()
+
+
 def test_thinning_keeps_spikes():
     xs = list(range(10_000))
     ys = [1.0] * 10_000

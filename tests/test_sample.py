@@ -74,6 +74,21 @@ def test_sample_command_never_replaces_other_documents_without_force(tmp_path, c
     assert len(list(read_documents(out))) == 101
 
 
+def test_a_sample_that_fails_to_be_written_leaves_no_folder_it_made(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from hellolondon.corpus import sample
+
+    class FullDisk:
+        def to_json(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sample, "sample_documents", lambda: [FullDisk()])
+    assert main(["corpus", "sample", "--out", str(tmp_path / "new" / "documents.jsonl")]) == 1
+    assert capsys.readouterr().err.startswith("error: the disk is full")
+    assert not (tmp_path / "new").exists()
+
+
 def test_validation_share_of_the_sample(docs):
     val = choose_validation([(d.id, d.source, len(d.text)) for d in docs])
     categories = Counter(d.category for d in docs if d.id in val)

@@ -133,22 +133,35 @@ def writing(folder: str | Path, outputs: Iterable[str] = ()) -> Iterator[None]:
     from hellolondon.errors import UserError
 
     folder = Path(folder)
-    made = [f for f in (folder, *folder.absolute().parents) if not f.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with exclusive_lock(
+    with (
+        made_folder(folder),
+        exclusive_lock(
             folder / WRITING,
             lambda pid: UserError(
                 f"{folder} is being written by another hellolondon command (process {pid}); "
                 "wait for it to end, or choose another --out"
             ),
-        ):
-            remove_leftovers(folder, outputs)
-            yield
+        ),
+    ):
+        remove_leftovers(folder, outputs)
+        yield
+
+
+@contextlib.contextmanager
+def made_folder(folder: str | Path, make: bool = True) -> Iterator[None]:
+    """Make `folder` and its missing parents for the block (`make=False`: the block makes
+    them); each one missing before goes again when the block leaves it empty (a command that
+    failed or was stopped before it wrote there)."""
+    folder = Path(folder)
+    made = [f for f in (folder, *folder.absolute().parents) if not f.exists()]
+    try:
+        if make:
+            folder.mkdir(parents=True, exist_ok=True)
+        yield
     finally:
-        for made_folder in made:  # the deepest first; only an empty folder goes
+        for path in made:  # the deepest first; only an empty folder goes
             try:
-                made_folder.rmdir()
+                path.rmdir()
             except OSError:
                 break
 

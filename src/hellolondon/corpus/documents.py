@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hellolondon.corpus.layout import CorpusFolder
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_path
+from hellolondon.files import atomic_path, made_folder
 
 PERIODS = (
     ("tudor", 1485, 1603),
@@ -138,9 +138,8 @@ def is_text(value: str) -> bool:
 def write_documents(path: str | Path, docs: Iterable[Document]) -> int:
     """Write atomically (a temporary file, then rename); returns how many were written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with made_folder(path.parent), atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for doc in docs:
             f.write(doc.to_json() + "\n")
             count += 1

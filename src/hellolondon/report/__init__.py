@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hellolondon.files import atomic_path, atomic_write, check_writable_folder
+from hellolondon.files import atomic_path, atomic_write, check_writable_folder, made_folder
 from hellolondon.report.html import render_html
 from hellolondon.report.png import write_png
 from hellolondon.report.rundata import RunData, load_run, load_runs, summarize
@@ -20,7 +20,12 @@ def write_report(run_dirs: list[Path], out_dir: Path, quiet: bool = False) -> di
     Notes on odd input (a cut-short last line, a run without rows) go to stderr and the page."""
     runs, notes = load_runs(list(run_dirs))
     out_dir = Path(out_dir)
-    check_writable_folder(out_dir, "the report", "choose another --out")
+    with made_folder(out_dir, make=False):  # a report that fails leaves no folder it made
+        check_writable_folder(out_dir, "the report", "choose another --out")
+        return _write(runs, notes, out_dir, quiet)
+
+
+def _write(runs: list[RunData], notes: list[str], out_dir: Path, quiet: bool) -> dict[str, Path]:
     if not quiet:
         for note in notes:
             print(f"report: {note}", file=sys.stderr)
