@@ -332,6 +332,27 @@ def test_a_run_whose_checkpoints_are_all_corrupt(capsys, trained, tmp_path, comm
     assert "no checkpoint under" in err and "truncated or corrupt (not valid JSON)" in err
 
 
+@pytest.mark.parametrize("command", ["generate", "eval", "export", "train"])
+def test_a_checkpoint_of_a_newer_version_says_to_upgrade(capsys, trained, tmp_path, command):
+    # never a fall back past it to an older checkpoint: a resume would abandon its steps
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    newest = sorted((run / "checkpoints").glob("step-*"))[-1] / "state.json"
+    state = json.loads(newest.read_text())
+    newest.write_text(json.dumps(state | {"format": 99}))
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    argv = {
+        "generate": ["generate", str(run)],
+        "eval": ["eval", str(run), "--no-heldout", "--no-generation", "--no-track"],
+        "export": ["export", str(run), "--out", str(tmp_path / "out")],
+        "train": ["train", "--resume", str(run), "--wandb-mode", "disabled"],
+    }[command]
+    err = _err(capsys, argv)
+    assert "checkpoint format 99, from a newer hellolondon" in err and "upgrade" in err
+    assert "corrupt" not in err and "give another checkpoint" not in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
 def test_a_checkpoint_of_a_setting_this_version_lacks_names_the_setting(capsys, trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)

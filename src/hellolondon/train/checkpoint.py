@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from hellolondon import __version__
 from hellolondon.errors import UserError
 from hellolondon.files import atomic_write, default_mode, sha256_file
 
@@ -228,6 +229,11 @@ def _prune(ckpt_root: Path, keep_last: int, written: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class NewerCheckpoint(UserError):
+    """A checkpoint a newer version wrote: never passed over for an older one (a resume would
+    abandon its steps); the way on is to upgrade."""
+
+
 def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
     """state.json of a checkpoint folder, with every file checked against its recorded sha256."""
     path = ckpt / "state.json"
@@ -239,7 +245,13 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
         raise UserError(
             f"checkpoint file {path} is truncated or corrupt (not valid JSON)"
         ) from None
-    if not isinstance(state, dict) or state.get("format") not in (1, FORMAT):
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if type(fmt) is int and fmt > FORMAT:
+        raise NewerCheckpoint(
+            f"{path} is of checkpoint format {fmt}, from a newer hellolondon (this one, "
+            f"{__version__}, reads formats 1 to {FORMAT}); upgrade hellolondon to use it"
+        )
+    if fmt not in (1, FORMAT):
         raise UserError(f"{path}: not a checkpoint state this version can read")
     if not isinstance(state.get("config"), dict):
         raise UserError(f"{path} is incomplete (it has no config)")  # callers say what to do
@@ -317,6 +329,8 @@ def resolve(path: str | Path) -> Path:
         try:
             read_state(ckpt, verify=False)
             return ckpt
+        except NewerCheckpoint:
+            raise
         except UserError as exc:  # a cut-short state.json: the one before it
             reasons.append(str(exc))
     if candidates:
@@ -361,6 +375,8 @@ def find_resumable(path: str | Path, log=print) -> tuple[Path, dict[str, Any]]:
     for ckpt in candidates:
         try:
             return ckpt, read_state(ckpt)
+        except NewerCheckpoint:
+            raise
         except UserError as exc:
             log(f"warning: {exc}; falling back to the previous checkpoint")
     raise UserError(f"every checkpoint under {root} is corrupt; start a new run")
@@ -555,6 +571,8 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
             raise UserError(f"{exc}{instead}") from None
     try:
         state = read_state(ckpt)
+    except NewerCheckpoint:
+        raise
     except UserError as exc:  # name one to use instead: never fall back to it silently
         other = _sound_other(ckpt)
         if other is None:
