@@ -350,7 +350,18 @@ def test_a_checkpoint_of_a_newer_version_says_to_upgrade(capsys, trained, tmp_pa
     err = _err(capsys, argv)
     assert "checkpoint format 99, from a newer hellolondon" in err and "upgrade" in err
     assert "corrupt" not in err and "give another checkpoint" not in err
+    assert "resume an earlier checkpoint" not in err  # only an upgrade helps
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_resume_of_nothing_says_what_to_give_and_no_more(capsys, tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    for given, said in [
+        (tmp_path / "missing", "does not exist; give a run folder or a checkpoint folder"),
+        (tmp_path / "run", "no checkpoint found at"),
+    ]:
+        err = _err(capsys, ["train", "--resume", str(given), "--wandb-mode", "disabled"])
+        assert said in err and "resume an earlier checkpoint" not in err, err
 
 
 def test_a_checkpoint_of_a_setting_this_version_lacks_names_the_setting(capsys, trained, tmp_path):

@@ -384,9 +384,12 @@ def config_for_resume(resume: str, config_file: str | None, overrides: list[str]
     (to extend max_iters, say). Architecture changes are refused later, by `resolve_config`."""
     from hellolondon.config import build_config, from_dict
 
+    ckpt = checkpoint.resolve(resume)  # its own errors say what to give instead
     try:
-        state = checkpoint.read_state(checkpoint.resolve(resume), verify=False)
-    except UserError as exc:
+        state = checkpoint.read_state(ckpt, verify=False)
+    except checkpoint.NewerCheckpoint:
+        raise
+    except UserError as exc:  # the checkpoint named is unreadable: another may not be
         raise UserError(f"{exc}; resume an earlier checkpoint or the run folder") from None
     return build_config(
         config_file=config_file, overrides=overrides, base=from_dict(state["config"])
