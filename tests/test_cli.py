@@ -132,7 +132,25 @@ def test_unwritable_run_folder(capsys, tiny_data, tmp_path):
         capsys,
         ["train", "--data", str(tiny_data), "--out-dir", str(blocker), *TINY_MODEL, *TINY_TRAIN],
     )
-    assert "cannot write the run folder" in err
+    assert "cannot write the run folder" in err and "is a file, not a folder" in err
+
+
+def test_an_unwritable_out_dir_is_said_before_the_model_is_built(
+    capsys, tiny_data, tmp_path, monkeypatch
+):
+    import hellolondon.rundir as rundir
+
+    monkeypatch.setattr(rundir.os, "access", lambda *_: False)  # unwritable, even for root
+    argv = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path / "runs")]
+    assert main([*argv, *TINY_MODEL, *TINY_TRAIN]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: cannot write the run folder") and err.count("\n") == 1
+    assert f"({tmp_path} is not writable); choose a writable out_dir" in err
+    assert "parameters" not in out and not (tmp_path / "runs").exists()
+    read_only = type("Stat", (), {"f_flag": os.ST_RDONLY})()
+    monkeypatch.setattr(rundir.os, "statvfs", lambda *_: read_only)  # a read-only mount
+    assert main([*argv, *TINY_MODEL, *TINY_TRAIN]) == 2
+    assert f"({tmp_path} is on a read-only file system)" in capsys.readouterr().err
 
 
 def test_a_run_stopped_by_a_signal_says_so_and_how_to_go_on(

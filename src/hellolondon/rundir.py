@@ -156,9 +156,26 @@ class RunDir:
         return found is None or found[0] == "running"  # None: another machine's, or unreadable
 
     def check_new(self) -> None:
-        """Refuse to start a run in a folder that already holds one (or is being started)."""
-        if not self.path.exists():
+        """Refuse to start a run in a folder that already holds one (or is being started), or
+        that cannot be written: said before the model is built, not after."""
+        if self.path.exists():
+            self._check_not_taken()
+        self._check_writable()
+
+    def _check_writable(self) -> None:
+        made = next(p for p in (self.path, *self.path.absolute().parents) if p.exists())
+        if not made.is_dir():
+            why = "a file, not a folder"
+        elif os.access(made, os.W_OK | os.X_OK):
             return
+        else:
+            read_only = os.statvfs(made).f_flag & os.ST_RDONLY
+            why = "on a read-only file system" if read_only else "not writable"
+        raise UserError(
+            f"cannot write the run folder {self.path} ({made} is {why}); choose a writable out_dir"
+        )
+
+    def _check_not_taken(self) -> None:
         if not self.path.is_dir():
             raise UserError(
                 f"{self.path} is a file, not a folder, so the run folder cannot go there; choose "
