@@ -147,6 +147,9 @@ def test_cli_watch_once_picks_the_newest_run_and_rejects_bad_paths(tmp_path, cap
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "plain").mkdir()
     assert main(["watch", str(tmp_path / "plain"), "--once"]) == 2
+    assert "is empty: no run has started there yet" in capsys.readouterr().err
+    (tmp_path / "plain" / "notes.txt").write_text("")
+    assert main(["watch", str(tmp_path / "plain"), "--once"]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert main(["watch", str(newer), "--interval", "0"]) == 2
     capsys.readouterr()

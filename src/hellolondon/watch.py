@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from hellolondon.errors import Terminated
+from hellolondon.errors import Terminated, UserError
 from hellolondon.report.rundata import to_float, to_number
 from hellolondon.rundir import RunDir, Tail, runs_in
 from hellolondon.units import fmt_duration, fmt_value
@@ -173,6 +173,11 @@ def _pick(path: Path, out: TextIO) -> Path:
         if inside:
             print(f"watching the newest run in {path}: {inside[0].path.name}", file=out)
             return inside[0].path
+        if not any(path.iterdir()):  # an out_dir before its first run, most likely
+            raise UserError(
+                f"{path} is empty: no run has started there yet; give a run folder, or the "
+                "out_dir of a run that has started"
+            )
     return path
 
 
