@@ -293,17 +293,19 @@ def test_train_config_json_of_a_run_starts_a_run_with_the_same_losses(tiny_data,
 
 
 @pytest.mark.slow
-def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losses(
+def test_kills_in_every_phase_then_resume_give_the_uninterrupted_losses(
     tiny_data, tmp_path, capsys
 ):
-    """SIGKILL at random moments (some while a checkpoint is being written, some during an
-    evaluation), each followed by `train --resume RUN`: the same per-iteration losses as a run
-    never stopped, one row per logged iteration, and every reader works on the result."""
+    """SIGKILL in each phase of a run in turn (while a checkpoint is being written, during an
+    evaluation, at a random moment past the furthest step so far, during the start-up), each
+    followed by `train --resume RUN`: the same per-iteration losses as a run never stopped, one
+    row per logged iteration, and every reader works on the result."""
     import os
     import random
     import signal
     import subprocess
     import sys
+    from functools import partial
 
     settings = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64"]
     settings += ["train.batch_size=8", "train.max_iters=160", "train.warmup_iters=5"]
@@ -332,28 +334,61 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
     )
     run = tmp_path / "killed"
     ckpts = run / "checkpoints"
+    metrics = run / "metrics.jsonl"
 
     def logged() -> int:  # the furthest training step in the run's log
-        rows = read_jsonl(run / "metrics.jsonl")
+        rows = read_jsonl(metrics)
         return max((r["step"] for r in rows if "train/loss" in r), default=0)
 
+    def written() -> tuple:  # changes with every row, and when a resume cuts the log
+        st = metrics.stat() if metrics.exists() else None
+        return (st.st_ino, st.st_size, st.st_mtime_ns) if st else None
+
+    def evaluating(since: tuple) -> bool:  # a step's row is written just before its evaluation's
+        rows = read_jsonl(metrics) if written() != since else []
+        return bool(rows) and "train/loss" in rows[-1] and rows[-1]["step"] % 20 == 0
+
+    def saving() -> bool:  # this process's checkpoint folder, not yet renamed into place
+        return any(ckpts.glob(f".step-*.tmp-{proc.pid}")) and (ckpts / "latest").exists()
+
+    def freeze_in(phase_now, timeout: float = 60) -> bool:
+        """Wait until `phase_now()`, then stop the process (SIGSTOP) and look again: True once
+        it is frozen inside the phase (it may have left it before the signal landed)."""
+        end = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < end:
+            if phase_now():
+                proc.send_signal(signal.SIGSTOP)
+                while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] not in "TZ":
+                    time.sleep(0.0005)
+                if phase_now():
+                    return True
+                proc.send_signal(signal.SIGCONT)
+            time.sleep(0.001)
+        return False
+
+    # Three kills of each phase, in turn; 4 x 3 kills leave most of the 160 steps to go.
+    phases = ["checkpoint", "evaluation", "progress", "start-up"] * 3
     rng = random.Random(20261129)
     proc = start(*where, "--run-name", "killed", *settings)
     kills = furthest = 0
-    while kills < 20:
-        t0 = time.monotonic()
-        if kills == 0 or kills % 4 == 1:  # wait for a checkpoint being written, then kill
-            while proc.poll() is None and time.monotonic() - t0 < 60:
-                if any(ckpts.glob(".step-*.tmp-*")) and (ckpts / "latest").exists():
-                    break
+    hit: list[str] = []
+    for phase in phases:
+        t0, before = time.monotonic(), written()
+        if phase in ("checkpoint", "evaluation"):  # while this process writes a checkpoint, or
+            # evaluates (the log written since it started, its last row a step due for one)
+            inside = saving if phase == "checkpoint" else partial(evaluating, since=before)
+            hit.append(phase if freeze_in(inside) else f"{phase} missed")
+        elif phase == "start-up":  # loading, building the model, or as it writes its first row
+            end = t0 + rng.uniform(0.3, 1.2) * startup
+            while proc.poll() is None and time.monotonic() < end and written() == before:
                 time.sleep(0.001)
-        elif kills % 4 == 3:  # in the start-up (loading, building the model) or just after it
-            time.sleep(rng.uniform(0.3, 1.2) * startup)
-        else:  # within about one interval past the furthest step so far: each such kill is
-            # after some progress, however long this machine takes to start a process
-            while proc.poll() is None and logged() <= furthest and time.monotonic() - t0 < 60:
+        else:  # a random moment within about one interval past the furthest step so far:
+            # each such kill is after some progress, however long this machine takes to start
+            # a process, and in counted steps, not seconds, that may pass faster than measured
+            target = furthest + rng.randint(1, 10)
+            while proc.poll() is None and logged() < target and time.monotonic() - t0 < 60:
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 1.2) * 10 * step_s)
+            time.sleep(rng.uniform(0.0, 1.0) * step_s)  # somewhere within the next step
         if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
             break
         proc.send_signal(signal.SIGKILL)
@@ -362,7 +397,8 @@ def test_twenty_kills_at_random_moments_then_resume_give_the_uninterrupted_losse
         furthest = max(furthest, logged())
         proc = start("--resume", str(run))
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
-    assert kills >= 10, (kills, startup, step_s)
+    assert kills == len(phases), (kills, furthest, startup, step_s)
+    assert hit == ["checkpoint", "evaluation"] * 3  # each such kill came inside its phase
     assert losses(run) == losses(tmp_path / "whole")  # bitwise
     rows = RunDir(run).rows()
     train_steps = [r["step"] for r in rows if "train/loss" in r]
