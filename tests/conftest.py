@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
+import pickle
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +35,35 @@ def pytest_collection_modifyitems(items) -> None:
     scripts/test.sh hands the tests out one at a time (`--maxschedchunk 1`), so that they
     spread over both workers instead of going in one block to the first."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session")
+def made_once(tmp_path_factory) -> Callable[[str, Callable[[Path], Any]], Any]:
+    """`made_once(name, make)`: what `make(folder)` returns, made once in the whole test run.
+    pytest-xdist gives each test process module and session fixtures of its own, and hands a
+    module's tests to both, so an expensive fixture would be made twice (the two-process
+    reference run of tests/test_distributed.py took 33 s and 42 s). The first process to ask
+    makes it, in a folder both see; the other waits for it and reads the result back. Treat
+    the folder as read-only. `make` returns something pickle can save."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above the workers' own
+    shared = base / "made-once"
+    shared.mkdir(exist_ok=True)
+
+    def made(name: str, make: Callable[[Path], Any]) -> Any:
+        folder, saved = shared / name, shared / f"{name}.pickle"
+        with open(shared / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, or if this process dies
+            if saved.exists():
+                return pickle.loads(saved.read_bytes())
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed attempt left
+            folder.mkdir()
+            value = make(folder)
+            saved.write_bytes(pickle.dumps(value))
+            return value
+
+    return made
 
 
 @pytest.fixture(scope="session")

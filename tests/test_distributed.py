@@ -172,24 +172,27 @@ def has_fully_shard() -> bool:
 
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> Path:
-    return make_tokens(tmp_path_factory.mktemp("tokens"))
+def tokens(made_once) -> Path:
+    return made_once("distributed-tokens", make_tokens)
 
 
 @pytest.fixture(scope="module")
-def reference(tokens, tmp_path_factory) -> Path:
+def reference(tokens, made_once) -> Path:
     """An uninterrupted two-process run of STEPS steps: the losses every other run must give."""
-    out = tmp_path_factory.mktemp("runs")
-    proc = two_ranks(tokens, out, "ref", f"train.max_iters={STEPS}")
-    log = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0, log
-    assert (
-        "global batch: 8 x 1 accumulation x 2 processes = 16 sequences = 512 tokens per step (DDP on cpu)"
-        in log
-    )
-    assert "$ torchrun --nnodes=1 --nproc-per-node=2" in log
-    assert log.count("done: 40 iterations") == 1  # rank 0 alone reports
-    return out / "ref"
+
+    def make(out: Path) -> Path:
+        proc = two_ranks(tokens, out, "ref", f"train.max_iters={STEPS}")
+        log = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, log
+        assert (
+            "global batch: 8 x 1 accumulation x 2 processes = 16 sequences = 512 tokens per step (DDP on cpu)"
+            in log
+        )
+        assert "$ torchrun --nnodes=1 --nproc-per-node=2" in log
+        assert log.count("done: 40 iterations") == 1  # rank 0 alone reports
+        return out / "ref"
+
+    return made_once("distributed-reference", make)
 
 
 @pytest.mark.slow
@@ -229,42 +232,6 @@ def test_two_processes_give_the_losses_of_one_with_twice_the_batch_or_accumulati
     np.testing.assert_allclose(
         evals, ref_evals, rtol=RTOL
     )  # same held-out batches, split over ranks
-
-
-@pytest.mark.slow
-def test_sigterm_checkpoints_flushes_and_resumes_to_the_same_losses(reference, tokens, tmp_path):
-    proc = two_ranks(tokens, tmp_path, "term", "train.max_iters=100000")
-    run = tmp_path / "term"
-    wait_for(lambda: len(losses(run)) >= 3 if (run / "metrics.jsonl").exists() else False, proc)
-    proc.send_signal(signal.SIGTERM)  # to the launcher, as a scheduler does; torchrun passes it on
-    log = proc.communicate(timeout=60)[0]
-    stopped = max(losses(run))
-    assert stopped < STEPS, "the run went past the reference before the signal landed"
-    assert proc.returncode == 0, log  # stopped as asked, as one process does: nothing failed
-    assert "error" not in log and "Traceback" not in log
-    assert f"stopped by SIGTERM after checkpoint {run / 'checkpoints'}" in log
-    assert f"continue with: hellolondon train --gpus 2 --resume {run}" in log
-    assert "go on with: hellolondon train --resume" not in log  # the launcher's line alone
-    assert checkpoint.resolve(run).name == f"step-{stopped:06d}"  # saved after the last logged step
-    checkpoint.read_state(checkpoint.resolve(run))  # every file matches its sha256
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["stopped_early"] is True and summary["iterations"] == stopped
-
-    again = cli(
-        "train",
-        "--gpus",
-        "2",
-        "--resume",
-        str(run),
-        "--data",
-        str(tokens),
-        f"train.max_iters={STEPS}",
-        cwd=tmp_path,
-    )
-    log = again.communicate(timeout=300)[0]
-    assert again.returncode == 0, log
-    assert f"resumed from {run / 'checkpoints' / f'step-{stopped:06d}'}" in log
-    assert_same_losses(losses(run), losses(reference))
 
 
 @pytest.mark.slow
@@ -312,6 +279,42 @@ def test_a_killed_torchrun_is_waited_out_and_the_newest_checkpoint_named(tokens,
     assert f"error: distributed training ended: torchrun was killed by SIGKILL; the last " \
         f"complete checkpoint is {newest}" in log  # fmt: skip
     assert log.rstrip().endswith(f"continue with: hellolondon train --gpus 2 --resume {run}")
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_flushes_and_resumes_to_the_same_losses(reference, tokens, tmp_path):
+    proc = two_ranks(tokens, tmp_path, "term", "train.max_iters=100000")
+    run = tmp_path / "term"
+    wait_for(lambda: len(losses(run)) >= 3 if (run / "metrics.jsonl").exists() else False, proc)
+    proc.send_signal(signal.SIGTERM)  # to the launcher, as a scheduler does; torchrun passes it on
+    log = proc.communicate(timeout=60)[0]
+    stopped = max(losses(run))
+    assert stopped < STEPS, "the run went past the reference before the signal landed"
+    assert proc.returncode == 0, log  # stopped as asked, as one process does: nothing failed
+    assert "error" not in log and "Traceback" not in log
+    assert f"stopped by SIGTERM after checkpoint {run / 'checkpoints'}" in log
+    assert f"continue with: hellolondon train --gpus 2 --resume {run}" in log
+    assert "go on with: hellolondon train --resume" not in log  # the launcher's line alone
+    assert checkpoint.resolve(run).name == f"step-{stopped:06d}"  # saved after the last logged step
+    checkpoint.read_state(checkpoint.resolve(run))  # every file matches its sha256
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["iterations"] == stopped
+
+    again = cli(
+        "train",
+        "--gpus",
+        "2",
+        "--resume",
+        str(run),
+        "--data",
+        str(tokens),
+        f"train.max_iters={STEPS}",
+        cwd=tmp_path,
+    )
+    log = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, log
+    assert f"resumed from {run / 'checkpoints' / f'step-{stopped:06d}'}" in log
+    assert_same_losses(losses(run), losses(reference))
 
 
 @pytest.mark.slow
