@@ -13,12 +13,14 @@ from hellolondon.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def two_runs(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("compare")
-    for name, lr in (("slow", "1e-4"), ("fast", "3e-3")):
-        cfg = tiny_config(tiny_data, out, f"tracking.run_name={name}", f"train.lr={lr}")
-        train(cfg, log=lambda *_: None)
-    return out / "slow", out / "fast"
+def two_runs(tiny_data, made_once):
+    def make(out):
+        for name, lr in (("slow", "1e-4"), ("fast", "3e-3")):
+            cfg = tiny_config(tiny_data, out, f"tracking.run_name={name}", f"train.lr={lr}")
+            train(cfg, log=lambda *_: None)
+        return out / "slow", out / "fast"
+
+    return made_once("compare-two-runs", make)
 
 
 def test_table_names_differing_settings_and_outcomes(two_runs, capsys):

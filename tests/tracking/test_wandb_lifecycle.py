@@ -114,18 +114,21 @@ def test_other_ranks_get_the_no_op_twin_and_never_touch_wandb_or_the_run_folder(
 
 
 @pytest.fixture(scope="module")
-def resumed(tmp_path_factory):
+def resumed(made_once):
     """Part 1 logs steps 0..50 and stops; the loop restarts from its checkpoint at step 20
     (metrics.jsonl cut back there) and logs 30..80 in part 2 with the same W&B run id."""
-    root = tmp_path_factory.mktemp("resume")
-    env = sealed_env(root)
-    run_dir = root / "runs" / "r"
-    run_dir.parent.mkdir()
-    first = drive(run_dir, env, 60, stop=50)
-    keep_through(run_dir / "metrics.jsonl", 20)
-    second = drive(run_dir, env, 60, start=30, stop=80, resume=first.result["run_id"])
-    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    return run_dir, env, first, second
+
+    def make(root: Path):
+        env = sealed_env(root)
+        run_dir = root / "runs" / "r"
+        run_dir.parent.mkdir()
+        first = drive(run_dir, env, 60, stop=50)
+        keep_through(run_dir / "metrics.jsonl", 20)
+        second = drive(run_dir, env, 60, start=30, stop=80, resume=first.result["run_id"])
+        assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+        return run_dir, env, first, second
+
+    return made_once("wandb-resumed", make)
 
 
 def test_resume_keeps_the_run_id_and_says_what_wandb_already_holds(resumed):

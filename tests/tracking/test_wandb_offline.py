@@ -19,31 +19,38 @@ PLAIN_SECRET = "plain-secret-value-1234"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("offline")
-    env = sealed_env(root, HF_TOKEN=HF_SECRET, MY_SERVICE_PASSWORD=PLAIN_SECRET)
-    run_dir = root / "runs" / "london-tiny-demo-20261126-101500"
-    run_dir.parent.mkdir()
-    extra = {"auth": {"api_key": "inline-key-value-777", "note": f"token {HF_SECRET}"}}
-    out = drive(
-        run_dir,
-        env,
-        60,
-        f"--notes={PLAIN_SECRET}",
-        overrides=["tracking.tags=mine", "tracking.notes=first try", "tracking.log_artifacts=true"],
-        extra_config=extra,
-        checkpoint=True,
-        gpu=True,
-    )
-    assert out.returncode == 0, out.stderr
-    return run_dir, env, out
+def run(made_once):
+    def make(root: Path):
+        env = sealed_env(root, HF_TOKEN=HF_SECRET, MY_SERVICE_PASSWORD=PLAIN_SECRET)
+        run_dir = root / "runs" / "london-tiny-demo-20261126-101500"
+        run_dir.parent.mkdir()
+        extra = {"auth": {"api_key": "inline-key-value-777", "note": f"token {HF_SECRET}"}}
+        out = drive(
+            run_dir,
+            env,
+            60,
+            f"--notes={PLAIN_SECRET}",
+            overrides=[
+                "tracking.tags=mine",
+                "tracking.notes=first try",
+                "tracking.log_artifacts=true",
+            ],
+            extra_config=extra,
+            checkpoint=True,
+            gpu=True,
+        )
+        assert out.returncode == 0, out.stderr
+        return run_dir, env, out
+
+    return made_once("wandb-offline-run", make)
 
 
 @pytest.fixture(scope="module")
-def records(run):
+def records(run, made_once):
     """The run's W&B log as W&B's own reader sees it, read once for all the tests."""
     run_dir, env, _ = run
-    return leet(offline_dirs(run_dir)[0], env), leet(offline_dirs(run_dir)[0], env, summary=True)
+    part = offline_dirs(run_dir)[0]
+    return made_once("wandb-offline-records", lambda _: (leet(part, env), leet(part, env, True)))
 
 
 def test_one_start_line_names_the_run_mode_cause_and_exact_sync_command(run):
