@@ -153,7 +153,9 @@ def test_demo_runs_every_stage_offline(tmp_path, capsys, monkeypatch):
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    # a narrower model than the demo's, with shorter evaluations: each stage, not its speed
     argv = ["demo", "--vocab-size", "1024", "--wandb-mode", "offline",
+            "model.n_layer=2", "model.n_embd=64", "train.batch_size=8", "train.eval_iters=2",
             "train.max_iters=20", "train.warmup_iters=4", "train.eval_interval=10",
             "train.ckpt_interval=10"]  # fmt: skip
     assert main(argv) == 0
