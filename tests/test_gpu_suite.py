@@ -64,7 +64,7 @@ def test_the_suite_runs_its_cpu_path(tmp_path):
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
          "--sections", sections, "--nanogpt", str(stand_in), "--budget", "300",
-         "--benches", "tiny:8 tiny:8:train.micro_batch=4+train.grad_clip=0.5"],
+         "--benches", "tiny:2 tiny:2:train.micro_batch=1+train.grad_clip=0.5"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -84,10 +84,10 @@ def test_the_suite_runs_its_cpu_path(tmp_path):
     assert [b["impl"] for b in benches] == ["hellolondon", "nanoGPT", "hellolondon"]
     assert all(b["result"]["tokens_per_sec"] > 0 for b in benches)
     assert all(len(b["result"]["ms_per_iter_windows"]) == 3 for b in benches)  # the spread
-    assert benches[2]["options"] == "train.micro_batch=4 train.grad_clip=0.5"
+    assert benches[2]["options"] == "train.micro_batch=1 train.grad_clip=0.5"
     ratio, with_options = [r for r in rows if r.get("section") == "bench-ratio"]
     # the row with settings is compared with the plain row's nanoGPT timing
-    assert with_options["options"] == "train.micro_batch=4 train.grad_clip=0.5"
+    assert with_options["options"] == "train.micro_batch=1 train.grad_clip=0.5"
     assert with_options["tokens_per_sec_ratio"] == pytest.approx(
         benches[2]["result"]["tokens_per_sec"] / benches[1]["result"]["tokens_per_sec"]
     )
