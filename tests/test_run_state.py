@@ -309,7 +309,7 @@ def test_kills_in_every_phase_then_resume_give_the_uninterrupted_losses(
 
     settings = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64"]
     settings += ["train.batch_size=8", "train.max_iters=160", "train.warmup_iters=5"]
-    settings += ["train.eval_interval=20", "train.eval_iters=24", "train.log_interval=1"]
+    settings += ["train.eval_interval=20", "train.eval_iters=8", "train.log_interval=1"]
     settings += ["train.ckpt_interval=10", "train.sample_interval=0", "model.dropout=0.1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     where = ["--data", str(tiny_data), "--out-dir", str(tmp_path)]
