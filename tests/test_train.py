@@ -68,6 +68,7 @@ def test_the_presets_are_named_as_the_gpt2_sizes_they_have():
 
     assert name("regular") == "GPT-2 Medium (24 layers, 16 heads, 1024 wide)"
     assert name("slm") == "GPT-2 Small (12 layers, 12 heads, 768 wide)"
+    assert architecture(1, 1, 32) == "GPT-2 (1 layer, 1 head, 32 wide)"
 
 
 def test_resume_falls_back_past_a_corrupt_checkpoint(tiny_data, tmp_path):

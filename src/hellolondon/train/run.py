@@ -444,7 +444,12 @@ def architecture(n_layer: int, n_head: int, n_embd: int) -> str:
     """The model's name as the W&B guide's config shows it ("GPT-2 Medium"), with its shape."""
     size = GPT2_SIZES.get((n_layer, n_head, n_embd))
     name = f"GPT-2 {size}" if size else "GPT-2"
-    return f"{name} ({n_layer} layers, {n_head} heads, {n_embd} wide)"
+    layers, heads = _counted(n_layer, "layer"), _counted(n_head, "head")
+    return f"{name} ({layers}, {heads}, {n_embd} wide)"
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def run_config(
