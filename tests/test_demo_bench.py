@@ -86,6 +86,17 @@ def test_bench_refuses_a_bad_flag_before_it_runs(flags, message, tmp_path, capsy
     assert (tmp_path / "file").read_text() == "kept"
 
 
+@pytest.mark.parametrize("value", ["abc", "-5", "0"])
+def test_bench_refuses_a_bad_peak_before_it_builds_the_model(value, capsys, monkeypatch):
+    monkeypatch.setenv("HELLOLONDON_PEAK_TFLOPS", value)
+    built = []
+    monkeypatch.setattr("hellolondon.bench.build_model", lambda *a: built.append(a))
+    assert main(["bench", "--preset", "tiny", "--device", "cpu", "--compile", "false"]) == 2
+    out, err = capsys.readouterr()
+    assert f"HELLOLONDON_PEAK_TFLOPS='{value}' is not a positive number" in err
+    assert err.count("\n") == 1 and out == "" and not built
+
+
 def test_demo_refuses_a_work_folder_of_other_files_before_writing(tmp_path, capsys, monkeypatch):
     mine = tmp_path / "mine"
     (mine / "data").mkdir(parents=True)

@@ -59,6 +59,7 @@ def bench(
 ) -> dict:
     device = hardware.resolve_device(cfg.train.device)
     dtype = precision(cfg, device)
+    peak = peak_flops_for(device)  # a bad HELLOLONDON_PEAK_TFLOPS is refused before the model
     check_fits_in_memory(cfg, device, dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -68,7 +69,7 @@ def bench(
         cfg=cfg, dist=d, rundir=RunDir("."), model=model, step_model=step_model, optimizer=opt,
         scaler=scaler, autocast=autocast_for(device, dtype),
         batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
-        tracker=NullTracker(), monitor=None, meta={}, peak_flops=peak_flops_for(device), log=log,
+        tracker=NullTracker(), monitor=None, meta={}, peak_flops=peak, log=log,
     )  # fmt: skip
     announce_pace(run, 1 + max(0, warmup - 1) + steps * max(1, repeat) + 1, "steps it runs")
     t0 = time.perf_counter()
