@@ -496,6 +496,22 @@ def test_launch_refuses_a_preset_beside_resume(tmp_path, capsys):
     assert "--preset slm does not apply with --resume" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("under", ["", "/inside"])
+def test_a_dry_run_refuses_a_sample_folder_that_is_a_file(under, tmp_path, capsys):
+    from hellolondon.cli import main
+
+    (tmp_path / "f").write_text("kept")
+    argv = ["launch", "--yes", "--dry-run", "--fresh", "--data", "sample", "--wandb-mode",
+            "disabled", "--out-dir", str(tmp_path / "runs"), "--sample-dir", f"{tmp_path}/f{under}"]  # fmt: skip
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err == (
+        f"error: --sample-dir {tmp_path}/f{under} cannot hold the prepared sample ({tmp_path}/f is "
+        "a file, not a folder); give a writable folder\n"
+    )
+    assert "$ hellolondon" not in out and (tmp_path / "f").read_text() == "kept"
+
+
 def test_the_launcher_tells_a_terminals_ctrl_c_from_a_signal_sent_to_it(tmp_path):
     """In its terminal's foreground, a SIGINT reached torchrun too; elsewhere it did not."""
     import pexpect

@@ -217,6 +217,18 @@ def check_writable_folder(folder: Path, setting: str, fix: str) -> None:
         ) from None
 
 
+def unwritable(path: str | Path) -> str | None:
+    """Why a folder could not be made or written at `path`, without making anything: its nearest
+    existing part is a file, on a read-only file system or not writable; None when it can."""
+    made = next(p for p in (Path(path), *Path(path).absolute().parents) if p.exists())
+    if not made.is_dir():
+        return f"{made} is a file, not a folder"
+    if os.access(made, os.W_OK | os.X_OK):
+        return None
+    read_only = os.statvfs(made).f_flag & os.ST_RDONLY
+    return f"{made} is on a read-only file system" if read_only else f"{made} is not writable"
+
+
 def _still_named(fd: int, path: Path) -> bool:
     try:
         here, named = os.fstat(fd), os.stat(path)

@@ -253,6 +253,17 @@ def prepare_sample(work: Path, vocab_size: int = 8192) -> Path:
     return work / "data"
 
 
+def _check_sample_dir(folder: Path) -> None:
+    """The folder the sample is to be prepared in, checked before the command is shown."""
+    from hellolondon.files import unwritable
+
+    why = unwritable(folder)
+    if why:
+        raise UserError(
+            f"--sample-dir {folder} cannot hold the prepared sample ({why}); give a writable folder"
+        )
+
+
 def launch(args: argparse.Namespace, menu: Menu | None = None) -> int:
     menu = menu or Menu(interactive=not args.yes)
     gpus = gpu_names()
@@ -261,6 +272,8 @@ def launch(args: argparse.Namespace, menu: Menu | None = None) -> int:
     else:
         menu.say("GPUs: none found (no CUDA)")
     ch = choose(args, gpus, menu)
+    if ch.data == SAMPLE and not is_prepared(Path(args.sample_dir) / "data"):
+        _check_sample_dir(Path(args.sample_dir))
     cmd = train_command(ch, args)
     menu.say("")
     if ch.data == SAMPLE and not is_prepared(Path(args.sample_dir) / "data"):

@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write, exclusive_lock, process_alive, read_json, write_json
+from hellolondon.files import (
+    atomic_write,
+    exclusive_lock,
+    process_alive,
+    read_json,
+    unwritable,
+    write_json,
+)
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -163,17 +170,11 @@ class RunDir:
         self._check_writable()
 
     def _check_writable(self) -> None:
-        made = next(p for p in (self.path, *self.path.absolute().parents) if p.exists())
-        if not made.is_dir():
-            why = "a file, not a folder"
-        elif os.access(made, os.W_OK | os.X_OK):
-            return
-        else:
-            read_only = os.statvfs(made).f_flag & os.ST_RDONLY
-            why = "on a read-only file system" if read_only else "not writable"
-        raise UserError(
-            f"cannot write the run folder {self.path} ({made} is {why}); choose a writable out_dir"
-        )
+        why = unwritable(self.path)
+        if why:
+            raise UserError(
+                f"cannot write the run folder {self.path} ({why}); choose a writable out_dir"
+            )
 
     def _check_not_taken(self) -> None:
         if not self.path.is_dir():
