@@ -183,7 +183,9 @@ def publish(
 def _answer_timeout() -> Iterator[None]:
     """huggingface_hub's client waits for an answer without end (its timeout is None): bound
     each wait, so a server that takes the request and never answers fails in one line. A slow
-    upload that goes on sending is not cut: the bound is on each wait, not on the whole."""
+    upload that goes on sending is not cut: the bound is on each wait, not on the whole. Large
+    files the Hub sends to its Xet storage go through hf_xet's own client, whose retries stop
+    after HF_XET_CLIENT_RETRY_MAX_DURATION (6 minutes by default)."""
     try:
         from huggingface_hub.utils import get_session
 
