@@ -26,6 +26,7 @@ from typing import Any
 from hellolondon.config import RunConfig
 from hellolondon.rundir import RunDir
 from hellolondon.tracking.secrets import scrub, scrub_text
+from hellolondon.tracking.wandb_file import cut_unfinished_record
 from hellolondon.tracking.wandb_options import (
     Credentials,
     WandbOptions,
@@ -279,6 +280,8 @@ def start_wandb(
     mode, why, creds = choose_mode(opts)
     # under `wandb agent` the trial's run already exists: W&B names it in WANDB_RUN_ID
     run_id = resume_run_id or os.environ.get("WANDB_RUN_ID", "").strip() or new_run_id()
+    if resume_run_id:
+        mend_earlier_parts(run, run_id, console)
     if mode == "online" and any(
         s.name.startswith("offline-") and not is_synced(s) for s in segment_dirs(run, run_id)
     ):
@@ -305,6 +308,20 @@ def start_wandb(
     tracker = WandbTracker(wandb, wb_run, opts, mode, why, run, console)
     tracker.begin(resumed=resume_run_id is not None, started_s=time.monotonic() - t0)
     return tracker
+
+
+def mend_earlier_parts(run: RunDir, run_id: str, console: Console) -> None:
+    """Cut the record a killed W&B process left unfinished at the end of an earlier part of the
+    run: `wandb sync` stops at such a file and uploads none of the parts after it. The parts are
+    those of ended processes: a resume has claimed the run folder."""
+    for segment in segment_dirs(run, run_id):
+        cut = cut_unfinished_record(segment / f"run-{run_id}.wandb")
+        if cut:
+            console(
+                f"wandb: {show_path(segment)} ended in a record its killed W&B process left "
+                f"unfinished; cut those {cut} bytes so that `wandb sync` reads it to the end "
+                "(the local log holds the rows)"
+            )
 
 
 def _start_online(
