@@ -239,3 +239,34 @@ def test_an_online_run_killed_while_tracking_is_interrupted_and_needs_a_sync(tmp
     assert rows["london-slm-killed-e"][-3:] == ["online", "(interrupted)", "needed"]
     assert rows["london-slm-live-f"][-2:] == ["online", "done"]  # still training: not judged
     assert f"wandb sync --include-online {root}/london-slm-killed-e/wandb/run-*-ide" in out
+
+
+def test_a_killed_run_with_a_checkpoint_is_resumed_before_its_sync(tmp_path, capsys):
+    """Killed with its training, W&B lacks its unwritten rows and its part may end in an
+    unfinished record that stops `wandb sync`: a resume re-sends the rows and cuts the record.
+    A killed run with no checkpoint cannot be resumed: its sync uploads what W&B wrote."""
+    import socket
+    import subprocess
+    import sys
+
+    root = tmp_path / "runs"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    record = json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()})
+    for name in ("london-tiny-saved-g", "london-tiny-early-h"):
+        run = make_run(root, name, "tiny", "offline", status="running", synced=False)
+        (run / "process.json").write_text(record)
+    (root / "london-tiny-saved-g" / "checkpoints" / "step-000500").mkdir(parents=True)
+    assert main(["runs", "--out-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    saved, early = root / "london-tiny-saved-g", root / "london-tiny-early-h"
+    assert (
+        f"  hellolondon train --resume {saved} && wandb sync {saved}/wandb/offline-run-*-idg\n"
+        in out
+    )
+    assert f"  wandb sync {early}/wandb/offline-run-*-idh" in out
+    assert f"--resume {early}" not in out

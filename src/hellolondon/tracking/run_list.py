@@ -49,8 +49,7 @@ def _sync_state(run: RunDir, state: dict[str, Any]) -> tuple[bool, str | None]:
     run_id = state.get("run_id") or ""
     segments = segment_dirs(run, run_id)
     offline = [s for s in segments if s.name.startswith("offline-")]
-    if state.get("status") == "failed" and state.get("mode") in ("offline", "online"):
-        # W&B stopped mid-run and may lack the rows after: a resume sends them from the log
+    if _lacks_rows(run, state) and state.get("mode") in ("offline", "online"):
         resend = resume_command(run)
         if state["mode"] == "online":
             return True, resend
@@ -63,6 +62,15 @@ def _sync_state(run: RunDir, state: dict[str, Any]) -> tuple[bool, str | None]:
         if not online or any(not any(s.glob("*.wandb.synced")) for s in online):
             return True, sync_command(run, run_id, online=True)
     return False, None
+
+
+def _lacks_rows(run: RunDir, state: dict[str, Any]) -> bool:
+    """Whether W&B may lack rows that a resume sends it from the local log: W&B stopped mid-run
+    (failed), or was killed with the training process (interrupted), which also leaves its part
+    ending in an unfinished record that stops `wandb sync` until a resume cuts it. A killed run
+    with no checkpoint cannot be resumed: `wandb sync` uploads what W&B wrote."""
+    status = state.get("status")
+    return status == "failed" or (status == "interrupted" and run.has_checkpoints())
 
 
 def _tracker_state(run: RunDir) -> dict[str, Any]:
