@@ -15,9 +15,13 @@
 #   cut are compared with the first run's: the run-to-run noise over the steps the resume
 #   check compares (`run` took 74 s on one H200 with a cold compile cache; this one finds it
 #   warm). It runs right after `resume`, so it can push later sections past the budget.
-# A section that would not finish inside --budget seconds (default 470) is skipped with a note.
+# A section that would not finish inside --budget seconds (default 470) is skipped with a note,
+# and a command still running when the budget is spent is stopped (its line says so), so the
+# call ends, with its `done` line, a few seconds after the budget.
 # --nanogpt DIR (or NANOGPT_DIR): a folder holding nanoGPT's model.py, timed beside `bench` at
-# the same settings (AdamW, as nanoGPT trains); without it those rows are skipped with a note.
+# the same settings (AdamW, as nanoGPT trains); without it those rows are skipped with a note,
+# and a folder without model.py is a usage error. OUT, DIR, SUITE_WORK and SUITE_WHEELS are
+# relative to the folder the script is called from.
 # --benches: the bench rows, PRESET:BATCH (default "slm:32 regular:16 slm:32:muon slm:64
 # regular:32"); a third field times ours alone with an option (muon, fp8, autotune,
 # cudagraphs, or key=value settings joined by +; see bench_row), against the same call's
@@ -29,21 +33,27 @@
 # SUITE_WORK=DIR keeps the work folder (corpus, runs) where a later call can reuse it; without
 # it the work folder is a new one under $TMPDIR (/tmp), removed at the end (the logs are in OUT).
 # PYTHON: the interpreter (default .venv/bin/python where it exists, else python3).
-# Exit status: 0 when every command and check passed, 1 when any failed (the last JSON line,
-# `done`, names them in `failed`), 2 when the interpreter lacks torch.
+# Exit status: 0 when every command and check passed, 1 when any failed, 2 when the interpreter
+# lacks torch. The last JSON line, `done`, lists what `passed`, what `failed` and what was
+# `skipped` (for time, or for want of what an earlier section makes), and the same three lines
+# close stderr.
 # --cpu: the same path, shortened, on the CPU (tiny preset, a slice of the corpus), to check
 # the script itself where there is no GPU.
 #
-# Python packages: torch (2.4 or later; tried on 2.11 and 2.13), numpy, tokenizers, safetensors, tqdm, matplotlib, and
-# wandb for the W&B offline check, transformers for export parity, pytest for the tests,
-# torchao for train.fp8. On a machine without a registry, put their wheels (and those of their
-# missing dependencies) in a `.whl/` folder at the repository root (benchmarks/fetch_wheels.sh
-# downloads them on a machine with one): those the machine lacks are installed with
-#   pip install --no-index --no-deps --target /tmp/site WHEELS
-# and /tmp/site goes first on PYTHONPATH. Whatever is already installed is used as it is.
+# Python packages: torch (2.4 or later; tried on 2.11 and 2.13), numpy, tokenizers, safetensors,
+# tqdm, wandb for the W&B offline check, transformers for export parity, pytest for the tests,
+# torchao for train.fp8, matplotlib for the fp8 curves' PNG. On a machine without a registry,
+# put their wheels (and those of their missing dependencies) in a `.whl/` folder at the
+# repository root, or in the folder SUITE_WHEELS names (benchmarks/fetch_wheels.sh downloads
+# them on a machine with one): those the
+# machine lacks are installed, without the network, into the work folder's site/, which goes
+# first on PYTHONPATH (a `wheels` line says how many and how long). Whatever is already
+# installed is used as it is. A section whose package is missing fails with a note naming it.
 set -uo pipefail
+CALLER="$PWD" # where OUT, --nanogpt, SUITE_WORK and SUITE_WHEELS are relative to
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER/$1" ;; esac; }
 
 OUT="${OUT:-}" NANOGPT="${NANOGPT_DIR:-}" SECTIONS="" BUDGET="${SUITE_BUDGET_S:-470}" CPU=0
 BENCH_ROWS="" STEP_TIMEOUT=300 NOISE=0
@@ -67,11 +77,14 @@ done
 for n in "$BUDGET" "$STEP_TIMEOUT"; do
   [[ "$n" =~ ^[0-9]+$ ]] || usage "--budget and --step-timeout take whole seconds, not '$n'"
 done
-OUT="${OUT:-${OUT_DIR:-suite-out}}"
+if [ -n "$NANOGPT" ]; then
+  NANOGPT="$(absolute "$NANOGPT")"
+  [ -f "$NANOGPT/model.py" ] || usage "no model.py in --nanogpt $NANOGPT (the folder of nanoGPT's model.py)"
+fi
+OUT="$(absolute "${OUT:-${OUT_DIR:-suite-out}}")"
 mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
 if [ -n "${SUITE_WORK:-}" ]; then
-  WORK="$SUITE_WORK"
+  WORK="$(absolute "$SUITE_WORK")"
   mkdir -p "$WORK"
 else  # a folder of its own, removed at the end (its checkpoints take gigabytes)
   WORK="$(mktemp -d "${TMPDIR:-/tmp}/hl-suite.XXXXXX")"
@@ -90,13 +103,99 @@ PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 fi
-FAILED=()  # what failed, for the `done` line and the exit status
+FAILED=() PASSED=() SKIPPED=()  # for the `done` line and the exit status
 
-if [ -d "$ROOT/.whl" ] && ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
+emit() { echo "$1" | tee -a "$RESULTS"; }
+note() { emit "{\"section\": \"$1\", \"note\": \"$2\"}"; }
+elapsed() { echo $(($(date +%s) - START)); }
+# the seconds a command may run: --step-timeout, or what is left of the budget when that is less
+limit_s() {
+  local left=$((BUDGET - $(elapsed)))
+  [ "$left" -ge 1 ] || left=1
+  echo $((left < STEP_TIMEOUT ? left : STEP_TIMEOUT))
+}
+# why a command given LIMIT seconds was stopped
+stopped_by() {
+  if [ "$1" -lt "$STEP_TIMEOUT" ]; then echo "the budget of $BUDGET s was spent"; else echo "--step-timeout $STEP_TIMEOUT s"; fi
+}
+# run NAME CMD...: the command's output goes to the log; a JSON line says how it ended
+run() {
+  local name="$1" limit rc t0 stop=""
+  shift
+  t0=$(date +%s) limit=$(limit_s)
+  echo "### $name: $*" >>"$LOG"
+  mkdir -p "$WORK/logs"
+  timeout -k 10 "$limit" "$@" >"$WORK/logs/$name.log" 2>&1
+  rc=$?
+  cat "$WORK/logs/$name.log" >>"$LOG"
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then stop=", \"stopped\": \"$(stopped_by "$limit")\""; fi
+  emit "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $(($(date +%s) - t0))$stop}"
+  if [ "$rc" = 0 ]; then PASSED+=("$name"); else FAILED+=("$name"); fi
+  return $rc
+}
+# limited CMD...: the command, stopped after --step-timeout seconds or at the budget's end (a
+# bench's or a check's output goes to a pipe, not through `run`)
+limited() { timeout -k 10 "$(limit_s)" "$@"; }
+# check NAME CMD...: a command that prints one JSON line (its last) and exits 1 when its check
+# fails; its other output goes to the log
+check() {
+  local name="$1" out rc
+  shift
+  echo "### $name: $*" >>"$LOG"
+  out=$(limited "$@" 2>>"$LOG")
+  rc=$?
+  printf '%s\n' "$out" | sed '$d' >>"$LOG"
+  out=$(printf '%s\n' "$out" | tail -1)
+  if [[ "$out" == "{"* ]]; then emit "$out"; else note "$name" "no result (exit code $rc): see suite.log"; fi
+  if [ "$rc" = 0 ] && [[ "$out" == "{"* ]]; then PASSED+=("$name"); else FAILED+=("$name"); fi
+}
+# want SECTION COST [WHAT]: true when the section was asked for and COST more seconds fit the
+# budget; else, when it was asked for, WHAT (default SECTION) is noted and listed as skipped
+want() {
+  case " $SECTIONS " in *" $1 "*) ;; *) return 1 ;; esac
+  if [ $(($(elapsed) + $2)) -gt "$BUDGET" ]; then
+    note "$1" "skipped${3:+ ($3)}: about $2 s more would pass the budget of $BUDGET s ($(elapsed) s used)"
+    SKIPPED+=("${3:-$1} (time)")
+    return 1
+  fi
+  echo "=== ${3:-$1} at $(elapsed) s" | tee -a "$LOG" >&2
+}
+# needs SECTION PATH WHAT: true when PATH, which an earlier section makes, is there
+needs() {
+  [ -e "$2" ] && return 0
+  note "$1" "skipped: no $3 ($2): the section that makes it did not run or failed"
+  SKIPPED+=("$1 (no $3)")
+  return 1
+}
+# has SECTION MODULE: true when the interpreter imports MODULE; else SECTION fails, saying so
+has() {
+  "$PY" -c "import $2" >/dev/null 2>&1 && return 0
+  note "$1" "failed: $PY cannot import $2 (put its wheel in $WHEELS: benchmarks/fetch_wheels.sh)"
+  FAILED+=("$1 (no $2)")
+  return 1
+}
+first_step() {
+  local s
+  s=$(grep -ho "first step took [0-9.]* s" "$1" 2>/dev/null | head -1 | grep -o "[0-9.]*" | head -1)
+  echo "${s:-null}"
+}
+json_list() { printf '%s\n' "$@" | "$PY" -c "import json, sys; print(json.dumps([l for l in sys.stdin.read().splitlines() if l]))"; }
+
+# install_into FOLDER WHEELS...: installed without the network; FOLDER goes first on PYTHONPATH
+install_into() {
+  local folder="$1"
+  shift
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$folder" "$@" >>"$LOG" 2>&1 || return 1
+  export PYTHONPATH="$folder${PYTHONPATH:+:$PYTHONPATH}"
+}
+install_wheels() {
+  local t0 rc=0 all=("$WHEELS"/*.whl) wheels=()
+  t0=$(date +%s)
   # only packages the machine lacks, one wheel of each, decided in one process (with a
   # `pip show` per wheel this step took 68 s for 34 wheels on a GPU machine); a wheel's file
   # name spells its package with underscores, installed metadata may use - or . instead
-  mapfile -t wheels < <("$PY" - "$ROOT"/.whl/*.whl <<'EOF'
+  mapfile -t wheels < <("$PY" - "${all[@]}" 2>>"$LOG" <<'EOF'
 import importlib.metadata, os, re, sys
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 have = {norm(d.metadata["Name"] or "") for d in importlib.metadata.distributions()}
@@ -109,58 +208,27 @@ for wheel in lacking.values():
     print(wheel)
 EOF
 )
-  if [ ${#wheels[@]} -gt 0 ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site "${wheels[@]}" >>"$LOG" 2>&1 &&
-      export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  if [ ${#wheels[@]} -gt 0 ]; then install_into "$WORK/site" "${wheels[@]}" || rc=$?; fi
+  if [ "$rc" = 0 ] && ls "$WHEELS"/wandb-*.whl >/dev/null 2>&1 &&
+    ! "$PY" -c "import wandb" >>"$LOG" 2>&1; then # an installed dependency too old: all of them
+    install_into "$WORK/site-all" "${all[@]}" || rc=$?
   fi
-  if ! "$PY" -c "import wandb" >>"$LOG" 2>&1; then  # an installed dependency too old: all of them
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site-all "$ROOT"/.whl/*.whl >>"$LOG" 2>&1 &&
-      export PYTHONPATH="/tmp/site-all${PYTHONPATH:+:$PYTHONPATH}"
+  emit "{\"section\": \"wheels\", \"wheels\": ${#all[@]}, \"installed\": ${#wheels[@]}, \"rc\": $rc, \"seconds\": $(($(date +%s) - t0))}"
+  if [ "$rc" = 0 ]; then
+    PASSED+=(wheels)
+  else
+    note wheels "pip could not install the wheels in $WHEELS (keep one version of each package; see suite.log)"
+    FAILED+=(wheels)
   fi
-fi
+}
+WHEELS="$(absolute "${SUITE_WHEELS:-$ROOT/.whl}")"
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then install_wheels; fi
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 HL=("$PY" -m hellolondon)
 if ! "$PY" -c "import torch" >>"$LOG" 2>&1; then
   echo "error: $PY cannot import torch; set PYTHON to an interpreter with torch 2.4 or later (bash scripts/setup.sh makes .venv/bin/python)" >&2
   exit 2
 fi
-
-emit() { echo "$1" | tee -a "$RESULTS"; }
-note() { emit "{\"section\": \"$1\", \"note\": \"$2\"}"; }
-elapsed() { echo $(($(date +%s) - START)); }
-# run NAME CMD...: the command's output goes to the log; a JSON line says how it ended
-run() {
-  local name="$1"; shift
-  local t0=$(date +%s)
-  echo "### $name: $*" >>"$LOG"
-  mkdir -p "$WORK/logs"
-  timeout -k 10 "$STEP_TIMEOUT" "$@" >"$WORK/logs/$name.log" 2>&1
-  local rc=$?
-  cat "$WORK/logs/$name.log" >>"$LOG"
-  emit "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $(($(date +%s) - t0))}"
-  [ "$rc" = 0 ] || FAILED+=("$name")
-  return $rc
-}
-# limited CMD...: the command, stopped after --step-timeout seconds (a bench's or a check's
-# output goes to a pipe, not through `run`)
-limited() { timeout -k 10 "$STEP_TIMEOUT" "$@"; }
-# want SECTION COST: true when the section was asked for and COST more seconds fit the budget
-want() {
-  case " $SECTIONS " in *" $1 "*) ;; *) return 1 ;; esac
-  if [ $(($(elapsed) + $2)) -gt "$BUDGET" ]; then
-    note "$1" "skipped: about $2 s more would pass the budget of $BUDGET s ($(elapsed) s used)"
-    return 1
-  fi
-  echo "=== $1 at $(elapsed) s" | tee -a "$LOG" >&2
-}
-jsonget() { "$PY" -c "import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))" "$1" "$2"; }
-first_step() {
-  local s
-  s=$(grep -ho "first step took [0-9.]* s" "$1" 2>/dev/null | head -1 | grep -o "[0-9.]*" | head -1)
-  echo "${s:-null}"
-}
 
 if [ "$CPU" = 1 ]; then
   PRESET=tiny DEV=cpu VOCAB=2048 STEPS=60 CUT=12 BATCH=4 EVALI=2 BENCH_STEPS=3
@@ -188,6 +256,8 @@ COMMON=(--data "$WORK/data" --out-dir "$WORK/runs" --wandb-mode "$WB"
 # where the step's time goes, kind by kind; the traces stay in the work folder).
 PAIRS=0 REPEAT="${BENCH_REPEAT:-3}"
 declare -A NANO=()  # nanoGPT's timing per PRESET:BATCH, for the rows with settings
+# past_budget: says so when the budget is spent (what was running then was stopped)
+past_budget() { [ "$(elapsed)" -lt "$BUDGET" ] || echo " (stopped: the budget of $BUDGET s was spent)"; }
 cold() { local d; d=$(mktemp -d "$WORK/cache.XXXXXX"); echo "TORCHINDUCTOR_CACHE_DIR=$d/inductor TRITON_CACHE_DIR=$d/triton"; }
 bench_ours() {  # PRESET BATCH [--profile DIR] -- SETTINGS...
   local preset="$1" batch="$2" prof=() ; shift 2
@@ -209,7 +279,7 @@ bench_pair() {
   # flags (--grad-accum N) before settings; AdamW unless the row names an optimizer
   [[ " ${opts[*]} " == *" train.optimizer="* ]] || opts+=(train.optimizer=adamw)
   local with_nano=0
-  if [ $# -eq 2 ] && [ -n "$NANOGPT" ] && [ -f "$NANOGPT/model.py" ]; then with_nano=1; fi
+  if [ $# -eq 2 ] && [ -n "$NANOGPT" ]; then with_nano=1; fi
   if [ "$with_nano" = 1 ] && [ "$PAIRS" = 0 ]; then
     po=(--profile "$WORK/profile/hellolondon-$preset-$batch")
     pt=(--profile "$WORK/profile/nanogpt-$preset-$batch")
@@ -222,21 +292,30 @@ bench_pair() {
     theirs=$(bench_theirs "$preset" "$batch" "${pt[@]}")
   fi
   [ "$with_nano" = 1 ] && PAIRS=$((PAIRS + 1))
-  [[ "$ours" == "{"* ]] || { ours=""; note bench "bench $preset $batch ${opts[*]} failed: see suite.log"; FAILED+=("bench $preset $batch${3:+ ${*:3}}"); }
+  local row="bench $preset $batch${3:+ ${*:3}}"
+  if [[ "$ours" == "{"* ]]; then PASSED+=("$row"); else
+    ours=""
+    note bench "$row failed$(past_budget): see suite.log"
+    FAILED+=("$row")
+  fi
   emit "{\"section\": \"bench\", \"impl\": \"hellolondon\", \"preset\": \"$preset\", \"options\": \"${*:3}\", \"result\": ${ours:-null}}"
   if [ "$with_nano" = 1 ]; then
-    [[ "$theirs" == "{"* ]] || { theirs=""; note bench "nanoGPT bench $preset $batch failed: see suite.log"; FAILED+=("nanoGPT bench $preset $batch"); }
+    if [[ "$theirs" == "{"* ]]; then PASSED+=("nanoGPT bench $preset $batch"); else
+      theirs=""
+      note bench "nanoGPT bench $preset $batch failed$(past_budget): see suite.log"
+      FAILED+=("nanoGPT bench $preset $batch")
+    fi
     emit "{\"section\": \"bench\", \"impl\": \"nanoGPT\", \"preset\": \"$preset\", \"result\": ${theirs:-null}}"
     [ -n "$theirs" ] && NANO["$preset:$batch"]="$theirs"
     if [ -n "$ours" ] && [ -n "$theirs" ]; then
-      "$PY" benchmarks/gpu_checks.py ratio "$ours" "$theirs" | tee -a "$RESULTS" || FAILED+=(bench-ratio)
+      check bench-ratio "$PY" benchmarks/gpu_checks.py ratio "$ours" "$theirs"
     fi
   elif [ -n "$ours" ] && [ -n "${NANO[$preset:$batch]:-}" ]; then
     # a row with settings, against the plain row's nanoGPT timing of this call
-    "$PY" benchmarks/gpu_checks.py ratio "$ours" "${NANO[$preset:$batch]}" --options "${*:3}" |
-      tee -a "$RESULTS" || FAILED+=(bench-ratio)
+    check bench-ratio "$PY" benchmarks/gpu_checks.py ratio "$ours" "${NANO[$preset:$batch]}" \
+      --options "${*:3}"
   elif [ $# -eq 2 ]; then
-    note bench "nanoGPT rows skipped: no --nanogpt DIR with model.py given"
+    note bench "nanoGPT rows skipped: no --nanogpt DIR given"
   fi
 }
 # bench_row PRESET:BATCH[:OPTION], within the budget. A row with an option times ours alone
@@ -262,13 +341,13 @@ bench_row() {
   elif [ "$opt" = autotune ]; then cost=240
   elif [ "$preset" = regular ]; then cost=80; else cost=60; fi
   [ "$CPU" = 1 ] && cost=20
-  want bench "$cost" || return 0
+  want bench "$cost" "bench $1" || return 0
   bench_pair "$preset" "$batch" "${settings[@]}"
 }
 read -r -a ROWS <<<"$BENCH_ROWS"
 if want env 10; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$LOG" 2>&1
-  emit "$("$PY" - "$WB" <<'EOF'
+  env_line=$("$PY" - "$WB" 2>>"$LOG" <<'EOF'
 import importlib, json, sys
 import torch
 mods = {}
@@ -283,15 +362,18 @@ cc = ".".join(map(str, torch.cuda.get_device_capability(0))) if gpu else None
 print(json.dumps({"section": "env", "torch": torch.__version__, "cuda": torch.version.cuda,
                   "gpu": gpu, "capability": cc, "wandb_mode": sys.argv[1], "packages": mods}))
 EOF
-)"
+)
+  if [[ "$env_line" == "{"* ]]; then emit "$env_line"; else note env "no result: see suite.log"; fi
+  [ "$WB" = offline ] || note env "wandb is not installed: the runs track nothing (no W&B offline check)"
 fi
 
-if want tests 90; then
+if want tests 90 && has tests pytest; then
   run tests "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py
 fi
 
 if want data 40; then
   mkdir -p "$WORK"
+  rm -rf "$WORK/documents.jsonl" "$WORK/tokenizer" "$WORK/data" # a kept work folder's
   run corpus "${HL[@]}" corpus sample --out "$WORK/documents.jsonl"
   if [ "$CPU" = 1 ]; then  # a slice of the corpus keeps the CPU check short
     head -n 6 "$WORK/documents.jsonl" >"$WORK/slice.jsonl" && mv "$WORK/slice.jsonl" "$WORK/documents.jsonl"
@@ -301,30 +383,43 @@ if want data 40; then
 fi
 
 # an uninterrupted run, then one stopped by SIGTERM after its first checkpoint and resumed
-if want run 90; then
+if want run 90 && needs run "$WORK/data/meta.json" "token files"; then
+  rm -rf "$WORK/runs/whole"
   run run-whole "${HL[@]}" train --preset "$PRESET" --run-name whole "${COMMON[@]}"
   emit "{\"section\": \"run\", \"first_step_s\": $(first_step "$WORK/logs/run-whole.log")}"
 fi
-if want resume 120; then
+if want resume 120 && needs resume "$WORK/data/meta.json" "token files" &&
+  needs resume "$WORK/runs/whole" "uninterrupted run"; then
   cut_log="$WORK/cut.log"
+  echo "### run-cut" >>"$LOG"
+  rm -rf "$WORK/runs/cut"  # a kept work folder's earlier cut run
   "${HL[@]}" train --preset "$PRESET" --run-name cut "${COMMON[@]}" >"$cut_log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 $((STEP_TIMEOUT * 10))); do  # until the step-$CUT checkpoint is written
+  until_s=$(($(date +%s) + $(limit_s)))
+  while [ "$(date +%s)" -lt "$until_s" ]; do # until the step-$CUT checkpoint is written
     grep -q "saved checkpoint.*$(printf 'step-%06d' "$CUT")" "$cut_log" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 1 600); do # its checkpoint, then its end: a minute at most
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
   wait "$pid"
   rc=$?
   cat "$cut_log" >>"$LOG"
   stopped_at=$(grep -o "saved checkpoint [^ ]*" "$cut_log" | tail -1)
   emit "{\"step\": \"run-cut\", \"rc\": $rc, \"sigterm\": true, \"last\": \"${stopped_at##*/}\"}"
-  [ "$rc" = 0 ] || FAILED+=(run-cut)
   # the cut must have stopped the run before its end, or the resume below would check nothing
-  if ! grep -q "^stopped at iteration" "$cut_log"; then
+  if [ "$rc" != 0 ]; then
+    FAILED+=(run-cut)
+  elif ! grep -q "^stopped at iteration" "$cut_log"; then
     note resume "the run was not stopped by SIGTERM before its end: nothing was resumed"
     FAILED+=(run-cut)
+  else
+    PASSED+=(run-cut)
   fi
   run run-resumed "${HL[@]}" train --resume "$WORK/runs/cut"
   emit "{\"section\": \"resume\", \"first_step_s_after_resume\": $(first_step "$WORK/logs/run-resumed.log")}"
@@ -338,17 +433,18 @@ if want resume 120; then
   # every call at no cost (steps up to the cut), and section `noise` measures it over the steps
   # this check compares. On the CPU with one thread both lines are exactly 0 (the slow test
   # checks that); with two threads one run on a busy machine differed by up to 6e-5.
-  "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" "$WORK/runs/cut" --after "$CUT" \
-    --tol "${RESUME_TOL:-0.05}" | tee -a "$RESULTS" || FAILED+=(resume-losses)
-  "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" "$WORK/runs/cut" --before "$CUT" \
-    --tol "${RESUME_TOL:-0.05}" --check noise | tee -a "$RESULTS" || FAILED+=(noise)
+  check resume-losses "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" "$WORK/runs/cut" \
+    --after "$CUT" --tol "${RESUME_TOL:-0.05}"
+  check noise "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" "$WORK/runs/cut" \
+    --before "$CUT" --tol "${RESUME_TOL:-0.05}" --check noise
 fi
 # run-to-run noise after the cut: a second uninterrupted run, compared with the first over the
 # steps the resume check compares
-if want noise 90; then
+if want noise 90 && needs noise "$WORK/runs/whole" "uninterrupted run"; then
+  rm -rf "$WORK/runs/again"
   run run-again "${HL[@]}" train --preset "$PRESET" --run-name again "${COMMON[@]}"
-  "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" "$WORK/runs/again" --after "$CUT" \
-    --tol "${RESUME_TOL:-0.05}" --check noise | tee -a "$RESULTS" || FAILED+=(noise-after-cut)
+  check noise-after-cut "$PY" benchmarks/gpu_checks.py losses "$WORK/runs/whole" \
+    "$WORK/runs/again" --after "$CUT" --tol "${RESUME_TOL:-0.05}" --check noise
 fi
 
 # the headline row early (by default SLM at batch 32 beside nanoGPT's model.py)
@@ -367,29 +463,30 @@ launch_procs() {
   fi
   LAUNCH=(--gpus "$n") LAUNCH_DEV="device=$dev"
 }
-if want torchrun 40; then
+if want torchrun 40 && needs torchrun "$WORK/data/meta.json" "token files"; then
+  rm -rf "$WORK/runs/ddp"
   launch_procs torchrun
   run torchrun "${HL[@]}" train "${LAUNCH[@]}" --preset "$PRESET" --run-name ddp "${COMMON[@]}" \
     "train.max_iters=30" "train.compile=false" "$LAUNCH_DEV"
 fi
-if want fsdp 40; then
+if want fsdp 40 && needs fsdp "$WORK/data/meta.json" "token files"; then
+  rm -rf "$WORK/runs/fsdp"
   launch_procs fsdp
   run fsdp "${HL[@]}" train "${LAUNCH[@]}" --preset "$PRESET" --run-name fsdp "${COMMON[@]}" \
     "train.max_iters=30" "train.compile=false" "train.fsdp=true" "train.optimizer=adamw" \
     "$LAUNCH_DEV"
 fi
 
-if want eval 40; then
+if want eval 40 && needs eval "$WORK/runs/whole" "uninterrupted run"; then
   run eval "${HL[@]}" eval "$WORK/runs/whole" --device "$DEV" --max-tokens 20000 --gen-tokens 32 --no-track
 fi
-if want export 30; then
+if want export 30 && needs export "$WORK/runs/whole" "uninterrupted run"; then
   run export "${HL[@]}" export "$WORK/runs/whole" --out "$WORK/export" --force
-  if [ "$CPU" = 0 ]; then
-    limited "$PY" benchmarks/gpu_checks.py parity "$WORK/runs/whole" "$WORK/export" |
-      tee -a "$RESULTS" || FAILED+=(parity)
+  if [ "$CPU" = 0 ] && has parity transformers; then
+    check parity "$PY" benchmarks/gpu_checks.py parity "$WORK/runs/whole" "$WORK/export"
   fi
 fi
-if want generate 20; then
+if want generate 20 && needs generate "$WORK/runs/whole" "uninterrupted run"; then
   run generate "${HL[@]}" generate "$WORK/runs/whole" --device "$DEV" --prompt "It was in London, in the year" --max-new-tokens 64
 fi
 
@@ -398,13 +495,19 @@ for row in "${ROWS[@]:1}"; do bench_row "$row"; done
 
 # -- speed options (section `speed`) ----------------------------------------------------------
 if want attention 30 && [ "$CPU" = 0 ]; then
-  limited "$PY" benchmarks/gpu_checks.py attention | tee -a "$RESULTS" || FAILED+=(attention)
+  check attention "$PY" benchmarks/gpu_checks.py attention
 fi
 if want muon 60; then  # one optimizer step, torch.optim.Muon's against ours (needs torch >= 2.9)
   if [ "$CPU" = 0 ]; then MP=(slm regular); else MP=(tiny); fi
   for p in "${MP[@]}"; do
-    limited "$PY" benchmarks/muon_bench.py --preset "$p" --device "$DEV" 2>>"$LOG" |
-      sed 's/^/{"section": "muon", "result": /; s/$/}/' | tee -a "$RESULTS" || FAILED+=("muon $p")
+    line=$(limited "$PY" benchmarks/muon_bench.py --preset "$p" --device "$DEV" 2>>"$LOG" | tail -1)
+    if [[ "$line" == "{"* ]]; then
+      emit "{\"section\": \"muon\", \"result\": $line}"
+      PASSED+=("muon $p")
+    else
+      note muon "muon $p failed$(past_budget): see suite.log"
+      FAILED+=("muon $p")
+    fi
   done
 fi
 # compile modes: CUDA graphs (reduce-overhead: no launch gaps; SLM's step launches several
@@ -421,19 +524,31 @@ if want memory 200; then
   bench_pair "$P" "$B" "--grad-accum" "2" "train.micro_batch=auto"
   bench_pair "$P" "$B" "--grad-accum" "2" "train.activation_checkpointing=true"
 fi
-if want fp8 300; then
+if want fp8 300 && needs fp8 "$WORK/data/meta.json" "token files"; then
+  rm -rf "$WORK/runs/bf16" "$WORK/runs/fp8"
   if [ "$CPU" = 0 ]; then N=1000; else N=20; fi
   FP8=(--data "$WORK/data" --out-dir "$WORK/runs" --wandb-mode disabled "train.max_iters=$N"
     "train.batch_size=$BATCH" "train.eval_interval=$((N / 4))" "train.eval_iters=$EVALI"
     "train.log_interval=10" "train.ckpt_interval=0" "train.warmup_iters=$((N / 10))" "${EXTRA[@]}")
   run fp8-off "${HL[@]}" train --preset "$PRESET" --run-name bf16 "${FP8[@]}"
   run fp8-on "${HL[@]}" train --preset "$PRESET" --run-name fp8 "${FP8[@]}" "train.fp8=true"
-  "$PY" benchmarks/gpu_checks.py curves "$WORK/runs/bf16" "$WORK/runs/fp8" --out "$OUT" \
-    --name fp8_vs_bf16 --label-a bf16 --label-b fp8 | tee -a "$RESULTS" || FAILED+=(fp8-curves)
+  check fp8-curves "$PY" benchmarks/gpu_checks.py curves "$WORK/runs/bf16" "$WORK/runs/fp8" \
+    --out "$OUT" --name fp8_vs_bf16 --label-a bf16 --label-b fp8
   bench_pair "$PRESET" "$ROW_BATCH" "train.fp8=true"
 fi
 
-failed=$(printf '%s\n' "${FAILED[@]}" | "$PY" -c "import json, sys; print(json.dumps([l for l in sys.stdin.read().splitlines() if l]))")
-kept=$([ -n "${SUITE_WORK:-}" ] && echo "\"$WORK\"" || echo null)  # null: removed at exit
-emit "{\"section\": \"done\", \"seconds\": $(elapsed), \"budget\": $BUDGET, \"work\": $kept, \"failed\": $failed}"
+kept=$([ -n "${SUITE_WORK:-}" ] && echo "\"$WORK\"" || echo null) # null: removed at exit
+emit "{\"section\": \"done\", \"seconds\": $(elapsed), \"budget\": $BUDGET, \"work\": $kept, \"passed\": $(json_list "${PASSED[@]}"), \"failed\": $(json_list "${FAILED[@]}"), \"skipped\": $(json_list "${SKIPPED[@]}")}"
+summary() { # LABEL ITEMS...: one line of the closing summary on stderr
+  local label="$1"
+  shift
+  printf '%s (%d):' "$label" $#
+  [ $# = 0 ] || printf ' %s;' "$@"
+  echo
+}
+{
+  summary passed "${PASSED[@]}"
+  summary failed "${FAILED[@]}"
+  summary skipped "${SKIPPED[@]}"
+} | sed 's/;$//' >&2
 [ ${#FAILED[@]} = 0 ]

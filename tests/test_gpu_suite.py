@@ -126,6 +126,119 @@ def test_a_bench_past_the_step_timeout_is_stopped_and_noted(tmp_path):
     assert rows[-1]["failed"] == ["bench tiny 8", "nanoGPT bench tiny 8"]
 
 
+def test_a_command_running_at_the_budgets_end_is_stopped_and_later_rows_skipped(tmp_path):
+    """The budget bounds the whole call: a command still running when it is spent is stopped
+    (here a bench timing its steps many times over), and what would start after it is skipped
+    for time; the `done` line still comes, and says which is which."""
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src"),
+           "SUITE_WORK": str(tmp_path / "work"), "BENCH_REPEAT": "100000"}  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "bench", "--benches", "tiny:8 tiny:8:muon", "--budget", "30"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    notes = [r["note"] for r in rows if "note" in r]
+    assert any("bench tiny 8 failed (stopped: the budget of 30 s was spent)" in n for n in notes)
+    assert any(n.startswith("skipped (bench tiny:8:muon): about 20 s more") for n in notes)
+    last = rows[-1]
+    assert last["section"] == "done" and last["seconds"] < 45
+    assert last["failed"] == ["bench tiny 8"] and last["passed"] == []
+    assert last["skipped"] == ["bench tiny:8:muon (time)"]
+    assert done.stderr.splitlines()[-3:] == [
+        "passed (0):",
+        "failed (1): bench tiny 8",
+        "skipped (1): bench tiny:8:muon (time)",
+    ]
+
+
+def test_sections_without_the_run_they_need_are_skipped_not_failed(tmp_path):
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "resume eval export generate"],
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert not [r for r in rows if "step" in r]  # nothing ran
+    assert rows[-1]["skipped"] == ["resume (no token files)", "eval (no uninterrupted run)",
+                                   "export (no uninterrupted run)",
+                                   "generate (no uninterrupted run)"]  # fmt: skip
+    assert rows[0]["note"].startswith("skipped: no token files (")
+
+
+def test_a_missing_package_fails_its_section_with_a_note_naming_it(tmp_path):
+    hidden = tmp_path / "hide"
+    hidden.mkdir()
+    (hidden / "pytest.py").write_text("raise ImportError('not installed')\n")
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "tests"],
+        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(hidden),
+             "SUITE_WORK": str(tmp_path / "work")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert rows[0]["note"].startswith(f"failed: {sys.executable} cannot import pytest (put its")
+    assert rows[-1]["failed"] == ["tests (no pytest)"]
+
+
+def _wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-Python wheel of package `name`, version 0.1."""
+    import zipfile
+
+    path = folder / f"{name}-0.1-py3-none-any.whl"
+    info = f"{name}-0.1.dist-info"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{name}/__init__.py", "")
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        z.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        z.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def test_wheels_the_interpreter_lacks_are_installed_into_the_work_folder(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "hlsuite_probe")
+    _wheel(wheels, "pytest")  # there already: left as it is
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "bench", "--benches", "tiny:8:fp9"],
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work"),
+             "SUITE_WHEELS": str(wheels)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert rows[0] == {"section": "wheels", "wheels": 2, "installed": 1, "rc": 0,
+                       "seconds": rows[0]["seconds"]}  # fmt: skip
+    assert (tmp_path / "work" / "site" / "hlsuite_probe" / "__init__.py").is_file()
+    assert "wheels" in rows[-1]["passed"]
+
+
+def test_wheels_pip_cannot_install_are_a_note_and_a_failure(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "hlsuite_probe-0.1-py3-none-any.whl").write_text("not a zip")
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "none"],
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work"),
+             "SUITE_WHEELS": str(wheels)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert rows[0]["section"] == "wheels" and rows[0]["rc"] != 0
+    assert rows[1]["note"].startswith(f"pip could not install the wheels in {wheels}")
+    assert rows[-1]["failed"] == ["wheels"]
+
+
 def test_an_unknown_bench_option_is_a_note_and_a_failure(tmp_path):
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
@@ -163,6 +276,7 @@ def test_a_work_folder_of_its_own_is_removed_at_the_end(tmp_path):
         (["out", "--sections", "--cpu"], "--sections needs a value"),
         (["out", "--cpu", "--budget", "abc"], "take whole seconds, not 'abc'"),
         (["out", "data"], "one output folder, not both out and data"),  # `--section data`
+        (["out", "--nanogpt", "nano"], "no model.py in --nanogpt "),
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_2_before_anything_is_written(tmp_path, args, said):
@@ -174,6 +288,20 @@ def test_a_usage_error_is_one_line_and_exit_2_before_anything_is_written(tmp_pat
     assert done.returncode == 2 and done.stdout == ""
     assert said in done.stderr and done.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []  # no output folder, no work folder
+
+
+def test_relative_paths_are_the_callers_not_the_repositorys(tmp_path):
+    (tmp_path / "nano").mkdir()
+    (tmp_path / "nano" / "model.py").write_text(STAND_IN)
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "out", "--cpu", "--nanogpt", "nano",
+         "--sections", "none"],
+        cwd=tmp_path, env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": "work"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out" / "results.jsonl").is_file() and (tmp_path / "work").is_dir()
+    assert json.loads(done.stdout.splitlines()[-1])["work"] == str(tmp_path / "work")
 
 
 def test_an_interpreter_without_torch_is_one_line_and_exit_2(tmp_path):
