@@ -45,10 +45,10 @@
 # torchao for train.fp8, matplotlib for the fp8 curves' PNG. On a machine without a registry,
 # put their wheels (and those of their missing dependencies) in a `.whl/` folder at the
 # repository root, or in the folder SUITE_WHEELS names (benchmarks/fetch_wheels.sh downloads
-# them on a machine with one): those the
-# machine lacks are installed, without the network, into the work folder's site/, which goes
-# first on PYTHONPATH (a `wheels` line says how many and how long). Whatever is already
-# installed is used as it is. A section whose package is missing fails with a note naming it.
+# them on a machine with one): those the machine lacks are installed, without the network,
+# into the work folder's site/, which goes first on PYTHONPATH (a `wheels` line says how many
+# and how long). Whatever is already installed is used as it is. A section whose package is
+# missing fails with a note naming it.
 set -uo pipefail
 CALLER="$PWD" # where OUT, --nanogpt, SUITE_WORK and SUITE_WHEELS are relative to
 cd "$(dirname "$0")/.."
@@ -77,6 +77,8 @@ done
 for n in "$BUDGET" "$STEP_TIMEOUT"; do
   [[ "$n" =~ ^[0-9]+$ ]] || usage "--budget and --step-timeout take whole seconds, not '$n'"
 done
+# `timeout 0` would not stop anything
+[ "$STEP_TIMEOUT" -ge 1 ] || usage "--step-timeout must be at least 1 second"
 if [ -n "$NANOGPT" ]; then
   NANOGPT="$(absolute "$NANOGPT")"
   [ -f "$NANOGPT/model.py" ] || usage "no model.py in --nanogpt $NANOGPT (the folder of nanoGPT's model.py)"
@@ -114,22 +116,32 @@ limit_s() {
   [ "$left" -ge 1 ] || left=1
   echo $((left < STEP_TIMEOUT ? left : STEP_TIMEOUT))
 }
-# why a command given LIMIT seconds was stopped
-stopped_by() {
-  if [ "$1" -lt "$STEP_TIMEOUT" ]; then echo "the budget of $BUDGET s was spent"; else echo "--step-timeout $STEP_TIMEOUT s"; fi
+spent() { [ "$(elapsed)" -ge "$BUDGET" ]; }
+# late SECTION WHAT: when the budget is spent, WHAT is noted and listed as skipped, and true
+late() {
+  spent || return 1
+  note "$1" "$2 skipped: the budget of $BUDGET s was spent"
+  SKIPPED+=("$2 (time)")
 }
+# why a command given LIMIT seconds was stopped: budget or --step-timeout
+stopped_by() { if [ "$1" -lt "$STEP_TIMEOUT" ]; then echo budget; else echo --step-timeout; fi; }
 # run NAME CMD...: the command's output goes to the log; a JSON line says how it ended
 run() {
-  local name="$1" limit rc t0 stop=""
+  local name="$1" limit rc t0 stop="" why
   shift
+  late "$name" "$name" && return 1
   t0=$(date +%s) limit=$(limit_s)
   echo "### $name: $*" >>"$LOG"
   mkdir -p "$WORK/logs"
   timeout -k 10 "$limit" "$@" >"$WORK/logs/$name.log" 2>&1
   rc=$?
   cat "$WORK/logs/$name.log" >>"$LOG"
-  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then stop=", \"stopped\": \"$(stopped_by "$limit")\""; fi
-  emit "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $(($(date +%s) - t0))$stop}"
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    why=$(stopped_by "$limit")
+    stop=", \"stopped\": \"$why\""
+    name="$name (stopped: $why)"
+  fi
+  emit "{\"step\": \"${name%% *}\", \"rc\": $rc, \"seconds\": $(($(date +%s) - t0))$stop}"
   if [ "$rc" = 0 ]; then PASSED+=("$name"); else FAILED+=("$name"); fi
   return $rc
 }
@@ -141,6 +153,7 @@ limited() { timeout -k 10 "$(limit_s)" "$@"; }
 check() {
   local name="$1" out rc
   shift
+  late "$name" "$name" && return 0
   echo "### $name: $*" >>"$LOG"
   out=$(limited "$@" 2>>"$LOG")
   rc=$?
@@ -256,8 +269,23 @@ COMMON=(--data "$WORK/data" --out-dir "$WORK/runs" --wandb-mode "$WB"
 # where the step's time goes, kind by kind; the traces stay in the work folder).
 PAIRS=0 REPEAT="${BENCH_REPEAT:-3}"
 declare -A NANO=()  # nanoGPT's timing per PRESET:BATCH, for the rows with settings
-# past_budget: says so when the budget is spent (what was running then was stopped)
-past_budget() { [ "$(elapsed)" -lt "$BUDGET" ] || echo " (stopped: the budget of $BUDGET s was spent)"; }
+# outcome WHAT RESULT: a bench's result, a JSON line (passed), `late` (not started: the budget
+# was spent) or anything else (failed; stopped, when the budget is spent now)
+outcome() {
+  case "$2" in
+    "{"*) PASSED+=("$1") ;;
+    late) note bench "$1 skipped: the budget of $BUDGET s was spent" && SKIPPED+=("$1 (time)") ;;
+    *) if spent; then
+         note bench "$1 failed (stopped: the budget of $BUDGET s was spent): see suite.log"
+         FAILED+=("$1 (stopped: budget)")
+       else
+         note bench "$1 failed: see suite.log"
+         FAILED+=("$1")
+       fi ;;
+  esac
+}
+# unless_spent CMD...: CMD's output, or `late` when the budget is spent
+unless_spent() { if spent; then echo late; else "$@"; fi; }
 cold() { local d; d=$(mktemp -d "$WORK/cache.XXXXXX"); echo "TORCHINDUCTOR_CACHE_DIR=$d/inductor TRITON_CACHE_DIR=$d/triton"; }
 bench_ours() {  # PRESET BATCH [--profile DIR] -- SETTINGS...
   local preset="$1" batch="$2" prof=() ; shift 2
@@ -285,26 +313,19 @@ bench_pair() {
     pt=(--profile "$WORK/profile/nanogpt-$preset-$batch")
   fi
   if [ "$with_nano" = 1 ] && [ $((PAIRS % 2)) = 1 ]; then  # nanoGPT first on every other pair
-    theirs=$(bench_theirs "$preset" "$batch" "${pt[@]}")
+    theirs=$(unless_spent bench_theirs "$preset" "$batch" "${pt[@]}")
   fi
-  ours=$(bench_ours "$preset" "$batch" "${po[@]}" -- "${opts[@]}")
+  ours=$(unless_spent bench_ours "$preset" "$batch" "${po[@]}" -- "${opts[@]}")
   if [ "$with_nano" = 1 ] && [ $((PAIRS % 2)) = 0 ]; then
-    theirs=$(bench_theirs "$preset" "$batch" "${pt[@]}")
+    theirs=$(unless_spent bench_theirs "$preset" "$batch" "${pt[@]}")
   fi
   [ "$with_nano" = 1 ] && PAIRS=$((PAIRS + 1))
-  local row="bench $preset $batch${3:+ ${*:3}}"
-  if [[ "$ours" == "{"* ]]; then PASSED+=("$row"); else
-    ours=""
-    note bench "$row failed$(past_budget): see suite.log"
-    FAILED+=("$row")
-  fi
+  outcome "bench $preset $batch${3:+ ${*:3}}" "$ours"
+  [[ "$ours" == "{"* ]] || ours=""
   emit "{\"section\": \"bench\", \"impl\": \"hellolondon\", \"preset\": \"$preset\", \"options\": \"${*:3}\", \"result\": ${ours:-null}}"
   if [ "$with_nano" = 1 ]; then
-    if [[ "$theirs" == "{"* ]]; then PASSED+=("nanoGPT bench $preset $batch"); else
-      theirs=""
-      note bench "nanoGPT bench $preset $batch failed$(past_budget): see suite.log"
-      FAILED+=("nanoGPT bench $preset $batch")
-    fi
+    outcome "nanoGPT bench $preset $batch" "$theirs"
+    [[ "$theirs" == "{"* ]] || theirs=""
     emit "{\"section\": \"bench\", \"impl\": \"nanoGPT\", \"preset\": \"$preset\", \"result\": ${theirs:-null}}"
     [ -n "$theirs" ] && NANO["$preset:$batch"]="$theirs"
     if [ -n "$ours" ] && [ -n "$theirs" ]; then
@@ -505,7 +526,7 @@ if want muon 60; then  # one optimizer step, torch.optim.Muon's against ours (ne
       emit "{\"section\": \"muon\", \"result\": $line}"
       PASSED+=("muon $p")
     else
-      note muon "muon $p failed$(past_budget): see suite.log"
+      note muon "muon $p failed: see suite.log"
       FAILED+=("muon $p")
     fi
   done

@@ -128,29 +128,50 @@ def test_a_bench_past_the_step_timeout_is_stopped_and_noted(tmp_path):
 
 def test_a_command_running_at_the_budgets_end_is_stopped_and_later_rows_skipped(tmp_path):
     """The budget bounds the whole call: a command still running when it is spent is stopped
-    (here a bench timing its steps many times over), and what would start after it is skipped
-    for time; the `done` line still comes, and says which is which."""
+    (here our bench, timing its steps many times over), and what would start after it is
+    skipped for time (nanoGPT's side of the pair, the next row); the `done` line still comes,
+    and says which is which."""
+    stand_in = tmp_path / "nano"
+    stand_in.mkdir()
+    (stand_in / "model.py").write_text(STAND_IN)
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src"),
            "SUITE_WORK": str(tmp_path / "work"), "BENCH_REPEAT": "100000"}  # fmt: skip
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "bench", "--benches", "tiny:8 tiny:8:muon", "--budget", "30"],
+         "--sections", "bench", "--benches", "tiny:8 tiny:8:muon", "--budget", "30",
+         "--nanogpt", str(stand_in)],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     notes = [r["note"] for r in rows if "note" in r]
-    assert any("bench tiny 8 failed (stopped: the budget of 30 s was spent)" in n for n in notes)
+    assert "bench tiny 8 failed (stopped: the budget of 30 s was spent): see suite.log" in notes
+    assert "nanoGPT bench tiny 8 skipped: the budget of 30 s was spent" in notes
     assert any(n.startswith("skipped (bench tiny:8:muon): about 20 s more") for n in notes)
     last = rows[-1]
     assert last["section"] == "done" and last["seconds"] < 45
-    assert last["failed"] == ["bench tiny 8"] and last["passed"] == []
-    assert last["skipped"] == ["bench tiny:8:muon (time)"]
+    assert last["failed"] == ["bench tiny 8 (stopped: budget)"] and last["passed"] == []
+    assert last["skipped"] == ["nanoGPT bench tiny 8 (time)", "bench tiny:8:muon (time)"]
     assert done.stderr.splitlines()[-3:] == [
         "passed (0):",
-        "failed (1): bench tiny 8",
-        "skipped (1): bench tiny:8:muon (time)",
+        "failed (1): bench tiny 8 (stopped: budget)",
+        "skipped (2): nanoGPT bench tiny 8 (time); bench tiny:8:muon (time)",
     ]
+
+
+def test_a_command_past_the_step_timeout_says_so_and_what_needs_it_is_skipped(tmp_path):
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "tests run", "--step-timeout", "1"],
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    tests = next(r for r in rows if r.get("step") == "tests")  # pytest and torch take longer
+    assert tests["rc"] == 124 and tests["stopped"] == "--step-timeout"
+    assert rows[-1]["failed"] == ["tests (stopped: --step-timeout)"]
+    assert rows[-1]["skipped"] == ["run (no token files)"]  # the data section did not run
 
 
 def test_sections_without_the_run_they_need_are_skipped_not_failed(tmp_path):
@@ -275,6 +296,7 @@ def test_a_work_folder_of_its_own_is_removed_at_the_end(tmp_path):
         (["out", "--nanogpt"], "--nanogpt needs a value"),
         (["out", "--sections", "--cpu"], "--sections needs a value"),
         (["out", "--cpu", "--budget", "abc"], "take whole seconds, not 'abc'"),
+        (["out", "--step-timeout", "0"], "--step-timeout must be at least 1 second"),
         (["out", "data"], "one output folder, not both out and data"),  # `--section data`
         (["out", "--nanogpt", "nano"], "no model.py in --nanogpt "),
     ],
