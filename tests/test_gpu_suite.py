@@ -174,6 +174,20 @@ def test_a_command_past_the_step_timeout_says_so_and_what_needs_it_is_skipped(tm
     assert rows[-1]["skipped"] == ["run (no token files)"]  # the data section did not run
 
 
+def test_the_muon_section_reports_torchs_step_and_ours(tmp_path):
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "muon"],
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    impls = [r["result"]["impl"] for r in rows if r.get("section") == "muon"]
+    assert len(impls) == 2 and "hellolondon" in impls
+    assert rows[-1]["passed"] == ["muon tiny"]
+
+
 def test_sections_without_the_run_they_need_are_skipped_not_failed(tmp_path):
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
