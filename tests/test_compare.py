@@ -114,20 +114,35 @@ def test_tokens_to_best_follow_the_tokens_seen_across_a_batch_change(tmp_path):
     assert outcomes(RunData(tmp_path, "r", rows, [], {}, config))["tokens_to_best"] == 2560 + 256
 
 
+@pytest.mark.parametrize("text", ['{"a":', '{"train": 3, "model": "x", "tracking": []}'])
 def test_a_run_without_a_readable_config_is_named_and_left_out_of_the_settings(
-    two_runs, tmp_path, capsys
+    two_runs, tmp_path, capsys, text
 ):
     import shutil
 
     broken = tmp_path / "broken"
     shutil.copytree(two_runs[1], broken)
-    (broken / "config.json").write_text('{"a":')
+    (broken / "config.json").write_text(text)
     assert main(["compare", str(broken), *map(str, two_runs), "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["settings"] == ["train.lr"]  # not every setting "differing"
     assert (
         f"note: broken: {broken / 'config.json'} cannot be read: its settings are left out" in err
     )
+
+
+def test_report_and_watch_read_a_run_whose_config_sections_are_not_objects(
+    two_runs, tmp_path, capsys
+):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(two_runs[1], broken)
+    (broken / "config.json").write_text('{"train": 3, "model": "x", "tracking": []}')
+    assert main(["report", str(broken), "--out", str(tmp_path / "report")]) == 0
+    assert "config.json cannot be read: its settings are left out" in capsys.readouterr().err
+    assert main(["watch", str(broken), "--once", "--width", "100"]) == 0
+    assert "helloLondon watch: broken" in capsys.readouterr().out
 
 
 def test_unknown_sort_column(two_runs, capsys):

@@ -44,6 +44,11 @@ from hellolondon.files import (
 )
 
 CONFIG = "config.json"
+# the parts of config.json that training writes as JSON objects and readers take as such
+# (`reproduce` checks its own record part by part)
+CONFIG_SECTIONS = (
+    "model", "train", "data", "tracking", "monitor", "model_info", "data_info", "hardware",
+)  # fmt: skip
 METRICS = "metrics.jsonl"
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
@@ -199,7 +204,10 @@ class RunDir:
     # ---- the small JSON files
 
     def read_config(self) -> dict[str, Any]:
-        return read_json(self.config_file)
+        """config.json; {} when missing, unreadable or not a saved config (a section such as
+        `train` that is not an object: hand-edited, or another program's file)."""
+        config = read_json(self.config_file)
+        return config if _sections_are_objects(config) else {}
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.config_file, config)
@@ -445,6 +453,10 @@ def jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {
         k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
     }
+
+
+def _sections_are_objects(config: dict[str, Any]) -> bool:
+    return all(isinstance(config.get(key, {}), dict) for key in CONFIG_SECTIONS)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
