@@ -325,6 +325,27 @@ def test_a_sweep_folder_that_is_a_file_or_holds_other_things_is_refused(tmp_path
     assert (tmp_path / "file").read_text() == "kept"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"trials": [',
+        "[]",
+        "null",
+        '{"trials": 3}',
+        '{"trials": [{"name": "s-001"}]}',
+        '{"trials": [{"name": "s-001", "values": {}, "bogus": 1}]}',
+        '{"trials": [{"name": "s-001", "values": {}, "state": "weird"}]}',
+        '{"trials": [{"name": 1, "values": {}}]}',
+    ],
+)
+def test_a_trials_list_of_another_shape_is_refused_and_kept(tmp_path, text):
+    folder = SweepFolder(tmp_path)
+    (tmp_path / "trials.json").write_text(text)
+    with pytest.raises(UserError, match="trials.json cannot be read; the sweep cannot resume"):
+        folder.load()
+    assert (tmp_path / "trials.json").read_text() == text
+
+
 def test_a_sweep_file_changed_only_in_comments_and_layout_resumes(tmp_path):
     folder = SweepFolder(tmp_path / "sweep")
     assert folder.check_or_create("name: s\nmethod: grid\n") is False

@@ -105,13 +105,12 @@ class SweepFolder:
         if not self._trials.is_file():
             return []
         try:
-            data = json.loads(self._trials.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return _trials_of(json.loads(self._trials.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
             raise UserError(
                 f"{self._trials} cannot be read; the sweep cannot resume: restore it, or move "
                 "the sweep folder away to start the sweep again"
             ) from None
-        return [Trial(**t) for t in data.get("trials", [])]
 
     def save(self, trials: list[Trial]) -> None:
         """Atomically: a sweep killed mid-write keeps the previous list."""
@@ -133,6 +132,26 @@ class SweepFolder:
             self.path / ".lock",
             lambda pid: UserError(f"sweep {self.path} is already running (process {pid})"),
         )
+
+
+def _trials_of(data: Any) -> list[Trial]:
+    """The trials of trials.json as `save` writes it; TypeError for anything else (a file
+    edited by hand, or another program's)."""
+    if not isinstance(data, dict) or not isinstance(data.get("trials", []), list):
+        raise TypeError("not a list of trials")
+    trials = [Trial(**t) if isinstance(t, dict) else None for t in data.get("trials", [])]
+    if not all(_well_formed(t) for t in trials):
+        raise TypeError("a trial of another shape")
+    return trials
+
+
+def _well_formed(trial: Trial | None) -> bool:
+    return (
+        trial is not None
+        and isinstance(trial.name, str)
+        and isinstance(trial.values, dict)
+        and trial.state in STATES
+    )
 
 
 def _same_sweep(stored: str, given: str) -> bool:
