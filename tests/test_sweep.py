@@ -354,6 +354,17 @@ def test_a_sweep_file_changed_only_in_comments_and_layout_resumes(tmp_path):
         folder.check_or_create("name: s\nmethod: random\n")
 
 
+def test_a_damaged_sweep_yaml_is_named_as_damaged_not_as_another_sweep(tmp_path):
+    folder = SweepFolder(tmp_path / "sweep")
+    folder.check_or_create("name: s\nmethod: grid\n")
+    (tmp_path / "sweep" / "sweep.yaml").write_text('{"broken')
+    with pytest.raises(
+        UserError, match=r"sweep.yaml is not valid YAML \(damaged\?\); the sweep cannot"
+    ):
+        folder.check_or_create("name: s\nmethod: grid\n")
+    assert (tmp_path / "sweep" / "sweep.yaml").read_text() == '{"broken'
+
+
 def test_a_ranking_that_fails_mid_write_keeps_the_previous_one(tmp_path):
     folder = SweepFolder(tmp_path)
     folder.write_ranking("trial 1  5.01", {"rows": 1})

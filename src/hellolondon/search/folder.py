@@ -76,7 +76,13 @@ class SweepFolder:
         exclusively, so of two sweeps started at once on a new folder one is refused."""
         if not self._spec.is_file() and self._create(spec_text):
             return False
-        if not _same_sweep(self._spec.read_text(encoding="utf-8"), spec_text):
+        stored = self._spec.read_text(encoding="utf-8")
+        if not _reads_as_yaml(stored):
+            raise UserError(
+                f"{self._spec} is not valid YAML (damaged?); the sweep cannot resume: restore it "
+                "(a copy of the sweep file it was started with), or choose another --out-dir"
+            )
+        if not _same_sweep(stored, spec_text):
             raise UserError(
                 f"{self.path} holds another sweep (its sweep.yaml differs); "
                 "choose another --out-dir, or give the same sweep file to resume it"
@@ -152,6 +158,16 @@ def _well_formed(trial: Trial | None) -> bool:
         and isinstance(trial.values, dict)
         and trial.state in STATES
     )
+
+
+def _reads_as_yaml(text: str) -> bool:
+    import yaml
+
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return True
 
 
 def _same_sweep(stored: str, given: str) -> bool:
