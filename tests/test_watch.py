@@ -300,6 +300,21 @@ def test_watch_ends_when_a_failed_runs_process_is_gone(tmp_path, monkeypatch, ca
     assert capsys.readouterr().err == said
 
 
+def test_a_gone_trial_of_a_sweep_is_continued_by_its_sweep(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep x"
+    (sweep / "trials").mkdir(parents=True)
+    (sweep / "sweep.yaml").write_text("name: x\n")
+    run = live_run(sweep / "trials", "x-001")
+    (run / "checkpoints" / "step-000040").mkdir(parents=True)
+    proc = _trainer(run, tmp_path, "fail")
+    monkeypatch.chdir(tmp_path)
+    assert main(["watch", str(run), "--once"]) == 1
+    assert capsys.readouterr().err == (
+        f"the run's training process {proc.pid} is gone (RuntimeError at step 40); its sweep "
+        "goes on with it: run the same `hellolondon sweep` command again (sweep folder 'sweep x')\n"
+    )
+
+
 def test_watch_keeps_watching_a_run_of_another_machine(tmp_path, monkeypatch, capsys):
     import hellolondon.watch as watch_module
 

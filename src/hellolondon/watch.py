@@ -7,6 +7,7 @@ since the last one, and a line still being written waits for the next refresh.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import statistics
 import sys
@@ -227,12 +228,25 @@ def gone_line(view: RunView) -> str:
 
     failed = view.process is not None and view.process[0] == "failed"
     how = view.process[1] if failed else "killed, or it ended without a word"
-    then = (
-        f"go on with: {resume_command(view.run)}"
-        if view.run.has_checkpoints()
-        else "it saved no checkpoint to go on from; train it again under another --run-name"
-    )
+    sweep = sweep_of(view.run.path)
+    if sweep:  # the sweep resumes its trials and records them
+        then = (
+            f"its sweep goes on with it: run the same `hellolondon sweep` command again ({sweep})"
+        )
+    elif view.run.has_checkpoints():
+        then = f"go on with: {resume_command(view.run)}"
+    else:
+        then = "it saved no checkpoint to go on from; train it again under another --run-name"
     return f"the run's training process {view.gone} is gone ({how}); {then}"
+
+
+def sweep_of(run: Path) -> str | None:
+    """`sweep folder F` where `run` is a trial of the sweep in F; None for a run of its own."""
+    from hellolondon.search.folder import SweepFolder
+    from hellolondon.tracking.wandb_tracker import show_path
+
+    folder = SweepFolder.of_trial(run)
+    return None if folder is None else f"sweep folder {shlex.quote(show_path(folder.path))}"
 
 
 def _can_encode(text: str, encoding: str) -> bool:
