@@ -216,6 +216,21 @@ def test_bad_input_gives_clear_errors(tmp_path):
     assert (tmp_path / "notes.md").read_text() == "mine"
 
 
+@pytest.mark.parametrize("command", [["compare"], ["report"], ["watch", "--once"], ["reproduce"]])
+def test_a_sweep_folder_is_named_as_one_with_its_trials(tmp_path, capsys, command):
+    from hellolondon.cli import main
+
+    sweep = tmp_path / "sweep-lr"
+    make_run(sweep / "trials", "lr-001")
+    (sweep / "sweep.yaml").write_text("name: lr\n")
+    assert main([*command, str(sweep)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {sweep} is a sweep folder, not a run folder; give its trials, such as: "
+        f"{sweep / 'trials' / 'lr-001'}\n"
+    )
+    assert sorted(p.name for p in sweep.iterdir()) == ["sweep.yaml", "trials"]
+
+
 def test_cli_report_defaults_to_the_first_runs_folder_and_fails_in_one_line(tmp_path, capsys):
     a, b = make_run(tmp_path, "a"), make_run(tmp_path, "b", gpu=True)
     assert main(["report", str(a), str(b)]) == 0

@@ -118,11 +118,12 @@ class RunDir:
             raise UserError(f"{path} is a file, not a run folder; give the folder with {METRICS}")
         if cls.is_run(path):
             return cls(path)
+        _refuse_a_sweep_folder(path)
         inside = runs_in(path)
         if inside:
-            names = ", ".join(str(r.path) for r in inside[:3]) + (" ..." if len(inside) > 3 else "")
             raise UserError(
-                f"{path} holds run folders, it is not one; give a run folder in it, such as: {names}"
+                f"{path} holds run folders, it is not one; give a run folder in it, such as: "
+                + _some_runs(inside)
             )
         raise UserError(f"{path} is not a run folder: it has no {METRICS} (training writes one)")
 
@@ -421,6 +422,22 @@ class RunDir:
 
 
 _SAMPLE_HEAD = "=== iteration "  # each sample in samples.txt starts with it, then its step
+
+
+def _refuse_a_sweep_folder(path: Path) -> None:
+    from hellolondon.search.folder import SweepFolder
+
+    sweep = SweepFolder(path)
+    if sweep.exists():
+        trials = runs_in(sweep.trials_dir)
+        raise UserError(
+            f"{path} is a sweep folder, not a run folder; give its trials"
+            + (f", such as: {_some_runs(trials)}" if trials else "; it has none yet")
+        )
+
+
+def _some_runs(runs: list[RunDir]) -> str:
+    return ", ".join(str(r.path) for r in runs[:3]) + (" ..." if len(runs) > 3 else "")
 
 
 def runs_in(path: str | Path) -> list[RunDir]:
