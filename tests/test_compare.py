@@ -131,6 +131,17 @@ def test_a_run_without_a_readable_config_is_named_and_left_out_of_the_settings(
     )
 
 
+def test_a_run_whose_summary_cannot_be_read_is_named(two_runs, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(two_runs[1], broken)
+    (broken / "summary.json").write_text('{"best_val')
+    assert main(["compare", str(broken)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: fast: {broken / 'summary.json'} cannot be read: its values come from" in err
+
+
 def test_report_and_watch_read_a_run_whose_config_sections_are_not_objects(
     two_runs, tmp_path, capsys
 ):

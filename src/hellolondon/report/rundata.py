@@ -117,6 +117,10 @@ def load_run(path: str | Path) -> RunData:
     if not config:  # every setting would show as differing, with nothing in its cells
         what = "cannot be read" if run.config_file.is_file() else "is missing"
         data.notes.append(f"{name}: {run.config_file} {what}: its settings are left out")
+    if not data.summary and run.summary_file.is_file():  # the rows tell all but the status
+        data.notes.append(
+            f"{name}: {run.summary_file} cannot be read: its values come from the rows"
+        )
     if cut_short(run.metrics_file):
         data.notes.append(
             f"{name}: the last metrics line was cut short (the run was killed mid-write?); "
