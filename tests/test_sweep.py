@@ -524,6 +524,23 @@ def test_a_trial_that_logged_nothing_is_named_under_the_ranking(tmp_path, tiny_d
     assert "not ranked: s-002 failed, logged no row (train.lr=0.002)" in lines
 
 
+def test_the_report_command_under_the_ranking_pastes_into_a_shell(tmp_path, tiny_data):
+    spec = space.load_spec(sweep_file(tmp_path, tiny_data))
+    folder = SweepFolder(tmp_path / "sweep of é")
+    folder.check_or_create(spec.text)
+    trial = folder.trials_dir / "s-001"
+    trial.mkdir(parents=True)
+    rows = [{"step": 5, "train/loss": 6.0}, {"step": 5, "eval/val_loss": 6.2}]
+    (trial / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines: list[str] = []
+    driver.finish(spec, folder, [Trial("s-001", {"train.lr": 1e-3}, "finished")], lines.append)
+    command = lines[-1].split("the trials overlaid: ")[1]
+    shell = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {command}"], capture_output=True, text=True, check=True
+    )
+    assert shell.stdout.splitlines() == ["hellolondon", "report", str(trial)]
+
+
 def test_grid_trials_count_to_the_grid_size(tmp_path, tiny_data, monkeypatch):
     """`trial i/N`: N is the grid's size (repeated values once) when --trials asks for more."""
     lrs = {"values": [1e-3, 2e-3, 2e-3]}

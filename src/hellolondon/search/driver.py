@@ -405,5 +405,6 @@ def finish(spec: SweepSpec, folder: SweepFolder, records: list[Trial], log):
             )
     if "killed" in states:
         log("killed trials go on from their checkpoints when the same sweep command runs again")
-    log(f"\nwrote {txt}; the trials overlaid: hellolondon report {folder.trials_dir}/*")
+    trials = shlex.quote(str(folder.trials_dir))  # a name with spaces pastes as one path
+    log(f"\nwrote {txt}; the trials overlaid: hellolondon report {trials}/*")
     return table
