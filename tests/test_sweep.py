@@ -442,7 +442,9 @@ def test_missing_data_is_refused_once_before_any_trial(capsys, tmp_path):
     path = sweep_file(tmp_path, tmp_path / "nope")
     out = tmp_path / "sweep"
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2", "--out-dir", str(out)])
-    assert "data folder " in err and "nope does not exist" in err
+    assert f"the sweep's data folder {tmp_path / 'nope'} does not exist (--data in its " in err
+    assert "start the sweep where that folder is, or change the sweep file" in err
+    assert "--data DIR" not in err  # `sweep` has no such flag
     assert not out.exists()
 
 

@@ -76,6 +76,18 @@ def _objective(values: list[float], summary: float | None) -> float | None:
     return values[-1] if values else None
 
 
+def _check_data(data_dir: str) -> None:
+    """Prepared data in `data_dir`; a missing folder is said in the sweep's terms, since
+    `sweep` has no --data of its own and a relative path depends on where it starts."""
+    if not Path(data_dir).exists():
+        raise UserError(
+            f"the sweep's data folder {data_dir} does not exist (--data in its command:, or a "
+            "swept data.data_dir; a relative path is read from the folder the sweep starts in); "
+            "start the sweep where that folder is, or change the sweep file"
+        )
+    load_meta(data_dir)
+
+
 def engine_run(folder: SweepFolder, trial: Trial, spec: SweepSpec) -> Any:
     """The trial as the engine sees a W&B run: values, state and the metric's history."""
     sweeps = import_engine()
@@ -291,7 +303,7 @@ def run_sweep(
     )
     data_dirs = swept.get("values") or [swept.get("value") or spec.base.data.data_dir]
     for data_dir in data_dirs:  # every trial would fail on missing data: say it once
-        load_meta(data_dir)
+        _check_data(data_dir)
     folder = SweepFolder(out_dir or default_out_dir(spec))
     resumed = folder.check_or_create(spec.text)
     with folder.locked(), _sigterm_as_interrupt():
