@@ -241,6 +241,20 @@ def test_cli_report_defaults_to_the_first_runs_folder_and_fails_in_one_line(tmp_
     assert err.startswith("error: ") and "does not exist" in err and "\n" not in err
 
 
+def test_a_blank_out_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch):
+    run = make_run(tmp_path, "a")
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "report.html").write_text("mine")
+    monkeypatch.chdir(here)
+    assert main(["report", str(run), "--out", ""]) == 2
+    assert capsys.readouterr().err == (
+        "error: --out is blank; give a folder, or leave --out out for <first run>/report\n"
+    )
+    assert sorted(p.name for p in here.iterdir()) == ["report.html"]
+    assert (here / "report.html").read_text() == "mine"
+
+
 def test_a_report_that_fails_to_be_written_leaves_no_folder_it_made(tmp_path, monkeypatch, capsys):
     import errno
 

@@ -24,15 +24,18 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs", nargs="+", metavar="RUN", type=Path, help="run folder(s) to compare")
-    p.add_argument("--out", type=Path, help="folder for the report (default: <first run>/report)")
+    p.add_argument("--out", help="folder for the report (default: <first run>/report)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hellolondon.errors import UserError
     from hellolondon.report import write_report
     from hellolondon.rundir import RunDir
 
-    out = args.out or RunDir(args.runs[0]).report_dir
+    if args.out is not None and not args.out.strip():  # it would write into the current folder
+        raise UserError("--out is blank; give a folder, or leave --out out for <first run>/report")
+    out = Path(args.out) if args.out is not None else RunDir(args.runs[0]).report_dir
     paths = write_report(args.runs, out)
     print(f"wrote {paths['png']}")
     print(f"wrote {paths['html']}  (open it in a browser; it needs no network)")
