@@ -346,6 +346,18 @@ def test_a_trials_list_of_another_shape_is_refused_and_kept(tmp_path, text):
     assert (tmp_path / "trials.json").read_text() == text
 
 
+def test_a_blank_out_dir_is_refused_not_read_as_the_current_folder(
+    capsys, tmp_path, tiny_data, monkeypatch
+):
+    path = sweep_file(tmp_path, tiny_data)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "1", "--out-dir", " "])
+    assert err == "error: --out-dir is blank; give a folder, or leave --out-dir out for the default"
+    assert not any(here.iterdir())
+
+
 def test_a_sweep_file_changed_only_in_comments_and_layout_resumes(tmp_path):
     folder = SweepFolder(tmp_path / "sweep")
     assert folder.check_or_create("name: s\nmethod: grid\n") is False

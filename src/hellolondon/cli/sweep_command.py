@@ -32,7 +32,6 @@ def register(sub) -> None:
     p.add_argument("--trials", type=int, metavar="N", help="trials in all (a grid ends by itself)")
     p.add_argument(
         "--out-dir",
-        type=Path,
         help="the sweep folder (default: OUT/sweep-<name>, OUT being the out_dir of the sweep's command: runs unless it sets one)",
     )
     p.add_argument("--check", action="store_true", help="only check the sweep file; start nothing")
@@ -40,9 +39,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hellolondon.errors import UserError
     from hellolondon.search.driver import run_sweep
     from hellolondon.search.space import load_spec
 
+    if args.out_dir is not None and not args.out_dir.strip():  # it would be the current folder
+        raise UserError("--out-dir is blank; give a folder, or leave --out-dir out for the default")
     if args.check:
         spec = load_spec(args.spec)
         print(f"{args.spec}: valid {spec.method} sweep over {', '.join(spec.params)}")
