@@ -47,6 +47,18 @@ class GPT(_GPT):
 """
 
 
+def _suite(tmp_path: Path, *args: str, timeout: int = 120, **env: str):
+    """The suite's CPU path with these arguments, its work folder in tmp_path: the finished
+    process and its JSON lines."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu", *args],
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work"), **env},
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return done, rows
+
+
 def test_the_suite_script_parses():
     assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_suite.sh")]).returncode == 0
 
@@ -104,13 +116,8 @@ def test_a_bench_past_the_step_timeout_is_stopped_and_noted(tmp_path):
     stand_in = tmp_path / "nano"
     stand_in.mkdir()
     (stand_in / "model.py").write_text(STAND_IN)
-    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src"),
-           "SUITE_WORK": str(tmp_path / "work")}  # fmt: skip
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "bench", "--nanogpt", str(stand_in), "--step-timeout", "1"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done, _ = _suite(tmp_path, "--sections", "bench", "--nanogpt", str(stand_in),
+                     "--step-timeout", "1", PYTHONPATH=str(ROOT / "src"))  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr  # a failed bench fails the call
     rows = [
         json.loads(line)
@@ -134,16 +141,10 @@ def test_a_command_running_at_the_budgets_end_is_stopped_and_later_rows_skipped(
     stand_in = tmp_path / "nano"
     stand_in.mkdir()
     (stand_in / "model.py").write_text(STAND_IN)
-    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src"),
-           "SUITE_WORK": str(tmp_path / "work"), "BENCH_REPEAT": "100000"}  # fmt: skip
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "bench", "--benches", "tiny:8 tiny:8:muon", "--budget", "30",
-         "--nanogpt", str(stand_in)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done, rows = _suite(tmp_path, "--sections", "bench", "--benches", "tiny:8 tiny:8:muon",
+                        "--budget", "30", "--nanogpt", str(stand_in),
+                        PYTHONPATH=str(ROOT / "src"), BENCH_REPEAT="100000")  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     notes = [r["note"] for r in rows if "note" in r]
     assert "bench tiny 8 failed (stopped: the budget of 30 s was spent): see suite.log" in notes
     assert "nanoGPT bench tiny 8 skipped: the budget of 30 s was spent" in notes
@@ -160,14 +161,8 @@ def test_a_command_running_at_the_budgets_end_is_stopped_and_later_rows_skipped(
 
 
 def test_a_command_past_the_step_timeout_says_so_and_what_needs_it_is_skipped(tmp_path):
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "tests run", "--step-timeout", "1"],
-        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done, rows = _suite(tmp_path, "--sections", "tests run", "--step-timeout", "1")
     assert done.returncode == 1
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     tests = next(r for r in rows if r.get("step") == "tests")  # pytest and torch take longer
     assert tests["rc"] == 124 and tests["stopped"] == "--step-timeout"
     assert rows[-1]["failed"] == ["tests (stopped: --step-timeout)"]
@@ -175,28 +170,16 @@ def test_a_command_past_the_step_timeout_says_so_and_what_needs_it_is_skipped(tm
 
 
 def test_the_muon_section_reports_torchs_step_and_ours(tmp_path):
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "muon"],
-        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done, rows = _suite(tmp_path, "--sections", "muon")
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     impls = [r["result"]["impl"] for r in rows if r.get("section") == "muon"]
     assert len(impls) == 2 and "hellolondon" in impls
     assert rows[-1]["passed"] == ["muon tiny"]
 
 
 def test_sections_without_the_run_they_need_are_skipped_not_failed(tmp_path):
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "resume eval export generate"],
-        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done, rows = _suite(tmp_path, "--sections", "resume eval export generate", timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert not [r for r in rows if "step" in r]  # nothing ran
     assert rows[-1]["skipped"] == ["resume (no token files)", "eval (no uninterrupted run)",
                                    "export (no uninterrupted run)",
@@ -208,15 +191,8 @@ def test_a_missing_package_fails_its_section_with_a_note_naming_it(tmp_path):
     hidden = tmp_path / "hide"
     hidden.mkdir()
     (hidden / "pytest.py").write_text("raise ImportError('not installed')\n")
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "tests"],
-        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(hidden),
-             "SUITE_WORK": str(tmp_path / "work")},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done, rows = _suite(tmp_path, "--sections", "tests", PYTHONPATH=str(hidden), timeout=60)
     assert done.returncode == 1
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert rows[0]["note"].startswith(f"failed: {sys.executable} cannot import pytest (put its")
     assert rows[-1]["failed"] == ["tests (no pytest)"]
 
@@ -242,14 +218,9 @@ def test_wheels_the_interpreter_lacks_are_installed_into_the_work_folder(tmp_pat
     wheels.mkdir()
     _wheel(wheels, "hlsuite_probe")
     _wheel(wheels, "pytest")  # there already: left as it is
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "bench", "--benches", "tiny:8:fp9"],
-        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work"),
-             "SUITE_WHEELS": str(wheels)},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    done, rows = _suite(
+        tmp_path, "--sections", "bench", "--benches", "tiny:8:fp9", SUITE_WHEELS=str(wheels)
+    )
     assert rows[0] == {"section": "wheels", "wheels": 2, "installed": 1, "rc": 0,
                        "seconds": rows[0]["seconds"]}  # fmt: skip
     assert (tmp_path / "work" / "site" / "hlsuite_probe" / "__init__.py").is_file()
@@ -260,29 +231,16 @@ def test_wheels_pip_cannot_install_are_a_note_and_a_failure(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     (wheels / "hlsuite_probe-0.1-py3-none-any.whl").write_text("not a zip")
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "none"],
-        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work"),
-             "SUITE_WHEELS": str(wheels)},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done, rows = _suite(tmp_path, "--sections", "none", SUITE_WHEELS=str(wheels))
     assert done.returncode == 1
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert rows[0]["section"] == "wheels" and rows[0]["rc"] != 0
     assert rows[1]["note"].startswith(f"pip could not install the wheels in {wheels}")
     assert rows[-1]["failed"] == ["wheels"]
 
 
 def test_an_unknown_bench_option_is_a_note_and_a_failure(tmp_path):
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "bench", "--benches", "tiny:8:fp9"],
-        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done, rows = _suite(tmp_path, "--sections", "bench", "--benches", "tiny:8:fp9", timeout=60)
     assert done.returncode == 1
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert rows[0]["note"].startswith("unknown bench option 'fp9' in tiny:8:fp9")
     assert rows[-1]["failed"] == ["bench tiny:8:fp9"]
     assert rows[-1]["work"] == str(tmp_path / "work") and (tmp_path / "work").is_dir()
