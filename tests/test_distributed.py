@@ -445,6 +445,29 @@ def test_a_peers_lost_connection_is_told_from_a_ranks_own_backend_error(message,
     assert lost_a_peer(RuntimeError(message)) is lost
 
 
+@pytest.mark.parametrize(
+    ("message", "gist"),
+    [
+        ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+         "[127.0.0.1]:4504: Connection reset by peer. This is typically caused by a peer that "
+         "exited or crashed",
+         "RuntimeError: Read error [127.0.0.1]:4504: Connection reset by peer"),
+        ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+         "[127.0.0.1]:29500", "RuntimeError: Connection closed by peer [127.0.0.1]:29500"),
+        ("NCCL communicator was aborted on rank 0.", "RuntimeError: NCCL communicator was "
+         "aborted on rank 0."),
+    ],
+)  # fmt: skip
+def test_a_lost_connection_is_quoted_without_source_paths_or_cut_words(message, gist):
+    """The survivors' line quotes what they saw in a few whole words, not the path of the
+    backend's source file and a sentence cut in the middle."""
+    from hellolondon.train.failure import connection_gist
+
+    assert connection_gist("RuntimeError", message) == gist
+    long = connection_gist("RuntimeError", "word " * 100)
+    assert len(long) <= 160 and long.endswith("word...")
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_the_launcher_waits_for_a_left_rank_but_not_for_a_pid_reused_since():
     import threading

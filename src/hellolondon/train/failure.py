@@ -4,6 +4,7 @@ W&B, naming the rank that failed first when several train together."""
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 
@@ -67,7 +68,7 @@ def _cause(run: Run, exc: Exception) -> tuple[str, str, int | None]:
     if not first or first[0]["rank"] == run.dist.rank:
         # the rank that went first left no error (SIGKILL, the out-of-memory killer): say
         # that, not this rank's broken connection
-        seen = f"{error}: {message}"[:160]
+        seen = connection_gist(error, message)
         why = "killed by a signal or the out-of-memory killer?"
         return (
             LOST_RANK,
@@ -78,3 +79,17 @@ def _cause(run: Run, exc: Exception) -> tuple[str, str, int | None]:
 
 
 LOST_RANK = "lost rank"  # the error named when another rank died without a word
+
+_SOURCE_PLACE = re.compile(r"\[[^\]\s]*\.(?:cc|cpp|c|h|hpp):\d+\]\s*")  # [.../pair.cc:537]
+_SENTENCE_END = re.compile(r"\.\s+(?=[A-Z])")
+
+
+def connection_gist(error: str, message: str, limit: int = 160) -> str:
+    """A broken connection as this rank saw it, in a few words: the backend's source position
+    dropped and its first sentence kept, cut at a word ("RuntimeError: Read error
+    [127.0.0.1]:4504: Connection reset by peer")."""
+    text = _SENTENCE_END.split(_SOURCE_PLACE.sub("", message), maxsplit=1)[0].strip()
+    seen = f"{error}: {text}" if text else error
+    if len(seen) <= limit:
+        return seen
+    return seen[: limit - 3].rsplit(" ", 1)[0] + "..."
