@@ -662,3 +662,24 @@ def test_an_error_of_one_rank_alone_is_still_said(monkeypatch, capsys):
     monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # leave pytest's handlers be
     assert cli.main(["train", "train.lr=abc"]) == 2
     assert capsys.readouterr().err.count("error: train.lr") == 1
+
+
+@pytest.mark.parametrize(
+    ("distributed", "log_interval", "said"),
+    [(True, 20, "at most 20 more steps"), (True, 1, "this step"), (False, 20, "this step")],
+)
+def test_a_signal_says_how_far_training_goes_on_before_it_stops(
+    distributed, log_interval, said, capsys
+):
+    """Several ranks agree on a stop only where they read their step results (every
+    `log_interval` steps at most), so rank 0 must not promise to stop after this very step."""
+    from hellolondon.train.signals import StopSignal
+
+    stop = StopSignal(distributed=distributed)
+    try:
+        stop.training(log_interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        stop.restore()
+    assert f"SIGTERM: stopping after {said} and saving a checkpoint" in capsys.readouterr().out
+    assert stop.pending and stop.requested is not distributed

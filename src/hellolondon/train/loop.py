@@ -48,7 +48,7 @@ def train(
 def _train(run: Run) -> dict:
     c, st, stop = run.cfg.train, run.state, run.stop
     clock, results = Clock(run), Readback()
-    stop.after = "this step"
+    stop.training(c.log_interval)
     if (st.step == 0 or st.eval_pending) and c.eval_interval:
         # the untrained loss (where the curves start), or the evaluation a stop cut short
         with clock.paused():

@@ -20,11 +20,18 @@ class StopSignal:
         self.requested = False  # what the loop acts on
         self.pending = False  # this process got the signal
         self.distributed, self.verbose = distributed, verbose
-        self.after = "the start-up"  # what the stop waits for; the loop sets "this step"
+        self.after = "the start-up"  # what the stop waits for; `training` says it anew
         self.previous: dict[int, Any] = {}  # the handlers before training, put back by `restore`
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self.previous[signum] = signal.signal(signum, self._handle)
+
+    def training(self, log_interval: int) -> None:
+        """The loop has begun: a stop now waits for the step in progress, or, with several
+        processes, for the next step whose results every rank reads: one that logs, evaluates,
+        saves or samples, at most `log_interval` steps on."""
+        several = self.distributed and log_interval > 1
+        self.after = f"at most {log_interval} more steps" if several else "this step"
 
     def restore(self) -> None:
         """Training is over: Ctrl-C and SIGTERM do again what they did before it (in `demo`,
