@@ -688,6 +688,32 @@ def test_a_sigterm_during_the_start_up_leaves_a_run_that_resumes(
     assert _without_timing(run.rows()) == _without_timing(RunDir(tmp_path / "ref").rows())
 
 
+def test_a_rank_that_reads_each_step_stops_after_the_step_the_signal_came_in(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    """On the CPU (and with FSDP) every step reads its results, the ranks' stop flag among
+    them: a signal to a rank must stop them all after that step, not at the next logged one."""
+    import os
+    import signal
+
+    from hellolondon.train import loop
+
+    monkeypatch.setattr(loop, "launched_in_group", lambda: True)  # a rank: its stop is agreed
+    real = loop.train_step
+
+    def signal_during_step_3(run, stop):
+        if run.state.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(run, stop)
+
+    monkeypatch.setattr(loop, "train_step", signal_during_step_3)
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=r", "train.log_interval=5")
+    summary = train(cfg, log=quiet)
+    assert "SIGTERM: stopping after this step and saving a checkpoint" in capsys.readouterr().out
+    assert summary["stopped_early"] and summary["iterations"] == 3
+    assert checkpoint.read_state(tmp_path / "r/checkpoints/step-000003")["step"] == 3
+
+
 def test_ctrl_c_after_training_in_the_same_process_interrupts_again(tiny_data, tmp_path):
     """`demo` generates and reports after training, in the same process: Ctrl-C there must stop
     it, not be taken for a stop request of the training that has ended."""

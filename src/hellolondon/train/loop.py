@@ -17,6 +17,7 @@ from hellolondon.train.steps import (
     handle_nonfinite,
     log_train,
     maybe_sample,
+    reads_every_step,
     report_skipped,
     sample_due,
     save,
@@ -48,7 +49,7 @@ def train(
 def _train(run: Run) -> dict:
     c, st, stop = run.cfg.train, run.state, run.stop
     clock, results = Clock(run), Readback()
-    stop.training(c.log_interval)
+    stop.training(1 if reads_every_step(run) else c.log_interval)
     if (st.step == 0 or st.eval_pending) and c.eval_interval:
         # the untrained loss (where the curves start), or the evaluation a stop cut short
         with clock.paused():

@@ -26,12 +26,12 @@ class StopSignal:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self.previous[signum] = signal.signal(signum, self._handle)
 
-    def training(self, log_interval: int) -> None:
+    def training(self, steps_to_agree: int) -> None:
         """The loop has begun: a stop now waits for the step in progress, or, with several
-        processes, for the next step whose results every rank reads: one that logs, evaluates,
-        saves or samples, at most `log_interval` steps on."""
-        several = self.distributed and log_interval > 1
-        self.after = f"at most {log_interval} more steps" if several else "this step"
+        processes, for the next step whose results every rank reads (at most `steps_to_agree`
+        steps on)."""
+        several = self.distributed and steps_to_agree > 1
+        self.after = f"at most {steps_to_agree} more steps" if several else "this step"
 
     def restore(self) -> None:
         """Training is over: Ctrl-C and SIGTERM do again what they did before it (in `demo`,

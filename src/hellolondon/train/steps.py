@@ -132,18 +132,29 @@ def _update(
     flag = total.new_full((), float(stop is not None and stop.pending))
     values = all_reduce_mean(torch.stack([total, norm.to(total), flag]), d)
     skipped: bool | None
-    if skips_on_device(opt, run.scaler) and not d.fsdp and c.nonfinite == "skip":
+    if not reads_every_step(run):
         step_unless(opt, ~torch.isfinite(values[:2]).all())
         skipped = None
     else:
         # fp16's scaler skips and rescales on overflowing gradients by itself: only the loss
         finite = torch.isfinite(values[0] if run.scaler.is_enabled() else values[:2]).all()
         skipped = not bool(finite)  # one host read
+        if stop is not None and values[2].item() > 0:  # read anyway: all ranks stop after it
+            stop.requested = True
         if not skipped:
             run.scaler.step(opt)
             run.scaler.update()
     opt.zero_grad(set_to_none=True)
     return values, skipped
+
+
+def reads_every_step(run: Run) -> bool:
+    """Whether each step reads its results on the host (to decide a skip there), and with them
+    the ranks' stop flag; otherwise they are read only when the loop logs, evaluates, saves or
+    samples."""
+    c = run.cfg.train
+    on_device = skips_on_device(run.optimizer, run.scaler) and c.nonfinite == "skip"
+    return not on_device or run.dist.fsdp
 
 
 @torch.no_grad()
