@@ -191,13 +191,14 @@ def test_a_slow_cpu_pace_never_suggests_the_preset_already_in_use(preset, monkey
 
     from hellolondon.config import build_config
     from hellolondon.train import run as run_module
+    from hellolondon.train.distributed import Dist
     from hellolondon.train.state import TrainState
 
     monkeypatch.setattr(run_module.hardware, "cpu_matmul_flops", lambda *shape: 1e9)
     lines: list[str] = []
     run = SimpleNamespace(
         cfg=build_config(preset),
-        dist=SimpleNamespace(device=torch.device("cpu")),
+        dist=Dist(device=torch.device("cpu")),
         flops_per_token=1e9,
         tokens_per_step=10_000,
         state=TrainState(),
@@ -209,6 +210,35 @@ def test_a_slow_cpu_pace_never_suggests_the_preset_already_in_use(preset, monkey
     assert "for the 10 steps to go" in lines[0]
     run_module.announce_pace(run, 0, "steps to go")  # a resume with nothing left to train
     assert "for the" not in lines[1] and lines[1].startswith("estimated 14,000 s per step")
+
+
+def test_the_cpu_pace_of_several_processes_is_that_of_one_share_said_by_rank_0(monkeypatch):
+    """Each of N CPU processes does 1/N of the step's tokens on its own threads: the estimate
+    is that share's time, and only rank 0 says it and draws progress bars (the other ranks'
+    bars would cross its lines on the same terminal)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from hellolondon.config import build_config
+    from hellolondon.train import run as run_module
+    from hellolondon.train.distributed import Dist
+    from hellolondon.train.state import TrainState
+
+    monkeypatch.setattr(run_module.hardware, "cpu_matmul_flops", lambda *shape: 1e9)
+    lines: list[str] = []
+
+    def rank(r: int) -> SimpleNamespace:
+        dist = Dist(rank=r, world_size=2, device=torch.device("cpu"), group=True)
+        return SimpleNamespace(
+            cfg=build_config("tiny"), dist=dist, flops_per_token=1e9, tokens_per_step=10_000,
+            state=TrainState(), log=lines.append,
+        )  # fmt: skip
+
+    assert run_module.announce_pace(rank(0), 10, "steps to go") is True
+    assert lines[0].startswith("estimated 7,000 s per step on this CPU")  # 1.4 × 5e12 / 1e9
+    assert run_module.announce_pace(rank(1), 10, "steps to go") is False
+    assert len(lines) == 1
 
 
 def test_the_cpu_pace_weighs_the_blocks_and_the_output_head_by_their_own_speed(monkeypatch):

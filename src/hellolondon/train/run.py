@@ -503,10 +503,14 @@ def run_config(
 def announce_pace(run: Run, steps: int, what: str) -> bool:
     """On a CPU, a GPU-sized model takes seconds per step: before the first one, say how long
     a step and the `steps` to come will take (from this CPU's measured matmul speed) and what
-    to use instead. Returns True when steps are that slow."""
-    if run.dist.device.type != "cpu":
+    to use instead. Returns True when steps are that slow. With several processes each does
+    its share of the step's tokens, on its own threads; rank 0 alone measures and says it, and
+    so alone shows progress bars (the others would draw theirs over its lines)."""
+    d = run.dist
+    if d.device.type != "cpu" or not d.is_main:
         return False
-    step_s = _cpu_step_seconds(run.cfg.model, run.flops_per_token, run.tokens_per_step)
+    share = run.tokens_per_step // d.world_size
+    step_s = _cpu_step_seconds(run.cfg.model, run.flops_per_token, share)
     if step_s < 2.0:
         return False
     total = step_s * steps
