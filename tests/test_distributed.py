@@ -343,9 +343,7 @@ def test_a_dead_rank_ends_the_job_and_one_process_resumes_its_checkpoint(
     said: list[str] = []
     cfg = config_for_resume(str(run), None, [f"train.max_iters={STEPS}"])
     train(cfg, resume=str(run), log=said.append)
-    assert any(
-        "global batch 16 kept as batch_size 8 x grad_accum 2 x 1 processes" in s for s in said
-    )
+    assert any("global batch 16 kept as batch_size 8 x grad_accum 2 x 1 process" in s for s in said)
     assert_same_losses(losses(run), losses(reference))
 
 
@@ -551,7 +549,7 @@ def test_resume_keeps_the_global_batch_on_another_world_size():
     t = build_config("tiny", overrides=["train.batch_size=8", "train.grad_accum=2"]).train
     resume_batch(t, _state(8, 1, 2), world=1, log=said.append)
     assert said[-1] == (
-        "resuming a 2-process run on 1: global batch 16 kept as batch_size 8 x grad_accum 2 x 1 processes"
+        "resuming a 2-process run on 1: global batch 16 kept as batch_size 8 x grad_accum 2 x 1 process"
     )
     t = build_config("tiny", overrides=["train.batch_size=8"]).train
     with pytest.raises(UserError, match="cannot be split evenly over 3"):

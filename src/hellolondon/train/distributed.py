@@ -250,7 +250,8 @@ def resume_batch(
     if world != was and new_global == old_global:
         log(
             f"resuming a {was}-process run on {world}: global batch {old_global} kept as "
-            f"batch_size {train.batch_size} x grad_accum {train.grad_accum} x {world} processes"
+            f"batch_size {train.batch_size} x grad_accum {train.grad_accum} x {world} "
+            + ("process" if world == 1 else "processes")
         )
     elif new_global != old_global:
         log(
