@@ -237,6 +237,14 @@ def test_an_answer_that_is_not_http_fails_in_one_line(server, tmp_path):
     assert error == " ".join(error.split())  # printed as one line of the failure list
 
 
+def test_an_answer_of_control_characters_is_shown_escaped_and_cut(server, tmp_path):
+    server.routes["/pg/376.txt"] = [("raw", b"\x00\x1b[2J" + b"x" * 5000 + b"\r\n")]
+    run(server, tmp_path, [book(376)], retries=0)
+    error = manifest(tmp_path)["pg-376"]["error"]
+    assert "\\x00\\x1b[2J" in error and error.isprintable()  # no NUL, no terminal escape
+    assert len(error) < 400
+
+
 def test_not_found_fails_without_retrying(server, tmp_path):
     sleeps = Sleeps()
     run(server, tmp_path, [book(99999)], sleeps)

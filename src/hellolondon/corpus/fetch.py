@@ -77,10 +77,16 @@ class Interrupted(Exception):  # noqa: N818 (not an error of the download)
     """The collector is stopping (Ctrl-C): the download was cut short, its partial file kept."""
 
 
+ERROR_CHARS = 300  # of a server's own words in an error: a bad status line may be 64 KB
+
+
 def _one_line(exc: BaseException) -> str:
     """An error's text on one line: http.client quotes a server's bad status line with its line
-    break, and each failure is one line of the console and the manifest."""
-    return " ".join(str(exc).split())
+    break, and each failure is one line of the console and the manifest. Characters that are not
+    printable (a NUL, a terminal escape sent by whatever answered) are written as escapes, and a
+    long text is cut, so the line shows what came without acting on the terminal."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in " ".join(str(exc).split()))
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS] + "..."
 
 
 class _Clock:
