@@ -639,3 +639,31 @@ def test_ctrl_c_while_the_command_line_is_read_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == "interrupted\n"
     with pytest.raises(KeyboardInterrupt):
         main(["--debug", "tokenizer", "train"])
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["prepare", "--corpus", "c.jsonl", "--tokenizer", "tok", "--out", ""], "--out"),
+        (["prepare", "--corpus", " ", "--tokenizer", "tok", "--out", "data"], "--corpus"),
+        (["prepare", "--corpus", "c.jsonl", "--tokenizer", "", "--out", "data"], "--tokenizer"),
+        (["tokenizer", "train", "--corpus", "c.jsonl", "--out", ""], "--out"),
+        (["tokenizer", "encode", "--tokenizer", "", "text"], "--tokenizer"),
+        (["tokenizer", "terms", "--tokenizer", "tok", "--corpus", ""], "--corpus"),
+        (["corpus", "sample", "--out", ""], "--out"),
+        (["corpus", "collect", "--offline", "--out", ""], "--out"),
+        (["corpus", "catalog", "--catalog", ""], "--catalog"),
+        (["corpus", "clean", "--extra", "a.txt", "--out", ""], "--out"),
+        (["corpus", "clean", "--in", "", "--extra", "a.txt"], "--in"),
+        (["corpus", "clean", "--extra", "a.txt", "--extra", ""], "--extra"),
+        (["corpus", "report", "--documents", ""], "--documents"),
+    ],
+)
+def test_a_blank_path_is_refused_not_read_as_the_current_folder(
+    argv, flag, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("The watermen of Southwark. " * 200)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"error: {flag} is blank; give a path\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # nothing written here

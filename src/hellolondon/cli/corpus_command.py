@@ -8,6 +8,7 @@ import math
 import os
 from pathlib import Path
 
+from hellolondon.cli.flags import refuse_blank_paths
 from hellolondon.corpus.layout import CorpusFolder
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -165,7 +166,7 @@ def _clean_parser(steps: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="local file or folder; repeatable",
     )
-    p.add_argument("--out", default="", help="output folder (default: the collection folder)")
+    p.add_argument("--out", default=None, help="output folder (default: the collection folder)")
     p.add_argument("--config", default=None, help="TOML file with clean settings ([clean] table)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override one clean setting"
@@ -220,6 +221,7 @@ def _sources(args: argparse.Namespace) -> list:
     from hellolondon.corpus.catalog import STATUSES, load_catalog, select
     from hellolondon.errors import UserError
 
+    refuse_blank_paths(args, catalog="--catalog")
     statuses = tuple(_split(args.status, "--status"))
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
@@ -261,6 +263,7 @@ def collect_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.fetch import USER_AGENT, FetchConfig
     from hellolondon.errors import UserError
 
+    refuse_blank_paths(args, out="--out")
     if args.workers < 1 or args.per_host < 1 or args.retries < 0:
         raise UserError("--workers and --per-host must be >= 1, --retries >= 0")
     if not 0 < args.max_mb < 2**40:  # nan and inf too
@@ -342,6 +345,7 @@ def clean_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.pipeline import clean_corpus, items_from_collection, items_from_paths
     from hellolondon.errors import UserError
 
+    refuse_blank_paths(args, input="--in", out="--out", extra="--extra", config="--config")
     if args.workers < 1:
         raise UserError(f"--workers must be 1 or more, not {args.workers}")
     out = CorpusFolder(args.out or args.input)
@@ -373,6 +377,7 @@ def report_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.stats import build_report, format_report, write_report
     from hellolondon.errors import UserError
 
+    refuse_blank_paths(args, input="--in", documents="--documents", tokenizer="--tokenizer")
     if args.save and not Path(args.input).is_dir():  # said before the report, not after
         raise UserError(
             f"--save writes report.md and report.json into --in {args.input}, which is not a "
@@ -401,6 +406,7 @@ def sample_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.sample import holds_sample, write_sample
     from hellolondon.errors import UserError
 
+    refuse_blank_paths(args, out="--out")
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the documents.jsonl file to write as --out")

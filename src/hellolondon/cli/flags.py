@@ -97,3 +97,14 @@ def add_launch_flags(p: argparse.ArgumentParser) -> None:
         help="sequences per optimizer step over all "
         "processes; sets batch_size and grad_accum for the world size (which must divide it)",
     )
+
+
+def refuse_blank_paths(args: argparse.Namespace, **flags: str) -> None:
+    """Refuse a path flag given as a blank string: an empty path means the current folder (to
+    write token files or a corpus into it) or reads as the flag's absence (its default). `flags`
+    maps each attribute of `args` to its flag; a list (a repeatable flag) is checked item by item."""
+    for dest, flag in flags.items():
+        value = getattr(args, dest, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not item.strip():
+                raise UserError(f"{flag} is blank; give a path")
