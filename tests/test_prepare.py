@@ -367,6 +367,27 @@ def test_a_document_field_of_the_wrong_type_is_named(setup, tmp_path, capsys, li
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("[1, 2]", "is an array, not a JSON object"),
+        ('"a whole book"', "is a string, not a JSON object"),
+        ("null", "is null, not a JSON object"),
+        ('{"id": "a"}', "has no 'text'; every document needs the keys 'id' and 'text'"),
+        ('{"body": "x"}', "has no 'id' and no 'text'"),
+    ],
+)
+def test_a_line_that_is_not_a_document_says_what_it_is(setup, tmp_path, capsys, line, message):
+    root, _ = setup
+    (tmp_path / "docs.jsonl").write_text('{"id": "b", "text": "y"}\n' + line + "\n")
+    out = tmp_path / "out"
+    argv = ["prepare", "--corpus", str(tmp_path / "docs.jsonl"), "--tokenizer", str(root / "tok")]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "docs.jsonl:2 " + message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_a_null_title_or_year_is_a_missing_one(setup, tmp_path):
     root, docs = setup
     lines = [

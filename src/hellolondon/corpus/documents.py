@@ -97,8 +97,7 @@ def read_documents(path: str | Path) -> Iterator[Document]:
                 raise UserError(
                     f"{path}:{lineno} is not a JSON object ({exc.msg}); expected documents.jsonl"
                 ) from None
-            if not isinstance(data, dict) or "text" not in data or "id" not in data:
-                raise UserError(f"{path}:{lineno} needs the keys 'id' and 'text'")
+            _check_shape(path, lineno, data)
             # null stands for a missing title, year, ...; `id` and `text` must be there
             known = {
                 k: data[k]
@@ -123,6 +122,25 @@ def read_documents(path: str | Path) -> Iterator[Document]:
                         )
             del raw, line, data  # only the fields are kept while the caller works on them
             yield Document(**known)
+
+
+JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+JSON_KINDS |= {bool: "true or false", type(None): "null"}
+
+
+def _check_shape(path: Path, lineno: int, data: object) -> None:
+    """A document is a JSON object with the keys `id` and `text`; say which part is wrong."""
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}:{lineno} is {JSON_KINDS.get(type(data), 'a JSON value')}, not a JSON object; "
+            "expected documents.jsonl, one object with 'id' and 'text' per line"
+        )
+    missing = [key for key in ("id", "text") if key not in data]
+    if missing:
+        raise UserError(
+            f"{path}:{lineno} has no {' and no '.join(repr(k) for k in missing)}; every document "
+            "needs the keys 'id' and 'text'"
+        )
 
 
 def is_text(value: str) -> bool:
