@@ -128,8 +128,8 @@ def test_demo_refuses_a_work_folder_of_other_files_before_writing(tmp_path, caps
         (["model.n_head=5"], "model.n_embd"),
         (["train.device=gpu"], "unknown device"),
         (["data.data_dir=elsewhere"], "data.data_dir is the demo's own token folder"),
-        (["--vocab-size", "100"], "vocab size must be in"),
-        (["--vocab-size", "70000"], "vocab size must be in"),
+        (["--vocab-size", "100"], "give a size from 259 to 65536"),
+        (["--vocab-size", "70000"], "give a size from 259 to 65536"),
     ],
 )
 def test_demo_refuses_a_bad_setting_before_any_stage(flags, message, tmp_path, capsys):

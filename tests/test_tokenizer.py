@@ -172,6 +172,18 @@ def test_bad_vocab_sizes(tmp_path):
         train_tokenizer(small_texts(), tmp_path / "b", vocab_size=400, historical=True)
 
 
+@pytest.mark.parametrize("size", ["0", "258", "65537"])
+def test_a_vocab_size_out_of_range_says_which_sizes_can_be(tmp_path, capsys, size):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text('{"id": "a", "text": "The watermen of Southwark"}\n')
+    argv = ["tokenizer", "train", "--corpus", str(corpus), "--out", str(tmp_path / "tok")]
+    assert main([*argv, "--vocab-size", size]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: vocab size {size} cannot be") and err.count("\n") == 1
+    assert err.rstrip().endswith("give a size from 259 to 65536")
+    assert not (tmp_path / "tok").exists()
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(UserError, match="no tokenizer"):
         load_tokenizer(tmp_path / "missing")

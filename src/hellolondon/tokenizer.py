@@ -275,7 +275,9 @@ def check_vocab_size(vocab_size: int) -> None:
     floor = len(read_token_file()[0]) + 256
     if not floor < vocab_size <= MAX_VOCAB:
         raise UserError(
-            f"vocab size must be in ({floor}, {MAX_VOCAB}] (uint16 token files), not {vocab_size}"
+            f"vocab size {vocab_size} cannot be: a vocabulary holds the {floor - 256} control "
+            f"tokens and the 256 bytes, and token files store ids as uint16; give a size from "
+            f"{floor + 1} to {MAX_VOCAB}"
         )
 
 
