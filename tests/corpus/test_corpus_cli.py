@@ -304,3 +304,33 @@ def test_clean_does_not_replace_a_corpus_file_it_did_not_write(tmp_path, capsys)
     os.utime(out / "documents.jsonl", (later, later))
     assert main(argv) == 2
     assert (out / "documents.jsonl").read_text() == "copied in later\n"
+
+
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        (5, "is not a JSON object"),
+        ({"id": "a"}, "has no status"),
+        ({"status": "ok", "source": {}}, "is ok but names no file (path)"),
+        ({"status": "ok", "path": "raw/a.txt", "source": None}, "is ok but holds no catalog"),
+    ],
+)
+@pytest.mark.parametrize("step", ["collect", "clean", "report"])
+def test_a_manifest_record_of_another_shape_is_named_in_one_line(
+    record, problem, step, tmp_path, capsys
+):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({"version": 1, "sources": {"pg-376": record}}))
+    write_documents(folder / "documents.jsonl", [Document(id="pg-376", text="The plague.")])
+    before = manifest.read_text()
+    argv = {
+        "collect": ["collect", "--offline", "--id", "pg-376", "--out", str(folder), "--quiet"],
+        "clean": ["clean", "--in", str(folder), "--out", str(tmp_path / "out"), "--quiet"],
+        "report": ["report", "--in", str(folder)],
+    }[step]
+    assert main(["corpus", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {manifest}: the record of 'pg-376' {problem}")
+    assert err.count("\n") == 1 and manifest.read_text() == before

@@ -576,9 +576,10 @@ def test_manifest_survives_threads(tmp_path):
     from hellolondon.corpus.collect import Manifest
 
     m = Manifest(tmp_path / "manifest.json")
-    threads = [
-        threading.Thread(target=m.put, args=({"id": f"s{i}", "status": "ok"},)) for i in range(20)
+    records = [
+        {"id": f"s{i}", "status": "ok", "path": f"raw/s{i}.txt", "source": {}} for i in range(20)
     ]
+    threads = [threading.Thread(target=m.put, args=(record,)) for record in records]
     for t in threads:
         t.start()
     for t in threads:

@@ -61,11 +61,33 @@ def read_manifest(path: str | Path) -> dict[str, dict[str, Any]]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return dict(data["sources"])
+        records = dict(data["sources"])
     except (ValueError, KeyError, TypeError):
         raise UserError(
             f"{path} is not a collection manifest; move it away and collect again"
         ) from None
+    for source_id, record in records.items():
+        if problem := _record_problem(record):
+            raise UserError(
+                f"{path}: the record of {source_id!r} {problem}; remove that record (the source "
+                "is then collected again) or move the manifest away, and run the command again"
+            )
+    return records
+
+
+def _record_problem(record: object) -> str:
+    """What makes a manifest record unusable ("" when nothing does): `clean` and a rerun read
+    an ok record's file path and catalog entry, and every record's status."""
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    if not isinstance(record.get("status"), str):
+        return "has no status"
+    if record["status"] == "ok":
+        if not isinstance(record.get("path"), str):
+            return "is ok but names no file (path)"
+        if not isinstance(record.get("source"), dict):
+            return "is ok but holds no catalog entry (source)"
+    return ""
 
 
 class Manifest:
