@@ -388,6 +388,19 @@ def test_a_line_that_is_not_a_document_says_what_it_is(setup, tmp_path, capsys, 
     assert not out.exists()
 
 
+def test_a_corpus_file_that_starts_with_a_byte_order_mark_is_read(setup, tmp_path):
+    root, docs = setup
+    write_documents(tmp_path / "plain.jsonl", docs[:4])
+    marked = tmp_path / "marked.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "plain.jsonl").read_bytes())
+    plain = prepare(tmp_path / "plain.jsonl", root / "tok", tmp_path / "a")
+    assert (
+        prepare(marked, root / "tok", tmp_path / "b")["tokens_fingerprint"]
+        == (plain["tokens_fingerprint"])
+    )
+    assert [d.id for d in read_documents(marked)] == [d.id for d in docs[:4]]
+
+
 def test_a_null_title_or_year_is_a_missing_one(setup, tmp_path):
     root, docs = setup
     lines = [

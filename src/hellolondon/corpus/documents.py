@@ -7,6 +7,7 @@ Required keys: `id` (unique, stable) and `text`. Optional metadata: `title`, `au
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -83,6 +84,8 @@ def read_documents(path: str | Path) -> Iterator[Document]:
     with open(path, "rb") as f:
         for raw in f:
             lineno += 1
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):  # a file saved by a Windows editor
+                raw = raw[len(codecs.BOM_UTF8) :]
             if not raw.strip():
                 continue
             try:
