@@ -309,6 +309,13 @@ def test_choose_validation():
     assert choose_validation([("only", "s", 10)], 0.05) == set()  # never the whole corpus
 
 
+@pytest.mark.parametrize("sizes", [(40_000_000, 30_000), (30_000, 40_000_000)])
+def test_a_validation_set_made_of_one_document_takes_the_shortest(sizes):
+    docs = [("a", "s", sizes[0]), ("b", "s", sizes[1])]
+    shortest = "a" if sizes[0] < sizes[1] else "b"
+    assert choose_validation(docs, 0.05) == {shortest}  # not the book the model should learn
+
+
 def test_errors_are_one_line_and_leave_old_outputs(setup, tmp_path, monkeypatch):
     root, _ = setup
     out = tmp_path / "out"

@@ -5,7 +5,8 @@ where a text begins. The split is by whole document (never the tail of a text): 
 source, documents are ordered by sha256 of their id (the hash `corpus.documents.is_validation`
 uses) and the first ones go to validation until they hold about `val_fraction` of that source's
 characters. On a large corpus this matches `is_validation`; on a small one a source of a few
-long documents may give none, but the validation set is never empty.
+long documents may give none, but the validation set is never empty: then it holds the shortest
+document.
 
 Memory stays bounded: documents stream in chunks, workers encode them (a few pieces at a time),
 and the parent appends tokens to the files in order with only a few chunks in flight. Outputs are written under
@@ -68,8 +69,9 @@ def choose_validation(docs: list[tuple[str, str, int]], val_fraction: float = 0.
                 break
             val.add(doc_id)
             taken += size
-    if not val and len(docs) >= 2:  # tiny corpora: one document still makes a validation set
-        val.add(min((d[0] for d in docs), key=lambda i: (_hash_key(i), i)))
+    if not val and len(docs) >= 2:  # tiny corpora: one document still makes a validation set,
+        # the shortest, so that a book is never held out from the little there is to train on
+        val.add(min(docs, key=lambda d: (d[2], _hash_key(d[0]), d[0]))[0])
     return val
 
 
