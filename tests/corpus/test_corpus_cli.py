@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from corpus_server import FIXTURES, gutenberg_book
@@ -162,6 +163,21 @@ def test_clean_local_files_only(tmp_path, capsys):
     assert code == 0
     ids = {d.id for d in read_documents(out / "documents.jsonl")}
     assert {"file-pg376", "oldbailey-17800112"} <= ids
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_link_that_loops_or_a_pipe_in_a_folder_is_rejected_as_unreadable(tmp_path, capsys):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "book.txt").write_bytes((FIXTURES / "pg376.txt").read_bytes())
+    (texts / "loop.txt").symlink_to("loop.txt")
+    os.mkfifo(texts / "pipe.txt")  # reading it would wait for a writer for ever
+    out = tmp_path / "out"
+    argv = ["corpus", "clean", "--in", str(tmp_path / "nothing"), "--extra", str(texts)]
+    assert main([*argv, "--out", str(out), "--set", "min_chars=300", "--quiet"]) == 0
+    log = [json.loads(line) for line in (out / "clean_log.jsonl").read_text().splitlines()]
+    rules = {entry["id"]: entry.get("rule", entry["status"]) for entry in log}
+    assert rules == {"file-book": "kept", "file-loop": "unreadable", "file-pipe": "unreadable"}
 
 
 def test_clean_that_keeps_nothing_fails_and_leaves_the_last_corpus(tmp_path, capsys):

@@ -96,12 +96,21 @@ def items_from_paths(paths: Iterable[str | Path]) -> list[Item]:
         else:
             raise UserError(f"{p} not found; give files or folders of .txt / .xml sources")
         for f in files:
-            if f.resolve() in used.values():  # the same file named twice: read once
+            if _real(f) in used.values():  # the same file named twice: read once
                 continue
             sid = _file_id(f, used)
-            used[sid] = f.resolve()
+            used[sid] = _real(f)
             items.append(Item(str(f), "auto", {"id": sid, "title": f.stem, "source": str(f)}))
     return items
+
+
+def _real(f: Path) -> Path:
+    """The file a path names, links followed; a link that loops names itself (reading it then
+    fails, and the file is rejected as unreadable like any other)."""
+    try:
+        return f.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        return f.absolute()
 
 
 def _slug(text: str) -> str:
@@ -112,7 +121,7 @@ def _file_id(f: Path, used: dict[str, Path]) -> str:
     """`file-<name>`, the id a local file has always had (the split depends on it); a second
     file of the same name (in another folder) adds its folders, nearest first, until unique."""
     sid = "file-" + _slug(f.stem)
-    for parent in (_slug(p.name) for p in f.resolve().parents if p.name):
+    for parent in (_slug(p.name) for p in _real(f).parents if p.name):
         if sid not in used:
             break
         sid = f"{sid}-{parent}"
@@ -139,6 +148,8 @@ def process_item(item: Item, config: CleanConfig) -> list[Outcome]:
         "file": str(path),
         "title": item.meta.get("title", ""),
     }
+    if path.exists() and not path.is_file():  # reading a pipe could wait for ever
+        return [_rejected(base, "unreadable", "unreadable: not a regular file (a pipe or device)")]
     try:
         data = path.read_bytes()
     except OSError as exc:
