@@ -309,6 +309,32 @@ def test_a_checkpoint_state_without_its_config_is_named(capsys, trained, tmp_pat
     assert "resume" not in err
 
 
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        ({"step": "x"}, "its step is 'x', not a whole number >= 0"),
+        ({"step": -5}, "its step is -5, not a whole number >= 0"),
+        ({"step": None}, "its step is None, not a whole number >= 0"),
+        ({"files": [1]}, "its files are not a map of names to sha256 digests"),
+    ],
+)
+@pytest.mark.parametrize("command", ["generate", "eval", "export"])
+def test_a_checkpoint_state_with_a_damaged_step_or_file_list_is_named(
+    capsys, trained, tmp_path, edit, said, command
+):
+    from hellolondon.train.checkpoint import resolve
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(resolve(trained), copy)
+    state = json.loads((copy / "state.json").read_text())
+    state.update(edit)
+    (copy / "state.json").write_text(json.dumps(state))
+    argv = [command, str(copy)] + (["--out", str(tmp_path / "out")] * (command != "generate"))
+    err = _err(capsys, argv)  # one line, exit 2, no report or export under a bogus step
+    assert err.startswith(f"error: {copy / 'state.json'} is damaged: {said}")
+    assert not (tmp_path / "out").exists()
+
+
 def test_resume_with_another_architecture_names_what_differs(capsys, trained, tiny_data):
     argv = ["train", "--resume", str(trained), "model.n_embd=64", "model.n_layer=3"]
     err = _err(capsys, argv)

@@ -255,6 +255,7 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
         raise UserError(f"{path}: not a checkpoint state this version can read")
     if not isinstance(state.get("config"), dict):
         raise UserError(f"{path} is incomplete (it has no config)")  # callers say what to do
+    _check_bookkeeping(state, path)
     from hellolondon.config import from_dict
 
     try:  # checked here, so that every reader of the checkpoint names the file
@@ -274,6 +275,19 @@ def read_state(ckpt: Path, verify: bool = True) -> dict[str, Any]:
             "best_val_loss": state.get("best_val_loss"),
         }
     return state
+
+
+def _check_bookkeeping(state: dict[str, Any], path: Path) -> None:
+    """The step (a whole number >= 0: it names reports and exports) and the files' digests
+    (names to sha256 strings) that every reader of a checkpoint relies on."""
+    step = state.get("step")
+    if type(step) is not int or step < 0:
+        raise UserError(f"{path} is damaged: its step is {step!r}, not a whole number >= 0")
+    files = state.get("files", {})
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise UserError(f"{path} is damaged: its files are not a map of names to sha256 digests")
 
 
 def counters(ckpt: Path) -> dict[str, Any]:
