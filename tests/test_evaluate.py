@@ -404,6 +404,16 @@ def test_eval_checks_the_report_folder_can_be_written_before_scoring(
     assert taken.read_text() == "mine" and not (tmp_path / "eval").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_eval_refuses_a_report_folder_that_cannot_be_made_before_scoring(trained_run, capsys):
+    # /proc passes the permission check (as root) yet takes no new folder
+    argv = ["eval", str(trained_run), "--no-probes", "--no-generation", "--no-track"]
+    assert main([*argv, "--out", "/proc/hellolondon-eval"]) == 2
+    err = capsys.readouterr().err
+    assert "the report folder /proc/hellolondon-eval (" in err
+    assert "held-out" not in err  # refused before anything was scored
+
+
 def test_a_partial_eval_keeps_the_parts_it_left_out_in_the_report(trained_run, tmp_path):
     base = ["eval", str(trained_run), "--no-generation", "--no-track", "--out", str(tmp_path)]
     assert main([*base, "--no-probes", "--max-tokens", "200"]) == 0

@@ -225,7 +225,21 @@ def check_report_dir(out_dir: str | Path) -> Path:
         read_only = hasattr(os, "statvfs") and os.statvfs(there).f_flag & os.ST_RDONLY
         why = "a read-only file system" if read_only else "no permission"
         raise UserError(f"cannot write the report folder {out} ({why}); choose another --out")
+    _try_making_a_folder_in(there, out)
     return out
+
+
+def _try_making_a_folder_in(there: Path, out: Path) -> None:
+    """Make and remove an empty folder in `there`: the permission bits do not tell everything
+    (a root user passes them, a special file system such as /proc takes no new folders)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".eval-check-", dir=there))
+    except OSError as exc:
+        raise UserError(
+            f"cannot create the report folder {out} ({exc.strerror}); choose another --out"
+        ) from None
 
 
 def with_earlier_parts(report: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, Any]:
