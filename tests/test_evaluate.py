@@ -414,6 +414,23 @@ def test_eval_refuses_a_report_folder_that_cannot_be_made_before_scoring(trained
     assert "held-out" not in err  # refused before anything was scored
 
 
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--max-tokens", "-1"], "error: --max-tokens must be 0 (all) or more, not -1"),
+        (["--gen-tokens", "0"], "error: --gen-tokens must be at least 1, not 0"),
+    ],
+)
+def test_eval_names_the_one_count_flag_that_is_wrong(trained_run, capsys, flags, said):
+    assert main(["eval", str(trained_run), "--no-track", *flags]) == 2
+    assert capsys.readouterr().err.strip() == said
+
+
+def test_a_probe_file_that_is_not_a_regular_file_is_not_called_missing(tmp_path):
+    with pytest.raises(UserError, match=r"^probe file /dev/null is not a regular file; give"):
+        P.load_probes("/dev/null")
+
+
 def test_a_partial_eval_keeps_the_parts_it_left_out_in_the_report(trained_run, tmp_path):
     base = ["eval", str(trained_run), "--no-generation", "--no-track", "--out", str(tmp_path)]
     assert main([*base, "--no-probes", "--max-tokens", "200"]) == 0

@@ -85,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "nothing to evaluate: --no-heldout, --no-probes and --no-generation leave no part"
         )
-    if args.max_tokens < 0 or args.gen_tokens < 1:
-        raise UserError("--max-tokens must be >= 0 and --gen-tokens >= 1")
+    if args.max_tokens < 0:
+        raise UserError(f"--max-tokens must be 0 (all) or more, not {args.max_tokens}")
+    if args.gen_tokens < 1:
+        raise UserError(f"--gen-tokens must be at least 1, not {args.gen_tokens}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder for the report")
     ckpt_path = resolve(args.checkpoint)

@@ -112,7 +112,13 @@ def load_probes(path: str | Path | None = None) -> list[Probe]:
     else:
         p = Path(path)
         if not p.is_file():
-            what = "is a folder; give a .jsonl file" if p.is_dir() else "not found"
+            what = (
+                "is a folder; give a .jsonl file"
+                if p.is_dir()
+                else "is not a regular file; give a .jsonl file"
+                if p.exists()
+                else "not found"
+            )
             raise UserError(f"probe file {p} {what}")
         try:
             text = p.read_text(encoding="utf-8")
