@@ -350,3 +350,21 @@ def test_weights_that_diverged_are_named_not_sampled_from(tiny_data, tmp_path):
         in run.rundir.samples_file.read_text()
     )
     assert any(s.startswith("warning: no sample at iteration 0") for s in said)
+
+
+def test_a_damaged_checkpoint_without_a_sound_other_says_what_to_do(trained_run, tmp_path, capsys):
+    import shutil
+
+    from hellolondon.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    for weights in (run / "checkpoints").glob("*/model.safetensors"):
+        os.truncate(weights, weights.stat().st_size - 10)
+    assert main(["generate", str(run), "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "truncated or corrupt (sha256 mismatch); no other checkpoint of the run" in err
+    assert err.rstrip().endswith(
+        "copy the checkpoint again from where it was trained, or train again"
+    )
+    assert err.count("\n") == 1

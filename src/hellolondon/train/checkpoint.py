@@ -565,6 +565,12 @@ def check_finite(loaded: Loaded, use: str) -> None:
         )
 
 
+NO_SOUND_CHECKPOINT = (
+    "no other checkpoint of the run can be read: copy the checkpoint again from where it was "
+    "trained, or train again"
+)
+
+
 def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     """The model (eval mode, on `device`), config, state and tokenizer of a run's checkpoint or
     a checkpoint folder, checked to belong together."""
@@ -590,7 +596,7 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
     except UserError as exc:  # name one to use instead: never fall back to it silently
         other = _sound_other(ckpt)
         if other is None:
-            raise
+            raise UserError(f"{exc}; {NO_SOUND_CHECKPOINT}") from None
         raise UserError(f"{exc}; give another checkpoint instead, such as {other}") from None
     cfg = from_dict(state["config"])
     model = GPT(cfg.model)
