@@ -470,3 +470,14 @@ def test_a_checkpoint_with_weights_that_are_not_finite_is_refused(
     verb = {"export": "export", "eval": "evaluate"}[command]
     assert f"; {verb} an earlier checkpoint of the run" in err and "\n" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_a_blank_out_is_refused_not_the_current_folder_replaced(
+    trained_run, tmp_path, monkeypatch, capsys, out
+):
+    monkeypatch.chdir(tmp_path)  # empty: an export would take its place
+    assert main(["export", str(trained_run), "--out", out, "--no-check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --out is blank; give the folder to write, such as export/london"
+    assert list(tmp_path.iterdir()) == []
