@@ -481,3 +481,16 @@ def test_a_blank_out_is_refused_not_the_current_folder_replaced(
     err = capsys.readouterr().err.strip()
     assert err == "error: --out is blank; give the folder to write, such as export/london"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_into_the_empty_current_folder_keeps_that_folder(
+    trained_run, tmp_path, monkeypatch
+):
+    here = tmp_path / "london"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = here.stat().st_ino
+    assert main(["export", str(trained_run), "--out", ".", "--no-check"]) == 0
+    assert here.stat().st_ino == inode  # a shell in it is not left in a deleted folder
+    assert (Path.cwd() / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["london"]  # no temporary left beside

@@ -355,7 +355,13 @@ def export_checkpoint(
 
 
 def _replace(tmp: Path, out: Path) -> None:
-    """Swap the finished folder in; the old one is removed only once the new one is in place."""
+    """Swap the finished folder in; the old one is removed only once the new one is in place.
+    An empty folder keeps its place and gets the files: it may be a shell's current folder."""
+    if out.is_dir() and not any(out.iterdir()):
+        for f in tmp.iterdir():
+            os.rename(f, out / f.name)
+        tmp.rmdir()
+        return
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if out.exists():
         os.rename(out, old)
