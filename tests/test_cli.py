@@ -683,6 +683,21 @@ def test_ctrl_c_while_the_command_line_is_read_is_one_line(monkeypatch, capsys):
         (["corpus", "clean", "--in", "", "--extra", "a.txt"], "--in"),
         (["corpus", "clean", "--extra", "a.txt", "--extra", ""], "--extra"),
         (["corpus", "report", "--documents", ""], "--documents"),
+        (["train", "--data", ""], "--data"),
+        (["train", "--out-dir", " "], "--out-dir"),
+        (["train", "--resume", ""], "--resume"),
+        (["train", "--config", ""], "--config"),
+        (["eval", "run", "--out", ""], "--out"),
+        (["eval", "run", "--probes", ""], "--probes"),
+        (["reproduce", "run", "--data", ""], "--data"),
+        (["launch", "--yes", "--dry-run", "--sample-dir", ""], "--sample-dir"),
+        (["demo", "--work", ""], "--work"),
+        (["runs", "--out-dir", ""], "--out-dir"),
+        (["config", "--config", ""], "--config"),
+        (["bench", "--profile", ""], "--profile"),
+        (["report", "run", "--out", ""], "--out"),
+        (["export", "run", "--out", ""], "--out"),
+        (["sweep", "s.yaml", "--out-dir", ""], "--out-dir"),
     ],
 )
 def test_a_blank_path_is_refused_not_read_as_the_current_folder(
@@ -691,5 +706,6 @@ def test_a_blank_path_is_refused_not_read_as_the_current_folder(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text("The watermen of Southwark. " * 200)
     assert main(argv) == 2
-    assert capsys.readouterr().err == f"error: {flag} is blank; give a path\n"
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} is blank; give a path") and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # nothing written here

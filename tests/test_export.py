@@ -479,7 +479,7 @@ def test_a_blank_out_is_refused_not_the_current_folder_replaced(
     monkeypatch.chdir(tmp_path)  # empty: an export would take its place
     assert main(["export", str(trained_run), "--out", out, "--no-check"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: --out is blank; give the folder to write, such as export/london"
+    assert err == "error: --out is blank; give a path"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -249,7 +249,7 @@ def test_a_blank_out_is_refused_not_read_as_the_current_folder(tmp_path, capsys,
     monkeypatch.chdir(here)
     assert main(["report", str(run), "--out", ""]) == 2
     assert capsys.readouterr().err == (
-        "error: --out is blank; give a folder, or leave --out out for <first run>/report\n"
+        "error: --out is blank; give a path, or leave --out out for the default\n"
     )
     assert sorted(p.name for p in here.iterdir()) == ["report.html"]
     assert (here / "report.html").read_text() == "mine"

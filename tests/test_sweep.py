@@ -354,7 +354,7 @@ def test_a_blank_out_dir_is_refused_not_read_as_the_current_folder(
     here.mkdir()
     monkeypatch.chdir(here)
     err = _one_line_error(capsys, ["sweep", str(path), "--trials", "1", "--out-dir", " "])
-    assert err == "error: --out-dir is blank; give a folder, or leave --out-dir out for the default"
+    assert err == "error: --out-dir is blank; give a path, or leave --out-dir out for the default"
     assert not any(here.iterdir())
 
 

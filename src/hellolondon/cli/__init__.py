@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from hellolondon import __version__
+from hellolondon.cli.flags import refuse_blank_paths
 from hellolondon.errors import Terminated, UserError
 
 # How long a rank other than its machine's first gives that rank to print a shared error (below).
@@ -248,6 +249,7 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
+        refuse_blank_paths(_chosen(parser, args), args)
         _SIGTERM.start()
         code = int(args.func(args) or 0)
         _SIGTERM.working = False

@@ -53,7 +53,7 @@ def register(sub) -> None:
         help="time the steps N times; the median is reported, and each window for the spread",
     )  # fmt: skip
     p.add_argument(
-        "--profile", type=Path, metavar="DIR",
+        "--profile", metavar="DIR",
         help="also profile 3 steps: print where the time goes, write DIR/trace.json",
     )  # fmt: skip
     p.add_argument(
@@ -98,10 +98,11 @@ def run(args: argparse.Namespace) -> int:
             f"--steps ({args.steps}) and --repeat ({args.repeat}) must be at least 1, --warmup "
             f"({args.warmup}) at least 0"
         )
-    if args.profile is not None:
-        _check_profile_folder(args.profile)
+    profile = Path(args.profile) if args.profile is not None else None
+    if profile is not None:
+        _check_profile_folder(profile)
     r = bench(
-        cfg, steps=args.steps, warmup=args.warmup, repeat=args.repeat, profile=args.profile,
+        cfg, steps=args.steps, warmup=args.warmup, repeat=args.repeat, profile=profile,
         log=(lambda *_: None) if args.json else print,
     )  # fmt: skip
     if args.json:

@@ -8,7 +8,6 @@ import math
 import os
 from pathlib import Path
 
-from hellolondon.cli.flags import refuse_blank_paths
 from hellolondon.corpus.layout import CorpusFolder
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -221,7 +220,6 @@ def _sources(args: argparse.Namespace) -> list:
     from hellolondon.corpus.catalog import STATUSES, load_catalog, select
     from hellolondon.errors import UserError
 
-    refuse_blank_paths(args, catalog="--catalog")
     statuses = tuple(_split(args.status, "--status"))
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
@@ -263,7 +261,6 @@ def collect_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.fetch import USER_AGENT, FetchConfig
     from hellolondon.errors import UserError
 
-    refuse_blank_paths(args, out="--out")
     if args.workers < 1 or args.per_host < 1 or args.retries < 0:
         raise UserError("--workers and --per-host must be >= 1, --retries >= 0")
     if not 0 < args.max_mb < 2**40:  # nan and inf too
@@ -345,7 +342,6 @@ def clean_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.pipeline import clean_corpus, items_from_collection, items_from_paths
     from hellolondon.errors import UserError
 
-    refuse_blank_paths(args, input="--in", out="--out", extra="--extra", config="--config")
     if args.workers < 1:
         raise UserError(f"--workers must be 1 or more, not {args.workers}")
     out = CorpusFolder(args.out or args.input)
@@ -377,7 +373,6 @@ def report_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.stats import build_report, format_report, write_report
     from hellolondon.errors import UserError
 
-    refuse_blank_paths(args, input="--in", documents="--documents", tokenizer="--tokenizer")
     if args.save and not Path(args.input).is_dir():  # said before the report, not after
         raise UserError(
             f"--save writes report.md and report.json into --in {args.input}, which is not a "
@@ -406,7 +401,6 @@ def sample_command(args: argparse.Namespace) -> int:
     from hellolondon.corpus.sample import holds_sample, write_sample
     from hellolondon.errors import UserError
 
-    refuse_blank_paths(args, out="--out")
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the documents.jsonl file to write as --out")

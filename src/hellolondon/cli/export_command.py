@@ -81,11 +81,8 @@ def register(sub) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from hellolondon.errors import UserError
     from hellolondon.export import ExportMismatch, export_checkpoint
 
-    if not args.out.strip():  # "" would be the current folder, replaced by the export
-        raise UserError("--out is blank; give the folder to write, such as export/london")
     try:
         info = export_checkpoint(
             args.checkpoint, args.out, force=args.force, report=args.report,

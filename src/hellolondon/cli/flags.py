@@ -99,12 +99,23 @@ def add_launch_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def refuse_blank_paths(args: argparse.Namespace, **flags: str) -> None:
+# the path flags of every command, by their attribute: a blank one is refused before any command
+PATH_DESTS = frozenset(
+    {"out", "out_dir", "data", "corpus", "tokenizer", "sample_dir", "resume", "config", "probes",
+     "work", "documents", "catalog", "input", "extra", "profile"}
+)  # fmt: skip
+
+
+def refuse_blank_paths(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse a path flag given as a blank string: an empty path means the current folder (to
-    write token files or a corpus into it) or reads as the flag's absence (its default). `flags`
-    maps each attribute of `args` to its flag; a list (a repeatable flag) is checked item by item."""
-    for dest, flag in flags.items():
-        value = getattr(args, dest, None)
+    write token files, a report or an export into it) or reads as the flag's absence (its
+    default). A repeatable flag is checked item by item."""
+    for action in command._actions:
+        if action.dest not in PATH_DESTS or not action.option_strings:
+            continue
+        value = getattr(args, action.dest, None)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and not item.strip():
-                raise UserError(f"{flag} is blank; give a path")
+                flag = action.option_strings[-1]
+                default = "" if action.required else f", or leave {flag} out for the default"
+                raise UserError(f"{flag} is blank; give a path{default}")

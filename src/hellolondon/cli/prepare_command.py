@@ -42,11 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
-    from hellolondon.cli.flags import refuse_blank_paths
     from hellolondon.errors import UserError
     from hellolondon.prepare import check_replace, prepare
 
-    refuse_blank_paths(args, corpus="--corpus", tokenizer="--tokenizer", out="--out")
     if not 0 < args.val_fraction < 0.5:
         raise UserError("--val-fraction must be between 0 and 0.5")
     if args.workers is not None and args.workers < 1:

@@ -29,12 +29,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.errors import UserError
     from hellolondon.report import write_report
     from hellolondon.rundir import RunDir
 
-    if args.out is not None and not args.out.strip():  # it would write into the current folder
-        raise UserError("--out is blank; give a folder, or leave --out out for <first run>/report")
     out = Path(args.out) if args.out is not None else RunDir(args.runs[0]).report_dir
     paths = write_report(args.runs, out)
     print(f"wrote {paths['png']}")

@@ -39,12 +39,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.errors import UserError
     from hellolondon.search.driver import run_sweep
     from hellolondon.search.space import load_spec
 
-    if args.out_dir is not None and not args.out_dir.strip():  # it would be the current folder
-        raise UserError("--out-dir is blank; give a folder, or leave --out-dir out for the default")
     if args.check:
         spec = load_spec(args.spec)
         print(f"{args.spec}: valid {spec.method} sweep over {', '.join(spec.params)}")

@@ -70,11 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from hellolondon.cli.flags import refuse_blank_paths
     from hellolondon.files import writing
     from hellolondon.tokenizer import FILES, check_replace, train_tokenizer
 
-    refuse_blank_paths(args, corpus="--corpus", out="--out")
     check_replace(args.out, args.force)
     next(read_documents(args.corpus), None)  # fail fast with a clear line on a bad corpus
     with writing(args.out, FILES):
@@ -100,10 +98,8 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def encode_command(args: argparse.Namespace) -> int:
-    from hellolondon.cli.flags import refuse_blank_paths
     from hellolondon.tokenizer import load_tokenizer
 
-    refuse_blank_paths(args, tokenizer="--tokenizer")
     tok = load_tokenizer(args.tokenizer)
     ids = tok.encode(args.text)
     print(f"{len(ids)} tokens: {ids}")
@@ -113,11 +109,9 @@ def encode_command(args: argparse.Namespace) -> int:
 
 
 def terms_command(args: argparse.Namespace) -> int:
-    from hellolondon.cli.flags import refuse_blank_paths
     from hellolondon.errors import UserError
     from hellolondon.tokenizer import historical_groups, load_tokenizer, term_counts
 
-    refuse_blank_paths(args, tokenizer="--tokenizer", corpus="--corpus")
     if args.top < 0:  # a negative slice would list all but the last few
         raise UserError(f"--top must be 0 or more, not {args.top}")
     tok = load_tokenizer(args.tokenizer)
