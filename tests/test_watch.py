@@ -157,6 +157,19 @@ def test_cli_watch_once_picks_the_newest_run_and_rejects_bad_paths(tmp_path, cap
     assert "--width 5 is too narrow" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("log", ["metrics.jsonl", "events.jsonl"])
+def test_a_log_that_is_a_folder_is_said_in_one_line(tmp_path, capsys, log):
+    run = live_run(tmp_path)
+    (run / log).unlink()
+    (run / log).mkdir()
+    assert main(["watch", str(run), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"error: {run / log} is a folder, not a file of rows; move it away (training writes this log as a file)\n"
+    )
+
+
 @pytest.mark.parametrize("encoding", ["ascii", "utf-8"])
 def test_sparklines_fall_back_to_ascii_where_unicode_cannot_print(tmp_path, encoding):
     out = io.TextIOWrapper(io.BytesIO(), encoding=encoding)

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -562,9 +563,16 @@ class Tail:
     def read(self) -> tuple[list[dict[str, Any]], bool]:
         """(new rows, restarted): restarted when the file shrank (a resume rewrote it)."""
         try:
-            size = self.path.stat().st_size
+            info = self.path.stat()
         except OSError:
             return [], False
+        if not stat.S_ISREG(info.st_mode):  # a folder, or a pipe that would block the read
+            what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a plain file"
+            raise UserError(
+                f"{self.path} is {what}, not a file of rows; move it away (training writes "
+                "this log as a file)"
+            )
+        size = info.st_size
         restarted = size < self.offset
         if restarted:
             self.offset = 0
