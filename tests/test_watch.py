@@ -118,6 +118,26 @@ def test_cpu_run_and_a_run_that_has_not_logged_yet(tmp_path):
     assert "waiting for the first metrics row" in out.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("metrics", "said"),
+    [
+        ('{"step": 10, "train/lo\n', "the run has ended and metrics.jsonl has no readable line"),
+        ("", "the run ended before it logged one"),
+    ],
+)
+def test_a_finished_run_without_a_readable_row_says_so_and_not_waiting(tmp_path, metrics, said):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"max_iters": 100}}))
+    (run / "metrics.jsonl").write_text(metrics)
+    (run / "summary.json").write_text(json.dumps({"iterations": 100}))
+    out = io.StringIO()
+    assert watch(run, once=True, out=out, width=80) == 0
+    frame = out.getvalue()
+    assert "iter 100/100 (100%)  |  finished" in frame
+    assert f"no metrics row to show: {said}" in frame and "waiting" not in frame
+
+
 def test_ctrl_c_exits_cleanly_and_a_finished_run_ends_the_watch(tmp_path, monkeypatch):
     run = live_run(tmp_path)
     sleeps = []

@@ -117,6 +117,8 @@ class RunView:
 
 def _status(view: RunView, now: float) -> str:
     it = view.iteration
+    if not it and view.finished:  # no readable row: the summary still says how far it got
+        it = int(to_float(view.summary.get("iterations")) or 0)
     max_iters = to_float((view.config.get("train") or {}).get("max_iters"))
     parts = [
         f"iter {it:,}" + (f"/{int(max_iters):,} ({100 * it / max_iters:.0f}%)" if max_iters else "")
@@ -136,13 +138,24 @@ def _status(view: RunView, now: float) -> str:
     return "  |  ".join(parts)
 
 
+def _no_rows_line(view: RunView) -> str:
+    """What a frame without a metrics row says: waiting, unless the run has ended."""
+    ended = view.finished or (view.process is not None and view.process[0] != "running")
+    if not ended:
+        return "waiting for the first metrics row (training logs one every log interval)"
+    log = view.run.metrics_file
+    if log.is_file() and log.stat().st_size:
+        return f"no metrics row to show: the run has ended and {log.name} has no readable line"
+    return "no metrics row to show: the run ended before it logged one"
+
+
 def render_frame(
     view: RunView, width: int = 100, now: float | None = None, chars: str = BLOCKS
 ) -> str:
     now = time.time() if now is None else now
     lines = [f"helloLondon watch: {view.name}"[:width], _status(view, now)[:width], ""]
     if not view.latest:
-        lines.append("waiting for the first metrics row (training logs one every log interval)")
+        lines.append(_no_rows_line(view))
     spark_w = max(MIN_WIDTH, width) - FIGURES_WIDTH
     for key, label, fmt in METRICS:
         if key not in view.latest:
