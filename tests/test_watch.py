@@ -314,6 +314,26 @@ def test_watch_ends_when_the_runs_process_is_killed(tmp_path, monkeypatch, capsy
     )
 
 
+def test_a_run_killed_while_starting_is_a_run_to_start_again(tmp_path, capsys):
+    import socket
+
+    run = tmp_path / "runs" / "started"
+    run.mkdir(parents=True)  # killed before it wrote config.json: only its record is there
+    record = {"pid": 2**22 + 12345, "host": socket.gethostname()}
+    (run / "process.json").write_text(json.dumps(record))
+    assert main(["watch", str(run), "--once"]) == 1
+    out, err = capsys.readouterr()
+    assert f"killed: process {record['pid']} is gone" in out
+    assert err == (
+        f"the run's training process {record['pid']} is gone (killed, or it ended without a "
+        "word); it was killed while starting, before it wrote anything; start it again (the "
+        "same `hellolondon train` command; with --run-name started it reuses this folder)\n"
+    )
+    (run / "process.json").write_text(json.dumps(record | {"pid": os.getpid()}))  # starting now
+    assert main(["watch", str(tmp_path / "runs"), "--once"]) == 0
+    assert "waiting for the first metrics row" in capsys.readouterr().out
+
+
 def test_watch_ends_when_a_failed_runs_process_is_gone(tmp_path, monkeypatch, capsys):
     import hellolondon.watch as watch_module
 

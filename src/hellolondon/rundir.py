@@ -63,7 +63,8 @@ CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 REPORT = "report"
 WANDB = "wandb"
-MARKERS = (CONFIG, METRICS, TRACKER_STATE, CHECKPOINTS)  # any makes a folder a run folder
+# any makes a folder a run folder: process.json alone is a run cut off (or still) starting
+MARKERS = (CONFIG, METRICS, TRACKER_STATE, CHECKPOINTS, PROCESS)
 
 
 class RunDir:
@@ -344,6 +345,14 @@ class RunDir:
             return None
         pid = int(record.get("pid", 0))
         return None if process_alive(pid) else pid
+
+    def killed_while_starting(self) -> bool:
+        """Whether the run's process died before it wrote anything but its record (config.json
+        comes first, once the model is built): there is nothing to go on from or to keep."""
+        if [p.name for p in self.path.iterdir()] != [PROCESS]:
+            return False
+        found = self.training_process()
+        return found is not None and found[0] == "killed"
 
     def has_checkpoints(self) -> bool:
         """Whether the run saved anything to resume from."""

@@ -246,6 +246,11 @@ def gone_line(view: RunView) -> str:
         then = (
             f"its sweep goes on with it: run the same `hellolondon sweep` command again ({sweep})"
         )
+    elif view.run.killed_while_starting():
+        then = (
+            "it was killed while starting, before it wrote anything; start it again (the same "
+            f"`hellolondon train` command; with --run-name {view.run.name} it reuses this folder)"
+        )
     elif view.run.has_checkpoints():
         then = f"go on with: {resume_command(view.run)}"
     else:

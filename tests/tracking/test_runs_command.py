@@ -270,3 +270,16 @@ def test_a_killed_run_with_a_checkpoint_is_resumed_before_its_sync(tmp_path, cap
     )
     assert f"  wandb sync {early}/wandb/offline-run-*-idh" in out
     assert f"--resume {early}" not in out
+
+
+def test_a_run_killed_while_starting_is_listed_as_such(runs, capsys):
+    started = runs / "london-tiny-demo-e"
+    started.mkdir()  # its process died before it wrote config.json: only its record is there
+    (started / "process.json").write_text(
+        json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()})
+    )
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("london-tiny-demo-e"))
+    assert row.split()[1:5] == ["-", "killed", "at", "start"]
+    assert "killed at start: killed before it wrote anything; start it again" in lines

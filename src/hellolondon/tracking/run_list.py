@@ -18,7 +18,7 @@ class RunInfo:
     name: str
     path: str
     preset: str
-    status: str  # running | finished | stopped | killed | failed | - (no record)
+    status: str  # running | finished | stopped | killed | killed at start | failed | -
     iterations: int | None
     best_val_loss: float | None
     wandb_mode: str  # online | offline | disabled | failed | - (no W&B record)
@@ -93,7 +93,7 @@ def run_info(run: RunDir, name: str | None = None) -> RunInfo:
         name=name or run.path.name,
         path=str(run.path),
         preset=str(config.get("preset") or (config.get("model_info") or {}).get("preset") or "-"),
-        status=(run.status() or ("-", ""))[0],
+        status="killed at start" if run.killed_while_starting() else (run.status() or ("-",))[0],
         iterations=iters,
         best_val_loss=best,
         wandb_mode=state.get("mode") or "-",
@@ -143,6 +143,8 @@ def format_runs(runs: list[RunInfo]) -> str:
         ).rstrip()
         for row in (header, *rows)
     ]
+    if any(r.status == "killed at start" for r in runs):
+        lines += ["", "killed at start: killed before it wrote anything; start it again"]
     todo = [r for r in runs if r.needs_sync]
     if todo:
         lines += ["", "to upload the runs that W&B has not received yet:"]
