@@ -368,3 +368,25 @@ def test_a_damaged_checkpoint_without_a_sound_other_says_what_to_do(trained_run,
         "copy the checkpoint again from where it was trained, or train again"
     )
     assert err.count("\n") == 1
+
+
+def test_help_says_temperature_0_is_greedy_over_the_penalised_scores(capsys):
+    from hellolondon.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "most likely" not in text
+    assert "0 is greedy: the best token after the repetition penalty" in text
+    assert "--repetition-penalty 1 for plain greedy" in text
+
+
+def test_temperature_0_takes_the_best_token_after_the_repetition_penalty():
+    from hellolondon.generate import _next_token
+
+    logits = torch.tensor([[4.0, 3.9, 1.0]])
+    seen = torch.tensor([[True, False, False]])  # token 0 is already in the text
+    s = Sampling(temperature=0.0, repetition_penalty=1.1)
+    assert _next_token(logits, s, seen, None).item() == 1  # 4.0 / 1.1 < 3.9
+    plain = Sampling(temperature=0.0, repetition_penalty=1.0)
+    assert _next_token(logits, plain, None, None).item() == 0

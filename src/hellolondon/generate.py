@@ -18,7 +18,7 @@ from hellolondon.model import GPT, KVCache
 @dataclass
 class Sampling:
     max_new_tokens: int = 200  # tokens to add at most
-    temperature: float = 0.8  # < 1 sharper, > 1 more varied; 0 picks the most likely token
+    temperature: float = 0.8  # < 1 sharper, > 1 more varied; 0 is greedy over the penalised scores
     top_k: int = 200  # keep the k most likely tokens; 0 keeps all
     top_p: float = 0.95  # keep the smallest set with this much probability; 1 keeps all
     repetition_penalty: float = 1.1  # > 1 makes tokens already present less likely
@@ -31,7 +31,7 @@ class Sampling:
         problems = {
             "--temperature": (
                 not 0 <= self.temperature < math.inf,
-                "a finite number >= 0 (0 picks the most likely token)",
+                "a finite number >= 0 (0 is greedy)",
             ),
             "--top-k": (self.top_k < 0, "an integer >= 0 (0 keeps every token)"),
             "--top-p": (

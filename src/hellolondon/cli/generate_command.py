@@ -29,7 +29,8 @@ def register(sub) -> None:
         "--temperature",
         type=float,
         default=0.8,
-        help="0 picks the most likely token (default: 0.8)",
+        help="0 is greedy: the best token after the repetition penalty, which still applies "
+        "(add --repetition-penalty 1 for plain greedy) (default: 0.8)",
     )
     p.add_argument("--top-k", type=int, default=200, help="0 keeps every token (default: 200)")
     p.add_argument("--top-p", type=float, default=0.95, help="1 keeps every token (default: 0.95)")
