@@ -218,7 +218,19 @@ def test_clean_that_keeps_nothing_leaves_no_folder_it_made(tmp_path, capsys):
             "--read-timeout must be a number of seconds above 0",
         ),
         (["corpus", "collect", "--connect-timeout", "nan"], "--connect-timeout must be a number"),
-        (["corpus", "collect", "--delay", "-1"], "--delay and --backoff must be >= 0"),
+        (
+            ["corpus", "collect", "--delay", "-1"],
+            "--delay must be a finite number of seconds, 0 or",
+        ),
+        (
+            ["corpus", "collect", "--delay", "inf"],
+            "--delay must be a finite number of seconds, 0 or more, not inf",
+        ),
+        (
+            ["corpus", "collect", "--backoff", "inf"],
+            "--backoff must be a finite number of seconds, 0 or more, not inf",
+        ),
+        (["corpus", "collect", "--backoff", "nan"], "--backoff must be a finite number of seconds"),
         (["corpus", "collect", "--max-mb", "nan"], "--max-mb must be a number of megabytes"),
         (["corpus", "collect", "--max-mb", "inf"], "--max-mb must be a number of megabytes"),
         (["corpus", "collect", "--user-agent", "Mozilla ☃"], "printable ASCII only"),

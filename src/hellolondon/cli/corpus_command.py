@@ -278,10 +278,9 @@ def collect_command(args: argparse.Namespace) -> int:
     ):
         if not (math.isfinite(value) and value > 0):  # 0 would fail every request at once
             raise UserError(f"{flag} must be a number of seconds above 0, not {value:g}")
-    if not (0 <= args.delay < math.inf and 0 <= args.backoff < math.inf):
-        raise UserError(
-            f"--delay and --backoff must be >= 0 seconds, not {args.delay:g} and {args.backoff:g}"
-        )
+    for flag, value in (("--delay", args.delay), ("--backoff", args.backoff)):
+        if not 0 <= value < math.inf:  # nan fails the comparison too
+            raise UserError(f"{flag} must be a finite number of seconds, 0 or more, not {value:g}")
     if args.limit is not None and args.limit < 1:
         raise UserError(
             f"--limit must be 1 or more (leave it out for all sources), not {args.limit}"
