@@ -560,6 +560,20 @@ def test_cli_prepare(setup, tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_cli_prepare_lowers_workers_above_the_cpus_with_a_note(
+    setup, tmp_path, capsys, monkeypatch
+):
+    import hellolondon.prepare as prep
+
+    root, _ = setup
+    monkeypatch.setattr(prep, "usable_cpus", lambda: 1)
+    args = ["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok")]
+    assert main([*args, "--out", str(tmp_path), "--workers", "64"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("note: --workers 64 is more than the CPUs this process may use (1); using 1\n")
+    assert (tmp_path / "train.bin").exists()
+
+
 def test_cli_prepare_does_not_replace_token_files_without_force(setup, tmp_path, capsys):
     root, docs = setup
     args = ["prepare", "--corpus", str(root / "docs.jsonl"), "--tokenizer", str(root / "tok")]

@@ -237,12 +237,19 @@ class _Writer:
             path.unlink(missing_ok=True)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as taskset or a container sets it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _default_workers(corpus: Path) -> int:
     # Below ~64 MB, starting worker processes costs more than it saves: the tokenizer's own
     # threads already use every core. Above, workers also overlap encoding with reading.
     if corpus.stat().st_size < 64 * 2**20:
         return 1
-    return max(1, min(8, os.cpu_count() or 1))
+    return min(8, usable_cpus())
 
 
 def prepare(

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help="encoding processes (default: 1 below 64 MB, else up to 8)",
+        help="encoding processes (default: 1 below 64 MB, else up to 8); more than the "
+        "CPUs this process may use is lowered to that number, with a note, since each "
+        "process holds a copy of the tokenizer and encoding is CPU-bound",
     )
     parser.add_argument(
         "--val-fraction",
@@ -43,12 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def prepare_command(args: argparse.Namespace) -> int:
     from hellolondon.errors import UserError
-    from hellolondon.prepare import check_replace, prepare
+    from hellolondon.prepare import check_replace, prepare, usable_cpus
 
     if not 0 < args.val_fraction < 0.5:
         raise UserError("--val-fraction must be between 0 and 0.5")
     if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
+    if args.workers is not None and args.workers > (cpus := usable_cpus()):
+        print(
+            f"note: --workers {args.workers} is more than the CPUs this process may use "
+            f"({cpus}); using {cpus}",
+            file=sys.stderr,
+        )
+        args.workers = cpus
     check_replace(args.out, args.force)
     meta = prepare(
         args.corpus, args.tokenizer, args.out, args.workers, args.val_fraction,
