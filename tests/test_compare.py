@@ -162,6 +162,14 @@ def test_unknown_sort_column(two_runs, capsys):
     assert len(err.splitlines()) == 1 and "did you mean 'tokens/s'" in err
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_sort_column_is_refused_naming_the_columns(two_runs, capsys, blank):
+    assert main(["compare", *map(str, two_runs), "--sort", blank]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --sort is blank; give one of the columns: ")
+    assert "best val loss" in err and "tokens/s" in err and err.count("\n") == 1
+
+
 def test_html_report_of_several_runs_has_the_table(two_runs, tmp_path):
     assert main(["report", *map(str, two_runs), "--out", str(tmp_path)]) == 0
     page = (tmp_path / "report.html").read_text()

@@ -162,7 +162,9 @@ class Comparison:
         return out
 
     def sort(self, column: str | None) -> None:
-        if not column:
+        if column is not None and not column.strip():
+            raise UserError(f"--sort is blank; give one of the columns: {', '.join(self.columns)}")
+        if column is None:
             column = self.columns[len(self.settings) + 2] if self.extra else "best val loss"
         col = _match_column(column, self.columns)
         sign = _direction(col, self.extra_goal)
@@ -269,7 +271,9 @@ def compare(
     if goal == "minimize" and metric == ("final_val_loss" if final else "best_val_loss"):
         metric = None  # a column already is that metric
     if goal == "minimize" and metric == "eval/val_loss":
-        metric, sort = None, sort or ("final val loss" if final else None)
+        metric = None
+        if sort is None:
+            sort = "final val loss" if final else None
     table = Comparison(
         differing(runs, settings), list(runs), [outcomes(r) for r in runs], metric, goal, final
     )
