@@ -339,6 +339,21 @@ def test_cli_train_does_not_replace_a_tokenizer_without_force(tmp_path, capsys):
     assert sorted(p.name for p in data.iterdir()) == [".hidden", "train.bin"]
 
 
+def test_cli_train_refuses_a_folder_holding_what_a_killed_prepare_left(tmp_path, capsys):
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, islice(sample_documents(), 0, 101, 20))
+    data = tmp_path / "data"  # as a prepare killed by SIGKILL leaves it
+    data.mkdir()
+    for name in (".train.bin.tmp", ".val.bin.tmp", ".hidden"):
+        (data / name).write_bytes(b"\0\0")
+    assert main(["tokenizer", "train", "--corpus", str(corpus), "--out", str(data)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {data} holds other files (.train.bin.tmp, .val.bin.tmp); a tokenizer gets a "
+        "folder of its own: choose another --out\n"
+    )
+    assert sorted(p.name for p in data.iterdir()) == [".hidden", ".train.bin.tmp", ".val.bin.tmp"]
+
+
 def test_a_save_stopped_between_its_files_leaves_no_tokenizer_and_blocks_no_rerun(
     tmp_path, monkeypatch, capsys
 ):

@@ -172,15 +172,26 @@ def remove_leftovers(folder: str | Path, outputs: Iterable[str]) -> list[str]:
     goes: not a file of another name, not a live process's. The caller holds the folder's
     `writing` lock, so no other command is writing these names. Returns the names removed."""
     folder, removed = Path(folder), []
+    for path, pid in _temporary_files(folder, outputs):
+        if pid is None or not process_alive(pid):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return sorted(removed)
+
+
+def temporary_files(folder: str | Path, outputs: Iterable[str]) -> list[str]:
+    """The names of the temporary files of `outputs` in `folder` (`.NAME.tmp`, and
+    `.NAME.tmp-PID` from `atomic_path`), a live writer's or a killed one's, sorted."""
+    return sorted(path.name for path, _ in _temporary_files(Path(folder), outputs))
+
+
+def _temporary_files(folder: Path, outputs: Iterable[str]) -> Iterator[tuple[Path, int | None]]:
     for name in outputs:
         pattern = re.compile(rf"\.{re.escape(name)}\.tmp(?:-(\d+))?")
         for path in folder.glob(f".{glob.escape(name)}.tmp*"):
             match = pattern.fullmatch(path.name)
-            if not match or not path.is_file() or (match[1] and process_alive(int(match[1]))):
-                continue
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return sorted(removed)
+            if match and path.is_file():
+                yield path, int(match[1]) if match[1] else None
 
 
 def process_alive(pid: int) -> bool:
