@@ -179,10 +179,15 @@ def remove_leftovers(folder: str | Path, outputs: Iterable[str]) -> list[str]:
     return sorted(removed)
 
 
-def temporary_files(folder: str | Path, outputs: Iterable[str]) -> list[str]:
-    """The names of the temporary files of `outputs` in `folder` (`.NAME.tmp`, and
-    `.NAME.tmp-PID` from `atomic_path`), a live writer's or a killed one's, sorted."""
-    return sorted(path.name for path, _ in _temporary_files(Path(folder), outputs))
+def others_temporary_files(folder: str | Path, own: Iterable[str]) -> list[str]:
+    """The temporary files (`.NAME.tmp`, and `.NAME.tmp-PID` from `atomic_path`) in `folder` of
+    a NAME not in `own`: another writer's, a live one's or a killed one's; sorted."""
+    folder, own = Path(folder), set(own)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(r"\.(.+)\.tmp(?:-\d+)?")
+    found = (p for p in folder.iterdir() if (m := pattern.fullmatch(p.name)) and m[1] not in own)
+    return sorted(p.name for p in found if p.is_file())
 
 
 def _temporary_files(folder: Path, outputs: Iterable[str]) -> Iterator[tuple[Path, int | None]]:

@@ -23,7 +23,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write, other_files, some_of, temporary_files
+from hellolondon.files import atomic_write, other_files, others_temporary_files, some_of
 
 EOT = "<|endoftext|>"
 MAX_VOCAB = 65536  # token files store uint16 ids
@@ -372,10 +372,8 @@ def check_replace(out_dir: str | Path, force: bool = False) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
     if not (out / "tokenizer.json").exists():
-        from hellolondon.prepare import OUTPUTS  # here: prepare imports this module
-
         # the configs a stopped save left are its own; what a stopped prepare left is not
-        if other := other_files(out, FILES) + temporary_files(out, OUTPUTS):
+        if other := other_files(out, FILES) + others_temporary_files(out, FILES):
             raise UserError(
                 f"{out} holds other files ({some_of(other)}); a tokenizer gets a folder of its own: "
                 "choose another --out"
