@@ -354,6 +354,24 @@ def test_cli_train_refuses_a_folder_holding_what_a_killed_prepare_left(tmp_path,
     assert sorted(p.name for p in data.iterdir()) == [".hidden", ".train.bin.tmp", ".val.bin.tmp"]
 
 
+def test_prepare_refuses_a_folder_holding_what_a_killed_tokenizer_save_left(tmp_path, capsys):
+    corpus = tmp_path / "docs.jsonl"
+    write_documents(corpus, islice(sample_documents(), 0, 101, 20))
+    assert main(["tokenizer", "train", "--corpus", str(corpus), "--out", str(tmp_path / "tok"),
+                 "--vocab-size", "300"]) == 0  # fmt: skip
+    data = tmp_path / "data"  # as a tokenizer save killed by SIGKILL leaves it
+    data.mkdir()
+    (data / ".tokenizer.json.tmp-999999").write_bytes(b"{")
+    argv = ["prepare", "--corpus", str(corpus), "--tokenizer", str(tmp_path / "tok")]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(data)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {data} holds other files (.tokenizer.json.tmp-999999); token files get a folder "
+        "of their own: choose another --out\n"
+    )
+    assert sorted(p.name for p in data.iterdir()) == [".tokenizer.json.tmp-999999"]
+
+
 def test_a_save_stopped_between_its_files_leaves_no_tokenizer_and_blocks_no_rerun(
     tmp_path, monkeypatch, capsys
 ):

@@ -33,7 +33,7 @@ import numpy as np
 
 from hellolondon.corpus.documents import check_corpus_file, read_documents
 from hellolondon.errors import UserError
-from hellolondon.files import other_files, sha256_file, some_of, writing
+from hellolondon.files import other_files, others_temporary_files, sha256_file, some_of, writing
 from hellolondon.progress import progress_bar
 from hellolondon.tokenizer import MAX_VOCAB, Tokenizer, load_tokenizer, text_pieces
 
@@ -401,7 +401,8 @@ def check_replace(out_dir: str | Path, force: bool = False) -> None:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out")
-    if other := other_files(out, OUTPUTS):  # a tokenizer, a corpus: --force replaces neither
+    # a tokenizer, a corpus, or what a killed tokenizer save left: --force replaces none
+    if other := other_files(out, OUTPUTS) + others_temporary_files(out, OUTPUTS):
         raise UserError(
             f"{out} holds other files ({some_of(other)}); token files get a folder of their own: "
             "choose another --out"
