@@ -272,15 +272,16 @@ def launch(args: argparse.Namespace, menu: Menu | None = None) -> int:
     else:
         menu.say("GPUs: none found (no CUDA)")
     ch = choose(args, gpus, menu)
-    if ch.data == SAMPLE and not is_prepared(Path(args.sample_dir) / "data"):
+    to_prepare = ch.data == SAMPLE and not is_prepared(Path(args.sample_dir) / "data")
+    if to_prepare:
         _check_sample_dir(Path(args.sample_dir))
     cmd = train_command(ch, args)
     menu.say("")
-    if ch.data == SAMPLE and not is_prepared(Path(args.sample_dir) / "data"):
+    if to_prepare:
         menu.say(
             f"first: prepare the bundled sample into {args.sample_dir} (tokenizer and token files)"
         )
-    if ch.data != SAMPLE or is_prepared(Path(args.sample_dir) / "data"):
+    else:
         from hellolondon.cli.train_command import check_only
 
         check_only(cmd[1:])  # what train would refuse at once: refused here, before it is shown

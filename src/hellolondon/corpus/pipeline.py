@@ -96,10 +96,11 @@ def items_from_paths(paths: Iterable[str | Path]) -> list[Item]:
         else:
             raise UserError(f"{p} not found; give files or folders of .txt / .xml sources")
         for f in files:
-            if _real(f) in used.values():  # the same file named twice: read once
+            real = _real(f)
+            if real in used.values():  # the same file named twice: read once
                 continue
             sid = _file_id(f, used)
-            used[sid] = _real(f)
+            used[sid] = real
             items.append(Item(str(f), "auto", {"id": sid, "title": f.stem, "source": str(f)}))
     return items
 
