@@ -714,6 +714,35 @@ def test_a_rank_that_reads_each_step_stops_after_the_step_the_signal_came_in(
     assert checkpoint.read_state(tmp_path / "r/checkpoints/step-000003")["step"] == 3
 
 
+@pytest.mark.parametrize("log_interval", [1, 5])
+def test_a_signal_to_a_rank_during_an_evaluation_stops_every_rank_after_that_step(
+    tiny_data, tmp_path, monkeypatch, log_interval
+):
+    """The loop had read the step results before it evaluated: a signal to one rank during
+    the evaluation of step 6 must still stop all ranks after step 6, with its checkpoint, not
+    train on to the next read and save a second one."""
+    import os
+    import signal
+
+    from hellolondon.train import loop, steps
+
+    monkeypatch.setattr(loop, "launched_in_group", lambda: True)  # a rank: its stop is agreed
+    real = steps._eval_split
+
+    def signal_during_the_evaluation_of_step_6(run, split):
+        if run.state.step == 6 and not run.stop.pending:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(run, split)
+
+    monkeypatch.setattr(steps, "_eval_split", signal_during_the_evaluation_of_step_6)
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=r", f"train.log_interval={log_interval}"
+    )
+    summary = train(cfg, log=quiet)
+    assert summary["stopped_early"] and summary["iterations"] == 6
+    assert [p.name for p in checkpoint.step_dirs(tmp_path / "r/checkpoints")] == ["step-000006"]
+
+
 def test_ctrl_c_after_training_in_the_same_process_interrupts_again(tiny_data, tmp_path):
     """`demo` generates and reports after training, in the same process: Ctrl-C there must stop
     it, not be taken for a stop request of the training that has ended."""

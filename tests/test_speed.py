@@ -656,8 +656,9 @@ def test_the_device_path_reads_no_value_inside_a_step(
     train(cfg, log=lambda *_: None)
     if fused:
         assert reads == []
-    else:  # one flag per step (AdamW's own step counters are CPU tensors: no GPU wait)
-        assert reads.count("__bool__") == 9
+    else:  # one read per step: the skip and the stop flag together (AdamW's own step
+        # counters, read with .item(), are CPU tensors: no GPU wait)
+        assert reads.count("tolist") == 9 and "__bool__" not in reads
     assert batches == [1, 3, 4, 1, 0]  # after steps 1, 4, 8 and 9 (the last), then at the end
 
 

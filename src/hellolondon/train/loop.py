@@ -12,6 +12,7 @@ from hellolondon.train.signals import StopSignal
 from hellolondon.train.speed import Readback
 from hellolondon.train.steps import (
     Clock,
+    agree_on_stop,
     evaluate,
     finish,
     handle_nonfinite,
@@ -82,6 +83,7 @@ def _train(run: Run) -> dict:
             if improved or save_now:
                 save(run, is_best=improved)
             maybe_sample(run)
+            agree_on_stop(run)  # a signal meanwhile: every rank stops after this step
     if not st.stop_reason:
         report_skipped(run, results.read(stop))
     return finish(run, stopped=stop.requested)

@@ -138,14 +138,26 @@ def _update(
     else:
         # fp16's scaler skips and rescales on overflowing gradients by itself: only the loss
         finite = torch.isfinite(values[0] if run.scaler.is_enabled() else values[:2]).all()
-        skipped = not bool(finite)  # one host read
-        if stop is not None and values[2].item() > 0:  # read anyway: all ranks stop after it
+        # one host read: whether to step, and the ranks' stop flag (all ranks stop after it)
+        ok, stopping = torch.stack([finite.to(values), values[2]]).tolist()
+        skipped = not ok
+        if stop is not None and stopping > 0:
             stop.requested = True
         if not skipped:
             run.scaler.step(opt)
             run.scaler.update()
     opt.zero_grad(set_to_none=True)
     return values, skipped
+
+
+def agree_on_stop(run: Run) -> None:
+    """With several processes a signal that came while the loop evaluated, saved or sampled
+    has reached one rank only (`stop.pending`): agree on it now, so that every rank stops after
+    this step instead of training on to the next read of the step results."""
+    stop = run.stop
+    if stop.distributed and not stop.requested:  # the same on every rank: all join
+        flag = torch.tensor(float(stop.pending), device=run.dist.device)
+        stop.requested = all_reduce_mean(flag, run.dist).item() > 0
 
 
 def reads_every_step(run: Run) -> bool:
