@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -149,6 +151,40 @@ def test_each_rank_gets_the_config_resolved_once_by_the_launcher(tokens, tmp_pat
         cfg["tracking"]["project"] == "helloLondon" and cfg["tracking"]["wandb_mode"] == "offline"
     )
     assert cfg["train"]["eval_seqs"] > 0 and cfg["model"]["vocab_size"] > 0
+
+
+def test_a_launch_removes_the_files_a_killed_launcher_left(tokens, tmp_path, monkeypatch):
+    from hellolondon.train import torchrun
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()  # a launcher killed outright: its pid names no process now
+    dead, alive = ended.pid, os.getpid()
+    old = [f"hellolondon-config-{dead}-a1b2c3d4.json", f"hellolondon-tokens-{dead}-e5f6g7h8.json"]
+    kept = [
+        f"hellolondon-config-{alive}-a1b2c3d4.json",  # a live launcher's: its ranks may read it
+        "hellolondon-config-a1b2c3d4.json",  # no pid to tell whose it is
+        f"other-config-{dead}-a1b2c3d4.json",
+    ]
+    for name in [*old, *kept]:
+        (temp / name).write_text("{}", encoding="utf-8")
+        os.utime(temp / name, (time.time() - 120, time.time() - 120))
+    (temp / f"hellolondon-config-{dead}-young123.json").write_text("{}", encoding="utf-8")
+    kept.append(f"hellolondon-config-{dead}-young123.json")  # a minute old at least, to go
+    handed = []
+
+    def fake_torchrun(cmd, env):
+        handed.append(Path(cmd[cmd.index("--resolved-config") + 1]))
+        assert json.loads(handed[0].read_text(encoding="utf-8"))["train"]["batch_size"] == 4
+        return 0, None
+
+    monkeypatch.setattr(torchrun, "_run_child", fake_torchrun)
+    argv = ["train", "--data", str(tokens), "--out-dir", str(tmp_path / "runs"), "--gpus", "2"]
+    assert main([*argv, "--wandb-mode", "disabled", *TINY, "device=cpu"]) == 0
+    assert handed[0].parent == temp and handed[0].name.startswith(f"hellolondon-config-{alive}-")
+    assert sorted(p.name for p in temp.iterdir()) == sorted(kept)
 
 
 def _launch_args(tmp_path: Path, *flags: str):

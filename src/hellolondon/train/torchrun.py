@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from hellolondon.errors import UserError
+from hellolondon.files import process_alive
 from hellolondon.rundir import RunDir
 
 # ---------------------------------------------------------------- checks before anything starts
@@ -121,6 +122,7 @@ def launch_train(
     collective_timeout_s()  # a bad HELLOLONDON_DIST_TIMEOUT_S is said here, not by every rank
     port = check_port(port)
     cfg, run_dir = resolve_for(cfg, n, resume, global_batch)
+    remove_orphaned_json()
     path = _temporary_json("hellolondon-config-", cfg.to_dict())
     note = _temporary_json("hellolondon-tokens-", hashed) if hashed else None
     args = ["train", "--resolved-config", path] + (["--resume", resume] if resume else [])
@@ -164,12 +166,45 @@ def launch_train(
     return rc if rc > 0 else 1
 
 
+TEMPORARY_JSON = ("hellolondon-config-", "hellolondon-tokens-")
+ORPHAN_AGE_S = 60  # a younger file is left alone, even of a pid that has just ended
+
+
 def _temporary_json(prefix: str, data: dict) -> str:
-    """A private temporary file holding `data`, for the ranks to read; the caller removes it."""
-    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".json")
+    """A private temporary file holding `data`, for the ranks to read; the caller removes it.
+    Its name holds this process's pid (`hellolondon-config-PID-XXXXXXXX.json`), so that once
+    this launcher is killed outright (SIGKILL, the out-of-memory killer) and cannot remove it,
+    a later launch does (`remove_orphaned_json`)."""
+    fd, path = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f)
     return path
+
+
+def remove_orphaned_json() -> list[str]:
+    """Remove the temporary files of `_temporary_json` in the temp folder that a
+    launcher killed outright left: those named for a process no longer alive and older than
+    `ORPHAN_AGE_S`. A live launcher's files stay (its ranks may yet read them), and so does a
+    file that cannot be removed (another user's). Returns the names removed."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob("hellolondon-*-*-*.json"):
+        pid = _launcher_pid(path.name)
+        if pid is None or process_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > ORPHAN_AGE_S:
+                path.unlink()
+                removed.append(path.name)
+    return sorted(removed)
+
+
+def _launcher_pid(name: str) -> int | None:
+    """The pid in a `_temporary_json` file's name; None for any other name."""
+    for prefix in TEMPORARY_JSON:
+        pid, _, rest = name.removeprefix(prefix).partition("-")
+        if name.startswith(prefix) and pid.isdigit() and rest.endswith(".json"):
+            return int(pid)
+    return None
 
 
 def resolve_for(cfg, world: int, resume: str | None, global_batch: int | None):
