@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -234,15 +235,22 @@ def check_writable_folder(folder: Path, setting: str, fix: str) -> None:
 
 
 def unwritable(path: str | Path) -> str | None:
-    """Why a folder could not be made or written at `path`, without making anything: its nearest
-    existing part is a file, on a read-only file system or not writable; None when it can."""
+    """Why a folder could not be made or written at `path`, leaving nothing behind: its nearest
+    existing part is a file, on a read-only file system, not writable, or takes no new folder;
+    None when it can. The permission bits do not tell everything (root passes them, a special
+    file system such as /proc takes no new folder), so an empty folder is made there and
+    removed."""
     made = next(p for p in (Path(path), *Path(path).absolute().parents) if p.exists())
     if not made.is_dir():
         return f"{made} is a file, not a folder"
-    if os.access(made, os.W_OK | os.X_OK):
-        return None
-    read_only = os.statvfs(made).f_flag & os.ST_RDONLY
-    return f"{made} is on a read-only file system" if read_only else f"{made} is not writable"
+    if not os.access(made, os.W_OK | os.X_OK):
+        read_only = os.statvfs(made).f_flag & os.ST_RDONLY
+        return f"{made} is on a read-only file system" if read_only else f"{made} is not writable"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".hellolondon-check-", dir=made))
+    except OSError as exc:
+        return f"{made} takes no new folder: {exc.strerror}"
+    return None
 
 
 def _still_named(fd: int, path: Path) -> bool:

@@ -8,7 +8,6 @@ model card.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.errors import UserError
-from hellolondon.files import atomic_write, read_json
+from hellolondon.files import atomic_write, read_json, unwritable
 from hellolondon.rundir import EVAL_REPORT_KEYS, RunDir
 
 PARTS = ("heldout", "probes", "generation")
@@ -216,30 +215,10 @@ def check_report_dir(out_dir: str | Path) -> Path:
     """Check that the report folder can be created and written to, before the evaluation that
     fills it (the whole held-out split can take hours); nothing is created yet."""
     out = Path(out_dir)
-    there = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not there.is_dir():
-        raise UserError(
-            f"cannot create the report folder {out} ({there} is a file); choose another --out"
-        )
-    if not os.access(there, os.W_OK | os.X_OK):
-        read_only = hasattr(os, "statvfs") and os.statvfs(there).f_flag & os.ST_RDONLY
-        why = "a read-only file system" if read_only else "no permission"
-        raise UserError(f"cannot write the report folder {out} ({why}); choose another --out")
-    _try_making_a_folder_in(there, out)
+    why = unwritable(out)
+    if why:
+        raise UserError(f"cannot create the report folder {out} ({why}); choose another --out")
     return out
-
-
-def _try_making_a_folder_in(there: Path, out: Path) -> None:
-    """Make and remove an empty folder in `there`: the permission bits do not tell everything
-    (a root user passes them, a special file system such as /proc takes no new folders)."""
-    import tempfile
-
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".eval-check-", dir=there))
-    except OSError as exc:
-        raise UserError(
-            f"cannot create the report folder {out} ({exc.strerror}); choose another --out"
-        ) from None
 
 
 def with_earlier_parts(report: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, Any]:
