@@ -760,3 +760,54 @@ def test_ctrl_c_after_training_in_the_same_process_interrupts_again(tiny_data, t
             time.sleep(1)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_ctrl_c_leaves_the_run_recorded_as_aborted_not_killed(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    """A second Ctrl-C aborts training at once: the command says "interrupted" (exit 130), the
+    logs keep every row, the trackers are told a non-zero exit code, and the run folder records
+    the abort and its step, so `runs` does not take the run for killed once it is gone and says
+    how it goes on from its last checkpoint."""
+    import signal
+
+    from tinyrun import TINY_MODEL, TINY_TRAIN
+
+    from hellolondon.tracking.base import JsonlTracker
+    from hellolondon.train import loop
+
+    real_step, real_finish = loop.train_step, JsonlTracker.finish
+    exit_codes = []
+
+    def two_ctrl_c_in_step_8(run, stop):
+        if run.state.step == 7 and not exit_codes:  # not again in the resume
+            os.kill(os.getpid(), signal.SIGINT)  # the first: stop after this step
+            os.kill(os.getpid(), signal.SIGINT)  # the second: abort now
+        return real_step(run, stop)
+
+    def finish(self, exit_code: int = 0) -> None:
+        exit_codes.append(exit_code)
+        real_finish(self, exit_code)
+
+    monkeypatch.setattr(loop, "train_step", two_ctrl_c_in_step_8)
+    monkeypatch.setattr(JsonlTracker, "finish", finish)
+    argv = ["train", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--run-name", "a"]
+    assert main([*argv, *TINY_MODEL, *TINY_TRAIN]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+    assert exit_codes == [130]
+    run = RunDir(tmp_path / "a")
+    record = run.read_process_record()
+    assert record["aborted"] == "by a second Ctrl-C at step 7" and record["aborted_at_step"] == 7
+    assert record["pid"] == os.getpid()
+    assert run.status() == ("aborted", "by a second Ctrl-C at step 7")
+    assert max(r["step"] for r in run.rows()) == 7  # nothing logged so far is lost
+    assert [p.name for p in checkpoint.step_dirs(run.checkpoints)] == ["step-000006"]
+    assert main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[:3] == ["a", "tiny", "aborted"]
+    assert (
+        f"a: aborted by a second Ctrl-C at step 7; go on from its last checkpoint with: "
+        f"hellolondon train --resume {run.path}" in out
+    )
+    resume(run.path)  # goes on from step 6, and the run ends cleanly: no record left
+    assert run.status() == ("finished", "")

@@ -788,3 +788,28 @@ def test_hyperband_stops_a_trailing_trial_while_it_runs(tmp_path, tiny_data, mon
 
     stopped = load_run(out / "trials" / "hb-003")
     assert stopped.summary["stopped_early"] and stopped.summary["iterations"] < 100
+
+
+def test_a_trial_aborted_by_a_second_ctrl_c_is_resumed_like_a_killed_one(tmp_path, monkeypatch):
+    """A trial's training aborted by a second SIGINT exits 130 and its run folder records the
+    abort: the sweep takes it as killed (resumed by the next run of the sweep), not failed."""
+    import socket
+    from types import SimpleNamespace
+
+    folder = SweepFolder(tmp_path / "s")
+    trial = Trial("s-001", {"train.lr": 1e-3})
+    run = folder.trial_dir(trial)
+    record = {"pid": 1, "host": socket.gethostname(), "aborted": "by a second Ctrl-C at step 7"}
+    aborts = (
+        f"import json, pathlib; p = pathlib.Path({str(run)!r}); p.mkdir(parents=True); "
+        f"(p / 'process.json').write_text(json.dumps({record!r})); print('interrupted'); "
+        "raise SystemExit(130)"
+    )
+    monkeypatch.setattr(driver, "trial_command", lambda *_: [sys.executable, "-c", aborts])
+    spec = SimpleNamespace(early_terminate=None)
+    driver.run_trial(spec, folder, [trial], trial, lambda *_: None)
+    assert trial.exit_code == 130 and trial.state == "killed", trial
+    assert trial.note == (
+        "aborted by a second Ctrl-C at step 7; the same sweep command resumes it from its "
+        "checkpoint"
+    )

@@ -403,3 +403,20 @@ def test_a_refresh_reads_the_process_record_once(tmp_path, monkeypatch):
     view.refresh()
     assert reads.count("process.json") == 2
     assert view.process == ("failed", "E") and view.gone is None  # another machine's record
+
+
+def test_a_run_aborted_by_a_second_ctrl_c_is_said_as_such_not_killed(tmp_path, capsys):
+    import socket
+
+    run = live_run(tmp_path / "runs")
+    (run / "checkpoints" / "step-000040").mkdir(parents=True)
+    record = {"pid": 2**22 + 12345, "host": socket.gethostname()}  # gone
+    record |= {"aborted": "by a second Ctrl-C at step 42", "aborted_at_step": 42}
+    (run / "process.json").write_text(json.dumps(record))
+    assert main(["watch", str(run), "--once"]) == 1
+    out, err = capsys.readouterr()
+    assert "aborted by a second Ctrl-C at step 42" in out and "killed" not in out
+    assert err == (
+        f"the run's training process {record['pid']} is gone (aborted by a second Ctrl-C at "
+        f"step 42); go on with: hellolondon train --resume {run}\n"
+    )

@@ -8,7 +8,8 @@
         samples.txt      text sampled during training
         tokenizer/       a copy of the tokenizer the run was trained with
         tracking.json    the W&B side: run id, mode, status, sync command
-        process.json     the training process while it runs (pid, host), or the error it died of
+        process.json     the training process while it runs (pid, host), or the error it died
+                         of, or the step a second Ctrl-C aborted it at
         process-rankN.json  under torchrun, the error a rank other than 0 died of
         checkpoints/     step-NNNNNN/, latest, best/ (their layout: `train/checkpoint`)
         eval/            evaluation reports, step-NNNNNN.json and .md
@@ -261,6 +262,15 @@ class RunDir:
     def mark_failed(self, error: str) -> None:
         write_json(self.process_file, {**read_json(self.process_file), "failed": error})
 
+    def mark_aborted(self, how: str, step: int) -> None:
+        """Training was aborted (a second Ctrl-C) at `step`, before it could save: said as
+        such, not left to look killed. Only over this run's own record: one that ended
+        cleanly has none, and is not aborted."""
+        record = read_json(self.process_file)
+        if record:
+            detail = f"by {how} at step {step}"
+            write_json(self.process_file, record | {"aborted": detail, "aborted_at_step": step})
+
     def mark_ended(self) -> None:
         self.process_file.unlink(missing_ok=True)
 
@@ -316,15 +326,18 @@ class RunDir:
         return read_json(self.process_file)
 
     def training_process(self, record: dict[str, Any] | None = None) -> tuple[str, str] | None:
-        """("running" | "killed" | "failed", detail) while a training process's record is
-        here, i.e. from its start until it ends cleanly; None without one, or when it was
-        written on another machine (its process cannot be looked up from here). `record`:
+        """("running" | "killed" | "failed" | "aborted", detail) while a training process's
+        record is here, i.e. from its start until it ends cleanly; None without one, or when it
+        was written on another machine (its process cannot be looked up from here). "aborted":
+        a second Ctrl-C ended it before it saved ("by a second Ctrl-C at step 12"). `record`:
         process.json where the caller has read it already."""
         record = self.read_process_record() if record is None else record
         if not record:
             return None
         if record.get("failed"):
             return "failed", str(record["failed"])
+        if record.get("aborted"):
+            return "aborted", str(record["aborted"])
         if record.get("host") != socket.gethostname():
             return None
         pid = int(record.get("pid", 0))
@@ -359,8 +372,8 @@ class RunDir:
         return self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
 
     def status(self) -> tuple[str, str] | None:
-        """How training stands: the process's record ("running", "killed", "failed" and a
-        detail), else the summary of a run that ended ("finished", or "stopped" and why);
+        """How training stands: the process's record ("running", "killed", "failed", "aborted"
+        and a detail), else the summary of a run that ended ("finished", or "stopped" and why);
         None when neither says (a run from another machine still training, say)."""
         process = self.training_process()
         if process is not None:

@@ -160,12 +160,13 @@ def load_runs(paths: list[str | Path]) -> tuple[list[RunData], list[str]]:
 
 
 def _status(run: RunData, times: list[float]) -> str:
-    """finished, stopped early, running, killed, failed; from the training process's record
-    where it has one (a resumed run that dies keeps its last segment's summary)."""
+    """finished, stopped early, running, killed, failed, aborted; from the training process's
+    record where it has one (a resumed run that dies keeps its last segment's summary)."""
     known = RunDir(run.path).status()
     if known is not None:
         state, detail = known
-        return {"failed": f"failed ({detail})", "stopped": "stopped early"}.get(state, state)
+        said = {"failed": f"failed ({detail})", "aborted": f"aborted {detail}"}
+        return (said | {"stopped": "stopped early"}).get(state, state)
     age = time.time() - max(times) if times else math.inf  # a run from another machine
     return "running" if age < 600 else "not finished (killed?)"
 

@@ -22,7 +22,8 @@ from hellolondon.files import atomic_write, exclusive_lock
 
 # finished: trained to the end; stopped: ended early by the sweep's early_terminate;
 # failed: the trainer exited with an error; killed: ended by a signal of its own (the OOM
-# killer, a `kill`), resumed when the sweep runs again; running: started, not known to have ended
+# killer, a `kill`, a second Ctrl-C that aborted it), resumed when the sweep runs again;
+# running: started, not known to have ended
 STATES = ("running", "finished", "stopped", "killed", "failed")
 
 

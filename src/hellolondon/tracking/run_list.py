@@ -18,7 +18,7 @@ class RunInfo:
     name: str
     path: str
     preset: str
-    status: str  # running | finished | stopped | killed | killed at start | failed | -
+    status: str  # running | finished | stopped | killed | killed at start | failed | aborted | -
     iterations: int | None
     best_val_loss: float | None
     wandb_mode: str  # online | offline | disabled | failed | - (no W&B record)
@@ -145,11 +145,27 @@ def format_runs(runs: list[RunInfo]) -> str:
     ]
     if any(r.status == "killed at start" for r in runs):
         lines += ["", "killed at start: killed before it wrote anything; start it again"]
+    aborted = [_aborted_line(r) for r in runs if r.status == "aborted"]
+    if aborted:
+        lines += ["", *aborted]
     todo = [r for r in runs if r.needs_sync]
     if todo:
         lines += ["", "to upload the runs that W&B has not received yet:"]
         lines += [f"  {r.sync_command}" for r in todo]
     return "\n".join(lines)
+
+
+def _aborted_line(info: RunInfo) -> str:
+    """What an aborted run (a second Ctrl-C) is, and how it goes on: from its last checkpoint,
+    as a killed run does."""
+    run = RunDir(info.path)
+    detail = (run.status() or ("", "by a second Ctrl-C"))[1]
+    then = (
+        f"go on from its last checkpoint with: {resume_command(run)}"
+        if run.has_checkpoints()
+        else "it saved no checkpoint to go on from; train it again"
+    )
+    return f"{info.name}: aborted {detail}; {then}"
 
 
 def runs_json(runs: list[RunInfo]) -> str:

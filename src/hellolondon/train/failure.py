@@ -1,5 +1,6 @@
 """A training run that dies of an error says so: in the run folder, the health findings and
-W&B, naming the rank that failed first when several train together."""
+W&B, naming the rank that failed first when several train together. One aborted by a second
+Ctrl-C says that too, in the run folder and W&B."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import sys
 from collections.abc import Iterator
 
-from hellolondon.errors import UserError
+from hellolondon.errors import Terminated, UserError
 from hellolondon.tracking.monitor import failure_finding, first_line
 from hellolondon.train.distributed import lost_a_peer
 from hellolondon.train.run import Run
@@ -19,9 +20,13 @@ def failure_reported(run: Run) -> Iterator[None]:
     """Training that dies of an error (out of memory, say) still says so where its health
     findings go, and ends the W&B run as failed: W&B's own exit hook would record a clean exit.
     Under torchrun that error is the one of the rank that failed first: the others only see
-    their connection to it close."""
+    their connection to it close. Training aborted (a second Ctrl-C) is recorded as such and
+    goes on out as the KeyboardInterrupt it is."""
     try:
         yield
+    except KeyboardInterrupt as exc:
+        _record_abort(run, exc)
+        raise
     except Exception as exc:
         step = run.state.step
         error, message, peer = _cause(run, exc)
@@ -56,6 +61,23 @@ def _record_failure(
     else:
         run.tracker.alert(*failure_finding(error, said), "ERROR", step=step, rule="failure")
     run.tracker.finish(exit_code=1)
+
+
+ABORTED_EXIT_CODE = 130  # what W&B is told of an aborted run: a shell's code for SIGINT
+
+
+def _record_abort(run: Run, exc: KeyboardInterrupt) -> None:
+    """A second Ctrl-C ends training at once, without the checkpoint a first one waits for:
+    the run folder says it was aborted and at which step (not "killed" once the process is
+    gone), the logs are flushed and closed, and W&B ends the run with a non-zero exit code
+    (another Ctrl-C while it uploads leaves the rest on disk for `wandb sync`)."""
+    how = "SIGTERM" if isinstance(exc, Terminated) else "a second Ctrl-C"
+    try:
+        if run.dist.is_main:
+            run.rundir.mark_aborted(how, run.state.step)
+        run.tracker.finish(exit_code=ABORTED_EXIT_CODE)
+    except Exception as other:  # a full disk, say: the abort itself is what to show
+        print(f"warning: the abort could not be recorded ({other!r})", file=sys.stderr)
 
 
 def _cause(run: Run, exc: Exception) -> tuple[str, str, int | None]:
