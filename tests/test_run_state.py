@@ -811,3 +811,29 @@ def test_a_second_ctrl_c_leaves_the_run_recorded_as_aborted_not_killed(
     )
     resume(run.path)  # goes on from step 6, and the run ends cleanly: no record left
     assert run.status() == ("finished", "")
+
+
+def test_a_second_ctrl_c_during_the_start_is_recorded_as_an_abort(tiny_data, tmp_path, monkeypatch):
+    """W&B's start alone may take 15 s: a second Ctrl-C then leaves the new run folder saying
+    it was aborted before its first step, not "killed"; a resume aborted so in the run's own
+    folder leaves the record it found."""
+    from hellolondon.train import run as run_module
+
+    def ctrl_c_twice(*_, **__):
+        raise KeyboardInterrupt  # what the second one raises
+
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=s", "train.max_iters=6")
+    real = run_module.open_tracker
+    monkeypatch.setattr(run_module, "open_tracker", ctrl_c_twice)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, log=quiet)
+    run = RunDir(tmp_path / "s")
+    assert run.status() == ("aborted", "by a second Ctrl-C at step 0")
+    assert not run.killed_while_starting()
+    monkeypatch.setattr(run_module, "open_tracker", real)
+    shutil.rmtree(run.path)
+    train(cfg, log=quiet)  # ends cleanly: no record
+    monkeypatch.setattr(run_module, "open_tracker", ctrl_c_twice)
+    with pytest.raises(KeyboardInterrupt):
+        resume(run.path)
+    assert run.status() == ("finished", "") and not run.process_file.exists()

@@ -9,10 +9,10 @@ import re
 import sys
 from collections.abc import Iterator
 
-from hellolondon.errors import Terminated, UserError
+from hellolondon.errors import UserError
 from hellolondon.tracking.monitor import failure_finding, first_line
 from hellolondon.train.distributed import lost_a_peer
-from hellolondon.train.run import Run
+from hellolondon.train.run import ABORTED_BY, Run
 
 
 @contextlib.contextmanager
@@ -24,8 +24,8 @@ def failure_reported(run: Run) -> Iterator[None]:
     goes on out as the KeyboardInterrupt it is."""
     try:
         yield
-    except KeyboardInterrupt as exc:
-        _record_abort(run, exc)
+    except KeyboardInterrupt:
+        _record_abort(run)
         raise
     except Exception as exc:
         step = run.state.step
@@ -66,15 +66,15 @@ def _record_failure(
 ABORTED_EXIT_CODE = 130  # what W&B is told of an aborted run: a shell's code for SIGINT
 
 
-def _record_abort(run: Run, exc: KeyboardInterrupt) -> None:
+def _record_abort(run: Run) -> None:
     """A second Ctrl-C ends training at once, without the checkpoint a first one waits for:
     the run folder says it was aborted and at which step (not "killed" once the process is
     gone), the logs are flushed and closed, and W&B ends the run with a non-zero exit code
-    (another Ctrl-C while it uploads leaves the rest on disk for `wandb sync`)."""
-    how = "SIGTERM" if isinstance(exc, Terminated) else "a second Ctrl-C"
+    (another Ctrl-C while it uploads leaves the rest on disk for `wandb sync`). SIGTERM never
+    ends up here: training's own handler (`StopSignal`) takes it."""
     try:
         if run.dist.is_main:
-            run.rundir.mark_aborted(how, run.state.step)
+            run.rundir.mark_aborted(ABORTED_BY, run.state.step)
         run.tracker.finish(exit_code=ABORTED_EXIT_CODE)
     except Exception as other:  # a full disk, say: the abort itself is what to show
         print(f"warning: the abort could not be recorded ({other!r})", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
@@ -157,31 +157,50 @@ def _setup(
         scaler=scaler, autocast=autocast_for(d.device, dtype), batches=batches, tracker=None,
         monitor=_monitor(cfg, d, log), meta=meta, peak_flops=peak, log=log,
     )  # fmt: skip
-    if state is not None:
-        _continue_from(run, ckpt, state)
-    micro = speed.micro_batches(run.model, cfg.train)
-    log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size, micro))
-    if run.samples_per_step > batches.n_windows:  # said, not left to a falling loss to show
-        log(
-            f"warning: one step takes {run.samples_per_step:,} sequences, more than train.bin "
-            f"holds ({batches.n_windows:,}): every step repeats the data; a smaller "
-            "train.batch_size or a larger corpus"
-        )
-    if odd := cfg.train.schedule_warning():
-        log(f"warning: {odd}")
-    in_place = ckpt is not None and RunDir.of_checkpoint(ckpt) == run.rundir
-    # the same W&B run only when the run goes on in its own folder (a loose checkpoint: a new one)
-    tokens = hashing.result() if hashing is not None else None
-    if tokens is not None and (
-        changed := provenance.changed_since_prepare(meta, tokens, cfg.data.data_dir)
-    ):
-        log(changed)
-    _open_tracking(
-        run, dtype, tokenizer, state.get("tracker_run_id") if in_place else None, in_place, tokens
-    )
-    run.slow = announce_pace(run, cfg.train.max_iters - run.state.step, "steps to go")
-    run.state.begin()
+    # from here on the run folder is there: a second Ctrl-C (W&B's start alone may take 15 s)
+    # is recorded
+    with _abort_recorded(run):
+        if state is not None:
+            _continue_from(run, ckpt, state)
+        micro = speed.micro_batches(run.model, cfg.train)
+        log(batch_line(d, cfg.train.batch_size, cfg.train.grad_accum, cfg.model.block_size, micro))
+        if run.samples_per_step > batches.n_windows:  # said, not left to a falling loss to show
+            log(
+                f"warning: one step takes {run.samples_per_step:,} sequences, more than train.bin "
+                f"holds ({batches.n_windows:,}): every step repeats the data; a smaller "
+                "train.batch_size or a larger corpus"
+            )
+        if odd := cfg.train.schedule_warning():
+            log(f"warning: {odd}")
+        in_place = ckpt is not None and RunDir.of_checkpoint(ckpt) == run.rundir
+        # the same W&B run only when the run goes on in its own folder (a loose checkpoint: a
+        # new one)
+        tokens = hashing.result() if hashing is not None else None
+        if tokens is not None and (
+            changed := provenance.changed_since_prepare(meta, tokens, cfg.data.data_dir)
+        ):
+            log(changed)
+        resumed_id = state.get("tracker_run_id") if in_place else None
+        _open_tracking(run, dtype, tokenizer, resumed_id, in_place, tokens)
+        run.slow = announce_pace(run, cfg.train.max_iters - run.state.step, "steps to go")
+        run.state.begin()
     return run
+
+
+ABORTED_BY = "a second Ctrl-C"  # what ends a run at once, with no checkpoint (`StopSignal`)
+
+
+@contextlib.contextmanager
+def _abort_recorded(run: Run) -> Iterator[None]:
+    """A second Ctrl-C while the run gets going leaves its folder saying so, as one during
+    training does (`failure_reported`), not looking killed. A run resumed in its own folder
+    gets its earlier record back instead (`setup_run`): this start changed nothing."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if run.dist.is_main:
+            run.rundir.mark_aborted(ABORTED_BY, run.state.step)
+        raise
 
 
 def _inputs(cfg: RunConfig, resume: str | None, log):
