@@ -258,6 +258,36 @@ def test_a_sigint_to_the_launcher_alone_stops_the_ranks_as_one_process(tokens, t
 
 
 @pytest.mark.slow
+def test_a_second_sigint_to_the_launcher_aborts_and_is_recorded_as_such(tokens, tmp_path):
+    """The second SIGINT kills torchrun and the ranks at once: the command says "interrupted"
+    with exit code 130 as one process does, and the run is recorded as aborted, not killed."""
+    from hellolondon.rundir import RunDir
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    argv = ["train", "--gpus", "2", "--data", str(tokens), "--out-dir", str(tmp_path),
+            "--run-name", "abort", *SETTINGS, f"train.batch_size={PER_RANK_BATCH}",
+            "train.max_iters=100000", "train.ckpt_interval=0", "train.eval_interval=0",
+            "model.n_embd=256", "model.block_size=128"]  # fmt: skip  # steps long enough to cut
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hellolondon", *argv], cwd=tmp_path, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+        start_new_session=True,
+    )  # fmt: skip
+    run = tmp_path / "abort"
+    wait_for(lambda: len(losses(run)) >= 3 if (run / "metrics.jsonl").exists() else False, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.05)  # two signals at once would be taken as one
+    os.kill(proc.pid, signal.SIGINT)
+    log = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, log
+    assert log.rstrip().endswith("interrupted") and "Traceback" not in log
+    state, detail = RunDir(run).status()
+    assert state == "aborted" and detail.startswith("by a second Ctrl-C at step "), detail
+    assert int(detail.rsplit(" ", 1)[1]) >= 3
+
+
+@pytest.mark.slow
 def test_a_killed_torchrun_is_waited_out_and_the_newest_checkpoint_named(tokens, tmp_path):
     """torchrun SIGKILLed: its ranks get SIGTERM and save a checkpoint. The launcher returns
     only after them, and names that checkpoint, not the one before."""

@@ -133,6 +133,9 @@ def launch_train(
     print("$ " + shlex.join(["torchrun", *cmd[3:]]), flush=True)
     try:
         rc, signum = _run_child(cmd, env)
+    except KeyboardInterrupt:  # a second Ctrl-C: torchrun and the ranks were killed at once
+        _record_abort(RunDir(run_dir))
+        raise
     finally:
         for made in (path, note):
             if made:
@@ -254,10 +257,11 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
     """Run torchrun and pass our signals on, so that `--gpus` stops as one process does. A
     Ctrl-C at the terminal reaches torchrun (it is in our process group) by itself; a SIGINT
     sent to us alone (`kill -INT`, an IDE's stop button, `timeout -s INT`), and SIGTERM, are
-    passed on. A second SIGINT kills torchrun and every rank at once (no checkpoint). The
-    ranks' processes are reaped before this returns, also when torchrun itself was killed:
-    they then get SIGTERM, save a checkpoint and end, and would otherwise write on after the
-    command. Returns (exit code, the first signal we got or None)."""
+    passed on. A second SIGINT kills torchrun and every rank at once (no checkpoint) and is
+    raised here as the KeyboardInterrupt it is. The ranks' processes are reaped before this
+    returns, also when torchrun itself was killed: they then get SIGTERM, save a checkpoint
+    and end, and would otherwise write on after the command. Returns (exit code, the first
+    signal we got or None)."""
     got: list[int] = []
     linux = sys.platform.startswith("linux")
     if linux:
@@ -293,12 +297,24 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
             except subprocess.TimeoutExpired:
                 ranks = {pid: _started(pid) for pid in _descendants(child.pid)}
         _wait_for(ranks)
+        if got.count(signal.SIGINT) >= 2:
+            raise KeyboardInterrupt  # said as one process says it: "interrupted", exit 130
         return rc, (got[0] if got else None)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
         if linux:
             _prctl(36, 0)
+
+
+def _record_abort(run: RunDir) -> None:
+    """The ranks were killed before they could say so (a rank that got the second Ctrl-C
+    itself may have): the run is recorded as aborted at its last logged step, not left to
+    look killed."""
+    record = run.read_process_record()
+    if record and not record.get("aborted"):
+        logged = [r["step"] for r in run.rows() if "train/loss" in r]
+        run.mark_aborted("a second Ctrl-C", logged[-1] if logged else 0)
 
 
 def _foreground() -> bool:
