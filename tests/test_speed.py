@@ -180,6 +180,33 @@ def test_device_skip_leaves_weights_and_optimizer_untouched(
     assert [(e["step"], e["text"][:8]) for e in bad] == [(3, "loss nan")]  # as train/iter says
 
 
+def test_an_fp16_step_skipped_for_its_loss_lets_the_next_steps_run(
+    tiny_data, tmp_path, monkeypatch
+):
+    """fp16's grad scaler (on a GPU; enabled here on the CPU) after a step skipped for a NaN
+    loss: the scaler's step ends (its scale lowered for the overflowing gradients), so the next
+    step can unscale its own gradients instead of failing with "unscale_() has already been
+    called"."""
+    real = torch.amp.GradScaler
+    scalers = []
+
+    def enabled(device, enabled=True, **kw):
+        scalers.append(real(device, enabled=True, **kw))
+        return scalers[-1]
+
+    monkeypatch.setattr(torch.amp, "GradScaler", enabled)
+    seen = _poison_the_third_step(monkeypatch)
+    cfg = tiny_config(
+        tiny_data, tmp_path, "tracking.run_name=h", "train.max_iters=5", "eval_interval=0",
+        "train.log_interval=1", "train.ckpt_interval=0",
+    )  # fmt: skip
+    summary = train(cfg, log=lambda *_: None)
+    assert summary["iterations"] == 5 and len(seen) == 5
+    assert scalers[0].get_scale() == 2.0**15  # halved once, for the skipped step
+    same = [all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(seen, seen[1:], strict=False)]
+    assert same == [False, False, True, False]  # only the poisoned step changed nothing
+
+
 def test_the_stop_policy_stops_at_the_bad_step_where_the_device_could_skip_it(
     tiny_data, tmp_path, monkeypatch
 ):

@@ -145,7 +145,9 @@ def _update(
             stop.requested = True
         if not skipped:
             run.scaler.step(opt)
-            run.scaler.update()
+        # after a skip too: it ends this step's `unscale_` (the next one would fail) and
+        # lowers fp16's loss scale where the gradients overflowed
+        run.scaler.update()
     opt.zero_grad(set_to_none=True)
     return values, skipped
 
