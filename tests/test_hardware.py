@@ -219,3 +219,23 @@ def test_a_cpu_without_bf16_matrix_units_is_told(machine, avx512_bf16, amx, lack
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     assert hardware.cpu_lacks_bf16_matmul() is lacks
+
+
+def test_a_gpu_without_bf16_units_trains_and_scores_in_fp16_or_float32(monkeypatch):
+    """Before Ampere (V100, T4) torch says bf16 is "supported" through emulation, which has
+    no tensor-core kernels: `dtype=auto` takes fp16 there (with its grad scaler), and held-out
+    scoring stays in float32, as the docs say."""
+    from hellolondon.config import build_config
+    from hellolondon.evaluation.heldout import _autocast
+    from hellolondon.train.run import precision
+
+    def emulated(including_emulation: bool = True) -> bool:
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulated)
+    asked: list[dict] = []
+    monkeypatch.setattr(torch, "autocast", lambda device_type, **kw: asked.append(kw))
+    cuda = torch.device("cuda", 0)
+    assert precision(build_config("tiny"), cuda) == torch.float16
+    _autocast(cuda)
+    assert asked == [{"enabled": False}]

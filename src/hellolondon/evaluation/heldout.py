@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tokenizers import pre_tokenizers
 
 from hellolondon.errors import UserError
+from hellolondon.hardware import has_bf16_units
 from hellolondon.model import GPT
 from hellolondon.prepare import check_token_ids, open_tokens, token_file
 from hellolondon.progress import progress_bar
@@ -188,6 +189,6 @@ def score_heldout(
 
 def _autocast(device):
     dev = torch.device(device)
-    if dev.type == "cuda" and torch.cuda.is_bf16_supported():
+    if dev.type == "cuda" and has_bf16_units():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast(dev.type, enabled=False)
