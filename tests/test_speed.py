@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tinyrun import tiny_config
@@ -265,6 +266,42 @@ def test_prefetched_batches_equal_direct_reads_in_any_order(tiny_data):
         assert torch.equal(
             direct.train_batch(first, 3)[0], ahead.train_batch_ahead(first, 3, first + 3)[0]
         )
+
+
+def test_an_epoch_older_than_the_two_kept_is_made_again_not_lost(tiny_data):
+    from hellolondon.train.data import Batches
+
+    b = Batches(tiny_data, 32, seed=7, device=torch.device("cpu"))
+    offset, order = Batches(tiny_data, 32, seed=7, device=torch.device("cpu"))._epoch(4)
+    b._epoch(5), b._epoch(6)
+    again = b._epoch(4)  # pruned at once, but returned
+    assert again[0] == offset and np.array_equal(again[1], order)
+
+
+def test_a_wrong_guess_is_not_read_beside_the_batch_asked_for(tiny_data, monkeypatch):
+    """The background thread and the training thread never read at the same time: a guess
+    that missed is let end first (both would share the epochs' orders)."""
+    import time
+
+    from hellolondon.train.data import Batches, Prefetcher
+
+    busy, overlaps = [0], []
+    real = Prefetcher._read
+
+    def slow_read(self, first, batch):
+        busy[0] += 1
+        overlaps.append(busy[0])
+        time.sleep(0.05)
+        try:
+            return real(self, first, batch)
+        finally:
+            busy[0] -= 1
+
+    monkeypatch.setattr(Prefetcher, "_read", slow_read)
+    ahead = Batches(tiny_data, 32, seed=7, device=torch.device("cpu"))
+    ahead.train_batch_ahead(0, 3, 3)
+    ahead.train_batch_ahead(40, 3, None)  # not the guessed batch
+    assert max(overlaps) == 1
 
 
 def test_prefetch_off_gives_the_same_losses(tiny_data, tmp_path):

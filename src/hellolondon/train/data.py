@@ -55,13 +55,14 @@ class Batches:
         """The epoch's window offset and order; the last two are kept (two at most are in use
         at once, at an epoch's end)."""
         kept = self.__dict__.setdefault("_epochs", {})
-        if epoch not in kept:
+        found = kept.get(epoch)
+        if found is None:
             rng = np.random.default_rng([self.seed, epoch])
-            offset = int(rng.integers(0, self.T))
-            kept[epoch] = offset, rng.permutation(self.n_windows).astype(np.int64)
-            for old in sorted(kept)[:-2]:
-                del kept[old]
-        return kept[epoch]
+            found = int(rng.integers(0, self.T)), rng.permutation(self.n_windows).astype(np.int64)
+            kept[epoch] = found
+            for old in sorted(kept)[:-2]:  # also the one just made, if older than those kept
+                kept.pop(old, None)  # (the prefetching thread may be pruning too)
+        return found
 
     def _starts(self, first: int, count: int) -> np.ndarray:
         g = np.arange(first, first + count, dtype=np.int64)
@@ -133,6 +134,8 @@ class Prefetcher:
             if "error" in box:
                 raise box["error"]
             rows = box["rows"]
+        elif self.job is not None:  # a wrong guess: let it end rather than read beside it
+            self.job[1].wait()
         self.job = None
         if rows is None:
             rows = self._read(first, batch)
