@@ -30,7 +30,7 @@ from hellolondon.files import default_mode, sha256_file
 from hellolondon.generate import Sampling
 from hellolondon.model import GPT
 from hellolondon.tokenizer import Tokenizer
-from hellolondon.train.checkpoint import is_checkpoint
+from hellolondon.train.checkpoint import Loaded, is_checkpoint
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CHECKSUMS = ".checksums.json"  # sha256 of each file as written (hidden: not uploaded)
@@ -276,12 +276,7 @@ def export_checkpoint(
     With `check`, the finished folder is loaded back with transformers and its logits compared
     with ours (`info["check"]`, the largest difference) before it replaces anything at `out`:
     a failed check leaves `out` as it was."""
-    from hellolondon.evaluation.suite import (
-        find_report,
-        other_data_name,
-        same_weights,
-        weights_digest,
-    )
+    from hellolondon.evaluation.suite import find_report
     from hellolondon.train.checkpoint import check_finite, load_for_inference
 
     out = Path(os.path.abspath(out))  # "." and ".." get a name, for the folder swapped in beside
@@ -291,58 +286,65 @@ def export_checkpoint(
         _transformers()  # missing: said before anything is written
     loaded = load_for_inference(path, "cpu")
     check_finite(loaded, "export")
-    model, cfg, state, ckpt, tok = (
-        loaded.model, loaded.cfg, loaded.state, loaded.ckpt, loaded.tokenizer
-    )  # fmt: skip
-    check_not_holding(out, ckpt)
-    if tok.vocab_size != cfg.model.vocab_size:
+    check_not_holding(out, loaded.ckpt)
+    _check_tokenizer_fits(loaded)
+    ids = special_ids(loaded.tokenizer)
+    report_data = find_report(loaded.ckpt, loaded.state, report)
+    if report_data:
+        _check_report_fits(report_data, report, loaded)
+    info = _write_export(loaded, ids, report_data, license, out, check)
+    return info | {"out": str(out), "report": bool(report_data)}
+
+
+def _check_tokenizer_fits(loaded: Loaded) -> None:
+    if loaded.tokenizer.vocab_size != loaded.cfg.model.vocab_size:
         raise UserError(
-            f"tokenizer has {tok.vocab_size} tokens but the model {cfg.model.vocab_size}; export needs the training tokenizer"
+            f"tokenizer has {loaded.tokenizer.vocab_size} tokens but the model {loaded.cfg.model.vocab_size}; export needs the training tokenizer"
         )
-    ids = special_ids(tok)
-    report_data = find_report(ckpt, state, report)
-    if report_data and (
+
+
+def _check_report_fits(report_data: dict, report: str | Path | None, loaded: Loaded) -> None:
+    """The eval report the card quotes is of this checkpoint: its step, tokenizer, data, weights."""
+    from hellolondon.evaluation.suite import other_data_name, same_weights, weights_digest
+
+    state, ckpt = loaded.state, loaded.ckpt
+    if (
         report_data.get("step") != state.get("step")
-        or report_data.get("tokenizer_fingerprint") != tok.fingerprint
+        or report_data.get("tokenizer_fingerprint") != loaded.tokenizer.fingerprint
     ):
         raise UserError(
             f"eval report is for step {report_data.get('step')} of another or this run, not for checkpoint {ckpt} (step {state.get('step')}); evaluate this checkpoint first"
         )
-    if report_data and (other := other_data_name(report_data)):
+    if other := other_data_name(report_data):
         raise UserError(
             f"eval report {report} scored other token files than the run's own ({other}): the "
             "model card quotes the run's held-out text only; give the report of "
             "`hellolondon eval` on the run's own data, or leave out --report"
         )
-    if report_data and not same_weights(report_data, weights_digest(state)):
+    if not same_weights(report_data, weights_digest(state)):
         raise UserError(
             f"eval report of {report_data.get('checkpoint')} measured other weights than "
             f"checkpoint {ckpt} at the same step (another run's, or an earlier line of this "
             "run's); evaluate this checkpoint first"
         )
+
+
+def _write_export(
+    loaded: Loaded,
+    ids: dict[str, int],
+    report_data: dict | None,
+    license: str | None,
+    out: Path,
+    check: bool,
+) -> dict[str, Any]:
+    """Write the folder under a temporary name beside `out`, check it if asked, and swap it in;
+    any failure removes the temporary folder and leaves `out` as it was."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        write_model(model, cfg, ids, tmp)
-        _copy_tokenizer(tok, cfg.model.block_size, tmp)
-        info = {
-            "checkpoint": str(ckpt),
-            "step": state.get("step"),
-            "ids": ids,
-            "parameters": model.num_params(False),
-            "parameters_trained": model.num_params(),  # the training log's count
-        }
-        card = model_card(cfg, state, ckpt, report_data, info, license)
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-        sums = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
-        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n", encoding="utf-8")
+        info = _write_folder(loaded, ids, report_data, license, tmp)
         if check:
-            info["check"] = check_with_transformers(model, tmp)
-            if not info["check"] <= CHECK_TOLERANCE:  # NaN fails too
-                raise ExportMismatch(
-                    f"the export's logits differ from ours by up to {info['check']:.1e} (more "
-                    f"than {CHECK_TOLERANCE:.0e}); nothing was written to {out}; please report this"
-                )
+            info["check"] = _checked_logits(loaded.model, tmp, out)
         _replace(tmp, out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -351,7 +353,39 @@ def export_checkpoint(
                 f"cannot write the export folder {out} ({exc.strerror or exc}); choose another --out"
             ) from None
         raise
-    return info | {"out": str(out), "report": bool(report_data)}
+    return info
+
+
+def _write_folder(
+    loaded: Loaded, ids: dict[str, int], report_data: dict | None, license: str | None, tmp: Path
+) -> dict[str, Any]:
+    """Every file of the export, in `tmp`; returns the info the card was written from."""
+    model, cfg, state, ckpt = loaded.model, loaded.cfg, loaded.state, loaded.ckpt
+    write_model(model, cfg, ids, tmp)
+    _copy_tokenizer(loaded.tokenizer, cfg.model.block_size, tmp)
+    info = {
+        "checkpoint": str(ckpt),
+        "step": state.get("step"),
+        "ids": ids,
+        "parameters": model.num_params(False),
+        "parameters_trained": model.num_params(),  # the training log's count
+    }
+    card = model_card(cfg, state, ckpt, report_data, info, license)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    sums = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+    (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n", encoding="utf-8")
+    return info
+
+
+def _checked_logits(model: GPT, tmp: Path, out: Path) -> float:
+    """The largest logit difference of the export in `tmp` to `model`, within CHECK_TOLERANCE."""
+    diff = check_with_transformers(model, tmp)
+    if not diff <= CHECK_TOLERANCE:  # NaN fails too
+        raise ExportMismatch(
+            f"the export's logits differ from ours by up to {diff:.1e} (more "
+            f"than {CHECK_TOLERANCE:.0e}); nothing was written to {out}; please report this"
+        )
+    return diff
 
 
 def _replace(tmp: Path, out: Path) -> None:
