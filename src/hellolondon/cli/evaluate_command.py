@@ -8,6 +8,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = """examples:
   hellolondon eval runs/london-tiny-demo-20261126-101500
@@ -63,21 +64,37 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.errors import UserError
     from hellolondon.evaluation.suite import (
         check_report_dir,
         default_out,
-        evaluate,
-        log_to_run,
         other_data_name,
-        report_name,
         summary_text,
-        with_earlier_parts,
-        write_report,
     )
-    from hellolondon.hardware import resolve_device
-    from hellolondon.rundir import RunDir
     from hellolondon.train.checkpoint import resolve
+
+    parts = _parts_to_evaluate(args)
+    ckpt_path = resolve(args.checkpoint)
+    _check_tracker_free(ckpt_path, args.no_track)
+    out = check_report_dir(args.out or default_out(ckpt_path))
+    report, cfg, state, ckpt = _evaluate(args, parts)
+    other = other_data_name(report)  # held out from other token files than the run's
+    saved, json_path, md_path = _save(report, state, out, other)
+    superseded = "heldout" in report and saved["heldout"] is not report["heldout"]
+    track = _log_to_tracker(report, saved, superseded, cfg, state, ckpt, other, args)
+    print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))
+    _print_notes(report, saved, other, superseded, args.json)
+    tracked = "; logged to the run's tracker" if track else ""
+    # with --json, stdout is the report alone so that it can be piped
+    print(
+        f"report: {json_path} and {md_path.name}{tracked}",
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    return 0
+
+
+def _parts_to_evaluate(args: argparse.Namespace) -> tuple[str, ...]:
+    """The parts to evaluate, once the options are checked."""
+    from hellolondon.errors import UserError
 
     skip = {"heldout": args.no_heldout, "probes": args.no_probes, "generation": args.no_generation}
     parts = tuple(k for k, off in skip.items() if not off)
@@ -91,17 +108,30 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--gen-tokens must be at least 1, not {args.gen_tokens}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder for the report")
-    ckpt_path = resolve(args.checkpoint)
+    return parts
+
+
+def _check_tracker_free(ckpt_path: Path, no_track: bool) -> None:
+    """Refuse to log to the tracker of a run that is being trained now."""
+    from hellolondon.errors import UserError
+    from hellolondon.rundir import RunDir
+
     training = RunDir.of_checkpoint(ckpt_path)
-    found = training.training_process() if training is not None and not args.no_track else None
+    found = training.training_process() if training is not None and not no_track else None
     if found is not None and found[0] == "running":
         # its tracker (metrics log, summary, W&B run) is the training process's while it runs
         raise UserError(
             f"run {training.path} is being trained now ({found[1]}), so its tracker is in use; "
             "evaluate with --no-track, or wait for the run to end"
         )
-    out = check_report_dir(args.out or default_out(ckpt_path))
-    report, cfg, state, ckpt = evaluate(
+
+
+def _evaluate(args: argparse.Namespace, parts: tuple[str, ...]) -> tuple[dict, Any, dict, Path]:
+    """The report, config, state and checkpoint folder of the asked evaluation."""
+    from hellolondon.evaluation.suite import evaluate
+    from hellolondon.hardware import resolve_device
+
+    return evaluate(
         args.checkpoint,
         args.data,
         args.probes,
@@ -112,11 +142,34 @@ def run(args: argparse.Namespace) -> int:
         args.gen_tokens,
         show_progress=True,
     )
-    other = other_data_name(report)  # held out from other token files than the run's
+
+
+def _save(report: dict, state: dict, out: Path, other: str | None) -> tuple[dict, Path, Path]:
+    """Write the report, with the parts it left out taken from an earlier one; returns what
+    was saved and its .json and .md files."""
+    from hellolondon.evaluation.suite import report_name, with_earlier_parts, write_report
+
     name = other or report_name(state)
     saved = with_earlier_parts(report, out, name)
     json_path, md_path = write_report(saved, out, name)
-    superseded = "heldout" in report and saved["heldout"] is not report["heldout"]
+    return saved, json_path, md_path
+
+
+def _log_to_tracker(
+    report: dict,
+    saved: dict,
+    superseded: bool,
+    cfg: Any,
+    state: dict,
+    ckpt: Path,
+    other: str | None,
+    args: argparse.Namespace,
+) -> bool:
+    """Log the scores to the run's tracker, unless --no-track, a checkpoint outside a run or
+    other token files than the run's; returns whether they were logged."""
+    from hellolondon.evaluation.suite import log_to_run
+    from hellolondon.rundir import RunDir
+
     logged = {k: v for k, v in report.items() if not (superseded and k == "heldout")}
     run_dir = RunDir.of_checkpoint(ckpt)
     track = run_dir is not None and not args.no_track and other is None
@@ -124,25 +177,24 @@ def run(args: argparse.Namespace) -> int:
         # the tracker's start line is not part of the report that --json pipes on
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
             log_to_run(logged, cfg, state, run_dir, whole=saved)
-    print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else summary_text(report))
-    tracked = "; logged to the run's tracker" if track else ""
+    return track
+
+
+def _print_notes(
+    report: dict, saved: dict, other: str | None, superseded: bool, as_json: bool
+) -> None:
+    """Say when the report was kept apart (other data) or kept an earlier held-out score."""
     if other is not None:
         print(
             f"{report['heldout']['data_dir']} holds other token files than the run was trained "
             "on: the report is kept apart from the run's own (which export's model card quotes) "
             "and not logged to its tracker. Whether these documents were in the run's training "
             "text is not checked",
-            file=sys.stderr if args.json else sys.stdout,
+            file=sys.stderr if as_json else sys.stdout,
         )
     if superseded:
         print(
             f"the report keeps its earlier held-out score over {saved['heldout']['tokens']:,} "
             f"tokens; this one over {report['heldout']['tokens']:,} is shown above, not saved",
-            file=sys.stderr if args.json else sys.stdout,
+            file=sys.stderr if as_json else sys.stdout,
         )
-    # with --json, stdout is the report alone so that it can be piped
-    print(
-        f"report: {json_path} and {md_path.name}{tracked}",
-        file=sys.stderr if args.json else sys.stdout,
-    )
-    return 0
