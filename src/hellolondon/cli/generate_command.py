@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hellolondon.generate import Sampling
+    from hellolondon.model import GPT
+    from hellolondon.tokenizer import Tokenizer
 
 EXAMPLES = """examples:
   hellolondon generate runs/london-tiny-demo-20261126-101500 --prompt "In the year of our Lord"
@@ -52,8 +61,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hellolondon.errors import Terminated, UserError
-    from hellolondon.generate import Sampling, generate_ids, kept_on_shift
+    from hellolondon.generate import Sampling
     from hellolondon.hardware import resolve_device
     from hellolondon.train.checkpoint import load_for_inference
 
@@ -66,56 +74,59 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
     )
     loaded = load_for_inference(args.checkpoint, resolve_device(args.device, "--device "))
-    model, tok, ckpt = loaded.model, loaded.tokenizer, loaded.ckpt
-
-    def write(prompt: str) -> None:
-        prompt_ids = tok.encode(prompt)
-        sys.stdout.write(prompt)
-        ids: list[int] = []
-        shown = 0
-
-        def show(token: int) -> None:
-            # decode the whole tail: one token may hold only part of a multi-byte character
-            nonlocal shown
-            ids.append(token)
-            text = tok.decode(ids)
-            if not text.endswith("\ufffd"):
-                sys.stdout.write(text[shown:])
-                sys.stdout.flush()
-                shown = len(text)
-
-        try:
-            generate_ids(model, prompt_ids, s, tok.eot_id, on_token=show)
-        finally:  # Ctrl-C too: the text's line is ended before anything else is said
-            sys.stdout.write(tok.decode(ids)[shown:] + "\n")
-            sys.stdout.flush()
-        ctx = model.config.block_size
-        if len(prompt_ids) + len(ids) > ctx:
-            print(
-                f"(the text has {len(prompt_ids) + len(ids)} tokens, more than the model's "
-                f"context of {ctx}: each new token was predicted from the last "
-                f"{kept_on_shift(ctx)} to {ctx})",
-                file=sys.stderr,
-            )
-
-    def answer(prompt: str) -> None:
-        """One prompt of a session: its errors and a Ctrl-C end its text, not the session."""
-        try:
-            write(prompt)
-        except UserError as exc:  # a prompt that cannot be encoded
-            print(f"error: {exc}", file=sys.stderr)
-        except KeyboardInterrupt as exc:  # at the prompt, Ctrl-C ends the session
-            if isinstance(exc, Terminated):  # SIGTERM ends it wherever it comes
-                raise
-            print("(stopped)", file=sys.stderr)
-
+    write = functools.partial(_write, loaded.model, loaded.tokenizer, s)
     if not args.interactive:
         write(args.prompt)
         return 0
+    return _session(write, loaded.ckpt, args.prompt)
+
+
+def _write(model: GPT, tok: Tokenizer, s: Sampling, prompt: str) -> None:
+    """The prompt and its continuation on stdout, token by token as they come."""
+    from hellolondon.generate import generate_ids
+
+    prompt_ids = tok.encode(prompt)
+    sys.stdout.write(prompt)
+    ids: list[int] = []
+    shown = 0
+
+    def show(token: int) -> None:
+        # decode the whole tail: one token may hold only part of a multi-byte character
+        nonlocal shown
+        ids.append(token)
+        text = tok.decode(ids)
+        if not text.endswith("\ufffd"):
+            sys.stdout.write(text[shown:])
+            sys.stdout.flush()
+            shown = len(text)
+
+    try:
+        generate_ids(model, prompt_ids, s, tok.eot_id, on_token=show)
+    finally:  # Ctrl-C too: the text's line is ended before anything else is said
+        sys.stdout.write(tok.decode(ids)[shown:] + "\n")
+        sys.stdout.flush()
+    _note_past_context(len(prompt_ids) + len(ids), model.config.block_size)
+
+
+def _note_past_context(n_tokens: int, ctx: int) -> None:
+    """Say (on stderr) when the text outgrew the model's context, and how it went on then."""
+    from hellolondon.generate import kept_on_shift
+
+    if n_tokens > ctx:
+        print(
+            f"(the text has {n_tokens} tokens, more than the model's "
+            f"context of {ctx}: each new token was predicted from the last "
+            f"{kept_on_shift(ctx)} to {ctx})",
+            file=sys.stderr,
+        )
+
+
+def _session(write: Callable[[str], None], ckpt: Path, first: str) -> int:
+    """Ask for prompts until an empty line or Ctrl-D; `first` (--prompt), if given, is the first."""
     print(f"model from {ckpt}; an empty line or Ctrl-D ends; Ctrl-C stops a text", file=sys.stderr)
-    if args.prompt:  # the first prompt, given on the command line
-        print(f"prompt> {args.prompt}")  # as a terminal shows a typed one
-        answer(args.prompt)
+    if first:  # the first prompt, given on the command line
+        print(f"prompt> {first}")  # as a terminal shows a typed one
+        _answer(write, first)
     while True:
         try:
             prompt = input("prompt> ")
@@ -128,4 +139,18 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not prompt:
             return 0
-        answer(prompt)
+        _answer(write, prompt)
+
+
+def _answer(write: Callable[[str], None], prompt: str) -> None:
+    """One prompt of a session: its errors and a Ctrl-C end its text, not the session."""
+    from hellolondon.errors import Terminated, UserError
+
+    try:
+        write(prompt)
+    except UserError as exc:  # a prompt that cannot be encoded
+        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # at the prompt, Ctrl-C ends the session
+        if isinstance(exc, Terminated):  # SIGTERM ends it wherever it comes
+            raise
+        print("(stopped)", file=sys.stderr)
