@@ -63,15 +63,37 @@ def bench(
     check_fits_in_memory(cfg, device, dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    run = _random_token_run(cfg, device, dtype, peak, log)
+    announce_pace(run, 1 + max(0, warmup - 1) + steps * max(1, repeat) + 1, "steps it runs")
+    first_step_s = _warm_up(run, warmup, device)
+    windows = [_time_steps(run, steps, device) for _ in range(max(1, repeat))]
+    loss = train_step(run).values[0].item()
+    result = _result(run, device, dtype, windows, first_step_s, loss)
+    if warning := speed.cuda_graph_warning(cfg, device):
+        log(f"warning: {warning}")
+    if profile is not None:
+        trace = Path(profile) / "trace.json"
+        result["profile"] = profile_steps(lambda: train_step(run), device, 3, trace)
+        result["profile"]["trace"] = str(trace)
+    return result
+
+
+def _random_token_run(
+    cfg: RunConfig, device: torch.device, dtype: torch.dtype, peak: float | None, log
+) -> Run:
+    """The trainer's model, optimizer and step on random batches, with no run folder or tracker."""
     d = Dist(device=device)
     model, step_model, opt, scaler = build_model(cfg, d, dtype, log)
-    run = Run(
+    return Run(
         cfg=cfg, dist=d, rundir=RunDir("."), model=model, step_model=step_model, optimizer=opt,
         scaler=scaler, autocast=autocast_for(device, dtype),
         batches=RandomBatches(cfg.model.vocab_size, cfg.model.block_size, device, cfg.train.seed),
         tracker=NullTracker(), monitor=None, meta={}, peak_flops=peak, log=log,
     )  # fmt: skip
-    announce_pace(run, 1 + max(0, warmup - 1) + steps * max(1, repeat) + 1, "steps it runs")
+
+
+def _warm_up(run: Run, warmup: int, device: torch.device) -> float:
+    """Run the warm-up steps, which stay out of the timing; returns the first step's seconds."""
     t0 = time.perf_counter()
     train_step(run)
     _sync(device)
@@ -79,13 +101,23 @@ def bench(
     for _ in range(max(0, warmup - 1)):  # the rest of the warm-up stays out of the timing too
         train_step(run)
     _sync(device)
-    windows = [_time_steps(run, steps, device) for _ in range(max(1, repeat))]
+    return first_step_s
+
+
+def _result(
+    run: Run,
+    device: torch.device,
+    dtype: torch.dtype,
+    windows: list[float],
+    first_step_s: float,
+    loss: float,
+) -> dict:
+    """The settings benched and what was measured (the median window as ms_per_iter)."""
+    cfg, c = run.cfg, run.cfg.train
     ms = statistics.median(windows)
-    loss = train_step(run).values[0].item()
     tps = run.tokens_per_step / (ms / 1000.0)
-    size, count = speed.micro_batches(model, cfg.train)
-    c = cfg.train
-    result = {
+    size, count = speed.micro_batches(run.model, c)
+    return {
         "device": hardware.device_name(device),
         "torch": torch.__version__,
         "dtype": str(dtype).replace("torch.", ""),
@@ -112,13 +144,6 @@ def bench(
         "final_loss": loss if math.isfinite(loss) else None,
         "cuda_graph_skips": speed.cuda_graph_skips(cfg, device),  # None: no CUDA graphs asked
     }
-    if warning := speed.cuda_graph_warning(cfg, device):
-        log(f"warning: {warning}")
-    if profile is not None:
-        trace = Path(profile) / "trace.json"
-        result["profile"] = profile_steps(lambda: train_step(run), device, 3, trace)
-        result["profile"]["trace"] = str(trace)
-    return result
 
 
 def _time_steps(run: Run, steps: int, device: torch.device) -> float:
