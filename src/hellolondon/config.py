@@ -142,6 +142,14 @@ class TrainConfig:
         return None
 
     def __post_init__(self) -> None:
+        self._check_numbers()
+        self._check_optimizer_and_schedule()
+        self._check_intervals()
+        self._check_device_and_compilation()
+        self._check_batching()
+
+    def _check_numbers(self) -> None:
+        """Counts, rates and coefficients: positive, finite and in range."""
         for name in ("batch_size", "grad_accum", "max_iters", "eval_iters", "log_interval"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
         for name in ("lr", "muon_lr"):  # nan or inf would train to nan without a word
@@ -162,6 +170,8 @@ class TrainConfig:
         )
         _check(self.sample_interval >= 0, "train.sample_interval must be >= 0 (0: only at the end)")
         _check(self.warmup_iters >= 0, "train.warmup_iters must be >= 0")
+
+    def _check_optimizer_and_schedule(self) -> None:
         _check(self.optimizer in ("adamw", "muon"), "train.optimizer must be adamw or muon")
         _check(self.schedule in ("cosine", "wsd"), "train.schedule must be cosine or wsd")
         _check(0.0 < self.cooldown_frac <= 1.0, "train.cooldown_frac must be in (0, 1]")
@@ -184,9 +194,16 @@ class TrainConfig:
             "train.optimizer=muon does not work with train.fsdp=true (Muon needs whole matrices, "
             "FSDP shards them); use DDP (train.fsdp=false) or train.optimizer=adamw",
         )
+
+    def _check_intervals(self) -> None:
+        """Evaluation and checkpoint intervals, and how many checkpoints are kept."""
         _check(self.eval_interval >= 0 and self.ckpt_interval >= 0, "intervals must be >= 0")
         _check(self.eval_seqs >= 0, "train.eval_seqs must be >= 0")
         _check(self.keep_last >= 1, "train.keep_last must be >= 1")
+
+    def _check_device_and_compilation(self) -> None:
+        """The device, dtype, compilation and attention kernel named (train.compile lower-cased),
+        and what a non-finite loss does."""
         _check(  # whether this machine has it is known where the run starts
             re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
             f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps",
@@ -210,6 +227,9 @@ class TrainConfig:
             self.compile_mode in modes,
             f"train.compile_mode must be one of {', '.join(modes)}, not {self.compile_mode!r}",
         )
+
+    def _check_batching(self) -> None:
+        """train.micro_batch (lower-cased) and the DDP bucket size."""
         self.micro_batch = str(self.micro_batch).lower()
         _check(
             self.micro_batch in ("off", "auto")
