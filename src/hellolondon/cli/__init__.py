@@ -239,21 +239,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     _line_buffered()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
-    argv = [a for a in argv if a != "--debug"]
-    parser = build_parser()
-    args = _parse(parser, argv)
-    args.debug = debug
+    parser, args = _read_command_line(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        refuse_blank_paths(_chosen(parser, args), args)
-        _SIGTERM.start()
-        code = int(args.func(args) or 0)
-        _SIGTERM.working = False
-        return code
+        return _run(parser, args)
     except UserError as exc:
         if args.debug:
             raise
@@ -273,39 +264,69 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        if _disk_full(exc):
-            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
-            print(
-                f"error: {_from_rank()}the disk is full{where}; free some space or write to "
-                "another disk",
-                file=sys.stderr,
-            )
-            return 1
-        if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename:
-            print(
-                f"error: {_from_rank()}{_shown(exc.filename)}: a file stands where a folder is "
-                "needed on that path; use another path or move the file",
-                file=sys.stderr,
-            )
-            return 2  # a path given that cannot be used: bad input, as a UserError
-        if isinstance(exc, FileNotFoundError) and exc.filename:  # e.g. a file under /proc
-            print(
-                f"error: {_from_rank()}{_shown(exc.filename)}: no such file or folder, and it "
-                "cannot be made there; check the path or use another one",
-                file=sys.stderr,
-            )
-            return 2  # a path given that cannot be used: bad input, as a UserError
-        denied = (errno.EROFS, errno.EACCES, errno.EPERM)
-        if isinstance(exc, OSError) and exc.errno in denied and exc.filename:
-            print(
-                f"error: {_from_rank()}{_shown(exc.filename)}: {exc.strerror.lower()}; use "
-                "another path or change its permissions",
-                file=sys.stderr,
-            )
-            return 2  # a path given that cannot be used: bad input, as a UserError
+        return _say_failure(exc)
+
+
+def _read_command_line(
+    argv: list[str] | None,
+) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The parser and the arguments it read, with `args.debug` set."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    args = _parse(parser, argv)
+    args.debug = debug
+    return parser, args
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The chosen command's exit code; SIGTERM raises `Terminated` while it works."""
+    refuse_blank_paths(_chosen(parser, args), args)
+    _SIGTERM.start()
+    code = int(args.func(args) or 0)
+    _SIGTERM.working = False
+    return code
+
+
+def _say_failure(exc: Exception) -> int:
+    """One error line for an unexpected failure; the exit code (2 for a path that cannot be
+    used, 1 otherwise)."""
+    if _disk_full(exc):
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
         print(
-            f"error: {_from_rank()}{type(exc).__name__}: {exc} (run again with --debug for the "
-            "traceback)",
+            f"error: {_from_rank()}the disk is full{where}; free some space or write to "
+            "another disk",
             file=sys.stderr,
         )
         return 1
+    if (unusable := _unusable_path(exc)) is not None:
+        print(f"error: {_from_rank()}{unusable}", file=sys.stderr)
+        return 2  # a path given that cannot be used: bad input, as a UserError
+    print(
+        f"error: {_from_rank()}{type(exc).__name__}: {exc} (run again with --debug for the "
+        "traceback)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _unusable_path(exc: Exception) -> str | None:
+    """What is wrong with the path a failure names, when it cannot be used; None otherwise."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename:
+        return (
+            f"{_shown(exc.filename)}: a file stands where a folder is needed on that path; "
+            "use another path or move the file"
+        )
+    if isinstance(exc, FileNotFoundError) and exc.filename:  # e.g. a file under /proc
+        return (
+            f"{_shown(exc.filename)}: no such file or folder, and it cannot be made there; "
+            "check the path or use another one"
+        )
+    denied = (errno.EROFS, errno.EACCES, errno.EPERM)
+    if isinstance(exc, OSError) and exc.errno in denied and exc.filename:
+        return (
+            f"{_shown(exc.filename)}: {exc.strerror.lower()}; use another path or change its "
+            "permissions"
+        )
+    return None
