@@ -257,8 +257,17 @@ def catalog_command(args: argparse.Namespace) -> int:
 
 
 def collect_command(args: argparse.Namespace) -> int:
-    from hellolondon.corpus.collect import GUTENBERG_URL, CollectOptions, collect, read_manifest
-    from hellolondon.corpus.fetch import USER_AGENT, FetchConfig
+    from hellolondon.corpus.collect import collect
+
+    _check_collect_flags(args)
+    sources = _collect_sources(args)
+    result = collect(sources, _collect_options(args))
+    _say_collected(args, result)
+    return 1 if result["counts"]["failed"] else 0
+
+
+def _check_collect_flags(args: argparse.Namespace) -> None:
+    """Refuses a `corpus collect` flag out of range before anything is read or fetched."""
     from hellolondon.errors import UserError
 
     if args.workers < 1 or args.per_host < 1 or args.retries < 0:
@@ -285,6 +294,12 @@ def collect_command(args: argparse.Namespace) -> int:
         raise UserError(
             f"--limit must be 1 or more (leave it out for all sources), not {args.limit}"
         )
+
+
+def _collect_sources(args: argparse.Namespace) -> list:
+    """The selected sources, the first --limit of them; refused when none are selected."""
+    from hellolondon.errors import UserError
+
     sources = _sources(args)
     if args.limit is not None:
         sources = sources[: args.limit]
@@ -292,27 +307,35 @@ def collect_command(args: argparse.Namespace) -> int:
         raise UserError(
             "no sources selected; see `hellolondon corpus catalog` for ids and statuses"
         )
+    return sources
+
+
+def _collect_options(args: argparse.Namespace):
+    """The `CollectOptions` (and their `FetchConfig`) that the flags give."""
+    from hellolondon.corpus.collect import GUTENBERG_URL, CollectOptions
+    from hellolondon.corpus.fetch import USER_AGENT, FetchConfig
+
     fetch = FetchConfig(
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, retries=args.retries,
         backoff=args.backoff, max_bytes=int(args.max_mb * 2**20), per_host=args.per_host,
         host_delay=args.delay, user_agent=args.user_agent or USER_AGENT, deadline=args.deadline,
     )  # fmt: skip
-    options = CollectOptions(
+    return CollectOptions(
         Path(args.out), offline=args.offline, retry_failed=args.retry_failed, workers=args.workers,
         gutenberg=args.gutenberg_mirror or GUTENBERG_URL, archive_base=args.archive_base,
         progress=not args.quiet, fetch=fetch,
     )  # fmt: skip
-    result = collect(sources, options)
+
+
+def _say_collected(args: argparse.Namespace, result: dict) -> None:
+    """What this run did: a line per source that failed or was rejected, the counts, and what
+    to do next."""
+    from hellolondon.corpus.collect import read_manifest
+
     counts = result["counts"]
     folder = CorpusFolder(args.out)
     records = read_manifest(folder.manifest)
-    for status in ("failed", "rejected"):  # one line each for what went wrong this run
-        for sid in result[status]:
-            rec = records.get(sid, {})
-            where = f" ({rec['url']})" if rec.get("url") else ""
-            tries = rec.get("attempts") or 0
-            tries_said = f" [{tries} attempts]" if status == "failed" and tries > 1 else ""
-            print(f"{status} {sid}: {rec.get('error') or 'no reason recorded'}{tries_said}{where}")
+    _say_problems(result, records)
     if counts["rejected"]:
         kept = sum(bool(records.get(sid, {}).get("path")) for sid in result["rejected"])
         where = f"the files kept are in {folder.rejected_dir}; " if kept else ""
@@ -326,7 +349,17 @@ def collect_command(args: argparse.Namespace) -> int:
         print(f"{counts['failed']} failed; run again with --retry-failed to retry them")
     if args.offline and counts["skipped"]:
         print(f"offline: {counts['skipped']} selected sources are not in the cache")
-    return 1 if counts["failed"] else 0
+
+
+def _say_problems(result: dict, records: dict) -> None:
+    """One line each for what went wrong this run: the reason, the attempts, the URL."""
+    for status in ("failed", "rejected"):
+        for sid in result[status]:
+            rec = records.get(sid, {})
+            where = f" ({rec['url']})" if rec.get("url") else ""
+            tries = rec.get("attempts") or 0
+            tries_said = f" [{tries} attempts]" if status == "failed" and tries > 1 else ""
+            print(f"{status} {sid}: {rec.get('error') or 'no reason recorded'}{tries_said}{where}")
 
 
 def _cleaned_here(out: CorpusFolder) -> bool:
