@@ -92,6 +92,15 @@ def _collect_parser(steps: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--retry-failed", action="store_true", help="retry sources that failed or were rejected"
     )
+    _pacing_options(p)
+    _timeout_options(p)
+    _server_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=collect_command)
+
+
+def _pacing_options(p: argparse.ArgumentParser) -> None:
+    """How many downloads run at once, and how fast one host is asked."""
     p.add_argument("--workers", type=int, default=4, help="sources downloaded at once (default 4)")
     p.add_argument(
         "--per-host", type=int, default=2, help="concurrent requests per host (default 2)"
@@ -102,6 +111,10 @@ def _collect_parser(steps: argparse._SubParsersAction) -> None:
         default=2.0,
         help="least seconds between requests to one host (default 2)",
     )
+
+
+def _timeout_options(p: argparse.ArgumentParser) -> None:
+    """How long a download may take, how often it is tried, and how large it may be."""
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (default 10)")
     p.add_argument(
         "--read-timeout", type=float, default=60.0, help="seconds without bytes (default 60)"
@@ -125,12 +138,14 @@ def _collect_parser(steps: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-mb", type=float, default=256.0, help="largest download in MB (default 256)"
     )
+
+
+def _server_options(p: argparse.ArgumentParser) -> None:
+    """Where the sources are fetched from, and what the requests say they are."""
     p.add_argument("--gutenberg-mirror", default="",
                    help="a Project Gutenberg mirror's base URL, or a URL template with {id} and {path}")  # fmt: skip
     p.add_argument("--archive-base", default="https://archive.org", help="archive.org base URL")
     p.add_argument("--user-agent", default="", help="User-Agent header (default names hellolondon)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=collect_command)
 
 
 def _clean_settings() -> str:
