@@ -305,6 +305,21 @@ def run_sweep(
 ):
     """Run (or resume) the sweep; returns the ranked comparison of its trials."""
     spec = load_spec(spec_path)  # every check first: nothing starts on bad input
+    _check_sweep(spec, trials)
+    folder = SweepFolder(out_dir or default_out_dir(spec))
+    resumed = folder.check_or_create(spec.text)
+    with folder.locked(), _sigterm_as_interrupt():
+        records = folder.load()
+        log(_opening_line(spec, folder, records, resumed))
+        ends = [n for n in (trials, grid_size(spec)) if n]
+        total = f"/{min(ends)}" if ends else ""
+        _settle_unfinished(spec, folder, records, log)
+        _run_new_trials(spec, folder, records, trials, total, log)
+        return finish(spec, folder, records, log)
+
+
+def _check_sweep(spec: SweepSpec, trials: int | None) -> None:
+    """Refuses a trial count the sweep cannot use, and data that every trial would miss."""
     if trials is not None and trials < 1:
         raise UserError("--trials must be at least 1")
     if trials is None and spec.method != "grid":
@@ -315,56 +330,72 @@ def run_sweep(
     data_dirs = swept.get("values") or [swept.get("value") or spec.base.data.data_dir]
     for data_dir in data_dirs:  # every trial would fail on missing data: say it once
         _check_data(data_dir)
-    folder = SweepFolder(out_dir or default_out_dir(spec))
-    resumed = folder.check_or_create(spec.text)
-    with folder.locked(), _sigterm_as_interrupt():
-        records = folder.load()
-        log(
-            f"sweep {spec.name}: {spec.method} over {', '.join(spec.params)}"
-            + (f", metric {spec.metric} ({spec.goal})" if spec.metric else "")
-            + f"; folder {folder.path}"
-            + (
-                f" (resumed: {sum(t.state not in ('running', 'killed') for t in records)} trials done)"
-                if resumed
-                else ""
-            )
+
+
+def _opening_line(spec: SweepSpec, folder: SweepFolder, records: list[Trial], resumed: bool) -> str:
+    """The sweep's first line: its method, parameters, metric and folder; trials done if resumed."""
+    return (
+        f"sweep {spec.name}: {spec.method} over {', '.join(spec.params)}"
+        + (f", metric {spec.metric} ({spec.goal})" if spec.metric else "")
+        + f"; folder {folder.path}"
+        + (
+            f" (resumed: {sum(t.state not in ('running', 'killed') for t in records)} trials done)"
+            if resumed
+            else ""
         )
-        ends = [n for n in (trials, grid_size(spec)) if n]
-        total = f"/{min(ends)}" if ends else ""
-        failures = 0
-        for trial in records:
-            if trial.state in ("running", "killed"):  # killed, or the sweep was while it ran
-                _check_not_alive(trial)
-                if _trained_to_the_end(folder.trial_dir(trial)):  # it outlived the sweep
-                    trial.state, trial.note = "finished", "finished after the sweep had ended"
-                else:
-                    log(f"trial {trial.name}: resuming ({_describe(trial.values)})")
-                    run_trial(spec, folder, records, trial, log)
-                folder.save(records)
-                _report(trial, spec, folder, log)
-        while trials is None or len(records) < trials:
-            proposal = propose(spec, folder, records)
-            if proposal is None:
-                log("the grid is done")
-                break
-            trial = Trial(
-                name=f"{spec.name}-{len(records) + 1:03d}",
-                values=proposal["values"],
-                search_info=proposal["search_info"],
-            )
-            records.append(trial)
-            folder.save(records)  # before it starts: a killed sweep knows what was running
-            log(f"trial {len(records)}{total} {trial.name}: {_describe(trial.values)}")
-            run_trial(spec, folder, records, trial, log)
+    )
+
+
+def _settle_unfinished(
+    spec: SweepSpec, folder: SweepFolder, records: list[Trial], log: Callable[[str], None]
+) -> None:
+    """A resumed sweep's trials that were running when it ended: finished if they trained to
+    the end since, else resumed."""
+    for trial in records:
+        if trial.state in ("running", "killed"):  # killed, or the sweep was while it ran
+            _check_not_alive(trial)
+            if _trained_to_the_end(folder.trial_dir(trial)):  # it outlived the sweep
+                trial.state, trial.note = "finished", "finished after the sweep had ended"
+            else:
+                log(f"trial {trial.name}: resuming ({_describe(trial.values)})")
+                run_trial(spec, folder, records, trial, log)
             folder.save(records)
             _report(trial, spec, folder, log)
-            failures = failures + 1 if trial.state == "failed" else 0
-            if failures >= MAX_FAILURES_IN_A_ROW:
-                raise UserError(
-                    f"{failures} trials in a row failed; the last said: {trial.note} "
-                    f"(logs in {folder.path / 'logs'})"
-                )
-        return finish(spec, folder, records, log)
+
+
+def _run_new_trials(
+    spec: SweepSpec,
+    folder: SweepFolder,
+    records: list[Trial],
+    trials: int | None,
+    total: str,
+    log: Callable[[str], None],
+) -> None:
+    """Proposes and runs trials until there are `trials` (or the grid is done); stops the
+    sweep after MAX_FAILURES_IN_A_ROW failed trials in a row. `total`: "/N", or ""."""
+    failures = 0
+    while trials is None or len(records) < trials:
+        proposal = propose(spec, folder, records)
+        if proposal is None:
+            log("the grid is done")
+            break
+        trial = Trial(
+            name=f"{spec.name}-{len(records) + 1:03d}",
+            values=proposal["values"],
+            search_info=proposal["search_info"],
+        )
+        records.append(trial)
+        folder.save(records)  # before it starts: a killed sweep knows what was running
+        log(f"trial {len(records)}{total} {trial.name}: {_describe(trial.values)}")
+        run_trial(spec, folder, records, trial, log)
+        folder.save(records)
+        _report(trial, spec, folder, log)
+        failures = failures + 1 if trial.state == "failed" else 0
+        if failures >= MAX_FAILURES_IN_A_ROW:
+            raise UserError(
+                f"{failures} trials in a row failed; the last said: {trial.note} "
+                f"(logs in {folder.path / 'logs'})"
+            )
 
 
 def _interrupt(signum, frame) -> None:
