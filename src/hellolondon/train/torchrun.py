@@ -125,9 +125,7 @@ def launch_train(
     remove_orphaned_json()
     path = _temporary_json("hellolondon-config-", cfg.to_dict())
     note = _temporary_json("hellolondon-tokens-", hashed) if hashed else None
-    args = ["train", "--resolved-config", path] + (["--resume", resume] if resume else [])
-    args += ["--hashed-tokens", note] if note else []
-    cmd = torchrun_command(n, port, (["--debug"] if debug else []) + args, debug)
+    cmd = torchrun_command(n, port, _rank_args(path, note, resume, debug), debug)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     print("$ " + shlex.join(["torchrun", *cmd[3:]]), flush=True)
@@ -140,6 +138,20 @@ def launch_train(
         for made in (path, note):
             if made:
                 os.unlink(made)
+    return _say_how_it_ended(rc, signum, n, run_dir)
+
+
+def _rank_args(path: str, note: str | None, resume: str | None, debug: bool) -> list[str]:
+    """The `hellolondon` arguments each rank runs: train with the resolved config at `path`
+    (and the token files' hash in `note`)."""
+    args = ["train", "--resolved-config", path] + (["--resume", resume] if resume else [])
+    args += ["--hashed-tokens", note] if note else []
+    return (["--debug"] if debug else []) + args
+
+
+def _say_how_it_ended(rc: int, signum: int | None, n: int, run_dir: Path) -> int:
+    """Says how torchrun ended (nothing when training finished) and how to continue; the
+    command's exit code."""
     from hellolondon.train.checkpoint import step_dirs
 
     run = RunDir(run_dir)
@@ -158,15 +170,20 @@ def launch_train(
         )
         return 0
     where = f"the last complete checkpoint is {found[0]}" if found else "no checkpoint was written"
-    if signum:
-        how = f"stopped by {signal.Signals(signum).name}"
-    elif rc < 0:  # torchrun itself was killed; its ranks had SIGTERM and were waited for
-        how = f"ended: torchrun was killed by {signal.Signals(-rc).name}"
-    else:
-        how = f"failed (torchrun exit code {rc}; the failing rank's error is above)"
     again = f"; continue with: hellolondon train --gpus {n} --resume {run_dir}" if found else ""
-    print(f"error: distributed training {how}; {where}{again}", file=sys.stderr)
+    print(
+        f"error: distributed training {_how_it_ended(rc, signum)}; {where}{again}", file=sys.stderr
+    )
     return rc if rc > 0 else 1
+
+
+def _how_it_ended(rc: int, signum: int | None) -> str:
+    """How a torchrun that did not finish ended: "stopped by SIGTERM", say."""
+    if signum:
+        return f"stopped by {signal.Signals(signum).name}"
+    if rc < 0:  # torchrun itself was killed; its ranks had SIGTERM and were waited for
+        return f"ended: torchrun was killed by {signal.Signals(-rc).name}"
+    return f"failed (torchrun exit code {rc}; the failing rank's error is above)"
 
 
 TEMPORARY_JSON = ("hellolondon-config-", "hellolondon-tokens-")
