@@ -299,8 +299,27 @@ def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
     """
     paged = "\f" in text
     lines = text.replace("\f", "\n\f\n").split("\n")
+    numbers, keyed = _numbers_and_head_candidates(lines, paged)
+    heads = _recurring_heads(keyed, paged)
+    if not paged:  # the same head printed without its number, standing alone
+        heads |= _unnumbered_heads(lines, heads)
+    log = _furniture_log(lines, numbers, heads)
+    out = _rejoin(lines, numbers | heads)
+    breaks = len(text) - len(out) - sum(r["chars"] for r in log)
+    if breaks > 0:
+        why = "page breaks (form feeds) and the line breaks around the removed lines"
+        log.append({"step": "page_breaks", "why": why, "count": text.count("\f"), "chars": breaks,
+                    "examples": []})  # fmt: skip
+    return out, log
+
+
+def _numbers_and_head_candidates(
+    lines: list[str], paged: bool
+) -> tuple[set[int], dict[str, list[int]]]:
+    """The page-number lines, and the lines that may be running heads grouped by their letters
+    (with page breaks only the lines at page edges are looked at)."""
     candidates = _edge_lines(lines) if paged else range(len(lines))
-    numbers, heads = set(), set()
+    numbers: set[int] = set()
     keyed: dict[str, list[int]] = {}
     for i in candidates:
         line = lines[i]
@@ -308,28 +327,51 @@ def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
             if paged or _blank(lines, i - 1) or _blank(lines, i + 1):
                 numbers.add(i)
             continue
-        if len(line.strip()) > 70 or len(line.split()) > 10 or _HEADING_WORDS.match(line):
-            continue
-        numbered = _NUMBERED_HEAD.match(line)
-        if not paged and numbered and not (_blank(lines, i - 1) or _blank(lines, i + 1)):
-            continue  # a running head stands apart from the text
-        if paged or numbered:
-            key = _key((numbered.group(1) or numbered.group(2)) if numbered else line)
-            if len(key) >= 4:
-                keyed.setdefault(key, []).append(i)
+        key = _head_key(lines, i, paged)
+        if len(key) >= 4:
+            keyed.setdefault(key, []).append(i)
+    return numbers, keyed
+
+
+def _head_key(lines: list[str], i: int, paged: bool) -> str:
+    """The letters of line `i` when it may be a running head, else ''."""
+    line = lines[i]
+    if len(line.strip()) > 70 or len(line.split()) > 10 or _HEADING_WORDS.match(line):
+        return ""
+    numbered = _NUMBERED_HEAD.match(line)
+    if not paged and numbered and not (_blank(lines, i - 1) or _blank(lines, i + 1)):
+        return ""  # a running head stands apart from the text
+    if paged or numbered:
+        return _key((numbered.group(1) or numbered.group(2)) if numbered else line)
+    return ""
+
+
+def _recurring_heads(keyed: dict[str, list[int]], paged: bool) -> set[int]:
+    """The candidate lines whose letters recur at three or more pages."""
+    heads: set[int] = set()
     for where in keyed.values():
         gaps = [b - a for a, b in zip(where, where[1:], strict=False)]
         # without page breaks, a head recurs a page or more apart; "1 Shew", "2 Shew", "3 Shew"
         # a line or two apart are a play's speakers (the witches' show in Macbeth)
         if len(where) >= 3 and (paged or statistics.median(gaps) >= MIN_PAGE_LINES):
             heads.update(where)
-    if not paged:  # the same head printed without its number, standing alone
-        repeated = {_key(lines[i]) for i in heads}
-        for i, line in enumerate(lines):
-            alone = line.strip() and _blank(lines, i - 1) and _blank(lines, i + 1)
-            if alone and i not in heads and len(line) <= 80 and _key(line) in repeated:
-                heads.add(i)
-    log = []
+    return heads
+
+
+def _unnumbered_heads(lines: list[str], heads: set[int]) -> set[int]:
+    """Lines standing alone with the letters of a running head found with its page number."""
+    repeated = {_key(lines[i]) for i in heads}
+    found: set[int] = set()
+    for i, line in enumerate(lines):
+        alone = line.strip() and _blank(lines, i - 1) and _blank(lines, i + 1)
+        if alone and i not in heads and len(line) <= 80 and _key(line) in repeated:
+            found.add(i)
+    return found
+
+
+def _furniture_log(lines: list[str], numbers: set[int], heads: set[int]) -> list[Removal]:
+    """The log entries for the page numbers and the running heads removed."""
+    log: list[Removal] = []
     if numbers:
         log.append(removal("page_numbers", "OCR page numbers", [lines[i] for i in sorted(numbers)]))
     if heads:
@@ -340,13 +382,7 @@ def strip_page_furniture(text: str) -> tuple[str, list[Removal]]:
                 [lines[i] for i in sorted(heads)],
             )
         )
-    out = _rejoin(lines, numbers | heads)
-    breaks = len(text) - len(out) - sum(r["chars"] for r in log)
-    if breaks > 0:
-        why = "page breaks (form feeds) and the line breaks around the removed lines"
-        log.append({"step": "page_breaks", "why": why, "count": text.count("\f"), "chars": breaks,
-                    "examples": []})  # fmt: skip
-    return out, log
+    return log
 
 
 def _blank(lines: list[str], i: int) -> bool:
