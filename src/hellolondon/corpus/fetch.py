@@ -314,50 +314,7 @@ class Fetcher:
         """The response after redirects, with its socket (kept: for a response that closes the
         connection, http.client drops `conn.sock` while the response still reads from it)."""
         for _ in range(self.config.max_redirects + 1):
-            parts = urlsplit(url)
-            if not is_http_url(url):
-                raise FetchError(f"not an http(s) URL: {url}", False)
-            cls = (
-                http.client.HTTPSConnection
-                if parts.scheme == "https"
-                else http.client.HTTPConnection
-            )
-            if clock.expired():
-                raise clock.error()
-            conn = cls(parts.hostname, parts.port, timeout=clock.limit(self.config.connect_timeout))
-            try:
-                try:
-                    conn.connect()
-                except TimeoutError:
-                    if clock.expired():
-                        raise clock.error() from None
-                    raise FetchError(
-                        f"no connection to {parts.hostname} within {self.config.connect_timeout}s",
-                        True,
-                    ) from None
-                sock = conn.sock
-                self._socks.add(sock)
-                self._check_stop()
-                sock.settimeout(clock.limit(self.config.read_timeout))
-                conn.request(
-                    "GET",
-                    (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                    headers=headers,
-                )
-                try:
-                    resp = conn.getresponse()
-                except TimeoutError:
-                    if clock.expired():
-                        raise clock.error() from None
-                    raise FetchError(
-                        f"no answer from {parts.hostname} within the read timeout of "
-                        f"{self.config.read_timeout:g}s (the request was sent, no response "
-                        "came); the server is stalled: try again later or raise --read-timeout",
-                        True,
-                    ) from None
-            except BaseException:
-                conn.close()
-                raise
+            conn, resp, sock = self._request(url, headers, clock)
             location = resp.getheader("Location")
             if resp.status in (301, 302, 303, 307, 308) and location:
                 conn.close()
@@ -369,6 +326,64 @@ class Fetcher:
             "file's final URL in the catalog",
             False,
         )
+
+    def _request(
+        self, url: str, headers: dict[str, str], clock: _Clock
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, socket.socket]:
+        """One GET of `url` (a redirect is not followed); the connection is closed if it fails."""
+        parts = urlsplit(url)
+        if not is_http_url(url):
+            raise FetchError(f"not an http(s) URL: {url}", False)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        if clock.expired():
+            raise clock.error()
+        conn = cls(parts.hostname, parts.port, timeout=clock.limit(self.config.connect_timeout))
+        try:
+            sock = self._connect(conn, parts.hostname, clock)
+            sock.settimeout(clock.limit(self.config.read_timeout))
+            conn.request(
+                "GET",
+                (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                headers=headers,
+            )
+            resp = self._response(conn, parts.hostname, clock)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, resp, sock
+
+    def _connect(
+        self, conn: http.client.HTTPConnection, host: str | None, clock: _Clock
+    ) -> socket.socket:
+        """Connects within the connect timeout; the socket, known to cancel() so it can shut it."""
+        try:
+            conn.connect()
+        except TimeoutError:
+            if clock.expired():
+                raise clock.error() from None
+            raise FetchError(
+                f"no connection to {host} within {self.config.connect_timeout}s", True
+            ) from None
+        sock = conn.sock
+        self._socks.add(sock)
+        self._check_stop()
+        return sock
+
+    def _response(
+        self, conn: http.client.HTTPConnection, host: str | None, clock: _Clock
+    ) -> http.client.HTTPResponse:
+        """The response to the request sent, within the read timeout and the deadline."""
+        try:
+            return conn.getresponse()
+        except TimeoutError:
+            if clock.expired():
+                raise clock.error() from None
+            raise FetchError(
+                f"no answer from {host} within the read timeout of "
+                f"{self.config.read_timeout:g}s (the request was sent, no response "
+                "came); the server is stalled: try again later or raise --read-timeout",
+                True,
+            ) from None
 
     def _check_status(self, resp: http.client.HTTPResponse) -> None:
         if resp.status in RETRY_STATUSES:
