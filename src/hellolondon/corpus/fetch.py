@@ -406,66 +406,68 @@ class Fetcher:
         meta = read_json(meta_path)
         # a partial file of another URL, or one that cannot be checked: start again
         offset = part.stat().st_size if _resumable(part, url) else 0
-        headers = self._headers()
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = meta["validator"]  # if the file changed, send it whole
+        headers = self._resume_headers(offset, meta)
         with self.gate(urlsplit(url).netloc):
             clock.start()
             conn, resp, final, sock = self._open(url, headers, clock)
             try:
-                if resp.status == 416 and offset:
-                    part.unlink(missing_ok=True)
-                    raise FetchError("server refused the resume range; starting again", True, 416)
-                self._check_status(resp)
-                resumed = resp.status == 206
-                if resumed and _range_start(resp.getheader("Content-Range")) != offset:
-                    part.unlink(missing_ok=True)
-                    raise FetchError("server resumed at the wrong byte; starting again", True, 206)
-                validator = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
-                if resumed and validator != meta.get("validator"):
-                    part.unlink(missing_ok=True)  # the rest of another version of the file
-                    raise FetchError(
-                        f"the file changed on the server since the partial download "
-                        f"({meta.get('validator')} is now {validator or 'not given'}) but the "
-                        "server sent only the rest of it; starting again",
-                        True,
-                        206,
-                    )
+                resumed, validator = self._check_response(resp, part, offset, meta)
                 start = offset if resumed else 0
-                length = resp.getheader("Content-Length")
-                expected = start + int(length) if length and length.isdigit() else None
-                encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
-                # the listed size stands in for a missing length; it is of the decoded file, so
-                # not for an encoded body (whose own end the decoder checks)
-                listed = size if expected is None and encoding in ("", "identity") else None
-                total = expected if expected is not None else listed
-                if total is not None and total > self.config.max_bytes:
-                    part.unlink(missing_ok=True)
-                    raise FetchError(
-                        f"the file is {total} bytes, more than the limit of "
-                        f"{self.config.max_bytes} (raise --max-mb to take it)",
-                        False,
-                    )
+                expected, listed, encoding = _body_size(resp, start, size)
+                self._check_size_limit(part, expected if expected is not None else listed)
                 _write_json(meta_path, {"url": url, "validator": validator})
                 received = self._stream(sock, resp, part, start, clock)
-                if expected is not None and received == expected and _more_waiting(sock, resp):
-                    part.unlink(missing_ok=True)  # Content-Length is wrong: the file is cut
-                    raise FetchError(
-                        f"the server sent more than its Content-Length of {length} bytes, so "
-                        "the length is wrong and the file may be cut short",
-                        False,
-                    )
+                _check_not_longer(sock, resp, part, expected, received)
             finally:
                 conn.close()
-        if expected is not None and received < expected:
-            raise FetchError(_cut_short(received, expected), True)
         chunked = bool(getattr(resp, "chunked", False))
-        if listed is not None and received != listed:
-            _check_listed_size(part, received, listed, chunked)
+        _check_complete(part, received, expected, listed, chunked)
         known = expected is not None or chunked or listed is not None
         ctype = resp.getheader("Content-Type") or ""
         return Fetched(final, received, 1, ctype, resumed, encoding, known)
+
+    def _resume_headers(self, offset: int, meta: dict) -> dict[str, str]:
+        """The request's headers, asking for the rest of a partial file of `offset` bytes."""
+        headers = self._headers()
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = meta["validator"]  # if the file changed, send it whole
+        return headers
+
+    def _check_response(
+        self, resp: http.client.HTTPResponse, part: Path, offset: int, meta: dict
+    ) -> tuple[bool, str]:
+        """Whether the server sent only the rest of the partial file, and the file's validator
+        (ETag or Last-Modified). A resume it refused or got wrong deletes the partial file."""
+        if resp.status == 416 and offset:
+            part.unlink(missing_ok=True)
+            raise FetchError("server refused the resume range; starting again", True, 416)
+        self._check_status(resp)
+        resumed = resp.status == 206
+        if resumed and _range_start(resp.getheader("Content-Range")) != offset:
+            part.unlink(missing_ok=True)
+            raise FetchError("server resumed at the wrong byte; starting again", True, 206)
+        validator = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
+        if resumed and validator != meta.get("validator"):
+            part.unlink(missing_ok=True)  # the rest of another version of the file
+            raise FetchError(
+                f"the file changed on the server since the partial download "
+                f"({meta.get('validator')} is now {validator or 'not given'}) but the "
+                "server sent only the rest of it; starting again",
+                True,
+                206,
+            )
+        return resumed, validator
+
+    def _check_size_limit(self, part: Path, total: int | None) -> None:
+        """Refuses a file known to be larger than max_bytes before any of it is read."""
+        if total is not None and total > self.config.max_bytes:
+            part.unlink(missing_ok=True)
+            raise FetchError(
+                f"the file is {total} bytes, more than the limit of "
+                f"{self.config.max_bytes} (raise --max-mb to take it)",
+                False,
+            )
 
     def _decode(self, part: Path, encoding: str) -> int:
         """Undo a gzip or deflate Content-Encoding (sent though identity was asked for) in
@@ -575,6 +577,47 @@ def _more_waiting(sock: socket.socket, resp: http.client.HTTPResponse) -> bool:
         return bool(resp.fp.peek(1)) if resp.fp else False
     except (OSError, ValueError):
         return False
+
+
+def _body_size(
+    resp: http.client.HTTPResponse, start: int, size: int | None
+) -> tuple[int | None, int | None, str]:
+    """Where the body should end by its Content-Length (None without one), the listed `size`
+    that stands in for a missing length (else None), and the body's Content-Encoding."""
+    length = resp.getheader("Content-Length")
+    expected = start + int(length) if length and length.isdigit() else None
+    encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
+    # the listed size stands in for a missing length; it is of the decoded file, so
+    # not for an encoded body (whose own end the decoder checks)
+    listed = size if expected is None and encoding in ("", "identity") else None
+    return expected, listed, encoding
+
+
+def _check_not_longer(
+    sock: socket.socket,
+    resp: http.client.HTTPResponse,
+    part: Path,
+    expected: int | None,
+    received: int,
+) -> None:
+    """Refuses a body followed by more bytes than its Content-Length gave."""
+    if expected is not None and received == expected and _more_waiting(sock, resp):
+        part.unlink(missing_ok=True)  # Content-Length is wrong: the file is cut
+        raise FetchError(
+            f"the server sent more than its Content-Length of {resp.getheader('Content-Length')} "
+            "bytes, so the length is wrong and the file may be cut short",
+            False,
+        )
+
+
+def _check_complete(
+    part: Path, received: int, expected: int | None, listed: int | None, chunked: bool
+) -> None:
+    """Refuses a body shorter than its Content-Length, or not of the listed size without one."""
+    if expected is not None and received < expected:
+        raise FetchError(_cut_short(received, expected), True)
+    if listed is not None and received != listed:
+        _check_listed_size(part, received, listed, chunked)
 
 
 def _resumable(part: Path, url: str) -> bool:
