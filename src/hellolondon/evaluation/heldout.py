@@ -136,45 +136,17 @@ def score_heldout(
 ) -> dict[str, Any]:
     """Score every token of `val.bin` (or its first `max_tokens + 1` tokens); see the module doc."""
     context = model.config.block_size
-    stride = max(1, context // 2) if stride is None else stride
-    if not 0 < stride <= context:
-        raise UserError(
-            f"--stride must be between 1 and the model's context ({context}), not {stride}"
-        )
-    val_bin = token_file(data_dir, "val")
-    check_token_ids(data_dir, model.config.vocab_size, splits=("val",))
-    tokens = open_tokens(data_dir, "val")
-    total = len(tokens)
-    if max_tokens:
-        tokens = tokens[: max_tokens + 1]
-    if len(tokens) < 2:
-        raise UserError(f"{val_bin} has fewer than 2 tokens; nothing to evaluate")
+    stride = _check_stride(context, stride)
+    tokens, total = _val_tokens(data_dir, model.config.vocab_size, max_tokens)
     spans = sorted(meta.get("val_spans") or [], key=lambda s: s["start"])
     tally = Tally(
         np.array([s["start"] for s in spans], dtype=np.int64),
         np.array([s["end"] for s in spans], dtype=np.int64),
         token_bytes(tok),
     )
-    plan = list(windows(len(tokens), context, stride))
-    bs = _batch_size(min(context, len(tokens) - 1), model.config.vocab_size)
     was_training = model.training
     model.eval()
-    autocast = _autocast(device)
-    for i in progress_bar(
-        range(0, len(plan), bs), desc="held-out", unit="batch", disable=not show_progress
-    ):
-        batch = plan[i : i + bs]
-        span = min(context, len(tokens) - 1)
-        idx = np.stack([tokens[s : s + span + 1] for s, _ in batch]).astype(np.int64)
-        x = torch.from_numpy(idx[:, :-1]).to(device)
-        y = torch.from_numpy(idx[:, 1:]).to(device)
-        with autocast:
-            logits, _ = model(x)
-        nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").cpu().numpy()
-        for row, (s, first) in enumerate(batch):
-            keep = slice(first - s - 1, span)  # target j sits at column j - s - 1
-            pos = np.arange(first, s + span + 1)
-            tally.add(pos, idx[row, 1:][keep], nll[row, keep].astype(np.float64))
+    _score_windows(model, tokens, tally, stride, device, show_progress)
     model.train(was_training)
     result = _stats(tally.nats.sum(), tally.text_nats.sum(), tally.tokens.sum(), tally.bytes.sum())
     return result | {
@@ -185,6 +157,64 @@ def score_heldout(
         "documents": len(spans),
         **_by_group(tally, spans),
     }
+
+
+def _check_stride(context: int, stride: int | None) -> int:
+    """The stride asked for, or half the context when none was; refused outside 1..context."""
+    stride = max(1, context // 2) if stride is None else stride
+    if not 0 < stride <= context:
+        raise UserError(
+            f"--stride must be between 1 and the model's context ({context}), not {stride}"
+        )
+    return stride
+
+
+def _val_tokens(data_dir: str | Path, vocab_size: int, max_tokens: int) -> tuple[np.ndarray, int]:
+    """The val split's tokens (its first `max_tokens + 1` when `max_tokens`) and its length."""
+    val_bin = token_file(data_dir, "val")
+    check_token_ids(data_dir, vocab_size, splits=("val",))
+    tokens = open_tokens(data_dir, "val")
+    total = len(tokens)
+    if max_tokens:
+        tokens = tokens[: max_tokens + 1]
+    if len(tokens) < 2:
+        raise UserError(f"{val_bin} has fewer than 2 tokens; nothing to evaluate")
+    return tokens, total
+
+
+def _score_windows(
+    model: GPT,
+    tokens: np.ndarray,
+    tally: Tally,
+    stride: int,
+    device,
+    show_progress: bool,
+) -> None:
+    """Adds each target's loss to `tally`, scoring the sliding windows in batches."""
+    context = model.config.block_size
+    plan = list(windows(len(tokens), context, stride))
+    span = min(context, len(tokens) - 1)
+    bs = _batch_size(span, model.config.vocab_size)
+    autocast = _autocast(device)
+    for i in progress_bar(
+        range(0, len(plan), bs), desc="held-out", unit="batch", disable=not show_progress
+    ):
+        batch = plan[i : i + bs]
+        idx = np.stack([tokens[s : s + span + 1] for s, _ in batch]).astype(np.int64)
+        nll = _nll(model, idx, device, autocast)
+        for row, (s, first) in enumerate(batch):
+            keep = slice(first - s - 1, span)  # target j sits at column j - s - 1
+            pos = np.arange(first, s + span + 1)
+            tally.add(pos, idx[row, 1:][keep], nll[row, keep].astype(np.float64))
+
+
+def _nll(model: GPT, idx: np.ndarray, device, autocast) -> np.ndarray:
+    """Each target's negative log-likelihood in nats, for a batch of windows (rows of `idx`)."""
+    x = torch.from_numpy(idx[:, :-1]).to(device)
+    y = torch.from_numpy(idx[:, 1:]).to(device)
+    with autocast:
+        logits, _ = model(x)
+    return F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").cpu().numpy()
 
 
 def _autocast(device):
