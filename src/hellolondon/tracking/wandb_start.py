@@ -256,35 +256,22 @@ def start_wandb(
 ) -> WandbTracker | None:
     """Open the W&B side of a run, or None when it is disabled or cannot start even offline."""
     t0 = time.monotonic()
-    opts = WandbOptions.from_config(cfg)
-    opts.name = opts.name or run.name
-    opts.config = scrub(run_config if run_config is not None else cfg.to_dict())
+    opts = _options(cfg, run, run_config)
     local = show_path(run.metrics_file)
     if opts.mode == "disabled":  # nothing of W&B is imported, no process started
-        why = choose_mode(opts)[1]
-        console(f"wandb: disabled ({why}); metrics go to {local} only")
-        run.write_tracker_state({**_earlier_id(run), "mode": "disabled", "reason": why})
+        _say_disabled(opts, run, local, console)
         return None
-    # W&B's own error reports go to the same server from exit handlers; when that server hangs
-    # they hold the finished process for ~20 s. An explicit WANDB_ERROR_REPORTING still wins.
-    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+    _no_error_reports()
     try:
         wandb = _import_wandb()
     except Exception as exc:  # missing or broken: the run must not die of its bookkeeping
-        reason = f"{type(exc).__name__}: {scrub_text(str(exc))[:200]}"
-        console(f"wandb: could not import W&B ({reason}); metrics go to {local} only")
-        run.write_tracker_state({**_earlier_id(run), "mode": "failed", "reason": reason})
+        _say_not_imported(exc, run, local, console)
         return None
     _quiet_terminal(wandb, opts.debug)
     opts.base_url = opts.base_url or base_url()  # `wandb login --host` is stored
     mode, why, creds = choose_mode(opts)
-    # under `wandb agent` the trial's run already exists: W&B names it in WANDB_RUN_ID
-    run_id = resume_run_id or os.environ.get("WANDB_RUN_ID", "").strip() or new_run_id()
-    if resume_run_id:
-        mend_earlier_parts(run, run_id, console)
-    if mode == "online" and any(
-        s.name.startswith("offline-") and not is_synced(s) for s in segment_dirs(run, run_id)
-    ):
+    run_id = _run_id(run, resume_run_id, console)
+    if mode == "online" and _unsynced_parts(run, run_id):
         mode, why = "offline", UNSYNCED
     deadline = t0 + opts.init_timeout
     wb_run = None
@@ -299,15 +286,61 @@ def start_wandb(
                 wandb, opts, "offline", run_id, run, max(5.0, deadline - time.monotonic())
             )
         except Exception as exc:
-            quiet_teardown(wandb)
-            console(
-                f"wandb: could not start even offline ({classify(exc)}); metrics go to {local} only"
-            )
-            run.write_tracker_state({"mode": "failed", "reason": scrub_text(str(exc))[:300]})
+            _say_offline_failed(wandb, exc, run, local, console)
             return None
     tracker = WandbTracker(wandb, wb_run, opts, mode, why, run, console)
     tracker.begin(resumed=resume_run_id is not None, started_s=time.monotonic() - t0)
     return tracker
+
+
+def _options(cfg: RunConfig, run: RunDir, run_config: dict[str, Any] | None) -> WandbOptions:
+    """The W&B options of the config, named after the run, with the run's config scrubbed."""
+    opts = WandbOptions.from_config(cfg)
+    opts.name = opts.name or run.name
+    opts.config = scrub(run_config if run_config is not None else cfg.to_dict())
+    return opts
+
+
+def _say_disabled(opts: WandbOptions, run: RunDir, local: str, console: Console) -> None:
+    why = choose_mode(opts)[1]
+    console(f"wandb: disabled ({why}); metrics go to {local} only")
+    run.write_tracker_state({**_earlier_id(run), "mode": "disabled", "reason": why})
+
+
+def _no_error_reports() -> None:
+    """W&B's own error reports go to the same server from exit handlers; when that server hangs
+    they hold the finished process for ~20 s. An explicit WANDB_ERROR_REPORTING still wins."""
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+
+
+def _say_not_imported(exc: Exception, run: RunDir, local: str, console: Console) -> None:
+    reason = f"{type(exc).__name__}: {scrub_text(str(exc))[:200]}"
+    console(f"wandb: could not import W&B ({reason}); metrics go to {local} only")
+    run.write_tracker_state({**_earlier_id(run), "mode": "failed", "reason": reason})
+
+
+def _run_id(run: RunDir, resume_run_id: str | None, console: Console) -> str:
+    """The W&B run id: the resumed run's (its earlier parts mended), the sweep agent's, or new."""
+    # under `wandb agent` the trial's run already exists: W&B names it in WANDB_RUN_ID
+    run_id = resume_run_id or os.environ.get("WANDB_RUN_ID", "").strip() or new_run_id()
+    if resume_run_id:
+        mend_earlier_parts(run, run_id, console)
+    return run_id
+
+
+def _unsynced_parts(run: RunDir, run_id: str) -> bool:
+    """Whether an earlier offline part of this run still waits for `wandb sync`."""
+    return any(
+        s.name.startswith("offline-") and not is_synced(s) for s in segment_dirs(run, run_id)
+    )
+
+
+def _say_offline_failed(
+    wandb: Any, exc: Exception, run: RunDir, local: str, console: Console
+) -> None:
+    quiet_teardown(wandb)
+    console(f"wandb: could not start even offline ({classify(exc)}); metrics go to {local} only")
+    run.write_tracker_state({"mode": "failed", "reason": scrub_text(str(exc))[:300]})
 
 
 def mend_earlier_parts(run: RunDir, run_id: str, console: Console) -> None:
