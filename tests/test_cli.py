@@ -400,9 +400,11 @@ def test_a_checkpoint_of_a_newer_version_says_to_upgrade(capsys, trained, tmp_pa
 
 def test_resume_of_nothing_says_what_to_give_and_no_more(capsys, tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run.json").write_text("{}")
     for given, said in [
         (tmp_path / "missing", "does not exist; give a run folder or a checkpoint folder"),
         (tmp_path / "run", "no checkpoint found at"),
+        (tmp_path / "run.json", "is a file, not a folder; give a run folder or a checkpoint"),
     ]:
         err = _err(capsys, ["train", "--resume", str(given), "--wandb-mode", "disabled"])
         assert said in err and "resume an earlier checkpoint" not in err, err

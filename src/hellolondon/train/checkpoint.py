@@ -361,6 +361,8 @@ def _no_checkpoint(p: Path) -> UserError:
 
     if not p.exists():
         return UserError(f"{p} does not exist; give a run folder or a checkpoint folder")
+    if not p.is_dir():  # a run's config.json, say
+        return UserError(f"{p} is a file, not a folder; give a run folder or a checkpoint folder")
     if (p / "model.safetensors").is_file():  # weights without state.json: an export's folder
         return UserError(
             f"{p} is a Hugging Face model folder (from `hellolondon export`), not a checkpoint; "
