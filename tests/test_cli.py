@@ -458,6 +458,21 @@ def test_interactive_generate_takes_a_prompt_longer_than_the_context(capsys, tra
     assert "more than the model's context" in err and "KING." in out and "word word" in out
 
 
+def test_generate_from_the_starting_weights_says_they_are_untrained(capsys, trained, tmp_path):
+    """A run stopped before its first step saved step 0: random weights, random text."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    newest = sorted((run / "checkpoints").glob("step-*"))[-1]
+    state = json.loads((newest / "state.json").read_text())
+    (newest / "state.json").write_text(json.dumps(state | {"step": 0}))
+    argv = ["generate", str(newest), "--prompt", "KING.", "--max-new-tokens", "3"]
+    assert main(argv + ["--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("KING.") and "step 0, before any training step" in err
+    assert main(["generate", str(trained), "--max-new-tokens", "3", "--device", "cpu"]) == 0
+    assert "step 0" not in capsys.readouterr().err
+
+
 def test_generate_without_the_tokenizer(capsys, trained, tmp_path):
     ckpt = tmp_path / "lonely"
     shutil.copytree(trained / "checkpoints" / "best", ckpt)

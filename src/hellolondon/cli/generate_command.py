@@ -74,11 +74,22 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
     )
     loaded = load_for_inference(args.checkpoint, resolve_device(args.device, "--device "))
+    _note_untrained(loaded.ckpt, loaded.state)
     write = functools.partial(_write, loaded.model, loaded.tokenizer, s)
     if not args.interactive:
         write(args.prompt)
         return 0
     return _session(write, loaded.ckpt, args.prompt)
+
+
+def _note_untrained(ckpt: Path, state: dict) -> None:
+    """Say (on stderr) when the checkpoint holds the starting weights: its text is noise."""
+    if state.get("step") == 0:
+        print(
+            f"note: {ckpt} was saved at step 0, before any training step: its text is random; "
+            "train the run further (hellolondon train --resume RUN) first",
+            file=sys.stderr,
+        )
 
 
 def _write(model: GPT, tok: Tokenizer, s: Sampling, prompt: str) -> None:
