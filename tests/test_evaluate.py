@@ -345,6 +345,28 @@ def test_eval_without_token_files_says_to_pass_data(trained_run, tmp_path, capsy
     assert "pass --data DIR" in capsys.readouterr().err
 
 
+def test_eval_from_another_folder_finds_the_data_the_run_recorded(
+    trained_run, tiny_data, tmp_path, capsys, monkeypatch
+):
+    """A run trained with `--data work/data` names its data relative to where it was started;
+    its config.json also records the absolute folder, which eval takes from anywhere else."""
+    run = _run_copy(trained_run, tmp_path)
+    for state_file in run.glob("checkpoints/*/state.json"):
+        state = json.loads(state_file.read_text())
+        state["config"]["data"]["data_dir"] = "work/data"
+        state_file.write_text(json.dumps(state))
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["data_dir"] = "work/data"
+    (run / "config.json").write_text(json.dumps(config))
+    assert config["reproduce"]["data"]["data_dir"] == str(tiny_data.resolve())
+    monkeypatch.chdir(tmp_path)  # holds no work/data
+    argv = ["eval", str(run), "--no-probes", "--no-generation", "--no-track", "--json"]
+    assert main([*argv, "--max-tokens", "64", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["heldout"]["data_dir"] == str(tiny_data.resolve())
+    assert report["heldout"]["own_data"]
+
+
 @pytest.mark.parametrize("stride", ["0", "-1", "100000"])
 def test_eval_refuses_a_stride_outside_the_context(trained_run, tmp_path, capsys, stride):
     argv = ["eval", str(trained_run), "--stride", stride, "--no-probes", "--no-generation"]

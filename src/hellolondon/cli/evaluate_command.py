@@ -31,7 +31,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="a run folder (its newest checkpoint) or a checkpoint folder")
-    p.add_argument("--data", help="prepared token folder (default: the run's data.data_dir)")
+    p.add_argument("--data", help="prepared token folder (default: the one the run trained on)")
     p.add_argument(
         "--probes",
         metavar="FILE",

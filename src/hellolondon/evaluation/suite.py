@@ -67,10 +67,14 @@ def same_weights(report: dict[str, Any], digest: str | None) -> bool:
     return not (report.get("weights_sha256") and digest) or report["weights_sha256"] == digest
 
 
-def _data_dir(cfg, data_dir: str | Path | None) -> Path:
+def _data_dir(cfg, data_dir: str | Path | None, run: RunDir | None) -> Path:
+    """`--data`, else the folder the run trained on: as its config names it, or by the absolute
+    path it recorded when evaluated from another folder (as `reproduce` finds it)."""
     from hellolondon.prepare import is_prepared
+    from hellolondon.provenance import recorded_data_dir
 
-    path = Path(data_dir or cfg.data.data_dir)
+    recorded = recorded_data_dir(run.read_config()) if run is not None else None
+    path = Path(data_dir or recorded or cfg.data.data_dir)
     if not is_prepared(path):
         hint = "" if data_dir else " (the run's data.data_dir)"
         raise UserError(
@@ -127,11 +131,11 @@ def evaluate(
     )  # fmt: skip
     probes = load_probes(probes_path) if "probes" in parts else None
     meta = data = None
+    run = RunDir.of_checkpoint(ckpt)
     if "heldout" in parts:
-        data = _data_dir(cfg, data_dir)
+        data = _data_dir(cfg, data_dir, run)
         meta = load_meta(data)
         check_tokenizer_matches(meta, tok)
-    run = RunDir.of_checkpoint(ckpt)
     report: dict[str, Any] = {
         "checkpoint": str(ckpt),
         "run": run.name if run else None,
