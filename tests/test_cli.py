@@ -398,6 +398,26 @@ def test_a_checkpoint_of_a_newer_version_says_to_upgrade(capsys, trained, tmp_pa
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
+def test_resume_from_another_folder_finds_the_data_the_run_recorded(
+    trained, tiny_data, tmp_path, monkeypatch
+):
+    """A run trained with `--data work/data` names its data relative to where it was started;
+    its config.json also records the absolute folder, which a resume takes from elsewhere."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for state_file in run.glob("checkpoints/*/state.json"):
+        state = json.loads(state_file.read_text())
+        state["config"]["data"]["data_dir"] = "work/data"
+        state_file.write_text(json.dumps(state))
+    monkeypatch.chdir(tmp_path)  # holds no work/data
+    argv = ["train", "--resume", str(run), "train.max_iters=7", "--wandb-mode", "disabled"]
+    assert main(argv) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["data_dir"] == str(tiny_data.resolve())
+    changed = config["reproduce"]["resumes"][-1]["settings_changed"]
+    assert changed == {"train.max_iters": [6, 7]}  # the data folder is the same one
+
+
 def test_resume_of_nothing_says_what_to_give_and_no_more(capsys, tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run.json").write_text("{}")

@@ -410,9 +410,20 @@ def config_for_resume(resume: str, config_file: str | None, overrides: list[str]
         raise
     except UserError as exc:  # the checkpoint named is unreadable: another may not be
         raise UserError(f"{exc}; resume an earlier checkpoint or the run folder") from None
-    return build_config(
-        config_file=config_file, overrides=overrides, base=from_dict(state["config"])
-    )
+    base = _with_recorded_data(from_dict(state["config"]), ckpt)
+    return build_config(config_file=config_file, overrides=overrides, base=base)
+
+
+def _with_recorded_data(cfg: RunConfig, ckpt: Path) -> RunConfig:
+    """The run's data folder as `reproduce` finds it: the configured one may be relative to
+    where training started, and the run records its absolute path too (`--data` still wins)."""
+    import dataclasses
+
+    run = RunDir.of_checkpoint(ckpt)
+    found = provenance.recorded_data_dir(run.read_config()) if run is not None else None
+    if not found or found == cfg.data.data_dir:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=found))
 
 
 def _wrap(model: GPT, cfg: RunConfig, d: Dist, log=print) -> nn.Module:
