@@ -37,6 +37,8 @@
 # lacks torch. The last JSON line, `done`, lists what `passed`, what `failed` and what was
 # `skipped` (for time, or for want of what an earlier section makes), and the same three lines
 # close stderr.
+# The arguments are checked before anything runs: a missing OUT, an OUT that is a file, an
+# unknown section or a --benches row that is not PRESET:BATCH[:OPTION] is one line and exit 2.
 # --cpu: the same path, shortened, on the CPU (tiny preset, a slice of the corpus), to check
 # the script itself where there is no GPU.
 #
@@ -83,8 +85,27 @@ if [ -n "$NANOGPT" ]; then
   NANOGPT="$(absolute "$NANOGPT")"
   [ -f "$NANOGPT/model.py" ] || usage "no model.py in --nanogpt $NANOGPT (the folder of nanoGPT's model.py)"
 fi
-OUT="$(absolute "${OUT:-${OUT_DIR:-suite-out}}")"
-mkdir -p "$OUT"
+OUT="${OUT:-${OUT_DIR:-}}"
+[ -n "$OUT" ] || usage "give the output folder first: gpu_suite.sh OUT [options]"
+OUT="$(absolute "$OUT")"
+[ ! -e "$OUT" ] || [ -d "$OUT" ] || usage "OUT $OUT is a file; give a folder for results.jsonl and suite.log"
+KNOWN=" env tests data run resume torchrun fsdp eval export generate bench speed attention muon compile_modes memory fp8 noise "
+for s in $SECTIONS; do
+  [[ "$KNOWN" == *" $s "* ]] || usage "unknown section '$s'; sections:${KNOWN% }"
+done
+# bench_row_error PRESET:BATCH[:OPTION]: what is wrong with a --benches row, or nothing
+bench_row_error() {
+  local preset batch opt
+  IFS=: read -r preset batch opt <<<"$1"
+  case "$preset" in tiny|slm|regular) ;; *) echo "preset '$preset' is not tiny, slm or regular"; return ;; esac
+  [[ "$batch" =~ ^[1-9][0-9]*$ ]] || { echo "batch '$batch' is not a number of sequences (1 or more)"; return; }
+  case "$opt" in ""|muon|fp8|autotune|cudagraphs|*=*) ;; *) echo "option '$opt' is not muon, fp8, autotune, cudagraphs or key=value+..." ;; esac
+}
+for row in $BENCH_ROWS; do
+  why=$(bench_row_error "$row")
+  [ -z "$why" ] || usage "--benches row '$row': $why; rows are PRESET:BATCH[:OPTION], e.g. slm:32:fp8"
+done
+mkdir -p "$OUT" 2>/dev/null || usage "cannot create the output folder $OUT; give a writable one"
 if [ -n "${SUITE_WORK:-}" ]; then
   WORK="$(absolute "$SUITE_WORK")"
   mkdir -p "$WORK"
@@ -354,8 +375,6 @@ bench_row() {
     autotune) settings=(train.compile_mode=max-autotune-no-cudagraphs) ;;
     cudagraphs) settings=(train.compile_mode=reduce-overhead) ;;
     *=*) IFS=+ read -r -a settings <<<"$opt" ;;
-    *) note bench "unknown bench option '$opt' in $1 (muon, fp8, autotune, cudagraphs, or key=value+...)"
-       FAILED+=("bench $1"); return 0 ;;
   esac
   if [ -z "$opt" ]; then
     if [ "$preset" = regular ]; then cost=150; else cost=110; fi

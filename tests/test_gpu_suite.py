@@ -238,20 +238,12 @@ def test_wheels_pip_cannot_install_are_a_note_and_a_failure(tmp_path):
     assert rows[-1]["failed"] == ["wheels"]
 
 
-def test_an_unknown_bench_option_is_a_note_and_a_failure(tmp_path):
-    done, rows = _suite(tmp_path, "--sections", "bench", "--benches", "tiny:8:fp9", timeout=60)
-    assert done.returncode == 1
-    assert rows[0]["note"].startswith("unknown bench option 'fp9' in tiny:8:fp9")
-    assert rows[-1]["failed"] == ["bench tiny:8:fp9"]
-    assert rows[-1]["work"] == str(tmp_path / "work") and (tmp_path / "work").is_dir()
-
-
 def test_a_work_folder_of_its_own_is_removed_at_the_end(tmp_path):
     (tmp_path / "tmp").mkdir()
     env = {k: v for k, v in os.environ.items() if k != "SUITE_WORK"}
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
-         "--sections", "bench", "--benches", "tiny:8:fp9"],
+         "--sections", "env"],
         env={**env, "PYTHON": sys.executable, "TMPDIR": str(tmp_path / "tmp")},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -271,6 +263,12 @@ def test_a_work_folder_of_its_own_is_removed_at_the_end(tmp_path):
         (["out", "--step-timeout", "0"], "--step-timeout must be at least 1 second"),
         (["out", "data"], "one output folder, not both out and data"),  # `--section data`
         (["out", "--nanogpt", "nano"], "no model.py in --nanogpt "),
+        (["--cpu"], "give the output folder first"),
+        (["out", "--sections", "env bogus"], "unknown section 'bogus'; sections: env tests"),
+        (["out", "--benches", "slm:x"], "row 'slm:x': batch 'x' is not a number of sequences"),
+        (["out", "--benches", "slm:32 slm:0"], "row 'slm:0': batch '0' is not a number"),
+        (["out", "--benches", "big:8"], "row 'big:8': preset 'big' is not tiny, slm or regular"),
+        (["out", "--benches", "tiny:8:fp9"], "row 'tiny:8:fp9': option 'fp9' is not muon, fp8,"),
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_2_before_anything_is_written(tmp_path, args, said):
@@ -284,12 +282,24 @@ def test_a_usage_error_is_one_line_and_exit_2_before_anything_is_written(tmp_pat
     assert list(tmp_path.iterdir()) == []  # no output folder, no work folder
 
 
+def test_an_output_folder_that_is_a_file_is_a_usage_error(tmp_path):
+    (tmp_path / "out").write_text("kept")
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "out", "--cpu"], cwd=tmp_path,
+        env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": str(tmp_path / "work")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert "out is a file; give a folder" in done.stderr and done.stderr.count("\n") == 1
+    assert (tmp_path / "out").read_text() == "kept" and not (tmp_path / "work").exists()
+
+
 def test_relative_paths_are_the_callers_not_the_repositorys(tmp_path):
     (tmp_path / "nano").mkdir()
     (tmp_path / "nano" / "model.py").write_text(STAND_IN)
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "out", "--cpu", "--nanogpt", "nano",
-         "--sections", "none"],
+         "--sections", "env"],
         cwd=tmp_path, env={**os.environ, "PYTHON": sys.executable, "SUITE_WORK": "work"},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
