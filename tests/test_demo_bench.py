@@ -21,6 +21,16 @@ def test_bench_prints_the_step_time_as_json(capsys):
     assert result["dtype"] == "float32" and result["mfu_percent"] is None  # no CPU peak
 
 
+def test_bench_json_keeps_its_notes_on_stderr(capsys):
+    argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+            "--batch-size", "2", "--block-size", "16", "--vocab-size", "256", "--json",
+            "train.compile=false", "train.compile_mode=reduce-overhead"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["compile_mode"] == "reduce-overhead"  # stdout: the JSON alone
+    assert "note: train.compile_mode=reduce-overhead has no effect" in err
+
+
 def test_bench_takes_key_value_settings_after_the_flags(capsys):
     argv = ["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
             "--block-size", "8", "--json", "model.block_size=16", "train.batch_size=3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from hellolondon.config import PRESETS, build_config
@@ -69,7 +70,11 @@ def register(sub) -> None:
     p.add_argument(
         "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of lines (notes and warnings: stderr)",
+    )
     p.add_argument(
         "overrides", nargs="*", metavar="key=value",
         help="more settings, e.g. train.attention=flash train.compile_mode=max-autotune",
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         _check_profile_folder(profile)
     r = bench(
         cfg, steps=args.steps, warmup=args.warmup, repeat=args.repeat, profile=profile,
-        log=(lambda *_: None) if args.json else print,
+        log=_to_stderr if args.json else print,
     )  # fmt: skip
     if args.json:
         print(json.dumps(r))
@@ -132,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         print(f"  trace: {r['profile']['trace']}")
     return 0
+
+
+def _to_stderr(line: str) -> None:
+    """Under --json the notes and warnings go to stderr, so stdout is the JSON object alone."""
+    print(line, file=sys.stderr)
 
 
 def _check_profile_folder(folder: Path) -> None:
