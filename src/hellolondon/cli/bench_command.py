@@ -22,7 +22,7 @@ EXAMPLES = """examples:
 key=value settings are those of `hellolondon train` (see `hellolondon config`), applied after
 the flags, so they win over them.
 
-MFU uses the detected GPU's bf16 peak (HELLOLONDON_PEAK_TFLOPS overrides it); none on CPU."""
+MFU uses the detected GPU's bf16 peak, or HELLOLONDON_PEAK_TFLOPS (which also gives one on a CPU)."""
 
 
 def register(sub) -> None:
