@@ -17,7 +17,8 @@
 #   warm). It runs right after `resume`, so it can push later sections past the budget.
 # A section that would not finish inside --budget seconds (default 470) is skipped with a note,
 # and a command still running when the budget is spent is stopped (its line says so), so the
-# call ends, with its `done` line, a few seconds after the budget.
+# call ends, with its `done` line, a few seconds after the budget. A SIGTERM or Ctrl-C to the
+# suite stops the command it is running too (and removes a work folder of its own).
 # --nanogpt DIR (or NANOGPT_DIR): a folder holding nanoGPT's model.py, timed beside `bench` at
 # the same settings (AdamW, as nanoGPT trains); without it those rows are skipped with a note,
 # and a folder without model.py is a usage error. OUT, DIR, SUITE_WORK and SUITE_WHEELS are
@@ -144,6 +145,11 @@ late() {
   note "$1" "$2 skipped: the budget of $BUDGET s was spent"
   SKIPPED+=("$2 (time)")
 }
+# A SIGTERM or Ctrl-C to the suite stops the command `run` waits on too (it runs in a process
+# group of its own, which the signal would not reach), and the EXIT trap removes the work folder.
+CHILD=""
+on_signal() { [ -z "$CHILD" ] || kill -TERM "$CHILD" 2>/dev/null; wait; exit 143; }
+trap on_signal TERM INT
 # why a command given LIMIT seconds was stopped: budget or --step-timeout
 stopped_by() { if [ "$1" -lt "$STEP_TIMEOUT" ]; then echo budget; else echo --step-timeout; fi; }
 # run NAME CMD...: the command's output goes to the log; a JSON line says how it ended
@@ -154,8 +160,10 @@ run() {
   t0=$(date +%s) limit=$(limit_s)
   echo "### $name: $*" >>"$LOG"
   mkdir -p "$WORK/logs"
-  timeout -k 10 "$limit" "$@" >"$WORK/logs/$name.log" 2>&1
-  rc=$?
+  timeout -k 10 "$limit" "$@" >"$WORK/logs/$name.log" 2>&1 &
+  CHILD=$!
+  wait "$CHILD"
+  rc=$? CHILD=""
   cat "$WORK/logs/$name.log" >>"$LOG"
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     why=$(stopped_by "$limit")
@@ -434,7 +442,7 @@ if want resume 120 && needs resume "$WORK/data/meta.json" "token files" &&
   echo "### run-cut" >>"$LOG"
   rm -rf "$WORK/runs/cut"  # a kept work folder's earlier cut run
   "${HL[@]}" train --preset "$PRESET" --run-name cut "${COMMON[@]}" >"$cut_log" 2>&1 &
-  pid=$!
+  pid=$! CHILD=$!
   until_s=$(($(date +%s) + $(limit_s)))
   while [ "$(date +%s)" -lt "$until_s" ]; do # until the step-$CUT checkpoint is written
     grep -q "saved checkpoint.*$(printf 'step-%06d' "$CUT")" "$cut_log" 2>/dev/null && break
@@ -450,7 +458,7 @@ if want resume 120 && needs resume "$WORK/data/meta.json" "token files" &&
   done
   kill -KILL "$pid" 2>/dev/null
   wait "$pid"
-  rc=$?
+  rc=$? CHILD=""
   cat "$cut_log" >>"$LOG"
   stopped_at=$(grep -o "saved checkpoint [^ ]*" "$cut_log" | tail -1)
   emit "{\"step\": \"run-cut\", \"rc\": $rc, \"sigterm\": true, \"last\": \"${stopped_at##*/}\"}"

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -292,6 +294,28 @@ def test_an_output_folder_that_is_a_file_is_a_usage_error(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert "out is a file; give a folder" in done.stderr and done.stderr.count("\n") == 1
     assert (tmp_path / "out").read_text() == "kept" and not (tmp_path / "work").exists()
+
+
+def test_a_sigterm_to_the_suite_stops_its_command_and_removes_the_work_folder(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "SUITE_WORK"}
+    suite = subprocess.Popen(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "data run"],
+        env={**env, "PYTHON": sys.executable, "TMPDIR": str(tmp_path / "tmp")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    log = tmp_path / "out" / "suite.log"
+    deadline = time.monotonic() + 90
+    while "### run-whole" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline and suite.poll() is None
+        time.sleep(0.2)
+    time.sleep(2)  # the training command is under way
+    suite.send_signal(signal.SIGTERM)
+    assert suite.wait(timeout=90) != 0
+    running = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path / "tmp") not in running  # the training command stopped with the suite
+    assert not list((tmp_path / "tmp").glob("hl-suite.*"))  # and its work folder is gone
 
 
 def test_relative_paths_are_the_callers_not_the_repositorys(tmp_path):
