@@ -11,6 +11,7 @@
 # Sections (default: the acceptance list; `speed` adds the speed-option measurements):
 #   env tests data run resume torchrun fsdp eval export generate bench
 #   speed = attention muon compile_modes memory fp8
+#   none: no section (the wheels, if any, and the `done` line)
 #   noise (or --noise): a second uninterrupted run of `run`'s settings, whose losses after the
 #   cut are compared with the first run's: the run-to-run noise over the steps the resume
 #   check compares (`run` took 74 s on one H200 with a cold compile cache; this one finds it
@@ -90,7 +91,7 @@ OUT="${OUT:-${OUT_DIR:-}}"
 [ -n "$OUT" ] || usage "give the output folder first: gpu_suite.sh OUT [options]"
 OUT="$(absolute "$OUT")"
 [ ! -e "$OUT" ] || [ -d "$OUT" ] || usage "OUT $OUT is a file; give a folder for results.jsonl and suite.log"
-KNOWN=" env tests data run resume torchrun fsdp eval export generate bench speed attention muon compile_modes memory fp8 noise "
+KNOWN=" none env tests data run resume torchrun fsdp eval export generate bench speed attention muon compile_modes memory fp8 noise "
 for s in $SECTIONS; do
   [[ "$KNOWN" == *" $s "* ]] || usage "unknown section '$s'; sections:${KNOWN% }"
 done
