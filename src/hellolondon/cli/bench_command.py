@@ -47,7 +47,8 @@ def register(sub) -> None:
         "--warmup",
         type=int,
         default=5,
-        help="untimed steps first, compilation included (default: 5)",
+        help="untimed steps first, compilation included; the first step always runs untimed, "
+        "as it gives the first-step time (default: 5)",
     )
     p.add_argument(
         "--repeat", type=int, default=1, metavar="N",
