@@ -54,8 +54,13 @@ def tokens(tmp_path_factory) -> Path:
     return make_tokens(tmp_path_factory.mktemp("tokens"))
 
 
-def test_gpu_requests_are_checked_against_the_machine():
+def test_gpu_requests_are_checked_against_the_machine(monkeypatch):
     check_gpus(2, "cpu", 0)  # CPU processes need no GPU
+    monkeypatch.setattr("hellolondon.prepare.usable_cpus", lambda: 2)
+    check_gpus(8, "cpu", 0)  # more ranks than CPUs: slow, but allowed
+    with pytest.raises(UserError, match=r"--gpus 9 device=cpu starts 9 training processes for "
+                       r"the 2 CPUs this process may use; give at most 8"):  # fmt: skip
+        check_gpus(9, "cpu", 0)  # a slip (--gpus 100000) would swamp the machine
     check_gpus(2, "auto", 2)
     with pytest.raises(UserError, match="more GPUs than the 2 this machine shows"):
         check_gpus(4, "auto", 2)

@@ -39,6 +39,7 @@ def check_gpus(asked: int, device: str, available: int) -> None:
     if asked < 1:
         raise UserError(f"--gpus must be at least 1, not {asked}")
     if device == "cpu":
+        _check_cpu_processes(asked)
         return
     if device.startswith("cuda:") or device == "mps":
         raise UserError(
@@ -54,6 +55,24 @@ def check_gpus(asked: int, device: str, available: int) -> None:
         limit = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
         raise UserError(
             f"--gpus {asked} asks for more GPUs than the {available} this machine shows{limit}"
+        )
+
+
+CPU_PROCESSES_PER_CPU = 4  # beyond this many ranks per CPU, a setting is taken for a slip
+
+
+def _check_cpu_processes(asked: int) -> None:
+    """Ranks beyond the CPUs only share them (each computes its share on its own threads), and
+    thousands of processes would swamp the machine before any could fail: a count far above
+    the CPUs is refused."""
+    from hellolondon.prepare import usable_cpus
+
+    cpus = usable_cpus()
+    if asked > CPU_PROCESSES_PER_CPU * cpus:
+        raise UserError(
+            f"--gpus {asked} device=cpu starts {asked} training processes for the {cpus} CPUs "
+            f"this process may use; give at most {CPU_PROCESSES_PER_CPU * cpus} (--gpus {cpus} "
+            "is the fastest: more processes only share the CPUs)"
         )
 
 
