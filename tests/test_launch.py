@@ -192,6 +192,43 @@ def test_a_launch_removes_the_files_a_killed_launcher_left(tokens, tmp_path, mon
     assert sorted(p.name for p in temp.iterdir()) == sorted(kept)
 
 
+@pytest.mark.parametrize("ended", [True, False], ids=["after-the-checkpoint", "mid-step"])
+def test_a_second_ctrl_c_to_the_launcher_is_an_abort_only_while_the_ranks_train(
+    tokens, tmp_path, monkeypatch, capsys, ended
+):
+    """A second Ctrl-C that lands after the ranks had stopped and saved (the first one's
+    doing) ends nothing: the launcher says how to go on, as after one. Before that it aborts:
+    "interrupted", exit code 130, the run recorded as aborted."""
+    from hellolondon.rundir import RunDir
+    from hellolondon.train import torchrun
+
+    run = RunDir(tmp_path / "runs" / "r")
+
+    def fake_torchrun(cmd, env):  # the ranks' trace, then the launcher's second SIGINT
+        run.path.mkdir(parents=True)
+        (run.checkpoints / "step-000004").mkdir(parents=True)
+        (run.checkpoints / "step-000004" / "state.json").write_text("{}", encoding="utf-8")
+        run.mark_training()
+        log = run.metrics_log()
+        log.write({"step": 4, "train/loss": 5.0})
+        log.close()
+        if ended:
+            run.update_summary({"stopped_early": True, "stop_reason": "stopped by a signal"})
+            run.mark_ended()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torchrun, "_run_child", fake_torchrun)
+    argv = ["train", "--data", str(tokens), "--out-dir", str(tmp_path / "runs"), "--gpus", "2"]
+    code = main([*argv, "--run-name", "r", "--wandb-mode", "disabled", *TINY, "device=cpu"])
+    out, err = capsys.readouterr()
+    if ended:
+        assert code == 0 and "stopped by SIGINT after checkpoint" in out
+        assert run.status() == ("stopped", "stopped by a signal")
+    else:
+        assert code == 130 and err.strip().endswith("interrupted")
+        assert run.status() == ("aborted", "by a second Ctrl-C at step 4")
+
+
 def _launch_args(tmp_path: Path, *flags: str):
     return build_parser().parse_args(
         [

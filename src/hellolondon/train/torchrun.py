@@ -151,8 +151,10 @@ def launch_train(
     try:
         rc, signum = _run_child(cmd, env)
     except KeyboardInterrupt:  # a second Ctrl-C: torchrun and the ranks were killed at once
-        _record_abort(RunDir(run_dir))
-        raise
+        if not _ended_before_the_kill(RunDir(run_dir)):
+            _record_abort(RunDir(run_dir))
+            raise
+        rc, signum = 0, signal.SIGINT  # they had stopped and saved after the first: said so
     finally:
         for made in (path, note):
             if made:
@@ -341,6 +343,12 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[int, int | None]:
         signal.signal(signal.SIGINT, old_int)
         if linux:
             _prctl(36, 0)
+
+
+def _ended_before_the_kill(run: RunDir) -> bool:
+    """Whether the ranks had ended cleanly (their summary written, their record gone) before a
+    second Ctrl-C came to kill them: the first had stopped them after a checkpoint."""
+    return not run.read_process_record() and bool(run.read_summary())
 
 
 def _record_abort(run: RunDir) -> None:
