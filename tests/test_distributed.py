@@ -206,6 +206,10 @@ def test_two_processes_give_the_losses_of_one_with_twice_the_batch_or_accumulati
     assert last["train/tflops_per_gpu"] == pytest.approx(last["train/tflops"] / 2)
     want = losses(reference)
     assert want[STEPS] < want[1] - 1.0  # it learns, so the comparison means something
+    # each rank records the command typed, not its own (which names a temporary file)
+    command = json.loads((reference / "config.json").read_text())["reproduce"]["command"]
+    assert command.startswith("python -m hellolondon train --gpus 2 --data ")
+    assert "--resolved-config" not in command
     for name, split in (
         ("double", ["train.batch_size=16"]),
         ("accum", ["train.batch_size=8", "train.grad_accum=2"]),

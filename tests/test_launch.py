@@ -23,6 +23,7 @@ from hellolondon.cli import build_parser, main
 from hellolondon.config import build_config
 from hellolondon.errors import UserError
 from hellolondon.launch import Menu, launch
+from hellolondon.provenance import LAUNCHER_COMMAND, collect
 from hellolondon.train.torchrun import check_gpus, check_port
 
 TINY = [
@@ -139,7 +140,7 @@ def test_each_rank_gets_the_config_resolved_once_by_the_launcher(tokens, tmp_pat
     seen = {}
 
     def fake_torchrun(cmd, env):  # what each rank would be started with
-        seen["cmd"] = cmd
+        seen["cmd"], seen["env"] = cmd, env
         path = cmd[cmd.index("--resolved-config") + 1]
         seen["config"] = json.loads(Path(path).read_text(encoding="utf-8"))
         return 0, None
@@ -147,6 +148,7 @@ def test_each_rank_gets_the_config_resolved_once_by_the_launcher(tokens, tmp_pat
     monkeypatch.setattr(torchrun, "_run_child", fake_torchrun)
     argv = ["train", "--data", str(tokens), "--out-dir", str(tmp_path), "--gpus", "2"]
     argv += ["--global-batch", "8", "--wandb-mode", "offline", *TINY, "device=cpu"]
+    monkeypatch.setattr(sys, "argv", ["hellolondon", *argv])  # as typed
     assert main(argv) == 0
     cfg = seen["config"]
     assert "--gpus" not in seen["cmd"] and "--global-batch" not in seen["cmd"]
@@ -156,6 +158,11 @@ def test_each_rank_gets_the_config_resolved_once_by_the_launcher(tokens, tmp_pat
         cfg["tracking"]["project"] == "helloLondon" and cfg["tracking"]["wandb_mode"] == "offline"
     )
     assert cfg["train"]["eval_seqs"] > 0 and cfg["model"]["vocab_size"] > 0
+    # the ranks record the launcher's command, not their own (a temporary file's)
+    monkeypatch.setenv(LAUNCHER_COMMAND, seen["env"][LAUNCHER_COMMAND])
+    recorded = collect({}, tokens, seed=1, argv=seen["cmd"])["command"]
+    assert recorded == seen["env"][LAUNCHER_COMMAND]
+    assert "--resolved-config" not in recorded and "--gpus 2" in recorded
 
 
 def test_a_launch_removes_the_files_a_killed_launcher_left(tokens, tmp_path, monkeypatch):

@@ -100,6 +100,11 @@ def gpu_names() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
+# set by `train --gpus N` for its ranks: the command the user typed, which each rank records in
+# place of its own (`train --resolved-config <a temporary file>`, which cannot be run again)
+LAUNCHER_COMMAND = "HELLOLONDON_LAUNCHER_COMMAND"
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """The command as typed, with `python -m hellolondon` for the module's own entry file."""
     argv = list(sys.argv if argv is None else argv)
@@ -143,7 +148,7 @@ def collect(
         "hellolondon_version": __version__,
         "git": git_facts(),
         "packages": package_versions(),
-        "command": command_line(argv),
+        "command": os.environ.get(LAUNCHER_COMMAND) or command_line(argv),
         "data": {
             "data_dir": str(Path(data_dir).resolve()),
             "tokens_fingerprint": meta.get("tokens_fingerprint"),

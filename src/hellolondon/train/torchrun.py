@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hellolondon.errors import UserError
 from hellolondon.files import process_alive
+from hellolondon.provenance import LAUNCHER_COMMAND, command_line
 from hellolondon.rundir import RunDir
 
 # ---------------------------------------------------------------- checks before anything starts
@@ -147,6 +148,7 @@ def launch_train(
     cmd = torchrun_command(n, port, _rank_args(path, note, resume, debug), debug)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    env[LAUNCHER_COMMAND] = command_line()  # what the run records as its command
     print("$ " + shlex.join(["torchrun", *cmd[3:]]), flush=True)
     try:
         rc, signum = _run_child(cmd, env)
