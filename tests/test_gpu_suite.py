@@ -238,14 +238,18 @@ def test_wheels_pip_cannot_install_are_a_note_and_a_failure(tmp_path):
     assert rows[-1]["failed"] == ["wheels"]
 
 
-def test_a_work_folder_of_its_own_is_removed_at_the_end(tmp_path):
+def _own_work_folder(tmp_path: Path) -> dict[str, str]:
+    """The environment of a suite that makes its own work folder, in tmp_path/tmp."""
     (tmp_path / "tmp").mkdir()
     env = {k: v for k, v in os.environ.items() if k != "SUITE_WORK"}
+    return {**env, "PYTHON": sys.executable, "TMPDIR": str(tmp_path / "tmp")}
+
+
+def test_a_work_folder_of_its_own_is_removed_at_the_end(tmp_path):
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
          "--sections", "env"],
-        env={**env, "PYTHON": sys.executable, "TMPDIR": str(tmp_path / "tmp")},
-        capture_output=True, text=True, timeout=60,
+        env=_own_work_folder(tmp_path), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert rows[-1]["section"] == "done" and rows[-1]["work"] is None
@@ -295,13 +299,10 @@ def test_an_output_folder_that_is_a_file_is_a_usage_error(tmp_path):
 
 
 def test_a_sigterm_to_the_suite_stops_its_command_and_removes_the_work_folder(tmp_path):
-    (tmp_path / "tmp").mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "SUITE_WORK"}
     suite = subprocess.Popen(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
          "--sections", "data run"],
-        env={**env, "PYTHON": sys.executable, "TMPDIR": str(tmp_path / "tmp")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=_own_work_folder(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     log = tmp_path / "out" / "suite.log"
     deadline = time.monotonic() + 90
