@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from hellolondon.errors import UserError
 from hellolondon.tracking.monitor import failure_finding, first_line
 from hellolondon.train.distributed import lost_a_peer
-from hellolondon.train.run import ABORTED_BY, Run
+from hellolondon.train.run import Run
+from hellolondon.train.signals import ABORTED_BY
 
 
 @contextlib.contextmanager

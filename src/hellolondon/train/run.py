@@ -28,6 +28,7 @@ from hellolondon.train.data import Batches
 from hellolondon.train.distributed import Dist, batch_line, broadcast_object, init_distributed
 from hellolondon.train.optim import build_optimizer
 from hellolondon.train.resolve import resolve_config
+from hellolondon.train.signals import ABORTED_BY
 from hellolondon.train.state import TrainState
 from hellolondon.units import fmt_duration
 
@@ -185,9 +186,6 @@ def _setup(
         run.slow = announce_pace(run, cfg.train.max_iters - run.state.step, "steps to go")
         run.state.begin()
     return run
-
-
-ABORTED_BY = "a second Ctrl-C"  # what ends a run at once, with no checkpoint (`StopSignal`)
 
 
 @contextlib.contextmanager

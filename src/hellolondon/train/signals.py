@@ -6,6 +6,8 @@ import signal
 import threading
 from typing import Any
 
+ABORTED_BY = "a second Ctrl-C"  # what ends a run at once, with no checkpoint (see below)
+
 
 class StopSignal:
     """SIGTERM (a scheduler's notice before pre-emption) or a first Ctrl-C asks the loop to

@@ -23,6 +23,7 @@ from hellolondon.errors import UserError
 from hellolondon.files import process_alive
 from hellolondon.provenance import LAUNCHER_COMMAND, command_line
 from hellolondon.rundir import RunDir
+from hellolondon.train.signals import ABORTED_BY
 
 # ---------------------------------------------------------------- checks before anything starts
 
@@ -360,7 +361,7 @@ def _record_abort(run: RunDir) -> None:
     record = run.read_process_record()
     if record and not record.get("aborted"):
         logged = [r["step"] for r in run.rows() if "train/loss" in r]
-        run.mark_aborted("a second Ctrl-C", logged[-1] if logged else 0)
+        run.mark_aborted(ABORTED_BY, logged[-1] if logged else 0)
 
 
 def _foreground() -> bool:
