@@ -19,6 +19,7 @@ from hellolondon.cli import main
 from hellolondon.errors import UserError
 from hellolondon.report import load_runs, summarize, write_report
 from hellolondon.report.html import thin
+from hellolondon.rundir import RunDir
 
 
 def make_run(
@@ -617,6 +618,19 @@ def test_a_tooltip_wider_than_its_chart_stays_on_the_screen(tmp_path):
         """,
     )
     assert left[0] == "block" and left[1] >= 0
+
+
+def test_the_table_says_how_a_run_failed_or_was_aborted_as_runs_and_watch_do(tmp_path):
+    failed, aborted = make_run(tmp_path, "failed"), make_run(tmp_path, "aborted")
+    for run in (failed, aborted):  # a training process's record, as a start writes it
+        (run / "process.json").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    RunDir(failed).mark_failed("OutOfMemoryError at step 40")
+    RunDir(aborted).mark_aborted("a second Ctrl-C", 12)
+    runs, _ = load_runs([failed, aborted])
+    assert [summarize(r)["status"] for r in runs] == [
+        "failed: OutOfMemoryError at step 40",
+        "aborted by a second Ctrl-C at step 12",
+    ]
 
 
 def _killed_resume(tmp_path: Path) -> Path:

@@ -447,6 +447,15 @@ class RunDir:
 _SAMPLE_HEAD = "=== iteration "  # each sample in samples.txt starts with it, then its step
 
 
+def status_words(state: str, detail: str) -> str:
+    """A run's state and its detail (`RunDir.status`) in the words every reader shows:
+    "aborted by a second Ctrl-C at step 12", "failed: OutOfMemoryError at step 40",
+    "killed: process 12 is gone", "finished"."""
+    if state == "aborted":  # its detail reads on from the word: "by a second Ctrl-C ..."
+        return f"aborted {detail}".rstrip()
+    return f"{state}: {detail}" if detail else state
+
+
 def _refuse_a_sweep_folder(path: Path) -> None:
     from hellolondon.search.folder import SweepFolder
 

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from hellolondon.errors import Terminated, UserError
 from hellolondon.report.rundata import to_float, to_number
-from hellolondon.rundir import RunDir, Tail, runs_in
+from hellolondon.rundir import RunDir, Tail, runs_in, status_words
 from hellolondon.units import fmt_duration, fmt_value
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -130,7 +130,7 @@ def _status(view: RunView, now: float) -> str:
         # no time left to guess for a run that has died
         parts.append(f"eta {fmt_duration((max_iters - it) * statistics.median(dts) / 1000)}")
     if view.process is not None and view.process[0] != "running":
-        parts.append(process_line(*view.process))
+        parts.append(status_words(*view.process))
     elif view.last_time is not None and not view.finished:
         age = now - view.last_time
         unknown = view.process is None and age > STALE_S  # a run of another machine, say
@@ -235,18 +235,12 @@ def watch(
         return 0
 
 
-def process_line(state: str, detail: str) -> str:
-    """A training process that is not running, in a few words: "killed: process 12 is gone",
-    "failed: OutOfMemoryError at step 40", "aborted by a second Ctrl-C at step 12"."""
-    return f"{state} {detail}" if state == "aborted" else f"{state}: {detail}"
-
-
 def gone_line(view: RunView) -> str:
     """What a run whose training process died (on this machine) needs next, in one line."""
     from hellolondon.tracking.wandb_tracker import resume_command
 
     state, detail = view.process or ("killed", "")
-    how = {"failed": detail, "aborted": f"aborted {detail}"}.get(
+    how = {"failed": detail, "aborted": status_words(state, detail)}.get(
         state, "killed, or it ended without a word"
     )
     sweep = sweep_of(view.run.path)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hellolondon.errors import UserError
-from hellolondon.rundir import RunDir, cut_short
+from hellolondon.rundir import RunDir, cut_short, status_words
 from hellolondon.units import fmt_count, fmt_duration, fmt_value
 
 
@@ -165,8 +165,9 @@ def _status(run: RunData, times: list[float]) -> str:
     known = RunDir(run.path).status()
     if known is not None:
         state, detail = known
-        said = {"failed": f"failed ({detail})", "aborted": f"aborted {detail}"}
-        return (said | {"stopped": "stopped early"}).get(state, state)
+        if state in ("failed", "aborted"):  # what ended it
+            return status_words(state, detail)
+        return "stopped early" if state == "stopped" else state
     age = time.time() - max(times) if times else math.inf  # a run from another machine
     return "running" if age < 600 else "not finished (killed?)"
 

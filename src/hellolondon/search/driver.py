@@ -21,7 +21,7 @@ from typing import Any
 
 from hellolondon.errors import UserError
 from hellolondon.prepare import load_meta
-from hellolondon.rundir import RunDir
+from hellolondon.rundir import RunDir, status_words
 from hellolondon.search.folder import SweepFolder, Trial
 from hellolondon.search.space import SweepSpec, import_engine, load_spec, plain, settings_args
 from hellolondon.tracking.secrets import scrub_text
@@ -235,17 +235,17 @@ def run_trial(
         trial.note = f"killed by {how}; the same sweep command resumes it from its checkpoint"
     elif aborted := _aborted(folder.trial_dir(trial)):  # a second Ctrl-C: as if killed
         trial.state = "killed"
-        trial.note = f"aborted {aborted}; the same sweep command resumes it from its checkpoint"
+        trial.note = f"{aborted}; the same sweep command resumes it from its checkpoint"
     else:
         trial.state = "failed"
         trial.note = _last_line(folder.log_path(trial))
 
 
 def _aborted(path: Path) -> str | None:
-    """How a trial's training was aborted (a second Ctrl-C: "by a second Ctrl-C at step 12"),
-    as its run folder records it; None for one that was not."""
+    """How a trial's training was aborted ("aborted by a second Ctrl-C at step 12"), as its run
+    folder records it; None for one that was not."""
     status = RunDir(path).status() if RunDir.is_run(path) else None
-    return status[1] if status is not None and status[0] == "aborted" else None
+    return status_words(*status) if status is not None and status[0] == "aborted" else None
 
 
 def _exited(proc: subprocess.Popen, wait_s: float) -> bool:

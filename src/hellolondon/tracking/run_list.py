@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hellolondon.rundir import RunDir, runs_in
+from hellolondon.rundir import RunDir, runs_in, status_words
 from hellolondon.tracking.wandb_tracker import resume_command, segment_dirs, sync_command
 
 
@@ -159,13 +159,13 @@ def _aborted_line(info: RunInfo) -> str:
     """What an aborted run (a second Ctrl-C) is, and how it goes on: from its last checkpoint,
     as a killed run does."""
     run = RunDir(info.path)
-    detail = (run.status() or ("", "by a second Ctrl-C"))[1]
+    said = status_words(*(run.status() or ("aborted", "by a second Ctrl-C")))
     then = (
         f"go on from its last checkpoint with: {resume_command(run)}"
         if run.has_checkpoints()
         else "it saved no checkpoint to go on from; train it again"
     )
-    return f"{info.name}: aborted {detail}; {then}"
+    return f"{info.name}: {said}; {then}"
 
 
 def runs_json(runs: list[RunInfo]) -> str:
