@@ -837,3 +837,23 @@ def test_a_second_ctrl_c_during_the_start_is_recorded_as_an_abort(tiny_data, tmp
     with pytest.raises(KeyboardInterrupt):
         resume(run.path)
     assert run.status() == ("finished", "") and not run.process_file.exists()
+
+
+@pytest.mark.parametrize(
+    "world, command, then",
+    [
+        (2, "hellolondon train --gpus 2 --preset tiny", "hellolondon train --gpus 2 --resume"),
+        (4, "hellolondon train --gpus=4 --preset slm", "hellolondon train --gpus 4 --resume"),
+        (2, "torchrun --nproc_per_node=2 -m hellolondon train", "hellolondon train --resume"),
+        (1, "hellolondon train --preset tiny", "hellolondon train --resume"),
+    ],
+)
+def test_the_command_that_goes_on_starts_as_many_processes_as_train_gpus_did(
+    tmp_path, world, command, then
+):
+    from hellolondon.tracking.wandb_tracker import resume_command
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_config({"hardware": {"world_size": world}, "reproduce": {"command": command}})
+    assert resume_command(run) == f"{then} {run.path}"

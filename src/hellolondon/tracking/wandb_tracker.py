@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -450,8 +451,15 @@ def _artifact_name(name: str) -> str:
 
 def resume_command(run: RunDir) -> str:
     """The command that goes on with a run. It also sends W&B the rows it lacks: a resume
-    replays the local log past what W&B holds, and for a run that had ended trains no step."""
-    return f"hellolondon train --resume {shlex.quote(show_path(run.path))}"
+    replays the local log past what W&B holds, and for a run that had ended trains no step.
+    A run that `train --gpus N` started goes on on as many processes (another count also
+    resumes it, with the same global batch)."""
+    config = run.read_config()
+    world = config.get("hardware", {}).get("world_size", 1)
+    command = str(config.get("reproduce", {}).get("command", ""))
+    launched = isinstance(world, int) and world > 1 and re.search(r"\s--gpus[\s=]", command)
+    gpus = f"--gpus {world} " if launched else ""
+    return f"hellolondon train {gpus}--resume {shlex.quote(show_path(run.path))}"
 
 
 def _checkpoint_meta(path: Path, run: RunDir) -> dict[str, Any]:
