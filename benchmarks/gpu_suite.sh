@@ -175,9 +175,19 @@ run() {
   if [ "$rc" = 0 ]; then PASSED+=("$name"); else FAILED+=("$name"); fi
   return $rc
 }
-# limited CMD...: the command, stopped after --step-timeout seconds or at the budget's end (a
-# bench's or a check's output goes to a pipe, not through `run`)
-limited() { timeout -k 10 "$(limit_s)" "$@"; }
+# limited CMD...: the command, stopped after --step-timeout seconds or at the budget's end; its
+# output in $OUTPUT (a bench's or a check's JSON line, read by the caller), its errors in the
+# log. Waited on as `run` waits, so a signal to the suite stops it too.
+OUTPUT=""
+limited() {
+  local rc
+  timeout -k 10 "$(limit_s)" "$@" >"$WORK/output.txt" 2>>"$LOG" &
+  CHILD=$!
+  wait "$CHILD"
+  rc=$? CHILD=""
+  OUTPUT=$(cat "$WORK/output.txt")
+  return $rc
+}
 # check NAME CMD...: a command that prints one JSON line (its last) and exits 1 when its check
 # fails; its other output goes to the log
 check() {
@@ -185,8 +195,8 @@ check() {
   shift
   late "$name" "$name" && return 0
   echo "### $name: $*" >>"$LOG"
-  out=$(limited "$@" 2>>"$LOG")
-  rc=$?
+  limited "$@"
+  rc=$? out=$OUTPUT
   printf '%s\n' "$out" | sed '$d' >>"$LOG"
   out=$(printf '%s\n' "$out" | tail -1)
   if [[ "$out" == "{"* ]]; then emit "$out"; else note "$name" "no result (exit code $rc): see suite.log"; fi
@@ -314,8 +324,10 @@ outcome() {
        fi ;;
   esac
 }
-# unless_spent CMD...: CMD's output, or `late` when the budget is spent
-unless_spent() { if spent; then echo late; else "$@"; fi; }
+# unless_spent CMD...: CMD's last line of output in $OUTPUT, or `late` when the budget is spent
+unless_spent() {
+  if spent; then OUTPUT=late; else "$@"; OUTPUT=$(printf '%s\n' "$OUTPUT" | tail -1); fi
+}
 cold() { local d; d=$(mktemp -d "$WORK/cache.XXXXXX"); echo "TORCHINDUCTOR_CACHE_DIR=$d/inductor TRITON_CACHE_DIR=$d/triton"; }
 bench_ours() {  # PRESET BATCH [--profile DIR] -- SETTINGS...
   local preset="$1" batch="$2" prof=() ; shift 2
@@ -324,13 +336,13 @@ bench_ours() {  # PRESET BATCH [--profile DIR] -- SETTINGS...
   # shellcheck disable=SC2046
   limited env $(cold) "${HL[@]}" bench --preset "$preset" --batch-size "$batch" --steps "$BENCH_STEPS" \
     --warmup 5 --repeat "$REPEAT" --device "$DEV" --compile "$COMPILE" --json "${BENCH_ARGS[@]}" \
-    "${prof[@]}" "$@" 2>>"$LOG" | tail -1
+    "${prof[@]}" "$@"
 }
 bench_theirs() {  # PRESET BATCH [--profile DIR]
   # shellcheck disable=SC2046
   limited env $(cold) "$PY" benchmarks/nanogpt_bench.py --nanogpt "$NANOGPT" --preset "$1" \
     --batch-size "$2" --steps "$BENCH_STEPS" --repeat "$REPEAT" --device "$DEV" "${BENCH_ARGS[@]}" \
-    --compile "$([ "$COMPILE" = false ] && echo false || echo true)" "${@:3}" 2>>"$LOG" | tail -1
+    --compile "$([ "$COMPILE" = false ] && echo false || echo true)" "${@:3}"
 }
 bench_pair() {
   local preset="$1" batch="$2" ours="" theirs="" opts=("${@:3}") po=() pt=()
@@ -343,11 +355,14 @@ bench_pair() {
     pt=(--profile "$WORK/profile/nanogpt-$preset-$batch")
   fi
   if [ "$with_nano" = 1 ] && [ $((PAIRS % 2)) = 1 ]; then  # nanoGPT first on every other pair
-    theirs=$(unless_spent bench_theirs "$preset" "$batch" "${pt[@]}")
+    unless_spent bench_theirs "$preset" "$batch" "${pt[@]}"
+    theirs=$OUTPUT
   fi
-  ours=$(unless_spent bench_ours "$preset" "$batch" "${po[@]}" -- "${opts[@]}")
+  unless_spent bench_ours "$preset" "$batch" "${po[@]}" -- "${opts[@]}"
+  ours=$OUTPUT
   if [ "$with_nano" = 1 ] && [ $((PAIRS % 2)) = 0 ]; then
-    theirs=$(unless_spent bench_theirs "$preset" "$batch" "${pt[@]}")
+    unless_spent bench_theirs "$preset" "$batch" "${pt[@]}"
+    theirs=$OUTPUT
   fi
   [ "$with_nano" = 1 ] && PAIRS=$((PAIRS + 1))
   outcome "bench $preset $batch${3:+ ${*:3}}" "$ours"
@@ -552,8 +567,9 @@ if want muon 60; then  # one optimizer step, torch.optim.Muon's against ours (ne
   if [ "$CPU" = 0 ]; then MP=(slm regular) MA=(); else MP=(tiny) MA=(--steps 2 --repeats 1); fi
   for p in "${MP[@]}"; do
     late muon "muon $p" && continue
-    lines=$(limited "$PY" benchmarks/muon_bench.py --preset "$p" --device "$DEV" "${MA[@]}" 2>>"$LOG")
-    if [ $? = 0 ] && [[ "$lines" == "{"* ]]; then # a line for each: torch's, ours
+    limited "$PY" benchmarks/muon_bench.py --preset "$p" --device "$DEV" "${MA[@]}"
+    rc=$? lines=$OUTPUT
+    if [ "$rc" = 0 ] && [[ "$lines" == "{"* ]]; then # a line for each: torch's, ours
       while read -r line; do emit "{\"section\": \"muon\", \"result\": $line}"; done <<<"$lines"
       PASSED+=("muon $p")
     else

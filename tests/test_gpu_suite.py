@@ -317,6 +317,40 @@ def test_a_sigterm_to_the_suite_stops_its_command_and_removes_the_work_folder(tm
     assert not list((tmp_path / "tmp").glob("hl-suite.*"))  # and its work folder is gone
 
 
+def test_a_sigterm_to_the_suite_stops_a_bench_it_is_timing(tmp_path):
+    """A bench's output is read by the suite, not sent through `run`: the signal reaches it
+    all the same, and the suite ends at once rather than when the bench's limit is spent."""
+    env = _own_work_folder(tmp_path) | {"PYTHONPATH": str(ROOT / "src"), "BENCH_REPEAT": "100000"}
+    suite = subprocess.Popen(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path / "out"), "--cpu",
+         "--sections", "bench", "--benches", "tiny:8"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    log = tmp_path / "out" / "suite.log"
+    deadline = time.monotonic() + 60
+    while not any(" bench --preset" in args for args in _started_in(tmp_path / "tmp")):
+        assert time.monotonic() < deadline and suite.poll() is None
+        time.sleep(0.2)
+    time.sleep(1)
+    suite.send_signal(signal.SIGTERM)
+    assert suite.wait(timeout=30) == 143
+    time.sleep(0.5)
+    assert _started_in(tmp_path / "tmp") == []  # the bench stopped with the suite
+    assert not list((tmp_path / "tmp").glob("hl-suite.*")) and log.exists()
+
+
+def _started_in(tmp: Path) -> list[str]:
+    """The command lines of the processes whose TMPDIR is `tmp`: those a suite started."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"TMPDIR={tmp}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 def test_relative_paths_are_the_callers_not_the_repositorys(tmp_path):
     (tmp_path / "nano").mkdir()
     (tmp_path / "nano" / "model.py").write_text(STAND_IN)
