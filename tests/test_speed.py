@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -465,6 +466,33 @@ def test_fp8_trains_resumes_and_loads_without_fp8(tiny_data, tmp_path, monkeypat
     loaded = load_for_inference(tmp_path / "whole")
     assert not any("Float8" in type(m).__name__ for m in loaded.model.modules())
     assert len(generate_ids(loaded.model, [1, 2, 3], Sampling(max_new_tokens=4))) == 4
+
+
+def test_fp8_leaves_the_compiled_kernels_in_the_runs_cache(tmp_path):
+    """torchao imports torch._inductor, which sets TORCHINDUCTOR_CACHE_DIR to its /tmp default:
+    the run's kernel cache must still be the one `compiled` chooses. A fresh interpreter, where
+    torch._inductor is not imported yet, as in a training process."""
+    fp8 = Path(sys.prefix) / "fp8"
+    if not (fp8 / "torchao").is_dir():
+        pytest.skip("torchao is installed apart by scripts/setup.sh --dev")
+    code = (
+        "import os, sys, torch\n"
+        "from hellolondon.config import build_config\n"
+        "from hellolondon.model import GPT\n"
+        "from hellolondon.train import speed\n"
+        "cfg = build_config('tiny', overrides=[f'out_dir={sys.argv[1]}', 'n_embd=64', 'n_head=2'])\n"
+        "model = GPT(cfg.model)\n"
+        "speed.to_fp8(model, torch.device('cpu'), lambda *_: None, emulate=True)\n"
+        "speed.compiled(model, cfg)\n"
+        "print(os.environ['TORCHINDUCTOR_CACHE_DIR'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(fp8), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == str((tmp_path / ".compile-cache").resolve())
 
 
 def test_micro_batches_regroup_the_same_samples(tiny_data, tmp_path):

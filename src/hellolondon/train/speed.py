@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -177,6 +178,25 @@ def to_fp8(model: nn.Module, device: torch.device, log=print, *, emulate: bool =
     device, much slower; the tests run the fp8 path through it on the CPU."""
     if not emulate:
         _check_fp8_hardware(device)
+    with _inductor_cache_unset():
+        _float8_training(model, emulate)
+    log("fp8: the blocks' linear layers compute in float8 (torchao, dynamic scaling)")
+
+
+@contextlib.contextmanager
+def _inductor_cache_unset() -> Iterator[None]:
+    """Leave TORCHINDUCTOR_CACHE_DIR unset where it was: torchao imports torch._inductor, which
+    sets it to its own default folder (/tmp/torchinductor_<user>) on import, and `compiled`
+    would then take that for the user's choice over the run's kernel cache."""
+    unset = "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    try:
+        yield
+    finally:
+        if unset:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
+def _float8_training(model: nn.Module, emulate: bool) -> None:
     try:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except Exception as exc:  # ImportError, or a torchao built for another torch
@@ -195,7 +215,6 @@ def to_fp8(model: nn.Module, device: torch.device, log=print, *, emulate: bool =
 
     config = Float8LinearConfig(emulate=emulate)
     convert_to_float8_training(model, module_filter_fn=wanted, config=config)
-    log("fp8: the blocks' linear layers compute in float8 (torchao, dynamic scaling)")
 
 
 def _check_fp8_hardware(device: torch.device) -> None:
