@@ -279,6 +279,20 @@ def test_the_menu_offers_the_gpus_it_finds_and_builds_a_torchrun_command(
     )
 
 
+def test_a_run_on_the_cpu_or_on_one_device_is_one_process_whatever_gpus_there_are(
+    tmp_path, monkeypatch, capsys
+):
+    """`--gpus` gives each process a GPU of its own: with device=cpu the launcher's GPUs must
+    not make CPU processes, and with device=cuda:N `train --gpus` would refuse the command."""
+    monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: ["NVIDIA H100 80GB HBM3"] * 2)
+    for device in ("device=cpu", "device=cuda:1"):
+        args = _launch_args(tmp_path, "--yes", "--dry-run", "--fresh", "--preset", "tiny",
+                            "--data", "sample", "--wandb-mode", "disabled", device)  # fmt: skip
+        assert launch(args) == 0
+        command = capsys.readouterr().out.rstrip().splitlines()[-1]
+        assert command.endswith(f"--wandb-mode disabled {device}") and "--gpus" not in command
+
+
 def test_the_menu_can_resume_a_run_it_finds(tokens, tmp_path, monkeypatch):
     monkeypatch.setattr("hellolondon.launch.gpu_names", lambda: [])
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

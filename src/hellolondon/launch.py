@@ -142,6 +142,8 @@ def choose(args: argparse.Namespace, gpus: list[str], menu: Menu) -> Choices:
     elif args.gpus is not None:
         check_gpus(args.gpus, device, 0 if device == "cpu" else len(gpus))  # as `train` would
         n = args.gpus
+    elif device not in ("auto", "cuda"):  # the CPU, or one device named: one process
+        n = 0 if device == "cpu" else 1
     elif len(gpus) > 1:
         n = menu.number("GPUs to use", 1, len(gpus), len(gpus))
     else:
