@@ -157,6 +157,41 @@ def test_gpu_kernels_launched_in_the_optimizer_range_are_optimizer_time():
     assert s["kinds"]["matmul"]["ms_per_step"] == pytest.approx(0.2)
 
 
+def test_kernels_find_their_launchers_on_torch_2_11_whose_events_lack_the_link():
+    # torch 2.11's FunctionEvent has no linked_correlation_id: the kineto event each one was
+    # made from has it, found by kind, id and start. Ids repeat across kinds (an operator's and
+    # a kernel's counters), so the kind and start tell them apart.
+    def op(name, op_id, start_us, parent=None):
+        span = SimpleNamespace(start=start_us, elapsed_us=lambda: 100.0)
+        return SimpleNamespace(name=name, device_type=DeviceType.CPU, time_range=span, id=op_id,
+                               self_cpu_time_total=100.0, cpu_parent=parent)  # fmt: skip
+
+    def kernel(name, corr, start_us, us):
+        span = SimpleNamespace(start=start_us, elapsed_us=lambda: us)
+        return SimpleNamespace(name=name, device_type=DeviceType.CUDA, time_range=span, id=corr,
+                               self_cpu_time_total=0.0, is_user_annotation=False)  # fmt: skip
+
+    def kineto(e, linked):  # as torch made the event: start in ns from the trace's start
+        ns = round(e.time_range.start * 1000) + 5_000
+        return SimpleNamespace(device_type=lambda: e.device_type, correlation_id=lambda: e.id,
+                               start_ns=lambda: ns, linked_correlation_id=lambda: linked)  # fmt: skip
+
+    step = op(OPTIMIZER_RANGE, 10, 1.5)
+    ns = op("aten::baddbmm", 11, 2.25, parent=op("Optimizer.step#Muon.step", 12, 2.0, step))
+    model_mm = op("aten::mm", 1, 0.125)
+    launch = op("cudaLaunchKernel", 11, 0.5)  # a runtime call whose id is also an operator's
+    gemm_a, gemm_b = kernel("sm90_xmma_gemm_a", 11, 3.0, 300.0), kernel("gemm_b", 1, 0.75, 200.0)
+    links = [(step, 0), (ns, 0), (model_mm, 0), (launch, 1), (gemm_a, 11), (gemm_b, 1)]
+    results = SimpleNamespace(trace_start_ns=lambda: 5_000,
+                              events=lambda: [kineto(e, linked) for e, linked in links])  # fmt: skip
+    prof = SimpleNamespace(events=lambda: [e for e, _ in links],
+                           profiler=SimpleNamespace(kineto_results=results))  # fmt: skip
+    s = summary_of(prof, torch.device("cuda", 0), wall_us=1000.0, steps=1)
+    assert s["timed_on"] == "gpu" and s["summed_ms_per_step"] == pytest.approx(0.5)
+    assert s["kinds"]["optimizer"]["ms_per_step"] == pytest.approx(0.3)
+    assert s["kinds"]["matmul"]["ms_per_step"] == pytest.approx(0.2)
+
+
 def test_cpu_operators_inside_the_optimizer_range_are_optimizer_time():
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         a = torch.randn(64, 64)

@@ -121,16 +121,30 @@ def _events(prof: Any, on_device: bool) -> list[tuple[str, float, float, str]]:
             for e in events
             if e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0
         ]
-    # a kernel's linked_correlation_id is the id of the CPU operator that launched it
-    launchers = {
-        e.id: e for e in events if e.device_type == DeviceType.CPU and not e.linked_correlation_id
-    }
+    # a kernel's linked correlation id is the id of the CPU operator that launched it
+    linked = _linked_ids(prof, events)
+    launchers = {e.id: e for e in events if e.device_type == DeviceType.CPU and not linked(e)}
     return [
         (e.name, float(e.time_range.start), float(e.time_range.elapsed_us()),
-         _kind(e.name, launchers.get(e.linked_correlation_id)))
+         _kind(e.name, launchers.get(linked(e))))
         for e in events
         if e.device_type == DeviceType.CUDA and not e.is_user_annotation
     ]  # fmt: skip
+
+
+def _linked_ids(prof: Any, events: list) -> Callable[[Any], int]:
+    """An event's linked correlation id (0: none). The events carry it from torch 2.12 on;
+    torch 2.11's keep it only in the kineto events they were made from, each found by its
+    kind, id and start (in ns from the trace's start, as the event's start in µs holds it)."""
+    if all(hasattr(e, "linked_correlation_id") for e in events[:1]):
+        return lambda e: e.linked_correlation_id
+    results = prof.profiler.kineto_results
+    t0 = results.trace_start_ns()
+    ids = {
+        (k.device_type(), k.correlation_id(), k.start_ns() - t0): k.linked_correlation_id()
+        for k in results.events()
+    }
+    return lambda e: ids.get((e.device_type, e.id, round(e.time_range.start * 1000)), 0)
 
 
 def _kind(name: str, cpu_event: Any) -> str:
