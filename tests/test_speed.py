@@ -346,6 +346,19 @@ def test_an_unavailable_attention_kernel_is_one_clear_error():
         speed.attention_backends("efficient", torch.device("cpu"), torch.float32, 16, 16)
 
 
+def test_the_attention_kernel_is_tried_with_the_runs_dropout(tiny_data, tmp_path, recwarn):
+    """The CPU's flash kernel has no dropout: a run with attention dropout is refused at its
+    start, in one line, not at its first step with torch's "No available kernel"."""
+    cpu = torch.device("cpu")
+    assert speed.attention_backends("flash", cpu, torch.float32, 16, 64) is not None
+    with pytest.raises(UserError, match=r"flash .* head size 16 and dropout 0.1 \("):
+        speed.attention_backends("flash", cpu, torch.float32, 16, 64, dropout=0.1)
+    assert not [w for w in recwarn if "kernel" in str(w.message)]  # said once, in the error
+    cfg = tiny_config(tiny_data, tmp_path, "train.attention=flash", "model.dropout=0.1")
+    with pytest.raises(UserError, match="dropout 0.1"):
+        train(cfg, log=lambda *_: None)
+
+
 def test_the_attention_kernel_is_tried_at_the_runs_sequence_length(monkeypatch):
     """A kernel can run short sequences and fail long ones: trying it at 16 tokens, as before,
     would let a 1,024-token run fail at its first step instead of at the start."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -123,7 +124,7 @@ def prepare(model: nn.Module, cfg: RunConfig, device: torch.device, dtype: torch
     """Set the speed options on the plain model before it is sharded, compiled or wrapped."""
     c = cfg.train
     backends = attention_backends(
-        c.attention, device, dtype, cfg.model.head_dim, cfg.model.block_size
+        c.attention, device, dtype, cfg.model.head_dim, cfg.model.block_size, cfg.model.dropout
     )
     for block in model.transformer.h:
         block.attn.backends = backends
@@ -141,11 +142,13 @@ def micro_batches(model: nn.Module, c: TrainConfig) -> tuple[int, int]:
 
 
 def attention_backends(
-    name: str, device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int
-) -> list | None:
+    name: str, device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int,
+    dropout: float = 0.0,
+) -> list | None:  # fmt: skip
     """The SDPA kernel list for `train.attention`, after one small causal forward and backward
-    through it at the run's sequence length (a kernel may take short sequences only), so an
-    unavailable kernel fails here with a clear line, not at the first step."""
+    through it at the run's sequence length (a kernel may take short sequences only) and with
+    its attention dropout (some kernels have none), so an unavailable kernel fails here with a
+    clear line, not at the first step."""
     if name == "auto":
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -156,16 +159,18 @@ def attention_backends(
             f"train.attention={name}: this torch ({torch.__version__}) has no such SDPA kernel; "
             "use train.attention=auto"
         )
-    probe_dtype = dtype if dtype != torch.float32 or device.type != "cuda" else torch.float32
-    q = torch.randn(1, 2, seq_len, head_dim, device=device, dtype=probe_dtype, requires_grad=True)
-    try:
-        with sdpa_kernel([backend]):
-            F.scaled_dot_product_attention(q, q, q, is_causal=True).sum().backward()
+    q = torch.randn(1, 2, seq_len, head_dim, device=device, dtype=dtype, requires_grad=True)
+    try:  # torch also warns why a kernel is not used: the error below says it once
+        with sdpa_kernel([backend]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = F.scaled_dot_product_attention(q, q, q, dropout_p=dropout, is_causal=True)
+            y.sum().backward()
     except RuntimeError as exc:
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        drop = f" and dropout {dropout:g}" if dropout else ""
         raise UserError(
             f"train.attention={name}: the {name} attention kernel cannot run on {device} with "
-            f"{str(probe_dtype).replace('torch.', '')} and head size {head_dim} ({why}); "
+            f"{str(dtype).replace('torch.', '')}, head size {head_dim}{drop} ({why}); "
             "use train.attention=auto"
         ) from None
     return [backend]
