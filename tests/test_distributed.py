@@ -715,3 +715,18 @@ def test_a_signal_says_how_far_training_goes_on_before_it_stops(
         stop.restore()
     assert f"SIGTERM: stopping after {said} and saving a checkpoint" in capsys.readouterr().out
     assert stop.pending and stop.requested is not distributed
+
+
+@pytest.mark.parametrize("device, made_current", [("cuda:1", [1]), ("cuda", []), ("cpu", [])])
+def test_one_process_on_a_named_gpu_makes_it_the_current_device(monkeypatch, device, made_current):
+    """A plain run on cuda:1 sets GPU 1 current, as torchrun's ranks set theirs: what asks the
+    current device (kernels, contexts, the bf16 check) then works on that GPU, not GPU 0."""
+    from hellolondon.train import distributed
+
+    for key in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(distributed, "resolve_device", torch.device)
+    current: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.append(d.index))
+    d = distributed.init_distributed(device)
+    assert d.device == torch.device(device) and not d.enabled and current == made_current

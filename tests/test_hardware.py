@@ -229,13 +229,14 @@ def test_a_gpu_without_bf16_units_trains_and_scores_in_fp16_or_float32(monkeypat
     from hellolondon.evaluation.heldout import _autocast
     from hellolondon.train.run import precision
 
-    def emulated(including_emulation: bool = True) -> bool:
-        return including_emulation
-
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulated)
+    cards = {0: (9, 0), 1: (7, 0)}  # an H100 beside a V100: each device asked about itself
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: cards[d.index])
     asked: list[dict] = []
     monkeypatch.setattr(torch, "autocast", lambda device_type, **kw: asked.append(kw))
-    cuda = torch.device("cuda", 0)
-    assert precision(build_config("tiny"), cuda) == torch.float16
-    _autocast(cuda)
-    assert asked == [{"enabled": False}]
+    old, new = torch.device("cuda", 1), torch.device("cuda", 0)
+    assert precision(build_config("tiny"), old) == torch.float16
+    assert precision(build_config("tiny"), new) == torch.bfloat16
+    _autocast(old)
+    _autocast(new)
+    assert asked == [{"enabled": False}, {"dtype": torch.bfloat16}]

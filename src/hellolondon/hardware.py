@@ -124,11 +124,14 @@ def cpu_lacks_bf16_matmul() -> bool:
     return bool(known) and not any(known)
 
 
-def has_bf16_units() -> bool:
-    """Whether the current CUDA GPU computes bfloat16 in hardware (Ampere on). torch's plain
-    `is_bf16_supported()` also says yes before Ampere (V100, T4), where bfloat16 is emulated
-    without tensor-core kernels; fp16 is the fast 16-bit type there."""
-    return torch.cuda.is_bf16_supported(including_emulation=False)
+def has_bf16_units(device: torch.device | None = None) -> bool:
+    """Whether the CUDA GPU `device` (default: the current one) computes bfloat16 in hardware
+    (Ampere on). torch's plain `is_bf16_supported()` also says yes before Ampere (V100, T4),
+    where bfloat16 is emulated without tensor-core kernels; fp16 is the fast 16-bit type
+    there."""
+    if torch.version.hip:  # as torch says for every ROCm GPU
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8  # what torch checks, for `device`
 
 
 def host_memory_bytes() -> int | None:

@@ -219,6 +219,6 @@ def _nll(model: GPT, idx: np.ndarray, device, autocast) -> np.ndarray:
 
 def _autocast(device):
     dev = torch.device(device)
-    if dev.type == "cuda" and has_bf16_units():
+    if dev.type == "cuda" and has_bf16_units(dev):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast(dev.type, enabled=False)

@@ -76,8 +76,11 @@ def init_distributed(device: str = "auto", fsdp: bool = False) -> Dist:
     """Read RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun); start NCCL on CUDA, gloo on CPU.
     Under torchrun a group starts even for one process (`train --gpus 1`: the distributed path,
     DDP or FSDP, on one GPU); a plain `train` is one process without one."""
-    if not launched_in_group():
-        return Dist(device=resolve_device(device))  # one process: nothing to shard
+    if not launched_in_group():  # one process: nothing to shard
+        dev = resolve_device(device)
+        if dev.type == "cuda" and dev.index is not None:
+            torch.cuda.set_device(dev)  # cuda:N: its kernels and contexts there, not on GPU 0
+        return Dist(device=dev)
     world = launched_world_size()
     missing = [
         k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ

@@ -89,7 +89,7 @@ def precision(cfg: RunConfig, device: torch.device) -> torch.dtype:
     if want == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if hardware.has_bf16_units() else torch.float16
+        return torch.bfloat16 if hardware.has_bf16_units(device) else torch.float16
     if want != "float32" and device.type == "cpu":
         return torch.bfloat16 if want == "bfloat16" else torch.float32
     return getattr(torch, want)
