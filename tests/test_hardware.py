@@ -134,6 +134,11 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetUtilizationRates(self, handle):  # noqa: N802
         return types.SimpleNamespace(gpu=self.CARDS[handle][2], memory=0)
 
+    def nvmlDeviceGetMigMode(self, handle):  # noqa: N802
+        if not hasattr(self, "mig"):
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")  # a card without MIG
+        return (self.mig, self.mig)
+
 
 @pytest.fixture
 def cuda_visible_3(monkeypatch):
@@ -186,6 +191,23 @@ def test_nvml_falls_back_to_the_pci_bus_id(cuda_visible_3, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     assert _nvml_utilization(0) == 77
     assert fake.calls[-1] == "pci" and "uuid" in fake.calls
+
+
+def test_a_mig_instance_is_not_given_its_whole_cards_utilisation(cuda_visible_3, monkeypatch):
+    """A MIG instance's UUID is no card's: the bus id then finds the whole card, whose figure
+    covers every instance on it, so none is reported; a card with MIG off still gets its own."""
+    import hellolondon.hardware as hw
+
+    props, _ = cuda_visible_3
+    props.uuid = "44444444-4444-4444-4444-444444444444"  # the instance's
+    fake = FakeNvml()
+    fake.mig = 1
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert hw._nvml_utilization(0) is None
+    assert fake.calls == ["init", "uuid", "uuid", "uuid", "uuid", "pci"]  # GPU-, MIG-: str, bytes
+    monkeypatch.setattr(hw, "_nvml_handles", {})
+    fake.mig = 0
+    assert hw._nvml_utilization(0) == 77
 
 
 def test_nvml_without_a_match_or_pynvml_gives_no_metric(cuda_visible_3, monkeypatch):

@@ -209,13 +209,15 @@ _nvml_started = False
 
 
 def _nvml_ids(index: int) -> list[tuple[str, str]]:
-    """(NVML lookup, key) pairs that name CUDA device `index`: its UUID, then its PCI bus id
-    where this torch version reports one."""
+    """(NVML lookup, key) pairs that name CUDA device `index`: its UUID (a whole card's, or a
+    MIG instance's), then its PCI bus id where this torch version reports one."""
     props = torch.cuda.get_device_properties(index)
     ids: list[tuple[str, str]] = []
     uuid = str(getattr(props, "uuid", "") or "")
-    if uuid:
-        ids.append(("uuid", uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"))
+    if uuid.startswith(("GPU-", "MIG-")):
+        ids.append(("uuid", uuid))
+    elif uuid:
+        ids += [("uuid", f"GPU-{uuid}"), ("uuid", f"MIG-{uuid}")]
     bus = getattr(props, "pci_bus_id", None)
     if isinstance(bus, int):
         domain = getattr(props, "pci_domain_id", 0) or 0
@@ -248,11 +250,21 @@ def _nvml_handle(index: int) -> Any:
                 except Exception:
                     continue
             if handle is not None:
+                # a card split into MIG instances: its figure is not the instance's
+                if kind == "pci" and _mig_enabled(pynvml, handle):
+                    handle = None
                 break
     except Exception:
         handle = None
     _nvml_handles[index] = handle
     return handle
+
+
+def _mig_enabled(pynvml: Any, handle: Any) -> bool:
+    try:
+        return pynvml.nvmlDeviceGetMigMode(handle)[0] == 1  # (current, pending)
+    except Exception:  # a card or a driver without MIG
+        return False
 
 
 def _nvml_utilization(index: int) -> float | None:
