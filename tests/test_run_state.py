@@ -530,6 +530,20 @@ def test_resuming_a_run_that_is_training_now_is_refused(trained_run, tmp_path, l
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
+def test_resuming_a_run_training_now_before_its_first_checkpoint_says_so(
+    tmp_path, live_python, capsys
+):
+    """Not "the run stopped before its first checkpoint": it is running, and a Ctrl-C to it
+    would save one to resume from."""
+    run = tmp_path / "run"
+    _record(run, live_python)
+    (run / "config.json").write_text("{}")
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"is being trained now (process {live_python})" in err
+    assert "stopped" not in err and "--run-name" not in err
+
+
 def test_two_resumes_at_once_cannot_both_take_the_run(trained_run, tmp_path):
     """The check for a live trainer and this process's record are one step: while another
     resume holds that step, this one is refused; after it, its record refuses the next."""

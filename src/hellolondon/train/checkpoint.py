@@ -369,6 +369,12 @@ def _no_checkpoint(p: Path) -> UserError:
             "load it with transformers, or give the run folder or checkpoint it came from"
         )
     run = RunDir(p)
+    found = run.training_process()
+    if found is not None and found[0] == "running":  # not stopped: before its first save
+        return UserError(
+            f"no checkpoint found at {p}: the run is being trained now ({found[1]}) and has "
+            "saved none yet; wait for its first one, or stop it (a Ctrl-C to it saves one)"
+        )
     if run.config_file.is_file():  # a run stopped before its first save
         return UserError(
             f"no checkpoint found at {p}: the run stopped before its first checkpoint; start it "
