@@ -422,6 +422,20 @@ def test_resuming_with_another_optimizer_is_refused(tiny_data, tmp_path):
         train(other, resume=str(tmp_path / "a"), log=lambda *_: None)
 
 
+def test_a_muon_checkpoint_resumed_with_fsdp_is_pointed_to_ddp_not_to_adamw(tiny_data, tmp_path):
+    """train.fsdp=true with Muon says to use AdamW, and AdamW on a Muon checkpoint says to use
+    Muon: for a Muon checkpoint the one way on is DDP, and that is what is said."""
+    cfg = tiny_config(tiny_data, tmp_path, "tracking.run_name=a", "train.max_iters=6")
+    assert cfg.train.optimizer == "muon"
+    train(cfg, log=lambda *_: None)
+    other = build_config(
+        base=cfg, overrides=["train.fsdp=true", "train.optimizer=adamw", "train.max_iters=12"]
+    )
+    with pytest.raises(UserError, match=r"resume it with DDP \(train.fsdp=false\)") as err:
+        train(other, resume=str(tmp_path / "a"), log=lambda *_: None)
+    assert "train.optimizer=adamw" not in str(err.value)
+
+
 def test_the_model_card_and_the_report_name_the_recipe():
     from hellolondon.export.card import _optimizer_text, _schedule_text
     from hellolondon.report.rundata import recipe

@@ -90,6 +90,12 @@ def _check_architecture(cfg: RunConfig, ckpt: Path | None, state: dict[str, Any]
             "its own shape, or start a new run"
         )
     if saved.train.optimizer != cfg.train.optimizer:  # their states are not interchangeable
+        if saved.train.optimizer == "muon" and cfg.train.fsdp:  # adamw is no way on here
+            raise UserError(
+                f"checkpoint {ckpt} was trained with train.optimizer=muon, which FSDP cannot "
+                "run (Muon needs whole matrices, FSDP shards them); resume it with DDP "
+                "(train.fsdp=false) and train.optimizer=muon"
+            )
         raise UserError(
             f"checkpoint {ckpt} was trained with train.optimizer={saved.train.optimizer}; "
             "resume it with the same optimizer"
