@@ -210,6 +210,10 @@ def test_bad_input_gives_clear_errors(tmp_path):
     (started / "metrics.jsonl").write_text("")
     with pytest.raises(UserError, match="no metric rows"):
         write_report([started], tmp_path / "out")
+    (started / "metrics.jsonl").unlink()
+    (started / "metrics.jsonl").mkdir()  # said as it is, as `watch` says it, not "no rows"
+    with pytest.raises(UserError, match=r"metrics.jsonl is a folder, not a file of rows"):
+        write_report([started], tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written on error
     (tmp_path / "notes.md").write_text("mine")
     with pytest.raises(UserError, match=r"notes.md cannot be created .*; choose another --out$"):

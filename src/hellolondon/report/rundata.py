@@ -107,6 +107,13 @@ class RunData:
 
 def load_run(path: str | Path) -> RunData:
     run = RunDir.open(path)
+    for log in (run.metrics_file, run.events_file):  # else read as empty: "no rows yet"
+        if log.exists() and not log.is_file():
+            what = "a folder" if log.is_dir() else "not a plain file"
+            raise UserError(
+                f"{log} is {what}, not a file of rows; move it away (training writes this log "
+                "as a file)"
+            )
     config = run.read_config()
     name = str((config.get("tracking") or {}).get("run_name") or run.name)
     data = RunData(run.path, name, run.rows(), run.events(), run.read_summary(), config)
