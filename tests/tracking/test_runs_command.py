@@ -283,3 +283,23 @@ def test_a_run_killed_while_starting_is_listed_as_such(runs, capsys):
     row = next(line for line in lines if line.startswith("london-tiny-demo-e"))
     assert row.split()[1:5] == ["-", "killed", "at", "start"]
     assert "killed at start: killed before it wrote anything; start it again" in lines
+
+
+def test_a_run_of_train_gpus_goes_on_with_the_same_gpus(tmp_path, capsys):
+    """The line under the table says how a run aborted by a second Ctrl-C goes on: for a run
+    that `train --gpus 2` started, with --gpus 2 (as the launcher says), not in one process;
+    a run last resumed in one process goes on in one."""
+    root = tmp_path / "runs"
+    command = "hellolondon train --gpus 2 --preset tiny --data 'work/my data' device=cpu"
+    resumed = {"resumes": [{"command": "hellolondon train --resume runs/x"}]}
+    for name, reproduce in (("two", {}), ("one", resumed)):
+        run = make_run(root, name, "tiny", "disabled", status="finished")
+        config = {"preset": "tiny", "reproduce": {"command": command, **reproduce}}
+        (run / "config.json").write_text(json.dumps(config))
+        aborted = {"aborted": "by a second Ctrl-C at step 12", "aborted_at_step": 12}
+        (run / "process.json").write_text(json.dumps({"pid": 1, "host": "h", **aborted}))
+        (run / "checkpoints" / "step-000010").mkdir(parents=True)
+    assert main(["runs", "--out-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"with: hellolondon train --gpus 2 --resume {root / 'two'}\n" in out
+    assert f"with: hellolondon train --resume {root / 'one'}\n" in out

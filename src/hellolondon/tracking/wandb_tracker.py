@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -452,14 +451,35 @@ def _artifact_name(name: str) -> str:
 def resume_command(run: RunDir) -> str:
     """The command that goes on with a run. It also sends W&B the rows it lacks: a resume
     replays the local log past what W&B holds, and for a run that had ended trains no step.
-    A run that `train --gpus N` started goes on on as many processes (another count also
-    resumes it, with the same global batch)."""
-    config = run.read_config()
-    world = config.get("hardware", {}).get("world_size", 1)
-    command = str(config.get("reproduce", {}).get("command", ""))
-    launched = isinstance(world, int) and world > 1 and re.search(r"\s--gpus[\s=]", command)
-    gpus = f"--gpus {world} " if launched else ""
-    return f"hellolondon train {gpus}--resume {shlex.quote(show_path(run.path))}"
+    A run that `train --gpus N` started (or last resumed) goes on with `--gpus N` too, as the
+    launcher's own line says: without it the run would continue in one process."""
+    gpus = _gpus_of(run)
+    launch = f"--gpus {gpus} " if gpus else ""
+    return f"hellolondon train {launch}--resume {shlex.quote(show_path(run.path))}"
+
+
+def _gpus_of(run: RunDir) -> str | None:
+    """The N of `train --gpus N` in the command that last started or resumed the run (its
+    config.json records each), None for one process or a torchrun started by hand."""
+    reproduce = run.read_config().get("reproduce")
+    if not isinstance(reproduce, dict):
+        return None
+    resumes = reproduce.get("resumes")
+    starts = [reproduce, *(resumes if isinstance(resumes, list) else [])]
+    commands = [s.get("command") for s in starts if isinstance(s, dict)]
+    commands = [c for c in commands if isinstance(c, str) and c]
+    if not commands:
+        return None
+    try:
+        words = shlex.split(commands[-1])
+    except ValueError:
+        return None
+    for i, word in enumerate(words):
+        value = words[i + 1] if word == "--gpus" and i + 1 < len(words) else None
+        value = word.removeprefix("--gpus=") if word.startswith("--gpus=") else value
+        if value is not None:
+            return value if value.isdigit() else None
+    return None
 
 
 def _checkpoint_meta(path: Path, run: RunDir) -> dict[str, Any]:
