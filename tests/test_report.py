@@ -260,6 +260,34 @@ def test_a_blank_out_is_refused_not_read_as_the_current_folder(tmp_path, capsys,
     assert (here / "report.html").read_text() == "mine"
 
 
+def test_a_page_or_png_of_your_own_is_not_replaced_by_a_report(tmp_path, capsys):
+    run = make_run(tmp_path, "a")
+    here = tmp_path / "site"
+    here.mkdir()
+    (here / "report.html").write_text("<html><title>my report</title></html>")
+    (here / "notes.txt").write_text("kept")
+    assert main(["report", str(run), "--out", str(here)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {here} holds report.html that `hellolondon report` did not write, and the "
+        "report would replace them; move them away or choose another --out\n"
+    )
+    assert sorted(p.name for p in here.iterdir()) == ["notes.txt", "report.html"]
+    assert (here / "report.html").read_text() == "<html><title>my report</title></html>"
+    (here / "report.html").unlink()
+    (here / "report.png").write_bytes(b"\x89PNG my own picture")
+    assert main(["report", str(run), "--out", str(here)]) == 2
+    assert "holds report.png that" in capsys.readouterr().err
+    assert (here / "report.png").read_bytes() == b"\x89PNG my own picture"
+    # an earlier report is replaced, its PNG alone too, and one whose PNG was not yet marked
+    (here / "report.png").unlink()
+    assert main(["report", str(run), "--out", str(here)]) == 0
+    (here / "report.html").unlink()
+    assert main(["report", str(run), "--out", str(here)]) == 0
+    (here / "report.png").write_bytes(b"\x89PNG an unmarked PNG of an earlier version")
+    assert main(["report", str(run), "--out", str(here)]) == 0
+    assert sorted(p.name for p in here.iterdir()) == ["notes.txt", "report.html", "report.png"]
+
+
 def test_a_report_that_fails_to_be_written_leaves_no_folder_it_made(tmp_path, monkeypatch, capsys):
     import errno
 

@@ -12,6 +12,7 @@ from hellolondon.report.assets import CSS, JS
 from hellolondon.report.png import color, dt_off_scale
 from hellolondon.report.rundata import PANELS, RunData, summarize, summary_cells
 
+PAGE_MARK = "helloLondon training report"  # the title: how a report's page is told from others
 MAX_POINTS = 2000  # per curve in the page; more are thinned keeping each bucket's min and max
 
 
@@ -126,7 +127,7 @@ def render_html(runs: list[RunData], notes: list[str]) -> str:
     cells = [summary_cells(summarize(r)) for r in runs]
     summary = _table(list(cells[0]), [list(c.values()) for c in cells])
     note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    title = "helloLondon training report: " + ", ".join(r.name for r in runs)
+    title = PAGE_MARK + ": " + ", ".join(r.name for r in runs)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

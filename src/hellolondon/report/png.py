@@ -190,6 +190,9 @@ def _figure(runs: list[RunData]) -> Figure:
     return fig
 
 
+SOFTWARE = "hellolondon report"  # in the PNG's metadata: how a report's PNG is told from others
+
+
 def write_png(runs: list[RunData], path: Path) -> Path:
-    figure(runs).savefig(path, format="png")
+    figure(runs).savefig(path, format="png", metadata={"Software": SOFTWARE})
     return path
