@@ -790,6 +790,41 @@ def test_hyperband_stops_a_trailing_trial_while_it_runs(tmp_path, tiny_data, mon
     assert stopped.summary["stopped_early"] and stopped.summary["iterations"] < 100
 
 
+@pytest.mark.parametrize(
+    ("ends", "note"),
+    [
+        ("print('SIGINT: stopping after this step and saving a checkpoint')", "killed by SIGINT"),
+        ("pass", "killed by a signal"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGRTMIN + 6)", "killed by signal 40"),
+        ("raise SystemExit(143)", "killed by SIGTERM"),
+    ],
+    ids=["sigint", "unnamed", "realtime", "shell-sigterm"],
+)
+def test_a_trial_ended_by_a_signal_on_its_own_names_that_signal(tmp_path, monkeypatch, ends, note):
+    """A trial that heeded a signal (saved, summary `stopped by a signal`, exit 0) is named
+    with the signal its console gives, not always SIGTERM; one killed by a signal without a
+    name does not crash the sweep."""
+    from types import SimpleNamespace
+
+    folder = SweepFolder(tmp_path / "s")
+    trial = Trial("s-001", {"train.lr": 1e-3})
+    run = folder.trial_dir(trial)
+    summary = {"iterations": 5, "stop_reason": "stopped by a signal"}
+    stops = (
+        f"import json, pathlib; p = pathlib.Path({str(run)!r}); p.mkdir(parents=True); "
+        "(p / 'config.json').write_text('{}'); "
+        "(p / 'metrics.jsonl').write_text(json.dumps({'step': 5, 'train/loss': 5.0}) + '\\n'); "
+        f"(p / 'summary.json').write_text(json.dumps({summary!r}))\n{ends}"
+    )
+    log = folder.log_path(trial)
+    log.parent.mkdir(parents=True)
+    log.write_text("$ an earlier start\nSIGQUIT: stopping after this step\n")  # not this one's
+    monkeypatch.setattr(driver, "trial_command", lambda *_: [sys.executable, "-c", stops])
+    driver.run_trial(SimpleNamespace(early_terminate=None), folder, [trial], trial, print)
+    assert trial.state == "killed", trial
+    assert trial.note == f"{note}; the same sweep command resumes it from its checkpoint"
+
+
 def test_a_trial_aborted_by_a_second_ctrl_c_is_resumed_like_a_killed_one(tmp_path, monkeypatch):
     """A trial's training aborted by a second SIGINT exits 130 and its run folder records the
     abort: the sweep takes it as killed (resumed by the next run of the sweep), not failed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -230,15 +231,39 @@ def run_trial(
         trial.note = "resumed from its checkpoint" if resumed else ""
     elif signalled or proc.returncode < 0 or proc.returncode == 143:
         # killed on its own (the OOM killer, a `kill`): the next run of the sweep resumes it
-        how = signal.Signals(-proc.returncode).name if proc.returncode < 0 else "SIGTERM"
         trial.state = "killed"
-        trial.note = f"killed by {how}; the same sweep command resumes it from its checkpoint"
+        trial.note = f"{_how_ended(proc.returncode, folder.log_path(trial))}; the same sweep command resumes it from its checkpoint"
     elif aborted := _aborted(folder.trial_dir(trial)):  # a second Ctrl-C: as if killed
         trial.state = "killed"
         trial.note = f"{aborted}; the same sweep command resumes it from its checkpoint"
     else:
         trial.state = "failed"
         trial.note = _last_line(folder.log_path(trial))
+
+
+def _how_ended(returncode: int, log: Path) -> str:
+    """A trial's end by a signal in words: the signal its exit status names, else (exit 0: its
+    training heeded the signal, saved a checkpoint and ended) the one its console names."""
+    if returncode == 0:
+        heeded = _heeded_signal(log)
+        return f"killed by {heeded}" if heeded else "killed by a signal"
+    number = -returncode if returncode < 0 else returncode - 128  # 143: a shell's SIGTERM
+    try:
+        return f"killed by {signal.Signals(number).name}"
+    except ValueError:  # a real-time signal has no name
+        return f"killed by signal {number}"
+
+
+def _heeded_signal(log: Path) -> str | None:
+    """The signal training said it stops for (`SIGINT: stopping after ...`) in the trial's
+    console since its latest start (the `$ command` line each start of the trial writes)."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    latest = text[text.rfind("\n$ ") + 1 :] if "\n$ " in text else text
+    found = re.search(r"^(SIG[A-Z0-9]+): stopping", latest, re.MULTILINE)
+    return found.group(1) if found else None
 
 
 def _aborted(path: Path) -> str | None:
