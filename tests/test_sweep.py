@@ -346,6 +346,34 @@ def test_a_trials_list_of_another_shape_is_refused_and_kept(tmp_path, text):
     assert (tmp_path / "trials.json").read_text() == text
 
 
+@pytest.mark.parametrize("listed", [None, ["s-001"]], ids=["no-trials-json", "older-copy"])
+def test_trial_folders_that_trials_json_does_not_list_are_not_taken_over(
+    capsys, tmp_path, tiny_data, monkeypatch, listed
+):
+    """trials.json deleted, or an older copy put back: a new trial s-002 would 'resume' the
+    folder of the s-002 that trials.json no longer lists, under other values."""
+    path = sweep_file(tmp_path, tiny_data)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.yaml").write_text(path.read_text())
+    for name in ("s-001", "s-002"):
+        (out / "trials" / name).mkdir(parents=True)
+        (out / "trials" / name / "config.json").write_text("{}")
+    if listed:
+        SweepFolder(out).save([Trial(n, {"train.lr": 1e-3}, state="finished") for n in listed])
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    monkeypatch.setattr(driver, "run_trial", lambda *a: pytest.fail("a trial started"))
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "3", "--out-dir", str(out)])
+    listing = "s-001, s-002" if listed is None else "s-002"
+    what = "is missing" if listed is None else "does not list them"
+    assert err == (
+        f"error: {out / 'trials'} holds trials ({listing}) and {out / 'trials.json'} {what}; "
+        "the sweep cannot resume: restore trials.json, or move the sweep folder away to start "
+        "the sweep again"
+    )
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
 def test_a_blank_out_dir_is_refused_not_read_as_the_current_folder(
     capsys, tmp_path, tiny_data, monkeypatch
 ):

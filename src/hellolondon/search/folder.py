@@ -109,15 +109,29 @@ class SweepFolder:
         return True
 
     def load(self) -> list[Trial]:
-        if not self._trials.is_file():
-            return []
-        try:
-            return _trials_of(json.loads(self._trials.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
+        """The trials of trials.json; refused when it cannot be read, or when trials/ holds a
+        trial folder it does not list (trials.json deleted, or an older copy put back): a new
+        trial of that name would go on with that folder's run under other values."""
+        trials = []
+        if self._trials.is_file():
+            try:
+                trials = _trials_of(json.loads(self._trials.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                raise UserError(
+                    f"{self._trials} cannot be read; the sweep cannot resume: restore it, or "
+                    "move the sweep folder away to start the sweep again"
+                ) from None
+        listed = {t.name for t in trials}
+        unlisted = sorted(p.name for p in _folders(self.trials_dir) if p.name not in listed)
+        if unlisted:
+            what = "is missing" if not self._trials.is_file() else "does not list them"
             raise UserError(
-                f"{self._trials} cannot be read; the sweep cannot resume: restore it, or move "
-                "the sweep folder away to start the sweep again"
-            ) from None
+                f"{self.trials_dir} holds trials ({', '.join(unlisted[:3])}"
+                f"{', ...' if len(unlisted) > 3 else ''}) and {self._trials} {what}; the sweep "
+                "cannot resume: restore trials.json, or move the sweep folder away to start the "
+                "sweep again"
+            )
+        return trials
 
     def save(self, trials: list[Trial]) -> None:
         """Atomically: a sweep killed mid-write keeps the previous list."""
@@ -139,6 +153,13 @@ class SweepFolder:
             self.path / ".lock",
             lambda pid: UserError(f"sweep {self.path} is already running (process {pid})"),
         )
+
+
+def _folders(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir()]
+    except OSError:  # no trials yet
+        return []
 
 
 def _trials_of(data: Any) -> list[Trial]:
