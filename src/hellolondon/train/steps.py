@@ -54,7 +54,8 @@ class Clock:
         self.run.state.first_step_s = round(busy, 2)
         self.first_s = busy  # left out of the next lap's steady rate (the ETA)
         compiled = self.run.cfg.train.compiles(self.run.dist.device.type)
-        self.run.log(f"first step took {busy:.1f} s" + (" (compilation included)" * compiled))
+        took = f"{busy:.1f} s" if busy >= 1 else f"{busy * 1000:.0f} ms"  # not "0.0 s"
+        self.run.log(f"first step took {took}" + (" (compilation included)" * compiled))
         if warning := cuda_graph_warning(self.run.cfg, self.run.dist.device):
             self.run.log(f"warning: {warning}")
 
