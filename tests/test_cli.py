@@ -430,6 +430,16 @@ def test_resume_of_nothing_says_what_to_give_and_no_more(capsys, tmp_path):
         assert said in err and "resume an earlier checkpoint" not in err, err
 
 
+def test_resume_of_a_folder_of_runs_names_the_runs_in_it(capsys, tmp_path):
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "metrics.jsonl").write_text("")
+    err = _err(capsys, ["train", "--resume", str(tmp_path / "runs"), "--wandb-mode", "disabled"])
+    assert err.strip() == (
+        f"error: {tmp_path / 'runs'} holds run folders, it is not one; give a run folder in it, "
+        f"such as: {tmp_path / 'runs' / 'a'}"
+    )
+
+
 def test_a_checkpoint_of_a_setting_this_version_lacks_names_the_setting(capsys, trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)

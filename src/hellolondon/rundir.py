@@ -121,13 +121,8 @@ class RunDir:
             raise UserError(f"{path} is a file, not a run folder; give the folder with {METRICS}")
         if cls.is_run(path):
             return cls(path)
-        _refuse_a_sweep_folder(path)
-        inside = runs_in(path)
-        if inside:
-            raise UserError(
-                f"{path} holds run folders, it is not one; give a run folder in it, such as: "
-                + _some_runs(inside)
-            )
+        if (error := holds_runs(path)) is not None:
+            raise error
         raise UserError(f"{path} is not a run folder: it has no {METRICS} (training writes one)")
 
     @classmethod
@@ -456,16 +451,25 @@ def status_words(state: str, detail: str) -> str:
     return f"{state}: {detail}" if detail else state
 
 
-def _refuse_a_sweep_folder(path: Path) -> None:
+def holds_runs(path: Path) -> UserError | None:
+    """Why `path`, a folder of runs (`runs/`) or a sweep's folder, is not a run itself, naming
+    some runs in it; None for any other folder."""
     from hellolondon.search.folder import SweepFolder
 
     sweep = SweepFolder(path)
     if sweep.exists():
         trials = runs_in(sweep.trials_dir)
-        raise UserError(
+        return UserError(
             f"{path} is a sweep folder, not a run folder; give its trials"
             + (f", such as: {_some_runs(trials)}" if trials else "; it has none yet")
         )
+    inside = runs_in(path)
+    if inside:
+        return UserError(
+            f"{path} holds run folders, it is not one; give a run folder in it, such as: "
+            + _some_runs(inside)
+        )
+    return None
 
 
 def _some_runs(runs: list[RunDir]) -> str:

@@ -357,7 +357,7 @@ def resolve(path: str | Path) -> Path:
 
 def _no_checkpoint(p: Path) -> UserError:
     """Why there is nothing at `p` to continue from, and what to do instead."""
-    from hellolondon.rundir import RunDir
+    from hellolondon.rundir import RunDir, holds_runs
 
     if not p.exists():
         return UserError(f"{p} does not exist; give a run folder or a checkpoint folder")
@@ -381,7 +381,9 @@ def _no_checkpoint(p: Path) -> UserError:
             f"again as a new run with `hellolondon train --config {run.config_file} --run-name "
             "NEW_NAME`"
         )
-    return UserError(f"no checkpoint found at {p}; give a run folder or a checkpoint folder")
+    return holds_runs(p) or UserError(
+        f"no checkpoint found at {p}; give a run folder or a checkpoint folder"
+    )
 
 
 def find_resumable(path: str | Path, log=print) -> tuple[Path, dict[str, Any]]:
