@@ -326,9 +326,22 @@ def test_a_run_without_a_readable_config(tmp_path, capsys):
     (run / "metrics.jsonl").write_text('{"step": 1, "train/loss": 5.0}\n')
     assert main(["reproduce", str(run)]) == 2
     assert "config.json is missing" in capsys.readouterr().err
-    (run / "config.json").write_text("{")
-    assert main(["reproduce", str(run)]) == 2
-    assert "config.json cannot be read" in capsys.readouterr().err
+    for text, said in [
+        ("{", "is not valid JSON (truncated or damaged)"),
+        ("[1]", "is not a JSON object"),
+        ('{"train": 3}', "has a `train` that is not an object"),
+        ("{}", "is empty"),
+    ]:
+        (run / "config.json").write_text(text)
+        assert main(["reproduce", str(run)]) == 2
+        assert f"config.json {said}: the recorded settings" in capsys.readouterr().err
+
+
+def test_a_checkpoint_given_for_a_run_names_its_run(trained_run, capsys):
+    best = trained_run / "checkpoints" / "best"
+    assert main(["reproduce", str(best)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {best} is a checkpoint of a run; give the run folder: {trained_run}\n"
 
 
 def test_differences_name_code_and_packages():

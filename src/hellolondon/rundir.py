@@ -121,6 +121,8 @@ class RunDir:
             raise UserError(f"{path} is a file, not a run folder; give the folder with {METRICS}")
         if cls.is_run(path):
             return cls(path)
+        if (owner := cls.of_checkpoint(path)) is not None:
+            raise UserError(f"{path} is a checkpoint of a run; give the run folder: {owner.path}")
         if (error := holds_runs(path)) is not None:
             raise error
         raise UserError(f"{path} is not a run folder: it has no {METRICS} (training writes one)")
@@ -207,6 +209,20 @@ class RunDir:
         `train` that is not an object: hand-edited, or another program's file)."""
         config = read_json(self.config_file)
         return config if _sections_are_objects(config) else {}
+
+    def config_problem(self) -> str:
+        """What keeps config.json from being read, in a few words ("is missing", "is not valid
+        JSON (truncated or damaged)", "has a `train` that is not an object"); "" when it reads."""
+        if not self.config_file.is_file():
+            return "is missing"
+        try:
+            config = json.loads(self.config_file.read_bytes())
+        except ValueError:  # UnicodeDecodeError included
+            return "is not valid JSON (truncated or damaged)"
+        if not isinstance(config, dict):
+            return "is not a JSON object"
+        bad = [k for k in CONFIG_SECTIONS if not isinstance(config.get(k, {}), dict)]
+        return f"has a `{bad[0]}` that is not an object" if bad else ""
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.config_file, config)

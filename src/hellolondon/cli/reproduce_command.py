@@ -61,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
     recorded = load_run(args.run).config
     if not recorded:
-        path = RunDir(args.run).config_file
-        what = "cannot be read (not a JSON object)" if path.is_file() else "is missing"
-        raise UserError(f"{path} {what}: the recorded settings are not there to run again")
+        run = RunDir(args.run)
+        raise UserError(
+            f"{run.config_file} {run.config_problem() or 'is empty'}: the recorded settings are "
+            "not there to run again"
+        )
     # the recorded paths may be relative to the folder the run was started in, not to this one
     data = args.data or recorded_data_dir(recorded)
     if not args.data and data and not Path(data).exists():
