@@ -244,6 +244,9 @@ def test_command_must_run_our_trainer_with_its_settings(capsys, tmp_path, tiny_d
     assert "not a valid `hellolondon train` line" in _one_line_error(
         capsys, ["sweep", str(path), "--trials", "2"]
     )
+    path = sweep_file(tmp_path, tiny_data, fixed=["model.n_layr=2"])  # a setting's own check
+    err = _one_line_error(capsys, ["sweep", str(path), "--trials", "2"])
+    assert err.startswith(f"error: {path}: command: ") and "model.n_layer" in err
 
 
 def test_early_terminate_needs_a_metric_logged_during_training(capsys, tmp_path, tiny_data):

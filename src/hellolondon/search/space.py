@@ -280,7 +280,10 @@ def parse_fixed(fixed: list[str], source: str) -> RunConfig:
             f"{source}: command: is not a valid `hellolondon train` line: {last[0]}"
         ) from None
     assert isinstance(args, argparse.Namespace)
-    return config_from_args(args)
+    try:
+        return config_from_args(args)
+    except UserError as exc:  # a setting in command: (model.n_layr=2): said with the file
+        raise UserError(f"{source}: command: {exc}") from None
 
 
 def check_not_set_by_sweep(name: str, spec_source: str) -> None:
