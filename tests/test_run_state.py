@@ -7,7 +7,10 @@ import errno
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -872,3 +875,39 @@ def test_the_command_that_goes_on_starts_as_many_processes_as_train_gpus_did(
     run.path.mkdir()
     run.write_config({"reproduce": {"command": command}})
     assert resume_command(run) == f"{then} {run.path}"
+
+
+# Both Ctrl-Cs come while the main thread is inside one C call (here a key derivation sized to
+# last about 1.5 s, as a slow CPU step or a compilation would), so Python runs the handler once.
+TWO_CTRL_CS_IN_ONE_CALL = """
+import hashlib, sys, time
+from hellolondon.train.signals import StopSignal
+
+stop = StopSignal(verbose=False)
+t = time.perf_counter()
+hashlib.pbkdf2_hmac("sha256", b"x", b"y", 20_000)
+rounds = int(20_000 * 1.5 / max(time.perf_counter() - t, 1e-6))
+print("ready", flush=True)
+try:
+    hashlib.pbkdf2_hmac("sha256", b"x", b"y", rounds)
+    print("stop" if stop.requested else "nothing", flush=True)
+except KeyboardInterrupt:
+    print("aborted", flush=True)
+stop.restore()
+"""
+
+
+def test_two_ctrl_cs_during_one_long_call_abort():
+    """The interpreter merges the two into one run of the handler; counting the deliveries
+    still tells a double Ctrl-C from a single one, which stops after the step."""
+    for presses, said in ((2, "aborted"), (1, "stop")):
+        child = subprocess.Popen(
+            [sys.executable, "-c", TWO_CTRL_CS_IN_ONE_CALL], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout.readline() == "ready\n"
+        time.sleep(0.3)
+        for _ in range(presses):
+            child.send_signal(signal.SIGINT)
+            time.sleep(0.1)
+        out = child.communicate(timeout=60)[0]
+        assert out == f"{said}\n" and child.returncode == 0
