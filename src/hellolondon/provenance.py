@@ -529,3 +529,27 @@ def recorded_global_batch(
         f"is kept (--global-batch {batch})"
     )
     return batch
+
+
+def recorded_gpus(run_config: dict[str, Any]) -> str | None:
+    """The N of `train --gpus N` in the command that last started or resumed a run (its
+    record holds each), None for one process or a torchrun started by hand."""
+    reproduce = run_config.get("reproduce")
+    if not isinstance(reproduce, dict):
+        return None
+    resumes = reproduce.get("resumes")
+    starts = [reproduce, *(resumes if isinstance(resumes, list) else [])]
+    commands = [s.get("command") for s in starts if isinstance(s, dict)]
+    commands = [c for c in commands if isinstance(c, str) and c]
+    if not commands:
+        return None
+    try:
+        words = shlex.split(commands[-1])
+    except ValueError:
+        return None
+    for i, word in enumerate(words):
+        value = words[i + 1] if word == "--gpus" and i + 1 < len(words) else None
+        value = word.removeprefix("--gpus=") if word.startswith("--gpus=") else value
+        if value is not None:
+            return value if value.isdigit() else None
+    return None

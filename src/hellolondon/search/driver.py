@@ -232,7 +232,8 @@ def run_trial(
     elif signalled or proc.returncode < 0 or proc.returncode == 143:
         # killed on its own (the OOM killer, a `kill`): the next run of the sweep resumes it
         trial.state = "killed"
-        trial.note = f"{_how_ended(proc.returncode, folder.log_path(trial))}; the same sweep command resumes it from its checkpoint"
+        how = _how_ended(proc.returncode, folder.log_path(trial))
+        trial.note = f"{how}; the same sweep command resumes it from its checkpoint"
     elif aborted := _aborted(folder.trial_dir(trial)):  # a second Ctrl-C: as if killed
         trial.state = "killed"
         trial.note = f"{aborted}; the same sweep command resumes it from its checkpoint"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hellolondon.files import read_json, write_json
+from hellolondon.provenance import recorded_gpus
 from hellolondon.rundir import RunDir
 from hellolondon.tracking.secrets import scrub, scrub_row, scrub_text
 from hellolondon.tracking.wandb_options import WandbOptions
@@ -453,33 +454,9 @@ def resume_command(run: RunDir) -> str:
     replays the local log past what W&B holds, and for a run that had ended trains no step.
     A run that `train --gpus N` started (or last resumed) goes on with `--gpus N` too, as the
     launcher's own line says: without it the run would continue in one process."""
-    gpus = _gpus_of(run)
+    gpus = recorded_gpus(run.read_config())
     launch = f"--gpus {gpus} " if gpus else ""
     return f"hellolondon train {launch}--resume {shlex.quote(show_path(run.path))}"
-
-
-def _gpus_of(run: RunDir) -> str | None:
-    """The N of `train --gpus N` in the command that last started or resumed the run (its
-    config.json records each), None for one process or a torchrun started by hand."""
-    reproduce = run.read_config().get("reproduce")
-    if not isinstance(reproduce, dict):
-        return None
-    resumes = reproduce.get("resumes")
-    starts = [reproduce, *(resumes if isinstance(resumes, list) else [])]
-    commands = [s.get("command") for s in starts if isinstance(s, dict)]
-    commands = [c for c in commands if isinstance(c, str) and c]
-    if not commands:
-        return None
-    try:
-        words = shlex.split(commands[-1])
-    except ValueError:
-        return None
-    for i, word in enumerate(words):
-        value = words[i + 1] if word == "--gpus" and i + 1 < len(words) else None
-        value = word.removeprefix("--gpus=") if word.startswith("--gpus=") else value
-        if value is not None:
-            return value if value.isdigit() else None
-    return None
 
 
 def _checkpoint_meta(path: Path, run: RunDir) -> dict[str, Any]:
